@@ -1,0 +1,1 @@
+//! The tollgate proxy-wasm filter (work in progress).
