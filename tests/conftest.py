@@ -1,0 +1,119 @@
+"""Fixtures that start real stacks: Envoy running the release .wasm, the
+sidecar, the ai-server under gunicorn, and MariaDB or SQLite.
+
+Nothing here skips: a missing part (the venv, a build, MariaDB) fails the test
+with a message saying what to install or run.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from gateway import Gateway, Ledger, mysql_connect  # noqa: E402
+from stack import Stack, StackConfig, StackError  # noqa: E402
+
+#: Short cache lifetimes so revocation and fault tests finish in seconds.
+TEST_FILTER_OVERRIDES = {
+    "key_cache": {"positive_ttl_s": 3, "negative_ttl_s": 1, "stale_if_error_s": 60},
+    "usage": {"flush_interval_ms": 200, "max_backoff_ms": 1000},
+}
+
+#: What a filter panic or a V8 trap looks like in Envoy's log.
+WASM_FAILURE = re.compile(r"panicked at|wasm trap|Function: .* failed|RuntimeError|unreachable", re.I)
+
+
+def mysql_url() -> str:
+    url = os.environ.get("TOLLGATE_TEST_MYSQL_URL")
+    if not url:
+        pytest.fail(
+            "TOLLGATE_TEST_MYSQL_URL is not set: the end-to-end tests need MariaDB/MySQL "
+            "(e.g. mysql://root@127.0.0.1:3306/tollgate_test; `make test` sets it). "
+            "Start MariaDB with: start-stop-daemon --start --oknodo --background "
+            "--exec /usr/sbin/mariadbd",
+            pytrace=False,
+        )
+    return url
+
+
+@pytest.fixture(scope="session")
+def mysql_server() -> str:
+    """The MariaDB server's URL without a database; fails when unreachable."""
+    url = mysql_url()
+    try:
+        mysql_connect(url).close()
+    except Exception as err:  # noqa: BLE001 - any failure means the server is not usable
+        pytest.fail(f"MariaDB at {url} is unreachable ({err}); start it or fix "
+                    "TOLLGATE_TEST_MYSQL_URL", pytrace=False)
+    return url.rsplit("/", 1)[0]
+
+
+def start_stack(state_dir: Path, database_url: str | None, **config) -> Stack:
+    config.setdefault("filter_overrides", TEST_FILTER_OVERRIDES)
+    try:
+        return Stack(StackConfig.ephemeral(state_dir, database_url=database_url,
+                                           ai_server_debug=True, **config)).start()
+    except StackError as err:
+        pytest.fail(f"the stack did not start: {err}", pytrace=False)
+
+
+def stop_stack(stack: Stack) -> None:
+    """Stop the stack and fail if the filter panicked or trapped in Envoy."""
+    stack.stop()
+    failures = [line for line in stack.envoy.log_text().splitlines() if WASM_FAILURE.search(line)]
+    assert not failures, "Envoy's log shows a Wasm failure:\n" + "\n".join(failures[:20])
+
+
+class MysqlDatabase:
+    """A database of its own on the test MariaDB server, dropped afterwards."""
+
+    def __init__(self, server_url: str, name: str):
+        self.server_url = server_url
+        self.name = name
+        self.url = f"{server_url}/{name}"
+        with mysql_connect(server_url) as conn, conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+            cur.execute(f"CREATE DATABASE `{name}`")
+
+    def drop(self) -> None:
+        with mysql_connect(self.server_url) as conn, conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{self.name}`")
+
+
+@pytest.fixture(scope="session")
+def gateway(tmp_path_factory, mysql_server) -> Gateway:
+    """The main stack, on MariaDB like a production deployment."""
+    db = MysqlDatabase(mysql_server, f"tollgate_e2e_{os.getpid()}")
+    stack = start_stack(tmp_path_factory.mktemp("stack-mysql"), db.url)
+    try:
+        yield Gateway(stack, Ledger(mysql_url=db.url))
+    finally:
+        try:
+            stop_stack(stack)
+        finally:
+            db.drop()
+
+
+@pytest.fixture(scope="session")
+def sqlite_gateway(tmp_path_factory) -> Gateway:
+    """The same stack on the embedded default, SQLite."""
+    state_dir = tmp_path_factory.mktemp("stack-sqlite")
+    stack = start_stack(state_dir, None)
+    try:
+        yield Gateway(stack, Ledger(sqlite_path=str(state_dir / "tollgate.db")))
+    finally:
+        stop_stack(stack)
+
+
+@pytest.fixture(params=["mysql", "sqlite"])
+def any_gateway(request) -> Gateway:
+    """Each backend in turn."""
+    return request.getfixturevalue("gateway" if request.param == "mysql" else "sqlite_gateway")

@@ -1,0 +1,144 @@
+"""A client's view of a running tollgate stack, for the end-to-end tests.
+
+Requests go out with ``requests`` and tokens are minted with PyJWT, the
+libraries of the servers that call this gateway today. The usage ledger is
+read straight from the sidecar's database (MariaDB or SQLite).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from typing import Iterable
+from urllib.parse import urlparse
+
+import jwt
+import pymysql
+import requests
+
+from stack import Stack
+
+ANALYZE = "/proxy/analyze"
+
+
+def mysql_connect(url: str, database: str | None = None) -> pymysql.connections.Connection:
+    """A PyMySQL connection to the server a ``mysql://`` URL names."""
+    parts = urlparse(url)
+    return pymysql.connect(
+        host=parts.hostname or "127.0.0.1",
+        port=parts.port or 3306,
+        user=parts.username or "root",
+        password=parts.password or "",
+        database=database,
+        autocommit=True,
+        cursorclass=pymysql.cursors.DictCursor,
+    )
+
+
+@dataclass
+class Ledger:
+    """Read access to the sidecar's tables."""
+
+    mysql_url: str | None = None
+    sqlite_path: str | None = None
+
+    def query(self, sql: str, params: Iterable = ()) -> list[dict]:
+        if self.mysql_url:
+            parts = urlparse(self.mysql_url)
+            conn = mysql_connect(self.mysql_url, parts.path.lstrip("/"))
+            try:
+                with conn.cursor() as cur:
+                    cur.execute(sql.replace("?", "%s"), tuple(params))
+                    return list(cur.fetchall())
+            finally:
+                conn.close()
+        conn = sqlite3.connect(f"file:{self.sqlite_path}?mode=ro", uri=True, timeout=10)
+        conn.row_factory = sqlite3.Row
+        try:
+            return [dict(row) for row in conn.execute(sql, tuple(params))]
+        finally:
+            conn.close()
+
+    def usage_rows(self, request_id: str) -> list[dict]:
+        return self.query("SELECT * FROM usage_log WHERE request_id = ?", [request_id])
+
+    def wait_usage_row(self, request_id: str, timeout: float = 10.0) -> dict:
+        """The one usage row of ``request_id``, waiting for the filter's flush."""
+        deadline = time.monotonic() + timeout
+        while True:
+            rows = self.usage_rows(request_id)
+            if rows:
+                assert len(rows) == 1, f"{len(rows)} usage rows for {request_id}"
+                return rows[0]
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no usage row for {request_id} after {timeout}s")
+            time.sleep(0.2)
+
+
+@dataclass
+class Gateway:
+    """The running stack as a client and an operator see it."""
+
+    stack: Stack
+    ledger: Ledger
+    session: requests.Session = field(default_factory=requests.Session)
+
+    @property
+    def secret(self) -> str:
+        return self.stack.config.jwt_secret
+
+    def token(self, body: bytes, ttl: int = 60, secret: str | None = None,
+              algorithm: str = "HS256", headers: dict | None = None, **claims) -> str:
+        """An X-Auth-Token for ``body`` minted with PyJWT; claims override the defaults."""
+        now = int(time.time())
+        payload = {"iat": now, "exp": now + ttl, "body_sha256": hashlib.sha256(body).hexdigest()}
+        payload.update(claims)
+        payload = {k: v for k, v in payload.items() if v is not None}
+        return jwt.encode(payload, secret or self.secret, algorithm=algorithm, headers=headers)
+
+    def post(self, body: bytes, key: str | None, token: str | None = None, *,
+             path: str = ANALYZE, headers: dict | None = None, chunked: bool = False,
+             method: str = "POST") -> requests.Response:
+        """Send ``body`` through Envoy; a token for it is minted unless given."""
+        sent = {"Content-Type": "application/json"}
+        if key is not None:
+            sent["Authorization"] = f"Bearer {key}"
+        if token is None:
+            token = self.token(body)
+        if token:
+            sent["X-Auth-Token"] = token
+        sent.update(headers or {})
+        data: bytes | Iterable[bytes] = body
+        if chunked:
+            data = (body[i:i + 16384] for i in range(0, len(body), 16384)) if body else iter([b""])
+        return self.session.request(method, self.stack.gateway + path, data=data,
+                                    headers=sent, timeout=30)
+
+    def analyze_direct(self, body: bytes) -> requests.Response:
+        """The same call made straight to the ai-server, bypassing the gateway."""
+        return requests.post(self.stack.ai_server_url + "/analyze", data=body,
+                             headers={"Content-Type": "application/json"}, timeout=30)
+
+    def upstream_seen(self) -> dict:
+        """What the ai-server received (its debug endpoint, on in the tests)."""
+        resp = requests.get(self.stack.ai_server_url + "/_debug/requests", timeout=5)
+        resp.raise_for_status()
+        return resp.json()
+
+    def new_key(self, name: str, *extra: str) -> dict:
+        return self.stack.create_key(name, *extra)
+
+
+def assert_error(resp: requests.Response, status: int, code: str) -> dict:
+    """``resp`` is the client contract's JSON error ``code`` with ``status``."""
+    assert resp.status_code == status, f"{resp.status_code} {resp.text[:300]}"
+    assert resp.headers.get("content-type", "").startswith("application/json"), resp.headers
+    body = resp.json()
+    assert body["error"]["code"] == code, body
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"], body
+    assert body.get("request_id"), body
+    if status == 401:
+        assert resp.headers.get("www-authenticate", "").startswith("Bearer"), resp.headers
+    return body
