@@ -1,0 +1,144 @@
+//! The HTTP service: shared state, the router, and serving with graceful shutdown.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use tokio::net::TcpListener;
+use tollgate_wire::{USAGE_PATH, VERIFY_PATH};
+
+use crate::config::ServeConfig;
+use crate::error::ApiError;
+use crate::extract::MAX_BODY_BYTES;
+use crate::health::{self, Metrics};
+use crate::store::Store;
+use crate::{keys, usage};
+
+/// The secrets requests are checked against.
+#[derive(Clone)]
+pub struct AuthTokens {
+    /// `None` disables the admin API.
+    pub admin_token: Option<String>,
+    pub internal_token: String,
+}
+
+impl std::fmt::Debug for AuthTokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthTokens")
+            .field(
+                "admin_token",
+                &crate::config::mask_secret(self.admin_token.as_deref()),
+            )
+            .field(
+                "internal_token",
+                &crate::config::mask_secret(Some(&self.internal_token)),
+            )
+            .finish()
+    }
+}
+
+/// What every handler shares.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    pub store: Store,
+    pub auth: Arc<AuthTokens>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl AppState {
+    /// State over a store, with fresh metrics.
+    pub fn new(store: Store, auth: AuthTokens) -> Self {
+        AppState {
+            store,
+            auth: Arc::new(auth),
+            metrics: Arc::new(Metrics::default()),
+        }
+    }
+}
+
+/// Every route of the sidecar, with JSON 404/405 answers, the body size cap
+/// and request metrics.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .route(VERIFY_PATH, post(keys::verify))
+        .route(USAGE_PATH, post(usage::ingest))
+        .route("/v1/keys", post(keys::create).get(keys::list))
+        .route("/v1/keys/{id}/revoke", post(keys::revoke))
+        .route("/v1/usage/summary", get(usage::summary))
+        .route_layer(axum::middleware::from_fn(health::label_route))
+        .fallback(|| async { ApiError::no_route() })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            health::track_requests,
+        ))
+        .with_state(state)
+}
+
+/// Connects, migrates and serves until `shutdown` resolves; then stops
+/// accepting, lets in-flight requests finish and closes the pool.
+pub async fn serve(
+    config: ServeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), String> {
+    tracing::info!(%config, "tollgate sidecar starting");
+    let store = Store::connect(&config.database)
+        .await
+        .map_err(|e| format!("cannot open {}: {e}", config.database.masked()))?;
+    store
+        .migrate()
+        .await
+        .map_err(|e| format!("cannot migrate {}: {e}", config.database.masked()))?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", config.listen))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| format!("cannot read the listening address: {e}"))?;
+    tracing::info!(address = %local, backend = store.backend(), "listening");
+
+    let state = AppState::new(
+        store.clone(),
+        AuthTokens {
+            admin_token: config.admin_token,
+            internal_token: config.internal_token,
+        },
+    );
+    let served = axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await;
+    store.close().await;
+    served.map_err(|e| format!("the HTTP server failed: {e}"))?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let interrupt = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => tracing::info!("SIGINT received, shutting down"),
+        () = terminate => tracing::info!("SIGTERM received, shutting down"),
+    }
+}

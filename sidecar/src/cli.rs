@@ -1,0 +1,453 @@
+//! The `tollgate` command line: its flags, and what each subcommand does.
+//!
+//! Commands that touch the database apply pending migrations first, so
+//! `tollgate keys create` works from a fresh directory with no setup.
+
+use std::io::Read as _;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use time::OffsetDateTime;
+
+use crate::clock::{format_rfc3339, parse_duration, parse_rfc3339};
+use crate::config::{DatabaseTarget, ServeConfig};
+use crate::keys::{self, CreatedKey, KeyView};
+use crate::store::{Revocation, Store};
+use crate::token::{self, Algorithm, TokenRequest};
+use crate::usage::{self, SummaryReply};
+
+/// tollgate: API key registry and usage ledger for the tollgate Envoy filter.
+#[derive(Debug, Parser)]
+#[command(name = "tollgate", version, about)]
+pub struct Cli {
+    /// Database URL: mysql://user:pass@host:3306/db or sqlite://path/to/file.db.
+    /// Default: the SQLite file .tollgate/tollgate.db under the current directory.
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    pub database_url: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the HTTP service (applies migrations first).
+    Serve(ServeArgs),
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Manage API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Report usage.
+    #[command(subcommand)]
+    Usage(UsageCommand),
+    /// Mint client tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+/// Flags of `tollgate serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "TOLLGATE_LISTEN", default_value = "127.0.0.1:9000")]
+    pub listen: String,
+    /// Bearer token of the admin API (/v1/keys, /v1/usage); unset disables it.
+    #[arg(long, env = "TOLLGATE_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Secret the Envoy filter sends in x-tollgate-internal-token (required, >= 16 chars).
+    #[arg(long, env = "TOLLGATE_INTERNAL_TOKEN", hide_env_values = true)]
+    pub internal_token: Option<String>,
+}
+
+/// `tollgate keys ...`.
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Mint a new key; its plaintext is printed once and never stored.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// When the key stops working (RFC 3339, e.g. 2026-01-01T00:00:00Z).
+        #[arg(long)]
+        expires_at: Option<String>,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Register an existing plaintext key (e.g. from the old proxy's api_keys table).
+    Import {
+        #[arg(long)]
+        name: String,
+        /// The existing key; only its SHA-256 is stored.
+        #[arg(long)]
+        key: String,
+        /// When the key stops working (RFC 3339).
+        #[arg(long)]
+        expires_at: Option<String>,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List keys (never their hashes or plaintexts).
+    List {
+        /// Print a JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key by id.
+    Revoke {
+        id: i64,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `tollgate usage ...`.
+#[derive(Debug, Subcommand)]
+pub enum UsageCommand {
+    /// Requests and bytes per key and outcome.
+    Summary {
+        /// Only this key id.
+        #[arg(long)]
+        key: Option<i64>,
+        /// A duration back from now (15m, 2h, 7d) or an RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// `tollgate token ...`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Print an X-Auth-Token (compact JWS) for one request body.
+    Sign {
+        /// Environment variable holding the HMAC secret (its text is the key).
+        #[arg(long)]
+        secret_env: String,
+        /// File with the exact request body; "-" reads standard input.
+        #[arg(long)]
+        body: PathBuf,
+        /// Bind the token to this HTTP method (htm claim).
+        #[arg(long)]
+        method: Option<String>,
+        /// Bind the token to this path with query (htu claim).
+        #[arg(long)]
+        path: Option<String>,
+        /// Lifetime (e.g. 60s, 5m).
+        #[arg(long, default_value = "60s")]
+        ttl: String,
+        /// Key id header, picking one of the gateway's secrets.
+        #[arg(long)]
+        kid: Option<String>,
+        #[arg(long, value_enum, default_value = "HS256")]
+        alg: Algorithm,
+        /// Add a random jti claim (needed when replay protection is on).
+        #[arg(long)]
+        jti: bool,
+    },
+}
+
+impl Command {
+    /// The default log filter: the service logs its progress, one-shot
+    /// commands only their warnings (their output is the point).
+    pub fn default_log_filter(&self) -> &'static str {
+        match self {
+            Command::Serve(_) | Command::Migrate => "info,sqlx=warn",
+            _ => "warn",
+        }
+    }
+}
+
+/// Runs a parsed command line; the error is a message for the person at the terminal.
+pub async fn run(cli: Cli) -> Result<(), String> {
+    let database_url = cli.database_url.as_deref();
+    match cli.command {
+        Command::Serve(args) => {
+            let config = ServeConfig::new(
+                &args.listen,
+                database_url,
+                args.admin_token,
+                args.internal_token,
+            )?;
+            crate::app::serve(config, crate::app::shutdown_signal()).await
+        }
+        Command::Migrate => {
+            let target = DatabaseTarget::from_url(database_url)?;
+            open_store(&target).await?;
+            tracing::info!(database = %target.masked(), "migrations applied");
+            println!("migrations applied to {}", target.masked());
+            Ok(())
+        }
+        Command::Keys(command) => {
+            let store = open_store(&DatabaseTarget::from_url(database_url)?).await?;
+            let result = run_keys(&store, command).await;
+            store.close().await;
+            result
+        }
+        Command::Usage(UsageCommand::Summary { key, since, json }) => {
+            let filter = usage::summary_filter(key, since.as_deref(), OffsetDateTime::now_utc())?;
+            let store = open_store(&DatabaseTarget::from_url(database_url)?).await?;
+            let rows = store
+                .usage_summary(&filter)
+                .await
+                .map_err(|e| e.to_string());
+            store.close().await;
+            let reply = SummaryReply {
+                since: filter.since.map(format_rfc3339),
+                rows: rows?,
+            };
+            if json {
+                print_json(&reply)
+            } else {
+                print_summary(&reply);
+                Ok(())
+            }
+        }
+        Command::Token(TokenCommand::Sign {
+            secret_env,
+            body,
+            method,
+            path,
+            ttl,
+            kid,
+            alg,
+            jti,
+        }) => {
+            let secret = std::env::var(&secret_env).map_err(|_| {
+                format!("the environment variable {secret_env} (--secret-env) is not set")
+            })?;
+            if secret.is_empty() {
+                return Err(format!("the environment variable {secret_env} is empty"));
+            }
+            let ttl = parse_duration(&ttl)?;
+            if ttl.is_zero() {
+                return Err("--ttl must be longer than zero".into());
+            }
+            let body = read_body(&body)?;
+            let request = TokenRequest {
+                alg,
+                kid: kid.as_deref(),
+                iat: OffsetDateTime::now_utc().unix_timestamp(),
+                ttl_secs: i64::try_from(ttl.as_secs()).map_err(|_| "--ttl is too long")?,
+                body: &body,
+                method: method.as_deref(),
+                path: path.as_deref(),
+                jti: if jti {
+                    Some(token::random_jti()?)
+                } else {
+                    None
+                },
+            };
+            println!("{}", token::sign_token(&request, secret.as_bytes()));
+            Ok(())
+        }
+    }
+}
+
+async fn open_store(target: &DatabaseTarget) -> Result<Store, String> {
+    let store = Store::connect(target)
+        .await
+        .map_err(|e| format!("cannot open {}: {e}", target.masked()))?;
+    store
+        .migrate()
+        .await
+        .map_err(|e| format!("cannot migrate {}: {e}", target.masked()))?;
+    Ok(store)
+}
+
+async fn run_keys(store: &Store, command: KeysCommand) -> Result<(), String> {
+    match command {
+        KeysCommand::Create {
+            name,
+            expires_at,
+            json,
+        } => {
+            let expires_at = expires_at.as_deref().map(parse_rfc3339).transpose()?;
+            let created = keys::create_key(store, &name, expires_at)
+                .await
+                .map_err(|e| e.to_string())?;
+            print_created(&created, json)
+        }
+        KeysCommand::Import {
+            name,
+            key,
+            expires_at,
+            json,
+        } => {
+            let expires_at = expires_at.as_deref().map(parse_rfc3339).transpose()?;
+            let created = keys::register_key(store, &name, key, expires_at)
+                .await
+                .map_err(|e| e.to_string())?;
+            if json {
+                // The caller already holds the key; do not echo it back.
+                print_json(&created.view)
+            } else {
+                println!(
+                    "Imported key {} ({}) as id {}; only its SHA-256 is stored.",
+                    created.view.name, created.view.prefix, created.view.id
+                );
+                Ok(())
+            }
+        }
+        KeysCommand::List { json } => {
+            let keys: Vec<KeyView> = store
+                .list_keys()
+                .await
+                .map_err(|e| e.to_string())?
+                .iter()
+                .map(KeyView::from)
+                .collect();
+            if json {
+                print_json(&keys)
+            } else {
+                print_key_table(&keys);
+                Ok(())
+            }
+        }
+        KeysCommand::Revoke { id, json } => {
+            let outcome = store
+                .revoke_key(id, crate::clock::now_ms())
+                .await
+                .map_err(|e| e.to_string())?;
+            let (key, already) = match outcome {
+                Revocation::NotFound => return Err(format!("no key has id {id}")),
+                Revocation::Revoked(key) => (key, false),
+                Revocation::AlreadyRevoked(key) => (key, true),
+            };
+            let view = KeyView::from(&key);
+            if json {
+                return print_json(&serde_json::json!({"key": view, "already_revoked": already}));
+            }
+            let when = view.revoked_at.as_deref().unwrap_or("an unknown time");
+            if already {
+                println!(
+                    "Key {id} ({}) was already revoked at {when}; nothing changed.",
+                    view.prefix
+                );
+            } else {
+                println!("Revoked key {id} ({}) at {when}.", view.prefix);
+            }
+            Ok(())
+        }
+    }
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> Result<(), String> {
+    let text = serde_json::to_string(value).map_err(|e| format!("cannot encode JSON: {e}"))?;
+    println!("{text}");
+    Ok(())
+}
+
+fn print_created(created: &CreatedKey, json: bool) -> Result<(), String> {
+    if json {
+        return print_json(created);
+    }
+    let view = &created.view;
+    println!("Created API key {} for {:?}.", view.id, view.name);
+    println!();
+    println!("    {}", created.key);
+    println!();
+    println!("This key is shown once: store it now. Only its SHA-256 is kept.");
+    println!("  id:         {}", view.id);
+    println!("  prefix:     {}", view.prefix);
+    println!("  status:     {}", view.status);
+    println!("  created_at: {}", view.created_at);
+    println!(
+        "  expires_at: {}",
+        view.expires_at.as_deref().unwrap_or("never")
+    );
+    Ok(())
+}
+
+fn print_key_table(keys: &[KeyView]) {
+    if keys.is_empty() {
+        println!("No keys yet. Create one with: tollgate keys create --name NAME");
+        return;
+    }
+    let now = format_rfc3339(OffsetDateTime::now_utc());
+    println!(
+        "{:>6}  {:<24}  {:<10}  {:<16}  {:<24}  {:<24}  {:<24}",
+        "ID", "NAME", "PREFIX", "STATUS", "CREATED_AT", "REVOKED_AT", "EXPIRES_AT"
+    );
+    for key in keys {
+        let mut status = key.status.clone();
+        // RFC 3339 UTC strings of one format compare in time order.
+        if key.status == "ACTIVE" && key.expires_at.as_deref().is_some_and(|at| *at <= *now) {
+            status.push_str(" (expired)");
+        }
+        println!(
+            "{:>6}  {:<24}  {:<10}  {:<16}  {:<24}  {:<24}  {:<24}",
+            key.id,
+            key.name,
+            key.prefix,
+            status,
+            key.created_at,
+            key.revoked_at.as_deref().unwrap_or("-"),
+            key.expires_at.as_deref().unwrap_or("never"),
+        );
+    }
+}
+
+fn print_summary(reply: &SummaryReply) {
+    if let Some(since) = &reply.since {
+        println!("Usage since {since}");
+    } else {
+        println!("Usage, all time");
+    }
+    if reply.rows.is_empty() {
+        println!("No usage recorded.");
+        return;
+    }
+    println!(
+        "{:>10}  {:<28}  {:>10}  {:>14}  {:>14}",
+        "API_KEY_ID", "OUTCOME", "REQUESTS", "REQUEST_BYTES", "RESPONSE_BYTES"
+    );
+    for row in &reply.rows {
+        println!(
+            "{:>10}  {:<28}  {:>10}  {:>14}  {:>14}",
+            row.api_key_id, row.outcome, row.requests, row.request_bytes, row.response_bytes
+        );
+    }
+}
+
+fn read_body(path: &PathBuf) -> Result<Vec<u8>, String> {
+    if path.as_os_str() == "-" {
+        let mut body = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut body)
+            .map_err(|e| format!("cannot read the body from standard input: {e}"))?;
+        Ok(body)
+    } else {
+        std::fs::read(path)
+            .map_err(|e| format!("cannot read the body file {}: {e}", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn database_url_is_global() {
+        let cli = Cli::try_parse_from([
+            "tollgate",
+            "keys",
+            "list",
+            "--database-url",
+            "sqlite://x.db",
+        ])
+        .unwrap();
+        assert_eq!(cli.database_url.as_deref(), Some("sqlite://x.db"));
+    }
+}

@@ -1,0 +1,175 @@
+//! Time helpers: durations such as `15m`, RFC 3339 instants, and the text form
+//! timestamps take in JSON and in SQLite.
+
+use std::time::Duration;
+
+use time::format_description::well_known::Rfc3339;
+use time::macros::format_description;
+use time::{OffsetDateTime, PrimitiveDateTime, UtcOffset};
+
+/// The latest instant every store can hold (MySQL `DATETIME` ends in year 9999).
+pub const MAX_TIMESTAMP_MS: u64 = 253_402_300_799_999;
+
+/// Parses a duration written as a whole number and a unit: `30s`, `15m`, `2h`, `7d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("duration {text:?} has no unit; use s, m, h or d (e.g. 15m)"))?;
+    let (number, unit) = text.split_at(split);
+    if number.is_empty() {
+        return Err(format!(
+            "duration {text:?} must start with a number (e.g. 15m)"
+        ));
+    }
+    let count: u64 = number
+        .parse()
+        .map_err(|_| format!("duration {text:?} is too large"))?;
+    let unit_secs: u64 = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        _ => {
+            return Err(format!(
+                "duration {text:?} has an unknown unit {unit:?}; use s, m, h or d"
+            ))
+        }
+    };
+    count
+        .checked_mul(unit_secs)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("duration {text:?} is too large"))
+}
+
+/// Parses an RFC 3339 instant (`2025-11-24T10:00:00Z`) and converts it to UTC.
+pub fn parse_rfc3339(text: &str) -> Result<OffsetDateTime, String> {
+    OffsetDateTime::parse(text.trim(), &Rfc3339)
+        .map(|t| t.to_offset(UtcOffset::UTC))
+        .map_err(|e| format!("{text:?} is not an RFC 3339 time (e.g. 2025-11-24T10:00:00Z): {e}"))
+}
+
+/// Parses `--since`: either a duration back from `now` (`7d`) or an RFC 3339 instant.
+pub fn parse_since(text: &str, now: OffsetDateTime) -> Result<OffsetDateTime, String> {
+    if text.trim().starts_with(|c: char| c.is_ascii_digit()) && !text.contains('-') {
+        let back = parse_duration(text)?;
+        let back = time::Duration::try_from(back).map_err(|e| e.to_string())?;
+        now.checked_sub(back)
+            .ok_or_else(|| format!("{text:?} reaches back too far"))
+    } else {
+        parse_rfc3339(text).map_err(|_| {
+            format!("{text:?} is neither a duration (15m, 2h, 7d) nor an RFC 3339 time")
+        })
+    }
+}
+
+/// Now, in UTC, cut to whole milliseconds (the precision every store keeps).
+pub fn now_ms() -> OffsetDateTime {
+    truncate_to_ms(OffsetDateTime::now_utc())
+}
+
+/// Cuts an instant to whole milliseconds.
+pub fn truncate_to_ms(t: OffsetDateTime) -> OffsetDateTime {
+    t.replace_nanosecond(t.millisecond() as u32 * 1_000_000)
+        .unwrap_or(t)
+}
+
+/// The instant `ms` milliseconds after the Unix epoch, if a store can hold it.
+pub fn from_unix_ms(ms: u64) -> Option<OffsetDateTime> {
+    if ms > MAX_TIMESTAMP_MS {
+        return None;
+    }
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
+}
+
+/// Formats an instant for JSON and people: RFC 3339 in UTC, e.g. `2025-11-24T10:00:00.123Z`.
+pub fn format_rfc3339(t: OffsetDateTime) -> String {
+    let t = t.to_offset(UtcOffset::UTC);
+    let format =
+        format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+    t.format(&format)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
+}
+
+/// The fixed-width UTC text SQLite stores: `YYYY-MM-DD HH:MM:SS.mmm`; text order is time order.
+pub fn format_db_text(t: OffsetDateTime) -> String {
+    let t = t.to_offset(UtcOffset::UTC);
+    let format =
+        format_description!("[year]-[month]-[day] [hour]:[minute]:[second].[subsecond digits:3]");
+    t.format(&format)
+        .unwrap_or_else(|_| t.unix_timestamp().to_string())
+}
+
+/// Reads the text [`format_db_text`] writes.
+pub fn parse_db_text(text: &str) -> Result<OffsetDateTime, String> {
+    let format =
+        format_description!("[year]-[month]-[day] [hour]:[minute]:[second].[subsecond digits:3]");
+    PrimitiveDateTime::parse(text, &format)
+        .map(PrimitiveDateTime::assume_utc)
+        .map_err(|e| format!("stored time {text:?} is malformed: {e}"))
+}
+
+/// An instant as the UTC wall-clock time a MySQL `DATETIME` holds.
+pub fn to_primitive_utc(t: OffsetDateTime) -> PrimitiveDateTime {
+    let t = t.to_offset(UtcOffset::UTC);
+    PrimitiveDateTime::new(t.date(), t.time())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn durations_take_a_number_and_a_unit() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7_200)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(604_800)));
+        assert_eq!(parse_duration("0s"), Ok(Duration::ZERO));
+        for bad in ["", "15", "m", "15x", "-5m", "1.5h", "99999999999999999999d"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} should be refused");
+        }
+    }
+
+    #[test]
+    fn since_takes_a_duration_or_an_instant() {
+        let now = datetime!(2025-11-24 12:00:00 UTC);
+        assert_eq!(
+            parse_since("2h", now),
+            Ok(datetime!(2025-11-24 10:00:00 UTC))
+        );
+        assert_eq!(
+            parse_since("2025-11-01T00:00:00+02:00", now),
+            Ok(datetime!(2025-10-31 22:00:00 UTC))
+        );
+        assert!(parse_since("yesterday", now).is_err());
+        assert!(parse_since("2025-11-01", now).is_err());
+    }
+
+    #[test]
+    fn db_text_is_fixed_width_and_round_trips() {
+        let t = datetime!(2025-01-02 03:04:05.006 UTC);
+        assert_eq!(format_db_text(t), "2025-01-02 03:04:05.006");
+        assert_eq!(parse_db_text("2025-01-02 03:04:05.006"), Ok(t));
+        assert_eq!(format_rfc3339(t), "2025-01-02T03:04:05.006Z");
+    }
+
+    #[test]
+    fn unix_ms_stops_at_year_9999() {
+        assert_eq!(
+            from_unix_ms(1_764_000_000_123)
+                .map(format_rfc3339)
+                .as_deref(),
+            Some("2025-11-24T16:00:00.123Z")
+        );
+        assert!(from_unix_ms(MAX_TIMESTAMP_MS).is_some());
+        assert!(from_unix_ms(MAX_TIMESTAMP_MS + 1).is_none());
+    }
+
+    #[test]
+    fn truncation_keeps_whole_milliseconds() {
+        let t = datetime!(2025-01-02 03:04:05.006789 UTC);
+        assert_eq!(truncate_to_ms(t), datetime!(2025-01-02 03:04:05.006 UTC));
+    }
+}

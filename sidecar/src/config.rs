@@ -1,0 +1,253 @@
+//! Validated configuration of the sidecar, and how it is shown with secrets masked.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Where the embedded default database lives, relative to the working directory.
+pub const DEFAULT_SQLITE_PATH: &str = ".tollgate/tollgate.db";
+
+/// Shortest internal token `serve` accepts: it is the only thing between the
+/// network and the key registry.
+pub const MIN_INTERNAL_TOKEN_LEN: usize = 16;
+
+/// Which database the sidecar talks to.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DatabaseTarget {
+    /// A MySQL or MariaDB server, by `mysql://` URL.
+    MySql(String),
+    /// A SQLite file; created (with its directory) when missing.
+    Sqlite(PathBuf),
+}
+
+impl DatabaseTarget {
+    /// Reads `--database-url`; `None` means the SQLite file [`DEFAULT_SQLITE_PATH`].
+    pub fn from_url(url: Option<&str>) -> Result<Self, String> {
+        let Some(url) = url.map(str::trim).filter(|u| !u.is_empty()) else {
+            return Ok(DatabaseTarget::Sqlite(PathBuf::from(DEFAULT_SQLITE_PATH)));
+        };
+        if url.starts_with("mysql://") || url.starts_with("mariadb://") {
+            return Ok(DatabaseTarget::MySql(url.replacen(
+                "mariadb://",
+                "mysql://",
+                1,
+            )));
+        }
+        if let Some(rest) = url.strip_prefix("sqlite:") {
+            let rest = rest.strip_prefix("//").unwrap_or(rest);
+            let path = rest.split('?').next().unwrap_or_default();
+            if path.is_empty() || path == ":memory:" {
+                return Err(format!(
+                    "database URL {:?} names no file; use e.g. sqlite://.tollgate/tollgate.db",
+                    mask_database_url(url)
+                ));
+            }
+            return Ok(DatabaseTarget::Sqlite(PathBuf::from(path)));
+        }
+        Err(format!(
+            "database URL {:?} is neither mysql://... nor sqlite://...",
+            mask_database_url(url)
+        ))
+    }
+
+    /// The target as it may be printed: any password masked.
+    pub fn masked(&self) -> String {
+        match self {
+            DatabaseTarget::MySql(url) => mask_database_url(url),
+            DatabaseTarget::Sqlite(path) => format!("sqlite://{}", path.display()),
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.masked())
+    }
+}
+
+/// Shows a secret's presence and length, never its content.
+pub fn mask_secret(secret: Option<&str>) -> String {
+    match secret {
+        None => "not set".to_string(),
+        Some(s) => format!("set ({} chars)", s.chars().count()),
+    }
+}
+
+/// Replaces the password of a database URL (userinfo or `password=` parameter) with `****`.
+pub fn mask_database_url(url: &str) -> String {
+    let (scheme, rest) = match url.find("://") {
+        Some(i) => url.split_at(i + 3),
+        None => ("", url),
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let authority = match authority.rfind('@') {
+        Some(at) => {
+            let (userinfo, host) = authority.split_at(at);
+            match userinfo.find(':') {
+                Some(colon) => format!("{}:****{}", &userinfo[..colon], host),
+                None => authority.to_string(),
+            }
+        }
+        None => authority.to_string(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|pair| match pair.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=****"),
+                    _ => pair.to_string(),
+                })
+                .collect();
+            format!("{path}?{}", query.join("&"))
+        }
+        None => tail.to_string(),
+    };
+    format!("{scheme}{authority}{tail}")
+}
+
+/// Everything `serve` needs, validated.
+#[derive(Clone)]
+pub struct ServeConfig {
+    pub listen: SocketAddr,
+    pub database: DatabaseTarget,
+    /// Bearer token of the admin API; `None` disables the admin API.
+    pub admin_token: Option<String>,
+    /// Shared secret the Envoy filter presents on internal calls.
+    pub internal_token: String,
+}
+
+impl ServeConfig {
+    /// Validates the raw flag values.
+    pub fn new(
+        listen: &str,
+        database_url: Option<&str>,
+        admin_token: Option<String>,
+        internal_token: Option<String>,
+    ) -> Result<Self, String> {
+        let listen: SocketAddr = listen
+            .trim()
+            .parse()
+            .map_err(|_| format!("--listen {listen:?} is not an address such as 127.0.0.1:9000"))?;
+        let database = DatabaseTarget::from_url(database_url)?;
+        let internal_token = internal_token.filter(|t| !t.is_empty()).ok_or_else(|| {
+            "the internal token is required: set --internal-token or TOLLGATE_INTERNAL_TOKEN \
+             (the same secret the Envoy filter sends in x-tollgate-internal-token)"
+                .to_string()
+        })?;
+        if internal_token.chars().count() < MIN_INTERNAL_TOKEN_LEN {
+            return Err(format!(
+                "the internal token is too short: it needs at least {MIN_INTERNAL_TOKEN_LEN} characters"
+            ));
+        }
+        let admin_token = admin_token.filter(|t| !t.is_empty());
+        if let Some(token) = &admin_token {
+            if token.chars().count() < MIN_INTERNAL_TOKEN_LEN {
+                return Err(format!(
+                    "the admin token is too short: it needs at least {MIN_INTERNAL_TOKEN_LEN} characters"
+                ));
+            }
+        }
+        Ok(ServeConfig {
+            listen,
+            database,
+            admin_token,
+            internal_token,
+        })
+    }
+}
+
+impl fmt::Display for ServeConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "listen={} database={} admin_token={} internal_token={}",
+            self.listen,
+            self.database.masked(),
+            mask_secret(self.admin_token.as_deref()),
+            mask_secret(Some(&self.internal_token)),
+        )
+    }
+}
+
+impl fmt::Debug for ServeConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_masked_in_database_urls() {
+        assert_eq!(
+            mask_database_url("mysql://app:s3cret@db:3306/tollgate"),
+            "mysql://app:****@db:3306/tollgate"
+        );
+        assert_eq!(
+            mask_database_url("mysql://root@127.0.0.1:3306/t"),
+            "mysql://root@127.0.0.1:3306/t"
+        );
+        assert_eq!(
+            mask_database_url("mysql://a:p@ss@h/db?ssl-mode=disabled&password=x"),
+            "mysql://a:****@h/db?ssl-mode=disabled&password=****"
+        );
+        assert_eq!(mask_database_url("mysql://u:p@h"), "mysql://u:****@h");
+    }
+
+    #[test]
+    fn secrets_show_only_their_length() {
+        assert_eq!(mask_secret(None), "not set");
+        assert_eq!(mask_secret(Some("0123456789abcdef")), "set (16 chars)");
+        let config = ServeConfig::new(
+            "127.0.0.1:9000",
+            Some("mysql://u:hunter22@h/db"),
+            Some("admin-token-0123456789".into()),
+            Some("internal-token-0123456789".into()),
+        )
+        .unwrap();
+        let shown = config.to_string();
+        assert!(!shown.contains("hunter22"), "{shown}");
+        assert!(!shown.contains("admin-token-0123456789"), "{shown}");
+        assert!(!shown.contains("internal-token-0123456789"), "{shown}");
+        assert!(shown.contains("internal_token=set (25 chars)"), "{shown}");
+        assert_eq!(format!("{config:?}"), shown);
+    }
+
+    #[test]
+    fn internal_token_is_required_and_long_enough() {
+        let missing = ServeConfig::new("127.0.0.1:9000", None, None, None).unwrap_err();
+        assert!(missing.contains("TOLLGATE_INTERNAL_TOKEN"), "{missing}");
+        let short =
+            ServeConfig::new("127.0.0.1:9000", None, None, Some("short".into())).unwrap_err();
+        assert!(short.contains("at least 16"), "{short}");
+        let bad_listen =
+            ServeConfig::new("localhost", None, None, Some("x".repeat(16))).unwrap_err();
+        assert!(bad_listen.contains("--listen"), "{bad_listen}");
+    }
+
+    #[test]
+    fn database_urls_pick_the_backend() {
+        assert_eq!(
+            DatabaseTarget::from_url(None).unwrap(),
+            DatabaseTarget::Sqlite(PathBuf::from(DEFAULT_SQLITE_PATH))
+        );
+        assert_eq!(
+            DatabaseTarget::from_url(Some("sqlite://data/t.db?mode=rwc")).unwrap(),
+            DatabaseTarget::Sqlite(PathBuf::from("data/t.db"))
+        );
+        assert_eq!(
+            DatabaseTarget::from_url(Some("sqlite:///tmp/t.db")).unwrap(),
+            DatabaseTarget::Sqlite(PathBuf::from("/tmp/t.db"))
+        );
+        assert!(matches!(
+            DatabaseTarget::from_url(Some("mysql://root@127.0.0.1/t")).unwrap(),
+            DatabaseTarget::MySql(_)
+        ));
+        let err = DatabaseTarget::from_url(Some("postgres://u:pw@h/db")).unwrap_err();
+        assert!(!err.contains("pw@"), "{err}");
+    }
+}

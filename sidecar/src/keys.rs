@@ -1,0 +1,410 @@
+//! The key registry: minting, importing, verifying and revoking API keys, over
+//! HTTP (internal verification, admin API) and for the CLI.
+//!
+//! A key is `tg_` followed by 40 random lowercase hex digits (160 bits). Only
+//! its SHA-256 is stored; the plaintext is shown once, at creation.
+
+use std::time::Instant;
+
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use time::OffsetDateTime;
+use tollgate_wire::{KeyVerdict, VerifyReply, VerifyRequest};
+
+use crate::app::AppState;
+use crate::clock::{format_rfc3339, now_ms, parse_rfc3339, truncate_to_ms};
+use crate::error::ApiError;
+use crate::extract::{AdminCaller, InternalCaller, JsonBody};
+use crate::store::{ApiKey, KeyStatus, NewKey, Revocation, Store, StoreError};
+
+/// Every minted key starts with this.
+pub const KEY_PREFIX: &str = "tg_";
+
+/// Random bytes in a minted key (160 bits).
+pub const KEY_RANDOM_BYTES: usize = 20;
+
+/// Characters of a key shown to people (`tg_3f9a1c`).
+pub const DISPLAY_PREFIX_CHARS: usize = 9;
+
+/// Longest key name accepted.
+pub const MAX_NAME_CHARS: usize = 200;
+
+/// Longest imported key accepted.
+pub const MAX_IMPORTED_KEY_CHARS: usize = 512;
+
+/// Lowercase hex of some bytes.
+pub fn to_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    out
+}
+
+/// Lowercase hex of random bytes from the operating system.
+pub fn random_hex(bytes: usize) -> Result<String, String> {
+    let mut buf = vec![0u8; bytes];
+    getrandom::fill(&mut buf).map_err(|e| format!("the system random source failed: {e}"))?;
+    Ok(to_hex(&buf))
+}
+
+/// A fresh plaintext key: `tg_` and 40 random lowercase hex digits.
+pub fn generate_key() -> Result<String, String> {
+    Ok(format!("{KEY_PREFIX}{}", random_hex(KEY_RANDOM_BYTES)?))
+}
+
+/// The lowercase hex SHA-256 of a key: what the store and the filter look it up by.
+pub fn hash_key(key: &str) -> String {
+    to_hex(&Sha256::digest(key.as_bytes()))
+}
+
+/// The part of a key shown to people: its first nine characters, or fewer.
+pub fn display_prefix(key: &str) -> String {
+    key.chars().take(DISPLAY_PREFIX_CHARS).collect()
+}
+
+/// Whether `text` is 64 lowercase hex digits.
+pub fn is_key_hash(text: &str) -> bool {
+    text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Checks a key name: not blank, not too long, no control characters.
+pub fn validate_name(name: &str) -> Result<String, String> {
+    let name = name.trim();
+    if name.is_empty() {
+        return Err("the key name must not be empty".into());
+    }
+    if name.chars().count() > MAX_NAME_CHARS {
+        return Err(format!(
+            "the key name is longer than {MAX_NAME_CHARS} characters"
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err("the key name must not contain control characters".into());
+    }
+    Ok(name.to_string())
+}
+
+/// Checks a key brought in from elsewhere. The key is never echoed in the error.
+pub fn validate_imported_key(key: &str) -> Result<(), String> {
+    if key.is_empty() {
+        return Err("the key must not be empty".into());
+    }
+    if key.chars().any(|c| c.is_control()) {
+        return Err("the key must not contain control characters".into());
+    }
+    if key.trim() != key {
+        return Err("the key must not start or end with whitespace".into());
+    }
+    if key.chars().count() > MAX_IMPORTED_KEY_CHARS {
+        return Err(format!(
+            "the key is longer than {MAX_IMPORTED_KEY_CHARS} characters"
+        ));
+    }
+    Ok(())
+}
+
+/// The verdict the registry gives a key at `now`.
+pub fn verdict_of(key: Option<&ApiKey>, now: OffsetDateTime) -> KeyVerdict {
+    match key {
+        None => KeyVerdict::NotFound,
+        Some(k) if k.status == KeyStatus::Revoked => KeyVerdict::Revoked,
+        Some(k) if k.expires_at.is_some_and(|at| at <= now) => KeyVerdict::Expired,
+        Some(_) => KeyVerdict::Active,
+    }
+}
+
+/// A key as the admin API and `keys list --json` show it (never its hash).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyView {
+    pub id: i64,
+    pub name: String,
+    pub prefix: String,
+    /// `ACTIVE` or `REVOKED`, as stored.
+    pub status: String,
+    /// RFC 3339, UTC.
+    pub created_at: String,
+    pub revoked_at: Option<String>,
+    pub expires_at: Option<String>,
+}
+
+impl From<&ApiKey> for KeyView {
+    fn from(key: &ApiKey) -> Self {
+        KeyView {
+            id: key.id,
+            name: key.name.clone(),
+            prefix: key.prefix.clone(),
+            status: key.status.as_str().to_string(),
+            created_at: format_rfc3339(key.created_at),
+            revoked_at: key.revoked_at.map(format_rfc3339),
+            expires_at: key.expires_at.map(format_rfc3339),
+        }
+    }
+}
+
+/// A newly registered key with its plaintext: shown once, never again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CreatedKey {
+    #[serde(flatten)]
+    pub view: KeyView,
+    /// The plaintext key.
+    pub key: String,
+}
+
+/// Why a key could not be registered.
+#[derive(Debug)]
+pub enum RegisterError {
+    /// Bad input, with the field at fault.
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+    /// The store failed (including a duplicate key).
+    Store(StoreError),
+}
+
+impl From<RegisterError> for ApiError {
+    fn from(e: RegisterError) -> Self {
+        match e {
+            RegisterError::Invalid { field, message } => ApiError::invalid_field(field, message),
+            RegisterError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for RegisterError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RegisterError::Invalid { message, .. } => f.write_str(message),
+            RegisterError::Store(e) => e.fmt(f),
+        }
+    }
+}
+
+/// Registers `key` (fresh or imported) under `name`, storing only its hash.
+pub async fn register_key(
+    store: &Store,
+    name: &str,
+    key: String,
+    expires_at: Option<OffsetDateTime>,
+) -> Result<CreatedKey, RegisterError> {
+    let name = validate_name(name).map_err(|message| RegisterError::Invalid {
+        field: "name",
+        message,
+    })?;
+    validate_imported_key(&key).map_err(|message| RegisterError::Invalid {
+        field: "key",
+        message,
+    })?;
+    let new = NewKey {
+        name,
+        prefix: display_prefix(&key),
+        key_hash: hash_key(&key),
+        created_at: now_ms(),
+        expires_at: expires_at.map(truncate_to_ms),
+    };
+    let stored = store.insert_key(&new).await.map_err(RegisterError::Store)?;
+    Ok(CreatedKey {
+        view: KeyView::from(&stored),
+        key,
+    })
+}
+
+/// Mints a fresh key and registers it.
+pub async fn create_key(
+    store: &Store,
+    name: &str,
+    expires_at: Option<OffsetDateTime>,
+) -> Result<CreatedKey, RegisterError> {
+    let key = generate_key().map_err(|message| RegisterError::Invalid {
+        field: "key",
+        message,
+    })?;
+    register_key(store, name, key, expires_at).await
+}
+
+/// `POST /v1/internal/keys/verify`: the verdict on a key hash.
+pub async fn verify(
+    _caller: InternalCaller,
+    State(state): State<AppState>,
+    JsonBody(request): JsonBody<VerifyRequest>,
+) -> Result<Json<VerifyReply>, ApiError> {
+    if !is_key_hash(&request.key_hash) {
+        return Err(ApiError::invalid_field(
+            "key_hash",
+            "key_hash must be the lowercase hex SHA-256 of the key (64 characters)",
+        ));
+    }
+    let started = Instant::now();
+    let key = state.store.key_by_hash(&request.key_hash).await;
+    state.metrics.observe_verify(started.elapsed());
+    let key = key?;
+    let verdict = verdict_of(key.as_ref(), OffsetDateTime::now_utc());
+    Ok(Json(VerifyReply {
+        verdict,
+        key_id: key.as_ref().map(|k| k.id),
+        expires_at: key
+            .as_ref()
+            .and_then(|k| k.expires_at)
+            .map(OffsetDateTime::unix_timestamp),
+    }))
+}
+
+/// Body of `POST /v1/keys`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKeyRequest {
+    pub name: String,
+    /// RFC 3339; absent or null for a key that never expires.
+    #[serde(default)]
+    pub expires_at: Option<String>,
+}
+
+/// `POST /v1/keys`: mints a key; the reply carries the plaintext, once.
+pub async fn create(
+    _caller: AdminCaller,
+    State(state): State<AppState>,
+    JsonBody(request): JsonBody<CreateKeyRequest>,
+) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
+    let expires_at = request
+        .expires_at
+        .as_deref()
+        .map(parse_rfc3339)
+        .transpose()
+        .map_err(|message| ApiError::invalid_field("expires_at", message))?;
+    let created = create_key(&state.store, &request.name, expires_at).await?;
+    tracing::info!(key_id = created.view.id, prefix = %created.view.prefix, "key created");
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// Reply of `GET /v1/keys`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct KeyList {
+    pub keys: Vec<KeyView>,
+}
+
+/// `GET /v1/keys`: every key, oldest first.
+pub async fn list(
+    _caller: AdminCaller,
+    State(state): State<AppState>,
+) -> Result<Json<KeyList>, ApiError> {
+    let keys = state.store.list_keys().await?;
+    Ok(Json(KeyList {
+        keys: keys.iter().map(KeyView::from).collect(),
+    }))
+}
+
+/// Reply of `POST /v1/keys/{id}/revoke`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RevokeReply {
+    pub key: KeyView,
+    /// True when the key had been revoked before this call.
+    pub already_revoked: bool,
+}
+
+/// `POST /v1/keys/{id}/revoke`: revokes a key; revoking twice is not an error.
+pub async fn revoke(
+    _caller: AdminCaller,
+    State(state): State<AppState>,
+    id: Result<Path<i64>, PathRejection>,
+) -> Result<Json<RevokeReply>, ApiError> {
+    let Path(id) =
+        id.map_err(|_| ApiError::invalid_field("id", "the key id must be an integer"))?;
+    match state.store.revoke_key(id, now_ms()).await? {
+        Revocation::Revoked(key) => {
+            tracing::info!(key_id = key.id, "key revoked");
+            Ok(Json(RevokeReply {
+                key: KeyView::from(&key),
+                already_revoked: false,
+            }))
+        }
+        Revocation::AlreadyRevoked(key) => Ok(Json(RevokeReply {
+            key: KeyView::from(&key),
+            already_revoked: true,
+        })),
+        Revocation::NotFound => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "key_not_found",
+            format!("no key has id {id}"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn generated_keys_are_prefixed_random_hex() {
+        let a = generate_key().unwrap();
+        let b = generate_key().unwrap();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), KEY_PREFIX.len() + 2 * KEY_RANDOM_BYTES);
+        assert!(a.starts_with("tg_"));
+        assert!(a[3..]
+            .bytes()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert_eq!(display_prefix(&a), a[..9]);
+        assert!(validate_imported_key(&a).is_ok());
+    }
+
+    #[test]
+    fn keys_hash_to_lowercase_sha256_hex() {
+        // sha256("abc") from FIPS 180-2.
+        assert_eq!(
+            hash_key("abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert!(is_key_hash(&hash_key("tg_x")));
+        assert!(!is_key_hash(&hash_key("tg_x").to_uppercase()));
+        assert!(!is_key_hash("abc"));
+    }
+
+    #[test]
+    fn display_prefix_takes_nine_chars_or_fewer() {
+        assert_eq!(display_prefix("tg_3f9a1c0000"), "tg_3f9a1c");
+        assert_eq!(display_prefix("short"), "short");
+        assert_eq!(display_prefix("ключ-ключ-ключ"), "ключ-ключ");
+    }
+
+    #[test]
+    fn imported_keys_are_checked() {
+        assert!(validate_imported_key("").is_err());
+        assert!(validate_imported_key("abc\ndef").is_err());
+        assert!(validate_imported_key(" abc").is_err());
+        assert!(validate_imported_key(&"k".repeat(MAX_IMPORTED_KEY_CHARS + 1)).is_err());
+        assert!(validate_imported_key("legacy-key-123").is_ok());
+        assert!(validate_name("  ").is_err());
+        assert_eq!(validate_name(" demo ").unwrap(), "demo");
+    }
+
+    #[test]
+    fn verdicts_follow_status_and_expiry() {
+        let now = datetime!(2025-11-24 12:00:00 UTC);
+        let mut key = ApiKey {
+            id: 1,
+            name: "k".into(),
+            prefix: "tg_000000".into(),
+            status: KeyStatus::Active,
+            created_at: now,
+            revoked_at: None,
+            expires_at: None,
+        };
+        assert_eq!(verdict_of(None, now), KeyVerdict::NotFound);
+        assert_eq!(verdict_of(Some(&key), now), KeyVerdict::Active);
+        key.expires_at = Some(now);
+        assert_eq!(verdict_of(Some(&key), now), KeyVerdict::Expired);
+        key.expires_at = Some(datetime!(2025-11-24 12:00:01 UTC));
+        assert_eq!(verdict_of(Some(&key), now), KeyVerdict::Active);
+        key.status = KeyStatus::Revoked;
+        key.expires_at = Some(now);
+        assert_eq!(verdict_of(Some(&key), now), KeyVerdict::Revoked);
+    }
+}

@@ -1,0 +1,17 @@
+//! tollgate sidecar: the key registry and usage ledger behind the tollgate
+//! Envoy filter, served over HTTP (axum) and managed with the `tollgate` CLI.
+//!
+//! The binary (`src/main.rs`) only wires these modules together; tests build
+//! the router in-process with [`app::router`].
+
+pub mod app;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod keys;
+pub mod store;
+pub mod token;
+pub mod usage;

@@ -1,0 +1,247 @@
+//! Storage interface of the sidecar: the key registry and the usage ledger, over
+//! MySQL/MariaDB or SQLite behind one enum.
+//!
+//! Handlers and CLI commands only see [`Store`]; each backend keeps its own SQL
+//! (the dialects differ in idempotent inserts and time types) and its own
+//! migrations under `migrations/<backend>`.
+
+pub mod mysql;
+pub mod sqlite;
+
+use std::fmt;
+
+use time::OffsetDateTime;
+use tollgate_wire::UsageRecord;
+
+use crate::config::DatabaseTarget;
+
+pub use mysql::MySqlStore;
+pub use sqlite::SqliteStore;
+
+/// Rows one multi-row `INSERT` carries; a batch is split into statements of at
+/// most this many rows, all inside one transaction (stays well below both
+/// backends' limits on bound parameters).
+pub const INSERT_CHUNK_ROWS: usize = 500;
+
+/// Stored state of a key (the `status` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyStatus {
+    Active,
+    Revoked,
+}
+
+impl KeyStatus {
+    /// The column value: `ACTIVE` or `REVOKED`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyStatus::Active => "ACTIVE",
+            KeyStatus::Revoked => "REVOKED",
+        }
+    }
+
+    fn parse(text: &str) -> Result<Self, StoreError> {
+        match text {
+            "ACTIVE" => Ok(KeyStatus::Active),
+            "REVOKED" => Ok(KeyStatus::Revoked),
+            other => Err(StoreError::Corrupt(format!(
+                "api_keys.status holds {other:?}"
+            ))),
+        }
+    }
+}
+
+/// A registered key, without its hash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    pub id: i64,
+    pub name: String,
+    pub prefix: String,
+    pub status: KeyStatus,
+    pub created_at: OffsetDateTime,
+    pub revoked_at: Option<OffsetDateTime>,
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+/// A key to register: only its hash, never the plaintext.
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    pub name: String,
+    pub prefix: String,
+    /// Lowercase hex SHA-256 of the key.
+    pub key_hash: String,
+    pub created_at: OffsetDateTime,
+    pub expires_at: Option<OffsetDateTime>,
+}
+
+/// What a revocation did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revocation {
+    /// The key was active and is now revoked.
+    Revoked(ApiKey),
+    /// The key had been revoked before; nothing changed.
+    AlreadyRevoked(ApiKey),
+    /// No key has this id.
+    NotFound,
+}
+
+/// Which usage rows a summary covers.
+#[derive(Debug, Clone, Default)]
+pub struct SummaryFilter {
+    pub api_key_id: Option<i64>,
+    /// Rows created at or after this instant.
+    pub since: Option<OffsetDateTime>,
+}
+
+/// Totals of one (key, outcome) pair.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct UsageSummaryRow {
+    pub api_key_id: i64,
+    pub outcome: String,
+    pub requests: i64,
+    pub request_bytes: i64,
+    pub response_bytes: i64,
+}
+
+/// Why a store call failed.
+#[derive(Debug)]
+pub enum StoreError {
+    /// The database could not be reached or refused the statement.
+    Unavailable(sqlx::Error),
+    /// A unique value (the key hash) is already stored.
+    Duplicate,
+    /// Applying migrations failed.
+    Migrate(sqlx::migrate::MigrateError),
+    /// A stored value is not what the schema promises.
+    Corrupt(String),
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StoreError::Unavailable(e) => write!(f, "database unavailable: {e}"),
+            StoreError::Duplicate => f.write_str("a key with this value is already registered"),
+            StoreError::Migrate(e) => write!(f, "database migration failed: {e}"),
+            StoreError::Corrupt(what) => write!(f, "unexpected stored data: {what}"),
+        }
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Duplicate,
+            _ => StoreError::Unavailable(e),
+        }
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        StoreError::Migrate(e)
+    }
+}
+
+/// The sidecar's database, whichever backend it is.
+#[derive(Clone, Debug)]
+pub enum Store {
+    MySql(MySqlStore),
+    Sqlite(SqliteStore),
+}
+
+macro_rules! dispatch {
+    ($self:ident . $method:ident ( $($arg:expr),* )) => {
+        match $self {
+            Store::MySql(s) => s.$method($($arg),*).await,
+            Store::Sqlite(s) => s.$method($($arg),*).await,
+        }
+    };
+}
+
+impl Store {
+    /// Opens a pool on the target; a SQLite file (and its directory) is created when missing.
+    pub async fn connect(target: &DatabaseTarget) -> Result<Store, StoreError> {
+        match target {
+            DatabaseTarget::MySql(url) => Ok(Store::MySql(MySqlStore::connect(url).await?)),
+            DatabaseTarget::Sqlite(path) => Ok(Store::Sqlite(SqliteStore::connect(path).await?)),
+        }
+    }
+
+    /// `mysql` or `sqlite`.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Store::MySql(_) => "mysql",
+            Store::Sqlite(_) => "sqlite",
+        }
+    }
+
+    /// Applies the backend's embedded migrations that are not applied yet.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        dispatch!(self.migrate())
+    }
+
+    /// Runs `SELECT 1`.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        dispatch!(self.ping())
+    }
+
+    /// Registers a key; [`StoreError::Duplicate`] when its hash is already stored.
+    pub async fn insert_key(&self, key: &NewKey) -> Result<ApiKey, StoreError> {
+        dispatch!(self.insert_key(key))
+    }
+
+    /// Every key, oldest first.
+    pub async fn list_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
+        dispatch!(self.list_keys())
+    }
+
+    /// The key with this lowercase hex SHA-256, if any.
+    pub async fn key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKey>, StoreError> {
+        dispatch!(self.key_by_hash(key_hash))
+    }
+
+    /// Revokes a key, stamping `revoked_at` with `at`.
+    pub async fn revoke_key(&self, id: i64, at: OffsetDateTime) -> Result<Revocation, StoreError> {
+        dispatch!(self.revoke_key(id, at))
+    }
+
+    /// Stores a batch of validated records in one transaction and returns how
+    /// many were new; records whose `request_id` is already stored (or appears
+    /// earlier in the batch) are skipped. Either the whole batch is committed
+    /// or nothing is.
+    pub async fn insert_usage(&self, records: &[UsageRecord]) -> Result<u64, StoreError> {
+        if records.is_empty() {
+            return Ok(0);
+        }
+        dispatch!(self.insert_usage(records))
+    }
+
+    /// Requests and bytes per (key, outcome), ordered by key then outcome.
+    pub async fn usage_summary(
+        &self,
+        filter: &SummaryFilter,
+    ) -> Result<Vec<UsageSummaryRow>, StoreError> {
+        dispatch!(self.usage_summary(filter))
+    }
+
+    /// Closes the pool, waiting for connections in use to be returned.
+    pub async fn close(&self) {
+        dispatch!(self.close())
+    }
+}
+
+/// The creation time of a usage record, already range-checked by the caller.
+fn record_time(record: &UsageRecord) -> Result<OffsetDateTime, StoreError> {
+    crate::clock::from_unix_ms(record.timestamp_ms).ok_or_else(|| {
+        StoreError::Corrupt(format!(
+            "timestamp_ms {} of request {} is out of range",
+            record.timestamp_ms, record.request_id
+        ))
+    })
+}
+
+/// Converts a validated counter (at most `i64::MAX`, see `UsageRecord::validate`).
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,240 @@
+//! MySQL/MariaDB backend of the [`Store`](super::Store).
+//!
+//! Times are `DATETIME(3)` holding UTC (sqlx sets the session `time_zone` to
+//! `+00:00`); migrations live in `migrations/mysql`.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow};
+use sqlx::{MySql, QueryBuilder, Row};
+use time::{OffsetDateTime, PrimitiveDateTime};
+use tollgate_wire::UsageRecord;
+
+use super::{
+    record_time, to_i64, ApiKey, KeyStatus, NewKey, Revocation, StoreError, SummaryFilter,
+    UsageSummaryRow, INSERT_CHUNK_ROWS,
+};
+use crate::clock::to_primitive_utc;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/mysql");
+
+/// Connections the pool keeps at most. Verification is one indexed read, and
+/// ingestion one transaction per batch; a pool a little larger than the
+/// number of concurrent callers keeps both from queueing.
+pub const MAX_CONNECTIONS: u32 = 24;
+
+/// How long a request waits for a connection before it is answered 503.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+const KEY_COLUMNS: &str = "id, name, prefix, status, created_at, revoked_at, expires_at";
+
+/// A pool on a MySQL or MariaDB database.
+#[derive(Clone, Debug)]
+pub struct MySqlStore {
+    pool: MySqlPool,
+}
+
+impl MySqlStore {
+    /// Connects to a `mysql://` URL, failing now if the server cannot be reached.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let options = MySqlConnectOptions::from_str(url)?;
+        let pool = pool_options(ACQUIRE_TIMEOUT)
+            .min_connections(1)
+            .connect_with(options)
+            .await?;
+        Ok(MySqlStore { pool })
+    }
+
+    /// A pool that connects on first use; lets callers (and tests) start
+    /// before the server is reachable.
+    pub fn connect_lazy(url: &str, acquire_timeout: Duration) -> Result<Self, StoreError> {
+        let options = MySqlConnectOptions::from_str(url)?;
+        Ok(MySqlStore {
+            pool: pool_options(acquire_timeout).connect_lazy_with(options),
+        })
+    }
+
+    /// The underlying pool.
+    pub fn pool(&self) -> &MySqlPool {
+        &self.pool
+    }
+
+    pub(super) async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    pub(super) async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub(super) async fn insert_key(&self, key: &NewKey) -> Result<ApiKey, StoreError> {
+        let done = sqlx::query(
+            "INSERT INTO api_keys (name, prefix, key_hash, status, created_at, expires_at) \
+             VALUES (?, ?, ?, 'ACTIVE', ?, ?)",
+        )
+        .bind(&key.name)
+        .bind(&key.prefix)
+        .bind(&key.key_hash)
+        .bind(to_primitive_utc(key.created_at))
+        .bind(key.expires_at.map(to_primitive_utc))
+        .execute(&self.pool)
+        .await?;
+        let id = i64::try_from(done.last_insert_id())
+            .map_err(|_| StoreError::Corrupt("api_keys.id overflowed".into()))?;
+        Ok(ApiKey {
+            id,
+            name: key.name.clone(),
+            prefix: key.prefix.clone(),
+            status: KeyStatus::Active,
+            created_at: key.created_at,
+            revoked_at: None,
+            expires_at: key.expires_at,
+        })
+    }
+
+    pub(super) async fn list_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
+        let rows = sqlx::query(&format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY id"))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    pub(super) async fn key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKey>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE key_hash = ?"
+        ))
+        .bind(key_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(key_from_row).transpose()
+    }
+
+    pub(super) async fn revoke_key(
+        &self,
+        id: i64,
+        at: OffsetDateTime,
+    ) -> Result<Revocation, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE api_keys SET status = 'REVOKED', revoked_at = ? \
+             WHERE id = ? AND status = 'ACTIVE'",
+        )
+        .bind(to_primitive_utc(at))
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        let row = sqlx::query(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(match row.as_ref().map(key_from_row).transpose()? {
+            None => Revocation::NotFound,
+            Some(key) if done.rows_affected() == 1 => Revocation::Revoked(key),
+            Some(key) => Revocation::AlreadyRevoked(key),
+        })
+    }
+
+    pub(super) async fn insert_usage(&self, records: &[UsageRecord]) -> Result<u64, StoreError> {
+        let mut rows = records
+            .iter()
+            .map(|r| record_time(r).map(|t| (r, to_primitive_utc(t))))
+            .collect::<Result<Vec<_>, _>>()?;
+        // One lock order for every batch: two overlapping batches (a retry
+        // racing its original) wait for each other instead of deadlocking.
+        rows.sort_by(|a, b| a.0.request_id.cmp(&b.0.request_id));
+
+        let mut tx = self.pool.begin().await?;
+        let mut inserted = 0;
+        for chunk in rows.chunks(INSERT_CHUNK_ROWS) {
+            // sqlx connects with CLIENT_FOUND_ROWS, so `ON DUPLICATE KEY UPDATE
+            // request_id = request_id` would count a duplicate as affected.
+            // `INSERT IGNORE` counts inserted rows only. IGNORE would also turn
+            // other errors (overlong text, out-of-range values) into warnings,
+            // which is why every record is validated against the column limits
+            // before it gets here (`UsageRecord::validate`, `MAX_TIMESTAMP_MS`).
+            let mut insert = QueryBuilder::<MySql>::new(
+                "INSERT IGNORE INTO usage_log (request_id, api_key_id, method, endpoint, \
+                 status_code, outcome, request_bytes, response_bytes, duration_ms, created_at) ",
+            );
+            insert.push_values(chunk, |mut row, (r, created_at)| {
+                row.push_bind(r.request_id.as_str())
+                    .push_bind(r.api_key_id)
+                    .push_bind(r.method.as_str())
+                    .push_bind(r.endpoint.as_str())
+                    .push_bind(i32::from(r.status_code))
+                    .push_bind(r.outcome.as_str())
+                    .push_bind(to_i64(r.request_bytes))
+                    .push_bind(to_i64(r.response_bytes))
+                    .push_bind(to_i64(r.duration_ms))
+                    .push_bind(*created_at);
+            });
+            inserted += insert.build().execute(&mut *tx).await?.rows_affected();
+        }
+        tx.commit().await?;
+        Ok(inserted)
+    }
+
+    pub(super) async fn usage_summary(
+        &self,
+        filter: &SummaryFilter,
+    ) -> Result<Vec<UsageSummaryRow>, StoreError> {
+        let mut query = QueryBuilder::<MySql>::new(
+            "SELECT api_key_id, outcome, COUNT(*) AS requests, \
+             CAST(COALESCE(SUM(request_bytes), 0) AS SIGNED) AS request_bytes, \
+             CAST(COALESCE(SUM(response_bytes), 0) AS SIGNED) AS response_bytes \
+             FROM usage_log WHERE 1 = 1",
+        );
+        if let Some(id) = filter.api_key_id {
+            query.push(" AND api_key_id = ").push_bind(id);
+        }
+        if let Some(since) = filter.since {
+            query
+                .push(" AND created_at >= ")
+                .push_bind(to_primitive_utc(since));
+        }
+        query.push(" GROUP BY api_key_id, outcome ORDER BY api_key_id, outcome");
+        let rows = query.build().fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|row| {
+                Ok(UsageSummaryRow {
+                    api_key_id: row.try_get("api_key_id")?,
+                    outcome: row.try_get("outcome")?,
+                    requests: row.try_get("requests")?,
+                    request_bytes: row.try_get("request_bytes")?,
+                    response_bytes: row.try_get("response_bytes")?,
+                })
+            })
+            .collect()
+    }
+
+    pub(super) async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn pool_options(acquire_timeout: Duration) -> MySqlPoolOptions {
+    MySqlPoolOptions::new()
+        .max_connections(MAX_CONNECTIONS)
+        .acquire_timeout(acquire_timeout)
+}
+
+fn key_from_row(row: &MySqlRow) -> Result<ApiKey, StoreError> {
+    let utc = |t: PrimitiveDateTime| t.assume_utc();
+    Ok(ApiKey {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        prefix: row.try_get("prefix")?,
+        status: KeyStatus::parse(row.try_get::<&str, _>("status")?)?,
+        created_at: utc(row.try_get("created_at")?),
+        revoked_at: row
+            .try_get::<Option<PrimitiveDateTime>, _>("revoked_at")?
+            .map(utc),
+        expires_at: row
+            .try_get::<Option<PrimitiveDateTime>, _>("expires_at")?
+            .map(utc),
+    })
+}
