@@ -1,0 +1,399 @@
+//! The key verdict cache: entry encoding and the freshness policy.
+//!
+//! The cache lives in proxy-wasm shared data, which every worker's VM sees
+//! and which the host never evicts. Memory stays bounded because the cache
+//! is a fixed-size, direct-mapped table: a key hash goes to exactly one of
+//! `slots` shared-data keys (`tollgate.kc.<slot>`, slot = first 8 bytes of
+//! the hash mod `slots`), and a slot holding another key's entry is a miss
+//! whose answer overwrites it. At most `slots` entries of [`ENTRY_LEN`]
+//! bytes ever exist (16384 slots: about 1.3 MB with the keys' names).
+//!
+//! Entries are a fixed-layout binary record (no JSON on the hot path). Each
+//! carries the full key hash, so a slot collision can never hand one key
+//! another key's verdict.
+
+use tollgate_wire::{KeyVerdict, VerifyReply};
+
+use crate::body::Digest32;
+
+/// Prefix of every cache slot's shared-data key.
+pub const SLOT_KEY_PREFIX: &str = "tollgate.kc.";
+
+/// Encoded size of a [`CacheEntry`].
+pub const ENTRY_LEN: usize = 59;
+
+const FORMAT_VERSION: u8 = 1;
+const HAS_KEY_ID: u8 = 1;
+const HAS_EXPIRES_AT: u8 = 2;
+
+/// The validated cache settings of the plugin configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CachePolicy {
+    /// How long an `active` verdict is used without asking again.
+    pub positive_ttl_ms: u64,
+    /// How long a `revoked`/`expired`/`not_found` verdict is used.
+    pub negative_ttl_ms: u64,
+    /// How old an `active` verdict may be and still serve when the sidecar
+    /// cannot answer.
+    pub stale_if_error_ms: u64,
+    /// Number of slots in the table.
+    pub slots: u32,
+}
+
+/// One cached verdict, as stored in a slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheEntry {
+    /// SHA-256 of the API key this entry is for.
+    pub key_hash: Digest32,
+    /// What the registry said.
+    pub verdict: KeyVerdict,
+    /// The key's id, when the registry knows the key.
+    pub key_id: Option<i64>,
+    /// When the key stops being valid (seconds since the epoch), if ever.
+    pub expires_at_s: Option<i64>,
+    /// When the registry said it (milliseconds since the epoch).
+    pub fetched_at_ms: u64,
+}
+
+/// The result of looking a key up in its slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// A usable entry for this key.
+    Fresh(CacheEntry),
+    /// Ask the sidecar (empty slot, another key's entry, or too old).
+    Miss,
+}
+
+/// The shared-data key of the slot a key hash maps to.
+pub fn slot_key(key_hash: &Digest32, slots: u32) -> String {
+    let prefix = key_hash.first_chunk::<8>().copied().unwrap_or_default();
+    let slot = u64::from_be_bytes(prefix) % u64::from(slots.max(1));
+    format!("{SLOT_KEY_PREFIX}{slot}")
+}
+
+fn verdict_byte(verdict: KeyVerdict) -> u8 {
+    match verdict {
+        KeyVerdict::Active => 0,
+        KeyVerdict::Revoked => 1,
+        KeyVerdict::Expired => 2,
+        KeyVerdict::NotFound => 3,
+    }
+}
+
+fn verdict_from_byte(byte: u8) -> Option<KeyVerdict> {
+    match byte {
+        0 => Some(KeyVerdict::Active),
+        1 => Some(KeyVerdict::Revoked),
+        2 => Some(KeyVerdict::Expired),
+        3 => Some(KeyVerdict::NotFound),
+        _ => None,
+    }
+}
+
+fn take<const N: usize>(cursor: &mut &[u8]) -> Option<[u8; N]> {
+    let (head, rest) = cursor.split_first_chunk::<N>()?;
+    *cursor = rest;
+    Some(*head)
+}
+
+impl CacheEntry {
+    /// The fixed-layout binary form: version, verdict, flags, key hash,
+    /// key id, expiry, fetch time (integers big-endian).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut flags = 0;
+        if self.key_id.is_some() {
+            flags |= HAS_KEY_ID;
+        }
+        if self.expires_at_s.is_some() {
+            flags |= HAS_EXPIRES_AT;
+        }
+        let mut out = Vec::with_capacity(ENTRY_LEN);
+        out.push(FORMAT_VERSION);
+        out.push(verdict_byte(self.verdict));
+        out.push(flags);
+        out.extend_from_slice(&self.key_hash);
+        out.extend_from_slice(&self.key_id.unwrap_or(0).to_be_bytes());
+        out.extend_from_slice(&self.expires_at_s.unwrap_or(0).to_be_bytes());
+        out.extend_from_slice(&self.fetched_at_ms.to_be_bytes());
+        out
+    }
+
+    /// Parses [`CacheEntry::encode`]'s output; anything else (another
+    /// version, a truncated value) is `None` and treated as a miss.
+    pub fn decode(bytes: &[u8]) -> Option<CacheEntry> {
+        if bytes.len() != ENTRY_LEN {
+            return None;
+        }
+        let mut cursor = bytes;
+        let [version, verdict, flags] = take::<3>(&mut cursor)?;
+        if version != FORMAT_VERSION || flags & !(HAS_KEY_ID | HAS_EXPIRES_AT) != 0 {
+            return None;
+        }
+        let verdict = verdict_from_byte(verdict)?;
+        let key_hash = take::<32>(&mut cursor)?;
+        let key_id = i64::from_be_bytes(take::<8>(&mut cursor)?);
+        let expires_at = i64::from_be_bytes(take::<8>(&mut cursor)?);
+        let fetched_at_ms = u64::from_be_bytes(take::<8>(&mut cursor)?);
+        Some(CacheEntry {
+            key_hash,
+            verdict,
+            key_id: (flags & HAS_KEY_ID != 0).then_some(key_id),
+            expires_at_s: (flags & HAS_EXPIRES_AT != 0).then_some(expires_at),
+            fetched_at_ms,
+        })
+    }
+
+    /// The entry for the sidecar's answer about `key_hash`, fetched at
+    /// `now_ms`. `None` for an answer that cannot be right (a known key
+    /// without a positive id): the caller treats it as a failed callout.
+    pub fn from_reply(key_hash: Digest32, reply: &VerifyReply, now_ms: u64) -> Option<CacheEntry> {
+        match (reply.verdict, reply.key_id) {
+            (KeyVerdict::NotFound, _) => {}
+            (_, Some(id)) if id > 0 => {}
+            _ => return None,
+        }
+        Some(CacheEntry {
+            key_hash,
+            verdict: reply.verdict,
+            key_id: reply.key_id.filter(|id| *id > 0),
+            expires_at_s: reply.expires_at,
+            fetched_at_ms: now_ms,
+        })
+    }
+
+    /// Age at `now_ms`; `None` when the entry claims to come from the future
+    /// (a clock step), which makes it unusable.
+    fn age_ms(&self, now_ms: u64) -> Option<u64> {
+        now_ms.checked_sub(self.fetched_at_ms)
+    }
+
+    /// Whether an `active` key has passed its own expiry at `now_ms`.
+    pub fn key_expired_at(&self, now_ms: u64) -> bool {
+        match self.expires_at_s {
+            Some(at) => i128::from(now_ms) >= i128::from(at) * 1000,
+            None => false,
+        }
+    }
+}
+
+/// Decides whether a slot's content answers for `key_hash` at `now_ms`.
+///
+/// Fresh means: same key hash, and younger than the positive TTL (for
+/// `active`) or the negative TTL (any other verdict). An `active` entry
+/// whose key has meanwhile passed its `expires_at` is still returned: the
+/// caller treats it as an expired key (see `gate::decide_key`).
+pub fn lookup(
+    slot: Option<&CacheEntry>,
+    key_hash: &Digest32,
+    now_ms: u64,
+    policy: &CachePolicy,
+) -> Lookup {
+    let Some(entry) = slot.filter(|e| &e.key_hash == key_hash) else {
+        return Lookup::Miss;
+    };
+    let ttl = match entry.verdict {
+        KeyVerdict::Active => policy.positive_ttl_ms,
+        _ => policy.negative_ttl_ms,
+    };
+    match entry.age_ms(now_ms) {
+        Some(age) if age < ttl => Lookup::Fresh(*entry),
+        _ => Lookup::Miss,
+    }
+}
+
+/// When the sidecar cannot answer: the entry to fall back on, if any. Only
+/// an `active` verdict for this key, with a key id, younger than
+/// stale-if-error and not past the key's own expiry qualifies; a failure
+/// never turns into a pass on anything weaker.
+pub fn stale_fallback(
+    slot: Option<&CacheEntry>,
+    key_hash: &Digest32,
+    now_ms: u64,
+    policy: &CachePolicy,
+) -> Option<CacheEntry> {
+    let entry = slot.filter(|e| &e.key_hash == key_hash)?;
+    let usable = entry.verdict == KeyVerdict::Active
+        && entry.key_id.is_some()
+        && !entry.key_expired_at(now_ms)
+        && matches!(entry.age_ms(now_ms), Some(age) if age < policy.stale_if_error_ms);
+    usable.then_some(*entry)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const POLICY: CachePolicy = CachePolicy {
+        positive_ttl_ms: 30_000,
+        negative_ttl_ms: 5_000,
+        stale_if_error_ms: 300_000,
+        slots: 16384,
+    };
+
+    fn entry(verdict: KeyVerdict) -> CacheEntry {
+        CacheEntry {
+            key_hash: [7; 32],
+            verdict,
+            key_id: Some(42),
+            expires_at_s: Some(2_000_000_000),
+            fetched_at_ms: 1_000_000,
+        }
+    }
+
+    #[test]
+    fn entries_round_trip() {
+        for verdict in [
+            KeyVerdict::Active,
+            KeyVerdict::Revoked,
+            KeyVerdict::Expired,
+            KeyVerdict::NotFound,
+        ] {
+            let mut e = entry(verdict);
+            assert_eq!(CacheEntry::decode(&e.encode()), Some(e));
+            e.key_id = None;
+            e.expires_at_s = None;
+            e.key_hash[31] = 1;
+            let bytes = e.encode();
+            assert_eq!(bytes.len(), ENTRY_LEN);
+            assert_eq!(CacheEntry::decode(&bytes), Some(e));
+        }
+        let e = CacheEntry {
+            key_id: Some(-1),
+            expires_at_s: Some(i64::MIN),
+            fetched_at_ms: u64::MAX,
+            ..entry(KeyVerdict::Active)
+        };
+        assert_eq!(CacheEntry::decode(&e.encode()), Some(e));
+    }
+
+    #[test]
+    fn damaged_entries_are_misses() {
+        let bytes = entry(KeyVerdict::Active).encode();
+        assert_eq!(CacheEntry::decode(&bytes[..ENTRY_LEN - 1]), None);
+        assert_eq!(CacheEntry::decode(&[bytes.clone(), vec![0]].concat()), None);
+        let mut v = bytes.clone();
+        v[0] = 2;
+        assert_eq!(CacheEntry::decode(&v), None);
+        let mut v = bytes.clone();
+        v[1] = 9;
+        assert_eq!(CacheEntry::decode(&v), None);
+        let mut v = bytes;
+        v[2] = 4;
+        assert_eq!(CacheEntry::decode(&v), None);
+        assert_eq!(CacheEntry::decode(&[]), None);
+    }
+
+    #[test]
+    fn slots_are_bounded_and_stable() {
+        let mut hash = [0u8; 32];
+        hash[7] = 5;
+        assert_eq!(slot_key(&hash, 16384), "tollgate.kc.5");
+        hash[0] = 0xff;
+        let key = slot_key(&hash, 16384);
+        let n: u64 = key.strip_prefix(SLOT_KEY_PREFIX).unwrap().parse().unwrap();
+        assert!(n < 16384);
+        assert_eq!(slot_key(&hash, 1), "tollgate.kc.0");
+    }
+
+    #[test]
+    fn positive_ttl_edge() {
+        let e = entry(KeyVerdict::Active);
+        let at = |ms| lookup(Some(&e), &e.key_hash, e.fetched_at_ms + ms, &POLICY);
+        assert_eq!(at(0), Lookup::Fresh(e));
+        assert_eq!(at(29_999), Lookup::Fresh(e));
+        assert_eq!(at(30_000), Lookup::Miss);
+    }
+
+    #[test]
+    fn negative_ttl_edge() {
+        for verdict in [
+            KeyVerdict::Revoked,
+            KeyVerdict::Expired,
+            KeyVerdict::NotFound,
+        ] {
+            let e = entry(verdict);
+            let at = |ms| lookup(Some(&e), &e.key_hash, e.fetched_at_ms + ms, &POLICY);
+            assert_eq!(at(4_999), Lookup::Fresh(e));
+            assert_eq!(at(5_000), Lookup::Miss);
+        }
+    }
+
+    #[test]
+    fn another_keys_entry_or_a_future_entry_is_a_miss() {
+        let e = entry(KeyVerdict::Active);
+        assert_eq!(
+            lookup(Some(&e), &[8; 32], e.fetched_at_ms, &POLICY),
+            Lookup::Miss
+        );
+        assert_eq!(
+            lookup(None, &e.key_hash, e.fetched_at_ms, &POLICY),
+            Lookup::Miss
+        );
+        assert_eq!(
+            lookup(Some(&e), &e.key_hash, e.fetched_at_ms - 1, &POLICY),
+            Lookup::Miss
+        );
+    }
+
+    #[test]
+    fn stale_fallback_edges() {
+        let e = entry(KeyVerdict::Active);
+        let at = |e: &CacheEntry, ms| {
+            stale_fallback(Some(e), &e.key_hash, e.fetched_at_ms + ms, &POLICY)
+        };
+        assert_eq!(at(&e, 299_999), Some(e));
+        assert_eq!(at(&e, 300_000), None);
+        assert_eq!(
+            stale_fallback(Some(&e), &[8; 32], e.fetched_at_ms, &POLICY),
+            None
+        );
+        for verdict in [
+            KeyVerdict::Revoked,
+            KeyVerdict::Expired,
+            KeyVerdict::NotFound,
+        ] {
+            assert_eq!(at(&entry(verdict), 1), None);
+        }
+        let no_id = CacheEntry { key_id: None, ..e };
+        assert_eq!(at(&no_id, 1), None);
+        let key_expires = CacheEntry {
+            expires_at_s: Some(1_010),
+            ..e
+        };
+        assert_eq!(at(&key_expires, 9_999), Some(key_expires));
+        assert_eq!(at(&key_expires, 10_000), None);
+    }
+
+    #[test]
+    fn replies_become_entries() {
+        let reply = |verdict, key_id| VerifyReply {
+            verdict,
+            key_id,
+            expires_at: Some(5),
+        };
+        let e = CacheEntry::from_reply([1; 32], &reply(KeyVerdict::Active, Some(3)), 9).unwrap();
+        assert_eq!(
+            (e.key_id, e.expires_at_s, e.fetched_at_ms),
+            (Some(3), Some(5), 9)
+        );
+        assert!(CacheEntry::from_reply([1; 32], &reply(KeyVerdict::Active, None), 9).is_none());
+        assert!(CacheEntry::from_reply([1; 32], &reply(KeyVerdict::Revoked, Some(0)), 9).is_none());
+        let nf = CacheEntry::from_reply([1; 32], &reply(KeyVerdict::NotFound, None), 9).unwrap();
+        assert_eq!(nf.key_id, None);
+    }
+
+    #[test]
+    fn key_expiry_edge() {
+        let e = CacheEntry {
+            expires_at_s: Some(100),
+            ..entry(KeyVerdict::Active)
+        };
+        assert!(!e.key_expired_at(99_999));
+        assert!(e.key_expired_at(100_000));
+        let never = CacheEntry {
+            expires_at_s: None,
+            ..e
+        };
+        assert!(!never.key_expired_at(u64::MAX));
+    }
+}

@@ -1,0 +1,308 @@
+//! Every reason the filter refuses a request, and the one place that turns a
+//! reason into an HTTP status, a stable error code and a JSON body.
+
+use tollgate_wire::{ErrorBody, ErrorDetail};
+
+/// Why a request is refused. Each variant maps to exactly one row of the
+/// error table in ARCHITECTURE.md (several variants may share a code when
+/// the client deserves a more precise message).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Denial {
+    /// No `Authorization` header, not `Bearer <key>`, or an empty key.
+    MissingApiKey,
+    /// The key is malformed (control characters, spaces, too long, several
+    /// `Authorization` headers) or the registry does not know it.
+    InvalidApiKey,
+    /// No `X-Auth-Token` header, or an empty one.
+    MissingToken,
+    /// The token is not a well-formed compact JWS, or a claim has the wrong type.
+    MalformedToken(&'static str),
+    /// The token's `alg` is not one of the configured HMAC algorithms.
+    UnsupportedAlgorithm,
+    /// The token's `kid` names no configured secret (or it has no `kid` and
+    /// no default secret is configured).
+    UnknownKeyId,
+    /// The HMAC does not match.
+    InvalidSignature,
+    /// `exp` (plus the clock skew) is in the past, or `exp` precedes `iat`.
+    TokenExpired,
+    /// `nbf` (minus the clock skew) is in the future.
+    TokenNotYetValid,
+    /// `iat` is further in the future than the clock skew allows.
+    TokenIssuedInFuture,
+    /// `exp - iat` exceeds the configured maximum lifetime.
+    TokenLifetimeTooLong,
+    /// A required claim is absent; names the claim.
+    MissingClaim(&'static str),
+    /// The body's SHA-256 differs from the token's `body_sha256`.
+    BodyHashMismatch,
+    /// `body_sha256` is not 64 lowercase hex digits (uppercase hex and
+    /// base64 are refused even when they encode the right digest).
+    BodyHashFormat,
+    /// `htm`, `htu`, `iss` or `aud` does not match this request or gateway;
+    /// the detail names which.
+    RequestBindingMismatch(&'static str),
+    /// The token's `jti` was seen before (replay protection).
+    ReplayedToken,
+    /// The key is registered but revoked.
+    RevokedApiKey,
+    /// The key is registered but past its expiry.
+    ExpiredApiKey,
+    /// The body (declared or received) exceeds `max_body_bytes`.
+    PayloadTooLarge,
+    /// No usable key verdict (sidecar unreachable, bad answer, host error):
+    /// the filter fails closed.
+    AuthUnavailable,
+}
+
+/// Every error code the filter can answer with, in the order of the table
+/// in ARCHITECTURE.md. Metrics define one counter per entry.
+pub const ALL_CODES: [&str; 19] = [
+    "missing_api_key",
+    "invalid_api_key",
+    "missing_token",
+    "malformed_token",
+    "unsupported_algorithm",
+    "unknown_key_id",
+    "invalid_signature",
+    "token_expired",
+    "token_not_yet_valid",
+    "token_issued_in_future",
+    "token_lifetime_too_long",
+    "missing_claim",
+    "body_hash_mismatch",
+    "request_binding_mismatch",
+    "replayed_token",
+    "revoked_api_key",
+    "expired_api_key",
+    "payload_too_large",
+    "auth_unavailable",
+];
+
+impl Denial {
+    /// The HTTP status of the local reply.
+    pub fn status(self) -> u16 {
+        match self {
+            Denial::RevokedApiKey | Denial::ExpiredApiKey => 403,
+            Denial::PayloadTooLarge => 413,
+            Denial::AuthUnavailable => 503,
+            _ => 401,
+        }
+    }
+
+    /// The stable, machine-readable error code.
+    pub fn code(self) -> &'static str {
+        match self {
+            Denial::MissingApiKey => "missing_api_key",
+            Denial::InvalidApiKey => "invalid_api_key",
+            Denial::MissingToken => "missing_token",
+            Denial::MalformedToken(_) => "malformed_token",
+            Denial::UnsupportedAlgorithm => "unsupported_algorithm",
+            Denial::UnknownKeyId => "unknown_key_id",
+            Denial::InvalidSignature => "invalid_signature",
+            Denial::TokenExpired => "token_expired",
+            Denial::TokenNotYetValid => "token_not_yet_valid",
+            Denial::TokenIssuedInFuture => "token_issued_in_future",
+            Denial::TokenLifetimeTooLong => "token_lifetime_too_long",
+            Denial::MissingClaim(_) => "missing_claim",
+            Denial::BodyHashMismatch | Denial::BodyHashFormat => "body_hash_mismatch",
+            Denial::RequestBindingMismatch(_) => "request_binding_mismatch",
+            Denial::ReplayedToken => "replayed_token",
+            Denial::RevokedApiKey => "revoked_api_key",
+            Denial::ExpiredApiKey => "expired_api_key",
+            Denial::PayloadTooLarge => "payload_too_large",
+            Denial::AuthUnavailable => "auth_unavailable",
+        }
+    }
+
+    /// Index of [`Denial::code`] in [`ALL_CODES`] (for per-code metrics).
+    pub fn code_index(self) -> Option<usize> {
+        ALL_CODES.iter().position(|c| *c == self.code())
+    }
+
+    /// Text for a person. Never contains a secret, a key or a token.
+    pub fn message(self) -> String {
+        match self {
+            Denial::MissingApiKey => {
+                "the Authorization header must be 'Bearer <api key>'".to_string()
+            }
+            Denial::InvalidApiKey => "the API key is not valid".to_string(),
+            Denial::MissingToken => "the X-Auth-Token header is required".to_string(),
+            Denial::MalformedToken(why) => format!("the X-Auth-Token is malformed: {why}"),
+            Denial::UnsupportedAlgorithm => {
+                "the token's alg is not an accepted HMAC algorithm".to_string()
+            }
+            Denial::UnknownKeyId => "the token's kid names no known secret".to_string(),
+            Denial::InvalidSignature => "the token's signature does not verify".to_string(),
+            Denial::TokenExpired => "the token has expired".to_string(),
+            Denial::TokenNotYetValid => "the token is not valid yet (nbf)".to_string(),
+            Denial::TokenIssuedInFuture => "the token's iat is in the future".to_string(),
+            Denial::TokenLifetimeTooLong => {
+                "the token's lifetime (exp - iat) is longer than allowed".to_string()
+            }
+            Denial::MissingClaim(claim) => format!("the token lacks the required claim '{claim}'"),
+            Denial::BodyHashMismatch => {
+                "the body's SHA-256 does not match the token's body_sha256".to_string()
+            }
+            Denial::BodyHashFormat => {
+                "body_sha256 must be the SHA-256 of the body as 64 lowercase hex digits".to_string()
+            }
+            Denial::RequestBindingMismatch(what) => {
+                format!("the token is bound to another request: {what}")
+            }
+            Denial::ReplayedToken => "the token was already used".to_string(),
+            Denial::RevokedApiKey => "the API key has been revoked".to_string(),
+            Denial::ExpiredApiKey => "the API key has expired".to_string(),
+            Denial::PayloadTooLarge => "the request body is larger than allowed".to_string(),
+            Denial::AuthUnavailable => {
+                "authentication is temporarily unavailable; retry later".to_string()
+            }
+        }
+    }
+
+    /// Headers of the local reply (content type, and `WWW-Authenticate` on 401).
+    pub fn reply_headers(self) -> Vec<(&'static str, &'static str)> {
+        let mut headers = vec![("content-type", "application/json")];
+        if self.status() == 401 {
+            headers.push(("www-authenticate", "Bearer"));
+        }
+        headers
+    }
+
+    /// The JSON body of the local reply:
+    /// `{"error":{"code","message"},"request_id"}`.
+    pub fn reply_body(self, request_id: &str) -> Vec<u8> {
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code().to_string(),
+                message: self.message(),
+                field: None,
+            },
+            request_id: if request_id.is_empty() {
+                None
+            } else {
+                Some(request_id.to_string())
+            },
+        };
+        serde_json::to_vec(&body).unwrap_or_else(|_| {
+            // Serializing plain strings cannot fail; keep a valid body anyway.
+            format!(r#"{{"error":{{"code":"{}","message":""}}}}"#, self.code()).into_bytes()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn every_denial() -> Vec<Denial> {
+        vec![
+            Denial::MissingApiKey,
+            Denial::InvalidApiKey,
+            Denial::MissingToken,
+            Denial::MalformedToken("x"),
+            Denial::UnsupportedAlgorithm,
+            Denial::UnknownKeyId,
+            Denial::InvalidSignature,
+            Denial::TokenExpired,
+            Denial::TokenNotYetValid,
+            Denial::TokenIssuedInFuture,
+            Denial::TokenLifetimeTooLong,
+            Denial::MissingClaim("iat"),
+            Denial::BodyHashMismatch,
+            Denial::BodyHashFormat,
+            Denial::RequestBindingMismatch("htm"),
+            Denial::ReplayedToken,
+            Denial::RevokedApiKey,
+            Denial::ExpiredApiKey,
+            Denial::PayloadTooLarge,
+            Denial::AuthUnavailable,
+        ]
+    }
+
+    /// The error table of ARCHITECTURE.md section 2, verbatim.
+    const TABLE: &[(u16, &[&str])] = &[
+        (
+            401,
+            &[
+                "missing_api_key",
+                "invalid_api_key",
+                "missing_token",
+                "malformed_token",
+                "unsupported_algorithm",
+                "unknown_key_id",
+                "invalid_signature",
+                "token_expired",
+                "token_not_yet_valid",
+                "token_issued_in_future",
+                "token_lifetime_too_long",
+                "missing_claim",
+                "body_hash_mismatch",
+                "request_binding_mismatch",
+                "replayed_token",
+            ],
+        ),
+        (403, &["revoked_api_key", "expired_api_key"]),
+        (413, &["payload_too_large"]),
+        (503, &["auth_unavailable"]),
+    ];
+
+    #[test]
+    fn every_code_in_the_table_maps_to_its_status() {
+        let denials = every_denial();
+        for (status, codes) in TABLE {
+            for code in *codes {
+                let matching: Vec<_> = denials.iter().filter(|d| d.code() == *code).collect();
+                assert!(!matching.is_empty(), "no denial produces {code}");
+                for d in matching {
+                    assert_eq!(d.status(), *status, "{code}");
+                }
+            }
+        }
+        let table_codes: Vec<&str> = TABLE.iter().flat_map(|(_, c)| c.iter().copied()).collect();
+        for d in &denials {
+            assert!(table_codes.contains(&d.code()), "{} not in table", d.code());
+        }
+        assert_eq!(&ALL_CODES[..], &table_codes[..]);
+    }
+
+    #[test]
+    fn code_index_points_at_the_code() {
+        for d in every_denial() {
+            assert_eq!(ALL_CODES[d.code_index().unwrap()], d.code());
+        }
+    }
+
+    #[test]
+    fn body_is_the_shared_error_json() {
+        let body = Denial::RevokedApiKey.reply_body("abc");
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["error"]["code"], "revoked_api_key");
+        assert_eq!(v["request_id"], "abc");
+        assert!(v["error"]["message"].as_str().unwrap().contains("revoked"));
+        let parsed: ErrorBody = serde_json::from_slice(&body).unwrap();
+        assert_eq!(parsed.error.code, "revoked_api_key");
+    }
+
+    #[test]
+    fn only_401_carries_www_authenticate() {
+        for d in every_denial() {
+            let has = d
+                .reply_headers()
+                .iter()
+                .any(|(n, v)| *n == "www-authenticate" && *v == "Bearer");
+            assert_eq!(has, d.status() == 401, "{}", d.code());
+            assert!(d
+                .reply_headers()
+                .contains(&("content-type", "application/json")));
+        }
+    }
+
+    #[test]
+    fn body_hash_format_message_names_the_format() {
+        assert_eq!(Denial::BodyHashFormat.code(), "body_hash_mismatch");
+        assert!(Denial::BodyHashFormat
+            .message()
+            .contains("64 lowercase hex"));
+    }
+}
