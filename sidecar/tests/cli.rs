@@ -1,0 +1,345 @@
+//! The `tollgate` binary as a person runs it: from a fresh directory, with
+//! the embedded SQLite default, and `serve` stopping cleanly on SIGTERM.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tollgate");
+
+/// A fresh working directory, removed at the end.
+struct WorkDir(PathBuf);
+
+impl WorkDir {
+    fn new(name: &str) -> WorkDir {
+        let dir = std::env::temp_dir().join(format!("tollgate-cli-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        WorkDir(dir)
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        tollgate(&self.0).args(args).output().expect("run tollgate")
+    }
+
+    /// Runs and expects success; returns stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "tollgate {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The binary in `dir`, with no database or token settings inherited.
+fn tollgate(dir: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(dir)
+        .env_remove("DATABASE_URL")
+        .env_remove("TOLLGATE_LISTEN")
+        .env_remove("TOLLGATE_ADMIN_TOKEN")
+        .env_remove("TOLLGATE_INTERNAL_TOKEN")
+        .env_remove("RUST_LOG");
+    cmd
+}
+
+#[test]
+fn keys_create_then_list_from_a_fresh_directory() {
+    let dir = WorkDir::new("fresh");
+    let text = dir.ok(&["keys", "create", "--name", "demo"]);
+    assert!(text.contains("shown once"), "{text}");
+    let key = text
+        .split_whitespace()
+        .find(|w| w.starts_with("tg_") && w.len() == 43)
+        .unwrap_or_else(|| panic!("no key in: {text}"));
+    assert!(dir.0.join(".tollgate/tollgate.db").is_file());
+
+    let list = dir.ok(&["keys", "list"]);
+    assert!(list.contains("demo") && list.contains(&key[..9]), "{list}");
+    assert!(!list.contains(key), "list must not show the key");
+
+    let created: Value = serde_json::from_str(&dir.ok(&[
+        "keys",
+        "create",
+        "--name",
+        "j",
+        "--expires-at",
+        "2030-01-01T00:00:00Z",
+        "--json",
+    ]))
+    .expect("one JSON object");
+    for field in [
+        "id",
+        "name",
+        "prefix",
+        "key",
+        "status",
+        "created_at",
+        "expires_at",
+    ] {
+        assert!(created.get(field).is_some(), "missing {field}: {created}");
+    }
+    assert_eq!(created["status"], "ACTIVE");
+    assert_eq!(created["expires_at"], "2030-01-01T00:00:00.000Z");
+    assert_eq!(created["prefix"], &created["key"].as_str().unwrap()[..9]);
+
+    let list: Value = serde_json::from_str(&dir.ok(&["keys", "list", "--json"])).unwrap();
+    let list = list.as_array().expect("a JSON array");
+    assert_eq!(list.len(), 2);
+    assert_eq!(list[1]["id"], created["id"]);
+    assert!(list
+        .iter()
+        .all(|k| k.get("key").is_none() && k.get("key_hash").is_none()));
+}
+
+#[test]
+fn keys_import_revoke_and_usage_summary() {
+    let dir = WorkDir::new("manage");
+    let imported: Value = serde_json::from_str(&dir.ok(&[
+        "keys",
+        "import",
+        "--name",
+        "legacy",
+        "--key",
+        "old-plaintext-key",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(imported["prefix"], "old-plain");
+    assert!(
+        imported.get("key").is_none(),
+        "import does not echo the key"
+    );
+
+    let dup = dir.run(&[
+        "keys",
+        "import",
+        "--name",
+        "again",
+        "--key",
+        "old-plaintext-key",
+    ]);
+    assert!(!dup.status.success());
+    let err = String::from_utf8_lossy(&dup.stderr);
+    assert!(err.contains("already registered"), "{err}");
+    assert!(!err.contains("old-plaintext-key"), "{err}");
+
+    let empty = dir.run(&["keys", "import", "--name", "e", "--key", ""]);
+    assert!(!empty.status.success());
+    let control = dir.run(&["keys", "import", "--name", "c", "--key", "a\u{1}b"]);
+    assert!(!control.status.success());
+
+    let id = imported["id"].to_string();
+    let first = dir.ok(&["keys", "revoke", &id]);
+    assert!(first.contains("Revoked"), "{first}");
+    let second = dir.ok(&["keys", "revoke", &id]);
+    assert!(second.contains("already revoked"), "{second}");
+    let unknown = dir.run(&["keys", "revoke", "4242"]);
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("4242"));
+
+    let summary: Value =
+        serde_json::from_str(&dir.ok(&["usage", "summary", "--since", "7d", "--json"])).unwrap();
+    assert!(summary["since"].is_string());
+    assert_eq!(summary["rows"], serde_json::json!([]));
+    assert!(dir
+        .ok(&["usage", "summary", "--key", "1"])
+        .contains("No usage"));
+    assert!(!dir
+        .run(&["usage", "summary", "--since", "soon"])
+        .status
+        .success());
+}
+
+#[test]
+fn token_sign_binds_the_body_and_verifies() {
+    let dir = WorkDir::new("token");
+    std::fs::write(dir.0.join("body.json"), b"{\"text\":\"hi\"}").unwrap();
+    let out = tollgate(&dir.0)
+        .env("TG_SECRET", "s3cret-for-tests")
+        .args([
+            "token",
+            "sign",
+            "--secret-env",
+            "TG_SECRET",
+            "--body",
+            "body.json",
+            "--method",
+            "POST",
+            "--path",
+            "/proxy/analyze",
+            "--ttl",
+            "2m",
+            "--kid",
+            "k1",
+            "--jti",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let parts: Vec<&str> = token.split('.').collect();
+    assert_eq!(parts.len(), 3);
+    let decode =
+        |p: &str| -> Value { serde_json::from_slice(&URL_SAFE_NO_PAD.decode(p).unwrap()).unwrap() };
+    let header = decode(parts[0]);
+    assert_eq!(header["alg"], "HS256");
+    assert_eq!(header["typ"], "JWT");
+    assert_eq!(header["kid"], "k1");
+    let claims = decode(parts[1]);
+    let hex: String = Sha256::digest(b"{\"text\":\"hi\"}")
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert_eq!(claims["body_sha256"], hex);
+    assert_eq!(claims["htm"], "POST");
+    assert_eq!(claims["htu"], "/proxy/analyze");
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        120
+    );
+    assert_eq!(claims["jti"].as_str().unwrap().len(), 32);
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(b"s3cret-for-tests").unwrap();
+    mac.update(format!("{}.{}", parts[0], parts[1]).as_bytes());
+    mac.verify_slice(&URL_SAFE_NO_PAD.decode(parts[2]).unwrap())
+        .expect("signature verifies");
+
+    let missing = tollgate(&dir.0)
+        .env_remove("TG_NOPE")
+        .args([
+            "token",
+            "sign",
+            "--secret-env",
+            "TG_NOPE",
+            "--body",
+            "body.json",
+        ])
+        .output()
+        .unwrap();
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("TG_NOPE"));
+}
+
+#[test]
+fn serve_refuses_to_start_without_an_internal_token() {
+    let dir = WorkDir::new("notoken");
+    let out = dir.run(&["serve", "--listen", "127.0.0.1:0"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("TOLLGATE_INTERNAL_TOKEN"), "{err}");
+    let out = tollgate(&dir.0)
+        .env("TOLLGATE_INTERNAL_TOKEN", "short")
+        .args(["serve"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("at least 16"));
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A bare HTTP/1.1 GET; returns the whole answer, or None if nobody listens.
+fn http_get(port: u16, path: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    Some(answer)
+}
+
+#[test]
+fn serve_stops_cleanly_on_sigterm() {
+    let dir = WorkDir::new("sigterm");
+    let port = free_port();
+    let internal = "internal-token-sigterm-0123456789";
+    let mut child = tollgate(&dir.0)
+        .env("TOLLGATE_INTERNAL_TOKEN", internal)
+        .env("DATABASE_URL", "sqlite://data/side.db")
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+
+    let started = Instant::now();
+    let health = loop {
+        if let Some(answer) = http_get(port, "/healthz") {
+            break answer;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the sidecar did not start listening"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    assert!(http_get(port, "/readyz")
+        .unwrap()
+        .starts_with("HTTP/1.1 200"));
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "no exit within 15 s of SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "stderr:\n{stderr}");
+    assert!(
+        http_get(port, "/healthz").is_none(),
+        "still accepting after exit"
+    );
+
+    // The start-up log shows the effective config with secrets masked.
+    assert!(stderr.contains("internal_token=set (33 chars)"), "{stderr}");
+    assert!(stderr.contains("admin_token=not set"), "{stderr}");
+    assert!(stderr.contains("sqlite://data/side.db"), "{stderr}");
+    assert!(stderr.contains("SIGTERM"), "{stderr}");
+    assert!(!stderr.contains(internal), "the token leaked into the log");
+    assert!(dir.0.join("data/side.db").is_file());
+}

@@ -1,0 +1,643 @@
+//! The sidecar's HTTP API, driven in-process, against SQLite and MySQL alike.
+//!
+//! Every test below runs twice: `sqlite::<name>` on a temporary file and
+//! `mysql::<name>` on a database of its own on the server named by
+//! `TOLLGATE_TEST_MYSQL_URL` (unset or unreachable: the MySQL half fails).
+
+mod support;
+
+use axum::body::Body;
+use axum::http::{header, Method, Request, StatusCode};
+use serde_json::{json, Value};
+use sidecar::keys::hash_key;
+use support::*;
+use tollgate_wire::{INTERNAL_TOKEN_HEADER, MAX_USAGE_BATCH, USAGE_PATH, VERIFY_PATH};
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod mysql {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Backend::MySql).await
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    health_and_readiness,
+    unknown_routes_and_methods_answer_json,
+    internal_endpoints_require_the_internal_token,
+    verify_gives_each_verdict,
+    verify_refuses_bad_input,
+    ingest_stores_a_batch_once,
+    ingest_counts_duplicates_inside_one_batch,
+    ingest_refuses_bad_batches_whole,
+    ingest_refuses_oversized_batches_and_bodies,
+    admin_api_requires_the_admin_token,
+    admin_api_manages_keys,
+    admin_api_refuses_bad_input,
+    usage_summary_totals_per_key_and_outcome,
+    plaintext_key_is_stored_nowhere,
+    database_down_answers_503_and_stores_nothing,
+    metrics_count_routes_verifications_and_rows,
+);
+
+async fn create_key(h: &Harness, name: &str, expires_at: Option<&str>) -> Value {
+    let mut body = json!({ "name": name });
+    if let Some(at) = expires_at {
+        body["expires_at"] = json!(at);
+    }
+    let reply = h.admin(Method::POST, "/v1/keys", Some(body)).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+    reply.json()
+}
+
+async fn health_and_readiness(backend: Backend) {
+    let h = Harness::new(backend).await;
+    let reply = h.get("/healthz").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.json(), json!({"status": "ok"}));
+    let reply = h.get("/readyz").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.json()["status"], "ready");
+}
+
+async fn unknown_routes_and_methods_answer_json(backend: Backend) {
+    let h = Harness::new(backend).await;
+    h.get("/nope")
+        .await
+        .expect_error(StatusCode::NOT_FOUND, "not_found");
+    h.get(VERIFY_PATH)
+        .await
+        .expect_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+    let reply = h
+        .send(Request::delete("/v1/keys").body(Body::empty()).unwrap())
+        .await;
+    reply.expect_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
+}
+
+async fn internal_endpoints_require_the_internal_token(backend: Backend) {
+    let h = Harness::new(backend).await;
+    for path in [VERIFY_PATH, USAGE_PATH] {
+        let missing = h
+            .send(
+                Request::post(path)
+                    .header("content-type", "application/json")
+                    .body(Body::from("[]"))
+                    .unwrap(),
+            )
+            .await;
+        missing.expect_error(StatusCode::UNAUTHORIZED, "unauthorized");
+        assert_eq!(missing.headers[header::WWW_AUTHENTICATE], "Bearer");
+
+        let wrong = h
+            .send(
+                Request::post(path)
+                    .header(INTERNAL_TOKEN_HEADER, format!("{INTERNAL_TOKEN}x"))
+                    .body(Body::from("[]"))
+                    .unwrap(),
+            )
+            .await;
+        wrong.expect_error(StatusCode::UNAUTHORIZED, "unauthorized");
+
+        // The admin token is not the internal token.
+        let admin = h
+            .send(
+                Request::post(path)
+                    .header(INTERNAL_TOKEN_HEADER, ADMIN_TOKEN)
+                    .header(header::AUTHORIZATION, format!("Bearer {ADMIN_TOKEN}"))
+                    .body(Body::from("[]"))
+                    .unwrap(),
+            )
+            .await;
+        admin.expect_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+}
+
+async fn verify_gives_each_verdict(backend: Backend) {
+    let h = Harness::new(backend).await;
+    let active = create_key(&h, "active", Some("2999-01-01T00:00:00Z")).await;
+    let expired = create_key(&h, "expired", Some("2020-01-01T00:00:00Z")).await;
+    let revoked = create_key(&h, "revoked", None).await;
+    let reply = h
+        .admin(
+            Method::POST,
+            &format!("/v1/keys/{}/revoke", revoked["id"]),
+            None,
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+
+    let verdict = |key: &Value| hash_key(key["key"].as_str().unwrap());
+
+    let reply = h.verify(&verdict(&active)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(
+        reply.json(),
+        json!({"verdict": "active", "key_id": active["id"], "expires_at": 32_472_144_000i64})
+    );
+
+    let reply = h.verify(&verdict(&expired)).await.json();
+    assert_eq!(reply["verdict"], "expired");
+    assert_eq!(reply["key_id"], expired["id"]);
+    assert_eq!(reply["expires_at"], 1_577_836_800i64);
+
+    let reply = h.verify(&verdict(&revoked)).await.json();
+    assert_eq!(
+        reply,
+        json!({"verdict": "revoked", "key_id": revoked["id"]})
+    );
+
+    let reply = h.verify(&hash_key("tg_never_registered")).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.json(), json!({"verdict": "not_found"}));
+}
+
+async fn verify_refuses_bad_input(backend: Backend) {
+    let h = Harness::new(backend).await;
+    let upper = hash_key("tg_x").to_uppercase();
+    for bad in ["", "abc", upper.as_str(), &"g".repeat(64)] {
+        let error = h
+            .verify(bad)
+            .await
+            .expect_error(StatusCode::BAD_REQUEST, "invalid_request");
+        assert_eq!(error["field"], "key_hash", "{bad:?}");
+    }
+    h.internal(VERIFY_PATH, "{\"key_hash\":")
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "malformed_json");
+    let error = h
+        .internal(VERIFY_PATH, r#"{"key_hash": 5}"#)
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_request");
+    assert_eq!(error["field"], "key_hash");
+    let error = h
+        .internal(VERIFY_PATH, "{}")
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_request");
+    assert_eq!(error["field"], "key_hash");
+    // Someone sending the plaintext key is refused, not looked up.
+    let error = h
+        .internal(VERIFY_PATH, r#"{"key_hash": "x", "key": "tg_x"}"#)
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_request");
+    assert!(error["message"].as_str().unwrap().contains("unknown field"));
+}
+
+async fn ingest_stores_a_batch_once(backend: Backend) {
+    let h = Harness::new(backend).await;
+    let reply = h.ingest(&json!([])).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(
+        reply.json(),
+        json!({"received": 0, "inserted": 0, "duplicates": 0})
+    );
+
+    let batch: Vec<Value> = (0..500)
+        .map(|i| record(&format!("req-{i:04}"), 1 + i % 3))
+        .collect();
+    let batch = Value::Array(batch);
+    let reply = h.ingest(&batch).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(
+        reply.json(),
+        json!({"received": 500, "inserted": 500, "duplicates": 0})
+    );
+
+    let reply = h.ingest(&batch).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(
+        reply.json(),
+        json!({"received": 500, "inserted": 0, "duplicates": 500})
+    );
+    assert_eq!(count_usage(&h.db.store, None).await, 500);
+    for i in [0, 249, 499] {
+        assert_eq!(
+            count_usage(&h.db.store, Some(&format!("req-{i:04}"))).await,
+            1
+        );
+    }
+
+    // A batch that overlaps a committed one stores only the new records.
+    let overlap = json!([record("req-0001", 1), record("req-new", 1)]);
+    assert_eq!(
+        h.ingest(&overlap).await.json(),
+        json!({"received": 2, "inserted": 1, "duplicates": 1})
+    );
+    assert_eq!(count_usage(&h.db.store, None).await, 501);
+}
+
+async fn ingest_counts_duplicates_inside_one_batch(backend: Backend) {
+    let h = Harness::new(backend).await;
+    let batch = json!([
+        record("a", 1),
+        record("b", 1),
+        record("a", 1),
+        record("a", 2)
+    ]);
+    let reply = h.ingest(&batch).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(
+        reply.json(),
+        json!({"received": 4, "inserted": 2, "duplicates": 2})
+    );
+    assert_eq!(count_usage(&h.db.store, Some("a")).await, 1);
+    assert_eq!(count_usage(&h.db.store, None).await, 2);
+}
+
+async fn ingest_refuses_bad_batches_whole(backend: Backend) {
+    let h = Harness::new(backend).await;
+
+    // Wrong type in record 3: serde names it.
+    let mut batch: Vec<Value> = (0..5).map(|i| record(&format!("t-{i}"), 1)).collect();
+    batch[3]["status_code"] = json!("200");
+    let error = h
+        .ingest(&Value::Array(batch.clone()))
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_request");
+    assert_eq!(error["field"], "[3].status_code");
+
+    // Missing field.
+    batch[3] = record("t-3", 1);
+    batch[2].as_object_mut().unwrap().remove("outcome");
+    let error = h
+        .ingest(&Value::Array(batch.clone()))
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_request");
+    assert_eq!(error["field"], "[2].outcome");
+
+    // Negative byte count.
+    batch[2] = record("t-2", 1);
+    batch[4]["request_bytes"] = json!(-1);
+    let error = h
+        .ingest(&Value::Array(batch.clone()))
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_request");
+    assert_eq!(error["field"], "[4].request_bytes");
+
+    // Well-formed but invalid records: validate names record and field.
+    batch[4] = record("t-4", 1);
+    for (i, field, value) in [
+        (1, "endpoint", json!("/a\nb")),
+        (2, "status_code", json!(42)),
+        (0, "api_key_id", json!(0)),
+        (4, "request_id", json!("x".repeat(65))),
+        (3, "method", json!("")),
+        (1, "timestamp_ms", json!(300_000_000_000_000u64)),
+    ] {
+        let mut bad = batch.clone();
+        bad[i][field] = value;
+        let error = h
+            .ingest(&Value::Array(bad))
+            .await
+            .expect_error(StatusCode::BAD_REQUEST, "invalid_request");
+        assert_eq!(error["field"], format!("[{i}].{field}"));
+    }
+
+    // Not an array, not JSON, trailing garbage.
+    h.ingest(&json!({"request_id": "x"}))
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_request");
+    h.internal(USAGE_PATH, "[{")
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "malformed_json");
+    h.internal(USAGE_PATH, "[] x")
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "malformed_json");
+
+    // Nothing of any refused batch was stored.
+    assert_eq!(count_usage(&h.db.store, None).await, 0);
+    // The good batch goes in whole.
+    assert_eq!(h.ingest(&Value::Array(batch)).await.json()["inserted"], 5);
+}
+
+async fn ingest_refuses_oversized_batches_and_bodies(backend: Backend) {
+    let h = Harness::new(backend).await;
+    let batch: Vec<Value> = (0..=MAX_USAGE_BATCH)
+        .map(|i| record(&format!("big-{i}"), 1))
+        .collect();
+    h.ingest(&Value::Array(batch))
+        .await
+        .expect_error(StatusCode::PAYLOAD_TOO_LARGE, "batch_too_large");
+
+    let batch: Vec<Value> = (0..MAX_USAGE_BATCH)
+        .map(|i| record(&format!("max-{i}"), 1))
+        .collect();
+    let reply = h.ingest(&Value::Array(batch)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.json()["inserted"], MAX_USAGE_BATCH);
+
+    let huge = format!("[\"{}\"]", "x".repeat(5 * 1024 * 1024));
+    h.internal(USAGE_PATH, huge)
+        .await
+        .expect_error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+    assert_eq!(count_usage(&h.db.store, None).await, MAX_USAGE_BATCH as i64);
+}
+
+async fn admin_api_requires_the_admin_token(backend: Backend) {
+    let h = Harness::new(backend).await;
+    let routes = [
+        (Method::POST, "/v1/keys", Some(json!({"name": "x"}))),
+        (Method::GET, "/v1/keys", None),
+        (Method::POST, "/v1/keys/1/revoke", None),
+        (Method::GET, "/v1/usage/summary", None),
+    ];
+    for (method, path, body) in &routes {
+        for auth in [
+            None,
+            Some(format!("Bearer {ADMIN_TOKEN}x")),
+            Some(format!("Bearer {INTERNAL_TOKEN}")),
+            Some(ADMIN_TOKEN.to_string()),
+            Some(format!("Basic {ADMIN_TOKEN}")),
+        ] {
+            let mut builder = Request::builder().method(method.clone()).uri(*path);
+            if let Some(auth) = &auth {
+                builder = builder.header(header::AUTHORIZATION, auth);
+            }
+            let body = body
+                .as_ref()
+                .map_or(Body::empty(), |b| Body::from(b.to_string()));
+            let reply = h.send(builder.body(body).unwrap()).await;
+            reply.expect_error(StatusCode::UNAUTHORIZED, "unauthorized");
+            assert_eq!(reply.headers[header::WWW_AUTHENTICATE], "Bearer");
+        }
+    }
+    // Nothing was created by the refused calls.
+    assert!(h.db.store.list_keys().await.unwrap().is_empty());
+
+    let disabled = Harness::with_admin(backend, None).await;
+    for (method, path, _) in &routes {
+        let reply = disabled
+            .send(
+                Request::builder()
+                    .method(method.clone())
+                    .uri(*path)
+                    .header(header::AUTHORIZATION, format!("Bearer {ADMIN_TOKEN}"))
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        let error = reply.expect_error(StatusCode::UNAUTHORIZED, "admin_api_disabled");
+        assert!(error["message"].as_str().unwrap().contains("disabled"));
+    }
+}
+
+async fn admin_api_manages_keys(backend: Backend) {
+    let h = Harness::new(backend).await;
+    let created = create_key(&h, "team-a", None).await;
+    let key = created["key"].as_str().unwrap();
+    assert!(key.starts_with("tg_") && key.len() == 43, "{key}");
+    assert_eq!(created["prefix"], &key[..9]);
+    assert_eq!(created["name"], "team-a");
+    assert_eq!(created["status"], "ACTIVE");
+    assert_eq!(created["expires_at"], Value::Null);
+    assert!(created["created_at"].as_str().unwrap().ends_with('Z'));
+    let id = created["id"].as_i64().unwrap();
+
+    let second = create_key(&h, "team-b", Some("2030-05-06T07:08:09+02:00")).await;
+    assert_eq!(second["expires_at"], "2030-05-06T05:08:09.000Z");
+
+    let list = h.admin(Method::GET, "/v1/keys", None).await;
+    assert_eq!(list.status, StatusCode::OK);
+    let keys = list.json()["keys"].as_array().unwrap().clone();
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys[0]["id"], id);
+    assert_eq!(keys[0]["name"], "team-a");
+    for k in &keys {
+        assert!(k.get("key").is_none() && k.get("key_hash").is_none(), "{k}");
+    }
+    assert!(!list.text().contains(key));
+
+    let revoke_path = format!("/v1/keys/{id}/revoke");
+    let reply = h.admin(Method::POST, &revoke_path, None).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let body = reply.json();
+    assert_eq!(body["already_revoked"], false);
+    assert_eq!(body["key"]["status"], "REVOKED");
+    assert!(body["key"]["revoked_at"].is_string());
+
+    let again = h.admin(Method::POST, &revoke_path, None).await.json();
+    assert_eq!(again["already_revoked"], true);
+    assert_eq!(again["key"]["revoked_at"], body["key"]["revoked_at"]);
+
+    h.admin(Method::POST, "/v1/keys/999999/revoke", None)
+        .await
+        .expect_error(StatusCode::NOT_FOUND, "key_not_found");
+    let error = h
+        .admin(Method::POST, "/v1/keys/abc/revoke", None)
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_request");
+    assert_eq!(error["field"], "id");
+
+    let keys = h.admin(Method::GET, "/v1/keys", None).await.json();
+    assert_eq!(keys["keys"][0]["status"], "REVOKED");
+    assert_eq!(keys["keys"][1]["status"], "ACTIVE");
+}
+
+async fn admin_api_refuses_bad_input(backend: Backend) {
+    let h = Harness::new(backend).await;
+    for (body, field) in [
+        (json!({"name": ""}), "name"),
+        (json!({"name": "a\u{7}b"}), "name"),
+        (json!({"name": "x".repeat(201)}), "name"),
+        (json!({"name": "x", "expires_at": "tomorrow"}), "expires_at"),
+        (json!({"name": 5}), "name"),
+        (json!({}), "name"),
+    ] {
+        let error = h
+            .admin(Method::POST, "/v1/keys", Some(body.clone()))
+            .await
+            .expect_error(StatusCode::BAD_REQUEST, "invalid_request");
+        assert_eq!(error["field"], field, "{body}");
+    }
+    h.admin(
+        Method::POST,
+        "/v1/keys",
+        Some(json!({"name": "x", "key": "mine"})),
+    )
+    .await
+    .expect_error(StatusCode::BAD_REQUEST, "invalid_request");
+    assert!(h.db.store.list_keys().await.unwrap().is_empty());
+}
+
+async fn usage_summary_totals_per_key_and_outcome(backend: Backend) {
+    let h = Harness::new(backend).await;
+    let old = now_ms() - 3 * 86_400_000;
+    let mut batch = vec![
+        record("s1", 1),
+        record("s2", 1),
+        record("s3", 2),
+        record("s4", 1),
+        record("s5", 1),
+    ];
+    batch[2]["request_bytes"] = json!(1000);
+    batch[3]["outcome"] = json!("invalid_api_key");
+    batch[3]["status_code"] = json!(401);
+    batch[4]["timestamp_ms"] = json!(old);
+    assert_eq!(h.ingest(&Value::Array(batch)).await.status, StatusCode::OK);
+
+    let all = h.admin(Method::GET, "/v1/usage/summary", None).await;
+    assert_eq!(all.status, StatusCode::OK, "{}", all.text());
+    let all = all.json();
+    assert_eq!(all["since"], Value::Null);
+    assert_eq!(
+        all["rows"],
+        json!([
+            {"api_key_id": 1, "outcome": "allowed", "requests": 3, "request_bytes": 300, "response_bytes": 120},
+            {"api_key_id": 1, "outcome": "invalid_api_key", "requests": 1, "request_bytes": 100, "response_bytes": 40},
+            {"api_key_id": 2, "outcome": "allowed", "requests": 1, "request_bytes": 1000, "response_bytes": 40},
+        ])
+    );
+
+    let recent = h
+        .admin(Method::GET, "/v1/usage/summary?key=1&since=1d", None)
+        .await
+        .json();
+    assert!(recent["since"].is_string());
+    assert_eq!(
+        recent["rows"],
+        json!([
+            {"api_key_id": 1, "outcome": "allowed", "requests": 2, "request_bytes": 200, "response_bytes": 80},
+            {"api_key_id": 1, "outcome": "invalid_api_key", "requests": 1, "request_bytes": 100, "response_bytes": 40},
+        ])
+    );
+    let since_instant = h
+        .admin(
+            Method::GET,
+            "/v1/usage/summary?key=2&since=2000-01-01T00:00:00Z",
+            None,
+        )
+        .await
+        .json();
+    assert_eq!(since_instant["rows"].as_array().unwrap().len(), 1);
+
+    let error = h
+        .admin(Method::GET, "/v1/usage/summary?since=yesterday", None)
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_request");
+    assert_eq!(error["field"], "since");
+    let error = h
+        .admin(Method::GET, "/v1/usage/summary?key=abc", None)
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_request");
+    assert_eq!(error["field"], "key");
+}
+
+async fn plaintext_key_is_stored_nowhere(backend: Backend) {
+    let h = Harness::new(backend).await;
+    let created = create_key(&h, "secretive", Some("2999-01-01T00:00:00Z")).await;
+    let key = created["key"].as_str().unwrap().to_string();
+    let imported = "legacy-plaintext-key-0001";
+    sidecar::keys::register_key(&h.db.store, "legacy", imported.to_string(), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        h.ingest(&json!([record("r1", 1)])).await.status,
+        StatusCode::OK
+    );
+
+    let values = dump_every_value(&h.db.store).await;
+    // The dump does see the tables: the name, prefix and hash are there.
+    assert!(appears_in(&values, "secretive"));
+    assert!(appears_in(&values, &hash_key(&key)));
+    assert!(appears_in(&values, &key[..9]));
+    // The plaintext is not, nor anything of it beyond the shown prefix.
+    assert!(!appears_in(&values, &key), "plaintext key stored");
+    assert!(
+        !appears_in(&values, &key[9..]),
+        "secret part of the key stored"
+    );
+    assert!(
+        !appears_in(&values, imported),
+        "imported plaintext key stored"
+    );
+    assert!(!appears_in(&values, &imported[9..]));
+}
+
+async fn database_down_answers_503_and_stores_nothing(backend: Backend) {
+    let h = Harness::new(backend).await;
+    let created = create_key(&h, "k", None).await;
+    let key_hash = hash_key(created["key"].as_str().unwrap());
+    let observer = h.db.observer().await;
+
+    // The app's pool goes away; the database itself is still there.
+    h.state.store.close().await;
+    let batch = json!([record("down-1", 1), record("down-2", 1)]);
+    h.ingest(&batch)
+        .await
+        .expect_error(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable");
+    h.verify(&key_hash)
+        .await
+        .expect_error(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable");
+    h.get("/readyz")
+        .await
+        .expect_error(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable");
+    h.admin(Method::GET, "/v1/keys", None)
+        .await
+        .expect_error(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable");
+    assert_eq!(h.get("/healthz").await.status, StatusCode::OK);
+    assert_eq!(count_usage(&observer, None).await, 0);
+    let metrics = h.get("/metrics").await.text();
+    assert!(
+        metrics.contains("tollgate_database_errors_total 4\n"),
+        "{metrics}"
+    );
+    observer.close().await;
+
+    // A server that cannot be reached at all.
+    let (_state, app) = unreachable_mysql_app();
+    let request = Request::post(USAGE_PATH)
+        .header(INTERNAL_TOKEN_HEADER, INTERNAL_TOKEN)
+        .body(Body::from(batch.to_string()))
+        .unwrap();
+    send(&app, request)
+        .await
+        .expect_error(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable");
+    send(&app, Request::get("/readyz").body(Body::empty()).unwrap())
+        .await
+        .expect_error(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable");
+}
+
+async fn metrics_count_routes_verifications_and_rows(backend: Backend) {
+    let h = Harness::new(backend).await;
+    let created = create_key(&h, "m", None).await;
+    h.verify(&hash_key(created["key"].as_str().unwrap())).await;
+    h.verify(&hash_key("unknown")).await;
+    h.ingest(&json!([record("m1", 1), record("m2", 1)])).await;
+    h.ingest(&json!([record("m1", 1)])).await;
+    h.admin(Method::POST, "/v1/keys/424242/revoke", None).await;
+    h.get("/nowhere").await;
+
+    let reply = h.get("/metrics").await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(reply.headers[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    let text = reply.text();
+    for line in [
+        "tollgate_http_requests_total{route=\"/v1/internal/keys/verify\",status=\"200\"} 2\n",
+        "tollgate_http_requests_total{route=\"/v1/internal/usage\",status=\"200\"} 2\n",
+        "tollgate_http_requests_total{route=\"/v1/keys\",status=\"201\"} 1\n",
+        "tollgate_http_requests_total{route=\"/v1/keys/{id}/revoke\",status=\"404\"} 1\n",
+        "tollgate_http_requests_total{route=\"unmatched\",status=\"404\"} 1\n",
+        "tollgate_key_verify_duration_seconds_count 2\n",
+        "tollgate_key_verify_duration_seconds_bucket{le=\"+Inf\"} 2\n",
+        "tollgate_usage_rows_ingested_total{result=\"inserted\"} 2\n",
+        "tollgate_usage_rows_ingested_total{result=\"duplicate\"} 1\n",
+        "tollgate_database_errors_total 0\n",
+    ] {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+    }
+}
