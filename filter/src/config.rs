@@ -4,6 +4,12 @@
 //! Unknown fields are refused, every field has a documented default except
 //! `internal_token` and the JWT secrets, and every error names the field at
 //! fault (as a JSON path such as `jwt.algorithms[1]`) and says why.
+//!
+//! Secrets can stay out of the configuration file: a secret is
+//! `{"text": ..}`, `{"base64": ..}` or `{"env": "NAME"}`, and the internal
+//! token a string or `{"env": "NAME"}`; `env` reads the VM's environment
+//! (Envoy passes variables listed in
+//! `vm_config.environment_variables.host_env_keys`).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -91,7 +97,7 @@ struct RawConfig {
     sidecar_authority: String,
     #[serde(default = "defaults::callout_timeout_ms")]
     callout_timeout_ms: u64,
-    internal_token: String,
+    internal_token: RawText,
     jwt: RawJwt,
     #[serde(default = "defaults::max_body_bytes")]
     max_body_bytes: u64,
@@ -129,6 +135,38 @@ struct RawSecret {
     text: Option<String>,
     #[serde(default)]
     base64: Option<String>,
+    #[serde(default)]
+    env: Option<String>,
+}
+
+/// A string given inline or read from the environment.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawText {
+    Inline(String),
+    Env(RawEnv),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEnv {
+    env: String,
+}
+
+/// Reads an environment variable (the VM's, inside Envoy).
+pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+fn from_env(field: &str, name: &str, env: EnvLookup<'_>) -> Result<String, ConfigError> {
+    match env(name) {
+        Some(value) if !value.is_empty() => Ok(value),
+        _ => Err(err(
+            field,
+            format!(
+                "environment variable {name} is not set or empty (Envoy passes only \
+                 variables listed in vm_config.environment_variables)"
+            ),
+        )),
+    }
 }
 
 #[derive(Deserialize)]
@@ -206,8 +244,14 @@ pub struct Parsed {
     pub warnings: Vec<String>,
 }
 
-/// Parses and validates the plugin configuration JSON.
+/// Parses and validates the plugin configuration JSON, reading `env`
+/// references from the process environment.
 pub fn parse(json: &[u8]) -> Result<Parsed, ConfigError> {
+    parse_with_env(json, &|name| std::env::var(name).ok())
+}
+
+/// [`parse`] with an explicit environment (for tests).
+pub fn parse_with_env(json: &[u8], env: EnvLookup<'_>) -> Result<Parsed, ConfigError> {
     let mut de = serde_json::Deserializer::from_slice(json);
     let raw: RawConfig = serde_path_to_error::deserialize(&mut de)
         .map_err(|e| err(e.path().to_string(), redact_strings(&e.inner().to_string())))?;
@@ -226,13 +270,17 @@ pub fn parse(json: &[u8]) -> Result<Parsed, ConfigError> {
         ));
     }
     in_range("callout_timeout_ms", raw.callout_timeout_ms, 1, 60_000)?;
-    if raw.internal_token.is_empty() || !header_safe(&raw.internal_token) {
+    let internal_token = match raw.internal_token {
+        RawText::Inline(text) => text,
+        RawText::Env(RawEnv { env: name }) => from_env("internal_token.env", &name, env)?,
+    };
+    if internal_token.is_empty() || !header_safe(&internal_token) {
         return Err(err(
             "internal_token",
             "must be non-empty visible ASCII (it is sent as a header value)",
         ));
     }
-    let jwt = validate_jwt(raw.jwt, &mut warnings)?;
+    let jwt = validate_jwt(raw.jwt, env, &mut warnings)?;
     in_range("max_body_bytes", raw.max_body_bytes, 0, 1 << 30)?;
 
     let kc = raw.key_cache;
@@ -274,7 +322,7 @@ pub fn parse(json: &[u8]) -> Result<Parsed, ConfigError> {
             sidecar_cluster: raw.sidecar_cluster,
             sidecar_authority: raw.sidecar_authority,
             callout_timeout_ms: raw.callout_timeout_ms,
-            internal_token: raw.internal_token,
+            internal_token,
             jwt,
             max_body_bytes: raw.max_body_bytes,
             key_cache: CachePolicy {
@@ -320,7 +368,11 @@ fn in_range(field: &str, value: u64, min: u64, max: u64) -> Result<(), ConfigErr
     }
 }
 
-fn validate_jwt(raw: RawJwt, warnings: &mut Vec<String>) -> Result<JwtPolicy, ConfigError> {
+fn validate_jwt(
+    raw: RawJwt,
+    env: EnvLookup<'_>,
+    warnings: &mut Vec<String>,
+) -> Result<JwtPolicy, ConfigError> {
     if raw.secret.is_none() && raw.kid_secrets.is_empty() {
         return Err(err(
             "jwt.secret",
@@ -328,7 +380,7 @@ fn validate_jwt(raw: RawJwt, warnings: &mut Vec<String>) -> Result<JwtPolicy, Co
         ));
     }
     let default_secret = match raw.secret {
-        Some(s) => Some(decode_secret("jwt.secret", s, warnings)?),
+        Some(s) => Some(decode_secret("jwt.secret", s, env, warnings)?),
         None => None,
     };
     let mut kid_secrets = BTreeMap::new();
@@ -337,7 +389,7 @@ fn validate_jwt(raw: RawJwt, warnings: &mut Vec<String>) -> Result<JwtPolicy, Co
         if kid.is_empty() {
             return Err(err("jwt.kid_secrets", "a kid must not be empty"));
         }
-        let secret = decode_secret(&field, s, warnings)?;
+        let secret = decode_secret(&field, s, env, warnings)?;
         kid_secrets.insert(kid, secret);
     }
     if raw.algorithms.is_empty() {
@@ -384,15 +436,22 @@ fn validate_jwt(raw: RawJwt, warnings: &mut Vec<String>) -> Result<JwtPolicy, Co
 fn decode_secret(
     field: &str,
     raw: RawSecret,
+    env: EnvLookup<'_>,
     warnings: &mut Vec<String>,
 ) -> Result<Secret, ConfigError> {
-    let bytes = match (raw.text, raw.base64) {
-        (Some(text), None) => text.into_bytes(),
-        (None, Some(b64)) => STANDARD
+    let bytes = match (raw.text, raw.base64, raw.env) {
+        (Some(text), None, None) => text.into_bytes(),
+        (None, Some(b64), None) => STANDARD
             .decode(b64.trim())
             .or_else(|_| STANDARD_NO_PAD.decode(b64.trim()))
             .map_err(|_| err(format!("{field}.base64"), "is not valid base64"))?,
-        _ => return Err(err(field, "give exactly one of \"text\" or \"base64\"")),
+        (None, None, Some(name)) => from_env(&format!("{field}.env"), &name, env)?.into_bytes(),
+        _ => {
+            return Err(err(
+                field,
+                "give exactly one of \"text\", \"base64\" or \"env\"",
+            ))
+        }
     };
     if bytes.is_empty() {
         return Err(err(field, "the secret must not be empty"));
@@ -657,11 +716,60 @@ mod tests {
         for v in [
             json!({"internal_token": "t", "jwt": {"secret": "SECRETVALUE"}}),
             json!({"internal_token": "t", "jwt": {"secret": {"text": "x"}, "kid_secrets": {"k": "SECRETVALUE"}}}),
-            json!({"internal_token": ["SECRETVALUE"], "jwt": {"secret": {"text": "x"}}}),
+            json!({"internal_token": {"value": "SECRETVALUE"}, "jwt": {"secret": {"text": "x"}}}),
         ] {
             let e = parse_value(&v).unwrap_err();
             assert!(!e.to_string().contains("SECRETVALUE"), "{e}");
         }
+    }
+
+    #[test]
+    fn secrets_and_the_internal_token_can_come_from_the_environment() {
+        let env = |name: &str| match name {
+            "TOKEN" => Some("from-env-token".to_string()),
+            "SECRET" => Some("x".repeat(40)),
+            "EMPTY" => Some(String::new()),
+            _ => None,
+        };
+        let v = json!({
+            "internal_token": {"env": "TOKEN"},
+            "jwt": {"secret": {"env": "SECRET"}, "kid_secrets": {"k": {"env": "SECRET"}}}
+        });
+        let c = parse_with_env(&serde_json::to_vec(&v).unwrap(), &env)
+            .unwrap()
+            .config;
+        assert_eq!(c.internal_token, "from-env-token");
+        assert_eq!(c.jwt.default_secret, Some(Secret::new(vec![b'x'; 40])));
+        assert_eq!(c.jwt.kid_secrets["k"], Secret::new(vec![b'x'; 40]));
+
+        let field = |v: serde_json::Value| {
+            parse_with_env(&serde_json::to_vec(&v).unwrap(), &env)
+                .unwrap_err()
+                .field
+        };
+        let ok_jwt = json!({"secret": {"text": "s"}});
+        assert_eq!(
+            field(json!({"internal_token": {"env": "MISSING"}, "jwt": ok_jwt})),
+            "internal_token.env"
+        );
+        assert_eq!(
+            field(json!({"internal_token": {"env": "EMPTY"}, "jwt": ok_jwt})),
+            "internal_token.env"
+        );
+        assert_eq!(
+            field(json!({"internal_token": {"env": "TOKEN", "x": 1}, "jwt": ok_jwt})),
+            "internal_token"
+        );
+        assert_eq!(
+            field(json!({"internal_token": "t", "jwt": {"secret": {"env": "MISSING"}}})),
+            "jwt.secret.env"
+        );
+        assert_eq!(
+            field(
+                json!({"internal_token": "t", "jwt": {"secret": {"env": "SECRET", "text": "a"}}})
+            ),
+            "jwt.secret"
+        );
     }
 
     #[test]
