@@ -1,0 +1,433 @@
+"""Tests of the reference AI server: the analyser through POST /analyze, every
+error path, the debug endpoints, determinism and speed. Flask's test client;
+run with ``python -m pytest ai-server/tests -q``."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import sys
+import time
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import profanity  # noqa: E402
+from app import create_app  # noqa: E402
+
+
+@pytest.fixture()
+def client():
+    return create_app({"DEBUG_ENDPOINTS": False}).test_client()
+
+
+@pytest.fixture()
+def debug_client(tmp_path):
+    return create_app({"DEBUG_ENDPOINTS": True, "STATE_DIR": str(tmp_path / "state")}).test_client()
+
+
+def analyze(client, text):
+    resp = client.post("/analyze", json={"text": text})
+    assert resp.status_code == 200, resp.get_data(as_text=True)
+    assert resp.content_type == "application/json; charset=utf-8"
+    return resp.get_json()
+
+
+def terms(result):
+    return [m["term"] for m in result["matches"]]
+
+
+def check_offsets(text, result):
+    for m in result["matches"]:
+        assert text[m["start"]:m["end"]] == m["match"], m
+
+
+# -- detection -------------------------------------------------------------------------
+
+
+def test_clean_text(client):
+    result = analyze(client, "Hello there, how are you today?")
+    assert result == {"profane": False, "score": 0.0, "matches": [], "language": ["en"],
+                      "length": 31}
+
+
+def test_english_detection_with_offsets(client):
+    text = "What the fuck is this shit?"
+    result = analyze(client, text)
+    assert result["profane"] is True
+    assert result["matches"] == [
+        {"term": "fuck", "match": "fuck", "start": 9, "end": 13},
+        {"term": "shit", "match": "shit", "start": 22, "end": 26},
+    ]
+    assert 0.9 < result["score"] <= 1.0
+    assert result["language"] == ["en"]
+    assert result["length"] == len(text)
+
+
+def test_korean_detection_with_offsets(client):
+    text = "야 이 시발 병신아"
+    result = analyze(client, text)
+    assert result["matches"] == [
+        {"term": "시발", "match": "시발", "start": 4, "end": 6},
+        {"term": "병신", "match": "병신", "start": 7, "end": 9},
+    ]
+    assert result["language"] == ["ko"]
+
+
+def test_korean_matches_inside_words(client):
+    # Korean glues endings to stems: substring matching is the norm.
+    result = analyze(client, "개새끼야 꺼져버려")
+    assert terms(result) == ["개새끼", "꺼져"]
+
+
+def test_mixed_languages(client):
+    text = "what the fuck, 이 시발 놈아"
+    result = analyze(client, text)
+    assert terms(result) == ["fuck", "시발"]
+    assert result["language"] == ["en", "ko"]
+    check_offsets(text, result)
+
+
+def test_inflections_and_canonical_terms(client):
+    result = analyze(client, "fucking motherfuckers and bullshit")
+    assert terms(result) == ["fuck", "motherfucker", "shit"]
+    assert [m["match"] for m in result["matches"]] == ["fucking", "motherfuckers", "bullshit"]
+
+
+# -- evasions --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text, term, match", [
+    ("FuCk off", "fuck", "FuCk"),
+    ("f u c k off", "fuck", "f u c k"),
+    ("fuuuuuck", "fuck", "fuuuuuck"),
+    ("ffuucckk", "fuck", "ffuucckk"),
+    ("sh1t", "shit", "sh1t"),
+    ("$h!t happens", None, None),  # "!" is not leetspeak: not a word of the list
+    ("5hit", "shit", "5hit"),
+    ("b1tch", "bitch", "b1tch"),
+    ("@ss", "ass", "@ss"),
+    ("a$$", "ass", "a$$"),
+    ("a55hole", "asshole", "a55hole"),
+    ("d0uche", "douchebag", "d0uche"),
+    ("cr4p", "crap", "cr4p"),
+    ("sh3", None, None),
+    ("f.u.c.k", "fuck", "f.u.c.k"),
+    ("f-u-c-k", "fuck", "f-u-c-k"),
+    ("f*u*c*k", "fuck", "f*u*c*k"),
+    ("sh.it", "shit", "sh.it"),
+    ("ｆｕｃｋ", "fuck", "ｆｕｃｋ"),
+    ("ＦＵＣＫ", "fuck", "ＦＵＣＫ"),
+    ("fück", "fuck", "fück"),
+    ("fu\u0308ck", "fuck", "fu\u0308ck"),
+    ("f\u200bu\u200bc\u200bk", "fuck", "f\u200bu\u200bc\u200bk"),
+    ("F . U . C . K", "fuck", "F . U . C . K"),
+    ("시 발", "시발", "시 발"),
+    ("시.발", "시발", "시.발"),
+    ("시시발", "시발", "시시발"),
+    ("씨발놈", "시발", "씨발"),
+    ("ㅅㅂ", "시발", "ㅅㅂ"),
+    ("ㅅ ㅂ", "시발", "ㅅ ㅂ"),
+    ("ｼ발", None, None),
+    ("\u1109\u1175\u1107\u1161\u11af", "시발", "\u1109\u1175\u1107\u1161\u11af"),  # decomposed jamo
+])
+def test_evasions(client, text, term, match):
+    result = analyze(client, text)
+    if term is None:
+        assert result["matches"] == [], result
+        return
+    assert len(result["matches"]) == 1, result
+    assert result["matches"][0]["term"] == term
+    assert result["matches"][0]["match"] == match
+    check_offsets(text, result)
+
+
+def test_offsets_after_expanding_and_vanishing_characters(client):
+    # "ﬀ" is one character that NFKC turns into two; the zero-width space vanishes.
+    text = "ﬀ\u200b ＦＵＣＫ 시발 x"
+    result = analyze(client, text)
+    assert [(m["start"], m["end"]) for m in result["matches"]] == [(3, 7), (8, 10)]
+    check_offsets(text, result)
+
+
+def test_offsets_with_characters_outside_the_bmp(client):
+    text = "😀😀 fuck 😀 시발"
+    result = analyze(client, text)
+    assert [(m["start"], m["end"]) for m in result["matches"]] == [(3, 7), (10, 12)]
+    check_offsets(text, result)
+
+
+def test_repeated_terms_each_reported(client):
+    text = "fuck fuck, FUCK!"
+    result = analyze(client, text)
+    assert [(m["start"], m["end"]) for m in result["matches"]] == [(0, 4), (5, 9), (11, 15)]
+
+
+# -- false-positive guards -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", [
+    "class", "assessment", "Scunthorpe", "passive associate", "bass", "grass is green",
+    "cocktail", "shiitake", "hello world", "as soon as possible", "as s", "pass hit",
+    "Dickens wrote novels", "analysis", "therapist", "document", "glass shatters",
+    "room 455", "1337 5150", "$5 and $10", "scrap metal", "the title", "cumin",
+    "시발점에서 출발", "시발역", "안녕하세요", "하시 발표", "ABC", "",
+])
+def test_false_positive_guards(client, text):
+    result = analyze(client, text)
+    assert result["matches"] == [], result
+    assert result["profane"] is False and result["score"] == 0.0
+
+
+def test_spaced_letters_do_not_join_ordinary_words(client):
+    # Whitespace is crossed only between one-letter pieces.
+    assert analyze(client, "as shit")["matches"][0]["match"] == "shit"
+    assert analyze(client, "fu ck")["matches"] == []
+    assert terms(analyze(client, "a s s")) == ["ass"]
+
+
+def test_language_and_length(client):
+    assert analyze(client, "")["language"] == []
+    assert analyze(client, "123 !!!")["language"] == []
+    assert analyze(client, "안녕 hi")["language"] == ["en", "ko"]
+    assert analyze(client, "😀")["length"] == 1
+
+
+def test_score_is_bounded_and_grows(client):
+    one = analyze(client, "damn")["score"]
+    two = analyze(client, "damn damn")["score"]
+    many = analyze(client, "fuck " * 50)["score"]
+    assert 0.0 < one < two < 1.0
+    assert many == 1.0
+
+
+def test_analyser_module_api():
+    result = profanity.analyse("you bastard")
+    assert result["matches"] == [{"term": "bastard", "match": "bastard", "start": 4, "end": 11}]
+    norm, starts, ends = profanity.normalise("Ａ b")
+    assert norm == "a b" and starts == [0, 1, 2] and ends == [1, 2, 3]
+
+
+def test_word_list_rejects_a_form_listed_for_two_terms():
+    with pytest.raises(ValueError):
+        profanity.Analyser({"en": [{"term": "a", "weight": 0.5, "forms": ["xy"]},
+                                   {"term": "b", "weight": 0.5, "forms": ["XY"]}]})
+
+
+# -- determinism and speed -------------------------------------------------------------
+
+
+def test_answers_are_byte_identical(client):
+    body = json.dumps({"text": "what the fuck, 이 시발 놈아 ｆｕｃｋ"}).encode()
+    answers = {client.post("/analyze", data=body, content_type="application/json").get_data()
+               for _ in range(5)}
+    assert len(answers) == 1
+    raw = answers.pop()
+    assert raw.startswith(b'{"language":["en","ko"],"length":')
+    assert "시발".encode() in raw  # UTF-8, not \u escapes
+    assert b": " not in raw and b", " not in raw
+
+
+def test_same_answer_in_a_fresh_process(client):
+    text = "f u c k 시 발 a55 ｆｕｃｋ"
+    here = client.post("/analyze", json={"text": text}).get_data()
+    ctx = multiprocessing.get_context("spawn")
+    with ctx.Pool(1) as pool:
+        there = pool.apply(_analyze_in_fresh_app, (text,))
+    assert here == there
+
+
+def _analyze_in_fresh_app(text):
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from app import create_app as fresh
+
+    return fresh({"DEBUG_ENDPOINTS": False}).test_client().post(
+        "/analyze", json={"text": text}).get_data()
+
+
+SIZE = 900 * 1024
+
+
+@pytest.mark.parametrize("name, text", [
+    ("one letter", "a" * SIZE),
+    ("english", ("the quick brown fox jumps over a lazy dog; class assessment passes. " * 20000)[:SIZE]),
+    ("english with a term at the end", ("lorem ipsum dolor sit amet " * 40000)[:SIZE - 5] + " fuck"),
+    ("korean", ("안녕하세요 반갑습니다 시발점에서 출발 " * 20000)[:SIZE // 3]),
+    ("spaced letters", ("a s " * SIZE)[:SIZE]),
+    ("one long run", "f" + "u" * (SIZE - 3) + "ck"),
+    ("punctuation", ("!@#$%^&*()" * SIZE)[:SIZE]),
+])
+def test_a_900_kib_text_is_fast(client, name, text):
+    body = json.dumps({"text": text}).encode()
+    start = time.perf_counter()
+    resp = client.post("/analyze", data=body, content_type="application/json")
+    elapsed = time.perf_counter() - start
+    assert resp.status_code == 200
+    assert elapsed < 0.8, f"{name}: {elapsed:.2f}s"
+
+
+def test_a_900_kib_text_full_of_terms_is_answered(client):
+    text = ("fuck " * SIZE)[:SIZE]
+    start = time.perf_counter()
+    result = analyze(client, text)
+    elapsed = time.perf_counter() - start
+    assert len(result["matches"]) == SIZE // 5
+    assert elapsed < 5, f"{elapsed:.2f}s"
+
+
+# -- errors ----------------------------------------------------------------------------
+
+
+def assert_error(resp, status, code):
+    assert resp.status_code == status, resp.get_data(as_text=True)
+    assert resp.content_type == "application/json; charset=utf-8"
+    body = resp.get_json()
+    assert body["error"]["code"] == code
+    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
+    return body
+
+
+@pytest.mark.parametrize("body", [
+    b"", b"{", b"not json", b'{"text": "a",}', b"\xff\xfe", b'{"text": NaN}',
+    b"[" * 100000 + b"]" * 100000,
+])
+def test_bad_json_is_400(client, body):
+    assert_error(client.post("/analyze", data=body, content_type="application/json"),
+                 400, "bad_request")
+
+
+@pytest.mark.parametrize("doc", [[], "text", 3, None, {}, {"txt": "a"}, {"text": None},
+                                 {"text": 5}, {"text": ["a"]}, {"text": {"a": 1}}])
+def test_wrong_shape_is_400(client, doc):
+    assert_error(client.post("/analyze", data=json.dumps(doc), content_type="application/json"),
+                 400, "bad_request")
+
+
+def test_unpaired_surrogate_is_400(client):
+    assert_error(client.post("/analyze", data=b'{"text": "\\ud800"}',
+                             content_type="application/json"), 400, "bad_request")
+
+
+def test_utf8_bom_and_charset_are_accepted(client):
+    resp = client.post("/analyze", data=b'\xef\xbb\xbf{"text": "shit"}',
+                       content_type="application/json; charset=utf-8")
+    assert resp.status_code == 200
+    assert resp.get_json()["matches"][0]["term"] == "shit"
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded",
+                                          "multipart/form-data; boundary=x"])
+def test_wrong_content_type_is_415(client, content_type):
+    kwargs = {"content_type": content_type} if content_type else {}
+    assert_error(client.post("/analyze", data=b'{"text": "a"}', **kwargs),
+                 415, "unsupported_media_type")
+
+
+def test_text_over_the_limit_is_413(client):
+    body = json.dumps({"text": "a" * 1_000_001}).encode()
+    assert_error(client.post("/analyze", data=body, content_type="application/json"),
+                 413, "payload_too_large")
+
+
+def test_body_over_the_limit_is_413(client):
+    body = json.dumps({"text": "a" * (2 * 1024 * 1024)}).encode()
+    assert_error(client.post("/analyze", data=body, content_type="application/json"),
+                 413, "payload_too_large")
+
+
+def test_a_900_kib_body_is_accepted(client):
+    body = json.dumps({"text": "a" * (900 * 1024 - 12)}).encode()
+    assert len(body) == 900 * 1024
+    assert client.post("/analyze", data=body, content_type="application/json").status_code == 200
+
+
+def test_unknown_path_is_404(client):
+    assert_error(client.get("/nope"), 404, "not_found")
+    assert_error(client.post("/proxy/analyze", json={"text": "a"}), 404, "not_found")
+
+
+def test_wrong_method_is_405(client):
+    resp = client.get("/analyze")
+    assert_error(resp, 405, "method_not_allowed")
+    assert "POST" in resp.headers["Allow"]
+    assert_error(client.delete("/healthz"), 405, "method_not_allowed")
+
+
+def test_healthz(client):
+    resp = client.get("/healthz")
+    assert resp.status_code == 200
+    assert resp.get_data() == b'{"status":"ok"}'
+    assert resp.content_type == "application/json; charset=utf-8"
+
+
+# -- debug endpoints -------------------------------------------------------------------
+
+
+def test_debug_endpoints_are_off_by_default(client):
+    assert_error(client.get("/_debug/requests"), 404, "not_found")
+    assert_error(client.post("/_debug/reset"), 404, "not_found")
+
+
+def test_debug_endpoints_follow_the_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("AI_SERVER_DEBUG_ENDPOINTS", "1")
+    monkeypatch.setenv("AI_SERVER_STATE_DIR", str(tmp_path / "env-state"))
+    c = create_app().test_client()
+    assert c.get("/_debug/requests").get_json()["count"] == 0
+    assert (tmp_path / "env-state" / "requests.sqlite3").exists()
+    monkeypatch.setenv("AI_SERVER_DEBUG_ENDPOINTS", "0")
+    assert create_app().test_client().get("/_debug/requests").status_code == 404
+
+
+def test_debug_counts_requests_and_keeps_headers(debug_client):
+    c = debug_client
+    assert c.get("/_debug/requests").get_json() == {"count": 0, "last_headers": [],
+                                                     "last_requests": []}
+    c.post("/analyze", json={"text": "hi"}, headers={"X-Tollgate-Key-Id": "7"})
+    c.post("/analyze", data=b"{", content_type="application/json")  # errors count too
+    c.get("/nope")
+    c.get("/healthz")  # health checks do not count
+    seen = c.get("/_debug/requests").get_json()
+    assert seen["count"] == 3
+    assert [r["path"] for r in seen["last_requests"]] == ["/analyze", "/analyze", "/nope"]
+    first = seen["last_headers"][0]
+    assert first["x-tollgate-key-id"] == "7"
+    assert first["content-type"] == "application/json"
+    assert all(name == name.lower() for h in seen["last_headers"] for name in h)
+    assert "authorization" not in first
+
+
+def test_debug_keeps_the_last_50_and_resets(debug_client):
+    c = debug_client
+    for i in range(60):
+        c.post("/analyze", json={"text": "x"}, headers={"X-Seq": str(i)})
+    seen = c.get("/_debug/requests").get_json()
+    assert seen["count"] == 60
+    assert [h["x-seq"] for h in seen["last_headers"]] == [str(i) for i in range(10, 60)]
+    resp = c.post("/_debug/reset")
+    assert resp.status_code == 200
+    assert c.get("/_debug/requests").get_json() == {"count": 0, "last_headers": [],
+                                                     "last_requests": []}
+
+
+def _hammer(state_dir, n):
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    from app import create_app as fresh
+
+    c = fresh({"DEBUG_ENDPOINTS": True, "STATE_DIR": state_dir}).test_client()
+    for _ in range(n):
+        c.post("/analyze", json={"text": "x"})
+
+
+def test_debug_counts_are_shared_across_processes(tmp_path):
+    state = str(tmp_path / "shared")
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_hammer, args=(state, 25)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    c = create_app({"DEBUG_ENDPOINTS": True, "STATE_DIR": state}).test_client()
+    assert c.get("/_debug/requests").get_json()["count"] == 100
