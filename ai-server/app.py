@@ -221,7 +221,12 @@ def create_app(config: dict | None = None) -> Flask:
     def analyze():
         if request.mimetype != "application/json":
             raise ClientError(415, "send the body as Content-Type: application/json")
-        text = _parse_text(request.get_data(cache=False), app.config["MAX_TEXT_CHARS"])
+        raw = request.get_data(cache=False)
+        limit = app.config["MAX_CONTENT_LENGTH"]
+        if request.content_length is None and limit is not None and len(raw) >= limit:
+            # A streamed (chunked) body is cut at the limit, silently: refuse it.
+            raise ClientError(413, f"the body is larger than {limit} bytes")
+        text = _parse_text(raw, app.config["MAX_TEXT_CHARS"])
         return json_response(analyser.analyse(text))
 
     if app.config["DEBUG_ENDPOINTS"]:

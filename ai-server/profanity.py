@@ -535,12 +535,15 @@ class Analyser:
         def word_edge(k: int) -> bool:  # is there a word edge between letters k-1 and k?
             if k == 0 or k == n or (edge is not None and edge[k]):
                 return True
-            return _script(letters[k - 1]) != _script(letters[k])
+            a, b = letters[k - 1], letters[k]
+            if a < "\x80" and b < "\x80":
+                return False
+            return _script(a) != _script(b)
 
         found: list[tuple[int, int, Entry]] = []
         for i in starts:
             c = letters[i]
-            if _script(c) == "H":
+            if c >= "\x80" and _script(c) == "H":
                 at_word = False
                 if i and letters[i - 1] == c and (cross is None or cross[i]):
                     continue  # Hangul forms: walk from the first letter of a run only

@@ -431,3 +431,26 @@ def test_debug_counts_are_shared_across_processes(tmp_path):
         assert p.exitcode == 0
     c = create_app({"DEBUG_ENDPOINTS": True, "STATE_DIR": state}).test_client()
     assert c.get("/_debug/requests").get_json()["count"] == 100
+
+
+def _post_streamed(app, body: bytes):
+    """POST ``body`` as a server passes a chunked request: no Content-Length."""
+    import io
+
+    from werkzeug.test import EnvironBuilder, run_wsgi_app
+
+    builder = EnvironBuilder(path="/analyze", method="POST", input_stream=io.BytesIO(body),
+                             content_type="application/json")
+    environ = builder.get_environ()
+    environ.pop("CONTENT_LENGTH", None)
+    environ["wsgi.input_terminated"] = True
+    app_iter, status, headers = run_wsgi_app(app, environ)
+    return int(status.split()[0]), b"".join(app_iter)
+
+
+def test_streamed_bodies_obey_the_limit():
+    app = create_app({"DEBUG_ENDPOINTS": False})
+    status, raw = _post_streamed(app, json.dumps({"text": "shit"}).encode())
+    assert status == 200 and json.loads(raw)["profane"] is True
+    status, raw = _post_streamed(app, json.dumps({"text": "b" * (2 * 1024 * 1024)}).encode())
+    assert status == 413 and json.loads(raw)["error"]["code"] == "payload_too_large"
