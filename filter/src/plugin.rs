@@ -58,7 +58,7 @@ impl Metrics {
             Err(status) => {
                 log(
                     LogLevel::Warn,
-                    &format!("tollgate: cannot define metric {name}: {status:?}"),
+                    &format!("cannot define metric {name}: {status:?}"),
                 );
                 None
             }
@@ -168,7 +168,12 @@ impl Root {
         let Ok(mut usage) = shared.usage.try_borrow_mut() else {
             return false;
         };
-        let Some(batch) = usage.begin_flush(now) else {
+        let batch = if self.shutting_down {
+            usage.begin_final_flush(now)
+        } else {
+            usage.begin_flush(now)
+        };
+        let Some(batch) = batch else {
             return usage.in_flight();
         };
         let config = &shared.config;
@@ -183,7 +188,7 @@ impl Root {
                 log(
                     LogLevel::Warn,
                     &format!(
-                        "tollgate: cannot send usage to cluster {}: {status:?}; retrying later",
+                        "cannot send usage to cluster {}: {status:?}; retrying later",
                         config.sidecar_cluster
                     ),
                 );
@@ -203,9 +208,7 @@ impl Root {
                     metrics.buffered(-(lost as i64));
                     log(
                         LogLevel::Warn,
-                        &format!(
-                            "tollgate: {lost} usage records could not be sent before shutdown"
-                        ),
+                        &format!("{lost} usage records could not be sent before shutdown"),
                     );
                 }
             }
@@ -247,7 +250,7 @@ impl Context for Root {
                 log(
                     LogLevel::Warn,
                     &format!(
-                        "tollgate: usage flush failed ({status}); {} records kept for retry",
+                        "usage flush failed ({status}); {} records kept for retry",
                         usage.len()
                     ),
                 );
@@ -292,7 +295,7 @@ impl RootContext for Root {
             _ => {
                 log(
                     LogLevel::Error,
-                    "tollgate: invalid plugin configuration: .: it is empty",
+                    "invalid plugin configuration: .: it is empty",
                 );
                 return false;
             }
@@ -300,31 +303,34 @@ impl RootContext for Root {
         let parsed = match config::parse(&bytes) {
             Ok(parsed) => parsed,
             Err(e) => {
-                log(LogLevel::Error, &format!("tollgate: {e}"));
+                log(LogLevel::Error, &format!("{e}"));
                 return false;
             }
         };
         for warning in &parsed.warnings {
-            log(
-                LogLevel::Warn,
-                &format!("tollgate: plugin configuration: {warning}"),
-            );
+            log(LogLevel::Warn, &format!("plugin configuration: {warning}"));
         }
         let config = parsed.config;
         let interval = Duration::from_millis(config.usage.flush_interval_ms);
         if let Err(status) = hostcalls::set_tick_period(interval) {
             log(
                 LogLevel::Error,
-                &format!("tollgate: cannot set the flush timer: {status:?}"),
+                &format!("cannot set the flush timer: {status:?}"),
             );
             return false;
         }
         log(
             LogLevel::Info,
             &format!(
-                "tollgate: configured; sidecar cluster {}, algorithms {:?}, {} kid secrets, max body {} bytes, {} cache slots",
+                "configured; sidecar cluster {}, algorithms {}, {} kid secrets, max body {} bytes, {} cache slots",
                 config.sidecar_cluster,
-                config.jwt.algorithms,
+                config
+                    .jwt
+                    .algorithms
+                    .iter()
+                    .map(|a| a.name())
+                    .collect::<Vec<_>>()
+                    .join(","),
                 config.jwt.kid_secrets.len(),
                 config.max_body_bytes,
                 config.key_cache.slots
@@ -422,7 +428,7 @@ impl Http {
         if let Err(e) = hostcalls::send_http_response(status, denial.reply_headers(), Some(&body)) {
             log(
                 LogLevel::Error,
-                &format!("tollgate: cannot send a local reply: {e:?}"),
+                &format!("cannot send a local reply: {e:?}"),
             );
             let _ = hostcalls::reset_http_request();
         }
@@ -439,7 +445,7 @@ impl Http {
                 {
                     log(
                         LogLevel::Error,
-                        &format!("tollgate: cannot set {KEY_ID_HEADER}: {e:?}"),
+                        &format!("cannot set {KEY_ID_HEADER}: {e:?}"),
                     );
                     let next = self.gate.overrule(Denial::AuthUnavailable);
                     return self.act(next, phase);
@@ -449,7 +455,7 @@ impl Http {
                     if let Err(e) = hostcalls::resume_http_request() {
                         log(
                             LogLevel::Error,
-                            &format!("tollgate: cannot resume the request: {e:?}"),
+                            &format!("cannot resume the request: {e:?}"),
                         );
                     }
                 }
@@ -470,7 +476,7 @@ impl Http {
     fn fail(&mut self, denial: Denial, why: &str) -> Action {
         log(
             LogLevel::Error,
-            &format!("tollgate: request {}: {why}", self.request_id),
+            &format!("request {}: {why}", self.request_id),
         );
         let next = self.gate.fail(denial);
         self.act(next, Phase::Filter)
@@ -599,7 +605,7 @@ impl Http {
             log(
                 LogLevel::Warn,
                 &format!(
-                    "tollgate: request {}: key verification failed ({why}); using a stale verdict",
+                    "request {}: key verification failed ({why}); using a stale verdict",
                     self.request_id
                 ),
             );
@@ -608,7 +614,7 @@ impl Http {
         log(
             LogLevel::Warn,
             &format!(
-                "tollgate: request {}: key verification failed ({why}); refusing",
+                "request {}: key verification failed ({why}); refusing",
                 self.request_id
             ),
         );
@@ -655,10 +661,7 @@ impl Context for Http {
                 if let Some(shared) = &self.shared {
                     let slot = cache::slot_key(&self.key_hash, shared.config.key_cache.slots);
                     if let Err(e) = hostcalls::set_shared_data(&slot, Some(&entry.encode()), None) {
-                        log(
-                            LogLevel::Warn,
-                            &format!("tollgate: cannot cache a verdict: {e:?}"),
-                        );
+                        log(LogLevel::Warn, &format!("cannot cache a verdict: {e:?}"));
                     }
                 }
                 self.gate.key_known(gate::decide_key(&entry, now))

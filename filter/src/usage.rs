@@ -140,6 +140,19 @@ impl UsageBuffer {
         if !self.ready(now_ms) {
             return None;
         }
+        self.take_batch(now_ms)
+    }
+
+    /// Starts a flush whatever the backoff says (the VM is shutting down:
+    /// there is no later). Still one flush at a time.
+    pub fn begin_final_flush(&mut self, now_ms: u64) -> Option<Batch> {
+        if self.records.is_empty() || self.in_flight.is_some() {
+            return None;
+        }
+        self.take_batch(now_ms)
+    }
+
+    fn take_batch(&mut self, now_ms: u64) -> Option<Batch> {
         let count = self.records.len().min(self.policy.max_batch);
         let batch: Vec<&UsageRecord> = self.records.iter().take(count).collect();
         let body = serde_json::to_vec(&batch).ok()?;
@@ -305,6 +318,19 @@ mod tests {
         b.finish_flush(true, 4_000);
         assert_eq!(b.failures(), 0);
         assert!(b.ready(4_000));
+    }
+
+    #[test]
+    fn the_final_flush_ignores_backoff_but_not_a_flush_in_flight() {
+        let mut b = UsageBuffer::new(policy());
+        b.push(record(1));
+        b.begin_flush(0).unwrap();
+        assert_eq!(b.begin_final_flush(0), None);
+        b.finish_flush(false, 0);
+        assert_eq!(b.begin_flush(10), None);
+        assert_eq!(b.begin_final_flush(10).unwrap().count, 1);
+        b.finish_flush(true, 20);
+        assert_eq!(b.begin_final_flush(20), None);
     }
 
     #[test]
