@@ -23,8 +23,12 @@ def validate(config_text: str, tmp_path: Path) -> None:
     assert WASM.exists(), "the filter is not built: run `make setup`"
     path = tmp_path / "envoy.yaml"
     path.write_text(config_text)
+    # Validation loads the .wasm and runs its configuration check, which reads
+    # the secrets from Envoy's environment.
+    env = {**os.environ, "TOLLGATE_JWT_SECRET": "validate-secret-" + "x" * 32,
+           "TOLLGATE_INTERNAL_TOKEN": "validate-token-" + "y" * 32}
     result = subprocess.run([str(envoy), "--mode", "validate", "-c", str(path)],
-                            capture_output=True, text=True, timeout=60)
+                            capture_output=True, text=True, timeout=60, env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
 
 
