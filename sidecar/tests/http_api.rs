@@ -10,6 +10,7 @@ use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use serde_json::{json, Value};
 use sidecar::keys::hash_key;
+use sidecar::store::Store;
 use support::*;
 use tollgate_wire::{INTERNAL_TOKEN_HEADER, MAX_USAGE_BATCH, USAGE_PATH, VERIFY_PATH};
 
@@ -52,6 +53,51 @@ on_both_backends!(
     database_down_answers_503_and_stores_nothing,
     metrics_count_routes_verifications_and_rows,
 );
+
+/// MySQL only: the server drops every connection (a restart, a proxy's idle
+/// timeout); the next calls reconnect instead of failing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_calls_survive_connections_the_server_dropped() {
+    let h = Harness::new(Backend::MySql).await;
+    let created = create_key(&h, "k", None).await;
+    let key_hash = hash_key(created["key"].as_str().unwrap());
+    assert_eq!(h.verify(&key_hash).await.json()["verdict"], "active");
+    assert_eq!(
+        h.ingest(&json!([record("before", 1)])).await.status,
+        StatusCode::OK
+    );
+
+    let killer = h.db.observer().await;
+    let Store::MySql(killer_store) = &killer else {
+        unreachable!()
+    };
+    let mut conn = killer_store.pool().acquire().await.unwrap();
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "SELECT id FROM information_schema.processlist \
+         WHERE db = DATABASE() AND id <> CONNECTION_ID()",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    assert!(
+        ids.len() >= 2,
+        "expected the app's pool and look-up connections"
+    );
+    for id in ids {
+        let _ = sqlx::query(&format!("KILL CONNECTION {id}"))
+            .execute(&mut *conn)
+            .await;
+    }
+    drop(conn);
+
+    let reply = h.verify(&key_hash).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.json()["verdict"], "active");
+    let reply = h.ingest(&json!([record("after", 1)])).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(h.get("/readyz").await.status, StatusCode::OK);
+    killer.close().await;
+}
 
 async fn create_key(h: &Harness, name: &str, expires_at: Option<&str>) -> Value {
     let mut body = json!({ "name": name });

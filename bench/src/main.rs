@@ -1,0 +1,573 @@
+//! `sidecar-bench`: load benchmark of the tollgate sidecar.
+//!
+//! Starts the release `tollgate serve` against MariaDB (database
+//! `tollgate_bench`, recreated each run) and measures, over real HTTP on
+//! loopback:
+//! - usage ingestion: rows/s committed, with batches of 500 unique records
+//!   sent by a few concurrent senders (what the Envoy filter's flush does);
+//! - key verification: latency (p50/p99) and requests/s at 16 concurrent
+//!   clients, each on its own keep-alive connection (cache misses of the filter).
+//!
+//! The same runs against SQLite follow, for comparison. The table goes to
+//! stdout and the figures to `bench/results-sidecar.json`. The load generator
+//! shares the machine with the sidecar and the database: compare figures
+//! measured in one run, not across machines.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::client::conn::http1::SendRequest;
+use hyper::{header, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use sqlx::{Connection, MySqlConnection};
+use tokio::net::TcpStream;
+use tollgate_wire::{IngestReply, UsageRecord, INTERNAL_TOKEN_HEADER, USAGE_PATH, VERIFY_PATH};
+
+const INTERNAL_TOKEN: &str = "bench-internal-token-0123456789";
+
+/// Targets on the reference 2-core machine (issue 2).
+const TARGET_INGEST_ROWS_PER_SEC: f64 = 20_000.0;
+const TARGET_VERIFY_P50_MS: f64 = 1.0;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sidecar-bench",
+    about = "Load benchmark of the tollgate sidecar"
+)]
+struct Args {
+    /// The release tollgate binary (default: target/release/tollgate of this workspace).
+    #[arg(long, env = "TOLLGATE_BIN")]
+    tollgate: Option<PathBuf>,
+    /// MySQL/MariaDB server to benchmark against (no database in the URL).
+    #[arg(
+        long,
+        env = "TOLLGATE_BENCH_MYSQL_URL",
+        default_value = "mysql://root@127.0.0.1:3306"
+    )]
+    mysql: String,
+    /// Database created (dropped first) on that server.
+    #[arg(long, default_value = "tollgate_bench")]
+    database: String,
+    /// Seconds each measured phase runs.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Concurrent ingestion senders.
+    #[arg(long, default_value_t = 4)]
+    senders: usize,
+    /// Records per ingestion batch.
+    #[arg(long, default_value_t = 500)]
+    batch: usize,
+    /// Concurrent verification clients.
+    #[arg(long, default_value_t = 16)]
+    clients: usize,
+    /// Where to write the JSON results.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Skip the SQLite comparison.
+    #[arg(long)]
+    skip_sqlite: bool,
+}
+
+/// A `tollgate serve` child process, stopped with SIGTERM when dropped.
+struct Sidecar {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Sidecar {
+    async fn start(bin: &Path, database_url: &str, log: &Path) -> Result<Sidecar, BoxError> {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let log = std::fs::File::create(log)?;
+        let child = Command::new(bin)
+            .args(["serve", "--listen", &addr.to_string()])
+            .env("DATABASE_URL", database_url)
+            .env("TOLLGATE_INTERNAL_TOKEN", INTERNAL_TOKEN)
+            .env_remove("TOLLGATE_ADMIN_TOKEN")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        let mut sidecar = Sidecar { child, addr };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(mut conn) = Conn::open(addr).await {
+                if let Ok((StatusCode::OK, _)) = conn.get("/readyz").await {
+                    return Ok(sidecar);
+                }
+            }
+            if let Some(status) = sidecar.child.try_wait()? {
+                return Err(format!("tollgate serve exited early: {status}").into());
+            }
+            if Instant::now() > deadline {
+                return Err("tollgate serve did not become ready within 30 s".into());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// One keep-alive HTTP/1.1 connection.
+struct Conn {
+    sender: SendRequest<Full<Bytes>>,
+}
+
+impl Conn {
+    async fn open(addr: SocketAddr) -> Result<Conn, BoxError> {
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(Conn { sender })
+    }
+
+    async fn send(
+        &mut self,
+        request: Request<Full<Bytes>>,
+    ) -> Result<(StatusCode, Bytes), BoxError> {
+        self.sender.ready().await?;
+        let response = self.sender.send_request(request).await?;
+        let status = response.status();
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok((status, body))
+    }
+
+    async fn get(&mut self, path: &str) -> Result<(StatusCode, Bytes), BoxError> {
+        let request = Request::get(path)
+            .header(header::HOST, "localhost")
+            .body(Full::new(Bytes::new()))?;
+        self.send(request).await
+    }
+
+    async fn post_internal(
+        &mut self,
+        path: &str,
+        body: Bytes,
+    ) -> Result<(StatusCode, Bytes), BoxError> {
+        let request = Request::post(path)
+            .header(header::HOST, "localhost")
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(INTERNAL_TOKEN_HEADER, INTERNAL_TOKEN)
+            .body(Full::new(body))?;
+        self.send(request).await
+    }
+}
+
+/// Value at quantile `q` (0..=1) of sorted samples.
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = (q * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn batch_body(
+    run: &str,
+    sender: usize,
+    first: u64,
+    size: usize,
+    key_id: i64,
+) -> Result<Bytes, BoxError> {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as u64;
+    let records: Vec<UsageRecord> = (0..size as u64)
+        .map(|i| UsageRecord {
+            request_id: format!("{run}-{sender}-{:010}", first + i),
+            api_key_id: key_id,
+            method: "POST".into(),
+            endpoint: "/proxy/analyze".into(),
+            status_code: 200,
+            outcome: "allowed".into(),
+            request_bytes: 512 + (i % 64),
+            response_bytes: 96,
+            duration_ms: 3 + (i % 5),
+            timestamp_ms: now_ms,
+        })
+        .collect();
+    Ok(Bytes::from(serde_json::to_vec(&records)?))
+}
+
+/// Ingestion figures of one backend.
+#[derive(Debug, Clone, serde::Serialize)]
+struct IngestResult {
+    backend: String,
+    senders: usize,
+    batch_size: usize,
+    seconds: f64,
+    batches: u64,
+    rows_inserted: u64,
+    rows_duplicate: u64,
+    rows_per_sec: f64,
+    batch_p50_ms: f64,
+    batch_p99_ms: f64,
+}
+
+async fn run_ingest(
+    backend: &str,
+    addr: SocketAddr,
+    key_id: i64,
+    args: &Args,
+) -> Result<IngestResult, BoxError> {
+    // Warm-up: connections, prepared statements, buffer pool.
+    let mut warm = Conn::open(addr).await?;
+    let (status, body) = warm
+        .post_internal(USAGE_PATH, batch_body("warm", 0, 0, args.batch, key_id)?)
+        .await?;
+    if status != StatusCode::OK {
+        return Err(format!(
+            "warm-up ingest answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        )
+        .into());
+    }
+
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(args.seconds);
+    let mut tasks = Vec::new();
+    for sender in 0..args.senders {
+        let batch = args.batch;
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Conn::open(addr).await?;
+            let (mut inserted, mut duplicates, mut latencies) = (0u64, 0u64, Vec::new());
+            let mut next = 0u64;
+            while Instant::now() < deadline {
+                let body = batch_body("run", sender, next, batch, key_id)?;
+                next += batch as u64;
+                let sent = Instant::now();
+                let (status, reply) = conn.post_internal(USAGE_PATH, body).await?;
+                latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
+                if status != StatusCode::OK {
+                    return Err::<_, BoxError>(
+                        format!(
+                            "ingest answered {status}: {}",
+                            String::from_utf8_lossy(&reply)
+                        )
+                        .into(),
+                    );
+                }
+                let reply: IngestReply = serde_json::from_slice(&reply)?;
+                inserted += reply.inserted;
+                duplicates += reply.duplicates;
+            }
+            Ok((inserted, duplicates, latencies))
+        }));
+    }
+    let (mut inserted, mut duplicates, mut latencies) = (0, 0, Vec::new());
+    for task in tasks {
+        let (i, d, l) = task.await??;
+        inserted += i;
+        duplicates += d;
+        latencies.extend(l);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    latencies.sort_by(f64::total_cmp);
+    Ok(IngestResult {
+        backend: backend.into(),
+        senders: args.senders,
+        batch_size: args.batch,
+        seconds,
+        batches: latencies.len() as u64,
+        rows_inserted: inserted,
+        rows_duplicate: duplicates,
+        rows_per_sec: inserted as f64 / seconds,
+        batch_p50_ms: quantile(&latencies, 0.50),
+        batch_p99_ms: quantile(&latencies, 0.99),
+    })
+}
+
+/// Verification figures of one backend.
+#[derive(Debug, Clone, serde::Serialize)]
+struct VerifyResult {
+    backend: String,
+    clients: usize,
+    seconds: f64,
+    requests: u64,
+    requests_per_sec: f64,
+    p50_ms: f64,
+    p90_ms: f64,
+    p99_ms: f64,
+    max_ms: f64,
+}
+
+async fn run_verify(
+    backend: &str,
+    addr: SocketAddr,
+    key_hash: &str,
+    args: &Args,
+) -> Result<VerifyResult, BoxError> {
+    let body = Bytes::from(json!({ "key_hash": key_hash }).to_string());
+    let mut check = Conn::open(addr).await?;
+    let (status, reply) = check.post_internal(VERIFY_PATH, body.clone()).await?;
+    let reply: Value = serde_json::from_slice(&reply)?;
+    if status != StatusCode::OK || reply["verdict"] != "active" {
+        return Err(format!("verify answered {status}: {reply}").into());
+    }
+    // Warm-up: one second of the same load, not measured.
+    for (measure, seconds) in [(false, 1), (true, args.seconds)] {
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(seconds);
+        let mut tasks = Vec::new();
+        for _ in 0..args.clients {
+            let body = body.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut conn = Conn::open(addr).await?;
+                let mut latencies = Vec::with_capacity(100_000);
+                while Instant::now() < deadline {
+                    let sent = Instant::now();
+                    let (status, _) = conn.post_internal(VERIFY_PATH, body.clone()).await?;
+                    latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
+                    if status != StatusCode::OK {
+                        return Err::<_, BoxError>(format!("verify answered {status}").into());
+                    }
+                }
+                Ok(latencies)
+            }));
+        }
+        let mut latencies = Vec::new();
+        for task in tasks {
+            latencies.extend(task.await??);
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        if !measure {
+            continue;
+        }
+        latencies.sort_by(f64::total_cmp);
+        return Ok(VerifyResult {
+            backend: backend.into(),
+            clients: args.clients,
+            seconds: elapsed,
+            requests: latencies.len() as u64,
+            requests_per_sec: latencies.len() as f64 / elapsed,
+            p50_ms: quantile(&latencies, 0.50),
+            p90_ms: quantile(&latencies, 0.90),
+            p99_ms: quantile(&latencies, 0.99),
+            max_ms: latencies.last().copied().unwrap_or(0.0),
+        });
+    }
+    Err("no measured phase".into())
+}
+
+/// Registers a key through the CLI; returns (id, lowercase hex SHA-256 of the key).
+fn create_key(bin: &Path, database_url: &str, dir: &Path) -> Result<(i64, String), BoxError> {
+    let out = Command::new(bin)
+        .args(["keys", "create", "--name", "bench", "--json"])
+        .env("DATABASE_URL", database_url)
+        .current_dir(dir)
+        .output()?;
+    if !out.status.success() {
+        return Err(format!(
+            "keys create failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+        .into());
+    }
+    let created: Value = serde_json::from_slice(&out.stdout)?;
+    let id = created["id"].as_i64().ok_or("keys create printed no id")?;
+    let key = created["key"]
+        .as_str()
+        .ok_or("keys create printed no key")?;
+    let hash: String = Sha256::digest(key.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok((id, hash))
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+#[tokio::main]
+async fn main() {
+    if let Err(e) = run(Args::parse()).await {
+        eprintln!("sidecar-bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run(args: Args) -> Result<(), BoxError> {
+    let root = workspace_root();
+    let bin = args
+        .tollgate
+        .clone()
+        .unwrap_or_else(|| root.join("target/release/tollgate"));
+    if !bin.is_file() {
+        return Err(format!(
+            "{} is missing; build it first: cargo build --release -p sidecar -p tollgate-bench",
+            bin.display()
+        )
+        .into());
+    }
+    let scratch = std::env::temp_dir().join(format!("tollgate-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch)?;
+
+    // MariaDB: a fresh database for this run.
+    let server = args.mysql.trim_end_matches('/').to_string();
+    let mut admin = MySqlConnection::connect(&server)
+        .await
+        .map_err(|e| format!("cannot reach MySQL at {server}: {e}"))?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS `{}`", args.database))
+        .execute(&mut admin)
+        .await?;
+    sqlx::query(&format!("CREATE DATABASE `{}`", args.database))
+        .execute(&mut admin)
+        .await?;
+    let (version, flush): (String, String) = sqlx::query_as(
+        "SELECT CAST(@@version AS CHAR), CAST(@@innodb_flush_log_at_trx_commit AS CHAR)",
+    )
+    .fetch_one(&mut admin)
+    .await?;
+    let mysql_url = format!("{server}/{}", args.database);
+
+    println!(
+        "sidecar-bench: {} cores, MariaDB {version} (innodb_flush_log_at_trx_commit={flush}), {} s per phase",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        args.seconds
+    );
+
+    let (key_id, key_hash) = create_key(&bin, &mysql_url, &scratch)?;
+    let sidecar = Sidecar::start(&bin, &mysql_url, &scratch.join("sidecar-mysql.log")).await?;
+    let ingest_mysql = run_ingest("mysql", sidecar.addr, key_id, &args).await?;
+    let stored: i64 = sqlx::query_scalar(&format!(
+        "SELECT COUNT(*) FROM `{}`.usage_log",
+        args.database
+    ))
+    .fetch_one(&mut admin)
+    .await?;
+    let expected = ingest_mysql.rows_inserted as i64 + args.batch as i64;
+    if stored != expected {
+        return Err(format!("MySQL holds {stored} usage rows, the replies said {expected}").into());
+    }
+    let verify_mysql = run_verify("mysql", sidecar.addr, &key_hash, &args).await?;
+    drop(sidecar);
+    let _ = admin.close().await;
+
+    let (ingest_sqlite, verify_sqlite) = if args.skip_sqlite {
+        (None, None)
+    } else {
+        let url = format!("sqlite://{}", scratch.join("bench.db").display());
+        let (key_id, key_hash) = create_key(&bin, &url, &scratch)?;
+        let sidecar = Sidecar::start(&bin, &url, &scratch.join("sidecar-sqlite.log")).await?;
+        let ingest = run_ingest("sqlite", sidecar.addr, key_id, &args).await?;
+        let verify = run_verify("sqlite", sidecar.addr, &key_hash, &args).await?;
+        drop(sidecar);
+        (Some(ingest), Some(verify))
+    };
+    let _ = std::fs::remove_dir_all(&scratch);
+
+    println!();
+    println!(
+        "{:<28} {:>10} {:>14} {:>12} {:>12}",
+        "ingestion (batches of 500)", "backend", "rows/s", "batch p50", "batch p99"
+    );
+    for r in [Some(&ingest_mysql), ingest_sqlite.as_ref()]
+        .into_iter()
+        .flatten()
+    {
+        println!(
+            "{:<28} {:>10} {:>14.0} {:>10.1}ms {:>10.1}ms",
+            format!("{} senders", r.senders),
+            r.backend,
+            r.rows_per_sec,
+            r.batch_p50_ms,
+            r.batch_p99_ms
+        );
+    }
+    println!();
+    println!(
+        "{:<28} {:>10} {:>14} {:>12} {:>12}",
+        "key verification", "backend", "requests/s", "p50", "p99"
+    );
+    for r in [Some(&verify_mysql), verify_sqlite.as_ref()]
+        .into_iter()
+        .flatten()
+    {
+        println!(
+            "{:<28} {:>10} {:>14.0} {:>10.3}ms {:>10.3}ms",
+            format!("{} clients", r.clients),
+            r.backend,
+            r.requests_per_sec,
+            r.p50_ms,
+            r.p99_ms
+        );
+    }
+    let ingest_met = ingest_mysql.rows_per_sec >= TARGET_INGEST_ROWS_PER_SEC;
+    let verify_met = verify_mysql.p50_ms <= TARGET_VERIFY_P50_MS;
+    println!();
+    println!(
+        "targets (MariaDB): ingestion >= {TARGET_INGEST_ROWS_PER_SEC:.0} rows/s: {}; verification p50 <= {TARGET_VERIFY_P50_MS} ms: {}",
+        if ingest_met { "met" } else { "MISSED" },
+        if verify_met { "met" } else { "MISSED" },
+    );
+
+    let ingest: Vec<&IngestResult> = [Some(&ingest_mysql), ingest_sqlite.as_ref()]
+        .into_iter()
+        .flatten()
+        .collect();
+    let verify: Vec<&VerifyResult> = [Some(&verify_mysql), verify_sqlite.as_ref()]
+        .into_iter()
+        .flatten()
+        .collect();
+    let results = json!({
+        "machine": {
+            "cores": std::thread::available_parallelism().map_or(0, |n| n.get()),
+            "mysql_version": version,
+            "innodb_flush_log_at_trx_commit": flush,
+            "note": "load generator, sidecar and database share the machine",
+        },
+        "seconds_per_phase": args.seconds,
+        "ingest": ingest,
+        "verify": verify,
+        "targets": {
+            "ingest_rows_per_sec_mysql": TARGET_INGEST_ROWS_PER_SEC,
+            "verify_p50_ms_mysql": TARGET_VERIFY_P50_MS,
+            "ingest_met": ingest_met,
+            "verify_met": verify_met,
+        },
+    });
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| root.join("bench/results-sidecar.json"));
+    std::fs::write(&out, serde_json::to_string_pretty(&results)? + "\n")?;
+    println!("results written to {}", out.display());
+    Ok(())
+}
