@@ -378,8 +378,9 @@ def run() -> int:
         nonlocal stopping
         stopping = True
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, on_signal)
+    parent = os.getppid()
     print("starting sidecar, ai-server and envoy ...", flush=True)
     try:
         stack.start()
@@ -418,6 +419,9 @@ Ctrl-C stops everything.
     )
     try:
         while not stopping:
+            if os.getppid() != parent:
+                print("make run was stopped; stopping the stack", file=sys.stderr)
+                break
             for service in (stack.sidecar, stack.ai_server, stack.envoy):
                 if not service.alive():
                     print(f"{service.name} exited; see {service.log}", file=sys.stderr)

@@ -8,7 +8,7 @@ use time::macros::format_description;
 use time::{OffsetDateTime, PrimitiveDateTime, UtcOffset};
 
 /// The latest instant every store can hold (MySQL `DATETIME` ends in year 9999).
-pub const MAX_TIMESTAMP_MS: u64 = 253_402_300_799_999;
+pub use tollgate_wire::MAX_TIMESTAMP_MS;
 
 /// Parses a duration written as a whole number and a unit: `30s`, `15m`, `2h`, `7d`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {

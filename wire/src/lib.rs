@@ -32,6 +32,10 @@ pub const MAX_ENDPOINT_LEN: usize = 512;
 /// Longest `outcome` accepted in a usage record.
 pub const MAX_OUTCOME_LEN: usize = 64;
 
+/// Latest `timestamp_ms` accepted: the end of the year 9999, the last instant
+/// a MySQL `DATETIME` column holds.
+pub const MAX_TIMESTAMP_MS: u64 = 253_402_300_799_999;
+
 /// The `outcome` of a request that the filter let through to the upstream.
 pub const OUTCOME_ALLOWED: &str = "allowed";
 
@@ -157,12 +161,17 @@ impl UsageRecord {
                 reason: "must be an HTTP status (100-599)",
             });
         }
+        if self.timestamp_ms > MAX_TIMESTAMP_MS {
+            return Err(FieldError {
+                field: "timestamp_ms",
+                reason: "is after the year 9999",
+            });
+        }
         // The stores keep these in signed 64-bit columns.
         for (field, value) in [
             ("request_bytes", self.request_bytes),
             ("response_bytes", self.response_bytes),
             ("duration_ms", self.duration_ms),
-            ("timestamp_ms", self.timestamp_ms),
         ] {
             if value > i64::MAX as u64 {
                 return Err(FieldError {
@@ -256,6 +265,9 @@ mod tests {
         let mut r = record();
         r.endpoint = "/a\nb".into();
         assert_eq!(r.validate().unwrap_err().field, "endpoint");
+        let mut r = record();
+        r.timestamp_ms = MAX_TIMESTAMP_MS + 1;
+        assert_eq!(r.validate().unwrap_err().field, "timestamp_ms");
         let mut r = record();
         r.request_bytes = u64::MAX;
         assert_eq!(r.validate().unwrap_err().field, "request_bytes");
