@@ -36,6 +36,11 @@ WASM = ROOT / "target/wasm32-wasip1/release/tollgate_filter.wasm"
 VENV_BIN = ROOT / ".venv/bin"
 
 
+#: The filter's gauge of usage records not yet acknowledged by the sidecar
+#: (filter/src/metrics.rs).
+USAGE_BUFFERED_GAUGE = "tollgate_usage_records_buffered"
+
+
 class StackError(RuntimeError):
     """A part of the stack is missing or did not come up."""
 
@@ -49,8 +54,17 @@ def free_port() -> int:
 
 def http_get(url: str, timeout: float = 2.0) -> tuple[int, bytes]:
     """GET ``url``; (status, body), with status 0 when nothing answered."""
+    return http_request(urllib.request.Request(url), timeout)
+
+
+def http_post(url: str, data: bytes = b"", timeout: float = 5.0) -> tuple[int, bytes]:
+    """POST ``data`` to ``url``; (status, body), with status 0 when nothing answered."""
+    return http_request(urllib.request.Request(url, data=data, method="POST"), timeout)
+
+
+def http_request(request: urllib.request.Request, timeout: float) -> tuple[int, bytes]:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:
+        with urllib.request.urlopen(request, timeout=timeout) as resp:
             return resp.status, resp.read()
     except urllib.error.HTTPError as err:
         return err.code, err.read()
@@ -130,6 +144,9 @@ class StackConfig:
     filter_overrides: dict = dataclasses.field(default_factory=dict)
     max_body_bytes: int = 1024 * 1024
     envoy_concurrency: int = 2
+    #: Envoy's graceful drain period on stop (``--drain-time-s``): connections
+    #: are told to close at once, new ones are accepted for this long.
+    envoy_drain_time_s: int = 1
     ai_server_debug: bool = False
 
     @classmethod
@@ -192,6 +209,7 @@ class Stack:
             self.logs / "ai-server.log",
         )
         self.envoy_config = c.state_dir / "envoy.yaml"
+        self.envoy_unflushed = 0  # usage records lost at the last stop_envoy()
         self.envoy = Service(
             "envoy",
             [
@@ -203,6 +221,11 @@ class Stack:
                 "--disable-hot-restart",
                 "--log-level",
                 "info",
+                # On stop, every connection is asked to close at once (see stop_envoy).
+                "--drain-strategy",
+                "immediate",
+                "--drain-time-s",
+                str(c.envoy_drain_time_s),
             ],
             {
                 **base_env,
@@ -299,8 +322,62 @@ class Stack:
         raise StackError(f"{service.name} not ready at {url} after {timeout}s; see {service.log}")
 
     def stop(self) -> dict:
-        """Stop Envoy first (it flushes usage to the sidecar), then the rest."""
-        return {s.name: s.stop() for s in (self.envoy, self.ai_server, self.sidecar)}
+        """Stop Envoy first, gracefully (its usage buffer goes to the sidecar), then the rest."""
+        codes = {"envoy": self.stop_envoy()}
+        codes.update({s.name: s.stop() for s in (self.ai_server, self.sidecar)})
+        return codes
+
+    @property
+    def usage_flush_bound_s(self) -> float:
+        """How long the filter may need to hand its buffer to a live sidecar:
+        a tick, one ingestion call at its timeout, and a retry."""
+        usage = render.filter_config(self.config.max_body_bytes,
+                                     self.config.filter_overrides)["usage"]
+        return (2 * usage["flush_interval_ms"] + usage.get("timeout_ms", 5000)) / 1000 + 1.0
+
+    def stop_envoy(self) -> int | None:
+        """Stop Envoy without losing the usage its filter holds.
+
+        Envoy exits on SIGTERM without waiting for the filter's last flush, so
+        first: drain (``/drain_listeners?graceful``: every connection is told
+        to close, the listener stops accepting after ``--drain-time-s``), wait
+        until no request is active and the filter's buffer gauge is 0, bounded
+        by ``usage_flush_bound_s``; then SIGTERM. What was still buffered when
+        the bound ran out is in ``self.envoy_unflushed`` (and Envoy's log).
+        """
+        self.envoy_unflushed = 0
+        if self.envoy.alive() and http_post(f"{self.envoy_admin}/drain_listeners?graceful")[0] == 200:
+            stopped = "listener_manager.listener_stopped"
+            self._wait_stats(lambda stats: (stats.get(stopped) or 0) >= 1,
+                             self.config.envoy_drain_time_s + 5.0)
+            settled = self._wait_stats(
+                lambda stats: self._pending(stats) == (0, 0), self.usage_flush_bound_s)
+            if settled is not None and not settled:
+                self.envoy_unflushed = self._pending(self.envoy_stats())[1]
+                print(f"envoy: {self.envoy_unflushed} usage records still buffered after "
+                      f"{self.usage_flush_bound_s:.1f}s are lost", file=sys.stderr)
+        return self.envoy.stop()
+
+    def _wait_stats(self, done, timeout: float) -> bool | None:
+        """Polls Envoy's stats until ``done(stats)``; None if the admin endpoint
+        stopped answering, else whether ``done`` came true within ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                stats = self.envoy_stats()
+            except StackError:
+                return None
+            if done(stats):
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+
+    @staticmethod
+    def _pending(stats: dict) -> tuple[int, int]:
+        """(active downstream requests, usage records the filter still holds)."""
+        return (int(stats.get("http.tollgate.downstream_rq_active") or 0),
+                int(stats.get(f"wasmcustom.{USAGE_BUFFERED_GAUGE}") or 0))
 
     # -- helpers for users and tests ---------------------------------------
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
