@@ -1,0 +1,262 @@
+"""Envoy configurations and processes for the gateway benchmark.
+
+Every Envoy the benchmark compares is rendered from the one template the
+stack uses (``envoy/envoy.template.yaml`` through ``envoy/render.py``), so
+``bare`` and ``native`` differ from the gateway only in their HTTP filters:
+
+* ``gate``: the template as rendered, tollgate filter included;
+* ``bare``: the same text with the tollgate filter's block removed;
+* ``native``: the tollgate block replaced by Envoy's own ``api_key_auth`` and
+  ``jwt_authn`` (HS256 key in ``local_jwks``), no body check, no metering.
+
+The template's ``ai_server`` cluster points at whatever upstream a scenario
+uses: the fast upstream (a second Envoy answering a fixed JSON with
+``direct_response``) or the real ai-server.
+
+The render hook this needs (a config without the filter, or with other
+filters) lives here, as post-processing of the rendered text, not in
+envoy/render.py: the block is located by its first line and the router
+filter's, and a missing marker is an error, so a template change cannot
+silently turn ``bare`` into something else.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT / "envoy"))
+
+import render  # noqa: E402  (envoy/render.py)
+from stack import VENV_BIN, WASM, Service, StackError, free_port, http_get  # noqa: E402
+
+ENVOY = VENV_BIN / "envoy"
+
+#: First line of the tollgate filter block and of the router filter in the template.
+FILTER_BLOCK_START = "                  - name: tollgate\n"
+ROUTER_START = "                  - name: envoy.filters.http.router\n"
+
+#: The fast upstream's answer: about the size of the ai-server's JSON reply.
+UPSTREAM_BODY = json.dumps(
+    {"profane": False, "score": 0.0, "matches": [], "language": "en", "upstream": "bench"}
+)
+
+
+def native_filters(api_key: str, jwt_secret: str) -> str:
+    """Envoy's own API-key and JWT filters, as YAML at the template's indentation.
+
+    ``api_key_auth`` strips ``Bearer `` from ``Authorization`` itself; with
+    ``hide_credentials`` it removes the header and forwards the client name,
+    as tollgate strips credentials and adds ``x-tollgate-key-id``.
+    """
+    k = base64.urlsafe_b64encode(jwt_secret.encode()).rstrip(b"=").decode()
+    jwks = json.dumps({"keys": [{"kty": "oct", "alg": "HS256", "k": k}]})
+    pad = " " * 18
+    return (
+        f"{pad}- name: envoy.filters.http.api_key_auth\n"
+        f"{pad}  typed_config:\n"
+        f'{pad}    "@type": type.googleapis.com/envoy.extensions.filters.http.api_key_auth.v3.ApiKeyAuth\n'
+        f"{pad}    credentials:\n"
+        f"{pad}      - {{ key: {json.dumps(api_key)}, client: bench }}\n"
+        f"{pad}    key_sources:\n"
+        f"{pad}      - header: authorization\n"
+        f"{pad}    forwarding: {{ header: x-client-id, hide_credentials: true }}\n"
+        f"{pad}- name: envoy.filters.http.jwt_authn\n"
+        f"{pad}  typed_config:\n"
+        f'{pad}    "@type": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication\n'
+        f"{pad}    providers:\n"
+        f"{pad}      tollgate_hs256:\n"
+        f"{pad}        from_headers: [{{ name: x-auth-token }}]\n"
+        f"{pad}        forward: false\n"
+        f"{pad}        local_jwks:\n"
+        f"{pad}          inline_string: {json.dumps(jwks)}\n"
+        f"{pad}    rules:\n"
+        f'{pad}      - match: {{ prefix: "/" }}\n'
+        f"{pad}        requires: {{ provider_name: tollgate_hs256 }}\n"
+    )
+
+
+def replace_filter_block(rendered: str, replacement: str) -> str:
+    """``rendered`` with the tollgate filter's block replaced by ``replacement``."""
+    start = rendered.find(FILTER_BLOCK_START)
+    end = rendered.find(ROUTER_START)
+    if start < 0 or end < start:
+        raise StackError(
+            "envoy.template.yaml changed shape: the tollgate filter block was not found "
+            "before the router; update bench/envoys.py"
+        )
+    return rendered[:start] + replacement + rendered[end:]
+
+
+def upstream_config(port: int, admin_port: int) -> str:
+    """The fast upstream: reads the whole body (buffer filter), answers a fixed JSON.
+
+    JSON is YAML, so Envoy reads this file like the others. The buffer filter
+    makes the answer wait for the whole request, as a real service does, so
+    a large body never ends a keep-alive connection early.
+    """
+    config = {
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
+        "static_resources": {
+            "listeners": [
+                {
+                    "name": "upstream",
+                    "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+                    "filter_chains": [
+                        {
+                            "filters": [
+                                {
+                                    "name": "envoy.filters.network.http_connection_manager",
+                                    "typed_config": {
+                                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                                        "stat_prefix": "upstream",
+                                        "route_config": {
+                                            "virtual_hosts": [
+                                                {
+                                                    "name": "all",
+                                                    "domains": ["*"],
+                                                    "routes": [
+                                                        {
+                                                            "match": {"prefix": "/"},
+                                                            "direct_response": {
+                                                                "status": 200,
+                                                                "body": {"inline_string": UPSTREAM_BODY},
+                                                            },
+                                                            "response_headers_to_add": [
+                                                                {
+                                                                    "header": {
+                                                                        "key": "content-type",
+                                                                        "value": "application/json",
+                                                                    }
+                                                                }
+                                                            ],
+                                                        }
+                                                    ],
+                                                }
+                                            ]
+                                        },
+                                        "http_filters": [
+                                            {
+                                                "name": "envoy.filters.http.buffer",
+                                                "typed_config": {
+                                                    "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
+                                                    "max_request_bytes": 4 * 1024 * 1024,
+                                                },
+                                            },
+                                            {
+                                                "name": "envoy.filters.http.router",
+                                                "typed_config": {
+                                                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+                                                },
+                                            },
+                                        ],
+                                    },
+                                }
+                            ]
+                        }
+                    ],
+                }
+            ]
+        },
+    }
+    return json.dumps(config, indent=1)
+
+
+class Envoy:
+    """One Envoy process of the benchmark: its config file, ports and log."""
+
+    def __init__(self, name: str, config_text: str, workdir: Path, port: int,
+                 admin_port: int, env: dict, concurrency: int):
+        self.name = name
+        self.port = port
+        self.admin_port = admin_port
+        self.config_path = workdir / f"envoy-{name}.yaml"
+        self.config_path.write_text(config_text)
+        self.service = Service(
+            f"envoy-{name}",
+            [str(ENVOY), "-c", str(self.config_path), "--concurrency", str(concurrency),
+             "--disable-hot-restart", "--log-level", "warn"],
+            env,
+            workdir / "logs" / f"envoy-{name}.log",
+        )
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def validate(self) -> None:
+        """``envoy --mode validate`` on the config; StackError with its output if refused."""
+        result = subprocess.run(
+            [str(ENVOY), "--mode", "validate", "-c", str(self.config_path)],
+            env=self.service.env, capture_output=True, text=True,
+        )
+        if result.returncode != 0:
+            raise StackError(f"envoy {self.name} config invalid:\n{result.stdout}{result.stderr}")
+
+    def start(self, timeout: float = 30.0) -> "Envoy":
+        self.service.start()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.service.alive():
+                raise StackError(f"envoy {self.name} exited:\n{self.service.log_text()[-3000:]}")
+            status, _ = http_get(f"http://127.0.0.1:{self.admin_port}/ready", timeout=1.0)
+            if status == 200:
+                return self
+            time.sleep(0.1)
+        raise StackError(f"envoy {self.name} not ready after {timeout}s; see {self.service.log}")
+
+    def stop(self) -> None:
+        self.service.stop()
+
+    def rss_mb(self) -> float:
+        """Resident memory (VmRSS) of the Envoy process, in MiB."""
+        if self.service.proc is None:
+            return 0.0
+        for line in Path(f"/proc/{self.service.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+        return 0.0
+
+    def stats(self, prefix: str = "") -> dict:
+        """Counters and gauges from the admin endpoint whose names start with ``prefix``."""
+        status, body = http_get(f"http://127.0.0.1:{self.admin_port}/stats?format=json")
+        if status != 200:
+            return {}
+        return {s["name"]: s.get("value") for s in json.loads(body).get("stats", [])
+                if "name" in s and s["name"].startswith(prefix)}
+
+
+def gateway_config(kind: str, workdir: Path, upstream_addr: str, sidecar_addr: str,
+                   port: int, admin_port: int, filter_overrides: dict | None = None,
+                   native: tuple[str, str] | None = None) -> str:
+    """The rendered stack config for ``kind`` (gate, bare or native) on these ports."""
+    env = {
+        "TOLLGATE_ENVOY_PORT": str(port),
+        "TOLLGATE_ENVOY_ADMIN_PORT": str(admin_port),
+        "TOLLGATE_SIDECAR_ADDR": sidecar_addr,
+        "TOLLGATE_AI_SERVER_ADDR": upstream_addr,
+        "TOLLGATE_WASM": str(WASM),
+        "TOLLGATE_ACCESS_LOG": str(workdir / "logs" / f"access-{port}.log"),
+        "TOLLGATE_FILTER_OVERRIDES": json.dumps(filter_overrides or {}),
+    }
+    text = render.render("local", env)
+    if kind == "gate":
+        return text
+    if kind == "bare":
+        return replace_filter_block(text, "")
+    if kind == "native":
+        if native is None:
+            raise ValueError("native needs (api_key, jwt_secret)")
+        return replace_filter_block(text, native_filters(*native))
+    raise ValueError(f"unknown gateway kind {kind!r}")
+
+
+def new_ports() -> tuple[int, int]:
+    """A listener port and an admin port, both free now."""
+    return free_port(), free_port()

@@ -1,0 +1,428 @@
+"""tollgate's load benchmark: the gateway's cost against bare Envoy, the key
+callout, Envoy's native auth filters, the real ai-server, and usage ingestion.
+
+``make bench`` (bench/run.sh) runs this with .venv's Python. It starts, on
+free loopback ports:
+
+* the sidecar on MariaDB (database ``tollgate_bench_gate``, recreated) and
+  the ai-server under gunicorn, through scripts/stack.py;
+* a fast upstream: an Envoy that reads the body and answers a fixed JSON;
+* the gateways, each from the stack's own Envoy template (bench/envoys.py):
+  ``bare`` (no filter), ``gate`` (tollgate), ``gate_cold`` (tollgate with the
+  key cache's TTLs at 0, so every request calls the sidecar), ``native``
+  (api_key_auth + jwt_authn) and ``gate_ai`` (tollgate in front of the
+  ai-server).
+
+Then, for each round, every scenario gets one throughput run and one
+fixed-rate latency run (bench/loadgen.py), scenarios alternating, with a
+fresh token per run. After the load it checks that ``usage_log`` holds one
+row per successful gated request, reads Envoy's RSS, stops everything and
+runs ``sidecar-bench`` for ingestion rows/s into MariaDB and SQLite.
+bench/report.py writes bench/results.json and bench/results.md.
+
+Knobs (environment): BENCH_DURATION (s per run, default 5), BENCH_ROUNDS (3),
+BENCH_WARMUP (s, 2), BENCH_RATE (req/s of latency runs, 1000), BENCH_AI_RATE
+(100), BENCH_CONNECTIONS (16), BENCH_INGEST_SECONDS (5), BENCH_SCENARIOS
+(comma list, default all), BENCH_KEEP (1: keep the work directory),
+BENCH_MYSQL_URL (mysql://root@127.0.0.1:3306).
+
+Exit status: 0 when every run completed without errors (non-2xx answers or
+socket errors) and the usage ledger could be read; 1 otherwise. A missed
+target is marked in the table, not an error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+from urllib.parse import urlparse
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+import envoys  # noqa: E402
+import loadgen  # noqa: E402
+import report  # noqa: E402
+from envoys import Envoy  # noqa: E402
+from stack import Stack, StackConfig, StackError, mint_token  # noqa: E402
+
+SIDECAR_BENCH = ROOT / "target/release/sidecar-bench"
+GATE_DATABASE = "tollgate_bench_gate"
+ANALYZE = "/proxy/analyze"
+
+
+@dataclasses.dataclass
+class Knobs:
+    """Run lengths and rates, from the environment (see the module docstring)."""
+
+    duration_s: float = 5.0
+    rounds: int = 3
+    warmup_s: float = 2.0
+    rate: int = 1000
+    ai_rate: int = 100
+    connections: int = 16
+    ingest_seconds: int = 5
+    envoy_concurrency: int = 2
+    scenarios: list[str] | None = None
+    keep: bool = False
+    mysql_url: str = "mysql://root@127.0.0.1:3306"
+
+    @classmethod
+    def from_env(cls) -> "Knobs":
+        e = os.environ
+        only = [s.strip() for s in e.get("BENCH_SCENARIOS", "").split(",") if s.strip()]
+        return cls(
+            duration_s=float(e.get("BENCH_DURATION", 5)),
+            rounds=int(e.get("BENCH_ROUNDS", 3)),
+            warmup_s=float(e.get("BENCH_WARMUP", 2)),
+            rate=int(e.get("BENCH_RATE", 1000)),
+            ai_rate=int(e.get("BENCH_AI_RATE", 100)),
+            connections=int(e.get("BENCH_CONNECTIONS", 16)),
+            ingest_seconds=int(e.get("BENCH_INGEST_SECONDS", 5)),
+            scenarios=only or None,
+            keep=e.get("BENCH_KEEP", "") == "1",
+            mysql_url=e.get("BENCH_MYSQL_URL", "mysql://root@127.0.0.1:3306").rstrip("/"),
+        )
+
+
+@dataclasses.dataclass
+class Scenario:
+    """One row of the table: where requests go and what they carry."""
+
+    name: str
+    url: str
+    body_path: Path
+    body: bytes
+    gateway: Envoy | None  # the Envoy whose CPU and RSS this row measures
+    key: dict | None  # the API key (CLI JSON); gated rows meter under its id
+    metered: bool  # tollgate's filter meters it: counts for the usage check
+    rate: int
+    ok_total: int = 0  # 2xx answers over every run, warm-up and smoke included
+
+
+def json_body(size: int) -> bytes:
+    """A JSON body of exactly ``size`` bytes: {"text": "..."} with English words."""
+    words = b"the quick brown fox jumps over the lazy dog while the gateway checks it "
+    head, tail = b'{"text": "', b'"}'
+    fill = size - len(head) - len(tail)
+    return head + (words * (fill // len(words) + 1))[:fill] + tail
+
+
+def mysql(url: str, database: str | None = None):
+    import pymysql  # installed in .venv by `make setup`
+
+    parts = urlparse(url)
+    return pymysql.connect(host=parts.hostname or "127.0.0.1", port=parts.port or 3306,
+                           user=parts.username or "root", password=parts.password or "",
+                           database=database, autocommit=True)
+
+
+def recreate_database(url: str, name: str) -> None:
+    conn = mysql(url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+            cur.execute(f"CREATE DATABASE `{name}`")
+    finally:
+        conn.close()
+
+
+def usage_rows_by_key(url: str) -> dict[int, int]:
+    """Rows of successful (2xx) requests in usage_log, per API key id."""
+    conn = mysql(url, GATE_DATABASE)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT api_key_id, COUNT(*) FROM usage_log "
+                        "WHERE status_code BETWEEN 200 AND 299 GROUP BY api_key_id")
+            return {int(k): int(n) for k, n in cur.fetchall()}
+    finally:
+        conn.close()
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+class Bench:
+    """The processes of one benchmark run and the runs made against them."""
+
+    def __init__(self, knobs: Knobs, workdir: Path):
+        self.knobs = knobs
+        self.workdir = workdir
+        (workdir / "logs").mkdir(parents=True, exist_ok=True)
+        recreate_database(knobs.mysql_url, GATE_DATABASE)
+        self.stack = Stack(StackConfig.ephemeral(
+            workdir, database_url=f"{knobs.mysql_url}/{GATE_DATABASE}",
+            envoy_concurrency=knobs.envoy_concurrency))
+        self.envoys: dict[str, Envoy] = {}
+        self.scenarios: dict[str, Scenario] = {}
+        self.runs: dict[str, dict[str, list[dict]]] = {}
+        self.failures: list[str] = []
+        self.rss_mb: dict[str, float] = {}
+        self.smoke_ok: dict[str, int] = {}
+
+    # -- processes ---------------------------------------------------------
+    def envoy_env(self) -> dict:
+        c = self.stack.config
+        base = {k: v for k, v in os.environ.items() if not k.startswith("TOLLGATE_")}
+        return {**base, "TOLLGATE_JWT_SECRET": c.jwt_secret,
+                "TOLLGATE_INTERNAL_TOKEN": c.internal_token}
+
+    def add_envoy(self, name: str, make_config) -> Envoy:
+        port, admin = envoys.new_ports()
+        envoy = Envoy(name, make_config(port, admin), self.workdir, port, admin,
+                      self.envoy_env(), self.knobs.envoy_concurrency)
+        envoy.validate()
+        self.envoys[name] = envoy
+        return envoy.start()
+
+    def start(self) -> None:
+        log("starting sidecar (MariaDB) and ai-server")
+        self.stack.start_sidecar()
+        self.stack.start_ai_server()
+        c = self.stack.config
+        sidecar_addr = f"127.0.0.1:{c.sidecar_port}"
+        ai_addr = f"127.0.0.1:{c.ai_server_port}"
+        keys = {name: self.stack.create_key(f"bench-{name}")
+                for name in ("gate_cached", "gate_64k", "gate_cold", "gate_ai_server", "native")}
+
+        log("starting the fast upstream and the gateways (configs validated first)")
+        upstream = self.add_envoy("upstream", envoys.upstream_config)
+        up_addr = f"127.0.0.1:{upstream.port}"
+
+        def gw(kind, upstream_addr, overrides=None, native=None):
+            return lambda port, admin: envoys.gateway_config(
+                kind, self.workdir, upstream_addr, sidecar_addr, port, admin,
+                filter_overrides=overrides, native=native)
+
+        bare = self.add_envoy("bare", gw("bare", up_addr))
+        gate = self.add_envoy("gate", gw("gate", up_addr))
+        cold = self.add_envoy("gate_cold", gw("gate", up_addr, {
+            "key_cache": {"positive_ttl_s": 0, "negative_ttl_s": 0}}))
+        native = self.add_envoy("native", gw("native", up_addr,
+                                             native=(keys["native"]["key"], c.jwt_secret)))
+        gate_ai = self.add_envoy("gate_ai", gw("gate", ai_addr))
+
+        small, large = json_body(1024), json_body(64 * 1024)
+        (self.workdir / "body-1k.json").write_bytes(small)
+        (self.workdir / "body-64k.json").write_bytes(large)
+        b1, b64 = self.workdir / "body-1k.json", self.workdir / "body-64k.json"
+        k = self.knobs
+        rows = [
+            Scenario("bare", bare.url + ANALYZE, b1, small, bare, keys["gate_cached"], False, k.rate),
+            Scenario("gate_cached", gate.url + ANALYZE, b1, small, gate, keys["gate_cached"], True, k.rate),
+            Scenario("native", native.url + ANALYZE, b1, small, native, keys["native"], False, k.rate),
+            Scenario("gate_cold", cold.url + ANALYZE, b1, small, cold, keys["gate_cold"], True, k.rate),
+            Scenario("bare_64k", bare.url + ANALYZE, b64, large, bare, keys["gate_64k"], False, k.rate),
+            Scenario("gate_64k", gate.url + ANALYZE, b64, large, gate, keys["gate_64k"], True, k.rate),
+            Scenario("ai_server_direct", self.stack.ai_server_url + "/analyze", b1, small, None,
+                     keys["gate_ai_server"], False, k.ai_rate),
+            Scenario("gate_ai_server", gate_ai.url + ANALYZE, b1, small, gate_ai,
+                     keys["gate_ai_server"], True, k.ai_rate),
+        ]
+        self.scenarios = {s.name: s for s in rows
+                          if k.scenarios is None or s.name in k.scenarios}
+
+    def stop(self) -> None:
+        for envoy in self.envoys.values():
+            envoy.stop()
+        self.stack.stop()
+
+    # -- runs --------------------------------------------------------------
+    def request(self, s: Scenario) -> loadgen.Request:
+        """Headers for one run of ``s``, with a token minted now (valid 300 s)."""
+        headers = {"Content-Type": "application/json"}
+        if s.key is not None:
+            headers["Authorization"] = f"Bearer {s.key['key']}"
+            headers["X-Auth-Token"] = mint_token(self.stack.config.jwt_secret, s.body, ttl=300)
+        return loadgen.Request(s.url, s.body_path, headers)
+
+    def smoke(self, s: Scenario) -> None:
+        """One request with a full answer, so a broken scenario fails with its reason."""
+        import requests
+
+        req = self.request(s)
+        resp = requests.post(req.url, data=s.body, headers=req.headers, timeout=10)
+        if resp.status_code != 200:
+            raise StackError(f"{s.name}: smoke request answered {resp.status_code}: "
+                             f"{resp.text[:300]}")
+        s.ok_total += 1
+
+    def watch(self, s: Scenario) -> dict[str, int]:
+        """Processes whose CPU per request a run of ``s`` reports."""
+        pids = {}
+        if s.gateway is not None and s.gateway.service.proc is not None:
+            pids["gateway"] = s.gateway.service.proc.pid
+        upstream = self.envoys.get("upstream")
+        if upstream is not None and upstream.service.proc is not None and s.gateway is not None \
+                and s.name != "gate_ai_server":
+            pids["upstream"] = upstream.service.proc.pid
+        if s.metered and self.stack.sidecar.proc is not None:
+            pids["sidecar"] = self.stack.sidecar.proc.pid
+        return pids
+
+    def one_run(self, s: Scenario, kind: str, seconds: float, record: bool) -> None:
+        k = self.knobs
+        try:
+            result = loadgen.run(self.request(s), kind, seconds, connections=k.connections,
+                                 rate=s.rate if kind == "latency" else None, watch=self.watch(s))
+        except (RuntimeError, subprocess.TimeoutExpired, json.JSONDecodeError) as err:
+            self.failures.append(f"{s.name} {kind}: {err}")
+            log(f"{s.name:<17} {kind:<10} FAILED: {err}")
+            if record:
+                self.runs.setdefault(s.name, {}).setdefault(kind, []).append(None)
+            return
+        s.ok_total += result.ok
+        if result.errors:
+            self.failures.append(f"{s.name} {kind}: {result.errors} errors {result.error_detail}")
+        if record:
+            self.runs.setdefault(s.name, {}).setdefault(kind, []).append(result.as_dict())
+        log(f"{s.name:<17} {'warm-up' if not record else kind:<10} rps {result.rps:9.0f}  "
+            f"p50 {result.p50_ms:7.3f} ms  p99 {result.p99_ms:7.3f} ms  errors {result.errors}  "
+            f"cpu us/req {result.cpu_us_per_req}")
+
+    def measure(self) -> None:
+        k = self.knobs
+        for s in self.scenarios.values():
+            self.smoke(s)
+            if k.warmup_s > 0:
+                self.one_run(s, "throughput", k.warmup_s, record=False)
+        for round_no in range(1, k.rounds + 1):
+            log(f"round {round_no}/{k.rounds}")
+            for kind in ("throughput", "latency"):
+                for s in self.scenarios.values():
+                    self.one_run(s, kind, k.duration_s, record=True)
+                    if s.name == "gate_cached" and kind == "throughput":
+                        self.read_rss()
+
+    def read_rss(self) -> None:
+        """Envoy's RSS with and without the filter (same config otherwise), now."""
+        if "gate" in self.envoys and "bare" in self.envoys:
+            self.rss_mb = {"gate": round(self.envoys["gate"].rss_mb(), 1),
+                           "bare": round(self.envoys["bare"].rss_mb(), 1)}
+
+    # -- usage -------------------------------------------------------------
+    def check_usage(self, timeout: float = 60.0) -> tuple[int, int]:
+        """(expected, found) usage rows, once the filters' buffers have drained."""
+        metered = [s for s in self.scenarios.values() if s.metered]
+        expected = sum(s.ok_total for s in metered)
+        ids = {int(s.key["id"]) for s in metered}
+        gates = [e for n, e in self.envoys.items() if n.startswith("gate")]
+        deadline = time.monotonic() + timeout
+        found, last_change, last = 0, time.monotonic(), -1
+        while time.monotonic() < deadline:
+            buffered = sum(v or 0 for e in gates for n, v in
+                           e.stats("wasmcustom.tollgate_usage_records_buffered").items())
+            rows = usage_rows_by_key(self.stack.database_url)
+            found = sum(n for key_id, n in rows.items() if key_id in ids)
+            if found != last:
+                last, last_change = found, time.monotonic()
+            if found >= expected and buffered == 0:
+                break
+            if buffered == 0 and time.monotonic() - last_change > 5:
+                break  # drained, and nothing more arrives
+            time.sleep(0.5)
+        log(f"usage_log: {found} rows for {expected} successful gated requests")
+        return expected, found
+
+    def filter_stats(self) -> dict:
+        """The filter's own counters on each gate Envoy (cache hits, usage sent ...)."""
+        return {name: {k.removeprefix("wasmcustom."): v
+                       for k, v in e.stats("wasmcustom.").items() if v}
+                for name, e in self.envoys.items() if name.startswith("gate")}
+
+
+def run_sidecar_bench(knobs: Knobs, workdir: Path) -> tuple[dict, str | None]:
+    """Ingestion (and key verification) rows/s from ``sidecar-bench``."""
+    out = workdir / "results-sidecar.json"
+    argv = [str(SIDECAR_BENCH), "--seconds", str(knobs.ingest_seconds), "--batch", "500",
+            "--mysql", knobs.mysql_url, "--out", str(out)]
+    log("sidecar ingestion: " + " ".join(argv[1:]))
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    sys.stdout.write(done.stdout)
+    if done.returncode != 0:
+        return {}, f"sidecar-bench failed: {done.stderr[-2000:]}"
+    return json.loads(out.read_text()), None
+
+
+def main() -> int:
+    knobs = Knobs.from_env()
+    started = time.monotonic()
+    loadavg = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    workdir = Path(tempfile.mkdtemp(prefix="tollgate-bench-"))
+    log(f"work directory {workdir}; knobs {dataclasses.asdict(knobs)}")
+    bench = Bench(knobs, workdir)
+    failures: list[str] = []
+    expected = found = None
+    filter_stats: dict = {}
+    try:
+        bench.start()
+        bench.measure()
+        if any(s.metered for s in bench.scenarios.values()):
+            expected, found = bench.check_usage()
+        filter_stats = bench.filter_stats()
+    except Exception as err:  # noqa: BLE001  (report, then exit non-zero)
+        traceback.print_exc()
+        failures.append(f"{type(err).__name__}: {err}")
+    finally:
+        bench.stop()
+    failures = bench.failures + failures
+
+    sidecar: dict = {}
+    if not knobs.scenarios or "ingest" in knobs.scenarios:
+        sidecar, error = run_sidecar_bench(knobs, workdir)
+        if error:
+            failures.append(error)
+    ingest = {row["backend"]: row["rows_per_sec"] for row in sidecar.get("ingest", [])}
+    extra = {
+        "ingest_mysql_rows_per_s": ingest.get("mysql"),
+        "ingest_sqlite_rows_per_s": ingest.get("sqlite"),
+        "envoy_rss_added_mb": (round(bench.rss_mb["gate"] - bench.rss_mb["bare"], 1)
+                               if bench.rss_mb else None),
+        "usage_rows_expected": expected,
+        "usage_rows_found": found,
+    }
+    runs = {name: {kind: [r for r in rs if r is not None] for kind, rs in kinds.items()}
+            for name, kinds in bench.runs.items()}
+    ratios = report.ratios(runs, extra)
+    results = {
+        "finished_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "elapsed_s": round(time.monotonic() - started, 1),
+        "machine": {"cores": os.cpu_count(), "loadavg_before": loadavg,
+                    "loadavg_after": " ".join(Path("/proc/loadavg").read_text().split()[:3])},
+        "knobs": {**dataclasses.asdict(knobs), "mysql_url": None},
+        "scenarios": report.summarise(runs),
+        "ratios": ratios,
+        "targets": report.targets(ratios),
+        "rss_mb": bench.rss_mb,
+        "filter_stats": filter_stats,
+        "sidecar": sidecar,
+        "failures": failures,
+        "runs": runs,
+    }
+    (HERE / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    table = report.markdown(results)
+    (HERE / "results.md").write_text(table)
+    print()
+    print(table)
+    log(f"wrote bench/results.json and bench/results.md in {results['elapsed_s']} s")
+    if failures:
+        print("bench: errors:\n  " + "\n  ".join(failures), file=sys.stderr)
+        print(f"bench: logs kept in {workdir}/logs", file=sys.stderr)
+        return 1
+    if not knobs.keep:
+        shutil.rmtree(workdir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,219 @@
+"""Turn the benchmark's raw runs into results.json, results.md and the README section.
+
+Per scenario the table shows medians over the rounds: ``rps`` from the
+throughput runs, ``p50_ms``/``p99_ms`` from the fixed-rate runs. Ratios and
+added latencies are medians of per-round differences between a scenario and
+its reference measured in the same round (A and B alternated), which cancels
+most of the drift of a shared machine.
+
+Usage (rewrite the README's performance section from the last results):
+  .venv/bin/python bench/report.py --readme
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+README = ROOT / "README.md"
+README_BEGIN = "<!-- performance:begin (owned by bench/; `make bench` prints the table) -->"
+README_END = "<!-- performance:end -->"
+
+#: Target of each ratio: (comparison, bound). Missing a target is reported, not an error.
+TARGETS = {
+    "gate_cached_vs_bare_rps": (">=", 0.90),
+    "gate_cached_p50_added_ms": ("<=", 0.10),
+    "gate_cached_p99_added_ms": ("<=", 0.50),
+    "gate_cold_p50_added_ms": ("<=", 1.5),
+    "ingest_mysql_rows_per_s": (">=", 20000),
+    "envoy_rss_added_mb": ("<=", 30),
+}
+
+
+def median(values: list[float]) -> float | None:
+    values = [v for v in values if v is not None and v == v]  # drop None and NaN
+    return statistics.median(values) if values else None
+
+
+def paired(rounds_a: list[dict], rounds_b: list[dict], field: str, how: str) -> float | None:
+    """Median over rounds of b/a (``how == "ratio"``) or b - a (``"added"``)."""
+    values = []
+    for a, b in zip(rounds_a, rounds_b):
+        if a is None or b is None:
+            continue
+        va, vb = a.get(field), b.get(field)
+        if va is None or vb is None:
+            continue
+        if how == "ratio":
+            values.append(vb / va if va else None)
+        else:
+            values.append(vb - va)
+    return median(values)
+
+
+def summarise(runs: dict[str, dict[str, list[dict]]]) -> dict:
+    """Per scenario: medians of its throughput and latency runs, errors summed."""
+    out = {}
+    for name, kinds in runs.items():
+        thr, lat = kinds.get("throughput", []), kinds.get("latency", [])
+        every = thr + lat
+        cpu_names = sorted({n for r in every for n in r["cpu_us_per_req"]})
+        out[name] = {
+            "rps": median([r["rps"] for r in thr]),
+            "p50_ms": median([r["p50_ms"] for r in lat]),
+            "p99_ms": median([r["p99_ms"] for r in lat]),
+            "errors": sum(r["errors"] for r in every),
+            "requests": sum(r["requests"] for r in every),
+            "saturated_p50_ms": median([r["p50_ms"] for r in thr]),
+            "saturated_p99_ms": median([r["p99_ms"] for r in thr]),
+            "cpu_us_per_req": {
+                n: median([r["cpu_us_per_req"].get(n) for r in thr]) for n in cpu_names
+            },
+            "rounds": len(thr),
+        }
+    return out
+
+
+def ratios(runs: dict, extra: dict) -> dict:
+    """The ratios the issue asks for, plus a few that help read the table."""
+    def thr(name):
+        return runs.get(name, {}).get("throughput", [])
+
+    def lat(name):
+        return runs.get(name, {}).get("latency", [])
+
+    r = {
+        "gate_cached_vs_bare_rps": paired(thr("bare"), thr("gate_cached"), "rps", "ratio"),
+        "gate_cached_p50_added_ms": paired(lat("bare"), lat("gate_cached"), "p50_ms", "added"),
+        "gate_cached_p99_added_ms": paired(lat("bare"), lat("gate_cached"), "p99_ms", "added"),
+        "gate_64k_vs_bare_64k_rps": paired(thr("bare_64k"), thr("gate_64k"), "rps", "ratio"),
+        "gate_64k_p50_added_ms": paired(lat("bare_64k"), lat("gate_64k"), "p50_ms", "added"),
+        "gate_cold_vs_bare_rps": paired(thr("bare"), thr("gate_cold"), "rps", "ratio"),
+        "gate_cold_p50_added_ms": paired(lat("bare"), lat("gate_cold"), "p50_ms", "added"),
+        "gate_cold_p99_added_ms": paired(lat("bare"), lat("gate_cold"), "p99_ms", "added"),
+        "native_vs_bare_rps": paired(thr("bare"), thr("native"), "rps", "ratio"),
+        "native_p50_added_ms": paired(lat("bare"), lat("native"), "p50_ms", "added"),
+        "gate_cached_vs_native_rps": paired(thr("native"), thr("gate_cached"), "rps", "ratio"),
+        "gate_ai_server_vs_direct_rps": paired(
+            thr("ai_server_direct"), thr("gate_ai_server"), "rps", "ratio"),
+        "gate_ai_server_p50_added_ms": paired(
+            lat("ai_server_direct"), lat("gate_ai_server"), "p50_ms", "added"),
+    }
+    r.update(extra)
+    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}
+
+
+def targets(r: dict) -> dict:
+    """Each target with its measured value and whether it was met."""
+    out = {}
+    for name, (op, bound) in TARGETS.items():
+        value = r.get(name)
+        met = None if value is None else (value >= bound if op == ">=" else value <= bound)
+        out[name] = {"target": f"{op} {bound}", "value": value, "met": met}
+    expected, found = r.get("usage_rows_expected"), r.get("usage_rows_found")
+    out["usage_rows_found == usage_rows_expected"] = {
+        "target": "==", "value": f"{found} / {expected}",
+        "met": None if expected is None else found == expected,
+    }
+    return out
+
+
+def _fmt(value, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+#: What each scenario row is, for the table.
+DESCRIPTIONS = {
+    "bare": "Envoy routing only (the stack's config without the filter), 1 KiB",
+    "gate_cached": "Envoy + tollgate, key cached, 1 KiB body",
+    "bare_64k": "Envoy routing only, 64 KiB body",
+    "gate_64k": "Envoy + tollgate, key cached, 64 KiB body",
+    "gate_cold": "Envoy + tollgate, every request a cache miss (sidecar on MariaDB)",
+    "native": "Envoy api_key_auth + jwt_authn (HS256), no body hash, no metering",
+    "ai_server_direct": "Flask ai-server under gunicorn, no gateway",
+    "gate_ai_server": "Envoy + tollgate in front of the ai-server",
+}
+
+
+def markdown(results: dict) -> str:
+    """The table a person reads (results.md, the README section, the terminal)."""
+    k = results["knobs"]
+    lines = [
+        f"Measured {results['finished_at']} on {results['machine']['cores']} cores "
+        f"(load average {results['machine']['loadavg_before']} before the run); "
+        f"{k['rounds']} rounds, A/B alternated, medians; throughput: {k['connections']} "
+        f"connections closed loop, {k['duration_s']} s per run; latency: "
+        f"{k['rate']} req/s offered ({k['ai_rate']} req/s for the ai-server rows), "
+        f"open loop with latency correction. "
+        f"Envoy concurrency {k['envoy_concurrency']}; oha, Envoy, upstream and sidecar "
+        "share the cores.",
+        "",
+        "| scenario | what | rps (16 conn) | p50 ms | p99 ms | errors | Envoy CPU µs/req |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name, s in results["scenarios"].items():
+        cpu = s.get("cpu_us_per_req", {}).get("gateway")
+        lines.append(
+            f"| `{name}` | {DESCRIPTIONS.get(name, '')} | {_fmt(s['rps'], 0)} | "
+            f"{_fmt(s['p50_ms'], 3)} | {_fmt(s['p99_ms'], 3)} | {s['errors']} | {_fmt(cpu, 1)} |"
+        )
+    ingest = results.get("sidecar", {}).get("ingest", [])
+    if ingest:
+        lines += ["", "| sidecar ingestion (batches of 500) | rows/s | batch p50 ms | batch p99 ms |",
+                  "| --- | ---: | ---: | ---: |"]
+        for row in ingest:
+            lines.append(f"| {row['backend']} ({row['senders']} senders) | "
+                         f"{_fmt(row['rows_per_sec'], 0)} | {_fmt(row['batch_p50_ms'])} | "
+                         f"{_fmt(row['batch_p99_ms'])} |")
+    lines += ["", "| ratio (paired per round) | value | target | |", "| --- | ---: | ---: | --- |"]
+    t = results["targets"]
+    for name, value in results["ratios"].items():
+        target = t.get(name)
+        mark = "" if target is None else ("met" if target["met"] else "**MISSED**")
+        digits = 0 if name.endswith("rows_per_s") else 3
+        lines.append(f"| `{name}` | {_fmt(value, digits)} | "
+                     f"{target['target'] if target else ''} | {mark} |")
+    usage = t["usage_rows_found == usage_rows_expected"]
+    lines.append(f"| usage rows found / expected | {usage['value']} | == | "
+                 f"{'met' if usage['met'] else '**MISSED**'} |")
+    rss = results.get("rss_mb", {})
+    if rss:
+        lines += ["", f"Envoy RSS at the end of `gate_cached`: {_fmt(rss.get('gate'), 1)} MiB with "
+                  f"the filter, {_fmt(rss.get('bare'), 1)} MiB without."]
+    return "\n".join(lines) + "\n"
+
+
+def update_readme(table: str) -> None:
+    """Replace the README's performance section (between its markers) with ``table``."""
+    text = README.read_text()
+    start, end = text.find(README_BEGIN), text.find(README_END)
+    if start < 0 or end < start:
+        raise SystemExit("README.md has no performance:begin/end markers")
+    how = ("Reproduce with `make bench` (about 6 minutes; see bench/README.md for what each "
+           "scenario measures and the knobs). Figures from one run on a shared 2-core machine; "
+           "compare ratios, not absolute numbers.\n\n")
+    body = README_BEGIN + "\n" + how + table + README_END
+    README.write_text(text[:start] + body + text[end + len(README_END):])
+
+
+def main(argv: list[str]) -> int:
+    results = json.loads((HERE / "results.json").read_text())
+    table = markdown(results)
+    if "--readme" in argv:
+        update_readme(table)
+        print("README.md performance section updated")
+    else:
+        sys.stdout.write(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# `make bench`: the load benchmarks of bench/README.md on this machine.
+#
+# Installs oha (the load generator) with cargo if it is not on PATH, builds
+# sidecar-bench, then runs bench/gateway_bench.py with .venv's Python (`make
+# setup` has built the filter and the sidecar and created .venv). Writes
+# bench/results.json and bench/results.md and prints the table. Exits non-zero
+# when a run errored; a missed target is only marked in the table.
+# Knobs (BENCH_DURATION, BENCH_ROUNDS, ...): see bench/gateway_bench.py.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export PATH="$HOME/.cargo/bin:$PATH"
+if ! command -v oha >/dev/null 2>&1; then
+    echo "bench: installing oha (cargo install oha --locked; a few minutes, once)"
+    start=$(date +%s)
+    cargo install oha --locked
+    echo "bench: oha installed in $(( $(date +%s) - start )) s"
+fi
+
+cargo build --release --locked -p tollgate-bench
+exec .venv/bin/python bench/gateway_bench.py
