@@ -19,6 +19,7 @@ use base64::Engine as _;
 use serde::Deserialize;
 
 use crate::cache::CachePolicy;
+use crate::replay::ReplayPolicy;
 use crate::token::{Algorithm, JwtPolicy, Secret};
 use crate::usage::UsagePolicy;
 
@@ -39,6 +40,8 @@ pub struct Config {
     pub internal_token: String,
     /// Token rules and secrets.
     pub jwt: JwtPolicy,
+    /// Size of the replay store (used when `jwt.require_jti` is on).
+    pub replay: ReplayPolicy,
     /// Largest accepted request body.
     pub max_body_bytes: u64,
     /// Key verdict cache settings.
@@ -55,6 +58,7 @@ impl fmt::Debug for Config {
             .field("callout_timeout_ms", &self.callout_timeout_ms)
             .field("internal_token", &"<masked>")
             .field("jwt", &self.jwt)
+            .field("replay", &self.replay)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("key_cache", &self.key_cache)
             .field("usage", &self.usage)
@@ -126,6 +130,8 @@ struct RawJwt {
     audience: Option<String>,
     #[serde(default)]
     require_jti: bool,
+    #[serde(default = "defaults::replay_slots")]
+    replay_slots: u32,
 }
 
 #[derive(Deserialize)]
@@ -233,6 +239,9 @@ mod defaults {
     pub fn max_lifetime_s() -> u64 {
         300
     }
+    pub fn replay_slots() -> u32 {
+        65_536
+    }
 }
 
 /// A parsed configuration plus warnings worth a log line (never fatal).
@@ -280,7 +289,9 @@ pub fn parse_with_env(json: &[u8], env: EnvLookup<'_>) -> Result<Parsed, ConfigE
             "must be non-empty visible ASCII (it is sent as a header value)",
         ));
     }
+    let replay_slots = raw.jwt.replay_slots;
     let jwt = validate_jwt(raw.jwt, env, &mut warnings)?;
+    in_range("jwt.replay_slots", u64::from(replay_slots), 1, 1 << 24)?;
     in_range("max_body_bytes", raw.max_body_bytes, 0, 1 << 30)?;
 
     let kc = raw.key_cache;
@@ -324,6 +335,9 @@ pub fn parse_with_env(json: &[u8], env: EnvLookup<'_>) -> Result<Parsed, ConfigE
             callout_timeout_ms: raw.callout_timeout_ms,
             internal_token,
             jwt,
+            replay: ReplayPolicy {
+                slots: replay_slots,
+            },
             max_body_bytes: raw.max_body_bytes,
             key_cache: CachePolicy {
                 positive_ttl_ms: kc.positive_ttl_s * 1000,
@@ -496,6 +510,7 @@ mod tests {
         assert_eq!(c.jwt.issuer, None);
         assert_eq!(c.jwt.audience, None);
         assert!(!c.jwt.require_jti);
+        assert_eq!(c.replay, ReplayPolicy { slots: 65_536 });
         assert_eq!(
             c.key_cache,
             CachePolicy {
@@ -532,7 +547,8 @@ mod tests {
                 "max_lifetime_s": 60,
                 "issuer": "me",
                 "audience": "tollgate",
-                "require_jti": true
+                "require_jti": true,
+                "replay_slots": 64
             },
             "max_body_bytes": 10,
             "key_cache": {"positive_ttl_s": 1, "negative_ttl_s": 0, "stale_if_error_s": 2, "slots": 8},
@@ -545,6 +561,7 @@ mod tests {
         assert_eq!(c.jwt.kid_secrets["2025"], Secret::new(b"new".to_vec()));
         assert_eq!(c.jwt.algorithms, vec![Algorithm::Hs512, Algorithm::Hs256]);
         assert!(c.jwt.require_jti);
+        assert_eq!(c.replay.slots, 64);
         assert_eq!(c.key_cache.slots, 8);
         assert_eq!(c.usage.max_batch, 1000);
         assert!(!format!("{c:?}").contains("tok\""));
@@ -637,6 +654,15 @@ mod tests {
             (
                 with(&["jwt", "require_jti"], json!("yes")),
                 "jwt.require_jti",
+            ),
+            (with(&["jwt", "replay_slots"], json!(0)), "jwt.replay_slots"),
+            (
+                with(&["jwt", "replay_slots"], json!(16_777_217)),
+                "jwt.replay_slots",
+            ),
+            (
+                with(&["jwt", "replay_slots"], json!(-1)),
+                "jwt.replay_slots",
             ),
             (
                 with(&["max_body_bytes"], json!(2_000_000_000u64)),

@@ -28,6 +28,7 @@ pub mod config;
 pub mod error;
 pub mod gate;
 pub mod metrics;
+pub mod replay;
 pub mod request_id;
 pub mod token;
 pub mod usage;

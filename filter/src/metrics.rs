@@ -22,11 +22,16 @@ pub enum Counter {
     UsageRecordsDropped,
     /// Usage flushes that failed and will be retried.
     UsageFlushFailures,
+    /// `jti` claims refused because their replay-store bucket was full of
+    /// live entries (answered 503: the store is too small for the load).
+    ReplayStoreFull,
+    /// `jti` claims that lost a compare-and-swap race and read again.
+    ReplayCasRetries,
 }
 
 impl Counter {
     /// Every counter, in definition order.
-    pub const ALL: [Counter; 8] = [
+    pub const ALL: [Counter; 10] = [
         Counter::RequestsAllowed,
         Counter::KeyCacheHit,
         Counter::KeyCacheMiss,
@@ -35,6 +40,8 @@ impl Counter {
         Counter::UsageRecordsSent,
         Counter::UsageRecordsDropped,
         Counter::UsageFlushFailures,
+        Counter::ReplayStoreFull,
+        Counter::ReplayCasRetries,
     ];
 
     /// The metric name.
@@ -48,6 +55,8 @@ impl Counter {
             Counter::UsageRecordsSent => "tollgate_usage_records_sent",
             Counter::UsageRecordsDropped => "tollgate_usage_records_dropped",
             Counter::UsageFlushFailures => "tollgate_usage_flush_failures",
+            Counter::ReplayStoreFull => "tollgate_replay_store_full",
+            Counter::ReplayCasRetries => "tollgate_replay_cas_retries",
         }
     }
 

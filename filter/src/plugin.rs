@@ -23,6 +23,7 @@ use crate::config::{self, Config};
 use crate::error::Denial;
 use crate::gate::{self, Exchange, Gate, Next, Outcome};
 use crate::metrics::{denied_names, Counter, USAGE_RECORDS_BUFFERED};
+use crate::replay::{self, Attempt, JtiClaim};
 use crate::request_id;
 use crate::token::RequestLine;
 use crate::usage::{Pushed, UsageBuffer};
@@ -322,7 +323,7 @@ impl RootContext for Root {
         log(
             LogLevel::Info,
             &format!(
-                "configured; sidecar cluster {}, algorithms {}, {} kid secrets, max body {} bytes, {} cache slots",
+                "configured; sidecar cluster {}, algorithms {}, {} kid secrets, max body {} bytes, {} cache slots, replay protection {}",
                 config.sidecar_cluster,
                 config
                     .jwt
@@ -333,7 +334,12 @@ impl RootContext for Root {
                     .join(","),
                 config.jwt.kid_secrets.len(),
                 config.max_body_bytes,
-                config.key_cache.slots
+                config.key_cache.slots,
+                if config.jwt.require_jti {
+                    format!("on ({} slots)", config.replay.slots)
+                } else {
+                    "off".to_string()
+                }
             ),
         );
         // A reconfiguration keeps the records already buffered.
@@ -395,6 +401,7 @@ struct Http {
     started_ms: u64,
     gate: Gate,
     key_hash: Digest32,
+    jti_claim: Option<JtiClaim>,
     callout: Option<u32>,
     reply_status: Option<u16>,
     response_status: Option<u16>,
@@ -412,6 +419,7 @@ impl Http {
             started_ms: 0,
             gate: Gate::denied(Denial::AuthUnavailable),
             key_hash: [0; 32],
+            jti_claim: None,
             callout: None,
             reply_status: None,
             response_status: None,
@@ -449,6 +457,14 @@ impl Http {
                     );
                     let next = self.gate.overrule(Denial::AuthUnavailable);
                     return self.act(next, phase);
+                }
+                // The jti is claimed last, once everything else passed, so
+                // only a request that is let through uses it up.
+                if let Some(claim) = self.jti_claim.take() {
+                    if let Err(denial) = self.claim_jti(&claim) {
+                        let next = self.gate.overrule(denial);
+                        return self.act(next, phase);
+                    }
                 }
                 self.metrics.inc(Counter::RequestsAllowed);
                 if phase == Phase::Callout {
@@ -551,6 +567,14 @@ impl Http {
                     return Action::Pause;
                 }
             };
+        self.jti_claim = match replay::claim_for(&admitted.token, &config.jwt, &config.replay) {
+            Ok(claim) => claim,
+            Err(denial) => {
+                self.gate = Gate::denied(denial);
+                self.send_denial(denial);
+                return Action::Pause;
+            }
+        };
         self.gate = Gate::new(admitted.token.body_sha256, config.max_body_bytes);
         self.key_hash = admitted.key_hash;
 
@@ -585,6 +609,70 @@ impl Http {
             next = self.gate.body_end();
         }
         self.act(next, Phase::Filter)
+    }
+
+    /// Records the request's `jti` in the shared replay store: read the
+    /// bucket, decide, write it back with the read's CAS; a lost race reads
+    /// again (the winner may have claimed this very jti). A host error, a
+    /// full bucket or endless contention fail closed.
+    fn claim_jti(&self, claim: &JtiClaim) -> Result<(), Denial> {
+        for _ in 0..replay::MAX_CLAIM_ATTEMPTS {
+            let now_s = now_ms()
+                .and_then(|ms| i64::try_from(ms / 1000).ok())
+                .ok_or(Denial::AuthUnavailable)?;
+            let (current, cas) = hostcalls::get_shared_data(&claim.bucket_key).map_err(|e| {
+                log(
+                    LogLevel::Error,
+                    &format!(
+                        "request {}: cannot read the replay store: {e:?}",
+                        self.request_id
+                    ),
+                );
+                Denial::AuthUnavailable
+            })?;
+            let bytes = match replay::attempt(current.as_deref(), claim, now_s) {
+                Attempt::Replayed => return Err(Denial::ReplayedToken),
+                Attempt::Full => {
+                    self.metrics.inc(Counter::ReplayStoreFull);
+                    log(
+                        LogLevel::Warn,
+                        &format!(
+                            "request {}: replay store bucket {} is full of live entries; \
+                             refusing (raise jwt.replay_slots)",
+                            self.request_id, claim.bucket_key
+                        ),
+                    );
+                    return Err(Denial::AuthUnavailable);
+                }
+                Attempt::Write(bytes) => bytes,
+            };
+            match hostcalls::set_shared_data(
+                &claim.bucket_key,
+                Some(&bytes),
+                Some(replay::write_cas(cas)),
+            ) {
+                Ok(()) => return Ok(()),
+                Err(Status::CasMismatch) => self.metrics.inc(Counter::ReplayCasRetries),
+                Err(e) => {
+                    log(
+                        LogLevel::Error,
+                        &format!(
+                            "request {}: cannot write the replay store: {e:?}",
+                            self.request_id
+                        ),
+                    );
+                    return Err(Denial::AuthUnavailable);
+                }
+            }
+        }
+        log(
+            LogLevel::Warn,
+            &format!(
+                "request {}: replay store bucket {} stayed contended; refusing",
+                self.request_id, claim.bucket_key
+            ),
+        );
+        Err(Denial::AuthUnavailable)
     }
 
     /// The sidecar gave no usable answer: a fresh entry another worker just

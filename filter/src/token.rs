@@ -20,6 +20,9 @@ use crate::error::Denial;
 /// Longest token the filter will look at; anything longer is malformed.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 
+/// Longest `jti` accepted when replay protection is on (a UUID is 36).
+pub const MAX_JTI_BYTES: usize = 128;
+
 /// An HMAC algorithm the filter can verify. Nothing else exists here: `none`
 /// and asymmetric algorithms cannot even be named by a policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -94,7 +97,8 @@ pub struct JwtPolicy {
     pub issuer: Option<String>,
     /// Required member of `aud`, when set.
     pub audience: Option<String>,
-    /// Whether `jti` must be present.
+    /// Whether `jti` must be present (a non-empty string of at most
+    /// [`MAX_JTI_BYTES`]); it also turns replay protection on.
     pub require_jti: bool,
 }
 
@@ -299,8 +303,15 @@ fn check_claims(
     let iat = iat.ok_or(Denial::MissingClaim("iat"))?;
     let exp = exp.ok_or(Denial::MissingClaim("exp"))?;
     let body_sha256 = body_sha256.ok_or(Denial::MissingClaim("body_sha256"))?;
-    if policy.require_jti && jti.is_none() {
-        return Err(Denial::MissingClaim("jti"));
+    if policy.require_jti {
+        // An empty jti identifies nothing: it is as good as absent.
+        match jti {
+            None | Some("") => return Err(Denial::MissingClaim("jti")),
+            Some(j) if j.len() > MAX_JTI_BYTES => {
+                return Err(Denial::MalformedToken("jti must be at most 128 bytes"))
+            }
+            Some(_) => {}
+        }
     }
     if policy.issuer.is_some() && iss.is_none() {
         return Err(Denial::MissingClaim("iss"));
@@ -469,6 +480,43 @@ mod tests {
     fn secrets_do_not_print() {
         let s = Secret::new(b"super-secret".to_vec());
         assert_eq!(format!("{s:?}"), "Secret(12 bytes)");
+    }
+
+    #[test]
+    fn jti_rules_apply_when_required() {
+        let key = b"0123456789abcdef0123456789abcdef";
+        let with_jti = |jti: &str| {
+            let claims =
+                format!(r#"{{"iat":1000,"exp":1060,"body_sha256":"{EMPTY}","jti":{jti}}}"#);
+            sign(r#"{"alg":"HS256"}"#, &claims, key)
+        };
+        let mut required = policy();
+        required.require_jti = true;
+        let long = format!("\"{}\"", "j".repeat(MAX_JTI_BYTES));
+        let too_long = format!("\"{}\"", "j".repeat(MAX_JTI_BYTES + 1));
+        let v = verify_token(&with_jti(&long), &required, &LINE, 1000).unwrap();
+        assert_eq!(v.jti.map(|j| j.len()), Some(MAX_JTI_BYTES));
+        assert!(matches!(
+            verify_token(&with_jti(&too_long), &required, &LINE, 1000),
+            Err(Denial::MalformedToken(_))
+        ));
+        assert_eq!(
+            verify_token(&with_jti("\"\""), &required, &LINE, 1000),
+            Err(Denial::MissingClaim("jti"))
+        );
+        assert!(matches!(
+            verify_token(&with_jti("7"), &required, &LINE, 1000),
+            Err(Denial::MalformedToken(_))
+        ));
+        let claims = format!(r#"{{"iat":1000,"exp":1060,"body_sha256":"{EMPTY}"}}"#);
+        let none = sign(r#"{"alg":"HS256"}"#, &claims, key);
+        assert_eq!(
+            verify_token(&none, &required, &LINE, 1000),
+            Err(Denial::MissingClaim("jti"))
+        );
+        // Without replay protection, any string jti is carried along unchecked.
+        assert!(verify_token(&with_jti(&too_long), &policy(), &LINE, 1000).is_ok());
+        assert!(verify_token(&none, &policy(), &LINE, 1000).is_ok());
     }
 
     #[test]

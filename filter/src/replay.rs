@@ -1,0 +1,462 @@
+//! Replay protection: the store of accepted `jti`s, kept in proxy-wasm
+//! shared data so that every Envoy worker of one instance sees it.
+//!
+//! Shared data never evicts, so the store is a fixed table: `slots` entries
+//! grouped in buckets of [`BUCKET_ENTRIES`], one shared-data key per bucket
+//! (`tollgate.jti.<bucket>`, bucket = first 8 bytes of SHA-256(jti) mod the
+//! bucket count). A bucket is read and rewritten whole, with the CAS token
+//! of the read, so "is this jti in the bucket?" and "add it" form one atomic
+//! step: of two requests racing with the same `jti`, on any workers, exactly
+//! one write lands; the other re-reads, finds the `jti` and is a replay.
+//!
+//! An entry is the first 16 bytes of SHA-256(jti) and the instant it may be
+//! forgotten: the token's `exp` plus the clock skew, after which the token
+//! itself is refused as expired. Expired entries are dropped whenever their
+//! bucket is written, so the store holds at most the tokens accepted during
+//! the last `max_lifetime_s + 2 * clock_skew_s` seconds (a token may be
+//! issued up to `clock_skew_s` in the future and is accepted up to
+//! `clock_skew_s` after its `exp`).
+//!
+//! A bucket whose entries are all live cannot take another claim. Evicting a
+//! live entry would let that token be replayed, so the request fails closed
+//! with 503 `auth_unavailable` (the gateway, not the client, is at fault;
+//! the client may retry once entries expire). Sizing keeps this rare: see
+//! [`ReplayPolicy`].
+//!
+//! Everything here is pure; `plugin` does the shared-data reads and writes.
+
+use crate::body::sha256;
+use crate::error::Denial;
+use crate::token::{JwtPolicy, VerifiedToken};
+
+/// Prefix of every bucket's shared-data key.
+pub const BUCKET_KEY_PREFIX: &str = "tollgate.jti.";
+
+/// Entries per bucket. Larger buckets even out the hashing (at half load a
+/// claim finds its bucket full with probability about 2e-4 with 32 entries,
+/// 8e-3 with 16) at the price of rewriting more bytes per claim.
+pub const BUCKET_ENTRIES: usize = 32;
+
+/// Bytes of SHA-256(jti) kept per entry: two distinct live `jti`s are
+/// confused with probability 2^-128.
+pub const FINGERPRINT_LEN: usize = 16;
+
+/// Encoded size of one entry: fingerprint, then expiry (i64, big-endian).
+pub const ENTRY_LEN: usize = FINGERPRINT_LEN + 8;
+
+/// Encoded size of a full bucket: version, entry count, entries.
+pub const MAX_BUCKET_LEN: usize = 2 + BUCKET_ENTRIES * ENTRY_LEN;
+
+/// How often a claim re-reads its bucket after losing a CAS race before
+/// failing closed. A lost race means another claim wrote the same bucket;
+/// with one writer per worker, a handful of rounds always suffices.
+pub const MAX_CLAIM_ATTEMPTS: usize = 8;
+
+/// The CAS value a claim writes with when its bucket does not exist yet.
+///
+/// The host creates a missing key whatever CAS it is given, but refuses to
+/// overwrite an existing key whose CAS differs. A CAS of 0 would mean "no
+/// check", so a bucket another worker created between our read and our
+/// write would be overwritten and its claim lost. The host hands out CAS
+/// values counting up from 1, so `u32::MAX` matches an existing key only
+/// after four billion writes and then only for that key's current value:
+/// writing with it is, in effect, "create if absent".
+pub const CREATE_ONLY_CAS: u32 = u32::MAX;
+
+const FORMAT_VERSION: u8 = 1;
+
+/// The validated replay-store settings of the plugin configuration.
+///
+/// Sizing: the store must hold every token accepted within
+/// `max_lifetime_s + 2 * clock_skew_s`. Set `slots` to at least twice
+/// `peak accepted requests/s * (max_lifetime_s + 2 * clock_skew_s)`; at that
+/// load or less a claim finds its bucket full (503) with probability about
+/// 2e-4. The default, 65536 slots with the default 300 s lifetime and 30 s
+/// skew, covers about 90 requests/s; memory is at most `slots / 32` shared
+/// data keys of [`MAX_BUCKET_LEN`] bytes (1.5 MiB for 65536), allocated as
+/// buckets are first used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayPolicy {
+    /// Entries in the store (rounded up to whole buckets).
+    pub slots: u32,
+}
+
+impl ReplayPolicy {
+    /// Number of buckets: `slots / BUCKET_ENTRIES`, rounded up, at least 1.
+    pub fn buckets(&self) -> u32 {
+        self.slots.div_ceil(BUCKET_ENTRIES as u32).max(1)
+    }
+}
+
+/// The first [`FINGERPRINT_LEN`] bytes of SHA-256(jti).
+pub type Fingerprint = [u8; FINGERPRINT_LEN];
+
+/// One accepted `jti`, as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry {
+    /// First [`FINGERPRINT_LEN`] bytes of SHA-256(jti).
+    pub fingerprint: Fingerprint,
+    /// Last second (since the epoch) at which the token could still be
+    /// accepted; the entry is forgotten after it.
+    pub expires_at_s: i64,
+}
+
+/// What a request must claim before it is let through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JtiClaim {
+    /// The entry to add.
+    pub entry: Entry,
+    /// The shared-data key of its bucket.
+    pub bucket_key: String,
+}
+
+impl JtiClaim {
+    /// The claim of `jti` for a token expiring at `exp_s`, kept until
+    /// `exp_s + clock_skew_s`.
+    pub fn new(jti: &str, exp_s: i64, clock_skew_s: i64, policy: &ReplayPolicy) -> Self {
+        let digest = sha256(jti.as_bytes());
+        let prefix = digest.first_chunk::<8>().copied().unwrap_or_default();
+        let bucket = u64::from_be_bytes(prefix) % u64::from(policy.buckets());
+        let fingerprint = digest
+            .first_chunk::<FINGERPRINT_LEN>()
+            .copied()
+            .unwrap_or_default();
+        JtiClaim {
+            entry: Entry {
+                fingerprint,
+                expires_at_s: exp_s.saturating_add(clock_skew_s),
+            },
+            bucket_key: format!("{BUCKET_KEY_PREFIX}{bucket}"),
+        }
+    }
+}
+
+/// The claim a verified token must make: `None` when replay protection is
+/// off (`require_jti: false`). With it on, a token without a `jti` cannot
+/// get here (`verify_token` refuses it), but if one did it is refused.
+pub fn claim_for(
+    token: &VerifiedToken,
+    jwt: &JwtPolicy,
+    policy: &ReplayPolicy,
+) -> Result<Option<JtiClaim>, Denial> {
+    if !jwt.require_jti {
+        return Ok(None);
+    }
+    match token.jti.as_deref() {
+        Some(jti) if !jti.is_empty() => Ok(Some(JtiClaim::new(
+            jti,
+            token.exp,
+            jwt.clock_skew_s,
+            policy,
+        ))),
+        _ => Err(Denial::MissingClaim("jti")),
+    }
+}
+
+/// What to do with a bucket just read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attempt {
+    /// The `jti` is already there and live: a replay.
+    Replayed,
+    /// Every entry of the bucket is live: fail closed.
+    Full,
+    /// Write these bytes with the read's CAS; on a CAS mismatch, read again.
+    Write(Vec<u8>),
+}
+
+/// Decides a claim against a bucket's current content at `now_s`.
+///
+/// Entries past their expiry are dropped; a live entry with the same
+/// fingerprint is a replay; otherwise the claim is added if there is room.
+/// An absent or unreadable bucket (another format version) counts as empty:
+/// only this filter writes these keys.
+pub fn attempt(current: Option<&[u8]>, claim: &JtiClaim, now_s: i64) -> Attempt {
+    let mut live: Vec<Entry> = current
+        .map(decode_bucket)
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e.expires_at_s >= now_s)
+        .collect();
+    if live
+        .iter()
+        .any(|e| e.fingerprint == claim.entry.fingerprint)
+    {
+        return Attempt::Replayed;
+    }
+    if live.len() >= BUCKET_ENTRIES {
+        return Attempt::Full;
+    }
+    live.push(claim.entry);
+    Attempt::Write(encode_bucket(&live))
+}
+
+/// The CAS to write with after a read that returned `read_cas`.
+pub fn write_cas(read_cas: Option<u32>) -> u32 {
+    read_cas.unwrap_or(CREATE_ONLY_CAS)
+}
+
+/// The binary form of a bucket: version, count, then each entry.
+/// At most [`BUCKET_ENTRIES`] entries are written.
+pub fn encode_bucket(entries: &[Entry]) -> Vec<u8> {
+    let entries = entries.get(..BUCKET_ENTRIES).unwrap_or(entries);
+    let mut out = Vec::with_capacity(2 + entries.len() * ENTRY_LEN);
+    out.push(FORMAT_VERSION);
+    out.push(u8::try_from(entries.len()).unwrap_or(u8::MAX));
+    for e in entries {
+        out.extend_from_slice(&e.fingerprint);
+        out.extend_from_slice(&e.expires_at_s.to_be_bytes());
+    }
+    out
+}
+
+/// Parses [`encode_bucket`]'s output; anything else is an empty bucket.
+pub fn decode_bucket(bytes: &[u8]) -> Vec<Entry> {
+    let Some(([version, count], rest)) = bytes.split_first_chunk::<2>() else {
+        return Vec::new();
+    };
+    let count = usize::from(*count);
+    if *version != FORMAT_VERSION || count > BUCKET_ENTRIES || rest.len() != count * ENTRY_LEN {
+        return Vec::new();
+    }
+    rest.chunks_exact(ENTRY_LEN)
+        .filter_map(|chunk| {
+            let (fingerprint, expiry) = chunk.split_first_chunk::<FINGERPRINT_LEN>()?;
+            let expiry = expiry.first_chunk::<8>()?;
+            Some(Entry {
+                fingerprint: *fingerprint,
+                expires_at_s: i64::from_be_bytes(*expiry),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    const POLICY: ReplayPolicy = ReplayPolicy { slots: 65536 };
+
+    fn claim(jti: &str, exp: i64) -> JtiClaim {
+        JtiClaim::new(jti, exp, 30, &POLICY)
+    }
+
+    fn write(a: Attempt) -> Vec<u8> {
+        match a {
+            Attempt::Write(bytes) => bytes,
+            other => panic!("expected a write, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn buckets_round_up_and_never_vanish() {
+        assert_eq!(ReplayPolicy { slots: 65536 }.buckets(), 2048);
+        assert_eq!(ReplayPolicy { slots: 33 }.buckets(), 2);
+        assert_eq!(ReplayPolicy { slots: 1 }.buckets(), 1);
+        assert_eq!(ReplayPolicy { slots: 0 }.buckets(), 1);
+        assert_eq!(ReplayPolicy { slots: u32::MAX }.buckets(), 134_217_728);
+    }
+
+    #[test]
+    fn a_claim_is_stable_and_lands_in_a_bucket() {
+        let a = claim("4f1c-uuid", 1060);
+        assert_eq!(a, claim("4f1c-uuid", 1060));
+        assert_eq!(a.entry.expires_at_s, 1090);
+        let n: u32 = a
+            .bucket_key
+            .strip_prefix(BUCKET_KEY_PREFIX)
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(n < POLICY.buckets());
+        assert_ne!(
+            a.entry.fingerprint,
+            claim("4f1c-uuiD", 1060).entry.fingerprint
+        );
+        let one = JtiClaim::new("x", 0, 0, &ReplayPolicy { slots: 5 });
+        assert_eq!(one.bucket_key, "tollgate.jti.0");
+        assert_eq!(claim("x", i64::MAX).entry.expires_at_s, i64::MAX);
+    }
+
+    #[test]
+    fn first_use_writes_second_use_is_a_replay() {
+        let c = claim("abc", 1060);
+        let bucket = write(attempt(None, &c, 1000));
+        assert_eq!(decode_bucket(&bucket), vec![c.entry]);
+        assert_eq!(attempt(Some(&bucket), &c, 1000), Attempt::Replayed);
+        // Until the last second the token could be accepted, and no longer.
+        assert_eq!(attempt(Some(&bucket), &c, 1090), Attempt::Replayed);
+        let again = write(attempt(Some(&bucket), &c, 1091));
+        assert_eq!(decode_bucket(&again), vec![c.entry]);
+    }
+
+    #[test]
+    fn other_jtis_share_a_bucket() {
+        let one = ReplayPolicy { slots: 32 };
+        let a = JtiClaim::new("a", 100, 0, &one);
+        let b = JtiClaim::new("b", 200, 0, &one);
+        let bucket = write(attempt(None, &a, 50));
+        let bucket = write(attempt(Some(&bucket), &b, 50));
+        assert_eq!(decode_bucket(&bucket), vec![a.entry, b.entry]);
+        assert_eq!(attempt(Some(&bucket), &a, 50), Attempt::Replayed);
+        assert_eq!(attempt(Some(&bucket), &b, 50), Attempt::Replayed);
+    }
+
+    #[test]
+    fn a_full_bucket_fails_closed_until_an_entry_expires() {
+        let one = ReplayPolicy { slots: 32 };
+        let mut bucket = None;
+        for i in 0..BUCKET_ENTRIES {
+            let c = JtiClaim::new(&format!("jti-{i}"), 100 + i as i64, 0, &one);
+            bucket = Some(write(attempt(bucket.as_deref(), &c, 50)));
+        }
+        let bucket = bucket.unwrap();
+        assert_eq!(bucket.len(), MAX_BUCKET_LEN);
+        let late = JtiClaim::new("late", 500, 0, &one);
+        assert_eq!(attempt(Some(&bucket), &late, 100), Attempt::Full);
+        // A full bucket still recognises its own replays.
+        let first = JtiClaim::new("jti-0", 100, 0, &one);
+        assert_eq!(attempt(Some(&bucket), &first, 100), Attempt::Replayed);
+        // One second later jti-0 has expired: its place is reused, the rest stay.
+        let after = decode_bucket(&write(attempt(Some(&bucket), &late, 101)));
+        assert_eq!(after.len(), BUCKET_ENTRIES);
+        assert!(!after.contains(&first.entry));
+        assert!(after.contains(&late.entry));
+        // Everything expired: the bucket shrinks back to the one new entry.
+        let fresh = JtiClaim::new("fresh", 1000, 0, &one);
+        let bucket = write(attempt(Some(&encode_bucket(&after)), &fresh, 600));
+        assert_eq!(decode_bucket(&bucket), vec![fresh.entry]);
+    }
+
+    #[test]
+    fn unreadable_buckets_count_as_empty() {
+        let c = claim("abc", 1060);
+        let good = encode_bucket(&[c.entry]);
+        let mut other_version = good.clone();
+        other_version[0] = 9;
+        let mut bad_count = good.clone();
+        bad_count[1] = 2;
+        let mut too_many = vec![FORMAT_VERSION, (BUCKET_ENTRIES + 1) as u8];
+        too_many.extend(std::iter::repeat_n(0, (BUCKET_ENTRIES + 1) * ENTRY_LEN));
+        for bytes in [
+            &[][..],
+            &[FORMAT_VERSION][..],
+            &other_version,
+            &bad_count,
+            &good[..good.len() - 1],
+            &too_many,
+        ] {
+            assert!(decode_bucket(bytes).is_empty(), "{bytes:?}");
+        }
+        assert_eq!(decode_bucket(&encode_bucket(&[])), vec![]);
+    }
+
+    #[test]
+    fn entries_round_trip() {
+        let entries: Vec<Entry> = (0..BUCKET_ENTRIES as i64)
+            .map(|i| Entry {
+                fingerprint: [i as u8; FINGERPRINT_LEN],
+                expires_at_s: i64::MIN + i,
+            })
+            .collect();
+        assert_eq!(decode_bucket(&encode_bucket(&entries)), entries);
+        let mut more = entries.clone();
+        more.push(entries[0]);
+        assert_eq!(decode_bucket(&encode_bucket(&more)), entries);
+    }
+
+    #[test]
+    fn absent_buckets_are_created_only_if_still_absent() {
+        assert_eq!(write_cas(None), CREATE_ONLY_CAS);
+        assert_eq!(write_cas(Some(7)), 7);
+    }
+
+    /// The host's shared data, as proxy-wasm-cpp-host implements it: a set
+    /// with a non-zero CAS that differs from the key's current one fails;
+    /// a missing key is created whatever the CAS.
+    #[derive(Default)]
+    struct Host {
+        data: BTreeMap<String, (Vec<u8>, u32)>,
+        next_cas: u32,
+    }
+
+    impl Host {
+        fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+            match self.data.get(key) {
+                Some((v, cas)) => (Some(v.clone()), Some(*cas)),
+                None => (None, None),
+            }
+        }
+        fn set(&mut self, key: &str, value: Vec<u8>, cas: u32) -> bool {
+            self.next_cas += 1;
+            let next = self.next_cas;
+            match self.data.get_mut(key) {
+                Some(slot) if cas != 0 && cas != slot.1 => false,
+                Some(slot) => {
+                    *slot = (value, next);
+                    true
+                }
+                None => {
+                    self.data.insert(key.to_string(), (value, next));
+                    true
+                }
+            }
+        }
+    }
+
+    /// Two workers interleave read, read, write, write on the same jti, for
+    /// an absent and an existing bucket: exactly one claim lands.
+    #[test]
+    fn racing_claims_of_one_jti_let_exactly_one_through() {
+        for existing in [false, true] {
+            let mut host = Host::default();
+            let c = claim("raced", 1060);
+            if existing {
+                let other = claim("other", 1060).entry;
+                assert!(host.set(&c.bucket_key, encode_bucket(&[other]), 0));
+            }
+            let (v1, cas1) = host.get(&c.bucket_key);
+            let (v2, cas2) = host.get(&c.bucket_key);
+            let w1 = write(attempt(v1.as_deref(), &c, 1000));
+            let w2 = write(attempt(v2.as_deref(), &c, 1000));
+            assert!(host.set(&c.bucket_key, w1, write_cas(cas1)));
+            assert!(!host.set(&c.bucket_key, w2, write_cas(cas2)), "both landed");
+            // The loser reads again and sees the winner's claim.
+            let (v, _) = host.get(&c.bucket_key);
+            assert_eq!(attempt(v.as_deref(), &c, 1000), Attempt::Replayed);
+        }
+    }
+
+    #[test]
+    fn claims_follow_the_policy() {
+        let mut jwt = JwtPolicy {
+            default_secret: None,
+            kid_secrets: Default::default(),
+            algorithms: vec![],
+            clock_skew_s: 5,
+            max_lifetime_s: 60,
+            issuer: None,
+            audience: None,
+            require_jti: false,
+        };
+        let token = |jti: Option<&str>| VerifiedToken {
+            body_sha256: [0; 32],
+            jti: jti.map(str::to_string),
+            exp: 100,
+        };
+        assert_eq!(claim_for(&token(Some("a")), &jwt, &POLICY), Ok(None));
+        jwt.require_jti = true;
+        let c = claim_for(&token(Some("a")), &jwt, &POLICY)
+            .unwrap()
+            .unwrap();
+        assert_eq!(c, JtiClaim::new("a", 100, 5, &POLICY));
+        assert_eq!(
+            claim_for(&token(None), &jwt, &POLICY),
+            Err(Denial::MissingClaim("jti"))
+        );
+        assert_eq!(
+            claim_for(&token(Some("")), &jwt, &POLICY),
+            Err(Denial::MissingClaim("jti"))
+        );
+    }
+}

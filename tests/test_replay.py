@@ -1,0 +1,169 @@
+"""Replay protection (`jwt.require_jti: true`): a token's `jti` lets exactly
+one request through within the token's lifetime, across every Envoy worker
+of the instance (the stacks run `--concurrency 2`), including two copies
+racing on separate connections; a token without a usable `jti` is refused;
+the store is bounded, refuses with 503 rather than forget a live claim, and
+reuses an entry once its token has expired."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import pytest
+import requests
+
+from conftest import TEST_FILTER_OVERRIDES, start_stack, stop_stack
+from gateway import ANALYZE, Gateway, Ledger, assert_error
+
+BODY = b'{"text": "a captured request must not be played twice"}'
+
+
+def replay_stack(tmp_path_factory, name: str, **jwt) -> Gateway:
+    overrides = {**TEST_FILTER_OVERRIDES, "jwt": {"require_jti": True, **jwt}}
+    state_dir = tmp_path_factory.mktemp(name)
+    stack = start_stack(state_dir, None, filter_overrides=overrides)
+    return Gateway(stack, Ledger(sqlite_path=str(state_dir / "tollgate.db")))
+
+
+@pytest.fixture(scope="module")
+def replay_gateway(tmp_path_factory) -> Gateway:
+    """Replay protection on, default store size and lifetimes."""
+    gw = replay_stack(tmp_path_factory, "stack-replay")
+    try:
+        yield gw
+    finally:
+        stop_stack(gw.stack)
+
+
+@pytest.fixture(scope="module")
+def small_store_gateway(tmp_path_factory) -> Gateway:
+    """A store of one bucket (32 entries) and short lifetimes, to see it fill and drain."""
+    gw = replay_stack(tmp_path_factory, "stack-replay-small",
+                      replay_slots=32, max_lifetime_s=5, clock_skew_s=1)
+    try:
+        yield gw
+    finally:
+        stop_stack(gw.stack)
+
+
+@pytest.fixture(scope="module")
+def key(replay_gateway: Gateway) -> str:
+    return replay_gateway.new_key("replay")["key"]
+
+
+def fresh_jti() -> str:
+    return str(uuid.uuid4())
+
+
+def test_first_use_passes_and_a_second_use_is_replayed(replay_gateway: Gateway, key: str):
+    gw = replay_gateway
+    token = gw.token(BODY, jti=fresh_jti())
+    first = gw.post(BODY, key, token)
+    assert first.status_code == 200, first.text
+    replayed = gw.post(BODY, key, token)
+    assert_error(replayed, 401, "replayed_token")
+    # Again, and on a fresh connection: still refused.
+    assert_error(requests.post(gw.stack.gateway + ANALYZE, data=BODY, timeout=30, headers={
+        "Authorization": f"Bearer {key}", "X-Auth-Token": token,
+        "Content-Type": "application/json"}), 401, "replayed_token")
+    # Another jti is another token.
+    assert gw.post(BODY, key, gw.token(BODY, jti=fresh_jti())).status_code == 200
+    # The refusal is metered against the key, with its code.
+    row = gw.ledger.wait_usage_row(replayed.headers["x-request-id"], timeout=15)
+    assert (row["status_code"], row["outcome"]) == (401, "replayed_token")
+    assert gw.stack.envoy_stats().get("wasmcustom.tollgate_denied_replayed_token", 0) >= 2
+
+
+def test_a_token_needs_a_usable_jti(replay_gateway: Gateway, key: str):
+    gw = replay_gateway
+    assert_error(gw.post(BODY, key, gw.token(BODY)), 401, "missing_claim")
+    assert_error(gw.post(BODY, key, gw.token(BODY, jti="")), 401, "missing_claim")
+    assert_error(gw.post(BODY, key, gw.token(BODY, jti=7)), 401, "malformed_token")
+    assert_error(gw.post(BODY, key, gw.token(BODY, jti="j" * 129)), 401, "malformed_token")
+    assert gw.post(BODY, key, gw.token(BODY, jti=fresh_jti().ljust(128, "j"))).status_code == 200
+
+
+def test_only_an_accepted_request_uses_up_its_jti(replay_gateway: Gateway, key: str):
+    """The jti is claimed after every other check: a token sent with the wrong
+    body, or with a key that is refused, is still good for its own request."""
+    gw = replay_gateway
+    token = gw.token(BODY, jti=fresh_jti())
+    assert_error(gw.post(BODY + b" ", key, token), 401, "body_hash_mismatch")
+    assert_error(gw.post(BODY, "tg_not_a_registered_key", token), 401, "invalid_api_key")
+    assert gw.post(BODY, key, token).status_code == 200
+    assert_error(gw.post(BODY, key, token), 401, "replayed_token")
+
+
+def test_two_copies_racing_on_two_connections_let_exactly_one_through(
+        replay_gateway: Gateway, key: str):
+    gw = replay_gateway
+    before = worker_connections(gw)
+    rounds = 20
+    for round_no in range(rounds):
+        token = gw.token(BODY, jti=fresh_jti())
+        barrier = threading.Barrier(2)
+        answers: list[requests.Response | BaseException] = []
+        lock = threading.Lock()
+
+        def send() -> None:
+            # A session per thread: each copy travels on its own connection,
+            # so Envoy may hand the two to different workers.
+            with requests.Session() as session:
+                barrier.wait(timeout=10)
+                try:
+                    resp = session.post(gw.stack.gateway + ANALYZE, data=BODY, timeout=30,
+                                        headers={"Authorization": f"Bearer {key}",
+                                                 "X-Auth-Token": token,
+                                                 "Content-Type": "application/json"})
+                except BaseException as err:  # noqa: BLE001 - reported below
+                    resp = err
+                with lock:
+                    answers.append(resp)
+
+        threads = [threading.Thread(target=send) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert all(isinstance(a, requests.Response) for a in answers), answers
+        statuses = sorted(a.status_code for a in answers)
+        assert statuses == [200, 401], f"round {round_no}: {[a.text for a in answers]}"
+        loser = next(a for a in answers if a.status_code == 401)
+        assert_error(loser, 401, "replayed_token")
+    # Both workers took part, so copies did race across workers.
+    after = worker_connections(gw)
+    assert len(after) == 2, after
+    assert all(after[w] > before.get(w, 0) for w in after), (before, after)
+
+
+def worker_connections(gw: Gateway) -> dict:
+    """Connections each Envoy worker accepted on the gateway listener."""
+    return {name.split(".")[-2]: value for name, value in gw.stack.envoy_stats().items()
+            if ".worker_" in name and name.endswith(".downstream_cx_total")
+            and name.startswith("listener.") and f"_{gw.stack.config.envoy_port}." in name}
+
+
+def test_the_store_is_bounded_and_reuses_expired_entries(small_store_gateway: Gateway):
+    gw = small_store_gateway
+    key = gw.new_key("replay-small")["key"]
+    ttl = 5
+    skew = 1
+    tokens = [gw.token(BODY, ttl=ttl, jti=fresh_jti()) for _ in range(32)]
+    last_exp = int(time.time()) + ttl
+    for token in tokens:
+        resp = gw.post(BODY, key, token)
+        assert resp.status_code == 200, resp.text
+    # Every entry is live: a new jti is refused, not let through by evicting one.
+    assert_error(gw.post(BODY, key, gw.token(BODY, ttl=ttl, jti=fresh_jti())),
+                 503, "auth_unavailable")
+    assert gw.stack.envoy_stats().get("wasmcustom.tollgate_replay_store_full", 0) >= 1
+    # A full store still knows its own entries.
+    assert_error(gw.post(BODY, key, tokens[0]), 401, "replayed_token")
+
+    # Past exp + skew the old tokens are expired and their entries free.
+    time.sleep(max(0.0, last_exp + skew + 1.2 - time.time()))
+    assert_error(gw.post(BODY, key, tokens[0]), 401, "token_expired")
+    for _ in range(3):
+        assert gw.post(BODY, key, gw.token(BODY, ttl=ttl, jti=fresh_jti())).status_code == 200
