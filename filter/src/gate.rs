@@ -53,14 +53,13 @@ pub fn header_value<'a>(headers: &'a [(String, Vec<u8>)], name: &str) -> Option<
 /// The API key of `Authorization: Bearer <key>`.
 ///
 /// Absent header, another scheme, or an empty key: `missing_api_key`.
-/// Several `Authorization` headers (Envoy may also join them with commas,
-/// which then fails the character check), a key with spaces, control or
-/// non-ASCII characters, or longer than [`MAX_API_KEY_BYTES`]:
-/// `invalid_api_key`.
+/// Several `Authorization` headers (Envoy joins them with commas), a key
+/// with spaces, control or non-ASCII characters, or longer than
+/// [`MAX_API_KEY_BYTES`]: `invalid_api_key`.
 pub fn api_key(headers: &[(String, Vec<u8>)]) -> Result<&[u8], Denial> {
     let mut values = header_values(headers, "authorization");
     let value = values.next().ok_or(Denial::MissingApiKey)?;
-    if values.next().is_some() {
+    if values.next().is_some() || joins_a_bearer_credential(value) {
         return Err(Denial::InvalidApiKey);
     }
     let (scheme, key) = match value.iter().position(|b| *b == b' ') {
@@ -78,6 +77,17 @@ pub fn api_key(headers: &[(String, Vec<u8>)]) -> Result<&[u8], Denial> {
         return Err(Denial::InvalidApiKey);
     }
     Ok(key)
+}
+
+/// Whether a Bearer credential follows a comma: Envoy joined several
+/// `Authorization` headers into this value (`Basic ...,Bearer <key>`), so the
+/// request carried several credentials, whatever the first one's scheme.
+fn joins_a_bearer_credential(value: &[u8]) -> bool {
+    value.split(|b| *b == b',').skip(1).any(|part| {
+        part.trim_ascii_start()
+            .get(..7)
+            .is_some_and(|s| s.eq_ignore_ascii_case(b"bearer "))
+    })
 }
 
 /// The `X-Auth-Token` value: exactly one, non-empty, UTF-8.
@@ -407,6 +417,26 @@ mod tests {
             .iter()
             .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
             .collect()
+    }
+
+    #[test]
+    fn joined_authorization_headers_are_several_credentials() {
+        for joined in [
+            "Basic dXNlcjpwYXNz,Bearer tg_abc",
+            "Basic dXNlcjpwYXNz, bearer tg_abc",
+            "Bearer tg_abc,Bearer tg_abc",
+        ] {
+            assert_eq!(
+                api_key(&h(&[("authorization", joined)])),
+                Err(Denial::InvalidApiKey),
+                "{joined}"
+            );
+        }
+        // One non-Bearer credential whose parameters hold commas is no key at all.
+        assert_eq!(
+            api_key(&h(&[("authorization", "Digest realm=\"a\", nonce=\"b\"")])),
+            Err(Denial::MissingApiKey)
+        );
     }
 
     #[test]
