@@ -20,6 +20,13 @@ worker_class = "gthread" if threads > 1 else "sync"
 timeout = 30
 graceful_timeout = 10
 
+# Envoy in front bounds the request head (96 KiB of headers, 100 headers);
+# gunicorn's own smaller defaults (4 KiB request line, 8 KiB per header, 100
+# fields) would refuse what Envoy let through with a bare, non-JSON 400.
+limit_request_line = 0  # unlimited: Envoy bounds it
+limit_request_field_size = 96 * 1024
+limit_request_fields = 200
+
 accesslog = "/dev/stderr"  # access log on stderr, next to the error log
 errorlog = "-"  # stderr
 loglevel = os.environ.get("AI_SERVER_LOG_LEVEL", "info")
