@@ -19,6 +19,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from gateway import Gateway, Ledger, mysql_connect  # noqa: E402
+from leaks import find_credentials  # noqa: E402
 from stack import Stack, StackConfig, StackError  # noqa: E402
 
 #: Short cache lifetimes so revocation and fault tests finish in seconds.
@@ -56,13 +57,37 @@ def mysql_server() -> str:
     return url.rsplit("/", 1)[0]
 
 
+#: Every stack the session started, for the credential check at its end.
+STARTED: list[Stack] = []
+
+
 def start_stack(state_dir: Path, database_url: str | None, **config) -> Stack:
     config.setdefault("filter_overrides", TEST_FILTER_OVERRIDES)
+    stack = Stack(StackConfig.ephemeral(state_dir, database_url=database_url,
+                                        ai_server_debug=True, **config))
+    STARTED.append(stack)
     try:
-        return Stack(StackConfig.ephemeral(state_dir, database_url=database_url,
-                                           ai_server_debug=True, **config)).start()
+        return stack.start()
     except StackError as err:
         pytest.fail(f"the stack did not start: {err}", pytrace=False)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_credentials_in_logs(tmp_path_factory):
+    """After the whole suite (every stack stopped), no API key, token or stack
+    secret appears in any log Envoy, the sidecar or the ai-server wrote, nor in
+    a rendered Envoy configuration."""
+    yield
+    base = tmp_path_factory.getbasetemp()
+    files = [*base.rglob("*.log"), *base.rglob("envoy.yaml")]
+    secrets = [s for stack in STARTED for s in (
+        stack.config.jwt_secret, stack.config.internal_token, stack.config.admin_token)]
+    logs = {f.name for f in files}
+    assert {"envoy.log", "sidecar.log", "ai-server.log"} <= logs or not STARTED, \
+        f"the stacks' logs are not under {base}: {sorted(logs)}"
+    leaks = find_credentials(files, secrets)
+    if leaks:
+        pytest.fail("credentials in logs:\n" + "\n".join(leaks[:30]), pytrace=False)
 
 
 def stop_stack(stack: Stack) -> None:
