@@ -37,6 +37,8 @@ import render  # noqa: E402  (envoy/render.py)
 from stack import VENV_BIN, WASM, Service, StackError, free_port, http_get  # noqa: E402
 
 ENVOY = VENV_BIN / "envoy"
+#: The no-op proxy-wasm filter (bench/wasm-noop), built by bench/run.sh.
+NOOP_WASM = ROOT / "target/bench-wasm-noop/wasm32-wasip1/release/tollgate_bench_wasm_noop.wasm"
 
 #: First line of the tollgate filter block and of the router filter in the template.
 FILTER_BLOCK_START = "                  - name: tollgate\n"
@@ -234,14 +236,17 @@ class Envoy:
 
 def gateway_config(kind: str, workdir: Path, upstream_addr: str, sidecar_addr: str,
                    port: int, admin_port: int, filter_overrides: dict | None = None,
-                   native: tuple[str, str] | None = None) -> str:
-    """The rendered stack config for ``kind`` (gate, bare or native) on these ports."""
+                   native: tuple[str, str] | None = None, wasm: Path = WASM) -> str:
+    """The rendered stack config for ``kind`` (gate, bare or native) on these ports.
+
+    ``wasm`` replaces the filter's module (the no-op filter of bench/wasm-noop).
+    """
     env = {
         "TOLLGATE_ENVOY_PORT": str(port),
         "TOLLGATE_ENVOY_ADMIN_PORT": str(admin_port),
         "TOLLGATE_SIDECAR_ADDR": sidecar_addr,
         "TOLLGATE_AI_SERVER_ADDR": upstream_addr,
-        "TOLLGATE_WASM": str(WASM),
+        "TOLLGATE_WASM": str(wasm),
         "TOLLGATE_ACCESS_LOG": str(workdir / "logs" / f"access-{port}.log"),
         "TOLLGATE_FILTER_OVERRIDES": json.dumps(filter_overrides or {}),
     }

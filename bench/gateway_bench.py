@@ -10,8 +10,9 @@ free loopback ports:
 * the gateways, each from the stack's own Envoy template (bench/envoys.py):
   ``bare`` (no filter), ``gate`` (tollgate), ``gate_cold`` (tollgate with the
   key cache's TTLs at 0, so every request calls the sidecar), ``native``
-  (api_key_auth + jwt_authn) and ``gate_ai`` (tollgate in front of the
-  ai-server).
+  (api_key_auth + jwt_authn), ``wasm_noop`` (a proxy-wasm filter that does
+  nothing, bench/wasm-noop: the floor of any wasm filter) and ``gate_ai``
+  (tollgate in front of the ai-server).
 
 Then, for each round, every scenario gets one throughput run and one
 fixed-rate latency run (bench/loadgen.py), scenarios alternating, with a
@@ -199,10 +200,10 @@ class Bench:
         upstream = self.add_envoy("upstream", envoys.upstream_config)
         up_addr = f"127.0.0.1:{upstream.port}"
 
-        def gw(kind, upstream_addr, overrides=None, native=None):
+        def gw(kind, upstream_addr, overrides=None, native=None, wasm=envoys.WASM):
             return lambda port, admin: envoys.gateway_config(
                 kind, self.workdir, upstream_addr, sidecar_addr, port, admin,
-                filter_overrides=overrides, native=native)
+                filter_overrides=overrides, native=native, wasm=wasm)
 
         bare = self.add_envoy("bare", gw("bare", up_addr))
         gate = self.add_envoy("gate", gw("gate", up_addr))
@@ -211,6 +212,7 @@ class Bench:
         native = self.add_envoy("native", gw("native", up_addr,
                                              native=(keys["native"]["key"], c.jwt_secret)))
         gate_ai = self.add_envoy("gate_ai", gw("gate", ai_addr))
+        noop = self.add_envoy("wasm_noop", gw("gate", up_addr, wasm=envoys.NOOP_WASM))
 
         small, large = json_body(1024), json_body(64 * 1024)
         (self.workdir / "body-1k.json").write_bytes(small)
@@ -221,6 +223,8 @@ class Bench:
             Scenario("bare", bare.url + ANALYZE, b1, small, bare, keys["gate_cached"], False, k.rate),
             Scenario("gate_cached", gate.url + ANALYZE, b1, small, gate, keys["gate_cached"], True, k.rate),
             Scenario("native", native.url + ANALYZE, b1, small, native, keys["native"], False, k.rate),
+            Scenario("wasm_noop", noop.url + ANALYZE, b1, small, noop, keys["gate_cached"], False,
+                     k.rate),
             Scenario("gate_cold", cold.url + ANALYZE, b1, small, cold, keys["gate_cold"], True, k.rate),
             Scenario("bare_64k", bare.url + ANALYZE, b64, large, bare, keys["gate_64k"], False, k.rate),
             Scenario("gate_64k", gate.url + ANALYZE, b64, large, gate, keys["gate_64k"], True, k.rate),
@@ -306,9 +310,8 @@ class Bench:
 
     def read_rss(self) -> None:
         """Envoy's RSS with and without the filter (same config otherwise), now."""
-        if "gate" in self.envoys and "bare" in self.envoys:
-            self.rss_mb = {"gate": round(self.envoys["gate"].rss_mb(), 1),
-                           "bare": round(self.envoys["bare"].rss_mb(), 1)}
+        self.rss_mb = {name: round(self.envoys[name].rss_mb(), 1)
+                       for name in ("gate", "bare", "wasm_noop", "native") if name in self.envoys}
 
     # -- usage -------------------------------------------------------------
     def check_usage(self, timeout: float = 60.0) -> tuple[int, int]:
@@ -387,7 +390,9 @@ def main() -> int:
         "ingest_mysql_rows_per_s": ingest.get("mysql"),
         "ingest_sqlite_rows_per_s": ingest.get("sqlite"),
         "envoy_rss_added_mb": (round(bench.rss_mb["gate"] - bench.rss_mb["bare"], 1)
-                               if bench.rss_mb else None),
+                               if {"gate", "bare"} <= bench.rss_mb.keys() else None),
+        "wasm_noop_rss_added_mb": (round(bench.rss_mb["wasm_noop"] - bench.rss_mb["bare"], 1)
+                                   if {"wasm_noop", "bare"} <= bench.rss_mb.keys() else None),
         "usage_rows_expected": expected,
         "usage_rows_found": found,
     }

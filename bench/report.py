@@ -96,6 +96,8 @@ def ratios(runs: dict, extra: dict) -> dict:
         "gate_cold_p50_added_ms": paired(lat("bare"), lat("gate_cold"), "p50_ms", "added"),
         "gate_cold_p99_added_ms": paired(lat("bare"), lat("gate_cold"), "p99_ms", "added"),
         "native_vs_bare_rps": paired(thr("bare"), thr("native"), "rps", "ratio"),
+        "wasm_noop_vs_bare_rps": paired(thr("bare"), thr("wasm_noop"), "rps", "ratio"),
+        "wasm_noop_p50_added_ms": paired(lat("bare"), lat("wasm_noop"), "p50_ms", "added"),
         "native_p50_added_ms": paired(lat("bare"), lat("native"), "p50_ms", "added"),
         "gate_cached_vs_native_rps": paired(thr("native"), thr("gate_cached"), "rps", "ratio"),
         "gate_ai_server_vs_direct_rps": paired(
@@ -138,6 +140,7 @@ DESCRIPTIONS = {
     "gate_64k": "Envoy + tollgate, key cached, 64 KiB body",
     "gate_cold": "Envoy + tollgate, every request a cache miss (sidecar on MariaDB)",
     "native": "Envoy api_key_auth + jwt_authn (HS256), no body hash, no metering",
+    "wasm_noop": "Envoy + a proxy-wasm filter that does nothing (the floor of any wasm filter)",
     "ai_server_direct": "Flask ai-server under gunicorn, no gateway",
     "gate_ai_server": "Envoy + tollgate in front of the ai-server",
 }
@@ -156,14 +159,16 @@ def markdown(results: dict) -> str:
         f"Envoy concurrency {k['envoy_concurrency']}; oha, Envoy, upstream and sidecar "
         "share the cores.",
         "",
-        "| scenario | what | rps (16 conn) | p50 ms | p99 ms | errors | Envoy CPU µs/req |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        "| scenario | what | rps (16 conn) | p50 ms | p99 ms | errors "
+        "| CPU µs/req: Envoy | sidecar |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, s in results["scenarios"].items():
-        cpu = s.get("cpu_us_per_req", {}).get("gateway")
+        cpu = s.get("cpu_us_per_req", {})
         lines.append(
             f"| `{name}` | {DESCRIPTIONS.get(name, '')} | {_fmt(s['rps'], 0)} | "
-            f"{_fmt(s['p50_ms'], 3)} | {_fmt(s['p99_ms'], 3)} | {s['errors']} | {_fmt(cpu, 1)} |"
+            f"{_fmt(s['p50_ms'], 3)} | {_fmt(s['p99_ms'], 3)} | {s['errors']} | "
+            f"{_fmt(cpu.get('gateway'), 1)} | {_fmt(cpu.get('sidecar'), 1)} |"
         )
     ingest = results.get("sidecar", {}).get("ingest", [])
     if ingest:
@@ -177,17 +182,20 @@ def markdown(results: dict) -> str:
     t = results["targets"]
     for name, value in results["ratios"].items():
         target = t.get(name)
-        mark = "" if target is None else ("met" if target["met"] else "**MISSED**")
+        mark = "" if target is None else {True: "met", False: "**MISSED**",
+                                          None: "not measured"}[target["met"]]
         digits = 0 if name.endswith("rows_per_s") else 3
         lines.append(f"| `{name}` | {_fmt(value, digits)} | "
                      f"{target['target'] if target else ''} | {mark} |")
     usage = t["usage_rows_found == usage_rows_expected"]
     lines.append(f"| usage rows found / expected | {usage['value']} | == | "
-                 f"{'met' if usage['met'] else '**MISSED**'} |")
+                 f"{ {True: 'met', False: '**MISSED**', None: 'not measured'}[usage['met']]} |")
     rss = results.get("rss_mb", {})
     if rss:
-        lines += ["", f"Envoy RSS at the end of `gate_cached`: {_fmt(rss.get('gate'), 1)} MiB with "
-                  f"the filter, {_fmt(rss.get('bare'), 1)} MiB without."]
+        names = {"bare": "bare", "gate": "tollgate", "wasm_noop": "no-op wasm filter",
+                 "native": "native filters"}
+        lines += ["", "Envoy RSS (VmRSS) right after the last `gate_cached` run: " + ", ".join(
+            f"{names.get(n, n)} {_fmt(v, 1)} MiB" for n, v in rss.items()) + "."]
     return "\n".join(lines) + "\n"
 
 
