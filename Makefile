@@ -33,6 +33,11 @@ lint:
 bench: setup
 	bench/run.sh
 
+## fuzz: every cargo-fuzz target (token, config, ingest, replay) for FUZZ_SECONDS each; installs cargo-fuzz if missing
+FUZZ_SECONDS ?= 60
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run.sh
+
 clean:
 	cargo clean
 	rm -rf .venv .tollgate

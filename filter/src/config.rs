@@ -263,7 +263,7 @@ pub fn parse(json: &[u8]) -> Result<Parsed, ConfigError> {
 pub fn parse_with_env(json: &[u8], env: EnvLookup<'_>) -> Result<Parsed, ConfigError> {
     let mut de = serde_json::Deserializer::from_slice(json);
     let raw: RawConfig = serde_path_to_error::deserialize(&mut de)
-        .map_err(|e| err(e.path().to_string(), redact_strings(&e.inner().to_string())))?;
+        .map_err(|e| err(field_path(e.path()), redact_strings(&e.inner().to_string())))?;
     de.end()
         .map_err(|e| err(".", format!("trailing characters: {e}")))?;
     let mut warnings = Vec::new();
@@ -355,6 +355,40 @@ pub fn parse_with_env(json: &[u8], env: EnvLookup<'_>) -> Result<Parsed, ConfigE
         },
         warnings,
     })
+}
+
+/// The JSON path of a parse error. A key that is the empty string prints
+/// as nothing (`{"": 1}` has the path ``), which would name no field: it
+/// is shown quoted, so the error always says where it is.
+fn field_path(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for segment in path.iter() {
+        match segment {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                if key.is_empty() {
+                    out.push_str("\"\"");
+                } else {
+                    out.push_str(key);
+                }
+            }
+            Segment::Unknown => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push('?');
+            }
+        }
+    }
+    if out.is_empty() {
+        ".".to_string()
+    } else {
+        out
+    }
 }
 
 /// serde quotes offending string values (`invalid type: string "..."`); a
@@ -727,6 +761,22 @@ mod tests {
         ] {
             assert!(parse(bad).is_err());
         }
+    }
+
+    /// Found by `fuzz/fuzz_targets/config.rs`: a syntax error right after an
+    /// empty key produced an error with an empty field name.
+    #[test]
+    fn an_empty_key_is_still_a_named_field() {
+        let crash = b"{\"\"t\", \"jwt\"\x90: {\"secr\x19z\"\xcb: l_t\"secret\"{z\"\xcb: l_t\"secret\"{\"text\":\xbb\"x\0\0\0\0\"}}}";
+        let e = parse(crash).unwrap_err();
+        assert_eq!(e.field, "\"\"", "{e}");
+        let e = parse(br#"{"internal_token": "t", "": 1}"#).unwrap_err();
+        assert_eq!(e.field, "\"\"", "{e}");
+        let e = parse(br#"{"internal_token": "t", "jwt": {"": 1}}"#).unwrap_err();
+        assert_eq!(e.field, "jwt.\"\"", "{e}");
+        let e =
+            parse(br#"{"internal_token": "t", "jwt": {"algorithms": ["HS256", 7]}}"#).unwrap_err();
+        assert_eq!(e.field, "jwt.algorithms[1]", "{e}");
     }
 
     #[test]
