@@ -687,3 +687,50 @@ async fn metrics_count_routes_verifications_and_rows(backend: Backend) {
         assert!(text.contains(line), "missing {line:?} in:\n{text}");
     }
 }
+
+/// MySQL only: a look-up the database does not answer (here: a table lock
+/// held by another session) gives up after `LOOKUP_TIMEOUT` with 503, instead
+/// of holding the request and its look-up connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mysql_stalled_lookup_answers_503_in_bounded_time() {
+    use sidecar::store::mysql::LOOKUP_TIMEOUT;
+    use std::time::{Duration, Instant};
+
+    let h = Harness::new(Backend::MySql).await;
+    let created = create_key(&h, "k", None).await;
+    let key_hash = hash_key(created["key"].as_str().unwrap());
+    let locker = h.db.observer().await;
+    let Store::MySql(locker_store) = &locker else {
+        unreachable!()
+    };
+    let mut conn = locker_store.pool().acquire().await.unwrap();
+    sqlx::query("LOCK TABLES api_keys WRITE")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+
+    let started = Instant::now();
+    let reply = tokio::time::timeout(Duration::from_secs(10), h.verify(&key_hash))
+        .await
+        .expect("a stalled look-up held the request for 10 s");
+    let took = started.elapsed();
+    reply.expect_error(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable");
+    assert!(
+        took >= LOOKUP_TIMEOUT,
+        "answered before the timeout: {took:?}"
+    );
+    assert!(
+        took < LOOKUP_TIMEOUT + Duration::from_secs(2),
+        "look-up held for {took:?}"
+    );
+
+    sqlx::query("UNLOCK TABLES")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    drop(conn);
+    let reply = h.verify(&key_hash).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.json()["verdict"], "active");
+    locker.close().await;
+}

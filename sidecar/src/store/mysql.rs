@@ -32,6 +32,12 @@ pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
 const KEY_COLUMNS: &str = "id, name, prefix, status, created_at, revoked_at, expires_at";
 
+/// How long one key look-up may take. Past the filter's callout timeout
+/// (500 ms by default) nobody waits for the answer, and a stalled database
+/// must not hold every look-up connection: a look-up that overruns is
+/// cancelled and its connection dropped.
+pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// The hot look-up, spelled out so it is not rebuilt per call.
 const LOOKUP_SQL: &str = "SELECT id, name, prefix, status, created_at, revoked_at, expires_at \
                           FROM api_keys WHERE key_hash = ?";
@@ -261,11 +267,18 @@ impl LookupConnections {
             Some(conn) => (conn, true),
             None => (self.connect().await?, false),
         };
-        let mut result = lookup(&mut conn, key_hash).await;
-        if result.is_err() && was_idle {
+        let mut result = timed_lookup(&mut conn, key_hash).await;
+        // A reused connection may have been dropped by the server while it
+        // sat idle: one more try on a fresh one. A stalled server is not
+        // tried twice.
+        if matches!(result, Err(Lookup::Failed(_))) && was_idle {
             conn = self.connect().await?;
-            result = lookup(&mut conn, key_hash).await;
+            result = timed_lookup(&mut conn, key_hash).await;
         }
+        let result = result.map_err(|e| match e {
+            Lookup::Failed(e) => e,
+            Lookup::TimedOut => StoreError::Unavailable(sqlx::Error::PoolTimedOut),
+        });
         if result.is_ok() && !self.slots.is_closed() {
             if let Ok(mut idle) = self.idle.lock() {
                 idle.push(conn);
@@ -293,6 +306,22 @@ impl LookupConnections {
         for conn in idle {
             let _ = conn.close().await;
         }
+    }
+}
+
+/// Why a look-up on one connection gave no answer.
+enum Lookup {
+    Failed(StoreError),
+    TimedOut,
+}
+
+async fn timed_lookup(
+    conn: &mut MySqlConnection,
+    key_hash: &str,
+) -> Result<Option<ApiKey>, Lookup> {
+    match tokio::time::timeout(LOOKUP_TIMEOUT, lookup(conn, key_hash)).await {
+        Ok(result) => result.map_err(Lookup::Failed),
+        Err(_) => Err(Lookup::TimedOut),
     }
 }
 
