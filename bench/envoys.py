@@ -37,8 +37,10 @@ import render  # noqa: E402  (envoy/render.py)
 from stack import VENV_BIN, WASM, Service, StackError, free_port, http_get  # noqa: E402
 
 ENVOY = VENV_BIN / "envoy"
-#: The no-op proxy-wasm filter (bench/wasm-noop), built by bench/run.sh.
-NOOP_WASM = ROOT / "target/bench-wasm-noop/wasm32-wasip1/release/tollgate_bench_wasm_noop.wasm"
+#: The probe filters (bench/wasm-probe: root_id noop or mimic), built by bench/run.sh.
+PROBE_WASM = ROOT / "target/bench-wasm-probe/wasm32-wasip1/release/tollgate_bench_wasm_probe.wasm"
+#: How the template names the plugin's root context.
+ROOT_ID_LINE = "root_id: tollgate\n"
 
 #: First line of the tollgate filter block and of the router filter in the template.
 FILTER_BLOCK_START = "                  - name: tollgate\n"
@@ -225,6 +227,31 @@ class Envoy:
                 return int(line.split()[1]) / 1024.0
         return 0.0
 
+    def rss_breakdown_mb(self) -> dict:
+        """Where the RSS lives, from /proc/<pid>/smaps, in MiB.
+
+        ``wasm_memory``: mappings of 1 GiB or more, which in Envoy are V8's
+        reservations for wasm linear memories (one per VM, the touched pages
+        resident); ``file``: file-backed pages (Envoy's own code); ``anon``:
+        the rest (Envoy's heap, V8's heap and compiled code).
+        """
+        if self.service.proc is None:
+            return {}
+        out = {"wasm_memory": 0, "file": 0, "anon": 0}
+        size_kb, kind = 0, "anon"
+        for line in Path(f"/proc/{self.service.proc.pid}/smaps").read_text().splitlines():
+            head = line.split()
+            if not head:
+                continue
+            if not head[0].endswith(":"):  # a mapping's first line: range perms offset dev inode path
+                start, end = (int(x, 16) for x in head[0].split("-"))
+                size_kb = (end - start) // 1024
+                kind = ("wasm_memory" if size_kb >= 1024 * 1024
+                        else "file" if len(head) > 5 and head[5].startswith("/") else "anon")
+            elif head[0] == "Rss:":
+                out[kind] += int(head[1])
+        return {k: round(v / 1024, 1) for k, v in out.items()}
+
     def stats(self, prefix: str = "") -> dict:
         """Counters and gauges from the admin endpoint whose names start with ``prefix``."""
         status, body = http_get(f"http://127.0.0.1:{self.admin_port}/stats?format=json")
@@ -236,10 +263,12 @@ class Envoy:
 
 def gateway_config(kind: str, workdir: Path, upstream_addr: str, sidecar_addr: str,
                    port: int, admin_port: int, filter_overrides: dict | None = None,
-                   native: tuple[str, str] | None = None, wasm: Path = WASM) -> str:
+                   native: tuple[str, str] | None = None, wasm: Path = WASM,
+                   root_id: str | None = None) -> str:
     """The rendered stack config for ``kind`` (gate, bare or native) on these ports.
 
-    ``wasm`` replaces the filter's module (the no-op filter of bench/wasm-noop).
+    ``wasm`` and ``root_id`` replace the filter's module and root context
+    (the probe filters of bench/wasm-probe).
     """
     env = {
         "TOLLGATE_ENVOY_PORT": str(port),
@@ -251,6 +280,10 @@ def gateway_config(kind: str, workdir: Path, upstream_addr: str, sidecar_addr: s
         "TOLLGATE_FILTER_OVERRIDES": json.dumps(filter_overrides or {}),
     }
     text = render.render("local", env)
+    if root_id is not None:
+        if text.count(ROOT_ID_LINE) != 1:
+            raise StackError("envoy.template.yaml changed shape: no single `root_id: tollgate`")
+        text = text.replace(ROOT_ID_LINE, f"root_id: {root_id}\n")
     if kind == "gate":
         return text
     if kind == "bare":

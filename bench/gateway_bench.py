@@ -10,9 +10,10 @@ free loopback ports:
 * the gateways, each from the stack's own Envoy template (bench/envoys.py):
   ``bare`` (no filter), ``gate`` (tollgate), ``gate_cold`` (tollgate with the
   key cache's TTLs at 0, so every request calls the sidecar), ``native``
-  (api_key_auth + jwt_authn), ``wasm_noop`` (a proxy-wasm filter that does
-  nothing, bench/wasm-noop: the floor of any wasm filter) and ``gate_ai``
-  (tollgate in front of the ai-server).
+  (api_key_auth + jwt_authn), ``wasm_noop`` and ``wasm_mimic`` (probe
+  filters of bench/wasm-probe: one does nothing, the floor of any wasm
+  filter; the other makes tollgate's host calls without its logic) and
+  ``gate_ai`` (tollgate in front of the ai-server).
 
 Then, for each round, every scenario gets one throughput run and one
 fixed-rate latency run (bench/loadgen.py), scenarios alternating, with a
@@ -169,6 +170,7 @@ class Bench:
         self.runs: dict[str, dict[str, list[dict]]] = {}
         self.failures: list[str] = []
         self.rss_mb: dict[str, float] = {}
+        self.rss_breakdown: dict[str, dict] = {}
         self.smoke_ok: dict[str, int] = {}
 
     # -- processes ---------------------------------------------------------
@@ -200,10 +202,10 @@ class Bench:
         upstream = self.add_envoy("upstream", envoys.upstream_config)
         up_addr = f"127.0.0.1:{upstream.port}"
 
-        def gw(kind, upstream_addr, overrides=None, native=None, wasm=envoys.WASM):
+        def gw(kind, upstream_addr, overrides=None, native=None, wasm=envoys.WASM, root_id=None):
             return lambda port, admin: envoys.gateway_config(
                 kind, self.workdir, upstream_addr, sidecar_addr, port, admin,
-                filter_overrides=overrides, native=native, wasm=wasm)
+                filter_overrides=overrides, native=native, wasm=wasm, root_id=root_id)
 
         bare = self.add_envoy("bare", gw("bare", up_addr))
         gate = self.add_envoy("gate", gw("gate", up_addr))
@@ -212,7 +214,10 @@ class Bench:
         native = self.add_envoy("native", gw("native", up_addr,
                                              native=(keys["native"]["key"], c.jwt_secret)))
         gate_ai = self.add_envoy("gate_ai", gw("gate", ai_addr))
-        noop = self.add_envoy("wasm_noop", gw("gate", up_addr, wasm=envoys.NOOP_WASM))
+        noop = self.add_envoy("wasm_noop", gw("gate", up_addr, wasm=envoys.PROBE_WASM,
+                                              root_id="noop"))
+        mimic = self.add_envoy("wasm_mimic", gw("gate", up_addr, wasm=envoys.PROBE_WASM,
+                                                root_id="mimic"))
 
         small, large = json_body(1024), json_body(64 * 1024)
         (self.workdir / "body-1k.json").write_bytes(small)
@@ -225,6 +230,8 @@ class Bench:
             Scenario("native", native.url + ANALYZE, b1, small, native, keys["native"], False, k.rate),
             Scenario("wasm_noop", noop.url + ANALYZE, b1, small, noop, keys["gate_cached"], False,
                      k.rate),
+            Scenario("wasm_mimic", mimic.url + ANALYZE, b1, small, mimic, keys["gate_cached"],
+                     False, k.rate),
             Scenario("gate_cold", cold.url + ANALYZE, b1, small, cold, keys["gate_cold"], True, k.rate),
             Scenario("bare_64k", bare.url + ANALYZE, b64, large, bare, keys["gate_64k"], False, k.rate),
             Scenario("gate_64k", gate.url + ANALYZE, b64, large, gate, keys["gate_64k"], True, k.rate),
@@ -310,8 +317,9 @@ class Bench:
 
     def read_rss(self) -> None:
         """Envoy's RSS with and without the filter (same config otherwise), now."""
-        self.rss_mb = {name: round(self.envoys[name].rss_mb(), 1)
-                       for name in ("gate", "bare", "wasm_noop", "native") if name in self.envoys}
+        names = [n for n in ("gate", "bare", "wasm_noop", "native") if n in self.envoys]
+        self.rss_mb = {n: round(self.envoys[n].rss_mb(), 1) for n in names}
+        self.rss_breakdown = {n: self.envoys[n].rss_breakdown_mb() for n in names}
 
     # -- usage -------------------------------------------------------------
     def check_usage(self, timeout: float = 60.0) -> tuple[int, int]:
@@ -409,6 +417,7 @@ def main() -> int:
         "ratios": ratios,
         "targets": report.targets(ratios),
         "rss_mb": bench.rss_mb,
+        "rss_breakdown_mb": bench.rss_breakdown,
         "filter_stats": filter_stats,
         "sidecar": sidecar,
         "failures": failures,

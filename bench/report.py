@@ -98,6 +98,8 @@ def ratios(runs: dict, extra: dict) -> dict:
         "native_vs_bare_rps": paired(thr("bare"), thr("native"), "rps", "ratio"),
         "wasm_noop_vs_bare_rps": paired(thr("bare"), thr("wasm_noop"), "rps", "ratio"),
         "wasm_noop_p50_added_ms": paired(lat("bare"), lat("wasm_noop"), "p50_ms", "added"),
+        "wasm_mimic_vs_bare_rps": paired(thr("bare"), thr("wasm_mimic"), "rps", "ratio"),
+        "wasm_mimic_p50_added_ms": paired(lat("bare"), lat("wasm_mimic"), "p50_ms", "added"),
         "native_p50_added_ms": paired(lat("bare"), lat("native"), "p50_ms", "added"),
         "gate_cached_vs_native_rps": paired(thr("native"), thr("gate_cached"), "rps", "ratio"),
         "gate_ai_server_vs_direct_rps": paired(
@@ -141,6 +143,7 @@ DESCRIPTIONS = {
     "gate_cold": "Envoy + tollgate, every request a cache miss (sidecar on MariaDB)",
     "native": "Envoy api_key_auth + jwt_authn (HS256), no body hash, no metering",
     "wasm_noop": "Envoy + a proxy-wasm filter that does nothing (the floor of any wasm filter)",
+    "wasm_mimic": "Envoy + a probe filter making tollgate's host calls, none of its logic",
     "ai_server_direct": "Flask ai-server under gunicorn, no gateway",
     "gate_ai_server": "Envoy + tollgate in front of the ai-server",
 }

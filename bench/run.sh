@@ -2,7 +2,7 @@
 # `make bench`: the load benchmarks of bench/README.md on this machine.
 #
 # Installs oha (the load generator) with cargo if it is not on PATH, builds
-# sidecar-bench and the no-op wasm filter (bench/wasm-noop), then runs
+# sidecar-bench and the probe wasm filters (bench/wasm-probe), then runs
 # bench/gateway_bench.py with .venv's Python (`make setup` has built the
 # filter and the sidecar and created .venv). Writes
 # bench/results.json and bench/results.md and prints the table. Exits non-zero
@@ -20,7 +20,7 @@ if ! command -v oha >/dev/null 2>&1; then
 fi
 
 cargo build --release --locked -p tollgate-bench
-# The no-op proxy-wasm filter of the wasm_noop scenario (its own small crate).
+# The probe filters of the wasm_noop and wasm_mimic rows (their own small crate).
 cargo build --release --locked --target wasm32-wasip1 \
-    --manifest-path bench/wasm-noop/Cargo.toml --target-dir target/bench-wasm-noop
+    --manifest-path bench/wasm-probe/Cargo.toml --target-dir target/bench-wasm-probe
 exec .venv/bin/python bench/gateway_bench.py

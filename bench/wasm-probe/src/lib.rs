@@ -1,0 +1,132 @@
+//! Probe filters that split the gateway's per-request cost into parts.
+//!
+//! The plugin's `root_id` picks the behaviour:
+//! - `noop`: every callback returns `Continue`. `bare` -> `wasm_noop` is
+//!   what any Rust proxy-wasm filter costs on Envoy's V8 runtime (context
+//!   creation and one VM entry per callback) before it does any work.
+//! - `mimic`: the host calls tollgate's filter makes for a request whose
+//!   key is cached, in the same callbacks, without its logic (no token
+//!   check, no hashing, no usage records): read the clock and 16 random
+//!   bytes, read all request headers, replace `x-request-id`, remove the
+//!   two credential headers, read one shared-data slot, bump a counter,
+//!   hold the headers until the body is complete, read the body, add
+//!   `x-tollgate-key-id`, bump a counter; read `:status` of the response;
+//!   on log read the clock and bump a gauge. `wasm_noop` -> `wasm_mimic`
+//!   is the cost of those host calls; `wasm_mimic` -> `gate_cached` is
+//!   tollgate's own work (token, hashing, usage buffering and flushing).
+//!
+//! Host errors are ignored: this measures cost, it guards nothing.
+
+use std::rc::Rc;
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType};
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Warn);
+    proxy_wasm::set_root_context(|_| Box::new(ProbeRoot { mimic: None }));
+}}
+
+/// Metric ids the mimic bumps (as tollgate bumps its hit, allowed and buffered metrics).
+struct Metrics {
+    hit: u32,
+    allowed: u32,
+    buffered: u32,
+}
+
+struct ProbeRoot {
+    mimic: Option<Rc<Metrics>>,
+}
+
+impl Context for ProbeRoot {}
+
+impl RootContext for ProbeRoot {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let root_id = hostcalls::get_property(vec!["plugin_root_id"])
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        if root_id == b"mimic" {
+            let define = |kind, name| hostcalls::define_metric(kind, name).unwrap_or(0);
+            self.mimic = Some(Rc::new(Metrics {
+                hit: define(MetricType::Counter, "probe_hit"),
+                allowed: define(MetricType::Counter, "probe_allowed"),
+                buffered: define(MetricType::Gauge, "probe_buffered"),
+            }));
+        }
+        true
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        match &self.mimic {
+            Some(metrics) => Some(Box::new(Mimic {
+                metrics: metrics.clone(),
+            })),
+            None => Some(Box::new(Noop)),
+        }
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+struct Noop;
+
+impl Context for Noop {}
+
+impl HttpContext for Noop {}
+
+struct Mimic {
+    metrics: Rc<Metrics>,
+}
+
+impl Context for Mimic {}
+
+impl HttpContext for Mimic {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let _ = hostcalls::get_current_time();
+        let mut id = [0u8; 16];
+        let _ = getrandom::getrandom(&mut id);
+        let id: String = id.iter().map(|b| format!("{b:02x}")).collect();
+        let _headers = hostcalls::get_map_bytes(MapType::HttpRequestHeaders);
+        let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, "x-request-id", Some(&id));
+        let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, "authorization");
+        let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, "x-auth-token");
+        let _ = hostcalls::get_shared_data("tollgate.kc.1");
+        let _ = hostcalls::increment_metric(self.metrics.hit, 1);
+        if end_of_stream {
+            self.allow();
+            return Action::Continue;
+        }
+        Action::Pause
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let _ = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size);
+        self.allow();
+        Action::Continue
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let _ = hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, ":status");
+        Action::Continue
+    }
+
+    fn on_log(&mut self) {
+        let _ = hostcalls::get_current_time();
+        let _ = hostcalls::increment_metric(self.metrics.buffered, 1);
+    }
+}
+
+impl Mimic {
+    fn allow(&self) {
+        let _ =
+            hostcalls::set_map_value(MapType::HttpRequestHeaders, "x-tollgate-key-id", Some("1"));
+        let _ = hostcalls::increment_metric(self.metrics.allowed, 1);
+    }
+}
