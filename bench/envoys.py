@@ -230,26 +230,36 @@ class Envoy:
     def rss_breakdown_mb(self) -> dict:
         """Where the RSS lives, from /proc/<pid>/smaps, in MiB.
 
-        ``wasm_memory``: mappings of 1 GiB or more, which in Envoy are V8's
-        reservations for wasm linear memories (one per VM, the touched pages
-        resident); ``file``: file-backed pages (Envoy's own code); ``anon``:
-        the rest (Envoy's heap, V8's heap and compiled code).
+        ``wasm_memory``: wasm linear memories (V8 makes each a read-write
+        mapping directly followed by a reservation of 1 GiB or more without
+        access); ``code_file``: file-backed pages (Envoy's binary, V8
+        included); ``code_jit``: anonymous executable pages (compiled wasm);
+        ``anon``: the rest (Envoy's heap, V8's heaps).
         """
         if self.service.proc is None:
             return {}
-        out = {"wasm_memory": 0, "file": 0, "anon": 0}
-        size_kb, kind = 0, "anon"
+        maps = []  # [start, end, perms, file-backed, rss_kb]
         for line in Path(f"/proc/{self.service.proc.pid}/smaps").read_text().splitlines():
             head = line.split()
             if not head:
                 continue
-            if not head[0].endswith(":"):  # a mapping's first line: range perms offset dev inode path
+            if not head[0].endswith(":"):  # range perms offset dev inode [path]
                 start, end = (int(x, 16) for x in head[0].split("-"))
-                size_kb = (end - start) // 1024
-                kind = ("wasm_memory" if size_kb >= 1024 * 1024
-                        else "file" if len(head) > 5 and head[5].startswith("/") else "anon")
-            elif head[0] == "Rss:":
-                out[kind] += int(head[1])
+                maps.append([start, end, head[1], len(head) > 5 and head[5].startswith("/"), 0])
+            elif head[0] == "Rss:" and maps:
+                maps[-1][4] = int(head[1])
+        out = {"wasm_memory": 0, "code_file": 0, "code_jit": 0, "anon": 0}
+        for i, (start, end, perms, file_backed, rss) in enumerate(maps):
+            nxt = maps[i + 1] if i + 1 < len(maps) else None
+            if file_backed:
+                out["code_file"] += rss
+            elif "x" in perms:
+                out["code_jit"] += rss
+            elif (perms.startswith("rw") and nxt is not None and nxt[0] == end
+                  and nxt[2].startswith("---") and nxt[1] - nxt[0] >= 1 << 30):
+                out["wasm_memory"] += rss
+            else:
+                out["anon"] += rss
         return {k: round(v / 1024, 1) for k, v in out.items()}
 
     def stats(self, prefix: str = "") -> dict:
