@@ -7,10 +7,13 @@ with a message saying what to install or run.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import sys
+import time
 from pathlib import Path
+from typing import Callable
 
 import pytest
 
@@ -113,18 +116,28 @@ class MysqlDatabase:
             cur.execute(f"DROP DATABASE IF EXISTS `{self.name}`")
 
 
+@contextlib.contextmanager
+def mysql_gateway(state_dir: Path, server_url: str, name: str,
+                  route: Callable[[str], str] = lambda url: url, **config):
+    """A stack on a MariaDB database of its own; ``route`` may send the
+    sidecar's connections another way (e.g. through a forwarder)."""
+    db = MysqlDatabase(server_url, f"{name}_{time.time_ns()}")
+    try:
+        stack = start_stack(state_dir, route(db.url), **config)
+        try:
+            yield Gateway(stack, Ledger(mysql_url=db.url))
+        finally:
+            stop_stack(stack)
+    finally:
+        db.drop()
+
+
 @pytest.fixture(scope="session")
 def gateway(tmp_path_factory, mysql_server) -> Gateway:
     """The main stack, on MariaDB like a production deployment."""
-    db = MysqlDatabase(mysql_server, f"tollgate_e2e_{os.getpid()}")
-    stack = start_stack(tmp_path_factory.mktemp("stack-mysql"), db.url)
-    try:
-        yield Gateway(stack, Ledger(mysql_url=db.url))
-    finally:
-        try:
-            stop_stack(stack)
-        finally:
-            db.drop()
+    with mysql_gateway(tmp_path_factory.mktemp("stack-mysql"), mysql_server,
+                       "tollgate_e2e") as gw:
+        yield gw
 
 
 @pytest.fixture(scope="session")

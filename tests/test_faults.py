@@ -33,9 +33,9 @@ from urllib.parse import urlparse
 import pytest
 import requests
 
-from conftest import MysqlDatabase, start_stack, stop_stack
+from conftest import mysql_gateway
 from faults import Load, TcpForwarder, json_code, wait_until_metered
-from gateway import Gateway, Ledger, assert_error
+from gateway import Gateway, assert_error
 from stack import USAGE_BUFFERED_GAUGE
 
 BODY = b'{"text": "metering must survive faults"}'
@@ -48,21 +48,21 @@ LATENCY_MARGIN_S = 2.5
 @pytest.fixture(scope="module")
 def faulty(tmp_path_factory, mysql_server):
     """(gateway, forwarder): a stack whose database link the test can cut."""
-    db = MysqlDatabase(mysql_server, f"tollgate_e2e_faults_{time.time_ns()}")
     server = urlparse(mysql_server)
     forwarder = TcpForwarder((server.hostname or "127.0.0.1", server.port or 3306))
-    via_forwarder = db.url.replace(f"{server.hostname}:{server.port or 3306}",
-                                   f"127.0.0.1:{forwarder.port}", 1)
-    assert via_forwarder != db.url, f"cannot route {db.url} through the forwarder"
-    stack = start_stack(tmp_path_factory.mktemp("stack-faults"), via_forwarder)
+
+    def via_forwarder(url: str) -> str:
+        routed = url.replace(f"{server.hostname}:{server.port or 3306}",
+                             f"127.0.0.1:{forwarder.port}", 1)
+        assert routed != url, f"cannot route {url} through the forwarder"
+        return routed
+
     try:
-        yield Gateway(stack, Ledger(mysql_url=db.url)), forwarder
+        with mysql_gateway(tmp_path_factory.mktemp("stack-faults"), mysql_server,
+                           "tollgate_e2e_faults", route=via_forwarder) as gateway:
+            yield gateway, forwarder
     finally:
-        try:
-            stop_stack(stack)
-        finally:
-            forwarder.close()
-            db.drop()
+        forwarder.close()
 
 
 @pytest.fixture

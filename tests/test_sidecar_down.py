@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from conftest import MysqlDatabase, start_stack, stop_stack
-from gateway import Gateway, Ledger, assert_error
+from conftest import mysql_gateway
+from gateway import Gateway, assert_error
 
 BODY = b'{"text": "metering must survive a sidecar restart"}'
 
@@ -17,15 +17,9 @@ BODY = b'{"text": "metering must survive a sidecar restart"}'
 @pytest.fixture(scope="module")
 def own_gateway(tmp_path_factory, mysql_server) -> Gateway:
     """A stack of its own: this test stops and starts its sidecar."""
-    db = MysqlDatabase(mysql_server, f"tollgate_e2e_down_{time.time_ns()}")
-    stack = start_stack(tmp_path_factory.mktemp("stack-down"), db.url)
-    try:
-        yield Gateway(stack, Ledger(mysql_url=db.url))
-    finally:
-        try:
-            stop_stack(stack)
-        finally:
-            db.drop()
+    with mysql_gateway(tmp_path_factory.mktemp("stack-down"), mysql_server,
+                       "tollgate_e2e_down") as gw:
+        yield gw
 
 
 def test_sidecar_outage(own_gateway: Gateway):
