@@ -208,9 +208,11 @@ def update_readme(table: str) -> None:
     start, end = text.find(README_BEGIN), text.find(README_END)
     if start < 0 or end < start:
         raise SystemExit("README.md has no performance:begin/end markers")
-    how = ("Reproduce with `make bench` (about 6 minutes; see bench/README.md for what each "
-           "scenario measures and the knobs). Figures from one run on a shared 2-core machine; "
-           "compare ratios, not absolute numbers.\n\n")
+    how = ("Reproduce with `make bench` (about 6.5 minutes, plus about 9 minutes once to "
+           "`cargo install oha`); bench/README.md says what each scenario measures, lists the "
+           "knobs, and under *Findings* explains the missed targets with profiling evidence. "
+           "The figures come from one run on a shared 2-core machine: compare ratios, not "
+           "absolute numbers.\n\n")
     body = README_BEGIN + "\n" + how + table + README_END
     README.write_text(text[:start] + body + text[end + len(README_END):])
 
