@@ -66,14 +66,14 @@ def test_upstream_sees_no_credentials_and_no_denied_request(gateway: Gateway):
     assert [r.status_code for r in denied] == [401, 401, 401, 401]
     assert gateway.upstream_seen()["count"] == before, "a denied request reached the upstream"
 
-    passed = gateway.post(body, key["key"])
+    passed = gateway.post(body, key["key"], headers={"X-Tollgate-Key-Id": "999"})
     assert passed.status_code == 200, passed.text
     seen = gateway.upstream_seen()
     assert seen["count"] == before + 1
     headers = seen["last_headers"][-1]
     assert "authorization" not in headers
     assert "x-auth-token" not in headers
-    assert headers["x-tollgate-key-id"] == str(key["id"])
+    assert headers["x-tollgate-key-id"] == str(key["id"]), "a client chose its key id"
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])

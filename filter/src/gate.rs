@@ -15,13 +15,10 @@ use crate::token::{verify_token, JwtPolicy, RequestLine, VerifiedToken};
 /// Longest API key accepted (bytes).
 pub const MAX_API_KEY_BYTES: usize = 512;
 
-/// Request headers that must never reach the upstream as the client sent
-/// them: the credentials, and the key id header only the filter may set.
-pub const STRIPPED_HEADERS: [&str; 3] = [
-    "authorization",
-    "x-auth-token",
-    tollgate_wire::KEY_ID_HEADER,
-];
+/// Request headers that must never reach the upstream: the credentials.
+/// (A client-sent key id header needs no removal: the filter replaces it on
+/// every request it lets through, and a denied request goes nowhere.)
+pub const STRIPPED_HEADERS: [&str; 2] = ["authorization", "x-auth-token"];
 
 /// What the header phase established about a request that may proceed.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -60,6 +60,15 @@ impl Counter {
         }
     }
 
+    /// Whether (nearly) every request moves this counter: the glue sums
+    /// these and publishes them on its timer instead of once per request.
+    pub fn is_hot(self) -> bool {
+        matches!(
+            self,
+            Counter::RequestsAllowed | Counter::KeyCacheHit | Counter::KeyCacheMiss
+        )
+    }
+
     /// Position in [`Counter::ALL`].
     pub fn index(self) -> usize {
         self as usize
