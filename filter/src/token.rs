@@ -5,13 +5,15 @@
 //! host calls, so every rule is tested natively against tokens minted by
 //! PyJWT (see `tests/fixtures`).
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
-use serde_json::{Map, Value};
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
 use sha2::{Sha256, Sha384, Sha512};
 
 use crate::body::{parse_lower_hex, Digest32};
@@ -151,24 +153,23 @@ pub fn verify_token(
             }
         };
 
-    let header = decode_json_object(header_b64, "the header is not base64url JSON")?;
-    let algorithm = match header.get("alg") {
-        Some(Value::String(name)) => {
-            Algorithm::from_name(name).ok_or(Denial::UnsupportedAlgorithm)?
-        }
+    let header_bytes = decode_segment(header_b64, HEADER_NOT_JSON)?;
+    let [alg, kid, crit] = parse_object(&header_bytes, &HEADER_NAMES, HEADER_NOT_JSON)?;
+    let algorithm = match alg {
+        Some(Json::Str(name)) => Algorithm::from_name(&name).ok_or(Denial::UnsupportedAlgorithm)?,
         Some(_) => return Err(Denial::MalformedToken("alg must be a string")),
         None => return Err(Denial::MalformedToken("the header lacks alg")),
     };
     if !policy.algorithms.contains(&algorithm) {
         return Err(Denial::UnsupportedAlgorithm);
     }
-    if header.contains_key("crit") {
+    if crit.is_some() {
         return Err(Denial::MalformedToken(
             "crit header parameters are not supported",
         ));
     }
-    let secret = match header.get("kid") {
-        Some(Value::String(kid)) => policy.kid_secrets.get(kid.as_str()),
+    let secret = match kid {
+        Some(Json::Str(kid)) => policy.kid_secrets.get(kid.as_ref()),
         Some(_) => return Err(Denial::MalformedToken("kid must be a string")),
         None => policy.default_secret.as_ref(),
     }
@@ -188,17 +189,292 @@ pub fn verify_token(
         return Err(Denial::InvalidSignature);
     }
 
-    let claims = decode_json_object(payload_b64, "the payload is not base64url JSON")?;
+    let payload_bytes = decode_segment(payload_b64, PAYLOAD_NOT_JSON)?;
+    let [iat, exp, nbf, body_sha256, htm, htu, jti, iss, aud] =
+        parse_object(&payload_bytes, &CLAIM_NAMES, PAYLOAD_NOT_JSON)?;
+    let claims = Claims {
+        iat,
+        exp,
+        nbf,
+        body_sha256,
+        htm,
+        htu,
+        jti,
+        iss,
+        aud,
+    };
     check_claims(&claims, policy, request, now_s)
 }
 
-fn decode_json_object(segment: &str, why: &'static str) -> Result<Map<String, Value>, Denial> {
-    let bytes = URL_SAFE_NO_PAD
+const HEADER_NOT_JSON: &str = "the header is not base64url JSON";
+const PAYLOAD_NOT_JSON: &str = "the payload is not base64url JSON";
+
+/// The header parameters the filter reads; any other is checked for JSON
+/// validity and skipped.
+const HEADER_NAMES: [&str; 3] = ["alg", "kid", "crit"];
+
+/// The claims the filter reads; any other is checked and skipped.
+const CLAIM_NAMES: [&str; 9] = [
+    "iat",
+    "exp",
+    "nbf",
+    "body_sha256",
+    "htm",
+    "htu",
+    "jti",
+    "iss",
+    "aud",
+];
+
+/// The claims of [`CLAIM_NAMES`], each as the payload had it (if at all).
+struct Claims<'a> {
+    iat: Option<Json<'a>>,
+    exp: Option<Json<'a>>,
+    nbf: Option<Json<'a>>,
+    body_sha256: Option<Json<'a>>,
+    htm: Option<Json<'a>>,
+    htu: Option<Json<'a>>,
+    jti: Option<Json<'a>>,
+    iss: Option<Json<'a>>,
+    aud: Option<Json<'a>>,
+}
+
+fn decode_segment(segment: &str, why: &'static str) -> Result<Vec<u8>, Denial> {
+    URL_SAFE_NO_PAD
         .decode(segment)
+        .map_err(|_| Denial::MalformedToken(why))
+}
+
+/// Parses a JSON object, keeping only the members named in `names` (in
+/// that order; a name the object lacks is `None`).
+///
+/// It accepts and refuses exactly the documents `serde_json::Value` would
+/// as an object, without building one: every member, read or not, goes
+/// through serde_json's full parser (`deserialize_any`: UTF-8, escapes and
+/// surrogates, number range, the nesting limit), but only the named ones
+/// are kept, and their strings borrow from `bytes` unless they hold an
+/// escape. A name that appears twice keeps its last value, as a
+/// `serde_json::Map` would (a derived struct would refuse the duplicate
+/// instead; keeping the old rule keeps every decision unchanged).
+fn parse_object<'a, const N: usize>(
+    bytes: &'a [u8],
+    names: &'static [&'static str; N],
+    why: &'static str,
+) -> Result<[Option<Json<'a>>; N], Denial> {
+    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
+    let members = ObjectSeed { names }
+        .deserialize(&mut deserializer)
         .map_err(|_| Denial::MalformedToken(why))?;
-    match serde_json::from_slice(&bytes) {
-        Ok(Value::Object(map)) => Ok(map),
-        _ => Err(Denial::MalformedToken(why)),
+    deserializer
+        .end()
+        .map_err(|_| Denial::MalformedToken(why))?;
+    Ok(members)
+}
+
+/// A JSON value as far as the checks need it: a string (borrowed when it
+/// has no escape), a number as serde_json reads it, an array made only of
+/// strings, or anything else reduced to its being there.
+#[derive(Debug, PartialEq)]
+enum Json<'a> {
+    Str(Cow<'a, str>),
+    Num(Num),
+    Strings(Vec<Cow<'a, str>>),
+    Other,
+}
+
+/// A JSON number with `serde_json::Number`'s `as_i64`/`as_f64` meaning:
+/// integers within i64, and everything else as an f64.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Num {
+    Int(i64),
+    Float(f64),
+}
+
+impl<'de> Deserialize<'de> for Json<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(JsonVisitor)
+    }
+}
+
+struct JsonVisitor;
+
+impl<'de> Visitor<'de> for JsonVisitor {
+    type Value = Json<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(Json::Other)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+        Ok(Json::Other)
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(Json::Num(Num::Int(v)))
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(Json::Num(match i64::try_from(v) {
+            Ok(i) => Num::Int(i),
+            Err(_) => Num::Float(v as f64),
+        }))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+        // serde_json::Value turns a non-finite float into null.
+        Ok(if v.is_finite() {
+            Json::Num(Num::Float(v))
+        } else {
+            Json::Other
+        })
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Json::Str(Cow::Borrowed(v)))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Json::Str(Cow::Owned(v.to_owned())))
+    }
+
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+        Ok(Json::Str(Cow::Owned(v)))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut strings = Vec::new();
+        let mut only_strings = true;
+        while let Some(item) = seq.next_element::<Json<'de>>()? {
+            match item {
+                Json::Str(s) if only_strings => strings.push(s),
+                _ => only_strings = false,
+            }
+        }
+        Ok(if only_strings {
+            Json::Strings(strings)
+        } else {
+            Json::Other
+        })
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        while map.next_entry::<Skipped, Skipped>()?.is_some() {}
+        Ok(Json::Other)
+    }
+}
+
+/// A JSON value parsed in full and then forgotten, without allocating:
+/// members the filter does not read still have to be valid JSON.
+struct Skipped;
+
+impl<'de> Deserialize<'de> for Skipped {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(SkippedVisitor)
+    }
+}
+
+struct SkippedVisitor;
+
+impl<'de> Visitor<'de> for SkippedVisitor {
+    type Value = Skipped;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Skipped, E> {
+        Ok(Skipped)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Skipped, E> {
+        Ok(Skipped)
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Skipped, E> {
+        Ok(Skipped)
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Skipped, E> {
+        Ok(Skipped)
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Skipped, E> {
+        Ok(Skipped)
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Skipped, E> {
+        Ok(Skipped)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Skipped, A::Error> {
+        while seq.next_element::<Skipped>()?.is_some() {}
+        Ok(Skipped)
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Skipped, A::Error> {
+        while map.next_entry::<Skipped, Skipped>()?.is_some() {}
+        Ok(Skipped)
+    }
+}
+
+/// Reads a JSON object into the members named by `names`.
+struct ObjectSeed<const N: usize> {
+    names: &'static [&'static str; N],
+}
+
+impl<'de, const N: usize> DeserializeSeed<'de> for ObjectSeed<N> {
+    type Value = [Option<Json<'de>>; N];
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de, const N: usize> Visitor<'de> for ObjectSeed<N> {
+    type Value = [Option<Json<'de>>; N];
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut members: Self::Value = std::array::from_fn(|_| None);
+        while let Some(index) = map.next_key_seed(NameSeed { names: self.names })? {
+            match index.and_then(|i| members.get_mut(i)) {
+                Some(slot) => *slot = Some(map.next_value::<Json<'de>>()?),
+                None => map.next_value::<Skipped>().map(|_| ())?,
+            }
+        }
+        Ok(members)
+    }
+}
+
+/// A member name: its index in `names`, or `None` for a name not read.
+struct NameSeed {
+    names: &'static [&'static str],
+}
+
+impl<'de> DeserializeSeed<'de> for NameSeed {
+    type Value = Option<usize>;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for NameSeed {
+    type Value = Option<usize>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a member name")
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(self.names.iter().position(|name| *name == v))
     }
 }
 
@@ -230,21 +506,16 @@ enum Round {
 
 /// A NumericDate claim: absent, or a JSON number within i64 seconds.
 fn numeric_date(
-    claims: &Map<String, Value>,
-    name: &'static str,
+    value: Option<&Json<'_>>,
     why: &'static str,
     round: Round,
 ) -> Result<Option<i64>, Denial> {
-    let Some(value) = claims.get(name) else {
-        return Ok(None);
+    let f = match value {
+        None => return Ok(None),
+        Some(Json::Num(Num::Int(i))) => return Ok(Some(*i)),
+        Some(Json::Num(Num::Float(f))) => *f,
+        Some(_) => return Err(Denial::MalformedToken(why)),
     };
-    let Value::Number(n) = value else {
-        return Err(Denial::MalformedToken(why));
-    };
-    if let Some(i) = n.as_i64() {
-        return Ok(Some(i));
-    }
-    let f = n.as_f64().ok_or(Denial::MalformedToken(why))?;
     let rounded = match round {
         Round::Down => f.floor(),
         Round::Up => f.ceil(),
@@ -257,48 +528,48 @@ fn numeric_date(
 }
 
 fn string_claim<'a>(
-    claims: &'a Map<String, Value>,
-    name: &'static str,
+    value: Option<&'a Json<'_>>,
     why: &'static str,
 ) -> Result<Option<&'a str>, Denial> {
-    match claims.get(name) {
+    match value {
         None => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.as_str())),
+        Some(Json::Str(s)) => Ok(Some(s.as_ref())),
         Some(_) => Err(Denial::MalformedToken(why)),
     }
 }
 
 /// `aud` is a string or an array of strings (RFC 7519 4.1.3).
-fn audience_claim(claims: &Map<String, Value>) -> Result<Option<Vec<&str>>, Denial> {
-    const WHY: &str = "aud must be a string or an array of strings";
-    match claims.get("aud") {
+fn audience_claim<'a>(value: Option<&'a Json<'_>>) -> Result<Option<&'a [Cow<'a, str>]>, Denial> {
+    match value {
         None => Ok(None),
-        Some(Value::String(s)) => Ok(Some(vec![s.as_str()])),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|item| item.as_str().ok_or(Denial::MalformedToken(WHY)))
-            .collect::<Result<Vec<_>, _>>()
-            .map(Some),
-        Some(_) => Err(Denial::MalformedToken(WHY)),
+        Some(Json::Str(s)) => Ok(Some(std::slice::from_ref(s))),
+        Some(Json::Strings(items)) => Ok(Some(items.as_slice())),
+        Some(_) => Err(Denial::MalformedToken(
+            "aud must be a string or an array of strings",
+        )),
     }
 }
 
 fn check_claims(
-    claims: &Map<String, Value>,
+    claims: &Claims<'_>,
     policy: &JwtPolicy,
     request: &RequestLine<'_>,
     now_s: i64,
 ) -> Result<VerifiedToken, Denial> {
     // Types first: a claim of the wrong type is malformed whatever else is wrong.
-    let iat = numeric_date(claims, "iat", "iat must be a NumericDate", Round::Up)?;
-    let exp = numeric_date(claims, "exp", "exp must be a NumericDate", Round::Down)?;
-    let nbf = numeric_date(claims, "nbf", "nbf must be a NumericDate", Round::Up)?;
-    let body_sha256 = string_claim(claims, "body_sha256", "body_sha256 must be a string")?;
-    let htm = string_claim(claims, "htm", "htm must be a string")?;
-    let htu = string_claim(claims, "htu", "htu must be a string")?;
-    let jti = string_claim(claims, "jti", "jti must be a string")?;
-    let iss = string_claim(claims, "iss", "iss must be a string")?;
-    let aud = audience_claim(claims)?;
+    let iat = numeric_date(claims.iat.as_ref(), "iat must be a NumericDate", Round::Up)?;
+    let exp = numeric_date(
+        claims.exp.as_ref(),
+        "exp must be a NumericDate",
+        Round::Down,
+    )?;
+    let nbf = numeric_date(claims.nbf.as_ref(), "nbf must be a NumericDate", Round::Up)?;
+    let body_sha256 = string_claim(claims.body_sha256.as_ref(), "body_sha256 must be a string")?;
+    let htm = string_claim(claims.htm.as_ref(), "htm must be a string")?;
+    let htu = string_claim(claims.htu.as_ref(), "htu must be a string")?;
+    let jti = string_claim(claims.jti.as_ref(), "jti must be a string")?;
+    let iss = string_claim(claims.iss.as_ref(), "iss must be a string")?;
+    let aud = audience_claim(claims.aud.as_ref())?;
 
     let iat = iat.ok_or(Denial::MissingClaim("iat"))?;
     let exp = exp.ok_or(Denial::MissingClaim("exp"))?;
@@ -517,6 +788,95 @@ mod tests {
         // Without replay protection, any string jti is carried along unchecked.
         assert!(verify_token(&with_jti(&too_long), &policy(), &LINE, 1000).is_ok());
         assert!(verify_token(&none, &policy(), &LINE, 1000).is_ok());
+    }
+
+    /// What `serde_json::Value` made of a member, in `Json` terms.
+    fn as_json(value: &serde_json::Value) -> Json<'static> {
+        use serde_json::Value;
+        match value {
+            Value::String(s) => Json::Str(Cow::Owned(s.clone())),
+            Value::Number(n) => match n.as_i64() {
+                Some(i) => Json::Num(Num::Int(i)),
+                None => Json::Num(Num::Float(n.as_f64().unwrap())),
+            },
+            Value::Array(items) if items.iter().all(Value::is_string) => Json::Strings(
+                items
+                    .iter()
+                    .map(|i| Cow::Owned(i.as_str().unwrap().to_string()))
+                    .collect(),
+            ),
+            _ => Json::Other,
+        }
+    }
+
+    #[test]
+    fn parse_object_agrees_with_serde_json_value() {
+        let deep = format!(r#"{{"x":{}1{}}}"#, "[".repeat(200), "]".repeat(200));
+        let deep_ok = format!(r#"{{"x":{}1{}}}"#, "[".repeat(100), "]".repeat(100));
+        let docs: Vec<Vec<u8>> = [
+            r#"{"iat":1,"exp":2.5,"aud":["a","b"],"iss":"i"}"#,
+            r#"{"iat":1,"iat":"late","exp":3,"exp":4}"#,
+            r#"{"i\u0061t":7,"htu":"/a\/b","jti":"\ud83d\ude00"}"#,
+            r#"{"aud":[],"nbf":-0,"htm":null}"#,
+            r#"{"aud":["a",1],"exp":18446744073709551615,"iat":9223372036854775807}"#,
+            r#"{"aud":[["a"]],"exp":1e300,"nbf":-1.5e2}"#,
+            r#"{"other":{"nested":[1,{"a":null}]},"iat":true}"#,
+            r#"{"other":1e400}"#,
+            r#"{"other":"\ud800"}"#,
+            r#"{"other":"\ud800x"}"#,
+            r#"{"other":"tab	in"}"#,
+            r#"{"other":01}"#,
+            r#"{"iat":1,}"#,
+            r#"{"iat":1} x"#,
+            " {\"iat\":1}\n ",
+            r#"["iat",1]"#,
+            r#""iat""#,
+            r#"null"#,
+            r#"{}"#,
+            "",
+        ]
+        .iter()
+        .map(|d| d.as_bytes().to_vec())
+        .chain([
+            deep.into_bytes(),
+            deep_ok.into_bytes(),
+            b"{\"other\":\"\xff\"}".to_vec(),
+            b"{\"iss\":\"caf\xc3\xa9\"}".to_vec(),
+        ])
+        .collect();
+        for doc in &docs {
+            let reference = serde_json::from_slice::<serde_json::Value>(doc)
+                .ok()
+                .and_then(|v| v.as_object().cloned());
+            let ours = parse_object(doc, &CLAIM_NAMES, "x").ok();
+            let shown = String::from_utf8_lossy(doc);
+            assert_eq!(ours.is_some(), reference.is_some(), "{shown}");
+            if let (Some(ours), Some(reference)) = (ours, reference) {
+                for (name, got) in CLAIM_NAMES.iter().zip(ours.iter()) {
+                    assert_eq!(
+                        got.as_ref(),
+                        reference.get(*name).map(as_json).as_ref(),
+                        "{shown}: {name}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn unescaped_claims_borrow_from_the_payload() {
+        let doc = br#"{"iss":"plain","jti":"esc\u0061ped"}"#;
+        let [.., jti, iss, _] = parse_object(doc, &CLAIM_NAMES, "x").unwrap();
+        assert!(matches!(iss, Some(Json::Str(Cow::Borrowed("plain")))));
+        assert!(matches!(jti, Some(Json::Str(Cow::Owned(ref j))) if j == "escaped"));
+    }
+
+    #[test]
+    fn duplicate_claims_keep_the_last_value() {
+        let key = b"0123456789abcdef0123456789abcdef";
+        let claims = format!(r#"{{"iat":1000,"exp":5000,"exp":1060,"body_sha256":"{EMPTY}"}}"#);
+        let t = sign(r#"{"alg":"HS384","alg":"HS256"}"#, &claims, key);
+        assert_eq!(verify_token(&t, &policy(), &LINE, 1000).unwrap().exp, 1060);
     }
 
     #[test]
