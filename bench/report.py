@@ -181,6 +181,14 @@ def markdown(results: dict) -> str:
             lines.append(f"| {row['backend']} ({row['senders']} senders) | "
                          f"{_fmt(row['rows_per_sec'], 0)} | {_fmt(row['batch_p50_ms'])} | "
                          f"{_fmt(row['batch_p99_ms'])} |")
+    verify = results.get("sidecar", {}).get("verify", [])
+    if verify:
+        lines += ["", "| sidecar key verification | clients | req/s | p50 ms | p99 ms |",
+                  "| --- | ---: | ---: | ---: | ---: |"]
+        for row in verify:
+            lines.append(f"| {row['backend']} | {row['clients']} | "
+                         f"{_fmt(row['requests_per_sec'], 0)} | {_fmt(row['p50_ms'])} | "
+                         f"{_fmt(row['p99_ms'])} |")
     lines += ["", "| ratio (paired per round) | value | target | |", "| --- | ---: | ---: | --- |"]
     t = results["targets"]
     for name, value in results["ratios"].items():
@@ -202,15 +210,18 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def update_readme(table: str) -> None:
+def update_readme(table: str, elapsed_s: float) -> None:
     """Replace the README's performance section (between its markers) with ``table``."""
     text = README.read_text()
     start, end = text.find(README_BEGIN), text.find(README_END)
     if start < 0 or end < start:
         raise SystemExit("README.md has no performance:begin/end markers")
-    how = ("Reproduce with `make bench` (about 6.5 minutes, plus about 9 minutes once to "
-           "`cargo install oha`); bench/README.md says what each scenario measures, lists the "
-           "knobs, and under *Findings* explains the missed targets with profiling evidence. "
+    minutes = elapsed_s / 60
+    how = (f"Reproduce with `make bench` (this run: {minutes:.1f} minutes; the first run on a "
+           "machine adds about 9 minutes to `cargo install oha`); bench/README.md says what "
+           "each scenario measures, lists the knobs, explains the missed targets with "
+           "profiling evidence (*Findings*) and records the optimisations made, with "
+           "before/after figures. "
            "The figures come from one run on a shared 2-core machine: compare ratios, not "
            "absolute numbers.\n\n")
     body = README_BEGIN + "\n" + how + table + README_END
@@ -221,7 +232,7 @@ def main(argv: list[str]) -> int:
     results = json.loads((HERE / "results.json").read_text())
     table = markdown(results)
     if "--readme" in argv:
-        update_readme(table)
+        update_readme(table, results.get("elapsed_s", 0))
         print("README.md performance section updated")
     else:
         sys.stdout.write(table)
