@@ -25,10 +25,11 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::{header, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 use sqlx::{Connection, MySqlConnection};
 use tokio::net::TcpStream;
-use tollgate_wire::{IngestReply, UsageRecord, INTERNAL_TOKEN_HEADER, USAGE_PATH, VERIFY_PATH};
+use tollgate_wire::{
+    key_hash_hex, IngestReply, Outcome, UsageRecord, INTERNAL_TOKEN_HEADER, USAGE_PATH, VERIFY_PATH,
+};
 
 const INTERNAL_TOKEN: &str = "bench-internal-token-0123456789";
 
@@ -212,7 +213,7 @@ fn batch_body(
             method: "POST".into(),
             endpoint: "/proxy/analyze".into(),
             status_code: 200,
-            outcome: "allowed".into(),
+            outcome: Outcome::Allowed,
             request_bytes: 512 + (i % 64),
             response_bytes: 96,
             duration_ms: 3 + (i % 5),
@@ -401,11 +402,7 @@ fn create_key(bin: &Path, database_url: &str, dir: &Path) -> Result<(i64, String
     let key = created["key"]
         .as_str()
         .ok_or("keys create printed no key")?;
-    let hash: String = Sha256::digest(key.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    Ok((id, hash))
+    Ok((id, key_hash_hex(key.as_bytes())))
 }
 
 fn workspace_root() -> PathBuf {

@@ -12,8 +12,9 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use tollgate_filter::body::{sha256, to_hex, BodyHasher};
+use tollgate_filter::body::BodyHasher;
 use tollgate_filter::token::{verify_token, Algorithm, JwtPolicy, RequestLine, Secret};
+use tollgate_wire::{sha256, to_hex};
 
 const SECRET: &[u8] = b"timing-secret-0123456789abcdef0123456789abcdef";
 const NOW: i64 = 1_700_000_000;

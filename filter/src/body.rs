@@ -1,10 +1,8 @@
-//! SHA-256 helpers: the incremental body hash, the API key hash used as the
-//! cache and registry key, and the strict lowercase-hex digest format.
+//! The incremental SHA-256 of a request body, fed chunk by chunk as the
+//! host delivers it (one-shot hashing and hex live in `tollgate_wire`).
 
 use sha2::{Digest, Sha256};
-
-/// A SHA-256 digest.
-pub type Digest32 = [u8; 32];
+use tollgate_wire::Digest32;
 
 /// Hashes a request body chunk by chunk as Envoy delivers it, so the body is
 /// never copied whole into the VM at the end.
@@ -37,50 +35,10 @@ impl BodyHasher {
     }
 }
 
-/// SHA-256 of `data` in one go.
-pub fn sha256(data: &[u8]) -> Digest32 {
-    Sha256::digest(data).into()
-}
-
-/// Lowercase hex of some bytes (a digest gives 64 characters).
-pub fn to_hex(digest: &[u8]) -> String {
-    let mut out = String::with_capacity(digest.len() * 2);
-    for byte in digest {
-        // from_digit yields lowercase and cannot fail for a nibble.
-        out.push(char::from_digit(u32::from(byte >> 4), 16).unwrap_or('0'));
-        out.push(char::from_digit(u32::from(byte & 0x0f), 16).unwrap_or('0'));
-    }
-    out
-}
-
-/// Parses exactly 64 lowercase hex digits. Uppercase hex, base64, or any
-/// other spelling of a digest is refused: the client contract names one
-/// format, and accepting several would make the signed claim ambiguous.
-pub fn parse_lower_hex(text: &str) -> Option<Digest32> {
-    fn nibble(c: u8) -> Option<u8> {
-        match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            _ => None,
-        }
-    }
-    let bytes = text.as_bytes();
-    if bytes.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (slot, pair) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-        match pair {
-            [hi, lo] => *slot = (nibble(*hi)? << 4) | nibble(*lo)?,
-            _ => return None,
-        }
-    }
-    Some(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tollgate_wire::{sha256, to_hex};
 
     #[test]
     fn incremental_hash_equals_one_shot_hash() {
@@ -101,18 +59,5 @@ mod tests {
             to_hex(&BodyHasher::new().digest()),
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
         );
-    }
-
-    #[test]
-    fn hex_round_trips_and_only_lowercase_is_accepted() {
-        let d = sha256(b"hello");
-        let hex = to_hex(&d);
-        assert_eq!(parse_lower_hex(&hex), Some(d));
-        assert_eq!(parse_lower_hex(&hex.to_uppercase()), None);
-        assert_eq!(parse_lower_hex(&hex[..63]), None);
-        assert_eq!(parse_lower_hex(&format!("{hex}0")), None);
-        assert_eq!(parse_lower_hex(&"g".repeat(64)), None);
-        // Non-ASCII whose byte length is 64 must not be mistaken for hex.
-        assert_eq!(parse_lower_hex(&"é".repeat(32)), None);
     }
 }

@@ -1,8 +1,8 @@
 //! The key verdict cache: entry encoding and the freshness policy.
 //!
-//! The cache lives in proxy-wasm shared data, which every worker's VM sees
-//! and which the host never evicts. Memory stays bounded because the cache
-//! is a fixed-size, direct-mapped table: a key hash goes to exactly one of
+//! The cache lives in the host's shared data, which every worker sees and
+//! which the host never evicts. Memory stays bounded because the cache is a
+//! fixed-size, direct-mapped [`Table`]: a key hash goes to exactly one of
 //! `slots` shared-data keys (`tollgate.kc.<slot>`, slot = first 8 bytes of
 //! the hash mod `slots`), and a slot holding another key's entry is a miss
 //! whose answer overwrites it. At most `slots` entries of [`ENTRY_LEN`]
@@ -12,9 +12,10 @@
 //! carries the full key hash, so a slot collision can never hand one key
 //! another key's verdict.
 
-use tollgate_wire::{KeyVerdict, VerifyReply};
+use tollgate_wire::{Digest32, KeyVerdict, VerifyReply};
 
-use crate::body::Digest32;
+use crate::host::Host;
+use crate::shared_table::{self, decode_versioned, encode_versioned, Table};
 
 /// Prefix of every cache slot's shared-data key.
 pub const SLOT_KEY_PREFIX: &str = "tollgate.kc.";
@@ -64,11 +65,36 @@ pub enum Lookup {
     Miss,
 }
 
-/// The shared-data key of the slot a key hash maps to.
-pub fn slot_key(key_hash: &Digest32, slots: u32) -> String {
-    let prefix = key_hash.first_chunk::<8>().copied().unwrap_or_default();
-    let slot = u64::from_be_bytes(prefix) % u64::from(slots.max(1));
-    format!("{SLOT_KEY_PREFIX}{slot}")
+impl CachePolicy {
+    /// The table the cache's slots form.
+    pub fn table(&self) -> Table {
+        Table {
+            prefix: SLOT_KEY_PREFIX,
+            slots: self.slots,
+        }
+    }
+}
+
+/// The entry in `key_hash`'s slot, whichever key it is for (a host error
+/// or an unreadable value is an empty slot).
+pub fn read_slot(
+    host: &impl Host,
+    key_hash: &Digest32,
+    policy: &CachePolicy,
+) -> Option<CacheEntry> {
+    let slot = policy.table().slot_key(key_hash);
+    shared_table::read(host, &slot).and_then(|bytes| CacheEntry::decode(&bytes))
+}
+
+/// Stores an entry in its key's slot, replacing whatever was there. A
+/// failed write is returned for the log; the cache is only an optimisation.
+pub fn write_slot(
+    host: &impl Host,
+    entry: &CacheEntry,
+    policy: &CachePolicy,
+) -> Result<(), crate::host::SetError> {
+    let slot = policy.table().slot_key(&entry.key_hash);
+    host.shared_set(&slot, &entry.encode(), None)
 }
 
 fn verdict_byte(verdict: KeyVerdict) -> u8 {
@@ -107,15 +133,14 @@ impl CacheEntry {
         if self.expires_at_s.is_some() {
             flags |= HAS_EXPIRES_AT;
         }
-        let mut out = Vec::with_capacity(ENTRY_LEN);
-        out.push(FORMAT_VERSION);
+        let mut out = Vec::with_capacity(ENTRY_LEN - 1);
         out.push(verdict_byte(self.verdict));
         out.push(flags);
         out.extend_from_slice(&self.key_hash);
         out.extend_from_slice(&self.key_id.unwrap_or(0).to_be_bytes());
         out.extend_from_slice(&self.expires_at_s.unwrap_or(0).to_be_bytes());
         out.extend_from_slice(&self.fetched_at_ms.to_be_bytes());
-        out
+        encode_versioned(FORMAT_VERSION, &out)
     }
 
     /// Parses [`CacheEntry::encode`]'s output; anything else (another
@@ -124,9 +149,9 @@ impl CacheEntry {
         if bytes.len() != ENTRY_LEN {
             return None;
         }
-        let mut cursor = bytes;
-        let [version, verdict, flags] = take::<3>(&mut cursor)?;
-        if version != FORMAT_VERSION || flags & !(HAS_KEY_ID | HAS_EXPIRES_AT) != 0 {
+        let mut cursor = decode_versioned(FORMAT_VERSION, bytes)?;
+        let [verdict, flags] = take::<2>(&mut cursor)?;
+        if flags & !(HAS_KEY_ID | HAS_EXPIRES_AT) != 0 {
             return None;
         }
         let verdict = verdict_from_byte(verdict)?;
@@ -181,7 +206,7 @@ impl CacheEntry {
 /// Fresh means: same key hash, and younger than the positive TTL (for
 /// `active`) or the negative TTL (any other verdict). An `active` entry
 /// whose key has meanwhile passed its `expires_at` is still returned: the
-/// caller treats it as an expired key (see `gate::decide_key`).
+/// caller treats it as an expired key (see `verdict::decide_key`).
 pub fn lookup(
     slot: Option<&CacheEntry>,
     key_hash: &Digest32,
@@ -284,15 +309,10 @@ mod tests {
     }
 
     #[test]
-    fn slots_are_bounded_and_stable() {
+    fn slots_are_named_by_the_cache_prefix() {
         let mut hash = [0u8; 32];
         hash[7] = 5;
-        assert_eq!(slot_key(&hash, 16384), "tollgate.kc.5");
-        hash[0] = 0xff;
-        let key = slot_key(&hash, 16384);
-        let n: u64 = key.strip_prefix(SLOT_KEY_PREFIX).unwrap().parse().unwrap();
-        assert!(n < 16384);
-        assert_eq!(slot_key(&hash, 1), "tollgate.kc.0");
+        assert_eq!(POLICY.table().slot_key(&hash), "tollgate.kc.5");
     }
 
     #[test]

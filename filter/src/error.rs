@@ -1,10 +1,10 @@
 //! Every reason the filter refuses a request, and the one place that turns a
 //! reason into an HTTP status, a stable error code and a JSON body.
 
-use tollgate_wire::{ErrorBody, ErrorDetail};
+use tollgate_wire::{ErrorBody, ErrorDetail, Outcome};
 
 /// Why a request is refused. Each variant maps to exactly one row of the
-/// error table in ARCHITECTURE.md (several variants may share a code when
+/// error table in docs/ARCHITECTURE.md (several variants may share a code when
 /// the client deserves a more precise message).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Denial {
@@ -55,69 +55,40 @@ pub enum Denial {
     AuthUnavailable,
 }
 
-/// Every error code the filter can answer with, in the order of the table
-/// in ARCHITECTURE.md. Metrics define one counter per entry.
-pub const ALL_CODES: [&str; 19] = [
-    "missing_api_key",
-    "invalid_api_key",
-    "missing_token",
-    "malformed_token",
-    "unsupported_algorithm",
-    "unknown_key_id",
-    "invalid_signature",
-    "token_expired",
-    "token_not_yet_valid",
-    "token_issued_in_future",
-    "token_lifetime_too_long",
-    "missing_claim",
-    "body_hash_mismatch",
-    "request_binding_mismatch",
-    "replayed_token",
-    "revoked_api_key",
-    "expired_api_key",
-    "payload_too_large",
-    "auth_unavailable",
-];
-
 impl Denial {
-    /// The HTTP status of the local reply.
-    pub fn status(self) -> u16 {
+    /// The contract's code for this denial.
+    pub fn outcome(self) -> Outcome {
         match self {
-            Denial::RevokedApiKey | Denial::ExpiredApiKey => 403,
-            Denial::PayloadTooLarge => 413,
-            Denial::AuthUnavailable => 503,
-            _ => 401,
+            Denial::MissingApiKey => Outcome::MissingApiKey,
+            Denial::InvalidApiKey => Outcome::InvalidApiKey,
+            Denial::MissingToken => Outcome::MissingToken,
+            Denial::MalformedToken(_) => Outcome::MalformedToken,
+            Denial::UnsupportedAlgorithm => Outcome::UnsupportedAlgorithm,
+            Denial::UnknownKeyId => Outcome::UnknownKeyId,
+            Denial::InvalidSignature => Outcome::InvalidSignature,
+            Denial::TokenExpired => Outcome::TokenExpired,
+            Denial::TokenNotYetValid => Outcome::TokenNotYetValid,
+            Denial::TokenIssuedInFuture => Outcome::TokenIssuedInFuture,
+            Denial::TokenLifetimeTooLong => Outcome::TokenLifetimeTooLong,
+            Denial::MissingClaim(_) => Outcome::MissingClaim,
+            Denial::BodyHashMismatch | Denial::BodyHashFormat => Outcome::BodyHashMismatch,
+            Denial::RequestBindingMismatch(_) => Outcome::RequestBindingMismatch,
+            Denial::ReplayedToken => Outcome::ReplayedToken,
+            Denial::RevokedApiKey => Outcome::RevokedApiKey,
+            Denial::ExpiredApiKey => Outcome::ExpiredApiKey,
+            Denial::PayloadTooLarge => Outcome::PayloadTooLarge,
+            Denial::AuthUnavailable => Outcome::AuthUnavailable,
         }
     }
 
     /// The stable, machine-readable error code.
     pub fn code(self) -> &'static str {
-        match self {
-            Denial::MissingApiKey => "missing_api_key",
-            Denial::InvalidApiKey => "invalid_api_key",
-            Denial::MissingToken => "missing_token",
-            Denial::MalformedToken(_) => "malformed_token",
-            Denial::UnsupportedAlgorithm => "unsupported_algorithm",
-            Denial::UnknownKeyId => "unknown_key_id",
-            Denial::InvalidSignature => "invalid_signature",
-            Denial::TokenExpired => "token_expired",
-            Denial::TokenNotYetValid => "token_not_yet_valid",
-            Denial::TokenIssuedInFuture => "token_issued_in_future",
-            Denial::TokenLifetimeTooLong => "token_lifetime_too_long",
-            Denial::MissingClaim(_) => "missing_claim",
-            Denial::BodyHashMismatch | Denial::BodyHashFormat => "body_hash_mismatch",
-            Denial::RequestBindingMismatch(_) => "request_binding_mismatch",
-            Denial::ReplayedToken => "replayed_token",
-            Denial::RevokedApiKey => "revoked_api_key",
-            Denial::ExpiredApiKey => "expired_api_key",
-            Denial::PayloadTooLarge => "payload_too_large",
-            Denial::AuthUnavailable => "auth_unavailable",
-        }
+        self.outcome().as_str()
     }
 
-    /// Index of [`Denial::code`] in [`ALL_CODES`] (for per-code metrics).
-    pub fn code_index(self) -> Option<usize> {
-        ALL_CODES.iter().position(|c| *c == self.code())
+    /// The HTTP status of the local reply (the contract's table, in `wire`).
+    pub fn status(self) -> u16 {
+        self.outcome().denial_status().unwrap_or(503)
     }
 
     /// Text for a person. Never contains a secret, a key or a token.
@@ -220,7 +191,7 @@ mod tests {
         ]
     }
 
-    /// The error table of ARCHITECTURE.md section 2, verbatim.
+    /// The error table of docs/ARCHITECTURE.md section 2, verbatim.
     const TABLE: &[(u16, &[&str])] = &[
         (
             401,
@@ -263,14 +234,8 @@ mod tests {
         for d in &denials {
             assert!(table_codes.contains(&d.code()), "{} not in table", d.code());
         }
-        assert_eq!(&ALL_CODES[..], &table_codes[..]);
-    }
-
-    #[test]
-    fn code_index_points_at_the_code() {
-        for d in every_denial() {
-            assert_eq!(ALL_CODES[d.code_index().unwrap()], d.code());
-        }
+        let wire_codes: Vec<&str> = Outcome::DENIALS.iter().map(|o| o.as_str()).collect();
+        assert_eq!(wire_codes, table_codes);
     }
 
     #[test]

@@ -1,7 +1,13 @@
-//! Names of the filter's metrics. Envoy shows them under `wasmcustom.` in
-//! `/stats` and `/stats/prometheus`; the glue defines one of each per VM.
+//! The filter's metrics: their names, and the per-worker recorder that
+//! defines them through the host and moves them. Envoy shows them under
+//! `wasmcustom.` in `/stats` and `/stats/prometheus`.
 
-use crate::error::ALL_CODES;
+use std::cell::Cell;
+
+use tollgate_wire::Outcome;
+
+use crate::error::Denial;
+use crate::host::{Host, LogLevel, MetricKind};
 
 /// A counter the filter increments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,12 +85,104 @@ impl Counter {
 /// subtracts its own changes, so the gauge is the sum over workers).
 pub const USAGE_RECORDS_BUFFERED: &str = "tollgate_usage_records_buffered";
 
-/// Counter names for denials, one per error code, in [`ALL_CODES`] order.
+/// Counter names for denials, one per error code, in [`Outcome::DENIALS`] order.
 pub fn denied_names() -> Vec<String> {
-    ALL_CODES
+    Outcome::DENIALS
         .iter()
         .map(|code| format!("tollgate_denied_{code}"))
         .collect()
+}
+
+/// The metric ids of one worker (a failed definition leaves `None`: that
+/// metric is skipped, requests are not affected).
+///
+/// Counters that every request moves ([`Counter::is_hot`]) are summed here
+/// and handed to the host by [`Metrics::publish`] on the root's tick, which
+/// saves host calls on the hot path; the host shows them at most one tick
+/// late. Every other counter and the buffered gauge reach the host at once
+/// (a graceful stop reads the gauge).
+#[derive(Debug)]
+pub struct Metrics {
+    counters: Vec<Option<u32>>,
+    pending: Vec<Cell<u64>>,
+    denied: Vec<Option<u32>>,
+    buffered: Option<u32>,
+}
+
+impl Metrics {
+    /// Defines every metric through the host.
+    pub fn define(host: &impl Host) -> Self {
+        let define = |kind, name: &str| match host.define_metric(kind, name) {
+            Ok(id) => Some(id),
+            Err(e) => {
+                host.log(LogLevel::Warn, &format!("cannot define metric {name}: {e}"));
+                None
+            }
+        };
+        Metrics {
+            counters: Counter::ALL
+                .iter()
+                .map(|c| define(MetricKind::Counter, c.name()))
+                .collect(),
+            pending: Counter::ALL.iter().map(|_| Cell::new(0)).collect(),
+            denied: denied_names()
+                .iter()
+                .map(|name| define(MetricKind::Counter, name))
+                .collect(),
+            buffered: define(MetricKind::Gauge, USAGE_RECORDS_BUFFERED),
+        }
+    }
+
+    fn bump(host: &impl Host, id: Option<u32>, by: i64) {
+        if let Some(id) = id {
+            if by != 0 {
+                let _ = host.increment_metric(id, by);
+            }
+        }
+    }
+
+    /// Adds `by` to a counter (hot counters wait for [`Metrics::publish`]).
+    pub fn add(&self, host: &impl Host, counter: Counter, by: u64) {
+        if counter.is_hot() {
+            if let Some(pending) = self.pending.get(counter.index()) {
+                pending.set(pending.get().saturating_add(by));
+                return;
+            }
+        }
+        let by = i64::try_from(by).unwrap_or(i64::MAX);
+        Self::bump(
+            host,
+            self.counters.get(counter.index()).copied().flatten(),
+            by,
+        );
+    }
+
+    /// Adds one to a counter.
+    pub fn inc(&self, host: &impl Host, counter: Counter) {
+        self.add(host, counter, 1);
+    }
+
+    /// Hands the summed hot counters to the host.
+    pub fn publish(&self, host: &impl Host) {
+        for (pending, id) in self.pending.iter().zip(&self.counters) {
+            let by = pending.replace(0);
+            Self::bump(host, *id, i64::try_from(by).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Counts a denial under its code.
+    pub fn denied(&self, host: &impl Host, denial: Denial) {
+        let id = denial
+            .outcome()
+            .denial_index()
+            .and_then(|i| self.denied.get(i).copied().flatten());
+        Self::bump(host, id, 1);
+    }
+
+    /// Moves the buffered-records gauge.
+    pub fn buffered(&self, host: &impl Host, delta: i64) {
+        Self::bump(host, self.buffered, delta);
+    }
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! Replay protection: the store of accepted `jti`s, kept in proxy-wasm
+//! Replay protection: the store of accepted `jti`s, kept in the host's
 //! shared data so that every Envoy worker of one instance sees it.
 //!
 //! Shared data never evicts, so the store is a fixed table: `slots` entries
@@ -23,10 +23,14 @@
 //! the client may retry once entries expire). Sizing keeps this rare: see
 //! [`ReplayPolicy`].
 //!
-//! Everything here is pure; `plugin` does the shared-data reads and writes.
+//! The decisions are pure ([`attempt`]); [`claim`] runs them as one
+//! compare-and-swap update of the bucket through the host.
 
-use crate::body::sha256;
+use tollgate_wire::sha256;
+
 use crate::error::Denial;
+use crate::host::{Host, HostError};
+use crate::shared_table::{self, decode_versioned, encode_versioned, Change, Table, Updated};
 use crate::token::{JwtPolicy, VerifiedToken};
 
 /// Prefix of every bucket's shared-data key.
@@ -50,18 +54,7 @@ pub const MAX_BUCKET_LEN: usize = 2 + BUCKET_ENTRIES * ENTRY_LEN;
 /// How often a claim re-reads its bucket after losing a CAS race before
 /// failing closed. A lost race means another claim wrote the same bucket;
 /// with one writer per worker, a handful of rounds always suffices.
-pub const MAX_CLAIM_ATTEMPTS: usize = 8;
-
-/// The CAS value a claim writes with when its bucket does not exist yet.
-///
-/// The host creates a missing key whatever CAS it is given, but refuses to
-/// overwrite an existing key whose CAS differs. A CAS of 0 would mean "no
-/// check", so a bucket another worker created between our read and our
-/// write would be overwritten and its claim lost. The host hands out CAS
-/// values counting up from 1, so `u32::MAX` matches an existing key only
-/// after four billion writes and then only for that key's current value:
-/// writing with it is, in effect, "create if absent".
-pub const CREATE_ONLY_CAS: u32 = u32::MAX;
+pub const MAX_CLAIM_ATTEMPTS: u32 = 8;
 
 const FORMAT_VERSION: u8 = 1;
 
@@ -85,6 +78,14 @@ impl ReplayPolicy {
     /// Number of buckets: `slots / BUCKET_ENTRIES`, rounded up, at least 1.
     pub fn buckets(&self) -> u32 {
         self.slots.div_ceil(BUCKET_ENTRIES as u32).max(1)
+    }
+
+    /// The table the buckets form.
+    pub fn table(&self) -> Table {
+        Table {
+            prefix: BUCKET_KEY_PREFIX,
+            slots: self.buckets(),
+        }
     }
 }
 
@@ -115,8 +116,6 @@ impl JtiClaim {
     /// `exp_s + clock_skew_s`.
     pub fn new(jti: &str, exp_s: i64, clock_skew_s: i64, policy: &ReplayPolicy) -> Self {
         let digest = sha256(jti.as_bytes());
-        let prefix = digest.first_chunk::<8>().copied().unwrap_or_default();
-        let bucket = u64::from_be_bytes(prefix) % u64::from(policy.buckets());
         let fingerprint = digest
             .first_chunk::<FINGERPRINT_LEN>()
             .copied()
@@ -126,7 +125,7 @@ impl JtiClaim {
                 fingerprint,
                 expires_at_s: exp_s.saturating_add(clock_skew_s),
             },
-            bucket_key: format!("{BUCKET_KEY_PREFIX}{bucket}"),
+            bucket_key: policy.table().slot_key(&digest),
         }
     }
 }
@@ -190,32 +189,66 @@ pub fn attempt(current: Option<&[u8]>, claim: &JtiClaim, now_s: i64) -> Attempt 
     Attempt::Write(encode_bucket(&live))
 }
 
-/// The CAS to write with after a read that returned `read_cas`.
-pub fn write_cas(read_cas: Option<u32>) -> u32 {
-    read_cas.unwrap_or(CREATE_ONLY_CAS)
+/// How a claim through the host ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claimed {
+    /// The `jti` is recorded: the request may pass.
+    Recorded,
+    /// The `jti` was recorded before and is live: a replay.
+    Replayed,
+    /// Its bucket is full of live entries (the store is too small).
+    Full,
+    /// Every attempt lost its compare-and-swap race.
+    Contended,
+    /// The host failed a read or a write.
+    Failed(HostError),
+}
+
+/// Records `claim` in the shared store at `now_s`, as one compare-and-swap
+/// update of its bucket (a lost race reads again: the winner may have
+/// claimed this very `jti`). Returns how it ended and how many races it lost.
+pub fn claim(host: &impl Host, claim: &JtiClaim, now_s: i64) -> (Claimed, u32) {
+    let update =
+        shared_table::update(
+            host,
+            &claim.bucket_key,
+            MAX_CLAIM_ATTEMPTS,
+            |current| match attempt(current, claim, now_s) {
+                Attempt::Write(bytes) => Change::Write(bytes),
+                Attempt::Replayed => Change::Stop(Claimed::Replayed),
+                Attempt::Full => Change::Stop(Claimed::Full),
+            },
+        );
+    let claimed = match update.result {
+        Updated::Written => Claimed::Recorded,
+        Updated::Stopped(answer) => answer,
+        Updated::Contended => Claimed::Contended,
+        Updated::Failed(e) => Claimed::Failed(e),
+    };
+    (claimed, update.retries)
 }
 
 /// The binary form of a bucket: version, count, then each entry.
 /// At most [`BUCKET_ENTRIES`] entries are written.
 pub fn encode_bucket(entries: &[Entry]) -> Vec<u8> {
     let entries = entries.get(..BUCKET_ENTRIES).unwrap_or(entries);
-    let mut out = Vec::with_capacity(2 + entries.len() * ENTRY_LEN);
-    out.push(FORMAT_VERSION);
+    let mut out = Vec::with_capacity(1 + entries.len() * ENTRY_LEN);
     out.push(u8::try_from(entries.len()).unwrap_or(u8::MAX));
     for e in entries {
         out.extend_from_slice(&e.fingerprint);
         out.extend_from_slice(&e.expires_at_s.to_be_bytes());
     }
-    out
+    encode_versioned(FORMAT_VERSION, &out)
 }
 
 /// Parses [`encode_bucket`]'s output; anything else is an empty bucket.
 pub fn decode_bucket(bytes: &[u8]) -> Vec<Entry> {
-    let Some(([version, count], rest)) = bytes.split_first_chunk::<2>() else {
+    let Some((count, rest)) = decode_versioned(FORMAT_VERSION, bytes).and_then(<[u8]>::split_first)
+    else {
         return Vec::new();
     };
     let count = usize::from(*count);
-    if *version != FORMAT_VERSION || count > BUCKET_ENTRIES || rest.len() != count * ENTRY_LEN {
+    if count > BUCKET_ENTRIES || rest.len() != count * ENTRY_LEN {
         return Vec::new();
     }
     rest.chunks_exact(ENTRY_LEN)
@@ -233,7 +266,7 @@ pub fn decode_bucket(bytes: &[u8]) -> Vec<Entry> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
+    use crate::fake_host::FakeWorld;
 
     const POLICY: ReplayPolicy = ReplayPolicy { slots: 65536 };
 
@@ -365,66 +398,50 @@ mod tests {
         assert_eq!(decode_bucket(&encode_bucket(&more)), entries);
     }
 
-    #[test]
-    fn absent_buckets_are_created_only_if_still_absent() {
-        assert_eq!(write_cas(None), CREATE_ONLY_CAS);
-        assert_eq!(write_cas(Some(7)), 7);
-    }
-
-    /// The host's shared data, as proxy-wasm-cpp-host implements it: a set
-    /// with a non-zero CAS that differs from the key's current one fails;
-    /// a missing key is created whatever the CAS.
-    #[derive(Default)]
-    struct Host {
-        data: BTreeMap<String, (Vec<u8>, u32)>,
-        next_cas: u32,
-    }
-
-    impl Host {
-        fn get(&self, key: &str) -> (Option<Vec<u8>>, Option<u32>) {
-            match self.data.get(key) {
-                Some((v, cas)) => (Some(v.clone()), Some(*cas)),
-                None => (None, None),
-            }
-        }
-        fn set(&mut self, key: &str, value: Vec<u8>, cas: u32) -> bool {
-            self.next_cas += 1;
-            let next = self.next_cas;
-            match self.data.get_mut(key) {
-                Some(slot) if cas != 0 && cas != slot.1 => false,
-                Some(slot) => {
-                    *slot = (value, next);
-                    true
-                }
-                None => {
-                    self.data.insert(key.to_string(), (value, next));
-                    true
-                }
-            }
-        }
-    }
-
     /// Two workers interleave read, read, write, write on the same jti, for
     /// an absent and an existing bucket: exactly one claim lands.
     #[test]
     fn racing_claims_of_one_jti_let_exactly_one_through() {
         for existing in [false, true] {
-            let mut host = Host::default();
+            let world = FakeWorld::new();
+            let host = world.root();
             let c = claim("raced", 1060);
             if existing {
                 let other = claim("other", 1060).entry;
-                assert!(host.set(&c.bucket_key, encode_bucket(&[other]), 0));
+                host.shared_set(&c.bucket_key, &encode_bucket(&[other]), None)
+                    .unwrap();
             }
-            let (v1, cas1) = host.get(&c.bucket_key);
-            let (v2, cas2) = host.get(&c.bucket_key);
+            let (v1, cas1) = host.shared_get(&c.bucket_key).unwrap();
+            let (v2, cas2) = host.shared_get(&c.bucket_key).unwrap();
             let w1 = write(attempt(v1.as_deref(), &c, 1000));
             let w2 = write(attempt(v2.as_deref(), &c, 1000));
-            assert!(host.set(&c.bucket_key, w1, write_cas(cas1)));
-            assert!(!host.set(&c.bucket_key, w2, write_cas(cas2)), "both landed");
+            let create = shared_table::CREATE_ONLY_CAS;
+            assert!(host
+                .shared_set(&c.bucket_key, &w1, Some(cas1.unwrap_or(create)))
+                .is_ok());
+            assert!(
+                host.shared_set(&c.bucket_key, &w2, Some(cas2.unwrap_or(create)))
+                    .is_err(),
+                "both landed"
+            );
             // The loser reads again and sees the winner's claim.
-            let (v, _) = host.get(&c.bucket_key);
-            assert_eq!(attempt(v.as_deref(), &c, 1000), Attempt::Replayed);
+            assert_eq!(super::claim(&host, &c, 1000), (Claimed::Replayed, 0));
         }
+    }
+
+    #[test]
+    fn a_claim_through_the_host_records_once() {
+        let world = FakeWorld::new();
+        let host = world.root();
+        let c = claim("once", 1060);
+        assert_eq!(super::claim(&host, &c, 1000), (Claimed::Recorded, 0));
+        assert_eq!(super::claim(&host, &c, 1000), (Claimed::Replayed, 0));
+        world.lose_races(u32::MAX);
+        let other = claim("other", 1060);
+        assert_eq!(
+            super::claim(&host, &other, 1000),
+            (Claimed::Contended, MAX_CLAIM_ATTEMPTS)
+        );
     }
 
     #[test]

@@ -10,7 +10,9 @@
 //! ids from one VM never repeat (2^64 of them) and ids from two VMs collide
 //! only if their random seeds do.
 
-use crate::body::to_hex;
+use tollgate_wire::to_hex;
+
+use crate::host::Host;
 
 /// Formats 16 bytes as a request id.
 pub fn from_random_bytes(bytes: &[u8; 16]) -> String {
@@ -28,10 +30,9 @@ pub struct RequestIds {
 impl RequestIds {
     /// A minter seeded from the host's randomness; `None` when there is none
     /// (the caller must fail closed rather than guess ids).
-    pub fn from_host() -> Option<Self> {
+    pub fn from_host(host: &impl Host) -> Option<Self> {
         let mut seed = [0u8; 16];
-        getrandom::getrandom(&mut seed).ok()?;
-        Some(Self::from_seed(seed))
+        host.random(&mut seed).then(|| Self::from_seed(seed))
     }
 
     /// A minter from a given seed (tests, and `from_host`).
@@ -67,11 +68,12 @@ fn mix(mut z: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fake_host::FakeWorld;
     use std::collections::HashSet;
 
     #[test]
     fn ids_are_32_lowercase_hex_and_never_repeat() {
-        let mut ids = RequestIds::from_host().unwrap();
+        let mut ids = RequestIds::from_host(&FakeWorld::new().root()).unwrap();
         let minted: Vec<String> = (0..10_000).map(|_| ids.mint()).collect();
         for id in &minted {
             assert_eq!(id.len(), 32);
@@ -84,8 +86,8 @@ mod tests {
 
     #[test]
     fn two_vms_mint_different_ids() {
-        let mut a = RequestIds::from_host().unwrap();
-        let mut b = RequestIds::from_host().unwrap();
+        let mut a = RequestIds::from_host(&FakeWorld::new().root()).unwrap();
+        let mut b = RequestIds::from_host(&FakeWorld::new().root()).unwrap();
         let from_a: HashSet<String> = (0..1000).map(|_| a.mint()).collect();
         assert!((0..1000).all(|_| !from_a.contains(&b.mint())));
     }

@@ -11,53 +11,20 @@ use std::fmt;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use hmac::{Hmac, Mac};
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
-use sha2::{Sha256, Sha384, Sha512};
+use tollgate_wire::jws::{claim, header};
+use tollgate_wire::{parse_lower_hex, Digest32};
 
-use crate::body::{parse_lower_hex, Digest32};
 use crate::error::Denial;
+
+pub use tollgate_wire::Algorithm;
 
 /// Longest token the filter will look at; anything longer is malformed.
 pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
 
 /// Longest `jti` accepted when replay protection is on (a UUID is 36).
 pub const MAX_JTI_BYTES: usize = 128;
-
-/// An HMAC algorithm the filter can verify. Nothing else exists here: `none`
-/// and asymmetric algorithms cannot even be named by a policy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Algorithm {
-    /// HMAC with SHA-256.
-    Hs256,
-    /// HMAC with SHA-384.
-    Hs384,
-    /// HMAC with SHA-512.
-    Hs512,
-}
-
-impl Algorithm {
-    /// The algorithm a JOSE `alg` names, exactly (case-sensitive, as RFC 7515
-    /// requires): `hs256`, `none` or `RS256` name nothing here.
-    pub fn from_name(name: &str) -> Option<Self> {
-        match name {
-            "HS256" => Some(Algorithm::Hs256),
-            "HS384" => Some(Algorithm::Hs384),
-            "HS512" => Some(Algorithm::Hs512),
-            _ => None,
-        }
-    }
-
-    /// The JOSE name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Algorithm::Hs256 => "HS256",
-            Algorithm::Hs384 => "HS384",
-            Algorithm::Hs512 => "HS512",
-        }
-    }
-}
 
 /// An HMAC secret. Its `Debug` output shows only its length, so a secret
 /// cannot leak through a log line.
@@ -211,20 +178,10 @@ const PAYLOAD_NOT_JSON: &str = "the payload is not base64url JSON";
 
 /// The header parameters the filter reads; any other is checked for JSON
 /// validity and skipped.
-const HEADER_NAMES: [&str; 3] = ["alg", "kid", "crit"];
+const HEADER_NAMES: [&str; 3] = [header::ALG, header::KID, header::CRIT];
 
 /// The claims the filter reads; any other is checked and skipped.
-const CLAIM_NAMES: [&str; 9] = [
-    "iat",
-    "exp",
-    "nbf",
-    "body_sha256",
-    "htm",
-    "htu",
-    "jti",
-    "iss",
-    "aud",
-];
+const CLAIM_NAMES: [&str; 9] = claim::ALL;
 
 /// The claims of [`CLAIM_NAMES`], each as the payload had it (if at all).
 struct Claims<'a> {
@@ -478,24 +435,9 @@ impl<'de> Visitor<'de> for NameSeed {
     }
 }
 
-/// Constant-time HMAC comparison (`verify_slice` also refuses a tag of the
-/// wrong length).
+/// Constant-time HMAC comparison (a tag of the wrong length is refused).
 fn hmac_matches(algorithm: Algorithm, secret: &Secret, input: &[u8], tag: &[u8]) -> bool {
-    fn verify<M: Mac + hmac::digest::KeyInit>(secret: &[u8], input: &[u8], tag: &[u8]) -> bool {
-        match <M as Mac>::new_from_slice(secret) {
-            Ok(mut mac) => {
-                mac.update(input);
-                mac.verify_slice(tag).is_ok()
-            }
-            Err(_) => false,
-        }
-    }
-    let key = secret.as_bytes();
-    match algorithm {
-        Algorithm::Hs256 => verify::<Hmac<Sha256>>(key, input, tag),
-        Algorithm::Hs384 => verify::<Hmac<Sha384>>(key, input, tag),
-        Algorithm::Hs512 => verify::<Hmac<Sha512>>(key, input, tag),
-    }
+    algorithm.verify(secret.as_bytes(), input, tag)
 }
 
 #[derive(Clone, Copy)]
@@ -571,13 +513,13 @@ fn check_claims(
     let iss = string_claim(claims.iss.as_ref(), "iss must be a string")?;
     let aud = audience_claim(claims.aud.as_ref())?;
 
-    let iat = iat.ok_or(Denial::MissingClaim("iat"))?;
-    let exp = exp.ok_or(Denial::MissingClaim("exp"))?;
-    let body_sha256 = body_sha256.ok_or(Denial::MissingClaim("body_sha256"))?;
+    let iat = iat.ok_or(Denial::MissingClaim(claim::IAT))?;
+    let exp = exp.ok_or(Denial::MissingClaim(claim::EXP))?;
+    let body_sha256 = body_sha256.ok_or(Denial::MissingClaim(claim::BODY_SHA256))?;
     if policy.require_jti {
         // An empty jti identifies nothing: it is as good as absent.
         match jti {
-            None | Some("") => return Err(Denial::MissingClaim("jti")),
+            None | Some("") => return Err(Denial::MissingClaim(claim::JTI)),
             Some(j) if j.len() > MAX_JTI_BYTES => {
                 return Err(Denial::MalformedToken("jti must be at most 128 bytes"))
             }
@@ -585,10 +527,10 @@ fn check_claims(
         }
     }
     if policy.issuer.is_some() && iss.is_none() {
-        return Err(Denial::MissingClaim("iss"));
+        return Err(Denial::MissingClaim(claim::ISS));
     }
     if policy.audience.is_some() && aud.is_none() {
-        return Err(Denial::MissingClaim("aud"));
+        return Err(Denial::MissingClaim(claim::AUD));
     }
     let body_sha256 = parse_lower_hex(body_sha256).ok_or(Denial::BodyHashFormat)?;
 
@@ -647,6 +589,8 @@ fn check_claims(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use hmac::{Hmac, Mac};
+    use sha2::Sha256;
 
     fn policy() -> JwtPolicy {
         JwtPolicy {
@@ -686,7 +630,7 @@ mod tests {
         );
         let v = verify_token(&t, &policy(), &LINE, 1000).unwrap();
         assert_eq!(v.exp, 1060);
-        assert_eq!(crate::body::to_hex(&v.body_sha256), EMPTY);
+        assert_eq!(tollgate_wire::to_hex(&v.body_sha256), EMPTY);
     }
 
     #[test]

@@ -94,6 +94,11 @@ impl UsageBuffer {
         self.records.is_empty()
     }
 
+    /// The records held, oldest first.
+    pub fn records(&self) -> impl Iterator<Item = &UsageRecord> {
+        self.records.iter()
+    }
+
     /// Whether a batch awaits the sidecar's answer.
     pub fn in_flight(&self) -> bool {
         self.in_flight.is_some()
@@ -238,7 +243,7 @@ mod tests {
             method: "POST".into(),
             endpoint: "/proxy/analyze".into(),
             status_code: 200,
-            outcome: "allowed".into(),
+            outcome: tollgate_wire::Outcome::Allowed,
             request_bytes: 10,
             response_bytes: 20,
             duration_ms: 1,

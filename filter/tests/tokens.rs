@@ -4,11 +4,13 @@
 //! parser, then the body is hashed incrementally and compared, as in Envoy.
 
 use serde_json::{json, Value};
-use tollgate_filter::body::{sha256, BodyHasher};
+use tollgate_filter::body::BodyHasher;
 use tollgate_filter::config;
 use tollgate_filter::error::Denial;
-use tollgate_filter::gate::{Gate, KeyDecision, Next};
+use tollgate_filter::flow::{Checking, KeyState, Next};
 use tollgate_filter::token::{verify_token, RequestLine};
+use tollgate_filter::verdict::KeyDecision;
+use tollgate_wire::sha256;
 
 fn fixtures() -> Value {
     let text = include_str!("fixtures/tokens.json");
@@ -54,17 +56,23 @@ fn run(case: &Value, defaults: &Value, now: i64) -> Result<(), Denial> {
     };
     let token = verify_token(case["token"].as_str().unwrap(), &config.jwt, &line, now)?;
     let body = case["body"].as_str().unwrap().as_bytes();
-    let mut gate = Gate::new(token.body_sha256, config.max_body_bytes);
-    gate.key_known(KeyDecision {
+    let active = KeyState::Known(KeyDecision {
         key_id: Some(1),
         result: Ok(1),
     });
+    let mut checking = Checking::new(
+        [0; 32],
+        active,
+        None,
+        token.body_sha256,
+        config.max_body_bytes,
+    );
     let fetch = |start: u64, len: u64| {
         body.get(start as usize..(start + len) as usize)
             .map(<[u8]>::to_vec)
     };
-    match gate.body(body.len() as u64, true, fetch) {
-        Next::Allow(_) => Ok(()),
+    match checking.body(body.len() as u64, true, fetch) {
+        Next::Admit(_) => Ok(()),
         Next::Deny(d) => Err(d),
         other => panic!("unexpected {other:?}"),
     }

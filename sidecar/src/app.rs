@@ -12,9 +12,9 @@ use tollgate_wire::{USAGE_PATH, VERIFY_PATH};
 use crate::config::ServeConfig;
 use crate::error::ApiError;
 use crate::extract::MAX_BODY_BYTES;
-use crate::health::{self, Metrics};
+use crate::metrics::{self, Metrics};
 use crate::store::Store;
-use crate::{keys, usage};
+use crate::{keys, probes, usage};
 
 /// The secrets requests are checked against.
 #[derive(Clone)]
@@ -62,21 +62,21 @@ impl AppState {
 /// and request metrics.
 pub fn router(state: AppState) -> Router {
     Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
+        .route("/healthz", get(probes::healthz))
+        .route("/readyz", get(probes::readyz))
+        .route("/metrics", get(metrics::scrape))
         .route(VERIFY_PATH, post(keys::verify))
         .route(USAGE_PATH, post(usage::ingest))
         .route("/v1/keys", post(keys::create).get(keys::list))
         .route("/v1/keys/{id}/revoke", post(keys::revoke))
         .route("/v1/usage/summary", get(usage::summary))
-        .route_layer(axum::middleware::from_fn(health::label_route))
-        .fallback(|| async { ApiError::no_route() })
-        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
+        .route_layer(axum::middleware::from_fn(metrics::label_route))
+        .fallback(|| async { ApiError::NoRoute })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            health::track_requests,
+            metrics::track_requests,
         ))
         .with_state(state)
 }

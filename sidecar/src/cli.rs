@@ -6,14 +6,16 @@
 use std::io::Read as _;
 use std::path::PathBuf;
 
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 use clap::{Args, Parser, Subcommand};
 use time::OffsetDateTime;
+use tollgate_wire::Algorithm;
 
 use crate::clock::{format_rfc3339, parse_duration, parse_rfc3339};
 use crate::config::{DatabaseTarget, ServeConfig};
 use crate::keys::{self, CreatedKey, KeyView};
-use crate::store::{Revocation, Store};
-use crate::token::{self, Algorithm, TokenRequest};
+use crate::store::{KeyStatus, Revocation, Store};
+use crate::token::{self, TokenRequest};
 use crate::usage::{self, SummaryReply};
 
 /// tollgate: API key registry and usage ledger for the tollgate Envoy filter.
@@ -144,12 +146,21 @@ pub enum TokenCommand {
         /// Key id header, picking one of the gateway's secrets.
         #[arg(long)]
         kid: Option<String>,
-        #[arg(long, value_enum, default_value = "HS256")]
+        /// HMAC algorithm (the token header's alg).
+        #[arg(long, default_value = "HS256", value_parser = algorithm_parser())]
         alg: Algorithm,
         /// Add a random jti claim (needed when replay protection is on).
         #[arg(long)]
         jti: bool,
     },
+}
+
+/// Parses `--alg`: exactly the JOSE names of [`Algorithm::ALL`], listed in
+/// `--help` and in the error for any other value.
+fn algorithm_parser() -> impl TypedValueParser<Value = Algorithm> {
+    PossibleValuesParser::new(Algorithm::ALL.map(Algorithm::name)).try_map(|name| {
+        Algorithm::from_name(&name).ok_or_else(|| format!("{name:?} is not an HMAC algorithm"))
+    })
 }
 
 impl Command {
@@ -377,7 +388,9 @@ fn print_key_table(keys: &[KeyView]) {
     for key in keys {
         let mut status = key.status.clone();
         // RFC 3339 UTC strings of one format compare in time order.
-        if key.status == "ACTIVE" && key.expires_at.as_deref().is_some_and(|at| *at <= *now) {
+        if key.status == KeyStatus::Active.as_str()
+            && key.expires_at.as_deref().is_some_and(|at| *at <= *now)
+        {
             status.push_str(" (expired)");
         }
         println!(

@@ -1,9 +1,13 @@
-//! The one error type of the HTTP API, and how it becomes a JSON response.
+//! The one error type of the HTTP API: every way a call can fail, and the one
+//! place that turns each into a status, a stable code and a message, answered
+//! as the contract's JSON error body.
+
+use std::fmt;
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use tollgate_wire::{ErrorBody, ErrorDetail};
+use tollgate_wire::{ErrorBody, ErrorDetail, INTERNAL_TOKEN_HEADER, MAX_USAGE_BATCH};
 
 use crate::store::StoreError;
 
@@ -11,108 +15,303 @@ use crate::store::StoreError;
 #[derive(Debug, Clone, Copy)]
 pub struct DatabaseFailure;
 
-/// An error answered to an HTTP caller: a status, a stable code, a message
-/// for a person and, for bad input, the field at fault.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub code: &'static str,
-    pub message: String,
-    pub field: Option<String>,
+/// The stable, machine-readable codes of the sidecar's API (`error.code`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// 400: the input is of the wrong shape or out of range.
+    InvalidRequest,
+    /// 400: the body is not JSON.
+    MalformedJson,
+    /// 401: the caller lacks the credential the endpoint requires.
+    Unauthorized,
+    /// 401: the admin API is off (no admin token configured).
+    AdminApiDisabled,
+    /// 404: no route serves the path.
+    NotFound,
+    /// 404: no key has the id.
+    KeyNotFound,
+    /// 405: the route does not take the method.
+    MethodNotAllowed,
+    /// 409: a key with this value is already registered.
+    DuplicateKey,
+    /// 413: the body is over the size limit.
+    PayloadTooLarge,
+    /// 413: the usage batch has too many records.
+    BatchTooLarge,
+    /// 503: the database cannot answer; nothing was stored.
+    DatabaseUnavailable,
+}
+
+impl ErrorCode {
+    /// The code as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::MalformedJson => "malformed_json",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::AdminApiDisabled => "admin_api_disabled",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::KeyNotFound => "key_not_found",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::DuplicateKey => "duplicate_key",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::BatchTooLarge => "batch_too_large",
+            ErrorCode::DatabaseUnavailable => "database_unavailable",
+        }
+    }
+
+    /// The HTTP status answered with this code.
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorCode::InvalidRequest | ErrorCode::MalformedJson => StatusCode::BAD_REQUEST,
+            ErrorCode::Unauthorized | ErrorCode::AdminApiDisabled => StatusCode::UNAUTHORIZED,
+            ErrorCode::NotFound | ErrorCode::KeyNotFound => StatusCode::NOT_FOUND,
+            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::DuplicateKey => StatusCode::CONFLICT,
+            ErrorCode::PayloadTooLarge | ErrorCode::BatchTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::DatabaseUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A secret an endpoint requires of its caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credential {
+    /// The internal token, in [`INTERNAL_TOKEN_HEADER`] (the Envoy filter).
+    InternalToken,
+    /// The admin bearer token, in `Authorization`.
+    AdminToken,
+}
+
+/// Why an HTTP call failed. Its `Display` is the message for a person.
+#[derive(Debug)]
+pub enum ApiError {
+    /// The input is of the wrong shape or out of range; `field` names the
+    /// input at fault when one is (`[3].status_code`, `expires_at`).
+    Invalid {
+        field: Option<String>,
+        message: String,
+    },
+    /// The body is not JSON, or has data after the JSON value.
+    MalformedJson {
+        field: Option<String>,
+        message: String,
+    },
+    /// The credential is missing.
+    MissingCredential(Credential),
+    /// The credential does not match.
+    WrongCredential(Credential),
+    /// The admin API is disabled.
+    AdminApiDisabled,
+    /// No route serves the path.
+    NoRoute,
+    /// The route does not take the method.
+    MethodNotAllowed,
+    /// No key has this id.
+    KeyNotFound(i64),
+    /// A key with this value is already registered.
+    DuplicateKey,
+    /// The body is over `limit` bytes.
+    BodyTooLarge { limit: usize },
+    /// The usage batch has `records` records, more than [`MAX_USAGE_BATCH`].
+    BatchTooLarge { records: usize },
+    /// The database failed; the cause is logged, never answered.
+    DatabaseUnavailable(StoreError),
 }
 
 impl ApiError {
-    /// An error without a field.
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-            field: None,
-        }
-    }
-
     /// 400 `invalid_request` naming the field at fault.
     pub fn invalid_field(field: impl Into<String>, message: impl Into<String>) -> Self {
-        ApiError {
+        ApiError::Invalid {
             field: Some(field.into()),
-            ..ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+            message: message.into(),
         }
     }
 
-    /// 401 `unauthorized`.
-    pub fn unauthorized(message: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    /// The stable code this error answers with.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ApiError::Invalid { .. } => ErrorCode::InvalidRequest,
+            ApiError::MalformedJson { .. } => ErrorCode::MalformedJson,
+            ApiError::MissingCredential(_) | ApiError::WrongCredential(_) => {
+                ErrorCode::Unauthorized
+            }
+            ApiError::AdminApiDisabled => ErrorCode::AdminApiDisabled,
+            ApiError::NoRoute => ErrorCode::NotFound,
+            ApiError::MethodNotAllowed => ErrorCode::MethodNotAllowed,
+            ApiError::KeyNotFound(_) => ErrorCode::KeyNotFound,
+            ApiError::DuplicateKey => ErrorCode::DuplicateKey,
+            ApiError::BodyTooLarge { .. } => ErrorCode::PayloadTooLarge,
+            ApiError::BatchTooLarge { .. } => ErrorCode::BatchTooLarge,
+            ApiError::DatabaseUnavailable(_) => ErrorCode::DatabaseUnavailable,
+        }
     }
 
-    /// 404 `not_found` for a path no route serves.
-    pub fn no_route() -> Self {
-        ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+    /// The HTTP status this error answers with.
+    pub fn status(&self) -> StatusCode {
+        self.code().status()
     }
 
-    /// 405 `method_not_allowed`.
-    pub fn method_not_allowed() -> Self {
-        ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "this endpoint does not accept this method",
-        )
+    /// The input at fault, for bad input.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            ApiError::Invalid { field, .. } | ApiError::MalformedJson { field, .. } => {
+                field.as_deref()
+            }
+            _ => None,
+        }
     }
+}
 
-    /// 413 `payload_too_large` for a body over the size limit.
-    pub fn body_too_large(limit: usize) -> Self {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("the request body is larger than {limit} bytes"),
-        )
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ApiError::Invalid { message, .. } | ApiError::MalformedJson { message, .. } => {
+                f.write_str(message)
+            }
+            ApiError::MissingCredential(Credential::InternalToken) => {
+                write!(f, "the {INTERNAL_TOKEN_HEADER} header is missing")
+            }
+            ApiError::WrongCredential(Credential::InternalToken) => {
+                write!(f, "the {INTERNAL_TOKEN_HEADER} header does not match")
+            }
+            ApiError::MissingCredential(Credential::AdminToken) => {
+                f.write_str("an admin bearer token is required: Authorization: Bearer <token>")
+            }
+            ApiError::WrongCredential(Credential::AdminToken) => {
+                f.write_str("the admin bearer token does not match")
+            }
+            ApiError::AdminApiDisabled => f.write_str(
+                "the admin API is disabled: start the sidecar with --admin-token \
+                 (or TOLLGATE_ADMIN_TOKEN) to enable it",
+            ),
+            ApiError::NoRoute => f.write_str("no such endpoint"),
+            ApiError::MethodNotAllowed => f.write_str("this endpoint does not accept this method"),
+            ApiError::KeyNotFound(id) => write!(f, "no key has id {id}"),
+            ApiError::DuplicateKey => f.write_str("a key with this value is already registered"),
+            ApiError::BodyTooLarge { limit } => {
+                write!(f, "the request body is larger than {limit} bytes")
+            }
+            ApiError::BatchTooLarge { records } => write!(
+                f,
+                "a batch holds at most {MAX_USAGE_BATCH} records; this one has {records}"
+            ),
+            ApiError::DatabaseUnavailable(_) => {
+                f.write_str("the database is unavailable; nothing was stored, retry later")
+            }
+        }
     }
+}
 
-    /// 503 `database_unavailable`.
-    pub fn database_unavailable() -> Self {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "database_unavailable",
-            "the database is unavailable; nothing was stored, retry later",
-        )
+impl std::error::Error for ApiError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ApiError::DatabaseUnavailable(e) => Some(e),
+            _ => None,
+        }
     }
 }
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Duplicate => ApiError::new(
-                StatusCode::CONFLICT,
-                "duplicate_key",
-                "a key with this value is already registered",
-            ),
-            other => {
-                tracing::error!(error = %other, "database call failed");
-                ApiError::database_unavailable()
-            }
+            StoreError::Duplicate => ApiError::DuplicateKey,
+            other => ApiError::DatabaseUnavailable(other),
         }
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let code = self.code();
+        if let ApiError::DatabaseUnavailable(cause) = &self {
+            tracing::error!(error = %cause, "database call failed");
+        }
         let body = ErrorBody {
             error: ErrorDetail {
-                code: self.code.to_string(),
-                message: self.message,
-                field: self.field,
+                code: code.as_str().to_string(),
+                message: self.to_string(),
+                field: self.field().map(str::to_string),
             },
             request_id: None,
         };
-        let mut response = (self.status, Json(body)).into_response();
-        if self.status == StatusCode::UNAUTHORIZED {
+        let mut response = (code.status(), Json(body)).into_response();
+        if code.status() == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
-        if self.code == "database_unavailable" {
+        if code == ErrorCode::DatabaseUnavailable {
             response.extensions_mut().insert(DatabaseFailure);
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_keep_their_wire_names_and_statuses() {
+        for (error, code, status) in [
+            (ApiError::NoRoute, "not_found", 404),
+            (ApiError::MethodNotAllowed, "method_not_allowed", 405),
+            (ApiError::KeyNotFound(7), "key_not_found", 404),
+            (ApiError::DuplicateKey, "duplicate_key", 409),
+            (ApiError::AdminApiDisabled, "admin_api_disabled", 401),
+            (
+                ApiError::WrongCredential(Credential::AdminToken),
+                "unauthorized",
+                401,
+            ),
+            (
+                ApiError::BodyTooLarge { limit: 1 },
+                "payload_too_large",
+                413,
+            ),
+            (
+                ApiError::BatchTooLarge { records: 2 },
+                "batch_too_large",
+                413,
+            ),
+            (
+                ApiError::DatabaseUnavailable(StoreError::Corrupt("x".into())),
+                "database_unavailable",
+                503,
+            ),
+        ] {
+            assert_eq!(error.code().as_str(), code, "{error:?}");
+            assert_eq!(error.status().as_u16(), status, "{error:?}");
+            assert!(!error.to_string().is_empty());
+        }
+        let invalid = ApiError::invalid_field("[0].outcome", "bad");
+        assert_eq!(invalid.code(), ErrorCode::InvalidRequest);
+        assert_eq!(invalid.field(), Some("[0].outcome"));
+        assert_eq!(invalid.to_string(), "bad");
+    }
+
+    #[test]
+    fn responses_are_the_contract_body_with_their_markers() {
+        let response = ApiError::MissingCredential(Credential::InternalToken).into_response();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(response.headers()[header::WWW_AUTHENTICATE], "Bearer");
+        assert!(response.extensions().get::<DatabaseFailure>().is_none());
+
+        let store_down = StoreError::Unavailable(sqlx::Error::PoolClosed);
+        let response = ApiError::from(store_down).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(response.extensions().get::<DatabaseFailure>().is_some());
+        assert!(response.headers().get(header::WWW_AUTHENTICATE).is_none());
+        assert_eq!(
+            ApiError::from(StoreError::Duplicate).code(),
+            ErrorCode::DuplicateKey
+        );
     }
 }

@@ -1,16 +1,20 @@
 //! What a request must carry: the internal and admin token guards, and a JSON
 //! body reader whose errors name the field at fault.
+//!
+//! Bodies are read leniently where the wire says so: a field a type does not
+//! know is ignored (a newer filter may send more), unless the type itself
+//! refuses unknown fields (the admin API's).
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use serde::de::DeserializeOwned;
-use sha2::{Digest, Sha256};
-use tollgate_wire::INTERNAL_TOKEN_HEADER;
+use tollgate_wire::{sha256, INTERNAL_TOKEN_HEADER};
 
 use crate::app::AppState;
-use crate::error::ApiError;
+use crate::error::{ApiError, Credential};
+use crate::json_fault::fault_path;
 
 /// Largest request body the API reads (a full usage batch is far below this).
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
@@ -19,8 +23,8 @@ pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 /// their lengths: both are hashed first, and the digests compared without
 /// early exit.
 pub fn secrets_match(presented: &[u8], expected: &[u8]) -> bool {
-    let a = Sha256::digest(presented);
-    let b = Sha256::digest(expected);
+    let a = sha256(presented);
+    let b = sha256(expected);
     a.iter()
         .zip(b.iter())
         .fold(0u8, |acc, (x, y)| acc | (x ^ y))
@@ -41,12 +45,8 @@ impl FromRequestParts<AppState> for InternalCaller {
             {
                 Ok(InternalCaller)
             }
-            Some(_) => Err(ApiError::unauthorized(format!(
-                "the {INTERNAL_TOKEN_HEADER} header does not match"
-            ))),
-            None => Err(ApiError::unauthorized(format!(
-                "the {INTERNAL_TOKEN_HEADER} header is missing"
-            ))),
+            Some(_) => Err(ApiError::WrongCredential(Credential::InternalToken)),
+            None => Err(ApiError::MissingCredential(Credential::InternalToken)),
         }
     }
 }
@@ -60,12 +60,7 @@ impl FromRequestParts<AppState> for AdminCaller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let Some(expected) = state.auth.admin_token.as_deref() else {
-            return Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "admin_api_disabled",
-                "the admin API is disabled: start the sidecar with --admin-token \
-                 (or TOLLGATE_ADMIN_TOKEN) to enable it",
-            ));
+            return Err(ApiError::AdminApiDisabled);
         };
         let presented = parts
             .headers
@@ -78,12 +73,8 @@ impl FromRequestParts<AppState> for AdminCaller {
             .map(str::trim);
         match presented {
             Some(token) if secrets_match(token.as_bytes(), expected.as_bytes()) => Ok(AdminCaller),
-            Some(_) => Err(ApiError::unauthorized(
-                "the admin bearer token does not match",
-            )),
-            None => Err(ApiError::unauthorized(
-                "an admin bearer token is required: Authorization: Bearer <token>",
-            )),
+            Some(_) => Err(ApiError::WrongCredential(Credential::AdminToken)),
+            None => Err(ApiError::MissingCredential(Credential::AdminToken)),
         }
     }
 }
@@ -103,69 +94,49 @@ where
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::body_too_large(MAX_BODY_BYTES)
+                ApiError::BodyTooLarge {
+                    limit: MAX_BODY_BYTES,
+                }
             } else {
-                ApiError::new(
-                    StatusCode::BAD_REQUEST,
-                    "invalid_request",
-                    rejection.body_text(),
-                )
+                ApiError::Invalid {
+                    field: None,
+                    message: rejection.body_text(),
+                }
             }
         })?;
         parse_json(&bytes).map(JsonBody)
     }
 }
 
-/// Parses JSON, turning serde's complaint into a 400 that names the field.
+/// Parses JSON, turning serde's complaint into a 400 that names the field:
+/// `malformed_json` when the body is not JSON, `invalid_request` when it is
+/// JSON of the wrong shape.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut reader = serde_json::Deserializer::from_slice(bytes);
-    let parsed: Result<T, _> = serde_path_to_error::deserialize(&mut reader);
-    let value = match parsed {
-        Ok(value) => value,
-        Err(e) => {
-            let inner = e.inner();
-            let mut field = e.path().to_string();
-            if let Some(missing) = inner
-                .to_string()
-                .strip_prefix("missing field `")
-                .and_then(|rest| rest.split('`').next())
-            {
-                field = if field == "." {
-                    missing.to_string()
-                } else {
-                    format!("{field}.{missing}")
-                };
-            }
-            let code = if inner.is_syntax() || inner.is_eof() {
-                "malformed_json"
-            } else {
-                "invalid_request"
-            };
-            let mut error = ApiError::new(
-                StatusCode::BAD_REQUEST,
-                code,
-                format!("the request body is not valid: {inner}"),
-            );
-            if field != "." {
-                error.field = Some(field);
-            }
-            return Err(error);
-        }
-    };
-    reader.end().map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "malformed_json",
-            format!("the request body has trailing data: {e}"),
-        )
+    let value = T::deserialize(&mut reader).map_err(|e| refused::<T>(bytes, &e))?;
+    reader.end().map_err(|e| ApiError::MalformedJson {
+        field: None,
+        message: format!("the request body has trailing data: {e}"),
     })?;
     Ok(value)
+}
+
+/// The error for a body serde_json refused to read as a `T`.
+fn refused<T: DeserializeOwned>(bytes: &[u8], error: &serde_json::Error) -> ApiError {
+    let field = fault_path::<T>(bytes);
+    let message = format!("the request body is not valid: {error}");
+    if error.is_syntax() || error.is_eof() {
+        ApiError::MalformedJson { field, message }
+    } else {
+        ApiError::Invalid { field, message }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tollgate_wire::UsageRecord;
+    use crate::error::ErrorCode;
+    use tollgate_wire::{UsageRecord, VerifyRequest};
 
     #[test]
     fn secrets_compare_by_content() {
@@ -178,17 +149,33 @@ mod tests {
     fn json_errors_name_the_field() {
         let wrong_type = br#"[{"request_id":"a","api_key_id":"seven"}]"#;
         let err = parse_json::<Vec<UsageRecord>>(wrong_type).unwrap_err();
-        assert_eq!(err.field.as_deref(), Some("[0].api_key_id"));
-        assert_eq!(err.code, "invalid_request");
+        assert_eq!(err.field(), Some("[0].api_key_id"));
+        assert_eq!(err.code(), ErrorCode::InvalidRequest);
 
         let missing = br#"[{"request_id":"a"}]"#;
         let err = parse_json::<Vec<UsageRecord>>(missing).unwrap_err();
-        assert_eq!(err.field.as_deref(), Some("[0].api_key_id"));
+        assert_eq!(err.field(), Some("[0].api_key_id"));
+        assert!(err.to_string().contains("missing field"), "{err}");
 
         let err = parse_json::<Vec<UsageRecord>>(b"[{").unwrap_err();
-        assert_eq!(err.code, "malformed_json");
+        assert_eq!(err.code(), ErrorCode::MalformedJson);
         let err = parse_json::<Vec<UsageRecord>>(b"[] []").unwrap_err();
-        assert_eq!(err.code, "malformed_json");
-        assert_eq!(err.status, StatusCode::BAD_REQUEST);
+        assert_eq!(err.code(), ErrorCode::MalformedJson);
+        assert_eq!(err.status(), StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored_unless_the_type_refuses_them() {
+        #[derive(Debug, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Strict {
+            #[allow(dead_code)]
+            name: String,
+        }
+        let verify = parse_json::<VerifyRequest>(br#"{"key_hash":"ab","want_grant":true}"#);
+        assert_eq!(verify.unwrap().key_hash, "ab");
+        let err = parse_json::<Strict>(br#"{"name":"x","key":"k"}"#).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::InvalidRequest);
+        assert!(err.to_string().contains("unknown field"), "{err}");
     }
 }

@@ -11,14 +11,14 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
-use tollgate_wire::{KeyVerdict, VerifyReply, VerifyRequest};
+use tollgate_wire::{is_lower_hex_digest, key_hash_hex, KeyVerdict, VerifyReply, VerifyRequest};
 
 use crate::app::AppState;
 use crate::clock::{format_rfc3339, now_ms, parse_rfc3339, truncate_to_ms};
 use crate::error::ApiError;
 use crate::extract::{AdminCaller, InternalCaller, JsonBody};
+use crate::random::random_hex;
 use crate::store::{ApiKey, KeyStatus, NewKey, Revocation, Store, StoreError};
 
 /// Every minted key starts with this.
@@ -36,42 +36,14 @@ pub const MAX_NAME_CHARS: usize = 200;
 /// Longest imported key accepted.
 pub const MAX_IMPORTED_KEY_CHARS: usize = 512;
 
-/// Lowercase hex of some bytes.
-pub fn to_hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 0x0f)]));
-    }
-    out
-}
-
-/// Lowercase hex of random bytes from the operating system.
-pub fn random_hex(bytes: usize) -> Result<String, String> {
-    let mut buf = vec![0u8; bytes];
-    getrandom::fill(&mut buf).map_err(|e| format!("the system random source failed: {e}"))?;
-    Ok(to_hex(&buf))
-}
-
 /// A fresh plaintext key: `tg_` and 40 random lowercase hex digits.
 pub fn generate_key() -> Result<String, String> {
     Ok(format!("{KEY_PREFIX}{}", random_hex(KEY_RANDOM_BYTES)?))
 }
 
-/// The lowercase hex SHA-256 of a key: what the store and the filter look it up by.
-pub fn hash_key(key: &str) -> String {
-    to_hex(&Sha256::digest(key.as_bytes()))
-}
-
 /// The part of a key shown to people: its first nine characters, or fewer.
 pub fn display_prefix(key: &str) -> String {
     key.chars().take(DISPLAY_PREFIX_CHARS).collect()
-}
-
-/// Whether `text` is 64 lowercase hex digits.
-pub fn is_key_hash(text: &str) -> bool {
-    text.len() == 64 && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// Checks a key name: not blank, not too long, no control characters.
@@ -205,7 +177,7 @@ pub async fn register_key(
     let new = NewKey {
         name,
         prefix: display_prefix(&key),
-        key_hash: hash_key(&key),
+        key_hash: key_hash_hex(key.as_bytes()),
         created_at: now_ms(),
         expires_at: expires_at.map(truncate_to_ms),
     };
@@ -235,7 +207,7 @@ pub async fn verify(
     State(state): State<AppState>,
     JsonBody(request): JsonBody<VerifyRequest>,
 ) -> Result<Json<VerifyReply>, ApiError> {
-    if !is_key_hash(&request.key_hash) {
+    if !is_lower_hex_digest(&request.key_hash) {
         return Err(ApiError::invalid_field(
             "key_hash",
             "key_hash must be the lowercase hex SHA-256 of the key (64 characters)",
@@ -328,11 +300,7 @@ pub async fn revoke(
             key: KeyView::from(&key),
             already_revoked: true,
         })),
-        Revocation::NotFound => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "key_not_found",
-            format!("no key has id {id}"),
-        )),
+        Revocation::NotFound => Err(ApiError::KeyNotFound(id)),
     }
 }
 
@@ -353,18 +321,6 @@ mod tests {
             .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
         assert_eq!(display_prefix(&a), a[..9]);
         assert!(validate_imported_key(&a).is_ok());
-    }
-
-    #[test]
-    fn keys_hash_to_lowercase_sha256_hex() {
-        // sha256("abc") from FIPS 180-2.
-        assert_eq!(
-            hash_key("abc"),
-            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-        );
-        assert!(is_key_hash(&hash_key("tg_x")));
-        assert!(!is_key_hash(&hash_key("tg_x").to_uppercase()));
-        assert!(!is_key_hash("abc"));
     }
 
     #[test]

@@ -1,54 +1,23 @@
 //! Minting the `X-Auth-Token` a client sends: a compact JWS, HMAC-signed,
-//! binding the SHA-256 of the request body (see ARCHITECTURE.md section 2).
+//! binding the SHA-256 of the request body (see docs/ARCHITECTURE.md section 2).
+//!
+//! The algorithms, the claim and header names and the body digest are the
+//! ones the filter verifies with, from `tollgate_wire`; this module only
+//! lays them out as a token.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use hmac::{Hmac, Mac};
 use serde_json::{json, Map, Value};
-use sha2::{Digest, Sha256, Sha384, Sha512};
+use tollgate_wire::jws::{claim, header};
+use tollgate_wire::{body_sha256_hex, Algorithm};
 
-use crate::keys::{random_hex, to_hex};
+use crate::random::random_hex;
 
-/// HMAC algorithms a token may be signed with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Algorithm {
-    #[value(name = "HS256")]
-    Hs256,
-    #[value(name = "HS384")]
-    Hs384,
-    #[value(name = "HS512")]
-    Hs512,
-}
+/// The `typ` header every minted token carries.
+pub const TOKEN_TYPE: &str = "JWT";
 
-impl Algorithm {
-    /// The JOSE `alg` name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Algorithm::Hs256 => "HS256",
-            Algorithm::Hs384 => "HS384",
-            Algorithm::Hs512 => "HS512",
-        }
-    }
-
-    /// HMAC of `message` under `secret` with this algorithm.
-    pub fn sign(self, secret: &[u8], message: &[u8]) -> Vec<u8> {
-        fn mac<M: Mac + hmac::digest::KeyInit>(secret: &[u8], message: &[u8]) -> Vec<u8> {
-            // HMAC accepts keys of any length, so this cannot fail.
-            match <M as hmac::digest::KeyInit>::new_from_slice(secret) {
-                Ok(mut m) => {
-                    m.update(message);
-                    m.finalize().into_bytes().to_vec()
-                }
-                Err(_) => Vec::new(),
-            }
-        }
-        match self {
-            Algorithm::Hs256 => mac::<Hmac<Sha256>>(secret, message),
-            Algorithm::Hs384 => mac::<Hmac<Sha384>>(secret, message),
-            Algorithm::Hs512 => mac::<Hmac<Sha512>>(secret, message),
-        }
-    }
-}
+/// Random bytes in a `jti` (128 bits, 32 hex digits).
+pub const JTI_RANDOM_BYTES: usize = 16;
 
 /// What a token asserts.
 #[derive(Debug, Clone)]
@@ -68,44 +37,42 @@ pub struct TokenRequest<'a> {
     pub jti: Option<String>,
 }
 
-/// Lowercase hex SHA-256 of a body: the `body_sha256` claim.
-pub fn body_sha256(body: &[u8]) -> String {
-    to_hex(&Sha256::digest(body))
-}
-
-/// A random `jti`: 16 bytes of lowercase hex.
+/// A random `jti`: [`JTI_RANDOM_BYTES`] bytes of lowercase hex.
 pub fn random_jti() -> Result<String, String> {
-    random_hex(16)
+    random_hex(JTI_RANDOM_BYTES)
 }
 
 /// Builds and signs the token: `base64url(header).base64url(claims).base64url(mac)`.
 pub fn sign_token(request: &TokenRequest<'_>, secret: &[u8]) -> String {
-    let mut header = Map::new();
-    header.insert("alg".into(), json!(request.alg.name()));
-    header.insert("typ".into(), json!("JWT"));
+    let mut head = Map::new();
+    head.insert(header::ALG.into(), json!(request.alg.name()));
+    head.insert(header::TYP.into(), json!(TOKEN_TYPE));
     if let Some(kid) = request.kid {
-        header.insert("kid".into(), json!(kid));
+        head.insert(header::KID.into(), json!(kid));
     }
     let mut claims = Map::new();
-    claims.insert("iat".into(), json!(request.iat));
+    claims.insert(claim::IAT.into(), json!(request.iat));
     claims.insert(
-        "exp".into(),
+        claim::EXP.into(),
         json!(request.iat.saturating_add(request.ttl_secs)),
     );
-    claims.insert("body_sha256".into(), json!(body_sha256(request.body)));
+    claims.insert(
+        claim::BODY_SHA256.into(),
+        json!(body_sha256_hex(request.body)),
+    );
     if let Some(method) = request.method {
-        claims.insert("htm".into(), json!(method));
+        claims.insert(claim::HTM.into(), json!(method));
     }
     if let Some(path) = request.path {
-        claims.insert("htu".into(), json!(path));
+        claims.insert(claim::HTU.into(), json!(path));
     }
     if let Some(jti) = &request.jti {
-        claims.insert("jti".into(), json!(jti));
+        claims.insert(claim::JTI.into(), json!(jti));
     }
     let encode = |value: Map<String, Value>| {
         URL_SAFE_NO_PAD.encode(Value::Object(value).to_string().as_bytes())
     };
-    let signing_input = format!("{}.{}", encode(header), encode(claims));
+    let signing_input = format!("{}.{}", encode(head), encode(claims));
     let signature = request.alg.sign(secret, signing_input.as_bytes());
     format!("{signing_input}.{}", URL_SAFE_NO_PAD.encode(signature))
 }
@@ -118,10 +85,9 @@ mod tests {
         serde_json::from_slice(&URL_SAFE_NO_PAD.decode(part).unwrap()).unwrap()
     }
 
-    #[test]
-    fn tokens_verify_with_an_independent_hmac() {
-        let request = TokenRequest {
-            alg: Algorithm::Hs256,
+    fn request(alg: Algorithm) -> TokenRequest<'static> {
+        TokenRequest {
+            alg,
             kid: Some("k1"),
             iat: 1_764_000_000,
             ttl_secs: 60,
@@ -129,53 +95,49 @@ mod tests {
             method: Some("POST"),
             path: Some("/proxy/analyze?x=1"),
             jti: Some("00ff".into()),
-        };
-        let token = sign_token(&request, b"secret");
+        }
+    }
+
+    #[test]
+    fn tokens_carry_the_contract_claims_and_verify() {
+        let token = sign_token(&request(Algorithm::Hs256), b"secret");
         let parts: Vec<&str> = token.split('.').collect();
         assert_eq!(parts.len(), 3);
         assert_eq!(
             decode_part(parts[0]),
             json!({"alg": "HS256", "typ": "JWT", "kid": "k1"})
         );
+        // sha256 of the body, computed independently (sha256sum).
         assert_eq!(
             decode_part(parts[1]),
             json!({
                 "iat": 1_764_000_000, "exp": 1_764_000_060,
-                "body_sha256": body_sha256(b"{\"text\":\"hello\"}"),
+                "body_sha256": "cbbbdcd27692344de5dbab3abcaba413fb0f45307267de7081401576df1cb176",
                 "htm": "POST", "htu": "/proxy/analyze?x=1", "jti": "00ff"
             })
         );
-        let mut mac = <Hmac<Sha256> as hmac::digest::KeyInit>::new_from_slice(b"secret").unwrap();
-        mac.update(format!("{}.{}", parts[0], parts[1]).as_bytes());
-        mac.verify_slice(&URL_SAFE_NO_PAD.decode(parts[2]).unwrap())
-            .expect("signature must verify");
+        let signing_input = format!("{}.{}", parts[0], parts[1]);
+        let tag = URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
+        assert!(Algorithm::Hs256.verify(b"secret", signing_input.as_bytes(), &tag));
+        assert!(!Algorithm::Hs256.verify(b"other", signing_input.as_bytes(), &tag));
     }
 
     #[test]
-    fn signatures_have_the_algorithm_length() {
-        for (alg, len) in [
-            (Algorithm::Hs256, 32),
-            (Algorithm::Hs384, 48),
-            (Algorithm::Hs512, 64),
-        ] {
-            assert_eq!(alg.sign(b"k", b"m").len(), len);
+    fn the_header_names_the_algorithm_that_signed() {
+        for alg in Algorithm::ALL {
+            let token = sign_token(&request(alg), b"secret");
+            let parts: Vec<&str> = token.split('.').collect();
+            assert_eq!(decode_part(parts[0])["alg"], alg.name());
+            let tag = URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
+            let signing_input = format!("{}.{}", parts[0], parts[1]);
+            assert!(alg.verify(b"secret", signing_input.as_bytes(), &tag));
         }
     }
 
     #[test]
-    fn hmac_matches_rfc_4231_case_2() {
-        let mac = Algorithm::Hs256.sign(b"Jefe", b"what do ya want for nothing?");
-        assert_eq!(
-            to_hex(&mac),
-            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
-        );
-    }
-
-    #[test]
-    fn empty_body_hashes_to_the_empty_string_digest() {
-        assert_eq!(
-            body_sha256(b""),
-            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-        );
+    fn jtis_are_random_hex() {
+        let jti = random_jti().unwrap();
+        assert_eq!(jti.len(), 2 * JTI_RANDOM_BYTES);
+        assert_ne!(jti, random_jti().unwrap());
     }
 }

@@ -3,9 +3,8 @@
 
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
 use axum::Json;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use time::OffsetDateTime;
 use tollgate_wire::{IngestReply, UsageRecord, MAX_USAGE_BATCH};
 
@@ -19,14 +18,9 @@ use crate::store::{SummaryFilter, UsageSummaryRow};
 /// time range; the error names the record and field, e.g. `[3].status_code`.
 pub fn validate_batch(records: &[UsageRecord]) -> Result<(), ApiError> {
     if records.len() > MAX_USAGE_BATCH {
-        return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "batch_too_large",
-            format!(
-                "a batch holds at most {MAX_USAGE_BATCH} records; this one has {}",
-                records.len()
-            ),
-        ));
+        return Err(ApiError::BatchTooLarge {
+            records: records.len(),
+        });
     }
     for (i, record) in records.iter().enumerate() {
         if let Err(e) = record.validate() {
@@ -59,13 +53,45 @@ pub async fn ingest(
 }
 
 /// Query of `GET /v1/usage/summary`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SummaryQuery {
-    /// Only this key id.
+    /// Only this key id (`key=`).
     pub key: Option<i64>,
-    /// A duration back from now (`15m`, `2h`, `7d`) or an RFC 3339 instant.
+    /// A duration back from now (`15m`, `2h`, `7d`) or an RFC 3339 instant (`since=`).
     pub since: Option<String>,
+}
+
+impl SummaryQuery {
+    /// Reads the query's parameters in order. An unknown, repeated or
+    /// malformed parameter is refused with 400 naming it.
+    pub fn from_pairs(pairs: Vec<(String, String)>) -> Result<Self, ApiError> {
+        let mut query = SummaryQuery::default();
+        for (name, value) in pairs {
+            let repeated = match name.as_str() {
+                "key" => {
+                    let id = value.parse().map_err(|_| {
+                        ApiError::invalid_field(
+                            "key",
+                            format!("key must be a key id (an integer), not {value:?}"),
+                        )
+                    })?;
+                    query.key.replace(id).is_some()
+                }
+                "since" => query.since.replace(value).is_some(),
+                _ => {
+                    let message = format!(
+                        "unknown query parameter {name:?}; this endpoint takes key and since"
+                    );
+                    return Err(ApiError::invalid_field(name, message));
+                }
+            };
+            if repeated {
+                let message = format!("the query parameter {name} is given more than once");
+                return Err(ApiError::invalid_field(name, message));
+            }
+        }
+        Ok(query)
+    }
 }
 
 /// Reply of `GET /v1/usage/summary` and `tollgate usage summary --json`.
@@ -92,13 +118,13 @@ pub fn summary_filter(
 pub async fn summary(
     _caller: AdminCaller,
     State(state): State<AppState>,
-    query: Result<Query<SummaryQuery>, QueryRejection>,
+    pairs: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> Result<Json<SummaryReply>, ApiError> {
-    let Query(query) = query.map_err(|rejection| {
-        let text = rejection.body_text();
-        let field = if text.contains("key") { "key" } else { "since" };
-        ApiError::invalid_field(field, text)
+    let Query(pairs) = pairs.map_err(|rejection| ApiError::Invalid {
+        field: None,
+        message: rejection.body_text(),
     })?;
+    let query = SummaryQuery::from_pairs(pairs)?;
     let filter = summary_filter(query.key, query.since.as_deref(), OffsetDateTime::now_utc())
         .map_err(|message| ApiError::invalid_field("since", message))?;
     let rows = state.store.usage_summary(&filter).await?;
@@ -111,7 +137,8 @@ pub async fn summary(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tollgate_wire::MAX_TIMESTAMP_MS;
+    use crate::error::ErrorCode;
+    use tollgate_wire::{Outcome, MAX_TIMESTAMP_MS};
 
     fn record(i: usize) -> UsageRecord {
         UsageRecord {
@@ -120,7 +147,7 @@ mod tests {
             method: "POST".into(),
             endpoint: "/proxy/analyze".into(),
             status_code: 200,
-            outcome: "allowed".into(),
+            outcome: Outcome::Allowed,
             request_bytes: 10,
             response_bytes: 20,
             duration_ms: 3,
@@ -134,18 +161,51 @@ mod tests {
         assert!(validate_batch(&batch).is_ok());
         batch[3].status_code = 42;
         let err = validate_batch(&batch).unwrap_err();
-        assert_eq!(err.field.as_deref(), Some("[3].status_code"));
+        assert_eq!(err.field(), Some("[3].status_code"));
         batch[3].status_code = 200;
         batch[4].timestamp_ms = MAX_TIMESTAMP_MS + 1;
         let err = validate_batch(&batch).unwrap_err();
-        assert_eq!(err.field.as_deref(), Some("[4].timestamp_ms"));
+        assert_eq!(err.field(), Some("[4].timestamp_ms"));
     }
 
     #[test]
     fn oversized_batches_are_refused() {
         let batch: Vec<_> = (0..=MAX_USAGE_BATCH).map(record).collect();
         let err = validate_batch(&batch).unwrap_err();
-        assert_eq!(err.status, StatusCode::PAYLOAD_TOO_LARGE);
-        assert_eq!(err.code, "batch_too_large");
+        assert_eq!(err.code(), ErrorCode::BatchTooLarge);
+        assert!(err.to_string().contains("1001"), "{err}");
+    }
+
+    fn pairs(query: &[(&str, &str)]) -> Vec<(String, String)> {
+        query
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn summary_queries_name_the_parameter_at_fault() {
+        assert_eq!(
+            SummaryQuery::from_pairs(pairs(&[("since", "7d"), ("key", "3")])).unwrap(),
+            SummaryQuery {
+                key: Some(3),
+                since: Some("7d".into())
+            }
+        );
+        assert_eq!(
+            SummaryQuery::from_pairs(Vec::new()).unwrap(),
+            SummaryQuery::default()
+        );
+        for (query, field) in [
+            (&[("key", "abc")][..], "key"),
+            (&[("key", "")][..], "key"),
+            (&[("since", "1d"), ("key", "1"), ("key", "2")][..], "key"),
+            (&[("since", "1d"), ("since", "2d")][..], "since"),
+            (&[("keys", "1")][..], "keys"),
+        ] {
+            let err = SummaryQuery::from_pairs(pairs(query)).unwrap_err();
+            assert_eq!(err.field(), Some(field), "{query:?}");
+            assert_eq!(err.code(), ErrorCode::InvalidRequest);
+        }
     }
 }

@@ -9,9 +9,8 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use hmac::{Hmac, Mac};
 use serde_json::Value;
-use sha2::{Digest, Sha256};
+use tollgate_wire::Algorithm;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tollgate");
 
@@ -208,11 +207,11 @@ fn token_sign_binds_the_body_and_verifies() {
     assert_eq!(header["typ"], "JWT");
     assert_eq!(header["kid"], "k1");
     let claims = decode(parts[1]);
-    let hex: String = Sha256::digest(b"{\"text\":\"hi\"}")
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    assert_eq!(claims["body_sha256"], hex);
+    // sha256 of {"text":"hi"}, computed independently (sha256sum).
+    assert_eq!(
+        claims["body_sha256"],
+        "e7b995efa755c5ff3b84d2188b58cb4ae916a59470eb3761df8a814f11763500"
+    );
     assert_eq!(claims["htm"], "POST");
     assert_eq!(claims["htu"], "/proxy/analyze");
     assert_eq!(
@@ -220,10 +219,10 @@ fn token_sign_binds_the_body_and_verifies() {
         120
     );
     assert_eq!(claims["jti"].as_str().unwrap().len(), 32);
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(b"s3cret-for-tests").unwrap();
-    mac.update(format!("{}.{}", parts[0], parts[1]).as_bytes());
-    mac.verify_slice(&URL_SAFE_NO_PAD.decode(parts[2]).unwrap())
-        .expect("signature verifies");
+    // Verified as the filter verifies it.
+    let signing_input = format!("{}.{}", parts[0], parts[1]);
+    let tag = URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
+    assert!(Algorithm::Hs256.verify(b"s3cret-for-tests", signing_input.as_bytes(), &tag));
 
     let missing = tollgate(&dir.0)
         .env_remove("TG_NOPE")
@@ -239,6 +238,42 @@ fn token_sign_binds_the_body_and_verifies() {
         .unwrap();
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("TG_NOPE"));
+}
+
+#[test]
+fn token_sign_takes_each_hmac_algorithm_by_its_jose_name() {
+    let dir = WorkDir::new("token-alg");
+    std::fs::write(dir.0.join("body.json"), b"").unwrap();
+    let sign = |alg: &str| {
+        tollgate(&dir.0)
+            .env("TG_SECRET", "s3cret-for-tests")
+            .args(["token", "sign", "--secret-env", "TG_SECRET"])
+            .args(["--body", "body.json", "--alg", alg])
+            .output()
+            .unwrap()
+    };
+    for alg in Algorithm::ALL {
+        let out = sign(alg.name());
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let token = String::from_utf8(out.stdout).unwrap();
+        let parts: Vec<&str> = token.trim().split('.').collect();
+        let header: Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).unwrap()).unwrap();
+        assert_eq!(header["alg"], alg.name());
+        let tag = URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
+        let signing_input = format!("{}.{}", parts[0], parts[1]);
+        assert!(alg.verify(b"s3cret-for-tests", signing_input.as_bytes(), &tag));
+    }
+    for bad in ["hs256", "none", "RS256"] {
+        let out = sign(bad);
+        assert!(!out.status.success(), "--alg {bad} was accepted");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("HS256, HS384, HS512"), "{err}");
+    }
 }
 
 #[test]

@@ -1,11 +1,13 @@
 //! Storage interface of the sidecar: the key registry and the usage ledger, over
 //! MySQL/MariaDB or SQLite behind one enum.
 //!
-//! Handlers and CLI commands only see [`Store`]; each backend keeps its own SQL
-//! (the dialects differ in idempotent inserts and time types) and its own
-//! migrations under `migrations/<backend>`.
+//! Handlers and CLI commands only see [`Store`]. The SQL both backends share
+//! is written once in [`sql`]; each backend adds what its dialect needs
+//! (idempotent inserts, time types) and keeps its own migrations under
+//! `migrations/<backend>`.
 
 pub mod mysql;
+pub mod sql;
 pub mod sqlite;
 
 use std::fmt;
@@ -73,6 +75,21 @@ pub struct NewKey {
     pub expires_at: Option<OffsetDateTime>,
 }
 
+impl NewKey {
+    /// The key as registered with `id` by [`sql::INSERT_KEY`]: active, never revoked.
+    fn registered(&self, id: i64) -> ApiKey {
+        ApiKey {
+            id,
+            name: self.name.clone(),
+            prefix: self.prefix.clone(),
+            status: KeyStatus::Active,
+            created_at: self.created_at,
+            revoked_at: None,
+            expires_at: self.expires_at,
+        }
+    }
+}
+
 /// What a revocation did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Revocation {
@@ -82,6 +99,18 @@ pub enum Revocation {
     AlreadyRevoked(ApiKey),
     /// No key has this id.
     NotFound,
+}
+
+impl Revocation {
+    /// What [`sql::REVOKE_KEY`] did, from the key read back after it (if
+    /// any) and the rows the update changed.
+    fn after_update(key: Option<ApiKey>, rows_revoked: u64) -> Revocation {
+        match key {
+            None => Revocation::NotFound,
+            Some(key) if rows_revoked == 1 => Revocation::Revoked(key),
+            Some(key) => Revocation::AlreadyRevoked(key),
+        }
+    }
 }
 
 /// Which usage rows a summary covers.
@@ -96,6 +125,9 @@ pub struct SummaryFilter {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct UsageSummaryRow {
     pub api_key_id: i64,
+    /// The outcome as stored: one of the contract's codes
+    /// ([`tollgate_wire::Outcome`]) for every row ingested since ingestion
+    /// checks them, but kept as text so older rows are still reported.
     pub outcome: String,
     pub requests: i64,
     pub request_bytes: i64,
@@ -239,9 +271,4 @@ fn record_time(record: &UsageRecord) -> Result<OffsetDateTime, StoreError> {
             record.timestamp_ms, record.request_id
         ))
     })
-}
-
-/// Converts a validated counter (at most `i64::MAX`, see `UsageRecord::validate`).
-fn to_i64(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
 }

@@ -8,13 +8,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOptions, MySqlRow};
-use sqlx::{Connection, MySql, QueryBuilder, Row};
+use sqlx::{Connection, MySql, Row};
 use time::{OffsetDateTime, PrimitiveDateTime};
 use tokio::sync::Semaphore;
 use tollgate_wire::UsageRecord;
 
 use super::{
-    record_time, to_i64, ApiKey, KeyStatus, NewKey, Revocation, StoreError, SummaryFilter,
+    record_time, sql, ApiKey, KeyStatus, NewKey, Revocation, StoreError, SummaryFilter,
     UsageSummaryRow, INSERT_CHUNK_ROWS,
 };
 use crate::clock::to_primitive_utc;
@@ -30,17 +30,11 @@ pub const LOOKUP_CONNECTIONS: usize = 16;
 /// How long a request waits for a connection before it is answered 503.
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
-const KEY_COLUMNS: &str = "id, name, prefix, status, created_at, revoked_at, expires_at";
-
 /// How long one key look-up may take. Past the filter's callout timeout
 /// (500 ms by default) nobody waits for the answer, and a stalled database
 /// must not hold every look-up connection: a look-up that overruns is
 /// cancelled and its connection dropped.
 pub const LOOKUP_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// The hot look-up, spelled out so it is not rebuilt per call.
-const LOOKUP_SQL: &str = "SELECT id, name, prefix, status, created_at, revoked_at, expires_at \
-                          FROM api_keys WHERE key_hash = ?";
 
 /// A pool on a MySQL or MariaDB database, plus the connections reserved for
 /// key look-ups.
@@ -85,39 +79,26 @@ impl MySqlStore {
     }
 
     pub(super) async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sqlx::query(sql::PING).execute(&self.pool).await?;
         Ok(())
     }
 
     pub(super) async fn insert_key(&self, key: &NewKey) -> Result<ApiKey, StoreError> {
-        let done = sqlx::query(
-            "INSERT INTO api_keys (name, prefix, key_hash, status, created_at, expires_at) \
-             VALUES (?, ?, ?, 'ACTIVE', ?, ?)",
-        )
-        .bind(&key.name)
-        .bind(&key.prefix)
-        .bind(&key.key_hash)
-        .bind(to_primitive_utc(key.created_at))
-        .bind(key.expires_at.map(to_primitive_utc))
-        .execute(&self.pool)
-        .await?;
+        let done = sqlx::query(sql::INSERT_KEY)
+            .bind(&key.name)
+            .bind(&key.prefix)
+            .bind(&key.key_hash)
+            .bind(to_primitive_utc(key.created_at))
+            .bind(key.expires_at.map(to_primitive_utc))
+            .execute(&self.pool)
+            .await?;
         let id = i64::try_from(done.last_insert_id())
             .map_err(|_| StoreError::Corrupt("api_keys.id overflowed".into()))?;
-        Ok(ApiKey {
-            id,
-            name: key.name.clone(),
-            prefix: key.prefix.clone(),
-            status: KeyStatus::Active,
-            created_at: key.created_at,
-            revoked_at: None,
-            expires_at: key.expires_at,
-        })
+        Ok(key.registered(id))
     }
 
     pub(super) async fn list_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
-        let rows = sqlx::query(&format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY id"))
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(sql::LIST_KEYS).fetch_all(&self.pool).await?;
         rows.iter().map(key_from_row).collect()
     }
 
@@ -131,24 +112,18 @@ impl MySqlStore {
         at: OffsetDateTime,
     ) -> Result<Revocation, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let done = sqlx::query(
-            "UPDATE api_keys SET status = 'REVOKED', revoked_at = ? \
-             WHERE id = ? AND status = 'ACTIVE'",
-        )
-        .bind(to_primitive_utc(at))
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        let row = sqlx::query(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?"))
+        let done = sqlx::query(sql::REVOKE_KEY)
+            .bind(to_primitive_utc(at))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let row = sqlx::query(sql::KEY_BY_ID)
             .bind(id)
             .fetch_optional(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(match row.as_ref().map(key_from_row).transpose()? {
-            None => Revocation::NotFound,
-            Some(key) if done.rows_affected() == 1 => Revocation::Revoked(key),
-            Some(key) => Revocation::AlreadyRevoked(key),
-        })
+        let key = row.as_ref().map(key_from_row).transpose()?;
+        Ok(Revocation::after_update(key, done.rows_affected()))
     }
 
     pub(super) async fn insert_usage(&self, records: &[UsageRecord]) -> Result<u64, StoreError> {
@@ -169,22 +144,7 @@ impl MySqlStore {
             // other errors (overlong text, out-of-range values) into warnings,
             // which is why every record is validated against the column limits
             // before it gets here (`UsageRecord::validate`, `MAX_TIMESTAMP_MS`).
-            let mut insert = QueryBuilder::<MySql>::new(
-                "INSERT IGNORE INTO usage_log (request_id, api_key_id, method, endpoint, \
-                 status_code, outcome, request_bytes, response_bytes, duration_ms, created_at) ",
-            );
-            insert.push_values(chunk, |mut row, (r, created_at)| {
-                row.push_bind(r.request_id.as_str())
-                    .push_bind(r.api_key_id)
-                    .push_bind(r.method.as_str())
-                    .push_bind(r.endpoint.as_str())
-                    .push_bind(i32::from(r.status_code))
-                    .push_bind(r.outcome.as_str())
-                    .push_bind(to_i64(r.request_bytes))
-                    .push_bind(to_i64(r.response_bytes))
-                    .push_bind(to_i64(r.duration_ms))
-                    .push_bind(*created_at);
-            });
+            let mut insert = sql::insert_usage::<MySql, _>("INSERT IGNORE", chunk);
             inserted += insert.build().execute(&mut *tx).await?.rows_affected();
         }
         tx.commit().await?;
@@ -195,33 +155,13 @@ impl MySqlStore {
         &self,
         filter: &SummaryFilter,
     ) -> Result<Vec<UsageSummaryRow>, StoreError> {
-        let mut query = QueryBuilder::<MySql>::new(
-            "SELECT api_key_id, outcome, COUNT(*) AS requests, \
-             CAST(COALESCE(SUM(request_bytes), 0) AS SIGNED) AS request_bytes, \
-             CAST(COALESCE(SUM(response_bytes), 0) AS SIGNED) AS response_bytes \
-             FROM usage_log WHERE 1 = 1",
-        );
-        if let Some(id) = filter.api_key_id {
-            query.push(" AND api_key_id = ").push_bind(id);
-        }
-        if let Some(since) = filter.since {
-            query
-                .push(" AND created_at >= ")
-                .push_bind(to_primitive_utc(since));
-        }
-        query.push(" GROUP BY api_key_id, outcome ORDER BY api_key_id, outcome");
+        let since = filter.since.map(to_primitive_utc);
+        let mut query = sql::usage_summary::<MySql, _>("SIGNED", filter.api_key_id, since);
         let rows = query.build().fetch_all(&self.pool).await?;
-        rows.iter()
-            .map(|row| {
-                Ok(UsageSummaryRow {
-                    api_key_id: row.try_get("api_key_id")?,
-                    outcome: row.try_get("outcome")?,
-                    requests: row.try_get("requests")?,
-                    request_bytes: row.try_get("request_bytes")?,
-                    response_bytes: row.try_get("response_bytes")?,
-                })
-            })
-            .collect()
+        Ok(rows
+            .iter()
+            .map(sql::summary_row)
+            .collect::<Result<_, _>>()?)
     }
 
     pub(super) async fn close(&self) {
@@ -326,7 +266,7 @@ async fn timed_lookup(
 }
 
 async fn lookup(conn: &mut MySqlConnection, key_hash: &str) -> Result<Option<ApiKey>, StoreError> {
-    let row = sqlx::query(LOOKUP_SQL)
+    let row = sqlx::query(sql::KEY_BY_HASH)
         .bind(key_hash)
         .fetch_optional(conn)
         .await?;

@@ -12,12 +12,12 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{QueryBuilder, Row, Sqlite};
+use sqlx::{Row, Sqlite};
 use time::OffsetDateTime;
 use tollgate_wire::UsageRecord;
 
 use super::{
-    record_time, to_i64, ApiKey, KeyStatus, NewKey, Revocation, StoreError, SummaryFilter,
+    record_time, sql, ApiKey, KeyStatus, NewKey, Revocation, StoreError, SummaryFilter,
     UsageSummaryRow, INSERT_CHUNK_ROWS,
 };
 use crate::clock::{format_db_text, parse_db_text};
@@ -29,8 +29,6 @@ pub const MAX_CONNECTIONS: u32 = 4;
 
 /// How long a writer waits for the file lock before giving up.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
-const KEY_COLUMNS: &str = "id, name, prefix, status, created_at, revoked_at, expires_at";
 
 /// A pool on a SQLite file.
 #[derive(Clone, Debug)]
@@ -83,47 +81,32 @@ impl SqliteStore {
     }
 
     pub(super) async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        sqlx::query(sql::PING).execute(&self.pool).await?;
         Ok(())
     }
 
     pub(super) async fn insert_key(&self, key: &NewKey) -> Result<ApiKey, StoreError> {
-        let done = sqlx::query(
-            "INSERT INTO api_keys (name, prefix, key_hash, status, created_at, expires_at) \
-             VALUES (?, ?, ?, 'ACTIVE', ?, ?)",
-        )
-        .bind(&key.name)
-        .bind(&key.prefix)
-        .bind(&key.key_hash)
-        .bind(format_db_text(key.created_at))
-        .bind(key.expires_at.map(format_db_text))
-        .execute(&self.pool)
-        .await?;
-        Ok(ApiKey {
-            id: done.last_insert_rowid(),
-            name: key.name.clone(),
-            prefix: key.prefix.clone(),
-            status: KeyStatus::Active,
-            created_at: key.created_at,
-            revoked_at: None,
-            expires_at: key.expires_at,
-        })
+        let done = sqlx::query(sql::INSERT_KEY)
+            .bind(&key.name)
+            .bind(&key.prefix)
+            .bind(&key.key_hash)
+            .bind(format_db_text(key.created_at))
+            .bind(key.expires_at.map(format_db_text))
+            .execute(&self.pool)
+            .await?;
+        Ok(key.registered(done.last_insert_rowid()))
     }
 
     pub(super) async fn list_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
-        let rows = sqlx::query(&format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY id"))
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(sql::LIST_KEYS).fetch_all(&self.pool).await?;
         rows.iter().map(key_from_row).collect()
     }
 
     pub(super) async fn key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKey>, StoreError> {
-        let row = sqlx::query(&format!(
-            "SELECT {KEY_COLUMNS} FROM api_keys WHERE key_hash = ?"
-        ))
-        .bind(key_hash)
-        .fetch_optional(&self.pool)
-        .await?;
+        let row = sqlx::query(sql::KEY_BY_HASH)
+            .bind(key_hash)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(key_from_row).transpose()
     }
 
@@ -133,24 +116,18 @@ impl SqliteStore {
         at: OffsetDateTime,
     ) -> Result<Revocation, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let done = sqlx::query(
-            "UPDATE api_keys SET status = 'REVOKED', revoked_at = ? \
-             WHERE id = ? AND status = 'ACTIVE'",
-        )
-        .bind(format_db_text(at))
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        let row = sqlx::query(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?"))
+        let done = sqlx::query(sql::REVOKE_KEY)
+            .bind(format_db_text(at))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        let row = sqlx::query(sql::KEY_BY_ID)
             .bind(id)
             .fetch_optional(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(match row.as_ref().map(key_from_row).transpose()? {
-            None => Revocation::NotFound,
-            Some(key) if done.rows_affected() == 1 => Revocation::Revoked(key),
-            Some(key) => Revocation::AlreadyRevoked(key),
-        })
+        let key = row.as_ref().map(key_from_row).transpose()?;
+        Ok(Revocation::after_update(key, done.rows_affected()))
     }
 
     pub(super) async fn insert_usage(&self, records: &[UsageRecord]) -> Result<u64, StoreError> {
@@ -161,22 +138,7 @@ impl SqliteStore {
         let mut tx = self.pool.begin().await?;
         let mut inserted = 0;
         for chunk in rows.chunks(INSERT_CHUNK_ROWS) {
-            let mut insert = QueryBuilder::<Sqlite>::new(
-                "INSERT INTO usage_log (request_id, api_key_id, method, endpoint, \
-                 status_code, outcome, request_bytes, response_bytes, duration_ms, created_at) ",
-            );
-            insert.push_values(chunk, |mut row, (r, created_at)| {
-                row.push_bind(r.request_id.as_str())
-                    .push_bind(r.api_key_id)
-                    .push_bind(r.method.as_str())
-                    .push_bind(r.endpoint.as_str())
-                    .push_bind(i64::from(r.status_code))
-                    .push_bind(r.outcome.as_str())
-                    .push_bind(to_i64(r.request_bytes))
-                    .push_bind(to_i64(r.response_bytes))
-                    .push_bind(to_i64(r.duration_ms))
-                    .push_bind(created_at.as_str());
-            });
+            let mut insert = sql::insert_usage::<Sqlite, _>("INSERT", chunk);
             // Rows whose request_id is stored already (or earlier in this
             // batch) are skipped and not counted in rows_affected.
             insert.push(" ON CONFLICT(request_id) DO NOTHING");
@@ -190,33 +152,13 @@ impl SqliteStore {
         &self,
         filter: &SummaryFilter,
     ) -> Result<Vec<UsageSummaryRow>, StoreError> {
-        let mut query = QueryBuilder::<Sqlite>::new(
-            "SELECT api_key_id, outcome, COUNT(*) AS requests, \
-             CAST(COALESCE(SUM(request_bytes), 0) AS INTEGER) AS request_bytes, \
-             CAST(COALESCE(SUM(response_bytes), 0) AS INTEGER) AS response_bytes \
-             FROM usage_log WHERE 1 = 1",
-        );
-        if let Some(id) = filter.api_key_id {
-            query.push(" AND api_key_id = ").push_bind(id);
-        }
-        if let Some(since) = filter.since {
-            query
-                .push(" AND created_at >= ")
-                .push_bind(format_db_text(since));
-        }
-        query.push(" GROUP BY api_key_id, outcome ORDER BY api_key_id, outcome");
+        let since = filter.since.map(format_db_text);
+        let mut query = sql::usage_summary::<Sqlite, _>("INTEGER", filter.api_key_id, since);
         let rows = query.build().fetch_all(&self.pool).await?;
-        rows.iter()
-            .map(|row| {
-                Ok(UsageSummaryRow {
-                    api_key_id: row.try_get("api_key_id")?,
-                    outcome: row.try_get("outcome")?,
-                    requests: row.try_get("requests")?,
-                    request_bytes: row.try_get("request_bytes")?,
-                    response_bytes: row.try_get("response_bytes")?,
-                })
-            })
-            .collect()
+        Ok(rows
+            .iter()
+            .map(sql::summary_row)
+            .collect::<Result<_, _>>()?)
     }
 
     pub(super) async fn close(&self) {

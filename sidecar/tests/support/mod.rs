@@ -427,6 +427,11 @@ pub fn record(request_id: &str, key_id: i64) -> Value {
     })
 }
 
+/// The hash the registry stores a key by, as the filter computes it.
+pub fn hash_key(key: &str) -> String {
+    tollgate_wire::key_hash_hex(key.as_bytes())
+}
+
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -1,4 +1,5 @@
-//! Health, readiness and Prometheus metrics of the sidecar.
+//! Prometheus metrics of the sidecar: the counters, the middleware that
+//! feeds them, and `GET /metrics`.
 //!
 //! The metrics are a handful of counters and one histogram, rendered by hand
 //! in the Prometheus text format; a metrics framework would weigh more than
@@ -8,17 +9,15 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::Json;
-use serde_json::json;
 
 use crate::app::AppState;
-use crate::error::{ApiError, DatabaseFailure};
+use crate::error::DatabaseFailure;
 
 /// Upper bounds (seconds) of the key verification latency buckets.
 pub const VERIFY_BUCKETS: [f64; 12] = [
@@ -181,24 +180,8 @@ pub async fn track_requests(
     response
 }
 
-/// `GET /healthz`: the process is up.
-pub async fn healthz() -> Json<serde_json::Value> {
-    Json(json!({"status": "ok"}))
-}
-
-/// `GET /readyz`: the database answers `SELECT 1`.
-pub async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
-    let started = Instant::now();
-    state.store.ping().await?;
-    Ok(Json(json!({
-        "status": "ready",
-        "database": state.store.backend(),
-        "latency_ms": started.elapsed().as_secs_f64() * 1000.0,
-    })))
-}
-
-/// `GET /metrics`: Prometheus text format.
-pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+/// `GET /metrics`: every metric, in the Prometheus text format.
+pub async fn scrape(State(state): State<AppState>) -> impl IntoResponse {
     (
         StatusCode::OK,
         [(

@@ -1,0 +1,144 @@
+//! The key verdict of a request: from the shared cache, else from one
+//! verification call to the sidecar; when the sidecar gives no usable
+//! answer, a fresh entry another worker just wrote, else a stale positive
+//! verdict within `stale_if_error_s`, else 503.
+
+use tollgate_wire::{Digest32, VERIFY_PATH};
+
+use super::{Flow, KeyState, Next, Phase, Stage};
+use crate::cache::{self, CacheEntry, Lookup};
+use crate::error::Denial;
+use crate::host::{LogLevel, StreamHost};
+use crate::metrics::Counter;
+use crate::sidecar_call;
+use crate::verdict::{
+    decide_key, parse_verify_reply, verify_request_body, KeyDecision, MAX_VERIFY_REPLY_BYTES,
+};
+use crate::worker::Worker;
+
+impl<H: StreamHost> Flow<H> {
+    /// The verdict from the cache, or a verification call in flight.
+    pub(super) fn look_up_key(
+        &mut self,
+        worker: &Worker,
+        key_hash: &Digest32,
+        now: u64,
+    ) -> Result<KeyState, Denial> {
+        let policy = &worker.config.key_cache;
+        let cached = cache::read_slot(&self.host, key_hash, policy);
+        if let Lookup::Fresh(entry) = cache::lookup(cached.as_ref(), key_hash, now, policy) {
+            self.metrics.inc(&self.host, Counter::KeyCacheHit);
+            return Ok(KeyState::Known(self.decided(&entry, now)));
+        }
+        self.metrics.inc(&self.host, Counter::KeyCacheMiss);
+        let config = &worker.config;
+        let body = verify_request_body(key_hash);
+        match sidecar_call::post(
+            &self.host,
+            config,
+            VERIFY_PATH,
+            &body,
+            config.callout_timeout_ms,
+            Some(&self.exchange.request_id),
+        ) {
+            Ok(token) => Ok(KeyState::Awaiting(token)),
+            Err(e) => self
+                .fall_back(worker, key_hash, &format!("callout not sent: {e}"), now)
+                .map(KeyState::Known),
+        }
+    }
+
+    /// A callout answered. Only the verification call this request is
+    /// waiting for counts; any other (or a late one) is ignored.
+    pub fn on_callout_reply(&mut self, token: u32, body_size: usize) {
+        let Stage::Checking(checking) = &self.stage else {
+            return;
+        };
+        if checking.key != KeyState::Awaiting(token) {
+            return;
+        }
+        let key_hash = checking.key_hash;
+        let next = match self.verdict_from_reply(&key_hash, body_size) {
+            Ok(decision) => match &mut self.stage {
+                Stage::Checking(checking) => checking.key_known(decision),
+                _ => Next::Deny(Denial::AuthUnavailable),
+            },
+            Err(denial) => Next::Deny(denial),
+        };
+        self.drive(next, Phase::Callout);
+    }
+
+    fn verdict_from_reply(
+        &mut self,
+        key_hash: &Digest32,
+        body_size: usize,
+    ) -> Result<KeyDecision, Denial> {
+        let Some(worker) = self.worker.clone() else {
+            return Err(Denial::AuthUnavailable);
+        };
+        let Some(now) = self.host.now_ms() else {
+            self.log(LogLevel::Error, "no clock");
+            return Err(Denial::AuthUnavailable);
+        };
+        let status = self.host.callout_status();
+        let body = if body_size > 0 && body_size <= MAX_VERIFY_REPLY_BYTES {
+            self.host.callout_body(body_size)
+        } else {
+            None
+        };
+        let entry = parse_verify_reply(status.as_deref(), body.as_deref())
+            .and_then(|reply| CacheEntry::from_reply(*key_hash, &reply, now));
+        match entry {
+            Some(entry) => {
+                if let Err(e) = cache::write_slot(&self.host, &entry, &worker.config.key_cache) {
+                    self.log(LogLevel::Warn, &format!("cannot cache a verdict: {e:?}"));
+                }
+                Ok(self.decided(&entry, now))
+            }
+            None => {
+                let why = match status {
+                    Some(s) if s.as_slice() == b"200" => "unreadable answer".to_string(),
+                    Some(s) => format!("status {}", String::from_utf8_lossy(&s)),
+                    None => "no answer (timeout or connection failure)".to_string(),
+                };
+                self.fall_back(&worker, key_hash, &why, now)
+            }
+        }
+    }
+
+    /// The sidecar gave no usable answer.
+    fn fall_back(
+        &mut self,
+        worker: &Worker,
+        key_hash: &Digest32,
+        why: &str,
+        now: u64,
+    ) -> Result<KeyDecision, Denial> {
+        self.metrics.inc(&self.host, Counter::CalloutFailures);
+        let policy = &worker.config.key_cache;
+        let cached = cache::read_slot(&self.host, key_hash, policy);
+        if let Lookup::Fresh(entry) = cache::lookup(cached.as_ref(), key_hash, now, policy) {
+            return Ok(self.decided(&entry, now));
+        }
+        if let Some(entry) = cache::stale_fallback(cached.as_ref(), key_hash, now, policy) {
+            self.metrics.inc(&self.host, Counter::KeyCacheStale);
+            self.log(
+                LogLevel::Warn,
+                &format!("key verification failed ({why}); using a stale verdict"),
+            );
+            return Ok(self.decided(&entry, now));
+        }
+        self.log(
+            LogLevel::Warn,
+            &format!("key verification failed ({why}); refusing"),
+        );
+        Err(Denial::AuthUnavailable)
+    }
+
+    /// What an entry decides, remembering the key id for metering.
+    fn decided(&mut self, entry: &CacheEntry, now: u64) -> KeyDecision {
+        let decision = decide_key(entry, now);
+        self.exchange.key_id = decision.key_id;
+        decision
+    }
+}

@@ -1,0 +1,356 @@
+//! One request's flow through the filter, generic over its host: the
+//! checks in the order of docs/ARCHITECTURE.md, the state they leave
+//! behind, and what the host must do next.
+//!
+//! ```text
+//! Started ──headers──► Checking ──verdict + whole body──► Decided ──end──► Ended
+//!    │                  │ key: cached, or Awaiting a verify call (stale fallback on failure)
+//!    └─ a header check fails, or a host call fails ──► Decided(Denied)
+//! ```
+//!
+//! The flow owns all per-request state. Every step returns a [`Next`]
+//! (hold, admit, deny) that [`Flow::drive`] carries out with the host; the
+//! adapter of a host only forwards callbacks here. Any host call that fails
+//! fails the request closed (503 `auth_unavailable`), never open.
+
+mod checking;
+mod key;
+
+use std::rc::Rc;
+
+use tollgate_wire::KEY_ID_HEADER;
+
+use crate::error::Denial;
+use crate::headers::{check_headers, header_value, STRIPPED_HEADERS};
+use crate::host::{Action, LogLevel, StreamHost};
+use crate::metering::{usage_record, Decision, Exchange};
+use crate::metrics::{Counter, Metrics};
+use crate::replay::{self, Claimed};
+use crate::token::RequestLine;
+use crate::usage::Pushed;
+use crate::worker::Worker;
+
+pub use checking::{Checking, KeyState, Next};
+
+/// Where a request stands.
+// The checking state is the large one; it is not boxed because the whole
+// flow already lives in the one allocation the host makes per stream.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone)]
+pub enum Stage {
+    /// The request headers have not arrived yet.
+    Started,
+    /// The headers passed; the verdict and the body are awaited.
+    Checking(Checking),
+    /// The filter decided.
+    Decided(Decision),
+    /// The stream ended and was metered.
+    Ended,
+}
+
+/// Where a decision is carried out: inside a stream callback (its return
+/// value carries on), or in a callout's answer (the request must be resumed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Callback,
+    Callout,
+}
+
+/// One HTTP stream.
+pub struct Flow<H: StreamHost> {
+    host: H,
+    worker: Option<Rc<Worker>>,
+    metrics: Rc<Metrics>,
+    stage: Stage,
+    exchange: Exchange,
+}
+
+impl<H: StreamHost> Flow<H> {
+    /// A stream of a worker; `None` when the plugin has no valid
+    /// configuration (every request then fails closed).
+    pub fn new(host: H, worker: Option<Rc<Worker>>, metrics: Rc<Metrics>) -> Self {
+        Flow {
+            host,
+            worker,
+            metrics,
+            stage: Stage::Started,
+            exchange: Exchange::default(),
+        }
+    }
+
+    /// Where the request stands.
+    pub fn stage(&self) -> &Stage {
+        &self.stage
+    }
+
+    /// What the flow has learnt of the exchange so far.
+    pub fn exchange(&self) -> &Exchange {
+        &self.exchange
+    }
+
+    /// Header phase: everything that needs no network, then the verdict
+    /// from the cache or one verification call.
+    pub fn on_request_headers(&mut self, end_of_stream: bool) -> Action {
+        let Some(worker) = self.worker.clone() else {
+            return self.fail("the plugin has no valid configuration");
+        };
+        let config = &worker.config;
+        let Some(now) = self.host.now_ms() else {
+            return self.fail("no clock");
+        };
+        self.exchange.started_ms = now;
+        match worker.request_ids.try_borrow_mut() {
+            Ok(mut ids) => self.exchange.request_id = ids.mint(),
+            Err(_) => return self.fail("request ids are busy"),
+        }
+        let headers = match self.host.request_headers() {
+            Ok(headers) => headers,
+            Err(e) => return self.fail(&format!("cannot read headers: {e}")),
+        };
+        let text = |name| {
+            header_value(&headers, name)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_default()
+        };
+        self.exchange.method = text(":method");
+        self.exchange.path = text(":path");
+
+        // The id the sidecar dedups by is ours, never the client's; the
+        // credentials never reach the upstream.
+        if let Err(e) = self
+            .host
+            .set_request_header("x-request-id", &self.exchange.request_id)
+        {
+            return self.fail(&format!("cannot set x-request-id: {e}"));
+        }
+        for name in STRIPPED_HEADERS {
+            if let Err(e) = self.host.remove_request_header(name) {
+                return self.fail(&format!("cannot strip {name}: {e}"));
+            }
+        }
+
+        let line = RequestLine {
+            method: &self.exchange.method,
+            path: &self.exchange.path,
+        };
+        let now_s = i64::try_from(now / 1000).unwrap_or(i64::MAX);
+        let checked = check_headers(&headers, &line, &config.jwt, config.max_body_bytes, now_s)
+            .and_then(|admitted| {
+                let jti = replay::claim_for(&admitted.token, &config.jwt, &config.replay)?;
+                Ok((admitted, jti))
+            });
+        let (admitted, jti) = match checked {
+            Ok(checked) => checked,
+            Err(denial) => return self.drive(Next::Deny(denial), Phase::Callback),
+        };
+        let key = match self.look_up_key(&worker, &admitted.key_hash, now) {
+            Ok(key) => key,
+            Err(denial) => return self.drive(Next::Deny(denial), Phase::Callback),
+        };
+        let mut checking = Checking::new(
+            admitted.key_hash,
+            key,
+            jti,
+            admitted.token.body_sha256,
+            config.max_body_bytes,
+        );
+        let next = if end_of_stream {
+            checking.body_end()
+        } else {
+            checking.next()
+        };
+        self.stage = Stage::Checking(checking);
+        self.drive(next, Phase::Callback)
+    }
+
+    /// A body chunk arrived; the host holds `size` bytes in all.
+    pub fn on_request_body(&mut self, size: usize, end_of_stream: bool) -> Action {
+        let host = &self.host;
+        let Stage::Checking(checking) = &mut self.stage else {
+            return self.settled();
+        };
+        let next = checking.body(size as u64, end_of_stream, |start, len| {
+            let start = usize::try_from(start).ok()?;
+            let len = usize::try_from(len).ok()?;
+            host.request_body(start, len)
+        });
+        self.exchange.request_bytes = checking.body_bytes();
+        self.drive(next, Phase::Callback)
+    }
+
+    /// Trailers arrived: the body is complete.
+    pub fn on_request_trailers(&mut self) -> Action {
+        let Stage::Checking(checking) = &mut self.stage else {
+            return self.settled();
+        };
+        let next = checking.body_end();
+        self.drive(next, Phase::Callback)
+    }
+
+    /// Response headers: the status, for metering.
+    pub fn on_response_headers(&mut self) -> Action {
+        self.exchange.response_status = self
+            .host
+            .response_header(":status")
+            .and_then(|s| std::str::from_utf8(&s).ok()?.parse().ok());
+        Action::Continue
+    }
+
+    /// A response body chunk of `size` bytes passed.
+    pub fn on_response_body(&mut self, size: usize) -> Action {
+        self.exchange.response_bytes = self.exchange.response_bytes.saturating_add(size as u64);
+        Action::Continue
+    }
+
+    /// The stream ended: its usage record goes to the worker's buffer.
+    pub fn on_log(&mut self) {
+        let decision = match std::mem::replace(&mut self.stage, Stage::Ended) {
+            Stage::Decided(decision) => Some(decision),
+            Stage::Ended => return,
+            Stage::Started | Stage::Checking(_) => None,
+        };
+        let Some(worker) = &self.worker else {
+            return;
+        };
+        let ended = self.host.now_ms().unwrap_or(self.exchange.started_ms);
+        let Some(record) = usage_record(&self.exchange, decision, ended) else {
+            return;
+        };
+        let pushed = match worker.usage.try_borrow_mut() {
+            Ok(mut usage) => usage.push(record),
+            Err(_) => Pushed::Dropped,
+        };
+        match pushed {
+            Pushed::Buffered => self.metrics.buffered(&self.host, 1),
+            Pushed::Dropped => self.metrics.inc(&self.host, Counter::UsageRecordsDropped),
+        }
+    }
+
+    /// What an already decided (or never started) stream answers a callback.
+    fn settled(&self) -> Action {
+        match self.stage {
+            Stage::Decided(Decision::Allowed(_)) | Stage::Ended => Action::Continue,
+            _ => Action::Pause,
+        }
+    }
+
+    /// A host call failed: fail closed, unless the request is decided already.
+    fn fail(&mut self, why: &str) -> Action {
+        let id = &self.exchange.request_id;
+        self.host
+            .log(LogLevel::Error, &format!("request {id}: {why}"));
+        match self.stage {
+            Stage::Started | Stage::Checking(_) => {
+                self.drive(Next::Deny(Denial::AuthUnavailable), Phase::Callback)
+            }
+            Stage::Decided(_) | Stage::Ended => self.settled(),
+        }
+    }
+
+    /// Carries out a step.
+    fn drive(&mut self, next: Next, phase: Phase) -> Action {
+        match next {
+            Next::Hold => Action::Pause,
+            Next::Deny(denial) => {
+                self.deny(denial);
+                Action::Pause
+            }
+            Next::Admit(key_id) => match self.admit(key_id) {
+                Ok(()) => {
+                    self.stage = Stage::Decided(Decision::Allowed(key_id));
+                    self.metrics.inc(&self.host, Counter::RequestsAllowed);
+                    if phase == Phase::Callout {
+                        if let Err(e) = self.host.resume() {
+                            self.log(LogLevel::Error, &format!("cannot resume: {e}"));
+                        }
+                    }
+                    Action::Continue
+                }
+                Err(denial) => {
+                    self.deny(denial);
+                    Action::Pause
+                }
+            },
+        }
+    }
+
+    /// The last steps of a request that passed every check: name its key
+    /// for the upstream, then claim its `jti` (last, so only a request that
+    /// is let through uses it up).
+    fn admit(&mut self, key_id: i64) -> Result<(), Denial> {
+        if let Err(e) = self
+            .host
+            .set_request_header(KEY_ID_HEADER, &key_id.to_string())
+        {
+            self.log(LogLevel::Error, &format!("cannot set {KEY_ID_HEADER}: {e}"));
+            return Err(Denial::AuthUnavailable);
+        }
+        let claim = match &mut self.stage {
+            Stage::Checking(checking) => checking.jti.take(),
+            _ => None,
+        };
+        let Some(claim) = claim else {
+            return Ok(());
+        };
+        let now_s = self
+            .host
+            .now_ms()
+            .and_then(|ms| i64::try_from(ms / 1000).ok())
+            .ok_or(Denial::AuthUnavailable)?;
+        let (claimed, retries) = replay::claim(&self.host, &claim, now_s);
+        self.metrics
+            .add(&self.host, Counter::ReplayCasRetries, u64::from(retries));
+        let bucket = &claim.bucket_key;
+        match claimed {
+            Claimed::Recorded => Ok(()),
+            Claimed::Replayed => Err(Denial::ReplayedToken),
+            Claimed::Full => {
+                self.metrics.inc(&self.host, Counter::ReplayStoreFull);
+                self.log(
+                    LogLevel::Warn,
+                    &format!(
+                        "replay store bucket {bucket} is full of live entries; \
+                         refusing (raise jwt.replay_slots)"
+                    ),
+                );
+                Err(Denial::AuthUnavailable)
+            }
+            Claimed::Contended => {
+                self.log(
+                    LogLevel::Warn,
+                    &format!("replay store bucket {bucket} stayed contended; refusing"),
+                );
+                Err(Denial::AuthUnavailable)
+            }
+            Claimed::Failed(e) => {
+                self.log(
+                    LogLevel::Error,
+                    &format!("cannot update the replay store: {e}"),
+                );
+                Err(Denial::AuthUnavailable)
+            }
+        }
+    }
+
+    /// Sends the one local reply of a denied request.
+    fn deny(&mut self, denial: Denial) {
+        self.stage = Stage::Decided(Decision::Denied(denial));
+        self.metrics.denied(&self.host, denial);
+        self.exchange.reply_status = Some(denial.status());
+        let body = denial.reply_body(&self.exchange.request_id);
+        let headers = denial.reply_headers();
+        if let Err(e) = self.host.send_reply(denial.status(), &headers, &body) {
+            self.log(LogLevel::Error, &format!("cannot send a local reply: {e}"));
+            self.host.reset();
+        }
+    }
+
+    /// A log line about this request.
+    fn log(&self, level: LogLevel, message: &str) {
+        let id = &self.exchange.request_id;
+        self.host.log(level, &format!("request {id}: {message}"));
+    }
+}
+
+#[cfg(test)]
+mod tests;

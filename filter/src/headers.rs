@@ -1,0 +1,261 @@
+//! The request-header checks: the API key of `Authorization: Bearer <key>`,
+//! the `X-Auth-Token`, and the declared body size, all decided before any
+//! network call.
+
+use tollgate_wire::{key_hash, Digest32};
+
+use crate::error::Denial;
+use crate::token::{verify_token, JwtPolicy, RequestLine, VerifiedToken};
+
+/// Longest API key accepted (bytes).
+pub const MAX_API_KEY_BYTES: usize = 512;
+
+/// Request headers that must never reach the upstream: the credentials.
+/// (A client-sent key id header needs no removal: the filter replaces it on
+/// every request it lets through, and a denied request goes nowhere.)
+pub const STRIPPED_HEADERS: [&str; 2] = ["authorization", "x-auth-token"];
+
+/// What the header phase established about a request that may proceed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admitted {
+    /// SHA-256 of the API key (the plaintext goes no further).
+    pub key_hash: Digest32,
+    /// The verified token.
+    pub token: VerifiedToken,
+}
+
+fn header_values<'a>(
+    headers: &'a [(String, Vec<u8>)],
+    name: &'a str,
+) -> impl Iterator<Item = &'a [u8]> + 'a {
+    headers
+        .iter()
+        .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_slice())
+}
+
+/// The value of a header that should appear once (the first, if several).
+pub fn header_value<'a>(headers: &'a [(String, Vec<u8>)], name: &str) -> Option<&'a [u8]> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_slice())
+}
+
+/// The API key of `Authorization: Bearer <key>`.
+///
+/// Absent header, another scheme, or an empty key: `missing_api_key`.
+/// Several `Authorization` headers (Envoy joins them with commas), a key
+/// with spaces, control or non-ASCII characters, or longer than
+/// [`MAX_API_KEY_BYTES`]: `invalid_api_key`.
+pub fn api_key(headers: &[(String, Vec<u8>)]) -> Result<&[u8], Denial> {
+    let mut values = header_values(headers, "authorization");
+    let value = values.next().ok_or(Denial::MissingApiKey)?;
+    if values.next().is_some() || joins_a_bearer_credential(value) {
+        return Err(Denial::InvalidApiKey);
+    }
+    let (scheme, key) = match value.iter().position(|b| *b == b' ') {
+        Some(at) => (value.get(..at), value.get(at + 1..)),
+        None => (Some(value), None),
+    };
+    if !scheme.is_some_and(|s| s.eq_ignore_ascii_case(b"bearer")) {
+        return Err(Denial::MissingApiKey);
+    }
+    let key = key.unwrap_or_default();
+    if key.is_empty() {
+        return Err(Denial::MissingApiKey);
+    }
+    if key.len() > MAX_API_KEY_BYTES || !key.iter().all(|b| (0x21..=0x7e).contains(b)) {
+        return Err(Denial::InvalidApiKey);
+    }
+    Ok(key)
+}
+
+/// Whether a Bearer credential follows a comma: Envoy joined several
+/// `Authorization` headers into this value (`Basic ...,Bearer <key>`), so the
+/// request carried several credentials, whatever the first one's scheme.
+fn joins_a_bearer_credential(value: &[u8]) -> bool {
+    value.split(|b| *b == b',').skip(1).any(|part| {
+        part.trim_ascii_start()
+            .get(..7)
+            .is_some_and(|s| s.eq_ignore_ascii_case(b"bearer "))
+    })
+}
+
+/// The `X-Auth-Token` value: exactly one, non-empty, UTF-8.
+pub fn auth_token(headers: &[(String, Vec<u8>)]) -> Result<&str, Denial> {
+    let mut values = header_values(headers, "x-auth-token");
+    let value = values.next().ok_or(Denial::MissingToken)?;
+    if values.next().is_some() {
+        return Err(Denial::MalformedToken("several X-Auth-Token headers"));
+    }
+    if value.is_empty() {
+        return Err(Denial::MissingToken);
+    }
+    std::str::from_utf8(value).map_err(|_| Denial::MalformedToken("the token is not ASCII"))
+}
+
+/// All header-phase checks, in the order of docs/ARCHITECTURE.md: API key, token
+/// (signature, time, binding, body hash format), declared body size.
+pub fn check_headers(
+    headers: &[(String, Vec<u8>)],
+    request: &RequestLine<'_>,
+    jwt: &JwtPolicy,
+    max_body_bytes: u64,
+    now_s: i64,
+) -> Result<Admitted, Denial> {
+    let key = api_key(headers)?;
+    let token = auth_token(headers)?;
+    let token = verify_token(token, jwt, request, now_s)?;
+    if let Some(length) = header_value(headers, "content-length") {
+        let declared = std::str::from_utf8(length)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok());
+        if declared.is_some_and(|n| n > max_body_bytes) {
+            return Err(Denial::PayloadTooLarge);
+        }
+    }
+    Ok(Admitted {
+        key_hash: key_hash(key),
+        token,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(pairs: &[(&str, &str)]) -> Vec<(String, Vec<u8>)> {
+        pairs
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+            .collect()
+    }
+
+    #[test]
+    fn joined_authorization_headers_are_several_credentials() {
+        for joined in [
+            "Basic dXNlcjpwYXNz,Bearer tg_abc",
+            "Basic dXNlcjpwYXNz, bearer tg_abc",
+            "Bearer tg_abc,Bearer tg_abc",
+        ] {
+            assert_eq!(
+                api_key(&h(&[("authorization", joined)])),
+                Err(Denial::InvalidApiKey),
+                "{joined}"
+            );
+        }
+        // One non-Bearer credential whose parameters hold commas is no key at all.
+        assert_eq!(
+            api_key(&h(&[("authorization", "Digest realm=\"a\", nonce=\"b\"")])),
+            Err(Denial::MissingApiKey)
+        );
+    }
+
+    #[test]
+    fn api_key_rules() {
+        assert_eq!(
+            api_key(&h(&[("authorization", "Bearer tg_abc")])),
+            Ok(&b"tg_abc"[..])
+        );
+        assert_eq!(
+            api_key(&h(&[("authorization", "bearer tg_abc")])),
+            Ok(&b"tg_abc"[..])
+        );
+        assert_eq!(api_key(&h(&[])), Err(Denial::MissingApiKey));
+        assert_eq!(
+            api_key(&h(&[("authorization", "Basic dTpw")])),
+            Err(Denial::MissingApiKey)
+        );
+        assert_eq!(
+            api_key(&h(&[("authorization", "Bearer")])),
+            Err(Denial::MissingApiKey)
+        );
+        assert_eq!(
+            api_key(&h(&[("authorization", "Bearer ")])),
+            Err(Denial::MissingApiKey)
+        );
+        assert_eq!(
+            api_key(&h(&[("authorization", "tg_abc")])),
+            Err(Denial::MissingApiKey)
+        );
+        assert_eq!(
+            api_key(&h(&[("authorization", "Bearer a b")])),
+            Err(Denial::InvalidApiKey)
+        );
+        assert_eq!(
+            api_key(&h(&[("authorization", "Bearer  a")])),
+            Err(Denial::InvalidApiKey)
+        );
+        assert_eq!(
+            api_key(&h(&[("authorization", "Bearer a\tb")])),
+            Err(Denial::InvalidApiKey)
+        );
+        assert_eq!(
+            api_key(&h(&[("authorization", "Bearer é")])),
+            Err(Denial::InvalidApiKey)
+        );
+        assert_eq!(
+            api_key(&h(&[("authorization", "Bearer a,Bearer b")])),
+            Err(Denial::InvalidApiKey)
+        );
+        assert_eq!(
+            api_key(&h(&[
+                ("authorization", "Bearer a"),
+                ("Authorization", "Bearer a")
+            ])),
+            Err(Denial::InvalidApiKey)
+        );
+        let long = format!("Bearer {}", "k".repeat(MAX_API_KEY_BYTES));
+        assert!(api_key(&h(&[("authorization", &long)])).is_ok());
+        let long = format!("Bearer {}", "k".repeat(MAX_API_KEY_BYTES + 1));
+        assert_eq!(
+            api_key(&h(&[("authorization", &long)])),
+            Err(Denial::InvalidApiKey)
+        );
+    }
+
+    #[test]
+    fn token_header_rules() {
+        assert_eq!(auth_token(&h(&[])), Err(Denial::MissingToken));
+        assert_eq!(
+            auth_token(&h(&[("x-auth-token", "")])),
+            Err(Denial::MissingToken)
+        );
+        assert!(matches!(
+            auth_token(&h(&[("x-auth-token", "a"), ("x-auth-token", "b")])),
+            Err(Denial::MalformedToken(_))
+        ));
+        assert_eq!(auth_token(&h(&[("x-auth-token", "a.b.c")])), Ok("a.b.c"));
+    }
+
+    #[test]
+    fn check_headers_order() {
+        let policy = JwtPolicy {
+            default_secret: None,
+            kid_secrets: Default::default(),
+            algorithms: vec![],
+            clock_skew_s: 0,
+            max_lifetime_s: 1,
+            issuer: None,
+            audience: None,
+            require_jti: false,
+        };
+        let line = RequestLine {
+            method: "GET",
+            path: "/",
+        };
+        let run = |pairs: &[(&str, &str)]| check_headers(&h(pairs), &line, &policy, 10, 0);
+        assert_eq!(run(&[]), Err(Denial::MissingApiKey));
+        assert_eq!(
+            run(&[("authorization", "Bearer k")]),
+            Err(Denial::MissingToken)
+        );
+        assert_eq!(
+            run(&[("authorization", "Bearer k"), ("x-auth-token", "a.b")]),
+            Err(Denial::MalformedToken(
+                "expected three dot-separated segments"
+            ))
+        );
+    }
+}

@@ -1,0 +1,190 @@
+//! A worker's root, generic over its host: it parses the configuration once,
+//! creates the streams' flows, flushes usage on its tick, and drains the
+//! buffer at shutdown before letting the host go.
+
+use std::cell::{OnceCell, RefCell};
+use std::rc::Rc;
+
+use crate::config::{self, Config};
+use crate::flow::Flow;
+use crate::flusher;
+use crate::host::{LogLevel, RootHost, StreamHost};
+use crate::metrics::Metrics;
+use crate::request_id::RequestIds;
+use crate::usage::UsageBuffer;
+use crate::worker::Worker;
+
+/// The per-worker root context.
+pub struct Root<H: RootHost> {
+    host: H,
+    metrics: OnceCell<Rc<Metrics>>,
+    worker: Option<Rc<Worker>>,
+    shutting_down: bool,
+}
+
+impl<H: RootHost> Root<H> {
+    /// A root that has not been configured yet.
+    pub fn new(host: H) -> Self {
+        Root {
+            host,
+            metrics: OnceCell::new(),
+            worker: None,
+            shutting_down: false,
+        }
+    }
+
+    /// The worker's metrics, defined on first use.
+    fn metrics(&self) -> Rc<Metrics> {
+        self.metrics
+            .get_or_init(|| Rc::new(Metrics::define(&self.host)))
+            .clone()
+    }
+
+    /// The flow of a new stream.
+    pub fn stream<S: StreamHost>(&self, host: S) -> Flow<S> {
+        Flow::new(host, self.worker.clone(), self.metrics())
+    }
+
+    /// Parses and validates the plugin configuration (`size` bytes); false
+    /// refuses it, and the host keeps the plugin from serving.
+    pub fn on_configure(&mut self, size: usize) -> bool {
+        let metrics = self.metrics();
+        let Some(bytes) = self.host.plugin_config(size) else {
+            self.host.log(
+                LogLevel::Error,
+                "invalid plugin configuration: .: it is empty",
+            );
+            return false;
+        };
+        let parsed = match config::parse(&bytes) {
+            Ok(parsed) => parsed,
+            Err(e) => {
+                self.host.log(LogLevel::Error, &format!("{e}"));
+                return false;
+            }
+        };
+        for warning in &parsed.warnings {
+            self.host
+                .log(LogLevel::Warn, &format!("plugin configuration: {warning}"));
+        }
+        let config = parsed.config;
+        if let Err(e) = self.host.set_tick_period_ms(config.usage.flush_interval_ms) {
+            self.host
+                .log(LogLevel::Error, &format!("cannot set the flush timer: {e}"));
+            return false;
+        }
+        self.host.log(LogLevel::Info, &describe(&config));
+        // A reconfiguration keeps the records already buffered.
+        let (usage, request_ids) = match &self.worker {
+            Some(old) => (old.usage.clone(), old.request_ids.clone()),
+            None => {
+                let Some(ids) = RequestIds::from_host(&self.host) else {
+                    self.host.log(
+                        LogLevel::Error,
+                        "no randomness to seed request ids; refusing to start",
+                    );
+                    return false;
+                };
+                (
+                    Rc::new(RefCell::new(UsageBuffer::new(config.usage))),
+                    Rc::new(RefCell::new(ids)),
+                )
+            }
+        };
+        self.worker = Some(Rc::new(Worker {
+            config,
+            usage,
+            request_ids,
+            metrics,
+        }));
+        true
+    }
+
+    /// The timer: publishes the hot counters, gives up on an overdue flush,
+    /// and sends the next batch.
+    pub fn on_tick(&mut self) {
+        let metrics = self.metrics();
+        metrics.publish(&self.host);
+        let (Some(now), Some(worker)) = (self.host.now_ms(), &self.worker) else {
+            return;
+        };
+        flusher::expire_overdue(&self.host, worker, &metrics, now);
+        flusher::flush(&self.host, worker, &metrics, false, now);
+    }
+
+    /// A callout of the root answered (a usage flush).
+    pub fn on_callout_reply(&mut self, token: u32) {
+        let metrics = self.metrics();
+        let Some(worker) = self.worker.clone() else {
+            return;
+        };
+        let now = self.host.now_ms().unwrap_or(0);
+        let Some(answer) = flusher::answered(&self.host, &worker, &metrics, token, now) else {
+            return;
+        };
+        if self.shutting_down {
+            if !(answer.acknowledged && flusher::flush(&self.host, &worker, &metrics, true, now)) {
+                flusher::give_up(&self.host, &worker, &metrics);
+                self.host.done();
+            }
+        } else if answer.acknowledged && answer.backlog {
+            // A backlog drains at the sidecar's pace, not one batch per tick.
+            flusher::flush(&self.host, &worker, &metrics, false, now);
+        }
+    }
+
+    /// The host is shutting the worker down. True when it may go at once;
+    /// false while a last batch is in flight (then `done` follows its answer).
+    pub fn on_done(&mut self) -> bool {
+        self.shutting_down = true;
+        let metrics = self.metrics();
+        metrics.publish(&self.host);
+        let Some(worker) = self.worker.clone() else {
+            return true;
+        };
+        let now = self.host.now_ms().unwrap_or(0);
+        if flusher::busy(&worker) && flusher::flush(&self.host, &worker, &metrics, true, now) {
+            return false;
+        }
+        flusher::give_up(&self.host, &worker, &metrics);
+        true
+    }
+}
+
+#[cfg(test)]
+impl<H: RootHost> Root<H> {
+    /// Hands the summed hot counters to the host, as the tick does.
+    pub fn publish_metrics(&self) {
+        self.metrics().publish(&self.host);
+    }
+
+    /// The records waiting in the worker's buffer.
+    pub fn buffered(&self) -> Vec<tollgate_wire::UsageRecord> {
+        match &self.worker {
+            Some(worker) => worker.usage.borrow().records().cloned().collect(),
+            None => Vec::new(),
+        }
+    }
+}
+
+/// The start-up line: what the configuration turned on (no secret).
+fn describe(config: &Config) -> String {
+    let algorithms: Vec<&str> = config.jwt.algorithms.iter().map(|a| a.name()).collect();
+    let replay = if config.jwt.require_jti {
+        format!("on ({} slots)", config.replay.slots)
+    } else {
+        "off".to_string()
+    };
+    format!(
+        "configured; sidecar cluster {}, algorithms {}, {} kid secrets, max body {} bytes, \
+         {} cache slots, replay protection {replay}",
+        config.sidecar_cluster,
+        algorithms.join(","),
+        config.jwt.kid_secrets.len(),
+        config.max_body_bytes,
+        config.key_cache.slots,
+    )
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,25 @@
+//! What one worker's root shares with every stream it creates: the
+//! validated configuration, the usage buffer, the request id minter and the
+//! metrics. Built by the root in `on_configure`, immutable but for the
+//! buffer and the minter, which streams borrow one at a time.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::request_id::RequestIds;
+use crate::usage::UsageBuffer;
+
+/// The per-worker state of a configured filter.
+#[derive(Debug)]
+pub struct Worker {
+    /// The plugin configuration, parsed and validated once.
+    pub config: Config,
+    /// Usage records waiting for the sidecar (kept across reconfigurations).
+    pub usage: Rc<RefCell<UsageBuffer>>,
+    /// The request id minter (kept across reconfigurations).
+    pub request_ids: Rc<RefCell<RequestIds>>,
+    /// The worker's metrics.
+    pub metrics: Rc<Metrics>,
+}

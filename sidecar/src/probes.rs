@@ -1,0 +1,27 @@
+//! Liveness and readiness probes: `GET /healthz` answers while the process
+//! runs, `GET /readyz` only while the database answers too.
+
+use std::time::Instant;
+
+use axum::extract::State;
+use axum::Json;
+use serde_json::json;
+
+use crate::app::AppState;
+use crate::error::ApiError;
+
+/// `GET /healthz`: the process is up.
+pub async fn healthz() -> Json<serde_json::Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// `GET /readyz`: the database answers `SELECT 1`.
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    let started = Instant::now();
+    state.store.ping().await?;
+    Ok(Json(json!({
+        "status": "ready",
+        "database": state.store.backend(),
+        "latency_ms": started.elapsed().as_secs_f64() * 1000.0,
+    })))
+}

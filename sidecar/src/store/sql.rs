@@ -1,0 +1,127 @@
+//! SQL both backends run, written once: the key registry's statements (the
+//! same text in both dialects), and the usage ledger's insert and summary,
+//! built here with the dialect's few words passed in (how an insert skips a
+//! duplicate, which integer type a sum is cast to). Times are bound as each
+//! backend stores them, so the builders are generic over that type.
+
+use sqlx::{ColumnIndex, Database, Decode, Encode, QueryBuilder, Row, Type};
+use tollgate_wire::UsageRecord;
+
+use super::UsageSummaryRow;
+
+/// The columns a key is read with, in the order `key_from_row` expects.
+macro_rules! key_columns {
+    () => {
+        "id, name, prefix, status, created_at, revoked_at, expires_at"
+    };
+}
+
+/// Every key, oldest first.
+pub const LIST_KEYS: &str = concat!("SELECT ", key_columns!(), " FROM api_keys ORDER BY id");
+
+/// The key with a hash (the hot look-up); binds the lowercase hex hash.
+pub const KEY_BY_HASH: &str = concat!(
+    "SELECT ",
+    key_columns!(),
+    " FROM api_keys WHERE key_hash = ?"
+);
+
+/// The key with an id; binds the id.
+pub const KEY_BY_ID: &str = concat!("SELECT ", key_columns!(), " FROM api_keys WHERE id = ?");
+
+/// Registers an active key; binds name, prefix, hash, created_at, expires_at.
+pub const INSERT_KEY: &str = "INSERT INTO api_keys \
+     (name, prefix, key_hash, status, created_at, expires_at) \
+     VALUES (?, ?, ?, 'ACTIVE', ?, ?)";
+
+/// Revokes an active key; binds revoked_at, id. Affects no row when the key
+/// is revoked already or does not exist.
+pub const REVOKE_KEY: &str = "UPDATE api_keys SET status = 'REVOKED', revoked_at = ? \
+     WHERE id = ? AND status = 'ACTIVE'";
+
+/// The readiness check.
+pub const PING: &str = "SELECT 1";
+
+/// The columns of a usage row, in the order [`insert_usage`] binds them.
+pub const USAGE_COLUMNS: &str = "request_id, api_key_id, method, endpoint, status_code, \
+     outcome, request_bytes, response_bytes, duration_ms, created_at";
+
+/// `{verb} INTO usage_log (USAGE_COLUMNS) VALUES (...), ...`: one row per
+/// (record, its creation time as the backend stores it). `verb` is the
+/// dialect's insert (`INSERT IGNORE` on MySQL); a clause after the values
+/// (SQLite's `ON CONFLICT`) is the caller's to push.
+pub fn insert_usage<'a, DB, T>(verb: &str, rows: &'a [(&'a UsageRecord, T)]) -> QueryBuilder<'a, DB>
+where
+    DB: Database,
+    DB::Arguments<'a>: Default,
+    &'a str: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
+    &'a T: Encode<'a, DB> + Type<DB>,
+{
+    let mut insert = QueryBuilder::new(format!("{verb} INTO usage_log ({USAGE_COLUMNS}) "));
+    insert.push_values(rows, |mut row, (r, created_at)| {
+        row.push_bind(r.request_id.as_str())
+            .push_bind(r.api_key_id)
+            .push_bind(r.method.as_str())
+            .push_bind(r.endpoint.as_str())
+            .push_bind(i64::from(r.status_code))
+            .push_bind(r.outcome.as_str())
+            .push_bind(to_i64(r.request_bytes))
+            .push_bind(to_i64(r.response_bytes))
+            .push_bind(to_i64(r.duration_ms))
+            .push_bind(created_at);
+    });
+    insert
+}
+
+/// Requests and bytes per (key, outcome), ordered by key then outcome, of the
+/// rows of `api_key_id` (all keys when `None`) created at or after `since`.
+/// `int_type` is the dialect's 64-bit integer for the sums' cast (`SIGNED`,
+/// `INTEGER`); read each row with [`summary_row`].
+pub fn usage_summary<'a, DB, T>(
+    int_type: &str,
+    api_key_id: Option<i64>,
+    since: Option<T>,
+) -> QueryBuilder<'a, DB>
+where
+    DB: Database,
+    DB::Arguments<'a>: Default,
+    i64: Encode<'a, DB> + Type<DB>,
+    T: 'a + Encode<'a, DB> + Type<DB>,
+{
+    let mut query = QueryBuilder::new(format!(
+        "SELECT api_key_id, outcome, COUNT(*) AS requests, \
+         CAST(COALESCE(SUM(request_bytes), 0) AS {int_type}) AS request_bytes, \
+         CAST(COALESCE(SUM(response_bytes), 0) AS {int_type}) AS response_bytes \
+         FROM usage_log WHERE 1 = 1"
+    ));
+    if let Some(id) = api_key_id {
+        query.push(" AND api_key_id = ").push_bind(id);
+    }
+    if let Some(since) = since {
+        query.push(" AND created_at >= ").push_bind(since);
+    }
+    query.push(" GROUP BY api_key_id, outcome ORDER BY api_key_id, outcome");
+    query
+}
+
+/// One row of [`usage_summary`].
+pub fn summary_row<R: Row>(row: &R) -> Result<UsageSummaryRow, sqlx::Error>
+where
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    &'static str: ColumnIndex<R>,
+{
+    Ok(UsageSummaryRow {
+        api_key_id: row.try_get("api_key_id")?,
+        outcome: row.try_get("outcome")?,
+        requests: row.try_get("requests")?,
+        request_bytes: row.try_get("request_bytes")?,
+        response_bytes: row.try_get("response_bytes")?,
+    })
+}
+
+/// Converts a validated counter (at most `i64::MAX`, see `UsageRecord::validate`).
+fn to_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}

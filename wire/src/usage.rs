@@ -1,0 +1,199 @@
+//! The usage ingestion call: the records the filter reports in batches, the
+//! limits their columns impose, and the sidecar's acknowledgement.
+
+use serde::{Deserialize, Serialize};
+
+use crate::outcome::Outcome;
+
+/// `POST` a JSON array of [`UsageRecord`], answered with an [`IngestReply`].
+pub const USAGE_PATH: &str = "/v1/internal/usage";
+
+/// Most records one ingestion call may carry; a larger batch is refused with 413.
+pub const MAX_USAGE_BATCH: usize = 1000;
+
+/// Longest `request_id` accepted in a usage record.
+pub const MAX_REQUEST_ID_LEN: usize = 64;
+/// Longest `method` accepted in a usage record.
+pub const MAX_METHOD_LEN: usize = 16;
+/// Longest `endpoint` accepted in a usage record; the filter truncates longer paths.
+pub const MAX_ENDPOINT_LEN: usize = 512;
+
+/// Latest `timestamp_ms` accepted: the end of the year 9999, the last instant
+/// a MySQL `DATETIME` column holds.
+pub const MAX_TIMESTAMP_MS: u64 = 253_402_300_799_999;
+
+/// One metered request, as the filter reports it. Unknown fields are
+/// ignored, so an older sidecar stores what a newer filter sends (rolling
+/// upgrades lose nothing).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageRecord {
+    /// Request id minted by the gateway (never one a client chose); unique.
+    pub request_id: String,
+    /// Id of the API key the request presented.
+    pub api_key_id: i64,
+    /// HTTP method.
+    pub method: String,
+    /// Request path without the query string.
+    pub endpoint: String,
+    /// HTTP status sent to the client.
+    pub status_code: u16,
+    /// `allowed`, or the error code the gateway answered with.
+    pub outcome: Outcome,
+    /// Request body bytes.
+    pub request_bytes: u64,
+    /// Response body bytes.
+    pub response_bytes: u64,
+    /// Time from request headers to the end of the response, in milliseconds.
+    pub duration_ms: u64,
+    /// When the request arrived, in milliseconds since the Unix epoch.
+    pub timestamp_ms: u64,
+}
+
+/// Why a [`UsageRecord`] is not acceptable: names the field at fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: &'static str,
+    pub reason: &'static str,
+}
+
+impl UsageRecord {
+    /// Checks the limits the database columns impose, so a bad record is
+    /// refused with a clear error instead of being truncated or failing a batch.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        fn check_text(field: &'static str, value: &str, max: usize) -> Result<(), FieldError> {
+            if value.is_empty() {
+                return Err(FieldError {
+                    field,
+                    reason: "must not be empty",
+                });
+            }
+            if value.len() > max {
+                return Err(FieldError {
+                    field,
+                    reason: "is too long",
+                });
+            }
+            if value.chars().any(char::is_control) {
+                return Err(FieldError {
+                    field,
+                    reason: "must not contain control characters",
+                });
+            }
+            Ok(())
+        }
+        check_text("request_id", &self.request_id, MAX_REQUEST_ID_LEN)?;
+        check_text("method", &self.method, MAX_METHOD_LEN)?;
+        check_text("endpoint", &self.endpoint, MAX_ENDPOINT_LEN)?;
+        if self.api_key_id <= 0 {
+            return Err(FieldError {
+                field: "api_key_id",
+                reason: "must be a positive key id",
+            });
+        }
+        if !(100..=599).contains(&self.status_code) {
+            return Err(FieldError {
+                field: "status_code",
+                reason: "must be an HTTP status (100-599)",
+            });
+        }
+        if self.timestamp_ms > MAX_TIMESTAMP_MS {
+            return Err(FieldError {
+                field: "timestamp_ms",
+                reason: "is after the year 9999",
+            });
+        }
+        // The stores keep these in signed 64-bit columns.
+        for (field, value) in [
+            ("request_bytes", self.request_bytes),
+            ("response_bytes", self.response_bytes),
+            ("duration_ms", self.duration_ms),
+        ] {
+            if value > i64::MAX as u64 {
+                return Err(FieldError {
+                    field,
+                    reason: "is out of range",
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Answer to a usage ingestion call, sent only after the batch is committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IngestReply {
+    /// Records in the batch.
+    pub received: u64,
+    /// Records stored by this call.
+    pub inserted: u64,
+    /// Records whose `request_id` was already stored (a retried batch).
+    pub duplicates: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> UsageRecord {
+        UsageRecord {
+            request_id: "0f1e2d3c4b5a69788796a5b4c3d2e1f0".into(),
+            api_key_id: 7,
+            method: "POST".into(),
+            endpoint: "/proxy/analyze".into(),
+            status_code: 200,
+            outcome: Outcome::Allowed,
+            request_bytes: 1024,
+            response_bytes: 88,
+            duration_ms: 3,
+            timestamp_ms: 1_764_000_000_000,
+        }
+    }
+
+    #[test]
+    fn usage_record_round_trips_through_json() {
+        let text = serde_json::to_string(&record()).unwrap();
+        let back: UsageRecord = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, record());
+    }
+
+    #[test]
+    fn usage_records_from_a_newer_filter_are_read_without_their_new_fields() {
+        let mut value = serde_json::to_value(record()).unwrap();
+        value["units"] = serde_json::json!(12);
+        assert_eq!(
+            serde_json::from_value::<UsageRecord>(value).unwrap(),
+            record()
+        );
+    }
+
+    #[test]
+    fn outcomes_outside_the_contract_are_refused() {
+        let mut value = serde_json::to_value(record()).unwrap();
+        assert_eq!(value["outcome"], "allowed");
+        value["outcome"] = serde_json::json!("made_up");
+        assert!(serde_json::from_value::<UsageRecord>(value).is_err());
+    }
+
+    #[test]
+    fn validate_names_the_field_at_fault() {
+        assert_eq!(record().validate(), Ok(()));
+        let mut r = record();
+        r.request_id = "x".repeat(MAX_REQUEST_ID_LEN + 1);
+        assert_eq!(r.validate().unwrap_err().field, "request_id");
+        let mut r = record();
+        r.status_code = 42;
+        assert_eq!(r.validate().unwrap_err().field, "status_code");
+        let mut r = record();
+        r.api_key_id = 0;
+        assert_eq!(r.validate().unwrap_err().field, "api_key_id");
+        let mut r = record();
+        r.endpoint = "/a\nb".into();
+        assert_eq!(r.validate().unwrap_err().field, "endpoint");
+        let mut r = record();
+        r.timestamp_ms = MAX_TIMESTAMP_MS + 1;
+        assert_eq!(r.validate().unwrap_err().field, "timestamp_ms");
+        let mut r = record();
+        r.request_bytes = u64::MAX;
+        assert_eq!(r.validate().unwrap_err().field, "request_bytes");
+    }
+}

@@ -1,0 +1,99 @@
+//! The key verification call: the filter sends a key's hash, the sidecar
+//! answers with what the registry knows of it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::digest::Digest32;
+use crate::hex::to_hex;
+
+/// Body of a key verification call: the key is never sent, only its SHA-256.
+/// Unknown fields are ignored, so a newer filter may send more.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyRequest {
+    /// Lowercase hex SHA-256 of the API key (64 characters).
+    pub key_hash: String,
+}
+
+impl VerifyRequest {
+    /// The request for a key whose hash is `key_hash`.
+    pub fn for_key_hash(key_hash: &Digest32) -> Self {
+        VerifyRequest {
+            key_hash: to_hex(key_hash),
+        }
+    }
+}
+
+/// What the key registry knows of a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyVerdict {
+    /// Registered, not revoked, not past its expiry.
+    Active,
+    /// Registered and revoked.
+    Revoked,
+    /// Registered, not revoked, past its `expires_at`.
+    Expired,
+    /// No key with this hash is registered.
+    NotFound,
+}
+
+impl KeyVerdict {
+    /// The verdict as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyVerdict::Active => "active",
+            KeyVerdict::Revoked => "revoked",
+            KeyVerdict::Expired => "expired",
+            KeyVerdict::NotFound => "not_found",
+        }
+    }
+}
+
+/// Answer to a [`VerifyRequest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VerifyReply {
+    pub verdict: KeyVerdict,
+    /// The key's id; absent for [`KeyVerdict::NotFound`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<i64>,
+    /// When the key stops being valid, in seconds since the Unix epoch; absent
+    /// when it never expires. Lets a cache stop trusting an `active` verdict
+    /// at the right moment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdicts_use_snake_case_on_the_wire() {
+        let reply = VerifyReply {
+            verdict: KeyVerdict::NotFound,
+            key_id: None,
+            expires_at: None,
+        };
+        assert_eq!(
+            serde_json::to_string(&reply).unwrap(),
+            r#"{"verdict":"not_found"}"#
+        );
+        let parsed: VerifyReply =
+            serde_json::from_str(r#"{"verdict":"active","key_id":3,"expires_at":1800000000}"#)
+                .unwrap();
+        assert_eq!(parsed.verdict.as_str(), "active");
+        assert_eq!(parsed.key_id, Some(3));
+    }
+
+    #[test]
+    fn requests_carry_the_hex_hash_and_tolerate_new_fields() {
+        let request = VerifyRequest::for_key_hash(&[0xab; 32]);
+        assert_eq!(
+            serde_json::to_string(&request).unwrap(),
+            format!(r#"{{"key_hash":"{}"}}"#, "ab".repeat(32))
+        );
+        let newer: VerifyRequest =
+            serde_json::from_str(r#"{"key_hash":"00","want_grant":true}"#).unwrap();
+        assert_eq!(newer.key_hash, "00");
+    }
+}
