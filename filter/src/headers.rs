@@ -10,10 +10,19 @@ use crate::token::{verify_token, JwtPolicy, RequestLine, VerifiedToken};
 /// Longest API key accepted (bytes).
 pub const MAX_API_KEY_BYTES: usize = 512;
 
-/// Request headers that must never reach the upstream: the credentials.
-/// (A client-sent key id header needs no removal: the filter replaces it on
-/// every request it lets through, and a denied request goes nowhere.)
-pub const STRIPPED_HEADERS: [&str; 2] = ["authorization", "x-auth-token"];
+/// Request headers a client may send but must never pass on, removed on
+/// arrival from every request the filter sees, before anything is logged:
+/// the credentials, and the headers the gateway itself speaks with (the
+/// key id it names the key with, the internal token of its sidecar calls,
+/// and the original path Envoy records on a rewrite, which the access log
+/// reads).
+pub const STRIPPED_HEADERS: [&str; 5] = [
+    "authorization",
+    "x-auth-token",
+    "x-tollgate-key-id",
+    "x-tollgate-internal-token",
+    "x-envoy-original-path",
+];
 
 /// What the header phase established about a request that may proceed.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -99,9 +99,13 @@ impl<H: StreamHost> Flow<H> {
             return self.fail("no clock");
         };
         self.exchange.started_ms = now;
-        match worker.request_ids.try_borrow_mut() {
-            Ok(mut ids) => self.exchange.request_id = ids.mint(),
+        let minted = match worker.request_ids.try_borrow_mut() {
+            Ok(mut ids) => ids.mint(&self.host),
             Err(_) => return self.fail("request ids are busy"),
+        };
+        match minted {
+            Some(id) => self.exchange.request_id = id,
+            None => return self.fail("no randomness for a request id"),
         }
         let headers = match self.host.request_headers() {
             Ok(headers) => headers,
@@ -116,7 +120,8 @@ impl<H: StreamHost> Flow<H> {
         self.exchange.path = text(":path");
 
         // The id the sidecar dedups by is ours, never the client's; the
-        // credentials never reach the upstream.
+        // credentials and the gateway's own headers never pass on. Only the
+        // headers present are removed: a host call each.
         if let Err(e) = self
             .host
             .set_request_header("x-request-id", &self.exchange.request_id)
@@ -124,6 +129,9 @@ impl<H: StreamHost> Flow<H> {
             return self.fail(&format!("cannot set x-request-id: {e}"));
         }
         for name in STRIPPED_HEADERS {
+            if header_value(&headers, name).is_none() {
+                continue;
+            }
             if let Err(e) = self.host.remove_request_header(name) {
                 return self.fail(&format!("cannot strip {name}: {e}"));
             }

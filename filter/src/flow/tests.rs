@@ -100,6 +100,37 @@ fn the_upstream_gets_a_minted_request_id_and_the_key_id_but_no_credentials() {
 }
 
 #[test]
+fn headers_the_gateway_speaks_with_are_stripped_from_every_request() {
+    let gw = Gateway::new();
+    let forged = [
+        ("x-tollgate-key-id", "999"),
+        ("x-tollgate-internal-token", "guess"),
+        ("x-envoy-original-path", "/somewhere/else"),
+    ];
+    // Denied in the header phase: nothing of the client's is left to log.
+    let mut denied = gw.request_with_token(KEY, "not-a-token", &forged);
+    denied.flow.on_request_headers(false);
+    assert_eq!(denied.code(), "malformed_token");
+    for (name, _) in forged {
+        assert_eq!(denied.host.request_header(name), None, "{name}");
+    }
+    // Allowed: the key id is the filter's own.
+    let mut allowed = gw.request(KEY, BODY, &forged);
+    allowed.flow.on_request_headers(false);
+    allowed.body(BODY, true);
+    allowed.answer_active(5);
+    assert_eq!(
+        allowed.host.request_header("x-tollgate-key-id").as_deref(),
+        Some("5")
+    );
+    assert_eq!(
+        allowed.host.request_header("x-tollgate-internal-token"),
+        None
+    );
+    assert_eq!(allowed.host.request_header("x-envoy-original-path"), None);
+}
+
+#[test]
 fn a_revoked_key_is_refused_at_once_and_metered_against_its_id() {
     let gw = Gateway::new();
     let mut r = started(&gw, BODY);
