@@ -1,9 +1,12 @@
 """With the sidecar stopped, cached keys keep passing within the stale bound,
 unknown keys get 503 auth_unavailable, and the usage records of what was served
-reach the ledger once the sidecar is back: each exactly once."""
+reach the ledger once the sidecar is back: each exactly once. An unknown key
+aimed at a cached key's slot cannot take that fallback away."""
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import time
 
 import pytest
@@ -52,3 +55,27 @@ def test_sidecar_outage(own_gateway: Gateway):
     assert all(r["n"] == 1 for r in rows)
     # And the unknown key is served again once the sidecar answers.
     assert gw.post(BODY, unknown["key"]).status_code == 200
+
+
+def unkeyed_slot(key: str, slots: int = 16384) -> int:
+    """The slot a key had when slots were the first 8 bytes of its SHA-256
+    mod the slot count: what anyone could compute offline."""
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") % slots
+
+
+def test_an_unknown_key_aimed_at_a_cached_keys_slot_cannot_evict_it(own_gateway: Gateway):
+    gw = own_gateway
+    slots = gw.stack.config.filter_overrides["key_cache"].get("slots", 16384)
+    victim = gw.new_key("victim")
+    assert gw.post(BODY, victim["key"]).status_code == 200
+    target = unkeyed_slot(victim["key"], slots)
+    poison = next(k for k in (f"tg_{i:040x}" for i in itertools.count())
+                  if unkeyed_slot(k, slots) == target)
+    assert_error(gw.post(BODY, poison), 401, "invalid_api_key")
+
+    assert gw.stack.sidecar.stop() == 0
+    try:
+        resp = gw.post(BODY, victim["key"])
+        assert resp.status_code == 200, f"the victim lost its cached verdict: {resp.text}"
+    finally:
+        gw.stack.start_sidecar()

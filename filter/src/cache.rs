@@ -3,9 +3,12 @@
 //! The cache lives in the host's shared data, which every worker sees and
 //! which the host never evicts. Memory stays bounded because the cache is a
 //! fixed-size, direct-mapped [`Table`]: a key hash goes to exactly one of
-//! `slots` shared-data keys (`tollgate.kc.<slot>`, slot = first 8 bytes of
-//! the hash mod `slots`), and a slot holding another key's entry is a miss
-//! whose answer overwrites it. At most `slots` entries of [`ENTRY_LEN`]
+//! `slots` shared-data keys (`tollgate.kc.<slot>`, slot = SipHash of the
+//! hash under the process's [`SlotKey`], mod `slots`), and a slot holding
+//! another key's entry is a miss whose answer overwrites it, except that a
+//! negative verdict never overwrites another key's active entry that could
+//! still serve as a stale fallback. With the slot key secret, nobody can
+//! compute offline which keys share a victim's slot. At most `slots` entries of [`ENTRY_LEN`]
 //! bytes ever exist (16384 slots: about 1.3 MB with the keys' names).
 //!
 //! Entries are a fixed-layout binary record (no JSON on the hot path). Each
@@ -14,8 +17,11 @@
 
 use tollgate_wire::{Digest32, KeyVerdict, VerifyReply};
 
-use crate::host::Host;
-use crate::shared_table::{self, decode_versioned, encode_versioned, Table};
+use crate::host::{Host, SetError};
+use crate::shared_table::{self, decode_versioned, encode_versioned, SlotKey, Table};
+
+/// Name of the shared-data value holding the cache's [`SlotKey`].
+pub const SLOT_KEY_NAME: &str = "tollgate.kc_slot_key";
 
 /// Prefix of every cache slot's shared-data key.
 pub const SLOT_KEY_PREFIX: &str = "tollgate.kc.";
@@ -81,20 +87,44 @@ pub fn read_slot(
     host: &impl Host,
     key_hash: &Digest32,
     policy: &CachePolicy,
+    secret: &SlotKey,
 ) -> Option<CacheEntry> {
-    let slot = policy.table().slot_key(key_hash);
+    let slot = policy.table().keyed_slot_key(secret, key_hash);
     shared_table::read(host, &slot).and_then(|bytes| CacheEntry::decode(&bytes))
 }
 
-/// Stores an entry in its key's slot, replacing whatever was there. A
-/// failed write is returned for the log; the cache is only an optimisation.
+/// Whether [`write_slot`] stored the entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cached {
+    /// The entry is in its slot.
+    Stored,
+    /// A negative verdict was not cached: the slot holds another key's
+    /// active entry that may still have to serve while the sidecar is down.
+    KeptActive,
+}
+
+/// Stores an entry in its key's slot at `now_ms`, replacing whatever was
+/// there unless a negative verdict would evict another key's usable
+/// active entry. A failed write is returned for the log; the cache is only
+/// an optimisation.
 pub fn write_slot(
     host: &impl Host,
     entry: &CacheEntry,
     policy: &CachePolicy,
-) -> Result<(), crate::host::SetError> {
-    let slot = policy.table().slot_key(&entry.key_hash);
+    secret: &SlotKey,
+    now_ms: u64,
+) -> Result<Cached, SetError> {
+    let slot = policy.table().keyed_slot_key(secret, &entry.key_hash);
+    if entry.verdict != KeyVerdict::Active {
+        let current = shared_table::read(host, &slot).and_then(|b| CacheEntry::decode(&b));
+        if let Some(current) = current.filter(|c| c.key_hash != entry.key_hash) {
+            if stale_fallback(Some(&current), &current.key_hash, now_ms, policy).is_some() {
+                return Ok(Cached::KeptActive);
+            }
+        }
+    }
     host.shared_set(&slot, &entry.encode(), None)
+        .map(|()| Cached::Stored)
 }
 
 fn verdict_byte(verdict: KeyVerdict) -> u8 {
@@ -313,6 +343,62 @@ mod tests {
         let mut hash = [0u8; 32];
         hash[7] = 5;
         assert_eq!(POLICY.table().slot_key(&hash), "tollgate.kc.5");
+    }
+
+    #[test]
+    fn a_negative_verdict_never_evicts_another_keys_usable_active_entry() {
+        let world = crate::fake_host::FakeWorld::new();
+        let host = world.root();
+        let secret = SlotKey::from_bytes([3; 16]);
+        let one_slot = CachePolicy { slots: 1, ..POLICY };
+        let now = 1_000_000;
+        let active = CacheEntry {
+            fetched_at_ms: now,
+            ..entry(KeyVerdict::Active)
+        };
+        let unknown = CacheEntry {
+            key_hash: [9; 32],
+            verdict: KeyVerdict::NotFound,
+            key_id: None,
+            expires_at_s: None,
+            fetched_at_ms: now,
+        };
+        let read = || read_slot(&host, &active.key_hash, &one_slot, &secret);
+        assert_eq!(
+            write_slot(&host, &active, &one_slot, &secret, now),
+            Ok(Cached::Stored)
+        );
+        assert_eq!(
+            write_slot(&host, &unknown, &one_slot, &secret, now),
+            Ok(Cached::KeptActive)
+        );
+        assert_eq!(read(), Some(active));
+        // The key's own revocation replaces its entry.
+        let revoked = CacheEntry {
+            verdict: KeyVerdict::Revoked,
+            ..active
+        };
+        assert_eq!(
+            write_slot(&host, &revoked, &one_slot, &secret, now),
+            Ok(Cached::Stored)
+        );
+        assert_eq!(read(), Some(revoked));
+        // Past stale-if-error the active entry may go; another active key always may.
+        write_slot(&host, &active, &one_slot, &secret, now).unwrap();
+        let late = now + POLICY.stale_if_error_ms;
+        assert_eq!(
+            write_slot(&host, &unknown, &one_slot, &secret, late),
+            Ok(Cached::Stored)
+        );
+        let other_active = CacheEntry {
+            key_hash: [8; 32],
+            ..active
+        };
+        write_slot(&host, &active, &one_slot, &secret, now).unwrap();
+        assert_eq!(
+            write_slot(&host, &other_active, &one_slot, &secret, now),
+            Ok(Cached::Stored)
+        );
     }
 
     #[test]

@@ -5,12 +5,14 @@
 use std::cell::{OnceCell, RefCell};
 use std::rc::Rc;
 
+use crate::cache;
 use crate::config::{self, Config};
 use crate::flow::Flow;
 use crate::flusher;
 use crate::host::{LogLevel, RootHost, StreamHost};
 use crate::metrics::Metrics;
 use crate::request_id::RequestIds;
+use crate::shared_table::SlotKey;
 use crate::usage::UsageBuffer;
 use crate::worker::Worker;
 
@@ -73,6 +75,13 @@ impl<H: RootHost> Root<H> {
                 .log(LogLevel::Error, &format!("cannot set the flush timer: {e}"));
             return false;
         }
+        let Some(cache_key) = SlotKey::shared(&self.host, cache::SLOT_KEY_NAME) else {
+            self.host.log(
+                LogLevel::Error,
+                "cannot draw or read the key cache's slot key; refusing to start",
+            );
+            return false;
+        };
         self.host.log(LogLevel::Info, &describe(&config));
         // A reconfiguration keeps the records already buffered.
         let (usage, request_ids) = match &self.worker {
@@ -96,6 +105,7 @@ impl<H: RootHost> Root<H> {
             usage,
             request_ids,
             metrics,
+            cache_key,
         }));
         true
     }
@@ -153,6 +163,11 @@ impl<H: RootHost> Root<H> {
 
 #[cfg(test)]
 impl<H: RootHost> Root<H> {
+    /// The worker's state, once configured.
+    pub fn worker(&self) -> Option<Rc<Worker>> {
+        self.worker.clone()
+    }
+
     /// Hands the summed hot counters to the host, as the tick does.
     pub fn publish_metrics(&self) {
         self.metrics().publish(&self.host);

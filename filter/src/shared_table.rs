@@ -7,7 +7,14 @@
 //! bounded whatever the traffic. Values start with a format version byte;
 //! a value of another version reads as absent, so a format change never
 //! misreads an old entry.
+//!
+//! A table whose slots a client can aim at (the key cache: any client can
+//! send any key) maps digests with a [`SlotKey`], a secret of the Envoy
+//! process, so which digests share a slot cannot be computed offline.
 
+use std::hash::Hasher as _;
+
+use siphasher::sip::SipHasher13;
 use tollgate_wire::Digest32;
 
 use crate::host::{Host, HostError, SetError};
@@ -28,6 +35,61 @@ impl Table {
         let head = digest.first_chunk::<8>().copied().unwrap_or_default();
         let slot = u64::from_be_bytes(head) % u64::from(self.slots.max(1));
         format!("{}{slot}", self.prefix)
+    }
+}
+
+impl Table {
+    /// The key of the slot `digest` maps to under `key`: SipHash-1-3 of the
+    /// digest keyed by the secret, modulo the slot count.
+    pub fn keyed_slot_key(&self, key: &SlotKey, digest: &Digest32) -> String {
+        let [k0, k1] = key.0;
+        let mut hasher = SipHasher13::new_with_keys(k0, k1);
+        hasher.write(digest);
+        let slot = hasher.finish() % u64::from(self.slots.max(1));
+        format!("{}{slot}", self.prefix)
+    }
+}
+
+/// A secret of one Envoy process that spreads digests over a table's slots.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct SlotKey([u64; 2]);
+
+impl std::fmt::Debug for SlotKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SlotKey(..)")
+    }
+}
+
+impl SlotKey {
+    /// Bytes of a key as it is kept in shared data.
+    pub const LEN: usize = 16;
+
+    /// The key of 16 bytes.
+    pub fn from_bytes(bytes: [u8; 16]) -> Self {
+        let (a, b) = bytes.split_at(8);
+        let word = |half: &[u8]| u64::from_be_bytes(half.try_into().unwrap_or([0; 8]));
+        SlotKey([word(a), word(b)])
+    }
+
+    /// The process's key kept in shared data under `name`: the first worker
+    /// to start draws it from the host's randomness, every other worker
+    /// (and every reconfiguration) reads the same one. `None` when there is
+    /// no randomness or shared data fails (the worker must not start).
+    pub fn shared(host: &impl Host, name: &str) -> Option<SlotKey> {
+        let mut fresh = [0u8; Self::LEN];
+        if !host.random(&mut fresh) {
+            return None;
+        }
+        let existing = |bytes: &[u8]| <[u8; 16]>::try_from(bytes).ok();
+        let up = update(host, name, 8, |current| match current.and_then(existing) {
+            Some(bytes) => Change::Stop(bytes),
+            None => Change::Write(fresh.to_vec()),
+        });
+        match up.result {
+            Updated::Written => Some(Self::from_bytes(fresh)),
+            Updated::Stopped(bytes) => Some(Self::from_bytes(bytes)),
+            Updated::Contended | Updated::Failed(_) => None,
+        }
     }
 }
 
@@ -170,6 +232,49 @@ mod tests {
         assert_eq!(one.slot_key(&digest), "t.0");
         let none = Table { slots: 0, ..TABLE };
         assert_eq!(none.slot_key(&digest), "t.0");
+    }
+
+    #[test]
+    fn keyed_slots_depend_on_the_key_and_stay_in_the_table() {
+        let a = SlotKey::from_bytes([1; 16]);
+        let b = SlotKey::from_bytes([2; 16]);
+        let digests: Vec<Digest32> = (0..64u8).map(|i| [i; 32]).collect();
+        let under = |k: &SlotKey| -> Vec<String> {
+            digests.iter().map(|d| TABLE.keyed_slot_key(k, d)).collect()
+        };
+        assert_eq!(under(&a), under(&a));
+        let moved = under(&a)
+            .iter()
+            .zip(under(&b))
+            .filter(|(x, y)| **x != *y)
+            .count();
+        assert!(
+            moved > 60,
+            "only {moved} of 64 digests changed slot with the key"
+        );
+        for key in under(&a) {
+            let n: u64 = key.strip_prefix("t.").unwrap().parse().unwrap();
+            assert!(n < 16384);
+        }
+        // Digests that share the unkeyed slot (the same first 8 bytes) part.
+        let mut x = [0u8; 32];
+        let mut y = [0u8; 32];
+        x[31] = 1;
+        y[31] = 2;
+        assert_eq!(TABLE.slot_key(&x), TABLE.slot_key(&y));
+        assert_ne!(TABLE.keyed_slot_key(&a, &x), TABLE.keyed_slot_key(&a, &y));
+    }
+
+    #[test]
+    fn every_worker_of_a_process_reads_the_one_shared_key() {
+        let world = FakeWorld::new();
+        let first = SlotKey::shared(&world.root(), "k").unwrap();
+        let second = SlotKey::shared(&world.root(), "k").unwrap();
+        assert_eq!(first, second);
+        let other = SlotKey::shared(&FakeWorld::new().root(), "k").unwrap();
+        assert_ne!(first, other, "another process draws its own");
+        world.fail(Call::Random);
+        assert_eq!(SlotKey::shared(&world.root(), "k2"), None);
     }
 
     #[test]

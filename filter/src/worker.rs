@@ -9,6 +9,7 @@ use std::rc::Rc;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::request_id::RequestIds;
+use crate::shared_table::SlotKey;
 use crate::usage::UsageBuffer;
 
 /// The per-worker state of a configured filter.
@@ -22,4 +23,6 @@ pub struct Worker {
     pub request_ids: Rc<RefCell<RequestIds>>,
     /// The worker's metrics.
     pub metrics: Rc<Metrics>,
+    /// The process's secret that maps key hashes to cache slots.
+    pub cache_key: SlotKey,
 }

@@ -25,7 +25,7 @@ impl<H: StreamHost> Flow<H> {
         now: u64,
     ) -> Result<KeyState, Denial> {
         let policy = &worker.config.key_cache;
-        let cached = cache::read_slot(&self.host, key_hash, policy);
+        let cached = cache::read_slot(&self.host, key_hash, policy, &worker.cache_key);
         if let Lookup::Fresh(entry) = cache::lookup(cached.as_ref(), key_hash, now, policy) {
             self.metrics.inc(&self.host, Counter::KeyCacheHit);
             return Ok(KeyState::Known(self.decided(&entry, now)));
@@ -90,7 +90,9 @@ impl<H: StreamHost> Flow<H> {
             .and_then(|reply| CacheEntry::from_reply(*key_hash, &reply, now));
         match entry {
             Some(entry) => {
-                if let Err(e) = cache::write_slot(&self.host, &entry, &worker.config.key_cache) {
+                let policy = &worker.config.key_cache;
+                let written = cache::write_slot(&self.host, &entry, policy, &worker.cache_key, now);
+                if let Err(e) = written {
                     self.log(LogLevel::Warn, &format!("cannot cache a verdict: {e:?}"));
                 }
                 Ok(self.decided(&entry, now))
@@ -116,7 +118,7 @@ impl<H: StreamHost> Flow<H> {
     ) -> Result<KeyDecision, Denial> {
         self.metrics.inc(&self.host, Counter::CalloutFailures);
         let policy = &worker.config.key_cache;
-        let cached = cache::read_slot(&self.host, key_hash, policy);
+        let cached = cache::read_slot(&self.host, key_hash, policy, &worker.cache_key);
         if let Lookup::Fresh(entry) = cache::lookup(cached.as_ref(), key_hash, now, policy) {
             return Ok(self.decided(&entry, now));
         }

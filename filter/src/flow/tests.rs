@@ -32,13 +32,9 @@ fn entry(verdict: KeyVerdict, key_id: Option<i64>, fetched_at_ms: u64) -> CacheE
 }
 
 fn cache_entry(gw: &Gateway, e: &CacheEntry) {
-    let policy = crate::cache::CachePolicy {
-        positive_ttl_ms: 30_000,
-        negative_ttl_ms: 5_000,
-        stale_if_error_ms: 300_000,
-        slots: 16384,
-    };
-    cache::write_slot(&gw.world.root(), e, &policy).unwrap();
+    let worker = gw.root.worker().unwrap();
+    let (policy, secret) = (&worker.config.key_cache, &worker.cache_key);
+    cache::write_slot(&gw.world.root(), e, policy, secret, gw.world.now_ms()).unwrap();
 }
 
 // --- the key verdict ----------------------------------------------------
@@ -318,6 +314,23 @@ fn a_callout_that_cannot_be_sent_falls_back_like_a_failed_one() {
     let mut other = other;
     other.flow.on_request_headers(false);
     assert_eq!(other.code(), "auth_unavailable");
+}
+
+#[test]
+fn an_unknown_key_in_the_same_slot_cannot_evict_a_cached_good_key() {
+    // One slot: every key collides, the worst an attacker could arrange.
+    let gw = Gateway::with(json!({"key_cache": {"slots": 1}}));
+    gw.pass(KEY, 4);
+    let mut unknown = gw.request("tg_unknown", BODY, &[]);
+    unknown.flow.on_request_headers(false);
+    unknown.answer(Some("200"), r#"{"verdict":"not_found"}"#);
+    assert_eq!(unknown.code(), "invalid_api_key");
+    // The sidecar goes away: the good key still passes from its entry.
+    gw.world.advance_ms(31_000);
+    let mut r = started(&gw, BODY);
+    r.answer(None, "");
+    r.body(BODY, true);
+    assert!(r.allowed(), "{:?}", r.code());
 }
 
 #[test]
