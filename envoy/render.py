@@ -105,7 +105,10 @@ def profile_values(profile: str, env: dict | None = None) -> dict:
     if profile == "compose":
         max_body = 1024 * 1024
         values = {
-            "ADMIN_HOST": "0.0.0.0",
+            # Envoy's admin interface can raise the log level to trace, which
+            # logs credentials: it listens on the container's loopback only
+            # (`docker compose exec envoy curl -s localhost:9901/stats`).
+            "ADMIN_HOST": "127.0.0.1",
             "ADMIN_PORT": "9901",
             "LISTEN_HOST": "0.0.0.0",
             "LISTEN_PORT": "8001",

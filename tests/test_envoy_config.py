@@ -90,3 +90,23 @@ def test_the_compose_check_refuses_a_broken_file(breakage: str, tmp_path: Path):
     broken.write_text(text.replace(old, new, 1))
     problems = compose_problems(broken, project_dir=ROOT)
     assert any(expected in problem for problem in problems), problems
+
+
+def load_yaml(text: str):
+    from ruamel.yaml import YAML
+    return YAML(typ="safe").load(text)
+
+
+@pytest.mark.parametrize("profile", ["local", "compose"])
+def test_envoy_admin_listens_on_loopback_in_every_profile(profile: str):
+    """The admin interface can turn on trace logging, which logs API keys and
+    the internal token: it is never reachable beyond the host (or container)."""
+    config = load_yaml(render.render(profile))
+    assert config["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
+
+
+def test_compose_publishes_no_admin_port():
+    compose = load_yaml((ROOT / "docker-compose.yml").read_text())
+    for name, service in compose["services"].items():
+        for port in service.get("ports", []):
+            assert "9901" not in str(port), f"{name} publishes Envoy's admin port: {port}"
