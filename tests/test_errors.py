@@ -83,10 +83,13 @@ def test_revoked_key_gets_403(gateway: Gateway):
 
 
 def test_expired_key_gets_403(gateway: Gateway):
-    expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + 2))
+    # Whole seconds, so 3 to 4 s ahead: room for a slow `keys create` (a key
+    # cannot be created already expired) and the first request.
+    expires_at = int(time.time()) + 4
+    expires = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires_at))
     key = gateway.new_key("short-lived", "--expires-at", expires)
     assert gateway.post(BODY, key["key"]).status_code == 200
-    time.sleep(3.2)
+    time.sleep(max(0.0, expires_at - time.time()) + 0.2)
     assert_error(gateway.post(BODY, key["key"]), 403, "expired_api_key")
 
 

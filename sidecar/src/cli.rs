@@ -14,7 +14,7 @@ use tollgate_wire::Algorithm;
 use crate::clock::{format_rfc3339, parse_duration, parse_rfc3339};
 use crate::config::{DatabaseTarget, ServeConfig};
 use crate::keys::{self, CreatedKey, KeyView};
-use crate::store::{KeyStatus, Revocation, Store};
+use crate::store::{Revocation, Store};
 use crate::token::{self, TokenRequest};
 use crate::usage::{self, SummaryReply};
 
@@ -306,13 +306,9 @@ async fn run_keys(store: &Store, command: KeysCommand) -> Result<(), String> {
             }
         }
         KeysCommand::List { json } => {
-            let keys: Vec<KeyView> = store
-                .list_keys()
-                .await
-                .map_err(|e| e.to_string())?
-                .iter()
-                .map(KeyView::from)
-                .collect();
+            let stored = store.list_keys().await.map_err(|e| e.to_string())?;
+            let now = OffsetDateTime::now_utc();
+            let keys: Vec<KeyView> = stored.iter().map(|k| KeyView::at(k, now)).collect();
             if json {
                 print_json(&keys)
             } else {
@@ -321,16 +317,14 @@ async fn run_keys(store: &Store, command: KeysCommand) -> Result<(), String> {
             }
         }
         KeysCommand::Revoke { id, json } => {
-            let outcome = store
-                .revoke_key(id, crate::clock::now_ms())
-                .await
-                .map_err(|e| e.to_string())?;
+            let now = crate::clock::now_ms();
+            let outcome = store.revoke_key(id, now).await.map_err(|e| e.to_string())?;
             let (key, already) = match outcome {
                 Revocation::NotFound => return Err(format!("no key has id {id}")),
                 Revocation::Revoked(key) => (key, false),
                 Revocation::AlreadyRevoked(key) => (key, true),
             };
-            let view = KeyView::from(&key);
+            let view = KeyView::at(&key, now);
             if json {
                 return print_json(&serde_json::json!({"key": view, "already_revoked": already}));
             }
@@ -380,25 +374,17 @@ fn print_key_table(keys: &[KeyView]) {
         println!("No keys yet. Create one with: tollgate keys create --name NAME");
         return;
     }
-    let now = format_rfc3339(OffsetDateTime::now_utc());
     println!(
-        "{:>6}  {:<24}  {:<10}  {:<16}  {:<24}  {:<24}  {:<24}",
+        "{:>6}  {:<24}  {:<10}  {:<8}  {:<24}  {:<24}  {:<24}",
         "ID", "NAME", "PREFIX", "STATUS", "CREATED_AT", "REVOKED_AT", "EXPIRES_AT"
     );
     for key in keys {
-        let mut status = key.status.clone();
-        // RFC 3339 UTC strings of one format compare in time order.
-        if key.status == KeyStatus::Active.as_str()
-            && key.expires_at.as_deref().is_some_and(|at| *at <= *now)
-        {
-            status.push_str(" (expired)");
-        }
         println!(
-            "{:>6}  {:<24}  {:<10}  {:<16}  {:<24}  {:<24}  {:<24}",
+            "{:>6}  {:<24}  {:<10}  {:<8}  {:<24}  {:<24}  {:<24}",
             key.id,
             key.name,
             key.prefix,
-            status,
+            key.status,
             key.created_at,
             key.revoked_at.as_deref().unwrap_or("-"),
             key.expires_at.as_deref().unwrap_or("never"),

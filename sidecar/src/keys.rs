@@ -82,14 +82,56 @@ pub fn validate_imported_key(key: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether a key that expires at `expires_at` has expired at `now`: from
+/// that instant on it no longer works. The one rule behind the verdict, the
+/// status shown, and the refusal to create a key already expired.
+pub fn has_expired(expires_at: Option<OffsetDateTime>, now: OffsetDateTime) -> bool {
+    expires_at.is_some_and(|at| at <= now)
+}
+
+/// What a registered key is at a given instant. Only `ACTIVE` and `REVOKED`
+/// are stored; `EXPIRED` follows from `expires_at` and the time of reading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyState {
+    Active,
+    Revoked,
+    /// Not revoked, and past its `expires_at`.
+    Expired,
+}
+
+impl KeyState {
+    /// The state of `key` at `now`: a revoked key stays revoked, an active
+    /// one is expired once [`has_expired`].
+    pub fn of(key: &ApiKey, now: OffsetDateTime) -> KeyState {
+        match key.status {
+            KeyStatus::Revoked => KeyState::Revoked,
+            KeyStatus::Active if has_expired(key.expires_at, now) => KeyState::Expired,
+            KeyStatus::Active => KeyState::Active,
+        }
+    }
+
+    /// The status people see: `ACTIVE`, `REVOKED` or `EXPIRED`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyState::Active => KeyStatus::Active.as_str(),
+            KeyState::Revoked => KeyStatus::Revoked.as_str(),
+            KeyState::Expired => "EXPIRED",
+        }
+    }
+
+    /// The verdict the filter is given for a key in this state.
+    pub fn verdict(self) -> KeyVerdict {
+        match self {
+            KeyState::Active => KeyVerdict::Active,
+            KeyState::Revoked => KeyVerdict::Revoked,
+            KeyState::Expired => KeyVerdict::Expired,
+        }
+    }
+}
+
 /// The verdict the registry gives a key at `now`.
 pub fn verdict_of(key: Option<&ApiKey>, now: OffsetDateTime) -> KeyVerdict {
-    match key {
-        None => KeyVerdict::NotFound,
-        Some(k) if k.status == KeyStatus::Revoked => KeyVerdict::Revoked,
-        Some(k) if k.expires_at.is_some_and(|at| at <= now) => KeyVerdict::Expired,
-        Some(_) => KeyVerdict::Active,
-    }
+    key.map_or(KeyVerdict::NotFound, |k| KeyState::of(k, now).verdict())
 }
 
 /// A key as the admin API and `keys list --json` show it (never its hash).
@@ -98,7 +140,8 @@ pub struct KeyView {
     pub id: i64,
     pub name: String,
     pub prefix: String,
-    /// `ACTIVE` or `REVOKED`, as stored.
+    /// `ACTIVE`, `REVOKED` or `EXPIRED` ([`KeyState`]) when the key was read;
+    /// the stored status of an expired key is still `ACTIVE`.
     pub status: String,
     /// RFC 3339, UTC.
     pub created_at: String,
@@ -106,13 +149,14 @@ pub struct KeyView {
     pub expires_at: Option<String>,
 }
 
-impl From<&ApiKey> for KeyView {
-    fn from(key: &ApiKey) -> Self {
+impl KeyView {
+    /// `key` as shown at `now`.
+    pub fn at(key: &ApiKey, now: OffsetDateTime) -> Self {
         KeyView {
             id: key.id,
             name: key.name.clone(),
             prefix: key.prefix.clone(),
-            status: key.status.as_str().to_string(),
+            status: KeyState::of(key, now).as_str().to_string(),
             created_at: format_rfc3339(key.created_at),
             revoked_at: key.revoked_at.map(format_rfc3339),
             expires_at: key.expires_at.map(format_rfc3339),
@@ -174,18 +218,40 @@ pub async fn register_key(
         field: "key",
         message,
     })?;
+    let created_at = now_ms();
+    let expires_at = expires_at.map(truncate_to_ms);
+    validate_expires_at(expires_at, created_at).map_err(|message| RegisterError::Invalid {
+        field: "expires_at",
+        message,
+    })?;
     let new = NewKey {
         name,
         prefix: display_prefix(&key),
         key_hash: key_hash_hex(key.as_bytes()),
-        created_at: now_ms(),
-        expires_at: expires_at.map(truncate_to_ms),
+        created_at,
+        expires_at,
     };
     let stored = store.insert_key(&new).await.map_err(RegisterError::Store)?;
     Ok(CreatedKey {
-        view: KeyView::from(&stored),
+        view: KeyView::at(&stored, created_at),
         key,
     })
+}
+
+/// Checks the expiry of a key created at `now`: a key that would be expired
+/// the moment it exists is refused.
+pub fn validate_expires_at(
+    expires_at: Option<OffsetDateTime>,
+    now: OffsetDateTime,
+) -> Result<(), String> {
+    match expires_at {
+        Some(at) if has_expired(Some(at), now) => Err(format!(
+            "expires_at {} is not in the future (now is {}): a key cannot be created already expired",
+            format_rfc3339(at),
+            format_rfc3339(now)
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// Mints a fresh key and registers it.
@@ -267,8 +333,9 @@ pub async fn list(
     State(state): State<AppState>,
 ) -> Result<Json<KeyList>, ApiError> {
     let keys = state.store.list_keys().await?;
+    let now = OffsetDateTime::now_utc();
     Ok(Json(KeyList {
-        keys: keys.iter().map(KeyView::from).collect(),
+        keys: keys.iter().map(|k| KeyView::at(k, now)).collect(),
     }))
 }
 
@@ -288,16 +355,17 @@ pub async fn revoke(
 ) -> Result<Json<RevokeReply>, ApiError> {
     let Path(id) =
         id.map_err(|_| ApiError::invalid_field("id", "the key id must be an integer"))?;
-    match state.store.revoke_key(id, now_ms()).await? {
+    let now = now_ms();
+    match state.store.revoke_key(id, now).await? {
         Revocation::Revoked(key) => {
             tracing::info!(key_id = key.id, "key revoked");
             Ok(Json(RevokeReply {
-                key: KeyView::from(&key),
+                key: KeyView::at(&key, now),
                 already_revoked: false,
             }))
         }
         Revocation::AlreadyRevoked(key) => Ok(Json(RevokeReply {
-            key: KeyView::from(&key),
+            key: KeyView::at(&key, now),
             already_revoked: true,
         })),
         Revocation::NotFound => Err(ApiError::KeyNotFound(id)),
@@ -362,5 +430,36 @@ mod tests {
         key.status = KeyStatus::Revoked;
         key.expires_at = Some(now);
         assert_eq!(verdict_of(Some(&key), now), KeyVerdict::Revoked);
+    }
+
+    #[test]
+    fn the_status_shown_follows_the_verdict() {
+        let now = datetime!(2025-11-24 12:00:00 UTC);
+        let mut key = ApiKey {
+            id: 1,
+            name: "k".into(),
+            prefix: "tg_000000".into(),
+            status: KeyStatus::Active,
+            created_at: now,
+            revoked_at: None,
+            expires_at: Some(datetime!(2025-11-24 12:00:01 UTC)),
+        };
+        let shown = |key: &ApiKey, now| KeyView::at(key, now).status;
+        assert_eq!(shown(&key, now), "ACTIVE");
+        let later = datetime!(2025-11-24 12:00:01 UTC);
+        assert_eq!(shown(&key, later), "EXPIRED");
+        assert_eq!(verdict_of(Some(&key), later), KeyVerdict::Expired);
+        key.status = KeyStatus::Revoked;
+        assert_eq!(shown(&key, later), "REVOKED");
+    }
+
+    #[test]
+    fn a_key_must_expire_after_it_is_created() {
+        let now = datetime!(2025-11-24 12:00:00 UTC);
+        assert!(validate_expires_at(None, now).is_ok());
+        assert!(validate_expires_at(Some(datetime!(2025-11-24 12:00:00.001 UTC)), now).is_ok());
+        let at_now = validate_expires_at(Some(now), now).unwrap_err();
+        assert!(at_now.contains("2025-11-24T12:00:00.000Z"), "{at_now}");
+        assert!(validate_expires_at(Some(datetime!(2020-01-01 00:00 UTC)), now).is_err());
     }
 }

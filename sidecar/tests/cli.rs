@@ -168,6 +168,82 @@ fn keys_import_revoke_and_usage_summary() {
 }
 
 #[test]
+fn keys_create_and_import_refuse_an_expiry_that_has_passed() {
+    let dir = WorkDir::new("born-expired");
+    for command in [
+        &["keys", "create", "--name", "late"][..],
+        &[
+            "keys",
+            "import",
+            "--name",
+            "late",
+            "--key",
+            "legacy-key-born-expired",
+        ][..],
+    ] {
+        for past in ["2020-01-01T00:00:00Z", "2020-01-01T02:00:00+02:00"] {
+            let out = dir.run(&[command, &["--expires-at", past, "--json"]].concat());
+            assert!(!out.status.success(), "{command:?} {past} was accepted");
+            assert!(out.stdout.is_empty(), "{command:?} printed a key");
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                err.contains("expires_at") && err.contains("future"),
+                "{command:?}: {err}"
+            );
+            assert!(!err.contains("legacy-key-born-expired"), "{err}");
+        }
+    }
+    let list: Value = serde_json::from_str(&dir.ok(&["keys", "list", "--json"])).unwrap();
+    assert_eq!(list, serde_json::json!([]), "no key is stored");
+}
+
+#[test]
+fn keys_list_shows_expired_once_the_expiry_passes() {
+    let dir = WorkDir::new("expiring");
+    let expires_at = time::OffsetDateTime::now_utc() + time::Duration::seconds(2);
+    let expiring: Value = serde_json::from_str(&dir.ok(&[
+        "keys",
+        "create",
+        "--name",
+        "expiring",
+        "--expires-at",
+        &sidecar::clock::format_rfc3339(expires_at),
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(expiring["status"], "ACTIVE");
+    dir.ok(&["keys", "create", "--name", "lasting"]);
+
+    let left = expires_at - time::OffsetDateTime::now_utc();
+    std::thread::sleep(left.unsigned_abs() + Duration::from_millis(50));
+    let list: Value = serde_json::from_str(&dir.ok(&["keys", "list", "--json"])).unwrap();
+    let statuses: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["EXPIRED", "ACTIVE"], "{list}");
+
+    let table = dir.ok(&["keys", "list"]);
+    let status_of = |name: &str| {
+        let line = table
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(name))
+            .unwrap_or_else(|| panic!("no {name} in:\n{table}"));
+        line.split_whitespace().nth(3).unwrap().to_string()
+    };
+    assert_eq!(status_of("expiring"), "EXPIRED", "{table}");
+    assert_eq!(status_of("lasting"), "ACTIVE", "{table}");
+
+    // A revoked key is revoked, whatever its expiry.
+    let revoked: Value = serde_json::from_str(&dir.ok(&["keys", "revoke", "1", "--json"])).unwrap();
+    assert_eq!(revoked["key"]["status"], "REVOKED");
+    let list: Value = serde_json::from_str(&dir.ok(&["keys", "list", "--json"])).unwrap();
+    assert_eq!(list[0]["status"], "REVOKED");
+}
+
+#[test]
 fn token_sign_binds_the_body_and_verifies() {
     let dir = WorkDir::new("token");
     std::fs::write(dir.0.join("body.json"), b"{\"text\":\"hi\"}").unwrap();

@@ -9,7 +9,9 @@ mod support;
 use axum::body::Body;
 use axum::http::{header, Method, Request, StatusCode};
 use serde_json::{json, Value};
-use sidecar::store::Store;
+use sidecar::clock::{format_rfc3339, now_ms as now_instant, parse_rfc3339};
+use sidecar::keys::RegisterError;
+use sidecar::store::{KeyStatus, NewKey, Store};
 use support::*;
 use tollgate_wire::{Outcome, INTERNAL_TOKEN_HEADER, MAX_USAGE_BATCH, USAGE_PATH, VERIFY_PATH};
 
@@ -50,6 +52,8 @@ on_both_backends!(
     admin_api_requires_the_admin_token,
     admin_api_manages_keys,
     admin_api_refuses_bad_input,
+    admin_api_refuses_an_expiry_that_has_passed,
+    keys_past_their_expiry_are_listed_expired,
     usage_summary_totals_per_key_and_outcome,
     plaintext_key_is_stored_nowhere,
     database_down_answers_503_and_stores_nothing,
@@ -109,6 +113,25 @@ async fn create_key(h: &Harness, name: &str, expires_at: Option<&str>) -> Value 
     let reply = h.admin(Method::POST, "/v1/keys", Some(body)).await;
     assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
     reply.json()
+}
+
+/// Stores a key the way an older sidecar could have: with an `expires_at`
+/// already in the past (the API now refuses to create one). Returns its id
+/// and plaintext.
+async fn store_key_expired_at(h: &Harness, name: &str, expires_at: &str) -> (i64, String) {
+    let key = format!("tg_{name}_stored_directly");
+    let stored =
+        h.db.store
+            .insert_key(&NewKey {
+                name: name.to_string(),
+                prefix: key[..9].to_string(),
+                key_hash: hash_key(&key),
+                created_at: now_instant(),
+                expires_at: Some(parse_rfc3339(expires_at).unwrap()),
+            })
+            .await
+            .unwrap();
+    (stored.id, key)
 }
 
 async fn health_and_readiness(backend: Backend) {
@@ -176,7 +199,9 @@ async fn internal_endpoints_require_the_internal_token(backend: Backend) {
 async fn verify_gives_each_verdict(backend: Backend) {
     let h = Harness::new(backend).await;
     let active = create_key(&h, "active", Some("2999-01-01T00:00:00Z")).await;
-    let expired = create_key(&h, "expired", Some("2020-01-01T00:00:00Z")).await;
+    let (expired_id, expired_key) =
+        store_key_expired_at(&h, "expired", "2020-01-01T00:00:00Z").await;
+    let expired = json!({"id": expired_id, "key": expired_key});
     let revoked = create_key(&h, "revoked", None).await;
     let reply = h
         .admin(
@@ -600,6 +625,115 @@ async fn admin_api_refuses_bad_input(backend: Backend) {
     .await
     .expect_error(StatusCode::BAD_REQUEST, "invalid_request");
     assert!(h.db.store.list_keys().await.unwrap().is_empty());
+}
+
+async fn admin_api_refuses_an_expiry_that_has_passed(backend: Backend) {
+    let h = Harness::new(backend).await;
+    let a_second_ago = format_rfc3339(now_instant() - time::Duration::seconds(1));
+    for past in [
+        "2020-01-01T00:00:00Z",
+        "2020-01-01T02:00:00+02:00",
+        a_second_ago.as_str(),
+    ] {
+        let body = json!({"name": "born-expired", "expires_at": past});
+        let error = h
+            .admin(Method::POST, "/v1/keys", Some(body))
+            .await
+            .expect_error(StatusCode::BAD_REQUEST, "invalid_request");
+        assert_eq!(error["field"], "expires_at", "{past}: {error}");
+        assert!(
+            error["message"].as_str().unwrap().contains("future"),
+            "{error}"
+        );
+    }
+    // Importing a key (the CLI's path) is refused the same way.
+    let imported = sidecar::keys::register_key(
+        &h.db.store,
+        "legacy",
+        "legacy-key-born-expired".to_string(),
+        Some(parse_rfc3339("2020-01-01T00:00:00Z").unwrap()),
+    )
+    .await;
+    assert!(
+        matches!(
+            imported,
+            Err(RegisterError::Invalid {
+                field: "expires_at",
+                ..
+            })
+        ),
+        "{imported:?}"
+    );
+    // No key was stored by any refused call.
+    assert!(h.db.store.list_keys().await.unwrap().is_empty());
+    assert_eq!(
+        h.admin(Method::GET, "/v1/keys", None).await.json(),
+        json!({"keys": []})
+    );
+}
+
+async fn keys_past_their_expiry_are_listed_expired(backend: Backend) {
+    let h = Harness::new(backend).await;
+    let expires_at = now_instant() + time::Duration::milliseconds(1500);
+    let expiring = create_key(&h, "expiring", Some(&format_rfc3339(expires_at))).await;
+    let lasting = create_key(&h, "lasting", None).await;
+    store_key_expired_at(&h, "long-gone", "2020-01-01T00:00:00Z").await;
+    let (revoked, _) = store_key_expired_at(&h, "revoked", "2020-01-01T00:00:00Z").await;
+    let reply = h
+        .admin(Method::POST, &format!("/v1/keys/{revoked}/revoke"), None)
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.json()["key"]["status"], "REVOKED");
+
+    let statuses = || async {
+        let list = h.admin(Method::GET, "/v1/keys", None).await.json();
+        list["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| (k["name"].as_str().unwrap().to_string(), k["status"].clone()))
+            .collect::<Vec<_>>()
+    };
+    let expected = |expiring: &str| {
+        vec![
+            ("expiring".to_string(), json!(expiring)),
+            ("lasting".to_string(), json!("ACTIVE")),
+            ("long-gone".to_string(), json!("EXPIRED")),
+            ("revoked".to_string(), json!("REVOKED")),
+        ]
+    };
+    assert_eq!(expiring["status"], "ACTIVE");
+    assert_eq!(statuses().await, expected("ACTIVE"));
+    let expiring_hash = hash_key(expiring["key"].as_str().unwrap());
+    assert_eq!(h.verify(&expiring_hash).await.json()["verdict"], "active");
+
+    let left = expires_at - now_instant();
+    tokio::time::sleep(left.unsigned_abs() + std::time::Duration::from_millis(50)).await;
+    assert_eq!(statuses().await, expected("EXPIRED"));
+    // The list and the filter's verdict agree.
+    assert_eq!(h.verify(&expiring_hash).await.json()["verdict"], "expired");
+    // EXPIRED is computed when the key is read; the stored status is unchanged.
+    let stored = h.db.store.list_keys().await.unwrap();
+    assert!(
+        stored
+            .iter()
+            .filter(|k| k.name != "revoked")
+            .all(|k| k.status == KeyStatus::Active),
+        "{stored:?}"
+    );
+
+    // Revoking an expired key makes it revoked, in the answer and the list.
+    let reply = h
+        .admin(
+            Method::POST,
+            &format!("/v1/keys/{}/revoke", expiring["id"]),
+            None,
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.json()["key"]["status"], "REVOKED");
+    assert_eq!(statuses().await[0].1, "REVOKED");
+    assert_eq!(lasting["status"], "ACTIVE");
 }
 
 async fn usage_summary_totals_per_key_and_outcome(backend: Backend) {
