@@ -409,18 +409,22 @@ mod tests {
         assert_eq!(validate_name(" demo ").unwrap(), "demo");
     }
 
-    #[test]
-    fn verdicts_follow_status_and_expiry() {
-        let now = datetime!(2025-11-24 12:00:00 UTC);
-        let mut key = ApiKey {
+    fn active_key(created_at: OffsetDateTime) -> ApiKey {
+        ApiKey {
             id: 1,
             name: "k".into(),
             prefix: "tg_000000".into(),
             status: KeyStatus::Active,
-            created_at: now,
+            created_at,
             revoked_at: None,
             expires_at: None,
-        };
+        }
+    }
+
+    #[test]
+    fn verdicts_follow_status_and_expiry() {
+        let now = datetime!(2025-11-24 12:00:00 UTC);
+        let mut key = active_key(now);
         assert_eq!(verdict_of(None, now), KeyVerdict::NotFound);
         assert_eq!(verdict_of(Some(&key), now), KeyVerdict::Active);
         key.expires_at = Some(now);
@@ -436,13 +440,8 @@ mod tests {
     fn the_status_shown_follows_the_verdict() {
         let now = datetime!(2025-11-24 12:00:00 UTC);
         let mut key = ApiKey {
-            id: 1,
-            name: "k".into(),
-            prefix: "tg_000000".into(),
-            status: KeyStatus::Active,
-            created_at: now,
-            revoked_at: None,
             expires_at: Some(datetime!(2025-11-24 12:00:01 UTC)),
+            ..active_key(now)
         };
         let shown = |key: &ApiKey, now| KeyView::at(key, now).status;
         assert_eq!(shown(&key, now), "ACTIVE");
