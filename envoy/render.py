@@ -50,6 +50,7 @@ LOCAL_ENV = {
     ),
     "ACCESS_LOG": ("TOLLGATE_ACCESS_LOG", str(ROOT / ".tollgate/logs/envoy-access.log")),
     "MAX_BODY_BYTES": ("TOLLGATE_MAX_BODY_BYTES", str(1024 * 1024)),
+    "XFF_TRUSTED_HOPS": ("TOLLGATE_XFF_TRUSTED_HOPS", "0"),
 }
 
 
@@ -116,6 +117,7 @@ def profile_values(profile: str, env: dict | None = None) -> dict:
             "AI_SERVER_ADDR": "ai-server:5000",
             "WASM_PATH": "/etc/tollgate/tollgate_filter.wasm",
             "ACCESS_LOG": "/dev/stdout",
+            "XFF_TRUSTED_HOPS": "0",
         }
         overrides = None
     elif profile == "local":

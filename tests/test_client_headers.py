@@ -2,10 +2,11 @@
 is fresh randomness, never one derived from the last, and the headers the
 gateway speaks with (the key id, the internal token, the original path of a
 rewrite) neither reach the AI service nor the access log as the client sent
-them."""
+them; X-Real-IP is dropped and X-Forwarded-For ends with the real peer."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import time
 
@@ -19,6 +20,8 @@ FORGED = {
     "X-Tollgate-Key-Id": "424242",
     "X-Tollgate-Internal-Token": "guessed-internal-token-000",
     "X-Envoy-Original-Path": "/forged/path",
+    "X-Real-IP": "10.9.8.7",
+    "X-Forwarded-For": "10.9.8.7",
 }
 
 
@@ -51,6 +54,13 @@ def test_gateway_headers_sent_by_a_client_never_reach_the_upstream(gateway: Gate
     assert seen["x-tollgate-key-id"] != FORGED["X-Tollgate-Key-Id"]
     # Envoy records the path it rewrote; the client's value is gone first.
     assert seen.get("x-envoy-original-path") in (None, "/proxy/analyze")
+    assert seen.get("x-real-ip") is None
+    # The peer's address is appended: the chain no longer ends in the
+    # client's claim.
+    hops = [h.strip() for h in seen["x-forwarded-for"].split(",")]
+    assert len(hops) == 2 and hops[0] == "10.9.8.7", hops
+    ipaddress.ip_address(hops[1])  # the peer as Envoy saw it (loopback or this host)
+    assert hops[1] != "10.9.8.7", hops
 
 
 def access_log_entry(gateway: Gateway, request_id: str, timeout: float = 15.0) -> dict:

@@ -15,13 +15,15 @@ pub const MAX_API_KEY_BYTES: usize = 512;
 /// the credentials, and the headers the gateway itself speaks with (the
 /// key id it names the key with, the internal token of its sidecar calls,
 /// and the original path Envoy records on a rewrite, which the access log
-/// reads).
-pub const STRIPPED_HEADERS: [&str; 5] = [
+/// reads), and `X-Real-IP`, a client address claim that nothing in front of
+/// the upstream vouches for (Envoy appends the peer to `X-Forwarded-For`).
+pub const STRIPPED_HEADERS: [&str; 6] = [
     "authorization",
     "x-auth-token",
     "x-tollgate-key-id",
     "x-tollgate-internal-token",
     "x-envoy-original-path",
+    "x-real-ip",
 ];
 
 /// What the header phase established about a request that may proceed.

@@ -102,6 +102,7 @@ fn headers_the_gateway_speaks_with_are_stripped_from_every_request() {
         ("x-tollgate-key-id", "999"),
         ("x-tollgate-internal-token", "guess"),
         ("x-envoy-original-path", "/somewhere/else"),
+        ("x-real-ip", "10.0.0.1"),
     ];
     // Denied in the header phase: nothing of the client's is left to log.
     let mut denied = gw.request_with_token(KEY, "not-a-token", &forged);
