@@ -244,9 +244,7 @@ impl<H: StreamHost> Flow<H> {
 
     /// A host call failed: fail closed, unless the request is decided already.
     fn fail(&mut self, why: &str) -> Action {
-        let id = &self.exchange.request_id;
-        self.host
-            .log(LogLevel::Error, &format!("request {id}: {why}"));
+        self.log(LogLevel::Error, why);
         match self.stage {
             Stage::Started | Stage::Checking(_) => {
                 self.drive(Next::Deny(Denial::AuthUnavailable), Phase::Callback)

@@ -449,11 +449,11 @@ fn an_empty_body_ends_with_the_headers_or_with_trailers() {
 #[test]
 fn header_denials_answer_the_contract_error_without_a_callout() {
     let gw = Gateway::new();
+    let host = gw.world.stream(&[(":method", b"POST"), (":path", b"/")]);
     let mut bare = Request {
-        host: gw.world.stream(&[(":method", b"POST"), (":path", b"/")]),
-        flow: gw.root.stream(gw.world.root()),
+        flow: gw.root.stream(host.clone()),
+        host,
     };
-    bare.flow = gw.root.stream(bare.host.clone());
     bare.flow.on_request_headers(false);
     assert_eq!(bare.code(), "missing_api_key");
     let reply = bare.reply().unwrap();
