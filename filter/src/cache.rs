@@ -476,6 +476,7 @@ mod tests {
             verdict,
             key_id,
             expires_at: Some(5),
+            signing_secret: None,
         };
         let e = CacheEntry::from_reply([1; 32], &reply(KeyVerdict::Active, Some(3)), 9).unwrap();
         assert_eq!(

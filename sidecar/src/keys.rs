@@ -291,6 +291,7 @@ pub async fn verify(
             .as_ref()
             .and_then(|k| k.expires_at)
             .map(OffsetDateTime::unix_timestamp),
+        signing_secret: None,
     }))
 }
 

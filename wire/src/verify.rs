@@ -49,8 +49,12 @@ impl KeyVerdict {
     }
 }
 
-/// Answer to a [`VerifyRequest`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Longest per-key signing secret a [`VerifyReply`] may carry (bytes).
+pub const MAX_SIGNING_SECRET_LEN: usize = 128;
+
+/// Answer to a [`VerifyRequest`]. Its `Debug` output never shows the
+/// signing secret.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VerifyReply {
     pub verdict: KeyVerdict,
     /// The key's id; absent for [`KeyVerdict::NotFound`].
@@ -61,6 +65,26 @@ pub struct VerifyReply {
     /// at the right moment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<i64>,
+    /// The key's own HMAC secret for its `X-Auth-Token`s, when it has one
+    /// (sent only with [`KeyVerdict::Active`]): the token is then verified
+    /// with these UTF-8 bytes, and a token signed with the shared secret is
+    /// refused. Absent for keys that use the shared secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_secret: Option<String>,
+}
+
+impl std::fmt::Debug for VerifyReply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerifyReply")
+            .field("verdict", &self.verdict)
+            .field("key_id", &self.key_id)
+            .field("expires_at", &self.expires_at)
+            .field(
+                "signing_secret",
+                &self.signing_secret.as_ref().map(|s| format!("<{} bytes>", s.len())),
+            )
+            .finish()
+    }
 }
 
 #[cfg(test)]
@@ -73,6 +97,7 @@ mod tests {
             verdict: KeyVerdict::NotFound,
             key_id: None,
             expires_at: None,
+            signing_secret: None,
         };
         assert_eq!(
             serde_json::to_string(&reply).unwrap(),
@@ -83,6 +108,18 @@ mod tests {
                 .unwrap();
         assert_eq!(parsed.verdict.as_str(), "active");
         assert_eq!(parsed.key_id, Some(3));
+        assert_eq!(parsed.signing_secret, None);
+    }
+
+    #[test]
+    fn a_signing_secret_travels_but_never_shows_in_debug() {
+        let parsed: VerifyReply =
+            serde_json::from_str(r#"{"verdict":"active","key_id":3,"signing_secret":"tgs_abc"}"#)
+                .unwrap();
+        assert_eq!(parsed.signing_secret.as_deref(), Some("tgs_abc"));
+        let shown = format!("{parsed:?}");
+        assert!(!shown.contains("tgs_abc"), "{shown}");
+        assert!(shown.contains("<7 bytes>"), "{shown}");
     }
 
     #[test]
