@@ -50,9 +50,15 @@ pub enum Denial {
     ExpiredApiKey,
     /// The body (declared or received) exceeds `max_body_bytes`.
     PayloadTooLarge,
-    /// No usable key verdict (sidecar unreachable, bad answer, host error):
-    /// the filter fails closed.
+    /// The key already holds its share of the replay store's bucket for
+    /// this `jti` (see `replay`): it must wait for its tokens to expire.
+    TooManyLiveTokens,
+    /// No usable key verdict (sidecar unreachable, bad answer, host error),
+    /// or a replay-store bucket that cannot be read or updated: the filter
+    /// fails closed.
     AuthUnavailable,
+    /// The replay store's bucket for this `jti` is full of live entries.
+    ReplayStoreFull,
 }
 
 impl Denial {
@@ -77,7 +83,9 @@ impl Denial {
             Denial::RevokedApiKey => Outcome::RevokedApiKey,
             Denial::ExpiredApiKey => Outcome::ExpiredApiKey,
             Denial::PayloadTooLarge => Outcome::PayloadTooLarge,
+            Denial::TooManyLiveTokens => Outcome::TooManyLiveTokens,
             Denial::AuthUnavailable => Outcome::AuthUnavailable,
+            Denial::ReplayStoreFull => Outcome::ReplayStoreFull,
         }
     }
 
@@ -125,8 +133,16 @@ impl Denial {
             Denial::RevokedApiKey => "the API key has been revoked".to_string(),
             Denial::ExpiredApiKey => "the API key has expired".to_string(),
             Denial::PayloadTooLarge => "the request body is larger than allowed".to_string(),
+            Denial::TooManyLiveTokens => {
+                "this API key holds too many unexpired tokens in the replay store; \
+                 retry once earlier tokens expire, or use shorter-lived tokens"
+                    .to_string()
+            }
             Denial::AuthUnavailable => {
                 "authentication is temporarily unavailable; retry later".to_string()
+            }
+            Denial::ReplayStoreFull => {
+                "the gateway's replay store is full; retry once earlier tokens expire".to_string()
             }
         }
     }
@@ -187,7 +203,9 @@ mod tests {
             Denial::RevokedApiKey,
             Denial::ExpiredApiKey,
             Denial::PayloadTooLarge,
+            Denial::TooManyLiveTokens,
             Denial::AuthUnavailable,
+            Denial::ReplayStoreFull,
         ]
     }
 
@@ -215,7 +233,8 @@ mod tests {
         ),
         (403, &["revoked_api_key", "expired_api_key"]),
         (413, &["payload_too_large"]),
-        (503, &["auth_unavailable"]),
+        (429, &["too_many_live_tokens"]),
+        (503, &["auth_unavailable", "replay_store_full"]),
     ];
 
     #[test]

@@ -17,10 +17,19 @@
 //! issued up to `clock_skew_s` in the future and is accepted up to
 //! `clock_skew_s` after its `exp`).
 //!
+//! Each entry also names the key that claimed it, and a bucket is shared
+//! fairly: once it is half full, a key that already holds
+//! [`KEY_SHARE`] of its live entries is refused (429 `too_many_live_tokens`)
+//! while keys below their share still get in. So one key, however fast it
+//! mints tokens, holds at most half of any bucket and cannot lock the others
+//! out; it takes several keys together to fill one.
+//!
 //! A bucket whose entries are all live cannot take another claim. Evicting a
 //! live entry would let that token be replayed, so the request fails closed
-//! with 503 `auth_unavailable` (the gateway, not the client, is at fault;
-//! the client may retry once entries expire). Sizing keeps this rare: see
+//! with 503 `replay_store_full` (the gateway, not the client, is at fault;
+//! the client may retry once entries expire). A bucket that cannot be read
+//! (another format, corrupt bytes) fails closed too: treating it as empty
+//! would forget live `jti`s. Sizing keeps a full bucket rare: see
 //! [`ReplayPolicy`].
 //!
 //! The decisions are pure ([`attempt`]); [`claim`] runs them as one
@@ -45,18 +54,34 @@ pub const BUCKET_ENTRIES: usize = 32;
 /// confused with probability 2^-128.
 pub const FINGERPRINT_LEN: usize = 16;
 
-/// Encoded size of one entry: fingerprint, then expiry (i64, big-endian).
-pub const ENTRY_LEN: usize = FINGERPRINT_LEN + 8;
+/// Encoded size of one entry: fingerprint, then expiry and owner (i64
+/// each, big-endian).
+pub const ENTRY_LEN: usize = FINGERPRINT_LEN + 8 + 8;
 
 /// Encoded size of a full bucket: version, entry count, entries.
 pub const MAX_BUCKET_LEN: usize = 2 + BUCKET_ENTRIES * ENTRY_LEN;
+
+/// Live entries one key may hold in a bucket once the bucket is half full:
+/// a quarter of it, so one key alone stops at half and leaves the other
+/// half to the rest.
+pub const KEY_SHARE: usize = BUCKET_ENTRIES / 4;
+
+/// Live entries in a bucket from which [`KEY_SHARE`] applies.
+pub const SHARED_FROM: usize = BUCKET_ENTRIES / 2;
 
 /// How often a claim re-reads its bucket after losing a CAS race before
 /// failing closed. A lost race means another claim wrote the same bucket;
 /// with one writer per worker, a handful of rounds always suffices.
 pub const MAX_CLAIM_ATTEMPTS: u32 = 8;
 
-const FORMAT_VERSION: u8 = 1;
+const FORMAT_VERSION: u8 = 2;
+
+/// The format of an earlier filter (entries without an owner), still read
+/// so that a filter update in a running Envoy forgets no live `jti`.
+const OWNERLESS_VERSION: u8 = 1;
+
+/// Encoded size of an entry in [`OWNERLESS_VERSION`].
+const OWNERLESS_ENTRY_LEN: usize = FINGERPRINT_LEN + 8;
 
 /// The validated replay-store settings of the plugin configuration.
 ///
@@ -65,9 +90,10 @@ const FORMAT_VERSION: u8 = 1;
 /// `peak accepted requests/s * (max_lifetime_s + 2 * clock_skew_s)`; at that
 /// load or less a claim finds its bucket full (503) with probability about
 /// 2e-4. The default, 65536 slots with the default 300 s lifetime and 30 s
-/// skew, covers about 90 requests/s; memory is at most `slots / 32` shared
-/// data keys of [`MAX_BUCKET_LEN`] bytes (1.5 MiB for 65536), allocated as
-/// buckets are first used.
+/// skew, covers about 90 requests/s (one key alone may use half of each
+/// bucket, so the same rule holds for a single busy key); memory is at most
+/// `slots / 32` shared data keys of [`MAX_BUCKET_LEN`] bytes (2 MiB for
+/// 65536), allocated as buckets are first used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReplayPolicy {
     /// Entries in the store (rounded up to whole buckets).
@@ -100,6 +126,9 @@ pub struct Entry {
     /// Last second (since the epoch) at which the token could still be
     /// accepted; the entry is forgotten after it.
     pub expires_at_s: i64,
+    /// Id of the key whose request claimed it (0: written by an earlier
+    /// filter that did not record it; such entries count for no key).
+    pub owner: i64,
 }
 
 /// What a request must claim before it is let through.
@@ -124,9 +153,16 @@ impl JtiClaim {
             entry: Entry {
                 fingerprint,
                 expires_at_s: exp_s.saturating_add(clock_skew_s),
+                owner: 0,
             },
             bucket_key: policy.table().slot_key(&digest),
         }
+    }
+
+    /// The claim made on behalf of key `key_id` (known once its verdict is in).
+    pub fn by_key(mut self, key_id: i64) -> Self {
+        self.entry.owner = key_id;
+        self
     }
 }
 
@@ -159,6 +195,11 @@ pub enum Attempt {
     Replayed,
     /// Every entry of the bucket is live: fail closed.
     Full,
+    /// The bucket is at least half full and the claim's key already holds
+    /// its share of it: refuse this key, keep the room for the others.
+    ShareExceeded,
+    /// The bucket's bytes cannot be read: fail closed rather than forget.
+    Unreadable,
     /// Write these bytes with the read's CAS; on a CAS mismatch, read again.
     Write(Vec<u8>),
 }
@@ -166,13 +207,18 @@ pub enum Attempt {
 /// Decides a claim against a bucket's current content at `now_s`.
 ///
 /// Entries past their expiry are dropped; a live entry with the same
-/// fingerprint is a replay; otherwise the claim is added if there is room.
-/// An absent or unreadable bucket (another format version) counts as empty:
-/// only this filter writes these keys.
+/// fingerprint is a replay; otherwise the claim is added if there is room
+/// and its key is within its share. An absent bucket is empty; one that
+/// cannot be decoded is [`Attempt::Unreadable`].
 pub fn attempt(current: Option<&[u8]>, claim: &JtiClaim, now_s: i64) -> Attempt {
-    let mut live: Vec<Entry> = current
-        .map(decode_bucket)
-        .unwrap_or_default()
+    let stored = match current {
+        None => Vec::new(),
+        Some(bytes) => match decode_bucket(bytes) {
+            Some(entries) => entries,
+            None => return Attempt::Unreadable,
+        },
+    };
+    let mut live: Vec<Entry> = stored
         .into_iter()
         .filter(|e| e.expires_at_s >= now_s)
         .collect();
@@ -184,6 +230,11 @@ pub fn attempt(current: Option<&[u8]>, claim: &JtiClaim, now_s: i64) -> Attempt 
     }
     if live.len() >= BUCKET_ENTRIES {
         return Attempt::Full;
+    }
+    let owner = claim.entry.owner;
+    let held = live.iter().filter(|e| owner != 0 && e.owner == owner).count();
+    if live.len() >= SHARED_FROM && held >= KEY_SHARE {
+        return Attempt::ShareExceeded;
     }
     live.push(claim.entry);
     Attempt::Write(encode_bucket(&live))
@@ -198,6 +249,10 @@ pub enum Claimed {
     Replayed,
     /// Its bucket is full of live entries (the store is too small).
     Full,
+    /// The key holds its share of a bucket that is half full or more.
+    ShareExceeded,
+    /// The bucket's bytes cannot be read.
+    Unreadable,
     /// Every attempt lost its compare-and-swap race.
     Contended,
     /// The host failed a read or a write.
@@ -217,6 +272,8 @@ pub fn claim(host: &impl Host, claim: &JtiClaim, now_s: i64) -> (Claimed, u32) {
                 Attempt::Write(bytes) => Change::Write(bytes),
                 Attempt::Replayed => Change::Stop(Claimed::Replayed),
                 Attempt::Full => Change::Stop(Claimed::Full),
+                Attempt::ShareExceeded => Change::Stop(Claimed::ShareExceeded),
+                Attempt::Unreadable => Change::Stop(Claimed::Unreadable),
             },
         );
     let claimed = match update.result {
@@ -237,27 +294,35 @@ pub fn encode_bucket(entries: &[Entry]) -> Vec<u8> {
     for e in entries {
         out.extend_from_slice(&e.fingerprint);
         out.extend_from_slice(&e.expires_at_s.to_be_bytes());
+        out.extend_from_slice(&e.owner.to_be_bytes());
     }
     encode_versioned(FORMAT_VERSION, &out)
 }
 
-/// Parses [`encode_bucket`]'s output; anything else is an empty bucket.
-pub fn decode_bucket(bytes: &[u8]) -> Vec<Entry> {
-    let Some((count, rest)) = decode_versioned(FORMAT_VERSION, bytes).and_then(<[u8]>::split_first)
-    else {
-        return Vec::new();
+/// Parses [`encode_bucket`]'s output (or an earlier filter's bucket without
+/// owners); `None` for anything else.
+pub fn decode_bucket(bytes: &[u8]) -> Option<Vec<Entry>> {
+    let (body, entry_len) = match decode_versioned(FORMAT_VERSION, bytes) {
+        Some(body) => (body, ENTRY_LEN),
+        None => (
+            decode_versioned(OWNERLESS_VERSION, bytes)?,
+            OWNERLESS_ENTRY_LEN,
+        ),
     };
+    let (count, rest) = body.split_first()?;
     let count = usize::from(*count);
-    if count > BUCKET_ENTRIES || rest.len() != count * ENTRY_LEN {
-        return Vec::new();
+    if count > BUCKET_ENTRIES || rest.len() != count * entry_len {
+        return None;
     }
-    rest.chunks_exact(ENTRY_LEN)
-        .filter_map(|chunk| {
-            let (fingerprint, expiry) = chunk.split_first_chunk::<FINGERPRINT_LEN>()?;
-            let expiry = expiry.first_chunk::<8>()?;
+    rest.chunks_exact(entry_len)
+        .map(|chunk| {
+            let (fingerprint, rest) = chunk.split_first_chunk::<FINGERPRINT_LEN>()?;
+            let (expiry, rest) = rest.split_first_chunk::<8>()?;
+            let owner = rest.first_chunk::<8>().map_or(0, |o| i64::from_be_bytes(*o));
             Some(Entry {
                 fingerprint: *fingerprint,
                 expires_at_s: i64::from_be_bytes(*expiry),
+                owner,
             })
         })
         .collect()
@@ -315,12 +380,12 @@ mod tests {
     fn first_use_writes_second_use_is_a_replay() {
         let c = claim("abc", 1060);
         let bucket = write(attempt(None, &c, 1000));
-        assert_eq!(decode_bucket(&bucket), vec![c.entry]);
+        assert_eq!(decode_bucket(&bucket), Some(vec![c.entry]));
         assert_eq!(attempt(Some(&bucket), &c, 1000), Attempt::Replayed);
         // Until the last second the token could be accepted, and no longer.
         assert_eq!(attempt(Some(&bucket), &c, 1090), Attempt::Replayed);
         let again = write(attempt(Some(&bucket), &c, 1091));
-        assert_eq!(decode_bucket(&again), vec![c.entry]);
+        assert_eq!(decode_bucket(&again), Some(vec![c.entry]));
     }
 
     #[test]
@@ -330,7 +395,7 @@ mod tests {
         let b = JtiClaim::new("b", 200, 0, &one);
         let bucket = write(attempt(None, &a, 50));
         let bucket = write(attempt(Some(&bucket), &b, 50));
-        assert_eq!(decode_bucket(&bucket), vec![a.entry, b.entry]);
+        assert_eq!(decode_bucket(&bucket), Some(vec![a.entry, b.entry]));
         assert_eq!(attempt(Some(&bucket), &a, 50), Attempt::Replayed);
         assert_eq!(attempt(Some(&bucket), &b, 50), Attempt::Replayed);
     }
@@ -340,29 +405,75 @@ mod tests {
         let one = ReplayPolicy { slots: 32 };
         let mut bucket = None;
         for i in 0..BUCKET_ENTRIES {
-            let c = JtiClaim::new(&format!("jti-{i}"), 100 + i as i64, 0, &one);
+            // Each from its own key, so no share applies.
+            let c = JtiClaim::new(&format!("jti-{i}"), 100 + i as i64, 0, &one).by_key(i as i64 + 1);
             bucket = Some(write(attempt(bucket.as_deref(), &c, 50)));
         }
         let bucket = bucket.unwrap();
         assert_eq!(bucket.len(), MAX_BUCKET_LEN);
-        let late = JtiClaim::new("late", 500, 0, &one);
+        let late = JtiClaim::new("late", 500, 0, &one).by_key(99);
         assert_eq!(attempt(Some(&bucket), &late, 100), Attempt::Full);
         // A full bucket still recognises its own replays.
-        let first = JtiClaim::new("jti-0", 100, 0, &one);
+        let first = JtiClaim::new("jti-0", 100, 0, &one).by_key(1);
         assert_eq!(attempt(Some(&bucket), &first, 100), Attempt::Replayed);
         // One second later jti-0 has expired: its place is reused, the rest stay.
-        let after = decode_bucket(&write(attempt(Some(&bucket), &late, 101)));
+        let after = decode_bucket(&write(attempt(Some(&bucket), &late, 101))).unwrap();
         assert_eq!(after.len(), BUCKET_ENTRIES);
         assert!(!after.contains(&first.entry));
         assert!(after.contains(&late.entry));
         // Everything expired: the bucket shrinks back to the one new entry.
         let fresh = JtiClaim::new("fresh", 1000, 0, &one);
         let bucket = write(attempt(Some(&encode_bucket(&after)), &fresh, 600));
-        assert_eq!(decode_bucket(&bucket), vec![fresh.entry]);
+        assert_eq!(decode_bucket(&bucket), Some(vec![fresh.entry]));
+    }
+
+    /// One key alone fills a bucket to half and no further; another key
+    /// still gets its share, and a third fills the rest.
+    #[test]
+    fn one_key_cannot_take_more_than_its_share_while_others_need_room() {
+        let one = ReplayPolicy { slots: 32 };
+        let mut bucket: Option<Vec<u8>> = None;
+        let mut sent = 0;
+        let mut claims_of = |key: i64, count: usize| {
+            let mut written = 0;
+            for _ in 0..count {
+                sent += 1;
+                let c = JtiClaim::new(&format!("jti-{sent}"), 1000, 0, &one).by_key(key);
+                match attempt(bucket.as_deref(), &c, 50) {
+                    Attempt::Write(bytes) => {
+                        bucket = Some(bytes);
+                        written += 1;
+                    }
+                    Attempt::ShareExceeded => {}
+                    other => panic!("key {key}: {other:?}"),
+                }
+            }
+            written
+        };
+        assert_eq!(claims_of(1, 100), SHARED_FROM, "below half, anyone may claim");
+        assert_eq!(claims_of(2, 100), KEY_SHARE, "past half, up to a share each");
+        assert_eq!(claims_of(1, 1), 0);
+        assert_eq!(claims_of(3, KEY_SHARE), KEY_SHARE, "and a third fills it");
+        let full = bucket.clone().unwrap();
+        let late = JtiClaim::new("late", 1000, 0, &one).by_key(4);
+        assert_eq!(attempt(Some(&full), &late, 50), Attempt::Full);
+        // Entries of an earlier filter belong to no key: they never use up a share.
+        let ownerless = JtiClaim::new("x", 1000, 0, &one);
+        assert_eq!(ownerless.entry.owner, 0);
     }
 
     #[test]
-    fn unreadable_buckets_count_as_empty() {
+    fn an_earlier_filters_buckets_are_still_read() {
+        let entry = claim("abc", 1060).entry;
+        let mut v1 = vec![OWNERLESS_VERSION, 1];
+        v1.extend_from_slice(&entry.fingerprint);
+        v1.extend_from_slice(&entry.expires_at_s.to_be_bytes());
+        assert_eq!(decode_bucket(&v1), Some(vec![entry]));
+        assert_eq!(attempt(Some(&v1), &claim("abc", 1060), 1000), Attempt::Replayed);
+    }
+
+    #[test]
+    fn unreadable_buckets_fail_closed() {
         let c = claim("abc", 1060);
         let good = encode_bucket(&[c.entry]);
         let mut other_version = good.clone();
@@ -379,9 +490,11 @@ mod tests {
             &good[..good.len() - 1],
             &too_many,
         ] {
-            assert!(decode_bucket(bytes).is_empty(), "{bytes:?}");
+            assert_eq!(decode_bucket(bytes), None, "{bytes:?}");
+            assert_eq!(attempt(Some(bytes), &c, 1000), Attempt::Unreadable);
         }
-        assert_eq!(decode_bucket(&encode_bucket(&[])), vec![]);
+        assert_eq!(decode_bucket(&encode_bucket(&[])), Some(vec![]));
+        assert!(matches!(attempt(None, &c, 1000), Attempt::Write(_)));
     }
 
     #[test]
@@ -390,12 +503,13 @@ mod tests {
             .map(|i| Entry {
                 fingerprint: [i as u8; FINGERPRINT_LEN],
                 expires_at_s: i64::MIN + i,
+                owner: i64::MAX - i,
             })
             .collect();
-        assert_eq!(decode_bucket(&encode_bucket(&entries)), entries);
+        assert_eq!(decode_bucket(&encode_bucket(&entries)), Some(entries.clone()));
         let mut more = entries.clone();
         more.push(entries[0]);
-        assert_eq!(decode_bucket(&encode_bucket(&more)), entries);
+        assert_eq!(decode_bucket(&encode_bucket(&more)), Some(entries));
     }
 
     /// Two workers interleave read, read, write, write on the same jti, for

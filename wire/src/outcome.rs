@@ -29,12 +29,16 @@ pub enum Outcome {
     RevokedApiKey,
     ExpiredApiKey,
     PayloadTooLarge,
+    /// The key holds its share of the replay store (see the filter's `replay`).
+    TooManyLiveTokens,
     AuthUnavailable,
+    /// The replay store has no room for the token's `jti`.
+    ReplayStoreFull,
 }
 
 impl Outcome {
     /// Every denial code, in the order of the contract's table.
-    pub const DENIALS: [Outcome; 19] = [
+    pub const DENIALS: [Outcome; 21] = [
         Outcome::MissingApiKey,
         Outcome::InvalidApiKey,
         Outcome::MissingToken,
@@ -53,7 +57,9 @@ impl Outcome {
         Outcome::RevokedApiKey,
         Outcome::ExpiredApiKey,
         Outcome::PayloadTooLarge,
+        Outcome::TooManyLiveTokens,
         Outcome::AuthUnavailable,
+        Outcome::ReplayStoreFull,
     ];
 
     /// The code as it appears on the wire and in the database.
@@ -78,7 +84,9 @@ impl Outcome {
             Outcome::RevokedApiKey => "revoked_api_key",
             Outcome::ExpiredApiKey => "expired_api_key",
             Outcome::PayloadTooLarge => "payload_too_large",
+            Outcome::TooManyLiveTokens => "too_many_live_tokens",
             Outcome::AuthUnavailable => "auth_unavailable",
+            Outcome::ReplayStoreFull => "replay_store_full",
         }
     }
 
@@ -96,7 +104,8 @@ impl Outcome {
             Outcome::Allowed => None,
             Outcome::RevokedApiKey | Outcome::ExpiredApiKey => Some(403),
             Outcome::PayloadTooLarge => Some(413),
-            Outcome::AuthUnavailable => Some(503),
+            Outcome::TooManyLiveTokens => Some(429),
+            Outcome::AuthUnavailable | Outcome::ReplayStoreFull => Some(503),
             _ => Some(401),
         }
     }
@@ -136,7 +145,9 @@ mod tests {
         assert_eq!(Outcome::RevokedApiKey.denial_status(), Some(403));
         assert_eq!(Outcome::ExpiredApiKey.denial_status(), Some(403));
         assert_eq!(Outcome::PayloadTooLarge.denial_status(), Some(413));
+        assert_eq!(Outcome::TooManyLiveTokens.denial_status(), Some(429));
         assert_eq!(Outcome::AuthUnavailable.denial_status(), Some(503));
+        assert_eq!(Outcome::ReplayStoreFull.denial_status(), Some(503));
         let unauthorized = Outcome::DENIALS
             .iter()
             .filter(|o| o.denial_status() == Some(401))

@@ -295,7 +295,7 @@ impl<H: StreamHost> Flow<H> {
             Stage::Checking(checking) => checking.jti.take(),
             _ => None,
         };
-        let Some(claim) = claim else {
+        let Some(claim) = claim.map(|c| c.by_key(key_id)) else {
             return Ok(());
         };
         let now_s = self
@@ -318,6 +318,22 @@ impl<H: StreamHost> Flow<H> {
                         "replay store bucket {bucket} is full of live entries; \
                          refusing (raise jwt.replay_slots)"
                     ),
+                );
+                Err(Denial::ReplayStoreFull)
+            }
+            Claimed::ShareExceeded => {
+                self.log(
+                    LogLevel::Warn,
+                    &format!(
+                        "key {key_id} holds its share of replay store bucket {bucket}; refusing"
+                    ),
+                );
+                Err(Denial::TooManyLiveTokens)
+            }
+            Claimed::Unreadable => {
+                self.log(
+                    LogLevel::Error,
+                    &format!("replay store bucket {bucket} cannot be read; refusing"),
                 );
                 Err(Denial::AuthUnavailable)
             }

@@ -9,7 +9,9 @@ use crate::error::Denial;
 use crate::fake_host::{Call, FakeWorld};
 use crate::host::{Action, LogLevel};
 use crate::metering::Decision;
-use crate::replay::{encode_bucket, Entry, JtiClaim, ReplayPolicy, BUCKET_ENTRIES};
+use crate::replay::{
+    encode_bucket, Entry, JtiClaim, ReplayPolicy, BUCKET_ENTRIES, KEY_SHARE, SHARED_FROM,
+};
 use crate::testkit::{sign, Gateway, Request, INTERNAL, KEY};
 use tollgate_wire::KeyVerdict;
 
@@ -542,7 +544,10 @@ fn a_claim_that_loses_a_race_to_another_jti_retries_and_keeps_both() {
     let r = with_jti(&gw, "mine", BODY);
     let bucket = other.bucket_key.clone();
     world.before_next_write(move |w| {
-        let mut entries = crate::replay::decode_bucket(&w.shared(&bucket).unwrap_or_default());
+        let current = w.shared(&bucket);
+        let mut entries = current
+            .map(|b| crate::replay::decode_bucket(&b).unwrap())
+            .unwrap_or_default();
         entries.push(other.entry);
         let host = w.root();
         crate::host::Host::shared_set(&host, &bucket, &encode_bucket(&entries), None).unwrap();
@@ -551,7 +556,7 @@ fn a_claim_that_loses_a_race_to_another_jti_retries_and_keeps_both() {
     assert!(r.allowed());
     gw.root.publish_metrics();
     assert_eq!(world.metric("tollgate_replay_cas_retries"), 1);
-    let stored = crate::replay::decode_bucket(&world.shared("tollgate.jti.0").unwrap());
+    let stored = crate::replay::decode_bucket(&world.shared("tollgate.jti.0").unwrap()).unwrap();
     assert_eq!(stored.len(), 3, "warm-up, other, mine");
 }
 
@@ -598,13 +603,53 @@ fn a_full_replay_bucket_fails_closed_and_is_counted() {
         .map(|i| Entry {
             fingerprint: [i as u8; 16],
             expires_at_s: i64::MAX,
+            owner: 1000 + i as i64,
         })
         .collect();
     crate::host::Host::shared_set(&world.root(), "tollgate.jti.0", &encode_bucket(&live), None)
         .unwrap();
     let r = send(with_jti(&gw, "j", BODY), BODY);
-    assert_eq!(r.code(), "auth_unavailable");
+    assert_eq!(r.reply().unwrap().status, 503);
+    assert_eq!(r.code(), "replay_store_full");
     assert_eq!(world.metric("tollgate_replay_store_full"), 1);
+}
+
+#[test]
+fn a_key_over_its_replay_share_is_refused_alone() {
+    let world = FakeWorld::new();
+    let gw = replay_gateway(world.clone());
+    warm(&gw);
+    // Half the bucket is live, and this key (id 1, as `send` answers) holds
+    // its share of it: its next token is refused, 429.
+    let live: Vec<Entry> = (0..SHARED_FROM)
+        .map(|i| Entry {
+            fingerprint: [i as u8; 16],
+            expires_at_s: i64::MAX,
+            owner: if i < KEY_SHARE { 1 } else { 1000 },
+        })
+        .collect();
+    crate::host::Host::shared_set(&world.root(), "tollgate.jti.0", &encode_bucket(&live), None)
+        .unwrap();
+    let r = send(with_jti(&gw, "j", BODY), BODY);
+    assert_eq!(r.reply().unwrap().status, 429);
+    assert_eq!(r.code(), "too_many_live_tokens");
+    assert_eq!(world.metric("tollgate_denied_too_many_live_tokens"), 1);
+}
+
+#[test]
+fn an_unreadable_replay_bucket_fails_closed() {
+    let world = FakeWorld::new();
+    let gw = replay_gateway(world.clone());
+    warm(&gw);
+    crate::host::Host::shared_set(&world.root(), "tollgate.jti.0", &[9, 1, 2, 3], None).unwrap();
+    let r = send(with_jti(&gw, "j", BODY), BODY);
+    assert_eq!(r.code(), "auth_unavailable");
+    assert!(world
+        .logs(LogLevel::Error)
+        .iter()
+        .any(|l| l.contains("cannot be read")));
+    // Nothing was forgotten: the bucket is as it was.
+    assert_eq!(world.shared("tollgate.jti.0"), Some(vec![9, 1, 2, 3]));
 }
 
 // --- metering ------------------------------------------------------------------
