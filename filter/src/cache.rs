@@ -11,14 +11,17 @@
 //! compute offline which keys share a victim's slot. At most `slots` entries of [`ENTRY_LEN`]
 //! bytes ever exist (16384 slots: about 1.3 MB with the keys' names).
 //!
-//! Entries are a fixed-layout binary record (no JSON on the hot path). Each
-//! carries the full key hash, so a slot collision can never hand one key
-//! another key's verdict.
+//! Entries are a binary record (no JSON on the hot path): a fixed part,
+//! then, for a key with its own signing secret, that secret. Each carries
+//! the full key hash, so a slot collision can never hand one key another
+//! key's verdict or secret. The secret stays inside Envoy's shared data; it
+//! is never sent to clients or logged.
 
-use tollgate_wire::{Digest32, KeyVerdict, VerifyReply};
+use tollgate_wire::{Digest32, KeyVerdict, VerifyReply, MAX_SIGNING_SECRET_LEN};
 
 use crate::host::{Host, SetError};
 use crate::shared_table::{self, decode_versioned, encode_versioned, SlotKey, Table};
+use crate::token::Secret;
 
 /// Name of the shared-data value holding the cache's [`SlotKey`].
 pub const SLOT_KEY_NAME: &str = "tollgate.kc_slot_key";
@@ -26,12 +29,14 @@ pub const SLOT_KEY_NAME: &str = "tollgate.kc_slot_key";
 /// Prefix of every cache slot's shared-data key.
 pub const SLOT_KEY_PREFIX: &str = "tollgate.kc.";
 
-/// Encoded size of a [`CacheEntry`].
+/// Encoded size of a [`CacheEntry`] without a signing secret; one with a
+/// secret adds a length byte and the secret.
 pub const ENTRY_LEN: usize = 59;
 
 const FORMAT_VERSION: u8 = 1;
 const HAS_KEY_ID: u8 = 1;
 const HAS_EXPIRES_AT: u8 = 2;
+const HAS_SIGNING_SECRET: u8 = 4;
 
 /// The validated cache settings of the plugin configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,7 +53,7 @@ pub struct CachePolicy {
 }
 
 /// One cached verdict, as stored in a slot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CacheEntry {
     /// SHA-256 of the API key this entry is for.
     pub key_hash: Digest32,
@@ -60,10 +65,12 @@ pub struct CacheEntry {
     pub expires_at_s: Option<i64>,
     /// When the registry said it (milliseconds since the epoch).
     pub fetched_at_ms: u64,
+    /// The key's own secret for its tokens, when it has one.
+    pub signing_secret: Option<Secret>,
 }
 
 /// The result of looking a key up in its slot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lookup {
     /// A usable entry for this key.
     Fresh(CacheEntry),
@@ -163,25 +170,37 @@ impl CacheEntry {
         if self.expires_at_s.is_some() {
             flags |= HAS_EXPIRES_AT;
         }
-        let mut out = Vec::with_capacity(ENTRY_LEN - 1);
+        let secret = self
+            .signing_secret
+            .as_ref()
+            .map(Secret::as_bytes)
+            .filter(|s| (1..=MAX_SIGNING_SECRET_LEN).contains(&s.len()));
+        if secret.is_some() {
+            flags |= HAS_SIGNING_SECRET;
+        }
+        let mut out = Vec::with_capacity(ENTRY_LEN + secret.map_or(0, |s| 1 + s.len()));
         out.push(verdict_byte(self.verdict));
         out.push(flags);
         out.extend_from_slice(&self.key_hash);
         out.extend_from_slice(&self.key_id.unwrap_or(0).to_be_bytes());
         out.extend_from_slice(&self.expires_at_s.unwrap_or(0).to_be_bytes());
         out.extend_from_slice(&self.fetched_at_ms.to_be_bytes());
+        if let Some(secret) = secret {
+            out.push(u8::try_from(secret.len()).unwrap_or(u8::MAX));
+            out.extend_from_slice(secret);
+        }
         encode_versioned(FORMAT_VERSION, &out)
     }
 
     /// Parses [`CacheEntry::encode`]'s output; anything else (another
     /// version, a truncated value) is `None` and treated as a miss.
     pub fn decode(bytes: &[u8]) -> Option<CacheEntry> {
-        if bytes.len() != ENTRY_LEN {
+        if bytes.len() < ENTRY_LEN {
             return None;
         }
         let mut cursor = decode_versioned(FORMAT_VERSION, bytes)?;
         let [verdict, flags] = take::<2>(&mut cursor)?;
-        if flags & !(HAS_KEY_ID | HAS_EXPIRES_AT) != 0 {
+        if flags & !(HAS_KEY_ID | HAS_EXPIRES_AT | HAS_SIGNING_SECRET) != 0 {
             return None;
         }
         let verdict = verdict_from_byte(verdict)?;
@@ -189,30 +208,53 @@ impl CacheEntry {
         let key_id = i64::from_be_bytes(take::<8>(&mut cursor)?);
         let expires_at = i64::from_be_bytes(take::<8>(&mut cursor)?);
         let fetched_at_ms = u64::from_be_bytes(take::<8>(&mut cursor)?);
+        let signing_secret = if flags & HAS_SIGNING_SECRET != 0 {
+            let [len] = take::<1>(&mut cursor)?;
+            if len == 0 || cursor.len() != usize::from(len) {
+                return None;
+            }
+            Some(Secret::new(cursor.to_vec()))
+        } else if cursor.is_empty() {
+            None
+        } else {
+            return None;
+        };
         Some(CacheEntry {
             key_hash,
             verdict,
             key_id: (flags & HAS_KEY_ID != 0).then_some(key_id),
             expires_at_s: (flags & HAS_EXPIRES_AT != 0).then_some(expires_at),
             fetched_at_ms,
+            signing_secret,
         })
     }
 
     /// The entry for the sidecar's answer about `key_hash`, fetched at
     /// `now_ms`. `None` for an answer that cannot be right (a known key
     /// without a positive id): the caller treats it as a failed callout.
+    /// A signing secret must be 1 to `MAX_SIGNING_SECRET_LEN` bytes, and
+    /// only a known key has one.
     pub fn from_reply(key_hash: Digest32, reply: &VerifyReply, now_ms: u64) -> Option<CacheEntry> {
         match (reply.verdict, reply.key_id) {
             (KeyVerdict::NotFound, _) => {}
             (_, Some(id)) if id > 0 => {}
             _ => return None,
         }
+        let signing_secret = match (&reply.signing_secret, reply.verdict) {
+            (None, _) => None,
+            (Some(_), KeyVerdict::NotFound) => return None,
+            (Some(s), _) if (1..=MAX_SIGNING_SECRET_LEN).contains(&s.len()) => {
+                Some(Secret::new(s.as_bytes().to_vec()))
+            }
+            (Some(_), _) => return None,
+        };
         Some(CacheEntry {
             key_hash,
             verdict: reply.verdict,
             key_id: reply.key_id.filter(|id| *id > 0),
             expires_at_s: reply.expires_at,
             fetched_at_ms: now_ms,
+            signing_secret,
         })
     }
 
@@ -251,7 +293,7 @@ pub fn lookup(
         _ => policy.negative_ttl_ms,
     };
     match entry.age_ms(now_ms) {
-        Some(age) if age < ttl => Lookup::Fresh(*entry),
+        Some(age) if age < ttl => Lookup::Fresh(entry.clone()),
         _ => Lookup::Miss,
     }
 }
@@ -271,7 +313,7 @@ pub fn stale_fallback(
         && entry.key_id.is_some()
         && !entry.key_expired_at(now_ms)
         && matches!(entry.age_ms(now_ms), Some(age) if age < policy.stale_if_error_ms);
-    usable.then_some(*entry)
+    usable.then(|| entry.clone())
 }
 
 #[cfg(test)]
@@ -292,6 +334,7 @@ mod tests {
             key_id: Some(42),
             expires_at_s: Some(2_000_000_000),
             fetched_at_ms: 1_000_000,
+            signing_secret: None,
         }
     }
 
@@ -304,7 +347,7 @@ mod tests {
             KeyVerdict::NotFound,
         ] {
             let mut e = entry(verdict);
-            assert_eq!(CacheEntry::decode(&e.encode()), Some(e));
+            assert_eq!(CacheEntry::decode(&e.encode()), Some(e.clone()));
             e.key_id = None;
             e.expires_at_s = None;
             e.key_hash[31] = 1;
@@ -362,6 +405,7 @@ mod tests {
             key_id: None,
             expires_at_s: None,
             fetched_at_ms: now,
+            signing_secret: None,
         };
         let read = || read_slot(&host, &active.key_hash, &one_slot, &secret);
         assert_eq!(
@@ -372,17 +416,17 @@ mod tests {
             write_slot(&host, &unknown, &one_slot, &secret, now),
             Ok(Cached::KeptActive)
         );
-        assert_eq!(read(), Some(active));
+        assert_eq!(read(), Some(active.clone()));
         // The key's own revocation replaces its entry.
         let revoked = CacheEntry {
             verdict: KeyVerdict::Revoked,
-            ..active
+            ..active.clone()
         };
         assert_eq!(
             write_slot(&host, &revoked, &one_slot, &secret, now),
             Ok(Cached::Stored)
         );
-        assert_eq!(read(), Some(revoked));
+        assert_eq!(read(), Some(revoked.clone()));
         // Past stale-if-error the active entry may go; another active key always may.
         write_slot(&host, &active, &one_slot, &secret, now).unwrap();
         let late = now + POLICY.stale_if_error_ms;
@@ -392,7 +436,7 @@ mod tests {
         );
         let other_active = CacheEntry {
             key_hash: [8; 32],
-            ..active
+            ..active.clone()
         };
         write_slot(&host, &active, &one_slot, &secret, now).unwrap();
         assert_eq!(
@@ -405,8 +449,8 @@ mod tests {
     fn positive_ttl_edge() {
         let e = entry(KeyVerdict::Active);
         let at = |ms| lookup(Some(&e), &e.key_hash, e.fetched_at_ms + ms, &POLICY);
-        assert_eq!(at(0), Lookup::Fresh(e));
-        assert_eq!(at(29_999), Lookup::Fresh(e));
+        assert_eq!(at(0), Lookup::Fresh(e.clone()));
+        assert_eq!(at(29_999), Lookup::Fresh(e.clone()));
         assert_eq!(at(30_000), Lookup::Miss);
     }
 
@@ -419,7 +463,7 @@ mod tests {
         ] {
             let e = entry(verdict);
             let at = |ms| lookup(Some(&e), &e.key_hash, e.fetched_at_ms + ms, &POLICY);
-            assert_eq!(at(4_999), Lookup::Fresh(e));
+            assert_eq!(at(4_999), Lookup::Fresh(e.clone()));
             assert_eq!(at(5_000), Lookup::Miss);
         }
     }
@@ -447,7 +491,7 @@ mod tests {
         let at = |e: &CacheEntry, ms| {
             stale_fallback(Some(e), &e.key_hash, e.fetched_at_ms + ms, &POLICY)
         };
-        assert_eq!(at(&e, 299_999), Some(e));
+        assert_eq!(at(&e, 299_999), Some(e.clone()));
         assert_eq!(at(&e, 300_000), None);
         assert_eq!(
             stale_fallback(Some(&e), &[8; 32], e.fetched_at_ms, &POLICY),
@@ -460,13 +504,16 @@ mod tests {
         ] {
             assert_eq!(at(&entry(verdict), 1), None);
         }
-        let no_id = CacheEntry { key_id: None, ..e };
+        let no_id = CacheEntry {
+            key_id: None,
+            ..e.clone()
+        };
         assert_eq!(at(&no_id, 1), None);
         let key_expires = CacheEntry {
             expires_at_s: Some(1_010),
             ..e
         };
-        assert_eq!(at(&key_expires, 9_999), Some(key_expires));
+        assert_eq!(at(&key_expires, 9_999), Some(key_expires.clone()));
         assert_eq!(at(&key_expires, 10_000), None);
     }
 

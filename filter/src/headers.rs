@@ -2,13 +2,10 @@
 //! the `X-Auth-Token`, and the declared body size, all decided before any
 //! network call.
 
-use tollgate_wire::{key_hash, Digest32};
+use tollgate_wire::{key_format_error, key_hash, Digest32};
 
 use crate::error::Denial;
-use crate::token::{verify_token, JwtPolicy, RequestLine, VerifiedToken};
-
-/// Longest API key accepted (bytes).
-pub const MAX_API_KEY_BYTES: usize = 512;
+use crate::token::{prepare_token, JwtPolicy};
 
 /// Request headers a client may send but must never pass on, removed on
 /// arrival from every request the filter sees, before anything is logged:
@@ -31,8 +28,9 @@ pub const STRIPPED_HEADERS: [&str; 6] = [
 pub struct Admitted {
     /// SHA-256 of the API key (the plaintext goes no further).
     pub key_hash: Digest32,
-    /// The verified token.
-    pub token: VerifiedToken,
+    /// The token, whose form and header passed; its signature and claims
+    /// are checked once the key's verdict names the secret (`flow`).
+    pub token: String,
 }
 
 fn header_values<'a>(
@@ -56,9 +54,10 @@ pub fn header_value<'a>(headers: &'a [(String, Vec<u8>)], name: &str) -> Option<
 /// The API key of `Authorization: Bearer <key>`.
 ///
 /// Absent header, another scheme, or an empty key: `missing_api_key`.
-/// Several `Authorization` headers (Envoy joins them with commas), a key
-/// with spaces, control or non-ASCII characters, or longer than
-/// [`MAX_API_KEY_BYTES`]: `invalid_api_key`.
+/// Several `Authorization` headers (Envoy joins them with commas), or a key
+/// that cannot be registered (`wire::key_format_error`: the wrong length,
+/// spaces, control or non-ASCII characters, a `tg_` key not in the minted
+/// form): `invalid_api_key`.
 pub fn api_key(headers: &[(String, Vec<u8>)]) -> Result<&[u8], Denial> {
     let mut values = header_values(headers, "authorization");
     let value = values.next().ok_or(Denial::MissingApiKey)?;
@@ -76,7 +75,8 @@ pub fn api_key(headers: &[(String, Vec<u8>)]) -> Result<&[u8], Denial> {
     if key.is_empty() {
         return Err(Denial::MissingApiKey);
     }
-    if key.len() > MAX_API_KEY_BYTES || !key.iter().all(|b| (0x21..=0x7e).contains(b)) {
+    // A key that cannot be registered is refused here, without a sidecar call.
+    if key_format_error(key).is_some() {
         return Err(Denial::InvalidApiKey);
     }
     Ok(key)
@@ -106,18 +106,16 @@ pub fn auth_token(headers: &[(String, Vec<u8>)]) -> Result<&str, Denial> {
     std::str::from_utf8(value).map_err(|_| Denial::MalformedToken("the token is not ASCII"))
 }
 
-/// All header-phase checks, in the order of docs/ARCHITECTURE.md: API key, token
-/// (signature, time, binding, body hash format), declared body size.
+/// All header-phase checks, in the order of docs/ARCHITECTURE.md: API key,
+/// the token's form and header (what needs no secret), declared body size.
 pub fn check_headers(
     headers: &[(String, Vec<u8>)],
-    request: &RequestLine<'_>,
     jwt: &JwtPolicy,
     max_body_bytes: u64,
-    now_s: i64,
 ) -> Result<Admitted, Denial> {
     let key = api_key(headers)?;
     let token = auth_token(headers)?;
-    let token = verify_token(token, jwt, request, now_s)?;
+    prepare_token(token, jwt)?;
     if let Some(length) = header_value(headers, "content-length") {
         let declared = std::str::from_utf8(length)
             .ok()
@@ -128,13 +126,14 @@ pub fn check_headers(
     }
     Ok(Admitted {
         key_hash: key_hash(key),
-        token,
+        token: token.to_string(),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tollgate_wire::MAX_KEY_LEN;
 
     fn h(pairs: &[(&str, &str)]) -> Vec<(String, Vec<u8>)> {
         pairs
@@ -166,12 +165,12 @@ mod tests {
     #[test]
     fn api_key_rules() {
         assert_eq!(
-            api_key(&h(&[("authorization", "Bearer tg_abc")])),
-            Ok(&b"tg_abc"[..])
+            api_key(&h(&[("authorization", "Bearer legacy-key")])),
+            Ok(&b"legacy-key"[..])
         );
         assert_eq!(
-            api_key(&h(&[("authorization", "bearer tg_abc")])),
-            Ok(&b"tg_abc"[..])
+            api_key(&h(&[("authorization", "bearer legacy-key")])),
+            Ok(&b"legacy-key"[..])
         );
         assert_eq!(api_key(&h(&[])), Err(Denial::MissingApiKey));
         assert_eq!(
@@ -217,13 +216,19 @@ mod tests {
             ])),
             Err(Denial::InvalidApiKey)
         );
-        let long = format!("Bearer {}", "k".repeat(MAX_API_KEY_BYTES));
+        let long = format!("Bearer {}", "k".repeat(MAX_KEY_LEN));
         assert!(api_key(&h(&[("authorization", &long)])).is_ok());
-        let long = format!("Bearer {}", "k".repeat(MAX_API_KEY_BYTES + 1));
-        assert_eq!(
-            api_key(&h(&[("authorization", &long)])),
-            Err(Denial::InvalidApiKey)
-        );
+        for impossible in [
+            format!("Bearer {}", "k".repeat(MAX_KEY_LEN + 1)),
+            "Bearer short".to_string(),
+            "Bearer tg_abc".to_string(),
+        ] {
+            assert_eq!(
+                api_key(&h(&[("authorization", &impossible)])),
+                Err(Denial::InvalidApiKey),
+                "{impossible}"
+            );
+        }
     }
 
     #[test]
@@ -252,21 +257,29 @@ mod tests {
             audience: None,
             require_jti: false,
         };
-        let line = RequestLine {
-            method: "GET",
-            path: "/",
-        };
-        let run = |pairs: &[(&str, &str)]| check_headers(&h(pairs), &line, &policy, 10, 0);
+        let run = |pairs: &[(&str, &str)]| check_headers(&h(pairs), &policy, 10);
         assert_eq!(run(&[]), Err(Denial::MissingApiKey));
         assert_eq!(
-            run(&[("authorization", "Bearer k")]),
+            run(&[("authorization", "Bearer legacy-key")]),
             Err(Denial::MissingToken)
         );
         assert_eq!(
-            run(&[("authorization", "Bearer k"), ("x-auth-token", "a.b")]),
+            run(&[
+                ("authorization", "Bearer legacy-key"),
+                ("x-auth-token", "a.b")
+            ]),
             Err(Denial::MalformedToken(
                 "expected three dot-separated segments"
             ))
+        );
+        // An alg the policy does not accept needs no secret to refuse.
+        let none_alg = "eyJhbGciOiJub25lIn0.e30.";
+        assert_eq!(
+            run(&[
+                ("authorization", "Bearer legacy-key"),
+                ("x-auth-token", none_alg)
+            ]),
+            Err(Denial::UnsupportedAlgorithm)
         );
     }
 }

@@ -232,7 +232,10 @@ pub fn attempt(current: Option<&[u8]>, claim: &JtiClaim, now_s: i64) -> Attempt 
         return Attempt::Full;
     }
     let owner = claim.entry.owner;
-    let held = live.iter().filter(|e| owner != 0 && e.owner == owner).count();
+    let held = live
+        .iter()
+        .filter(|e| owner != 0 && e.owner == owner)
+        .count();
     if live.len() >= SHARED_FROM && held >= KEY_SHARE {
         return Attempt::ShareExceeded;
     }
@@ -318,7 +321,9 @@ pub fn decode_bucket(bytes: &[u8]) -> Option<Vec<Entry>> {
         .map(|chunk| {
             let (fingerprint, rest) = chunk.split_first_chunk::<FINGERPRINT_LEN>()?;
             let (expiry, rest) = rest.split_first_chunk::<8>()?;
-            let owner = rest.first_chunk::<8>().map_or(0, |o| i64::from_be_bytes(*o));
+            let owner = rest
+                .first_chunk::<8>()
+                .map_or(0, |o| i64::from_be_bytes(*o));
             Some(Entry {
                 fingerprint: *fingerprint,
                 expires_at_s: i64::from_be_bytes(*expiry),
@@ -406,7 +411,8 @@ mod tests {
         let mut bucket = None;
         for i in 0..BUCKET_ENTRIES {
             // Each from its own key, so no share applies.
-            let c = JtiClaim::new(&format!("jti-{i}"), 100 + i as i64, 0, &one).by_key(i as i64 + 1);
+            let c =
+                JtiClaim::new(&format!("jti-{i}"), 100 + i as i64, 0, &one).by_key(i as i64 + 1);
             bucket = Some(write(attempt(bucket.as_deref(), &c, 50)));
         }
         let bucket = bucket.unwrap();
@@ -450,8 +456,16 @@ mod tests {
             }
             written
         };
-        assert_eq!(claims_of(1, 100), SHARED_FROM, "below half, anyone may claim");
-        assert_eq!(claims_of(2, 100), KEY_SHARE, "past half, up to a share each");
+        assert_eq!(
+            claims_of(1, 100),
+            SHARED_FROM,
+            "below half, anyone may claim"
+        );
+        assert_eq!(
+            claims_of(2, 100),
+            KEY_SHARE,
+            "past half, up to a share each"
+        );
         assert_eq!(claims_of(1, 1), 0);
         assert_eq!(claims_of(3, KEY_SHARE), KEY_SHARE, "and a third fills it");
         let full = bucket.clone().unwrap();
@@ -469,7 +483,10 @@ mod tests {
         v1.extend_from_slice(&entry.fingerprint);
         v1.extend_from_slice(&entry.expires_at_s.to_be_bytes());
         assert_eq!(decode_bucket(&v1), Some(vec![entry]));
-        assert_eq!(attempt(Some(&v1), &claim("abc", 1060), 1000), Attempt::Replayed);
+        assert_eq!(
+            attempt(Some(&v1), &claim("abc", 1060), 1000),
+            Attempt::Replayed
+        );
     }
 
     #[test]
@@ -506,7 +523,10 @@ mod tests {
                 owner: i64::MAX - i,
             })
             .collect();
-        assert_eq!(decode_bucket(&encode_bucket(&entries)), Some(entries.clone()));
+        assert_eq!(
+            decode_bucket(&encode_bucket(&entries)),
+            Some(entries.clone())
+        );
         let mut more = entries.clone();
         more.push(entries[0]);
         assert_eq!(decode_bucket(&encode_bucket(&more)), Some(entries));

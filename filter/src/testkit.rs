@@ -44,10 +44,15 @@ fn merge(base: &mut Value, overrides: Value) {
 
 /// A compact HS256 JWS of `claims` under the test secret.
 pub fn sign(claims: &Value) -> String {
+    sign_with(SECRET, claims)
+}
+
+/// A compact HS256 JWS of `claims` under `secret`.
+pub fn sign_with(secret: &str, claims: &Value) -> String {
     let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
     let payload = URL_SAFE_NO_PAD.encode(claims.to_string());
     let input = format!("{header}.{payload}");
-    let mac = Algorithm::Hs256.sign(SECRET.as_bytes(), input.as_bytes());
+    let mac = Algorithm::Hs256.sign(secret.as_bytes(), input.as_bytes());
     format!("{input}.{}", URL_SAFE_NO_PAD.encode(mac))
 }
 
@@ -164,7 +169,7 @@ impl Request {
         match self.flow.stage() {
             Stage::Checking(c) => match c.key {
                 crate::flow::KeyState::Awaiting(token) => token,
-                crate::flow::KeyState::Known(_) => panic!("no call in flight"),
+                _ => panic!("no call in flight"),
             },
             other => panic!("no call in flight: {other:?}"),
         }

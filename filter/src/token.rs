@@ -92,8 +92,9 @@ pub struct VerifiedToken {
 }
 
 /// Verifies a compact JWS against the policy, the request line and `now_s`
-/// (seconds since the epoch). Everything but the body itself is checked
-/// here, so it runs in the request-headers phase without any network.
+/// (seconds since the epoch), with the shared secrets of the policy. The
+/// same as [`prepare_token`] then [`PreparedToken::verify`] without a key
+/// secret.
 ///
 /// Time rules (skew `s`): `iat <= now + s`; `now >= nbf - s`; `now <= exp + s`;
 /// `exp >= iat` (a token that expires before it was issued is reported as
@@ -106,19 +107,40 @@ pub fn verify_token(
     request: &RequestLine<'_>,
     now_s: i64,
 ) -> Result<VerifiedToken, Denial> {
+    prepare_token(token, policy)?.verify(None, policy, request, now_s)
+}
+
+/// A token whose form and header passed, waiting for the secret it must be
+/// signed with: the shared one (by `kid`), or the key's own.
+#[derive(Debug, Clone, Copy)]
+pub struct PreparedToken<'a> {
+    token: &'a str,
+    algorithm: Algorithm,
+    /// The shared secret its `kid` (or its absence) names, if any.
+    shared_secret: Option<&'a Secret>,
+    header_len: usize,
+    payload_len: usize,
+}
+
+/// The checks that need no secret, in the order of [`verify_token`]: size,
+/// three segments, a JSON header with an accepted `alg`, no `crit`, a
+/// string `kid`. Cheap, so a junk token is refused before any network call.
+pub fn prepare_token<'a>(
+    token: &'a str,
+    policy: &'a JwtPolicy,
+) -> Result<PreparedToken<'a>, Denial> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err(Denial::MalformedToken("the token is too long"));
     }
     let mut parts = token.split('.');
-    let (header_b64, payload_b64, signature_b64) =
-        match (parts.next(), parts.next(), parts.next(), parts.next()) {
-            (Some(h), Some(p), Some(s), None) => (h, p, s),
-            _ => {
-                return Err(Denial::MalformedToken(
-                    "expected three dot-separated segments",
-                ))
-            }
-        };
+    let (header_b64, payload_b64) = match (parts.next(), parts.next(), parts.next(), parts.next()) {
+        (Some(h), Some(p), Some(_), None) => (h, p),
+        _ => {
+            return Err(Denial::MalformedToken(
+                "expected three dot-separated segments",
+            ))
+        }
+    };
 
     let header_bytes = decode_segment(header_b64, HEADER_NOT_JSON)?;
     let [alg, kid, crit] = parse_object(&header_bytes, &HEADER_NAMES, HEADER_NOT_JSON)?;
@@ -135,42 +157,74 @@ pub fn verify_token(
             "crit header parameters are not supported",
         ));
     }
-    let secret = match kid {
+    let shared_secret = match kid {
         Some(Json::Str(kid)) => policy.kid_secrets.get(kid.as_ref()),
         Some(_) => return Err(Denial::MalformedToken("kid must be a string")),
         None => policy.default_secret.as_ref(),
-    }
-    .ok_or(Denial::UnknownKeyId)?;
-
-    let signature = URL_SAFE_NO_PAD
-        .decode(signature_b64)
-        .map_err(|_| Denial::MalformedToken("the signature is not base64url"))?;
-    let signed_len = header_b64.len() + 1 + payload_b64.len();
-    let signing_input = token
-        .as_bytes()
-        .get(..signed_len)
-        .ok_or(Denial::MalformedToken(
-            "expected three dot-separated segments",
-        ))?;
-    if !hmac_matches(algorithm, secret, signing_input, &signature) {
-        return Err(Denial::InvalidSignature);
-    }
-
-    let payload_bytes = decode_segment(payload_b64, PAYLOAD_NOT_JSON)?;
-    let [iat, exp, nbf, body_sha256, htm, htu, jti, iss, aud] =
-        parse_object(&payload_bytes, &CLAIM_NAMES, PAYLOAD_NOT_JSON)?;
-    let claims = Claims {
-        iat,
-        exp,
-        nbf,
-        body_sha256,
-        htm,
-        htu,
-        jti,
-        iss,
-        aud,
     };
-    check_claims(&claims, policy, request, now_s)
+    Ok(PreparedToken {
+        token,
+        algorithm,
+        shared_secret,
+        header_len: header_b64.len(),
+        payload_len: payload_b64.len(),
+    })
+}
+
+impl PreparedToken<'_> {
+    /// The rest of [`verify_token`]: the signature, then the claims.
+    ///
+    /// `key_secret` is the key's own signing secret, when its verdict names
+    /// one: the token must then be signed with it, whatever its `kid` says,
+    /// and a token signed with a shared secret is an invalid signature.
+    /// Without one, the `kid` (or its absence) picks a shared secret.
+    pub fn verify(
+        &self,
+        key_secret: Option<&Secret>,
+        policy: &JwtPolicy,
+        request: &RequestLine<'_>,
+        now_s: i64,
+    ) -> Result<VerifiedToken, Denial> {
+        let secret = key_secret
+            .or(self.shared_secret)
+            .ok_or(Denial::UnknownKeyId)?;
+
+        let signed_len = self.header_len + 1 + self.payload_len;
+        let (signing_input, signature_b64) = match (
+            self.token.get(..signed_len),
+            self.token.get(signed_len + 1..),
+        ) {
+            (Some(input), Some(signature)) => (input, signature),
+            _ => {
+                return Err(Denial::MalformedToken(
+                    "expected three dot-separated segments",
+                ))
+            }
+        };
+        let signature = URL_SAFE_NO_PAD
+            .decode(signature_b64)
+            .map_err(|_| Denial::MalformedToken("the signature is not base64url"))?;
+        if !hmac_matches(self.algorithm, secret, signing_input.as_bytes(), &signature) {
+            return Err(Denial::InvalidSignature);
+        }
+
+        let payload_b64 = signing_input.get(self.header_len + 1..).unwrap_or_default();
+        let payload_bytes = decode_segment(payload_b64, PAYLOAD_NOT_JSON)?;
+        let [iat, exp, nbf, body_sha256, htm, htu, jti, iss, aud] =
+            parse_object(&payload_bytes, &CLAIM_NAMES, PAYLOAD_NOT_JSON)?;
+        let claims = Claims {
+            iat,
+            exp,
+            nbf,
+            body_sha256,
+            htm,
+            htu,
+            jti,
+            iss,
+            aud,
+        };
+        check_claims(&claims, policy, request, now_s)
+    }
 }
 
 const HEADER_NOT_JSON: &str = "the header is not base64url JSON";

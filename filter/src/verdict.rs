@@ -6,14 +6,18 @@ use tollgate_wire::{Digest32, KeyVerdict, VerifyReply, VerifyRequest};
 
 use crate::cache::CacheEntry;
 use crate::error::Denial;
+use crate::token::Secret;
 
 /// What a key verdict means for this request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyDecision {
     /// The key's id, when the registry knows the key (for metering).
     pub key_id: Option<i64>,
     /// Pass, or the denial the verdict calls for.
     pub result: Result<i64, Denial>,
+    /// The secret the key's tokens must be signed with, when it has its
+    /// own (otherwise the shared secrets of the configuration apply).
+    pub signing_secret: Option<Secret>,
 }
 
 /// Maps a verdict to a decision at `now_ms`: `active` passes (unless the
@@ -30,6 +34,7 @@ pub fn decide_key(entry: &CacheEntry, now_ms: u64) -> KeyDecision {
     KeyDecision {
         key_id: entry.key_id,
         result,
+        signing_secret: entry.signing_secret.clone(),
     }
 }
 
@@ -67,6 +72,7 @@ mod tests {
             key_id,
             expires_at_s,
             fetched_at_ms: 0,
+            signing_secret: None,
         };
         let now = 1_000_000;
         let d = |e: CacheEntry| decide_key(&e, now).result;

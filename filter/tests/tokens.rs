@@ -7,8 +7,8 @@ use serde_json::{json, Value};
 use tollgate_filter::body::BodyHasher;
 use tollgate_filter::config;
 use tollgate_filter::error::Denial;
-use tollgate_filter::flow::{Checking, KeyState, Next};
-use tollgate_filter::token::{verify_token, RequestLine};
+use tollgate_filter::flow::{Checking, Next, Verified};
+use tollgate_filter::token::{prepare_token, RequestLine};
 use tollgate_filter::verdict::KeyDecision;
 use tollgate_wire::sha256;
 
@@ -47,26 +47,34 @@ fn plugin_config(defaults: &Value, policy: &Value) -> config::Config {
         .config
 }
 
-/// Header-phase verification, then the body compared the way the filter does.
+/// The filter's path: the header-phase checks, the rest of the token once
+/// an active verdict (without a key secret) is in, then the body compared.
 fn run(case: &Value, defaults: &Value, now: i64) -> Result<(), Denial> {
     let config = plugin_config(defaults, &case["policy"]);
     let line = RequestLine {
         method: case["method"].as_str().unwrap(),
         path: case["path"].as_str().unwrap(),
     };
-    let token = verify_token(case["token"].as_str().unwrap(), &config.jwt, &line, now)?;
+    let token = case["token"].as_str().unwrap();
+    prepare_token(token, &config.jwt)?;
     let body = case["body"].as_str().unwrap().as_bytes();
-    let active = KeyState::Known(KeyDecision {
+    let active = KeyDecision {
         key_id: Some(1),
         result: Ok(1),
+        signing_secret: None,
+    };
+    let mut checking = Checking::new([0; 32], token.to_string(), config.max_body_bytes);
+    let verdict = checking.key_known(active, |token, key_secret| {
+        let token =
+            prepare_token(token, &config.jwt)?.verify(key_secret, &config.jwt, &line, now)?;
+        Ok(Verified {
+            expected_body: token.body_sha256,
+            jti: None,
+        })
     });
-    let mut checking = Checking::new(
-        [0; 32],
-        active,
-        None,
-        token.body_sha256,
-        config.max_body_bytes,
-    );
+    if let Next::Deny(d) = verdict {
+        return Err(d);
+    }
     let fetch = |start: u64, len: u64| {
         body.get(start as usize..(start + len) as usize)
             .map(<[u8]>::to_vec)

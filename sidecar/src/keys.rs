@@ -22,10 +22,10 @@ use crate::random::random_hex;
 use crate::store::{ApiKey, KeyStatus, NewKey, Revocation, Store, StoreError};
 
 /// Every minted key starts with this.
-pub const KEY_PREFIX: &str = "tg_";
+pub const KEY_PREFIX: &str = tollgate_wire::MINTED_KEY_PREFIX;
 
 /// Random bytes in a minted key (160 bits).
-pub const KEY_RANDOM_BYTES: usize = 20;
+pub const KEY_RANDOM_BYTES: usize = tollgate_wire::MINTED_KEY_RANDOM_BYTES;
 
 /// Characters of a key shown to people (`tg_3f9a1c`).
 pub const DISPLAY_PREFIX_CHARS: usize = 9;
@@ -34,7 +34,7 @@ pub const DISPLAY_PREFIX_CHARS: usize = 9;
 pub const MAX_NAME_CHARS: usize = 200;
 
 /// Longest imported key accepted.
-pub const MAX_IMPORTED_KEY_CHARS: usize = 512;
+pub const MAX_IMPORTED_KEY_CHARS: usize = tollgate_wire::MAX_KEY_LEN;
 
 /// A fresh plaintext key: `tg_` and 40 random lowercase hex digits.
 pub fn generate_key() -> Result<String, String> {
@@ -79,7 +79,11 @@ pub fn validate_imported_key(key: &str) -> Result<(), String> {
             "the key is longer than {MAX_IMPORTED_KEY_CHARS} characters"
         ));
     }
-    Ok(())
+    // The filter refuses any other key before it asks (wire::api_key).
+    match tollgate_wire::key_format_error(key.as_bytes()) {
+        Some(why) => Err(format!("the key cannot be used: {why}")),
+        None => Ok(()),
+    }
 }
 
 /// Whether a key that expires at `expires_at` has expired at `now`: from
@@ -406,6 +410,9 @@ mod tests {
         assert!(validate_imported_key(" abc").is_err());
         assert!(validate_imported_key(&"k".repeat(MAX_IMPORTED_KEY_CHARS + 1)).is_err());
         assert!(validate_imported_key("legacy-key-123").is_ok());
+        assert!(validate_imported_key("short").is_err());
+        assert!(validate_imported_key("tg_abc").is_err());
+        assert!(validate_imported_key("caf\u{e9}-caf\u{e9}").is_err());
         assert!(validate_name("  ").is_err());
         assert_eq!(validate_name(" demo ").unwrap(), "demo");
     }

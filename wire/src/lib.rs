@@ -6,6 +6,7 @@
 //! The crate depends on serde, sha2 and hmac only, so it builds for
 //! `wasm32-wasip1` as well as for the host.
 
+pub mod api_key;
 pub mod digest;
 pub mod error;
 pub mod hex;
@@ -14,6 +15,7 @@ pub mod outcome;
 pub mod usage;
 pub mod verify;
 
+pub use api_key::{key_format_error, MAX_KEY_LEN, MINTED_KEY_PREFIX, MINTED_KEY_RANDOM_BYTES};
 pub use digest::{body_sha256_hex, key_hash, key_hash_hex, sha256, Digest32};
 pub use error::{ErrorBody, ErrorDetail};
 pub use hex::{is_lower_hex_digest, parse_lower_hex, to_hex};

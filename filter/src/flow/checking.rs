@@ -1,20 +1,25 @@
 //! The middle of a request's life: its headers passed, and the flow waits
 //! for the key verdict and the whole body, which may arrive in either order.
-//! The decision is made when both are in. A bad verdict denies at once; a
-//! body whose hash does not match denies only once the verdict is known, so
-//! the answer (and the usage record) does not depend on whether the key
-//! happened to be cached.
+//! The verdict names the secret the token must be signed with (the key's
+//! own, or the shared ones), so the token's signature and claims are checked
+//! when it arrives; then a bad token denies, then a bad verdict. A body
+//! whose hash does not match denies only once both are known, so the answer
+//! (and the usage record) does not depend on whether the key happened to be
+//! cached.
 
 use tollgate_wire::Digest32;
 
 use crate::body::BodyHasher;
 use crate::error::Denial;
 use crate::replay::JtiClaim;
+use crate::token::Secret;
 use crate::verdict::KeyDecision;
 
 /// Where the key verdict stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyState {
+    /// Not looked up yet (between the header checks and the cache).
+    Unasked,
     /// A verification call is in flight under this token.
     Awaiting(u32),
     /// The verdict is in (from the cache, the sidecar or a stale entry).
@@ -32,6 +37,24 @@ pub enum Next {
     Deny(Denial),
 }
 
+/// What a token that verified binds the request to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// The body digest the token signed.
+    pub expected_body: Digest32,
+    /// The `jti` to claim once everything else passed (replay protection).
+    pub jti: Option<JtiClaim>,
+}
+
+/// Where the token stands.
+#[derive(Debug, Clone)]
+enum TokenState {
+    /// Its form passed; the signature and the claims wait for the verdict.
+    Pending(String),
+    /// Checked against the secret the verdict named.
+    Checked(Result<Verified, Denial>),
+}
+
 /// A request being checked.
 #[derive(Debug, Clone)]
 pub struct Checking {
@@ -39,31 +62,30 @@ pub struct Checking {
     pub key_hash: Digest32,
     /// Where the verdict stands.
     pub key: KeyState,
-    /// The `jti` to claim once everything else passed (replay protection).
-    pub jti: Option<JtiClaim>,
-    expected_body: Digest32,
+    token: TokenState,
     max_body_bytes: u64,
     hasher: BodyHasher,
     body_complete: bool,
 }
 
 impl Checking {
-    /// A request whose token signed `expected_body`.
-    pub fn new(
-        key_hash: Digest32,
-        key: KeyState,
-        jti: Option<JtiClaim>,
-        expected_body: Digest32,
-        max_body_bytes: u64,
-    ) -> Self {
+    /// A request carrying `token` (its form checked), its key not looked up yet.
+    pub fn new(key_hash: Digest32, token: String, max_body_bytes: u64) -> Self {
         Checking {
             key_hash,
-            key,
-            jti,
-            expected_body,
+            key: KeyState::Unasked,
+            token: TokenState::Pending(token),
             max_body_bytes,
             hasher: BodyHasher::new(),
             body_complete: false,
+        }
+    }
+
+    /// The `jti` claim of a verified token, taken once (by the admission).
+    pub fn take_jti(&mut self) -> Option<JtiClaim> {
+        match &mut self.token {
+            TokenState::Checked(Ok(verified)) => verified.jti.take(),
+            _ => None,
         }
     }
 
@@ -72,8 +94,17 @@ impl Checking {
         self.hasher.bytes()
     }
 
-    /// The verdict arrived.
-    pub fn key_known(&mut self, decision: KeyDecision) -> Next {
+    /// The verdict arrived: the token is checked with the secret it names
+    /// (`verify(token, key secret)`), once.
+    pub fn key_known(
+        &mut self,
+        decision: KeyDecision,
+        verify: impl FnOnce(&str, Option<&Secret>) -> Result<Verified, Denial>,
+    ) -> Next {
+        if let TokenState::Pending(token) = &self.token {
+            let checked = verify(token, decision.signing_secret.as_ref());
+            self.token = TokenState::Checked(checked);
+        }
         self.key = KeyState::Known(decision);
         self.next()
     }
@@ -109,23 +140,22 @@ impl Checking {
         self.next()
     }
 
-    /// What the verdict and the body so far call for.
+    /// What the token, the verdict and the body so far call for.
     pub fn next(&self) -> Next {
-        match self.key {
-            KeyState::Known(KeyDecision {
-                result: Err(denial),
-                ..
-            }) => Next::Deny(denial),
-            KeyState::Known(KeyDecision {
-                result: Ok(key_id), ..
-            }) if self.body_complete => {
-                if self.hasher.digest() == self.expected_body {
-                    Next::Admit(key_id)
-                } else {
-                    Next::Deny(Denial::BodyHashMismatch)
-                }
-            }
-            _ => Next::Hold,
+        let KeyState::Known(decision) = &self.key else {
+            return Next::Hold;
+        };
+        let verified = match &self.token {
+            TokenState::Checked(Ok(verified)) => verified,
+            TokenState::Checked(Err(denial)) => return Next::Deny(*denial),
+            // A verdict without a token check cannot pass.
+            TokenState::Pending(_) => return Next::Deny(Denial::AuthUnavailable),
+        };
+        match decision.result {
+            Err(denial) => Next::Deny(denial),
+            Ok(_) if !self.body_complete => Next::Hold,
+            Ok(key_id) if self.hasher.digest() == verified.expected_body => Next::Admit(key_id),
+            Ok(_) => Next::Deny(Denial::BodyHashMismatch),
         }
     }
 }

@@ -59,10 +59,7 @@ impl<H: StreamHost> Flow<H> {
         }
         let key_hash = checking.key_hash;
         let next = match self.verdict_from_reply(&key_hash, body_size) {
-            Ok(decision) => match &mut self.stage {
-                Stage::Checking(checking) => checking.key_known(decision),
-                _ => Next::Deny(Denial::AuthUnavailable),
-            },
+            Ok(decision) => self.key_known(decision),
             Err(denial) => Next::Deny(denial),
         };
         self.drive(next, Phase::Callout);

@@ -26,11 +26,12 @@ use crate::host::{Action, LogLevel, StreamHost};
 use crate::metering::{usage_record, Decision, Exchange};
 use crate::metrics::{Counter, Metrics};
 use crate::replay::{self, Claimed};
-use crate::token::RequestLine;
+use crate::token::{prepare_token, RequestLine};
 use crate::usage::Pushed;
+use crate::verdict::KeyDecision;
 use crate::worker::Worker;
 
-pub use checking::{Checking, KeyState, Next};
+pub use checking::{Checking, KeyState, Next, Verified};
 
 /// Where a request stands.
 // The checking state is the large one; it is not boxed because the whole
@@ -63,6 +64,9 @@ pub struct Flow<H: StreamHost> {
     metrics: Rc<Metrics>,
     stage: Stage,
     exchange: Exchange,
+    /// When the request headers arrived (seconds): the token's time claims
+    /// are judged at this instant, also when they are checked later.
+    headers_at_s: i64,
 }
 
 impl<H: StreamHost> Flow<H> {
@@ -75,6 +79,7 @@ impl<H: StreamHost> Flow<H> {
             metrics,
             stage: Stage::Started,
             exchange: Exchange::default(),
+            headers_at_s: 0,
         }
     }
 
@@ -137,38 +142,58 @@ impl<H: StreamHost> Flow<H> {
             }
         }
 
+        let admitted = match check_headers(&headers, &config.jwt, config.max_body_bytes) {
+            Ok(admitted) => admitted,
+            Err(denial) => return self.drive(Next::Deny(denial), Phase::Callback),
+        };
+        self.headers_at_s = i64::try_from(now / 1000).unwrap_or(i64::MAX);
+        self.stage = Stage::Checking(Checking::new(
+            admitted.key_hash,
+            admitted.token,
+            config.max_body_bytes,
+        ));
+        let next = match self.look_up_key(&worker, &admitted.key_hash, now) {
+            Ok(KeyState::Known(decision)) => self.key_known(decision),
+            Ok(awaiting) => match &mut self.stage {
+                Stage::Checking(checking) => {
+                    checking.key = awaiting;
+                    Next::Hold
+                }
+                _ => Next::Deny(Denial::AuthUnavailable),
+            },
+            Err(denial) => Next::Deny(denial),
+        };
+        let next = match (&mut self.stage, next) {
+            (Stage::Checking(checking), Next::Hold) if end_of_stream => checking.body_end(),
+            (_, next) => next,
+        };
+        self.drive(next, Phase::Callback)
+    }
+
+    /// The verdict is in: the token is verified with the secret it names
+    /// (the key's own, or the configuration's shared ones), then the
+    /// verdict and the body decide.
+    fn key_known(&mut self, decision: KeyDecision) -> Next {
+        let Some(worker) = self.worker.clone() else {
+            return Next::Deny(Denial::AuthUnavailable);
+        };
+        let config = &worker.config;
         let line = RequestLine {
             method: &self.exchange.method,
             path: &self.exchange.path,
         };
-        let now_s = i64::try_from(now / 1000).unwrap_or(i64::MAX);
-        let checked = check_headers(&headers, &line, &config.jwt, config.max_body_bytes, now_s)
-            .and_then(|admitted| {
-                let jti = replay::claim_for(&admitted.token, &config.jwt, &config.replay)?;
-                Ok((admitted, jti))
-            });
-        let (admitted, jti) = match checked {
-            Ok(checked) => checked,
-            Err(denial) => return self.drive(Next::Deny(denial), Phase::Callback),
+        let now_s = self.headers_at_s;
+        let Stage::Checking(checking) = &mut self.stage else {
+            return Next::Deny(Denial::AuthUnavailable);
         };
-        let key = match self.look_up_key(&worker, &admitted.key_hash, now) {
-            Ok(key) => key,
-            Err(denial) => return self.drive(Next::Deny(denial), Phase::Callback),
-        };
-        let mut checking = Checking::new(
-            admitted.key_hash,
-            key,
-            jti,
-            admitted.token.body_sha256,
-            config.max_body_bytes,
-        );
-        let next = if end_of_stream {
-            checking.body_end()
-        } else {
-            checking.next()
-        };
-        self.stage = Stage::Checking(checking);
-        self.drive(next, Phase::Callback)
+        checking.key_known(decision, |token, key_secret| {
+            let token =
+                prepare_token(token, &config.jwt)?.verify(key_secret, &config.jwt, &line, now_s)?;
+            Ok(Verified {
+                expected_body: token.body_sha256,
+                jti: replay::claim_for(&token, &config.jwt, &config.replay)?,
+            })
+        })
     }
 
     /// A body chunk arrived; the host holds `size` bytes in all.
@@ -292,7 +317,7 @@ impl<H: StreamHost> Flow<H> {
             return Err(Denial::AuthUnavailable);
         }
         let claim = match &mut self.stage {
-            Stage::Checking(checking) => checking.jti.take(),
+            Stage::Checking(checking) => checking.take_jti(),
             _ => None,
         };
         let Some(claim) = claim.map(|c| c.by_key(key_id)) else {

@@ -1,6 +1,8 @@
 //! The whole request flow through the fake host: what reaches the
 //! upstream, what is answered, what is cached, claimed and metered.
 
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use serde_json::json;
 use tollgate_wire::{key_hash, key_hash_hex, Outcome, VerifyRequest, INTERNAL_TOKEN_HEADER};
 
@@ -12,7 +14,7 @@ use crate::metering::Decision;
 use crate::replay::{
     encode_bucket, Entry, JtiClaim, ReplayPolicy, BUCKET_ENTRIES, KEY_SHARE, SHARED_FROM,
 };
-use crate::testkit::{sign, Gateway, Request, INTERNAL, KEY};
+use crate::testkit::{sign, sign_with, Gateway, Request, INTERNAL, KEY, SECRET};
 use tollgate_wire::KeyVerdict;
 
 const BODY: &[u8] = br#"{"text":"hi"}"#;
@@ -30,6 +32,7 @@ fn entry(verdict: KeyVerdict, key_id: Option<i64>, fetched_at_ms: u64) -> CacheE
         key_id,
         expires_at_s: None,
         fetched_at_ms,
+        signing_secret: None,
     }
 }
 
@@ -313,7 +316,7 @@ fn a_callout_that_cannot_be_sent_falls_back_like_a_failed_one() {
     assert!(!r.awaiting());
     r.body(BODY, true);
     assert!(r.allowed(), "stale verdict");
-    let other = gw.request("tg_other", BODY, &[]);
+    let other = gw.request("legacy-other-key", BODY, &[]);
     let mut other = other;
     other.flow.on_request_headers(false);
     assert_eq!(other.code(), "auth_unavailable");
@@ -324,7 +327,7 @@ fn an_unknown_key_in_the_same_slot_cannot_evict_a_cached_good_key() {
     // One slot: every key collides, the worst an attacker could arrange.
     let gw = Gateway::with(json!({"key_cache": {"slots": 1}}));
     gw.pass(KEY, 4);
-    let mut unknown = gw.request("tg_unknown", BODY, &[]);
+    let mut unknown = gw.request("legacy-unknown-key", BODY, &[]);
     unknown.flow.on_request_headers(false);
     unknown.answer(Some("200"), r#"{"verdict":"not_found"}"#);
     assert_eq!(unknown.code(), "invalid_api_key");
@@ -468,12 +471,78 @@ fn header_denials_answer_the_contract_error_without_a_callout() {
     let body: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
     assert_eq!(body["request_id"], bare.flow.exchange().request_id.as_str());
 
+    // What needs no secret is refused at once: here an alg outside the policy.
+    let mut unsigned = gw.request_with_token(KEY, "eyJhbGciOiJub25lIn0.e30.", &[]);
+    unsigned.flow.on_request_headers(false);
+    assert_eq!(unsigned.code(), "unsupported_algorithm");
+    assert!(gw.verify_calls().is_empty());
+    unsigned.flow.on_log();
+    assert!(gw.buffered().is_empty(), "no key verdict, no usage record");
+}
+
+const OWN_SECRET: &str = "tgs_9f8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c5b4a39281706f5e4d3c2b1a0";
+
+/// Sends a request signed with `secret`; answers its verification call (if
+/// any) with an active key 5 that has its own secret.
+fn with_own_secret(gw: &Gateway, secret: &str) -> Request {
+    let mut r = gw.request_with_token(KEY, &sign_with(secret, &gw.claims(BODY)), &[]);
+    r.flow.on_request_headers(false);
+    r.body(BODY, true);
+    if r.awaiting() {
+        r.answer(
+            Some("200"),
+            &format!(r#"{{"verdict":"active","key_id":5,"signing_secret":"{OWN_SECRET}"}}"#),
+        );
+    }
+    r
+}
+
+#[test]
+fn a_key_with_its_own_secret_takes_only_tokens_signed_with_it() {
+    let gw = Gateway::new();
+    assert!(with_own_secret(&gw, OWN_SECRET).allowed(), "uncached");
+    assert_eq!(gw.verify_calls().len(), 1);
+    // The verdict and its secret are cached: no second call.
+    assert!(with_own_secret(&gw, OWN_SECRET).allowed(), "cached");
+    let shared = with_own_secret(&gw, SECRET);
+    assert_eq!(
+        shared.code(),
+        "invalid_signature",
+        "the shared secret is refused"
+    );
+    assert_eq!(gw.verify_calls().len(), 1);
+    // The same holds when the refusal comes with the verification call.
+    let fresh = Gateway::new();
+    assert_eq!(with_own_secret(&fresh, SECRET).code(), "invalid_signature");
+    // A kid naming a shared secret changes nothing for such a key.
+    let kid = Gateway::with(json!({"jwt": {"kid_secrets": {"k1": {"text": SECRET}}}}));
+    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","kid":"k1"}"#);
+    let token = sign(&kid.claims(BODY));
+    let (_, rest) = token.split_once('.').unwrap();
+    let relabelled = format!("{header}.{rest}");
+    let mut r = kid.request_with_token(KEY, &relabelled, &[]);
+    r.flow.on_request_headers(false);
+    r.body(BODY, true);
+    r.answer(
+        Some("200"),
+        &format!(r#"{{"verdict":"active","key_id":5,"signing_secret":"{OWN_SECRET}"}}"#),
+    );
+    assert_eq!(r.code(), "invalid_signature");
+    let logs = kid.world.logs(LogLevel::Info);
+    assert!(!logs.iter().any(|l| l.contains(OWN_SECRET)), "{logs:?}");
+}
+
+/// The signature waits for the verdict, which names the secret; a forged
+/// token is then refused before the verdict's own answer counts.
+#[test]
+fn a_forged_signature_is_refused_once_the_verdict_names_the_secret() {
+    let gw = Gateway::new();
     let mut forged = gw.request_with_token(KEY, &format!("{}x", sign(&gw.claims(BODY))), &[]);
     forged.flow.on_request_headers(false);
-    assert_eq!(forged.code(), "invalid_signature");
-    assert!(gw.verify_calls().is_empty());
-    forged.flow.on_log();
-    assert!(gw.buffered().is_empty(), "no key verdict, no usage record");
+    assert!(forged.awaiting());
+    forged.answer(Some("200"), r#"{"verdict":"revoked","key_id":3}"#);
+    assert_eq!(forged.code(), "invalid_signature", "the token comes first");
+    assert_eq!(gw.verify_calls().len(), 1);
 }
 
 #[test]
