@@ -237,6 +237,34 @@ def test_hostile_input(gateway: Gateway, key: str, case: dict):
         assert headers.get("www-authenticate", "").startswith("Bearer"), headers
 
 
+def verify_calls(gw: Gateway) -> int:
+    """Key verifications the sidecar has answered (its own metric)."""
+    status, body = http_get(f"{gw.stack.sidecar_url}/metrics")
+    assert status == 200, body
+    for line in body.decode().splitlines():
+        if line.startswith("tollgate_key_verify_duration_seconds_count "):
+            return int(float(line.split()[1]))
+    raise AssertionError("the sidecar's /metrics has no key verification count")
+
+
+IMPOSSIBLE_KEYS = [c for c in CASES if c["name"].startswith("key_") and
+                   c["expect"]["code"] == "invalid_api_key"]
+
+
+def test_keys_that_cannot_be_registered_cost_no_sidecar_call(gateway: Gateway):
+    """Malformed keys, and keys of a length or alphabet no minted or
+    imported key has, are refused by the filter alone."""
+    assert len(IMPOSSIBLE_KEYS) >= 8
+    before = verify_calls(gateway)
+    for case in IMPOSSIBLE_KEYS:
+        reply = send(gateway.stack.config.envoy_port, build_request(case, gateway, "unused"),
+                     "POST", False)
+        assert reply is not None and reply[0] == 401, (case["name"], reply)
+    # A well-formed unknown key does ask, so the count can move.
+    assert gateway.post(DEFAULT_BODY, UNKNOWN_KEY.replace("0", "9")).status_code == 401
+    assert verify_calls(gateway) == before + 1
+
+
 def test_no_wasm_failure_after_the_corpus(gateway: Gateway):
     assert gateway.stack.envoy.alive()
     failures = [line for line in gateway.stack.envoy.log_text().splitlines()

@@ -2,8 +2,8 @@
 one request through within the token's lifetime, across every Envoy worker
 of the instance (the stacks run `--concurrency 2`), including two copies
 racing on separate connections; a token without a usable `jti` is refused;
-the store is bounded, refuses with 503 rather than forget a live claim, and
-reuses an entry once its token has expired."""
+the store is bounded, shared fairly between keys, refuses with 503 rather
+than forget a live claim, and reuses an entry once its token has expired."""
 
 from __future__ import annotations
 
@@ -138,6 +138,30 @@ def test_two_copies_racing_on_two_connections_let_exactly_one_through(
     assert all(after[w] > before.get(w, 0) for w in after), (before, after)
 
 
+def test_one_key_cannot_fill_the_replay_store_for_another(tmp_path_factory):
+    """With 64 slots, one key's flood once filled the store and every other
+    key got 503. Now the flooding key stops at half of each bucket (429
+    too_many_live_tokens), and another key still gets its share."""
+    gw = replay_stack(tmp_path_factory, "stack-replay-fair", replay_slots=64)
+    try:
+        flooder = gw.new_key("replay-flooder")["key"]
+        other = gw.new_key("replay-other")["key"]
+        answers = [gw.post(BODY, flooder, gw.token(BODY, jti=fresh_jti())) for _ in range(64)]
+        passed = [a for a in answers if a.status_code == 200]
+        refused = [a for a in answers if a.status_code != 200]
+        assert len(passed) == 32, "the flooder holds exactly half of each of the two buckets"
+        for resp in refused:
+            assert_error(resp, 429, "too_many_live_tokens")
+        # A share of 8 per bucket is left for each other key: 8 requests
+        # always fit, however they fall into the two buckets.
+        for _ in range(8):
+            resp = gw.post(BODY, other, gw.token(BODY, jti=fresh_jti()))
+            assert resp.status_code == 200, resp.text
+        assert gw.stack.envoy_stats().get("wasmcustom.tollgate_replay_store_full", 0) == 0
+    finally:
+        stop_stack(gw.stack)
+
+
 def worker_connections(gw: Gateway) -> dict:
     """Connections each Envoy worker accepted on the gateway listener."""
     return {name.split(".")[-2]: value for name, value in gw.stack.envoy_stats().items()
@@ -147,18 +171,25 @@ def worker_connections(gw: Gateway) -> dict:
 
 def test_the_store_is_bounded_and_reuses_expired_entries(small_store_gateway: Gateway):
     gw = small_store_gateway
-    key = gw.new_key("replay-small")["key"]
+    keys = [gw.new_key(f"replay-small-{i}")["key"] for i in range(4)]
     ttl = 5
     skew = 1
-    tokens = [gw.token(BODY, ttl=ttl, jti=fresh_jti()) for _ in range(32)]
+    # The one bucket (32 entries) fills: 16 from the first key (half the
+    # bucket), then a share of 8 from each of two more keys.
+    tokens = {}
+    for key, count in zip(keys, (16, 8, 8)):
+        tokens[key] = [gw.token(BODY, ttl=ttl, jti=fresh_jti()) for _ in range(count)]
+        for token in tokens[key]:
+            resp = gw.post(BODY, key, token)
+            assert resp.status_code == 200, resp.text
     last_exp = int(time.time()) + ttl
-    for token in tokens:
-        resp = gw.post(BODY, key, token)
-        assert resp.status_code == 200, resp.text
-    # Every entry is live: a new jti is refused, not let through by evicting one.
-    assert_error(gw.post(BODY, key, gw.token(BODY, ttl=ttl, jti=fresh_jti())),
-                 503, "auth_unavailable")
+    # Every entry is live: a fourth key's new jti is refused, not let
+    # through by evicting one.
+    assert_error(gw.post(BODY, keys[3], gw.token(BODY, ttl=ttl, jti=fresh_jti())),
+                 503, "replay_store_full")
     assert gw.stack.envoy_stats().get("wasmcustom.tollgate_replay_store_full", 0) >= 1
+    tokens = tokens[keys[0]]
+    key = keys[0]
     # A full store still knows its own entries.
     assert_error(gw.post(BODY, key, tokens[0]), 401, "replayed_token")
 
