@@ -3,7 +3,7 @@
 //! drains at the sidecar's pace), backoff after a failure, and a last drain
 //! at shutdown. The buffer's own bookkeeping is `usage::UsageBuffer`.
 
-use tollgate_wire::USAGE_PATH;
+use tollgate_wire::{refused_record, ErrorBody, USAGE_PATH};
 
 use crate::host::{Host, LogLevel};
 use crate::metrics::{Counter, Metrics};
@@ -15,8 +15,18 @@ use crate::worker::Worker;
 pub struct Answered {
     /// The sidecar stored the batch.
     pub acknowledged: bool,
+    /// The sidecar refused one record of it, which was dropped; the rest
+    /// waits to be sent again at once.
+    pub refused: bool,
     /// A full batch or more is still waiting.
     pub backlog: bool,
+}
+
+impl Answered {
+    /// Whether the next batch should go now rather than on a tick.
+    pub fn send_more(&self) -> bool {
+        self.backlog && (self.acknowledged || self.refused)
+    }
 }
 
 /// Sends the next batch when the buffer is ready (`last`: at shutdown,
@@ -61,13 +71,24 @@ pub fn flush(host: &impl Host, worker: &Worker, metrics: &Metrics, last: bool, n
     }
 }
 
-/// Takes the answer to the call `token`; `None` when it is not the flush in
-/// flight (another call, or one already given up on).
+/// Largest refusal body the flusher reads.
+const MAX_REFUSAL_BYTES: usize = 4096;
+
+/// Takes the answer to the call `token` (`body_size` bytes of body); `None`
+/// when it is not the flush in flight (another call, or one already given
+/// up on).
+///
+/// A 400 that names one record (`[i].field`, see `wire::record_field`)
+/// means the sidecar will never store that record: it is dropped, counted
+/// and logged, and the rest of the batch is resent at once, so one
+/// impossible record cannot hold back a worker's whole ledger. Any other
+/// failure keeps the batch for a retry with backoff.
 pub fn answered(
     host: &impl Host,
     worker: &Worker,
     metrics: &Metrics,
     token: u32,
+    body_size: usize,
     now: u64,
 ) -> Option<Answered> {
     let mut usage = worker.usage.try_borrow_mut().ok()?;
@@ -75,6 +96,26 @@ pub fn answered(
         return None;
     }
     let status = host.callout_status();
+    if status.as_deref() == Some(b"400".as_slice()) {
+        if let Some((index, why)) = refusal(host, body_size) {
+            if let Some(record) = usage.refuse_record(index, now) {
+                metrics.inc(host, Counter::UsageRecordsRefused);
+                metrics.buffered(host, -1);
+                host.log(
+                    LogLevel::Error,
+                    &format!(
+                        "the sidecar refused usage record {} (key {}): {why}; dropped it",
+                        record.request_id, record.api_key_id
+                    ),
+                );
+                return Some(Answered {
+                    acknowledged: false,
+                    refused: true,
+                    backlog: !usage.is_empty(),
+                });
+            }
+        }
+    }
     let ok = status.as_deref() == Some(b"200".as_slice());
     let sent = usage.finish_flush(ok, now);
     if ok {
@@ -95,8 +136,19 @@ pub fn answered(
     }
     Some(Answered {
         acknowledged: ok,
+        refused: false,
         backlog: usage.len() >= worker.config.usage.max_batch,
     })
+}
+
+/// The record a 400 names, and its message.
+fn refusal(host: &impl Host, body_size: usize) -> Option<(usize, String)> {
+    if body_size == 0 || body_size > MAX_REFUSAL_BYTES {
+        return None;
+    }
+    let body: ErrorBody = serde_json::from_slice(&host.callout_body(body_size)?).ok()?;
+    let index = refused_record(body.error.field.as_deref()?)?;
+    Some((index, body.error.message))
 }
 
 /// Fails a flush whose answer is overdue (counted as a failure).

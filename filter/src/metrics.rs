@@ -28,6 +28,9 @@ pub enum Counter {
     UsageRecordsDropped,
     /// Usage flushes that failed and will be retried.
     UsageFlushFailures,
+    /// Usage records the sidecar refused as impossible (a 400 naming the
+    /// record): dropped, since no retry can store them.
+    UsageRecordsRefused,
     /// `jti` claims refused because their replay-store bucket was full of
     /// live entries (answered 503: the store is too small for the load).
     ReplayStoreFull,
@@ -37,7 +40,7 @@ pub enum Counter {
 
 impl Counter {
     /// Every counter, in definition order.
-    pub const ALL: [Counter; 10] = [
+    pub const ALL: [Counter; 11] = [
         Counter::RequestsAllowed,
         Counter::KeyCacheHit,
         Counter::KeyCacheMiss,
@@ -46,6 +49,7 @@ impl Counter {
         Counter::UsageRecordsSent,
         Counter::UsageRecordsDropped,
         Counter::UsageFlushFailures,
+        Counter::UsageRecordsRefused,
         Counter::ReplayStoreFull,
         Counter::ReplayCasRetries,
     ];
@@ -61,6 +65,7 @@ impl Counter {
             Counter::UsageRecordsSent => "tollgate_usage_records_sent",
             Counter::UsageRecordsDropped => "tollgate_usage_records_dropped",
             Counter::UsageFlushFailures => "tollgate_usage_flush_failures",
+            Counter::UsageRecordsRefused => "tollgate_usage_records_refused",
             Counter::ReplayStoreFull => "tollgate_replay_store_full",
             Counter::ReplayCasRetries => "tollgate_replay_cas_retries",
         }

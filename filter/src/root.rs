@@ -122,23 +122,27 @@ impl<H: RootHost> Root<H> {
         flusher::flush(&self.host, worker, &metrics, false, now);
     }
 
-    /// A callout of the root answered (a usage flush).
-    pub fn on_callout_reply(&mut self, token: u32) {
+    /// A callout of the root answered (a usage flush) with `body_size`
+    /// bytes of body.
+    pub fn on_callout_reply(&mut self, token: u32, body_size: usize) {
         let metrics = self.metrics();
         let Some(worker) = self.worker.clone() else {
             return;
         };
         let now = self.host.now_ms().unwrap_or(0);
-        let Some(answer) = flusher::answered(&self.host, &worker, &metrics, token, now) else {
+        let Some(answer) = flusher::answered(&self.host, &worker, &metrics, token, body_size, now)
+        else {
             return;
         };
         if self.shutting_down {
-            if !(answer.acknowledged && flusher::flush(&self.host, &worker, &metrics, true, now)) {
+            let answered = answer.acknowledged || answer.refused;
+            if !(answered && flusher::flush(&self.host, &worker, &metrics, true, now)) {
                 flusher::give_up(&self.host, &worker, &metrics);
                 self.host.done();
             }
-        } else if answer.acknowledged && answer.backlog {
-            // A backlog drains at the sidecar's pace, not one batch per tick.
+        } else if answer.send_more() {
+            // A backlog (or what is left after a refused record) drains at
+            // the sidecar's pace, not one batch per tick.
             flusher::flush(&self.host, &worker, &metrics, false, now);
         }
     }

@@ -200,6 +200,22 @@ impl UsageBuffer {
         }
     }
 
+    /// Ends the flush in flight whose record `index` the sidecar refused
+    /// as impossible (a 400 naming it): that record is removed and
+    /// returned, the others stay for an immediate resend. A refusal is an
+    /// answer, not a failure, so it does not back off. `None` (and the
+    /// flush ends as failed) when `index` is not in the batch.
+    pub fn refuse_record(&mut self, index: usize, now_ms: u64) -> Option<UsageRecord> {
+        let flight = self.in_flight?;
+        if index >= flight.count.min(self.records.len()) {
+            self.finish_flush(false, now_ms);
+            return None;
+        }
+        self.in_flight = None;
+        self.next_attempt_ms = now_ms;
+        self.records.remove(index)
+    }
+
     /// Fails a flush whose answer is overdue; true when one was.
     pub fn expire_overdue(&mut self, now_ms: u64) -> bool {
         let limit = self.policy.timeout_ms.saturating_add(IN_FLIGHT_GRACE_MS);
@@ -254,6 +270,28 @@ mod tests {
     fn ids(batch: &Batch) -> Vec<String> {
         let records: Vec<UsageRecord> = serde_json::from_slice(&batch.body).unwrap();
         records.into_iter().map(|r| r.request_id).collect()
+    }
+
+    #[test]
+    fn a_refused_record_goes_and_the_rest_is_resent_at_once() {
+        let mut buf = UsageBuffer::new(policy());
+        for n in 0..4 {
+            buf.push(record(n));
+        }
+        let batch = buf.begin_flush(0).unwrap();
+        assert_eq!(batch.count, 3);
+        assert_eq!(
+            buf.refuse_record(1, 10).map(|r| r.request_id),
+            Some(format!("{:032x}", 1))
+        );
+        assert!(!buf.in_flight());
+        assert_eq!(buf.failures(), 0);
+        let again = buf.begin_flush(10).expect("resent without backoff");
+        assert_eq!(ids(&again), [0, 2, 3].map(|n| format!("{n:032x}")));
+        // An index outside the batch cannot be acted on: a plain failure.
+        assert_eq!(buf.refuse_record(7, 20), None);
+        assert_eq!(buf.failures(), 1);
+        assert_eq!(buf.len(), 3);
     }
 
     #[test]

@@ -174,8 +174,8 @@ fn action(action: Action) -> types::Action {
 struct WasmRoot(Root<Wasm>);
 
 impl Context for WasmRoot {
-    fn on_http_call_response(&mut self, token: u32, _: usize, _: usize, _: usize) {
-        self.0.on_callout_reply(token);
+    fn on_http_call_response(&mut self, token: u32, _: usize, body_size: usize, _: usize) {
+        self.0.on_callout_reply(token, body_size);
     }
 
     fn on_done(&mut self) -> bool {

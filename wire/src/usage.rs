@@ -49,6 +49,23 @@ pub struct UsageRecord {
     pub timestamp_ms: u64,
 }
 
+/// How a refusal names the field at fault in record `index` of a batch:
+/// `[3].request_bytes`. The sidecar writes it in the 400's `field`; the
+/// filter reads the index back ([`refused_record`]) to drop only that record.
+pub fn record_field(index: usize, field: &str) -> String {
+    format!("[{index}].{field}")
+}
+
+/// The record index a [`record_field`] path names, if it is one.
+pub fn refused_record(path: &str) -> Option<usize> {
+    let rest = path.strip_prefix('[')?;
+    let (index, rest) = rest.split_once(']')?;
+    if !rest.starts_with('.') || index.is_empty() || !index.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    index.parse().ok()
+}
+
 /// Why a [`UsageRecord`] is not acceptable: names the field at fault.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldError {
@@ -146,6 +163,16 @@ mod tests {
             response_bytes: 88,
             duration_ms: 3,
             timestamp_ms: 1_764_000_000_000,
+        }
+    }
+
+    #[test]
+    fn a_refusal_names_its_record() {
+        assert_eq!(record_field(3, "request_bytes"), "[3].request_bytes");
+        assert_eq!(refused_record(&record_field(3, "request_bytes")), Some(3));
+        assert_eq!(refused_record("[0].api_key_id"), Some(0));
+        for other in ["", "[]", "[x].a", "[1]", "[1]a", "3.a", "[-1].a", "records"] {
+            assert_eq!(refused_record(other), None, "{other}");
         }
     }
 

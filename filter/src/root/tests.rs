@@ -30,8 +30,12 @@ fn with_records(overrides: serde_json::Value, n: usize) -> Gateway {
 }
 
 fn answer(gw: &mut Gateway, call: &Sent, status: Option<&str>) {
-    gw.world.answer(status, b"{}");
-    gw.root.on_callout_reply(call.token);
+    answer_with(gw, call, status, b"{}");
+}
+
+fn answer_with(gw: &mut Gateway, call: &Sent, status: Option<&str>, body: &[u8]) {
+    let size = gw.world.answer(status, body);
+    gw.root.on_callout_reply(call.token, size);
 }
 
 #[test]
@@ -116,6 +120,46 @@ fn a_failed_flush_keeps_its_records_and_backs_off() {
         records_of(&first),
         "retried in order"
     );
+}
+
+/// One impossible record (the sidecar's 400 names it) is dropped, counted
+/// and logged; the rest of the batch goes again at once, without backoff.
+#[test]
+fn a_record_the_sidecar_refuses_is_dropped_and_the_rest_resent_at_once() {
+    let mut gw = with_records(json!({}), 3);
+    gw.root.on_tick();
+    let first = flushes(&gw.world)[0].clone();
+    let sent = records_of(&first);
+    let refusal = br#"{"error":{"code":"invalid_request","message":"record 1: timestamp_ms is too far from now","field":"[1].timestamp_ms"}}"#;
+    answer_with(&mut gw, &first, Some("400"), refusal);
+    assert_eq!(gw.world.metric("tollgate_usage_records_refused"), 1);
+    assert_eq!(gw.world.metric("tollgate_usage_flush_failures"), 0);
+    assert_eq!(gw.world.metric("tollgate_usage_records_buffered"), 2);
+    let calls = flushes(&gw.world);
+    assert_eq!(calls.len(), 2, "resent without waiting");
+    assert_eq!(
+        records_of(&calls[1]),
+        vec![sent[0].clone(), sent[2].clone()]
+    );
+    let logged = gw.world.logs(LogLevel::Error).join("\n");
+    assert!(
+        logged.contains(&sent[1].request_id) && logged.contains("timestamp_ms"),
+        "{logged}"
+    );
+    answer(&mut gw, &calls[1].clone(), Some("200"));
+    assert!(gw.buffered().is_empty());
+    // A 400 that names no record is an ordinary failure: kept, backed off.
+    let mut gw = with_records(json!({}), 2);
+    gw.root.on_tick();
+    let call = flushes(&gw.world)[0].clone();
+    answer_with(
+        &mut gw,
+        &call,
+        Some("400"),
+        br#"{"error":{"code":"invalid_request","message":"no"}}"#,
+    );
+    assert_eq!(gw.buffered().len(), 2);
+    assert_eq!(gw.world.metric("tollgate_usage_flush_failures"), 1);
 }
 
 #[test]
