@@ -162,6 +162,16 @@ def test_one_key_cannot_fill_the_replay_store_for_another(tmp_path_factory):
         stop_stack(gw.stack)
 
 
+def test_a_request_without_a_route_does_not_use_its_jti_up(replay_gateway: Gateway, key: str):
+    """A jti once used up by a 404 (no route) cost the AI service nothing
+    and filled the store; now Envoy's own 404 gives the claim back."""
+    gw = replay_gateway
+    token = gw.token(BODY, jti=fresh_jti())
+    assert_error(gw.post(BODY, key, token, path="/no-such-route"), 404, "not_found")
+    assert gw.post(BODY, key, token).status_code == 200
+    assert_error(gw.post(BODY, key, token), 401, "replayed_token")
+
+
 def worker_connections(gw: Gateway) -> dict:
     """Connections each Envoy worker accepted on the gateway listener."""
     return {name.split(".")[-2]: value for name, value in gw.stack.envoy_stats().items()

@@ -247,6 +247,7 @@ struct Stream {
     request_headers: RefCell<Vec<(String, Vec<u8>)>>,
     body: RefCell<Vec<u8>>,
     response_headers: RefCell<Vec<(String, Vec<u8>)>>,
+    code_details: RefCell<Option<String>>,
     reply: RefCell<Option<Reply>>,
     resumed: Cell<u32>,
     reset: Cell<bool>,
@@ -270,6 +271,11 @@ impl FakeHost {
         let mut body = self.stream.body.borrow_mut();
         body.extend_from_slice(chunk);
         body.len()
+    }
+
+    /// Sets why the host answered (`response.code_details`).
+    pub fn set_code_details(&self, details: &str) {
+        *self.stream.code_details.borrow_mut() = Some(details.to_string());
     }
 
     /// Sets a response header.
@@ -443,6 +449,10 @@ impl StreamHost for FakeHost {
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.clone())
+    }
+
+    fn response_code_details(&self) -> Option<String> {
+        self.stream.code_details.borrow().clone()
     }
 
     fn send_reply(

@@ -288,6 +288,31 @@ pub fn claim(host: &impl Host, claim: &JtiClaim, now_s: i64) -> (Claimed, u32) {
     (claimed, update.retries)
 }
 
+/// Host answers that never reached an upstream, for which a claim is given
+/// back: the route did not exist, so Envoy answered 404 itself.
+pub const UNROUTED_DETAILS: [&str; 1] = ["route_not_found"];
+
+/// Gives `claim` back (its request was let through but never reached an
+/// upstream: [`UNROUTED_DETAILS`]), so a request to a path without a route
+/// does not use its `jti` up. Only this key's entry for this `jti` is
+/// removed; a bucket that cannot be read is left alone. Returns whether
+/// the entry was removed.
+pub fn release(host: &impl Host, claim: &JtiClaim) -> bool {
+    let update = shared_table::update(host, &claim.bucket_key, MAX_CLAIM_ATTEMPTS, |current| {
+        let Some(entries) = current.and_then(decode_bucket) else {
+            return Change::Stop(());
+        };
+        let before = entries.len();
+        let kept: Vec<Entry> = entries.into_iter().filter(|e| *e != claim.entry).collect();
+        if kept.len() == before {
+            Change::Stop(())
+        } else {
+            Change::Write(encode_bucket(&kept))
+        }
+    });
+    update.result == Updated::Written
+}
+
 /// The binary form of a bucket: version, count, then each entry.
 /// At most [`BUCKET_ENTRIES`] entries are written.
 pub fn encode_bucket(entries: &[Entry]) -> Vec<u8> {

@@ -128,6 +128,11 @@ impl StreamHost for Wasm {
             .flatten()
     }
 
+    fn response_code_details(&self) -> Option<String> {
+        let bytes = hostcalls::get_property(vec!["response", "code_details"]).ok()??;
+        String::from_utf8(bytes).ok()
+    }
+
     fn send_reply(
         &self,
         status: u16,

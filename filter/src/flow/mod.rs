@@ -25,7 +25,7 @@ use crate::headers::{check_headers, header_value, STRIPPED_HEADERS};
 use crate::host::{Action, LogLevel, StreamHost};
 use crate::metering::{usage_record, Decision, Exchange};
 use crate::metrics::{Counter, Metrics};
-use crate::replay::{self, Claimed};
+use crate::replay::{self, Claimed, JtiClaim};
 use crate::token::{prepare_token, RequestLine};
 use crate::usage::Pushed;
 use crate::verdict::KeyDecision;
@@ -67,6 +67,9 @@ pub struct Flow<H: StreamHost> {
     /// When the request headers arrived (seconds): the token's time claims
     /// are judged at this instant, also when they are checked later.
     headers_at_s: i64,
+    /// The `jti` this request claimed, until its response shows whether it
+    /// reached an upstream (if it did not, the claim is given back).
+    claimed: Option<JtiClaim>,
 }
 
 impl<H: StreamHost> Flow<H> {
@@ -80,6 +83,7 @@ impl<H: StreamHost> Flow<H> {
             stage: Stage::Started,
             exchange: Exchange::default(),
             headers_at_s: 0,
+            claimed: None,
         }
     }
 
@@ -220,12 +224,20 @@ impl<H: StreamHost> Flow<H> {
         self.drive(next, Phase::Callback)
     }
 
-    /// Response headers: the status, for metering.
+    /// Response headers: the status, for metering. A request that claimed
+    /// a `jti` but that Envoy answered itself for want of a route gives the
+    /// claim back: it never reached an upstream.
     pub fn on_response_headers(&mut self) -> Action {
         self.exchange.response_status = self
             .host
             .response_header(":status")
             .and_then(|s| std::str::from_utf8(&s).ok()?.parse().ok());
+        if let Some(claim) = self.claimed.take() {
+            let details = self.host.response_code_details();
+            if details.is_some_and(|d| replay::UNROUTED_DETAILS.contains(&d.as_str())) {
+                replay::release(&self.host, &claim);
+            }
+        }
         Action::Continue
     }
 
@@ -333,7 +345,10 @@ impl<H: StreamHost> Flow<H> {
             .add(&self.host, Counter::ReplayCasRetries, u64::from(retries));
         let bucket = &claim.bucket_key;
         match claimed {
-            Claimed::Recorded => Ok(()),
+            Claimed::Recorded => {
+                self.claimed = Some(claim);
+                Ok(())
+            }
             Claimed::Replayed => Err(Denial::ReplayedToken),
             Claimed::Full => {
                 self.metrics.inc(&self.host, Counter::ReplayStoreFull);

@@ -649,6 +649,26 @@ fn a_claim_that_loses_the_race_to_the_same_jti_is_a_replay() {
     assert_eq!(r.code(), "replayed_token");
 }
 
+/// A request Envoy answers itself for want of a route never reached an
+/// upstream: its `jti` is given back. Any other answer keeps it used up.
+#[test]
+fn a_request_without_a_route_does_not_use_its_jti_up() {
+    let world = FakeWorld::new();
+    let gw = replay_gateway(world.clone());
+    for (details, again) in [("route_not_found", true), ("via_upstream", false)] {
+        let jti = format!("jti-{details}");
+        let mut r = send(with_jti(&gw, &jti, BODY), BODY);
+        assert!(r.allowed());
+        r.host.set_code_details(details);
+        r.respond("404", 0);
+        let second = send(with_jti(&gw, &jti, BODY), BODY);
+        assert_eq!(second.allowed(), again, "{details}: {}", second.code());
+        if !again {
+            assert_eq!(second.code(), "replayed_token");
+        }
+    }
+}
+
 #[test]
 fn endless_contention_on_the_replay_store_fails_closed() {
     let world = FakeWorld::new();
