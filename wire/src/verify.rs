@@ -81,7 +81,10 @@ impl std::fmt::Debug for VerifyReply {
             .field("expires_at", &self.expires_at)
             .field(
                 "signing_secret",
-                &self.signing_secret.as_ref().map(|s| format!("<{} bytes>", s.len())),
+                &self
+                    .signing_secret
+                    .as_ref()
+                    .map(|s| format!("<{} bytes>", s.len())),
             )
             .finish()
     }
