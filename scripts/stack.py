@@ -141,6 +141,9 @@ class StackConfig:
     jwt_secret: str = ""
     internal_token: str = ""
     admin_token: str = ""
+    #: The sidecar's TOLLGATE_MASTER_KEY (64 hex digits), which seals the keys'
+    #: own signing secrets; empty: none (``keys create --signing-secret`` fails).
+    master_key: str = ""
     filter_overrides: dict = dataclasses.field(default_factory=dict)
     max_body_bytes: int = 1024 * 1024
     envoy_concurrency: int = 2
@@ -161,6 +164,7 @@ class StackConfig:
             jwt_secret=secrets.token_urlsafe(32),
             internal_token=secrets.token_urlsafe(32),
             admin_token=secrets.token_urlsafe(32),
+            master_key=new_master_key(),
             **kwargs,
         )
 
@@ -179,6 +183,7 @@ class Stack:
             "TOLLGATE_LISTEN": f"127.0.0.1:{c.sidecar_port}",
             "TOLLGATE_INTERNAL_TOKEN": c.internal_token,
             "TOLLGATE_ADMIN_TOKEN": c.admin_token,
+            "TOLLGATE_MASTER_KEY": c.master_key,
             "DATABASE_URL": self.database_url,
             "RUST_LOG": os.environ.get("RUST_LOG", "info"),
         }
@@ -391,7 +396,8 @@ class Stack:
         return result
 
     def create_key(self, name: str, *extra: str) -> dict:
-        """A new API key as ``keys create --json`` prints it (plaintext in ``key``)."""
+        """A new API key as ``keys create --json`` prints it (plaintext in ``key``;
+        with ``"--signing-secret"`` in ``extra``, its own HMAC secret in ``signing_secret``)."""
         return json.loads(self.cli("keys", "create", "--name", name, "--json", *extra).stdout)
 
     def envoy_stats(self) -> dict:
@@ -412,8 +418,18 @@ def mint_token(secret: str, body: bytes, ttl: int = 60, **claims) -> str:
     return jwt.encode(payload, secret, algorithm="HS256")
 
 
+def new_master_key() -> str:
+    """A fresh TOLLGATE_MASTER_KEY: 32 random bytes as 64 hex digits."""
+    return secrets.token_hex(32)
+
+
 def _load_or_make_secrets(state_dir: Path) -> dict:
-    """Secrets from the environment, else from (or new in) .tollgate/secrets.env."""
+    """Secrets from the environment, else from (or new in) .tollgate/secrets.env.
+
+    The master key is kept with the others: the database under .tollgate/
+    outlives a run, and the signing secrets in it open only with the master
+    key that sealed them.
+    """
     path = state_dir / "secrets.env"
     stored: dict = {}
     if path.exists():
@@ -421,8 +437,13 @@ def _load_or_make_secrets(state_dir: Path) -> dict:
             name, sep, value = line.partition("=")
             if sep:
                 stored[name.removeprefix("export ").strip()] = value.strip()
-    names = ("TOLLGATE_JWT_SECRET", "TOLLGATE_ADMIN_TOKEN", "TOLLGATE_INTERNAL_TOKEN")
-    values = {n: os.environ.get(n) or stored.get(n) or secrets.token_urlsafe(32) for n in names}
+    makers = {
+        "TOLLGATE_JWT_SECRET": lambda: secrets.token_urlsafe(32),
+        "TOLLGATE_ADMIN_TOKEN": lambda: secrets.token_urlsafe(32),
+        "TOLLGATE_INTERNAL_TOKEN": lambda: secrets.token_urlsafe(32),
+        "TOLLGATE_MASTER_KEY": new_master_key,
+    }
+    values = {n: os.environ.get(n) or stored.get(n) or make() for n, make in makers.items()}
     state_dir.mkdir(parents=True, exist_ok=True)
     path.touch(mode=0o600)
     path.write_text("".join(f"export {n}={v}\n" for n, v in values.items()))
@@ -443,6 +464,7 @@ def run() -> int:
         jwt_secret=values["TOLLGATE_JWT_SECRET"],
         internal_token=values["TOLLGATE_INTERNAL_TOKEN"],
         admin_token=values["TOLLGATE_ADMIN_TOKEN"],
+        master_key=values["TOLLGATE_MASTER_KEY"],
     )
     stack = Stack(config)
     # Without DATABASE_URL the sidecar uses its embedded default, the SQLite file

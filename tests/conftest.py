@@ -84,7 +84,8 @@ def no_credentials_in_logs(tmp_path_factory):
     base = tmp_path_factory.getbasetemp()
     files = [*base.rglob("*.log"), *base.rglob("envoy.yaml")]
     secrets = [s for stack in STARTED for s in (
-        stack.config.jwt_secret, stack.config.internal_token, stack.config.admin_token)]
+        stack.config.jwt_secret, stack.config.internal_token, stack.config.admin_token,
+        stack.config.master_key) if s]
     logs = {f.name for f in files}
     assert {"envoy.log", "sidecar.log", "ai-server.log"} <= logs or not STARTED, \
         f"the stacks' logs are not under {base}: {sorted(logs)}"

@@ -13,6 +13,7 @@ use crate::config::ServeConfig;
 use crate::error::ApiError;
 use crate::extract::MAX_BODY_BYTES;
 use crate::metrics::{self, Metrics};
+use crate::sealed::Keyring;
 use crate::store::Store;
 use crate::{keys, probes, usage};
 
@@ -45,15 +46,26 @@ pub struct AppState {
     pub store: Store,
     pub auth: Arc<AuthTokens>,
     pub metrics: Arc<Metrics>,
+    /// The master keys signing secrets are sealed and opened with.
+    pub keyring: Arc<Keyring>,
 }
 
 impl AppState {
-    /// State over a store, with fresh metrics.
+    /// State over a store, with fresh metrics and no master key.
     pub fn new(store: Store, auth: AuthTokens) -> Self {
         AppState {
             store,
             auth: Arc::new(auth),
             metrics: Arc::new(Metrics::default()),
+            keyring: Arc::new(Keyring::empty()),
+        }
+    }
+
+    /// The same state, sealing and opening signing secrets with `keyring`.
+    pub fn with_keyring(self, keyring: Keyring) -> Self {
+        AppState {
+            keyring: Arc::new(keyring),
+            ..self
         }
     }
 }
@@ -109,7 +121,8 @@ pub async fn serve(
             admin_token: config.admin_token,
             internal_token: config.internal_token,
         },
-    );
+    )
+    .with_keyring(config.keyring);
     let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await;

@@ -2,6 +2,10 @@
 //!
 //! Commands that touch the database apply pending migrations first, so
 //! `tollgate keys create` works from a fresh directory with no setup.
+//!
+//! The master key of signing secrets is read from the environment only
+//! (`TOLLGATE_MASTER_KEY`, `TOLLGATE_PREVIOUS_MASTER_KEY`), by the commands
+//! that seal or open one: a flag would show it in the process list.
 
 use std::io::Read as _;
 use std::path::PathBuf;
@@ -14,6 +18,8 @@ use tollgate_wire::Algorithm;
 use crate::clock::{format_rfc3339, parse_duration, parse_rfc3339};
 use crate::config::{DatabaseTarget, ServeConfig};
 use crate::keys::{self, CreatedKey, KeyView};
+use crate::rewrap::{self, RewrapReport};
+use crate::sealed::Keyring;
 use crate::store::{Revocation, Store};
 use crate::token::{self, TokenRequest};
 use crate::usage::{self, SummaryReply};
@@ -73,6 +79,10 @@ pub enum KeysCommand {
         /// When the key stops working (RFC 3339, e.g. 2026-01-01T00:00:00Z).
         #[arg(long)]
         expires_at: Option<String>,
+        /// Also mint the key its own HMAC secret for its X-Auth-Tokens,
+        /// printed once and stored sealed under TOLLGATE_MASTER_KEY (required).
+        #[arg(long)]
+        signing_secret: bool,
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
@@ -104,6 +114,13 @@ pub enum KeysCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Re-seal every signing secret under TOLLGATE_MASTER_KEY, opening each
+    /// with it or one of TOLLGATE_PREVIOUS_MASTER_KEY (master key rotation).
+    Rewrap {
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `tollgate usage ...`.
@@ -128,7 +145,8 @@ pub enum UsageCommand {
 pub enum TokenCommand {
     /// Print an X-Auth-Token (compact JWS) for one request body.
     Sign {
-        /// Environment variable holding the HMAC secret (its text is the key).
+        /// Environment variable holding the HMAC secret (its text is the key):
+        /// the gateway's shared secret, or the key's own signing secret (tgs_...).
         #[arg(long)]
         secret_env: String,
         /// File with the exact request body; "-" reads standard input.
@@ -184,6 +202,7 @@ pub async fn run(cli: Cli) -> Result<(), String> {
                 database_url,
                 args.admin_token,
                 args.internal_token,
+                Keyring::from_env()?,
             )?;
             crate::app::serve(config, crate::app::shutdown_signal()).await
         }
@@ -276,10 +295,12 @@ async fn run_keys(store: &Store, command: KeysCommand) -> Result<(), String> {
         KeysCommand::Create {
             name,
             expires_at,
+            signing_secret,
             json,
         } => {
             let expires_at = expires_at.as_deref().map(parse_rfc3339).transpose()?;
-            let created = keys::create_key(store, &name, expires_at)
+            let keyring = signing_secret.then(Keyring::from_env).transpose()?;
+            let created = keys::create_key(store, &name, expires_at, keyring.as_ref())
                 .await
                 .map_err(|e| e.to_string())?;
             print_created(&created, json)
@@ -339,6 +360,28 @@ async fn run_keys(store: &Store, command: KeysCommand) -> Result<(), String> {
             }
             Ok(())
         }
+        KeysCommand::Rewrap { json } => {
+            let report = rewrap::rewrap_signing_secrets(store, &Keyring::from_env()?).await?;
+            if json {
+                print_json(&report)
+            } else {
+                print_rewrap(&report);
+                Ok(())
+            }
+        }
+    }
+}
+
+fn print_rewrap(report: &RewrapReport) {
+    println!(
+        "Rewrapped {} signing secret(s) under master key {}; {} already were.",
+        report.rewrapped, report.master_key_id, report.already_current
+    );
+    if report.changed_meanwhile > 0 {
+        println!(
+            "{} changed while this ran and were left as they were: run it again.",
+            report.changed_meanwhile
+        );
     }
 }
 
@@ -357,7 +400,16 @@ fn print_created(created: &CreatedKey, json: bool) -> Result<(), String> {
     println!();
     println!("    {}", created.key);
     println!();
-    println!("This key is shown once: store it now. Only its SHA-256 is kept.");
+    if let Some(secret) = &created.signing_secret {
+        println!("Its signing secret (the HMAC key of its X-Auth-Tokens):");
+        println!();
+        println!("    {}", secret.expose());
+        println!();
+        println!("Both are shown once: store them now. The key is kept as its SHA-256, the");
+        println!("secret only encrypted under the master key.");
+    } else {
+        println!("This key is shown once: store it now. Only its SHA-256 is kept.");
+    }
     println!("  id:         {}", view.id);
     println!("  prefix:     {}", view.prefix);
     println!("  status:     {}", view.status);
@@ -365,6 +417,14 @@ fn print_created(created: &CreatedKey, json: bool) -> Result<(), String> {
     println!(
         "  expires_at: {}",
         view.expires_at.as_deref().unwrap_or("never")
+    );
+    println!(
+        "  tokens:     signed with {}",
+        if view.has_signing_secret {
+            "the key's own signing secret"
+        } else {
+            "the gateway's shared secret"
+        }
     );
     Ok(())
 }
@@ -375,12 +435,12 @@ fn print_key_table(keys: &[KeyView]) {
         return;
     }
     println!(
-        "{:>6}  {:<24}  {:<10}  {:<8}  {:<24}  {:<24}  {:<24}",
-        "ID", "NAME", "PREFIX", "STATUS", "CREATED_AT", "REVOKED_AT", "EXPIRES_AT"
+        "{:>6}  {:<24}  {:<10}  {:<8}  {:<24}  {:<24}  {:<24}  {:<6}",
+        "ID", "NAME", "PREFIX", "STATUS", "CREATED_AT", "REVOKED_AT", "EXPIRES_AT", "SECRET"
     );
     for key in keys {
         println!(
-            "{:>6}  {:<24}  {:<10}  {:<8}  {:<24}  {:<24}  {:<24}",
+            "{:>6}  {:<24}  {:<10}  {:<8}  {:<24}  {:<24}  {:<24}  {:<6}",
             key.id,
             key.name,
             key.prefix,
@@ -388,6 +448,11 @@ fn print_key_table(keys: &[KeyView]) {
             key.created_at,
             key.revoked_at.as_deref().unwrap_or("-"),
             key.expires_at.as_deref().unwrap_or("never"),
+            if key.has_signing_secret {
+                "own"
+            } else {
+                "shared"
+            },
         );
     }
 }

@@ -4,6 +4,8 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use crate::sealed::Keyring;
+
 /// Where the embedded default database lives, relative to the working directory.
 pub const DEFAULT_SQLITE_PATH: &str = ".tollgate/tollgate.db";
 
@@ -116,15 +118,20 @@ pub struct ServeConfig {
     pub admin_token: Option<String>,
     /// Shared secret the Envoy filter presents on internal calls.
     pub internal_token: String,
+    /// The master keys of signing secrets (`TOLLGATE_MASTER_KEY`, and
+    /// `TOLLGATE_PREVIOUS_MASTER_KEY` during a rotation); may be empty.
+    pub keyring: Keyring,
 }
 
 impl ServeConfig {
-    /// Validates the raw flag values.
+    /// Validates the raw flag values; `keyring` is validated already
+    /// ([`Keyring::from_env`]).
     pub fn new(
         listen: &str,
         database_url: Option<&str>,
         admin_token: Option<String>,
         internal_token: Option<String>,
+        keyring: Keyring,
     ) -> Result<Self, String> {
         let listen: SocketAddr = listen
             .trim()
@@ -154,6 +161,7 @@ impl ServeConfig {
             database,
             admin_token,
             internal_token,
+            keyring,
         })
     }
 }
@@ -162,11 +170,12 @@ impl fmt::Display for ServeConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "listen={} database={} admin_token={} internal_token={}",
+            "listen={} database={} admin_token={} internal_token={} master_key={}",
             self.listen,
             self.database.masked(),
             mask_secret(self.admin_token.as_deref()),
             mask_secret(Some(&self.internal_token)),
+            self.keyring.describe(),
         )
     }
 }
@@ -207,6 +216,7 @@ mod tests {
             Some("mysql://u:hunter22@h/db"),
             Some("admin-token-0123456789".into()),
             Some("internal-token-0123456789".into()),
+            Keyring::from_values(Some(&"ab".repeat(32)), None).unwrap(),
         )
         .unwrap();
         let shown = config.to_string();
@@ -214,18 +224,21 @@ mod tests {
         assert!(!shown.contains("admin-token-0123456789"), "{shown}");
         assert!(!shown.contains("internal-token-0123456789"), "{shown}");
         assert!(shown.contains("internal_token=set (25 chars)"), "{shown}");
+        assert!(shown.contains("master_key=set (id "), "{shown}");
+        assert!(!shown.contains(&"ab".repeat(32)), "{shown}");
         assert_eq!(format!("{config:?}"), shown);
     }
 
     #[test]
     fn internal_token_is_required_and_long_enough() {
-        let missing = ServeConfig::new("127.0.0.1:9000", None, None, None).unwrap_err();
+        let none = Keyring::empty;
+        let missing = ServeConfig::new("127.0.0.1:9000", None, None, None, none()).unwrap_err();
         assert!(missing.contains("TOLLGATE_INTERNAL_TOKEN"), "{missing}");
-        let short =
-            ServeConfig::new("127.0.0.1:9000", None, None, Some("short".into())).unwrap_err();
+        let short = ServeConfig::new("127.0.0.1:9000", None, None, Some("short".into()), none())
+            .unwrap_err();
         assert!(short.contains("at least 16"), "{short}");
         let bad_listen =
-            ServeConfig::new("localhost", None, None, Some("x".repeat(16))).unwrap_err();
+            ServeConfig::new("localhost", None, None, Some("x".repeat(16)), none()).unwrap_err();
         assert!(bad_listen.contains("--listen"), "{bad_listen}");
     }
 

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use tollgate_wire::{ErrorBody, ErrorDetail, INTERNAL_TOKEN_HEADER, MAX_USAGE_BATCH};
 
+use crate::sealed::{SealError, MASTER_KEY_ENV};
 use crate::store::StoreError;
 
 /// Marks a response caused by a database failure, so the metrics layer can count it.
@@ -40,6 +41,13 @@ pub enum ErrorCode {
     BatchTooLarge,
     /// 503: the database cannot answer; nothing was stored.
     DatabaseUnavailable,
+    /// 503: a signing secret was asked for, but the sidecar has no master
+    /// key to seal it with; nothing was stored.
+    MasterKeyMissing,
+    /// 503: the key's signing secret cannot be opened (or a new one sealed):
+    /// the key cannot be verified until the master key that sealed it is
+    /// configured.
+    SigningSecretUnavailable,
 }
 
 impl ErrorCode {
@@ -57,6 +65,8 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::BatchTooLarge => "batch_too_large",
             ErrorCode::DatabaseUnavailable => "database_unavailable",
+            ErrorCode::MasterKeyMissing => "master_key_missing",
+            ErrorCode::SigningSecretUnavailable => "signing_secret_unavailable",
         }
     }
 
@@ -69,7 +79,9 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::DuplicateKey => StatusCode::CONFLICT,
             ErrorCode::PayloadTooLarge | ErrorCode::BatchTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorCode::DatabaseUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::DatabaseUnavailable
+            | ErrorCode::MasterKeyMissing
+            | ErrorCode::SigningSecretUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -123,6 +135,13 @@ pub enum ApiError {
     BatchTooLarge { records: usize },
     /// The database failed; the cause is logged, never answered.
     DatabaseUnavailable(StoreError),
+    /// A signing secret was asked for and no master key is configured.
+    MasterKeyMissing,
+    /// A new signing secret could not be minted or sealed; logged.
+    SealFailed(SealError),
+    /// Key `key_id`'s signing secret does not open; the cause (master key
+    /// ids, never the secret) is logged, never answered.
+    SigningSecretUnreadable { key_id: i64, cause: SealError },
 }
 
 impl ApiError {
@@ -150,6 +169,10 @@ impl ApiError {
             ApiError::BodyTooLarge { .. } => ErrorCode::PayloadTooLarge,
             ApiError::BatchTooLarge { .. } => ErrorCode::BatchTooLarge,
             ApiError::DatabaseUnavailable(_) => ErrorCode::DatabaseUnavailable,
+            ApiError::MasterKeyMissing => ErrorCode::MasterKeyMissing,
+            ApiError::SealFailed(_) | ApiError::SigningSecretUnreadable { .. } => {
+                ErrorCode::SigningSecretUnavailable
+            }
         }
     }
 
@@ -205,6 +228,20 @@ impl fmt::Display for ApiError {
             ApiError::DatabaseUnavailable(_) => {
                 f.write_str("the database is unavailable; nothing was stored, retry later")
             }
+            ApiError::MasterKeyMissing => write!(
+                f,
+                "a signing secret needs a master key to seal it, and none is configured: \
+                 set {MASTER_KEY_ENV} (64 hex digits); nothing was stored"
+            ),
+            ApiError::SealFailed(_) => {
+                f.write_str("the signing secret could not be sealed; nothing was stored")
+            }
+            ApiError::SigningSecretUnreadable { key_id, .. } => write!(
+                f,
+                "the signing secret of key {key_id} cannot be decrypted with this sidecar's \
+                 master keys; the key cannot be verified until {MASTER_KEY_ENV} (or a previous \
+                 master key) is the one that sealed it"
+            ),
         }
     }
 }
@@ -230,8 +267,17 @@ impl From<StoreError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let code = self.code();
-        if let ApiError::DatabaseUnavailable(cause) = &self {
-            tracing::error!(error = %cause, "database call failed");
+        match &self {
+            ApiError::DatabaseUnavailable(cause) => {
+                tracing::error!(error = %cause, "database call failed");
+            }
+            ApiError::SealFailed(cause) => {
+                tracing::error!(error = %cause, "cannot seal a new signing secret");
+            }
+            ApiError::SigningSecretUnreadable { key_id, cause } => {
+                tracing::error!(key_id, error = %cause, "cannot open a key's signing secret");
+            }
+            _ => {}
         }
         let body = ErrorBody {
             error: ErrorDetail {
@@ -284,6 +330,20 @@ mod tests {
             (
                 ApiError::DatabaseUnavailable(StoreError::Corrupt("x".into())),
                 "database_unavailable",
+                503,
+            ),
+            (ApiError::MasterKeyMissing, "master_key_missing", 503),
+            (
+                ApiError::SigningSecretUnreadable {
+                    key_id: 3,
+                    cause: SealError::NoMasterKey,
+                },
+                "signing_secret_unavailable",
+                503,
+            ),
+            (
+                ApiError::SealFailed(SealError::Random("x".into())),
+                "signing_secret_unavailable",
                 503,
             ),
         ] {

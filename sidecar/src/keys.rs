@@ -2,7 +2,10 @@
 //! HTTP (internal verification, admin API) and for the CLI.
 //!
 //! A key is `tg_` followed by 40 random lowercase hex digits (160 bits). Only
-//! its SHA-256 is stored; the plaintext is shown once, at creation.
+//! its SHA-256 is stored; the plaintext is shown once, at creation. A key may
+//! have its own signing secret ([`SigningSecret`]): shown once too, stored
+//! only sealed ([`crate::sealed`]), and handed to the filter with an
+//! `active` verdict.
 
 use std::time::Instant;
 
@@ -19,6 +22,8 @@ use crate::clock::{format_rfc3339, now_ms, parse_rfc3339, truncate_to_ms};
 use crate::error::ApiError;
 use crate::extract::{AdminCaller, InternalCaller, JsonBody};
 use crate::random::random_hex;
+use crate::sealed::{Keyring, SealError};
+use crate::signing_secret::SigningSecret;
 use crate::store::{ApiKey, KeyStatus, NewKey, Revocation, Store, StoreError};
 
 /// Every minted key starts with this.
@@ -151,6 +156,9 @@ pub struct KeyView {
     pub created_at: String,
     pub revoked_at: Option<String>,
     pub expires_at: Option<String>,
+    /// Whether the key has its own signing secret (the secret itself is
+    /// shown only once, at creation).
+    pub has_signing_secret: bool,
 }
 
 impl KeyView {
@@ -164,17 +172,32 @@ impl KeyView {
             created_at: format_rfc3339(key.created_at),
             revoked_at: key.revoked_at.map(format_rfc3339),
             expires_at: key.expires_at.map(format_rfc3339),
+            has_signing_secret: key.sealed_signing_secret.is_some(),
         }
     }
 }
 
-/// A newly registered key with its plaintext: shown once, never again.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// A newly registered key with its plaintext (and its signing secret, if
+/// it has one): shown once, never again. `Debug` shows neither.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreatedKey {
     #[serde(flatten)]
     pub view: KeyView,
     /// The plaintext key.
     pub key: String,
+    /// The key's own HMAC secret for its tokens, when one was asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_secret: Option<SigningSecret>,
+}
+
+impl std::fmt::Debug for CreatedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedKey")
+            .field("view", &self.view)
+            .field("key", &format!("<{} chars>", self.key.chars().count()))
+            .field("signing_secret", &self.signing_secret)
+            .finish()
+    }
 }
 
 /// Why a key could not be registered.
@@ -185,6 +208,11 @@ pub enum RegisterError {
         field: &'static str,
         message: String,
     },
+    /// A signing secret was asked for, but no master key is configured to
+    /// seal it; nothing was stored.
+    MasterKeyMissing,
+    /// Minting or sealing the signing secret failed; nothing was stored.
+    Seal(SealError),
     /// The store failed (including a duplicate key).
     Store(StoreError),
 }
@@ -193,6 +221,8 @@ impl From<RegisterError> for ApiError {
     fn from(e: RegisterError) -> Self {
         match e {
             RegisterError::Invalid { field, message } => ApiError::invalid_field(field, message),
+            RegisterError::MasterKeyMissing => ApiError::MasterKeyMissing,
+            RegisterError::Seal(cause) => ApiError::SealFailed(cause),
             RegisterError::Store(e) => e.into(),
         }
     }
@@ -202,6 +232,8 @@ impl std::fmt::Display for RegisterError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             RegisterError::Invalid { message, .. } => f.write_str(message),
+            RegisterError::MasterKeyMissing => ApiError::MasterKeyMissing.fmt(f),
+            RegisterError::Seal(cause) => write!(f, "cannot seal the signing secret: {cause}"),
             RegisterError::Store(e) => e.fmt(f),
         }
     }
@@ -213,6 +245,19 @@ pub async fn register_key(
     name: &str,
     key: String,
     expires_at: Option<OffsetDateTime>,
+) -> Result<CreatedKey, RegisterError> {
+    register(store, name, key, expires_at, None).await
+}
+
+/// Registers `key`; with `signing_secret`, mints the key a signing secret
+/// and stores it sealed under that keyring's current master key. Everything
+/// is checked, and the secret sealed, before anything is stored.
+async fn register(
+    store: &Store,
+    name: &str,
+    key: String,
+    expires_at: Option<OffsetDateTime>,
+    signing_secret: Option<&Keyring>,
 ) -> Result<CreatedKey, RegisterError> {
     let name = validate_name(name).map_err(|message| RegisterError::Invalid {
         field: "name",
@@ -228,18 +273,44 @@ pub async fn register_key(
         field: "expires_at",
         message,
     })?;
+    let key_hash = key_hash_hex(key.as_bytes());
+    let (secret, sealed) = match signing_secret {
+        None => (None, None),
+        Some(keyring) => {
+            let (secret, sealed) = mint_sealed_secret(keyring, &key_hash)?;
+            (Some(secret), Some(sealed))
+        }
+    };
     let new = NewKey {
         name,
         prefix: display_prefix(&key),
-        key_hash: key_hash_hex(key.as_bytes()),
+        key_hash,
         created_at,
         expires_at,
+        sealed_signing_secret: sealed,
     };
     let stored = store.insert_key(&new).await.map_err(RegisterError::Store)?;
     Ok(CreatedKey {
         view: KeyView::at(&stored, created_at),
         key,
+        signing_secret: secret,
     })
+}
+
+/// A fresh signing secret for the key hashed `key_hash`, and its sealed form.
+fn mint_sealed_secret(
+    keyring: &Keyring,
+    key_hash: &str,
+) -> Result<(SigningSecret, crate::sealed::SealedSecret), RegisterError> {
+    if keyring.current().is_none() {
+        return Err(RegisterError::MasterKeyMissing);
+    }
+    let secret =
+        SigningSecret::generate().map_err(|e| RegisterError::Seal(SealError::Random(e)))?;
+    let sealed = keyring
+        .seal(&secret, key_hash)
+        .map_err(RegisterError::Seal)?;
+    Ok((secret, sealed))
 }
 
 /// Checks the expiry of a key created at `now`: a key that would be expired
@@ -258,17 +329,19 @@ pub fn validate_expires_at(
     }
 }
 
-/// Mints a fresh key and registers it.
+/// Mints a fresh key and registers it; with `signing_secret`, with a signing
+/// secret of its own sealed under that keyring (see [`register`]).
 pub async fn create_key(
     store: &Store,
     name: &str,
     expires_at: Option<OffsetDateTime>,
+    signing_secret: Option<&Keyring>,
 ) -> Result<CreatedKey, RegisterError> {
     let key = generate_key().map_err(|message| RegisterError::Invalid {
         field: "key",
         message,
     })?;
-    register_key(store, name, key, expires_at).await
+    register(store, name, key, expires_at, signing_secret).await
 }
 
 /// `POST /v1/internal/keys/verify`: the verdict on a key hash.
@@ -288,6 +361,10 @@ pub async fn verify(
     state.metrics.observe_verify(started.elapsed());
     let key = key?;
     let verdict = verdict_of(key.as_ref(), OffsetDateTime::now_utc());
+    let signing_secret = match &key {
+        Some(key) => secret_to_hand_over(key, verdict, &request.key_hash, &state.keyring)?,
+        None => None,
+    };
     Ok(Json(VerifyReply {
         verdict,
         key_id: key.as_ref().map(|k| k.id),
@@ -295,8 +372,30 @@ pub async fn verify(
             .as_ref()
             .and_then(|k| k.expires_at)
             .map(OffsetDateTime::unix_timestamp),
-        signing_secret: None,
+        signing_secret: signing_secret.map(SigningSecret::into_exposed),
     }))
+}
+
+/// The signing secret a verify reply carries: the key's own, opened, and
+/// only with an `active` verdict. A secret that does not open is an error,
+/// never "no secret": a key without one accepts shared-secret tokens.
+pub fn secret_to_hand_over(
+    key: &ApiKey,
+    verdict: KeyVerdict,
+    key_hash: &str,
+    keyring: &Keyring,
+) -> Result<Option<SigningSecret>, ApiError> {
+    match (&key.sealed_signing_secret, verdict) {
+        (Some(sealed), KeyVerdict::Active) => {
+            keyring.open(sealed, key_hash).map(Some).map_err(|cause| {
+                ApiError::SigningSecretUnreadable {
+                    key_id: key.id,
+                    cause,
+                }
+            })
+        }
+        _ => Ok(None),
+    }
 }
 
 /// Body of `POST /v1/keys`.
@@ -307,6 +406,9 @@ pub struct CreateKeyRequest {
     /// RFC 3339; absent or null for a key that never expires.
     #[serde(default)]
     pub expires_at: Option<String>,
+    /// True: the key gets its own signing secret, answered once.
+    #[serde(default)]
+    pub signing_secret: bool,
 }
 
 /// `POST /v1/keys`: mints a key; the reply carries the plaintext, once.
@@ -321,8 +423,14 @@ pub async fn create(
         .map(parse_rfc3339)
         .transpose()
         .map_err(|message| ApiError::invalid_field("expires_at", message))?;
-    let created = create_key(&state.store, &request.name, expires_at).await?;
-    tracing::info!(key_id = created.view.id, prefix = %created.view.prefix, "key created");
+    let keyring = request.signing_secret.then_some(&*state.keyring);
+    let created = create_key(&state.store, &request.name, expires_at, keyring).await?;
+    tracing::info!(
+        key_id = created.view.id,
+        prefix = %created.view.prefix,
+        signing_secret = created.view.has_signing_secret,
+        "key created"
+    );
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -426,6 +534,7 @@ mod tests {
             created_at,
             revoked_at: None,
             expires_at: None,
+            sealed_signing_secret: None,
         }
     }
 

@@ -29,6 +29,26 @@ impl WorkDir {
         tollgate(&self.0).args(args).output().expect("run tollgate")
     }
 
+    /// Runs with these environment variables set.
+    fn run_with(&self, env: &[(&str, &str)], args: &[&str]) -> Output {
+        let mut cmd = tollgate(&self.0);
+        for (name, value) in env {
+            cmd.env(name, value);
+        }
+        cmd.args(args).output().expect("run tollgate")
+    }
+
+    /// Runs with these environment variables and expects success; returns stdout.
+    fn ok_with(&self, env: &[(&str, &str)], args: &[&str]) -> String {
+        let out = self.run_with(env, args);
+        assert!(
+            out.status.success(),
+            "tollgate {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
     /// Runs and expects success; returns stdout.
     fn ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
@@ -55,6 +75,8 @@ fn tollgate(dir: &Path) -> Command {
         .env_remove("TOLLGATE_LISTEN")
         .env_remove("TOLLGATE_ADMIN_TOKEN")
         .env_remove("TOLLGATE_INTERNAL_TOKEN")
+        .env_remove("TOLLGATE_MASTER_KEY")
+        .env_remove("TOLLGATE_PREVIOUS_MASTER_KEY")
         .env_remove("RUST_LOG");
     cmd
 }
@@ -397,6 +419,7 @@ fn serve_stops_cleanly_on_sigterm() {
     let internal = "internal-token-sigterm-0123456789";
     let mut child = tollgate(&dir.0)
         .env("TOLLGATE_INTERNAL_TOKEN", internal)
+        .env("TOLLGATE_MASTER_KEY", NEW_MASTER_KEY)
         .env("DATABASE_URL", "sqlite://data/side.db")
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .stdout(Stdio::null())
@@ -452,5 +475,220 @@ fn serve_stops_cleanly_on_sigterm() {
     assert!(stderr.contains("sqlite://data/side.db"), "{stderr}");
     assert!(stderr.contains("SIGTERM"), "{stderr}");
     assert!(!stderr.contains(internal), "the token leaked into the log");
+    assert!(stderr.contains("master_key=set (id "), "{stderr}");
+    assert!(
+        !stderr.contains(NEW_MASTER_KEY),
+        "the master key leaked into the log"
+    );
     assert!(dir.0.join("data/side.db").is_file());
+}
+
+const OLD_MASTER_KEY: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+const NEW_MASTER_KEY: &str = "2222222222222222222222222222222222222222222222222222222222222222";
+
+#[test]
+fn keys_create_with_a_signing_secret_shows_it_once() {
+    let dir = WorkDir::new("signing-secret");
+    let master = [("TOLLGATE_MASTER_KEY", OLD_MASTER_KEY)];
+    let created: Value = serde_json::from_str(&dir.ok_with(
+        &master,
+        &[
+            "keys",
+            "create",
+            "--name",
+            "own",
+            "--signing-secret",
+            "--json",
+        ],
+    ))
+    .expect("one JSON object");
+    let secret = created["signing_secret"].as_str().unwrap().to_string();
+    assert!(
+        secret.starts_with("tgs_") && secret.len() == 68,
+        "{created}"
+    );
+    assert_eq!(created["has_signing_secret"], true);
+    assert!(created["key"].as_str().unwrap().starts_with("tg_"));
+
+    let text = dir.ok_with(
+        &master,
+        &["keys", "create", "--name", "own-text", "--signing-secret"],
+    );
+    let shown = text
+        .split_whitespace()
+        .find(|w| w.starts_with("tgs_"))
+        .unwrap_or_else(|| panic!("no secret in: {text}"));
+    assert_eq!(shown.len(), 68, "{text}");
+    assert!(text.contains("shown once"), "{text}");
+    assert!(text.contains("own signing secret"), "{text}");
+
+    // Without --signing-secret a key has none, master key or not.
+    let plain: Value =
+        serde_json::from_str(&dir.ok(&["keys", "create", "--name", "plain", "--json"])).unwrap();
+    assert!(plain.get("signing_secret").is_none(), "{plain}");
+    assert_eq!(plain["has_signing_secret"], false);
+
+    let listed = dir.ok(&["keys", "list", "--json"]);
+    assert!(
+        !listed.contains(&secret) && !listed.contains(shown),
+        "{listed}"
+    );
+    let list: Value = serde_json::from_str(&listed).unwrap();
+    let flags: Vec<&Value> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| &k["has_signing_secret"])
+        .collect();
+    assert_eq!(
+        flags,
+        [&Value::Bool(true), &Value::Bool(true), &Value::Bool(false)]
+    );
+    assert!(list
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|k| k.get("signing_secret").is_none()));
+    let table = dir.ok(&["keys", "list"]);
+    assert!(!table.contains(&secret), "{table}");
+    assert!(table.contains("SECRET") && table.contains("own") && table.contains("shared"));
+    // The database holds it only sealed.
+    let db = std::fs::read(dir.0.join(".tollgate/tollgate.db")).unwrap();
+    let wal = std::fs::read(dir.0.join(".tollgate/tollgate.db-wal")).unwrap_or_default();
+    for bytes in [&db, &wal] {
+        assert!(!bytes.windows(64).any(|w| w == &secret.as_bytes()[4..]));
+    }
+}
+
+#[test]
+fn keys_create_with_a_signing_secret_needs_a_valid_master_key() {
+    let dir = WorkDir::new("no-master-key");
+    let args = [
+        "keys",
+        "create",
+        "--name",
+        "x",
+        "--signing-secret",
+        "--json",
+    ];
+    let out = dir.run(&args);
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty(), "printed a key");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("TOLLGATE_MASTER_KEY"), "{err}");
+    assert!(err.contains("nothing was stored"), "{err}");
+
+    let bad = "not-a-master-key-but-a-password";
+    for (name, value) in [
+        ("TOLLGATE_MASTER_KEY", bad),
+        ("TOLLGATE_MASTER_KEY", &OLD_MASTER_KEY[..60]),
+    ] {
+        let out = dir.run_with(&[(name, value)], &args);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(name) && err.contains("64 hex digits"), "{err}");
+        assert!(!err.contains(value), "the value was echoed: {err}");
+    }
+    let list: Value = serde_json::from_str(&dir.ok(&["keys", "list", "--json"])).unwrap();
+    assert_eq!(list, serde_json::json!([]), "no key is stored");
+
+    // `serve` refuses a malformed master key at start-up.
+    let out = dir.run_with(
+        &[
+            ("TOLLGATE_INTERNAL_TOKEN", "internal-token-0123456789"),
+            ("TOLLGATE_MASTER_KEY", bad),
+        ],
+        &["serve", "--listen", "127.0.0.1:0"],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("TOLLGATE_MASTER_KEY"), "{err}");
+    assert!(!err.contains(bad), "{err}");
+}
+
+#[test]
+fn token_sign_takes_a_keys_own_signing_secret() {
+    let dir = WorkDir::new("token-own-secret");
+    let created: Value = serde_json::from_str(&dir.ok_with(
+        &[("TOLLGATE_MASTER_KEY", OLD_MASTER_KEY)],
+        &[
+            "keys",
+            "create",
+            "--name",
+            "c",
+            "--signing-secret",
+            "--json",
+        ],
+    ))
+    .unwrap();
+    let secret = created["signing_secret"].as_str().unwrap();
+    std::fs::write(dir.0.join("body.json"), b"{\"text\":\"hi\"}").unwrap();
+    let token = dir.ok_with(
+        &[("CLIENT_SECRET", secret)],
+        &[
+            "token",
+            "sign",
+            "--secret-env",
+            "CLIENT_SECRET",
+            "--body",
+            "body.json",
+        ],
+    );
+    let parts: Vec<&str> = token.trim().split('.').collect();
+    assert_eq!(parts.len(), 3);
+    let signing_input = format!("{}.{}", parts[0], parts[1]);
+    let tag = URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
+    // The HMAC key is the secret's text, as PyJWT uses it.
+    assert!(Algorithm::Hs256.verify(secret.as_bytes(), signing_input.as_bytes(), &tag));
+    assert!(!Algorithm::Hs256.verify(b"s3cret-for-tests", signing_input.as_bytes(), &tag));
+}
+
+#[test]
+fn keys_rewrap_moves_every_secret_to_the_new_master_key() {
+    let dir = WorkDir::new("rewrap");
+    let old = [("TOLLGATE_MASTER_KEY", OLD_MASTER_KEY)];
+    for name in ["a", "b"] {
+        dir.ok_with(
+            &old,
+            &["keys", "create", "--name", name, "--signing-secret"],
+        );
+    }
+    dir.ok(&["keys", "create", "--name", "plain"]);
+
+    // The new key alone cannot open the old secrets: refused, nothing written.
+    let out = dir.run_with(
+        &[("TOLLGATE_MASTER_KEY", NEW_MASTER_KEY)],
+        &["keys", "rewrap"],
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("nothing was rewrapped"), "{err}");
+    assert!(err.contains("key 1") && err.contains("key 2"), "{err}");
+    assert!(
+        !err.contains(OLD_MASTER_KEY) && !err.contains(NEW_MASTER_KEY),
+        "{err}"
+    );
+    let out = dir.run(&["keys", "rewrap"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("TOLLGATE_MASTER_KEY"));
+
+    let rotating = [
+        ("TOLLGATE_MASTER_KEY", NEW_MASTER_KEY),
+        ("TOLLGATE_PREVIOUS_MASTER_KEY", OLD_MASTER_KEY),
+    ];
+    let text = dir.ok_with(&rotating, &["keys", "rewrap"]);
+    assert!(text.contains("Rewrapped 2 signing secret(s)"), "{text}");
+    assert!(text.contains("0 already were"), "{text}");
+    // Done: the new master key alone opens every secret.
+    let report: Value = serde_json::from_str(&dir.ok_with(
+        &[("TOLLGATE_MASTER_KEY", NEW_MASTER_KEY)],
+        &["keys", "rewrap", "--json"],
+    ))
+    .unwrap();
+    assert_eq!(report["rewrapped"], 0, "{report}");
+    assert_eq!(report["already_current"], 2, "{report}");
+    assert_eq!(report["changed_meanwhile"], 0, "{report}");
+    assert_eq!(report["master_key_id"].as_str().unwrap().len(), 16);
+    // And the old one alone no longer does.
+    assert!(!dir.run_with(&old, &["keys", "rewrap"]).status.success());
 }

@@ -11,6 +11,9 @@ use axum::http::{header, Method, Request, StatusCode};
 use serde_json::{json, Value};
 use sidecar::clock::{format_rfc3339, now_ms as now_instant, parse_rfc3339};
 use sidecar::keys::RegisterError;
+use sidecar::rewrap::rewrap_signing_secrets;
+use sidecar::sealed::{Keyring, MasterKey, SealedSecret};
+use sidecar::signing_secret::SigningSecret;
 use sidecar::store::{KeyStatus, NewKey, Store};
 use support::*;
 use tollgate_wire::{Outcome, INTERNAL_TOKEN_HEADER, MAX_USAGE_BATCH, USAGE_PATH, VERIFY_PATH};
@@ -58,6 +61,11 @@ on_both_backends!(
     plaintext_key_is_stored_nowhere,
     database_down_answers_503_and_stores_nothing,
     metrics_count_routes_verifications_and_rows,
+    signing_secrets_are_shown_once_and_handed_over_only_while_active,
+    signing_secrets_are_stored_only_sealed,
+    a_signing_secret_needs_a_master_key,
+    a_signing_secret_that_does_not_open_answers_503,
+    rewrap_moves_every_signing_secret_to_the_new_master_key,
 );
 
 /// MySQL only: the server drops every connection (a restart, a proxy's idle
@@ -128,6 +136,7 @@ async fn store_key_expired_at(h: &Harness, name: &str, expires_at: &str) -> (i64
                 key_hash: hash_key(&key),
                 created_at: now_instant(),
                 expires_at: Some(parse_rfc3339(expires_at).unwrap()),
+                sealed_signing_secret: None,
             })
             .await
             .unwrap();
@@ -572,6 +581,8 @@ async fn admin_api_manages_keys(backend: Backend) {
     assert_eq!(keys[0]["name"], "team-a");
     for k in &keys {
         assert!(k.get("key").is_none() && k.get("key_hash").is_none(), "{k}");
+        assert_eq!(k["has_signing_secret"], false, "{k}");
+        assert!(k.get("signing_secret").is_none(), "{k}");
     }
     assert!(!list.text().contains(key));
 
@@ -952,4 +963,282 @@ async fn mysql_stalled_lookup_answers_503_in_bounded_time() {
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     assert_eq!(reply.json()["verdict"], "active");
     locker.close().await;
+}
+
+/// Creates a key with its own signing secret; returns the reply.
+async fn create_key_with_secret(h: &Harness, name: &str) -> Value {
+    let body = json!({ "name": name, "signing_secret": true });
+    let reply = h.admin(Method::POST, "/v1/keys", Some(body)).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+    reply.json()
+}
+
+fn key_hash_of(created: &Value) -> String {
+    hash_key(created["key"].as_str().unwrap())
+}
+
+async fn signing_secrets_are_shown_once_and_handed_over_only_while_active(backend: Backend) {
+    let h = Harness::with_keyring(backend, keyring(1)).await;
+    let own = create_key_with_secret(&h, "own-secret").await;
+    let secret = own["signing_secret"].as_str().unwrap().to_string();
+    assert!(secret.starts_with("tgs_") && secret.len() == 68, "{secret}");
+    assert_eq!(own["has_signing_secret"], true);
+    let shared = create_key(&h, "shared-secret", None).await;
+    assert!(shared.get("signing_secret").is_none(), "{shared}");
+    assert_eq!(shared["has_signing_secret"], false);
+    assert_ne!(
+        create_key_with_secret(&h, "another").await["signing_secret"],
+        own["signing_secret"]
+    );
+
+    // Verify hands the active key's secret over, and no secret for a key
+    // without one.
+    let reply = h.verify(&key_hash_of(&own)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(
+        reply.json(),
+        json!({"verdict": "active", "key_id": own["id"], "signing_secret": secret})
+    );
+    let reply = h.verify(&key_hash_of(&shared)).await.json();
+    assert_eq!(reply, json!({"verdict": "active", "key_id": shared["id"]}));
+
+    // The list shows who has one, never the secret.
+    let list = h.admin(Method::GET, "/v1/keys", None).await;
+    assert!(!list.text().contains(&secret), "{}", list.text());
+    assert!(!list.text().contains(&secret[4..20]), "{}", list.text());
+    let flags: Vec<Value> = list.json()["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["has_signing_secret"].clone())
+        .collect();
+    assert_eq!(flags, [json!(true), json!(false), json!(true)]);
+
+    // Revoked: no secret.
+    let path = format!("/v1/keys/{}/revoke", own["id"]);
+    let revoked = h.admin(Method::POST, &path, None).await;
+    assert_eq!(revoked.status, StatusCode::OK, "{}", revoked.text());
+    assert!(!revoked.text().contains(&secret));
+    assert_eq!(revoked.json()["key"]["has_signing_secret"], true);
+    let reply = h.verify(&key_hash_of(&own)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(
+        reply.json(),
+        json!({"verdict": "revoked", "key_id": own["id"]})
+    );
+
+    // Expired: no secret either.
+    let key = "tg_expired_with_a_secret";
+    let sealed = keyring(1)
+        .seal(&SigningSecret::generate().unwrap(), &hash_key(key))
+        .unwrap();
+    h.db.store
+        .insert_key(&NewKey {
+            name: "expired".into(),
+            prefix: key[..9].to_string(),
+            key_hash: hash_key(key),
+            created_at: now_instant(),
+            expires_at: Some(parse_rfc3339("2020-01-01T00:00:00Z").unwrap()),
+            sealed_signing_secret: Some(sealed),
+        })
+        .await
+        .unwrap();
+    let reply = h.verify(&hash_key(key)).await.json();
+    assert_eq!(reply["verdict"], "expired");
+    assert!(reply.get("signing_secret").is_none(), "{reply}");
+}
+
+async fn signing_secrets_are_stored_only_sealed(backend: Backend) {
+    let h = Harness::with_keyring(backend, keyring(1)).await;
+    let created = create_key_with_secret(&h, "sealed").await;
+    let secret = created["signing_secret"].as_str().unwrap();
+    let values = dump_every_value(&h.db.store).await;
+    assert!(appears_in(&values, "sealed"), "the dump sees the row");
+    assert!(!appears_in(&values, secret), "signing secret stored");
+    assert!(!appears_in(&values, &secret[4..]), "signing secret stored");
+    assert!(!appears_in(&values, &secret[20..36]));
+    // What is stored names its version and master key.
+    let stored = h.db.store.sealed_signing_secrets().await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].id, created["id"].as_i64().unwrap());
+    assert_eq!(stored[0].key_hash, key_hash_of(&created));
+    let id = keyring(1).current().unwrap().id().to_string();
+    assert!(
+        stored[0].sealed.as_str().starts_with(&format!("v1:{id}:")),
+        "{:?}",
+        stored[0].sealed
+    );
+}
+
+async fn a_signing_secret_needs_a_master_key(backend: Backend) {
+    let h = Harness::new(backend).await;
+    let body = json!({"name": "wants-a-secret", "signing_secret": true});
+    let error = h
+        .admin(Method::POST, "/v1/keys", Some(body))
+        .await
+        .expect_error(StatusCode::SERVICE_UNAVAILABLE, "master_key_missing");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("TOLLGATE_MASTER_KEY"),
+        "{error}"
+    );
+    // Nothing was stored.
+    assert!(h.db.store.list_keys().await.unwrap().is_empty());
+    // The library's path refuses the same way.
+    let refused =
+        sidecar::keys::create_key(&h.db.store, "lib", None, Some(&Keyring::empty())).await;
+    assert!(
+        matches!(refused, Err(RegisterError::MasterKeyMissing)),
+        "{refused:?}"
+    );
+    assert!(h.db.store.list_keys().await.unwrap().is_empty());
+    // Keys without a secret need none; `signing_secret: false` is the default.
+    let body = json!({"name": "plain", "signing_secret": false});
+    let reply = h.admin(Method::POST, "/v1/keys", Some(body)).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+    assert_eq!(reply.json()["has_signing_secret"], false);
+    let error = h
+        .admin(
+            Method::POST,
+            "/v1/keys",
+            Some(json!({"name": "x", "signing_secret": "yes"})),
+        )
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_request");
+    assert_eq!(error["field"], "signing_secret");
+}
+
+async fn a_signing_secret_that_does_not_open_answers_503(backend: Backend) {
+    let mut h = Harness::with_keyring(backend, keyring(1)).await;
+    let first = create_key_with_secret(&h, "first").await;
+    let second = create_key_with_secret(&h, "second").await;
+    let revoked = create_key_with_secret(&h, "revoked").await;
+    let path = format!("/v1/keys/{}/revoke", revoked["id"]);
+    assert_eq!(
+        h.admin(Method::POST, &path, None).await.status,
+        StatusCode::OK
+    );
+    let unreadable = |reply: Reply, created: &Value| {
+        let error = reply.expect_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "signing_secret_unavailable",
+        );
+        let message = error["message"].as_str().unwrap();
+        assert!(
+            message.contains(&format!("key {}", created["id"])),
+            "{error}"
+        );
+        assert!(message.contains("TOLLGATE_MASTER_KEY"), "{error}");
+        assert!(
+            !reply
+                .text()
+                .contains(created["signing_secret"].as_str().unwrap()),
+            "{}",
+            reply.text()
+        );
+    };
+
+    // Restarted without a master key, or with another one.
+    for other in [Keyring::empty(), keyring(2)] {
+        h.rekey(other);
+        unreadable(h.verify(&key_hash_of(&first)).await, &first);
+        // A revoked key needs no secret: its verdict is still answered.
+        let reply = h.verify(&key_hash_of(&revoked)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        assert_eq!(reply.json()["verdict"], "revoked");
+    }
+
+    // A sealed value copied to another key's row, and a corrupt one.
+    h.rekey(keyring(1));
+    let stored = h.db.store.sealed_signing_secrets().await.unwrap();
+    let (of_first, of_second) = (&stored[0].sealed, &stored[1].sealed);
+    let second_id = second["id"].as_i64().unwrap();
+    assert!(h
+        .db
+        .store
+        .replace_sealed_signing_secret(second_id, of_second, of_first)
+        .await
+        .unwrap());
+    unreadable(h.verify(&key_hash_of(&second)).await, &second);
+    let corrupt = SealedSecret::from_stored("v1:not-a-sealed-value".into());
+    assert!(h
+        .db
+        .store
+        .replace_sealed_signing_secret(second_id, of_first, &corrupt)
+        .await
+        .unwrap());
+    unreadable(h.verify(&key_hash_of(&second)).await, &second);
+    // The other key is unaffected.
+    let reply = h.verify(&key_hash_of(&first)).await.json();
+    assert_eq!(reply["signing_secret"], first["signing_secret"]);
+}
+
+async fn rewrap_moves_every_signing_secret_to_the_new_master_key(backend: Backend) {
+    let mut h = Harness::with_keyring(backend, keyring(1)).await;
+    let a = create_key_with_secret(&h, "a").await;
+    let b = create_key_with_secret(&h, "b").await;
+    create_key(&h, "no-secret", None).await;
+    let new_id = keyring(2).current().unwrap().id().to_string();
+
+    // With only the new master key, nothing opens and nothing is written.
+    let before = h.db.store.sealed_signing_secrets().await.unwrap();
+    let refused = rewrap_signing_secrets(&h.db.store, &keyring(2))
+        .await
+        .unwrap_err();
+    assert!(refused.contains("nothing was rewrapped"), "{refused}");
+    assert!(
+        refused.contains(&format!("key {}", a["id"]))
+            && refused.contains(&format!("key {}", b["id"])),
+        "{refused}"
+    );
+    assert_eq!(h.db.store.sealed_signing_secrets().await.unwrap(), before);
+
+    // During the rotation, the sidecar opens with either.
+    let rotating = Keyring::new(
+        MasterKey::from_bytes([2; 32]),
+        vec![MasterKey::from_bytes([1; 32])],
+    );
+    h.rekey(rotating.clone());
+    assert_eq!(
+        h.verify(&key_hash_of(&a)).await.json()["signing_secret"],
+        a["signing_secret"]
+    );
+    // A key created now is sealed under the new master key already.
+    let c = create_key_with_secret(&h, "c").await;
+
+    let report = rewrap_signing_secrets(&h.db.store, &rotating)
+        .await
+        .unwrap();
+    assert_eq!(report.master_key_id, new_id);
+    assert_eq!(
+        (
+            report.rewrapped,
+            report.already_current,
+            report.changed_meanwhile
+        ),
+        (2, 1, 0)
+    );
+    let again = rewrap_signing_secrets(&h.db.store, &rotating)
+        .await
+        .unwrap();
+    assert_eq!((again.rewrapped, again.already_current), (0, 3));
+    for row in h.db.store.sealed_signing_secrets().await.unwrap() {
+        assert_eq!(row.sealed.master_key_id(), Some(new_id.as_str()));
+    }
+
+    // After it, the new master key alone opens every secret, unchanged.
+    h.rekey(keyring(2));
+    for created in [&a, &b, &c] {
+        let reply = h.verify(&key_hash_of(created)).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        assert_eq!(reply.json()["signing_secret"], created["signing_secret"]);
+    }
+    // And the old one alone no longer does.
+    h.rekey(keyring(1));
+    h.verify(&key_hash_of(&a)).await.expect_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "signing_secret_unavailable",
+    );
 }

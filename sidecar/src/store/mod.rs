@@ -16,6 +16,7 @@ use time::OffsetDateTime;
 use tollgate_wire::UsageRecord;
 
 use crate::config::DatabaseTarget;
+use crate::sealed::SealedSecret;
 
 pub use mysql::MySqlStore;
 pub use sqlite::SqliteStore;
@@ -62,6 +63,9 @@ pub struct ApiKey {
     pub created_at: OffsetDateTime,
     pub revoked_at: Option<OffsetDateTime>,
     pub expires_at: Option<OffsetDateTime>,
+    /// The key's own signing secret, sealed; `None` for a key whose tokens
+    /// are signed with the shared secret.
+    pub sealed_signing_secret: Option<SealedSecret>,
 }
 
 /// A key to register: only its hash, never the plaintext.
@@ -73,6 +77,8 @@ pub struct NewKey {
     pub key_hash: String,
     pub created_at: OffsetDateTime,
     pub expires_at: Option<OffsetDateTime>,
+    /// Its signing secret, sealed for this `key_hash`; never the secret itself.
+    pub sealed_signing_secret: Option<SealedSecret>,
 }
 
 impl NewKey {
@@ -86,8 +92,18 @@ impl NewKey {
             created_at: self.created_at,
             revoked_at: None,
             expires_at: self.expires_at,
+            sealed_signing_secret: self.sealed_signing_secret.clone(),
         }
     }
+}
+
+/// A stored signing secret and the row it is bound to (for re-sealing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SealedRow {
+    pub id: i64,
+    /// The key's hash: what the sealed value is bound to.
+    pub key_hash: String,
+    pub sealed: SealedSecret,
 }
 
 /// What a revocation did.
@@ -191,6 +207,24 @@ macro_rules! dispatch {
     };
 }
 
+/// Runs the same statement code on whichever pool the store has: for
+/// statements with the same text, binds and reading on both backends (no
+/// times, no dialect), written once here rather than in each backend.
+macro_rules! on_either_pool {
+    ($self:ident, |$pool:ident| $body:expr) => {
+        match $self {
+            Store::MySql(s) => {
+                let $pool = s.pool();
+                $body
+            }
+            Store::Sqlite(s) => {
+                let $pool = s.pool();
+                $body
+            }
+        }
+    };
+}
+
 impl Store {
     /// Opens a pool on the target; a SQLite file (and its directory) is created when missing.
     pub async fn connect(target: &DatabaseTarget) -> Result<Store, StoreError> {
@@ -236,6 +270,35 @@ impl Store {
     /// Revokes a key, stamping `revoked_at` with `at`.
     pub async fn revoke_key(&self, id: i64, at: OffsetDateTime) -> Result<Revocation, StoreError> {
         dispatch!(self.revoke_key(id, at))
+    }
+
+    /// Every stored signing secret with its row, by id.
+    pub async fn sealed_signing_secrets(&self) -> Result<Vec<SealedRow>, StoreError> {
+        on_either_pool!(self, |pool| {
+            let rows = sqlx::query(sql::SEALED_SIGNING_SECRETS)
+                .fetch_all(pool)
+                .await?;
+            Ok(rows.iter().map(sql::sealed_row).collect::<Result<_, _>>()?)
+        })
+    }
+
+    /// Replaces key `id`'s sealed signing secret with `new` if it still is
+    /// `old`; false when it changed meanwhile (or the key is gone).
+    pub async fn replace_sealed_signing_secret(
+        &self,
+        id: i64,
+        old: &SealedSecret,
+        new: &SealedSecret,
+    ) -> Result<bool, StoreError> {
+        on_either_pool!(self, |pool| {
+            let done = sqlx::query(sql::REPLACE_SEALED_SIGNING_SECRET)
+                .bind(new.as_str())
+                .bind(id)
+                .bind(old.as_str())
+                .execute(pool)
+                .await?;
+            Ok(done.rows_affected() == 1)
+        })
     }
 
     /// Stores a batch of validated records in one transaction and returns how

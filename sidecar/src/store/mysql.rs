@@ -18,6 +18,7 @@ use super::{
     UsageSummaryRow, INSERT_CHUNK_ROWS,
 };
 use crate::clock::to_primitive_utc;
+use crate::sealed::SealedSecret;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/mysql");
 
@@ -90,6 +91,7 @@ impl MySqlStore {
             .bind(&key.key_hash)
             .bind(to_primitive_utc(key.created_at))
             .bind(key.expires_at.map(to_primitive_utc))
+            .bind(key.sealed_signing_secret.as_ref().map(SealedSecret::as_str))
             .execute(&self.pool)
             .await?;
         let id = i64::try_from(done.last_insert_id())
@@ -296,5 +298,6 @@ fn key_from_row(row: &MySqlRow) -> Result<ApiKey, StoreError> {
         expires_at: row
             .try_get::<Option<PrimitiveDateTime>, _>("expires_at")?
             .map(utc),
+        sealed_signing_secret: sql::sealed_signing_secret(row)?,
     })
 }

@@ -7,12 +7,13 @@
 use sqlx::{ColumnIndex, Database, Decode, Encode, QueryBuilder, Row, Type};
 use tollgate_wire::UsageRecord;
 
-use super::UsageSummaryRow;
+use super::{SealedRow, UsageSummaryRow};
+use crate::sealed::SealedSecret;
 
 /// The columns a key is read with, in the order `key_from_row` expects.
 macro_rules! key_columns {
     () => {
-        "id, name, prefix, status, created_at, revoked_at, expires_at"
+        "id, name, prefix, status, created_at, revoked_at, expires_at, sealed_signing_secret"
     };
 }
 
@@ -29,10 +30,21 @@ pub const KEY_BY_HASH: &str = concat!(
 /// The key with an id; binds the id.
 pub const KEY_BY_ID: &str = concat!("SELECT ", key_columns!(), " FROM api_keys WHERE id = ?");
 
-/// Registers an active key; binds name, prefix, hash, created_at, expires_at.
+/// Registers an active key; binds name, prefix, hash, created_at,
+/// expires_at, sealed_signing_secret.
 pub const INSERT_KEY: &str = "INSERT INTO api_keys \
-     (name, prefix, key_hash, status, created_at, expires_at) \
-     VALUES (?, ?, ?, 'ACTIVE', ?, ?)";
+     (name, prefix, key_hash, status, created_at, expires_at, sealed_signing_secret) \
+     VALUES (?, ?, ?, 'ACTIVE', ?, ?, ?)";
+
+/// Every key that has a sealed signing secret, by id; read each row with
+/// [`sealed_row`].
+pub const SEALED_SIGNING_SECRETS: &str = "SELECT id, key_hash, sealed_signing_secret \
+     FROM api_keys WHERE sealed_signing_secret IS NOT NULL ORDER BY id";
+
+/// Re-seals one key's secret if it is still the value read; binds the new
+/// value, id, the old value. Affects no row when the value changed meanwhile.
+pub const REPLACE_SEALED_SIGNING_SECRET: &str = "UPDATE api_keys SET sealed_signing_secret = ? \
+     WHERE id = ? AND sealed_signing_secret = ?";
 
 /// Revokes an active key; binds revoked_at, id. Affects no row when the key
 /// is revoked already or does not exist.
@@ -118,6 +130,51 @@ where
         requests: row.try_get("requests")?,
         request_bytes: row.try_get("request_bytes")?,
         response_bytes: row.try_get("response_bytes")?,
+    })
+}
+
+/// A text column of ASCII stored with a binary collation (`ascii_bin` on
+/// MySQL, which sqlx reports as binary and will not decode as a `String`),
+/// read as bytes on both backends.
+fn ascii_column<R: Row>(row: &R, column: &'static str) -> Result<Option<String>, sqlx::Error>
+where
+    for<'r> Option<Vec<u8>>: Decode<'r, R::Database> + Type<R::Database>,
+    &'static str: ColumnIndex<R>,
+{
+    row.try_get::<Option<Vec<u8>>, _>(column)?
+        .map(|bytes| {
+            String::from_utf8(bytes).map_err(|_| sqlx::Error::ColumnDecode {
+                index: column.into(),
+                source: "not ASCII".into(),
+            })
+        })
+        .transpose()
+}
+
+/// The sealed signing secret of a key row (`None` when the column is NULL).
+pub fn sealed_signing_secret<R: Row>(row: &R) -> Result<Option<SealedSecret>, sqlx::Error>
+where
+    for<'r> Option<Vec<u8>>: Decode<'r, R::Database> + Type<R::Database>,
+    &'static str: ColumnIndex<R>,
+{
+    Ok(ascii_column(row, "sealed_signing_secret")?.map(SealedSecret::from_stored))
+}
+
+/// One row of [`SEALED_SIGNING_SECRETS`].
+pub fn sealed_row<R: Row>(row: &R) -> Result<SealedRow, sqlx::Error>
+where
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Option<Vec<u8>>: Decode<'r, R::Database> + Type<R::Database>,
+    &'static str: ColumnIndex<R>,
+{
+    let missing = |column: &str| sqlx::Error::ColumnDecode {
+        index: column.into(),
+        source: "NULL where the query excludes NULL".into(),
+    };
+    Ok(SealedRow {
+        id: row.try_get("id")?,
+        key_hash: ascii_column(row, "key_hash")?.ok_or_else(|| missing("key_hash"))?,
+        sealed: sealed_signing_secret(row)?.ok_or_else(|| missing("sealed_signing_secret"))?,
     })
 }
 

@@ -21,6 +21,7 @@ use super::{
     UsageSummaryRow, INSERT_CHUNK_ROWS,
 };
 use crate::clock::{format_db_text, parse_db_text};
+use crate::sealed::SealedSecret;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -92,6 +93,7 @@ impl SqliteStore {
             .bind(&key.key_hash)
             .bind(format_db_text(key.created_at))
             .bind(key.expires_at.map(format_db_text))
+            .bind(key.sealed_signing_secret.as_ref().map(SealedSecret::as_str))
             .execute(&self.pool)
             .await?;
         Ok(key.registered(done.last_insert_rowid()))
@@ -181,5 +183,6 @@ fn key_from_row(row: &SqliteRow) -> Result<ApiKey, StoreError> {
             .ok_or_else(|| StoreError::Corrupt("api_keys.created_at is NULL".into()))?,
         revoked_at: time("revoked_at")?,
         expires_at: time("expires_at")?,
+        sealed_signing_secret: sql::sealed_signing_secret(row)?,
     })
 }

@@ -18,12 +18,18 @@ use http_body_util::BodyExt;
 use serde_json::Value;
 use sidecar::app::{router, AppState, AuthTokens};
 use sidecar::config::DatabaseTarget;
+use sidecar::sealed::{Keyring, MasterKey};
 use sidecar::store::{MySqlStore, Store};
 use sqlx::{Connection, Row};
 use tower::ServiceExt;
 
 pub const INTERNAL_TOKEN: &str = "internal-token-for-tests-0123";
 pub const ADMIN_TOKEN: &str = "admin-token-for-tests-0123456";
+
+/// A keyring whose only master key is 32 bytes of `byte`.
+pub fn keyring(byte: u8) -> Keyring {
+    Keyring::new(MasterKey::from_bytes([byte; 32]), Vec::new())
+}
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
@@ -313,6 +319,20 @@ pub struct Harness {
 impl Harness {
     pub async fn new(backend: Backend) -> Harness {
         Harness::with_admin(backend, Some(ADMIN_TOKEN)).await
+    }
+
+    /// A harness whose sidecar seals and opens signing secrets with `keyring`.
+    pub async fn with_keyring(backend: Backend, keyring: Keyring) -> Harness {
+        let mut h = Harness::new(backend).await;
+        h.rekey(keyring);
+        h
+    }
+
+    /// The same database, served from now on by a sidecar with `keyring`
+    /// (a restart with other master keys).
+    pub fn rekey(&mut self, keyring: Keyring) {
+        self.state = self.state.clone().with_keyring(keyring);
+        self.app = router(self.state.clone());
     }
 
     pub async fn with_admin(backend: Backend, admin: Option<&str>) -> Harness {
