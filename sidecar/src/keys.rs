@@ -376,25 +376,33 @@ pub async fn verify(
     }))
 }
 
-/// The signing secret a verify reply carries: the key's own, opened, and
-/// only with an `active` verdict. A secret that does not open is an error,
-/// never "no secret": a key without one accepts shared-secret tokens.
+/// The signing secret a verify reply carries: the key's own, opened, for
+/// any registered key that has one (revoked and expired ones too: the
+/// filter checks a token's signature before the key's state, so a revoked
+/// key's own token is answered `revoked_api_key`, and a forged one
+/// `invalid_signature`, as for keys on the shared secret).
+///
+/// For an active key, a secret that does not open is an error, never "no
+/// secret": a key without one accepts shared-secret tokens. A key that is
+/// refused anyway is answered without it (its requests are denied either
+/// way; only the code may then be `invalid_signature`).
 pub fn secret_to_hand_over(
     key: &ApiKey,
     verdict: KeyVerdict,
     key_hash: &str,
     keyring: &Keyring,
 ) -> Result<Option<SigningSecret>, ApiError> {
-    match (&key.sealed_signing_secret, verdict) {
-        (Some(sealed), KeyVerdict::Active) => {
-            keyring.open(sealed, key_hash).map(Some).map_err(|cause| {
-                ApiError::SigningSecretUnreadable {
-                    key_id: key.id,
-                    cause,
-                }
-            })
-        }
-        _ => Ok(None),
+    let Some(sealed) = &key.sealed_signing_secret else {
+        return Ok(None);
+    };
+    match (keyring.open(sealed, key_hash), verdict) {
+        (Ok(_), KeyVerdict::NotFound) => Ok(None),
+        (Ok(secret), _) => Ok(Some(secret)),
+        (Err(cause), KeyVerdict::Active) => Err(ApiError::SigningSecretUnreadable {
+            key_id: key.id,
+            cause,
+        }),
+        (Err(_), _) => Ok(None),
     }
 }
 

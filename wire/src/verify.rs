@@ -66,9 +66,10 @@ pub struct VerifyReply {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_at: Option<i64>,
     /// The key's own HMAC secret for its `X-Auth-Token`s, when it has one
-    /// (sent only with [`KeyVerdict::Active`]): the token is then verified
-    /// with these UTF-8 bytes, and a token signed with the shared secret is
-    /// refused. Absent for keys that use the shared secret.
+    /// (whatever the key's state, so that the signature is judged the same
+    /// way before the state is): the token is then verified with these
+    /// UTF-8 bytes, and a token signed with the shared secret is refused.
+    /// Absent for keys that use the shared secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signing_secret: Option<String>,
 }
