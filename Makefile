@@ -6,7 +6,7 @@ PYTHON := .venv/bin/python
 # throwaway mariadbd it starts when nothing answers (scripts/with_mariadb.py).
 WITH_MARIADB := python3 scripts/with_mariadb.py
 
-.PHONY: run test setup build lint test-rust test-e2e bench fuzz clean
+.PHONY: run test setup build lint test-rust test-e2e bench soak fuzz clean
 
 ## run: build everything, start sidecar (SQLite unless DATABASE_URL), ai-server and Envoy on :8001
 run: setup
@@ -39,6 +39,10 @@ lint:
 ## bench: load benchmarks (see bench/README.md); writes bench/results.{json,md}
 bench: setup
 	bench/run.sh
+
+## soak: the stack at a steady rate (SOAK_RATE, 200/s) for SOAK_SECONDS (180) on SQLite and on MariaDB: Envoy's and the sidecar's memory watched, the ledger checked exactly (bench/soak.py)
+soak: setup
+	$(WITH_MARIADB) $(PYTHON) bench/soak.py
 
 ## fuzz: every cargo-fuzz target (token, config, ingest, replay) for FUZZ_SECONDS each; installs cargo-fuzz if missing
 FUZZ_SECONDS ?= 60

@@ -1,0 +1,261 @@
+"""`make soak`: the stack under a steady load for a set time, on SQLite and on
+MariaDB, watching the memory of Envoy and the sidecar and checking the usage
+ledger exactly.
+
+For each backend it starts a stack (scripts/stack.py), sends
+``SOAK_RATE`` requests/s (default 200) for ``SOAK_SECONDS`` (default 180) from
+``SOAK_CLIENTS`` threads on fixed schedule slots (a late answer does not slow
+the schedule), and samples the resident memory (VmRSS) of Envoy and of the
+sidecar every ``SOAK_SAMPLE_S`` seconds. Then it
+
+* compares the request ids of the 2xx answers with the ``allowed`` rows of
+  ``usage_log``: the two sets must be equal (nothing missing, nothing extra);
+* fits a line to each process's memory over the second half of the run and
+  reports its growth per minute; the run fails when a process grows faster
+  than ``SOAK_MAX_GROWTH_KIB_PER_MIN`` (default 256) there, or when the
+  sidecar's memory ends above ``SOAK_SIDECAR_MAX_MIB`` (default 64, the
+  bound README.md states).
+
+Prints a table and exits non-zero on any failure. MariaDB comes from
+``TOLLGATE_TEST_MYSQL_URL`` (``make soak`` starts a throwaway server when
+none answers, as ``make test`` does).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import jwt
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from gateway import Ledger, mysql_connect  # noqa: E402
+from stack import Stack, StackConfig  # noqa: E402
+
+BODY = b'{"text": "a steady stream of small requests, for hours"}'
+
+
+def knob(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
+
+
+@dataclasses.dataclass
+class Knobs:
+    rate: float = knob("SOAK_RATE", 200)
+    seconds: float = knob("SOAK_SECONDS", 180)
+    clients: int = int(knob("SOAK_CLIENTS", 16))
+    sample_s: float = knob("SOAK_SAMPLE_S", 2)
+    max_growth_kib_per_min: float = knob("SOAK_MAX_GROWTH_KIB_PER_MIN", 256)
+    sidecar_max_mib: float = knob("SOAK_SIDECAR_MAX_MIB", 64)
+
+
+def rss_kib(pid: int) -> int:
+    """Resident memory of a process in KiB (0 once it is gone)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def group_process(leader: int, name: str) -> int:
+    """The pid of the process called ``name`` in ``leader``'s process group
+    (Envoy runs under a Python wrapper)."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        pgid = int(stat[stat.rindex(")") + 2:].split()[2])
+        if pgid == leader and comm == name:
+            return int(entry.name)
+    raise RuntimeError(f"no {name} process in group {leader}")
+
+
+def slope_kib_per_min(samples: list[tuple[float, int]]) -> float:
+    """Least-squares slope of (seconds, KiB) samples, in KiB per minute."""
+    n = len(samples)
+    if n < 2:
+        return 0.0
+    mean_t = sum(t for t, _ in samples) / n
+    mean_m = sum(m for _, m in samples) / n
+    var = sum((t - mean_t) ** 2 for t, _ in samples)
+    if var == 0:
+        return 0.0
+    cov = sum((t - mean_t) * (m - mean_m) for t, m in samples)
+    return cov / var * 60
+
+
+@dataclasses.dataclass
+class Load:
+    """Requests sent on a fixed schedule, and the ids of the 2xx answers."""
+
+    url: str
+    key: str
+    secret: str
+    knobs: Knobs
+    ok_ids: set = dataclasses.field(default_factory=set)
+    statuses: dict = dataclasses.field(default_factory=dict)
+    late: int = 0
+
+    def run(self) -> None:
+        total = int(self.knobs.rate * self.knobs.seconds)
+        start = time.monotonic() + 0.5
+        next_slot = iter(range(total))
+        lock = threading.Lock()
+        digest = hashlib.sha256(BODY).hexdigest()
+
+        def client() -> None:
+            session = requests.Session()
+            while True:
+                with lock:
+                    i = next(next_slot, None)
+                if i is None:
+                    return
+                wait = start + i / self.knobs.rate - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+                elif wait < -1:
+                    with lock:
+                        self.late += 1
+                now = int(time.time())
+                token = jwt.encode({"iat": now, "exp": now + 60, "body_sha256": digest},
+                                   self.secret, algorithm="HS256")
+                try:
+                    resp = session.post(self.url, data=BODY, timeout=30, headers={
+                        "Authorization": f"Bearer {self.key}", "X-Auth-Token": token,
+                        "Content-Type": "application/json"})
+                    status = resp.status_code
+                    request_id = resp.headers.get("x-request-id")
+                except requests.RequestException:
+                    status, request_id = 0, None
+                with lock:
+                    self.statuses[status] = self.statuses.get(status, 0) + 1
+                    if 200 <= status < 300 and request_id:
+                        self.ok_ids.add(request_id)
+
+        threads = [threading.Thread(target=client, daemon=True) for _ in range(self.knobs.clients)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+
+def allowed_ids(stack: Stack, key_id: int, ledger: Ledger, expect: int, timeout: float) -> set:
+    """The request ids of the key's ``allowed`` rows, once ``expect`` have
+    landed or ``timeout`` has passed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        rows = ledger.query("SELECT request_id FROM usage_log WHERE api_key_id = ? "
+                            "AND outcome = 'allowed'", [key_id])
+        ids = {r["request_id"] for r in rows}
+        if len(ids) >= expect or time.monotonic() > deadline:
+            return ids
+        time.sleep(0.5)
+
+
+def soak(backend: str, knobs: Knobs, workdir: Path) -> tuple[list[str], list[str]]:
+    """One backend's run: (table lines, failures)."""
+    state = workdir / backend
+    database_url = None
+    ledger = Ledger(sqlite_path=str(state / "tollgate.db"))
+    if backend == "mariadb":
+        server = os.environ.get("TOLLGATE_TEST_MYSQL_URL", "").rsplit("/", 1)[0]
+        if not server:
+            return [], ["TOLLGATE_TEST_MYSQL_URL is not set (make soak sets it)"]
+        conn = mysql_connect(server)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("DROP DATABASE IF EXISTS tollgate_soak")
+                cur.execute("CREATE DATABASE tollgate_soak")
+        finally:
+            conn.close()
+        database_url = f"{server}/tollgate_soak"
+        ledger = Ledger(mysql_url=database_url)
+    stack = Stack(StackConfig.ephemeral(state, database_url=database_url))
+    stack.start()
+    failures: list[str] = []
+    try:
+        key = stack.create_key(f"soak-{backend}")
+        pids = {"envoy": group_process(stack.envoy.proc.pid, "envoy"),
+                "sidecar": stack.sidecar.proc.pid}
+        samples: dict[str, list[tuple[float, int]]] = {name: [] for name in pids}
+        load = Load(stack.gateway + "/proxy/analyze", key["key"], stack.config.jwt_secret, knobs)
+        loader = threading.Thread(target=load.run)
+        began = time.monotonic()
+        loader.start()
+        while loader.is_alive():
+            elapsed = time.monotonic() - began
+            for name, pid in pids.items():
+                samples[name].append((elapsed, rss_kib(pid)))
+            loader.join(knobs.sample_s)
+        ran = time.monotonic() - began
+        landed = allowed_ids(stack, key["id"], ledger, len(load.ok_ids),
+                             stack.usage_flush_bound_s + 30)
+        missing = load.ok_ids - landed
+        extra = landed - load.ok_ids
+        sent = sum(load.statuses.values())
+        lines = [f"{backend}: {sent} requests in {ran:.0f} s ({sent / ran:.0f}/s), "
+                 f"statuses {dict(sorted(load.statuses.items()))}, "
+                 f"{load.late} sent over 1 s late; ledger: {len(landed)} rows for "
+                 f"{len(load.ok_ids)} 2xx, {len(missing)} missing, {len(extra)} extra"]
+        if missing or extra:
+            failures.append(f"{backend}: the ledger is not exact ({len(missing)} missing, "
+                            f"{len(extra)} extra)")
+        if set(load.statuses) != {200}:
+            failures.append(f"{backend}: not every request got 200: {load.statuses}")
+        half = ran / 2
+        for name, series in samples.items():
+            second_half = [(t, m) for t, m in series if t >= half]
+            growth = slope_kib_per_min(second_half)
+            first, last = series[0][1], series[-1][1]
+            peak = max(m for _, m in series)
+            lines.append(f"  {name:8} rss {first / 1024:6.1f} -> {last / 1024:6.1f} MiB "
+                         f"(peak {peak / 1024:.1f}); second half: {growth:+.0f} KiB/min")
+            if growth > knobs.max_growth_kib_per_min:
+                failures.append(f"{backend}: {name} still grows {growth:.0f} KiB/min in the "
+                                f"second half (bound {knobs.max_growth_kib_per_min:.0f})")
+            if name == "sidecar" and last / 1024 > knobs.sidecar_max_mib:
+                failures.append(f"{backend}: the sidecar ends at {last / 1024:.1f} MiB "
+                                f"(bound {knobs.sidecar_max_mib:.0f} MiB)")
+        return lines, failures
+    finally:
+        stack.stop()
+
+
+def main() -> int:
+    knobs = Knobs()
+    backends = os.environ.get("SOAK_BACKENDS", "sqlite mariadb").split()
+    print(f"soak: {knobs.rate:.0f} requests/s for {knobs.seconds:.0f} s per backend "
+          f"({', '.join(backends)}), memory sampled every {knobs.sample_s:.0f} s", flush=True)
+    report: list[str] = []
+    failures: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="tollgate-soak-") as tmp:
+        for backend in backends:
+            lines, failed = soak(backend, knobs, Path(tmp))
+            report += lines
+            failures += failed
+            print("\n".join(lines), flush=True)
+    for failure in failures:
+        print(f"FAIL {failure}")
+    print("soak: ok" if not failures else f"soak: {len(failures)} failure(s)")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
