@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
@@ -9,7 +10,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tollgate_wire::{USAGE_PATH, VERIFY_PATH};
 
-use crate::config::ServeConfig;
+use crate::config::{ServeConfig, DEFAULT_USAGE_MAX_SKEW};
 use crate::error::ApiError;
 use crate::extract::MAX_BODY_BYTES;
 use crate::metrics::{self, Metrics};
@@ -45,15 +46,26 @@ pub struct AppState {
     pub store: Store,
     pub auth: Arc<AuthTokens>,
     pub metrics: Arc<Metrics>,
+    /// How far from now a usage record's timestamp may be.
+    pub usage_max_skew: Duration,
 }
 
 impl AppState {
-    /// State over a store, with fresh metrics.
+    /// State over a store, with fresh metrics and the default usage skew.
     pub fn new(store: Store, auth: AuthTokens) -> Self {
         AppState {
             store,
             auth: Arc::new(auth),
             metrics: Arc::new(Metrics::default()),
+            usage_max_skew: DEFAULT_USAGE_MAX_SKEW,
+        }
+    }
+
+    /// The same state accepting usage timestamps within `skew` of now.
+    pub fn with_usage_max_skew(self, skew: Duration) -> Self {
+        AppState {
+            usage_max_skew: skew,
+            ..self
         }
     }
 }
@@ -109,7 +121,8 @@ pub async fn serve(
             admin_token: config.admin_token,
             internal_token: config.internal_token,
         },
-    );
+    )
+    .with_usage_max_skew(config.usage_max_skew);
     let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await;

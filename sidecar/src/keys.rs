@@ -16,7 +16,7 @@ use tollgate_wire::{is_lower_hex_digest, key_hash_hex, KeyVerdict, VerifyReply, 
 
 use crate::app::AppState;
 use crate::clock::{format_rfc3339, now_ms, parse_rfc3339, truncate_to_ms};
-use crate::error::ApiError;
+use crate::error::{ApiError, Undone};
 use crate::extract::{AdminCaller, InternalCaller, JsonBody};
 use crate::random::random_hex;
 use crate::store::{ApiKey, KeyStatus, NewKey, Revocation, Store, StoreError};
@@ -189,7 +189,7 @@ impl From<RegisterError> for ApiError {
     fn from(e: RegisterError) -> Self {
         match e {
             RegisterError::Invalid { field, message } => ApiError::invalid_field(field, message),
-            RegisterError::Store(e) => e.into(),
+            RegisterError::Store(e) => ApiError::storing(e),
         }
     }
 }
@@ -282,7 +282,7 @@ pub async fn verify(
     let started = Instant::now();
     let key = state.store.key_by_hash(&request.key_hash).await;
     state.metrics.observe_verify(started.elapsed());
-    let key = key?;
+    let key = key.map_err(ApiError::reading(Undone::VerifyKey))?;
     let verdict = verdict_of(key.as_ref(), OffsetDateTime::now_utc());
     Ok(Json(VerifyReply {
         verdict,
@@ -333,7 +333,11 @@ pub async fn list(
     _caller: AdminCaller,
     State(state): State<AppState>,
 ) -> Result<Json<KeyList>, ApiError> {
-    let keys = state.store.list_keys().await?;
+    let keys = state
+        .store
+        .list_keys()
+        .await
+        .map_err(ApiError::reading(Undone::ReadKeys))?;
     let now = OffsetDateTime::now_utc();
     Ok(Json(KeyList {
         keys: keys.iter().map(|k| KeyView::at(k, now)).collect(),
@@ -357,7 +361,12 @@ pub async fn revoke(
     let Path(id) =
         id.map_err(|_| ApiError::invalid_field("id", "the key id must be an integer"))?;
     let now = now_ms();
-    match state.store.revoke_key(id, now).await? {
+    let revocation = state
+        .store
+        .revoke_key(id, now)
+        .await
+        .map_err(ApiError::storing)?;
+    match revocation {
         Revocation::Revoked(key) => {
             tracing::info!(key_id = key.id, "key revoked");
             Ok(Json(RevokeReply {
