@@ -292,7 +292,12 @@ pub fn parse_with_env(json: &[u8], env: EnvLookup<'_>) -> Result<Parsed, ConfigE
     let replay_slots = raw.jwt.replay_slots;
     let jwt = validate_jwt(raw.jwt, env, &mut warnings)?;
     in_range("jwt.replay_slots", u64::from(replay_slots), 1, 1 << 24)?;
-    in_range("max_body_bytes", raw.max_body_bytes, 0, 1 << 30)?;
+    in_range(
+        "max_body_bytes",
+        raw.max_body_bytes,
+        0,
+        tollgate_wire::MAX_BODY_BYTES,
+    )?;
 
     let kc = raw.key_cache;
     in_range("key_cache.positive_ttl_s", kc.positive_ttl_s, 0, 86_400)?;

@@ -2,6 +2,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
@@ -9,7 +10,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 use tollgate_wire::{USAGE_PATH, VERIFY_PATH};
 
-use crate::config::ServeConfig;
+use crate::config::{ServeConfig, DEFAULT_USAGE_MAX_SKEW};
 use crate::error::ApiError;
 use crate::extract::MAX_BODY_BYTES;
 use crate::metrics::{self, Metrics};
@@ -48,16 +49,20 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The master keys signing secrets are sealed and opened with.
     pub keyring: Arc<Keyring>,
+    /// How far from now a usage record's timestamp may be.
+    pub usage_max_skew: Duration,
 }
 
 impl AppState {
-    /// State over a store, with fresh metrics and no master key.
+    /// State over a store, with fresh metrics, no master key and the
+    /// default usage skew.
     pub fn new(store: Store, auth: AuthTokens) -> Self {
         AppState {
             store,
             auth: Arc::new(auth),
             metrics: Arc::new(Metrics::default()),
             keyring: Arc::new(Keyring::empty()),
+            usage_max_skew: DEFAULT_USAGE_MAX_SKEW,
         }
     }
 
@@ -65,6 +70,14 @@ impl AppState {
     pub fn with_keyring(self, keyring: Keyring) -> Self {
         AppState {
             keyring: Arc::new(keyring),
+            ..self
+        }
+    }
+
+    /// The same state accepting usage timestamps within `skew` of now.
+    pub fn with_usage_max_skew(self, skew: Duration) -> Self {
+        AppState {
+            usage_max_skew: skew,
             ..self
         }
     }
@@ -122,7 +135,8 @@ pub async fn serve(
             internal_token: config.internal_token,
         },
     )
-    .with_keyring(config.keyring);
+    .with_keyring(config.keyring)
+    .with_usage_max_skew(config.usage_max_skew);
     let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await;

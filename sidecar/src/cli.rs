@@ -67,6 +67,11 @@ pub struct ServeArgs {
     /// Secret the Envoy filter sends in x-tollgate-internal-token (required, >= 16 chars).
     #[arg(long, env = "TOLLGATE_INTERNAL_TOKEN", hide_env_values = true)]
     pub internal_token: Option<String>,
+    /// Usage records whose timestamp is further than this from now, either
+    /// way, are refused (e.g. 24h, 90m); records the filter kept for longer
+    /// while the sidecar was down are refused too.
+    #[arg(long, env = "TOLLGATE_USAGE_MAX_SKEW", default_value = "24h")]
+    pub usage_max_skew: String,
 }
 
 /// `tollgate keys ...`.
@@ -203,6 +208,7 @@ pub async fn run(cli: Cli) -> Result<(), String> {
                 args.admin_token,
                 args.internal_token,
                 Keyring::from_env()?,
+                &args.usage_max_skew,
             )?;
             crate::app::serve(config, crate::app::shutdown_signal()).await
         }
@@ -225,7 +231,7 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             let rows = store
                 .usage_summary(&filter)
                 .await
-                .map_err(|e| e.to_string());
+                .map_err(|e| format!("the usage summary could not be read: {e}"));
             store.close().await;
             let reply = SummaryReply {
                 since: filter.since.map(format_rfc3339),

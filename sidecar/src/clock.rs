@@ -82,6 +82,11 @@ pub fn from_unix_ms(ms: u64) -> Option<OffsetDateTime> {
     OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()
 }
 
+/// Milliseconds from the Unix epoch to `t`; 0 for an instant before it.
+pub fn to_unix_ms(t: OffsetDateTime) -> u64 {
+    u64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
+}
+
 /// Formats an instant for JSON and people: RFC 3339 in UTC, e.g. `2025-11-24T10:00:00.123Z`.
 pub fn format_rfc3339(t: OffsetDateTime) -> String {
     let t = t.to_offset(UtcOffset::UTC);
@@ -165,6 +170,11 @@ mod tests {
         );
         assert!(from_unix_ms(MAX_TIMESTAMP_MS).is_some());
         assert!(from_unix_ms(MAX_TIMESTAMP_MS + 1).is_none());
+        assert_eq!(
+            to_unix_ms(datetime!(2025-11-24 16:00:00.123 UTC)),
+            1_764_000_000_123
+        );
+        assert_eq!(to_unix_ms(datetime!(1969-12-31 23:59:59 UTC)), 0);
     }
 
     #[test]

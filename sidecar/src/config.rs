@@ -3,6 +3,9 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::clock::parse_duration;
 
 use crate::sealed::Keyring;
 
@@ -12,6 +15,10 @@ pub const DEFAULT_SQLITE_PATH: &str = ".tollgate/tollgate.db";
 /// Shortest internal token `serve` accepts: it is the only thing between the
 /// network and the key registry.
 pub const MIN_INTERNAL_TOKEN_LEN: usize = 16;
+
+/// How far from the sidecar's clock a usage record's `timestamp_ms` may be,
+/// either way, unless `--usage-max-skew` says otherwise.
+pub const DEFAULT_USAGE_MAX_SKEW: Duration = Duration::from_secs(24 * 3_600);
 
 /// Which database the sidecar talks to.
 #[derive(Clone, PartialEq, Eq)]
@@ -121,6 +128,8 @@ pub struct ServeConfig {
     /// The master keys of signing secrets (`TOLLGATE_MASTER_KEY`, and
     /// `TOLLGATE_PREVIOUS_MASTER_KEY` during a rotation); may be empty.
     pub keyring: Keyring,
+    /// How far from now a usage record's timestamp may be; see [`DEFAULT_USAGE_MAX_SKEW`].
+    pub usage_max_skew: Duration,
 }
 
 impl ServeConfig {
@@ -132,6 +141,7 @@ impl ServeConfig {
         admin_token: Option<String>,
         internal_token: Option<String>,
         keyring: Keyring,
+        usage_max_skew: &str,
     ) -> Result<Self, String> {
         let listen: SocketAddr = listen
             .trim()
@@ -156,12 +166,18 @@ impl ServeConfig {
                 ));
             }
         }
+        let usage_max_skew =
+            parse_duration(usage_max_skew).map_err(|e| format!("--usage-max-skew: {e}"))?;
+        if usage_max_skew.is_zero() {
+            return Err("--usage-max-skew must be longer than zero (e.g. 24h)".into());
+        }
         Ok(ServeConfig {
             listen,
             database,
             admin_token,
             internal_token,
             keyring,
+            usage_max_skew,
         })
     }
 }
@@ -170,12 +186,13 @@ impl fmt::Display for ServeConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "listen={} database={} admin_token={} internal_token={} master_key={}",
+            "listen={} database={} admin_token={} internal_token={} master_key={} usage_max_skew={}s",
             self.listen,
             self.database.masked(),
             mask_secret(self.admin_token.as_deref()),
             mask_secret(Some(&self.internal_token)),
             self.keyring.describe(),
+            self.usage_max_skew.as_secs(),
         )
     }
 }
@@ -217,6 +234,7 @@ mod tests {
             Some("admin-token-0123456789".into()),
             Some("internal-token-0123456789".into()),
             Keyring::from_values(Some(&"ab".repeat(32)), None).unwrap(),
+            "24h",
         )
         .unwrap();
         let shown = config.to_string();
@@ -232,14 +250,51 @@ mod tests {
     #[test]
     fn internal_token_is_required_and_long_enough() {
         let none = Keyring::empty;
-        let missing = ServeConfig::new("127.0.0.1:9000", None, None, None, none()).unwrap_err();
+        let missing =
+            ServeConfig::new("127.0.0.1:9000", None, None, None, none(), "24h").unwrap_err();
         assert!(missing.contains("TOLLGATE_INTERNAL_TOKEN"), "{missing}");
-        let short = ServeConfig::new("127.0.0.1:9000", None, None, Some("short".into()), none())
-            .unwrap_err();
+        let short = ServeConfig::new(
+            "127.0.0.1:9000",
+            None,
+            None,
+            Some("short".into()),
+            none(),
+            "24h",
+        )
+        .unwrap_err();
         assert!(short.contains("at least 16"), "{short}");
         let bad_listen =
-            ServeConfig::new("localhost", None, None, Some("x".repeat(16)), none()).unwrap_err();
+            ServeConfig::new("localhost", None, None, Some("x".repeat(16)), none(), "24h")
+                .unwrap_err();
         assert!(bad_listen.contains("--listen"), "{bad_listen}");
+    }
+
+    #[test]
+    fn the_usage_skew_is_a_duration_longer_than_zero() {
+        let serve = |skew| {
+            let internal = Some("x".repeat(16));
+            ServeConfig::new(
+                "127.0.0.1:9000",
+                None,
+                None,
+                internal,
+                Keyring::empty(),
+                skew,
+            )
+        };
+        assert_eq!(serve("24h").unwrap().usage_max_skew, DEFAULT_USAGE_MAX_SKEW);
+        assert_eq!(
+            serve("90m").unwrap().usage_max_skew,
+            Duration::from_secs(5_400)
+        );
+        assert!(serve("24h")
+            .unwrap()
+            .to_string()
+            .contains("usage_max_skew=86400s"));
+        for bad in ["0s", "1day", "", "-1h"] {
+            let err = serve(bad).unwrap_err();
+            assert!(err.contains("--usage-max-skew"), "{bad:?}: {err}");
+        }
     }
 
     #[test]

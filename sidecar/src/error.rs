@@ -39,7 +39,8 @@ pub enum ErrorCode {
     PayloadTooLarge,
     /// 413: the usage batch has too many records.
     BatchTooLarge,
-    /// 503: the database cannot answer; nothing was stored.
+    /// 503: the database cannot answer; the message says what was not done
+    /// (nothing stored, or nothing read).
     DatabaseUnavailable,
     /// 503: a signing secret was asked for, but the sidecar has no master
     /// key to seal it with; nothing was stored.
@@ -101,6 +102,35 @@ pub enum Credential {
     AdminToken,
 }
 
+/// What a call could not do because the database failed, so the 503 tells
+/// the caller the truth: a write stored nothing, a read returned nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Undone {
+    /// Ingestion, key creation, revocation: nothing was stored.
+    Store,
+    /// `GET /v1/usage/summary`.
+    ReadSummary,
+    /// `GET /v1/keys`.
+    ReadKeys,
+    /// Key verification.
+    VerifyKey,
+    /// `GET /readyz`.
+    CheckReadiness,
+}
+
+impl Undone {
+    /// What did not happen, for the message.
+    fn describe(self) -> &'static str {
+        match self {
+            Undone::Store => "nothing was stored",
+            Undone::ReadSummary => "the usage summary could not be read",
+            Undone::ReadKeys => "the key list could not be read",
+            Undone::VerifyKey => "the key could not be looked up",
+            Undone::CheckReadiness => "the sidecar is not ready",
+        }
+    }
+}
+
 /// Why an HTTP call failed. Its `Display` is the message for a person.
 #[derive(Debug)]
 pub enum ApiError {
@@ -133,8 +163,9 @@ pub enum ApiError {
     BodyTooLarge { limit: usize },
     /// The usage batch has `records` records, more than [`MAX_USAGE_BATCH`].
     BatchTooLarge { records: usize },
-    /// The database failed; the cause is logged, never answered.
-    DatabaseUnavailable(StoreError),
+    /// The database failed while the call did `undone`; the cause is
+    /// logged, never answered.
+    DatabaseUnavailable { cause: StoreError, undone: Undone },
     /// A signing secret was asked for and no master key is configured.
     MasterKeyMissing,
     /// A new signing secret could not be minted or sealed; logged.
@@ -153,6 +184,24 @@ impl ApiError {
         }
     }
 
+    /// The error of a store call that was writing: a duplicate key is 409,
+    /// any other failure 503 "nothing was stored".
+    pub fn storing(cause: StoreError) -> Self {
+        match cause {
+            StoreError::Duplicate => ApiError::DuplicateKey,
+            cause => ApiError::DatabaseUnavailable {
+                cause,
+                undone: Undone::Store,
+            },
+        }
+    }
+
+    /// The error of a store call that was reading: 503 saying what could
+    /// not be read. For `map_err`.
+    pub fn reading(undone: Undone) -> impl FnOnce(StoreError) -> Self {
+        move |cause| ApiError::DatabaseUnavailable { cause, undone }
+    }
+
     /// The stable code this error answers with.
     pub fn code(&self) -> ErrorCode {
         match self {
@@ -168,7 +217,7 @@ impl ApiError {
             ApiError::DuplicateKey => ErrorCode::DuplicateKey,
             ApiError::BodyTooLarge { .. } => ErrorCode::PayloadTooLarge,
             ApiError::BatchTooLarge { .. } => ErrorCode::BatchTooLarge,
-            ApiError::DatabaseUnavailable(_) => ErrorCode::DatabaseUnavailable,
+            ApiError::DatabaseUnavailable { .. } => ErrorCode::DatabaseUnavailable,
             ApiError::MasterKeyMissing => ErrorCode::MasterKeyMissing,
             ApiError::SealFailed(_) | ApiError::SigningSecretUnreadable { .. } => {
                 ErrorCode::SigningSecretUnavailable
@@ -225,9 +274,11 @@ impl fmt::Display for ApiError {
                 f,
                 "a batch holds at most {MAX_USAGE_BATCH} records; this one has {records}"
             ),
-            ApiError::DatabaseUnavailable(_) => {
-                f.write_str("the database is unavailable; nothing was stored, retry later")
-            }
+            ApiError::DatabaseUnavailable { undone, .. } => write!(
+                f,
+                "the database is unavailable; {}, retry later",
+                undone.describe()
+            ),
             ApiError::MasterKeyMissing => write!(
                 f,
                 "a signing secret needs a master key to seal it, and none is configured: \
@@ -249,17 +300,8 @@ impl fmt::Display for ApiError {
 impl std::error::Error for ApiError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            ApiError::DatabaseUnavailable(e) => Some(e),
+            ApiError::DatabaseUnavailable { cause, .. } => Some(cause),
             _ => None,
-        }
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Duplicate => ApiError::DuplicateKey,
-            other => ApiError::DatabaseUnavailable(other),
         }
     }
 }
@@ -268,7 +310,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let code = self.code();
         match &self {
-            ApiError::DatabaseUnavailable(cause) => {
+            ApiError::DatabaseUnavailable { cause, .. } => {
                 tracing::error!(error = %cause, "database call failed");
             }
             ApiError::SealFailed(cause) => {
@@ -328,7 +370,7 @@ mod tests {
                 413,
             ),
             (
-                ApiError::DatabaseUnavailable(StoreError::Corrupt("x".into())),
+                ApiError::reading(Undone::ReadKeys)(StoreError::Corrupt("x".into())),
                 "database_unavailable",
                 503,
             ),
@@ -365,13 +407,35 @@ mod tests {
         assert!(response.extensions().get::<DatabaseFailure>().is_none());
 
         let store_down = StoreError::Unavailable(sqlx::Error::PoolClosed);
-        let response = ApiError::from(store_down).into_response();
+        let response = ApiError::storing(store_down).into_response();
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert!(response.extensions().get::<DatabaseFailure>().is_some());
         assert!(response.headers().get(header::WWW_AUTHENTICATE).is_none());
         assert_eq!(
-            ApiError::from(StoreError::Duplicate).code(),
+            ApiError::storing(StoreError::Duplicate).code(),
             ErrorCode::DuplicateKey
+        );
+    }
+
+    #[test]
+    fn a_failed_read_does_not_claim_nothing_was_stored() {
+        let down = || StoreError::Unavailable(sqlx::Error::PoolClosed);
+        let write = ApiError::storing(down()).to_string();
+        assert!(write.contains("nothing was stored"), "{write}");
+        for undone in [
+            Undone::ReadSummary,
+            Undone::ReadKeys,
+            Undone::VerifyKey,
+            Undone::CheckReadiness,
+        ] {
+            let read = ApiError::reading(undone)(down());
+            assert_eq!(read.code(), ErrorCode::DatabaseUnavailable);
+            let message = read.to_string();
+            assert!(!message.contains("stored"), "{undone:?}: {message}");
+        }
+        assert_eq!(
+            ApiError::reading(Undone::ReadSummary)(down()).to_string(),
+            "the database is unavailable; the usage summary could not be read, retry later"
         );
     }
 }

@@ -19,7 +19,7 @@ use tollgate_wire::{is_lower_hex_digest, key_hash_hex, KeyVerdict, VerifyReply, 
 
 use crate::app::AppState;
 use crate::clock::{format_rfc3339, now_ms, parse_rfc3339, truncate_to_ms};
-use crate::error::ApiError;
+use crate::error::{ApiError, Undone};
 use crate::extract::{AdminCaller, InternalCaller, JsonBody};
 use crate::random::random_hex;
 use crate::sealed::{Keyring, SealError};
@@ -223,7 +223,7 @@ impl From<RegisterError> for ApiError {
             RegisterError::Invalid { field, message } => ApiError::invalid_field(field, message),
             RegisterError::MasterKeyMissing => ApiError::MasterKeyMissing,
             RegisterError::Seal(cause) => ApiError::SealFailed(cause),
-            RegisterError::Store(e) => e.into(),
+            RegisterError::Store(e) => ApiError::storing(e),
         }
     }
 }
@@ -359,7 +359,7 @@ pub async fn verify(
     let started = Instant::now();
     let key = state.store.key_by_hash(&request.key_hash).await;
     state.metrics.observe_verify(started.elapsed());
-    let key = key?;
+    let key = key.map_err(ApiError::reading(Undone::VerifyKey))?;
     let verdict = verdict_of(key.as_ref(), OffsetDateTime::now_utc());
     let signing_secret = match &key {
         Some(key) => secret_to_hand_over(key, verdict, &request.key_hash, &state.keyring)?,
@@ -453,7 +453,11 @@ pub async fn list(
     _caller: AdminCaller,
     State(state): State<AppState>,
 ) -> Result<Json<KeyList>, ApiError> {
-    let keys = state.store.list_keys().await?;
+    let keys = state
+        .store
+        .list_keys()
+        .await
+        .map_err(ApiError::reading(Undone::ReadKeys))?;
     let now = OffsetDateTime::now_utc();
     Ok(Json(KeyList {
         keys: keys.iter().map(|k| KeyView::at(k, now)).collect(),
@@ -477,7 +481,12 @@ pub async fn revoke(
     let Path(id) =
         id.map_err(|_| ApiError::invalid_field("id", "the key id must be an integer"))?;
     let now = now_ms();
-    match state.store.revoke_key(id, now).await? {
+    let revocation = state
+        .store
+        .revoke_key(id, now)
+        .await
+        .map_err(ApiError::storing)?;
+    match revocation {
         Revocation::Revoked(key) => {
             tracing::info!(key_id = key.id, "key revoked");
             Ok(Json(RevokeReply {

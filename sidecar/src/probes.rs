@@ -8,7 +8,7 @@ use axum::Json;
 use serde_json::json;
 
 use crate::app::AppState;
-use crate::error::ApiError;
+use crate::error::{ApiError, Undone};
 
 /// `GET /healthz`: the process is up.
 pub async fn healthz() -> Json<serde_json::Value> {
@@ -18,7 +18,11 @@ pub async fn healthz() -> Json<serde_json::Value> {
 /// `GET /readyz`: the database answers `SELECT 1`.
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     let started = Instant::now();
-    state.store.ping().await?;
+    state
+        .store
+        .ping()
+        .await
+        .map_err(ApiError::reading(Undone::CheckReadiness))?;
     Ok(Json(json!({
         "status": "ready",
         "database": state.store.backend(),

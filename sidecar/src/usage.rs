@@ -1,22 +1,54 @@
 //! The usage ledger over HTTP: batched, idempotent ingestion from the Envoy
 //! filter, and per-key summaries for people.
 
+use std::time::Duration;
+
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::Json;
 use serde::Serialize;
 use time::OffsetDateTime;
-use tollgate_wire::{IngestReply, UsageRecord, MAX_USAGE_BATCH};
+use tollgate_wire::{record_field, IngestReply, UsageRecord, MAX_TIMESTAMP_MS, MAX_USAGE_BATCH};
 
 use crate::app::AppState;
-use crate::clock::{format_rfc3339, parse_since};
-use crate::error::ApiError;
+use crate::clock::{format_rfc3339, now_ms, parse_since, to_unix_ms};
+use crate::error::{ApiError, Undone};
 use crate::extract::{AdminCaller, InternalCaller, JsonBody};
-use crate::store::{SummaryFilter, UsageSummaryRow};
+use crate::store::{SummaryFilter, UsageInsert, UsageSummaryRow};
 
-/// Checks every record of a batch against the wire rules and the stores'
-/// time range; the error names the record and field, e.g. `[3].status_code`.
-pub fn validate_batch(records: &[UsageRecord]) -> Result<(), ApiError> {
+/// The `timestamp_ms` values ingestion accepts: within a skew of the
+/// sidecar's clock, either way. A record can be honestly old (the filter
+/// keeps records while the sidecar is down), but not older than the skew:
+/// the ledger refuses what it cannot tell from a forged instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeWindow {
+    pub earliest_ms: u64,
+    pub latest_ms: u64,
+    /// The skew the window was made with, for the refusal's message.
+    pub max_skew: Duration,
+}
+
+impl TimeWindow {
+    /// `now_ms` ± `max_skew`, clipped to what every store can hold.
+    pub fn around(now_ms: u64, max_skew: Duration) -> TimeWindow {
+        let skew_ms = u64::try_from(max_skew.as_millis()).unwrap_or(u64::MAX);
+        TimeWindow {
+            earliest_ms: now_ms.saturating_sub(skew_ms),
+            latest_ms: now_ms.saturating_add(skew_ms).min(MAX_TIMESTAMP_MS),
+            max_skew,
+        }
+    }
+
+    /// Whether an instant falls inside.
+    pub fn contains(&self, timestamp_ms: u64) -> bool {
+        (self.earliest_ms..=self.latest_ms).contains(&timestamp_ms)
+    }
+}
+
+/// Checks every record of a batch against the wire rules, the stores' time
+/// range and the time `window`; the error names the record and field, e.g.
+/// `[3].status_code`.
+pub fn validate_batch(records: &[UsageRecord], window: TimeWindow) -> Result<(), ApiError> {
     if records.len() > MAX_USAGE_BATCH {
         return Err(ApiError::BatchTooLarge {
             records: records.len(),
@@ -25,24 +57,56 @@ pub fn validate_batch(records: &[UsageRecord]) -> Result<(), ApiError> {
     for (i, record) in records.iter().enumerate() {
         if let Err(e) = record.validate() {
             return Err(ApiError::invalid_field(
-                format!("[{i}].{}", e.field),
+                record_field(i, e.field),
                 format!("record {i}: {} {}", e.field, e.reason),
+            ));
+        }
+        if !window.contains(record.timestamp_ms) {
+            return Err(ApiError::invalid_field(
+                record_field(i, "timestamp_ms"),
+                format!(
+                    "record {i}: timestamp_ms {} is more than {}s away from the sidecar's \
+                     clock (TOLLGATE_USAGE_MAX_SKEW); a record older than that is refused",
+                    record.timestamp_ms,
+                    window.max_skew.as_secs()
+                ),
             ));
         }
     }
     Ok(())
 }
 
+/// The refusal of a batch whose record `index` names a key id no key has.
+fn unknown_key(index: usize, api_key_id: i64) -> ApiError {
+    ApiError::invalid_field(
+        record_field(index, "api_key_id"),
+        format!("record {index}: api_key_id {api_key_id} is not a registered key"),
+    )
+}
+
 /// `POST /v1/internal/usage`: stores a batch in one transaction and answers
-/// only after the commit; a re-sent record counts as a duplicate.
+/// only after the commit; a re-sent record counts as a duplicate. A batch
+/// with an impossible record (see [`validate_batch`], or a key id no key
+/// has) is refused whole with 400 naming that record.
 pub async fn ingest(
     _caller: InternalCaller,
     State(state): State<AppState>,
     JsonBody(records): JsonBody<Vec<UsageRecord>>,
 ) -> Result<Json<IngestReply>, ApiError> {
-    validate_batch(&records)?;
+    let window = TimeWindow::around(to_unix_ms(now_ms()), state.usage_max_skew);
+    validate_batch(&records, window)?;
     let received = records.len() as u64;
-    let inserted = state.store.insert_usage(&records).await?;
+    let inserted = match state
+        .store
+        .insert_usage(&records)
+        .await
+        .map_err(ApiError::storing)?
+    {
+        UsageInsert::Stored { inserted } => inserted,
+        UsageInsert::UnknownKey { index, api_key_id } => {
+            return Err(unknown_key(index, api_key_id))
+        }
+    };
     let duplicates = received.saturating_sub(inserted);
     state.metrics.record_ingest(inserted, duplicates);
     Ok(Json(IngestReply {
@@ -127,7 +191,11 @@ pub async fn summary(
     let query = SummaryQuery::from_pairs(pairs)?;
     let filter = summary_filter(query.key, query.since.as_deref(), OffsetDateTime::now_utc())
         .map_err(|message| ApiError::invalid_field("since", message))?;
-    let rows = state.store.usage_summary(&filter).await?;
+    let rows = state
+        .store
+        .usage_summary(&filter)
+        .await
+        .map_err(ApiError::reading(Undone::ReadSummary))?;
     Ok(Json(SummaryReply {
         since: filter.since.map(format_rfc3339),
         rows,
@@ -138,7 +206,14 @@ pub async fn summary(
 mod tests {
     use super::*;
     use crate::error::ErrorCode;
-    use tollgate_wire::{Outcome, MAX_TIMESTAMP_MS};
+    use tollgate_wire::{Outcome, MAX_BODY_BYTES, MAX_RESPONSE_BYTES};
+
+    const NOW_MS: u64 = 1_764_000_000_000;
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    fn window() -> TimeWindow {
+        TimeWindow::around(NOW_MS, DAY)
+    }
 
     fn record(i: usize) -> UsageRecord {
         UsageRecord {
@@ -151,27 +226,85 @@ mod tests {
             request_bytes: 10,
             response_bytes: 20,
             duration_ms: 3,
-            timestamp_ms: 1_764_000_000_000,
+            timestamp_ms: NOW_MS,
         }
     }
 
     #[test]
     fn batches_are_checked_record_by_record() {
         let mut batch: Vec<_> = (0..5).map(record).collect();
-        assert!(validate_batch(&batch).is_ok());
+        assert!(validate_batch(&batch, window()).is_ok());
         batch[3].status_code = 42;
-        let err = validate_batch(&batch).unwrap_err();
+        let err = validate_batch(&batch, window()).unwrap_err();
         assert_eq!(err.field(), Some("[3].status_code"));
         batch[3].status_code = 200;
         batch[4].timestamp_ms = MAX_TIMESTAMP_MS + 1;
-        let err = validate_batch(&batch).unwrap_err();
+        let err = validate_batch(&batch, window()).unwrap_err();
         assert_eq!(err.field(), Some("[4].timestamp_ms"));
+    }
+
+    #[test]
+    fn byte_counts_no_exchange_can_have_are_refused() {
+        let mut batch: Vec<_> = (0..4).map(record).collect();
+        batch[3].request_bytes = i64::MAX as u64;
+        let err = validate_batch(&batch, window()).unwrap_err();
+        assert_eq!(err.field(), Some("[3].request_bytes"));
+        assert_eq!(err.code(), ErrorCode::InvalidRequest);
+        batch[3].request_bytes = MAX_BODY_BYTES;
+        batch[1].response_bytes = MAX_RESPONSE_BYTES + 1;
+        let err = validate_batch(&batch, window()).unwrap_err();
+        assert_eq!(err.field(), Some("[1].response_bytes"));
+        batch[1].response_bytes = MAX_RESPONSE_BYTES;
+        assert!(validate_batch(&batch, window()).is_ok());
+    }
+
+    #[test]
+    fn timestamps_far_from_now_are_refused() {
+        let day_ms = DAY.as_millis() as u64;
+        let mut batch: Vec<_> = (0..3).map(record).collect();
+        for (ts, accepted) in [
+            (NOW_MS - day_ms, true),
+            (NOW_MS + day_ms, true),
+            (NOW_MS - day_ms - 1, false),
+            (NOW_MS + day_ms + 1, false),
+            (0, false),
+            (MAX_TIMESTAMP_MS, false),
+        ] {
+            batch[2].timestamp_ms = ts;
+            let result = validate_batch(&batch, window());
+            assert_eq!(result.is_ok(), accepted, "{ts}");
+            if let Err(err) = result {
+                assert_eq!(err.field(), Some("[2].timestamp_ms"), "{ts}");
+                assert!(err.to_string().contains("86400s"), "{err}");
+            }
+        }
+    }
+
+    #[test]
+    fn the_time_window_stays_within_what_stores_hold() {
+        let w = TimeWindow::around(5, DAY);
+        assert_eq!(
+            (w.earliest_ms, w.latest_ms),
+            (0, 5 + DAY.as_millis() as u64)
+        );
+        let w = TimeWindow::around(u64::MAX, Duration::MAX);
+        assert_eq!((w.earliest_ms, w.latest_ms), (0, MAX_TIMESTAMP_MS));
+        let w = TimeWindow::around(NOW_MS, Duration::ZERO);
+        assert!(w.contains(NOW_MS) && !w.contains(NOW_MS + 1) && !w.contains(NOW_MS - 1));
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused_naming_its_record() {
+        let err = unknown_key(4, 99);
+        assert_eq!(err.field(), Some("[4].api_key_id"));
+        assert_eq!(err.code(), ErrorCode::InvalidRequest);
+        assert!(err.to_string().contains("99"), "{err}");
     }
 
     #[test]
     fn oversized_batches_are_refused() {
         let batch: Vec<_> = (0..=MAX_USAGE_BATCH).map(record).collect();
-        let err = validate_batch(&batch).unwrap_err();
+        let err = validate_batch(&batch, window()).unwrap_err();
         assert_eq!(err.code(), ErrorCode::BatchTooLarge);
         assert!(err.to_string().contains("1001"), "{err}");
     }

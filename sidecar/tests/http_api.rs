@@ -14,9 +14,12 @@ use sidecar::keys::RegisterError;
 use sidecar::rewrap::rewrap_signing_secrets;
 use sidecar::sealed::{Keyring, MasterKey, SealedSecret};
 use sidecar::signing_secret::SigningSecret;
-use sidecar::store::{KeyStatus, NewKey, Store};
+use sidecar::store::{KeyStatus, NewKey, Store, SummaryFilter};
 use support::*;
-use tollgate_wire::{Outcome, INTERNAL_TOKEN_HEADER, MAX_USAGE_BATCH, USAGE_PATH, VERIFY_PATH};
+use tollgate_wire::{
+    Outcome, INTERNAL_TOKEN_HEADER, MAX_BODY_BYTES, MAX_RESPONSE_BYTES, MAX_TIMESTAMP_MS,
+    MAX_USAGE_BATCH, USAGE_PATH, VERIFY_PATH,
+};
 
 macro_rules! on_both_backends {
     ($($name:ident),* $(,)?) => {
@@ -52,6 +55,8 @@ on_both_backends!(
     ingest_counts_duplicates_inside_one_batch,
     ingest_refuses_bad_batches_whole,
     ingest_refuses_oversized_batches_and_bodies,
+    ingest_refuses_records_that_cannot_be_true,
+    usage_summary_adds_up_rows_stored_before_counts_were_bounded,
     admin_api_requires_the_admin_token,
     admin_api_manages_keys,
     admin_api_refuses_bad_input,
@@ -292,6 +297,7 @@ async fn verify_ignores_fields_it_does_not_know(backend: Backend) {
 
 async fn ingest_stores_a_batch_once(backend: Backend) {
     let h = Harness::new(backend).await;
+    register_keys(&h.db.store, 3).await;
     let reply = h.ingest(&json!([])).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     assert_eq!(
@@ -335,6 +341,7 @@ async fn ingest_stores_a_batch_once(backend: Backend) {
 
 async fn ingest_counts_duplicates_inside_one_batch(backend: Backend) {
     let h = Harness::new(backend).await;
+    register_keys(&h.db.store, 2).await;
     let batch = json!([
         record("a", 1),
         record("b", 1),
@@ -353,6 +360,7 @@ async fn ingest_counts_duplicates_inside_one_batch(backend: Backend) {
 
 async fn ingest_stores_records_with_fields_it_does_not_know(backend: Backend) {
     let h = Harness::new(backend).await;
+    register_keys(&h.db.store, 1).await;
     // A newer filter reports what this sidecar has no column for yet.
     let mut newer = record("units-1", 1);
     newer["units"] = json!(3);
@@ -373,6 +381,7 @@ async fn ingest_stores_records_with_fields_it_does_not_know(backend: Backend) {
 
 async fn ingest_refuses_outcomes_outside_the_contract(backend: Backend) {
     let h = Harness::new(backend).await;
+    register_keys(&h.db.store, 1).await;
     let refused = |i: usize, outcome: &Value| {
         let mut batch = vec![
             record(&format!("ok-{i}"), 1),
@@ -423,6 +432,7 @@ async fn ingest_refuses_outcomes_outside_the_contract(backend: Backend) {
 
 async fn ingest_refuses_bad_batches_whole(backend: Backend) {
     let h = Harness::new(backend).await;
+    register_keys(&h.db.store, 1).await;
 
     // Wrong type in record 3: serde names it.
     let mut batch: Vec<Value> = (0..5).map(|i| record(&format!("t-{i}"), 1)).collect();
@@ -489,6 +499,7 @@ async fn ingest_refuses_bad_batches_whole(backend: Backend) {
 
 async fn ingest_refuses_oversized_batches_and_bodies(backend: Backend) {
     let h = Harness::new(backend).await;
+    register_keys(&h.db.store, 1).await;
     let batch: Vec<Value> = (0..=MAX_USAGE_BATCH)
         .map(|i| record(&format!("big-{i}"), 1))
         .collect();
@@ -508,6 +519,118 @@ async fn ingest_refuses_oversized_batches_and_bodies(backend: Backend) {
         .await
         .expect_error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
     assert_eq!(count_usage(&h.db.store, None).await, MAX_USAGE_BATCH as i64);
+}
+
+/// A record no real exchange can produce is refused, and its batch with it,
+/// with 400 naming the record and field: byte counts past what the gateway
+/// lets in or any response plausibly carries, a key id no key has, a
+/// timestamp more than the skew (24 h) away from now. Nothing is stored, and
+/// the summary still works.
+async fn ingest_refuses_records_that_cannot_be_true(backend: Backend) {
+    let h = Harness::new(backend).await;
+    register_keys(&h.db.store, 2).await;
+    let batch: Vec<Value> = (0..5)
+        .map(|i| record(&format!("f-{i}"), 1 + i % 2))
+        .collect();
+    let day_ms = 86_400_000;
+    for (i, field, value) in [
+        (3, "request_bytes", json!(i64::MAX)),
+        (3, "request_bytes", json!(MAX_BODY_BYTES + 1)),
+        (1, "response_bytes", json!(i64::MAX)),
+        (1, "response_bytes", json!(MAX_RESPONSE_BYTES + 1)),
+        (0, "api_key_id", json!(3)),
+        (4, "api_key_id", json!(i64::MAX)),
+        (2, "timestamp_ms", json!(0)),
+        (2, "timestamp_ms", json!(MAX_TIMESTAMP_MS)),
+        (2, "timestamp_ms", json!(now_ms() - day_ms - 60_000)),
+        (2, "timestamp_ms", json!(now_ms() + day_ms + 60_000)),
+    ] {
+        let mut bad = batch.clone();
+        bad[i][field] = value.clone();
+        let error = h
+            .ingest(&Value::Array(bad))
+            .await
+            .expect_error(StatusCode::BAD_REQUEST, "invalid_request");
+        assert_eq!(
+            error["field"],
+            format!("[{i}].{field}"),
+            "{field} = {value}"
+        );
+    }
+    // Two unknown key ids: the first is named.
+    let mut bad = batch.clone();
+    bad[2]["api_key_id"] = json!(7);
+    bad[4]["api_key_id"] = json!(8);
+    let error = h
+        .ingest(&Value::Array(bad))
+        .await
+        .expect_error(StatusCode::BAD_REQUEST, "invalid_request");
+    assert_eq!(error["field"], "[2].api_key_id");
+    assert!(error["message"].as_str().unwrap().contains('7'), "{error}");
+    assert_eq!(count_usage(&h.db.store, None).await, 0);
+
+    // The largest counts an exchange can have go in, and add up.
+    let mut largest = batch.clone();
+    for r in &mut largest {
+        r["request_bytes"] = json!(MAX_BODY_BYTES);
+        r["response_bytes"] = json!(MAX_RESPONSE_BYTES);
+    }
+    let reply = h.ingest(&Value::Array(largest)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert_eq!(reply.json()["inserted"], 5);
+    let summary = h.admin(Method::GET, "/v1/usage/summary", None).await;
+    assert_eq!(summary.status, StatusCode::OK, "{}", summary.text());
+    assert_eq!(
+        summary.json()["rows"],
+        json!([
+            {"api_key_id": 1, "outcome": "allowed", "requests": 3,
+             "request_bytes": 3 * MAX_BODY_BYTES, "response_bytes": 3 * MAX_RESPONSE_BYTES},
+            {"api_key_id": 2, "outcome": "allowed", "requests": 2,
+             "request_bytes": 2 * MAX_BODY_BYTES, "response_bytes": 2 * MAX_RESPONSE_BYTES},
+        ])
+    );
+}
+
+/// Rows an older sidecar stored with counts up to `i64::MAX` (two of them
+/// overflowed a 64-bit `SUM`) are summed exactly: the summary never fails
+/// or wraps on what the ledger holds.
+async fn usage_summary_adds_up_rows_stored_before_counts_were_bounded(backend: Backend) {
+    let h = Harness::new(backend).await;
+    register_keys(&h.db.store, 2).await;
+    store_forged_usage(&h.db.store, "old-1", 1, i64::MAX).await;
+    store_forged_usage(&h.db.store, "old-2", 1, i64::MAX).await;
+    assert_eq!(
+        h.ingest(&json!([record("new-1", 2)])).await.status,
+        StatusCode::OK
+    );
+    let reply = h.admin(Method::GET, "/v1/usage/summary", None).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let two = 2 * i64::MAX as u64;
+    assert_eq!(
+        reply.json()["rows"],
+        json!([
+            {"api_key_id": 1, "outcome": "allowed", "requests": 2, "request_bytes": two, "response_bytes": two},
+            {"api_key_id": 2, "outcome": "allowed", "requests": 1, "request_bytes": 100, "response_bytes": 40},
+        ])
+    );
+
+    // A third passes 64 bits; the totals are 128-bit.
+    store_forged_usage(&h.db.store, "old-3", 1, i64::MAX).await;
+    let rows =
+        h.db.store
+            .usage_summary(&SummaryFilter::default())
+            .await
+            .unwrap();
+    assert_eq!(rows[0].request_bytes, 3 * i64::MAX as u128);
+    let reply = h.admin(Method::GET, "/v1/usage/summary?key=1", None).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert!(
+        reply
+            .text()
+            .contains("\"request_bytes\":27670116110564327421"),
+        "{}",
+        reply.text()
+    );
 }
 
 async fn admin_api_requires_the_admin_token(backend: Backend) {
@@ -749,7 +872,9 @@ async fn keys_past_their_expiry_are_listed_expired(backend: Backend) {
 
 async fn usage_summary_totals_per_key_and_outcome(backend: Backend) {
     let h = Harness::new(backend).await;
-    let old = now_ms() - 3 * 86_400_000;
+    register_keys(&h.db.store, 2).await;
+    // Older than the query's window, inside ingestion's (24 h by default).
+    let old = now_ms() - 20 * 3_600_000;
     let mut batch = vec![
         record("s1", 1),
         record("s2", 1),
@@ -777,7 +902,7 @@ async fn usage_summary_totals_per_key_and_outcome(backend: Backend) {
     );
 
     let recent = h
-        .admin(Method::GET, "/v1/usage/summary?key=1&since=1d", None)
+        .admin(Method::GET, "/v1/usage/summary?key=1&since=12h", None)
         .await
         .json();
     assert!(recent["since"].is_string());
@@ -850,23 +975,37 @@ async fn database_down_answers_503_and_stores_nothing(backend: Backend) {
     // The app's pool goes away; the database itself is still there.
     h.state.store.close().await;
     let batch = json!([record("down-1", 1), record("down-2", 1)]);
-    h.ingest(&batch)
-        .await
-        .expect_error(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable");
     h.verify(&key_hash)
         .await
         .expect_error(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable");
     h.get("/readyz")
         .await
         .expect_error(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable");
-    h.admin(Method::GET, "/v1/keys", None)
+    // Each 503 says truthfully what was not done: a write stored nothing,
+    // a read could not read.
+    let message = |error: Value| error["message"].as_str().unwrap().to_string();
+    let written = h
+        .ingest(&batch)
         .await
         .expect_error(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable");
+    assert!(message(written).contains("nothing was stored"));
+    for (path, undone) in [
+        ("/v1/keys", "the key list could not be read"),
+        ("/v1/usage/summary", "the usage summary could not be read"),
+    ] {
+        let read = h
+            .admin(Method::GET, path, None)
+            .await
+            .expect_error(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable");
+        let read = message(read);
+        assert!(read.contains(undone), "{path}: {read}");
+        assert!(!read.contains("stored"), "{path}: {read}");
+    }
     assert_eq!(h.get("/healthz").await.status, StatusCode::OK);
     assert_eq!(count_usage(&observer, None).await, 0);
     let metrics = h.get("/metrics").await.text();
     assert!(
-        metrics.contains("tollgate_database_errors_total 4\n"),
+        metrics.contains("tollgate_database_errors_total 5\n"),
         "{metrics}"
     );
     observer.close().await;

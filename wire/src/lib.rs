@@ -22,8 +22,9 @@ pub use hex::{is_lower_hex_digest, parse_lower_hex, to_hex};
 pub use jws::Algorithm;
 pub use outcome::Outcome;
 pub use usage::{
-    record_field, refused_record, FieldError, IngestReply, UsageRecord, MAX_ENDPOINT_LEN,
-    MAX_METHOD_LEN, MAX_REQUEST_ID_LEN, MAX_TIMESTAMP_MS, MAX_USAGE_BATCH, USAGE_PATH,
+    record_field, refused_record, FieldError, IngestReply, UsageRecord, MAX_BODY_BYTES,
+    MAX_ENDPOINT_LEN, MAX_METHOD_LEN, MAX_REQUEST_ID_LEN, MAX_RESPONSE_BYTES, MAX_TIMESTAMP_MS,
+    MAX_USAGE_BATCH, USAGE_PATH,
 };
 pub use verify::{KeyVerdict, VerifyReply, VerifyRequest, MAX_SIGNING_SECRET_LEN};
 

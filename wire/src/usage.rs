@@ -1,5 +1,6 @@
 //! The usage ingestion call: the records the filter reports in batches, the
-//! limits their columns impose, and the sidecar's acknowledgement.
+//! limits their columns impose and what one exchange can truthfully report,
+//! and the sidecar's acknowledgement.
 
 use serde::{Deserialize, Serialize};
 
@@ -17,6 +18,20 @@ pub const MAX_REQUEST_ID_LEN: usize = 64;
 pub const MAX_METHOD_LEN: usize = 16;
 /// Longest `endpoint` accepted in a usage record; the filter truncates longer paths.
 pub const MAX_ENDPOINT_LEN: usize = 512;
+
+/// Largest request body the gateway can ever let in: the upper end of the
+/// filter's `max_body_bytes` range. The filter counts only the body bytes it
+/// hashed, and refuses a body past its limit before hashing it, so no honest
+/// record reports more `request_bytes` than this.
+pub const MAX_BODY_BYTES: u64 = 1 << 30;
+
+/// Largest `response_bytes` accepted: 1 TiB, far beyond any one response of
+/// an analysis service, yet small enough that sums stay exact. The filter
+/// has no response limit to take this from, so it is a bound of what is
+/// plausible: a forged record cannot claim more, and summing the largest
+/// accepted value overflows a signed 64-bit total only after 2^23 (8.4
+/// million) such rows, while [`MAX_BODY_BYTES`] allows 2^33.
+pub const MAX_RESPONSE_BYTES: u64 = 1 << 40;
 
 /// Latest `timestamp_ms` accepted: the end of the year 9999, the last instant
 /// a MySQL `DATETIME` column holds.
@@ -75,7 +90,10 @@ pub struct FieldError {
 
 impl UsageRecord {
     /// Checks the limits the database columns impose, so a bad record is
-    /// refused with a clear error instead of being truncated or failing a batch.
+    /// refused with a clear error instead of being truncated or failing a
+    /// batch, and that its byte counts are ones a real exchange can have
+    /// ([`MAX_BODY_BYTES`], [`MAX_RESPONSE_BYTES`]), so forged counts cannot
+    /// make the ledger's sums overflow.
     pub fn validate(&self) -> Result<(), FieldError> {
         fn check_text(field: &'static str, value: &str, max: usize) -> Result<(), FieldError> {
             if value.is_empty() {
@@ -119,17 +137,29 @@ impl UsageRecord {
                 reason: "is after the year 9999",
             });
         }
-        // The stores keep these in signed 64-bit columns.
-        for (field, value) in [
-            ("request_bytes", self.request_bytes),
-            ("response_bytes", self.response_bytes),
-            ("duration_ms", self.duration_ms),
+        for (field, value, max, reason) in [
+            (
+                "request_bytes",
+                self.request_bytes,
+                MAX_BODY_BYTES,
+                "is larger than any request body the gateway lets in",
+            ),
+            (
+                "response_bytes",
+                self.response_bytes,
+                MAX_RESPONSE_BYTES,
+                "is larger than any plausible response",
+            ),
+            // The stores keep it in a signed 64-bit column.
+            (
+                "duration_ms",
+                self.duration_ms,
+                i64::MAX as u64,
+                "is out of range",
+            ),
         ] {
-            if value > i64::MAX as u64 {
-                return Err(FieldError {
-                    field,
-                    reason: "is out of range",
-                });
+            if value > max {
+                return Err(FieldError { field, reason });
             }
         }
         Ok(())
@@ -222,5 +252,30 @@ mod tests {
         let mut r = record();
         r.request_bytes = u64::MAX;
         assert_eq!(r.validate().unwrap_err().field, "request_bytes");
+        let mut r = record();
+        r.duration_ms = u64::MAX;
+        assert_eq!(r.validate().unwrap_err().field, "duration_ms");
+    }
+
+    #[test]
+    fn byte_counts_stop_at_what_one_exchange_can_carry() {
+        let mut r = record();
+        r.request_bytes = MAX_BODY_BYTES;
+        r.response_bytes = MAX_RESPONSE_BYTES;
+        assert_eq!(r.validate(), Ok(()));
+        r.request_bytes = MAX_BODY_BYTES + 1;
+        assert_eq!(r.validate().unwrap_err().field, "request_bytes");
+        r.request_bytes = i64::MAX as u64;
+        assert_eq!(r.validate().unwrap_err().field, "request_bytes");
+        r.request_bytes = 0;
+        r.response_bytes = MAX_RESPONSE_BYTES + 1;
+        assert_eq!(r.validate().unwrap_err().field, "response_bytes");
+    }
+
+    #[test]
+    fn sums_of_the_largest_counts_fit_64_bits_for_millions_of_rows() {
+        // Rows of the largest accepted count a signed 64-bit total holds.
+        assert_eq!(i64::MAX as u64 / MAX_RESPONSE_BYTES, (1 << 23) - 1);
+        assert_eq!(i64::MAX as u64 / MAX_BODY_BYTES, (1 << 33) - 1);
     }
 }

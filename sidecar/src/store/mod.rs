@@ -10,6 +10,7 @@ pub mod mysql;
 pub mod sql;
 pub mod sqlite;
 
+use std::collections::{BTreeSet, HashSet};
 use std::fmt;
 
 use time::OffsetDateTime;
@@ -23,7 +24,8 @@ pub use sqlite::SqliteStore;
 
 /// Rows one multi-row `INSERT` carries; a batch is split into statements of at
 /// most this many rows, all inside one transaction (stays well below both
-/// backends' limits on bound parameters).
+/// backends' limits on bound parameters). A batch's key ids are looked up as
+/// many at a time.
 pub const INSERT_CHUNK_ROWS: usize = 500;
 
 /// Stored state of a key (the `status` column).
@@ -146,8 +148,20 @@ pub struct UsageSummaryRow {
     /// checks them, but kept as text so older rows are still reported.
     pub outcome: String,
     pub requests: i64,
-    pub request_bytes: i64,
-    pub response_bytes: i64,
+    /// Exact totals, wider than the 64-bit columns: rows stored before
+    /// ingestion bounded the counts may hold up to `i64::MAX` each, and
+    /// their sum is still reported, never an overflow (see [`sql::usage_summary`]).
+    pub request_bytes: u128,
+    pub response_bytes: u128,
+}
+
+/// What [`Store::insert_usage`] did with a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UsageInsert {
+    /// Committed: this many records were new.
+    Stored { inserted: u64 },
+    /// Nothing stored: the record at `index` names a key id no key has.
+    UnknownKey { index: usize, api_key_id: i64 },
 }
 
 /// Why a store call failed.
@@ -301,15 +315,37 @@ impl Store {
         })
     }
 
-    /// Stores a batch of validated records in one transaction and returns how
+    /// Stores a batch of validated records in one transaction and says how
     /// many were new; records whose `request_id` is already stored (or appears
     /// earlier in the batch) are skipped. Either the whole batch is committed
     /// or nothing is.
-    pub async fn insert_usage(&self, records: &[UsageRecord]) -> Result<u64, StoreError> {
+    ///
+    /// A batch naming a key id that no key has is not stored at all (the
+    /// schema has no foreign key to say so). The ids are looked up just
+    /// before the insert transaction: keys are never deleted, so a key found
+    /// then is still there when the batch commits.
+    pub async fn insert_usage(&self, records: &[UsageRecord]) -> Result<UsageInsert, StoreError> {
         if records.is_empty() {
-            return Ok(0);
+            return Ok(UsageInsert::Stored { inserted: 0 });
         }
-        dispatch!(self.insert_usage(records))
+        let wanted: BTreeSet<i64> = records.iter().map(|r| r.api_key_id).collect();
+        let wanted: Vec<i64> = wanted.into_iter().collect();
+        let mut known = HashSet::new();
+        for chunk in wanted.chunks(INSERT_CHUNK_ROWS) {
+            known.extend(dispatch!(self.key_ids_among(chunk))?);
+        }
+        if let Some((index, record)) = records
+            .iter()
+            .enumerate()
+            .find(|(_, r)| !known.contains(&r.api_key_id))
+        {
+            return Ok(UsageInsert::UnknownKey {
+                index,
+                api_key_id: record.api_key_id,
+            });
+        }
+        let inserted = dispatch!(self.insert_usage(records))?;
+        Ok(UsageInsert::Stored { inserted })
     }
 
     /// Requests and bytes per (key, outcome), ordered by key then outcome.
@@ -334,4 +370,39 @@ fn record_time(record: &UsageRecord) -> Result<OffsetDateTime, StoreError> {
             record.timestamp_ms, record.request_id
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SHA-384 of each released migration, as sqlx records it when it applies
+    /// one; checked below.
+    const RELEASED_MIGRATIONS: [(&str, i64, &str); 2] = [
+        ("mysql", 1, "60d8043b27dc349161c0b177a89c8bb7566c41335331274c361092811047d1b5527a6a7cc5afe84a1638247ce60d4f68"),
+        ("sqlite", 1, "1e3d4e23f0e3189df0fc932db3eb807e43df293f68117d814ed4c38643ce10006866d78335aefaefa1c46903a1de5dc9"),
+    ];
+
+    /// sqlx refuses to start on a database whose applied migration no longer
+    /// has the checksum it was applied with, and the checksum covers the
+    /// whole file, comments included: a released migration is never edited;
+    /// a change is a new file (see `migrations/README.md`).
+    #[test]
+    fn released_migrations_are_never_edited() {
+        for (backend, version, checksum) in RELEASED_MIGRATIONS {
+            let migrator = match backend {
+                "mysql" => &mysql::MIGRATOR,
+                _ => &sqlite::MIGRATOR,
+            };
+            let migration = migrator
+                .iter()
+                .find(|m| m.version == version)
+                .expect("released migration");
+            assert_eq!(
+                tollgate_wire::to_hex(&migration.checksum),
+                checksum,
+                "{backend} migration {version} was edited"
+            );
+        }
+    }
 }

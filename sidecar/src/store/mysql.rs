@@ -20,7 +20,7 @@ use super::{
 use crate::clock::to_primitive_utc;
 use crate::sealed::SealedSecret;
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/mysql");
+pub(super) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/mysql");
 
 /// Connections the pool (ingestion, admin, readiness) keeps at most.
 pub const MAX_CONNECTIONS: u32 = 16;
@@ -128,6 +128,14 @@ impl MySqlStore {
         Ok(Revocation::after_update(key, done.rows_affected()))
     }
 
+    pub(super) async fn key_ids_among(&self, ids: &[i64]) -> Result<Vec<i64>, StoreError> {
+        let mut query = sql::known_key_ids::<MySql>(ids);
+        // One statement per id count: kept out of the statement cache, like
+        // the usage insert.
+        let query = query.build_query_scalar().persistent(false);
+        Ok(query.fetch_all(&self.pool).await?)
+    }
+
     pub(super) async fn insert_usage(&self, records: &[UsageRecord]) -> Result<u64, StoreError> {
         let mut rows = records
             .iter()
@@ -165,10 +173,7 @@ impl MySqlStore {
         let since = filter.since.map(to_primitive_utc);
         let mut query = sql::usage_summary::<MySql, _>("SIGNED", filter.api_key_id, since);
         let rows = query.build().fetch_all(&self.pool).await?;
-        Ok(rows
-            .iter()
-            .map(sql::summary_row)
-            .collect::<Result<_, _>>()?)
+        rows.iter().map(sql::summary_row).collect()
     }
 
     pub(super) async fn close(&self) {

@@ -1,13 +1,13 @@
 //! SQL both backends run, written once: the key registry's statements (the
-//! same text in both dialects), and the usage ledger's insert and summary,
-//! built here with the dialect's few words passed in (how an insert skips a
-//! duplicate, which integer type a sum is cast to). Times are bound as each
-//! backend stores them, so the builders are generic over that type.
+//! same text in both dialects), and the usage ledger's insert, key check and
+//! summary, built here with the dialect's few words passed in (how an insert
+//! skips a duplicate, which integer type a sum is cast to). Times are bound
+//! as each backend stores them, so the builders are generic over that type.
 
 use sqlx::{ColumnIndex, Database, Decode, Encode, QueryBuilder, Row, Type};
 use tollgate_wire::UsageRecord;
 
-use super::{SealedRow, UsageSummaryRow};
+use super::{SealedRow, StoreError, UsageSummaryRow};
 use crate::sealed::SealedSecret;
 
 /// The columns a key is read with, in the order `key_from_row` expects.
@@ -54,6 +54,23 @@ pub const REVOKE_KEY: &str = "UPDATE api_keys SET status = 'REVOKED', revoked_at
 /// The readiness check.
 pub const PING: &str = "SELECT 1";
 
+/// `SELECT id FROM api_keys WHERE id IN (...)`: which of `ids` name a key.
+/// Bind at most [`INSERT_CHUNK_ROWS`](super::INSERT_CHUNK_ROWS) at a time.
+pub fn known_key_ids<'a, DB>(ids: &'a [i64]) -> QueryBuilder<'a, DB>
+where
+    DB: Database,
+    DB::Arguments<'a>: Default,
+    i64: Encode<'a, DB> + Type<DB>,
+{
+    let mut query = QueryBuilder::new("SELECT id FROM api_keys WHERE id IN (");
+    let mut list = query.separated(", ");
+    for id in ids {
+        list.push_bind(*id);
+    }
+    query.push(")");
+    query
+}
+
 /// The columns of a usage row, in the order [`insert_usage`] binds them.
 pub const USAGE_COLUMNS: &str = "request_id, api_key_id, method, endpoint, status_code, \
      outcome, request_bytes, response_bytes, duration_ms, created_at";
@@ -90,6 +107,16 @@ where
 /// rows of `api_key_id` (all keys when `None`) created at or after `since`.
 /// `int_type` is the dialect's 64-bit integer for the sums' cast (`SIGNED`,
 /// `INTEGER`); read each row with [`summary_row`].
+///
+/// Each byte column is summed in two halves, its high and its low 32 bits,
+/// which [`summary_row`] joins into an exact 128-bit total. A plain `SUM`
+/// of the 64-bit column overflows with two rows near `i64::MAX` (SQLite
+/// then fails the whole query; MySQL's `DECIMAL` sum cast back to 64 bits
+/// clamps it). Ingestion now bounds each count
+/// (`tollgate_wire::MAX_BODY_BYTES`, `MAX_RESPONSE_BYTES`), but rows stored
+/// before it did may hold anything up to `i64::MAX`: a half is below 2^32,
+/// so neither half's sum can overflow before a (key, outcome) pair has
+/// 2^31 rows, whatever they hold.
 pub fn usage_summary<'a, DB, T>(
     int_type: &str,
     api_key_id: Option<i64>,
@@ -103,9 +130,10 @@ where
 {
     let mut query = QueryBuilder::new(format!(
         "SELECT api_key_id, outcome, COUNT(*) AS requests, \
-         CAST(COALESCE(SUM(request_bytes), 0) AS {int_type}) AS request_bytes, \
-         CAST(COALESCE(SUM(response_bytes), 0) AS {int_type}) AS response_bytes \
-         FROM usage_log WHERE 1 = 1"
+         {request_bytes}, {response_bytes} \
+         FROM usage_log WHERE 1 = 1",
+        request_bytes = split_sum("request_bytes", int_type),
+        response_bytes = split_sum("response_bytes", int_type),
     ));
     if let Some(id) = api_key_id {
         query.push(" AND api_key_id = ").push_bind(id);
@@ -117,19 +145,48 @@ where
     query
 }
 
+/// `SUM` of a byte column's high and its low 32 bits, as the columns
+/// `{column}_high` and `{column}_low`. The columns hold non-negative counts
+/// (ingestion reads them as unsigned), so both dialects' shift and mask agree.
+fn split_sum(column: &str, int_type: &str) -> String {
+    format!(
+        "CAST(COALESCE(SUM({column} >> 32), 0) AS {int_type}) AS {column}_high, \
+         CAST(COALESCE(SUM({column} & 4294967295), 0) AS {int_type}) AS {column}_low"
+    )
+}
+
+/// The exact total of a column whose halves [`split_sum`] summed; `None`
+/// when it is negative, which no byte count is.
+pub fn join_halves(high: i64, low: i64) -> Option<u128> {
+    u128::try_from((i128::from(high) << 32) + i128::from(low)).ok()
+}
+
 /// One row of [`usage_summary`].
-pub fn summary_row<R: Row>(row: &R) -> Result<UsageSummaryRow, sqlx::Error>
+pub fn summary_row<R: Row>(row: &R) -> Result<UsageSummaryRow, StoreError>
 where
     for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
     for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
     &'static str: ColumnIndex<R>,
 {
+    let total = |column: &str, high: i64, low: i64| {
+        join_halves(high, low).ok_or_else(|| {
+            StoreError::Corrupt(format!("usage_log.{column} sums to a negative byte count"))
+        })
+    };
     Ok(UsageSummaryRow {
         api_key_id: row.try_get("api_key_id")?,
         outcome: row.try_get("outcome")?,
         requests: row.try_get("requests")?,
-        request_bytes: row.try_get("request_bytes")?,
-        response_bytes: row.try_get("response_bytes")?,
+        request_bytes: total(
+            "request_bytes",
+            row.try_get("request_bytes_high")?,
+            row.try_get("request_bytes_low")?,
+        )?,
+        response_bytes: total(
+            "response_bytes",
+            row.try_get("response_bytes_high")?,
+            row.try_get("response_bytes_low")?,
+        )?,
     })
 }
 
@@ -181,4 +238,30 @@ where
 /// Converts a validated counter (at most `i64::MAX`, see `UsageRecord::validate`).
 fn to_i64(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn halves_join_into_the_exact_total() {
+        let split = |x: i64| (x >> 32, x & 0xFFFF_FFFF);
+        for x in [0, 1, 4_294_967_295, 4_294_967_296, 1 << 40, i64::MAX] {
+            let (high, low) = split(x);
+            assert_eq!(join_halves(high, low), Some(x as u128), "{x}");
+        }
+        // Two rows of i64::MAX: what a plain 64-bit SUM overflows on.
+        let (high, low) = split(i64::MAX);
+        assert_eq!(join_halves(2 * high, 2 * low), Some(2 * i64::MAX as u128));
+        // The most a (key, outcome) pair's sums of halves can reach
+        // (2^31 - 1 rows of i64::MAX) still joins exactly.
+        let rows = i64::from(i32::MAX);
+        assert_eq!(
+            join_halves(rows * high, rows * low),
+            Some(rows as u128 * i64::MAX as u128)
+        );
+        let (high, low) = split(-1);
+        assert_eq!(join_halves(high, low), None);
+    }
 }

@@ -23,7 +23,7 @@ use super::{
 use crate::clock::{format_db_text, parse_db_text};
 use crate::sealed::SealedSecret;
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+pub(super) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 /// Connections the pool keeps at most; SQLite has one writer at a time anyway.
 pub const MAX_CONNECTIONS: u32 = 4;
@@ -132,6 +132,14 @@ impl SqliteStore {
         Ok(Revocation::after_update(key, done.rows_affected()))
     }
 
+    pub(super) async fn key_ids_among(&self, ids: &[i64]) -> Result<Vec<i64>, StoreError> {
+        let mut query = sql::known_key_ids::<Sqlite>(ids);
+        // One statement per id count: kept out of the statement cache, like
+        // the usage insert.
+        let query = query.build_query_scalar().persistent(false);
+        Ok(query.fetch_all(&self.pool).await?)
+    }
+
     pub(super) async fn insert_usage(&self, records: &[UsageRecord]) -> Result<u64, StoreError> {
         let rows = records
             .iter()
@@ -162,10 +170,7 @@ impl SqliteStore {
         let since = filter.since.map(format_db_text);
         let mut query = sql::usage_summary::<Sqlite, _>("INTEGER", filter.api_key_id, since);
         let rows = query.build().fetch_all(&self.pool).await?;
-        Ok(rows
-            .iter()
-            .map(sql::summary_row)
-            .collect::<Result<_, _>>()?)
+        rows.iter().map(sql::summary_row).collect()
     }
 
     pub(super) async fn close(&self) {

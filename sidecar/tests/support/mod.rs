@@ -19,7 +19,7 @@ use serde_json::Value;
 use sidecar::app::{router, AppState, AuthTokens};
 use sidecar::config::DatabaseTarget;
 use sidecar::sealed::{Keyring, MasterKey};
-use sidecar::store::{MySqlStore, Store};
+use sidecar::store::{MySqlStore, NewKey, Store};
 use sqlx::{Connection, Row};
 use tower::ServiceExt;
 
@@ -188,6 +188,42 @@ pub async fn count_usage(store: &Store, request_id: Option<&str>) -> i64 {
             q.fetch_one(s.pool()).await.expect("count usage rows")
         }
     }
+}
+
+/// Registers `count` keys straight in the store, so records may name key
+/// ids `1..=count` (a fresh database numbers keys from 1).
+pub async fn register_keys(store: &Store, count: i64) {
+    for i in 1..=count {
+        let key = format!("tg_registered_for_usage_{i}");
+        let stored = store
+            .insert_key(&NewKey {
+                name: format!("usage-{i}"),
+                prefix: key[..9].to_string(),
+                key_hash: hash_key(&key),
+                created_at: sidecar::clock::now_ms(),
+                expires_at: None,
+                sealed_signing_secret: None,
+            })
+            .await
+            .expect("register a key");
+        assert_eq!(stored.id, i, "a fresh database numbers keys from 1");
+    }
+}
+
+/// Stores a usage row as an older sidecar could, before ingestion bounded
+/// byte counts: `bytes` in both byte columns.
+pub async fn store_forged_usage(store: &Store, request_id: &str, key_id: i64, bytes: i64) {
+    let sql = format!(
+        "INSERT INTO usage_log (request_id, api_key_id, method, endpoint, status_code, \
+         outcome, request_bytes, response_bytes, duration_ms, created_at) \
+         VALUES ('{request_id}', {key_id}, 'POST', '/proxy/analyze', 200, 'allowed', \
+         {bytes}, {bytes}, 1, '2025-11-24 10:00:00.000')"
+    );
+    let stored = match store {
+        Store::MySql(s) => sqlx::query(&sql).execute(s.pool()).await.map(drop),
+        Store::Sqlite(s) => sqlx::query(&sql).execute(s.pool()).await.map(drop),
+    };
+    stored.expect("store a forged row");
 }
 
 /// Every value of every column of every table, as raw bytes.
