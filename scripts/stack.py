@@ -328,11 +328,15 @@ class Stack:
         return codes
 
     @property
+    def filter_config(self) -> dict:
+        """The plugin configuration this stack's Envoy gives the filter."""
+        return render.filter_config(self.config.max_body_bytes, self.config.filter_overrides)
+
+    @property
     def usage_flush_bound_s(self) -> float:
         """How long the filter may need to hand its buffer to a live sidecar:
         a tick, one ingestion call at its timeout, and a retry."""
-        usage = render.filter_config(self.config.max_body_bytes,
-                                     self.config.filter_overrides)["usage"]
+        usage = self.filter_config["usage"]
         return (2 * usage["flush_interval_ms"] + usage.get("timeout_ms", 5000)) / 1000 + 1.0
 
     def stop_envoy(self) -> int | None:
