@@ -208,6 +208,10 @@ class Stack:
             ai_env,
             self.logs / "ai-server.log",
         )
+        #: The plaintext of every API key created through this stack (by the
+        #: CLI here, or recorded by whoever created one through the admin
+        #: API), so a test can look for them where they must never be.
+        self.created_keys: list[str] = []
         self.envoy_config = c.state_dir / "envoy.yaml"
         self.envoy_unflushed = 0  # usage records lost at the last stop_envoy()
         self.envoy = Service(
@@ -396,7 +400,14 @@ class Stack:
 
     def create_key(self, name: str, *extra: str) -> dict:
         """A new API key as ``keys create --json`` prints it (plaintext in ``key``)."""
-        return json.loads(self.cli("keys", "create", "--name", name, "--json", *extra).stdout)
+        return self.remember_key(
+            json.loads(self.cli("keys", "create", "--name", name, "--json", *extra).stdout))
+
+    def remember_key(self, created: dict) -> dict:
+        """Records a created key's plaintext in ``created_keys``; returns ``created``."""
+        if created.get("key"):
+            self.created_keys.append(created["key"])
+        return created
 
     def envoy_stats(self) -> dict:
         """Envoy's counters and gauges as a dict (admin /stats?format=json)."""

@@ -77,9 +77,10 @@ def start_stack(state_dir: Path, database_url: str | None, **config) -> Stack:
 
 @pytest.fixture(scope="session", autouse=True)
 def no_credentials_in_logs(tmp_path_factory):
-    """After the whole suite (every stack stopped), no API key, token or stack
-    secret appears in any log Envoy, the sidecar or the ai-server wrote, nor in
-    a rendered Envoy configuration."""
+    """After the whole suite (every stack stopped), no API key (any created
+    during the run, or any of a key's shape), token or stack secret appears,
+    as written or encoded, in any log Envoy, the sidecar or the ai-server
+    wrote, nor in a rendered Envoy configuration."""
     yield
     base = tmp_path_factory.getbasetemp()
     files = [*base.rglob("*.log"), *base.rglob("envoy.yaml")]
@@ -88,7 +89,8 @@ def no_credentials_in_logs(tmp_path_factory):
     logs = {f.name for f in files}
     assert {"envoy.log", "sidecar.log", "ai-server.log"} <= logs or not STARTED, \
         f"the stacks' logs are not under {base}: {sorted(logs)}"
-    leaks = find_credentials(files, secrets)
+    keys = [key for stack in STARTED for key in stack.created_keys]
+    leaks = find_credentials(files, secrets, keys)
     if leaks:
         pytest.fail("credentials in logs:\n" + "\n".join(leaks[:30]), pytrace=False)
 

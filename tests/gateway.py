@@ -131,6 +131,18 @@ class Gateway:
         return self.stack.create_key(name, *extra)
 
 
+def sidecar_request(stack: Stack, method: str, path: str, body=None,
+                    headers: dict | None = None) -> requests.Response:
+    """A call to the sidecar's HTTP API; a key it creates is remembered by the
+    stack (``Stack.created_keys``), like one the CLI creates."""
+    resp = requests.request(method, stack.sidecar_url + path, json=body, headers=headers,
+                            timeout=10)
+    if resp.status_code == 201 and resp.headers.get("content-type", "").startswith(
+            "application/json"):
+        stack.remember_key(resp.json())
+    return resp
+
+
 def assert_error(resp: requests.Response, status: int, code: str) -> dict:
     """``resp`` is the client contract's JSON error ``code`` with ``status``."""
     assert resp.status_code == status, f"{resp.status_code} {resp.text[:300]}"

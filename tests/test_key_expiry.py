@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 
 import requests
 
-from gateway import Gateway, assert_error
+from gateway import Gateway, assert_error, sidecar_request
 
 BODY = b'{"text": "does this key still work?"}'
 
@@ -26,8 +26,8 @@ def rfc3339(t: float) -> str:
 def admin(gateway: Gateway, method: str, path: str, body: dict | None = None) -> requests.Response:
     """A call to the sidecar's admin API with the stack's admin token."""
     stack = gateway.stack
-    return requests.request(method, stack.sidecar_url + path, json=body, timeout=10,
-                            headers={"Authorization": f"Bearer {stack.config.admin_token}"})
+    return sidecar_request(stack, method, path, body,
+                           {"Authorization": f"Bearer {stack.config.admin_token}"})
 
 
 def listed(gateway: Gateway) -> dict[int, dict]:
