@@ -104,13 +104,17 @@ def past_positive_ttl(gw: Gateway) -> None:
 def test_sidecar_killed_under_load(gw: Gateway):
     key = warm_key(gw, "load-sidecar-kill")
     unknown = gw.new_key("unknown-to-the-filter")
+    stale = "wasmcustom.tollgate_key_cache_stale"
+    stale_before = gw.stack.envoy_stats().get(stale, 0)
 
     with Load(gw, key["key"]) as load:
         load.wait_for(40)
         gw.stack.sidecar.stop(signal.SIGKILL)
         killed_at = time.monotonic()
         past_positive_ttl(gw)
+        stale_from = time.monotonic()
         load.wait_for(20)
+        stale_to = time.monotonic()
         assert_error(gw.post(BODY, unknown["key"]), 503, "auth_unavailable")
         during = load.since(killed_at)
         gw.stack.start_sidecar()
@@ -118,8 +122,13 @@ def test_sidecar_killed_under_load(gw: Gateway):
 
     assert during and all(a.status == 200 for a in during), load.statuses()
     assert set(load.statuses()) == {(200, None)}, load.statuses()
-    stats = gw.stack.envoy_stats()
-    assert stats["wasmcustom.tollgate_key_cache_stale"] > 0
+    # Past the positive TTL with the sidecar down, each of those answers came
+    # from the stale verdict (this stack's counter, read before and after).
+    on_stale = [a for a in load.since(stale_from)
+                if a.started >= stale_from and a.ended <= stale_to]
+    stale_used = gw.stack.envoy_stats().get(stale, 0) - stale_before
+    assert on_stale and stale_used >= len(on_stale), \
+        f"{stale_used} stale verdicts used for {len(on_stale)} requests served on them"
     served = load.served() | key["served"]
     wait_until_metered(gw.ledger, key["id"], served)
     print(f"sidecar SIGKILL: {len(served)} served, {len(during)} while it was down")
