@@ -130,6 +130,16 @@ class Gateway:
     def new_key(self, name: str, *extra: str) -> dict:
         return self.stack.create_key(name, *extra)
 
+    def post_refused(self, *args, **kwargs) -> requests.Response:
+        """``post`` a request the gateway must refuse, and check that it did
+        not reach the AI service (its request count did not move)."""
+        before = self.upstream_seen()["count"]
+        resp = self.post(*args, **kwargs)
+        after = self.upstream_seen()["count"]
+        assert after == before, \
+            f"a refused request reached the upstream ({resp.status_code} {resp.text[:200]})"
+        return resp
+
 
 def sidecar_request(stack: Stack, method: str, path: str, body=None,
                     headers: dict | None = None) -> requests.Response:

@@ -2,7 +2,8 @@
 and once a key's ``expires_at`` has passed the admin API and ``tollgate keys
 list`` report it ``EXPIRED`` and Envoy refuses it with 403 ``expired_api_key``
 (the filter's cache stops trusting an ``active`` verdict at the key's own
-expiry, so no cache lifetime has to pass first)."""
+expiry, so no cache lifetime has to pass first), and the refused request
+never reaches the AI service."""
 
 from __future__ import annotations
 
@@ -75,7 +76,7 @@ def test_a_key_past_its_expiry_is_listed_expired_and_refused(gateway: Gateway):
     time.sleep(max(0.0, expires - time.time()) + 0.2)
     assert listed(gateway)[key["id"]]["status"] == "EXPIRED"
     assert cli_listed(gateway)[key["id"]]["status"] == "EXPIRED"
-    assert_error(gateway.post(BODY, key["key"]), 403, "expired_api_key")
+    assert_error(gateway.post_refused(BODY, key["key"]), 403, "expired_api_key")
     # EXPIRED is computed when the key is read: the stored status is unchanged.
     [row] = gateway.ledger.query("SELECT status FROM api_keys WHERE id = ?", [key["id"]])
     assert row["status"] == "ACTIVE"
