@@ -148,6 +148,10 @@ class StackConfig:
     #: are told to close at once, new ones are accepted for this long.
     envoy_drain_time_s: int = 1
     ai_server_debug: bool = False
+    #: Envoy's bound on receiving a whole request (408 ``request_timeout``)
+    #: and on the AI service's answer (504 ``upstream_timeout``).
+    request_timeout_s: int = 60
+    route_timeout_s: int = 30
 
     @classmethod
     def ephemeral(cls, state_dir: Path, **kwargs) -> "StackConfig":
@@ -275,6 +279,8 @@ class Stack:
             "TOLLGATE_ACCESS_LOG": str(self.logs / "envoy-access.log"),
             "TOLLGATE_MAX_BODY_BYTES": str(c.max_body_bytes),
             "TOLLGATE_FILTER_OVERRIDES": json.dumps(c.filter_overrides),
+            "TOLLGATE_REQUEST_TIMEOUT": f"{c.request_timeout_s}s",
+            "TOLLGATE_ROUTE_TIMEOUT": f"{c.route_timeout_s}s",
         }
         self.logs.mkdir(parents=True, exist_ok=True)
         self.envoy_config.write_text(render.render("local", env))

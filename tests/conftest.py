@@ -134,6 +134,24 @@ def mysql_gateway(state_dir: Path, server_url: str, name: str,
         db.drop()
 
 
+@contextlib.contextmanager
+def sqlite_gateway_of_its_own(state_dir: Path, overrides: dict | None = None, **config):
+    """A SQLite stack whose filter takes ``overrides`` merged one level deep
+    into TEST_FILTER_OVERRIDES; a service a test left stopped is started
+    again, so the stack stops cleanly (and flushes its usage)."""
+    merged = {**TEST_FILTER_OVERRIDES, **{
+        k: {**TEST_FILTER_OVERRIDES.get(k, {}), **v} for k, v in (overrides or {}).items()}}
+    stack = start_stack(state_dir, None, filter_overrides=merged, **config)
+    try:
+        yield Gateway(stack, Ledger(sqlite_path=str(state_dir / "tollgate.db")))
+    finally:
+        for service, start in ((stack.sidecar, stack.start_sidecar),
+                               (stack.ai_server, stack.start_ai_server)):
+            if not service.alive():
+                start()
+        stop_stack(stack)
+
+
 @pytest.fixture(scope="session")
 def gateway(tmp_path_factory, mysql_server) -> Gateway:
     """The main stack, on MariaDB like a production deployment."""
