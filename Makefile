@@ -6,17 +6,18 @@ PYTHON := .venv/bin/python
 # throwaway mariadbd it starts when nothing answers (scripts/with_mariadb.py).
 WITH_MARIADB := python3 scripts/with_mariadb.py
 
-.PHONY: run test setup build lint test-rust test-e2e bench soak fuzz clean
+.PHONY: run test setup build lint test-rust test-e2e test-fuzz bench soak fuzz clean
 
 ## run: build everything, start sidecar (SQLite unless DATABASE_URL), ai-server and Envoy on :8001
 run: setup
 	$(PYTHON) scripts/stack.py run
 
-## test: every test: Rust unit/HTTP tests (SQLite and MariaDB), ai-server tests, end-to-end tests
+## test: every test: Rust unit/HTTP tests (SQLite and MariaDB), ai-server tests, end-to-end tests, each fuzz target briefly
 # One MariaDB for both halves: a throwaway server, if one is started, serves
 # the Rust and the end-to-end tests alike.
 test: setup
 	$(WITH_MARIADB) $(MAKE) --no-print-directory test-rust test-e2e
+	$(MAKE) --no-print-directory test-fuzz
 
 setup:
 	scripts/setup.sh
@@ -44,10 +45,14 @@ bench: setup
 soak: setup
 	$(WITH_MARIADB) $(PYTHON) bench/soak.py
 
-## fuzz: every cargo-fuzz target (token, config, ingest, replay) for FUZZ_SECONDS each; installs cargo-fuzz if missing
-FUZZ_SECONDS ?= 60
+## fuzz: every cargo-fuzz target (`cargo fuzz list`) for FUZZ_SECONDS each (default 60); installs cargo-fuzz if missing
 fuzz:
-	FUZZ_SECONDS=$(FUZZ_SECONDS) fuzz/run.sh
+	FUZZ_SECONDS=$(or $(FUZZ_SECONDS),60) fuzz/run.sh
+
+# test-fuzz: what `make test` runs: each target for FUZZ_SECONDS (default 20)
+# on the committed seeds plus what earlier runs found; a crash fails it.
+test-fuzz:
+	FUZZ_SECONDS=$(or $(FUZZ_SECONDS),20) fuzz/run.sh
 
 clean:
 	cargo clean

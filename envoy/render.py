@@ -51,6 +51,10 @@ LOCAL_ENV = {
     "ACCESS_LOG": ("TOLLGATE_ACCESS_LOG", str(ROOT / ".tollgate/logs/envoy-access.log")),
     "MAX_BODY_BYTES": ("TOLLGATE_MAX_BODY_BYTES", str(1024 * 1024)),
     "XFF_TRUSTED_HOPS": ("TOLLGATE_XFF_TRUSTED_HOPS", "0"),
+    # How long a client may take to send its whole request (408 after), and
+    # the AI service to answer (504 after).
+    "REQUEST_TIMEOUT": ("TOLLGATE_REQUEST_TIMEOUT", "60s"),
+    "ROUTE_TIMEOUT": ("TOLLGATE_ROUTE_TIMEOUT", "30s"),
 }
 
 
@@ -118,6 +122,8 @@ def profile_values(profile: str, env: dict | None = None) -> dict:
             "WASM_PATH": "/etc/tollgate/tollgate_filter.wasm",
             "ACCESS_LOG": "/dev/stdout",
             "XFF_TRUSTED_HOPS": "0",
+            "REQUEST_TIMEOUT": "60s",
+            "ROUTE_TIMEOUT": "30s",
         }
         overrides = None
     elif profile == "local":

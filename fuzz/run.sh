@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Runs every fuzz target for FUZZ_SECONDS (default 60) each and prints a
-# table of executions, exec/s and corpus size; exits non-zero if a target
-# found a crash (its input is saved under fuzz/artifacts/<target>/).
+# Runs every fuzz target (`cargo fuzz list`, or FUZZ_TARGETS) for
+# FUZZ_SECONDS (default 60) each, on the committed seeds plus what earlier
+# runs found, and prints a table of executions, exec/s and corpus size;
+# exits non-zero if a target found a crash (its input is saved under
+# fuzz/artifacts/<target>/). `make fuzz` runs it for long, `make test`
+# briefly (20 s a target).
 #
 # cargo-fuzz passes nightly-only flags (-Zsanitizer=address); this project
 # builds with the stable toolchain, so RUSTC_BOOTSTRAP=1 lets stable rustc
@@ -11,11 +14,17 @@ set -euo pipefail
 cd "$(dirname "$0")"
 export RUSTC_BOOTSTRAP=1
 seconds="${FUZZ_SECONDS:-60}"
-targets="${FUZZ_TARGETS:-token config ingest replay}"
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
     echo "== installing cargo-fuzz"
     cargo install cargo-fuzz --locked
+fi
+# Every target of fuzz/Cargo.toml unless told otherwise: a new target is
+# fuzzed without editing this script.
+targets="${FUZZ_TARGETS:-$(cargo fuzz list)}"
+if [ -z "$targets" ]; then
+    echo "fuzz: no fuzz targets found (cargo fuzz list)" >&2
+    exit 1
 fi
 
 echo "== building fuzz targets"

@@ -151,6 +151,10 @@ class StackConfig:
     #: are told to close at once, new ones are accepted for this long.
     envoy_drain_time_s: int = 1
     ai_server_debug: bool = False
+    #: Envoy's bound on receiving a whole request (408 ``request_timeout``)
+    #: and on the AI service's answer (504 ``upstream_timeout``).
+    request_timeout_s: int = 60
+    route_timeout_s: int = 30
 
     @classmethod
     def ephemeral(cls, state_dir: Path, **kwargs) -> "StackConfig":
@@ -213,6 +217,10 @@ class Stack:
             ai_env,
             self.logs / "ai-server.log",
         )
+        #: The plaintext of every API key created through this stack (by the
+        #: CLI here, or recorded by whoever created one through the admin
+        #: API), so a test can look for them where they must never be.
+        self.created_keys: list[str] = []
         self.envoy_config = c.state_dir / "envoy.yaml"
         self.envoy_unflushed = 0  # usage records lost at the last stop_envoy()
         self.envoy = Service(
@@ -276,6 +284,8 @@ class Stack:
             "TOLLGATE_ACCESS_LOG": str(self.logs / "envoy-access.log"),
             "TOLLGATE_MAX_BODY_BYTES": str(c.max_body_bytes),
             "TOLLGATE_FILTER_OVERRIDES": json.dumps(c.filter_overrides),
+            "TOLLGATE_REQUEST_TIMEOUT": f"{c.request_timeout_s}s",
+            "TOLLGATE_ROUTE_TIMEOUT": f"{c.route_timeout_s}s",
         }
         self.logs.mkdir(parents=True, exist_ok=True)
         self.envoy_config.write_text(render.render("local", env))
@@ -333,11 +343,15 @@ class Stack:
         return codes
 
     @property
+    def filter_config(self) -> dict:
+        """The plugin configuration this stack's Envoy gives the filter."""
+        return render.filter_config(self.config.max_body_bytes, self.config.filter_overrides)
+
+    @property
     def usage_flush_bound_s(self) -> float:
         """How long the filter may need to hand its buffer to a live sidecar:
         a tick, one ingestion call at its timeout, and a retry."""
-        usage = render.filter_config(self.config.max_body_bytes,
-                                     self.config.filter_overrides)["usage"]
+        usage = self.filter_config["usage"]
         return (2 * usage["flush_interval_ms"] + usage.get("timeout_ms", 5000)) / 1000 + 1.0
 
     def stop_envoy(self) -> int | None:
@@ -398,7 +412,16 @@ class Stack:
     def create_key(self, name: str, *extra: str) -> dict:
         """A new API key as ``keys create --json`` prints it (plaintext in ``key``;
         with ``"--signing-secret"`` in ``extra``, its own HMAC secret in ``signing_secret``)."""
-        return json.loads(self.cli("keys", "create", "--name", name, "--json", *extra).stdout)
+        return self.remember_key(
+            json.loads(self.cli("keys", "create", "--name", name, "--json", *extra).stdout))
+
+    def remember_key(self, created: dict) -> dict:
+        """Records a created key's plaintext (and its own signing secret, if
+        any) in ``created_keys``, for the log check; returns ``created``."""
+        for field in ("key", "signing_secret"):
+            if created.get(field):
+                self.created_keys.append(created[field])
+        return created
 
     def envoy_stats(self) -> dict:
         """Envoy's counters and gauges as a dict (admin /stats?format=json)."""

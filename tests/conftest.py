@@ -77,9 +77,10 @@ def start_stack(state_dir: Path, database_url: str | None, **config) -> Stack:
 
 @pytest.fixture(scope="session", autouse=True)
 def no_credentials_in_logs(tmp_path_factory):
-    """After the whole suite (every stack stopped), no API key, token or stack
-    secret appears in any log Envoy, the sidecar or the ai-server wrote, nor in
-    a rendered Envoy configuration."""
+    """After the whole suite (every stack stopped), no API key (any created
+    during the run, or any of a key's shape), token or stack secret appears,
+    as written or encoded, in any log Envoy, the sidecar or the ai-server
+    wrote, nor in a rendered Envoy configuration."""
     yield
     base = tmp_path_factory.getbasetemp()
     files = [*base.rglob("*.log"), *base.rglob("envoy.yaml")]
@@ -89,7 +90,8 @@ def no_credentials_in_logs(tmp_path_factory):
     logs = {f.name for f in files}
     assert {"envoy.log", "sidecar.log", "ai-server.log"} <= logs or not STARTED, \
         f"the stacks' logs are not under {base}: {sorted(logs)}"
-    leaks = find_credentials(files, secrets)
+    keys = [key for stack in STARTED for key in stack.created_keys]
+    leaks = find_credentials(files, secrets, keys)
     if leaks:
         pytest.fail("credentials in logs:\n" + "\n".join(leaks[:30]), pytrace=False)
 
@@ -131,6 +133,24 @@ def mysql_gateway(state_dir: Path, server_url: str, name: str,
             stop_stack(stack)
     finally:
         db.drop()
+
+
+@contextlib.contextmanager
+def sqlite_gateway_of_its_own(state_dir: Path, overrides: dict | None = None, **config):
+    """A SQLite stack whose filter takes ``overrides`` merged one level deep
+    into TEST_FILTER_OVERRIDES; a service a test left stopped is started
+    again, so the stack stops cleanly (and flushes its usage)."""
+    merged = {**TEST_FILTER_OVERRIDES, **{
+        k: {**TEST_FILTER_OVERRIDES.get(k, {}), **v} for k, v in (overrides or {}).items()}}
+    stack = start_stack(state_dir, None, filter_overrides=merged, **config)
+    try:
+        yield Gateway(stack, Ledger(sqlite_path=str(state_dir / "tollgate.db")))
+    finally:
+        for service, start in ((stack.sidecar, stack.start_sidecar),
+                               (stack.ai_server, stack.start_ai_server)):
+            if not service.alive():
+                start()
+        stop_stack(stack)
 
 
 @pytest.fixture(scope="session")

@@ -130,6 +130,28 @@ class Gateway:
     def new_key(self, name: str, *extra: str) -> dict:
         return self.stack.create_key(name, *extra)
 
+    def post_refused(self, *args, **kwargs) -> requests.Response:
+        """``post`` a request the gateway must refuse, and check that it did
+        not reach the AI service (its request count did not move)."""
+        before = self.upstream_seen()["count"]
+        resp = self.post(*args, **kwargs)
+        after = self.upstream_seen()["count"]
+        assert after == before, \
+            f"a refused request reached the upstream ({resp.status_code} {resp.text[:200]})"
+        return resp
+
+
+def sidecar_request(stack: Stack, method: str, path: str, body=None,
+                    headers: dict | None = None) -> requests.Response:
+    """A call to the sidecar's HTTP API; a key it creates is remembered by the
+    stack (``Stack.created_keys``), like one the CLI creates."""
+    resp = requests.request(method, stack.sidecar_url + path, json=body, headers=headers,
+                            timeout=10)
+    if resp.status_code == 201 and resp.headers.get("content-type", "").startswith(
+            "application/json"):
+        stack.remember_key(resp.json())
+    return resp
+
 
 def assert_error(resp: requests.Response, status: int, code: str) -> dict:
     """``resp`` is the client contract's JSON error ``code`` with ``status``."""

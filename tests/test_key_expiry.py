@@ -2,7 +2,8 @@
 and once a key's ``expires_at`` has passed the admin API and ``tollgate keys
 list`` report it ``EXPIRED`` and Envoy refuses it with 403 ``expired_api_key``
 (the filter's cache stops trusting an ``active`` verdict at the key's own
-expiry, so no cache lifetime has to pass first)."""
+expiry, so no cache lifetime has to pass first), and the refused request
+never reaches the AI service."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from datetime import datetime, timezone
 
 import requests
 
-from gateway import Gateway, assert_error
+from gateway import Gateway, assert_error, sidecar_request
 
 BODY = b'{"text": "does this key still work?"}'
 
@@ -26,8 +27,8 @@ def rfc3339(t: float) -> str:
 def admin(gateway: Gateway, method: str, path: str, body: dict | None = None) -> requests.Response:
     """A call to the sidecar's admin API with the stack's admin token."""
     stack = gateway.stack
-    return requests.request(method, stack.sidecar_url + path, json=body, timeout=10,
-                            headers={"Authorization": f"Bearer {stack.config.admin_token}"})
+    return sidecar_request(stack, method, path, body,
+                           {"Authorization": f"Bearer {stack.config.admin_token}"})
 
 
 def listed(gateway: Gateway) -> dict[int, dict]:
@@ -75,7 +76,7 @@ def test_a_key_past_its_expiry_is_listed_expired_and_refused(gateway: Gateway):
     time.sleep(max(0.0, expires - time.time()) + 0.2)
     assert listed(gateway)[key["id"]]["status"] == "EXPIRED"
     assert cli_listed(gateway)[key["id"]]["status"] == "EXPIRED"
-    assert_error(gateway.post(BODY, key["key"]), 403, "expired_api_key")
+    assert_error(gateway.post_refused(BODY, key["key"]), 403, "expired_api_key")
     # EXPIRED is computed when the key is read: the stored status is unchanged.
     [row] = gateway.ledger.query("SELECT status FROM api_keys WHERE id = ?", [key["id"]])
     assert row["status"] == "ACTIVE"

@@ -1,7 +1,9 @@
 """Replay protection (`jwt.require_jti: true`): a token's `jti` lets exactly
 one request through within the token's lifetime, across every Envoy worker
 of the instance (the stacks run `--concurrency 2`), including two copies
-racing on separate connections; a token without a usable `jti` is refused;
+racing on separate connections, on different workers (Envoy's per-worker
+listener counters), until one loses the shared store's compare-and-swap
+(`tollgate_replay_cas_retries`); a token without a usable `jti` is refused;
 the store is bounded, shared fairly between keys, refuses with 503 rather
 than forget a live claim, and reuses an entry once its token has expired."""
 
@@ -96,46 +98,42 @@ def test_only_an_accepted_request_uses_up_its_jti(replay_gateway: Gateway, key: 
     assert_error(gw.post(BODY, key, token), 401, "replayed_token")
 
 
-def test_two_copies_racing_on_two_connections_let_exactly_one_through(
-        replay_gateway: Gateway, key: str):
-    gw = replay_gateway
-    before = worker_connections(gw)
-    rounds = 20
-    for round_no in range(rounds):
-        token = gw.token(BODY, jti=fresh_jti())
-        barrier = threading.Barrier(2)
-        answers: list[requests.Response | BaseException] = []
-        lock = threading.Lock()
+#: Races to run at least, and races whose two copies ran on different workers
+#: to see, before giving up on seeing a lost compare-and-swap.
+MIN_RACES = 20
+MIN_CROSS_WORKER_RACES = 10
+MAX_RACES = 600
 
-        def send() -> None:
-            # A session per thread: each copy travels on its own connection,
-            # so Envoy may hand the two to different workers.
-            with requests.Session() as session:
-                barrier.wait(timeout=10)
-                try:
-                    resp = session.post(gw.stack.gateway + ANALYZE, data=BODY, timeout=30,
-                                        headers={"Authorization": f"Bearer {key}",
-                                                 "X-Auth-Token": token,
-                                                 "Content-Type": "application/json"})
-                except BaseException as err:  # noqa: BLE001 - reported below
-                    resp = err
-                with lock:
-                    answers.append(resp)
+CAS_RETRIES = "wasmcustom.tollgate_replay_cas_retries"
 
-        threads = [threading.Thread(target=send) for _ in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=60)
-        assert all(isinstance(a, requests.Response) for a in answers), answers
-        statuses = sorted(a.status_code for a in answers)
-        assert statuses == [200, 401], f"round {round_no}: {[a.text for a in answers]}"
-        loser = next(a for a in answers if a.status_code == 401)
-        assert_error(loser, 401, "replayed_token")
-    # Both workers took part, so copies did race across workers.
-    after = worker_connections(gw)
-    assert len(after) == 2, after
-    assert all(after[w] > before.get(w, 0) for w in after), (before, after)
+
+def race(gw: Gateway, key: str, token: str) -> list[requests.Response]:
+    """Two copies of one request, released together by a barrier, each on a
+    connection of its own (so Envoy may hand them to different workers)."""
+    barrier = threading.Barrier(2)
+    answers: list[requests.Response | BaseException] = []
+    lock = threading.Lock()
+
+    def send() -> None:
+        with requests.Session() as session:
+            barrier.wait(timeout=10)
+            try:
+                resp = session.post(gw.stack.gateway + ANALYZE, data=BODY, timeout=30,
+                                    headers={"Authorization": f"Bearer {key}",
+                                             "X-Auth-Token": token,
+                                             "Content-Type": "application/json"})
+            except BaseException as err:  # noqa: BLE001 - reported below
+                resp = err
+            with lock:
+                answers.append(resp)
+
+    threads = [threading.Thread(target=send) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert len(answers) == 2 and all(isinstance(a, requests.Response) for a in answers), answers
+    return answers
 
 
 def test_one_key_cannot_fill_the_replay_store_for_another(tmp_path_factory):
@@ -177,6 +175,40 @@ def worker_connections(gw: Gateway) -> dict:
     return {name.split(".")[-2]: value for name, value in gw.stack.envoy_stats().items()
             if ".worker_" in name and name.endswith(".downstream_cx_total")
             and name.startswith("listener.") and f"_{gw.stack.config.envoy_port}." in name}
+
+
+def test_two_copies_racing_on_two_connections_let_exactly_one_through(
+        replay_gateway: Gateway, key: str):
+    """Each race is exactly one 200 and one 401 ``replayed_token``. Envoy's
+    per-worker listener counters show which races had their two copies on
+    different workers (each worker accepted one of the two connections),
+    and the filter's ``tollgate_replay_cas_retries`` shows that copies on
+    different workers did collide in the shared store and the loser read
+    again: a lost race is only possible across workers."""
+    gw = replay_gateway
+    retries_before = gw.stack.envoy_stats().get(CAS_RETRIES, 0)
+    races = cross_worker = 0
+    while races < MAX_RACES:
+        before = worker_connections(gw)
+        answers = race(gw, key, gw.token(BODY, jti=fresh_jti()))
+        after = worker_connections(gw)
+        races += 1
+        statuses = sorted(a.status_code for a in answers)
+        assert statuses == [200, 401], f"race {races}: {[a.text for a in answers]}"
+        assert_error(next(a for a in answers if a.status_code == 401), 401, "replayed_token")
+        moved = {w: after[w] - before.get(w, 0) for w in after}
+        assert sum(moved.values()) == 2, f"race {races}: connections per worker {moved}"
+        cross_worker += sorted(moved.values()) == [1, 1]
+        retries = gw.stack.envoy_stats().get(CAS_RETRIES, 0) - retries_before
+        if races >= MIN_RACES and cross_worker >= MIN_CROSS_WORKER_RACES and retries > 0:
+            break
+    print(f"{races} races, {cross_worker} across the two workers, "
+          f"{retries} compare-and-swap retries")
+    assert len(worker_connections(gw)) == 2, "the stack does not run two workers"
+    assert cross_worker >= MIN_CROSS_WORKER_RACES, \
+        f"only {cross_worker} of {races} races had their copies on different workers"
+    assert retries > 0, (f"no compare-and-swap retry in {races} races "
+                         f"({cross_worker} across workers): the retry path never ran")
 
 
 def test_the_store_is_bounded_and_reuses_expired_entries(small_store_gateway: Gateway):

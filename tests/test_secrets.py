@@ -10,16 +10,19 @@ the last test here proves that check finds what it looks for.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import ipaddress
 import os
+import secrets
 import subprocess
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 import requests
 
-from gateway import Gateway
+from gateway import Gateway, sidecar_request
 from leaks import find_credentials
 from stack import SIDECAR_BIN, Stack
 
@@ -30,8 +33,7 @@ ADMIN = [("GET", "/v1/keys", None), ("POST", "/v1/keys", {"name": "by-admin"}),
 
 
 def call(stack: Stack, method: str, path: str, body, headers: dict) -> requests.Response:
-    return requests.request(method, stack.sidecar_url + path, json=body, headers=headers,
-                            timeout=10)
+    return sidecar_request(stack, method, path, body, headers)
 
 
 def assert_refused(resp: requests.Response) -> None:
@@ -125,13 +127,54 @@ def test_sidecar_listens_on_loopback_unless_told_otherwise(gateway: Gateway):
     assert f"listening address=127.0.0.1:{stack.config.sidecar_port}" in stack.sidecar.log_text()
 
 
+def encodings(value: str) -> dict[str, str]:
+    """``value`` as a log might hold it encoded."""
+    raw = value.encode()
+    return {
+        "base64": base64.b64encode(raw).decode(),
+        "base64, unpadded": base64.b64encode(raw).decode().rstrip("="),
+        "base64url": base64.urlsafe_b64encode(raw).decode(),
+        "base64url, unpadded": base64.urlsafe_b64encode(raw).decode().rstrip("="),
+        "hex": raw.hex(),
+        "HEX": raw.hex().upper(),
+        "url-encoded": "".join(f"%{b:02X}" for b in raw),
+        "url-encoded, partly": quote(value, safe="").replace("_", "%5F").replace("-", "%2D"),
+    }
+
+
 def test_the_log_check_finds_planted_credentials(tmp_path: Path):
     key = "tg_" + "ab12" * 10
+    secret = "super-secret-internal-token-value"
+    imported = "legacy-Key-4f1b9c2e7d"  # a key created during the run, of no known shape
     token = "eyJhbGciOiJIUzI1NiJ9.eyJpYXQiOjF9.c2lnbmF0dXJl"
+    payload = "eyJpYXQiOjE3NjQ2MzcyMDAsImV4cCI6MTc2NDYzNzI2MH0"
+    planted = {"key": f"authorization: Bearer {key}", "token": f"x-auth-token={token}",
+               "secret": f"internal {secret} here", "imported key": f"key {imported} used",
+               "payload alone": f"claims {payload} seen"}
+    for name, value in (("key", key), ("secret", secret), ("token", token),
+                        ("imported key", imported)):
+        for how, text in encodings(value).items():
+            planted[f"{name} as {how}"] = f"value={text};"
+    # Encoded with what surrounds it, and not on a base64 group boundary.
+    planted["key inside base64 of a header"] = \
+        base64.b64encode(f"Authorization: Bearer {key}".encode()).decode()
+    planted["secret inside base64, misaligned"] = \
+        "x/" + base64.b64encode(f"t={secret}".encode()).decode()
+    harmless = ["fine line", "prefix tg_ab12ab ok",
+                f"request {secrets.token_hex(16)} took 3 ms",
+                "source/extensions/common/wasm/context.cc:1195 wasm log tollgate",
+                base64.b64encode(b"nothing secret in here at all").decode(),
+                "%7B%22status%22%3A%22ok%22%7D"]
+    lines = [*harmless, *planted.values()]
     log = tmp_path / "planted.txt"  # not *.log: the session check would find it too
-    log.write_text(f"fine line\nauthorization: Bearer {key}\nx-auth-token={token}\n"
-                   "internal super-secret-internal-token-value here\nprefix tg_ab12ab ok\n")
+    log.write_text("\n".join(lines) + "\n")
 
-    found = find_credentials([log], ["super-secret-internal-token-value"])
+    found = find_credentials([log], [secret], keys=[key, imported])
 
-    assert [f.split(":")[1] for f in found] == ["2", "3", "4"], found
+    flagged = {int(f.split(":")[1]) for f in found}
+    missed = [name for i, name in enumerate(planted, len(harmless) + 1) if i not in flagged]
+    assert not missed, f"the log check missed: {missed}"
+    assert flagged == set(range(len(harmless) + 1, len(lines) + 1)), \
+        f"harmless lines flagged: {[f for f in found if int(f.split(':')[1]) <= len(harmless)]}"
+    # What is reported names the credential without printing it whole.
+    assert not any(key in f or secret in f or token in f for f in found), found

@@ -401,7 +401,8 @@ def test_debug_counts_requests_and_keeps_headers(debug_client):
     c = debug_client
     assert c.get("/_debug/requests").get_json() == {"count": 0, "last_headers": [],
                                                      "last_requests": []}
-    c.post("/analyze", json={"text": "hi"}, headers={"X-Tollgate-Key-Id": "7"})
+    c.post("/analyze", json={"text": "hi"},
+           headers={"X-Tollgate-Key-Id": "7", "Authorization": "Bearer tg_sent"})
     c.post("/analyze", data=b"{", content_type="application/json")  # errors count too
     c.get("/nope")
     c.get("/healthz")  # health checks do not count
@@ -412,7 +413,10 @@ def test_debug_counts_requests_and_keeps_headers(debug_client):
     assert first["x-tollgate-key-id"] == "7"
     assert first["content-type"] == "application/json"
     assert all(name == name.lower() for h in seen["last_headers"] for name in h)
-    assert "authorization" not in first
+    # Every header is kept as received, credentials too: that is what lets
+    # the end-to-end tests prove the gateway stripped them.
+    assert first["authorization"] == "Bearer tg_sent"
+    assert "authorization" not in seen["last_headers"][1]
 
 
 def test_debug_keeps_the_last_50_and_resets(debug_client):
