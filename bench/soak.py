@@ -12,11 +12,12 @@ sidecar every ``SOAK_SAMPLE_S`` seconds. Then it
   ``usage_log``: the two sets must be equal (nothing missing, nothing extra);
 * fits a line to each process's memory over the second half of the run and
   reports its growth per minute; the run fails when a process grows faster
-  than ``SOAK_MAX_GROWTH_KIB_PER_MIN`` (default 1024) there, or when the
+  than ``SOAK_MAX_GROWTH_KIB_PER_MIN`` (default 2048) there, or when the
   sidecar's memory ends above ``SOAK_SIDECAR_MAX_MIB`` (default 48, the
   bound README.md states). A leak such as a statement cache filling with
   one statement per batch size grew the sidecar by 13 MiB a minute; SQLite's
-  page caches, bounded at 8 MiB in all, fill at well under 1 MiB a minute.
+  page caches, bounded at 8 MiB in all, filled at 850 KiB a minute in the
+  second half of a 180 s run at 200/s, and stop when full.
 
 Prints a table and exits non-zero on any failure. MariaDB comes from
 ``TOLLGATE_TEST_MYSQL_URL`` (``make soak`` starts a throwaway server when
@@ -57,7 +58,7 @@ class Knobs:
     seconds: float = knob("SOAK_SECONDS", 180)
     clients: int = int(knob("SOAK_CLIENTS", 16))
     sample_s: float = knob("SOAK_SAMPLE_S", 2)
-    max_growth_kib_per_min: float = knob("SOAK_MAX_GROWTH_KIB_PER_MIN", 1024)
+    max_growth_kib_per_min: float = knob("SOAK_MAX_GROWTH_KIB_PER_MIN", 2048)
     sidecar_max_mib: float = knob("SOAK_SIDECAR_MAX_MIB", 48)
 
 
