@@ -16,8 +16,9 @@ free loopback ports:
   ``gate_ai`` (tollgate in front of the ai-server).
 
 Then, for each round, every scenario gets one throughput run and one
-fixed-rate latency run (bench/loadgen.py), scenarios alternating, with a
-fresh token per run. After the load it checks that ``usage_log`` holds one
+fixed-rate latency run (bench/loadgen.py), with a fresh token per run, in an
+order shuffled per round and per kind of run (seeded; the log prints each
+order), so a drift of the machine favours no scenario. After the load it checks that ``usage_log`` holds one
 row per successful gated request, reads Envoy's RSS, stops everything and
 runs ``sidecar-bench`` for ingestion rows/s into MariaDB and SQLite.
 bench/report.py writes bench/results.json and bench/results.md.
@@ -25,8 +26,9 @@ bench/report.py writes bench/results.json and bench/results.md.
 Knobs (environment): BENCH_DURATION (s per run, default 5), BENCH_ROUNDS (3),
 BENCH_WARMUP (s, 2), BENCH_RATE (req/s of latency runs, 1000), BENCH_AI_RATE
 (100), BENCH_CONNECTIONS (16), BENCH_INGEST_SECONDS (5), BENCH_SCENARIOS
-(comma list, default all), BENCH_KEEP (1: keep the work directory),
-BENCH_MYSQL_URL (mysql://root@127.0.0.1:3306).
+(comma list, default all), BENCH_SEED (seed of the run orders, default
+random), BENCH_KEEP (1: keep the work directory), BENCH_MYSQL_URL
+(mysql://root@127.0.0.1:3306).
 
 Exit status: 0 when every run completed without errors (non-2xx answers or
 socket errors) and the usage ledger could be read; 1 otherwise. A missed
@@ -38,6 +40,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -75,6 +78,7 @@ class Knobs:
     ingest_seconds: int = 5
     envoy_concurrency: int = 2
     scenarios: list[str] | None = None
+    seed: int = 0  # of the order of the scenarios in each round
     keep: bool = False
     mysql_url: str = "mysql://root@127.0.0.1:3306"
 
@@ -91,6 +95,7 @@ class Knobs:
             connections=int(e.get("BENCH_CONNECTIONS", 16)),
             ingest_seconds=int(e.get("BENCH_INGEST_SECONDS", 5)),
             scenarios=only or None,
+            seed=int(e["BENCH_SEED"]) if e.get("BENCH_SEED") else random.randrange(1 << 32),
             keep=e.get("BENCH_KEEP", "") == "1",
             mysql_url=e.get("BENCH_MYSQL_URL", "mysql://root@127.0.0.1:3306").rstrip("/"),
         )
@@ -172,6 +177,8 @@ class Bench:
         self.rss_mb: dict[str, float] = {}
         self.rss_breakdown: dict[str, dict] = {}
         self.smoke_ok: dict[str, int] = {}
+        self.rng = random.Random(knobs.seed)
+        self.orders: list[dict] = []  # the order of each round's runs, as run
 
     # -- processes ---------------------------------------------------------
     def envoy_env(self) -> dict:
@@ -303,14 +310,21 @@ class Bench:
 
     def measure(self) -> None:
         k = self.knobs
+        # The table lists the scenarios in their own order, not the first round's.
+        self.runs = {s.name: {} for s in self.scenarios.values()}
         for s in self.scenarios.values():
             self.smoke(s)
             if k.warmup_s > 0:
                 self.one_run(s, "throughput", k.warmup_s, record=False)
         for round_no in range(1, k.rounds + 1):
-            log(f"round {round_no}/{k.rounds}")
             for kind in ("throughput", "latency"):
-                for s in self.scenarios.values():
+                order = list(self.scenarios.values())
+                self.rng.shuffle(order)
+                self.orders.append({"round": round_no, "kind": kind,
+                                    "order": [s.name for s in order]})
+                log(f"round {round_no}/{k.rounds} {kind} (seed {k.seed}): "
+                    + ", ".join(s.name for s in order))
+                for s in order:
                     self.one_run(s, kind, k.duration_s, record=True)
                     if s.name == "gate_cached" and kind == "throughput":
                         self.read_rss()
@@ -419,6 +433,7 @@ def main() -> int:
         "rss_mb": bench.rss_mb,
         "rss_breakdown_mb": bench.rss_breakdown,
         "filter_stats": filter_stats,
+        "orders": bench.orders,
         "sidecar": sidecar,
         "failures": failures,
         "runs": runs,
