@@ -202,6 +202,11 @@ def markdown(results: dict) -> str:
     usage = t["usage_rows_found == usage_rows_expected"]
     lines.append(f"| usage rows found / expected | {usage['value']} | == | "
                  f"{ {True: 'met', False: '**MISSED**', None: 'not measured'}[usage['met']]} |")
+    checks = results.get("usage_ledger") or []
+    if checks:
+        missing, extra = sum(c["missing"] for c in checks), sum(c["extra"] for c in checks)
+        lines.append(f"| usage request ids missing / extra | {missing} / {extra} | 0 / 0 | "
+                     f"{'met' if missing == extra == 0 else '**MISSED**'} |")
     rss = results.get("rss_mb", {})
     if rss:
         names = {"bare": "bare", "gate": "tollgate", "wasm_noop": "no-op wasm filter",
