@@ -18,7 +18,8 @@ free loopback ports:
 Then, for each round, every scenario gets one throughput run and one
 fixed-rate latency run (bench/loadgen.py), with a fresh token per run, in an
 order shuffled per round and per kind of run (seeded; the log prints each
-order), so a drift of the machine favours no scenario. After
+order), so a drift of the machine favours no scenario. A metered run's CPU
+window closes only once its last usage records are in ``usage_log``. After
 the load it checks the ledger (bench/ledger.py): per metered scenario, as
 many 2xx rows as 2xx answers, and the request ids the upstream served are
 exactly those of the ``allowed`` rows. Then it reads Envoy's RSS, stops
@@ -279,8 +280,10 @@ class Bench:
     def one_run(self, s: Scenario, kind: str, seconds: float, record: bool) -> None:
         k = self.knobs
         try:
+            settle = (lambda ok: self.settle(s, s.ok_total + ok)) if s.metered else None
             result = loadgen.run(self.request(s), kind, seconds, connections=k.connections,
-                                 rate=s.rate if kind == "latency" else None, watch=self.watch(s))
+                                 rate=s.rate if kind == "latency" else None, watch=self.watch(s),
+                                 settle=settle)
         except (RuntimeError, subprocess.TimeoutExpired, json.JSONDecodeError) as err:
             self.failures.append(f"{s.name} {kind}: {err}")
             log(f"{s.name:<17} {kind:<10} FAILED: {err}")
@@ -294,11 +297,33 @@ class Bench:
             self.runs.setdefault(s.name, {}).setdefault(kind, []).append(result.as_dict())
         log(f"{s.name:<17} {'warm-up' if not record else kind:<10} rps {result.rps:9.0f}  "
             f"p50 {result.p50_ms:7.3f} ms  p99 {result.p99_ms:7.3f} ms  errors {result.errors}  "
-            f"cpu us/req {result.cpu_us_per_req}")
+            f"cpu us/req {result.cpu_us_per_req}"
+            + (f"  settled {result.settle_s:.2f} s" if s.metered else ""))
 
     def buffered(self, envoy: Envoy) -> int:
         """Usage records ``envoy``'s filter holds that the sidecar has not acknowledged."""
         return int(sum(v or 0 for v in envoy.stats(f"wasmcustom.{USAGE_BUFFERED_GAUGE}").values()))
+
+    def settle(self, s: Scenario, ok_total: int) -> None:
+        """Returns once every usage record of ``s``'s requests is in the ledger.
+
+        The filter flushes on a timer, so the last records of a run reach the
+        sidecar after the load; waiting here charges that work to the run
+        that caused it. The gauge counts records not yet acknowledged; the
+        ledger's count for the scenario's key confirms they landed (a record
+        is buffered only once its request has been logged, which may come
+        just after the client had its answer).
+        """
+        key_id = int(s.key["id"])
+        deadline = time.monotonic() + self.stack.usage_flush_bound_s + 5.0
+        while time.monotonic() < deadline:
+            if self.buffered(s.gateway) == 0:
+                rows = ledger.ok_rows(self.stack.database_url, GATE_DATABASE, [key_id])
+                if rows.get(key_id, 0) >= ok_total:
+                    return
+            time.sleep(0.1)
+        log(f"{s.name}: usage not settled after {self.stack.usage_flush_bound_s + 5.0:.0f} s "
+            "(the next run's CPU window holds the rest)")
 
     def measure(self) -> None:
         k = self.knobs
