@@ -16,21 +16,26 @@ free loopback ports:
   ``gate_ai`` (tollgate in front of the ai-server).
 
 Then, for each round, every scenario gets one throughput run and one
-fixed-rate latency run (bench/loadgen.py), scenarios alternating, with a
-fresh token per run. After the load it checks that ``usage_log`` holds one
-row per successful gated request, reads Envoy's RSS, stops everything and
-runs ``sidecar-bench`` for ingestion rows/s into MariaDB and SQLite.
-bench/report.py writes bench/results.json and bench/results.md.
+fixed-rate latency run (bench/loadgen.py), with a fresh token per run, in an
+order shuffled per round and per kind of run (seeded; the log prints each
+order), so a drift of the machine favours no scenario. A metered run's CPU
+window closes only once its last usage records are in ``usage_log``. After
+the load it checks the ledger (bench/ledger.py): per metered scenario, as
+many 2xx rows as 2xx answers, and the request ids the upstream served are
+exactly those of the ``allowed`` rows. Then it reads Envoy's RSS, stops
+everything and runs ``sidecar-bench`` for ingestion rows/s into MariaDB and
+SQLite. bench/report.py writes bench/results.json and bench/results.md.
 
 Knobs (environment): BENCH_DURATION (s per run, default 5), BENCH_ROUNDS (3),
 BENCH_WARMUP (s, 2), BENCH_RATE (req/s of latency runs, 1000), BENCH_AI_RATE
 (100), BENCH_CONNECTIONS (16), BENCH_INGEST_SECONDS (5), BENCH_SCENARIOS
-(comma list, default all), BENCH_KEEP (1: keep the work directory),
-BENCH_MYSQL_URL (mysql://root@127.0.0.1:3306).
+(comma list, default all), BENCH_SEED (seed of the run orders, default
+random), BENCH_KEEP (1: keep the work directory), BENCH_MYSQL_URL
+(mysql://root@127.0.0.1:3306).
 
 Exit status: 0 when every run completed without errors (non-2xx answers or
-socket errors) and the usage ledger could be read; 1 otherwise. A missed
-target is marked in the table, not an error.
+socket errors) and the usage ledger is exact; 1 otherwise. A missed target
+is marked in the table, not an error.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import random
+import shlex
 import shutil
 import subprocess
 import sys
@@ -45,17 +52,17 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
-from urllib.parse import urlparse
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 import envoys  # noqa: E402
+import ledger  # noqa: E402
 import loadgen  # noqa: E402
 import report  # noqa: E402
 from envoys import Envoy  # noqa: E402
-from stack import Stack, StackConfig, StackError, mint_token  # noqa: E402
+from stack import USAGE_BUFFERED_GAUGE, Stack, StackConfig, StackError, mint_token  # noqa: E402
 
 SIDECAR_BENCH = ROOT / "target/release/sidecar-bench"
 GATE_DATABASE = "tollgate_bench_gate"
@@ -75,6 +82,7 @@ class Knobs:
     ingest_seconds: int = 5
     envoy_concurrency: int = 2
     scenarios: list[str] | None = None
+    seed: int = 0  # of the order of the scenarios in each round
     keep: bool = False
     mysql_url: str = "mysql://root@127.0.0.1:3306"
 
@@ -91,6 +99,7 @@ class Knobs:
             connections=int(e.get("BENCH_CONNECTIONS", 16)),
             ingest_seconds=int(e.get("BENCH_INGEST_SECONDS", 5)),
             scenarios=only or None,
+            seed=int(e["BENCH_SEED"]) if e.get("BENCH_SEED") else random.randrange(1 << 32),
             keep=e.get("BENCH_KEEP", "") == "1",
             mysql_url=e.get("BENCH_MYSQL_URL", "mysql://root@127.0.0.1:3306").rstrip("/"),
         )
@@ -119,33 +128,12 @@ def json_body(size: int) -> bytes:
     return head + (words * (fill // len(words) + 1))[:fill] + tail
 
 
-def mysql(url: str, database: str | None = None):
-    import pymysql  # installed in .venv by `make setup`
-
-    parts = urlparse(url)
-    return pymysql.connect(host=parts.hostname or "127.0.0.1", port=parts.port or 3306,
-                           user=parts.username or "root", password=parts.password or "",
-                           database=database, autocommit=True)
-
-
 def recreate_database(url: str, name: str) -> None:
-    conn = mysql(url)
+    conn = ledger.mysql_connect(url)
     try:
         with conn.cursor() as cur:
             cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
             cur.execute(f"CREATE DATABASE `{name}`")
-    finally:
-        conn.close()
-
-
-def usage_rows_by_key(url: str) -> dict[int, int]:
-    """Rows of successful (2xx) requests in usage_log, per API key id."""
-    conn = mysql(url, GATE_DATABASE)
-    try:
-        with conn.cursor() as cur:
-            cur.execute("SELECT api_key_id, COUNT(*) FROM usage_log "
-                        "WHERE status_code BETWEEN 200 AND 299 GROUP BY api_key_id")
-            return {int(k): int(n) for k, n in cur.fetchall()}
     finally:
         conn.close()
 
@@ -172,6 +160,10 @@ class Bench:
         self.rss_mb: dict[str, float] = {}
         self.rss_breakdown: dict[str, dict] = {}
         self.smoke_ok: dict[str, int] = {}
+        self.rng = random.Random(knobs.seed)
+        self.orders: list[dict] = []  # the order of each round's runs, as run
+        #: What the fast upstream served (key id, request id), for the usage check.
+        self.served_log = workdir / "logs" / "upstream-served.log"
 
     # -- processes ---------------------------------------------------------
     def envoy_env(self) -> dict:
@@ -191,6 +183,9 @@ class Bench:
     def start(self) -> None:
         log("starting sidecar (MariaDB) and ai-server")
         self.stack.start_sidecar()
+        # The ai-server's access log names what it served, for the usage check.
+        self.stack.ai_server.env["GUNICORN_CMD_ARGS"] = (
+            "--access-logformat " + shlex.quote(ledger.AI_SERVER_SERVED_FORMAT))
         self.stack.start_ai_server()
         c = self.stack.config
         sidecar_addr = f"127.0.0.1:{c.sidecar_port}"
@@ -199,7 +194,8 @@ class Bench:
                 for name in ("gate_cached", "gate_64k", "gate_cold", "gate_ai_server", "native")}
 
         log("starting the fast upstream and the gateways (configs validated first)")
-        upstream = self.add_envoy("upstream", envoys.upstream_config)
+        upstream = self.add_envoy("upstream", lambda port, admin: envoys.upstream_config(
+            port, admin, self.served_log))
         up_addr = f"127.0.0.1:{upstream.port}"
 
         def gw(kind, upstream_addr, overrides=None, native=None, wasm=envoys.WASM, root_id=None):
@@ -284,8 +280,10 @@ class Bench:
     def one_run(self, s: Scenario, kind: str, seconds: float, record: bool) -> None:
         k = self.knobs
         try:
+            settle = (lambda ok: self.settle(s, s.ok_total + ok)) if s.metered else None
             result = loadgen.run(self.request(s), kind, seconds, connections=k.connections,
-                                 rate=s.rate if kind == "latency" else None, watch=self.watch(s))
+                                 rate=s.rate if kind == "latency" else None, watch=self.watch(s),
+                                 settle=settle)
         except (RuntimeError, subprocess.TimeoutExpired, json.JSONDecodeError) as err:
             self.failures.append(f"{s.name} {kind}: {err}")
             log(f"{s.name:<17} {kind:<10} FAILED: {err}")
@@ -299,18 +297,51 @@ class Bench:
             self.runs.setdefault(s.name, {}).setdefault(kind, []).append(result.as_dict())
         log(f"{s.name:<17} {'warm-up' if not record else kind:<10} rps {result.rps:9.0f}  "
             f"p50 {result.p50_ms:7.3f} ms  p99 {result.p99_ms:7.3f} ms  errors {result.errors}  "
-            f"cpu us/req {result.cpu_us_per_req}")
+            f"cpu us/req {result.cpu_us_per_req}"
+            + (f"  settled {result.settle_s:.2f} s" if s.metered else ""))
+
+    def buffered(self, envoy: Envoy) -> int:
+        """Usage records ``envoy``'s filter holds that the sidecar has not acknowledged."""
+        return int(sum(v or 0 for v in envoy.stats(f"wasmcustom.{USAGE_BUFFERED_GAUGE}").values()))
+
+    def settle(self, s: Scenario, ok_total: int) -> None:
+        """Returns once every usage record of ``s``'s requests is in the ledger.
+
+        The filter flushes on a timer, so the last records of a run reach the
+        sidecar after the load; waiting here charges that work to the run
+        that caused it. The gauge counts records not yet acknowledged; the
+        ledger's count for the scenario's key confirms they landed (a record
+        is buffered only once its request has been logged, which may come
+        just after the client had its answer).
+        """
+        key_id = int(s.key["id"])
+        deadline = time.monotonic() + self.stack.usage_flush_bound_s + 5.0
+        while time.monotonic() < deadline:
+            if self.buffered(s.gateway) == 0:
+                rows = ledger.ok_rows(self.stack.database_url, GATE_DATABASE, [key_id])
+                if rows.get(key_id, 0) >= ok_total:
+                    return
+            time.sleep(0.1)
+        log(f"{s.name}: usage not settled after {self.stack.usage_flush_bound_s + 5.0:.0f} s "
+            "(the next run's CPU window holds the rest)")
 
     def measure(self) -> None:
         k = self.knobs
+        # The table lists the scenarios in their own order, not the first round's.
+        self.runs = {s.name: {} for s in self.scenarios.values()}
         for s in self.scenarios.values():
             self.smoke(s)
             if k.warmup_s > 0:
                 self.one_run(s, "throughput", k.warmup_s, record=False)
         for round_no in range(1, k.rounds + 1):
-            log(f"round {round_no}/{k.rounds}")
             for kind in ("throughput", "latency"):
-                for s in self.scenarios.values():
+                order = list(self.scenarios.values())
+                self.rng.shuffle(order)
+                self.orders.append({"round": round_no, "kind": kind,
+                                    "order": [s.name for s in order]})
+                log(f"round {round_no}/{k.rounds} {kind} (seed {k.seed}): "
+                    + ", ".join(s.name for s in order))
+                for s in order:
                     self.one_run(s, kind, k.duration_s, record=True)
                     if s.name == "gate_cached" and kind == "throughput":
                         self.read_rss()
@@ -322,19 +353,21 @@ class Bench:
         self.rss_breakdown = {n: self.envoys[n].rss_breakdown_mb() for n in names}
 
     # -- usage -------------------------------------------------------------
-    def check_usage(self, timeout: float = 60.0) -> tuple[int, int]:
-        """(expected, found) usage rows, once the filters' buffers have drained."""
+    def check_usage(self, timeout: float = 60.0) -> tuple[int, int, list[ledger.KeyLedger]]:
+        """(expected, found) usage rows and each metered scenario's check, once
+        the filters' buffers have drained. Stops the fast upstream (Envoy
+        writes the rest of its access log as it exits)."""
         metered = [s for s in self.scenarios.values() if s.metered]
         expected = sum(s.ok_total for s in metered)
-        ids = {int(s.key["id"]) for s in metered}
+        ids = [int(s.key["id"]) for s in metered]
         gates = [e for n, e in self.envoys.items() if n.startswith("gate")]
         deadline = time.monotonic() + timeout
         found, last_change, last = 0, time.monotonic(), -1
+        rows: dict[int, int] = {}
         while time.monotonic() < deadline:
-            buffered = sum(v or 0 for e in gates for n, v in
-                           e.stats("wasmcustom.tollgate_usage_records_buffered").items())
-            rows = usage_rows_by_key(self.stack.database_url)
-            found = sum(n for key_id, n in rows.items() if key_id in ids)
+            buffered = sum(self.buffered(e) for e in gates)
+            rows = ledger.ok_rows(self.stack.database_url, GATE_DATABASE, ids)
+            found = sum(rows.values())
             if found != last:
                 last, last_change = found, time.monotonic()
             if found >= expected and buffered == 0:
@@ -343,7 +376,19 @@ class Bench:
                 break  # drained, and nothing more arrives
             time.sleep(0.5)
         log(f"usage_log: {found} rows for {expected} successful gated requests")
-        return expected, found
+        self.envoys["upstream"].stop()
+        served = ledger.served_ids(self.served_log)
+        if self.stack.ai_server.log.exists():
+            for key_id, request_ids in ledger.served_ids(
+                    self.stack.ai_server.log, ledger.AI_SERVER_SERVED_MARKER).items():
+                served.setdefault(key_id, set()).update(request_ids)
+        allowed = ledger.allowed_ids(self.stack.database_url, GATE_DATABASE, ids)
+        checks = [ledger.compare(s.name, s.ok_total, rows.get(int(s.key["id"]), 0),
+                                 served.get(int(s.key["id"]), set()), allowed[int(s.key["id"])])
+                  for s in metered]
+        for check in checks:
+            log(f"usage ledger {'exact' if check.exact else 'NOT EXACT'}: {check.describe()}")
+        return expected, found, checks
 
     def filter_stats(self) -> dict:
         """The filter's own counters on each gate Envoy (cache hits, usage sent ...)."""
@@ -374,12 +419,13 @@ def main() -> int:
     bench = Bench(knobs, workdir)
     failures: list[str] = []
     expected = found = None
+    checks: list[ledger.KeyLedger] = []
     filter_stats: dict = {}
     try:
         bench.start()
         bench.measure()
         if any(s.metered for s in bench.scenarios.values()):
-            expected, found = bench.check_usage()
+            expected, found, checks = bench.check_usage()
         filter_stats = bench.filter_stats()
     except Exception as err:  # noqa: BLE001  (report, then exit non-zero)
         traceback.print_exc()
@@ -387,6 +433,9 @@ def main() -> int:
     finally:
         bench.stop()
     failures = bench.failures + failures
+    wrong = [c for c in checks if not c.exact]
+    if wrong:
+        failures.append("usage ledger not exact: " + "; ".join(c.describe() for c in wrong))
 
     sidecar: dict = {}
     if not knobs.scenarios or "ingest" in knobs.scenarios:
@@ -419,6 +468,8 @@ def main() -> int:
         "rss_mb": bench.rss_mb,
         "rss_breakdown_mb": bench.rss_breakdown,
         "filter_stats": filter_stats,
+        "usage_ledger": [{**dataclasses.asdict(c), "exact": c.exact} for c in checks],
+        "orders": bench.orders,
         "sidecar": sidecar,
         "failures": failures,
         "runs": runs,

@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from typing import Callable
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -69,6 +70,7 @@ class RunResult:
     p99_ms: float
     error_detail: dict
     cpu_us_per_req: dict
+    settle_s: float  # after the load, until the run's last usage records were acknowledged
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -81,11 +83,17 @@ def _percentile(data: dict, name: str) -> float:
 
 
 def run(req: Request, kind: str, seconds: float, connections: int = 16,
-        rate: int | None = None, watch: dict[str, int] | None = None) -> RunResult:
+        rate: int | None = None, watch: dict[str, int] | None = None,
+        settle: Callable[[int], None] | None = None) -> RunResult:
     """One oha run of ``kind`` (throughput or latency) for ``seconds``.
 
     ``watch`` names processes (name -> pid) whose CPU time per request this
     run reports: the cost of a scenario in each part of the system.
+    ``settle``, called with the run's 2xx count once the load has ended,
+    returns when the work those requests left behind is done (a metered
+    run's last usage flush); the CPU window closes after it, so that work
+    is charged to this run and not the next, while requests/s stays the
+    load's own.
     """
     argv = [oha_path(), "--no-tui", "--output-format", "json", "-w",
             "-z", f"{seconds}s", "-c", str(connections), "-m", "POST",
@@ -102,13 +110,16 @@ def run(req: Request, kind: str, seconds: float, connections: int = 16,
     started = time.monotonic()
     done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 120)
     elapsed = time.monotonic() - started
-    cpu_after = {name: cpu_seconds(pid) for name, pid in watch.items()}
     if done.returncode != 0:
         raise RuntimeError(f"oha failed ({done.returncode}): {done.stderr[-2000:]}")
     data = json.loads(done.stdout)
     codes = {str(k): int(v) for k, v in (data.get("statusCodeDistribution") or {}).items()}
     socket_errors = {str(k): int(v) for k, v in (data.get("errorDistribution") or {}).items()}
     ok = sum(n for code, n in codes.items() if code.startswith("2"))
+    if settle is not None:
+        settle(ok)
+    settle_s = time.monotonic() - started - elapsed
+    cpu_after = {name: cpu_seconds(pid) for name, pid in watch.items()}
     failed_status = {code: n for code, n in codes.items() if not code.startswith("2")}
     requests = sum(codes.values()) + sum(socket_errors.values())
     summary = data.get("summary") or {}
@@ -127,4 +138,5 @@ def run(req: Request, kind: str, seconds: float, connections: int = 16,
         p99_ms=_percentile(data, "p99"),
         error_detail={**failed_status, **socket_errors},
         cpu_us_per_req=cpu,
+        settle_s=round(settle_s, 2),
     )

@@ -3,8 +3,8 @@
 Per scenario the table shows medians over the rounds: ``rps`` from the
 throughput runs, ``p50_ms``/``p99_ms`` from the fixed-rate runs. Ratios and
 added latencies are medians of per-round differences between a scenario and
-its reference measured in the same round (A and B alternated), which cancels
-most of the drift of a shared machine.
+its reference measured in the same round (in an order shuffled per round),
+which cancels most of the drift of a shared machine.
 
 Usage (rewrite the README's performance section from the last results):
   .venv/bin/python bench/report.py --readme
@@ -155,7 +155,8 @@ def markdown(results: dict) -> str:
     lines = [
         f"Measured {results['finished_at']} on {results['machine']['cores']} cores "
         f"(load average {results['machine']['loadavg_before']} before the run); "
-        f"{k['rounds']} rounds, A/B alternated, medians; throughput: {k['connections']} "
+        f"{k['rounds']} rounds, scenarios in a shuffled order each round (seed "
+        f"{k.get('seed', '-')}), medians; throughput: {k['connections']} "
         f"connections closed loop, {k['duration_s']} s per run; latency: "
         f"{k['rate']} req/s offered ({k['ai_rate']} req/s for the ai-server rows), "
         f"open loop with latency correction. "
@@ -201,6 +202,11 @@ def markdown(results: dict) -> str:
     usage = t["usage_rows_found == usage_rows_expected"]
     lines.append(f"| usage rows found / expected | {usage['value']} | == | "
                  f"{ {True: 'met', False: '**MISSED**', None: 'not measured'}[usage['met']]} |")
+    checks = results.get("usage_ledger") or []
+    if checks:
+        missing, extra = sum(c["missing"] for c in checks), sum(c["extra"] for c in checks)
+        lines.append(f"| usage request ids missing / extra | {missing} / {extra} | 0 / 0 | "
+                     f"{'met' if missing == extra == 0 else '**MISSED**'} |")
     rss = results.get("rss_mb", {})
     if rss:
         names = {"bare": "bare", "gate": "tollgate", "wasm_noop": "no-op wasm filter",

@@ -125,8 +125,11 @@ impl HttpContext for Mimic {
 
 impl Mimic {
     fn allow(&self) {
+        // Key id 0 is no key's (ids start at 1): the usage check, which reads
+        // the key ids the upstream served, never takes these requests for a
+        // metered key's.
         let _ =
-            hostcalls::set_map_value(MapType::HttpRequestHeaders, "x-tollgate-key-id", Some("1"));
+            hostcalls::set_map_value(MapType::HttpRequestHeaders, "x-tollgate-key-id", Some("0"));
         let _ = hostcalls::increment_metric(self.metrics.allowed, 1);
     }
 }
