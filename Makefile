@@ -6,7 +6,7 @@ PYTHON := .venv/bin/python
 # throwaway mariadbd it starts when nothing answers (scripts/with_mariadb.py).
 WITH_MARIADB := python3 scripts/with_mariadb.py
 
-.PHONY: run test setup build lint test-rust test-e2e test-fuzz bench soak fuzz clean
+.PHONY: run test setup build lint test-rust test-e2e test-fuzz bench soak fuzz oci clean
 
 ## run: build everything, start sidecar (SQLite unless DATABASE_URL), ai-server and Envoy on :8001
 run: setup
@@ -53,6 +53,10 @@ fuzz:
 # on the committed seeds plus what earlier runs found; a crash fails it.
 test-fuzz:
 	FUZZ_SECONDS=$(or $(FUZZ_SECONDS),20) fuzz/run.sh
+
+## oci: the filter as an OCI image (Wasm image format, compat variant) in the OCI layout target/oci/tollgate-filter, for Istio's WasmPlugin (scripts/oci.sh; installs Debian's umoci if missing)
+oci: setup
+	scripts/oci.sh
 
 clean:
 	cargo clean

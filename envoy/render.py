@@ -8,6 +8,9 @@ local stack (``make run`` and the end-to-end tests) cannot drift apart:
   /etc/tollgate; rendered into envoy/envoy.compose.yaml, which is checked in
   (a test renders it again and compares).
 * ``local``: 127.0.0.1 and ports from the environment (see ``LOCAL_ENV``).
+* ``kubernetes``: the plain-Envoy example of deploy/ (Envoy in the AI
+  service's pod, the filter mounted from its OCI image);
+  rendered into deploy/kubernetes/envoy-config.yaml, checked in like compose's.
 
 Secrets never appear in a rendered file: the filter reads the JWT secret and
 the internal token from Envoy's environment (``vm_config.environment_variables``),
@@ -17,6 +20,7 @@ so whoever starts Envoy passes them as ``TOLLGATE_JWT_SECRET`` and
 Usage:
   python3 envoy/render.py --profile local --out .tollgate/envoy.yaml
   python3 envoy/render.py --profile compose --out envoy/envoy.compose.yaml
+  python3 envoy/render.py --profile kubernetes --out deploy/kubernetes/envoy-config.yaml
 """
 
 from __future__ import annotations
@@ -34,6 +38,39 @@ TEMPLATE = HERE / "envoy.template.yaml"
 
 #: Environment variables the filter reads its secrets from.
 SECRET_ENV_KEYS = ("TOLLGATE_JWT_SECRET", "TOLLGATE_INTERNAL_TOKEN")
+
+#: The profiles of a container deployment: everything but the addresses.
+CONTAINER_VALUES = {
+    # Envoy's admin interface can raise the log level to trace, which
+    # logs credentials: it listens on the container's loopback only
+    # (`docker compose exec envoy curl -s localhost:9901/stats`).
+    "ADMIN_HOST": "127.0.0.1",
+    "ADMIN_PORT": "9901",
+    "LISTEN_HOST": "0.0.0.0",
+    "LISTEN_PORT": "8001",
+    "ACCESS_LOG": "/dev/stdout",
+    "XFF_TRUSTED_HOPS": "0",
+    "REQUEST_TIMEOUT": "60s",
+    "ROUTE_TIMEOUT": "30s",
+}
+
+#: Where each container profile finds the sidecar, the AI service and the .wasm.
+CONTAINER_ADDRESSES = {
+    "compose": {
+        "SIDECAR_ADDR": "sidecar:9000",
+        "AI_SERVER_ADDR": "ai-server:5000",
+        "WASM_PATH": "/etc/tollgate/tollgate_filter.wasm",
+    },
+    # deploy/kubernetes/gateway.yaml: Envoy beside the AI service in its pod,
+    # the sidecar's Service (sidecar.yaml) in the `tollgate` namespace; the
+    # filter's OCI image (`make oci`) mounted at /etc/tollgate/filter, its one
+    # layer holding plugin.wasm.
+    "kubernetes": {
+        "SIDECAR_ADDR": "tollgate-sidecar.tollgate.svc.cluster.local:9000",
+        "AI_SERVER_ADDR": "127.0.0.1:5000",
+        "WASM_PATH": "/etc/tollgate/filter/plugin.wasm",
+    },
+}
 
 #: Indentation of the filter configuration block inside the template.
 CONFIG_INDENT = " " * 28
@@ -107,24 +144,9 @@ def _split_addr(addr: str) -> tuple[str, str]:
 def profile_values(profile: str, env: dict | None = None) -> dict:
     """Template values for a profile; ``env`` defaults to os.environ."""
     env = dict(os.environ if env is None else env)
-    if profile == "compose":
+    if profile in CONTAINER_ADDRESSES:
         max_body = 1024 * 1024
-        values = {
-            # Envoy's admin interface can raise the log level to trace, which
-            # logs credentials: it listens on the container's loopback only
-            # (`docker compose exec envoy curl -s localhost:9901/stats`).
-            "ADMIN_HOST": "127.0.0.1",
-            "ADMIN_PORT": "9901",
-            "LISTEN_HOST": "0.0.0.0",
-            "LISTEN_PORT": "8001",
-            "SIDECAR_ADDR": "sidecar:9000",
-            "AI_SERVER_ADDR": "ai-server:5000",
-            "WASM_PATH": "/etc/tollgate/tollgate_filter.wasm",
-            "ACCESS_LOG": "/dev/stdout",
-            "XFF_TRUSTED_HOPS": "0",
-            "REQUEST_TIMEOUT": "60s",
-            "ROUTE_TIMEOUT": "30s",
-        }
+        values = {**CONTAINER_VALUES, **CONTAINER_ADDRESSES[profile]}
         overrides = None
     elif profile == "local":
         values = {name: env.get(var, default) for name, (var, default) in LOCAL_ENV.items()}
@@ -133,7 +155,7 @@ def profile_values(profile: str, env: dict | None = None) -> dict:
         max_body = int(values.pop("MAX_BODY_BYTES"))
         overrides = json.loads(env.get("TOLLGATE_FILTER_OVERRIDES", "{}"))
     else:
-        raise ValueError(f"unknown profile {profile!r} (compose or local)")
+        raise ValueError(f"unknown profile {profile!r} (local, {', '.join(CONTAINER_ADDRESSES)})")
 
     values["SIDECAR_HOST"], values["SIDECAR_PORT"] = _split_addr(values.pop("SIDECAR_ADDR"))
     values["AI_SERVER_HOST"], values["AI_SERVER_PORT"] = _split_addr(
@@ -158,7 +180,7 @@ def render(profile: str, env: dict | None = None) -> str:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", choices=["local", "compose"], required=True)
+    parser.add_argument("--profile", choices=["local", *CONTAINER_ADDRESSES], required=True)
     parser.add_argument("--out", help="file to write (default: standard output)")
     args = parser.parse_args(argv)
     try:
