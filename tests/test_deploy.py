@@ -27,10 +27,12 @@ from test_envoy_config import validate  # noqa: E402
 
 DEPLOY = ROOT / "deploy"
 
-#: YAML files of deploy/ that are not Kubernetes resources.
+#: YAML files of deploy/kubernetes and deploy/istio that are not Kubernetes
+#: resources (deploy/grafana holds Grafana's provisioning files).
 NOT_MANIFESTS = {DEPLOY / "kubernetes/envoy-config.yaml"}
 
-MANIFESTS = sorted(p for p in DEPLOY.rglob("*.yaml") if p not in NOT_MANIFESTS)
+MANIFESTS = sorted(p for folder in ("kubernetes", "istio") for p in (DEPLOY / folder).rglob("*.yaml")
+                   if p not in NOT_MANIFESTS)
 
 #: The variables `tollgate serve` reads its secrets from (README, Configuration).
 SIDECAR_SECRETS = {"DATABASE_URL", "TOLLGATE_INTERNAL_TOKEN", "TOLLGATE_ADMIN_TOKEN",
