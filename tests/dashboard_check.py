@@ -8,7 +8,9 @@ outside selectors (``label_replace``'s arguments) and the label lists of
 ``by (...)``/``without (...)`` are not metric names. Every selector must
 name its job with one of the dashboard's job variables, which says which
 scrape it reads; a metric name outside a selector is a problem, as it
-would leave the job unsaid.
+would leave the job unsaid. Each query must also parse as PromQL (PyPI
+promql-parser, the Rust promql-parser crate's binding), once Grafana's
+variables are replaced by values.
 """
 
 from __future__ import annotations
@@ -80,6 +82,19 @@ def selectors(query: str) -> tuple[list[Selector], list[str]]:
     return found, problems
 
 
+def parse_problem(query: str) -> str | None:
+    """Why ``query`` is not PromQL, or None; Grafana's ``$__interval``-like
+    variables stand for a duration, the others for a name."""
+    import promql_parser
+
+    plain = re.sub(r"\$\{?(\w+)\}?", lambda m: "1m" if m[1].startswith("__") else m[1], query)
+    try:
+        promql_parser.parse(plain)
+    except Exception as err:  # noqa: BLE001 - the binding raises plain exceptions
+        return f"does not parse as PromQL ({err}): {query}"
+    return None
+
+
 def scrape_series(text: str) -> list[tuple[str, dict[str, str]]]:
     """The series of a Prometheus text exposition."""
     series = []
@@ -106,6 +121,9 @@ def dashboard_problems(path: Path, scrapes: dict[str, str]) -> list[str]:
     if not all_queries:
         return ["the dashboard has no query"]
     for query in all_queries:
+        problem = parse_problem(query)
+        if problem:
+            problems.append(problem)
         found, more = selectors(query)
         problems += more
         if not found:

@@ -69,8 +69,8 @@ def test_every_metric_of_the_filter_and_the_sidecar_has_a_panel(scrapes):
 
 
 def test_the_check_refuses_a_query_of_a_metric_that_does_not_exist(scrapes, tmp_path: Path):
-    """The check bites: one misspelt metric, label value or job, or a metric
-    without its job, and it says which."""
+    """The check bites: one misspelt metric, label value or job, a metric
+    without its job, or a query that is not PromQL, and it says which."""
     text = DASHBOARD.read_text()
     for old, new, expected in [
         ("tollgate_key_cache_hit{", "tollgate_key_cache_hits{", "tollgate_key_cache_hits"),
@@ -79,6 +79,7 @@ def test_the_check_refuses_a_query_of_a_metric_that_does_not_exist(scrapes, tmp_
          "tollgate_database_errors_total{job=\\\"$envoy_job\\\"}", "tollgate_database_errors_total"),
         ("tollgate_usage_records_buffered{job=\\\"$envoy_job\\\"}", "tollgate_usage_records_buffered",
          "without a selector"),
+        ("sum(rate(tollgate_replay_cas_retries", "sum(rate(tollgate_replay_cas_retries(", "does not parse"),
     ]:
         assert old in text, f"the dashboard changed: update the breakage {old!r}"
         broken = tmp_path / "broken.json"
