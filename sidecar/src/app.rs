@@ -8,7 +8,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 use tokio::net::TcpListener;
-use tollgate_wire::{USAGE_PATH, VERIFY_PATH};
+use tollgate_wire::{CHANGES_PATH, JTI_CLAIM_PATH, USAGE_PATH, VERIFY_PATH};
 
 use crate::config::{ServeConfig, DEFAULT_USAGE_MAX_SKEW};
 use crate::error::ApiError;
@@ -16,7 +16,7 @@ use crate::extract::MAX_BODY_BYTES;
 use crate::metrics::{self, Metrics};
 use crate::sealed::Keyring;
 use crate::store::Store;
-use crate::{keys, probes, usage};
+use crate::{feed, keys, probes, usage};
 
 /// The secrets requests are checked against.
 #[derive(Clone)]
@@ -92,6 +92,8 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics::scrape))
         .route(VERIFY_PATH, post(keys::verify))
         .route(USAGE_PATH, post(usage::ingest))
+        .route(CHANGES_PATH, get(feed::changes))
+        .route(JTI_CLAIM_PATH, post(feed::claim))
         .route("/v1/keys", post(keys::create).get(keys::list))
         .route("/v1/keys/{id}/revoke", post(keys::revoke))
         .route("/v1/usage/summary", get(usage::summary))
@@ -137,9 +139,11 @@ pub async fn serve(
     )
     .with_keyring(config.keyring)
     .with_usage_max_skew(config.usage_max_skew);
+    let purge = tokio::spawn(feed::purge_forever(store.clone(), config.key_feed_retention));
     let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await;
+    purge.abort();
     store.close().await;
     served.map_err(|e| format!("the HTTP server failed: {e}"))?;
     tracing::info!("stopped");

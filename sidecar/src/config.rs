@@ -130,9 +130,23 @@ pub struct ServeConfig {
     pub keyring: Keyring,
     /// How far from now a usage record's timestamp may be; see [`DEFAULT_USAGE_MAX_SKEW`].
     pub usage_max_skew: Duration,
+    /// How long the key change feed keeps a change; see
+    /// [`crate::feed::DEFAULT_RETENTION`].
+    pub key_feed_retention: Duration,
 }
 
 impl ServeConfig {
+    /// The same configuration keeping key changes for `retention` (a
+    /// duration such as `7d`; zero purges each change at the next round).
+    pub fn with_key_feed_retention(self, retention: &str) -> Result<Self, String> {
+        let key_feed_retention =
+            parse_duration(retention).map_err(|e| format!("--key-feed-retention: {e}"))?;
+        Ok(ServeConfig {
+            key_feed_retention,
+            ..self
+        })
+    }
+
     /// Validates the raw flag values; `keyring` is validated already
     /// ([`Keyring::from_env`]).
     pub fn new(
@@ -178,6 +192,7 @@ impl ServeConfig {
             internal_token,
             keyring,
             usage_max_skew,
+            key_feed_retention: crate::feed::DEFAULT_RETENTION,
         })
     }
 }
@@ -186,13 +201,14 @@ impl fmt::Display for ServeConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "listen={} database={} admin_token={} internal_token={} master_key={} usage_max_skew={}s",
+            "listen={} database={} admin_token={} internal_token={} master_key={} usage_max_skew={}s key_feed_retention={}s",
             self.listen,
             self.database.masked(),
             mask_secret(self.admin_token.as_deref()),
             mask_secret(Some(&self.internal_token)),
             self.keyring.describe(),
             self.usage_max_skew.as_secs(),
+            self.key_feed_retention.as_secs(),
         )
     }
 }

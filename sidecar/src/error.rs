@@ -116,6 +116,8 @@ pub enum Undone {
     VerifyKey,
     /// `GET /readyz`.
     CheckReadiness,
+    /// The key change feed.
+    ReadFeed,
 }
 
 impl Undone {
@@ -127,6 +129,7 @@ impl Undone {
             Undone::ReadKeys => "the key list could not be read",
             Undone::VerifyKey => "the key could not be looked up",
             Undone::CheckReadiness => "the sidecar is not ready",
+            Undone::ReadFeed => "the key change feed could not be read",
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod feed;
 pub mod json_fault;
 pub mod keys;
 pub mod metrics;
