@@ -360,16 +360,25 @@ pub fn parse_with_env(json: &[u8], env: EnvLookup<'_>) -> Result<Parsed, ConfigE
     in_range("key_cache.slots", u64::from(kc.slots), 1, 1 << 20)?;
 
     let kf = raw.key_feed;
-    in_range("key_feed.poll_interval_ms", kf.poll_interval_ms, 100, 60_000)?;
-    in_range("key_feed.timeout_ms", kf.timeout_ms, 1, 60_000)?;
-    in_range("key_feed.max_lag_ms", kf.max_lag_ms, kf.poll_interval_ms, 3_600_000).map_err(
-        |e| {
-            err(
-                e.field,
-                format!("{} (and at least key_feed.poll_interval_ms)", e.reason),
-            )
-        },
+    in_range(
+        "key_feed.poll_interval_ms",
+        kf.poll_interval_ms,
+        100,
+        60_000,
     )?;
+    in_range("key_feed.timeout_ms", kf.timeout_ms, 1, 60_000)?;
+    in_range(
+        "key_feed.max_lag_ms",
+        kf.max_lag_ms,
+        kf.poll_interval_ms,
+        3_600_000,
+    )
+    .map_err(|e| {
+        err(
+            e.field,
+            format!("{} (and at least key_feed.poll_interval_ms)", e.reason),
+        )
+    })?;
 
     let u = raw.usage;
     in_range("usage.flush_interval_ms", u.flush_interval_ms, 10, 60_000)?;
@@ -618,7 +627,13 @@ mod tests {
         assert_eq!(c.jwt.issuer, None);
         assert_eq!(c.jwt.audience, None);
         assert!(!c.jwt.require_jti);
-        assert_eq!(c.replay, ReplayPolicy { slots: 65_536, scope: ReplayScope::Instance });
+        assert_eq!(
+            c.replay,
+            ReplayPolicy {
+                slots: 65_536,
+                scope: ReplayScope::Instance
+            }
+        );
         assert_eq!(
             c.key_cache,
             CachePolicy {

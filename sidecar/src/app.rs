@@ -139,7 +139,10 @@ pub async fn serve(
     )
     .with_keyring(config.keyring)
     .with_usage_max_skew(config.usage_max_skew);
-    let purge = tokio::spawn(feed::purge_forever(store.clone(), config.key_feed_retention));
+    let purge = tokio::spawn(feed::purge_forever(
+        store.clone(),
+        config.key_feed_retention,
+    ));
     let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await;

@@ -10,8 +10,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::Json;
 use tollgate_wire::{
-    ChangesReply, ClaimReply, ClaimRequest, KeyChange, FINGERPRINT_HEX_LEN,
-    MAX_CHANGES_PER_REPLY,
+    ChangesReply, ClaimReply, ClaimRequest, KeyChange, FINGERPRINT_HEX_LEN, MAX_CHANGES_PER_REPLY,
 };
 
 use crate::app::AppState;
@@ -77,7 +76,9 @@ fn poll_query(pairs: &[(String, String)]) -> Result<(u64, usize), ApiError> {
             _ => {
                 return Err(ApiError::invalid_field(
                     name.clone(),
-                    format!("unknown query parameter {name:?}; this endpoint takes after and limit"),
+                    format!(
+                        "unknown query parameter {name:?}; this endpoint takes after and limit"
+                    ),
                 ))
             }
         }
@@ -100,7 +101,8 @@ pub fn reply(after: u64, limit: usize, page: FeedPage) -> ChangesReply {
             reset: true,
         };
     }
-    let more = page.changes.len() >= limit && page.changes.last().is_some_and(|c| c.seq < page.head);
+    let more =
+        page.changes.len() >= limit && page.changes.last().is_some_and(|c| c.seq < page.head);
     let cursor = match page.changes.last() {
         Some(last) if more => last.seq,
         _ => page.head,
@@ -130,7 +132,9 @@ pub async fn claim(
 ) -> Result<Json<ClaimReply>, ApiError> {
     let fingerprint = &request.fingerprint;
     let hex = fingerprint.len() == FINGERPRINT_HEX_LEN
-        && fingerprint.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+        && fingerprint
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
     if !hex {
         return Err(ApiError::invalid_field(
             "fingerprint",
@@ -213,7 +217,10 @@ mod tests {
     #[test]
     fn a_reader_up_to_date_gets_the_head_and_nothing() {
         let r = reply(5, 10, page(5, 0, &[]));
-        assert_eq!((r.cursor, r.changes.len(), r.more, r.reset), (5, 0, false, false));
+        assert_eq!(
+            (r.cursor, r.changes.len(), r.more, r.reset),
+            (5, 0, false, false)
+        );
     }
 
     #[test]

@@ -43,7 +43,10 @@ mod tests {
             key_id: 3,
         };
         let text = serde_json::to_string(&request).unwrap();
-        assert_eq!(serde_json::from_str::<ClaimRequest>(&text).unwrap(), request);
+        assert_eq!(
+            serde_json::from_str::<ClaimRequest>(&text).unwrap(),
+            request
+        );
         let reply: ClaimReply = serde_json::from_str(r#"{"claimed":false}"#).unwrap();
         assert!(!reply.claimed);
     }

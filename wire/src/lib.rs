@@ -18,11 +18,11 @@ pub mod outcome;
 pub mod usage;
 pub mod verify;
 
-pub use claim::{ClaimReply, ClaimRequest, FINGERPRINT_HEX_LEN, JTI_CLAIM_PATH};
 pub use api_key::{key_format_error, MAX_KEY_LEN, MINTED_KEY_PREFIX, MINTED_KEY_RANDOM_BYTES};
+pub use claim::{ClaimReply, ClaimRequest, FINGERPRINT_HEX_LEN, JTI_CLAIM_PATH};
 pub use digest::{body_sha256_hex, key_hash, key_hash_hex, sha256, Digest32};
-pub use feed::{changes_query, ChangesReply, KeyChange, CHANGES_PATH, MAX_CHANGES_PER_REPLY};
 pub use error::{ErrorBody, ErrorDetail};
+pub use feed::{changes_query, ChangesReply, KeyChange, CHANGES_PATH, MAX_CHANGES_PER_REPLY};
 pub use hex::{is_lower_hex_digest, parse_lower_hex, to_hex};
 pub use jws::Algorithm;
 pub use outcome::Outcome;

@@ -7,8 +7,8 @@ use tollgate_wire::{Digest32, VERIFY_PATH};
 
 use super::{Flow, KeyState, Next, Phase, Stage};
 use crate::cache::{self, CacheEntry, Cached, Lookup};
-use crate::feed;
 use crate::error::Denial;
+use crate::feed;
 use crate::host::{LogLevel, StreamHost};
 use crate::metrics::Counter;
 use crate::sidecar_call;
@@ -64,7 +64,13 @@ impl<H: StreamHost> Flow<H> {
     /// its timeout): a sidecar died under it, or the one picked is gone.
     /// The call is idempotent, so it is sent once more, and Envoy's load
     /// balancer picks a healthy sidecar. True when the retry is in flight.
-    fn retry_verify(&mut self, worker: &Worker, key_hash: &Digest32, status: Option<&[u8]>, now: u64) -> bool {
+    fn retry_verify(
+        &mut self,
+        worker: &Worker,
+        key_hash: &Digest32,
+        status: Option<&[u8]>,
+        now: u64,
+    ) -> bool {
         let server_error = status.is_none_or(|s| s.first() == Some(&b'5'));
         let quick = now.saturating_sub(self.verify_sent_ms) < worker.config.callout_timeout_ms / 2;
         if self.verify_retried || !server_error || !quick {

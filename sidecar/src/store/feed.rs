@@ -111,6 +111,17 @@ fn position(value: i64, what: &str) -> Result<u64, StoreError> {
     u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{what} is negative")))
 }
 
+/// An ASCII column that is never NULL (MySQL reports binary-collated
+/// text as bytes, so it is read as bytes on both backends).
+fn text<R: Row>(row: &R, column: &'static str) -> Result<String, StoreError>
+where
+    for<'r> Option<Vec<u8>>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    &'static str: sqlx::ColumnIndex<R>,
+{
+    super::sql::ascii_column(row, column)?
+        .ok_or_else(|| StoreError::Corrupt(format!("key_changes.{column} is NULL")))
+}
+
 /// A position bound as a column value.
 fn bound(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
@@ -134,8 +145,8 @@ impl Store {
                 .map(|row| {
                     Ok(StoredChange {
                         seq: position(row.try_get("seq")?, "key_changes.seq")?,
-                        key_hash: row.try_get("key_hash")?,
-                        kind: row.try_get("kind")?,
+                        key_hash: text(row, "key_hash")?,
+                        kind: text(row, "kind")?,
                     })
                 })
                 .collect::<Result<Vec<_>, StoreError>>()?;
@@ -218,27 +229,23 @@ impl Store {
     /// `now_s` and says how many went.
     pub async fn purge_claims(&self, now_s: i64) -> Result<u64, StoreError> {
         let done = match self {
-            Store::MySql(s) => {
-                sqlx::query(
-                    "DELETE FROM jti_claims WHERE expires_at < ? ORDER BY expires_at LIMIT ?",
-                )
-                .bind(now_s)
-                .bind(PURGE_BATCH)
-                .execute(s.pool())
-                .await?
-                .rows_affected()
-            }
-            Store::Sqlite(s) => {
-                sqlx::query(
-                    "DELETE FROM jti_claims WHERE fingerprint IN \
+            Store::MySql(s) => sqlx::query(
+                "DELETE FROM jti_claims WHERE expires_at < ? ORDER BY expires_at LIMIT ?",
+            )
+            .bind(now_s)
+            .bind(PURGE_BATCH)
+            .execute(s.pool())
+            .await?
+            .rows_affected(),
+            Store::Sqlite(s) => sqlx::query(
+                "DELETE FROM jti_claims WHERE fingerprint IN \
                      (SELECT fingerprint FROM jti_claims WHERE expires_at < ? LIMIT ?)",
-                )
-                .bind(now_s)
-                .bind(PURGE_BATCH)
-                .execute(s.pool())
-                .await?
-                .rows_affected()
-            }
+            )
+            .bind(now_s)
+            .bind(PURGE_BATCH)
+            .execute(s.pool())
+            .await?
+            .rows_affected(),
         };
         Ok(done)
     }

@@ -198,7 +198,7 @@ where
 /// A text column of ASCII stored with a binary collation (`ascii_bin` on
 /// MySQL, which sqlx reports as binary and will not decode as a `String`),
 /// read as bytes on both backends.
-fn ascii_column<R: Row>(row: &R, column: &'static str) -> Result<Option<String>, sqlx::Error>
+pub fn ascii_column<R: Row>(row: &R, column: &'static str) -> Result<Option<String>, sqlx::Error>
 where
     for<'r> Option<Vec<u8>>: Decode<'r, R::Database> + Type<R::Database>,
     &'static str: ColumnIndex<R>,

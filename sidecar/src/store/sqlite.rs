@@ -136,10 +136,12 @@ impl SqliteStore {
             .execute(&mut *tx)
             .await?;
         if done.rows_affected() == 1 {
-            let hash: String = sqlx::query_scalar(sql::KEY_HASH_BY_ID)
+            let row = sqlx::query(sql::KEY_HASH_BY_ID)
                 .bind(id)
                 .fetch_one(&mut *tx)
                 .await?;
+            let hash = sql::ascii_column(&row, "key_hash")?
+                .ok_or_else(|| StoreError::Corrupt("api_keys.key_hash is NULL".into()))?;
             publish_change!(tx, &hash, CHANGE_REVOKED, unix_ms(at));
         }
         let row = sqlx::query(sql::KEY_BY_ID)

@@ -155,9 +155,7 @@ fn update_state(
 ) -> Option<FeedState> {
     let mut written = None;
     let update = shared_table::update(host, STATE_KEY, UPDATE_ATTEMPTS, |current| {
-        let mut state = current
-            .and_then(FeedState::decode)
-            .unwrap_or_default();
+        let mut state = current.and_then(FeedState::decode).unwrap_or_default();
         if change(&mut state) {
             written = Some(state);
             Change::Write(state.encode())
@@ -218,7 +216,10 @@ fn start_poll(host: &impl Host, worker: &Worker, metrics: &Metrics, now_ms: u64)
         (":method", "GET"),
         (":path", path.as_str()),
         (":authority", config.sidecar_authority.as_str()),
-        (tollgate_wire::INTERNAL_TOKEN_HEADER, config.internal_token.as_str()),
+        (
+            tollgate_wire::INTERNAL_TOKEN_HEADER,
+            config.internal_token.as_str(),
+        ),
     ];
     let sent = host.dispatch(&Callout {
         cluster: &config.sidecar_cluster,
@@ -232,7 +233,10 @@ fn start_poll(host: &impl Host, worker: &Worker, metrics: &Metrics, now_ms: u64)
             Some(Poll { token, after })
         }
         Err(e) => {
-            host.log(LogLevel::Warn, &format!("cannot poll the key change feed: {e}"));
+            host.log(
+                LogLevel::Warn,
+                &format!("cannot poll the key change feed: {e}"),
+            );
             metrics.inc(host, Counter::KeyFeedFailures);
             release_lease(host);
             None
@@ -374,67 +378,4 @@ pub fn verdict_cached(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const POLICY: FeedPolicy = FeedPolicy {
-        enabled: true,
-        poll_interval_ms: 1_000,
-        timeout_ms: 1_000,
-        max_lag_ms: 5_000,
-    };
-
-    #[test]
-    fn the_state_round_trips_and_refuses_other_bytes() {
-        let state = FeedState {
-            cursor: Some(42),
-            last_ok_ms: 1,
-            in_flight_until_ms: 2,
-            next_poll_ms: 3,
-            published_lag_ms: 4,
-        };
-        assert_eq!(FeedState::decode(&state.encode()), Some(state));
-        let none = FeedState::default();
-        assert_eq!(FeedState::decode(&none.encode()), Some(none));
-        let mut bytes = state.encode();
-        bytes.pop();
-        assert_eq!(FeedState::decode(&bytes), None);
-        assert_eq!(FeedState::decode(&[]), None);
-    }
-
-    #[test]
-    fn the_feed_is_current_only_within_the_lag_bound() {
-        let state = FeedState {
-            cursor: Some(1),
-            last_ok_ms: 10_000,
-            ..FeedState::default()
-        };
-        assert!(state.is_current(&POLICY, 15_000));
-        assert!(!state.is_current(&POLICY, 15_001));
-        let off = FeedPolicy {
-            enabled: false,
-            ..POLICY
-        };
-        assert!(!state.is_current(&off, 10_000));
-        let never = FeedState {
-            cursor: Some(1),
-            ..FeedState::default()
-        };
-        assert!(!never.is_current(&POLICY, 1));
-        assert_eq!(never.lag_ms(99), 0);
-        assert_eq!(state.lag_ms(12_500), 2_500);
-    }
-
-    #[test]
-    fn a_poll_waits_for_a_cursor_its_time_and_the_lease() {
-        let mut state = FeedState::default();
-        assert!(!state.poll_due(1));
-        state.cursor = Some(0);
-        assert!(state.poll_due(1));
-        state.next_poll_ms = 5;
-        assert!(!state.poll_due(4));
-        state.in_flight_until_ms = 9;
-        assert!(!state.poll_due(8));
-        assert!(state.poll_due(9));
-    }
-}
+mod tests;
