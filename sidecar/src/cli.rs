@@ -72,6 +72,11 @@ pub struct ServeArgs {
     /// while the sidecar was down are refused too.
     #[arg(long, env = "TOLLGATE_USAGE_MAX_SKEW", default_value = "24h")]
     pub usage_max_skew: String,
+    /// After SIGTERM or SIGINT, answer /readyz 503 for this long while still
+    /// serving, so the health checks of the Envoys in front take this sidecar
+    /// out first; then stop gracefully (e.g. 5s; 0s: stop at once).
+    #[arg(long, env = "TOLLGATE_DRAIN_PERIOD", default_value = "5s")]
+    pub drain_period: String,
 }
 
 /// `tollgate keys ...`.
@@ -209,7 +214,8 @@ pub async fn run(cli: Cli) -> Result<(), String> {
                 args.internal_token,
                 Keyring::from_env()?,
                 &args.usage_max_skew,
-            )?;
+            )?
+            .with_drain_period(&args.drain_period)?;
             crate::app::serve(config, crate::app::shutdown_signal()).await
         }
         Command::Migrate => {

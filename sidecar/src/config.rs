@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::clock::parse_duration;
+use crate::drain::DEFAULT_DRAIN_PERIOD;
 
 use crate::sealed::Keyring;
 
@@ -130,6 +131,9 @@ pub struct ServeConfig {
     pub keyring: Keyring,
     /// How far from now a usage record's timestamp may be; see [`DEFAULT_USAGE_MAX_SKEW`].
     pub usage_max_skew: Duration,
+    /// How long `/readyz` answers 503 after the stop signal before the
+    /// listener closes; see [`DEFAULT_DRAIN_PERIOD`].
+    pub drain_period: Duration,
 }
 
 impl ServeConfig {
@@ -178,6 +182,17 @@ impl ServeConfig {
             internal_token,
             keyring,
             usage_max_skew,
+            drain_period: DEFAULT_DRAIN_PERIOD,
+        })
+    }
+
+    /// The same configuration draining for `period` (`--drain-period`: a
+    /// duration, `0s` for none) before it stops.
+    pub fn with_drain_period(self, period: &str) -> Result<Self, String> {
+        let drain_period = parse_duration(period).map_err(|e| format!("--drain-period: {e}"))?;
+        Ok(ServeConfig {
+            drain_period,
+            ..self
         })
     }
 }
@@ -186,13 +201,14 @@ impl fmt::Display for ServeConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "listen={} database={} admin_token={} internal_token={} master_key={} usage_max_skew={}s",
+            "listen={} database={} admin_token={} internal_token={} master_key={} usage_max_skew={}s drain_period={}s",
             self.listen,
             self.database.masked(),
             mask_secret(self.admin_token.as_deref()),
             mask_secret(Some(&self.internal_token)),
             self.keyring.describe(),
             self.usage_max_skew.as_secs(),
+            self.drain_period.as_secs(),
         )
     }
 }
@@ -294,6 +310,34 @@ mod tests {
         for bad in ["0s", "1day", "", "-1h"] {
             let err = serve(bad).unwrap_err();
             assert!(err.contains("--usage-max-skew"), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_drain_period_is_a_duration_and_may_be_zero() {
+        let serve = || {
+            let internal = Some("x".repeat(16));
+            ServeConfig::new(
+                "127.0.0.1:9000",
+                None,
+                None,
+                internal,
+                Keyring::empty(),
+                "24h",
+            )
+            .unwrap()
+        };
+        assert_eq!(serve().drain_period, DEFAULT_DRAIN_PERIOD);
+        let zero = serve().with_drain_period("0s").unwrap();
+        assert_eq!(zero.drain_period, Duration::ZERO);
+        assert!(zero.to_string().contains("drain_period=0s"));
+        assert_eq!(
+            serve().with_drain_period("2s").unwrap().drain_period,
+            Duration::from_secs(2)
+        );
+        for bad in ["2", "1day", "", "-1s"] {
+            let err = serve().with_drain_period(bad).unwrap_err();
+            assert!(err.contains("--drain-period"), "{bad:?}: {err}");
         }
     }
 

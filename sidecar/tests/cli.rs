@@ -77,6 +77,7 @@ fn tollgate(dir: &Path) -> Command {
         .env_remove("TOLLGATE_INTERNAL_TOKEN")
         .env_remove("TOLLGATE_MASTER_KEY")
         .env_remove("TOLLGATE_PREVIOUS_MASTER_KEY")
+        .env_remove("TOLLGATE_DRAIN_PERIOD")
         .env_remove("RUST_LOG");
     cmd
 }
@@ -422,6 +423,7 @@ fn serve_stops_cleanly_on_sigterm() {
         .env("TOLLGATE_MASTER_KEY", NEW_MASTER_KEY)
         .env("DATABASE_URL", "sqlite://data/side.db")
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--drain-period", "0s"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -481,6 +483,118 @@ fn serve_stops_cleanly_on_sigterm() {
         "the master key leaked into the log"
     );
     assert!(dir.0.join("data/side.db").is_file());
+}
+
+/// A bare HTTP/1.1 POST with the internal token; the whole answer, or None
+/// if nobody listens.
+fn http_post_internal(port: u16, path: &str, token: &str, body: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nx-tollgate-internal-token: {token}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).ok()?;
+    Some(answer)
+}
+
+/// SIGTERM starts the drain: `/readyz` answers 503 `draining` at once while
+/// the key look-up keeps answering (with `Connection: close`), and the
+/// process exits 0 only after the drain period.
+#[test]
+fn serve_drains_before_it_stops() {
+    let dir = WorkDir::new("drain");
+    let port = free_port();
+    let internal = "internal-token-drain-0123456789";
+    let drain = Duration::from_secs(2);
+    let mut child = tollgate(&dir.0)
+        .env("TOLLGATE_INTERNAL_TOKEN", internal)
+        .env("TOLLGATE_DRAIN_PERIOD", "2s")
+        .env("DATABASE_URL", "sqlite://data/drain.db")
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while !http_get(port, "/readyz").is_some_and(|a| a.starts_with("HTTP/1.1 200")) {
+        assert!(started.elapsed() < Duration::from_secs(20), "never ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let verify = format!(r#"{{"key_hash":"{}"}}"#, "ab".repeat(32));
+    let before = http_post_internal(port, "/v1/internal/keys/verify", internal, &verify).unwrap();
+    assert!(before.starts_with("HTTP/1.1 200"), "{before}");
+    assert!(
+        !before.to_ascii_lowercase().contains("connection: close"),
+        "{before}"
+    );
+
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let signalled = Instant::now();
+    let ready = loop {
+        let answer = http_get(port, "/readyz").expect("the listener closed during the drain");
+        if !answer.starts_with("HTTP/1.1 200") {
+            break answer;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(1),
+            "still ready: {answer}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(ready.starts_with("HTTP/1.1 503"), "{ready}");
+    assert!(ready.contains(r#""code":"draining""#), "{ready}");
+    let healthy = http_get(port, "/healthz").unwrap();
+    assert!(healthy.starts_with("HTTP/1.1 200"), "{healthy}");
+    let during = http_post_internal(port, "/v1/internal/keys/verify", internal, &verify).unwrap();
+    assert!(during.starts_with("HTTP/1.1 200"), "{during}");
+    assert!(during.contains(r#""verdict":"not_found""#), "{during}");
+    assert!(
+        during.to_ascii_lowercase().contains("connection: close"),
+        "{during}"
+    );
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "exited during the drain"
+    );
+
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            signalled.elapsed() < drain + Duration::from_secs(15),
+            "no exit"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let took = signalled.elapsed();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert_eq!(status.code(), Some(0), "stderr:\n{stderr}");
+    assert!(
+        took >= drain,
+        "exited {took:?} after SIGTERM, before the drain period"
+    );
+    assert!(stderr.contains("drain_period=2s"), "{stderr}");
+    assert!(stderr.contains("draining"), "{stderr}");
+    assert!(
+        http_get(port, "/healthz").is_none(),
+        "still accepting after exit"
+    );
 }
 
 const OLD_MASTER_KEY: &str = "1111111111111111111111111111111111111111111111111111111111111111";
