@@ -155,6 +155,15 @@ class StackConfig:
     #: and on the AI service's answer (504 ``upstream_timeout``).
     request_timeout_s: int = 60
     route_timeout_s: int = 30
+    #: The sidecars Envoy's cluster lists, HOST:PORT each; empty: this stack's
+    #: own (``sidecar_port``). Several get health checks (envoy/render.py).
+    sidecar_addrs: list = dataclasses.field(default_factory=list)
+    #: How often Envoy checks each sidecar's /readyz when there are several.
+    sidecar_health_interval_ms: int = 1000
+    #: The sidecar's environment on top of the stack's (e.g.
+    #: ``TOLLGATE_DRAIN_PERIOD``; a single sidecar drains for 0 s: no health
+    #: check waits for it).
+    sidecar_env: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
     def ephemeral(cls, state_dir: Path, **kwargs) -> "StackConfig":
@@ -190,6 +199,8 @@ class Stack:
             "TOLLGATE_MASTER_KEY": c.master_key,
             "DATABASE_URL": self.database_url,
             "RUST_LOG": os.environ.get("RUST_LOG", "info"),
+            "TOLLGATE_DRAIN_PERIOD": "0s",
+            **c.sidecar_env,
         }
         self.sidecar = Service(
             "sidecar",
@@ -278,7 +289,8 @@ class Stack:
         env = {
             "TOLLGATE_ENVOY_PORT": str(c.envoy_port),
             "TOLLGATE_ENVOY_ADMIN_PORT": str(c.envoy_admin_port),
-            "TOLLGATE_SIDECAR_ADDR": f"127.0.0.1:{c.sidecar_port}",
+            "TOLLGATE_SIDECAR_ADDR": ",".join(c.sidecar_addrs or [f"127.0.0.1:{c.sidecar_port}"]),
+            "TOLLGATE_SIDECAR_HEALTH_INTERVAL_MS": str(c.sidecar_health_interval_ms),
             "TOLLGATE_AI_SERVER_ADDR": f"127.0.0.1:{c.ai_server_port}",
             "TOLLGATE_WASM": str(WASM),
             "TOLLGATE_ACCESS_LOG": str(self.logs / "envoy-access.log"),
