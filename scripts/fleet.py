@@ -33,8 +33,8 @@ from urllib.parse import urlparse
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from stack import (  # noqa: E402  (the one launcher)
-    ROOT, Stack, StackConfig, StackError, _load_or_make_secrets, free_port, http_get, mint_token,
-    render)
+    ROOT, Stack, StackConfig, StackError, StopSignals, _load_or_make_secrets, curl_example, exited,
+    free_port, http_get, mint_token, render, start_with_demo_key)
 
 
 def merged(base: dict, overrides: dict) -> dict:
@@ -309,22 +309,11 @@ def run(argv: list[str]) -> int:
     except Exception as err:  # noqa: BLE001  (a person reads it)
         print(f"make fleet: {err}", file=sys.stderr)
         return 1
-    stopping = False
-
-    def on_signal(signum, _frame):
-        nonlocal stopping
-        stopping = True
-
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, on_signal)
+    stop = StopSignals()
     print(f"starting {args.sidecars} sidecars, the ai-server and {args.envoys} Envoys ...",
           flush=True)
-    try:
-        fleet.start()
-        key = fleet.create_key(f"demo-{time.strftime('%Y%m%d-%H%M%S')}")
-    except StackError as err:
-        fleet.stop()
-        print(f"make fleet: {err}", file=sys.stderr)
+    key = start_with_demo_key(fleet, "make fleet")
+    if key is None:
         return 1
     body = b'{"text": "hello fleet"}'
     token = mint_token(values["TOLLGATE_JWT_SECRET"], body, ttl=300)
@@ -339,20 +328,14 @@ secrets: {state_dir / 'secrets.env'}
 demo key (shown once): {key['key']}   id {key['id']}
 Try it on any Envoy (the token is valid for 5 minutes):
 
-curl -sS {fleet.gateways[0]}/proxy/analyze \\
-  -H 'Authorization: Bearer {key['key']}' \\
-  -H 'X-Auth-Token: {token}' \\
-  -H 'Content-Type: application/json' \\
-  --data-binary '{body.decode()}'
+{curl_example(fleet.gateways[0], key['key'], token, body)}
 
 Ctrl-C stops everything.
 """, flush=True)
     try:
-        while not stopping:
-            for service in [e.envoy for e in fleet.envoys] + [fleet.ai.ai_server]:
-                if not service.alive():
-                    print(f"{service.name} exited; see {service.log}", file=sys.stderr)
-                    stopping = True
+        # A sidecar may be stopped on purpose: the others serve meanwhile.
+        while not stop.requested and not exited([e.envoy for e in fleet.envoys]
+                                                + [fleet.ai.ai_server]):
             time.sleep(0.5)
     finally:
         print("stopping ...", flush=True)

@@ -485,6 +485,47 @@ def _load_or_make_secrets(state_dir: Path) -> dict:
     return values
 
 
+def curl_example(gateway: str, api_key: str, token: str, body: bytes) -> str:
+    """A ready-to-paste ``curl`` posting ``body`` through ``gateway``."""
+    return f"""curl -sS {gateway}/proxy/analyze \\
+  -H 'Authorization: Bearer {api_key}' \\
+  -H 'X-Auth-Token: {token}' \\
+  -H 'Content-Type: application/json' \\
+  --data-binary '{body.decode()}'"""
+
+
+class StopSignals:
+    """SIGINT, SIGTERM and SIGHUP ask ``make run`` (or ``make fleet``) to stop."""
+
+    def __init__(self):
+        self.requested = False
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, self._request)
+
+    def _request(self, _signum, _frame) -> None:
+        self.requested = True
+
+
+def start_with_demo_key(launcher, prog: str) -> dict | None:
+    """Starts ``launcher`` (a ``Stack``, or a fleet of them) and creates a demo
+    key; when either fails, stops it, says why and returns None."""
+    try:
+        launcher.start()
+        return launcher.create_key(f"demo-{time.strftime('%Y%m%d-%H%M%S')}")
+    except StackError as err:
+        launcher.stop()
+        print(f"{prog}: {err}", file=sys.stderr)
+        return None
+
+
+def exited(services) -> bool:
+    """Whether one of ``services`` has exited (said on stderr, with its log)."""
+    gone = [s for s in services if not s.alive()]
+    for service in gone:
+        print(f"{service.name} exited; see {service.log}", file=sys.stderr)
+    return bool(gone)
+
+
 def run() -> int:
     """``make run``: start the stack on the standard ports until Ctrl-C."""
     state_dir = ROOT / ".tollgate"
@@ -506,22 +547,11 @@ def run() -> int:
     # under .tollgate/ that the CLI run from the repository root also uses.
     if config.database_url is None:
         stack.sidecar_env.pop("DATABASE_URL")
-    stopping = False
-
-    def on_signal(signum, _frame):
-        nonlocal stopping
-        stopping = True
-
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, on_signal)
+    stop = StopSignals()
     parent = os.getppid()
     print("starting sidecar, ai-server and envoy ...", flush=True)
-    try:
-        stack.start()
-        key = stack.create_key(f"demo-{time.strftime('%Y%m%d-%H%M%S')}")
-    except StackError as err:
-        stack.stop()
-        print(f"make run: {err}", file=sys.stderr)
+    key = start_with_demo_key(stack, "make run")
+    if key is None:
         return 1
     body = b'{"text": "you are a fucking genius"}'
     token = mint_token(values["TOLLGATE_JWT_SECRET"], body, ttl=300)
@@ -540,11 +570,7 @@ demo key (shown once): {key['key']}   id {key['id']}
 Try it (the token is valid for 5 minutes; mint another with
 `source .tollgate/secrets.env && target/release/tollgate token sign --secret-env TOLLGATE_JWT_SECRET --body FILE`):
 
-curl -sS {stack.gateway}/proxy/analyze \\
-  -H 'Authorization: Bearer {key['key']}' \\
-  -H 'X-Auth-Token: {token}' \\
-  -H 'Content-Type: application/json' \\
-  --data-binary '{body.decode()}'
+{curl_example(stack.gateway, key['key'], token, body)}
 
 Usage so far: target/release/tollgate usage summary
 Ctrl-C stops everything.
@@ -552,14 +578,12 @@ Ctrl-C stops everything.
         flush=True,
     )
     try:
-        while not stopping:
+        while not stop.requested:
             if os.getppid() != parent:
                 print("make run was stopped; stopping the stack", file=sys.stderr)
                 break
-            for service in (stack.sidecar, stack.ai_server, stack.envoy):
-                if not service.alive():
-                    print(f"{service.name} exited; see {service.log}", file=sys.stderr)
-                    stopping = True
+            if exited((stack.sidecar, stack.ai_server, stack.envoy)):
+                break
             time.sleep(0.5)
     finally:
         print("stopping ...", flush=True)

@@ -285,19 +285,22 @@ mod tests {
         assert!(bad_listen.contains("--listen"), "{bad_listen}");
     }
 
+    /// A configuration with only what `serve` requires, and `skew`.
+    fn serve_with_skew(skew: &str) -> Result<ServeConfig, String> {
+        let internal = Some("x".repeat(16));
+        ServeConfig::new(
+            "127.0.0.1:9000",
+            None,
+            None,
+            internal,
+            Keyring::empty(),
+            skew,
+        )
+    }
+
     #[test]
     fn the_usage_skew_is_a_duration_longer_than_zero() {
-        let serve = |skew| {
-            let internal = Some("x".repeat(16));
-            ServeConfig::new(
-                "127.0.0.1:9000",
-                None,
-                None,
-                internal,
-                Keyring::empty(),
-                skew,
-            )
-        };
+        let serve = serve_with_skew;
         assert_eq!(serve("24h").unwrap().usage_max_skew, DEFAULT_USAGE_MAX_SKEW);
         assert_eq!(
             serve("90m").unwrap().usage_max_skew,
@@ -315,18 +318,7 @@ mod tests {
 
     #[test]
     fn the_drain_period_is_a_duration_and_may_be_zero() {
-        let serve = || {
-            let internal = Some("x".repeat(16));
-            ServeConfig::new(
-                "127.0.0.1:9000",
-                None,
-                None,
-                internal,
-                Keyring::empty(),
-                "24h",
-            )
-            .unwrap()
-        };
+        let serve = || serve_with_skew("24h").unwrap();
         assert_eq!(serve().drain_period, DEFAULT_DRAIN_PERIOD);
         let zero = serve().with_drain_period("0s").unwrap();
         assert_eq!(zero.drain_period, Duration::ZERO);
