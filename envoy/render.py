@@ -96,12 +96,20 @@ def filter_config(max_body_bytes: int, overrides: dict | None = None) -> dict:
             "max_backoff_ms": 30000,
         },
     }
-    for key, value in (overrides or {}).items():
-        if isinstance(value, dict) and isinstance(config.get(key), dict):
-            config[key] = {**config[key], **value}
+    return merge_overrides(config, overrides or {})
+
+
+def merge_overrides(base: dict, overrides: dict) -> dict:
+    """``overrides`` merged into ``base`` one level deep, as the filter's
+    configuration takes them (``{"key_cache": {"positive_ttl_s": 2}}`` keeps
+    the other ``key_cache`` fields); neither argument is changed."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = {**out[key], **value}
         else:
-            config[key] = value
-    return config
+            out[key] = value
+    return out
 
 
 #: Failed /readyz checks in a row that take a sidecar out of the cluster, and

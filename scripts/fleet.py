@@ -37,19 +37,6 @@ from stack import (  # noqa: E402  (the one launcher)
     free_port, http_get, mint_token, render, start_with_demo_key)
 
 
-def merged(base: dict, overrides: dict) -> dict:
-    """``overrides`` merged into ``base`` one level deep, as the filter's
-    configuration is (``{"key_cache": {"positive_ttl_s": 2}}`` keeps the
-    other ``key_cache`` fields)."""
-    out = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = {**out[key], **value}
-        else:
-            out[key] = value
-    return out
-
-
 @dataclasses.dataclass
 class FleetConfig:
     """What a fleet is made of; everything else is a ``StackConfig``'s."""
@@ -156,8 +143,9 @@ class Fleet:
             Stack(dataclasses.replace(
                 base, state_dir=c.state_dir / f"envoy-{i}", envoy_port=ports.pop(),
                 envoy_admin_port=ports.pop(), sidecar_addrs=addrs,
-                filter_overrides=merged(merged(base.filter_overrides, c.filter_overrides),
-                                        c.envoy_filter_overrides.get(i, {}))))
+                filter_overrides=render.merge_overrides(
+                    render.merge_overrides(base.filter_overrides, c.filter_overrides),
+                    c.envoy_filter_overrides.get(i, {}))))
             for i in range(c.envoys)]
         #: The usage ledger, for tests (tests/conftest.py sets a ``Ledger``).
         self.ledger = None

@@ -26,7 +26,7 @@ from faults import TcpForwarder  # noqa: E402
 from fleet import Fleet, FleetConfig  # noqa: E402  (scripts/fleet.py)
 from gateway import Gateway, Ledger, mysql_connect  # noqa: E402
 from leaks import find_credentials  # noqa: E402
-from stack import Stack, StackConfig, StackError  # noqa: E402
+from stack import Stack, StackConfig, StackError, render  # noqa: E402
 
 #: Short cache lifetimes so revocation and fault tests finish in seconds.
 TEST_FILTER_OVERRIDES = {
@@ -147,8 +147,7 @@ def sqlite_gateway_of_its_own(state_dir: Path, overrides: dict | None = None, **
     """A SQLite stack whose filter takes ``overrides`` merged one level deep
     into TEST_FILTER_OVERRIDES; a service a test left stopped is started
     again, so the stack stops cleanly (and flushes its usage)."""
-    merged = {**TEST_FILTER_OVERRIDES, **{
-        k: {**TEST_FILTER_OVERRIDES.get(k, {}), **v} for k, v in (overrides or {}).items()}}
+    merged = render.merge_overrides(TEST_FILTER_OVERRIDES, overrides or {})
     stack = start_stack(state_dir, None, filter_overrides=merged, **config)
     try:
         yield Gateway(stack, Ledger(sqlite_path=str(state_dir / "tollgate.db")))
@@ -163,7 +162,8 @@ def sqlite_gateway_of_its_own(state_dir: Path, overrides: dict | None = None, **
 @contextlib.contextmanager
 def fleet_of_its_own(state_dir: Path, server_url: str, name: str, **config):
     """A fleet (scripts/fleet.py: 3 Envoys and 2 sidecars unless ``config``
-    says otherwise) on a MariaDB database of its own, which the sidecars reach
+    says otherwise; its ``filter_overrides`` merged one level deep into
+    TEST_FILTER_OVERRIDES) on a MariaDB database of its own, which the sidecars reach
     through a TCP forwarder the test can cut (``fleet.db_link``); its usage
     ledger is ``fleet.ledger``. Sidecars a test left stopped are started
     again first, so the Envoys' last usage is taken in at the stop."""
@@ -172,7 +172,8 @@ def fleet_of_its_own(state_dir: Path, server_url: str, name: str, **config):
     link = TcpForwarder((server.hostname or "127.0.0.1", server.port or 3306))
     routed = db.url.replace(f"{server.hostname}:{server.port or 3306}",
                             f"127.0.0.1:{link.port}", 1)
-    config.setdefault("filter_overrides", TEST_FILTER_OVERRIDES)
+    config["filter_overrides"] = render.merge_overrides(TEST_FILTER_OVERRIDES,
+                                                        config.get("filter_overrides", {}))
     config.setdefault("stack_options", {"ai_server_debug": True})
     fleet = Fleet(FleetConfig(state_dir=state_dir, database_url=routed, **config))
     fleet.ledger, fleet.db_link = Ledger(mysql_url=db.url), link
