@@ -76,6 +76,11 @@ pub struct ServeArgs {
     /// off from every sidecar for longer drops its whole key cache.
     #[arg(long, env = "TOLLGATE_KEY_FEED_RETENTION", default_value = "7d")]
     pub key_feed_retention: String,
+    /// After SIGTERM or SIGINT, answer /readyz 503 for this long while still
+    /// serving, so the health checks of the Envoys in front take this sidecar
+    /// out first; then stop gracefully (e.g. 5s; 0s: stop at once).
+    #[arg(long, env = "TOLLGATE_DRAIN_PERIOD", default_value = "5s")]
+    pub drain_period: String,
 }
 
 /// `tollgate keys ...`.
@@ -214,7 +219,8 @@ pub async fn run(cli: Cli) -> Result<(), String> {
                 Keyring::from_env()?,
                 &args.usage_max_skew,
             )?
-            .with_key_feed_retention(&args.key_feed_retention)?;
+            .with_key_feed_retention(&args.key_feed_retention)?
+            .with_drain_period(&args.drain_period)?;
             crate::app::serve(config, crate::app::shutdown_signal()).await
         }
         Command::Migrate => {
