@@ -193,9 +193,11 @@ class Fleet:
 
     def stop(self) -> dict:
         """Envoys first, each gracefully (its usage goes to a sidecar), then
-        the ai-server and the sidecars (each drains)."""
+        the ai-server and the sidecars (which drain together)."""
         codes = {f"envoy-{i}": e.stop_envoy() for i, e in enumerate(self.envoys)}
         codes["ai-server"] = self.ai.ai_server.stop()
+        for sidecar in self.sidecars:  # they drain side by side
+            sidecar.terminate()
         for sidecar in self.sidecars:
             codes[f"sidecar-{sidecar.index}"] = sidecar.stop()
         return codes

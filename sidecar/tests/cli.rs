@@ -415,7 +415,7 @@ fn http_get(port: u16, path: &str) -> Option<String> {
 
 /// `tollgate serve` on `port` with `env`, its log piped; returns once it
 /// answers `/healthz`, with that answer.
-// The child is handed to the caller, which waits for it (`wait_exit`).
+// The child is handed to the caller, which waits for it.
 #[allow(clippy::zombie_processes)]
 fn spawn_serve(dir: &WorkDir, port: u16, env: &[(&str, &str)]) -> (Child, String) {
     let mut command = tollgate(&dir.0);
@@ -431,7 +431,7 @@ fn spawn_serve(dir: &WorkDir, port: u16, env: &[(&str, &str)]) -> (Child, String
         if let Some(answer) = http_get(port, "/healthz") {
             return (child, answer);
         }
-        if started.elapsed() >= Duration::from_secs(20) {
+        if started.elapsed() > Duration::from_secs(20) {
             let _ = child.kill();
             let _ = child.wait();
             panic!("the sidecar did not start listening");
