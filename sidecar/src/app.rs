@@ -16,7 +16,7 @@ use crate::extract::MAX_BODY_BYTES;
 use crate::metrics::{self, Metrics};
 use crate::sealed::Keyring;
 use crate::store::Store;
-use crate::{keys, probes, usage};
+use crate::{keys, probes, series, usage};
 
 /// The secrets requests are checked against.
 #[derive(Clone)]
@@ -94,6 +94,7 @@ pub fn router(state: AppState) -> Router {
         .route(USAGE_PATH, post(usage::ingest))
         .route("/v1/keys", post(keys::create).get(keys::list))
         .route("/v1/keys/{id}/revoke", post(keys::revoke))
+        .route("/v1/keys/{id}/usage/series", get(series::series))
         .route("/v1/usage/summary", get(usage::summary))
         .route_layer(axum::middleware::from_fn(metrics::label_route))
         .fallback(|| async { ApiError::NoRoute })
