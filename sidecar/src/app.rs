@@ -17,7 +17,7 @@ use crate::extract::MAX_BODY_BYTES;
 use crate::metrics::{self, Metrics};
 use crate::sealed::Keyring;
 use crate::store::Store;
-use crate::{feed, keys, probes, usage};
+use crate::{feed, keys, probes, series, usage};
 
 /// The secrets requests are checked against.
 #[derive(Clone)]
@@ -100,6 +100,7 @@ pub fn router(state: AppState) -> Router {
         .route(JTI_CLAIM_PATH, post(feed::claim))
         .route("/v1/keys", post(keys::create).get(keys::list))
         .route("/v1/keys/{id}/revoke", post(keys::revoke))
+        .route("/v1/keys/{id}/usage/series", get(series::series))
         .route("/v1/usage/summary", get(usage::summary))
         .route_layer(axum::middleware::from_fn(metrics::label_route))
         .fallback(|| async { ApiError::NoRoute })
