@@ -11,12 +11,14 @@ use tokio::net::TcpListener;
 use tollgate_wire::{USAGE_PATH, VERIFY_PATH};
 
 use crate::config::{ServeConfig, DEFAULT_USAGE_MAX_SKEW};
+use crate::console::gateway::EnvoyAdmin;
+use crate::console::Console;
 use crate::error::ApiError;
 use crate::extract::MAX_BODY_BYTES;
 use crate::metrics::{self, Metrics};
 use crate::sealed::Keyring;
 use crate::store::Store;
-use crate::{keys, probes, usage};
+use crate::{console, keys, probes, usage};
 
 /// The secrets requests are checked against.
 #[derive(Clone)]
@@ -51,6 +53,8 @@ pub struct AppState {
     pub keyring: Arc<Keyring>,
     /// How far from now a usage record's timestamp may be.
     pub usage_max_skew: Duration,
+    /// The web console's sessions and where it reads Envoy's figures.
+    pub console: Arc<Console>,
 }
 
 impl AppState {
@@ -63,6 +67,18 @@ impl AppState {
             metrics: Arc::new(Metrics::default()),
             keyring: Arc::new(Keyring::empty()),
             usage_max_skew: DEFAULT_USAGE_MAX_SKEW,
+            console: Arc::new(Console::default()),
+        }
+    }
+
+    /// The same state, its console reading Envoy's figures from `envoy_admin`.
+    pub fn with_envoy_admin(self, envoy_admin: Option<EnvoyAdmin>) -> Self {
+        AppState {
+            console: Arc::new(Console {
+                envoy_admin,
+                ..Console::default()
+            }),
+            ..self
         }
     }
 
@@ -83,6 +99,15 @@ impl AppState {
     }
 }
 
+/// The admin API's routes (admin bearer token). The console passes its
+/// data calls on keys and usage to these.
+fn admin_routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/keys", post(keys::create).get(keys::list))
+        .route("/v1/keys/{id}/revoke", post(keys::revoke))
+        .route("/v1/usage/summary", get(usage::summary))
+}
+
 /// Every route of the sidecar, with JSON 404/405 answers, the body size cap
 /// and request metrics.
 pub fn router(state: AppState) -> Router {
@@ -92,9 +117,12 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics::scrape))
         .route(VERIFY_PATH, post(keys::verify))
         .route(USAGE_PATH, post(usage::ingest))
-        .route("/v1/keys", post(keys::create).get(keys::list))
-        .route("/v1/keys/{id}/revoke", post(keys::revoke))
-        .route("/v1/usage/summary", get(usage::summary))
+        .merge(admin_routes())
+        .merge(console::router(
+            admin_routes()
+                .fallback(|| async { ApiError::NoRoute })
+                .with_state(state.clone()),
+        ))
         .route_layer(axum::middleware::from_fn(metrics::label_route))
         .fallback(|| async { ApiError::NoRoute })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
@@ -136,7 +164,8 @@ pub async fn serve(
         },
     )
     .with_keyring(config.keyring)
-    .with_usage_max_skew(config.usage_max_skew);
+    .with_usage_max_skew(config.usage_max_skew)
+    .with_envoy_admin(config.envoy_admin);
     let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await;

@@ -72,6 +72,10 @@ pub struct ServeArgs {
     /// while the sidecar was down are refused too.
     #[arg(long, env = "TOLLGATE_USAGE_MAX_SKEW", default_value = "24h")]
     pub usage_max_skew: String,
+    /// Envoy's admin interface (http://host:port), where the web console
+    /// reads the filter's live figures; unset: the sidecar's own only.
+    #[arg(long, env = "TOLLGATE_ENVOY_ADMIN_URL")]
+    pub envoy_admin_url: Option<String>,
 }
 
 /// `tollgate keys ...`.
@@ -209,7 +213,8 @@ pub async fn run(cli: Cli) -> Result<(), String> {
                 args.internal_token,
                 Keyring::from_env()?,
                 &args.usage_max_skew,
-            )?;
+            )?
+            .with_envoy_admin_url(args.envoy_admin_url.as_deref())?;
             crate::app::serve(config, crate::app::shutdown_signal()).await
         }
         Command::Migrate => {

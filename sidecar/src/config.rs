@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::clock::parse_duration;
 
+use crate::console::gateway::EnvoyAdmin;
 use crate::sealed::Keyring;
 
 /// Where the embedded default database lives, relative to the working directory.
@@ -130,9 +131,27 @@ pub struct ServeConfig {
     pub keyring: Keyring,
     /// How far from now a usage record's timestamp may be; see [`DEFAULT_USAGE_MAX_SKEW`].
     pub usage_max_skew: Duration,
+    /// Envoy's admin interface, where the console reads the filter's
+    /// figures (`TOLLGATE_ENVOY_ADMIN_URL`); `None`: the sidecar's own only.
+    pub envoy_admin: Option<EnvoyAdmin>,
 }
 
 impl ServeConfig {
+    /// The same configuration with the console reading Envoy's figures
+    /// from `url` (`http://host:port`); unset or empty: none.
+    pub fn with_envoy_admin_url(self, url: Option<&str>) -> Result<Self, String> {
+        let envoy_admin = url
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(EnvoyAdmin::parse)
+            .transpose()
+            .map_err(|e| format!("--envoy-admin-url: {e}"))?;
+        Ok(ServeConfig {
+            envoy_admin,
+            ..self
+        })
+    }
+
     /// Validates the raw flag values; `keyring` is validated already
     /// ([`Keyring::from_env`]).
     pub fn new(
@@ -178,6 +197,7 @@ impl ServeConfig {
             internal_token,
             keyring,
             usage_max_skew,
+            envoy_admin: None,
         })
     }
 }
@@ -186,13 +206,16 @@ impl fmt::Display for ServeConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "listen={} database={} admin_token={} internal_token={} master_key={} usage_max_skew={}s",
+            "listen={} database={} admin_token={} internal_token={} master_key={} usage_max_skew={}s envoy_admin={}",
             self.listen,
             self.database.masked(),
             mask_secret(self.admin_token.as_deref()),
             mask_secret(Some(&self.internal_token)),
             self.keyring.describe(),
             self.usage_max_skew.as_secs(),
+            self.envoy_admin
+                .as_ref()
+                .map_or_else(|| "not set".to_string(), EnvoyAdmin::url),
         )
     }
 }

@@ -6,6 +6,7 @@
 //! (idempotent inserts, time types) and keeps its own migrations under
 //! `migrations/<backend>`.
 
+pub mod last_use;
 pub mod mysql;
 pub mod sql;
 pub mod sqlite;

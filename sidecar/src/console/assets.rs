@@ -1,0 +1,69 @@
+//! The console's browser assets, embedded in the binary: Chart.js as npm
+//! installed it at build time (`build.rs`, pinned by
+//! `sidecar/console/package-lock.json`), and the console's own script and
+//! style sheet (`sidecar/console/`). Nothing is fetched from elsewhere at
+//! run time, which the pages' Content-Security-Policy enforces.
+
+use axum::extract::Path;
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::guard::ConsoleSession;
+use crate::error::ApiError;
+
+/// Chart.js's self-contained (UMD) build.
+pub const CHART_JS: &[u8] = include_bytes!(env!("TOLLGATE_CONSOLE_CHART_JS"));
+
+/// The console's own script.
+pub const CONSOLE_JS: &str = include_str!("../../console/console.js");
+
+/// The console's style sheet (the login page's too, so served without a session).
+pub const CONSOLE_CSS: &str = include_str!("../../console/console.css");
+
+/// Where the console's pages may load anything from: only the sidecar
+/// itself; no inline script or style, no frames, forms posting back only.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
+     style-src 'self'; img-src 'self'; connect-src 'self'; form-action 'self'; \
+     frame-ancestors 'none'; base-uri 'none'";
+
+/// The headers every console answer carries: the policy above, no sniffing,
+/// no framing, no referrer, and nothing kept in caches (pages hold the CSRF
+/// token, data calls the keys).
+pub fn security_headers() -> [(HeaderName, HeaderValue); 5] {
+    [
+        (
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+        ),
+        (
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ),
+        (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
+        (
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ),
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+    ]
+}
+
+/// `GET /console/assets/{name}`: the style sheet for anyone, the scripts
+/// for a live session.
+pub async fn asset(
+    session: Result<ConsoleSession, ApiError>,
+    Path(name): Path<String>,
+) -> Response {
+    let (content_type, body): (&str, &[u8]) = match name.as_str() {
+        "console.css" => ("text/css; charset=utf-8", CONSOLE_CSS.as_bytes()),
+        "console.js" => ("text/javascript; charset=utf-8", CONSOLE_JS.as_bytes()),
+        "chart.umd.min.js" => ("text/javascript; charset=utf-8", CHART_JS),
+        _ => return ApiError::NoRoute.into_response(),
+    };
+    if content_type.starts_with("text/javascript") {
+        if let Err(refused) = session {
+            return refused.into_response();
+        }
+    }
+    (StatusCode::OK, [(header::CONTENT_TYPE, content_type)], body).into_response()
+}
