@@ -30,4 +30,14 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
     .venv/bin/pip install --quiet --disable-pip-version-check -r scripts/requirements.txt
     echo "$want" > "$stamp"
 fi
+# The web console's browser test drives Debian's chromium (Playwright with the
+# system browser: no browser is downloaded). `make run` does not need it.
+if ! command -v chromium >/dev/null 2>&1; then
+    echo "setup: installing Debian's chromium (for tests/test_console.py)"
+    sudo=; [ "$(id -u)" = 0 ] || sudo=sudo
+    if ! { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium; }; then
+        echo "setup: warning: chromium could not be installed; the console's test will fail until" \
+            "it is (apt-get install chromium)" >&2
+    fi
+fi
 echo "setup: ready ($(.venv/bin/envoy --version | grep -o '1\.[0-9]*\.[0-9]*' | head -1) envoy)"

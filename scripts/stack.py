@@ -188,6 +188,8 @@ class Stack:
             "TOLLGATE_INTERNAL_TOKEN": c.internal_token,
             "TOLLGATE_ADMIN_TOKEN": c.admin_token,
             "TOLLGATE_MASTER_KEY": c.master_key,
+            # The console's live figures: Envoy's admin, read by the sidecar.
+            "TOLLGATE_ENVOY_ADMIN_URL": f"http://127.0.0.1:{c.envoy_admin_port}",
             "DATABASE_URL": self.database_url,
             "RUST_LOG": os.environ.get("RUST_LOG", "info"),
         }

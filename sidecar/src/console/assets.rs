@@ -27,8 +27,10 @@ pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'
      frame-ancestors 'none'; base-uri 'none'";
 
 /// The headers every console answer carries: the policy above, no sniffing,
-/// no framing, no referrer, and nothing kept in caches (pages hold the CSRF
-/// token, data calls the keys).
+/// no framing, no referrer sent elsewhere, and nothing kept in caches (pages
+/// hold the CSRF token, data calls the keys). `no-referrer` would not do:
+/// under it Chromium sends `Origin: null` on the login form's POST, which
+/// the origin check refuses.
 pub fn security_headers() -> [(HeaderName, HeaderValue); 5] {
     [
         (
@@ -42,7 +44,7 @@ pub fn security_headers() -> [(HeaderName, HeaderValue); 5] {
         (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
         (
             header::REFERRER_POLICY,
-            HeaderValue::from_static("no-referrer"),
+            HeaderValue::from_static("same-origin"),
         ),
         (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
     ]
