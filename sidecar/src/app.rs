@@ -18,7 +18,7 @@ use crate::extract::MAX_BODY_BYTES;
 use crate::metrics::{self, Metrics};
 use crate::sealed::Keyring;
 use crate::store::Store;
-use crate::{console, keys, probes, usage};
+use crate::{console, keys, probes, series, usage};
 
 /// The secrets requests are checked against.
 #[derive(Clone)]
@@ -105,6 +105,7 @@ fn admin_routes() -> Router<AppState> {
     Router::new()
         .route("/v1/keys", post(keys::create).get(keys::list))
         .route("/v1/keys/{id}/revoke", post(keys::revoke))
+        .route("/v1/keys/{id}/usage/series", get(series::series))
         .route("/v1/usage/summary", get(usage::summary))
 }
 

@@ -18,6 +18,7 @@ use tollgate_wire::Algorithm;
 use crate::clock::{format_rfc3339, parse_duration, parse_rfc3339};
 use crate::config::{DatabaseTarget, ServeConfig};
 use crate::keys::{self, CreatedKey, KeyView};
+use crate::prune;
 use crate::rewrap::{self, RewrapReport};
 use crate::sealed::Keyring;
 use crate::store::{Revocation, Store};
@@ -147,6 +148,19 @@ pub enum UsageCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Delete usage detail rows older than a duration, in batches; the
+    /// hourly and daily rollups, which summaries read, are kept.
+    Prune {
+        /// How old a row must be to go (e.g. 90d); at least 1d.
+        #[arg(long)]
+        older_than: String,
+        /// Rows deleted per transaction.
+        #[arg(long, default_value_t = prune::DEFAULT_BATCH_ROWS)]
+        batch_size: usize,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `tollgate token ...`.
@@ -248,6 +262,26 @@ pub async fn run(cli: Cli) -> Result<(), String> {
                 print_summary(&reply);
                 Ok(())
             }
+        }
+        Command::Usage(UsageCommand::Prune {
+            older_than,
+            batch_size,
+            json,
+        }) => {
+            let before = prune::cutoff(&older_than, OffsetDateTime::now_utc())?;
+            let batch = prune::batch_rows(batch_size)?;
+            let store = open_store(&DatabaseTarget::from_url(database_url)?).await?;
+            let report = prune::prune(&store, before, batch).await;
+            store.close().await;
+            let report = report?;
+            if json {
+                return print_json(&report);
+            }
+            println!(
+                "Deleted {} usage rows created before {}; the hourly and daily rollups are kept.",
+                report.deleted, report.before
+            );
+            Ok(())
         }
         Command::Token(TokenCommand::Sign {
             secret_env,

@@ -119,6 +119,8 @@ pub enum Undone {
     Store,
     /// `GET /v1/usage/summary`.
     ReadSummary,
+    /// `GET /v1/keys/{id}/usage/series`.
+    ReadSeries,
     /// `GET /v1/keys`.
     ReadKeys,
     /// Key verification.
@@ -133,6 +135,7 @@ impl Undone {
         match self {
             Undone::Store => "nothing was stored",
             Undone::ReadSummary => "the usage summary could not be read",
+            Undone::ReadSeries => "the usage series could not be read",
             Undone::ReadKeys => "the key list could not be read",
             Undone::VerifyKey => "the key could not be looked up",
             Undone::CheckReadiness => "the sidecar is not ready",
@@ -447,6 +450,7 @@ mod tests {
         assert!(write.contains("nothing was stored"), "{write}");
         for undone in [
             Undone::ReadSummary,
+            Undone::ReadSeries,
             Undone::ReadKeys,
             Undone::VerifyKey,
             Undone::CheckReadiness,

@@ -1,5 +1,5 @@
 //! The usage ledger over HTTP: batched, idempotent ingestion from the Envoy
-//! filter, and per-key summaries for people.
+//! filter, and per-key summaries for people (read from the rollups).
 
 use std::time::Duration;
 
@@ -14,6 +14,7 @@ use crate::app::AppState;
 use crate::clock::{format_rfc3339, now_ms, parse_since, to_unix_ms};
 use crate::error::{ApiError, Undone};
 use crate::extract::{AdminCaller, InternalCaller, JsonBody};
+use crate::store::rollup::Grain;
 use crate::store::{SummaryFilter, UsageInsert, UsageSummaryRow};
 
 /// The `timestamp_ms` values ingestion accepts: within a skew of the
@@ -161,12 +162,15 @@ impl SummaryQuery {
 /// Reply of `GET /v1/usage/summary` and `tollgate usage summary --json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct SummaryReply {
-    /// RFC 3339 start of the window, when one was asked for.
+    /// RFC 3339 start of the window, when one was asked for: the start of
+    /// the hour of the instant asked for.
     pub since: Option<String>,
     pub rows: Vec<UsageSummaryRow>,
 }
 
-/// Builds a store filter from `--key`/`--since` style input.
+/// Builds a store filter from `--key`/`--since` style input. Summaries are
+/// read from the hourly and daily rollups, so `since` is taken back to the
+/// start of its hour (UTC); the reply's `since` says which instant it was.
 pub fn summary_filter(
     key: Option<i64>,
     since: Option<&str>,
@@ -174,7 +178,9 @@ pub fn summary_filter(
 ) -> Result<SummaryFilter, String> {
     Ok(SummaryFilter {
         api_key_id: key,
-        since: since.map(|s| parse_since(s, now)).transpose()?,
+        since: since
+            .map(|s| parse_since(s, now).map(|t| Grain::Hour.floor(t)))
+            .transpose()?,
     })
 }
 
@@ -314,6 +320,24 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect()
+    }
+
+    #[test]
+    fn summaries_start_at_the_hour_of_since() {
+        let now = time::macros::datetime!(2026-12-02 03:36:39.5 UTC);
+        let filter = summary_filter(Some(2), Some("2h"), now).unwrap();
+        assert_eq!(filter.api_key_id, Some(2));
+        assert_eq!(
+            filter.since,
+            Some(time::macros::datetime!(2026-12-02 01:00:00 UTC))
+        );
+        let filter = summary_filter(None, Some("2026-11-30T22:15:00+02:00"), now).unwrap();
+        assert_eq!(
+            filter.since,
+            Some(time::macros::datetime!(2026-11-30 20:00:00 UTC))
+        );
+        assert_eq!(summary_filter(None, None, now).unwrap().since, None);
+        assert!(summary_filter(None, Some("soon"), now).is_err());
     }
 
     #[test]

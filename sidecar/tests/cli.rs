@@ -692,3 +692,82 @@ fn keys_rewrap_moves_every_secret_to_the_new_master_key() {
     // And the old one alone no longer does.
     assert!(!dir.run_with(&old, &["keys", "rewrap"]).status.success());
 }
+
+/// Usage records of key 1 stored straight into the work directory's SQLite
+/// file: `old` of them 100 days ago, `new` of them now.
+async fn seed_usage(dir: &WorkDir, old: usize, new: usize) {
+    use sidecar::store::{NewKey, Store};
+    let target = sidecar::config::DatabaseTarget::Sqlite(dir.0.join(".tollgate/tollgate.db"));
+    let store = Store::connect(&target).await.unwrap();
+    store.migrate().await.unwrap();
+    store
+        .insert_key(&NewKey {
+            name: "seeded".into(),
+            prefix: "tg_seeded".into(),
+            key_hash: "0".repeat(64),
+            created_at: sidecar::clock::now_ms(),
+            expires_at: None,
+            sealed_signing_secret: None,
+        })
+        .await
+        .unwrap();
+    let now = sidecar::clock::to_unix_ms(sidecar::clock::now_ms());
+    let records: Vec<tollgate_wire::UsageRecord> = (0..old + new)
+        .map(|i| tollgate_wire::UsageRecord {
+            request_id: format!("seed-{i}"),
+            api_key_id: 1,
+            method: "POST".into(),
+            endpoint: "/proxy/analyze".into(),
+            status_code: 200,
+            outcome: tollgate_wire::Outcome::Allowed,
+            request_bytes: 10,
+            response_bytes: 4,
+            duration_ms: 1,
+            timestamp_ms: if i < old { now - 100 * 86_400_000 } else { now },
+        })
+        .collect();
+    store.insert_usage(&records).await.unwrap();
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_prune_deletes_old_rows_and_keeps_the_summary() {
+    let dir = WorkDir::new("prune");
+    seed_usage(&dir, 23, 5).await;
+    let summary = || dir.ok(&["usage", "summary", "--json"]);
+    let before = summary();
+    assert!(before.contains("\"requests\":28"), "{before}");
+
+    let report: Value = serde_json::from_str(&dir.ok(&[
+        "usage",
+        "prune",
+        "--older-than",
+        "90d",
+        "--batch-size",
+        "4",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(report["deleted"], 23, "{report}");
+    assert!(report["before"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(summary(), before, "the rollups are kept");
+    let again = dir.ok(&["usage", "prune", "--older-than", "90d"]);
+    assert!(again.contains("Deleted 0 usage rows"), "{again}");
+
+    for (args, says) in [
+        (&["--older-than", "12h"][..], "at least 1d"),
+        (&["--older-than", "ninety"][..], "--older-than"),
+        (&["--older-than", "90"][..], "no unit"),
+        (
+            &["--older-than", "90d", "--batch-size", "0"][..],
+            "--batch-size",
+        ),
+        (&[][..], "--older-than"),
+    ] {
+        let out = dir.run(&[&["usage", "prune"][..], args].concat());
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    assert_eq!(summary(), before);
+}

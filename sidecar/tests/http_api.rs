@@ -4,6 +4,7 @@
 //! `mysql::<name>` on a database of its own on the server named by
 //! `TOLLGATE_TEST_MYSQL_URL` (unset or unreachable: the MySQL half fails).
 
+#[macro_use]
 mod support;
 
 use axum::body::Body;
@@ -20,27 +21,6 @@ use tollgate_wire::{
     Outcome, INTERNAL_TOKEN_HEADER, MAX_BODY_BYTES, MAX_RESPONSE_BYTES, MAX_TIMESTAMP_MS,
     MAX_USAGE_BATCH, USAGE_PATH, VERIFY_PATH,
 };
-
-macro_rules! on_both_backends {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Backend::Sqlite).await
-                }
-            )*
-        }
-        mod mysql {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $name() {
-                    super::$name(super::Backend::MySql).await
-                }
-            )*
-        }
-    };
-}
 
 on_both_backends!(
     health_and_readiness,
@@ -593,12 +573,16 @@ async fn ingest_refuses_records_that_cannot_be_true(backend: Backend) {
 
 /// Rows an older sidecar stored with counts up to `i64::MAX` (two of them
 /// overflowed a 64-bit `SUM`) are summed exactly: the summary never fails
-/// or wraps on what the ledger holds.
+/// or wraps on what the ledger holds. They were stored before the rollups
+/// existed: the migration that adds them rolls them up.
 async fn usage_summary_adds_up_rows_stored_before_counts_were_bounded(backend: Backend) {
-    let h = Harness::new(backend).await;
-    register_keys(&h.db.store, 2).await;
-    store_forged_usage(&h.db.store, "old-1", 1, i64::MAX).await;
-    store_forged_usage(&h.db.store, "old-2", 1, i64::MAX).await;
+    let db = TestDb::at_migration(backend, 2).await;
+    register_keys(&db.store, 2).await;
+    store_forged_usage(&db.store, "old-1", 1, i64::MAX).await;
+    store_forged_usage(&db.store, "old-2", 1, i64::MAX).await;
+    store_forged_usage(&db.store, "old-3", 2, i64::MAX).await;
+    db.store.migrate().await.expect("the rollups' migration");
+    let h = Harness::over(db, Some(ADMIN_TOKEN));
     assert_eq!(
         h.ingest(&json!([record("new-1", 2)])).await.status,
         StatusCode::OK
@@ -606,22 +590,30 @@ async fn usage_summary_adds_up_rows_stored_before_counts_were_bounded(backend: B
     let reply = h.admin(Method::GET, "/v1/usage/summary", None).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     let two = 2 * i64::MAX as u64;
+    let one_and_new = i64::MAX as u64 + 100;
+    let one_and_new_response = i64::MAX as u64 + 40;
     assert_eq!(
         reply.json()["rows"],
         json!([
             {"api_key_id": 1, "outcome": "allowed", "requests": 2, "request_bytes": two, "response_bytes": two},
-            {"api_key_id": 2, "outcome": "allowed", "requests": 1, "request_bytes": 100, "response_bytes": 40},
+            {"api_key_id": 2, "outcome": "allowed", "requests": 2, "request_bytes": one_and_new, "response_bytes": one_and_new_response},
         ])
     );
 
-    // A third passes 64 bits; the totals are 128-bit.
-    store_forged_usage(&h.db.store, "old-3", 1, i64::MAX).await;
-    let rows =
-        h.db.store
-            .usage_summary(&SummaryFilter::default())
-            .await
-            .unwrap();
+    // A third row of key 1 passes 64 bits; the totals are 128-bit.
+    let db = TestDb::at_migration(backend, 2).await;
+    register_keys(&db.store, 1).await;
+    for id in ["old-1", "old-2", "old-3"] {
+        store_forged_usage(&db.store, id, 1, i64::MAX).await;
+    }
+    db.store.migrate().await.expect("the rollups' migration");
+    let rows = db
+        .store
+        .usage_summary(&SummaryFilter::default())
+        .await
+        .unwrap();
     assert_eq!(rows[0].request_bytes, 3 * i64::MAX as u128);
+    let h = Harness::over(db, Some(ADMIN_TOKEN));
     let reply = h.admin(Method::GET, "/v1/usage/summary?key=1", None).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     assert!(
@@ -631,6 +623,22 @@ async fn usage_summary_adds_up_rows_stored_before_counts_were_bounded(backend: B
         "{}",
         reply.text()
     );
+    // The forged rows are of 2025-11-24 10:00: a summary from that hour
+    // counts them, one from the next does not.
+    for (since, rows) in [("2025-11-24T10:59:59Z", 1), ("2025-11-24T11:00:00Z", 0)] {
+        let reply = h
+            .admin(
+                Method::GET,
+                &format!("/v1/usage/summary?since={since}"),
+                None,
+            )
+            .await;
+        assert_eq!(
+            reply.json()["rows"].as_array().unwrap().len(),
+            rows,
+            "{since}"
+        );
+    }
 }
 
 async fn admin_api_requires_the_admin_token(backend: Backend) {

@@ -8,11 +8,13 @@
 
 pub mod last_use;
 pub mod mysql;
+pub mod rollup;
 pub mod sql;
 pub mod sqlite;
 
 use std::collections::{BTreeSet, HashSet};
 use std::fmt;
+use std::future::Future;
 
 use time::OffsetDateTime;
 use tollgate_wire::UsageRecord;
@@ -152,6 +154,16 @@ pub struct UsageSummaryRow {
     /// Exact totals, wider than the 64-bit columns: rows stored before
     /// ingestion bounded the counts may hold up to `i64::MAX` each, and
     /// their sum is still reported, never an overflow (see [`sql::usage_summary`]).
+    pub request_bytes: u128,
+    pub response_bytes: u128,
+}
+
+/// One bucket of one outcome in a key's usage series.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeriesRow {
+    pub bucket_start: OffsetDateTime,
+    pub outcome: String,
+    pub requests: i64,
     pub request_bytes: u128,
     pub response_bytes: u128,
 }
@@ -345,11 +357,64 @@ impl Store {
                 api_key_id: record.api_key_id,
             });
         }
-        let inserted = dispatch!(self.insert_usage(records))?;
-        Ok(UsageInsert::Stored { inserted })
+        // First try as if no record were stored yet (the usual case); when
+        // the insert skipped some (a retried batch, or one racing its
+        // original), look up which are stored and insert the others only.
+        // The rollups get exactly the rows inserted, in the same transaction.
+        let mut stored: HashSet<&str> = HashSet::new();
+        for attempt in 1..=INSERT_ATTEMPTS {
+            let fresh = fresh_records(records, &stored);
+            if fresh.is_empty() {
+                return Ok(UsageInsert::Stored { inserted: 0 });
+            }
+            match dispatch!(self.insert_usage_exactly(&fresh)) {
+                Ok(true) => {
+                    return Ok(UsageInsert::Stored {
+                        inserted: fresh.len() as u64,
+                    })
+                }
+                Ok(false) => {}
+                Err(StoreError::Unavailable(e)) if is_deadlock(&e) && attempt < INSERT_ATTEMPTS => {
+                    tracing::debug!(attempt, "usage batch deadlocked with another; retrying");
+                }
+                Err(e) => return Err(e),
+            }
+            stored = self.stored_request_ids(records).await?;
+        }
+        Err(StoreError::Unavailable(sqlx::Error::Protocol(format!(
+            "a usage batch kept racing other batches of the same request ids \
+             ({INSERT_ATTEMPTS} attempts); nothing was stored"
+        ))))
     }
 
-    /// Requests and bytes per (key, outcome), ordered by key then outcome.
+    /// Which of the records' request ids are in `usage_log` already.
+    async fn stored_request_ids<'a>(
+        &self,
+        records: &'a [UsageRecord],
+    ) -> Result<HashSet<&'a str>, StoreError> {
+        let ids: Vec<&str> = records.iter().map(|r| r.request_id.as_str()).collect();
+        let mut stored = HashSet::new();
+        for chunk in ids.chunks(INSERT_CHUNK_ROWS) {
+            // Read as bytes: MySQL reports the utf8mb4_bin column as binary.
+            let found: Vec<Vec<u8>> = on_either_pool!(self, |pool| {
+                let mut query = sql::stored_request_ids(chunk);
+                query
+                    .build_query_scalar()
+                    .persistent(false)
+                    .fetch_all(pool)
+                    .await?
+            });
+            stored.extend(found);
+        }
+        Ok(ids
+            .into_iter()
+            .filter(|id| stored.contains(id.as_bytes()))
+            .collect())
+    }
+
+    /// Requests and bytes per (key, outcome), ordered by key then outcome,
+    /// read from the rollups: from the start of the hour of `filter.since`
+    /// (all time without one), so in whole hours.
     pub async fn usage_summary(
         &self,
         filter: &SummaryFilter,
@@ -357,9 +422,124 @@ impl Store {
         dispatch!(self.usage_summary(filter))
     }
 
+    /// Key `api_key_id`'s usage per bucket of `grain` and outcome, for the
+    /// buckets starting in `[from, to)` (both on the grain's boundaries):
+    /// minutes from `usage_log`, hours and days from the rollups. Buckets
+    /// without usage have no row.
+    pub async fn usage_series(
+        &self,
+        api_key_id: i64,
+        grain: rollup::Grain,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> Result<Vec<SeriesRow>, StoreError> {
+        dispatch!(self.usage_series(api_key_id, grain, from, to))
+    }
+
+    /// Whether a key has this id.
+    pub async fn key_exists(&self, id: i64) -> Result<bool, StoreError> {
+        Ok(!dispatch!(self.key_ids_among(&[id]))?.is_empty())
+    }
+
+    /// Deletes the `usage_log` rows created before `before`, at most
+    /// `batch_rows` a transaction, oldest first, and says how many it
+    /// deleted; `progress` hears the running total after each batch. The
+    /// rollups are kept, so summaries and the hourly and daily series stay
+    /// the same.
+    pub async fn prune_usage<F, Fut>(
+        &self,
+        before: OffsetDateTime,
+        batch_rows: usize,
+        mut progress: F,
+    ) -> Result<u64, StoreError>
+    where
+        F: FnMut(u64) -> Fut,
+        Fut: Future<Output = ()>,
+    {
+        let batch_rows = batch_rows.clamp(1, PRUNE_MAX_BATCH_ROWS);
+        let mut deleted = 0;
+        loop {
+            let done = dispatch!(self.prune_usage_batch(before, batch_rows))?;
+            deleted += done;
+            if done > 0 {
+                progress(deleted).await;
+            }
+            if done < batch_rows as u64 {
+                return Ok(deleted);
+            }
+        }
+    }
+
+    /// Applies the backend's migrations up to `version` only: for tests of
+    /// what a migration does to the rows an older sidecar stored.
+    pub async fn migrate_up_to(&self, version: i64) -> Result<(), StoreError> {
+        dispatch!(self.migrate_up_to(version))
+    }
+
     /// Closes the pool, waiting for connections in use to be returned.
     pub async fn close(&self) {
         dispatch!(self.close())
+    }
+}
+
+/// How many times a usage batch is tried when other batches of the same
+/// request ids race it (or MySQL picks it as a deadlock's victim).
+pub const INSERT_ATTEMPTS: u32 = 5;
+
+/// The most `usage_log` rows one prune transaction deletes.
+pub const PRUNE_MAX_BATCH_ROWS: usize = 10_000;
+
+/// The records of a batch to insert: each request id once (its first
+/// record, which is what the backends' duplicate-skipping inserts keep),
+/// none that is stored already.
+fn fresh_records<'a>(records: &'a [UsageRecord], stored: &HashSet<&str>) -> Vec<&'a UsageRecord> {
+    let mut seen = HashSet::new();
+    records
+        .iter()
+        .filter(|r| !stored.contains(r.request_id.as_str()) && seen.insert(r.request_id.as_str()))
+        .collect()
+}
+
+/// Whether a statement failed as a deadlock's victim (MySQL error 1213,
+/// SQLSTATE 40001): the transaction was rolled back and may simply be
+/// retried.
+fn is_deadlock(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => db.code().as_deref() == Some("40001"),
+        _ => false,
+    }
+}
+
+/// The table of a rollup grain that ingestion keeps.
+fn rollup_table(grain: rollup::Grain) -> &'static str {
+    grain.table().unwrap_or("usage_hourly")
+}
+
+/// What a summary since `since` reads: from the start of its hour, the
+/// hourly rollups up to the next midnight, then the daily ones.
+fn summary_span(since: Option<OffsetDateTime>) -> sql::SummarySpan<OffsetDateTime> {
+    match since {
+        None => sql::SummarySpan::AllTime,
+        Some(since) => {
+            let hour = rollup::Grain::Hour.floor(since);
+            sql::SummarySpan::From {
+                hour,
+                next_day: rollup::Grain::Day.ceil(hour),
+            }
+        }
+    }
+}
+
+/// A backend's migrator, cut after `version`.
+fn migrator_up_to(migrator: &sqlx::migrate::Migrator, version: i64) -> sqlx::migrate::Migrator {
+    sqlx::migrate::Migrator {
+        migrations: migrator
+            .iter()
+            .filter(|m| m.version <= version)
+            .cloned()
+            .collect::<Vec<_>>()
+            .into(),
+        ..sqlx::migrate::Migrator::DEFAULT
     }
 }
 

@@ -13,14 +13,28 @@ use time::{OffsetDateTime, PrimitiveDateTime};
 use tokio::sync::Semaphore;
 use tollgate_wire::UsageRecord;
 
+use super::rollup::{self, Grain};
 use super::{
-    record_time, sql, ApiKey, KeyStatus, NewKey, Revocation, StoreError, SummaryFilter,
-    UsageSummaryRow, INSERT_CHUNK_ROWS,
+    migrator_up_to, record_time, rollup_table, sql, summary_span, ApiKey, KeyStatus, NewKey,
+    Revocation, SeriesRow, StoreError, SummaryFilter, UsageSummaryRow, INSERT_CHUNK_ROWS,
 };
 use crate::clock::to_primitive_utc;
 use crate::sealed::SealedSecret;
 
 pub(super) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/mysql");
+
+/// How MySQL adds an upsert's counters to the stored rollup row.
+/// (`VALUES(c)` is deprecated in MySQL 8.0.20 for a row alias, which MariaDB
+/// does not take; both still run it.)
+const UPSERT: sql::Upsert = sql::Upsert {
+    clause: "ON DUPLICATE KEY UPDATE",
+    incoming: |c| format!("VALUES({c})"),
+};
+
+/// A time column's `YYYY-MM-DD HH:MM` text.
+fn minute_text(column: &str) -> String {
+    format!("DATE_FORMAT({column}, '%Y-%m-%d %H:%i')")
+}
 
 /// Connections the pool (ingestion, admin, readiness) keeps at most.
 pub const MAX_CONNECTIONS: u32 = 16;
@@ -136,10 +150,13 @@ impl MySqlStore {
         Ok(query.fetch_all(&self.pool).await?)
     }
 
-    pub(super) async fn insert_usage(&self, records: &[UsageRecord]) -> Result<u64, StoreError> {
+    pub(super) async fn insert_usage_exactly(
+        &self,
+        records: &[&UsageRecord],
+    ) -> Result<bool, StoreError> {
         let mut rows = records
             .iter()
-            .map(|r| record_time(r).map(|t| (r, to_primitive_utc(t))))
+            .map(|r| record_time(r).map(|t| (*r, to_primitive_utc(t))))
             .collect::<Result<Vec<_>, _>>()?;
         // One lock order for every batch: two overlapping batches (a retry
         // racing its original) wait for each other instead of deadlocking.
@@ -162,18 +179,73 @@ impl MySqlStore {
             let insert = insert.build().persistent(false);
             inserted += insert.execute(&mut *tx).await?.rows_affected();
         }
+        if inserted != rows.len() as u64 {
+            // Another batch stored some of these meanwhile: the caller looks
+            // them up and tries again without them.
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        for grain in Grain::KEPT {
+            let deltas = rollup::deltas(records.iter().copied(), grain);
+            let rows: Vec<_> = deltas
+                .iter()
+                .map(|d| (d, to_primitive_utc(d.bucket_start)))
+                .collect();
+            for chunk in rows.chunks(INSERT_CHUNK_ROWS) {
+                let mut upsert =
+                    sql::upsert_rollups::<MySql, _>(rollup_table(grain), &UPSERT, chunk);
+                upsert.build().persistent(false).execute(&mut *tx).await?;
+            }
+        }
         tx.commit().await?;
-        Ok(inserted)
+        Ok(true)
     }
 
     pub(super) async fn usage_summary(
         &self,
         filter: &SummaryFilter,
     ) -> Result<Vec<UsageSummaryRow>, StoreError> {
-        let since = filter.since.map(to_primitive_utc);
-        let mut query = sql::usage_summary::<MySql, _>("SIGNED", filter.api_key_id, since);
+        let span = summary_span(filter.since).map(to_primitive_utc);
+        let mut query = sql::usage_summary::<MySql, _>("SIGNED", filter.api_key_id, span);
         let rows = query.build().fetch_all(&self.pool).await?;
         rows.iter().map(sql::summary_row).collect()
+    }
+
+    pub(super) async fn usage_series(
+        &self,
+        api_key_id: i64,
+        grain: Grain,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> Result<Vec<SeriesRow>, StoreError> {
+        let (from, to) = (to_primitive_utc(from), to_primitive_utc(to));
+        let mut query = match grain.table() {
+            None => sql::minute_series::<MySql, _>("SIGNED", minute_text, api_key_id, from, to),
+            Some(table) => sql::rollup_series::<MySql, _>(table, minute_text, api_key_id, from, to),
+        };
+        let rows = query.build().fetch_all(&self.pool).await?;
+        rows.iter().map(sql::series_row).collect()
+    }
+
+    pub(super) async fn prune_usage_batch(
+        &self,
+        before: OffsetDateTime,
+        batch_rows: usize,
+    ) -> Result<u64, StoreError> {
+        let limit = i64::try_from(batch_rows).unwrap_or(i64::MAX);
+        let mut query = sql::prunable_ids::<MySql, _>(to_primitive_utc(before), limit);
+        let ids: Vec<i64> = query.build_query_scalar().fetch_all(&self.pool).await?;
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut delete = sql::delete_usage_ids::<MySql>(&ids);
+        let done = delete.build().persistent(false).execute(&self.pool).await?;
+        Ok(done.rows_affected())
+    }
+
+    pub(super) async fn migrate_up_to(&self, version: i64) -> Result<(), StoreError> {
+        migrator_up_to(&MIGRATOR, version).run(&self.pool).await?;
+        Ok(())
     }
 
     pub(super) async fn close(&self) {

@@ -1,13 +1,14 @@
 //! SQL both backends run, written once: the key registry's statements (the
-//! same text in both dialects), and the usage ledger's insert, key check and
-//! summary, built here with the dialect's few words passed in (how an insert
+//! same text in both dialects), and the usage ledger's insert, key check,
+//! rollup upserts, summary, series and prune, built here with the dialect's few words passed in (how an insert
 //! skips a duplicate, which integer type a sum is cast to). Times are bound
 //! as each backend stores them, so the builders are generic over that type.
 
 use sqlx::{ColumnIndex, Database, Decode, Encode, QueryBuilder, Row, Type};
 use tollgate_wire::UsageRecord;
 
-use super::{SealedRow, StoreError, UsageSummaryRow};
+use super::rollup::{Halves, RollupDelta};
+use super::{SealedRow, SeriesRow, StoreError, UsageSummaryRow};
 use crate::sealed::SealedSecret;
 
 /// The columns a key is read with, in the order `key_from_row` expects.
@@ -103,45 +104,153 @@ where
     insert
 }
 
-/// Requests and bytes per (key, outcome), ordered by key then outcome, of the
-/// rows of `api_key_id` (all keys when `None`) created at or after `since`.
+/// The columns of a rollup row, in the order [`upsert_rollups`] binds them.
+pub const ROLLUP_COLUMNS: &str = "api_key_id, bucket_start, outcome, requests, \
+     request_bytes_high, request_bytes_low, response_bytes_high, response_bytes_low";
+
+/// The counters of a rollup row, which an upsert adds to.
+const ROLLUP_COUNTERS: [&str; 5] = [
+    "requests",
+    "request_bytes_high",
+    "request_bytes_low",
+    "response_bytes_high",
+    "response_bytes_low",
+];
+
+/// How a dialect adds an upsert's incoming counters to the stored row: the
+/// clause after the values (`ON DUPLICATE KEY UPDATE`, SQLite's
+/// `ON CONFLICT (...) DO UPDATE SET`) and how it names an incoming value
+/// (`VALUES(c)`, `excluded.c`).
+pub struct Upsert {
+    pub clause: &'static str,
+    pub incoming: fn(&str) -> String,
+}
+
+/// `INSERT INTO {table} (ROLLUP_COLUMNS) VALUES (...), ... {clause} c = c + new, ...`:
+/// adds each (delta, its bucket start as the backend stores it) to its row,
+/// creating the row when it is the bucket's first.
+pub fn upsert_rollups<'a, DB, T>(
+    table: &str,
+    upsert: &Upsert,
+    rows: &'a [(&'a RollupDelta, T)],
+) -> QueryBuilder<'a, DB>
+where
+    DB: Database,
+    DB::Arguments<'a>: Default,
+    &'a str: Encode<'a, DB> + Type<DB>,
+    i64: Encode<'a, DB> + Type<DB>,
+    &'a T: Encode<'a, DB> + Type<DB>,
+{
+    let mut insert = QueryBuilder::new(format!("INSERT INTO {table} ({ROLLUP_COLUMNS}) "));
+    insert.push_values(rows, |mut row, (d, bucket_start)| {
+        row.push_bind(d.api_key_id)
+            .push_bind(bucket_start)
+            .push_bind(d.outcome)
+            .push_bind(d.requests)
+            .push_bind(d.request_bytes.high)
+            .push_bind(d.request_bytes.low)
+            .push_bind(d.response_bytes.high)
+            .push_bind(d.response_bytes.low);
+    });
+    let sets: Vec<String> = ROLLUP_COUNTERS
+        .iter()
+        .map(|c| format!("{c} = {c} + {}", (upsert.incoming)(c)))
+        .collect();
+    insert.push(format!(" {} {}", upsert.clause, sets.join(", ")));
+    insert
+}
+
+/// `SELECT request_id FROM usage_log WHERE request_id IN (...)`: which of a
+/// batch's ids are stored already. Bind at most
+/// [`INSERT_CHUNK_ROWS`](super::INSERT_CHUNK_ROWS) at a time.
+pub fn stored_request_ids<'a, DB>(ids: &'a [&'a str]) -> QueryBuilder<'a, DB>
+where
+    DB: Database,
+    DB::Arguments<'a>: Default,
+    &'a str: Encode<'a, DB> + Type<DB>,
+{
+    let mut query = QueryBuilder::new("SELECT request_id FROM usage_log WHERE request_id IN (");
+    let mut list = query.separated(", ");
+    for id in ids {
+        list.push_bind(*id);
+    }
+    query.push(")");
+    query
+}
+
+/// Which part of the rollups a summary reads: every daily row, or, from an
+/// hour on, the hourly rows up to the next midnight and the daily rows from
+/// there (`T` is a time as the backend stores it).
+pub enum SummarySpan<T> {
+    AllTime,
+    From { hour: T, next_day: T },
+}
+
+impl<T> SummarySpan<T> {
+    /// The same span with its times converted.
+    pub fn map<U>(self, f: impl Fn(T) -> U) -> SummarySpan<U> {
+        match self {
+            SummarySpan::AllTime => SummarySpan::AllTime,
+            SummarySpan::From { hour, next_day } => SummarySpan::From {
+                hour: f(hour),
+                next_day: f(next_day),
+            },
+        }
+    }
+}
+
+/// Requests and bytes per (key, outcome), ordered by key then outcome, of
+/// `api_key_id` (all keys when `None`) over `span`, read from the rollups.
 /// `int_type` is the dialect's 64-bit integer for the sums' cast (`SIGNED`,
 /// `INTEGER`); read each row with [`summary_row`].
 ///
-/// Each byte column is summed in two halves, its high and its low 32 bits,
-/// which [`summary_row`] joins into an exact 128-bit total. A plain `SUM`
-/// of the 64-bit column overflows with two rows near `i64::MAX` (SQLite
-/// then fails the whole query; MySQL's `DECIMAL` sum cast back to 64 bits
-/// clamps it). Ingestion now bounds each count
-/// (`tollgate_wire::MAX_BODY_BYTES`, `MAX_RESPONSE_BYTES`), but rows stored
-/// before it did may hold anything up to `i64::MAX`: a half is below 2^32,
-/// so neither half's sum can overflow before a (key, outcome) pair has
-/// 2^31 rows, whatever they hold.
+/// Byte columns are the rollups' sums of high and low 32 bits (see
+/// [`Halves`]), summed again here and joined by [`summary_row`] into exact
+/// 128-bit totals: rows stored before ingestion bounded the counts may hold
+/// anything up to `i64::MAX`, and a half is below 2^32, so neither half's
+/// sum can overflow before a (key, outcome) pair has 2^31 rows.
 pub fn usage_summary<'a, DB, T>(
     int_type: &str,
     api_key_id: Option<i64>,
-    since: Option<T>,
+    span: SummarySpan<T>,
 ) -> QueryBuilder<'a, DB>
 where
     DB: Database,
     DB::Arguments<'a>: Default,
     i64: Encode<'a, DB> + Type<DB>,
-    T: 'a + Encode<'a, DB> + Type<DB>,
+    T: 'a + Encode<'a, DB> + Type<DB> + Clone,
 {
+    let sums: Vec<String> = ROLLUP_COUNTERS
+        .iter()
+        .map(|c| format!("CAST(COALESCE(SUM({c}), 0) AS {int_type}) AS {c}"))
+        .collect();
     let mut query = QueryBuilder::new(format!(
-        "SELECT api_key_id, outcome, COUNT(*) AS requests, \
-         {request_bytes}, {response_bytes} \
-         FROM usage_log WHERE 1 = 1",
-        request_bytes = split_sum("request_bytes", int_type),
-        response_bytes = split_sum("response_bytes", int_type),
+        "SELECT api_key_id, outcome, {} FROM (",
+        sums.join(", ")
     ));
-    if let Some(id) = api_key_id {
-        query.push(" AND api_key_id = ").push_bind(id);
+    let select = |query: &mut QueryBuilder<'a, DB>, table: &str| {
+        query.push(format!(
+            "SELECT api_key_id, outcome, {} FROM {table} WHERE 1 = 1",
+            ROLLUP_COUNTERS.join(", ")
+        ));
+        if let Some(id) = api_key_id {
+            query.push(" AND api_key_id = ").push_bind(id);
+        }
+    };
+    match span {
+        SummarySpan::AllTime => select(&mut query, "usage_daily"),
+        SummarySpan::From { hour, next_day } => {
+            select(&mut query, "usage_hourly");
+            query.push(" AND bucket_start >= ").push_bind(hour);
+            query
+                .push(" AND bucket_start < ")
+                .push_bind(next_day.clone());
+            query.push(" UNION ALL ");
+            select(&mut query, "usage_daily");
+            query.push(" AND bucket_start >= ").push_bind(next_day);
+        }
     }
-    if let Some(since) = since {
-        query.push(" AND created_at >= ").push_bind(since);
-    }
-    query.push(" GROUP BY api_key_id, outcome ORDER BY api_key_id, outcome");
+    query.push(") AS buckets GROUP BY api_key_id, outcome ORDER BY api_key_id, outcome");
     query
 }
 
@@ -155,10 +264,79 @@ fn split_sum(column: &str, int_type: &str) -> String {
     )
 }
 
-/// The exact total of a column whose halves [`split_sum`] summed; `None`
-/// when it is negative, which no byte count is.
-pub fn join_halves(high: i64, low: i64) -> Option<u128> {
-    u128::try_from((i128::from(high) << 32) + i128::from(low)).ok()
+/// One key's usage per minute, per outcome, in `[from, to)`, read from
+/// `usage_log` through its (api_key_id, created_at) index. `minute` is the
+/// dialect's expression for a time column's `YYYY-MM-DD HH:MM` text; read
+/// each row with [`series_row`].
+pub fn minute_series<'a, DB, T>(
+    int_type: &str,
+    minute: fn(&str) -> String,
+    api_key_id: i64,
+    from: T,
+    to: T,
+) -> QueryBuilder<'a, DB>
+where
+    DB: Database,
+    DB::Arguments<'a>: Default,
+    i64: Encode<'a, DB> + Type<DB>,
+    T: 'a + Encode<'a, DB> + Type<DB>,
+{
+    let mut query = QueryBuilder::new(format!(
+        "SELECT {bucket} AS bucket, outcome, CAST(COUNT(*) AS {int_type}) AS requests, \
+         {request_bytes}, {response_bytes} FROM usage_log WHERE api_key_id = ",
+        bucket = minute("created_at"),
+        request_bytes = split_sum("request_bytes", int_type),
+        response_bytes = split_sum("response_bytes", int_type),
+    ));
+    query.push_bind(api_key_id);
+    query.push(" AND created_at >= ").push_bind(from);
+    query.push(" AND created_at < ").push_bind(to);
+    query.push(" GROUP BY bucket, outcome ORDER BY bucket, outcome");
+    query
+}
+
+/// One key's rollup rows of `table` in `[from, to)`, by primary key; the
+/// bucket as `minute` text, like [`minute_series`]. Read each row with
+/// [`series_row`].
+pub fn rollup_series<'a, DB, T>(
+    table: &str,
+    minute: fn(&str) -> String,
+    api_key_id: i64,
+    from: T,
+    to: T,
+) -> QueryBuilder<'a, DB>
+where
+    DB: Database,
+    DB::Arguments<'a>: Default,
+    i64: Encode<'a, DB> + Type<DB>,
+    T: 'a + Encode<'a, DB> + Type<DB>,
+{
+    let mut query = QueryBuilder::new(format!(
+        "SELECT {bucket} AS bucket, outcome, {counters} FROM {table} WHERE api_key_id = ",
+        bucket = minute("bucket_start"),
+        counters = ROLLUP_COUNTERS.join(", "),
+    ));
+    query.push_bind(api_key_id);
+    query.push(" AND bucket_start >= ").push_bind(from);
+    query.push(" AND bucket_start < ").push_bind(to);
+    query.push(" ORDER BY bucket_start, outcome");
+    query
+}
+
+/// The exact total of a byte column from its `{column}_high` and
+/// `{column}_low` sums.
+fn byte_total<R: Row>(row: &R, table: &str, column: &str) -> Result<u128, StoreError>
+where
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> &'r str: ColumnIndex<R>,
+{
+    let halves = Halves {
+        high: row.try_get(format!("{column}_high").as_str())?,
+        low: row.try_get(format!("{column}_low").as_str())?,
+    };
+    halves.total().ok_or_else(|| {
+        StoreError::Corrupt(format!("{table}.{column} sums to a negative byte count"))
+    })
 }
 
 /// One row of [`usage_summary`].
@@ -166,28 +344,71 @@ pub fn summary_row<R: Row>(row: &R) -> Result<UsageSummaryRow, StoreError>
 where
     for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
     for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
-    &'static str: ColumnIndex<R>,
+    for<'r> &'r str: ColumnIndex<R>,
 {
-    let total = |column: &str, high: i64, low: i64| {
-        join_halves(high, low).ok_or_else(|| {
-            StoreError::Corrupt(format!("usage_log.{column} sums to a negative byte count"))
-        })
-    };
     Ok(UsageSummaryRow {
         api_key_id: row.try_get("api_key_id")?,
         outcome: row.try_get("outcome")?,
         requests: row.try_get("requests")?,
-        request_bytes: total(
-            "request_bytes",
-            row.try_get("request_bytes_high")?,
-            row.try_get("request_bytes_low")?,
-        )?,
-        response_bytes: total(
-            "response_bytes",
-            row.try_get("response_bytes_high")?,
-            row.try_get("response_bytes_low")?,
-        )?,
+        request_bytes: byte_total(row, "usage rollup", "request_bytes")?,
+        response_bytes: byte_total(row, "usage rollup", "response_bytes")?,
     })
+}
+
+/// One row of [`minute_series`] or [`rollup_series`].
+pub fn series_row<R: Row>(row: &R) -> Result<SeriesRow, StoreError>
+where
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> &'r str: ColumnIndex<R>,
+{
+    let bucket: String = row.try_get("bucket")?;
+    Ok(SeriesRow {
+        bucket_start: parse_minute(&bucket).map_err(StoreError::Corrupt)?,
+        outcome: row.try_get("outcome")?,
+        requests: row.try_get("requests")?,
+        request_bytes: byte_total(row, "usage series", "request_bytes")?,
+        response_bytes: byte_total(row, "usage series", "response_bytes")?,
+    })
+}
+
+/// Reads the `YYYY-MM-DD HH:MM` text a series query gives its buckets.
+fn parse_minute(text: &str) -> Result<time::OffsetDateTime, String> {
+    let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]");
+    time::PrimitiveDateTime::parse(text, &format)
+        .map(time::PrimitiveDateTime::assume_utc)
+        .map_err(|e| format!("series bucket {text:?} is malformed: {e}"))
+}
+
+/// `SELECT id FROM usage_log WHERE created_at < ? ORDER BY created_at LIMIT n`:
+/// the next rows a prune deletes, oldest first, through the created_at index.
+pub fn prunable_ids<'a, DB, T>(before: T, limit: i64) -> QueryBuilder<'a, DB>
+where
+    DB: Database,
+    DB::Arguments<'a>: Default,
+    i64: Encode<'a, DB> + Type<DB>,
+    T: 'a + Encode<'a, DB> + Type<DB>,
+{
+    let mut query = QueryBuilder::new("SELECT id FROM usage_log WHERE created_at < ");
+    query.push_bind(before);
+    query.push(" ORDER BY created_at LIMIT ").push_bind(limit);
+    query
+}
+
+/// `DELETE FROM usage_log WHERE id IN (...)`.
+pub fn delete_usage_ids<'a, DB>(ids: &'a [i64]) -> QueryBuilder<'a, DB>
+where
+    DB: Database,
+    DB::Arguments<'a>: Default,
+    i64: Encode<'a, DB> + Type<DB>,
+{
+    let mut query = QueryBuilder::new("DELETE FROM usage_log WHERE id IN (");
+    let mut list = query.separated(", ");
+    for id in ids {
+        list.push_bind(*id);
+    }
+    query.push(")");
+    query
 }
 
 /// A text column of ASCII stored with a binary collation (`ascii_bin` on
@@ -245,23 +466,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn halves_join_into_the_exact_total() {
-        let split = |x: i64| (x >> 32, x & 0xFFFF_FFFF);
-        for x in [0, 1, 4_294_967_295, 4_294_967_296, 1 << 40, i64::MAX] {
-            let (high, low) = split(x);
-            assert_eq!(join_halves(high, low), Some(x as u128), "{x}");
-        }
-        // Two rows of i64::MAX: what a plain 64-bit SUM overflows on.
-        let (high, low) = split(i64::MAX);
-        assert_eq!(join_halves(2 * high, 2 * low), Some(2 * i64::MAX as u128));
-        // The most a (key, outcome) pair's sums of halves can reach
-        // (2^31 - 1 rows of i64::MAX) still joins exactly.
-        let rows = i64::from(i32::MAX);
+    fn series_buckets_are_read_as_utc_minutes() {
         assert_eq!(
-            join_halves(rows * high, rows * low),
-            Some(rows as u128 * i64::MAX as u128)
+            parse_minute("2026-12-02 03:59"),
+            Ok(time::macros::datetime!(2026-12-02 03:59:00 UTC))
         );
-        let (high, low) = split(-1);
-        assert_eq!(join_halves(high, low), None);
+        assert!(parse_minute("2026-12-02 03").is_err());
+    }
+
+    #[test]
+    fn rollup_upserts_add_every_counter() {
+        let upsert = Upsert {
+            clause: "ON CONFLICT (api_key_id, bucket_start, outcome) DO UPDATE SET",
+            incoming: |c| format!("excluded.{c}"),
+        };
+        let delta = RollupDelta {
+            api_key_id: 1,
+            bucket_start: time::macros::datetime!(2026-12-02 03:00:00 UTC),
+            outcome: "allowed",
+            requests: 1,
+            request_bytes: Halves::default(),
+            response_bytes: Halves::default(),
+        };
+        let rows = [(&delta, String::from("2026-12-02 03:00:00.000"))];
+        let sql = upsert_rollups::<sqlx::Sqlite, _>("usage_hourly", &upsert, &rows).into_sql();
+        for counter in ROLLUP_COUNTERS {
+            assert!(
+                sql.contains(&format!("{counter} = {counter} + excluded.{counter}")),
+                "{sql}"
+            );
+        }
     }
 }

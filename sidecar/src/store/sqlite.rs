@@ -16,14 +16,26 @@ use sqlx::{Row, Sqlite};
 use time::OffsetDateTime;
 use tollgate_wire::UsageRecord;
 
+use super::rollup::{self, Grain};
 use super::{
-    record_time, sql, ApiKey, KeyStatus, NewKey, Revocation, StoreError, SummaryFilter,
-    UsageSummaryRow, INSERT_CHUNK_ROWS,
+    migrator_up_to, record_time, rollup_table, sql, summary_span, ApiKey, KeyStatus, NewKey,
+    Revocation, SeriesRow, StoreError, SummaryFilter, UsageSummaryRow, INSERT_CHUNK_ROWS,
 };
 use crate::clock::{format_db_text, parse_db_text};
 use crate::sealed::SealedSecret;
 
 pub(super) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// How SQLite adds an upsert's counters to the stored rollup row.
+const UPSERT: sql::Upsert = sql::Upsert {
+    clause: "ON CONFLICT (api_key_id, bucket_start, outcome) DO UPDATE SET",
+    incoming: |c| format!("excluded.{c}"),
+};
+
+/// A time column's `YYYY-MM-DD HH:MM` text (times are fixed-width text).
+fn minute_text(column: &str) -> String {
+    format!("substr({column}, 1, 16)")
+}
 
 /// Connections the pool keeps at most; SQLite has one writer at a time anyway.
 pub const MAX_CONNECTIONS: u32 = 4;
@@ -147,17 +159,22 @@ impl SqliteStore {
         Ok(query.fetch_all(&self.pool).await?)
     }
 
-    pub(super) async fn insert_usage(&self, records: &[UsageRecord]) -> Result<u64, StoreError> {
+    pub(super) async fn insert_usage_exactly(
+        &self,
+        records: &[&UsageRecord],
+    ) -> Result<bool, StoreError> {
         let rows = records
             .iter()
-            .map(|r| record_time(r).map(|t| (r, format_db_text(t))))
+            .map(|r| record_time(r).map(|t| (*r, format_db_text(t))))
             .collect::<Result<Vec<_>, _>>()?;
+        // The first statement writes, so the transaction holds SQLite's one
+        // write lock from its start: batches are stored one after another.
         let mut tx = self.pool.begin().await?;
         let mut inserted = 0;
         for chunk in rows.chunks(INSERT_CHUNK_ROWS) {
             let mut insert = sql::insert_usage::<Sqlite, _>("INSERT", chunk);
-            // Rows whose request_id is stored already (or earlier in this
-            // batch) are skipped and not counted in rows_affected.
+            // Rows whose request_id is stored already are skipped and not
+            // counted in rows_affected.
             insert.push(" ON CONFLICT(request_id) DO NOTHING");
             // One statement per batch size: not kept in the connection's
             // statement cache, which would hold up to 100 of them per
@@ -166,18 +183,75 @@ impl SqliteStore {
             let insert = insert.build().persistent(false);
             inserted += insert.execute(&mut *tx).await?.rows_affected();
         }
+        if inserted != rows.len() as u64 {
+            // Some of these were stored meanwhile: the caller looks them up
+            // and tries again without them.
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        for grain in Grain::KEPT {
+            let deltas = rollup::deltas(records.iter().copied(), grain);
+            let rows: Vec<_> = deltas
+                .iter()
+                .map(|d| (d, format_db_text(d.bucket_start)))
+                .collect();
+            for chunk in rows.chunks(INSERT_CHUNK_ROWS) {
+                let mut upsert =
+                    sql::upsert_rollups::<Sqlite, _>(rollup_table(grain), &UPSERT, chunk);
+                upsert.build().persistent(false).execute(&mut *tx).await?;
+            }
+        }
         tx.commit().await?;
-        Ok(inserted)
+        Ok(true)
     }
 
     pub(super) async fn usage_summary(
         &self,
         filter: &SummaryFilter,
     ) -> Result<Vec<UsageSummaryRow>, StoreError> {
-        let since = filter.since.map(format_db_text);
-        let mut query = sql::usage_summary::<Sqlite, _>("INTEGER", filter.api_key_id, since);
+        let span = summary_span(filter.since).map(format_db_text);
+        let mut query = sql::usage_summary::<Sqlite, _>("INTEGER", filter.api_key_id, span);
         let rows = query.build().fetch_all(&self.pool).await?;
         rows.iter().map(sql::summary_row).collect()
+    }
+
+    pub(super) async fn usage_series(
+        &self,
+        api_key_id: i64,
+        grain: Grain,
+        from: OffsetDateTime,
+        to: OffsetDateTime,
+    ) -> Result<Vec<SeriesRow>, StoreError> {
+        let (from, to) = (format_db_text(from), format_db_text(to));
+        let mut query = match grain.table() {
+            None => sql::minute_series::<Sqlite, _>("INTEGER", minute_text, api_key_id, from, to),
+            Some(table) => {
+                sql::rollup_series::<Sqlite, _>(table, minute_text, api_key_id, from, to)
+            }
+        };
+        let rows = query.build().fetch_all(&self.pool).await?;
+        rows.iter().map(sql::series_row).collect()
+    }
+
+    pub(super) async fn prune_usage_batch(
+        &self,
+        before: OffsetDateTime,
+        batch_rows: usize,
+    ) -> Result<u64, StoreError> {
+        let limit = i64::try_from(batch_rows).unwrap_or(i64::MAX);
+        let mut query = sql::prunable_ids::<Sqlite, _>(format_db_text(before), limit);
+        let ids: Vec<i64> = query.build_query_scalar().fetch_all(&self.pool).await?;
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut delete = sql::delete_usage_ids::<Sqlite>(&ids);
+        let done = delete.build().persistent(false).execute(&self.pool).await?;
+        Ok(done.rows_affected())
+    }
+
+    pub(super) async fn migrate_up_to(&self, version: i64) -> Result<(), StoreError> {
+        migrator_up_to(&MIGRATOR, version).run(&self.pool).await?;
+        Ok(())
     }
 
     pub(super) async fn close(&self) {

@@ -23,6 +23,29 @@ use sidecar::store::{MySqlStore, NewKey, Store};
 use sqlx::{Connection, Row};
 use tower::ServiceExt;
 
+/// Runs each named `async fn(Backend)` twice: `sqlite::<name>` on a
+/// temporary file and `mysql::<name>` on a database of its own.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod mysql {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Backend::MySql).await
+                }
+            )*
+        }
+    };
+}
+
 pub const INTERNAL_TOKEN: &str = "internal-token-for-tests-0123";
 pub const ADMIN_TOKEN: &str = "admin-token-for-tests-0123456";
 
@@ -114,13 +137,30 @@ pub struct TestDb {
 
 impl TestDb {
     pub async fn new(backend: Backend) -> TestDb {
+        TestDb::open(backend, None).await
+    }
+
+    /// A fresh database as an older sidecar left it: migrated up to
+    /// `version` only.
+    pub async fn at_migration(backend: Backend, version: i64) -> TestDb {
+        TestDb::open(backend, Some(version)).await
+    }
+
+    async fn open(backend: Backend, version: Option<i64>) -> TestDb {
+        let migrate = |store: Store| async move {
+            match version {
+                Some(v) => store.migrate_up_to(v).await,
+                None => store.migrate().await,
+            }
+            .expect("migrate");
+            store
+        };
         match backend {
             Backend::Sqlite => {
                 let dir = std::env::temp_dir().join(unique_name("sqlite"));
                 std::fs::create_dir_all(&dir).expect("temp dir");
                 let target = DatabaseTarget::Sqlite(dir.join("tollgate.db"));
-                let store = Store::connect(&target).await.expect("open SQLite");
-                store.migrate().await.expect("migrate SQLite");
+                let store = migrate(Store::connect(&target).await.expect("open SQLite")).await;
                 TestDb {
                     store,
                     target,
@@ -149,8 +189,7 @@ impl TestDb {
                     database: database.clone(),
                 };
                 let target = DatabaseTarget::MySql(format!("{server}/{database}{query}"));
-                let store = Store::connect(&target).await.expect("open MySQL");
-                store.migrate().await.expect("migrate MySQL");
+                let store = migrate(Store::connect(&target).await.expect("open MySQL")).await;
                 TestDb {
                     store,
                     target,
@@ -372,7 +411,11 @@ impl Harness {
     }
 
     pub async fn with_admin(backend: Backend, admin: Option<&str>) -> Harness {
-        let db = TestDb::new(backend).await;
+        Harness::over(TestDb::new(backend).await, admin)
+    }
+
+    /// The router over a database the test prepared.
+    pub fn over(db: TestDb, admin: Option<&str>) -> Harness {
         let state = AppState::new(
             db.store.clone(),
             AuthTokens {

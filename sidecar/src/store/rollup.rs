@@ -1,0 +1,235 @@
+//! The usage rollups: per key, per hour and per day (UTC), the requests and
+//! byte sums of each outcome, kept in `usage_hourly` and `usage_daily`
+//! (migration 0003) so that summaries and the usage series never scan
+//! `usage_log`.
+//!
+//! A batch's new rows are turned into [`RollupDelta`]s here, added to both
+//! tables in the transaction that stores the rows (`Store::insert_usage`),
+//! so the rollups always equal the ledger. Byte counts are kept as the sums
+//! of their high and low 32 bits ([`Halves`]), like the summary has always
+//! summed `usage_log`: exact whatever a row holds, a half overflowing only
+//! past 2^31 rows of one bucket.
+
+use std::collections::BTreeMap;
+
+use time::{Duration, OffsetDateTime, Time};
+use tollgate_wire::UsageRecord;
+
+/// A rollup's bucket size, and the table that holds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Grain {
+    Minute,
+    Hour,
+    Day,
+}
+
+impl Grain {
+    /// The rollup tables kept by ingestion.
+    pub const KEPT: [Grain; 2] = [Grain::Hour, Grain::Day];
+
+    /// The bucket's length in seconds.
+    pub fn seconds(self) -> i64 {
+        match self {
+            Grain::Minute => 60,
+            Grain::Hour => 3_600,
+            Grain::Day => 86_400,
+        }
+    }
+
+    /// The table that holds this grain's rollups; minutes are read from
+    /// `usage_log` itself and have none.
+    pub fn table(self) -> Option<&'static str> {
+        match self {
+            Grain::Minute => None,
+            Grain::Hour => Some("usage_hourly"),
+            Grain::Day => Some("usage_daily"),
+        }
+    }
+
+    /// The first instant of the bucket holding `t` (UTC).
+    pub fn floor(self, t: OffsetDateTime) -> OffsetDateTime {
+        let t = t.to_offset(time::UtcOffset::UTC);
+        let (hour, minute) = match self {
+            Grain::Minute => (t.hour(), t.minute()),
+            Grain::Hour => (t.hour(), 0),
+            Grain::Day => (0, 0),
+        };
+        t.replace_time(Time::from_hms(hour, minute, 0).unwrap_or(Time::MIDNIGHT))
+    }
+
+    /// The first instant of the first bucket starting at or after `t`.
+    pub fn ceil(self, t: OffsetDateTime) -> OffsetDateTime {
+        let floor = self.floor(t);
+        if floor == t {
+            floor
+        } else {
+            floor + self.duration()
+        }
+    }
+
+    /// One bucket's length.
+    pub fn duration(self) -> Duration {
+        Duration::seconds(self.seconds())
+    }
+}
+
+/// The sums of a byte count's high and low 32 bits over some rows; joined
+/// into the exact total by [`Halves::total`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Halves {
+    pub high: i64,
+    pub low: i64,
+}
+
+impl Halves {
+    /// Adds one row's count.
+    pub fn add(&mut self, count: u64) {
+        let count = i64::try_from(count).unwrap_or(i64::MAX);
+        self.high += count >> 32;
+        self.low += count & 0xFFFF_FFFF;
+    }
+
+    /// The exact total; `None` when it is negative, which no byte count is.
+    pub fn total(self) -> Option<u128> {
+        u128::try_from((i128::from(self.high) << 32) + i128::from(self.low)).ok()
+    }
+}
+
+/// What a batch adds to one rollup row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RollupDelta {
+    pub api_key_id: i64,
+    pub bucket_start: OffsetDateTime,
+    pub outcome: &'static str,
+    pub requests: i64,
+    pub request_bytes: Halves,
+    pub response_bytes: Halves,
+}
+
+/// What `records` (new rows, each counted once) add to the rollups of
+/// `grain`, ordered by (key, bucket, outcome): the one lock order every
+/// batch takes the rollup rows in. A record whose time no store can hold is
+/// left out; ingestion has refused it before this.
+pub fn deltas<'a>(
+    records: impl IntoIterator<Item = &'a UsageRecord>,
+    grain: Grain,
+) -> Vec<RollupDelta> {
+    let mut sums: BTreeMap<(i64, OffsetDateTime, &'static str), RollupDelta> = BTreeMap::new();
+    for record in records {
+        let Some(at) = crate::clock::from_unix_ms(record.timestamp_ms) else {
+            continue;
+        };
+        let bucket_start = grain.floor(at);
+        let outcome = record.outcome.as_str();
+        let delta = sums
+            .entry((record.api_key_id, bucket_start, outcome))
+            .or_insert_with(|| RollupDelta {
+                api_key_id: record.api_key_id,
+                bucket_start,
+                outcome,
+                requests: 0,
+                request_bytes: Halves::default(),
+                response_bytes: Halves::default(),
+            });
+        delta.requests += 1;
+        delta.request_bytes.add(record.request_bytes);
+        delta.response_bytes.add(record.response_bytes);
+    }
+    sums.into_values().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+    use tollgate_wire::Outcome;
+
+    fn record(id: &str, key: i64, at: OffsetDateTime, outcome: Outcome, bytes: u64) -> UsageRecord {
+        UsageRecord {
+            request_id: id.into(),
+            api_key_id: key,
+            method: "POST".into(),
+            endpoint: "/proxy/analyze".into(),
+            status_code: outcome.denial_status().unwrap_or(200),
+            outcome,
+            request_bytes: bytes,
+            response_bytes: 2 * bytes,
+            duration_ms: 1,
+            timestamp_ms: crate::clock::to_unix_ms(at),
+        }
+    }
+
+    #[test]
+    fn buckets_start_at_their_first_instant() {
+        let t = datetime!(2026-12-02 03:59:59.999 UTC);
+        assert_eq!(Grain::Minute.floor(t), datetime!(2026-12-02 03:59:00 UTC));
+        assert_eq!(Grain::Hour.floor(t), datetime!(2026-12-02 03:00:00 UTC));
+        assert_eq!(Grain::Day.floor(t), datetime!(2026-12-02 00:00:00 UTC));
+        assert_eq!(Grain::Hour.ceil(t), datetime!(2026-12-02 04:00:00 UTC));
+        let edge = datetime!(2026-12-02 04:00:00 UTC);
+        assert_eq!(Grain::Hour.floor(edge), edge);
+        assert_eq!(Grain::Hour.ceil(edge), edge);
+        assert_eq!(Grain::Day.ceil(edge), datetime!(2026-12-03 00:00:00 UTC));
+        // Another offset is the same instant.
+        let paris = datetime!(2026-12-02 01:30:00 +1);
+        assert_eq!(Grain::Hour.floor(paris), datetime!(2026-12-02 00:00:00 UTC));
+    }
+
+    #[test]
+    fn a_batch_adds_per_key_bucket_and_outcome() {
+        let h = datetime!(2026-12-02 03:00:00 UTC);
+        let batch = [
+            record("a", 2, h, Outcome::Allowed, 10),
+            record("b", 1, h + Duration::minutes(59), Outcome::Allowed, 5),
+            record("c", 1, h + Duration::minutes(60), Outcome::Allowed, 7),
+            record("d", 1, h, Outcome::InvalidApiKey, 0),
+            record(
+                "e",
+                1,
+                h + Duration::seconds(1),
+                Outcome::Allowed,
+                u64::from(u32::MAX) + 2,
+            ),
+        ];
+        let hourly = deltas(&batch, Grain::Hour);
+        let summary: Vec<_> = hourly
+            .iter()
+            .map(|d| {
+                (
+                    d.api_key_id,
+                    d.bucket_start,
+                    d.outcome,
+                    d.requests,
+                    d.request_bytes.total(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (1, h, "allowed", 2, Some(u128::from(u32::MAX) + 7)),
+                (1, h, "invalid_api_key", 1, Some(0)),
+                (1, h + Duration::hours(1), "allowed", 1, Some(7)),
+                (2, h, "allowed", 1, Some(10)),
+            ]
+        );
+        assert_eq!(hourly[0].request_bytes, Halves { high: 1, low: 6 });
+        let daily = deltas(&batch, Grain::Day);
+        assert_eq!(daily.len(), 3);
+        assert_eq!(daily[0].requests, 3);
+        assert_eq!(
+            daily[0].response_bytes.total(),
+            Some(2 * (u128::from(u32::MAX) + 14))
+        );
+    }
+
+    #[test]
+    fn halves_join_exactly_past_64_bits() {
+        let mut sum = Halves::default();
+        for _ in 0..3 {
+            sum.add(i64::MAX as u64);
+        }
+        assert_eq!(sum.total(), Some(3 * i64::MAX as u128));
+        assert_eq!(Halves { high: -1, low: 0 }.total(), None);
+    }
+}
