@@ -20,6 +20,11 @@ pub const CONSOLE_JS: &str = include_str!("../../console/console.js");
 /// The console's style sheet (the login page's too, so served without a session).
 pub const CONSOLE_CSS: &str = include_str!("../../console/console.css");
 
+/// The console's icon (a browser asks for one; without it, a 404 in its log).
+pub const FAVICON_SVG: &str = "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 16 16\">\
+     <rect width=\"16\" height=\"16\" rx=\"3\" fill=\"#1b2631\"/>\
+     <path d=\"M4 4h8v2H9v6H7V6H4z\" fill=\"#d6eaf8\"/></svg>";
+
 /// Where the console's pages may load anything from: only the sidecar
 /// itself; no inline script or style, no frames, forms posting back only.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
@@ -58,6 +63,7 @@ pub async fn asset(
 ) -> Response {
     let (content_type, body): (&str, &[u8]) = match name.as_str() {
         "console.css" => ("text/css; charset=utf-8", CONSOLE_CSS.as_bytes()),
+        "favicon.svg" => ("image/svg+xml", FAVICON_SVG.as_bytes()),
         "console.js" => ("text/javascript; charset=utf-8", CONSOLE_JS.as_bytes()),
         "chart.umd.min.js" => ("text/javascript; charset=utf-8", CHART_JS),
         _ => return ApiError::NoRoute.into_response(),

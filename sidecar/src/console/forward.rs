@@ -41,8 +41,10 @@ pub async fn to_admin_api(state: &AppState, admin_api: Router, request: Request)
     };
     let (parts, body) = request.into_parts();
     let mut inner = Request::new(Body::new(body));
+    // Nothing of the outer request's extensions: its path parameters would
+    // be taken for the admin route's own. The admin route applies axum's
+    // default body limit (2 MiB), far above any console call.
     *inner.method_mut() = parts.method;
-    *inner.extensions_mut() = parts.extensions;
     let Ok(uri) = path.parse() else {
         return ApiError::NoRoute.into_response();
     };

@@ -52,6 +52,7 @@ pub fn render(page: Page, csrf_token: &str) -> String {
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <meta name="tollgate-csrf" content="{csrf}">
 <title>{title} · tollgate console</title>
+<link rel="icon" href="/console/assets/favicon.svg">
 <link rel="stylesheet" href="/console/assets/console.css">
 <script src="/console/assets/chart.umd.min.js" defer></script>
 <script src="/console/assets/console.js" defer></script>
@@ -93,6 +94,7 @@ pub fn login(message: Option<&str>, form: bool) -> String {
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>Log in · tollgate console</title>
+<link rel="icon" href="/console/assets/favicon.svg">
 <link rel="stylesheet" href="/console/assets/console.css">
 </head>
 <body data-page="login">
