@@ -522,6 +522,7 @@ tollgate is up:
   sidecar   {stack.sidecar_url}   database {stack.sidecar_env.get('DATABASE_URL', '.tollgate/ (SQLite)')}
   ai-server {stack.ai_server_url}
   envoy admin {stack.envoy_admin}
+  console   {stack.sidecar_url}/console   (log in with TOLLGATE_ADMIN_TOKEN from the secrets file)
 logs: {stack.logs}/{{sidecar,ai-server,envoy,envoy-access}}.log
 secrets: {state_dir / 'secrets.env'}  (`source` it to mint tokens and use the admin API)
 
