@@ -50,6 +50,26 @@ fn request(
     .expect("request")
 }
 
+/// A GET with the session `cookie`.
+async fn read(h: &Harness, path: &str, cookie: &str) -> Reply {
+    h.send(request(Method::GET, path, Some(cookie), None, None, None))
+        .await
+}
+
+/// A POST without a body from the console's origin, with the session
+/// `cookie` and `csrf` if given.
+async fn act(h: &Harness, path: &str, cookie: &str, csrf: Option<&str>) -> Reply {
+    h.send(request(
+        Method::POST,
+        path,
+        Some(cookie),
+        csrf,
+        Some(ORIGIN),
+        None,
+    ))
+    .await
+}
+
 /// Logs in with `token`; the answer.
 async fn login_with(h: &Harness, token: &str, origin: Option<&str>) -> Reply {
     let mut builder = Request::post("/console/login")
@@ -81,16 +101,7 @@ async fn logged_in(h: &Harness) -> (String, String) {
         "the cookie is never the token"
     );
     let cookie = set_cookie.split(';').next().unwrap().to_string();
-    let page = h
-        .send(request(
-            Method::GET,
-            "/console",
-            Some(&cookie),
-            None,
-            None,
-            None,
-        ))
-        .await;
+    let page = read(h, "/console", &cookie).await;
     assert_eq!(page.status, StatusCode::OK);
     let html = page.text();
     let csrf = html
@@ -185,16 +196,7 @@ async fn login_needs_the_admin_token_from_the_consoles_own_origin() {
         assert!(cross.headers.get(header::SET_COOKIE).is_none());
     }
     let (cookie, _) = logged_in(&h).await;
-    let again = h
-        .send(request(
-            Method::GET,
-            "/console/login",
-            Some(&cookie),
-            None,
-            None,
-            None,
-        ))
-        .await;
+    let again = read(&h, "/console/login", &cookie).await;
     assert_eq!(
         again.status,
         StatusCode::SEE_OTHER,
@@ -228,16 +230,7 @@ async fn actions_need_the_csrf_token_and_the_consoles_origin() {
             .await
             .expect_error(StatusCode::FORBIDDEN, "csrf_refused");
     }
-    let list = h
-        .send(request(
-            Method::GET,
-            "/console/api/keys",
-            Some(&cookie),
-            None,
-            None,
-            None,
-        ))
-        .await;
+    let list = read(&h, "/console/api/keys", &cookie).await;
     assert_eq!(
         list.json()["keys"],
         json!([]),
@@ -263,93 +256,40 @@ async fn actions_need_the_csrf_token_and_the_consoles_origin() {
     .expect_error(StatusCode::BAD_REQUEST, "invalid_request");
 
     let revoke = format!("/console/api/keys/{id}/revoke");
-    h.send(request(
-        Method::POST,
-        &revoke,
-        Some(&cookie),
-        None,
-        Some(ORIGIN),
-        None,
-    ))
-    .await
-    .expect_error(StatusCode::FORBIDDEN, "csrf_refused");
-    let revoked = h
-        .send(request(
-            Method::POST,
-            &revoke,
-            Some(&cookie),
-            Some(&csrf),
-            Some(ORIGIN),
-            None,
-        ))
-        .await;
+    act(&h, &revoke, &cookie, None)
+        .await
+        .expect_error(StatusCode::FORBIDDEN, "csrf_refused");
+    let revoked = act(&h, &revoke, &cookie, Some(&csrf)).await;
     assert_eq!(revoked.status, StatusCode::OK, "{}", revoked.text());
     assert_eq!(revoked.json()["key"]["status"], "REVOKED");
-    let listed = h
-        .send(request(
-            Method::GET,
-            "/console/api/keys",
-            Some(&cookie),
-            None,
-            None,
-            None,
-        ))
-        .await
-        .text();
+    let listed = read(&h, "/console/api/keys", &cookie).await.text();
     assert!(
         !listed.contains(created["key"].as_str().unwrap()),
         "the plaintext is shown once"
     );
 
-    let series = h
-        .send(request(
-            Method::GET,
-            &format!("/console/api/keys/{id}/usage/series?window=day"),
-            Some(&cookie),
-            None,
-            None,
-            None,
-        ))
-        .await;
+    let series = read(
+        &h,
+        &format!("/console/api/keys/{id}/usage/series?window=day"),
+        &cookie,
+    )
+    .await;
     assert_eq!(series.status, StatusCode::OK, "{}", series.text());
     assert_eq!(series.json()["points"].as_array().unwrap().len(), 24);
 
     // Logging out is an action too; afterwards the session is gone.
-    h.send(request(
-        Method::POST,
-        "/console/logout",
-        Some(&cookie),
-        None,
-        Some(ORIGIN),
-        None,
-    ))
-    .await
-    .expect_error(StatusCode::FORBIDDEN, "csrf_refused");
-    let out = h
-        .send(request(
-            Method::POST,
-            "/console/logout",
-            Some(&cookie),
-            Some(&csrf),
-            Some(ORIGIN),
-            None,
-        ))
-        .await;
+    act(&h, "/console/logout", &cookie, None)
+        .await
+        .expect_error(StatusCode::FORBIDDEN, "csrf_refused");
+    let out = act(&h, "/console/logout", &cookie, Some(&csrf)).await;
     assert_eq!(out.status, StatusCode::OK);
     assert!(out.headers[header::SET_COOKIE]
         .to_str()
         .unwrap()
         .contains("Max-Age=0"));
-    h.send(request(
-        Method::GET,
-        "/console/api/keys",
-        Some(&cookie),
-        None,
-        None,
-        None,
-    ))
-    .await
-    .expect_error(StatusCode::UNAUTHORIZED, "session_required");
+    read(&h, "/console/api/keys", &cookie)
+        .await
+        .expect_error(StatusCode::UNAUTHORIZED, "session_required");
 }
 
 #[tokio::test]
@@ -362,9 +302,7 @@ async fn pages_and_assets_come_only_from_the_sidecar() {
         "/console/gateway",
         "/console/login",
     ] {
-        let reply = h
-            .send(request(Method::GET, path, Some(&cookie), None, None, None))
-            .await;
+        let reply = read(&h, path, &cookie).await;
         let policy = reply.headers[header::CONTENT_SECURITY_POLICY]
             .to_str()
             .unwrap();
@@ -375,32 +313,14 @@ async fn pages_and_assets_come_only_from_the_sidecar() {
         assert_eq!(reply.headers[header::CACHE_CONTROL], "no-store", "{path}");
         assert_eq!(reply.headers[header::X_FRAME_OPTIONS], "DENY", "{path}");
     }
-    let chart = h
-        .send(request(
-            Method::GET,
-            "/console/assets/chart.umd.min.js",
-            Some(&cookie),
-            None,
-            None,
-            None,
-        ))
-        .await;
+    let chart = read(&h, "/console/assets/chart.umd.min.js", &cookie).await;
     assert_eq!(chart.status, StatusCode::OK);
     assert!(
         chart.text().starts_with("/*!\n * Chart.js v4."),
         "Chart.js from npm is embedded"
     );
     assert_eq!(
-        h.send(request(
-            Method::GET,
-            "/console/assets/other.js",
-            Some(&cookie),
-            None,
-            None,
-            None
-        ))
-        .await
-        .status,
+        read(&h, "/console/assets/other.js", &cookie).await.status,
         StatusCode::NOT_FOUND
     );
 }
@@ -409,17 +329,7 @@ async fn pages_and_assets_come_only_from_the_sidecar() {
 async fn live_figures_say_when_envoy_cannot_be_read() {
     let mut h = Harness::new(Backend::Sqlite).await;
     let (cookie, _) = logged_in(&h).await;
-    let figures = h
-        .send(request(
-            Method::GET,
-            "/console/api/gateway",
-            Some(&cookie),
-            None,
-            None,
-            None,
-        ))
-        .await
-        .json();
+    let figures = read(&h, "/console/api/gateway", &cookie).await.json();
     assert_eq!(figures["envoy"]["configured"], false);
     assert!(figures["sidecar"]
         .as_array()
@@ -434,17 +344,7 @@ async fn live_figures_say_when_envoy_cannot_be_read() {
         .with_envoy_admin(Some(EnvoyAdmin::parse("http://127.0.0.1:1").unwrap()));
     h.app = sidecar::app::router(h.state.clone());
     let (cookie, _) = logged_in(&h).await;
-    let figures = h
-        .send(request(
-            Method::GET,
-            "/console/api/gateway",
-            Some(&cookie),
-            None,
-            None,
-            None,
-        ))
-        .await
-        .json();
+    let figures = read(&h, "/console/api/gateway", &cookie).await.json();
     assert_eq!(figures["envoy"]["configured"], true);
     assert_eq!(figures["envoy"]["url"], "http://127.0.0.1:1");
     assert!(
@@ -474,17 +374,7 @@ async fn the_key_list_shows_each_keys_last_use(backend: Backend) {
     assert_eq!(h.ingest(&json!([late, early])).await.status, StatusCode::OK);
 
     let (cookie, _) = logged_in(&h).await;
-    let uses = h
-        .send(request(
-            Method::GET,
-            "/console/api/last-use",
-            Some(&cookie),
-            None,
-            None,
-            None,
-        ))
-        .await
-        .json();
+    let uses = read(&h, "/console/api/last-use", &cookie).await.json();
     assert_eq!(uses[0], json!({"key_id": 1, "last_used_at": null}));
     let shown = sidecar::clock::parse_rfc3339(uses[1]["last_used_at"].as_str().unwrap()).unwrap();
     let expected = sidecar::clock::from_unix_ms(late["timestamp_ms"].as_u64().unwrap()).unwrap();

@@ -45,15 +45,8 @@ pub fn render(page: Page, csrf_token: &str) -> String {
         _ => String::new(),
     };
     format!(
-        r#"<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
+        r#"{head}
 <meta name="tollgate-csrf" content="{csrf}">
-<title>{title} · tollgate console</title>
-<link rel="icon" href="/console/assets/favicon.svg">
-<link rel="stylesheet" href="/console/assets/console.css">
 <script src="/console/assets/chart.umd.min.js" defer></script>
 <script src="/console/assets/console.js" defer></script>
 </head>
@@ -67,8 +60,8 @@ pub fn render(page: Page, csrf_token: &str) -> String {
 </body>
 </html>
 "#,
+        head = head(&page.title()),
         csrf = escape(csrf_token),
-        title = escape(&page.title()),
         page = page.name(),
         main = page.main(),
     )
@@ -88,14 +81,7 @@ pub fn login(message: Option<&str>, form: bool) -> String {
         ""
     };
     format!(
-        r#"<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Log in · tollgate console</title>
-<link rel="icon" href="/console/assets/favicon.svg">
-<link rel="stylesheet" href="/console/assets/console.css">
+        r#"{head}
 </head>
 <body data-page="login">
 <main class="login">
@@ -105,7 +91,23 @@ pub fn login(message: Option<&str>, form: bool) -> String {
 </main>
 </body>
 </html>
-"#
+"#,
+        head = head("Log in"),
+    )
+}
+
+/// The start of every page's `<head>`: its title, icon and style sheet.
+fn head(title: &str) -> String {
+    format!(
+        r#"<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{} · tollgate console</title>
+<link rel="icon" href="/console/assets/favicon.svg">
+<link rel="stylesheet" href="/console/assets/console.css">"#,
+        escape(title)
     )
 }
 
