@@ -11,6 +11,8 @@ need() { command -v "$1" >/dev/null 2>&1 || { echo "setup: '$1' not found: $2" >
 need cargo "install Rust with rustup (https://rustup.rs)"
 need rustup "install Rust with rustup (https://rustup.rs)"
 need python3 "install Python 3.11 or newer"
+# The sidecar's build fetches the web console's assets with npm (sidecar/build.rs).
+need npm "install Node.js and npm (Debian: apt-get install nodejs npm)"
 
 if ! rustup target list --installed | grep -qx wasm32-wasip1; then
     echo "setup: adding the wasm32-wasip1 target"
