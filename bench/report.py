@@ -30,6 +30,8 @@ TARGETS = {
     "gate_cached_p99_added_ms": ("<=", 0.50),
     "gate_cold_p50_added_ms": ("<=", 1.5),
     "ingest_mysql_rows_per_s": (">=", 20000),
+    "summary_10m_rows_p50_ms": ("<=", 50),
+    "ingest_mysql_10m_ledger_rows_per_s": (">=", 20000),
     "envoy_rss_added_mb": ("<=", 30),
 }
 
@@ -190,13 +192,26 @@ def markdown(results: dict) -> str:
             lines.append(f"| {row['backend']} | {row['clients']} | "
                          f"{_fmt(row['requests_per_sec'], 0)} | {_fmt(row['p50_ms'])} | "
                          f"{_fmt(row['p99_ms'])} |")
+    summary = results.get("sidecar", {}).get("summary")
+    if summary:
+        lines += ["", f"| admin reads over {summary['usage_rows']:,} usage rows "
+                  f"({summary['keys']} keys, {summary['days']} days; rollups "
+                  f"{summary['hourly_rows']:,} hourly + {summary['daily_rows']:,} daily rows) "
+                  "| p50 ms | p99 ms |", "| --- | ---: | ---: |"]
+        for q in summary["queries"]:
+            lines.append(f"| {q['name']}: `{q['path']}` | {_fmt(q['p50_ms'])} | "
+                         f"{_fmt(q['p99_ms'])} |")
+        lines.append(f"| the same summary as a scan of `usage_log` (before the rollups), "
+                     f"once | {_fmt(summary['detail_scan_ms'], 0)} | |")
+        lines.append(f"| filling the rows (bulk SQL) / `tollgate migrate` rolling them up | "
+                     f"{_fmt(summary['fill_seconds'], 1)} s | {_fmt(summary['migrate_seconds'], 1)} s |")
     lines += ["", "| ratio (paired per round) | value | target | |", "| --- | ---: | ---: | --- |"]
     t = results["targets"]
     for name, value in results["ratios"].items():
         target = t.get(name)
         mark = "" if target is None else {True: "met", False: "**MISSED**",
                                           None: "not measured"}[target["met"]]
-        digits = 0 if name.endswith("rows_per_s") else 3
+        digits = 0 if name.endswith("rows_per_s") else 2 if name.startswith("summary") else 3
         lines.append(f"| `{name}` | {_fmt(value, digits)} | "
                      f"{target['target'] if target else ''} | {mark} |")
     usage = t["usage_rows_found == usage_rows_expected"]

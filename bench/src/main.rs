@@ -8,6 +8,11 @@
 //! - key verification: latency (p50/p99) and requests/s at 16 concurrent
 //!   clients, each on its own keep-alive connection (cache misses of the filter).
 //!
+//! - usage summaries and series over a ledger of `--summary-rows` (10M)
+//!   rows filled with bulk SQL, answered from the rollups by the real
+//!   sidecar, side by side with the detail scan summaries used to be, and
+//!   the time migration 0003 takes to roll those rows up.
+//!
 //! The same runs against SQLite follow, for comparison. The table goes to
 //! stdout and the figures to `bench/results-sidecar.json`. The load generator
 //! shares the machine with the sidecar and the database: compare figures
@@ -35,6 +40,9 @@ const INTERNAL_TOKEN: &str = "bench-internal-token-0123456789";
 
 /// Targets on the reference 2-core machine (issue 2).
 const TARGET_INGEST_ROWS_PER_SEC: f64 = 20_000.0;
+/// A summary over 10M usage rows (issue 13).
+const TARGET_SUMMARY_P50_MS: f64 = 50.0;
+const ADMIN_TOKEN: &str = "bench-admin-token-0123456789";
 const TARGET_VERIFY_P50_MS: f64 = 1.0;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -76,6 +84,12 @@ struct Args {
     /// Skip the SQLite comparison.
     #[arg(long)]
     skip_sqlite: bool,
+    /// Usage rows of the summary phase's ledger (0 skips the phase).
+    #[arg(long, env = "BENCH_SUMMARY_ROWS", default_value_t = 10_000_000)]
+    summary_rows: u64,
+    /// Requests per measured summary or series query.
+    #[arg(long, default_value_t = 40)]
+    summary_queries: usize,
 }
 
 /// A `tollgate serve` child process, stopped with SIGTERM when dropped.
@@ -93,7 +107,7 @@ impl Sidecar {
             .args(["serve", "--listen", &addr.to_string()])
             .env("DATABASE_URL", database_url)
             .env("TOLLGATE_INTERNAL_TOKEN", INTERNAL_TOKEN)
-            .env_remove("TOLLGATE_ADMIN_TOKEN")
+            .env("TOLLGATE_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(log)
@@ -169,6 +183,14 @@ impl Conn {
     async fn get(&mut self, path: &str) -> Result<(StatusCode, Bytes), BoxError> {
         let request = Request::get(path)
             .header(header::HOST, "localhost")
+            .body(Full::new(Bytes::new()))?;
+        self.send(request).await
+    }
+
+    async fn get_admin(&mut self, path: &str) -> Result<(StatusCode, Bytes), BoxError> {
+        let request = Request::get(path)
+            .header(header::HOST, "localhost")
+            .header(header::AUTHORIZATION, format!("Bearer {ADMIN_TOKEN}"))
             .body(Full::new(Bytes::new()))?;
         self.send(request).await
     }
@@ -405,6 +427,258 @@ fn create_key(bin: &Path, database_url: &str, dir: &Path) -> Result<(i64, String
     Ok((id, key_hash_hex(key.as_bytes())))
 }
 
+/// Keys, denial codes and days the summary phase's ledger spreads over.
+const SUMMARY_KEYS: u64 = 100;
+const SUMMARY_DAYS: u64 = 30;
+
+/// Latency of one admin query, asked `queries` times in a row after two
+/// unmeasured ones.
+#[derive(Debug, Clone, serde::Serialize)]
+struct QueryResult {
+    name: String,
+    path: String,
+    queries: usize,
+    p50_ms: f64,
+    p99_ms: f64,
+    reply_bytes: usize,
+}
+
+/// The summary phase's figures.
+#[derive(Debug, Clone, serde::Serialize)]
+struct SummaryPhase {
+    usage_rows: u64,
+    keys: u64,
+    days: u64,
+    fill_seconds: f64,
+    /// `tollgate migrate` applying 0003 to the filled ledger: the created_at
+    /// index and the backfill of both rollups.
+    migrate_seconds: f64,
+    hourly_rows: i64,
+    daily_rows: i64,
+    /// The summary as it was read before the rollups: one scan of usage_log.
+    detail_scan_ms: f64,
+    queries: Vec<QueryResult>,
+    /// Ingestion into this ledger, rollups on (one key, so every batch adds
+    /// to the same two rollup rows: the most contended case).
+    ingest: IngestResult,
+}
+
+async fn time_queries(
+    addr: SocketAddr,
+    name: &str,
+    path: &str,
+    queries: usize,
+) -> Result<(QueryResult, Value), BoxError> {
+    let mut conn = Conn::open(addr).await?;
+    let mut latencies = Vec::with_capacity(queries);
+    let mut last = Bytes::new();
+    for i in 0..queries + 2 {
+        let sent = Instant::now();
+        let (status, body) = conn.get_admin(path).await?;
+        let elapsed = sent.elapsed().as_secs_f64() * 1000.0;
+        if status != StatusCode::OK {
+            return Err(format!(
+                "{path} answered {status}: {}",
+                String::from_utf8_lossy(&body)
+            )
+            .into());
+        }
+        if i >= 2 {
+            latencies.push(elapsed);
+        }
+        last = body;
+    }
+    latencies.sort_by(f64::total_cmp);
+    let result = QueryResult {
+        name: name.into(),
+        path: path.into(),
+        queries,
+        p50_ms: quantile(&latencies, 0.50),
+        p99_ms: quantile(&latencies, 0.99),
+        reply_bytes: last.len(),
+    };
+    Ok((result, serde_json::from_slice(&last)?))
+}
+
+/// Fills a fresh database with `args.summary_rows` usage rows over
+/// [`SUMMARY_KEYS`] keys and [`SUMMARY_DAYS`] days (5% denials of three
+/// codes) with bulk SQL, as the ledger stood before migration 0003; runs
+/// `tollgate migrate` (timed), then asks the real sidecar for summaries and
+/// series, and checks the all-time summary against a scan of usage_log.
+async fn run_summary_phase(
+    bin: &Path,
+    server: &str,
+    scratch: &Path,
+    args: &Args,
+) -> Result<SummaryPhase, BoxError> {
+    let database = format!("{}_summary", args.database);
+    let mut admin = MySqlConnection::connect(server).await?;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS `{database}`"))
+        .execute(&mut admin)
+        .await?;
+    sqlx::query(&format!("CREATE DATABASE `{database}`"))
+        .execute(&mut admin)
+        .await?;
+    let url = format!("{server}/{database}");
+    let migrate = |what: &str| -> Result<f64, BoxError> {
+        let started = Instant::now();
+        let out = Command::new(bin)
+            .arg("migrate")
+            .env("DATABASE_URL", &url)
+            .current_dir(scratch)
+            .output()?;
+        if !out.status.success() {
+            return Err(format!("{what}: {}", String::from_utf8_lossy(&out.stderr)).into());
+        }
+        Ok(started.elapsed().as_secs_f64())
+    };
+    migrate("tollgate migrate")?;
+    let mut db = MySqlConnection::connect(&url).await?;
+    // Back to the schema before the rollups, so that `tollgate migrate`
+    // rolls up a ledger that is already full, as an upgrade does.
+    for sql in [
+        "DROP TABLE usage_hourly, usage_daily",
+        "DROP INDEX ix_usage_log_created ON usage_log",
+        "DELETE FROM _sqlx_migrations WHERE version = 3",
+    ] {
+        sqlx::query(sql).execute(&mut db).await?;
+    }
+    sqlx::query(&format!(
+        "INSERT INTO api_keys (name, prefix, key_hash, status, created_at) \
+         SELECT CONCAT('bench-', seq), 'tg_bench0', SHA2(seq, 256), 'ACTIVE', NOW(3) \
+         FROM seq_1_to_{SUMMARY_KEYS}"
+    ))
+    .execute(&mut db)
+    .await?;
+    let started = Instant::now();
+    let chunk = 1_000_000u64;
+    let span_s = SUMMARY_DAYS * 86_400 - 3_600;
+    let mut first = 0;
+    while first < args.summary_rows {
+        let last = (first + chunk).min(args.summary_rows) - 1;
+        // MariaDB's sequence engine (seq_<from>_to_<to>) numbers the rows.
+        sqlx::query(&format!(
+            "INSERT INTO usage_log (request_id, api_key_id, method, endpoint, status_code, \
+             outcome, request_bytes, response_bytes, duration_ms, created_at) \
+             SELECT CONCAT('fill-', seq), 1 + seq % {SUMMARY_KEYS}, 'POST', '/proxy/analyze', \
+             IF(seq % 20 = 7, 401, IF(seq % 20 = 13, 403, 200)), \
+             CASE seq % 60 WHEN 7 THEN 'invalid_signature' WHEN 27 THEN 'token_expired' \
+             WHEN 47 THEN 'invalid_signature' ELSE IF(seq % 20 = 13, 'revoked_api_key', \
+             IF(seq % 20 = 7, 'token_expired', 'allowed')) END, \
+             512 + seq % 64, 96 + seq % 1000, 3, \
+             UTC_TIMESTAMP(3) - INTERVAL ((seq * 7919) % {span_s}) SECOND \
+             FROM seq_{first}_to_{last}"
+        ))
+        .execute(&mut db)
+        .await?;
+        first = last + 1;
+    }
+    let fill_seconds = started.elapsed().as_secs_f64();
+    println!(
+        "summary phase: {} usage rows filled in {fill_seconds:.1} s",
+        args.summary_rows
+    );
+    let migrate_seconds = migrate("tollgate migrate (0003 on the filled ledger)")?;
+    println!("summary phase: migration 0003 (index and rollups) took {migrate_seconds:.1} s");
+    let hourly_rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM usage_hourly")
+        .fetch_one(&mut db)
+        .await?;
+    let daily_rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM usage_daily")
+        .fetch_one(&mut db)
+        .await?;
+
+    // The summary as it was computed before the rollups, for the ratio and
+    // as the check of the rollups.
+    let started = Instant::now();
+    let scanned: Vec<(i64, String, i64, i64, i64)> = sqlx::query_as(
+        "SELECT api_key_id, outcome, COUNT(*), CAST(SUM(request_bytes) AS SIGNED), \
+         CAST(SUM(response_bytes) AS SIGNED) FROM usage_log \
+         GROUP BY api_key_id, outcome ORDER BY api_key_id, outcome",
+    )
+    .fetch_all(&mut db)
+    .await?;
+    let detail_scan_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let _ = db.close().await;
+
+    let sidecar = Sidecar::start(bin, &url, &scratch.join("sidecar-summary.log")).await?;
+    let mut queries = Vec::new();
+    let key = SUMMARY_KEYS / 2;
+    for (name, path) in [
+        (
+            "summary, all keys, all time",
+            "/v1/usage/summary".to_string(),
+        ),
+        (
+            "summary, all keys, since 7d",
+            "/v1/usage/summary?since=7d".to_string(),
+        ),
+        (
+            "summary, one key, all time",
+            format!("/v1/usage/summary?key={key}"),
+        ),
+        (
+            "summary, one key, since 24h",
+            format!("/v1/usage/summary?key={key}&since=24h"),
+        ),
+        (
+            "series 30d (daily rollups)",
+            format!("/v1/keys/{key}/usage/series?window=30d"),
+        ),
+        (
+            "series day (hourly rollups)",
+            format!("/v1/keys/{key}/usage/series?window=day"),
+        ),
+        (
+            "series hour (usage_log)",
+            format!("/v1/keys/{key}/usage/series?window=hour"),
+        ),
+    ] {
+        let (result, body) = time_queries(sidecar.addr, name, &path, args.summary_queries).await?;
+        if path == "/v1/usage/summary" {
+            let rows: Vec<(i64, String, i64, u128, u128)> = body["rows"]
+                .as_array()
+                .ok_or("the summary has no rows")?
+                .iter()
+                .map(|r| {
+                    (
+                        r["api_key_id"].as_i64().unwrap_or(-1),
+                        r["outcome"].as_str().unwrap_or("").to_string(),
+                        r["requests"].as_i64().unwrap_or(-1),
+                        r["request_bytes"].as_u64().map_or(0, u128::from),
+                        r["response_bytes"].as_u64().map_or(0, u128::from),
+                    )
+                })
+                .collect();
+            let expected: Vec<(i64, String, i64, u128, u128)> = scanned
+                .iter()
+                .map(|(k, o, n, rq, rs)| (*k, o.clone(), *n, *rq as u128, *rs as u128))
+                .collect();
+            if rows != expected {
+                return Err("the summary from the rollups differs from a scan of usage_log".into());
+            }
+        }
+        queries.push(result);
+    }
+    let ingest = run_ingest("mysql, 10M-row ledger", sidecar.addr, 1, args).await?;
+    drop(sidecar);
+    sqlx::query(&format!("DROP DATABASE IF EXISTS `{database}`"))
+        .execute(&mut admin)
+        .await?;
+    let _ = admin.close().await;
+    Ok(SummaryPhase {
+        usage_rows: args.summary_rows,
+        keys: SUMMARY_KEYS,
+        days: SUMMARY_DAYS,
+        fill_seconds,
+        migrate_seconds,
+        hourly_rows,
+        daily_rows,
+        detail_scan_ms,
+        queries,
+        ingest,
+    })
+}
+
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -476,6 +750,11 @@ async fn run(args: Args) -> Result<(), BoxError> {
     let verify_mysql = run_verify("mysql", sidecar.addr, &key_hash, &args).await?;
     drop(sidecar);
     let _ = admin.close().await;
+    let summary = if args.summary_rows > 0 {
+        Some(run_summary_phase(&bin, &server, &scratch, &args).await?)
+    } else {
+        None
+    };
 
     let (ingest_sqlite, verify_sqlite) = if args.skip_sqlite {
         (None, None)
@@ -526,6 +805,31 @@ async fn run(args: Args) -> Result<(), BoxError> {
             r.p99_ms
         );
     }
+    if let Some(phase) = &summary {
+        println!();
+        println!(
+            "summaries over {} usage rows ({} keys, {} days; rollups: {} hourly, {} daily rows; \
+             the detail scan took {:.0} ms)",
+            phase.usage_rows,
+            phase.keys,
+            phase.days,
+            phase.hourly_rows,
+            phase.daily_rows,
+            phase.detail_scan_ms
+        );
+        for q in &phase.queries {
+            println!("{:<34} {:>10.2}ms {:>10.2}ms", q.name, q.p50_ms, q.p99_ms);
+        }
+        println!(
+            "ingestion into it, rollups on: {:.0} rows/s",
+            phase.ingest.rows_per_sec
+        );
+    }
+    let summary_p50 = summary
+        .as_ref()
+        .and_then(|p| p.queries.first())
+        .map(|q| q.p50_ms);
+    let summary_met = summary_p50.is_some_and(|ms| ms <= TARGET_SUMMARY_P50_MS);
     let ingest_met = ingest_mysql.rows_per_sec >= TARGET_INGEST_ROWS_PER_SEC;
     let verify_met = verify_mysql.p50_ms <= TARGET_VERIFY_P50_MS;
     println!();
@@ -553,7 +857,10 @@ async fn run(args: Args) -> Result<(), BoxError> {
         "seconds_per_phase": args.seconds,
         "ingest": ingest,
         "verify": verify,
+        "summary": summary,
         "targets": {
+            "summary_p50_ms_10m_rows": TARGET_SUMMARY_P50_MS,
+            "summary_met": summary_met,
             "ingest_rows_per_sec_mysql": TARGET_INGEST_ROWS_PER_SEC,
             "verify_p50_ms_mysql": TARGET_VERIFY_P50_MS,
             "ingest_met": ingest_met,
