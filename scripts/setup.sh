@@ -11,6 +11,8 @@ need() { command -v "$1" >/dev/null 2>&1 || { echo "setup: '$1' not found: $2" >
 need cargo "install Rust with rustup (https://rustup.rs)"
 need rustup "install Rust with rustup (https://rustup.rs)"
 need python3 "install Python 3.11 or newer"
+# The sidecar's build fetches the web console's assets with npm (sidecar/build.rs).
+need npm "install Node.js and npm (Debian: apt-get install nodejs npm)"
 
 if ! rustup target list --installed | grep -qx wasm32-wasip1; then
     echo "setup: adding the wasm32-wasip1 target"
@@ -29,5 +31,15 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
     python3 -m venv .venv
     .venv/bin/pip install --quiet --disable-pip-version-check -r scripts/requirements.txt
     echo "$want" > "$stamp"
+fi
+# The web console's browser test drives Debian's chromium (Playwright with the
+# system browser: no browser is downloaded). `make run` does not need it.
+if ! command -v chromium >/dev/null 2>&1; then
+    echo "setup: installing Debian's chromium (for tests/test_console.py)"
+    sudo=; [ "$(id -u)" = 0 ] || sudo=sudo
+    if ! { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium; }; then
+        echo "setup: warning: chromium could not be installed; the console's test will fail until" \
+            "it is (apt-get install chromium)" >&2
+    fi
 fi
 echo "setup: ready ($(.venv/bin/envoy --version | grep -o '1\.[0-9]*\.[0-9]*' | head -1) envoy)"

@@ -197,6 +197,8 @@ class Stack:
             "TOLLGATE_INTERNAL_TOKEN": c.internal_token,
             "TOLLGATE_ADMIN_TOKEN": c.admin_token,
             "TOLLGATE_MASTER_KEY": c.master_key,
+            # The console's live figures: Envoy's admin, read by the sidecar.
+            "TOLLGATE_ENVOY_ADMIN_URL": f"http://127.0.0.1:{c.envoy_admin_port}",
             "DATABASE_URL": self.database_url,
             "RUST_LOG": os.environ.get("RUST_LOG", "info"),
             "TOLLGATE_DRAIN_PERIOD": "0s",
@@ -562,6 +564,7 @@ tollgate is up:
   sidecar   {stack.sidecar_url}   database {stack.sidecar_env.get('DATABASE_URL', '.tollgate/ (SQLite)')}
   ai-server {stack.ai_server_url}
   envoy admin {stack.envoy_admin}
+  console   {stack.sidecar_url}/console   (log in with TOLLGATE_ADMIN_TOKEN from the secrets file)
 logs: {stack.logs}/{{sidecar,ai-server,envoy,envoy-access}}.log
 secrets: {state_dir / 'secrets.env'}  (`source` it to mint tokens and use the admin API)
 

@@ -11,13 +11,15 @@ use tokio::net::TcpListener;
 use tollgate_wire::{CHANGES_PATH, JTI_CLAIM_PATH, USAGE_PATH, VERIFY_PATH};
 
 use crate::config::{ServeConfig, DEFAULT_USAGE_MAX_SKEW};
+use crate::console::gateway::EnvoyAdmin;
+use crate::console::Console;
 use crate::drain::{self, Drain};
 use crate::error::ApiError;
 use crate::extract::MAX_BODY_BYTES;
 use crate::metrics::{self, Metrics};
 use crate::sealed::Keyring;
 use crate::store::Store;
-use crate::{feed, keys, probes, series, usage};
+use crate::{console, feed, keys, probes, series, usage};
 
 /// The secrets requests are checked against.
 #[derive(Clone)]
@@ -54,6 +56,8 @@ pub struct AppState {
     pub usage_max_skew: Duration,
     /// Set once the stop signal arrived (`drain.rs`).
     pub drain: Drain,
+    /// The web console's sessions and where it reads Envoy's figures.
+    pub console: Arc<Console>,
 }
 
 impl AppState {
@@ -67,6 +71,18 @@ impl AppState {
             keyring: Arc::new(Keyring::empty()),
             usage_max_skew: DEFAULT_USAGE_MAX_SKEW,
             drain: Drain::default(),
+            console: Arc::new(Console::default()),
+        }
+    }
+
+    /// The same state, its console reading Envoy's figures from `envoy_admin`.
+    pub fn with_envoy_admin(self, envoy_admin: Option<EnvoyAdmin>) -> Self {
+        AppState {
+            console: Arc::new(Console {
+                envoy_admin,
+                ..Console::default()
+            }),
+            ..self
         }
     }
 
@@ -87,6 +103,16 @@ impl AppState {
     }
 }
 
+/// The admin API's routes (admin bearer token). The console passes its
+/// data calls on keys and usage to these.
+fn admin_routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/keys", post(keys::create).get(keys::list))
+        .route("/v1/keys/{id}/revoke", post(keys::revoke))
+        .route("/v1/keys/{id}/usage/series", get(series::series))
+        .route("/v1/usage/summary", get(usage::summary))
+}
+
 /// Every route of the sidecar, with JSON 404/405 answers, the body size cap,
 /// request metrics and `Connection: close` while draining.
 pub fn router(state: AppState) -> Router {
@@ -98,10 +124,12 @@ pub fn router(state: AppState) -> Router {
         .route(USAGE_PATH, post(usage::ingest))
         .route(CHANGES_PATH, get(feed::changes))
         .route(JTI_CLAIM_PATH, post(feed::claim))
-        .route("/v1/keys", post(keys::create).get(keys::list))
-        .route("/v1/keys/{id}/revoke", post(keys::revoke))
-        .route("/v1/keys/{id}/usage/series", get(series::series))
-        .route("/v1/usage/summary", get(usage::summary))
+        .merge(admin_routes())
+        .merge(console::router(
+            admin_routes()
+                .fallback(|| async { ApiError::NoRoute })
+                .with_state(state.clone()),
+        ))
         .route_layer(axum::middleware::from_fn(metrics::label_route))
         .fallback(|| async { ApiError::NoRoute })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
@@ -148,7 +176,8 @@ pub async fn serve(
         },
     )
     .with_keyring(config.keyring)
-    .with_usage_max_skew(config.usage_max_skew);
+    .with_usage_max_skew(config.usage_max_skew)
+    .with_envoy_admin(config.envoy_admin);
     // What is due goes before the first poll is served: a reader behind
     // the retention is told to reset, not given a change that is due.
     feed::purge_once(&store, config.key_feed_retention).await;

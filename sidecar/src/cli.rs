@@ -82,6 +82,10 @@ pub struct ServeArgs {
     /// out first; then stop gracefully (e.g. 5s; 0s: stop at once).
     #[arg(long, env = "TOLLGATE_DRAIN_PERIOD", default_value = "5s")]
     pub drain_period: String,
+    /// Envoy's admin interface (http://host:port), where the web console
+    /// reads the filter's live figures; unset: the sidecar's own only.
+    #[arg(long, env = "TOLLGATE_ENVOY_ADMIN_URL")]
+    pub envoy_admin_url: Option<String>,
 }
 
 /// `tollgate keys ...`.
@@ -234,7 +238,8 @@ pub async fn run(cli: Cli) -> Result<(), String> {
                 &args.usage_max_skew,
             )?
             .with_key_feed_retention(&args.key_feed_retention)?
-            .with_drain_period(&args.drain_period)?;
+            .with_drain_period(&args.drain_period)?
+            .with_envoy_admin_url(args.envoy_admin_url.as_deref())?;
             crate::app::serve(config, crate::app::shutdown_signal()).await
         }
         Command::Migrate => {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::clock::parse_duration;
 use crate::drain::DEFAULT_DRAIN_PERIOD;
 
+use crate::console::gateway::EnvoyAdmin;
 use crate::sealed::Keyring;
 
 /// Where the embedded default database lives, relative to the working directory.
@@ -137,6 +138,9 @@ pub struct ServeConfig {
     /// How long `/readyz` answers 503 after the stop signal before the
     /// listener closes; see [`DEFAULT_DRAIN_PERIOD`].
     pub drain_period: Duration,
+    /// Envoy's admin interface, where the console reads the filter's
+    /// figures (`TOLLGATE_ENVOY_ADMIN_URL`); `None`: the sidecar's own only.
+    pub envoy_admin: Option<EnvoyAdmin>,
 }
 
 impl ServeConfig {
@@ -147,6 +151,21 @@ impl ServeConfig {
             parse_duration(retention).map_err(|e| format!("--key-feed-retention: {e}"))?;
         Ok(ServeConfig {
             key_feed_retention,
+            ..self
+        })
+    }
+
+    /// The same configuration with the console reading Envoy's figures
+    /// from `url` (`http://host:port`); unset or empty: none.
+    pub fn with_envoy_admin_url(self, url: Option<&str>) -> Result<Self, String> {
+        let envoy_admin = url
+            .map(str::trim)
+            .filter(|u| !u.is_empty())
+            .map(EnvoyAdmin::parse)
+            .transpose()
+            .map_err(|e| format!("--envoy-admin-url: {e}"))?;
+        Ok(ServeConfig {
+            envoy_admin,
             ..self
         })
     }
@@ -198,6 +217,7 @@ impl ServeConfig {
             usage_max_skew,
             key_feed_retention: crate::feed::DEFAULT_RETENTION,
             drain_period: DEFAULT_DRAIN_PERIOD,
+            envoy_admin: None,
         })
     }
 
@@ -216,7 +236,7 @@ impl fmt::Display for ServeConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "listen={} database={} admin_token={} internal_token={} master_key={} usage_max_skew={}s key_feed_retention={}s drain_period={}s",
+            "listen={} database={} admin_token={} internal_token={} master_key={} usage_max_skew={}s key_feed_retention={}s drain_period={}s envoy_admin={}",
             self.listen,
             self.database.masked(),
             mask_secret(self.admin_token.as_deref()),
@@ -225,6 +245,9 @@ impl fmt::Display for ServeConfig {
             self.usage_max_skew.as_secs(),
             self.key_feed_retention.as_secs(),
             self.drain_period.as_secs(),
+            self.envoy_admin
+                .as_ref()
+                .map_or_else(|| "not set".to_string(), EnvoyAdmin::url),
         )
     }
 }

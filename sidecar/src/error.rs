@@ -27,6 +27,10 @@ pub enum ErrorCode {
     Unauthorized,
     /// 401: the admin API is off (no admin token configured).
     AdminApiDisabled,
+    /// 401: a console data call without a live console session.
+    SessionRequired,
+    /// 403: a console action without its CSRF token, or from another origin.
+    CsrfRefused,
     /// 404: no route serves the path.
     NotFound,
     /// 404: no key has the id.
@@ -62,6 +66,8 @@ impl ErrorCode {
             ErrorCode::MalformedJson => "malformed_json",
             ErrorCode::Unauthorized => "unauthorized",
             ErrorCode::AdminApiDisabled => "admin_api_disabled",
+            ErrorCode::SessionRequired => "session_required",
+            ErrorCode::CsrfRefused => "csrf_refused",
             ErrorCode::NotFound => "not_found",
             ErrorCode::KeyNotFound => "key_not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
@@ -79,7 +85,10 @@ impl ErrorCode {
     pub fn status(self) -> StatusCode {
         match self {
             ErrorCode::InvalidRequest | ErrorCode::MalformedJson => StatusCode::BAD_REQUEST,
-            ErrorCode::Unauthorized | ErrorCode::AdminApiDisabled => StatusCode::UNAUTHORIZED,
+            ErrorCode::Unauthorized | ErrorCode::AdminApiDisabled | ErrorCode::SessionRequired => {
+                StatusCode::UNAUTHORIZED
+            }
+            ErrorCode::CsrfRefused => StatusCode::FORBIDDEN,
             ErrorCode::NotFound | ErrorCode::KeyNotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::DuplicateKey => StatusCode::CONFLICT,
@@ -162,6 +171,12 @@ pub enum ApiError {
     WrongCredential(Credential),
     /// The admin API is disabled.
     AdminApiDisabled,
+    /// A console data call without a live console session (none, expired,
+    /// or logged out).
+    SessionRequired,
+    /// A console action refused before it ran: `why` names the missing or
+    /// wrong CSRF token or origin.
+    CsrfRefused(&'static str),
     /// No route serves the path.
     NoRoute,
     /// The route does not take the method.
@@ -224,6 +239,8 @@ impl ApiError {
                 ErrorCode::Unauthorized
             }
             ApiError::AdminApiDisabled => ErrorCode::AdminApiDisabled,
+            ApiError::SessionRequired => ErrorCode::SessionRequired,
+            ApiError::CsrfRefused(_) => ErrorCode::CsrfRefused,
             ApiError::NoRoute => ErrorCode::NotFound,
             ApiError::MethodNotAllowed => ErrorCode::MethodNotAllowed,
             ApiError::KeyNotFound(_) => ErrorCode::KeyNotFound,
@@ -277,6 +294,10 @@ impl fmt::Display for ApiError {
                 "the admin API is disabled: start the sidecar with --admin-token \
                  (or TOLLGATE_ADMIN_TOKEN) to enable it",
             ),
+            ApiError::SessionRequired => {
+                f.write_str("no console session: log in at /console/login with the admin token")
+            }
+            ApiError::CsrfRefused(why) => write!(f, "refused: {why}; nothing was done"),
             ApiError::NoRoute => f.write_str("no such endpoint"),
             ApiError::MethodNotAllowed => f.write_str("this endpoint does not accept this method"),
             ApiError::KeyNotFound(id) => write!(f, "no key has id {id}"),
@@ -371,6 +392,8 @@ mod tests {
             (ApiError::KeyNotFound(7), "key_not_found", 404),
             (ApiError::DuplicateKey, "duplicate_key", 409),
             (ApiError::AdminApiDisabled, "admin_api_disabled", 401),
+            (ApiError::SessionRequired, "session_required", 401),
+            (ApiError::CsrfRefused("no token"), "csrf_refused", 403),
             (
                 ApiError::WrongCredential(Credential::AdminToken),
                 "unauthorized",

@@ -7,6 +7,7 @@
 //! `migrations/<backend>`.
 
 pub mod feed;
+pub mod last_use;
 pub mod mysql;
 pub mod rollup;
 pub mod sql;

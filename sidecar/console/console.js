@@ -1,0 +1,284 @@
+// The tollgate console's script: fills the pages the sidecar serves from its
+// data calls under /console/api. Every action sends the session's CSRF token
+// (from <meta name="tollgate-csrf">) in x-csrf-token. Text from the server is
+// set with textContent, never as markup. Plots are Chart.js (window.Chart,
+// loaded before this script).
+"use strict";
+
+(() => {
+  const csrf = document.querySelector('meta[name="tollgate-csrf"]')?.content ?? "";
+  const page = document.body.dataset.page;
+  const REFRESH_MS = 5000;
+
+  /** A call to the console's API; a 401 (session over) goes to the login page. */
+  async function api(method, path, body) {
+    const init = { method, headers: {}, credentials: "same-origin", cache: "no-store" };
+    if (method !== "GET") init.headers["x-csrf-token"] = csrf;
+    if (body !== undefined) {
+      init.headers["content-type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    const resp = await fetch(path, init);
+    let data = null;
+    try { data = await resp.json(); } catch { data = null; }
+    if (resp.status === 401 && data?.error?.code === "session_required") {
+      location.assign("/console/login");
+    }
+    if (!resp.ok) {
+      const err = new Error(data?.error?.message ?? `the sidecar answered ${resp.status}`);
+      err.status = resp.status;
+      throw err;
+    }
+    return data;
+  }
+
+  /** An element with text content and attributes. */
+  function el(tag, text, attrs = {}) {
+    const node = document.createElement(tag);
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    for (const [name, value] of Object.entries(attrs)) node.setAttribute(name, value);
+    return node;
+  }
+
+  function when(iso) {
+    if (!iso) return "never";
+    const d = new Date(iso);
+    return d.toISOString().replace("T", " ").replace(/\.\d+Z$/, " UTC");
+  }
+
+  const number = new Intl.NumberFormat("en");
+
+  document.getElementById("logout")?.addEventListener("click", async () => {
+    try { await api("POST", "/console/logout"); } finally { location.assign("/console/login"); }
+  });
+
+  // ---- the key list -------------------------------------------------------
+  async function keysPage() {
+    const tbody = document.querySelector("#keys tbody");
+    const error = document.getElementById("keys-error");
+    const dialog = document.getElementById("revoke-dialog");
+    let revoking = null;
+
+    async function load() {
+      try {
+        const [list, uses] = await Promise.all([
+          api("GET", "/console/api/keys"), api("GET", "/console/api/last-use")]);
+        const lastUse = new Map(uses.map((u) => [u.key_id, u.last_used_at]));
+        tbody.replaceChildren(...list.keys.map((key) => row(key, lastUse.get(key.id))));
+        error.textContent = "";
+      } catch (err) {
+        error.textContent = `The key list could not be read: ${err.message}`;
+      }
+    }
+
+    function row(key, lastUsed) {
+      const tr = el("tr", null, { "data-key-id": String(key.id) });
+      const link = el("a", key.name, { href: `/console/keys/${key.id}` });
+      const name = el("td"); name.append(link);
+      const prefix = el("td"); prefix.append(el("code", key.prefix));
+      const status = el("td"); status.append(el("span", key.status, { class: `status ${key.status.toLowerCase()}` }));
+      const actions = el("td");
+      if (key.status !== "REVOKED") {
+        const button = el("button", "Revoke", { type: "button", class: "danger" });
+        button.addEventListener("click", () => {
+          revoking = key;
+          document.getElementById("revoke-name").textContent = `${key.name} (${key.prefix}…)`;
+          dialog.showModal();
+        });
+        actions.append(button);
+      }
+      tr.append(el("td", key.id), name, prefix, status, el("td", "none", { class: "limits" }),
+        el("td", when(lastUsed), { class: "last-use" }), el("td", when(key.created_at)),
+        el("td", key.expires_at ? when(key.expires_at) : "never"),
+        el("td", key.has_signing_secret ? "own" : "shared"), actions);
+      return tr;
+    }
+
+    dialog.addEventListener("close", async () => {
+      const key = revoking;
+      revoking = null;
+      if (dialog.returnValue !== "revoke" || !key) return;
+      try {
+        await api("POST", `/console/api/keys/${key.id}/revoke`);
+      } catch (err) {
+        error.textContent = `Key ${key.id} was not revoked: ${err.message}`;
+      }
+      await load();
+    });
+
+    const created = document.getElementById("created");
+    function forgetCreated() {
+      // The plaintext exists only in this panel; once dismissed it is gone.
+      document.getElementById("created-key").textContent = "";
+      document.getElementById("created-secret").textContent = "";
+      document.getElementById("created-name").textContent = "";
+      created.hidden = true;
+    }
+    document.getElementById("created-done").addEventListener("click", forgetCreated);
+
+    const form = document.getElementById("create-form");
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const createError = document.getElementById("create-error");
+      const fields = new FormData(form);
+      const request = { name: String(fields.get("name") ?? ""), signing_secret: fields.get("signing_secret") === "on" };
+      const expires = String(fields.get("expires_at") ?? "");
+      if (expires) request.expires_at = `${expires.length === 16 ? `${expires}:00` : expires}Z`;
+      try {
+        const key = await api("POST", "/console/api/keys", request);
+        forgetCreated();
+        document.getElementById("created-name").textContent = key.name;
+        document.getElementById("created-key").textContent = key.key;
+        for (const node of document.querySelectorAll(".created-secret")) node.hidden = !key.signing_secret;
+        document.getElementById("created-secret").textContent = key.signing_secret ?? "";
+        created.hidden = false;
+        createError.textContent = "";
+        form.reset();
+      } catch (err) {
+        createError.textContent = `The key was not created: ${err.message}`;
+      }
+      await load();
+    });
+
+    await load();
+    setInterval(load, REFRESH_MS);
+  }
+
+  // ---- one key's plots ----------------------------------------------------
+  const DENIAL_COLOURS = ["#c0392b", "#d35400", "#8e44ad", "#2c3e50", "#16a085", "#7f8c8d", "#b7950b", "#1f618d"];
+
+  function startOf(point) {
+    const s = point.start;
+    if (typeof s === "number") return new Date(s > 1e12 ? s : s * 1000);
+    return new Date(s);
+  }
+
+  function label(date, window) {
+    const iso = date.toISOString();
+    return window === "30d" ? iso.slice(5, 10) : iso.slice(11, 16);
+  }
+
+  function chart(id, type, stacked) {
+    return new window.Chart(document.getElementById(id), {
+      type,
+      data: { labels: [], datasets: [] },
+      options: {
+        animation: false,
+        maintainAspectRatio: false,
+        interaction: { mode: "index", intersect: false },
+        scales: { x: { stacked, ticks: { maxTicksLimit: 12 } }, y: { stacked, beginAtZero: true } },
+        plugins: { legend: { display: true, position: "bottom" } },
+      },
+    });
+  }
+
+  async function keyPage() {
+    const id = document.body.dataset.keyId;
+    const status = document.getElementById("series-status");
+    const charts = {
+      requests: chart("chart-requests", "bar", false),
+      bytes: chart("chart-bytes", "line", false),
+      denials: chart("chart-denials", "bar", true),
+    };
+    let current = "hour";
+
+    try {
+      const list = await api("GET", "/console/api/keys");
+      const key = list.keys.find((k) => String(k.id) === id);
+      document.getElementById("key-title").textContent = key ? `${key.name} (${key.prefix}…)` : id;
+      document.getElementById("key-facts").textContent = key
+        ? `Status ${key.status} · limits: none · created ${when(key.created_at)} · expires ${key.expires_at ? when(key.expires_at) : "never"} · signing secret: ${key.has_signing_secret ? "own" : "shared"}`
+        : "No key has this id.";
+    } catch (err) {
+      document.getElementById("key-facts").textContent = `The key could not be read: ${err.message}`;
+    }
+
+    async function load() {
+      const window = current;
+      let series;
+      try {
+        series = await api("GET", `/console/api/keys/${id}/usage/series?window=${window}`);
+      } catch (err) {
+        status.textContent = err.status === 404 && !err.message.startsWith("no key")
+          ? "This sidecar has no usage series (GET /v1/keys/{id}/usage/series)."
+          : `The usage series could not be read: ${err.message}`;
+        return;
+      }
+      if (window !== current) return;
+      const points = series.points;
+      const labels = points.map((p) => label(startOf(p), window));
+      const codes = [...new Set(points.flatMap((p) => Object.keys(p.denials ?? {})))].sort();
+      charts.requests.data = {
+        labels, datasets: [{ label: "requests", data: points.map((p) => p.requests), backgroundColor: "#2e86c1" }],
+      };
+      charts.bytes.data = {
+        labels,
+        datasets: [
+          { label: "request bytes", data: points.map((p) => p.request_bytes), borderColor: "#1e8449", backgroundColor: "#1e8449", pointRadius: 0 },
+          { label: "response bytes", data: points.map((p) => p.response_bytes), borderColor: "#884ea0", backgroundColor: "#884ea0", pointRadius: 0 },
+        ],
+      };
+      charts.denials.data = {
+        labels,
+        datasets: codes.map((code, i) => ({
+          label: code, data: points.map((p) => p.denials?.[code] ?? 0), backgroundColor: DENIAL_COLOURS[i % DENIAL_COLOURS.length],
+        })),
+      };
+      for (const c of Object.values(charts)) c.update("none");
+      const sum = (f) => points.reduce((acc, p) => acc + f(p), 0);
+      const denials = sum((p) => Object.values(p.denials ?? {}).reduce((a, n) => a + n, 0));
+      document.getElementById("total-requests").textContent = number.format(sum((p) => p.requests));
+      document.getElementById("total-request-bytes").textContent = number.format(sum((p) => p.request_bytes));
+      document.getElementById("total-response-bytes").textContent = number.format(sum((p) => p.response_bytes));
+      document.getElementById("total-denials").textContent = number.format(denials);
+      status.textContent = `${points.length} buckets of ${series.bucket_s} s, ${when(series.from)} to ${when(series.to)}; read ${when(new Date().toISOString())}`;
+      status.dataset.window = window;
+    }
+
+    for (const button of document.querySelectorAll("[data-window]")) {
+      button.addEventListener("click", () => {
+        current = button.dataset.window;
+        for (const b of document.querySelectorAll("[data-window]")) b.setAttribute("aria-pressed", String(b === button));
+        load();
+      });
+    }
+    await load();
+    setInterval(load, REFRESH_MS);
+  }
+
+  // ---- live gateway figures -----------------------------------------------
+  async function gatewayPage() {
+    function fill(table, metrics) {
+      table.querySelector("tbody").replaceChildren(...metrics.map((m) => {
+        const tr = el("tr", null, { "data-metric": m.name });
+        tr.append(el("td", m.name), el("td", m.labels), el("td", m.value, { class: "value" }));
+        return tr;
+      }));
+    }
+    async function load() {
+      const readAt = document.getElementById("gateway-read-at");
+      try {
+        const figures = await api("GET", "/console/api/gateway");
+        const envoy = figures.envoy;
+        const envoyStatus = document.getElementById("envoy-status");
+        if (!envoy.configured) {
+          envoyStatus.textContent = "The sidecar was not told where Envoy's admin is (TOLLGATE_ENVOY_ADMIN_URL).";
+        } else if (envoy.error) {
+          envoyStatus.textContent = `From ${envoy.url}: could not be read (${envoy.error}).`;
+        } else {
+          envoyStatus.textContent = `From ${envoy.url}/stats/prometheus.`;
+        }
+        fill(document.getElementById("envoy-metrics"), envoy.metrics);
+        fill(document.getElementById("sidecar-metrics"), figures.sidecar);
+        readAt.textContent = `Read ${when(figures.read_at)}; refreshed every ${REFRESH_MS / 1000} s.`;
+      } catch (err) {
+        readAt.textContent = `The figures could not be read: ${err.message}`;
+      }
+    }
+    await load();
+    setInterval(load, REFRESH_MS);
+  }
+
+  const pages = { keys: keysPage, key: keyPage, gateway: gatewayPage };
+  pages[page]?.();
+})();

@@ -1,0 +1,217 @@
+//! The console's HTML pages: small shells that the console's script fills
+//! from the data calls. Every value put into them here is one the sidecar
+//! made (a CSRF token in hex, a key id); names and other stored text are set
+//! by the script as text, never as markup.
+
+/// Which page a shell is, for its script (`<body data-page>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Page {
+    Keys,
+    /// One key's usage plots.
+    Key(i64),
+    Gateway,
+}
+
+impl Page {
+    fn name(self) -> &'static str {
+        match self {
+            Page::Keys => "keys",
+            Page::Key(_) => "key",
+            Page::Gateway => "gateway",
+        }
+    }
+
+    fn title(self) -> String {
+        match self {
+            Page::Keys => "Keys".into(),
+            Page::Key(id) => format!("Key {id}"),
+            Page::Gateway => "Gateway".into(),
+        }
+    }
+
+    fn main(self) -> &'static str {
+        match self {
+            Page::Keys => KEYS_MAIN,
+            Page::Key(_) => KEY_MAIN,
+            Page::Gateway => GATEWAY_MAIN,
+        }
+    }
+}
+
+/// The page for a live session whose CSRF token is `csrf_token`.
+pub fn render(page: Page, csrf_token: &str) -> String {
+    let key_id = match page {
+        Page::Key(id) => id.to_string(),
+        _ => String::new(),
+    };
+    format!(
+        r#"{head}
+<meta name="tollgate-csrf" content="{csrf}">
+<script src="/console/assets/chart.umd.min.js" defer></script>
+<script src="/console/assets/console.js" defer></script>
+</head>
+<body data-page="{page}" data-key-id="{key_id}">
+<header>
+<nav><span class="brand">tollgate</span> <a href="/console">Keys</a> <a href="/console/gateway">Gateway</a> <button type="button" id="logout">Log out</button></nav>
+</header>
+<main>
+{main}
+</main>
+</body>
+</html>
+"#,
+        head = head(&page.title()),
+        csrf = escape(csrf_token),
+        page = page.name(),
+        main = page.main(),
+    )
+}
+
+/// The login page, with a line saying why it is shown again, if it is.
+pub fn login(message: Option<&str>, form: bool) -> String {
+    let message = message
+        .map(|m| format!(r#"<p class="error" role="alert">{}</p>"#, escape(m)))
+        .unwrap_or_default();
+    let form = if form {
+        r#"<form method="post" action="/console/login">
+<label>Admin token <input type="password" name="token" autocomplete="current-password" required autofocus></label>
+<button type="submit">Log in</button>
+</form>"#
+    } else {
+        ""
+    };
+    format!(
+        r#"{head}
+</head>
+<body data-page="login">
+<main class="login">
+<h1>tollgate console</h1>
+{message}
+{form}
+</main>
+</body>
+</html>
+"#,
+        head = head("Log in"),
+    )
+}
+
+/// The start of every page's `<head>`: its title, icon and style sheet.
+fn head(title: &str) -> String {
+    format!(
+        r#"<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{} · tollgate console</title>
+<link rel="icon" href="/console/assets/favicon.svg">
+<link rel="stylesheet" href="/console/assets/console.css">"#,
+        escape(title)
+    )
+}
+
+/// Text made safe to put in HTML, in an element or a quoted attribute.
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+const KEYS_MAIN: &str = r#"<h1>Keys</h1>
+<section id="created" class="created" hidden>
+<h2>New key <span id="created-name"></span>: copy it now</h2>
+<p>This is the only time the key is shown. It is stored only as a hash, and cannot be shown again.</p>
+<dl>
+<dt>Key</dt><dd><code id="created-key"></code></dd>
+<dt class="created-secret" hidden>Signing secret</dt><dd class="created-secret" hidden><code id="created-secret"></code></dd>
+</dl>
+<button type="button" id="created-done">I have copied it</button>
+</section>
+<section>
+<h2>Create a key</h2>
+<form id="create-form">
+<label>Name <input name="name" required maxlength="200"></label>
+<label>Expires at (UTC, optional) <input name="expires_at" type="datetime-local"></label>
+<label class="check"><input type="checkbox" name="signing_secret"> its own signing secret</label>
+<button type="submit">Create</button>
+</form>
+<p id="create-error" class="error" role="alert"></p>
+</section>
+<section>
+<h2>All keys</h2>
+<p class="note">Limits: this gateway has no per-key limits yet; every key shows <em>none</em>.</p>
+<table id="keys">
+<thead><tr><th>ID</th><th>Name</th><th>Prefix</th><th>Status</th><th>Limits</th><th>Last use</th><th>Created</th><th>Expires</th><th>Signing secret</th><th></th></tr></thead>
+<tbody></tbody>
+</table>
+<p id="keys-error" class="error" role="alert"></p>
+</section>
+<dialog id="revoke-dialog">
+<form method="dialog">
+<p>Revoke key <strong id="revoke-name"></strong>? Its requests are refused from then on (within the filter's cache lifetime). This cannot be undone.</p>
+<button value="cancel" type="submit">Cancel</button>
+<button value="revoke" type="submit" id="revoke-confirm" class="danger">Revoke</button>
+</form>
+</dialog>"#;
+
+const KEY_MAIN: &str = r#"<h1>Key <span id="key-title"></span></h1>
+<p id="key-facts" class="note"></p>
+<div class="windows">
+<button type="button" data-window="hour" aria-pressed="true">Last hour</button>
+<button type="button" data-window="day" aria-pressed="false">Last day</button>
+<button type="button" data-window="30d" aria-pressed="false">Last 30 days</button>
+</div>
+<p id="series-status" class="note" role="status"></p>
+<table id="series-totals">
+<thead><tr><th>Requests</th><th>Request bytes</th><th>Response bytes</th><th>Denials</th></tr></thead>
+<tbody><tr><td id="total-requests">–</td><td id="total-request-bytes">–</td><td id="total-response-bytes">–</td><td id="total-denials">–</td></tr></tbody>
+</table>
+<section class="chart"><h2>Requests</h2><div class="plot"><canvas id="chart-requests"></canvas></div></section>
+<section class="chart"><h2>Bytes</h2><div class="plot"><canvas id="chart-bytes"></canvas></div></section>
+<section class="chart"><h2>Denials by code</h2><div class="plot"><canvas id="chart-denials"></canvas></div></section>"#;
+
+const GATEWAY_MAIN: &str = r#"<h1>Gateway</h1>
+<p id="gateway-read-at" class="note" role="status"></p>
+<section>
+<h2>Envoy: the filter's figures</h2>
+<p id="envoy-status"></p>
+<table id="envoy-metrics"><thead><tr><th>Metric</th><th>Labels</th><th>Value</th></tr></thead><tbody></tbody></table>
+</section>
+<section>
+<h2>Sidecar</h2>
+<table id="sidecar-metrics"><thead><tr><th>Metric</th><th>Labels</th><th>Value</th></tr></thead><tbody></tbody></table>
+</section>"#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_carry_their_token_and_no_inline_script() {
+        let html = render(Page::Key(7), "abc123");
+        assert!(html.contains(r#"<meta name="tollgate-csrf" content="abc123">"#));
+        assert!(html.contains(r#"data-page="key" data-key-id="7""#));
+        for page in [Page::Keys, Page::Key(1), Page::Gateway] {
+            let html = render(page, "t");
+            assert!(
+                !html.contains("<script>") && !html.contains("style="),
+                "{page:?}"
+            );
+        }
+        assert!(!login(None, true).contains("<script"));
+        assert_eq!(
+            escape(r#"<a href="x">'&'</a>"#),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+        );
+    }
+}

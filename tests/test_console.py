@@ -1,0 +1,258 @@
+"""The operator's web console (``/console`` on the sidecar) in a real browser:
+Debian's headless chromium driven by Playwright, against the tests' stack
+(real Envoy running the filter, the sidecar, the ai-server).
+
+An operator logs in with the admin token, creates a key (its plaintext shown
+once), sends traffic through Envoy with it, watches the key's plots take the
+new data points, reads the gateway's live figures, and revokes the key; a
+POST without the session's CSRF token, or from another origin, is refused.
+A screenshot of every page goes to ``tests/artifacts/console/`` (gitignored).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from gateway import Gateway, assert_error
+
+CHROMIUM = "/usr/bin/chromium"
+ARTEFACTS = Path(__file__).resolve().parent / "artifacts" / "console"
+#: What headless chromium needs on this kind of machine: no sandbox as root,
+#: and none of its background connections to the (closed) network.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--disable-quic",
+                 "--no-first-run"]
+MINTED_KEY = re.compile(r"^tg_[0-9a-f]{40}$")
+OWN_SECRET = re.compile(r"^tgs_[0-9a-f]{64}$")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.fail("PyPI `playwright` is not installed in .venv: run scripts/setup.sh "
+                    "(scripts/requirements.txt pins it)", pytrace=False)
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"Debian's chromium is not installed ({CHROMIUM} is missing): "
+                    "`apt-get install chromium` (scripts/setup.sh installs it)", pytrace=False)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                             args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+class Operator:
+    """One person's browser on the console: a page, what it loaded, what it logged."""
+
+    def __init__(self, browser, console: str):
+        self.console = console
+        self.context = browser.new_context(viewport={"width": 1280, "height": 900})
+        self.page = self.context.new_page()
+        self.page.set_default_timeout(15_000)
+        self.requested: list[str] = []
+        self.problems: list[str] = []
+        self.page.on("request", lambda r: self.requested.append(r.url))
+        self.page.on("console", lambda m: m.type == "error" and self.problems.append(m.text))
+        self.page.on("pageerror", lambda e: self.problems.append(str(e)))
+
+    def screenshot(self, name: str) -> Path:
+        ARTEFACTS.mkdir(parents=True, exist_ok=True)
+        path = ARTEFACTS / f"{name}.png"
+        self.page.screenshot(path=str(path), full_page=True)
+        return path
+
+    def csrf_token(self) -> str:
+        return self.page.locator('meta[name="tollgate-csrf"]').get_attribute("content")
+
+    def chart_sum(self, chart: str, label: str | None = None) -> int:
+        """The sum of a plot's data points (of its dataset ``label``, else the first)."""
+        return self.page.evaluate(
+            """([id, label]) => {
+                const chart = Chart.getChart(id);
+                const sets = chart.data.datasets;
+                const set = label === null ? sets[0] : sets.find((d) => d.label === label);
+                return set ? set.data.reduce((a, b) => a + b, 0) : 0;
+            }""", [chart, label])
+
+    def wait_for(self, what: str, check, timeout: float = 20.0):
+        deadline = time.monotonic() + timeout
+        while True:
+            value = check()
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{what}: not seen within {timeout}s")
+            self.page.wait_for_timeout(250)
+
+    def close(self) -> None:
+        self.context.close()
+
+
+def login(op: Operator, token: str) -> None:
+    op.page.goto(op.console + "/console")
+    assert op.page.url == op.console + "/console/login", "no session: the login page"
+    op.page.fill('input[name="token"]', token)
+    with op.page.expect_navigation():
+        op.page.click('button[type="submit"]')
+
+
+def test_the_console_from_login_to_revocation(browser, sqlite_gateway: Gateway):
+    stack = sqlite_gateway.stack
+    console = stack.sidecar_url
+    op = Operator(browser, console)
+    try:
+        # -- without a session: the login page, and 401 for data calls
+        anonymous = op.context.request
+        resp = anonymous.get(console + "/console/api/keys")
+        assert resp.status == 401 and resp.json()["error"]["code"] == "session_required"
+        resp = anonymous.post(console + "/console/api/keys", data={"name": "x"})
+        assert resp.status == 401
+        login(op, "not-the-admin-token-at-all")
+        assert op.page.url == console + "/console/login"
+        assert "That is not the admin token." in op.page.content()
+        op.screenshot("login")
+        op.problems.clear()  # the browser logs the refused login's 401
+
+        # -- log in: a session cookie (HttpOnly, SameSite=Strict, short), never the token
+        login(op, stack.config.admin_token)
+        op.page.wait_for_url(console + "/console")
+        cookies = {c["name"]: c for c in op.context.cookies()}
+        session = cookies["tollgate_console"]
+        assert session["httpOnly"] and session["sameSite"] == "Strict", session
+        assert 0 < session["expires"] - time.time() <= 30 * 60 + 5, session
+        assert stack.config.admin_token not in session["value"]
+        assert stack.config.admin_token not in op.page.content()
+
+        # -- create a key with its own signing secret: both shown once
+        op.page.fill('#create-form input[name="name"]', "console-e2e")
+        op.page.check('#create-form input[name="signing_secret"]')
+        op.page.click('#create-form button[type="submit"]')
+        op.page.locator("#created").wait_for(state="visible")
+        key = op.page.locator("#created-key").inner_text().strip()
+        secret = op.page.locator("#created-secret").inner_text().strip()
+        stack.remember_key({"key": key, "signing_secret": secret})
+        assert MINTED_KEY.match(key), key
+        assert OWN_SECRET.match(secret), secret
+        row = op.page.locator("#keys tbody tr", has_text="console-e2e")
+        row.wait_for()
+        key_id = int(row.get_attribute("data-key-id"))
+        assert "ACTIVE" in row.inner_text() and row.locator("td.limits").inner_text() == "none"
+        assert row.locator("td.last-use").inner_text() == "never"
+        op.screenshot("keys-created")
+        op.page.click("#created-done")
+        assert op.page.locator("#created").is_hidden()
+        for shown in (op.page.content(),
+                      op.context.request.get(console + "/console/api/keys").text()):
+            assert key not in shown and secret not in shown, "a secret is rendered again"
+        op.page.reload()
+        assert key not in op.page.content() and secret not in op.page.content()
+
+        # -- the key's page: its plots, before traffic
+        op.page.click(f'#keys tbody tr[data-key-id="{key_id}"] a')
+        op.page.wait_for_url(f"{console}/console/keys/{key_id}")
+        status = op.page.locator("#series-status")
+        op.wait_for("the hour's series", lambda: status.get_attribute("data-window") == "hour")
+        assert op.chart_sum("chart-requests") == 0
+        points = op.page.evaluate("Chart.getChart('chart-requests').data.labels.length")
+        assert points > 1, "every bucket of the window is plotted"
+
+        # -- traffic through Envoy: 5 served, 2 refused for a body the token did not sign
+        body = b'{"text": "hello console"}'
+        for _ in range(5):
+            resp = sqlite_gateway.post(body, key, sqlite_gateway.token(body, secret=secret))
+            assert resp.status_code == 200, resp.text
+        for _ in range(2):
+            resp = sqlite_gateway.post(body, key, sqlite_gateway.token(b"other", secret=secret))
+            assert_error(resp, 401, "body_hash_mismatch")
+
+        # -- the plots take the new points (the page refreshes itself)
+        op.wait_for("7 requests on the plot", lambda: op.chart_sum("chart-requests") == 7)
+        op.wait_for("2 denials on the plot",
+                    lambda: op.chart_sum("chart-denials", "body_hash_mismatch") == 2)
+        assert op.chart_sum("chart-bytes", "request bytes") == 7 * len(body)
+        assert op.chart_sum("chart-bytes", "response bytes") > 0
+        assert op.page.locator("#total-requests").inner_text() == "7"
+        op.screenshot("key")
+        op.page.click('[data-window="30d"]')
+        op.wait_for("the 30 days' series", lambda: status.get_attribute("data-window") == "30d")
+        assert op.chart_sum("chart-requests") == 7
+        op.page.click('[data-window="day"]')
+        op.wait_for("the day's series", lambda: status.get_attribute("data-window") == "day")
+        assert op.chart_sum("chart-requests") == 7
+
+        # -- live figures: the sidecar's own and the filter's, read from Envoy's admin
+        op.page.click('nav a[href="/console/gateway"]')
+        op.page.wait_for_url(console + "/console/gateway")
+        op.page.locator('#envoy-metrics tr[data-metric^="tollgate_"]').first.wait_for()
+        op.page.locator('#sidecar-metrics tr[data-metric="tollgate_http_requests_total"]').first.wait_for()
+        assert stack.envoy_admin in op.page.locator("#envoy-status").inner_text()
+        op.screenshot("gateway")
+
+        # -- a POST without the CSRF token, or from another origin, is refused
+        op.page.goto(console + "/console")
+        csrf = op.csrf_token()
+        keys_before = op.context.request.get(console + "/console/api/keys").json()["keys"]
+        for headers in ({"origin": console},
+                        {"origin": console, "x-csrf-token": "0" * 64},
+                        {"origin": "http://evil.example", "x-csrf-token": csrf}):
+            resp = op.context.request.post(console + "/console/api/keys",
+                                           data={"name": "forged"}, headers=headers)
+            assert resp.status == 403, (headers, resp.text())
+            assert resp.json()["error"]["code"] == "csrf_refused"
+            resp = op.context.request.post(f"{console}/console/api/keys/{key_id}/revoke",
+                                           headers=headers)
+            assert resp.status == 403, (headers, resp.text())
+        keys_after = op.context.request.get(console + "/console/api/keys").json()["keys"]
+        assert keys_after == keys_before, "a refused POST changed something"
+
+        # -- revoke, after a confirmation; Envoy then refuses the key
+        row = op.page.locator(f'#keys tbody tr[data-key-id="{key_id}"]')
+        op.wait_for("the key's last use", lambda: row.locator("td.last-use").inner_text() != "never")
+        row.locator("button", has_text="Revoke").click()
+        op.page.locator("#revoke-dialog").wait_for(state="visible")
+        op.screenshot("revoke-confirmation")
+        op.page.click("#revoke-confirm")
+        op.wait_for("the key listed REVOKED", lambda: "REVOKED" in row.inner_text())
+        op.wait_for("Envoy refusing the revoked key", lambda: sqlite_gateway.post(
+            body, key, sqlite_gateway.token(body, secret=secret)).status_code == 403)
+        op.screenshot("keys")
+
+        # -- everything the pages loaded came from the sidecar; no CSP violation, no error
+        assert op.requested and all(url.startswith(console + "/") for url in op.requested), \
+            [u for u in op.requested if not u.startswith(console + "/")]
+        assert not op.problems, op.problems
+
+        # -- log out: the session is gone server side
+        op.page.click("#logout")
+        op.page.wait_for_url(console + "/console/login")
+        resp = op.context.request.get(console + "/console/api/keys")
+        assert resp.status == 401
+    finally:
+        op.close()
+
+
+def test_the_pages_forbid_anything_from_elsewhere(sqlite_gateway: Gateway):
+    """The Content-Security-Policy that keeps every asset on the sidecar, and
+    the embedded Chart.js npm installed at build time."""
+    console = sqlite_gateway.stack.sidecar_url
+    resp = requests.get(console + "/console/login", timeout=5)
+    assert resp.status_code == 200
+    policy = resp.headers["content-security-policy"]
+    for directive in ("default-src 'none'", "script-src 'self'", "style-src 'self'",
+                      "connect-src 'self'", "frame-ancestors 'none'"):
+        assert directive in policy, policy
+    assert "http" not in policy, policy
+    assert resp.headers["x-frame-options"] == "DENY"
+    resp = requests.get(console + "/console/assets/chart.umd.min.js", timeout=5)
+    assert resp.status_code == 401, "the scripts need a session"
+    assert requests.get(console + "/console/assets/console.css", timeout=5).status_code == 200
