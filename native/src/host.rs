@@ -43,6 +43,63 @@ fn callout_token(id: Option<u64>) -> Result<u32, HostError> {
     u32::try_from(id).map_err(|_| HostError(format!("callout id {id} does not fit a token")))
 }
 
+/// What a stream and a configuration can both do in Envoy.
+trait Context: Copy {
+    fn increment_counter(self, id: usize, by: u64) -> bool;
+    fn move_gauge(self, id: usize, by: i64) -> bool;
+    fn callout(
+        self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+        timeout_ms: u64,
+    ) -> Option<u64>;
+}
+
+macro_rules! context {
+    ($ty:ty) => {
+        impl Context for $ty {
+            fn increment_counter(self, id: usize, by: u64) -> bool {
+                <$ty>::increment_counter(self, id, by)
+            }
+            fn move_gauge(self, id: usize, by: i64) -> bool {
+                <$ty>::move_gauge(self, id, by)
+            }
+            fn callout(
+                self,
+                cluster: &str,
+                headers: &[(&str, &str)],
+                body: &[u8],
+                timeout_ms: u64,
+            ) -> Option<u64> {
+                <$ty>::callout(self, cluster, headers, body, timeout_ms)
+            }
+        }
+    };
+}
+context!(StreamPtr);
+context!(ConfigPtr);
+
+/// Moves the metric the filter calls `id` (an index into `defs`).
+fn move_metric(ctx: impl Context, defs: &[MetricDef], id: u32, by: i64) -> Result<(), HostError> {
+    let def = usize::try_from(id)
+        .ok()
+        .and_then(|i| defs.get(i))
+        .ok_or_else(|| HostError(format!("no metric {id}")))?;
+    let ok = if def.gauge {
+        ctx.move_gauge(def.envoy_id, by)
+    } else {
+        ctx.increment_counter(def.envoy_id, by.max(0).unsigned_abs())
+    };
+    ok.then_some(())
+        .ok_or_else(|| HostError(format!("cannot move metric {}", def.name)))
+}
+
+/// Sends a callout; its id as the filter's token.
+fn dispatch(ctx: impl Context, call: &Callout<'_>) -> Result<u32, HostError> {
+    callout_token(ctx.callout(call.cluster, call.headers, call.body, call.timeout_ms))
+}
+
 fn answer_status(answer: &RefCell<Option<Answer>>) -> Option<Vec<u8>> {
     answer.borrow().as_ref().and_then(|a| a.status.clone())
 }
@@ -91,18 +148,7 @@ impl Host for NativeStream {
     }
 
     fn increment_metric(&self, id: u32, by: i64) -> Result<(), HostError> {
-        let def = usize::try_from(id)
-            .ok()
-            .and_then(|i| self.shared.metrics.get(i))
-            .ok_or_else(|| HostError(format!("no metric {id}")))?;
-        let ok = if def.gauge {
-            self.ptr.move_gauge(def.envoy_id, by)
-        } else {
-            self.ptr
-                .increment_counter(def.envoy_id, by.max(0).unsigned_abs())
-        };
-        ok.then_some(())
-            .ok_or_else(|| HostError(format!("cannot move metric {}", def.name)))
+        move_metric(self.ptr, &self.shared.metrics, id, by)
     }
 
     fn shared_get(&self, key: &str) -> Result<Versioned, HostError> {
@@ -114,10 +160,7 @@ impl Host for NativeStream {
     }
 
     fn dispatch(&self, call: &Callout<'_>) -> Result<u32, HostError> {
-        callout_token(
-            self.ptr
-                .callout(call.cluster, call.headers, call.body, call.timeout_ms),
-        )
+        dispatch(self.ptr, call)
     }
 
     fn callout_status(&self) -> Option<Vec<u8>> {
@@ -287,19 +330,7 @@ impl Host for NativeRoot {
     }
 
     fn increment_metric(&self, id: u32, by: i64) -> Result<(), HostError> {
-        let metrics = self.metrics.borrow();
-        let def = usize::try_from(id)
-            .ok()
-            .and_then(|i| metrics.get(i))
-            .ok_or_else(|| HostError(format!("no metric {id}")))?;
-        let ok = if def.gauge {
-            self.ptr.move_gauge(def.envoy_id, by)
-        } else {
-            self.ptr
-                .increment_counter(def.envoy_id, by.max(0).unsigned_abs())
-        };
-        ok.then_some(())
-            .ok_or_else(|| HostError(format!("cannot move metric {}", def.name)))
+        move_metric(self.ptr, &self.metrics.borrow(), id, by)
     }
 
     fn shared_get(&self, key: &str) -> Result<Versioned, HostError> {
@@ -311,10 +342,7 @@ impl Host for NativeRoot {
     }
 
     fn dispatch(&self, call: &Callout<'_>) -> Result<u32, HostError> {
-        callout_token(
-            self.ptr
-                .callout(call.cluster, call.headers, call.body, call.timeout_ms),
-        )
+        dispatch(self.ptr, call)
     }
 
     fn callout_status(&self) -> Option<Vec<u8>> {
