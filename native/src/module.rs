@@ -20,7 +20,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tollgate_filter::config::Config;
@@ -62,6 +62,9 @@ pub struct Shared {
     pub metrics: Vec<MetricDef>,
     /// Usage records of completed streams, waiting for the root's tick.
     records: Mutex<VecDeque<UsageRecord>>,
+    /// Records in the root's buffer as of its last step: with the queue,
+    /// what the configuration holds, bounded by `usage.buffer_cap`.
+    root_held: AtomicUsize,
 }
 
 /// The module's state of one filter configuration.
@@ -118,6 +121,7 @@ fn configure(ptr: ConfigPtr, plugin: Vec<u8>) -> Option<ConfigHandle> {
         cache_key: worker.cache_key,
         metrics: root.host().metrics.borrow().clone(),
         records: Mutex::new(VecDeque::new()),
+        root_held: AtomicUsize::new(0),
     });
     let id = NEXT_CONFIG.fetch_add(1, Ordering::Relaxed);
     ROOTS.with(|roots| roots.borrow_mut().insert(id, root));
@@ -168,18 +172,27 @@ fn take_queued(root: &Root<NativeRoot>, shared: &Shared) {
 }
 
 /// Runs `f` on the configuration's root, then any callout answers that
-/// arrived for a root while it was busy.
-fn with_root(id: u64, f: impl FnOnce(&mut Root<NativeRoot>)) {
+/// arrived for a root while it was busy; then tells the streams how many
+/// records the root holds.
+fn with_root(handle: &ConfigHandle, f: impl FnOnce(&mut Root<NativeRoot>)) {
     ROOTS.with(|roots| {
         let Ok(mut roots) = roots.try_borrow_mut() else {
             return;
         };
-        if let Some(root) = roots.get_mut(&id) {
+        if let Some(root) = roots.get_mut(&handle.id) {
             f(root);
         }
         while let Some((id, token, answer)) = ROOT_PENDING.with(|p| p.borrow_mut().pop_front()) {
             if let Some(root) = roots.get_mut(&id) {
                 root_answer(root, token, answer);
+            }
+        }
+        if let Some(worker) = roots.get(&handle.id).and_then(Root::worker) {
+            if let Ok(usage) = worker.usage.try_borrow() {
+                handle
+                    .shared
+                    .root_held
+                    .store(usage.len(), Ordering::Relaxed);
             }
         }
     });
@@ -203,7 +216,7 @@ pub fn config_scheduled(handle: &ConfigHandle, event: u64) {
     guard(
         "tick",
         || {
-            with_root(handle.id, |root| {
+            with_root(handle, |root| {
                 take_queued(root, &handle.shared);
                 root.on_tick();
             })
@@ -222,7 +235,7 @@ pub fn config_callout_done(handle: &ConfigHandle, id: u64, answer: Answer) {
                 ROOT_PENDING.with(|p| p.borrow_mut().push_back((handle.id, id, answer)));
                 return;
             }
-            with_root(handle.id, |root| root_answer(root, id, answer));
+            with_root(handle, |root| root_answer(root, id, answer));
         },
         || (),
     );
@@ -425,11 +438,12 @@ fn complete(state: &StreamFilter) {
     };
     if !records.is_empty() {
         let cap = state.shared.config.usage.buffer_cap;
+        let held = state.shared.root_held.load(Ordering::Relaxed);
         let mut dropped = 0u64;
         match state.shared.records.lock() {
             Ok(mut queue) => {
                 for record in records {
-                    if queue.len() >= cap {
+                    if queue.len().saturating_add(held) >= cap {
                         dropped += 1;
                     } else {
                         queue.push_back(record);
