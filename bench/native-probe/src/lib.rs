@@ -23,7 +23,7 @@ pub struct EnvoyBuffer {
 
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_program_init() -> *const c_char {
-    b"v0.2.0\0".as_ptr().cast()
+    c"v0.2.0".as_ptr()
 }
 
 #[no_mangle]
@@ -36,7 +36,10 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
 }
 
 #[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_new(_: *const c_void, _: *mut c_void) -> *const c_void {
+pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
+    _: *const c_void,
+    _: *mut c_void,
+) -> *const c_void {
     state()
 }
 
