@@ -364,7 +364,8 @@ class Bench:
 
     def read_rss(self) -> None:
         """Envoy's RSS with and without the filter (same config otherwise), now."""
-        names = [n for n in ("gate", "bare", "wasm_noop", "native") if n in self.envoys]
+        names = [n for n in ("gate", "bare", "wasm_noop", "native", "gate_native",
+                             "native_module_noop") if n in self.envoys]
         self.rss_mb = {n: round(self.envoys[n].rss_mb(), 1) for n in names}
         self.rss_breakdown = {n: self.envoys[n].rss_breakdown_mb() for n in names}
 
