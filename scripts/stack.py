@@ -521,7 +521,7 @@ def run() -> int:
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, on_signal)
     parent = os.getppid()
-    print("starting sidecar, ai-server and envoy ...", flush=True)
+    print(f"starting sidecar, ai-server and envoy (the {config.filter_build} filter) ...", flush=True)
     try:
         stack.start()
         key = stack.create_key(f"demo-{time.strftime('%Y%m%d-%H%M%S')}")
