@@ -6,11 +6,15 @@ PYTHON := .venv/bin/python
 # throwaway mariadbd it starts when nothing answers (scripts/with_mariadb.py).
 WITH_MARIADB := python3 scripts/with_mariadb.py
 
-.PHONY: run test setup build lint test-rust test-e2e test-fuzz bench soak fuzz clean
+.PHONY: run fleet test setup build lint test-rust test-e2e test-fuzz bench soak fuzz oci clean
 
 ## run: build everything, start sidecar (SQLite unless DATABASE_URL), ai-server and Envoy on :8001 (TOLLGATE_FILTER=native: the dynamic-module build of the filter)
 run: setup
 	$(PYTHON) scripts/stack.py run
+
+## fleet: ENVOYS (3) Envoys and SIDECARS (2) sidecars on free loopback ports over one MariaDB database, one ai-server (scripts/fleet.py)
+fleet: setup
+	$(WITH_MARIADB) $(PYTHON) scripts/fleet.py run --envoys $(or $(ENVOYS),3) --sidecars $(or $(SIDECARS),2)
 
 ## test: every test: Rust unit/HTTP tests (SQLite and MariaDB), ai-server tests, end-to-end tests, each fuzz target briefly
 # One MariaDB for both halves: a throwaway server, if one is started, serves
@@ -53,6 +57,10 @@ fuzz:
 # on the committed seeds plus what earlier runs found; a crash fails it.
 test-fuzz:
 	FUZZ_SECONDS=$(or $(FUZZ_SECONDS),20) fuzz/run.sh
+
+## oci: the filter as an OCI image (Wasm image format, compat variant) in the OCI layout target/oci/tollgate-filter, for Istio's WasmPlugin (scripts/oci.sh; installs Debian's umoci if missing)
+oci: setup
+	scripts/oci.sh
 
 clean:
 	cargo clean

@@ -409,8 +409,9 @@ class Bench:
 
     def filter_stats(self) -> dict:
         """The filter's own counters on each gate Envoy (cache hits, usage sent ...)."""
-        return {name: {k.removeprefix("wasmcustom."): v
-                       for k, v in e.stats("wasmcustom.").items() if v}
+        return {name: {k.removeprefix(prefix): v
+                       for prefix in METRIC_PREFIXES.values()
+                       for k, v in e.stats(prefix).items() if v}
                 for name, e in self.envoys.items() if name.startswith("gate")}
 
 

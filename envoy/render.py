@@ -8,6 +8,13 @@ local stack (``make run`` and the end-to-end tests) cannot drift apart:
   /etc/tollgate; rendered into envoy/envoy.compose.yaml, which is checked in
   (a test renders it again and compares).
 * ``local``: 127.0.0.1 and ports from the environment (see ``LOCAL_ENV``).
+  ``TOLLGATE_SIDECAR_ADDR`` may list several sidecars, comma-separated (the
+  fleet of ``scripts/fleet.py``): the sidecar cluster then gets one endpoint
+  each, active health checks on ``/readyz`` and outlier detection
+  (``sidecar_fleet_options``). With one sidecar it renders as it always did.
+* ``kubernetes``: the plain-Envoy example of deploy/ (Envoy in the AI
+  service's pod, the filter mounted from its OCI image);
+  rendered into deploy/kubernetes/envoy-config.yaml, checked in like compose's.
 
 Secrets never appear in a rendered file: the filter reads the JWT secret and
 the internal token from Envoy's environment (``vm_config.environment_variables``),
@@ -17,6 +24,7 @@ so whoever starts Envoy passes them as ``TOLLGATE_JWT_SECRET`` and
 Usage:
   python3 envoy/render.py --profile local --out .tollgate/envoy.yaml
   python3 envoy/render.py --profile compose --out envoy/envoy.compose.yaml
+  python3 envoy/render.py --profile kubernetes --out deploy/kubernetes/envoy-config.yaml
 """
 
 from __future__ import annotations
@@ -35,6 +43,39 @@ TEMPLATE = HERE / "envoy.template.yaml"
 #: Environment variables the filter reads its secrets from.
 SECRET_ENV_KEYS = ("TOLLGATE_JWT_SECRET", "TOLLGATE_INTERNAL_TOKEN")
 
+#: The profiles of a container deployment: everything but the addresses.
+CONTAINER_VALUES = {
+    # Envoy's admin interface can raise the log level to trace, which
+    # logs credentials: it listens on the container's loopback only
+    # (`docker compose exec envoy curl -s localhost:9901/stats`).
+    "ADMIN_HOST": "127.0.0.1",
+    "ADMIN_PORT": "9901",
+    "LISTEN_HOST": "0.0.0.0",
+    "LISTEN_PORT": "8001",
+    "ACCESS_LOG": "/dev/stdout",
+    "XFF_TRUSTED_HOPS": "0",
+    "REQUEST_TIMEOUT": "60s",
+    "ROUTE_TIMEOUT": "30s",
+}
+
+#: Where each container profile finds the sidecar, the AI service and the .wasm.
+CONTAINER_ADDRESSES = {
+    "compose": {
+        "SIDECAR_ADDR": "sidecar:9000",
+        "AI_SERVER_ADDR": "ai-server:5000",
+        "WASM_PATH": "/etc/tollgate/tollgate_filter.wasm",
+    },
+    # deploy/kubernetes/gateway.yaml: Envoy beside the AI service in its pod,
+    # the sidecar's Service (sidecar.yaml) in the `tollgate` namespace; the
+    # filter's OCI image (`make oci`) mounted at /etc/tollgate/filter, its one
+    # layer holding plugin.wasm.
+    "kubernetes": {
+        "SIDECAR_ADDR": "tollgate-sidecar.tollgate.svc.cluster.local:9000",
+        "AI_SERVER_ADDR": "127.0.0.1:5000",
+        "WASM_PATH": "/etc/tollgate/filter/plugin.wasm",
+    },
+}
+
 #: Indentation of the filter configuration block inside the template.
 CONFIG_INDENT = " " * 28
 
@@ -51,7 +92,10 @@ NATIVE_MODULE = "tollgate_native"
 LOCAL_ENV = {
     "LISTEN_PORT": ("TOLLGATE_ENVOY_PORT", "8001"),
     "ADMIN_PORT": ("TOLLGATE_ENVOY_ADMIN_PORT", "9901"),
+    # HOST:PORT, or several, comma-separated.
     "SIDECAR_ADDR": ("TOLLGATE_SIDECAR_ADDR", "127.0.0.1:9000"),
+    # With several sidecars: how often each Envoy checks each one's /readyz.
+    "SIDECAR_HEALTH_INTERVAL_MS": ("TOLLGATE_SIDECAR_HEALTH_INTERVAL_MS", "1000"),
     "AI_SERVER_ADDR": ("TOLLGATE_AI_SERVER_ADDR", "127.0.0.1:5000"),
     "WASM_PATH": (
         "TOLLGATE_WASM",
@@ -98,12 +142,87 @@ def filter_config(max_body_bytes: int, overrides: dict | None = None) -> dict:
             "max_backoff_ms": 30000,
         },
     }
-    for key, value in (overrides or {}).items():
-        if isinstance(value, dict) and isinstance(config.get(key), dict):
-            config[key] = {**config[key], **value}
+    return merge_overrides(config, overrides or {})
+
+
+def merge_overrides(base: dict, overrides: dict) -> dict:
+    """``overrides`` merged into ``base`` one level deep, as the filter's
+    configuration takes them (``{"key_cache": {"positive_ttl_s": 2}}`` keeps
+    the other ``key_cache`` fields); neither argument is changed."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = {**out[key], **value}
         else:
-            config[key] = value
-    return config
+            out[key] = value
+    return out
+
+
+#: Failed /readyz checks in a row that take a sidecar out of the cluster, and
+#: passed ones that bring it back.
+HEALTH_UNHEALTHY_THRESHOLD = 2
+HEALTH_HEALTHY_THRESHOLD = 1
+
+
+def health_detection_bound_s(interval_ms: int) -> float:
+    """The longest a failing sidecar stays in an Envoy's cluster under the
+    active health checks: the check under way plus ``HEALTH_UNHEALTHY_THRESHOLD``
+    more, each bounded by the interval (the timeout is shorter). A draining
+    sidecar answers /readyz 503 at least this long (its ``--drain-period``)."""
+    return (HEALTH_UNHEALTHY_THRESHOLD + 1) * interval_ms / 1000
+
+
+def sidecar_fleet_options(interval_ms: int) -> str:
+    """The sidecar cluster's settings for several sidecars, as YAML lines
+    under the cluster (6 spaces in).
+
+    * Active health checks on ``/readyz`` (Envoy's ``HealthCheck``): a
+      sidecar whose database is unreachable, or that is draining before it
+      stops (``sidecar/src/drain.rs``), answers 503 and is taken out within
+      ``health_detection_bound_s``; ``no_traffic_interval`` is the same
+      interval, so an idle Envoy notices as fast.
+    * Outlier detection: three 5xx or connection failures in a row eject a
+      host for 5 s (a SIGKILLed sidecar is out before its health checks
+      fail twice); at most half the hosts, so the cluster keeps one.
+    * A retry budget: the filter's callouts (verify and usage, both
+      idempotent) go through Envoy's async HTTP client, which takes no
+      route and so no route ``retry_policy``; Envoy's router still honours
+      ``x-envoy-retry-on`` and ``x-envoy-max-retries`` on the callout's own
+      headers, and this budget caps such retries at a quarter of the
+      requests in flight (at least 3), so retries cannot pile onto a sick
+      fleet.
+    """
+    interval = f"{interval_ms / 1000:g}s"
+    timeout = f"{min(interval_ms, 1000) / 2000:g}s"
+    return f"""
+      # Several stateless sidecars: envoy/render.py (sidecar_fleet_options).
+      health_checks:
+        - timeout: {timeout}
+          interval: {interval}
+          no_traffic_interval: {interval}
+          unhealthy_threshold: {HEALTH_UNHEALTHY_THRESHOLD}
+          healthy_threshold: {HEALTH_HEALTHY_THRESHOLD}
+          http_health_check: {{ path: /readyz }}
+      outlier_detection:
+        consecutive_5xx: 3
+        interval: 1s
+        base_ejection_time: 5s
+        max_ejection_percent: 50
+      circuit_breakers:
+        thresholds:
+          - retry_budget: {{ budget_percent: {{ value: 25 }}, min_retry_concurrency: 3 }}"""
+
+
+def sidecar_endpoints(addrs: list[str]) -> str:
+    """The sidecar cluster's ``lb_endpoints`` entries, one per address."""
+    lines = []
+    for addr in addrs:
+        host, port = _split_addr(addr)
+        lines.append(f"""
+              - endpoint:
+                  address:
+                    socket_address: {{ address: {host}, port_value: {port} }}""")
+    return "".join(lines)
 
 
 def _split_addr(addr: str) -> tuple[str, str]:
@@ -116,24 +235,9 @@ def _split_addr(addr: str) -> tuple[str, str]:
 def profile_values(profile: str, env: dict | None = None) -> dict:
     """Template values for a profile; ``env`` defaults to os.environ."""
     env = dict(os.environ if env is None else env)
-    if profile == "compose":
+    if profile in CONTAINER_ADDRESSES:
         max_body = 1024 * 1024
-        values = {
-            # Envoy's admin interface can raise the log level to trace, which
-            # logs credentials: it listens on the container's loopback only
-            # (`docker compose exec envoy curl -s localhost:9901/stats`).
-            "ADMIN_HOST": "127.0.0.1",
-            "ADMIN_PORT": "9901",
-            "LISTEN_HOST": "0.0.0.0",
-            "LISTEN_PORT": "8001",
-            "SIDECAR_ADDR": "sidecar:9000",
-            "AI_SERVER_ADDR": "ai-server:5000",
-            "WASM_PATH": "/etc/tollgate/tollgate_filter.wasm",
-            "ACCESS_LOG": "/dev/stdout",
-            "XFF_TRUSTED_HOPS": "0",
-            "REQUEST_TIMEOUT": "60s",
-            "ROUTE_TIMEOUT": "30s",
-        }
+        values = {**CONTAINER_VALUES, **CONTAINER_ADDRESSES[profile]}
         overrides = None
     elif profile == "local":
         values = {name: env.get(var, default) for name, (var, default) in LOCAL_ENV.items()}
@@ -142,9 +246,15 @@ def profile_values(profile: str, env: dict | None = None) -> dict:
         max_body = int(values.pop("MAX_BODY_BYTES"))
         overrides = json.loads(env.get("TOLLGATE_FILTER_OVERRIDES", "{}"))
     else:
-        raise ValueError(f"unknown profile {profile!r} (compose or local)")
+        raise ValueError(f"unknown profile {profile!r} (local, {', '.join(CONTAINER_ADDRESSES)})")
 
-    values["SIDECAR_HOST"], values["SIDECAR_PORT"] = _split_addr(values.pop("SIDECAR_ADDR"))
+    sidecars = [a.strip() for a in values.pop("SIDECAR_ADDR").split(",") if a.strip()]
+    if not sidecars:
+        raise ValueError("no sidecar address (TOLLGATE_SIDECAR_ADDR)")
+    values["SIDECAR_ENDPOINTS"] = sidecar_endpoints(sidecars)
+    interval_ms = int(values.pop("SIDECAR_HEALTH_INTERVAL_MS", 1000))
+    values["SIDECAR_FLEET_OPTIONS"] = (
+        sidecar_fleet_options(interval_ms) if len(sidecars) > 1 else "")
     values["AI_SERVER_HOST"], values["AI_SERVER_PORT"] = _split_addr(
         values.pop("AI_SERVER_ADDR")
     )
@@ -192,7 +302,7 @@ def render(profile: str, env: dict | None = None) -> str:
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", choices=["local", "compose"], required=True)
+    parser.add_argument("--profile", choices=["local", *CONTAINER_ADDRESSES], required=True)
     parser.add_argument("--out", help="file to write (default: standard output)")
     args = parser.parse_args(argv)
     try:

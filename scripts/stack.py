@@ -161,6 +161,15 @@ class StackConfig:
     #: and on the AI service's answer (504 ``upstream_timeout``).
     request_timeout_s: int = 60
     route_timeout_s: int = 30
+    #: The sidecars Envoy's cluster lists, HOST:PORT each; empty: this stack's
+    #: own (``sidecar_port``). Several get health checks (envoy/render.py).
+    sidecar_addrs: list = dataclasses.field(default_factory=list)
+    #: How often Envoy checks each sidecar's /readyz when there are several.
+    sidecar_health_interval_ms: int = 1000
+    #: The sidecar's environment on top of the stack's (e.g.
+    #: ``TOLLGATE_DRAIN_PERIOD``; a single sidecar drains for 0 s: no health
+    #: check waits for it).
+    sidecar_env: dict = dataclasses.field(default_factory=dict)
     #: The filter's build (``TOLLGATE_FILTER``: ``wasm``, the portable
     #: default, or ``native``, the Envoy dynamic module).
     filter_build: str = dataclasses.field(default_factory=lambda: render.filter_build())
@@ -199,6 +208,8 @@ class Stack:
             "TOLLGATE_MASTER_KEY": c.master_key,
             "DATABASE_URL": self.database_url,
             "RUST_LOG": os.environ.get("RUST_LOG", "info"),
+            "TOLLGATE_DRAIN_PERIOD": "0s",
+            **c.sidecar_env,
         }
         self.sidecar = Service(
             "sidecar",
@@ -291,7 +302,8 @@ class Stack:
         env = {
             "TOLLGATE_ENVOY_PORT": str(c.envoy_port),
             "TOLLGATE_ENVOY_ADMIN_PORT": str(c.envoy_admin_port),
-            "TOLLGATE_SIDECAR_ADDR": f"127.0.0.1:{c.sidecar_port}",
+            "TOLLGATE_SIDECAR_ADDR": ",".join(c.sidecar_addrs or [f"127.0.0.1:{c.sidecar_port}"]),
+            "TOLLGATE_SIDECAR_HEALTH_INTERVAL_MS": str(c.sidecar_health_interval_ms),
             "TOLLGATE_AI_SERVER_ADDR": f"127.0.0.1:{c.ai_server_port}",
             "TOLLGATE_WASM": str(WASM),
             "TOLLGATE_ACCESS_LOG": str(self.logs / "envoy-access.log"),
@@ -491,6 +503,47 @@ def _load_or_make_secrets(state_dir: Path) -> dict:
     return values
 
 
+def curl_example(gateway: str, api_key: str, token: str, body: bytes) -> str:
+    """A ready-to-paste ``curl`` posting ``body`` through ``gateway``."""
+    return f"""curl -sS {gateway}/proxy/analyze \\
+  -H 'Authorization: Bearer {api_key}' \\
+  -H 'X-Auth-Token: {token}' \\
+  -H 'Content-Type: application/json' \\
+  --data-binary '{body.decode()}'"""
+
+
+class StopSignals:
+    """SIGINT, SIGTERM and SIGHUP ask ``make run`` (or ``make fleet``) to stop."""
+
+    def __init__(self):
+        self.requested = False
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(signum, self._request)
+
+    def _request(self, _signum, _frame) -> None:
+        self.requested = True
+
+
+def start_with_demo_key(launcher, prog: str) -> dict | None:
+    """Starts ``launcher`` (a ``Stack``, or a fleet of them) and creates a demo
+    key; when either fails, stops it, says why and returns None."""
+    try:
+        launcher.start()
+        return launcher.create_key(f"demo-{time.strftime('%Y%m%d-%H%M%S')}")
+    except StackError as err:
+        launcher.stop()
+        print(f"{prog}: {err}", file=sys.stderr)
+        return None
+
+
+def exited(services) -> bool:
+    """Whether one of ``services`` has exited (said on stderr, with its log)."""
+    gone = [s for s in services if not s.alive()]
+    for service in gone:
+        print(f"{service.name} exited; see {service.log}", file=sys.stderr)
+    return bool(gone)
+
+
 def run() -> int:
     """``make run``: start the stack on the standard ports until Ctrl-C."""
     state_dir = ROOT / ".tollgate"
@@ -512,22 +565,11 @@ def run() -> int:
     # under .tollgate/ that the CLI run from the repository root also uses.
     if config.database_url is None:
         stack.sidecar_env.pop("DATABASE_URL")
-    stopping = False
-
-    def on_signal(signum, _frame):
-        nonlocal stopping
-        stopping = True
-
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, on_signal)
+    stop = StopSignals()
     parent = os.getppid()
     print(f"starting sidecar, ai-server and envoy (the {config.filter_build} filter) ...", flush=True)
-    try:
-        stack.start()
-        key = stack.create_key(f"demo-{time.strftime('%Y%m%d-%H%M%S')}")
-    except StackError as err:
-        stack.stop()
-        print(f"make run: {err}", file=sys.stderr)
+    key = start_with_demo_key(stack, "make run")
+    if key is None:
         return 1
     body = b'{"text": "you are a fucking genius"}'
     token = mint_token(values["TOLLGATE_JWT_SECRET"], body, ttl=300)
@@ -546,11 +588,7 @@ demo key (shown once): {key['key']}   id {key['id']}
 Try it (the token is valid for 5 minutes; mint another with
 `source .tollgate/secrets.env && target/release/tollgate token sign --secret-env TOLLGATE_JWT_SECRET --body FILE`):
 
-curl -sS {stack.gateway}/proxy/analyze \\
-  -H 'Authorization: Bearer {key['key']}' \\
-  -H 'X-Auth-Token: {token}' \\
-  -H 'Content-Type: application/json' \\
-  --data-binary '{body.decode()}'
+{curl_example(stack.gateway, key['key'], token, body)}
 
 Usage so far: target/release/tollgate usage summary
 Ctrl-C stops everything.
@@ -558,14 +596,12 @@ Ctrl-C stops everything.
         flush=True,
     )
     try:
-        while not stopping:
+        while not stop.requested:
             if os.getppid() != parent:
                 print("make run was stopped; stopping the stack", file=sys.stderr)
                 break
-            for service in (stack.sidecar, stack.ai_server, stack.envoy):
-                if not service.alive():
-                    print(f"{service.name} exited; see {service.log}", file=sys.stderr)
-                    stopping = True
+            if exited((stack.sidecar, stack.ai_server, stack.envoy)):
+                break
             time.sleep(0.5)
     finally:
         print("stopping ...", flush=True)

@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 from typing import Callable
+from urllib.parse import urlparse
 
 import pytest
 
@@ -25,9 +26,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from faults import TcpForwarder  # noqa: E402
+from fleet import Fleet, FleetConfig  # noqa: E402  (scripts/fleet.py)
 from gateway import Gateway, Ledger, mysql_connect  # noqa: E402
 from leaks import find_credentials  # noqa: E402
-from stack import Stack, StackConfig, StackError  # noqa: E402
+from stack import Stack, StackConfig, StackError, render  # noqa: E402
 
 #: Short cache lifetimes so revocation and fault tests finish in seconds.
 TEST_FILTER_OVERRIDES = {
@@ -120,6 +123,10 @@ def no_credentials_in_logs(tmp_path_factory):
 def stop_stack(stack: Stack) -> None:
     """Stop the stack and fail if the filter panicked or trapped in Envoy."""
     stack.stop()
+    assert_no_wasm_failure(stack)
+
+
+def assert_no_wasm_failure(stack: Stack) -> None:
     failures = [line for line in stack.envoy.log_text().splitlines() if WASM_FAILURE.search(line)]
     assert not failures, "Envoy's log shows a filter failure:\n" + "\n".join(failures[:20])
 
@@ -161,8 +168,7 @@ def sqlite_gateway_of_its_own(state_dir: Path, overrides: dict | None = None, **
     """A SQLite stack whose filter takes ``overrides`` merged one level deep
     into TEST_FILTER_OVERRIDES; a service a test left stopped is started
     again, so the stack stops cleanly (and flushes its usage)."""
-    merged = {**TEST_FILTER_OVERRIDES, **{
-        k: {**TEST_FILTER_OVERRIDES.get(k, {}), **v} for k, v in (overrides or {}).items()}}
+    merged = render.merge_overrides(TEST_FILTER_OVERRIDES, overrides or {})
     stack = start_stack(state_dir, None, filter_overrides=merged, **config)
     try:
         yield Gateway(stack, Ledger(sqlite_path=str(state_dir / "tollgate.db")))
@@ -172,6 +178,51 @@ def sqlite_gateway_of_its_own(state_dir: Path, overrides: dict | None = None, **
             if not service.alive():
                 start()
         stop_stack(stack)
+
+
+@contextlib.contextmanager
+def fleet_of_its_own(state_dir: Path, server_url: str, name: str, **config):
+    """A fleet (scripts/fleet.py: 3 Envoys and 2 sidecars unless ``config``
+    says otherwise; its ``filter_overrides`` merged one level deep into
+    TEST_FILTER_OVERRIDES) on a MariaDB database of its own, which the sidecars reach
+    through a TCP forwarder the test can cut (``fleet.db_link``); its usage
+    ledger is ``fleet.ledger``. Sidecars a test left stopped are started
+    again first, so the Envoys' last usage is taken in at the stop."""
+    db = MysqlDatabase(server_url, f"{name}_{time.time_ns()}")
+    server = urlparse(server_url)
+    link = TcpForwarder((server.hostname or "127.0.0.1", server.port or 3306))
+    routed = db.url.replace(f"{server.hostname}:{server.port or 3306}",
+                            f"127.0.0.1:{link.port}", 1)
+    config["filter_overrides"] = render.merge_overrides(TEST_FILTER_OVERRIDES,
+                                                        config.get("filter_overrides", {}))
+    config.setdefault("stack_options", {"ai_server_debug": True})
+    fleet = Fleet(FleetConfig(state_dir=state_dir, database_url=routed, **config))
+    fleet.ledger, fleet.db_link = Ledger(mysql_url=db.url), link
+    STARTED.extend(fleet.stacks)
+    try:
+        try:
+            fleet.start()
+        except StackError as err:
+            pytest.fail(f"the fleet did not start: {err}", pytrace=False)
+        yield fleet
+    finally:
+        link.restore()
+        for sidecar in fleet.sidecars:
+            if not sidecar.alive():
+                sidecar.start()
+        fleet.stop()
+        link.close()
+        db.drop()
+        for envoy in fleet.envoys:
+            assert_no_wasm_failure(envoy)
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory, mysql_server) -> Fleet:
+    """3 Envoys and 2 sidecars on MariaDB, for the module's tests."""
+    with fleet_of_its_own(tmp_path_factory.mktemp("fleet"), mysql_server,
+                          "tollgate_e2e_fleet") as running:
+        yield running
 
 
 @pytest.fixture(scope="session")

@@ -37,18 +37,22 @@ class Load:
     Each worker has its own connection pool and mints a token per request,
     as independent clients would. ``pause_s`` between requests keeps the load
     steady rather than saturating the two cores the stack shares with it.
+    With ``urls`` (several Envoys' gateways), worker ``i`` posts to
+    ``urls[i % len(urls)]``: the load is spread over them.
     """
 
     def __init__(self, gateway: Gateway, key: str, *, workers: int = 4, pause_s: float = 0.01,
-                 body: bytes = b'{"text": "steady load"}'):
+                 body: bytes = b'{"text": "steady load"}', urls: list[str] | None = None):
         self.gateway = gateway
+        self.urls = urls or [gateway.stack.gateway]
         self.key = key
         self.body = body
         self.pause_s = pause_s
         self.answers: list[Answer] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, daemon=True, name=f"load-{i}")
+        self._threads = [threading.Thread(target=self._run, args=(self.urls[i % len(self.urls)],),
+                                          daemon=True, name=f"load-{i}")
                          for i in range(workers)]
 
     def __enter__(self) -> "Load":
@@ -66,9 +70,9 @@ class Load:
         assert not any(t.is_alive() for t in self._threads), "a load worker hangs"
         return self
 
-    def _run(self) -> None:
+    def _run(self, gateway_url: str) -> None:
         session = requests.Session()
-        url = self.gateway.stack.gateway + "/proxy/analyze"
+        url = gateway_url + "/proxy/analyze"
         while not self._stop.is_set():
             headers = {"Authorization": f"Bearer {self.key}",
                        "X-Auth-Token": self.gateway.token(self.body),

@@ -55,6 +55,30 @@ def test_local_config_validates(tmp_path: Path, filter_build: str):
     validate(text, tmp_path)
 
 
+def test_several_sidecars_get_health_checks_and_one_renders_as_before(tmp_path: Path):
+    """Each listed sidecar is an endpoint of the sidecar cluster, checked on
+    /readyz with outlier detection; a single sidecar gets none of that."""
+    def sidecar_cluster(addrs: str) -> dict:
+        text = render.render("local", {"TOLLGATE_SIDECAR_ADDR": addrs})
+        clusters = load_yaml(text)["static_resources"]["clusters"]
+        return next(c for c in clusters if c["name"] == "tollgate_sidecar")
+
+    one = sidecar_cluster("127.0.0.1:9000")
+    assert not {"health_checks", "outlier_detection", "circuit_breakers"} & one.keys(), one
+    several = sidecar_cluster("127.0.0.1:9000, 127.0.0.1:9002,127.0.0.1:9004")
+    endpoints = [e["endpoint"]["address"]["socket_address"]["port_value"]
+                 for e in several["load_assignment"]["endpoints"][0]["lb_endpoints"]]
+    assert endpoints == [9000, 9002, 9004]
+    [check] = several["health_checks"]
+    assert check["http_health_check"]["path"] == "/readyz"
+    assert check["unhealthy_threshold"] == render.HEALTH_UNHEALTHY_THRESHOLD
+    assert several["outlier_detection"]["max_ejection_percent"] == 50
+    (tmp_path / "logs").mkdir()
+    validate(render.render("local", {
+        "TOLLGATE_SIDECAR_ADDR": "127.0.0.1:9000,127.0.0.1:9002", "TOLLGATE_WASM": str(WASM),
+        "TOLLGATE_ACCESS_LOG": str(tmp_path / "logs/access.log")}), tmp_path)
+
+
 def test_docker_compose_file_is_well_formed():
     problems = compose_problems(ROOT / "docker-compose.yml")
     assert not problems, "docker-compose.yml:\n" + "\n".join(problems)

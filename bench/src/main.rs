@@ -94,6 +94,8 @@ impl Sidecar {
             .env("DATABASE_URL", database_url)
             .env("TOLLGATE_INTERNAL_TOKEN", INTERNAL_TOKEN)
             .env_remove("TOLLGATE_ADMIN_TOKEN")
+            // Nothing health-checks it: it stops at once on SIGTERM.
+            .env("TOLLGATE_DRAIN_PERIOD", "0s")
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(log)

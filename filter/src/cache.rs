@@ -41,8 +41,13 @@ const HAS_SIGNING_SECRET: u8 = 4;
 /// The validated cache settings of the plugin configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CachePolicy {
-    /// How long an `active` verdict is used without asking again.
+    /// How long an `active` verdict is used without asking again while the
+    /// key change feed is current (it evicts a revoked key's entry within
+    /// about a second, whatever this TTL).
     pub positive_ttl_ms: u64,
+    /// How long an `active` verdict is used while the feed lags or is off:
+    /// then only this TTL bounds how long a revocation takes to be seen.
+    pub unfed_positive_ttl_ms: u64,
     /// How long a `revoked`/`expired`/`not_found` verdict is used.
     pub negative_ttl_ms: u64,
     /// How old an `active` verdict may be and still serve when the sidecar
@@ -132,6 +137,51 @@ pub fn write_slot(
     }
     host.shared_set(&slot, &entry.encode(), None)
         .map(|()| Cached::Stored)
+}
+
+/// How many times an eviction re-reads a slot that changed under it.
+const EVICT_ATTEMPTS: u32 = 4;
+
+/// Empties `key_hash`'s slot if it holds that key's entry (and, with
+/// `fetched_at_ms`, only the entry fetched then: the one a caller wrote).
+/// True when an entry went. A failed host call leaves the entry; the
+/// caller's TTL still bounds it.
+pub fn evict(
+    host: &impl Host,
+    key_hash: &Digest32,
+    fetched_at_ms: Option<u64>,
+    policy: &CachePolicy,
+    secret: &SlotKey,
+) -> bool {
+    let slot = policy.table().keyed_slot_key(secret, key_hash);
+    let update = shared_table::update(host, &slot, EVICT_ATTEMPTS, |current| {
+        let entry = current.and_then(CacheEntry::decode);
+        let ours = entry.is_some_and(|e| {
+            &e.key_hash == key_hash && fetched_at_ms.is_none_or(|at| e.fetched_at_ms == at)
+        });
+        if ours {
+            shared_table::Change::Write(Vec::new())
+        } else {
+            shared_table::Change::Stop(())
+        }
+    });
+    update.result == shared_table::Updated::Written
+}
+
+/// Empties every slot that holds an entry; the number emptied. For when
+/// the key change feed cannot say which entries are out of date.
+pub fn clear(host: &impl Host, policy: &CachePolicy) -> u32 {
+    let table = policy.table();
+    let mut cleared = 0;
+    for slot in 0..table.slots {
+        let key = table.slot_name(slot);
+        if shared_table::read(host, &key).is_some_and(|v| !v.is_empty())
+            && host.shared_set(&key, &[], None).is_ok()
+        {
+            cleared += 1;
+        }
+    }
+    cleared
 }
 
 fn verdict_byte(verdict: KeyVerdict) -> u8 {
@@ -276,7 +326,8 @@ impl CacheEntry {
 /// Decides whether a slot's content answers for `key_hash` at `now_ms`.
 ///
 /// Fresh means: same key hash, and younger than the positive TTL (for
-/// `active`) or the negative TTL (any other verdict). An `active` entry
+/// `active`; the shorter unfed one unless the key change feed is current,
+/// `fed`) or the negative TTL (any other verdict). An `active` entry
 /// whose key has meanwhile passed its `expires_at` is still returned: the
 /// caller treats it as an expired key (see `verdict::decide_key`).
 pub fn lookup(
@@ -284,12 +335,14 @@ pub fn lookup(
     key_hash: &Digest32,
     now_ms: u64,
     policy: &CachePolicy,
+    fed: bool,
 ) -> Lookup {
     let Some(entry) = slot.filter(|e| &e.key_hash == key_hash) else {
         return Lookup::Miss;
     };
-    let ttl = match entry.verdict {
-        KeyVerdict::Active => policy.positive_ttl_ms,
+    let ttl = match (entry.verdict, fed) {
+        (KeyVerdict::Active, true) => policy.positive_ttl_ms,
+        (KeyVerdict::Active, false) => policy.unfed_positive_ttl_ms,
         _ => policy.negative_ttl_ms,
     };
     match entry.age_ms(now_ms) {
@@ -322,6 +375,7 @@ mod tests {
 
     const POLICY: CachePolicy = CachePolicy {
         positive_ttl_ms: 30_000,
+        unfed_positive_ttl_ms: 30_000,
         negative_ttl_ms: 5_000,
         stale_if_error_ms: 300_000,
         slots: 16384,
@@ -448,7 +502,7 @@ mod tests {
     #[test]
     fn positive_ttl_edge() {
         let e = entry(KeyVerdict::Active);
-        let at = |ms| lookup(Some(&e), &e.key_hash, e.fetched_at_ms + ms, &POLICY);
+        let at = |ms| lookup(Some(&e), &e.key_hash, e.fetched_at_ms + ms, &POLICY, true);
         assert_eq!(at(0), Lookup::Fresh(e.clone()));
         assert_eq!(at(29_999), Lookup::Fresh(e.clone()));
         assert_eq!(at(30_000), Lookup::Miss);
@@ -462,7 +516,7 @@ mod tests {
             KeyVerdict::NotFound,
         ] {
             let e = entry(verdict);
-            let at = |ms| lookup(Some(&e), &e.key_hash, e.fetched_at_ms + ms, &POLICY);
+            let at = |ms| lookup(Some(&e), &e.key_hash, e.fetched_at_ms + ms, &POLICY, true);
             assert_eq!(at(4_999), Lookup::Fresh(e.clone()));
             assert_eq!(at(5_000), Lookup::Miss);
         }
@@ -472,15 +526,15 @@ mod tests {
     fn another_keys_entry_or_a_future_entry_is_a_miss() {
         let e = entry(KeyVerdict::Active);
         assert_eq!(
-            lookup(Some(&e), &[8; 32], e.fetched_at_ms, &POLICY),
+            lookup(Some(&e), &[8; 32], e.fetched_at_ms, &POLICY, true),
             Lookup::Miss
         );
         assert_eq!(
-            lookup(None, &e.key_hash, e.fetched_at_ms, &POLICY),
+            lookup(None, &e.key_hash, e.fetched_at_ms, &POLICY, true),
             Lookup::Miss
         );
         assert_eq!(
-            lookup(Some(&e), &e.key_hash, e.fetched_at_ms - 1, &POLICY),
+            lookup(Some(&e), &e.key_hash, e.fetched_at_ms - 1, &POLICY, true),
             Lookup::Miss
         );
     }
@@ -524,6 +578,7 @@ mod tests {
             key_id,
             expires_at: Some(5),
             signing_secret: None,
+            feed_cursor: None,
         };
         let e = CacheEntry::from_reply([1; 32], &reply(KeyVerdict::Active, Some(3)), 9).unwrap();
         assert_eq!(

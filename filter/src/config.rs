@@ -19,7 +19,8 @@ use base64::Engine as _;
 use serde::Deserialize;
 
 use crate::cache::CachePolicy;
-use crate::replay::ReplayPolicy;
+use crate::feed::FeedPolicy;
+use crate::replay::{ReplayPolicy, ReplayScope};
 use crate::token::{Algorithm, JwtPolicy, Secret};
 use crate::usage::UsagePolicy;
 
@@ -46,6 +47,8 @@ pub struct Config {
     pub max_body_bytes: u64,
     /// Key verdict cache settings.
     pub key_cache: CachePolicy,
+    /// Key change feed settings.
+    pub key_feed: FeedPolicy,
     /// Usage reporting settings.
     pub usage: UsagePolicy,
 }
@@ -61,6 +64,7 @@ impl fmt::Debug for Config {
             .field("replay", &self.replay)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("key_cache", &self.key_cache)
+            .field("key_feed", &self.key_feed)
             .field("usage", &self.usage)
             .finish()
     }
@@ -108,6 +112,8 @@ struct RawConfig {
     #[serde(default)]
     key_cache: RawKeyCache,
     #[serde(default)]
+    key_feed: RawKeyFeed,
+    #[serde(default)]
     usage: RawUsage,
 }
 
@@ -132,6 +138,8 @@ struct RawJwt {
     require_jti: bool,
     #[serde(default = "defaults::replay_slots")]
     replay_slots: u32,
+    #[serde(default)]
+    replay_scope: ReplayScope,
 }
 
 #[derive(Deserialize)]
@@ -179,6 +187,8 @@ fn from_env(field: &str, name: &str, env: EnvLookup<'_>) -> Result<String, Confi
 #[serde(deny_unknown_fields, default)]
 struct RawKeyCache {
     positive_ttl_s: u64,
+    /// Absent: 30 s, or the positive TTL if that is shorter.
+    unfed_positive_ttl_s: Option<u64>,
     negative_ttl_s: u64,
     stale_if_error_s: u64,
     slots: u32,
@@ -187,10 +197,31 @@ struct RawKeyCache {
 impl Default for RawKeyCache {
     fn default() -> Self {
         RawKeyCache {
-            positive_ttl_s: 30,
+            positive_ttl_s: 300,
+            unfed_positive_ttl_s: None,
             negative_ttl_s: 5,
             stale_if_error_s: 300,
             slots: 16384,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawKeyFeed {
+    enabled: bool,
+    poll_interval_ms: u64,
+    timeout_ms: u64,
+    max_lag_ms: u64,
+}
+
+impl Default for RawKeyFeed {
+    fn default() -> Self {
+        RawKeyFeed {
+            enabled: true,
+            poll_interval_ms: 1_000,
+            timeout_ms: 1_000,
+            max_lag_ms: 5_000,
         }
     }
 }
@@ -218,6 +249,8 @@ impl Default for RawUsage {
 }
 
 mod defaults {
+    /// How long an active verdict lives while the key change feed lags.
+    pub const UNFED_POSITIVE_TTL_S: u64 = 30;
     pub fn sidecar_cluster() -> String {
         "tollgate_sidecar".to_string()
     }
@@ -290,6 +323,7 @@ pub fn parse_with_env(json: &[u8], env: EnvLookup<'_>) -> Result<Parsed, ConfigE
         ));
     }
     let replay_slots = raw.jwt.replay_slots;
+    let replay_scope = raw.jwt.replay_scope;
     let jwt = validate_jwt(raw.jwt, env, &mut warnings)?;
     in_range("jwt.replay_slots", u64::from(replay_slots), 1, 1 << 24)?;
     in_range(
@@ -301,6 +335,21 @@ pub fn parse_with_env(json: &[u8], env: EnvLookup<'_>) -> Result<Parsed, ConfigE
 
     let kc = raw.key_cache;
     in_range("key_cache.positive_ttl_s", kc.positive_ttl_s, 0, 86_400)?;
+    let unfed_ttl_s = kc
+        .unfed_positive_ttl_s
+        .unwrap_or(kc.positive_ttl_s.min(defaults::UNFED_POSITIVE_TTL_S));
+    in_range(
+        "key_cache.unfed_positive_ttl_s",
+        unfed_ttl_s,
+        0,
+        kc.positive_ttl_s,
+    )
+    .map_err(|e| {
+        err(
+            e.field,
+            format!("{} (and at most key_cache.positive_ttl_s)", e.reason),
+        )
+    })?;
     in_range("key_cache.negative_ttl_s", kc.negative_ttl_s, 0, 86_400)?;
     in_range(
         "key_cache.stale_if_error_s",
@@ -309,6 +358,27 @@ pub fn parse_with_env(json: &[u8], env: EnvLookup<'_>) -> Result<Parsed, ConfigE
         7 * 86_400,
     )?;
     in_range("key_cache.slots", u64::from(kc.slots), 1, 1 << 20)?;
+
+    let kf = raw.key_feed;
+    in_range(
+        "key_feed.poll_interval_ms",
+        kf.poll_interval_ms,
+        100,
+        60_000,
+    )?;
+    in_range("key_feed.timeout_ms", kf.timeout_ms, 1, 60_000)?;
+    in_range(
+        "key_feed.max_lag_ms",
+        kf.max_lag_ms,
+        kf.poll_interval_ms,
+        3_600_000,
+    )
+    .map_err(|e| {
+        err(
+            e.field,
+            format!("{} (and at least key_feed.poll_interval_ms)", e.reason),
+        )
+    })?;
 
     let u = raw.usage;
     in_range("usage.flush_interval_ms", u.flush_interval_ms, 10, 60_000)?;
@@ -342,13 +412,21 @@ pub fn parse_with_env(json: &[u8], env: EnvLookup<'_>) -> Result<Parsed, ConfigE
             jwt,
             replay: ReplayPolicy {
                 slots: replay_slots,
+                scope: replay_scope,
             },
             max_body_bytes: raw.max_body_bytes,
             key_cache: CachePolicy {
                 positive_ttl_ms: kc.positive_ttl_s * 1000,
+                unfed_positive_ttl_ms: unfed_ttl_s * 1000,
                 negative_ttl_ms: kc.negative_ttl_s * 1000,
                 stale_if_error_ms: kc.stale_if_error_s * 1000,
                 slots: kc.slots,
+            },
+            key_feed: FeedPolicy {
+                enabled: kf.enabled,
+                poll_interval_ms: kf.poll_interval_ms,
+                timeout_ms: kf.timeout_ms,
+                max_lag_ms: kf.max_lag_ms,
             },
             usage: UsagePolicy {
                 flush_interval_ms: u.flush_interval_ms,
@@ -549,14 +627,30 @@ mod tests {
         assert_eq!(c.jwt.issuer, None);
         assert_eq!(c.jwt.audience, None);
         assert!(!c.jwt.require_jti);
-        assert_eq!(c.replay, ReplayPolicy { slots: 65_536 });
+        assert_eq!(
+            c.replay,
+            ReplayPolicy {
+                slots: 65_536,
+                scope: ReplayScope::Instance
+            }
+        );
         assert_eq!(
             c.key_cache,
             CachePolicy {
-                positive_ttl_ms: 30_000,
+                positive_ttl_ms: 300_000,
+                unfed_positive_ttl_ms: 30_000,
                 negative_ttl_ms: 5_000,
                 stale_if_error_ms: 300_000,
                 slots: 16384
+            }
+        );
+        assert_eq!(
+            c.key_feed,
+            FeedPolicy {
+                enabled: true,
+                poll_interval_ms: 1_000,
+                timeout_ms: 1_000,
+                max_lag_ms: 5_000,
             }
         );
         assert_eq!(

@@ -28,6 +28,7 @@ pub mod body;
 pub mod cache;
 pub mod config;
 pub mod error;
+pub mod feed;
 pub mod flow;
 pub mod flusher;
 pub mod headers;

@@ -36,11 +36,23 @@ pub enum Counter {
     ReplayStoreFull,
     /// `jti` claims that lost a compare-and-swap race and read again.
     ReplayCasRetries,
+    /// Polls of the key change feed sent (about one per instance per second).
+    KeyFeedPolls,
+    /// Feed polls that failed (no answer, non-200, unreadable).
+    KeyFeedFailures,
+    /// Cached verdicts the feed evicted.
+    KeyFeedEvictions,
+    /// Times the feed could not bring the cache up to date and it was dropped whole.
+    KeyFeedResets,
+    /// Fleet-wide `jti` claims that got no usable answer (failed closed).
+    ReplayFleetFailures,
+    /// Key verification calls sent a second time after a quick failure.
+    VerifyRetries,
 }
 
 impl Counter {
     /// Every counter, in definition order.
-    pub const ALL: [Counter; 11] = [
+    pub const ALL: [Counter; 17] = [
         Counter::RequestsAllowed,
         Counter::KeyCacheHit,
         Counter::KeyCacheMiss,
@@ -52,6 +64,12 @@ impl Counter {
         Counter::UsageRecordsRefused,
         Counter::ReplayStoreFull,
         Counter::ReplayCasRetries,
+        Counter::KeyFeedPolls,
+        Counter::KeyFeedFailures,
+        Counter::KeyFeedEvictions,
+        Counter::KeyFeedResets,
+        Counter::ReplayFleetFailures,
+        Counter::VerifyRetries,
     ];
 
     /// The metric name.
@@ -68,6 +86,12 @@ impl Counter {
             Counter::UsageRecordsRefused => "tollgate_usage_records_refused",
             Counter::ReplayStoreFull => "tollgate_replay_store_full",
             Counter::ReplayCasRetries => "tollgate_replay_cas_retries",
+            Counter::KeyFeedPolls => "tollgate_key_feed_polls",
+            Counter::KeyFeedFailures => "tollgate_key_feed_failures",
+            Counter::KeyFeedEvictions => "tollgate_key_feed_evictions",
+            Counter::KeyFeedResets => "tollgate_key_feed_resets",
+            Counter::ReplayFleetFailures => "tollgate_replay_fleet_failures",
+            Counter::VerifyRetries => "tollgate_verify_retries",
         }
     }
 
@@ -89,6 +113,11 @@ impl Counter {
 /// Gauge: usage records held in the workers' buffers (each worker adds and
 /// subtracts its own changes, so the gauge is the sum over workers).
 pub const USAGE_RECORDS_BUFFERED: &str = "tollgate_usage_records_buffered";
+
+/// Gauge: milliseconds since the key change feed last answered the
+/// instance (0 before any key is cached). Any worker moves it by the
+/// difference it sees, recorded in the shared feed state.
+pub const KEY_FEED_LAG_MS: &str = "tollgate_key_feed_lag_ms";
 
 /// Counter names for denials, one per error code, in [`Outcome::DENIALS`] order.
 pub fn denied_names() -> Vec<String> {
@@ -112,6 +141,7 @@ pub struct Metrics {
     pending: Vec<Cell<u64>>,
     denied: Vec<Option<u32>>,
     buffered: Option<u32>,
+    feed_lag: Option<u32>,
 }
 
 impl Metrics {
@@ -135,6 +165,7 @@ impl Metrics {
                 .map(|name| define(MetricKind::Counter, name))
                 .collect(),
             buffered: define(MetricKind::Gauge, USAGE_RECORDS_BUFFERED),
+            feed_lag: define(MetricKind::Gauge, KEY_FEED_LAG_MS),
         }
     }
 
@@ -188,6 +219,11 @@ impl Metrics {
     pub fn buffered(&self, host: &impl Host, delta: i64) {
         Self::bump(host, self.buffered, delta);
     }
+
+    /// Moves the feed lag gauge.
+    pub fn feed_lag(&self, host: &impl Host, delta: i64) {
+        Self::bump(host, self.feed_lag, delta);
+    }
 }
 
 #[cfg(test)]
@@ -199,6 +235,7 @@ mod tests {
         let mut names: Vec<String> = Counter::ALL.iter().map(|c| c.name().to_string()).collect();
         names.extend(denied_names());
         names.push(USAGE_RECORDS_BUFFERED.to_string());
+        names.push(KEY_FEED_LAG_MS.to_string());
         let count = names.len();
         names.sort();
         names.dedup();

@@ -98,6 +98,20 @@ const OWNERLESS_ENTRY_LEN: usize = FINGERPRINT_LEN + 8;
 pub struct ReplayPolicy {
     /// Entries in the store (rounded up to whole buckets).
     pub slots: u32,
+    /// Where a `jti` must be new: this Envoy instance, or the whole fleet.
+    pub scope: ReplayScope,
+}
+
+/// Where replay protection holds (`jwt.replay_scope`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplayScope {
+    /// The instance's own store only: no network call.
+    #[default]
+    Instance,
+    /// After the instance's store, one claim through the sidecar, in the
+    /// database every Envoy shares.
+    Fleet,
 }
 
 impl ReplayPolicy {
@@ -363,7 +377,10 @@ mod tests {
     use super::*;
     use crate::fake_host::FakeWorld;
 
-    const POLICY: ReplayPolicy = ReplayPolicy { slots: 65536 };
+    const POLICY: ReplayPolicy = ReplayPolicy {
+        slots: 65536,
+        scope: ReplayScope::Instance,
+    };
 
     fn claim(jti: &str, exp: i64) -> JtiClaim {
         JtiClaim::new(jti, exp, 30, &POLICY)
@@ -378,11 +395,46 @@ mod tests {
 
     #[test]
     fn buckets_round_up_and_never_vanish() {
-        assert_eq!(ReplayPolicy { slots: 65536 }.buckets(), 2048);
-        assert_eq!(ReplayPolicy { slots: 33 }.buckets(), 2);
-        assert_eq!(ReplayPolicy { slots: 1 }.buckets(), 1);
-        assert_eq!(ReplayPolicy { slots: 0 }.buckets(), 1);
-        assert_eq!(ReplayPolicy { slots: u32::MAX }.buckets(), 134_217_728);
+        assert_eq!(
+            ReplayPolicy {
+                slots: 65536,
+                scope: ReplayScope::Instance
+            }
+            .buckets(),
+            2048
+        );
+        assert_eq!(
+            ReplayPolicy {
+                slots: 33,
+                scope: ReplayScope::Instance
+            }
+            .buckets(),
+            2
+        );
+        assert_eq!(
+            ReplayPolicy {
+                slots: 1,
+                scope: ReplayScope::Instance
+            }
+            .buckets(),
+            1
+        );
+        assert_eq!(
+            ReplayPolicy {
+                slots: 0,
+                scope: ReplayScope::Instance
+            }
+            .buckets(),
+            1
+        );
+        assert_eq!(
+            ReplayPolicy {
+                slots: u32::MAX,
+                scope: ReplayScope::Instance
+            }
+            .buckets(),
+            134_217_728
+        );
     }
 
     #[test]
@@ -401,7 +453,15 @@ mod tests {
             a.entry.fingerprint,
             claim("4f1c-uuiD", 1060).entry.fingerprint
         );
-        let one = JtiClaim::new("x", 0, 0, &ReplayPolicy { slots: 5 });
+        let one = JtiClaim::new(
+            "x",
+            0,
+            0,
+            &ReplayPolicy {
+                slots: 5,
+                scope: ReplayScope::Instance,
+            },
+        );
         assert_eq!(one.bucket_key, "tollgate.jti.0");
         assert_eq!(claim("x", i64::MAX).entry.expires_at_s, i64::MAX);
     }
@@ -420,7 +480,10 @@ mod tests {
 
     #[test]
     fn other_jtis_share_a_bucket() {
-        let one = ReplayPolicy { slots: 32 };
+        let one = ReplayPolicy {
+            slots: 32,
+            scope: ReplayScope::Instance,
+        };
         let a = JtiClaim::new("a", 100, 0, &one);
         let b = JtiClaim::new("b", 200, 0, &one);
         let bucket = write(attempt(None, &a, 50));
@@ -432,7 +495,10 @@ mod tests {
 
     #[test]
     fn a_full_bucket_fails_closed_until_an_entry_expires() {
-        let one = ReplayPolicy { slots: 32 };
+        let one = ReplayPolicy {
+            slots: 32,
+            scope: ReplayScope::Instance,
+        };
         let mut bucket = None;
         for i in 0..BUCKET_ENTRIES {
             // Each from its own key, so no share applies.
@@ -462,7 +528,10 @@ mod tests {
     /// still gets its share, and a third fills the rest.
     #[test]
     fn one_key_cannot_take_more_than_its_share_while_others_need_room() {
-        let one = ReplayPolicy { slots: 32 };
+        let one = ReplayPolicy {
+            slots: 32,
+            scope: ReplayScope::Instance,
+        };
         let mut bucket: Option<Vec<u8>> = None;
         let mut sent = 0;
         let mut claims_of = |key: i64, count: usize| {

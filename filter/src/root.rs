@@ -2,11 +2,12 @@
 //! creates the streams' flows, flushes usage on its tick, and drains the
 //! buffer at shutdown before letting the host go.
 
-use std::cell::{OnceCell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::rc::Rc;
 
 use crate::cache;
 use crate::config::{self, Config};
+use crate::feed::{self, Poll};
 use crate::flow::Flow;
 use crate::flusher;
 use crate::host::{LogLevel, RootHost, StreamHost};
@@ -22,6 +23,8 @@ pub struct Root<H: RootHost> {
     metrics: OnceCell<Rc<Metrics>>,
     worker: Option<Rc<Worker>>,
     shutting_down: bool,
+    /// This worker's key change feed poll, while it is in flight.
+    feed_poll: Option<Poll>,
 }
 
 impl<H: RootHost> Root<H> {
@@ -32,6 +35,7 @@ impl<H: RootHost> Root<H> {
             metrics: OnceCell::new(),
             worker: None,
             shutting_down: false,
+            feed_poll: None,
         }
     }
 
@@ -70,7 +74,7 @@ impl<H: RootHost> Root<H> {
                 .log(LogLevel::Warn, &format!("plugin configuration: {warning}"));
         }
         let config = parsed.config;
-        if let Err(e) = self.host.set_tick_period_ms(config.usage.flush_interval_ms) {
+        if let Err(e) = self.host.set_tick_period_ms(tick_period_ms(&config)) {
             self.host
                 .log(LogLevel::Error, &format!("cannot set the flush timer: {e}"));
             return false;
@@ -106,30 +110,38 @@ impl<H: RootHost> Root<H> {
             request_ids,
             metrics,
             cache_key,
+            feed_current: Cell::new(false),
         }));
         true
     }
 
-    /// The timer: publishes the hot counters, gives up on an overdue flush,
-    /// and sends the next batch.
+    /// The timer: publishes the hot counters, follows the key change feed,
+    /// gives up on an overdue flush, and sends the next batch.
     pub fn on_tick(&mut self) {
         let metrics = self.metrics();
         metrics.publish(&self.host);
         let (Some(now), Some(worker)) = (self.host.now_ms(), &self.worker) else {
             return;
         };
+        if self.feed_poll.is_none() && !self.shutting_down {
+            self.feed_poll = feed::tick(&self.host, worker, &metrics, now);
+        }
         flusher::expire_overdue(&self.host, worker, &metrics, now);
         flusher::flush(&self.host, worker, &metrics, false, now);
     }
 
-    /// A callout of the root answered (a usage flush) with `body_size`
-    /// bytes of body.
+    /// A callout of the root answered (a feed poll or a usage flush) with
+    /// `body_size` bytes of body.
     pub fn on_callout_reply(&mut self, token: u32, body_size: usize) {
         let metrics = self.metrics();
         let Some(worker) = self.worker.clone() else {
             return;
         };
         let now = self.host.now_ms().unwrap_or(0);
+        if let Some(poll) = self.feed_poll.filter(|p| p.token == token) {
+            self.feed_poll = feed::answered(&self.host, &worker, &metrics, poll, body_size, now);
+            return;
+        }
         let Some(answer) = flusher::answered(&self.host, &worker, &metrics, token, body_size, now)
         else {
             return;
@@ -194,17 +206,38 @@ impl<H: RootHost> Root<H> {
     }
 }
 
+/// The root's timer: the usage flush interval, or the feed's poll interval
+/// when that is shorter (a flush on every tick only sends what is buffered).
+fn tick_period_ms(config: &Config) -> u64 {
+    if config.key_feed.enabled {
+        config
+            .usage
+            .flush_interval_ms
+            .min(config.key_feed.poll_interval_ms)
+    } else {
+        config.usage.flush_interval_ms
+    }
+}
+
 /// The start-up line: what the configuration turned on (no secret).
 fn describe(config: &Config) -> String {
     let algorithms: Vec<&str> = config.jwt.algorithms.iter().map(|a| a.name()).collect();
     let replay = if config.jwt.require_jti {
-        format!("on ({} slots)", config.replay.slots)
+        format!(
+            "on ({} slots, scope {:?})",
+            config.replay.slots, config.replay.scope
+        )
+    } else {
+        "off".to_string()
+    };
+    let feed = if config.key_feed.enabled {
+        format!("every {} ms", config.key_feed.poll_interval_ms)
     } else {
         "off".to_string()
     };
     format!(
         "configured; sidecar cluster {}, algorithms {}, {} kid secrets, max body {} bytes, \
-         {} cache slots, replay protection {replay}",
+         {} cache slots, key change feed {feed}, replay protection {replay}",
         config.sidecar_cluster,
         algorithms.join(","),
         config.jwt.kid_secrets.len(),

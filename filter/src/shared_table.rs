@@ -29,6 +29,11 @@ pub struct Table {
 }
 
 impl Table {
+    /// The key of slot number `slot`.
+    pub fn slot_name(&self, slot: u32) -> String {
+        format!("{}{slot}", self.prefix)
+    }
+
     /// The key of the slot `digest` maps to: its first 8 bytes, big-endian,
     /// modulo the slot count.
     pub fn slot_key(&self, digest: &Digest32) -> String {

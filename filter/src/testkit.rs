@@ -175,11 +175,22 @@ impl Request {
         }
     }
 
-    /// Answers the verification call with `status` and `body`.
+    /// Answers the verification call with `status` and `body`, and its
+    /// retry (after a quick failure) the same way: a sidecar fleet that
+    /// keeps failing.
     pub fn answer(&mut self, status: Option<&str>, body: &str) {
+        let mut token = self.answer_once(status, body);
+        while self.awaiting() && self.callout() != token {
+            token = self.answer_once(status, body);
+        }
+    }
+
+    /// Answers only the verification call in flight; its token.
+    pub fn answer_once(&mut self, status: Option<&str>, body: &str) -> u32 {
         let token = self.callout();
         let size = self.host.world().answer(status, body.as_bytes());
         self.flow.on_callout_reply(token, size);
+        token
     }
 
     /// Answers the verification call: active, with this key id.

@@ -1,9 +1,10 @@
 //! What one worker's root shares with every stream it creates: the
 //! validated configuration, the usage buffer, the request id minter and the
 //! metrics. Built by the root in `on_configure`, immutable but for the
-//! buffer and the minter, which streams borrow one at a time.
+//! buffer and the minter, which streams borrow one at a time, and the
+//! feed's currency, which the tick sets.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
 use crate::config::Config;
@@ -25,4 +26,7 @@ pub struct Worker {
     pub metrics: Rc<Metrics>,
     /// The process's secret that maps key hashes to cache slots.
     pub cache_key: SlotKey,
+    /// Whether the key change feed was current at the last tick (then
+    /// active verdicts live for the long positive TTL).
+    pub feed_current: Cell<bool>,
 }

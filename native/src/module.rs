@@ -20,7 +20,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tollgate_filter::config::Config;
@@ -65,6 +65,9 @@ pub struct Shared {
     /// Records in the root's buffer as of its last step: with the queue,
     /// what the configuration holds, bounded by `usage.buffer_cap`.
     root_held: AtomicUsize,
+    /// Whether the key change feed was current at the root's last tick
+    /// (each stream copies it into its thread's worker).
+    feed_current: AtomicBool,
 }
 
 /// The module's state of one filter configuration.
@@ -122,6 +125,7 @@ fn configure(ptr: ConfigPtr, plugin: Vec<u8>) -> Option<ConfigHandle> {
         metrics: root.host().metrics.borrow().clone(),
         records: Mutex::new(VecDeque::new()),
         root_held: AtomicUsize::new(0),
+        feed_current: AtomicBool::new(false),
     });
     let id = NEXT_CONFIG.fetch_add(1, Ordering::Relaxed);
     ROOTS.with(|roots| roots.borrow_mut().insert(id, root));
@@ -194,6 +198,8 @@ fn with_root(handle: &ConfigHandle, f: impl FnOnce(&mut Root<NativeRoot>)) {
                     .root_held
                     .store(usage.len(), Ordering::Relaxed);
             }
+            let current = worker.feed_current.get();
+            handle.shared.feed_current.store(current, Ordering::Relaxed);
         }
     });
 }
@@ -312,6 +318,7 @@ fn thread_worker(handle: &ConfigHandle, host: &NativeStream) -> Option<Rc<Worker
             request_ids: Rc::new(RefCell::new(RequestIds::from_host(host)?)),
             metrics: Rc::new(Metrics::define(host)),
             cache_key: handle.shared.cache_key,
+            feed_current: Cell::new(false),
             config,
         });
         workers.insert(handle.id, worker.clone());
@@ -331,6 +338,8 @@ pub fn filter_new(handle: &ConfigHandle, ptr: StreamPtr) -> Option<StreamFilter>
                 answer: answer.clone(),
             };
             let worker = thread_worker(handle, &host())?;
+            let current = handle.shared.feed_current.load(Ordering::Relaxed);
+            worker.feed_current.set(current);
             let flow = Flow::new(host(), Some(worker.clone()), worker.metrics.clone());
             Some(StreamFilter {
                 ptr,

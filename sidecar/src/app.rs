@@ -8,15 +8,16 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 use tokio::net::TcpListener;
-use tollgate_wire::{USAGE_PATH, VERIFY_PATH};
+use tollgate_wire::{CHANGES_PATH, JTI_CLAIM_PATH, USAGE_PATH, VERIFY_PATH};
 
 use crate::config::{ServeConfig, DEFAULT_USAGE_MAX_SKEW};
+use crate::drain::{self, Drain};
 use crate::error::ApiError;
 use crate::extract::MAX_BODY_BYTES;
 use crate::metrics::{self, Metrics};
 use crate::sealed::Keyring;
 use crate::store::Store;
-use crate::{keys, probes, usage};
+use crate::{feed, keys, probes, usage};
 
 /// The secrets requests are checked against.
 #[derive(Clone)]
@@ -51,6 +52,8 @@ pub struct AppState {
     pub keyring: Arc<Keyring>,
     /// How far from now a usage record's timestamp may be.
     pub usage_max_skew: Duration,
+    /// Set once the stop signal arrived (`drain.rs`).
+    pub drain: Drain,
 }
 
 impl AppState {
@@ -63,6 +66,7 @@ impl AppState {
             metrics: Arc::new(Metrics::default()),
             keyring: Arc::new(Keyring::empty()),
             usage_max_skew: DEFAULT_USAGE_MAX_SKEW,
+            drain: Drain::default(),
         }
     }
 
@@ -83,8 +87,8 @@ impl AppState {
     }
 }
 
-/// Every route of the sidecar, with JSON 404/405 answers, the body size cap
-/// and request metrics.
+/// Every route of the sidecar, with JSON 404/405 answers, the body size cap,
+/// request metrics and `Connection: close` while draining.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(probes::healthz))
@@ -92,6 +96,8 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics::scrape))
         .route(VERIFY_PATH, post(keys::verify))
         .route(USAGE_PATH, post(usage::ingest))
+        .route(CHANGES_PATH, get(feed::changes))
+        .route(JTI_CLAIM_PATH, post(feed::claim))
         .route("/v1/keys", post(keys::create).get(keys::list))
         .route("/v1/keys/{id}/revoke", post(keys::revoke))
         .route("/v1/usage/summary", get(usage::summary))
@@ -103,11 +109,16 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             metrics::track_requests,
         ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            drain::close_while_draining,
+        ))
         .with_state(state)
 }
 
-/// Connects, migrates and serves until `shutdown` resolves; then stops
-/// accepting, lets in-flight requests finish and closes the pool.
+/// Connects, migrates and serves until `shutdown` resolves; then drains for
+/// `config.drain_period` (`/readyz` 503, everything else still served),
+/// stops accepting, lets in-flight requests finish and closes the pool.
 pub async fn serve(
     config: ServeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -137,9 +148,18 @@ pub async fn serve(
     )
     .with_keyring(config.keyring)
     .with_usage_max_skew(config.usage_max_skew);
+    // What is due goes before the first poll is served: a reader behind
+    // the retention is told to reset, not given a change that is due.
+    feed::purge_once(&store, config.key_feed_retention).await;
+    let purge = tokio::spawn(feed::purge_forever(
+        store.clone(),
+        config.key_feed_retention,
+    ));
+    let stop = drain::after_draining(shutdown, state.drain.clone(), config.drain_period);
     let served = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(stop)
         .await;
+    purge.abort();
     store.close().await;
     served.map_err(|e| format!("the HTTP server failed: {e}"))?;
     tracing::info!("stopped");

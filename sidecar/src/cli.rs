@@ -72,6 +72,15 @@ pub struct ServeArgs {
     /// while the sidecar was down are refused too.
     #[arg(long, env = "TOLLGATE_USAGE_MAX_SKEW", default_value = "24h")]
     pub usage_max_skew: String,
+    /// How long the key change feed keeps a change (e.g. 7d); an Envoy cut
+    /// off from every sidecar for longer drops its whole key cache.
+    #[arg(long, env = "TOLLGATE_KEY_FEED_RETENTION", default_value = "7d")]
+    pub key_feed_retention: String,
+    /// After SIGTERM or SIGINT, answer /readyz 503 for this long while still
+    /// serving, so the health checks of the Envoys in front take this sidecar
+    /// out first; then stop gracefully (e.g. 5s; 0s: stop at once).
+    #[arg(long, env = "TOLLGATE_DRAIN_PERIOD", default_value = "5s")]
+    pub drain_period: String,
 }
 
 /// `tollgate keys ...`.
@@ -209,7 +218,9 @@ pub async fn run(cli: Cli) -> Result<(), String> {
                 args.internal_token,
                 Keyring::from_env()?,
                 &args.usage_max_skew,
-            )?;
+            )?
+            .with_key_feed_retention(&args.key_feed_retention)?
+            .with_drain_period(&args.drain_period)?;
             crate::app::serve(config, crate::app::shutdown_signal()).await
         }
         Command::Migrate => {

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::clock::parse_duration;
+use crate::drain::DEFAULT_DRAIN_PERIOD;
 
 use crate::sealed::Keyring;
 
@@ -130,9 +131,26 @@ pub struct ServeConfig {
     pub keyring: Keyring,
     /// How far from now a usage record's timestamp may be; see [`DEFAULT_USAGE_MAX_SKEW`].
     pub usage_max_skew: Duration,
+    /// How long the key change feed keeps a change; see
+    /// [`crate::feed::DEFAULT_RETENTION`].
+    pub key_feed_retention: Duration,
+    /// How long `/readyz` answers 503 after the stop signal before the
+    /// listener closes; see [`DEFAULT_DRAIN_PERIOD`].
+    pub drain_period: Duration,
 }
 
 impl ServeConfig {
+    /// The same configuration keeping key changes for `retention` (a
+    /// duration such as `7d`; zero purges each change at the next round).
+    pub fn with_key_feed_retention(self, retention: &str) -> Result<Self, String> {
+        let key_feed_retention =
+            parse_duration(retention).map_err(|e| format!("--key-feed-retention: {e}"))?;
+        Ok(ServeConfig {
+            key_feed_retention,
+            ..self
+        })
+    }
+
     /// Validates the raw flag values; `keyring` is validated already
     /// ([`Keyring::from_env`]).
     pub fn new(
@@ -178,6 +196,18 @@ impl ServeConfig {
             internal_token,
             keyring,
             usage_max_skew,
+            key_feed_retention: crate::feed::DEFAULT_RETENTION,
+            drain_period: DEFAULT_DRAIN_PERIOD,
+        })
+    }
+
+    /// The same configuration draining for `period` (`--drain-period`: a
+    /// duration, `0s` for none) before it stops.
+    pub fn with_drain_period(self, period: &str) -> Result<Self, String> {
+        let drain_period = parse_duration(period).map_err(|e| format!("--drain-period: {e}"))?;
+        Ok(ServeConfig {
+            drain_period,
+            ..self
         })
     }
 }
@@ -186,13 +216,15 @@ impl fmt::Display for ServeConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "listen={} database={} admin_token={} internal_token={} master_key={} usage_max_skew={}s",
+            "listen={} database={} admin_token={} internal_token={} master_key={} usage_max_skew={}s key_feed_retention={}s drain_period={}s",
             self.listen,
             self.database.masked(),
             mask_secret(self.admin_token.as_deref()),
             mask_secret(Some(&self.internal_token)),
             self.keyring.describe(),
             self.usage_max_skew.as_secs(),
+            self.key_feed_retention.as_secs(),
+            self.drain_period.as_secs(),
         )
     }
 }
@@ -269,19 +301,22 @@ mod tests {
         assert!(bad_listen.contains("--listen"), "{bad_listen}");
     }
 
+    /// A configuration with only what `serve` requires, and `skew`.
+    fn serve_with_skew(skew: &str) -> Result<ServeConfig, String> {
+        let internal = Some("x".repeat(16));
+        ServeConfig::new(
+            "127.0.0.1:9000",
+            None,
+            None,
+            internal,
+            Keyring::empty(),
+            skew,
+        )
+    }
+
     #[test]
     fn the_usage_skew_is_a_duration_longer_than_zero() {
-        let serve = |skew| {
-            let internal = Some("x".repeat(16));
-            ServeConfig::new(
-                "127.0.0.1:9000",
-                None,
-                None,
-                internal,
-                Keyring::empty(),
-                skew,
-            )
-        };
+        let serve = serve_with_skew;
         assert_eq!(serve("24h").unwrap().usage_max_skew, DEFAULT_USAGE_MAX_SKEW);
         assert_eq!(
             serve("90m").unwrap().usage_max_skew,
@@ -294,6 +329,23 @@ mod tests {
         for bad in ["0s", "1day", "", "-1h"] {
             let err = serve(bad).unwrap_err();
             assert!(err.contains("--usage-max-skew"), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_drain_period_is_a_duration_and_may_be_zero() {
+        let serve = || serve_with_skew("24h").unwrap();
+        assert_eq!(serve().drain_period, DEFAULT_DRAIN_PERIOD);
+        let zero = serve().with_drain_period("0s").unwrap();
+        assert_eq!(zero.drain_period, Duration::ZERO);
+        assert!(zero.to_string().contains("drain_period=0s"));
+        assert_eq!(
+            serve().with_drain_period("2s").unwrap().drain_period,
+            Duration::from_secs(2)
+        );
+        for bad in ["2", "1day", "", "-1s"] {
+            let err = serve().with_drain_period(bad).unwrap_err();
+            assert!(err.contains("--drain-period"), "{bad:?}: {err}");
         }
     }
 

@@ -49,6 +49,9 @@ pub enum ErrorCode {
     /// the key cannot be verified until the master key that sealed it is
     /// configured.
     SigningSecretUnavailable,
+    /// 503 (`/readyz` only): the sidecar is draining before it stops, and
+    /// still serves every other route meanwhile.
+    Draining,
 }
 
 impl ErrorCode {
@@ -68,6 +71,7 @@ impl ErrorCode {
             ErrorCode::DatabaseUnavailable => "database_unavailable",
             ErrorCode::MasterKeyMissing => "master_key_missing",
             ErrorCode::SigningSecretUnavailable => "signing_secret_unavailable",
+            ErrorCode::Draining => "draining",
         }
     }
 
@@ -82,7 +86,8 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge | ErrorCode::BatchTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::DatabaseUnavailable
             | ErrorCode::MasterKeyMissing
-            | ErrorCode::SigningSecretUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            | ErrorCode::SigningSecretUnavailable
+            | ErrorCode::Draining => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -116,6 +121,8 @@ pub enum Undone {
     VerifyKey,
     /// `GET /readyz`.
     CheckReadiness,
+    /// The key change feed.
+    ReadFeed,
 }
 
 impl Undone {
@@ -127,6 +134,7 @@ impl Undone {
             Undone::ReadKeys => "the key list could not be read",
             Undone::VerifyKey => "the key could not be looked up",
             Undone::CheckReadiness => "the sidecar is not ready",
+            Undone::ReadFeed => "the key change feed could not be read",
         }
     }
 }
@@ -173,6 +181,8 @@ pub enum ApiError {
     /// Key `key_id`'s signing secret does not open; the cause (master key
     /// ids, never the secret) is logged, never answered.
     SigningSecretUnreadable { key_id: i64, cause: SealError },
+    /// The sidecar is draining (`/readyz` only).
+    Draining,
 }
 
 impl ApiError {
@@ -222,6 +232,7 @@ impl ApiError {
             ApiError::SealFailed(_) | ApiError::SigningSecretUnreadable { .. } => {
                 ErrorCode::SigningSecretUnavailable
             }
+            ApiError::Draining => ErrorCode::Draining,
         }
     }
 
@@ -292,6 +303,9 @@ impl fmt::Display for ApiError {
                 "the signing secret of key {key_id} cannot be decrypted with this sidecar's \
                  master keys; the key cannot be verified until {MASTER_KEY_ENV} (or a previous \
                  master key) is the one that sealed it"
+            ),
+            ApiError::Draining => f.write_str(
+                "the sidecar is draining before it stops; it still serves requests meanwhile",
             ),
         }
     }

@@ -359,7 +359,8 @@ pub async fn verify(
     let started = Instant::now();
     let key = state.store.key_by_hash(&request.key_hash).await;
     state.metrics.observe_verify(started.elapsed());
-    let key = key.map_err(ApiError::reading(Undone::VerifyKey))?;
+    let lookup = key.map_err(ApiError::reading(Undone::VerifyKey))?;
+    let key = lookup.key;
     let verdict = verdict_of(key.as_ref(), OffsetDateTime::now_utc());
     let signing_secret = match &key {
         Some(key) => secret_to_hand_over(key, verdict, &request.key_hash, &state.keyring)?,
@@ -373,6 +374,7 @@ pub async fn verify(
             .and_then(|k| k.expires_at)
             .map(OffsetDateTime::unix_timestamp),
         signing_secret: signing_secret.map(SigningSecret::into_exposed),
+        feed_cursor: Some(lookup.feed_seq),
     }))
 }
 

@@ -1,5 +1,6 @@
 //! Liveness and readiness probes: `GET /healthz` answers while the process
-//! runs, `GET /readyz` only while the database answers too.
+//! runs, `GET /readyz` only while the database answers too and the sidecar
+//! is not draining (`drain.rs`).
 
 use std::time::Instant;
 
@@ -15,8 +16,11 @@ pub async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// `GET /readyz`: the database answers `SELECT 1`.
+/// `GET /readyz`: not draining, and the database answers `SELECT 1`.
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    if state.drain.is_draining() {
+        return Err(ApiError::Draining);
+    }
     let started = Instant::now();
     state
         .store

@@ -4,7 +4,7 @@
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -77,6 +77,7 @@ fn tollgate(dir: &Path) -> Command {
         .env_remove("TOLLGATE_INTERNAL_TOKEN")
         .env_remove("TOLLGATE_MASTER_KEY")
         .env_remove("TOLLGATE_PREVIOUS_MASTER_KEY")
+        .env_remove("TOLLGATE_DRAIN_PERIOD")
         .env_remove("RUST_LOG");
     cmd
 }
@@ -412,49 +413,47 @@ fn http_get(port: u16, path: &str) -> Option<String> {
     Some(answer)
 }
 
-#[test]
-fn serve_stops_cleanly_on_sigterm() {
-    let dir = WorkDir::new("sigterm");
-    let port = free_port();
-    let internal = "internal-token-sigterm-0123456789";
-    let mut child = tollgate(&dir.0)
-        .env("TOLLGATE_INTERNAL_TOKEN", internal)
-        .env("TOLLGATE_MASTER_KEY", NEW_MASTER_KEY)
-        .env("DATABASE_URL", "sqlite://data/side.db")
+/// `tollgate serve` on `port` with `env`, its log piped; returns once it
+/// answers `/healthz`, with that answer.
+fn spawn_serve(dir: &WorkDir, port: u16, env: &[(&str, &str)]) -> (Child, String) {
+    let mut command = tollgate(&dir.0);
+    command.envs(env.iter().copied());
+    let child = command
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-
     let started = Instant::now();
-    let health = loop {
+    loop {
         if let Some(answer) = http_get(port, "/healthz") {
-            break answer;
+            return (child, answer);
         }
         assert!(
             started.elapsed() < Duration::from_secs(20),
             "the sidecar did not start listening"
         );
         std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
-    assert!(http_get(port, "/readyz")
-        .unwrap()
-        .starts_with("HTTP/1.1 200"));
+    }
+}
 
-    let killed = Command::new("kill")
+fn sigterm(child: &Child) {
+    let sent = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
-    assert!(killed.success());
-    let deadline = Instant::now() + Duration::from_secs(15);
+    assert!(sent.success());
+}
+
+/// Waits at most `limit` for `child` to exit; its status and its log.
+fn wait_exit(child: &mut Child, limit: Duration) -> (std::process::ExitStatus, String) {
+    let deadline = Instant::now() + limit;
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
         }
-        assert!(Instant::now() < deadline, "no exit within 15 s of SIGTERM");
-        std::thread::sleep(Duration::from_millis(50));
+        assert!(Instant::now() < deadline, "no exit within {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
     };
     let mut stderr = String::new();
     child
@@ -463,6 +462,31 @@ fn serve_stops_cleanly_on_sigterm() {
         .unwrap()
         .read_to_string(&mut stderr)
         .unwrap();
+    (status, stderr)
+}
+
+#[test]
+fn serve_stops_cleanly_on_sigterm() {
+    let dir = WorkDir::new("sigterm");
+    let port = free_port();
+    let internal = "internal-token-sigterm-0123456789";
+    let (mut child, health) = spawn_serve(
+        &dir,
+        port,
+        &[
+            ("TOLLGATE_INTERNAL_TOKEN", internal),
+            ("TOLLGATE_MASTER_KEY", NEW_MASTER_KEY),
+            ("DATABASE_URL", "sqlite://data/side.db"),
+            ("TOLLGATE_DRAIN_PERIOD", "0s"),
+        ],
+    );
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    assert!(http_get(port, "/readyz")
+        .unwrap()
+        .starts_with("HTTP/1.1 200"));
+
+    sigterm(&child);
+    let (status, stderr) = wait_exit(&mut child, Duration::from_secs(15));
     assert_eq!(status.code(), Some(0), "stderr:\n{stderr}");
     assert!(
         http_get(port, "/healthz").is_none(),
@@ -481,6 +505,119 @@ fn serve_stops_cleanly_on_sigterm() {
         "the master key leaked into the log"
     );
     assert!(dir.0.join("data/side.db").is_file());
+}
+
+/// A bare HTTP/1.1 POST with the internal token on a keep-alive connection
+/// (so the answer's own `Connection` header shows); the answer's head and
+/// body, or None if nobody listens.
+fn http_post_internal(port: u16, path: &str, token: &str, body: &str) -> Option<String> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nx-tollgate-internal-token: {token}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut answer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&answer).into_owned();
+        if let Some((head, rest)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length:")
+                        .map(|v| v.trim().parse::<usize>())
+                })
+                .and_then(Result::ok)?;
+            if rest.len() >= length {
+                return Some(text);
+            }
+        }
+        let read = stream.read(&mut chunk).ok()?;
+        if read == 0 {
+            return None;
+        }
+        answer.extend_from_slice(&chunk[..read]);
+    }
+}
+
+/// SIGTERM starts the drain: `/readyz` answers 503 `draining` at once while
+/// the key look-up keeps answering (with `Connection: close`), and the
+/// process exits 0 only after the drain period.
+#[test]
+fn serve_drains_before_it_stops() {
+    let dir = WorkDir::new("drain");
+    let port = free_port();
+    let internal = "internal-token-drain-0123456789";
+    let drain = Duration::from_secs(2);
+    let (mut child, _) = spawn_serve(
+        &dir,
+        port,
+        &[
+            ("TOLLGATE_INTERNAL_TOKEN", internal),
+            ("TOLLGATE_DRAIN_PERIOD", "2s"),
+            ("DATABASE_URL", "sqlite://data/drain.db"),
+        ],
+    );
+    let started = Instant::now();
+    while !http_get(port, "/readyz").is_some_and(|a| a.starts_with("HTTP/1.1 200")) {
+        assert!(started.elapsed() < Duration::from_secs(20), "never ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let verify = format!(r#"{{"key_hash":"{}"}}"#, "ab".repeat(32));
+    let before = http_post_internal(port, "/v1/internal/keys/verify", internal, &verify).unwrap();
+    assert!(before.starts_with("HTTP/1.1 200"), "{before}");
+    assert!(
+        !before.to_ascii_lowercase().contains("connection: close"),
+        "{before}"
+    );
+
+    sigterm(&child);
+    let signalled = Instant::now();
+    let ready = loop {
+        let answer = http_get(port, "/readyz").expect("the listener closed during the drain");
+        if !answer.starts_with("HTTP/1.1 200") {
+            break answer;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(1),
+            "still ready: {answer}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(ready.starts_with("HTTP/1.1 503"), "{ready}");
+    assert!(ready.contains(r#""code":"draining""#), "{ready}");
+    let healthy = http_get(port, "/healthz").unwrap();
+    assert!(healthy.starts_with("HTTP/1.1 200"), "{healthy}");
+    let during = http_post_internal(port, "/v1/internal/keys/verify", internal, &verify).unwrap();
+    assert!(during.starts_with("HTTP/1.1 200"), "{during}");
+    assert!(during.contains(r#""verdict":"not_found""#), "{during}");
+    assert!(
+        during.to_ascii_lowercase().contains("connection: close"),
+        "{during}"
+    );
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "exited during the drain"
+    );
+
+    let (status, stderr) = wait_exit(&mut child, drain + Duration::from_secs(15));
+    let took = signalled.elapsed();
+    assert_eq!(status.code(), Some(0), "stderr:\n{stderr}");
+    assert!(
+        took >= drain,
+        "exited {took:?} after SIGTERM, before the drain period"
+    );
+    assert!(stderr.contains("drain_period=2s"), "{stderr}");
+    assert!(stderr.contains("draining"), "{stderr}");
+    assert!(
+        http_get(port, "/healthz").is_none(),
+        "still accepting after exit"
+    );
 }
 
 const OLD_MASTER_KEY: &str = "1111111111111111111111111111111111111111111111111111111111111111";

@@ -1,5 +1,6 @@
 //! What the tollgate filter (inside Envoy) and the sidecar share, defined
-//! once: the two internal calls (key verification, usage ingestion), the
+//! once: the internal calls (key verification, usage ingestion, the key
+//! change feed, fleet `jti` claims), the
 //! contract's outcome codes, key hashing and hex, and the HMAC algorithms
 //! and claim names of the `X-Auth-Token`.
 //!
@@ -7,8 +8,10 @@
 //! `wasm32-wasip1` as well as for the host.
 
 pub mod api_key;
+pub mod claim;
 pub mod digest;
 pub mod error;
+pub mod feed;
 pub mod hex;
 pub mod jws;
 pub mod outcome;
@@ -16,8 +19,10 @@ pub mod usage;
 pub mod verify;
 
 pub use api_key::{key_format_error, MAX_KEY_LEN, MINTED_KEY_PREFIX, MINTED_KEY_RANDOM_BYTES};
+pub use claim::{ClaimReply, ClaimRequest, FINGERPRINT_HEX_LEN, JTI_CLAIM_PATH};
 pub use digest::{body_sha256_hex, key_hash, key_hash_hex, sha256, Digest32};
 pub use error::{ErrorBody, ErrorDetail};
+pub use feed::{changes_query, ChangesReply, KeyChange, CHANGES_PATH, MAX_CHANGES_PER_REPLY};
 pub use hex::{is_lower_hex_digest, parse_lower_hex, to_hex};
 pub use jws::Algorithm;
 pub use outcome::Outcome;

@@ -72,6 +72,13 @@ pub struct VerifyReply {
     /// Absent for keys that use the shared secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signing_secret: Option<String>,
+    /// The key change feed's cursor read together with the key (one
+    /// snapshot): the verdict reflects every change up to it. A filter
+    /// that has applied changes past it does not cache the verdict (a
+    /// change it already applied might concern this key). Absent from a
+    /// sidecar without the feed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub feed_cursor: Option<u64>,
 }
 
 impl std::fmt::Debug for VerifyReply {
@@ -80,6 +87,7 @@ impl std::fmt::Debug for VerifyReply {
             .field("verdict", &self.verdict)
             .field("key_id", &self.key_id)
             .field("expires_at", &self.expires_at)
+            .field("feed_cursor", &self.feed_cursor)
             .field(
                 "signing_secret",
                 &self
@@ -102,6 +110,7 @@ mod tests {
             key_id: None,
             expires_at: None,
             signing_secret: None,
+            feed_cursor: None,
         };
         assert_eq!(
             serde_json::to_string(&reply).unwrap(),

@@ -6,8 +6,9 @@
 use tollgate_wire::{Digest32, VERIFY_PATH};
 
 use super::{Flow, KeyState, Next, Phase, Stage};
-use crate::cache::{self, CacheEntry, Lookup};
+use crate::cache::{self, CacheEntry, Cached, Lookup};
 use crate::error::Denial;
+use crate::feed;
 use crate::host::{LogLevel, StreamHost};
 use crate::metrics::Counter;
 use crate::sidecar_call;
@@ -25,22 +26,14 @@ impl<H: StreamHost> Flow<H> {
         now: u64,
     ) -> Result<KeyState, Denial> {
         let policy = &worker.config.key_cache;
+        let fed = worker.feed_current.get();
         let cached = cache::read_slot(&self.host, key_hash, policy, &worker.cache_key);
-        if let Lookup::Fresh(entry) = cache::lookup(cached.as_ref(), key_hash, now, policy) {
+        if let Lookup::Fresh(entry) = cache::lookup(cached.as_ref(), key_hash, now, policy, fed) {
             self.metrics.inc(&self.host, Counter::KeyCacheHit);
             return Ok(KeyState::Known(self.decided(&entry, now)));
         }
         self.metrics.inc(&self.host, Counter::KeyCacheMiss);
-        let config = &worker.config;
-        let body = verify_request_body(key_hash);
-        match sidecar_call::post(
-            &self.host,
-            config,
-            VERIFY_PATH,
-            &body,
-            config.callout_timeout_ms,
-            Some(&self.exchange.request_id),
-        ) {
+        match self.send_verify(worker, key_hash, now) {
             Ok(token) => Ok(KeyState::Awaiting(token)),
             Err(e) => self
                 .fall_back(worker, key_hash, &format!("callout not sent: {e}"), now)
@@ -48,9 +41,64 @@ impl<H: StreamHost> Flow<H> {
         }
     }
 
+    fn send_verify(
+        &mut self,
+        worker: &Worker,
+        key_hash: &Digest32,
+        now: u64,
+    ) -> Result<u32, crate::host::HostError> {
+        let config = &worker.config;
+        let body = verify_request_body(key_hash);
+        self.verify_sent_ms = now;
+        sidecar_call::post(
+            &self.host,
+            config,
+            VERIFY_PATH,
+            &body,
+            config.callout_timeout_ms,
+            Some(&self.exchange.request_id),
+        )
+    }
+
+    /// The verification call failed fast (no answer, or a 5xx, well within
+    /// its timeout): a sidecar died under it, or the one picked is gone.
+    /// The call is idempotent, so it is sent once more, and Envoy's load
+    /// balancer picks a healthy sidecar. True when the retry is in flight.
+    fn retry_verify(
+        &mut self,
+        worker: &Worker,
+        key_hash: &Digest32,
+        status: Option<&[u8]>,
+        now: u64,
+    ) -> bool {
+        let server_error = status.is_none_or(|s| s.first() == Some(&b'5'));
+        let quick = now.saturating_sub(self.verify_sent_ms) < worker.config.callout_timeout_ms / 2;
+        if self.verify_retried || !server_error || !quick {
+            return false;
+        }
+        self.verify_retried = true;
+        let Ok(token) = self.send_verify(worker, key_hash, now) else {
+            return false;
+        };
+        self.metrics.inc(&self.host, Counter::VerifyRetries);
+        match &mut self.stage {
+            Stage::Checking(checking) => {
+                checking.key = KeyState::Awaiting(token);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// A callout answered. Only the verification call this request is
     /// waiting for counts; any other (or a late one) is ignored.
     pub fn on_callout_reply(&mut self, token: u32, body_size: usize) {
+        if let Stage::Claiming { key_id, token: t } = self.stage {
+            if t == token {
+                self.fleet_claim_answered(key_id, body_size);
+            }
+            return;
+        }
         let Stage::Checking(checking) = &self.stage else {
             return;
         };
@@ -59,17 +107,20 @@ impl<H: StreamHost> Flow<H> {
         }
         let key_hash = checking.key_hash;
         let next = match self.verdict_from_reply(&key_hash, body_size) {
-            Ok(decision) => self.key_known(decision),
+            Ok(Some(decision)) => self.key_known(decision),
+            Ok(None) => return,
             Err(denial) => Next::Deny(denial),
         };
         self.drive(next, Phase::Callout);
     }
 
+    /// The verdict in a verification call's answer; `None` while a retry
+    /// of the call is in flight.
     fn verdict_from_reply(
         &mut self,
         key_hash: &Digest32,
         body_size: usize,
-    ) -> Result<KeyDecision, Denial> {
+    ) -> Result<Option<KeyDecision>, Denial> {
         let Some(worker) = self.worker.clone() else {
             return Err(Denial::AuthUnavailable);
         };
@@ -83,24 +134,31 @@ impl<H: StreamHost> Flow<H> {
         } else {
             None
         };
-        let entry = parse_verify_reply(status.as_deref(), body.as_deref())
-            .and_then(|reply| CacheEntry::from_reply(*key_hash, &reply, now));
+        let reply = parse_verify_reply(status.as_deref(), body.as_deref());
+        let read_at = reply.as_ref().and_then(|r| r.feed_cursor);
+        let entry = reply.and_then(|reply| CacheEntry::from_reply(*key_hash, &reply, now));
         match entry {
             Some(entry) => {
                 let policy = &worker.config.key_cache;
-                let written = cache::write_slot(&self.host, &entry, policy, &worker.cache_key, now);
-                if let Err(e) = written {
-                    self.log(LogLevel::Warn, &format!("cannot cache a verdict: {e:?}"));
+                match cache::write_slot(&self.host, &entry, policy, &worker.cache_key, now) {
+                    Ok(Cached::Stored) => {
+                        feed::verdict_cached(&self.host, &worker, &entry, read_at);
+                    }
+                    Ok(Cached::KeptActive) => {}
+                    Err(e) => self.log(LogLevel::Warn, &format!("cannot cache a verdict: {e:?}")),
                 }
-                Ok(self.decided(&entry, now))
+                Ok(Some(self.decided(&entry, now)))
             }
             None => {
+                if self.retry_verify(&worker, key_hash, status.as_deref(), now) {
+                    return Ok(None);
+                }
                 let why = match status {
                     Some(s) if s.as_slice() == b"200" => "unreadable answer".to_string(),
                     Some(s) => format!("status {}", String::from_utf8_lossy(&s)),
                     None => "no answer (timeout or connection failure)".to_string(),
                 };
-                self.fall_back(&worker, key_hash, &why, now)
+                self.fall_back(&worker, key_hash, &why, now).map(Some)
             }
         }
     }
@@ -115,8 +173,9 @@ impl<H: StreamHost> Flow<H> {
     ) -> Result<KeyDecision, Denial> {
         self.metrics.inc(&self.host, Counter::CalloutFailures);
         let policy = &worker.config.key_cache;
+        let fed = worker.feed_current.get();
         let cached = cache::read_slot(&self.host, key_hash, policy, &worker.cache_key);
-        if let Lookup::Fresh(entry) = cache::lookup(cached.as_ref(), key_hash, now, policy) {
+        if let Lookup::Fresh(entry) = cache::lookup(cached.as_ref(), key_hash, now, policy, fed) {
             return Ok(self.decided(&entry, now));
         }
         if let Some(entry) = cache::stale_fallback(cached.as_ref(), key_hash, now, policy) {

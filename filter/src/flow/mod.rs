@@ -14,6 +14,7 @@
 //! fails the request closed (503 `auth_unavailable`), never open.
 
 mod checking;
+mod fleet_claim;
 mod key;
 
 use std::rc::Rc;
@@ -25,7 +26,7 @@ use crate::headers::{check_headers, header_value, STRIPPED_HEADERS};
 use crate::host::{Action, LogLevel, StreamHost};
 use crate::metering::{usage_record, Decision, Exchange};
 use crate::metrics::{Counter, Metrics};
-use crate::replay::{self, Claimed, JtiClaim};
+use crate::replay::{self, Claimed, JtiClaim, ReplayScope};
 use crate::token::{prepare_token, RequestLine};
 use crate::usage::Pushed;
 use crate::verdict::KeyDecision;
@@ -43,10 +44,23 @@ pub enum Stage {
     Started,
     /// The headers passed; the verdict and the body are awaited.
     Checking(Checking),
+    /// Every check passed; the fleet-wide `jti` claim (callout `token`)
+    /// is awaited for key `key_id`.
+    Claiming { key_id: i64, token: u32 },
+    /// The fleet claim answered; the decision follows at once.
+    Claimed(i64),
     /// The filter decided.
     Decided(Decision),
     /// The stream ended and was metered.
     Ended,
+}
+
+/// How an admitted request goes on.
+enum Admission {
+    /// Let it through now.
+    Now,
+    /// Hold it for the fleet `jti` claim under this callout token.
+    Claiming(u32),
 }
 
 /// Where a decision is carried out: inside a stream callback (its return
@@ -70,6 +84,10 @@ pub struct Flow<H: StreamHost> {
     /// The `jti` this request claimed, until its response shows whether it
     /// reached an upstream (if it did not, the claim is given back).
     claimed: Option<JtiClaim>,
+    /// When the key verification call was sent, and whether it was sent
+    /// again after a quick failure (another sidecar may answer).
+    verify_sent_ms: u64,
+    verify_retried: bool,
 }
 
 impl<H: StreamHost> Flow<H> {
@@ -84,6 +102,8 @@ impl<H: StreamHost> Flow<H> {
             exchange: Exchange::default(),
             headers_at_s: 0,
             claimed: None,
+            verify_sent_ms: 0,
+            verify_retried: false,
         }
     }
 
@@ -252,7 +272,9 @@ impl<H: StreamHost> Flow<H> {
         let decision = match std::mem::replace(&mut self.stage, Stage::Ended) {
             Stage::Decided(decision) => Some(decision),
             Stage::Ended => return,
-            Stage::Started | Stage::Checking(_) => None,
+            Stage::Started | Stage::Checking(_) | Stage::Claiming { .. } | Stage::Claimed(_) => {
+                None
+            }
         };
         let Some(worker) = &self.worker else {
             return;
@@ -283,7 +305,7 @@ impl<H: StreamHost> Flow<H> {
     fn fail(&mut self, why: &str) -> Action {
         self.log(LogLevel::Error, why);
         match self.stage {
-            Stage::Started | Stage::Checking(_) => {
+            Stage::Started | Stage::Checking(_) | Stage::Claiming { .. } | Stage::Claimed(_) => {
                 self.drive(Next::Deny(Denial::AuthUnavailable), Phase::Callback)
             }
             Stage::Decided(_) | Stage::Ended => self.settled(),
@@ -299,7 +321,7 @@ impl<H: StreamHost> Flow<H> {
                 Action::Pause
             }
             Next::Admit(key_id) => match self.admit(key_id) {
-                Ok(()) => {
+                Ok(Admission::Now) => {
                     self.stage = Stage::Decided(Decision::Allowed(key_id));
                     self.metrics.inc(&self.host, Counter::RequestsAllowed);
                     if phase == Phase::Callout {
@@ -308,6 +330,10 @@ impl<H: StreamHost> Flow<H> {
                         }
                     }
                     Action::Continue
+                }
+                Ok(Admission::Claiming(token)) => {
+                    self.stage = Stage::Claiming { key_id, token };
+                    Action::Pause
                 }
                 Err(denial) => {
                     self.deny(denial);
@@ -319,8 +345,13 @@ impl<H: StreamHost> Flow<H> {
 
     /// The last steps of a request that passed every check: name its key
     /// for the upstream, then claim its `jti` (last, so only a request that
-    /// is let through uses it up).
-    fn admit(&mut self, key_id: i64) -> Result<(), Denial> {
+    /// is let through uses it up): in this instance's store, then, with
+    /// `replay_scope: "fleet"`, through the sidecar (the request waits).
+    /// A request coming back from the fleet claim only goes through.
+    fn admit(&mut self, key_id: i64) -> Result<Admission, Denial> {
+        if matches!(self.stage, Stage::Claimed(_)) {
+            return Ok(Admission::Now);
+        }
         if let Err(e) = self
             .host
             .set_request_header(KEY_ID_HEADER, &key_id.to_string())
@@ -333,7 +364,7 @@ impl<H: StreamHost> Flow<H> {
             _ => None,
         };
         let Some(claim) = claim.map(|c| c.by_key(key_id)) else {
-            return Ok(());
+            return Ok(Admission::Now);
         };
         let now_s = self
             .host
@@ -346,8 +377,17 @@ impl<H: StreamHost> Flow<H> {
         let bucket = &claim.bucket_key;
         match claimed {
             Claimed::Recorded => {
-                self.claimed = Some(claim);
-                Ok(())
+                let fleet = self
+                    .worker
+                    .clone()
+                    .filter(|w| w.config.replay.scope == ReplayScope::Fleet);
+                self.claimed = Some(claim.clone());
+                match fleet {
+                    Some(worker) => self
+                        .send_fleet_claim(&worker, &claim)
+                        .map(Admission::Claiming),
+                    None => Ok(Admission::Now),
+                }
             }
             Claimed::Replayed => Err(Denial::ReplayedToken),
             Claimed::Full => {

@@ -12,7 +12,8 @@ use crate::fake_host::{Call, FakeWorld};
 use crate::host::{Action, LogLevel};
 use crate::metering::Decision;
 use crate::replay::{
-    encode_bucket, Entry, JtiClaim, ReplayPolicy, BUCKET_ENTRIES, KEY_SHARE, SHARED_FROM,
+    encode_bucket, Entry, JtiClaim, ReplayPolicy, ReplayScope, BUCKET_ENTRIES, KEY_SHARE,
+    SHARED_FROM,
 };
 use crate::testkit::{sign, sign_with, Gateway, Request, INTERNAL, KEY, SECRET};
 use tollgate_wire::KeyVerdict;
@@ -608,7 +609,10 @@ fn a_claim_that_loses_a_race_to_another_jti_retries_and_keeps_both() {
     let world = FakeWorld::new();
     let gw = replay_gateway(world.clone());
     warm(&gw);
-    let policy = ReplayPolicy { slots: 32 };
+    let policy = ReplayPolicy {
+        slots: 32,
+        scope: ReplayScope::Instance,
+    };
     let other = JtiClaim::new("other", i64::MAX, 0, &policy);
     let r = with_jti(&gw, "mine", BODY);
     let bucket = other.bucket_key.clone();
@@ -637,7 +641,15 @@ fn a_claim_that_loses_the_race_to_the_same_jti_is_a_replay() {
     let mut claims = gw.claims(BODY);
     claims["jti"] = json!("raced");
     let exp = claims["exp"].as_i64().unwrap();
-    let same = JtiClaim::new("raced", exp, 30, &ReplayPolicy { slots: 32 });
+    let same = JtiClaim::new(
+        "raced",
+        exp,
+        30,
+        &ReplayPolicy {
+            slots: 32,
+            scope: ReplayScope::Instance,
+        },
+    );
     world.before_next_write(move |w| {
         let host = w.root();
         assert_eq!(

@@ -6,6 +6,7 @@
 //! (idempotent inserts, time types) and keeps its own migrations under
 //! `migrations/<backend>`.
 
+pub mod feed;
 pub mod mysql;
 pub mod sql;
 pub mod sqlite;
@@ -107,6 +108,39 @@ pub struct SealedRow {
     pub key_hash: String,
     pub sealed: SealedSecret,
 }
+
+/// A key look-up and the change feed's head read with it: the verdict
+/// reflects every change up to `feed_seq`.
+#[derive(Debug, Clone)]
+pub struct KeyLookup {
+    pub key: Option<ApiKey>,
+    pub feed_seq: u64,
+}
+
+impl KeyLookup {
+    /// The look-up from the head read with it and the key, if any.
+    fn new(feed_seq: i64, key: Option<ApiKey>) -> Result<KeyLookup, StoreError> {
+        let feed_seq = u64::try_from(feed_seq)
+            .map_err(|_| StoreError::Corrupt("key_feed.head_seq is negative".into()))?;
+        Ok(KeyLookup { key, feed_seq })
+    }
+}
+
+/// The one row of [`sql::KEY_BY_HASH`] read with a backend's `key_from_row`
+/// (its key columns are NULL when no key has the hash).
+macro_rules! key_lookup_from_row {
+    ($row:expr, $key_from_row:expr) => {{
+        let row = $row;
+        let feed_seq: i64 = sqlx::Row::try_get(row, "feed_seq")?;
+        let id: Option<i64> = sqlx::Row::try_get(row, "id")?;
+        let key = match id {
+            Some(_) => Some($key_from_row(row)?),
+            None => None,
+        };
+        super::KeyLookup::new(feed_seq, key)
+    }};
+}
+pub(crate) use key_lookup_from_row;
 
 /// What a revocation did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -238,6 +272,7 @@ macro_rules! on_either_pool {
         }
     };
 }
+pub(crate) use on_either_pool;
 
 impl Store {
     /// Opens a pool on the target; a SQLite file (and its directory) is created when missing.
@@ -276,8 +311,8 @@ impl Store {
         dispatch!(self.list_keys())
     }
 
-    /// The key with this lowercase hex SHA-256, if any.
-    pub async fn key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKey>, StoreError> {
+    /// The key with this lowercase hex SHA-256, if any, and the feed's head.
+    pub async fn key_by_hash(&self, key_hash: &str) -> Result<KeyLookup, StoreError> {
         dispatch!(self.key_by_hash(key_hash))
     }
 

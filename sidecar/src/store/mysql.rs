@@ -13,11 +13,13 @@ use time::{OffsetDateTime, PrimitiveDateTime};
 use tokio::sync::Semaphore;
 use tollgate_wire::UsageRecord;
 
+use super::feed::{unix_ms, CHANGE_CREATED, CHANGE_REVOKED};
 use super::{
-    record_time, sql, ApiKey, KeyStatus, NewKey, Revocation, StoreError, SummaryFilter,
+    record_time, sql, ApiKey, KeyLookup, KeyStatus, NewKey, Revocation, StoreError, SummaryFilter,
     UsageSummaryRow, INSERT_CHUNK_ROWS,
 };
 use crate::clock::to_primitive_utc;
+use crate::publish_change;
 use crate::sealed::SealedSecret;
 
 pub(super) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/mysql");
@@ -85,6 +87,7 @@ impl MySqlStore {
     }
 
     pub(super) async fn insert_key(&self, key: &NewKey) -> Result<ApiKey, StoreError> {
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query(sql::INSERT_KEY)
             .bind(&key.name)
             .bind(&key.prefix)
@@ -92,8 +95,10 @@ impl MySqlStore {
             .bind(to_primitive_utc(key.created_at))
             .bind(key.expires_at.map(to_primitive_utc))
             .bind(key.sealed_signing_secret.as_ref().map(SealedSecret::as_str))
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        publish_change!(tx, &key.key_hash, CHANGE_CREATED, unix_ms(key.created_at));
+        tx.commit().await?;
         let id = i64::try_from(done.last_insert_id())
             .map_err(|_| StoreError::Corrupt("api_keys.id overflowed".into()))?;
         Ok(key.registered(id))
@@ -104,7 +109,7 @@ impl MySqlStore {
         rows.iter().map(key_from_row).collect()
     }
 
-    pub(super) async fn key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKey>, StoreError> {
+    pub(super) async fn key_by_hash(&self, key_hash: &str) -> Result<KeyLookup, StoreError> {
         self.lookups.key_by_hash(key_hash).await
     }
 
@@ -119,6 +124,15 @@ impl MySqlStore {
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        if done.rows_affected() == 1 {
+            let row = sqlx::query(sql::KEY_HASH_BY_ID)
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+            let hash = sql::ascii_column(&row, "key_hash")?
+                .ok_or_else(|| StoreError::Corrupt("api_keys.key_hash is NULL".into()))?;
+            publish_change!(tx, &hash, CHANGE_REVOKED, unix_ms(at));
+        }
         let row = sqlx::query(sql::KEY_BY_ID)
             .bind(id)
             .fetch_optional(&mut *tx)
@@ -209,7 +223,7 @@ impl LookupConnections {
         }
     }
 
-    async fn key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKey>, StoreError> {
+    async fn key_by_hash(&self, key_hash: &str) -> Result<KeyLookup, StoreError> {
         let _slot = tokio::time::timeout(self.acquire_timeout, self.slots.acquire())
             .await
             .map_err(|_| StoreError::Unavailable(sqlx::Error::PoolTimedOut))?
@@ -267,22 +281,19 @@ enum Lookup {
     TimedOut,
 }
 
-async fn timed_lookup(
-    conn: &mut MySqlConnection,
-    key_hash: &str,
-) -> Result<Option<ApiKey>, Lookup> {
+async fn timed_lookup(conn: &mut MySqlConnection, key_hash: &str) -> Result<KeyLookup, Lookup> {
     match tokio::time::timeout(LOOKUP_TIMEOUT, lookup(conn, key_hash)).await {
         Ok(result) => result.map_err(Lookup::Failed),
         Err(_) => Err(Lookup::TimedOut),
     }
 }
 
-async fn lookup(conn: &mut MySqlConnection, key_hash: &str) -> Result<Option<ApiKey>, StoreError> {
+async fn lookup(conn: &mut MySqlConnection, key_hash: &str) -> Result<KeyLookup, StoreError> {
     let row = sqlx::query(sql::KEY_BY_HASH)
         .bind(key_hash)
-        .fetch_optional(conn)
+        .fetch_one(conn)
         .await?;
-    row.as_ref().map(key_from_row).transpose()
+    super::key_lookup_from_row!(&row, key_from_row)
 }
 
 /// sqlx's default ping before handing out a connection stays on: this pool

@@ -20,12 +20,17 @@ macro_rules! key_columns {
 /// Every key, oldest first.
 pub const LIST_KEYS: &str = concat!("SELECT ", key_columns!(), " FROM api_keys ORDER BY id");
 
-/// The key with a hash (the hot look-up); binds the lowercase hex hash.
+/// The key with a hash (the hot look-up), with the change feed's head in
+/// the same snapshot (`feed_seq`); binds the lowercase hex hash. Always one
+/// row: the key's columns are NULL when no key has the hash.
 pub const KEY_BY_HASH: &str = concat!(
-    "SELECT ",
+    "SELECT key_feed.head_seq AS feed_seq, ",
     key_columns!(),
-    " FROM api_keys WHERE key_hash = ?"
+    " FROM key_feed LEFT JOIN api_keys ON api_keys.key_hash = ? WHERE key_feed.shard = 1"
 );
+
+/// A key's hash by its id; binds the id.
+pub const KEY_HASH_BY_ID: &str = "SELECT key_hash FROM api_keys WHERE id = ?";
 
 /// The key with an id; binds the id.
 pub const KEY_BY_ID: &str = concat!("SELECT ", key_columns!(), " FROM api_keys WHERE id = ?");
@@ -193,7 +198,7 @@ where
 /// A text column of ASCII stored with a binary collation (`ascii_bin` on
 /// MySQL, which sqlx reports as binary and will not decode as a `String`),
 /// read as bytes on both backends.
-fn ascii_column<R: Row>(row: &R, column: &'static str) -> Result<Option<String>, sqlx::Error>
+pub fn ascii_column<R: Row>(row: &R, column: &'static str) -> Result<Option<String>, sqlx::Error>
 where
     for<'r> Option<Vec<u8>>: Decode<'r, R::Database> + Type<R::Database>,
     &'static str: ColumnIndex<R>,

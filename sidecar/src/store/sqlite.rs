@@ -16,11 +16,13 @@ use sqlx::{Row, Sqlite};
 use time::OffsetDateTime;
 use tollgate_wire::UsageRecord;
 
+use super::feed::{unix_ms, CHANGE_CREATED, CHANGE_REVOKED};
 use super::{
-    record_time, sql, ApiKey, KeyStatus, NewKey, Revocation, StoreError, SummaryFilter,
+    record_time, sql, ApiKey, KeyLookup, KeyStatus, NewKey, Revocation, StoreError, SummaryFilter,
     UsageSummaryRow, INSERT_CHUNK_ROWS,
 };
 use crate::clock::{format_db_text, parse_db_text};
+use crate::publish_change;
 use crate::sealed::SealedSecret;
 
 pub(super) static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -93,7 +95,21 @@ impl SqliteStore {
         Ok(())
     }
 
+    pub(super) async fn list_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
+        let rows = sqlx::query(sql::LIST_KEYS).fetch_all(&self.pool).await?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    pub(super) async fn key_by_hash(&self, key_hash: &str) -> Result<KeyLookup, StoreError> {
+        let row = sqlx::query(sql::KEY_BY_HASH)
+            .bind(key_hash)
+            .fetch_one(&self.pool)
+            .await?;
+        super::key_lookup_from_row!(&row, key_from_row)
+    }
+
     pub(super) async fn insert_key(&self, key: &NewKey) -> Result<ApiKey, StoreError> {
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query(sql::INSERT_KEY)
             .bind(&key.name)
             .bind(&key.prefix)
@@ -101,22 +117,11 @@ impl SqliteStore {
             .bind(format_db_text(key.created_at))
             .bind(key.expires_at.map(format_db_text))
             .bind(key.sealed_signing_secret.as_ref().map(SealedSecret::as_str))
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        publish_change!(tx, &key.key_hash, CHANGE_CREATED, unix_ms(key.created_at));
+        tx.commit().await?;
         Ok(key.registered(done.last_insert_rowid()))
-    }
-
-    pub(super) async fn list_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
-        let rows = sqlx::query(sql::LIST_KEYS).fetch_all(&self.pool).await?;
-        rows.iter().map(key_from_row).collect()
-    }
-
-    pub(super) async fn key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKey>, StoreError> {
-        let row = sqlx::query(sql::KEY_BY_HASH)
-            .bind(key_hash)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.as_ref().map(key_from_row).transpose()
     }
 
     pub(super) async fn revoke_key(
@@ -130,6 +135,15 @@ impl SqliteStore {
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        if done.rows_affected() == 1 {
+            let row = sqlx::query(sql::KEY_HASH_BY_ID)
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+            let hash = sql::ascii_column(&row, "key_hash")?
+                .ok_or_else(|| StoreError::Corrupt("api_keys.key_hash is NULL".into()))?;
+            publish_change!(tx, &hash, CHANGE_REVOKED, unix_ms(at));
+        }
         let row = sqlx::query(sql::KEY_BY_ID)
             .bind(id)
             .fetch_optional(&mut *tx)

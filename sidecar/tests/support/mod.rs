@@ -23,6 +23,29 @@ use sidecar::store::{MySqlStore, NewKey, Store};
 use sqlx::{Connection, Row};
 use tower::ServiceExt;
 
+/// Defines each named `async fn name(backend: Backend)` of the calling
+/// file as two tests, `sqlite::name` and `mysql::name`.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod mysql {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Backend::MySql).await
+                }
+            )*
+        }
+    };
+}
+
 pub const INTERNAL_TOKEN: &str = "internal-token-for-tests-0123";
 pub const ADMIN_TOKEN: &str = "admin-token-for-tests-0123456";
 

@@ -1,0 +1,94 @@
+//! The fleet-wide `jti` claim (`jwt.replay_scope: "fleet"`): a request that
+//! passed every check, its `jti` new to this instance's store, is held
+//! while the sidecar claims the `jti` in the database every Envoy shares.
+//! First use anywhere passes; a replay is 401 `replayed_token`; no usable
+//! answer fails closed (503 `auth_unavailable`), and the instance's own
+//! claim is given back, so that a retry of the same token can try again.
+
+use tollgate_wire::{to_hex, ClaimReply, ClaimRequest, JTI_CLAIM_PATH};
+
+use super::{Flow, Next, Phase, Stage};
+use crate::error::Denial;
+use crate::host::{LogLevel, StreamHost};
+use crate::metrics::Counter;
+use crate::replay::{self, JtiClaim};
+use crate::sidecar_call;
+use crate::worker::Worker;
+
+/// Largest claim answer the filter reads.
+const MAX_REPLY_BYTES: usize = 1024;
+
+/// The body of the claim call.
+fn claim_body(claim: &JtiClaim) -> Vec<u8> {
+    let request = ClaimRequest {
+        fingerprint: to_hex(&claim.entry.fingerprint),
+        expires_at: claim.entry.expires_at_s,
+        key_id: claim.entry.owner,
+    };
+    serde_json::to_vec(&request).unwrap_or_default()
+}
+
+impl<H: StreamHost> Flow<H> {
+    /// Sends the fleet claim of `claim`; its callout token.
+    pub(super) fn send_fleet_claim(
+        &mut self,
+        worker: &Worker,
+        claim: &JtiClaim,
+    ) -> Result<u32, Denial> {
+        let config = &worker.config;
+        sidecar_call::post(
+            &self.host,
+            config,
+            JTI_CLAIM_PATH,
+            &claim_body(claim),
+            config.callout_timeout_ms,
+            Some(&self.exchange.request_id),
+        )
+        .map_err(|e| {
+            self.metrics.inc(&self.host, Counter::ReplayFleetFailures);
+            self.log(
+                LogLevel::Error,
+                &format!("cannot send the fleet jti claim: {e}; refusing"),
+            );
+            self.give_back_claim();
+            Denial::AuthUnavailable
+        })
+    }
+
+    /// The claim call answered (`body_size` bytes of body).
+    pub(super) fn fleet_claim_answered(&mut self, key_id: i64, body_size: usize) {
+        let status = self.host.callout_status();
+        let body = (body_size > 0 && body_size <= MAX_REPLY_BYTES)
+            .then(|| self.host.callout_body(body_size))
+            .flatten();
+        let reply = (status.as_deref() == Some(b"200".as_slice()))
+            .then(|| body.and_then(|b| serde_json::from_slice::<ClaimReply>(&b).ok()))
+            .flatten();
+        let next = match reply {
+            Some(ClaimReply { claimed: true }) => Next::Admit(key_id),
+            Some(ClaimReply { claimed: false }) => Next::Deny(Denial::ReplayedToken),
+            None => {
+                self.metrics.inc(&self.host, Counter::ReplayFleetFailures);
+                let status = status.map(|s| String::from_utf8_lossy(&s).into_owned());
+                self.log(
+                    LogLevel::Warn,
+                    &format!(
+                        "the fleet jti claim gave no usable answer (status {}); refusing",
+                        status.as_deref().unwrap_or("none")
+                    ),
+                );
+                self.give_back_claim();
+                Next::Deny(Denial::AuthUnavailable)
+            }
+        };
+        self.stage = Stage::Claimed(key_id);
+        self.drive(next, Phase::Callout);
+    }
+
+    /// Takes this request's claim out of the instance's store again.
+    fn give_back_claim(&mut self) {
+        if let Some(claim) = self.claimed.take() {
+            replay::release(&self.host, &claim);
+        }
+    }
+}
