@@ -415,10 +415,12 @@ fn http_get(port: u16, path: &str) -> Option<String> {
 
 /// `tollgate serve` on `port` with `env`, its log piped; returns once it
 /// answers `/healthz`, with that answer.
+// The child is handed to the caller, which waits for it (`wait_exit`).
+#[allow(clippy::zombie_processes)]
 fn spawn_serve(dir: &WorkDir, port: u16, env: &[(&str, &str)]) -> (Child, String) {
     let mut command = tollgate(&dir.0);
     command.envs(env.iter().copied());
-    let child = command
+    let mut child = command
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -429,10 +431,11 @@ fn spawn_serve(dir: &WorkDir, port: u16, env: &[(&str, &str)]) -> (Child, String
         if let Some(answer) = http_get(port, "/healthz") {
             return (child, answer);
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the sidecar did not start listening"
-        );
+        if started.elapsed() >= Duration::from_secs(20) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the sidecar did not start listening");
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
 }
