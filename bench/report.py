@@ -229,7 +229,8 @@ def markdown(results: dict) -> str:
     rss = results.get("rss_mb", {})
     if rss:
         names = {"bare": "bare", "gate": "tollgate", "wasm_noop": "no-op wasm filter",
-                 "native": "native filters"}
+                 "native": "native filters", "gate_native": "tollgate native build",
+                 "native_module_noop": "no-op dynamic module"}
         lines += ["", "Envoy RSS (VmRSS) right after the last `gate_cached` run: " + ", ".join(
             f"{names.get(n, n)} {_fmt(v, 1)} MiB" for n, v in rss.items()) + "."]
     return "\n".join(lines) + "\n"
