@@ -21,7 +21,7 @@ use std::collections::{HashMap, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 use tollgate_filter::config::Config;
 use tollgate_filter::error::Denial;
@@ -76,6 +76,9 @@ pub struct ConfigHandle {
     shared: Arc<Shared>,
 }
 
+/// A worker thread's worker of one configuration, and that configuration.
+type ThreadWorker = (Weak<Shared>, Rc<Worker>);
+
 static NEXT_CONFIG: AtomicU64 = AtomicU64::new(1);
 
 thread_local! {
@@ -83,8 +86,9 @@ thread_local! {
     static ROOTS: RefCell<HashMap<u64, Root<NativeRoot>>> = RefCell::new(HashMap::new());
     /// Callout answers that arrived while their root was busy.
     static ROOT_PENDING: RefCell<VecDeque<(u64, u64, Answer)>> = const { RefCell::new(VecDeque::new()) };
-    /// The per-thread worker of each configuration (worker threads).
-    static WORKERS: RefCell<HashMap<u64, Rc<Worker>>> = RefCell::new(HashMap::new());
+    /// The per-thread worker of each configuration (worker threads), with
+    /// the configuration's state, to forget workers of removed ones.
+    static WORKERS: RefCell<HashMap<u64, ThreadWorker>> = RefCell::new(HashMap::new());
 }
 
 /// Runs `f`, catching a panic: then logs it and returns `fault`.
@@ -309,9 +313,11 @@ pub struct StreamFilter {
 fn thread_worker(handle: &ConfigHandle, host: &NativeStream) -> Option<Rc<Worker>> {
     WORKERS.with(|workers| {
         let mut workers = workers.try_borrow_mut().ok()?;
-        if let Some(worker) = workers.get(&handle.id) {
+        if let Some((_, worker)) = workers.get(&handle.id) {
             return Some(worker.clone());
         }
+        // A configuration Envoy removed (all its streams gone) leaves no worker behind.
+        workers.retain(|_, (shared, _)| shared.strong_count() > 0);
         let config = handle.shared.config.clone();
         let worker = Rc::new(Worker {
             usage: Rc::new(RefCell::new(UsageBuffer::new(config.usage))),
@@ -321,7 +327,7 @@ fn thread_worker(handle: &ConfigHandle, host: &NativeStream) -> Option<Rc<Worker
             feed_current: Cell::new(false),
             config,
         });
-        workers.insert(handle.id, worker.clone());
+        workers.insert(handle.id, (Arc::downgrade(&handle.shared), worker.clone()));
         Some(worker)
     })
 }
