@@ -8,7 +8,7 @@ WITH_MARIADB := python3 scripts/with_mariadb.py
 
 .PHONY: run fleet test setup build lint test-rust test-e2e test-fuzz bench soak fuzz oci clean
 
-## run: build everything, start sidecar (SQLite unless DATABASE_URL), ai-server and Envoy on :8001
+## run: build everything, start sidecar (SQLite unless DATABASE_URL), ai-server and Envoy on :8001 (TOLLGATE_FILTER=native: the dynamic-module build of the filter)
 run: setup
 	$(PYTHON) scripts/stack.py run
 

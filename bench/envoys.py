@@ -39,6 +39,10 @@ import render  # noqa: E402  (envoy/render.py)
 from stack import VENV_BIN, WASM, Service, StackError, free_port, http_get  # noqa: E402
 
 ENVOY = VENV_BIN / "envoy"
+#: The no-op dynamic module (bench/native-probe), built by bench/run.sh.
+NATIVE_PROBE_DIR = ROOT / "target/bench-native-probe/release"
+NATIVE_PROBE = "tollgate_bench_native_probe"
+
 #: The probe filters (bench/wasm-probe: root_id noop or mimic), built by bench/run.sh.
 PROBE_WASM = ROOT / "target/bench-wasm-probe/wasm32-wasip1/release/tollgate_bench_wasm_probe.wasm"
 #: How the template names the plugin's root context.
@@ -302,11 +306,14 @@ class Envoy:
 def gateway_config(kind: str, workdir: Path, upstream_addr: str, sidecar_addr: str,
                    port: int, admin_port: int, filter_overrides: dict | None = None,
                    native: tuple[str, str] | None = None, wasm: Path = WASM,
-                   root_id: str | None = None) -> str:
+                   root_id: str | None = None, build: str = "wasm",
+                   module: str | None = None) -> str:
     """The rendered stack config for ``kind`` (gate, bare or native) on these ports.
 
     ``wasm`` and ``root_id`` replace the filter's module and root context
-    (the probe filters of bench/wasm-probe).
+    (the probe filters of bench/wasm-probe); ``build`` picks the filter's
+    build (``TOLLGATE_FILTER``), and ``module`` the native build's module
+    (the no-op probe of bench/native-probe).
     """
     env = {
         "TOLLGATE_ENVOY_PORT": str(port),
@@ -316,8 +323,14 @@ def gateway_config(kind: str, workdir: Path, upstream_addr: str, sidecar_addr: s
         "TOLLGATE_WASM": str(wasm),
         "TOLLGATE_ACCESS_LOG": str(workdir / "logs" / f"access-{port}.log"),
         "TOLLGATE_FILTER_OVERRIDES": json.dumps(filter_overrides or {}),
+        "TOLLGATE_FILTER": build,
     }
     text = render.render("local", env)
+    if module is not None:
+        line = f"name: {render.NATIVE_MODULE}\n"
+        if build != "native" or text.count(line) != 1:
+            raise StackError("envoy.template.yaml changed shape: no single native module name")
+        text = text.replace(line, f"name: {module}\n")
     if root_id is not None:
         if text.count(ROOT_ID_LINE) != 1:
             raise StackError("envoy.template.yaml changed shape: no single `root_id: tollgate`")

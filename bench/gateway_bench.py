@@ -62,7 +62,8 @@ import ledger  # noqa: E402
 import loadgen  # noqa: E402
 import report  # noqa: E402
 from envoys import Envoy  # noqa: E402
-from stack import USAGE_BUFFERED_GAUGE, Stack, StackConfig, StackError, mint_token  # noqa: E402
+from stack import (  # noqa: E402
+    METRIC_PREFIXES, NATIVE_DIR, USAGE_BUFFERED_GAUGE, Stack, StackConfig, StackError, mint_token)
 
 SIDECAR_BENCH = ROOT / "target/release/sidecar-bench"
 GATE_DATABASE = "tollgate_bench_gate"
@@ -172,10 +173,11 @@ class Bench:
         return {**base, "TOLLGATE_JWT_SECRET": c.jwt_secret,
                 "TOLLGATE_INTERNAL_TOKEN": c.internal_token}
 
-    def add_envoy(self, name: str, make_config) -> Envoy:
+    def add_envoy(self, name: str, make_config, module_dir=NATIVE_DIR) -> Envoy:
         port, admin = envoys.new_ports()
+        env = {**self.envoy_env(), "ENVOY_DYNAMIC_MODULES_SEARCH_PATH": str(module_dir)}
         envoy = Envoy(name, make_config(port, admin), self.workdir, port, admin,
-                      self.envoy_env(), self.knobs.envoy_concurrency)
+                      env, self.knobs.envoy_concurrency)
         envoy.validate()
         self.envoys[name] = envoy
         return envoy.start()
@@ -191,17 +193,20 @@ class Bench:
         sidecar_addr = f"127.0.0.1:{c.sidecar_port}"
         ai_addr = f"127.0.0.1:{c.ai_server_port}"
         keys = {name: self.stack.create_key(f"bench-{name}")
-                for name in ("gate_cached", "gate_64k", "gate_cold", "gate_ai_server", "native")}
+                for name in ("gate_cached", "gate_64k", "gate_cold", "gate_ai_server", "native",
+                             "gate_native", "gate_native_64k")}
 
         log("starting the fast upstream and the gateways (configs validated first)")
         upstream = self.add_envoy("upstream", lambda port, admin: envoys.upstream_config(
             port, admin, self.served_log))
         up_addr = f"127.0.0.1:{upstream.port}"
 
-        def gw(kind, upstream_addr, overrides=None, native=None, wasm=envoys.WASM, root_id=None):
+        def gw(kind, upstream_addr, overrides=None, native=None, wasm=envoys.WASM, root_id=None,
+               build="wasm", module=None):
             return lambda port, admin: envoys.gateway_config(
                 kind, self.workdir, upstream_addr, sidecar_addr, port, admin,
-                filter_overrides=overrides, native=native, wasm=wasm, root_id=root_id)
+                filter_overrides=overrides, native=native, wasm=wasm, root_id=root_id,
+                build=build, module=module)
 
         bare = self.add_envoy("bare", gw("bare", up_addr))
         gate = self.add_envoy("gate", gw("gate", up_addr))
@@ -214,6 +219,10 @@ class Bench:
                                               root_id="noop"))
         mimic = self.add_envoy("wasm_mimic", gw("gate", up_addr, wasm=envoys.PROBE_WASM,
                                                 root_id="mimic"))
+        gate_native = self.add_envoy("gate_native", gw("gate", up_addr, build="native"))
+        module_noop = self.add_envoy(
+            "native_module_noop", gw("gate", up_addr, build="native", module=envoys.NATIVE_PROBE),
+            module_dir=envoys.NATIVE_PROBE_DIR)
 
         small, large = json_body(1024), json_body(64 * 1024)
         (self.workdir / "body-1k.json").write_bytes(small)
@@ -231,6 +240,12 @@ class Bench:
             Scenario("gate_cold", cold.url + ANALYZE, b1, small, cold, keys["gate_cold"], True, k.rate),
             Scenario("bare_64k", bare.url + ANALYZE, b64, large, bare, keys["gate_64k"], False, k.rate),
             Scenario("gate_64k", gate.url + ANALYZE, b64, large, gate, keys["gate_64k"], True, k.rate),
+            Scenario("native_module_noop", module_noop.url + ANALYZE, b1, small, module_noop,
+                     keys["gate_cached"], False, k.rate),
+            Scenario("gate_native", gate_native.url + ANALYZE, b1, small, gate_native,
+                     keys["gate_native"], True, k.rate),
+            Scenario("gate_native_64k", gate_native.url + ANALYZE, b64, large, gate_native,
+                     keys["gate_native_64k"], True, k.rate),
             Scenario("ai_server_direct", self.stack.ai_server_url + "/analyze", b1, small, None,
                      keys["gate_ai_server"], False, k.ai_rate),
             Scenario("gate_ai_server", gate_ai.url + ANALYZE, b1, small, gate_ai,
@@ -302,7 +317,8 @@ class Bench:
 
     def buffered(self, envoy: Envoy) -> int:
         """Usage records ``envoy``'s filter holds that the sidecar has not acknowledged."""
-        return int(sum(v or 0 for v in envoy.stats(f"wasmcustom.{USAGE_BUFFERED_GAUGE}").values()))
+        return int(sum(v or 0 for prefix in METRIC_PREFIXES.values()
+                       for v in envoy.stats(f"{prefix}{USAGE_BUFFERED_GAUGE}").values()))
 
     def settle(self, s: Scenario, ok_total: int) -> None:
         """Returns once every usage record of ``s``'s requests is in the ledger.
@@ -348,7 +364,8 @@ class Bench:
 
     def read_rss(self) -> None:
         """Envoy's RSS with and without the filter (same config otherwise), now."""
-        names = [n for n in ("gate", "bare", "wasm_noop", "native") if n in self.envoys]
+        names = [n for n in ("gate", "bare", "wasm_noop", "native", "gate_native",
+                             "native_module_noop") if n in self.envoys]
         self.rss_mb = {n: round(self.envoys[n].rss_mb(), 1) for n in names}
         self.rss_breakdown = {n: self.envoys[n].rss_breakdown_mb() for n in names}
 
@@ -392,8 +409,9 @@ class Bench:
 
     def filter_stats(self) -> dict:
         """The filter's own counters on each gate Envoy (cache hits, usage sent ...)."""
-        return {name: {k.removeprefix("wasmcustom."): v
-                       for k, v in e.stats("wasmcustom.").items() if v}
+        return {name: {k.removeprefix(prefix): v
+                       for prefix in METRIC_PREFIXES.values()
+                       for k, v in e.stats(prefix).items() if v}
                 for name, e in self.envoys.items() if name.startswith("gate")}
 
 
@@ -459,6 +477,12 @@ def main() -> int:
                                if {"gate", "bare"} <= bench.rss_mb.keys() else None),
         "wasm_noop_rss_added_mb": (round(bench.rss_mb["wasm_noop"] - bench.rss_mb["bare"], 1)
                                    if {"wasm_noop", "bare"} <= bench.rss_mb.keys() else None),
+        "gate_native_rss_added_mb": (
+            round(bench.rss_mb["gate_native"] - bench.rss_mb["bare"], 1)
+            if {"gate_native", "bare"} <= bench.rss_mb.keys() else None),
+        "native_module_noop_rss_added_mb": (
+            round(bench.rss_mb["native_module_noop"] - bench.rss_mb["bare"], 1)
+            if {"native_module_noop", "bare"} <= bench.rss_mb.keys() else None),
         "usage_rows_expected": expected,
         "usage_rows_found": found,
     }

@@ -33,6 +33,12 @@ TARGETS = {
     "summary_10m_rows_p50_ms": ("<=", 50),
     "ingest_mysql_10m_ledger_rows_per_s": (">=", 20000),
     "envoy_rss_added_mb": ("<=", 30),
+    "gate_native_vs_bare_rps": (">=", 0.95),
+    "gate_native_vs_native_rps": (">=", 1.10),
+    "gate_native_p50_added_ms": ("<=", 0.03),
+    "gate_native_p99_added_ms": ("<=", 0.15),
+    "gate_native_64k_vs_bare_64k_rps": (">=", 0.85),
+    "gate_native_rss_added_mb": ("<=", 5),
 }
 
 
@@ -104,6 +110,16 @@ def ratios(runs: dict, extra: dict) -> dict:
         "wasm_mimic_p50_added_ms": paired(lat("bare"), lat("wasm_mimic"), "p50_ms", "added"),
         "native_p50_added_ms": paired(lat("bare"), lat("native"), "p50_ms", "added"),
         "gate_cached_vs_native_rps": paired(thr("native"), thr("gate_cached"), "rps", "ratio"),
+        "gate_native_vs_bare_rps": paired(thr("bare"), thr("gate_native"), "rps", "ratio"),
+        "gate_native_vs_native_rps": paired(thr("native"), thr("gate_native"), "rps", "ratio"),
+        "gate_native_p50_added_ms": paired(lat("bare"), lat("gate_native"), "p50_ms", "added"),
+        "gate_native_p99_added_ms": paired(lat("bare"), lat("gate_native"), "p99_ms", "added"),
+        "gate_native_64k_vs_bare_64k_rps": paired(
+            thr("bare_64k"), thr("gate_native_64k"), "rps", "ratio"),
+        "native_module_noop_vs_bare_rps": paired(
+            thr("bare"), thr("native_module_noop"), "rps", "ratio"),
+        "native_module_noop_p50_added_ms": paired(
+            lat("bare"), lat("native_module_noop"), "p50_ms", "added"),
         "gate_ai_server_vs_direct_rps": paired(
             thr("ai_server_direct"), thr("gate_ai_server"), "rps", "ratio"),
         "gate_ai_server_p50_added_ms": paired(
@@ -148,6 +164,9 @@ DESCRIPTIONS = {
     "wasm_mimic": "Envoy + a probe filter making tollgate's host calls, none of its logic",
     "ai_server_direct": "Flask ai-server under gunicorn, no gateway",
     "gate_ai_server": "Envoy + tollgate in front of the ai-server",
+    "native_module_noop": "Envoy + a dynamic module that does nothing (the floor of any native module)",
+    "gate_native": "Envoy + tollgate's native build (dynamic module), key cached, 1 KiB body",
+    "gate_native_64k": "Envoy + tollgate's native build, 64 KiB body",
 }
 
 
@@ -225,7 +244,8 @@ def markdown(results: dict) -> str:
     rss = results.get("rss_mb", {})
     if rss:
         names = {"bare": "bare", "gate": "tollgate", "wasm_noop": "no-op wasm filter",
-                 "native": "native filters"}
+                 "native": "native filters", "gate_native": "tollgate native build",
+                 "native_module_noop": "no-op dynamic module"}
         lines += ["", "Envoy RSS (VmRSS) right after the last `gate_cached` run: " + ", ".join(
             f"{names.get(n, n)} {_fmt(v, 1)} MiB" for n, v in rss.items()) + "."]
     return "\n".join(lines) + "\n"

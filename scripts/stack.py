@@ -33,12 +33,18 @@ import render  # noqa: E402  (envoy/render.py, one template for every profile)
 
 SIDECAR_BIN = ROOT / "target/release/tollgate"
 WASM = ROOT / "target/wasm32-wasip1/release/tollgate_filter.wasm"
+#: The native build (an Envoy dynamic module), ``cargo build --profile native``.
+NATIVE_DIR = ROOT / "target/native"
+NATIVE_MODULE = NATIVE_DIR / f"lib{render.NATIVE_MODULE}.so"
 VENV_BIN = ROOT / ".venv/bin"
 
 
 #: The filter's gauge of usage records not yet acknowledged by the sidecar
 #: (filter/src/metrics.rs).
 USAGE_BUFFERED_GAUGE = "tollgate_usage_records_buffered"
+
+#: Where Envoy's stats show the filter's metrics, for each build.
+METRIC_PREFIXES = {"wasm": "wasmcustom.", "native": "dynamicmodulescustom."}
 
 
 class StackError(RuntimeError):
@@ -164,6 +170,9 @@ class StackConfig:
     #: ``TOLLGATE_DRAIN_PERIOD``; a single sidecar drains for 0 s: no health
     #: check waits for it).
     sidecar_env: dict = dataclasses.field(default_factory=dict)
+    #: The filter's build (``TOLLGATE_FILTER``: ``wasm``, the portable
+    #: default, or ``native``, the Envoy dynamic module).
+    filter_build: str = dataclasses.field(default_factory=lambda: render.filter_build())
 
     @classmethod
     def ephemeral(cls, state_dir: Path, **kwargs) -> "StackConfig":
@@ -257,10 +266,14 @@ class Stack:
                 **base_env,
                 "TOLLGATE_JWT_SECRET": c.jwt_secret,
                 "TOLLGATE_INTERNAL_TOKEN": c.internal_token,
+                "ENVOY_DYNAMIC_MODULES_SEARCH_PATH": str(NATIVE_DIR),
             },
             self.logs / "envoy.log",
         )
-        require(WASM, "run `make build` (builds the filter for wasm32-wasip1)")
+        if c.filter_build == "native":
+            require(NATIVE_MODULE, "run `make build` (builds the native module)")
+        else:
+            require(WASM, "run `make build` (builds the filter for wasm32-wasip1)")
 
     # -- addresses ---------------------------------------------------------
     @property
@@ -300,6 +313,7 @@ class Stack:
             "TOLLGATE_FILTER_OVERRIDES": json.dumps(c.filter_overrides),
             "TOLLGATE_REQUEST_TIMEOUT": f"{c.request_timeout_s}s",
             "TOLLGATE_ROUTE_TIMEOUT": f"{c.route_timeout_s}s",
+            "TOLLGATE_FILTER": c.filter_build,
         }
         self.logs.mkdir(parents=True, exist_ok=True)
         self.envoy_config.write_text(render.render("local", env))
@@ -406,11 +420,15 @@ class Stack:
                 return False
             time.sleep(0.05)
 
-    @staticmethod
-    def _pending(stats: dict) -> tuple[int, int]:
+    @property
+    def metric_prefix(self) -> str:
+        """Where Envoy's stats show the filter's metrics (``wasmcustom.``...)."""
+        return METRIC_PREFIXES[self.config.filter_build]
+
+    def _pending(self, stats: dict) -> tuple[int, int]:
         """(active downstream requests, usage records the filter still holds)."""
         return (int(stats.get("http.tollgate.downstream_rq_active") or 0),
-                int(stats.get(f"wasmcustom.{USAGE_BUFFERED_GAUGE}") or 0))
+                int(stats.get(f"{self.metric_prefix}{USAGE_BUFFERED_GAUGE}") or 0))
 
     # -- helpers for users and tests ---------------------------------------
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -551,7 +569,7 @@ def run() -> int:
         stack.sidecar_env.pop("DATABASE_URL")
     stop = StopSignals()
     parent = os.getppid()
-    print("starting sidecar, ai-server and envoy ...", flush=True)
+    print(f"starting sidecar, ai-server and envoy (the {config.filter_build} filter) ...", flush=True)
     key = start_with_demo_key(stack, "make run")
     if key is None:
         return 1

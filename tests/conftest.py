@@ -1,5 +1,9 @@
-"""Fixtures that start real stacks: Envoy running the release .wasm, the
-sidecar, the ai-server under gunicorn, and MariaDB or SQLite.
+"""Fixtures that start real stacks: Envoy running the filter, the sidecar,
+the ai-server under gunicorn, and MariaDB or SQLite.
+
+Every test runs once for each build of the filter (``filter_build``: the
+release .wasm, then the native module), unless ``TOLLGATE_TEST_FILTERS``
+names fewer (``wasm`` or ``native``).
 
 Nothing here skips: a missing part (the venv, a build, MariaDB) fails the test
 with a message saying what to install or run.
@@ -34,8 +38,25 @@ TEST_FILTER_OVERRIDES = {
     "usage": {"flush_interval_ms": 200, "max_backoff_ms": 1000},
 }
 
-#: What a filter panic or a V8 trap looks like in Envoy's log.
-WASM_FAILURE = re.compile(r"panicked at|wasm trap|Function: .* failed|RuntimeError|unreachable", re.I)
+#: What a filter panic or a V8 trap looks like in Envoy's log (the native
+#: module logs a caught panic as "fault caught").
+WASM_FAILURE = re.compile(
+    r"panicked at|wasm trap|Function: .* failed|RuntimeError|unreachable|tollgate: fault caught", re.I)
+
+#: The builds every test runs against (``TOLLGATE_TEST_FILTERS``, comma-separated).
+FILTER_BUILDS = [b for b in os.environ.get("TOLLGATE_TEST_FILTERS", "wasm,native").split(",") if b]
+
+
+@pytest.fixture(scope="session", autouse=True, params=FILTER_BUILDS)
+def filter_build(request) -> str:
+    """The build of the filter the stacks of this test run (``TOLLGATE_FILTER``)."""
+    previous = os.environ.get("TOLLGATE_FILTER")
+    os.environ["TOLLGATE_FILTER"] = request.param
+    yield request.param
+    if previous is None:
+        os.environ.pop("TOLLGATE_FILTER", None)
+    else:
+        os.environ["TOLLGATE_FILTER"] = previous
 
 
 def mysql_url() -> str:
@@ -107,7 +128,7 @@ def stop_stack(stack: Stack) -> None:
 
 def assert_no_wasm_failure(stack: Stack) -> None:
     failures = [line for line in stack.envoy.log_text().splitlines() if WASM_FAILURE.search(line)]
-    assert not failures, "Envoy's log shows a Wasm failure:\n" + "\n".join(failures[:20])
+    assert not failures, "Envoy's log shows a filter failure:\n" + "\n".join(failures[:20])
 
 
 class MysqlDatabase:
@@ -205,7 +226,7 @@ def fleet(tmp_path_factory, mysql_server) -> Fleet:
 
 
 @pytest.fixture(scope="session")
-def gateway(tmp_path_factory, mysql_server) -> Gateway:
+def gateway(tmp_path_factory, mysql_server, filter_build) -> Gateway:
     """The main stack, on MariaDB like a production deployment."""
     with mysql_gateway(tmp_path_factory.mktemp("stack-mysql"), mysql_server,
                        "tollgate_e2e") as gw:
@@ -213,7 +234,7 @@ def gateway(tmp_path_factory, mysql_server) -> Gateway:
 
 
 @pytest.fixture(scope="session")
-def sqlite_gateway(tmp_path_factory) -> Gateway:
+def sqlite_gateway(tmp_path_factory, filter_build) -> Gateway:
     """The same stack on the embedded default, SQLite."""
     state_dir = tmp_path_factory.mktemp("stack-sqlite")
     stack = start_stack(state_dir, None)

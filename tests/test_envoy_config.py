@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "envoy"))
 import render  # noqa: E402
 from compose_check import compose_problems  # noqa: E402
-from stack import VENV_BIN, WASM  # noqa: E402
+from stack import NATIVE_DIR, VENV_BIN, WASM  # noqa: E402
 
 
 def validate(config_text: str, tmp_path: Path) -> None:
@@ -28,7 +28,8 @@ def validate(config_text: str, tmp_path: Path) -> None:
     # Validation loads the .wasm and runs its configuration check, which reads
     # the secrets from Envoy's environment.
     env = {**os.environ, "TOLLGATE_JWT_SECRET": "validate-secret-" + "x" * 32,
-           "TOLLGATE_INTERNAL_TOKEN": "validate-token-" + "y" * 32}
+           "TOLLGATE_INTERNAL_TOKEN": "validate-token-" + "y" * 32,
+           "ENVOY_DYNAMIC_MODULES_SEARCH_PATH": str(NATIVE_DIR)}
     result = subprocess.run([str(envoy), "--mode", "validate", "-c", str(path)],
                             capture_output=True, text=True, timeout=60, env=env)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -46,10 +47,11 @@ def test_compose_config_validates(tmp_path: Path):
     validate(text, tmp_path)
 
 
-def test_local_config_validates(tmp_path: Path):
+def test_local_config_validates(tmp_path: Path, filter_build: str):
     (tmp_path / "logs").mkdir()
-    text = render.render("local", {"TOLLGATE_WASM": str(WASM),
+    text = render.render("local", {"TOLLGATE_WASM": str(WASM), "TOLLGATE_FILTER": filter_build,
                                    "TOLLGATE_ACCESS_LOG": str(tmp_path / "logs/access.log")})
+    assert ("dynamic_modules" in text) == (filter_build == "native")
     validate(text, tmp_path)
 
 

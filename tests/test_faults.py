@@ -106,7 +106,7 @@ def past_positive_ttl(gw: Gateway) -> None:
 def test_sidecar_killed_under_load(gw: Gateway):
     key = warm_key(gw, "load-sidecar-kill")
     unknown = gw.new_key("unknown-to-the-filter")
-    stale = "wasmcustom.tollgate_key_cache_stale"
+    stale = f"{gw.stack.metric_prefix}tollgate_key_cache_stale"
     stale_before = gw.stack.envoy_stats().get(stale, 0)
 
     with Load(gw, key["key"]) as load:
@@ -157,7 +157,7 @@ def row_count(gw: Gateway, key_id: int) -> int:
 def test_database_cut_under_load(gw: Gateway, forwarder: TcpForwarder):
     key = warm_key(gw, "load-db-cut")
     unseen = gw.new_key("unseen-until-the-cut")  # the CLI needs the database too
-    failures = "wasmcustom.tollgate_usage_flush_failures"
+    failures = f"{gw.stack.metric_prefix}tollgate_usage_flush_failures"
     failures_before = gw.stack.envoy_stats().get(failures, 0)
 
     with Load(gw, key["key"]) as load:
@@ -172,7 +172,7 @@ def test_database_cut_under_load(gw: Gateway, forwarder: TcpForwarder):
         load.wait_for(20)
         # ...while the cached key is served, and nothing reaches the ledger.
         assert row_count(gw, key["id"]) == rows_during_cut
-        buffered = gw.stack.envoy_stats()[f"wasmcustom.{USAGE_BUFFERED_GAUGE}"]
+        buffered = gw.stack.envoy_stats()[f"{gw.stack.metric_prefix}{USAGE_BUFFERED_GAUGE}"]
         during = load.since(cut_at)
         forwarder.restore()
         load.wait_for(40)
@@ -224,7 +224,7 @@ def test_envoy_killed_loses_at_most_what_was_buffered(gw: Gateway):
     with Load(gw, key["key"]) as load:
         load.wait_for(400)  # many flush intervals: a filter that never flushed loses it all
         read_at = time.monotonic()
-        buffered = gw.stack.envoy_stats()[f"wasmcustom.{USAGE_BUFFERED_GAUGE}"]
+        buffered = gw.stack.envoy_stats()[f"{gw.stack.metric_prefix}{USAGE_BUFFERED_GAUGE}"]
         gw.stack.envoy.stop(signal.SIGKILL)
         killed_at = time.monotonic()
     # Answers completed after the gauge was read were not in it yet.

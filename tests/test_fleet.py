@@ -179,7 +179,7 @@ def test_database_cut_for_5s_under_load(fleet, gw: Gateway):
     key = fleet.create_key("fleet-db-cut")
     served = served_everywhere(fleet, gw, key)
     unseen = fleet.create_key("fleet-db-cut-unseen")
-    gauge = "wasmcustom.tollgate_usage_records_buffered"
+    gauge = fleet.envoys[0].metric_prefix + "tollgate_usage_records_buffered"
 
     with Load(gw, key["key"], workers=6, urls=fleet.gateways) as load:
         load.wait_for(STEP)
@@ -263,7 +263,7 @@ def refused_everywhere_after(fleet, gw: Gateway, key: dict, since: float) -> lis
 
 
 def metric(stack, name: str) -> int:
-    return int(stack.envoy_stats().get(f"wasmcustom.{name}") or 0)
+    return int(stack.envoy_stats().get(f"{stack.metric_prefix}{name}") or 0)
 
 
 def test_a_revoked_key_is_refused_by_every_envoy_within_2s(keyfleet, kgw):

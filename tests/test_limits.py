@@ -24,7 +24,7 @@ BODY = b'{"text": "how long does a verdict last?"}'
 
 STALE = {"positive_ttl_s": 1, "negative_ttl_s": 1, "stale_if_error_s": 4}
 BUFFER_CAP = 5
-DROPPED = "wasmcustom.tollgate_usage_records_dropped"
+DROPPED = "tollgate_usage_records_dropped"
 
 
 @pytest.fixture
@@ -68,7 +68,7 @@ def test_records_past_the_buffer_cap_are_dropped_and_counted(capped_gateway: Gat
     warm = gw.post(BODY, key["key"])
     assert warm.status_code == 200
     gw.ledger.wait_usage_row(warm.headers["x-request-id"])  # the buffer is empty again
-    dropped_before = gw.stack.envoy_stats().get(DROPPED, 0)
+    dropped_before = gw.stack.envoy_stats().get(gw.stack.metric_prefix + DROPPED, 0)
     assert gw.stack.sidecar.stop() == 0
 
     served = []
@@ -77,8 +77,8 @@ def test_records_past_the_buffer_cap_are_dropped_and_counted(capped_gateway: Gat
         assert resp.status_code == 200, resp.text
         served.append(resp.headers["x-request-id"])
     stats = gw.stack.envoy_stats()
-    assert stats[f"wasmcustom.{USAGE_BUFFERED_GAUGE}"] == BUFFER_CAP, stats
-    assert stats.get(DROPPED, 0) - dropped_before == 7, "dropped records not counted"
+    assert stats[f"{gw.stack.metric_prefix}{USAGE_BUFFERED_GAUGE}"] == BUFFER_CAP, stats
+    assert stats.get(gw.stack.metric_prefix + DROPPED, 0) - dropped_before == 7, "dropped records not counted"
 
     gw.stack.start_sidecar()
     kept = {warm.headers["x-request-id"], *served[:BUFFER_CAP]}

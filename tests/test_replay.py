@@ -75,7 +75,7 @@ def test_first_use_passes_and_a_second_use_is_replayed(replay_gateway: Gateway, 
     # The refusal is metered against the key, with its code.
     row = gw.ledger.wait_usage_row(replayed.headers["x-request-id"], timeout=15)
     assert (row["status_code"], row["outcome"]) == (401, "replayed_token")
-    assert gw.stack.envoy_stats().get("wasmcustom.tollgate_denied_replayed_token", 0) >= 2
+    assert gw.stack.envoy_stats().get(gw.stack.metric_prefix + "tollgate_denied_replayed_token", 0) >= 2
 
 
 def test_a_token_needs_a_usable_jti(replay_gateway: Gateway, key: str):
@@ -104,7 +104,7 @@ MIN_RACES = 20
 MIN_CROSS_WORKER_RACES = 10
 MAX_RACES = 600
 
-CAS_RETRIES = "wasmcustom.tollgate_replay_cas_retries"
+CAS_RETRIES = "tollgate_replay_cas_retries"
 
 
 def race(gw: Gateway, key: str, token: str) -> list[requests.Response]:
@@ -155,7 +155,7 @@ def test_one_key_cannot_fill_the_replay_store_for_another(tmp_path_factory):
         for _ in range(8):
             resp = gw.post(BODY, other, gw.token(BODY, jti=fresh_jti()))
             assert resp.status_code == 200, resp.text
-        assert gw.stack.envoy_stats().get("wasmcustom.tollgate_replay_store_full", 0) == 0
+        assert gw.stack.envoy_stats().get(gw.stack.metric_prefix + "tollgate_replay_store_full", 0) == 0
     finally:
         stop_stack(gw.stack)
 
@@ -186,7 +186,7 @@ def test_two_copies_racing_on_two_connections_let_exactly_one_through(
     different workers did collide in the shared store and the loser read
     again: a lost race is only possible across workers."""
     gw = replay_gateway
-    retries_before = gw.stack.envoy_stats().get(CAS_RETRIES, 0)
+    retries_before = gw.stack.envoy_stats().get(gw.stack.metric_prefix + CAS_RETRIES, 0)
     races = cross_worker = 0
     while races < MAX_RACES:
         before = worker_connections(gw)
@@ -199,7 +199,7 @@ def test_two_copies_racing_on_two_connections_let_exactly_one_through(
         moved = {w: after[w] - before.get(w, 0) for w in after}
         assert sum(moved.values()) == 2, f"race {races}: connections per worker {moved}"
         cross_worker += sorted(moved.values()) == [1, 1]
-        retries = gw.stack.envoy_stats().get(CAS_RETRIES, 0) - retries_before
+        retries = gw.stack.envoy_stats().get(gw.stack.metric_prefix + CAS_RETRIES, 0) - retries_before
         if races >= MIN_RACES and cross_worker >= MIN_CROSS_WORKER_RACES and retries > 0:
             break
     print(f"{races} races, {cross_worker} across the two workers, "
@@ -229,7 +229,7 @@ def test_the_store_is_bounded_and_reuses_expired_entries(small_store_gateway: Ga
     # through by evicting one.
     assert_error(gw.post(BODY, keys[3], gw.token(BODY, ttl=ttl, jti=fresh_jti())),
                  503, "replay_store_full")
-    assert gw.stack.envoy_stats().get("wasmcustom.tollgate_replay_store_full", 0) >= 1
+    assert gw.stack.envoy_stats().get(gw.stack.metric_prefix + "tollgate_replay_store_full", 0) >= 1
     tokens = tokens[keys[0]]
     key = keys[0]
     # A full store still knows its own entries.

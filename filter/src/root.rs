@@ -177,13 +177,21 @@ impl<H: RootHost> Root<H> {
     }
 }
 
-#[cfg(test)]
 impl<H: RootHost> Root<H> {
-    /// The worker's state, once configured.
+    /// The worker's state, once configured (a host whose streams run on
+    /// other threads builds their workers from its configuration).
     pub fn worker(&self) -> Option<Rc<Worker>> {
         self.worker.clone()
     }
 
+    /// The host this root was made with.
+    pub fn host(&self) -> &H {
+        &self.host
+    }
+}
+
+#[cfg(test)]
+impl<H: RootHost> Root<H> {
     /// Hands the summed hot counters to the host, as the tick does.
     pub fn publish_metrics(&self) {
         self.metrics().publish(&self.host);

@@ -109,6 +109,16 @@ impl UsageBuffer {
         self.failures
     }
 
+    /// Takes every record out, oldest first, unless a batch is in flight
+    /// (then nothing): a host whose streams buffer apart from the flushing
+    /// root (the native module's worker threads) hands them over this way.
+    pub fn take_all(&mut self) -> Vec<UsageRecord> {
+        if self.in_flight.is_some() {
+            return Vec::new();
+        }
+        self.records.drain(..).collect()
+    }
+
     /// Appends a record; drops it when the buffer is full or the record
     /// would be refused by the sidecar anyway.
     pub fn push(&mut self, record: UsageRecord) -> Pushed {

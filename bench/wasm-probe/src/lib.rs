@@ -6,12 +6,14 @@
 //!   creation and one VM entry per callback) before it does any work.
 //! - `mimic`: the host calls tollgate's filter makes for a request whose
 //!   key is cached, in the same callbacks, without its logic (no token
-//!   check, no hashing, no usage records): read the clock and 16 random
-//!   bytes, read all request headers, replace `x-request-id`, remove the
-//!   two credential headers, read one shared-data slot, bump a counter,
-//!   hold the headers until the body is complete, read the body, add
-//!   `x-tollgate-key-id`, bump a counter; read `:status` of the response;
-//!   on log read the clock and bump a gauge. `wasm_noop` -> `wasm_mimic`
+//!   check, no hashing, no usage records): read the clock, take 16 random
+//!   bytes from a pool drawn 256 ids at a time (as `filter/src/request_id.rs`
+//!   does), read all request headers, replace `x-request-id`, remove the
+//!   two credential headers, read one shared-data slot, hold the headers
+//!   until the body is complete, read the body, add `x-tollgate-key-id`;
+//!   read `:status` of the response; on log read the clock and bump a
+//!   gauge. The hit and allowed counters are summed by the filter and
+//!   handed to Envoy on its tick, so the mimic moves no counter per request. `wasm_noop` -> `wasm_mimic`
 //!   is the cost of those host calls; `wasm_mimic` -> `gate_cached` is
 //!   tollgate's own work (token, hashing, usage buffering and flushing).
 //!
@@ -28,11 +30,33 @@ proxy_wasm::main! {{
     proxy_wasm::set_root_context(|_| Box::new(ProbeRoot { mimic: None }));
 }}
 
-/// Metric ids the mimic bumps (as tollgate bumps its hit, allowed and buffered metrics).
+/// The metric the mimic bumps per request (as tollgate bumps its buffered gauge).
 struct Metrics {
-    hit: u32,
-    allowed: u32,
     buffered: u32,
+}
+
+/// Request-id bytes per draw from the host's randomness (the filter's pool).
+const POOL_BYTES: usize = 16 * 256;
+
+thread_local! {
+    static POOL: std::cell::RefCell<(Vec<u8>, usize)> =
+        const { std::cell::RefCell::new((Vec::new(), 0)) };
+}
+
+/// 16 bytes of the pool, drawing a new one when it is spent.
+fn pooled_id() -> [u8; 16] {
+    POOL.with(|pool| {
+        let (bytes, next) = &mut *pool.borrow_mut();
+        if *next + 16 > bytes.len() {
+            bytes.resize(POOL_BYTES, 0);
+            let _ = getrandom::getrandom(bytes);
+            *next = 0;
+        }
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&bytes[*next..*next + 16]);
+        *next += 16;
+        id
+    })
 }
 
 struct ProbeRoot {
@@ -50,8 +74,6 @@ impl RootContext for ProbeRoot {
         if root_id == b"mimic" {
             let define = |kind, name| hostcalls::define_metric(kind, name).unwrap_or(0);
             self.mimic = Some(Rc::new(Metrics {
-                hit: define(MetricType::Counter, "probe_hit"),
-                allowed: define(MetricType::Counter, "probe_allowed"),
                 buffered: define(MetricType::Gauge, "probe_buffered"),
             }));
         }
@@ -87,15 +109,13 @@ impl Context for Mimic {}
 impl HttpContext for Mimic {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
         let _ = hostcalls::get_current_time();
-        let mut id = [0u8; 16];
-        let _ = getrandom::getrandom(&mut id);
+        let id = pooled_id();
         let id: String = id.iter().map(|b| format!("{b:02x}")).collect();
         let _headers = hostcalls::get_map_bytes(MapType::HttpRequestHeaders);
         let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, "x-request-id", Some(&id));
         let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, "authorization");
         let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, "x-auth-token");
         let _ = hostcalls::get_shared_data("tollgate.kc.1");
-        let _ = hostcalls::increment_metric(self.metrics.hit, 1);
         if end_of_stream {
             self.allow();
             return Action::Continue;
@@ -130,6 +150,5 @@ impl Mimic {
         // metered key's.
         let _ =
             hostcalls::set_map_value(MapType::HttpRequestHeaders, "x-tollgate-key-id", Some("0"));
-        let _ = hostcalls::increment_metric(self.metrics.allowed, 1);
     }
 }
