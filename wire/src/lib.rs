@@ -1,6 +1,6 @@
 //! What the tollgate filter (inside Envoy) and the sidecar share, defined
 //! once: the internal calls (key verification, usage ingestion, the key
-//! change feed, fleet `jti` claims), the
+//! change feed, fleet `jti` claims, quota grants), a key's limits, the
 //! contract's outcome codes, key hashing and hex, and the HMAC algorithms
 //! and claim names of the `X-Auth-Token`.
 //!
@@ -14,6 +14,7 @@ pub mod error;
 pub mod feed;
 pub mod hex;
 pub mod jws;
+pub mod limits;
 pub mod outcome;
 pub mod usage;
 pub mod verify;
@@ -25,6 +26,7 @@ pub use error::{ErrorBody, ErrorDetail};
 pub use feed::{changes_query, ChangesReply, KeyChange, CHANGES_PATH, MAX_CHANGES_PER_REPLY};
 pub use hex::{is_lower_hex_digest, parse_lower_hex, to_hex};
 pub use jws::Algorithm;
+pub use limits::{LimitError, Limits, Quota, QuotaKind, Rate, RatePeriod, Window, WindowSpan};
 pub use outcome::Outcome;
 pub use usage::{
     record_field, refused_record, FieldError, IngestReply, UsageRecord, MAX_BODY_BYTES,
