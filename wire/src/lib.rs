@@ -12,6 +12,7 @@ pub mod claim;
 pub mod digest;
 pub mod error;
 pub mod feed;
+pub mod grant;
 pub mod hex;
 pub mod jws;
 pub mod limits;
@@ -24,6 +25,11 @@ pub use claim::{ClaimReply, ClaimRequest, FINGERPRINT_HEX_LEN, JTI_CLAIM_PATH};
 pub use digest::{body_sha256_hex, key_hash, key_hash_hex, sha256, Digest32};
 pub use error::{ErrorBody, ErrorDetail};
 pub use feed::{changes_query, ChangesReply, KeyChange, CHANGES_PATH, MAX_CHANGES_PER_REPLY};
+pub use grant::{
+    grant_amount, grant_size, is_charge_id, GrantAsk, GrantGiven, GrantReply, GrantRequest,
+    GrantReturn, GrantStatus, ReturnDone, Settlement, SettlementDone, CHARGE_ID_HEX_LEN,
+    GRANTS_PATH, MAX_GRANT_ITEMS,
+};
 pub use hex::{is_lower_hex_digest, parse_lower_hex, to_hex};
 pub use jws::Algorithm;
 pub use limits::{LimitError, Limits, Quota, QuotaKind, Rate, RatePeriod, Window, WindowSpan};
