@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 use tokio::net::TcpListener;
-use tollgate_wire::{CHANGES_PATH, JTI_CLAIM_PATH, USAGE_PATH, VERIFY_PATH};
+use tollgate_wire::{CHANGES_PATH, GRANTS_PATH, JTI_CLAIM_PATH, USAGE_PATH, VERIFY_PATH};
 
 use crate::config::{ServeConfig, DEFAULT_USAGE_MAX_SKEW};
 use crate::drain::{self, Drain};
@@ -17,7 +17,7 @@ use crate::extract::MAX_BODY_BYTES;
 use crate::metrics::{self, Metrics};
 use crate::sealed::Keyring;
 use crate::store::Store;
-use crate::{feed, keys, probes, usage};
+use crate::{feed, grants, keys, limits, probes, usage};
 
 /// The secrets requests are checked against.
 #[derive(Clone)]
@@ -98,8 +98,10 @@ pub fn router(state: AppState) -> Router {
         .route(USAGE_PATH, post(usage::ingest))
         .route(CHANGES_PATH, get(feed::changes))
         .route(JTI_CLAIM_PATH, post(feed::claim))
+        .route(GRANTS_PATH, post(grants::grants))
         .route("/v1/keys", post(keys::create).get(keys::list))
         .route("/v1/keys/{id}/revoke", post(keys::revoke))
+        .route("/v1/keys/{id}/limits", put(limits::put))
         .route("/v1/usage/summary", get(usage::summary))
         .route_layer(axum::middleware::from_fn(metrics::label_route))
         .fallback(|| async { ApiError::NoRoute })

@@ -97,6 +97,8 @@ pub enum KeysCommand {
         /// printed once and stored sealed under TOLLGATE_MASTER_KEY (required).
         #[arg(long)]
         signing_secret: bool,
+        #[command(flatten)]
+        limits: crate::limits::LimitFlags,
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
@@ -118,6 +120,18 @@ pub enum KeysCommand {
     /// List keys (never their hashes or plaintexts).
     List {
         /// Print a JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a key's rate and quotas (published to every Envoy).
+    Limits {
+        id: i64,
+        #[command(flatten)]
+        limits: crate::limits::LimitFlags,
+        /// Remove every limit first (then apply the other flags, if any).
+        #[arg(long)]
+        clear: bool,
+        /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -148,6 +162,23 @@ pub enum UsageCommand {
         /// A duration back from now (15m, 2h, 7d) or an RFC 3339 time.
         #[arg(long)]
         since: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Per key and quota window: the ledger's totals, the limit counters
+    /// and the limits; exits non-zero when a key is over its limit on a
+    /// quota charged at admission.
+    Reconcile {
+        /// Only this key id.
+        #[arg(long)]
+        key: Option<i64>,
+        /// Only quotas of this window: hour, day or month.
+        #[arg(long)]
+        window: Option<String>,
+        /// Reconcile the windows containing this instant (RFC 3339; default now).
+        #[arg(long)]
+        at: Option<String>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -255,6 +286,37 @@ pub async fn run(cli: Cli) -> Result<(), String> {
                 Ok(())
             }
         }
+        Command::Usage(UsageCommand::Reconcile {
+            key,
+            window,
+            at,
+            json,
+        }) => {
+            let window = window
+                .as_deref()
+                .map(|w| {
+                    tollgate_wire::Window::parse(w)
+                        .ok_or_else(|| format!("--window {w:?}: use hour, day or month"))
+                })
+                .transpose()?;
+            let at = match at.as_deref() {
+                Some(text) => parse_rfc3339(text)?,
+                None => OffsetDateTime::now_utc(),
+            };
+            let store = open_store(&DatabaseTarget::from_url(database_url)?).await?;
+            let rows = crate::reconcile::reconcile(&store, key, window, at).await;
+            store.close().await;
+            let rows = rows.map_err(|e| format!("the reconciliation could not be read: {e}"))?;
+            if json {
+                print_json(&rows)?;
+            } else {
+                crate::reconcile::print_table(&rows);
+            }
+            match rows.iter().filter(|r| r.over_limit).count() {
+                0 => Ok(()),
+                over => Err(format!("{over} key quota(s) over the limit")),
+            }
+        }
         Command::Token(TokenCommand::Sign {
             secret_env,
             body,
@@ -313,11 +375,13 @@ async fn run_keys(store: &Store, command: KeysCommand) -> Result<(), String> {
             name,
             expires_at,
             signing_secret,
+            limits,
             json,
         } => {
             let expires_at = expires_at.as_deref().map(parse_rfc3339).transpose()?;
+            let limits = limits.limits().map_err(|e| e.to_string())?;
             let keyring = signing_secret.then(Keyring::from_env).transpose()?;
-            let created = keys::create_key(store, &name, expires_at, keyring.as_ref())
+            let created = keys::create_key(store, &name, expires_at, keyring.as_ref(), limits)
                 .await
                 .map_err(|e| e.to_string())?;
             print_created(&created, json)
@@ -354,6 +418,12 @@ async fn run_keys(store: &Store, command: KeysCommand) -> Result<(), String> {
                 Ok(())
             }
         }
+        KeysCommand::Limits {
+            id,
+            limits,
+            clear,
+            json,
+        } => crate::limits::run_cli(store, id, &limits, clear, json).await,
         KeysCommand::Revoke { id, json } => {
             let now = crate::clock::now_ms();
             let outcome = store.revoke_key(id, now).await.map_err(|e| e.to_string())?;
@@ -435,6 +505,7 @@ fn print_created(created: &CreatedKey, json: bool) -> Result<(), String> {
         "  expires_at: {}",
         view.expires_at.as_deref().unwrap_or("never")
     );
+    println!("  limits:     {}", crate::limits::describe(&view.limits));
     println!(
         "  tokens:     signed with {}",
         if view.has_signing_secret {
