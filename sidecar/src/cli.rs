@@ -523,12 +523,12 @@ fn print_key_table(keys: &[KeyView]) {
         return;
     }
     println!(
-        "{:>6}  {:<24}  {:<10}  {:<8}  {:<24}  {:<24}  {:<24}  {:<6}",
+        "{:>6}  {:<24}  {:<10}  {:<8}  {:<24}  {:<24}  {:<24}  {:<6}  LIMITS",
         "ID", "NAME", "PREFIX", "STATUS", "CREATED_AT", "REVOKED_AT", "EXPIRES_AT", "SECRET"
     );
     for key in keys {
         println!(
-            "{:>6}  {:<24}  {:<10}  {:<8}  {:<24}  {:<24}  {:<24}  {:<6}",
+            "{:>6}  {:<24}  {:<10}  {:<8}  {:<24}  {:<24}  {:<24}  {:<6}  {}",
             key.id,
             key.name,
             key.prefix,
@@ -541,6 +541,7 @@ fn print_key_table(keys: &[KeyView]) {
             } else {
                 "shared"
             },
+            crate::limits::describe(&key.limits),
         );
     }
 }

@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use axum::extract::State;
 use axum::Json;
 use tollgate_wire::{
-    grant_size, is_charge_id, GrantGiven, GrantReply, GrantRequest, GrantStatus, Quota, ReturnDone,
-    SettlementDone, WindowSpan, CHARGE_ID_HEX_LEN, MAX_GRANT_ITEMS,
+    grant_size, is_charge_id, GrantGiven, GrantReply, GrantRequest, GrantStatus, KeyLimits, Quota,
+    ReturnDone, SettlementDone, WindowSpan, CHARGE_ID_HEX_LEN, MAX_GRANT_ITEMS,
 };
 
 use crate::app::AppState;
@@ -28,6 +28,15 @@ struct Keys<'a> {
 }
 
 impl Keys<'_> {
+    /// Key `key_id`, read at most once a call.
+    async fn key(&mut self, key_id: i64) -> Result<Option<&ApiKey>, StoreError> {
+        if !self.read.contains_key(&key_id) {
+            let key = self.store.key_by_id(key_id).await?;
+            self.read.insert(key_id, key);
+        }
+        Ok(self.read[&key_id].as_ref())
+    }
+
     /// The quota of `kind` key `key_id` has, or the status that answers
     /// the item when it has none.
     async fn quota(
@@ -35,11 +44,7 @@ impl Keys<'_> {
         key_id: i64,
         kind: tollgate_wire::QuotaKind,
     ) -> Result<Result<Quota, GrantStatus>, StoreError> {
-        if !self.read.contains_key(&key_id) {
-            let key = self.store.key_by_id(key_id).await?;
-            self.read.insert(key_id, key);
-        }
-        Ok(match &self.read[&key_id] {
+        Ok(match self.key(key_id).await? {
             None => Err(GrantStatus::UnknownKey),
             Some(key) => key.limits.quota(kind).copied().ok_or(GrantStatus::NoQuota),
         })
@@ -128,6 +133,14 @@ pub async fn answer(
         read: HashMap::new(),
     };
     let mut reply = GrantReply::default();
+    for &key_id in &request.limits_of {
+        let key = keys.key(key_id).await?;
+        reply.limits.push(KeyLimits {
+            key_id,
+            found: key.is_some(),
+            limits: key.map(|k| k.limits.clone()).unwrap_or_default(),
+        });
+    }
     for back in &request.returns {
         let done = store.give_back(&back.grant_id, back.unused, now_ms).await?;
         reply.returns.push(ReturnDone {

@@ -391,6 +391,20 @@ async fn settlements_charge_after_the_fact(backend: Backend) {
     assert_eq!(reply.settlements[1].status, GrantStatus::UnknownKey);
     assert_eq!(reply.grants[0].status, GrantStatus::NoQuota);
     assert!(h.db.store.charge(&id(3)).await.unwrap().is_none());
+
+    // The call also tells a key's limits, and when there is no such key.
+    let told = grant_call(&h, &json!({"limits_of": [key_id, 999]}))
+        .await
+        .json();
+    assert_eq!(
+        told["limits"],
+        json!([
+            {"key_id": key_id, "found": true,
+             "limits": {"rate": null, "quotas": [{"kind": "units", "limit": 100, "window": "day"}]}},
+            {"key_id": 999, "found": false, "limits": {"rate": null, "quotas": []}},
+        ])
+    );
+    assert!(h.db.store.charge(&id(3)).await.unwrap().is_none());
 }
 
 async fn grant_calls_are_checked(backend: Backend) {

@@ -16,7 +16,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::limits::QuotaKind;
+use crate::limits::{Limits, QuotaKind};
 
 /// `POST` a [`GrantRequest`] (internal token), answered with a [`GrantReply`].
 pub const GRANTS_PATH: &str = "/v1/internal/grants";
@@ -41,10 +41,14 @@ pub const GRANT_AHEAD_PERIODS: u64 = 2;
 /// less of it sits unused in one Envoy's grant.
 pub const MAX_SHARE_OF_REMAINING: u64 = 4;
 
-/// One call: any mix of asks, returns and settlements (at most
-/// [`MAX_GRANT_ITEMS`] in all), answered in the same order.
+/// One call: any mix of look-ups of limits, asks, returns and settlements
+/// (at most [`MAX_GRANT_ITEMS`] in all), answered in the same order.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GrantRequest {
+    /// Key ids whose current limits the reply should carry (which quotas
+    /// to ask grants of, the rate for the Envoy's own bucket).
+    #[serde(default)]
+    pub limits_of: Vec<i64>,
     #[serde(default)]
     pub asks: Vec<GrantAsk>,
     #[serde(default)]
@@ -56,7 +60,7 @@ pub struct GrantRequest {
 impl GrantRequest {
     /// How many items the call carries.
     pub fn len(&self) -> usize {
-        self.asks.len() + self.returns.len() + self.settlements.len()
+        self.limits_of.len() + self.asks.len() + self.returns.len() + self.settlements.len()
     }
 
     /// True for a call with nothing in it.
@@ -155,9 +159,19 @@ pub struct SettlementDone {
     pub window_end_ms: i64,
 }
 
+/// A key's limits as a grant call reports them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyLimits {
+    pub key_id: i64,
+    /// False when no key has the id (then `limits` is empty).
+    pub found: bool,
+    pub limits: Limits,
+}
+
 /// The reply: one answer per item, in the request's order.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GrantReply {
+    pub limits: Vec<KeyLimits>,
     pub grants: Vec<GrantGiven>,
     pub returns: Vec<ReturnDone>,
     pub settlements: Vec<SettlementDone>,
