@@ -442,7 +442,32 @@ async fn grant_calls_are_checked(backend: Backend) {
         )
         .await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.text());
+    // Neither token opens the other's routes.
+    let body = json!({"settlements": [{"settlement_id": id(1), "key_id": key_id,
+                                       "quota": "units", "amount": 1}]});
+    let reply = h
+        .send(
+            axum::http::Request::post(GRANTS_PATH)
+                .header("content-type", "application/json")
+                .header(INTERNAL_TOKEN_HEADER, ADMIN_TOKEN)
+                .body(axum::body::Body::from(body.to_string()))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.text());
+    let reply = h
+        .send(
+            axum::http::Request::put(format!("/v1/keys/{key_id}/limits"))
+                .header("content-type", "application/json")
+                .header("authorization", format!("Bearer {INTERNAL_TOKEN}"))
+                .body(axum::body::Body::from("{}"))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.text());
     assert!(h.db.store.charge(&id(1)).await.unwrap().is_none());
+    let listed = h.admin(Method::GET, "/v1/keys", None).await.json();
+    assert_eq!(listed["keys"][0]["limits"]["quotas"][0]["kind"], "units");
 }
 
 async fn reconcile_compares_the_ledger_with_the_counters(backend: Backend) {
