@@ -27,6 +27,7 @@ on_both_backends!(
     settlements_charge_after_the_fact,
     grant_calls_are_checked,
     reconcile_compares_the_ledger_with_the_counters,
+    counters_and_charges_are_purged_after_their_window,
 );
 
 async fn create(h: &Harness, body: Value) -> Value {
@@ -518,4 +519,51 @@ async fn reconcile_compares_the_ledger_with_the_counters(backend: Backend) {
         .await
         .unwrap();
     assert!(rows[0].over_limit, "{rows:?}");
+}
+
+async fn counters_and_charges_are_purged_after_their_window(backend: Backend) {
+    let h = Harness::new(backend).await;
+    let created = create(&h, json!({"name": "k", "quotas": ["requests=100/day"]})).await;
+    let key_id = created["id"].as_i64().unwrap();
+    let now = now_ms() as i64;
+    let long_ago = now - 50 * 86_400_000;
+    let store = &h.db.store;
+    for (n, at) in [(1, long_ago), (2, now)] {
+        let request = GrantRequest {
+            asks: vec![ask(id(n), key_id, QuotaKind::Requests, 1, 0)],
+            ..Default::default()
+        };
+        answer(store, &request, at).await.unwrap();
+    }
+    let old_window = tollgate_wire::Window::Day.containing(long_ago);
+    assert_eq!(
+        store
+            .charged_in(key_id, QuotaKind::Requests, old_window.start_ms)
+            .await
+            .unwrap(),
+        1
+    );
+    let before = now - sidecar::store::limits::LIMIT_HISTORY.as_millis() as i64;
+    assert_eq!(store.purge_limit_history(before).await.unwrap(), 1);
+    assert!(store.charge(&id(1)).await.unwrap().is_none());
+    assert_eq!(
+        store
+            .charged_in(key_id, QuotaKind::Requests, old_window.start_ms)
+            .await
+            .unwrap(),
+        0
+    );
+    assert!(
+        store.charge(&id(2)).await.unwrap().is_some(),
+        "this window's charge stays"
+    );
+    let today = tollgate_wire::Window::Day.containing(now);
+    assert_eq!(
+        store
+            .charged_in(key_id, QuotaKind::Requests, today.start_ms)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(store.purge_limit_history(before).await.unwrap(), 0);
 }

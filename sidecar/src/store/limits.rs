@@ -87,6 +87,11 @@ const COUNTERS_AT: &str = "SELECT api_key_id, quota, window_start_ms, window_end
      limit_value, charged FROM limit_counters \
      WHERE window_start_ms <= ? AND window_end_ms > ? ORDER BY api_key_id, quota";
 
+/// How long counters and charges are kept after their window: longer than
+/// the longest window (31 days) and the usage timestamps' skew, so a
+/// retried call and `usage reconcile` of a recent window still find them.
+pub const LIMIT_HISTORY: std::time::Duration = std::time::Duration::from_secs(40 * 86_400);
+
 /// The kind of a charge row.
 pub const KIND_GRANT: &str = "grant";
 pub const KIND_SETTLEMENT: &str = "settlement";
@@ -506,6 +511,55 @@ impl Store {
     ) -> Result<u64, StoreError> {
         self.counter_charged(key_id, quota.as_str(), window_start_ms)
             .await
+    }
+
+    /// Deletes up to [`PURGE_BATCH`](super::feed::PURGE_BATCH) charges
+    /// created before `before_ms` and as many counters whose window ended
+    /// before it; says how many rows went (a full batch: call again).
+    pub async fn purge_limit_history(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let batch = super::feed::PURGE_BATCH;
+        let (charges, counters) = match self {
+            Store::MySql(s) => (
+                sqlx::query(
+                    "DELETE FROM limit_charges WHERE created_ms < ? ORDER BY created_ms LIMIT ?",
+                )
+                .bind(before_ms)
+                .bind(batch)
+                .execute(s.pool())
+                .await?
+                .rows_affected(),
+                sqlx::query(
+                    "DELETE FROM limit_counters WHERE window_end_ms < ? \
+                     ORDER BY window_end_ms LIMIT ?",
+                )
+                .bind(before_ms)
+                .bind(batch)
+                .execute(s.pool())
+                .await?
+                .rows_affected(),
+            ),
+            Store::Sqlite(s) => (
+                sqlx::query(
+                    "DELETE FROM limit_charges WHERE charge_id IN \
+                     (SELECT charge_id FROM limit_charges WHERE created_ms < ? LIMIT ?)",
+                )
+                .bind(before_ms)
+                .bind(batch)
+                .execute(s.pool())
+                .await?
+                .rows_affected(),
+                sqlx::query(
+                    "DELETE FROM limit_counters WHERE rowid IN \
+                     (SELECT rowid FROM limit_counters WHERE window_end_ms < ? LIMIT ?)",
+                )
+                .bind(before_ms)
+                .bind(batch)
+                .execute(s.pool())
+                .await?
+                .rows_affected(),
+            ),
+        };
+        Ok(charges.max(counters))
     }
 
     /// Every counter of the windows containing `at_ms`, by key then quota.
