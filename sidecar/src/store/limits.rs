@@ -517,49 +517,31 @@ impl Store {
     /// created before `before_ms` and as many counters whose window ended
     /// before it; says how many rows went (a full batch: call again).
     pub async fn purge_limit_history(&self, before_ms: i64) -> Result<u64, StoreError> {
-        let batch = super::feed::PURGE_BATCH;
-        let (charges, counters) = match self {
-            Store::MySql(s) => (
-                sqlx::query(
-                    "DELETE FROM limit_charges WHERE created_ms < ? ORDER BY created_ms LIMIT ?",
-                )
-                .bind(before_ms)
-                .bind(batch)
-                .execute(s.pool())
-                .await?
-                .rows_affected(),
-                sqlx::query(
-                    "DELETE FROM limit_counters WHERE window_end_ms < ? \
-                     ORDER BY window_end_ms LIMIT ?",
-                )
-                .bind(before_ms)
-                .bind(batch)
-                .execute(s.pool())
-                .await?
-                .rows_affected(),
-            ),
-            Store::Sqlite(s) => (
-                sqlx::query(
-                    "DELETE FROM limit_charges WHERE charge_id IN \
-                     (SELECT charge_id FROM limit_charges WHERE created_ms < ? LIMIT ?)",
-                )
-                .bind(before_ms)
-                .bind(batch)
-                .execute(s.pool())
-                .await?
-                .rows_affected(),
-                sqlx::query(
-                    "DELETE FROM limit_counters WHERE rowid IN \
-                     (SELECT rowid FROM limit_counters WHERE window_end_ms < ? LIMIT ?)",
-                )
-                .bind(before_ms)
-                .bind(batch)
-                .execute(s.pool())
-                .await?
-                .rows_affected(),
-            ),
-        };
-        Ok(charges.max(counters))
+        let mut most = 0;
+        for (table, column) in [
+            ("limit_charges", "created_ms"),
+            ("limit_counters", "window_end_ms"),
+        ] {
+            let statement = match self {
+                Store::MySql(_) => {
+                    format!("DELETE FROM {table} WHERE {column} < ? ORDER BY {column} LIMIT ?")
+                }
+                Store::Sqlite(_) => format!(
+                    "DELETE FROM {table} WHERE rowid IN \
+                     (SELECT rowid FROM {table} WHERE {column} < ? LIMIT ?)"
+                ),
+            };
+            let deleted = super::on_either_pool!(self, |pool| {
+                sqlx::query(&statement)
+                    .bind(before_ms)
+                    .bind(super::feed::PURGE_BATCH)
+                    .execute(pool)
+                    .await?
+                    .rows_affected()
+            });
+            most = most.max(deleted);
+        }
+        Ok(most)
     }
 
     /// Every counter of the windows containing `at_ms`, by key then quota.
