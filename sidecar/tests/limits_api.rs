@@ -28,6 +28,7 @@ on_both_backends!(
     grant_calls_are_checked,
     reconcile_compares_the_ledger_with_the_counters,
     counters_and_charges_are_purged_after_their_window,
+    a_month_quota_starts_afresh_at_the_utc_month_boundary,
 );
 
 async fn create(h: &Harness, body: Value) -> Value {
@@ -585,4 +586,59 @@ async fn counters_and_charges_are_purged_after_their_window(backend: Backend) {
         1
     );
     assert_eq!(store.purge_limit_history(before).await.unwrap(), 0);
+}
+
+/// The clock is injected: the last millisecond of January and the first of
+/// February fall in two windows, each with its own counter.
+async fn a_month_quota_starts_afresh_at_the_utc_month_boundary(backend: Backend) {
+    let h = Harness::new(backend).await;
+    let created = create(&h, json!({"name": "k", "quotas": ["requests=3/month"]})).await;
+    let key_id = created["id"].as_i64().unwrap();
+    let february = tollgate_wire::limits::days_from_civil(2027, 2, 1) * 86_400_000;
+    let call = |n: u64, need: u64, at: i64| {
+        let request = GrantRequest {
+            asks: vec![ask(id(n), key_id, QuotaKind::Requests, need, 0)],
+            ..Default::default()
+        };
+        let store = h.db.store.clone();
+        async move { answer(&store, &request, at).await.unwrap().grants[0].clone() }
+    };
+    let january = call(1, 3, february - 1).await;
+    assert_eq!((january.status, january.amount), (GrantStatus::Granted, 3));
+    assert_eq!(january.window_end_ms, february);
+    let january_start = tollgate_wire::limits::days_from_civil(2027, 1, 1) * 86_400_000;
+    assert_eq!(january.window_start_ms, january_start);
+    assert_eq!(
+        call(2, 1, february - 1).await.status,
+        GrantStatus::Exhausted
+    );
+    let next = call(3, 1, february).await;
+    assert_eq!(
+        (next.status, next.window_start_ms),
+        (GrantStatus::Granted, february)
+    );
+    assert_eq!(next.charged, next.amount, "a fresh counter");
+    let march = tollgate_wire::limits::days_from_civil(2027, 3, 1) * 86_400_000;
+    assert_eq!(next.window_end_ms, march, "February 2027 has 28 days");
+}
+
+#[tokio::test]
+async fn a_grant_call_the_database_cannot_answer_is_503_and_says_to_retry() {
+    let (_state, app) = unreachable_mysql_app();
+    let body = json!({"asks": [{"grant_id": id(1), "key_id": 1, "quota": "requests",
+                                "need": 1, "recent_use": 0}]});
+    let request = axum::http::Request::post(GRANTS_PATH)
+        .header(INTERNAL_TOKEN_HEADER, INTERNAL_TOKEN)
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(body.to_string()))
+        .unwrap();
+    let reply = send(&app, request).await;
+    let error = reply.expect_error(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("retry it with the same ids"),
+        "{error}"
+    );
 }
