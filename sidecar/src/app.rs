@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::Router;
 use tokio::net::TcpListener;
-use tollgate_wire::{CHANGES_PATH, JTI_CLAIM_PATH, USAGE_PATH, VERIFY_PATH};
+use tollgate_wire::{CHANGES_PATH, GRANTS_PATH, JTI_CLAIM_PATH, USAGE_PATH, VERIFY_PATH};
 
 use crate::config::{ServeConfig, DEFAULT_USAGE_MAX_SKEW};
 use crate::console::gateway::EnvoyAdmin;
@@ -19,7 +19,7 @@ use crate::extract::MAX_BODY_BYTES;
 use crate::metrics::{self, Metrics};
 use crate::sealed::Keyring;
 use crate::store::Store;
-use crate::{console, feed, keys, probes, series, usage};
+use crate::{console, feed, grants, keys, limits, probes, series, usage};
 
 /// The secrets requests are checked against.
 #[derive(Clone)]
@@ -109,6 +109,7 @@ fn admin_routes() -> Router<AppState> {
     Router::new()
         .route("/v1/keys", post(keys::create).get(keys::list))
         .route("/v1/keys/{id}/revoke", post(keys::revoke))
+        .route("/v1/keys/{id}/limits", put(limits::put))
         .route("/v1/keys/{id}/usage/series", get(series::series))
         .route("/v1/usage/summary", get(usage::summary))
 }
@@ -124,6 +125,7 @@ pub fn router(state: AppState) -> Router {
         .route(USAGE_PATH, post(usage::ingest))
         .route(CHANGES_PATH, get(feed::changes))
         .route(JTI_CLAIM_PATH, post(feed::claim))
+        .route(GRANTS_PATH, post(grants::grants))
         .merge(admin_routes())
         .merge(console::router(
             admin_routes()

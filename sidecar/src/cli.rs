@@ -102,6 +102,8 @@ pub enum KeysCommand {
         /// printed once and stored sealed under TOLLGATE_MASTER_KEY (required).
         #[arg(long)]
         signing_secret: bool,
+        #[command(flatten)]
+        limits: crate::limits::LimitFlags,
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
@@ -123,6 +125,18 @@ pub enum KeysCommand {
     /// List keys (never their hashes or plaintexts).
     List {
         /// Print a JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a key's rate and quotas (published to every Envoy).
+    Limits {
+        id: i64,
+        #[command(flatten)]
+        limits: crate::limits::LimitFlags,
+        /// Remove every limit first (then apply the other flags, if any).
+        #[arg(long)]
+        clear: bool,
+        /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
     },
@@ -167,6 +181,23 @@ pub enum UsageCommand {
         #[arg(long, default_value_t = prune::DEFAULT_BATCH_ROWS)]
         batch_size: usize,
         /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Per key and quota window: the ledger's totals, the limit counters
+    /// and the limits; exits non-zero when a key is over its limit on a
+    /// quota charged at admission.
+    Reconcile {
+        /// Only this key id.
+        #[arg(long)]
+        key: Option<i64>,
+        /// Only quotas of this window: hour, day or month.
+        #[arg(long)]
+        window: Option<String>,
+        /// Reconcile the windows containing this instant (RFC 3339; default now).
+        #[arg(long)]
+        at: Option<String>,
+        /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -293,6 +324,39 @@ pub async fn run(cli: Cli) -> Result<(), String> {
                 report.deleted, report.before
             );
             Ok(())
+        #[arg(long)]
+        json: bool,
+    },
+        Command::Usage(UsageCommand::Reconcile {
+            key,
+            window,
+            at,
+            json,
+        }) => {
+            let window = window
+                .as_deref()
+                .map(|w| {
+                    tollgate_wire::Window::parse(w)
+                        .ok_or_else(|| format!("--window {w:?}: use hour, day or month"))
+                })
+                .transpose()?;
+            let at = match at.as_deref() {
+                Some(text) => parse_rfc3339(text)?,
+                None => OffsetDateTime::now_utc(),
+            };
+            let store = open_store(&DatabaseTarget::from_url(database_url)?).await?;
+            let rows = crate::reconcile::reconcile(&store, key, window, at).await;
+            store.close().await;
+            let rows = rows.map_err(|e| format!("the reconciliation could not be read: {e}"))?;
+            if json {
+                print_json(&rows)?;
+            } else {
+                crate::reconcile::print_table(&rows);
+            }
+            match rows.iter().filter(|r| r.over_limit).count() {
+                0 => Ok(()),
+                over => Err(format!("{over} key quota(s) over the limit")),
+            }
         }
         Command::Token(TokenCommand::Sign {
             secret_env,
@@ -352,11 +416,13 @@ async fn run_keys(store: &Store, command: KeysCommand) -> Result<(), String> {
             name,
             expires_at,
             signing_secret,
+            limits,
             json,
         } => {
             let expires_at = expires_at.as_deref().map(parse_rfc3339).transpose()?;
+            let limits = limits.limits().map_err(|e| e.to_string())?;
             let keyring = signing_secret.then(Keyring::from_env).transpose()?;
-            let created = keys::create_key(store, &name, expires_at, keyring.as_ref())
+            let created = keys::create_key(store, &name, expires_at, keyring.as_ref(), limits)
                 .await
                 .map_err(|e| e.to_string())?;
             print_created(&created, json)
@@ -393,6 +459,12 @@ async fn run_keys(store: &Store, command: KeysCommand) -> Result<(), String> {
                 Ok(())
             }
         }
+        KeysCommand::Limits {
+            id,
+            limits,
+            clear,
+            json,
+        } => crate::limits::run_cli(store, id, &limits, clear, json).await,
         KeysCommand::Revoke { id, json } => {
             let now = crate::clock::now_ms();
             let outcome = store.revoke_key(id, now).await.map_err(|e| e.to_string())?;
@@ -474,6 +546,7 @@ fn print_created(created: &CreatedKey, json: bool) -> Result<(), String> {
         "  expires_at: {}",
         view.expires_at.as_deref().unwrap_or("never")
     );
+    println!("  limits:     {}", crate::limits::describe(&view.limits));
     println!(
         "  tokens:     signed with {}",
         if view.has_signing_secret {
@@ -491,12 +564,12 @@ fn print_key_table(keys: &[KeyView]) {
         return;
     }
     println!(
-        "{:>6}  {:<24}  {:<10}  {:<8}  {:<24}  {:<24}  {:<24}  {:<6}",
+        "{:>6}  {:<24}  {:<10}  {:<8}  {:<24}  {:<24}  {:<24}  {:<6}  LIMITS",
         "ID", "NAME", "PREFIX", "STATUS", "CREATED_AT", "REVOKED_AT", "EXPIRES_AT", "SECRET"
     );
     for key in keys {
         println!(
-            "{:>6}  {:<24}  {:<10}  {:<8}  {:<24}  {:<24}  {:<24}  {:<6}",
+            "{:>6}  {:<24}  {:<10}  {:<8}  {:<24}  {:<24}  {:<24}  {:<6}  {}",
             key.id,
             key.name,
             key.prefix,
@@ -509,6 +582,7 @@ fn print_key_table(keys: &[KeyView]) {
             } else {
                 "shared"
             },
+            crate::limits::describe(&key.limits),
         );
     }
 }

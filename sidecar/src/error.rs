@@ -134,6 +134,9 @@ pub enum Undone {
     CheckReadiness,
     /// The key change feed.
     ReadFeed,
+    /// A grant call: items before the failure may have been applied, and a
+    /// retry with the same ids applies each once.
+    Grants,
 }
 
 impl Undone {
@@ -147,6 +150,7 @@ impl Undone {
             Undone::VerifyKey => "the key could not be looked up",
             Undone::CheckReadiness => "the sidecar is not ready",
             Undone::ReadFeed => "the key change feed could not be read",
+            Undone::Grants => "the grant call was not completed; retry it with the same ids",
         }
     }
 }

@@ -171,23 +171,30 @@ pub async fn purge_once(store: &Store, retention: Duration) {
     let retention_ms = u64::try_from(retention.as_millis()).unwrap_or(u64::MAX);
     let before_ms = i64::try_from(now.saturating_sub(retention_ms)).unwrap_or(0);
     let now_s = i64::try_from(now / 1000).unwrap_or(i64::MAX);
+    let history_ms = u64::try_from(crate::store::limits::LIMIT_HISTORY.as_millis()).unwrap_or(0);
+    let history_before_ms = i64::try_from(now.saturating_sub(history_ms)).unwrap_or(0);
+    purge_in_batches("old key changes", || store.purge_changes(before_ms)).await;
+    purge_in_batches("expired jti claims", || store.purge_claims(now_s)).await;
+    purge_in_batches("old quota counters and charges", || {
+        store.purge_limit_history(history_before_ms)
+    })
+    .await;
+}
+
+/// Runs one purge statement after another while each deletes a full batch;
+/// a failure is logged and left for the next round.
+async fn purge_in_batches<F, Fut>(what: &str, mut batch: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<u64, crate::store::StoreError>>,
+{
     let full = u64::try_from(crate::store::feed::PURGE_BATCH).unwrap_or(u64::MAX);
     loop {
-        match store.purge_changes(before_ms).await {
+        match batch().await {
             Ok(n) if n >= full => continue,
             Ok(_) => break,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot purge old key changes");
-                break;
-            }
-        }
-    }
-    loop {
-        match store.purge_claims(now_s).await {
-            Ok(n) if n >= full => continue,
-            Ok(_) => break,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot purge expired jti claims");
+                tracing::warn!(error = %e, "cannot purge {what}");
                 break;
             }
         }

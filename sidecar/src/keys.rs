@@ -15,7 +15,9 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
-use tollgate_wire::{is_lower_hex_digest, key_hash_hex, KeyVerdict, VerifyReply, VerifyRequest};
+use tollgate_wire::{
+    is_lower_hex_digest, key_hash_hex, KeyVerdict, Limits, VerifyReply, VerifyRequest,
+};
 
 use crate::app::AppState;
 use crate::clock::{format_rfc3339, now_ms, parse_rfc3339, truncate_to_ms};
@@ -159,6 +161,8 @@ pub struct KeyView {
     /// Whether the key has its own signing secret (the secret itself is
     /// shown only once, at creation).
     pub has_signing_secret: bool,
+    /// Its rate and quotas (`crate::limits`).
+    pub limits: Limits,
 }
 
 impl KeyView {
@@ -173,6 +177,7 @@ impl KeyView {
             revoked_at: key.revoked_at.map(format_rfc3339),
             expires_at: key.expires_at.map(format_rfc3339),
             has_signing_secret: key.sealed_signing_secret.is_some(),
+            limits: key.limits.clone(),
         }
     }
 }
@@ -246,7 +251,7 @@ pub async fn register_key(
     key: String,
     expires_at: Option<OffsetDateTime>,
 ) -> Result<CreatedKey, RegisterError> {
-    register(store, name, key, expires_at, None).await
+    register(store, name, key, expires_at, None, Limits::default()).await
 }
 
 /// Registers `key`; with `signing_secret`, mints the key a signing secret
@@ -258,6 +263,7 @@ async fn register(
     key: String,
     expires_at: Option<OffsetDateTime>,
     signing_secret: Option<&Keyring>,
+    limits: Limits,
 ) -> Result<CreatedKey, RegisterError> {
     let name = validate_name(name).map_err(|message| RegisterError::Invalid {
         field: "name",
@@ -288,6 +294,7 @@ async fn register(
         created_at,
         expires_at,
         sealed_signing_secret: sealed,
+        limits,
     };
     let stored = store.insert_key(&new).await.map_err(RegisterError::Store)?;
     Ok(CreatedKey {
@@ -329,19 +336,21 @@ pub fn validate_expires_at(
     }
 }
 
-/// Mints a fresh key and registers it; with `signing_secret`, with a signing
-/// secret of its own sealed under that keyring (see [`register`]).
+/// Mints a fresh key and registers it with its `limits`; with
+/// `signing_secret`, with a signing secret of its own sealed under that
+/// keyring (see [`register`]).
 pub async fn create_key(
     store: &Store,
     name: &str,
     expires_at: Option<OffsetDateTime>,
     signing_secret: Option<&Keyring>,
+    limits: Limits,
 ) -> Result<CreatedKey, RegisterError> {
     let key = generate_key().map_err(|message| RegisterError::Invalid {
         field: "key",
         message,
     })?;
-    register(store, name, key, expires_at, signing_secret).await
+    register(store, name, key, expires_at, signing_secret, limits).await
 }
 
 /// `POST /v1/internal/keys/verify`: the verdict on a key hash.
@@ -419,6 +428,14 @@ pub struct CreateKeyRequest {
     /// True: the key gets its own signing secret, answered once.
     #[serde(default)]
     pub signing_secret: bool,
+    /// The key's rate (`10/s`, `600/min`), burst and quotas
+    /// (`requests=1000/day`), spelled as the CLI's flags.
+    #[serde(default)]
+    pub rate: Option<String>,
+    #[serde(default)]
+    pub burst: Option<u64>,
+    #[serde(default)]
+    pub quotas: Vec<String>,
 }
 
 /// `POST /v1/keys`: mints a key; the reply carries the plaintext, once.
@@ -434,7 +451,8 @@ pub async fn create(
         .transpose()
         .map_err(|message| ApiError::invalid_field("expires_at", message))?;
     let keyring = request.signing_secret.then_some(&*state.keyring);
-    let created = create_key(&state.store, &request.name, expires_at, keyring).await?;
+    let limits = crate::limits::parse(request.rate.as_deref(), request.burst, &request.quotas)?;
+    let created = create_key(&state.store, &request.name, expires_at, keyring, limits).await?;
     tracing::info!(
         key_id = created.view.id,
         prefix = %created.view.prefix,
@@ -554,6 +572,7 @@ mod tests {
             revoked_at: None,
             expires_at: None,
             sealed_signing_secret: None,
+            limits: Default::default(),
         }
     }
 

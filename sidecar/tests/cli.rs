@@ -911,3 +911,97 @@ async fn usage_prune_deletes_old_rows_and_keeps_the_summary() {
     }
     assert_eq!(summary(), before);
 }
+
+#[test]
+fn keys_carry_limits_from_the_command_line() {
+    let dir = WorkDir::new("limits");
+    let created: Value = serde_json::from_str(&dir.ok(&[
+        "keys",
+        "create",
+        "--name",
+        "limited",
+        "--rate",
+        "10/s",
+        "--burst",
+        "20",
+        "--quota",
+        "requests=1000/day",
+        "--quota",
+        "request_bytes=1GiB/month",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(
+        created["limits"],
+        serde_json::json!({
+            "rate": {"count": 10, "per": "s", "burst": 20},
+            "quotas": [
+                {"kind": "requests", "limit": 1000, "window": "day"},
+                {"kind": "request_bytes", "limit": 1073741824u64, "window": "month"},
+            ]
+        })
+    );
+    let id = created["id"].to_string();
+
+    // `keys limits` changes what it names and keeps the rest.
+    let changed: Value = serde_json::from_str(&dir.ok(&[
+        "keys",
+        "limits",
+        &id,
+        "--quota",
+        "requests=5/hour",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(changed["limits"]["rate"]["burst"], 20);
+    assert_eq!(
+        changed["limits"]["quotas"][0],
+        serde_json::json!({"kind": "requests", "limit": 5, "window": "hour"})
+    );
+    let text = dir.ok(&["keys", "limits", &id, "--clear", "--rate", "3/min"]);
+    assert!(text.contains("rate=3/min burst=1"), "{text}");
+    let list: Value = serde_json::from_str(&dir.ok(&["keys", "list", "--json"])).unwrap();
+    assert_eq!(
+        list[0]["limits"],
+        serde_json::json!({"rate": {"count": 3, "per": "min", "burst": 1}, "quotas": []})
+    );
+    assert!(dir.ok(&["keys", "list"]).contains("rate=3/min"));
+
+    // A limit that cannot be read fails, naming it, and changes nothing.
+    for args in [
+        &[
+            "keys",
+            "create",
+            "--name",
+            "x",
+            "--quota",
+            "requests=10/week",
+        ][..],
+        &["keys", "limits", &id, "--burst", "0"][..],
+        &["keys", "limits", "999", "--rate", "1/s"][..],
+    ] {
+        let out = dir.run(args);
+        assert!(!out.status.success(), "{args:?} succeeded");
+        let error = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            error.contains("week") || error.contains("burst") || error.contains("999"),
+            "{args:?}: {error}"
+        );
+    }
+    let list: Value = serde_json::from_str(&dir.ok(&["keys", "list", "--json"])).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["limits"]["rate"]["count"], 3);
+
+    // Reconcile: a key with a quota and nothing charged is within it.
+    dir.ok(&["keys", "limits", &id, "--quota", "requests=10/day"]);
+    let rows: Value = serde_json::from_str(&dir.ok(&["usage", "reconcile", "--json"])).unwrap();
+    assert_eq!(rows[0]["quota"], "requests");
+    assert_eq!(rows[0]["over_limit"], false);
+    assert_eq!(rows[0]["ledger"], 0);
+    let table = dir.ok(&["usage", "reconcile", "--window", "day", "--key", &id]);
+    assert!(table.contains("0 key quota(s) over the limit"), "{table}");
+    assert!(!dir
+        .run(&["usage", "reconcile", "--window", "week"])
+        .status
+        .success());
+}

@@ -131,6 +131,7 @@ async fn store_key_expired_at(h: &Harness, name: &str, expires_at: &str) -> (i64
                 created_at: now_instant(),
                 expires_at: Some(parse_rfc3339(expires_at).unwrap()),
                 sealed_signing_secret: None,
+                limits: Default::default(),
             })
             .await
             .unwrap();
@@ -1197,6 +1198,7 @@ async fn signing_secrets_are_shown_once_and_handed_only_to_the_filter(backend: B
             created_at: now_instant(),
             expires_at: Some(parse_rfc3339("2020-01-01T00:00:00Z").unwrap()),
             sealed_signing_secret: Some(sealed),
+            limits: Default::default(),
         })
         .await
         .unwrap();
@@ -1249,8 +1251,14 @@ async fn a_signing_secret_needs_a_master_key(backend: Backend) {
     // Nothing was stored.
     assert!(h.db.store.list_keys().await.unwrap().is_empty());
     // The library's path refuses the same way.
-    let refused =
-        sidecar::keys::create_key(&h.db.store, "lib", None, Some(&Keyring::empty())).await;
+    let refused = sidecar::keys::create_key(
+        &h.db.store,
+        "lib",
+        None,
+        Some(&Keyring::empty()),
+        Default::default(),
+    )
+    .await;
     assert!(
         matches!(refused, Err(RegisterError::MasterKeyMissing)),
         "{refused:?}"

@@ -1,6 +1,6 @@
 //! What the tollgate filter (inside Envoy) and the sidecar share, defined
 //! once: the internal calls (key verification, usage ingestion, the key
-//! change feed, fleet `jti` claims), the
+//! change feed, fleet `jti` claims, quota grants), a key's limits, the
 //! contract's outcome codes, key hashing and hex, and the HMAC algorithms
 //! and claim names of the `X-Auth-Token`.
 //!
@@ -12,8 +12,10 @@ pub mod claim;
 pub mod digest;
 pub mod error;
 pub mod feed;
+pub mod grant;
 pub mod hex;
 pub mod jws;
+pub mod limits;
 pub mod outcome;
 pub mod usage;
 pub mod verify;
@@ -23,8 +25,14 @@ pub use claim::{ClaimReply, ClaimRequest, FINGERPRINT_HEX_LEN, JTI_CLAIM_PATH};
 pub use digest::{body_sha256_hex, key_hash, key_hash_hex, sha256, Digest32};
 pub use error::{ErrorBody, ErrorDetail};
 pub use feed::{changes_query, ChangesReply, KeyChange, CHANGES_PATH, MAX_CHANGES_PER_REPLY};
+pub use grant::{
+    grant_amount, grant_size, is_charge_id, GrantAsk, GrantGiven, GrantReply, GrantRequest,
+    GrantReturn, GrantStatus, KeyLimits, ReturnDone, Settlement, SettlementDone, CHARGE_ID_HEX_LEN,
+    GRANTS_PATH, MAX_GRANT_ITEMS,
+};
 pub use hex::{is_lower_hex_digest, parse_lower_hex, to_hex};
 pub use jws::Algorithm;
+pub use limits::{LimitError, Limits, Quota, QuotaKind, Rate, RatePeriod, Window, WindowSpan};
 pub use outcome::Outcome;
 pub use usage::{
     record_field, refused_record, FieldError, IngestReply, UsageRecord, MAX_BODY_BYTES,

@@ -8,6 +8,7 @@
 
 pub mod feed;
 pub mod last_use;
+pub mod limits;
 pub mod mysql;
 pub mod rollup;
 pub mod sql;
@@ -18,7 +19,7 @@ use std::fmt;
 use std::future::Future;
 
 use time::OffsetDateTime;
-use tollgate_wire::UsageRecord;
+use tollgate_wire::{Limits, UsageRecord};
 
 use crate::config::DatabaseTarget;
 use crate::sealed::SealedSecret;
@@ -72,6 +73,8 @@ pub struct ApiKey {
     /// The key's own signing secret, sealed; `None` for a key whose tokens
     /// are signed with the shared secret.
     pub sealed_signing_secret: Option<SealedSecret>,
+    /// Its rate and quotas (none by default).
+    pub limits: Limits,
 }
 
 /// A key to register: only its hash, never the plaintext.
@@ -85,6 +88,8 @@ pub struct NewKey {
     pub expires_at: Option<OffsetDateTime>,
     /// Its signing secret, sealed for this `key_hash`; never the secret itself.
     pub sealed_signing_secret: Option<SealedSecret>,
+    /// Its rate and quotas.
+    pub limits: Limits,
 }
 
 impl NewKey {
@@ -99,6 +104,7 @@ impl NewKey {
             revoked_at: None,
             expires_at: self.expires_at,
             sealed_signing_secret: self.sealed_signing_secret.clone(),
+            limits: self.limits.clone(),
         }
     }
 }
@@ -327,6 +333,11 @@ impl Store {
     /// The key with this lowercase hex SHA-256, if any, and the feed's head.
     pub async fn key_by_hash(&self, key_hash: &str) -> Result<KeyLookup, StoreError> {
         dispatch!(self.key_by_hash(key_hash))
+    }
+
+    /// The key with this id, if any.
+    pub async fn key_by_id(&self, id: i64) -> Result<Option<ApiKey>, StoreError> {
+        dispatch!(self.key_by_id(id))
     }
 
     /// Revokes a key, stamping `revoked_at` with `at`.

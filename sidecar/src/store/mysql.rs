@@ -109,6 +109,7 @@ impl MySqlStore {
             .bind(to_primitive_utc(key.created_at))
             .bind(key.expires_at.map(to_primitive_utc))
             .bind(key.sealed_signing_secret.as_ref().map(SealedSecret::as_str))
+            .bind(sql::limits_spec(&key.limits))
             .execute(&mut *tx)
             .await?;
         publish_change!(tx, &key.key_hash, CHANGE_CREATED, unix_ms(key.created_at));
@@ -154,6 +155,14 @@ impl MySqlStore {
         tx.commit().await?;
         let key = row.as_ref().map(key_from_row).transpose()?;
         Ok(Revocation::after_update(key, done.rows_affected()))
+    }
+
+    pub(super) async fn key_by_id(&self, id: i64) -> Result<Option<ApiKey>, StoreError> {
+        let row = sqlx::query(sql::KEY_BY_ID)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(key_from_row).transpose()
     }
 
     pub(super) async fn key_ids_among(&self, ids: &[i64]) -> Result<Vec<i64>, StoreError> {
@@ -392,5 +401,6 @@ fn key_from_row(row: &MySqlRow) -> Result<ApiKey, StoreError> {
             .try_get::<Option<PrimitiveDateTime>, _>("expires_at")?
             .map(utc),
         sealed_signing_secret: sql::sealed_signing_secret(row)?,
+        limits: sql::key_limits(row)?,
     })
 }

@@ -14,7 +14,8 @@ use crate::sealed::SealedSecret;
 /// The columns a key is read with, in the order `key_from_row` expects.
 macro_rules! key_columns {
     () => {
-        "id, name, prefix, status, created_at, revoked_at, expires_at, sealed_signing_secret"
+        "id, name, prefix, status, created_at, revoked_at, expires_at, sealed_signing_secret, \
+         limits_spec"
     };
 }
 
@@ -37,10 +38,10 @@ pub const KEY_HASH_BY_ID: &str = "SELECT key_hash FROM api_keys WHERE id = ?";
 pub const KEY_BY_ID: &str = concat!("SELECT ", key_columns!(), " FROM api_keys WHERE id = ?");
 
 /// Registers an active key; binds name, prefix, hash, created_at,
-/// expires_at, sealed_signing_secret.
+/// expires_at, sealed_signing_secret, limits_spec.
 pub const INSERT_KEY: &str = "INSERT INTO api_keys \
-     (name, prefix, key_hash, status, created_at, expires_at, sealed_signing_secret) \
-     VALUES (?, ?, ?, 'ACTIVE', ?, ?, ?)";
+     (name, prefix, key_hash, status, created_at, expires_at, sealed_signing_secret, \
+     limits_spec) VALUES (?, ?, ?, 'ACTIVE', ?, ?, ?, ?)";
 
 /// Every key that has a sealed signing secret, by id; read each row with
 /// [`sealed_row`].
@@ -441,6 +442,25 @@ where
     &'static str: ColumnIndex<R>,
 {
     Ok(ascii_column(row, "sealed_signing_secret")?.map(SealedSecret::from_stored))
+}
+
+/// The limits of a key row (none when the column is NULL or empty).
+pub fn key_limits<R: Row>(row: &R) -> Result<tollgate_wire::Limits, StoreError>
+where
+    for<'r> Option<Vec<u8>>: Decode<'r, R::Database> + Type<R::Database>,
+    &'static str: ColumnIndex<R>,
+{
+    match ascii_column(row, "limits_spec")? {
+        None => Ok(tollgate_wire::Limits::default()),
+        Some(spec) => tollgate_wire::Limits::parse_spec(&spec)
+            .map_err(|e| StoreError::Corrupt(format!("api_keys.limits_spec: {e}"))),
+    }
+}
+
+/// A key's limits as [`INSERT_KEY`] and the limits update bind them:
+/// NULL for none.
+pub fn limits_spec(limits: &tollgate_wire::Limits) -> Option<String> {
+    (!limits.is_empty()).then(|| limits.to_spec())
 }
 
 /// One row of [`SEALED_SIGNING_SECRETS`].

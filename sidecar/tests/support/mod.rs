@@ -242,6 +242,7 @@ pub async fn register_keys(store: &Store, count: i64) {
                 created_at: sidecar::clock::now_ms(),
                 expires_at: None,
                 sealed_signing_secret: None,
+                limits: Default::default(),
             })
             .await
             .expect("register a key");

@@ -1,0 +1,583 @@
+//! Limits in the database: a key's limits (with their `limits` change on the
+//! key change feed, in the same transaction), and the quota counters that
+//! are the authority for each key's budget in each window: grants, their
+//! returns, and settlements, each idempotent on the id its sender minted.
+//!
+//! A grant is one conditional `UPDATE` of the counter row,
+//! `charged = charged + n WHERE limit - charged >= min`, with `n` =
+//! min(want, limit - charged) computed in the same statement
+//! ([`tollgate_wire::grant_amount`] is the same arithmetic): the database
+//! serialises updates of one row (InnoDB's row lock; SQLite's one writer),
+//! so the sum of grants never passes the limit, whatever the number of
+//! sidecars. Every statement here has the same text on both backends
+//! except the insert that skips an existing counter row.
+
+use sqlx::Row;
+use tollgate_wire::{Limits, QuotaKind, WindowSpan};
+
+use super::feed::unix_ms;
+use super::{sql, ApiKey, Store, StoreError};
+use crate::publish_change;
+
+/// The kind of change a new set of limits makes on the key change feed:
+/// every Envoy drops the key's cached verdict, and with it its limits.
+pub const CHANGE_LIMITS: &str = "limits";
+
+/// Sets a key's limits; binds limits_spec, id.
+const SET_LIMITS: &str = "UPDATE api_keys SET limits_spec = ? WHERE id = ?";
+
+/// The counter row of a (key, quota, window) with nothing charged, left as
+/// it is when it exists; binds key, quota, start, end, limit. The clause
+/// that skips an existing row is the backend's: on MySQL it takes the
+/// row's exclusive lock at once (`INSERT IGNORE` would take a shared lock,
+/// and two grants holding it both waiting for the exclusive one deadlock).
+macro_rules! new_counter {
+    ($on_existing:literal) => {
+        concat!(
+            "INSERT INTO limit_counters \
+             (api_key_id, quota, window_start_ms, window_end_ms, limit_value, charged, last_grant) \
+             VALUES (?, ?, ?, ?, ?, 0, 0) ",
+            $on_existing
+        )
+    };
+}
+
+/// The grant: takes min(want, limit - charged) if that is at least `min`.
+/// `last_grant` is assigned first, from the old `charged`, so both
+/// dialects (MySQL assigns left to right and later expressions see earlier
+/// assignments; SQLite uses the old row throughout) compute the same.
+/// Binds limit, want, limit, want, limit, want, limit, want, limit, key,
+/// quota, start, limit, min.
+const GRANT: &str = "UPDATE limit_counters SET \
+     last_grant = CASE WHEN ? - charged < ? THEN ? - charged ELSE ? END, \
+     charged = charged + CASE WHEN ? - charged < ? THEN ? - charged ELSE ? END, \
+     limit_value = ? \
+     WHERE api_key_id = ? AND quota = ? AND window_start_ms = ? AND ? - charged >= ?";
+
+/// A settlement: charged after the fact, whatever the total. Binds amount,
+/// limit, key, quota, start.
+const SETTLE: &str = "UPDATE limit_counters SET charged = charged + ?, limit_value = ? \
+     WHERE api_key_id = ? AND quota = ? AND window_start_ms = ?";
+
+/// Gives part of a grant back. Binds amount, key, quota, start.
+const GIVE_BACK: &str = "UPDATE limit_counters SET charged = charged - ? \
+     WHERE api_key_id = ? AND quota = ? AND window_start_ms = ?";
+
+/// A counter's state; binds key, quota, start.
+const COUNTER: &str = "SELECT charged, last_grant, limit_value FROM limit_counters \
+     WHERE api_key_id = ? AND quota = ? AND window_start_ms = ?";
+
+/// Records a charge; binds id, key, quota, start, kind, amount, created_ms.
+/// A charge id already stored is a unique violation.
+const INSERT_CHARGE: &str = "INSERT INTO limit_charges \
+     (charge_id, api_key_id, quota, window_start_ms, kind, amount, returned, created_ms) \
+     VALUES (?, ?, ?, ?, ?, ?, 0, ?)";
+
+/// A stored charge; binds id.
+const CHARGE: &str = "SELECT api_key_id, quota, window_start_ms, kind, amount, returned, \
+     returned_ms FROM limit_charges WHERE charge_id = ?";
+
+/// Marks a grant's return, once; binds returned, returned_ms, id, returned.
+const MARK_RETURNED: &str = "UPDATE limit_charges SET returned = ?, returned_ms = ? \
+     WHERE charge_id = ? AND kind = 'grant' AND returned_ms IS NULL AND amount >= ?";
+
+/// Every counter of the windows that contain an instant, by key; binds the
+/// instant twice. `reconcile` reads them.
+const COUNTERS_AT: &str = "SELECT api_key_id, quota, window_start_ms, window_end_ms, \
+     limit_value, charged FROM limit_counters \
+     WHERE window_start_ms <= ? AND window_end_ms > ? ORDER BY api_key_id, quota";
+
+/// How long counters and charges are kept after their window: longer than
+/// the longest window (31 days) and the usage timestamps' skew, so a
+/// retried call and `usage reconcile` of a recent window still find them.
+pub const LIMIT_HISTORY: std::time::Duration = std::time::Duration::from_secs(40 * 86_400);
+
+/// The kind of a charge row.
+pub const KIND_GRANT: &str = "grant";
+pub const KIND_SETTLEMENT: &str = "settlement";
+
+/// A grant to take: up to `want`, at least `min`, of `limit` in `span`.
+#[derive(Debug, Clone)]
+pub struct GrantAsk<'a> {
+    pub charge_id: &'a str,
+    pub key_id: i64,
+    pub quota: QuotaKind,
+    pub span: WindowSpan,
+    pub limit: u64,
+    pub want: u64,
+    pub min: u64,
+    pub now_ms: i64,
+}
+
+/// What a grant, a settlement or a return left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Charged {
+    /// What this call took (a grant), charged (a settlement) or gave back
+    /// (a return); the stored value when the call was a retry.
+    pub amount: u64,
+    /// The counter's total after it.
+    pub charged: u64,
+    /// True when the charge id was stored already: nothing changed.
+    pub replayed: bool,
+}
+
+/// One counter row, for `usage reconcile`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CounterRow {
+    pub api_key_id: i64,
+    pub quota: String,
+    pub span: WindowSpan,
+    pub limit: u64,
+    pub charged: i64,
+}
+
+/// A stored count (never negative once written by this module).
+fn count(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+/// A count bound as a column value (counts are at most 2^53).
+fn bound(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+/// Runs the grant and settlement transactions on either backend's pool:
+/// `$new_counter` is its [`new_counter!`] statement.
+macro_rules! on_pool_with_counter {
+    ($self:ident, |$pool:ident, $new_counter:ident| $body:expr) => {
+        match $self {
+            Store::MySql(s) => {
+                let $pool = s.pool();
+                let $new_counter =
+                    new_counter!("ON DUPLICATE KEY UPDATE window_end_ms = window_end_ms");
+                $body
+            }
+            Store::Sqlite(s) => {
+                let $pool = s.pool();
+                let $new_counter = new_counter!("ON CONFLICT DO NOTHING");
+                $body
+            }
+        }
+    };
+}
+
+/// Tries a transaction that InnoDB may pick as a deadlock victim (error
+/// 1213, SQLSTATE 40001) again, up to three times in all: it rolled back
+/// whole, so nothing of it happened.
+macro_rules! retried_on_deadlock {
+    ($body:expr) => {{
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            match $body {
+                Err(StoreError::Unavailable(sqlx::Error::Database(e)))
+                    if tries < 3 && e.code().as_deref() == Some("40001") =>
+                {
+                    continue
+                }
+                other => break other,
+            }
+        }
+    }};
+}
+
+impl Store {
+    /// Replaces key `id`'s limits and publishes a `limits` change in the
+    /// same transaction; the key as it is now, `None` when no key has the id.
+    pub async fn set_limits(
+        &self,
+        id: i64,
+        limits: &Limits,
+        now: time::OffsetDateTime,
+    ) -> Result<Option<ApiKey>, StoreError> {
+        let found = super::on_either_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let done = sqlx::query(SET_LIMITS)
+                .bind(sql::limits_spec(limits))
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            if done.rows_affected() == 0 {
+                tx.rollback().await?;
+                false
+            } else {
+                let row = sqlx::query(sql::KEY_HASH_BY_ID)
+                    .bind(id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let hash = sql::ascii_column(&row, "key_hash")?
+                    .ok_or_else(|| StoreError::Corrupt("api_keys.key_hash is NULL".into()))?;
+                publish_change!(tx, &hash, CHANGE_LIMITS, unix_ms(now));
+                tx.commit().await?;
+                true
+            }
+        });
+        if !found {
+            return Ok(None);
+        }
+        self.key_by_id(id).await
+    }
+
+    /// Takes a grant (see the module's comment); a grant id already stored
+    /// is answered with what it took then.
+    pub async fn grant(&self, ask: &GrantAsk<'_>) -> Result<Charged, StoreError> {
+        retried_on_deadlock!(self.grant_once(ask).await)
+    }
+
+    async fn grant_once(&self, ask: &GrantAsk<'_>) -> Result<Charged, StoreError> {
+        let quota = ask.quota.as_str();
+        let limit = bound(ask.limit);
+        let want = bound(ask.want);
+        on_pool_with_counter!(self, |pool, new_counter| {
+            let mut tx = pool.begin().await?;
+            // A write first: SQLite takes its write lock here, before any read.
+            sqlx::query(new_counter)
+                .bind(ask.key_id)
+                .bind(quota)
+                .bind(ask.span.start_ms)
+                .bind(ask.span.end_ms)
+                .bind(limit)
+                .execute(&mut *tx)
+                .await?;
+            let taken = sqlx::query(GRANT)
+                .bind(limit)
+                .bind(want)
+                .bind(limit)
+                .bind(want)
+                .bind(limit)
+                .bind(want)
+                .bind(limit)
+                .bind(want)
+                .bind(limit)
+                .bind(ask.key_id)
+                .bind(quota)
+                .bind(ask.span.start_ms)
+                .bind(limit)
+                .bind(bound(ask.min))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                == 1;
+            let row = sqlx::query(COUNTER)
+                .bind(ask.key_id)
+                .bind(quota)
+                .bind(ask.span.start_ms)
+                .fetch_one(&mut *tx)
+                .await?;
+            let charged = count(row.try_get("charged")?);
+            let amount = if taken {
+                count(row.try_get("last_grant")?)
+            } else {
+                0
+            };
+            if amount == 0 {
+                // Nothing taken, nothing to remember: a retry asks afresh.
+                tx.rollback().await?;
+                return self.replayed_or(ask.charge_id, charged).await;
+            }
+            let recorded = sqlx::query(INSERT_CHARGE)
+                .bind(ask.charge_id)
+                .bind(ask.key_id)
+                .bind(quota)
+                .bind(ask.span.start_ms)
+                .bind(KIND_GRANT)
+                .bind(bound(amount))
+                .bind(ask.now_ms)
+                .execute(&mut *tx)
+                .await;
+            match recorded.map_err(StoreError::from) {
+                Ok(_) => {
+                    tx.commit().await?;
+                    Ok(Charged {
+                        amount,
+                        charged,
+                        replayed: false,
+                    })
+                }
+                Err(StoreError::Duplicate) => {
+                    tx.rollback().await?;
+                    self.replayed_or(ask.charge_id, charged).await
+                }
+                Err(e) => Err(e),
+            }
+        })
+    }
+
+    /// The stored charge `charge_id` as a replayed answer, or, when there
+    /// is none, an empty grant at `charged`.
+    async fn replayed_or(&self, charge_id: &str, charged: u64) -> Result<Charged, StoreError> {
+        match self.charge(charge_id).await? {
+            Some(stored) => Ok(Charged {
+                amount: stored.amount,
+                charged: self.counter_total(&stored).await?,
+                replayed: true,
+            }),
+            None => Ok(Charged {
+                amount: 0,
+                charged,
+                replayed: false,
+            }),
+        }
+    }
+
+    /// Charges `amount` after the fact (a settlement of `response_bytes`
+    /// or `units`), whatever the total; idempotent on `charge_id`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn settle(
+        &self,
+        charge_id: &str,
+        key_id: i64,
+        quota: QuotaKind,
+        span: WindowSpan,
+        limit: u64,
+        amount: u64,
+        now_ms: i64,
+    ) -> Result<Charged, StoreError> {
+        retried_on_deadlock!(
+            self.settle_once(charge_id, key_id, quota, span, limit, amount, now_ms)
+                .await
+        )
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn settle_once(
+        &self,
+        charge_id: &str,
+        key_id: i64,
+        quota: QuotaKind,
+        span: WindowSpan,
+        limit: u64,
+        amount: u64,
+        now_ms: i64,
+    ) -> Result<Charged, StoreError> {
+        let kind = quota.as_str();
+        on_pool_with_counter!(self, |pool, new_counter| {
+            let mut tx = pool.begin().await?;
+            sqlx::query(new_counter)
+                .bind(key_id)
+                .bind(kind)
+                .bind(span.start_ms)
+                .bind(span.end_ms)
+                .bind(bound(limit))
+                .execute(&mut *tx)
+                .await?;
+            let recorded = sqlx::query(INSERT_CHARGE)
+                .bind(charge_id)
+                .bind(key_id)
+                .bind(kind)
+                .bind(span.start_ms)
+                .bind(KIND_SETTLEMENT)
+                .bind(bound(amount))
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await;
+            match recorded.map_err(StoreError::from) {
+                Ok(_) => {}
+                Err(StoreError::Duplicate) => {
+                    tx.rollback().await?;
+                    return self.replayed_or(charge_id, 0).await;
+                }
+                Err(e) => return Err(e),
+            }
+            sqlx::query(SETTLE)
+                .bind(bound(amount))
+                .bind(bound(limit))
+                .bind(key_id)
+                .bind(kind)
+                .bind(span.start_ms)
+                .execute(&mut *tx)
+                .await?;
+            let row = sqlx::query(COUNTER)
+                .bind(key_id)
+                .bind(kind)
+                .bind(span.start_ms)
+                .fetch_one(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(Charged {
+                amount,
+                charged: count(row.try_get("charged")?),
+                replayed: false,
+            })
+        })
+    }
+
+    /// Gives `unused` of grant `charge_id` back, once: a second return of
+    /// the same grant (a retry) changes nothing. `None` when no grant has
+    /// the id; an `unused` above what the grant took gives nothing back.
+    pub async fn give_back(
+        &self,
+        charge_id: &str,
+        unused: u64,
+        now_ms: i64,
+    ) -> Result<Option<Charged>, StoreError> {
+        retried_on_deadlock!(self.give_back_once(charge_id, unused, now_ms).await)
+    }
+
+    async fn give_back_once(
+        &self,
+        charge_id: &str,
+        unused: u64,
+        now_ms: i64,
+    ) -> Result<Option<Charged>, StoreError> {
+        let Some(stored) = self.charge(charge_id).await? else {
+            return Ok(None);
+        };
+        let marked = super::on_either_pool!(self, |pool| {
+            let mut tx = pool.begin().await?;
+            let marked = sqlx::query(MARK_RETURNED)
+                .bind(bound(unused))
+                .bind(now_ms)
+                .bind(charge_id)
+                .bind(bound(unused))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                == 1;
+            if marked {
+                sqlx::query(GIVE_BACK)
+                    .bind(bound(unused))
+                    .bind(stored.api_key_id)
+                    .bind(&stored.quota)
+                    .bind(stored.window_start_ms)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            marked
+        });
+        let charged = self.counter_total(&stored).await?;
+        Ok(Some(Charged {
+            amount: if marked { unused } else { stored.returned },
+            charged,
+            replayed: !marked,
+        }))
+    }
+
+    /// A stored charge by id.
+    pub async fn charge(&self, charge_id: &str) -> Result<Option<StoredCharge>, StoreError> {
+        super::on_either_pool!(self, |pool| {
+            let row = sqlx::query(CHARGE)
+                .bind(charge_id)
+                .fetch_optional(pool)
+                .await?;
+            row.map(|row| {
+                Ok(StoredCharge {
+                    api_key_id: row.try_get("api_key_id")?,
+                    quota: sql::ascii_column(&row, "quota")?.unwrap_or_default(),
+                    window_start_ms: row.try_get("window_start_ms")?,
+                    kind: sql::ascii_column(&row, "kind")?.unwrap_or_default(),
+                    amount: count(row.try_get("amount")?),
+                    returned: count(row.try_get("returned")?),
+                })
+            })
+            .transpose()
+        })
+    }
+
+    /// The total of the counter a stored charge went to.
+    async fn counter_total(&self, charge: &StoredCharge) -> Result<u64, StoreError> {
+        self.counter_charged(charge.api_key_id, &charge.quota, charge.window_start_ms)
+            .await
+    }
+
+    /// A counter's total (0 before its first charge).
+    async fn counter_charged(
+        &self,
+        key_id: i64,
+        quota: &str,
+        window_start_ms: i64,
+    ) -> Result<u64, StoreError> {
+        super::on_either_pool!(self, |pool| {
+            let row = sqlx::query(COUNTER)
+                .bind(key_id)
+                .bind(quota)
+                .bind(window_start_ms)
+                .fetch_optional(pool)
+                .await?;
+            match row {
+                Some(row) => Ok(count(row.try_get("charged")?)),
+                None => Ok(0),
+            }
+        })
+    }
+
+    /// What a (key, quota, window) has charged so far (0 before its first grant).
+    pub async fn charged_in(
+        &self,
+        key_id: i64,
+        quota: QuotaKind,
+        window_start_ms: i64,
+    ) -> Result<u64, StoreError> {
+        self.counter_charged(key_id, quota.as_str(), window_start_ms)
+            .await
+    }
+
+    /// Deletes up to [`PURGE_BATCH`](super::feed::PURGE_BATCH) charges
+    /// created before `before_ms` and as many counters whose window ended
+    /// before it; says how many rows went (a full batch: call again).
+    pub async fn purge_limit_history(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let mut most = 0;
+        for (table, column) in [
+            ("limit_charges", "created_ms"),
+            ("limit_counters", "window_end_ms"),
+        ] {
+            let statement = match self {
+                Store::MySql(_) => {
+                    format!("DELETE FROM {table} WHERE {column} < ? ORDER BY {column} LIMIT ?")
+                }
+                Store::Sqlite(_) => format!(
+                    "DELETE FROM {table} WHERE rowid IN \
+                     (SELECT rowid FROM {table} WHERE {column} < ? LIMIT ?)"
+                ),
+            };
+            let deleted = super::on_either_pool!(self, |pool| {
+                sqlx::query(&statement)
+                    .bind(before_ms)
+                    .bind(super::feed::PURGE_BATCH)
+                    .execute(pool)
+                    .await?
+                    .rows_affected()
+            });
+            most = most.max(deleted);
+        }
+        Ok(most)
+    }
+
+    /// Every counter of the windows containing `at_ms`, by key then quota.
+    pub async fn counters_at(&self, at_ms: i64) -> Result<Vec<CounterRow>, StoreError> {
+        super::on_either_pool!(self, |pool| {
+            let rows = sqlx::query(COUNTERS_AT)
+                .bind(at_ms)
+                .bind(at_ms)
+                .fetch_all(pool)
+                .await?;
+            rows.iter()
+                .map(|row| {
+                    Ok(CounterRow {
+                        api_key_id: row.try_get("api_key_id")?,
+                        quota: sql::ascii_column(row, "quota")?.unwrap_or_default(),
+                        span: WindowSpan {
+                            start_ms: row.try_get("window_start_ms")?,
+                            end_ms: row.try_get("window_end_ms")?,
+                        },
+                        limit: count(row.try_get("limit_value")?),
+                        charged: row.try_get("charged")?,
+                    })
+                })
+                .collect()
+        })
+    }
+}
+
+/// A stored grant or settlement.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCharge {
+    pub api_key_id: i64,
+    pub quota: String,
+    pub window_start_ms: i64,
+    /// [`KIND_GRANT`] or [`KIND_SETTLEMENT`].
+    pub kind: String,
+    pub amount: u64,
+    pub returned: u64,
+}

@@ -1,0 +1,644 @@
+//! Per-key limits and quota grants over the sidecar's API, against SQLite
+//! and MySQL alike (see http_api.rs for how each test runs twice): limits
+//! on the key objects and the key change feed, the grant call's arithmetic
+//! under concurrent sidecars, its idempotency, settlements, and the
+//! reconciliation of the ledger with the counters.
+
+#[macro_use]
+mod support;
+
+use std::sync::Arc;
+
+use axum::http::{Method, StatusCode};
+use serde_json::{json, Value};
+use sidecar::grants::answer;
+use sidecar::store::Store;
+use support::*;
+use tollgate_wire::{
+    changes_query, GrantAsk, GrantRequest, GrantReturn, GrantStatus, QuotaKind, Settlement,
+    GRANTS_PATH, INTERNAL_TOKEN_HEADER,
+};
+
+on_both_backends!(
+    keys_carry_their_limits,
+    a_change_of_limits_is_published_on_the_key_feed,
+    concurrent_grants_from_several_sidecars_never_exceed_the_limit,
+    grants_and_returns_are_idempotent,
+    settlements_charge_after_the_fact,
+    grant_calls_are_checked,
+    reconcile_compares_the_ledger_with_the_counters,
+    counters_and_charges_are_purged_after_their_window,
+    a_month_quota_starts_afresh_at_the_utc_month_boundary,
+);
+
+async fn create(h: &Harness, body: Value) -> Value {
+    let reply = h.admin(Method::POST, "/v1/keys", Some(body)).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+    reply.json()
+}
+
+/// Every change on the key change feed.
+async fn feed(h: &Harness) -> Value {
+    h.send(
+        axum::http::Request::get(changes_query(0, 100))
+            .header(INTERNAL_TOKEN_HEADER, INTERNAL_TOKEN)
+            .body(axum::body::Body::empty())
+            .unwrap(),
+    )
+    .await
+    .json()
+}
+
+async fn grant_call(h: &Harness, request: &Value) -> Reply {
+    h.internal(GRANTS_PATH, request.to_string()).await
+}
+
+/// A fresh charge id: 32 lowercase hex digits, different for each `n`.
+fn id(n: u64) -> String {
+    format!("{n:032x}")
+}
+
+fn ask(grant_id: String, key_id: i64, quota: QuotaKind, need: u64, recent_use: u64) -> GrantAsk {
+    GrantAsk {
+        grant_id,
+        key_id,
+        quota,
+        need,
+        recent_use,
+    }
+}
+
+async fn keys_carry_their_limits(backend: Backend) {
+    let h = Harness::new(backend).await;
+    let created = create(
+        &h,
+        json!({"name": "limited", "rate": "10/s", "burst": 20,
+               "quotas": ["requests=1000/day", "request_bytes=1GiB/month"]}),
+    )
+    .await;
+    let expected = json!({
+        "rate": {"count": 10, "per": "s", "burst": 20},
+        "quotas": [
+            {"kind": "requests", "limit": 1000, "window": "day"},
+            {"kind": "request_bytes", "limit": 1073741824u64, "window": "month"},
+        ]
+    });
+    assert_eq!(created["limits"], expected);
+    let plain = create(&h, json!({"name": "plain"})).await;
+    assert_eq!(plain["limits"], json!({"rate": null, "quotas": []}));
+    let listed = h.admin(Method::GET, "/v1/keys", None).await.json();
+    assert_eq!(listed["keys"][0]["limits"], expected);
+
+    // A limit that cannot be read is refused naming it, and nothing is stored.
+    for (body, field) in [
+        (
+            json!({"name": "x", "quotas": ["requests=10/week"]}),
+            "quota",
+        ),
+        (json!({"name": "x", "rate": "10/hour"}), "rate"),
+        (json!({"name": "x", "burst": 5}), "burst"),
+        (
+            json!({"name": "x", "quotas": ["units=1/day", "units=2/day"]}),
+            "quota",
+        ),
+    ] {
+        let reply = h.admin(Method::POST, "/v1/keys", Some(body)).await;
+        let error = reply.expect_error(StatusCode::BAD_REQUEST, "invalid_request");
+        assert_eq!(error["field"], field, "{error}");
+    }
+    let listed = h.admin(Method::GET, "/v1/keys", None).await.json();
+    assert_eq!(listed["keys"].as_array().unwrap().len(), 2);
+}
+
+async fn a_change_of_limits_is_published_on_the_key_feed(backend: Backend) {
+    let h = Harness::new(backend).await;
+    let created = create(&h, json!({"name": "k"})).await;
+    let key_id = created["id"].as_i64().unwrap();
+    let key_hash = hash_key(created["key"].as_str().unwrap());
+    let path = format!("/v1/keys/{key_id}/limits");
+
+    let reply = h
+        .admin(
+            Method::PUT,
+            &path,
+            Some(json!({"rate": "5/min", "quotas": ["units=50/hour"]})),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let key = reply.json();
+    assert_eq!(key["id"], key_id);
+    assert_eq!(
+        key["limits"]["rate"],
+        json!({"count": 5, "per": "min", "burst": 1})
+    );
+    assert_eq!(key["limits"]["quotas"][0]["kind"], "units");
+
+    let changes = feed(&h).await;
+    let kinds: Vec<(&str, &str)> = changes["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["key_hash"].as_str().unwrap(), c["kind"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (key_hash.as_str(), "created"),
+            (key_hash.as_str(), "limits")
+        ]
+    );
+
+    // `{}` clears them; a bad limit or an unknown key changes nothing.
+    let cleared = h.admin(Method::PUT, &path, Some(json!({}))).await.json();
+    assert_eq!(cleared["limits"], json!({"rate": null, "quotas": []}));
+    let bad = h
+        .admin(
+            Method::PUT,
+            &path,
+            Some(json!({"quotas": ["requests=0/day"]})),
+        )
+        .await;
+    bad.expect_error(StatusCode::BAD_REQUEST, "invalid_request");
+    let unknown = h
+        .admin(
+            Method::PUT,
+            "/v1/keys/999/limits",
+            Some(json!({"rate": "1/s"})),
+        )
+        .await;
+    unknown.expect_error(StatusCode::NOT_FOUND, "key_not_found");
+    let reply = h
+        .admin(
+            Method::PUT,
+            &path,
+            Some(json!({"rate": "1/s", "colour": "red"})),
+        )
+        .await;
+    reply.expect_error(StatusCode::BAD_REQUEST, "invalid_request");
+    let changes = feed(&h).await;
+    assert_eq!(changes["changes"].as_array().unwrap().len(), 3, "{changes}");
+    let listed = h.admin(Method::GET, "/v1/keys", None).await.json();
+    assert_eq!(listed["keys"][0]["limits"]["quotas"], json!([]));
+}
+
+/// Three sidecars (three pools on one database) and 24 concurrent askers
+/// that go on until the quota is spent, every third call giving half of
+/// its previous grant back: what is granted net of returns never passes
+/// the limit and is what the counter holds; the quota without returns is
+/// granted up to the limit exactly.
+async fn concurrent_grants_from_several_sidecars_never_exceed_the_limit(backend: Backend) {
+    const LIMIT: u64 = 300;
+    let h = Harness::new(backend).await;
+    let created = create(
+        &h,
+        json!({"name": "fleet", "quotas": ["requests=300/day", "request_bytes=5000/day"]}),
+    )
+    .await;
+    let key_id = created["id"].as_i64().unwrap();
+    let sidecars: Vec<Arc<Store>> = vec![
+        Arc::new(h.db.store.clone()),
+        Arc::new(h.db.observer().await),
+        Arc::new(h.db.observer().await),
+    ];
+    let now_ms = now_ms() as i64;
+    let mut tasks = Vec::new();
+    for task in 0..24u64 {
+        let store = sidecars[task as usize % sidecars.len()].clone();
+        tasks.push(tokio::spawn(async move {
+            let (mut requests, mut returned, mut bytes) = (0u64, 0u64, 0u64);
+            let mut last: Option<(String, u64)> = None;
+            for round in 0..200u64 {
+                let n = task * 1000 + round;
+                let returns = match last.take() {
+                    Some((grant_id, amount)) if round % 3 == 2 && amount >= 2 => {
+                        returned += amount / 2;
+                        vec![GrantReturn {
+                            grant_id,
+                            unused: amount / 2,
+                        }]
+                    }
+                    _ => Vec::new(),
+                };
+                let request = GrantRequest {
+                    returns,
+                    asks: vec![
+                        ask(id(2 * n), key_id, QuotaKind::Requests, 1, (n * 7) % 40),
+                        ask(
+                            id(2 * n + 1),
+                            key_id,
+                            QuotaKind::RequestBytes,
+                            1 + n % 97,
+                            n % 300,
+                        ),
+                    ],
+                    ..Default::default()
+                };
+                let reply = answer(&store, &request, now_ms).await.expect("grant");
+                for given in &reply.grants {
+                    assert!(given.charged <= given.limit, "{given:?}");
+                }
+                let [r, b] = &reply.grants[..] else {
+                    panic!("two answers")
+                };
+                requests += r.amount;
+                bytes += b.amount;
+                last = Some((r.grant_id.clone(), r.amount));
+                if r.status == GrantStatus::Exhausted && b.status == GrantStatus::Exhausted {
+                    break;
+                }
+            }
+            (requests, returned, bytes)
+        }));
+    }
+    let (mut requests, mut returned, mut bytes) = (0, 0, 0);
+    for task in tasks {
+        let (r, back, b) = task.await.expect("task");
+        requests += r;
+        returned += back;
+        bytes += b;
+    }
+    assert!(returned > 0, "some grants were given back");
+    assert!(requests >= LIMIT, "{requests} granted in all");
+    let net = requests - returned;
+    assert!(net <= LIMIT, "{net} granted net of returns");
+    assert!(
+        (5000 - 97..=5000).contains(&bytes),
+        "{bytes} request bytes granted"
+    );
+    let span = tollgate_wire::Window::Day.containing(now_ms);
+    for store in &sidecars {
+        let charged = store
+            .charged_in(key_id, QuotaKind::Requests, span.start_ms)
+            .await
+            .unwrap();
+        assert_eq!(
+            charged, net,
+            "the counter holds what was granted net of returns"
+        );
+    }
+}
+
+async fn grants_and_returns_are_idempotent(backend: Backend) {
+    let h = Harness::new(backend).await;
+    let created = create(&h, json!({"name": "k", "quotas": ["requests=1000/hour"]})).await;
+    let key_id = created["id"].as_i64().unwrap();
+    let first = json!({"asks": [{"grant_id": id(1), "key_id": key_id, "quota": "requests",
+                                 "need": 1, "recent_use": 100}]});
+    let reply = grant_call(&h, &first).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let given = reply.json()["grants"][0].clone();
+    assert_eq!(given["status"], "granted");
+    // Two periods of demand: 200, within a quarter of the 1000 left.
+    assert_eq!(given["amount"], 200);
+    assert_eq!(given["charged"], 200);
+    assert_eq!(given["limit"], 1000);
+    let start = given["window_start_ms"].as_i64().unwrap();
+    assert_eq!(given["window_end_ms"].as_i64().unwrap() - start, 3_600_000);
+    assert_eq!(start % 3_600_000, 0, "aligned to the UTC hour");
+
+    // The retry is answered as the first call was and charges nothing.
+    let again = grant_call(&h, &first).await.json()["grants"][0].clone();
+    assert_eq!(again["amount"], 200);
+    assert_eq!(again["charged"], 200);
+
+    // Returning 150 unused, twice: given back once.
+    let back = json!({"returns": [{"grant_id": id(1), "unused": 150}]});
+    let done = grant_call(&h, &back).await.json();
+    assert_eq!(
+        done["returns"][0],
+        json!({"grant_id": id(1), "found": true, "returned": 150})
+    );
+    let done = grant_call(&h, &back).await.json();
+    assert_eq!(done["returns"][0]["returned"], 150);
+    let store = &h.db.store;
+    assert_eq!(
+        store
+            .charged_in(key_id, QuotaKind::Requests, start)
+            .await
+            .unwrap(),
+        50
+    );
+    // More than the grant took gives nothing back; an unknown grant is said so.
+    let store_reply = answer(
+        store,
+        &GrantRequest {
+            returns: vec![
+                GrantReturn {
+                    grant_id: id(1),
+                    unused: 10,
+                },
+                GrantReturn {
+                    grant_id: id(9),
+                    unused: 1,
+                },
+            ],
+            ..Default::default()
+        },
+        now_ms() as i64,
+    )
+    .await
+    .unwrap();
+    assert!(!store_reply.returns[1].found);
+    assert_eq!(
+        store
+            .charged_in(key_id, QuotaKind::Requests, start)
+            .await
+            .unwrap(),
+        50
+    );
+
+    // A need larger than what is left is exhausted, not a partial grant.
+    let big = json!({"asks": [{"grant_id": id(2), "key_id": key_id, "quota": "requests",
+                               "need": 951, "recent_use": 0}]});
+    let given = grant_call(&h, &big).await.json()["grants"][0].clone();
+    assert_eq!(given["status"], "exhausted");
+    assert_eq!(given["amount"], 0);
+    assert_eq!(given["charged"], 50);
+}
+
+async fn settlements_charge_after_the_fact(backend: Backend) {
+    let h = Harness::new(backend).await;
+    let created = create(&h, json!({"name": "k", "quotas": ["units=100/day"]})).await;
+    let key_id = created["id"].as_i64().unwrap();
+    let settle = |n: u64, amount: u64| {
+        json!({"settlements": [{"settlement_id": id(n), "key_id": key_id, "quota": "units",
+                                "amount": amount}]})
+    };
+    let done = grant_call(&h, &settle(1, 60)).await.json()["settlements"][0].clone();
+    assert_eq!(done["status"], "granted");
+    assert_eq!(
+        (done["charged"].clone(), done["open"].clone()),
+        (json!(60), json!(true))
+    );
+    // Past the limit: charged all the same (it was served), and closed.
+    let done = grant_call(&h, &settle(2, 60)).await.json()["settlements"][0].clone();
+    assert_eq!(
+        (done["charged"].clone(), done["open"].clone()),
+        (json!(120), json!(false))
+    );
+    let again = grant_call(&h, &settle(2, 60)).await.json()["settlements"][0].clone();
+    assert_eq!(
+        again["charged"], 120,
+        "a retried settlement is not charged twice"
+    );
+
+    // A key without such a quota, or no key: said so, nothing stored.
+    let plain = create(&h, json!({"name": "plain"})).await;
+    let reply = answer(
+        &h.db.store,
+        &GrantRequest {
+            settlements: vec![
+                Settlement {
+                    settlement_id: id(3),
+                    key_id: plain["id"].as_i64().unwrap(),
+                    quota: QuotaKind::ResponseBytes,
+                    amount: 5,
+                },
+                Settlement {
+                    settlement_id: id(4),
+                    key_id: 999,
+                    quota: QuotaKind::Units,
+                    amount: 5,
+                },
+            ],
+            asks: vec![ask(id(5), key_id, QuotaKind::Requests, 1, 0)],
+            ..Default::default()
+        },
+        now_ms() as i64,
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.settlements[0].status, GrantStatus::NoQuota);
+    assert_eq!(reply.settlements[1].status, GrantStatus::UnknownKey);
+    assert_eq!(reply.grants[0].status, GrantStatus::NoQuota);
+    assert!(h.db.store.charge(&id(3)).await.unwrap().is_none());
+
+    // The call also tells a key's limits, and when there is no such key.
+    let told = grant_call(&h, &json!({"limits_of": [key_id, 999]}))
+        .await
+        .json();
+    assert_eq!(
+        told["limits"],
+        json!([
+            {"key_id": key_id, "found": true,
+             "limits": {"rate": null, "quotas": [{"kind": "units", "limit": 100, "window": "day"}]}},
+            {"key_id": 999, "found": false, "limits": {"rate": null, "quotas": []}},
+        ])
+    );
+    assert!(h.db.store.charge(&id(3)).await.unwrap().is_none());
+}
+
+async fn grant_calls_are_checked(backend: Backend) {
+    let h = Harness::new(backend).await;
+    let created = create(&h, json!({"name": "k", "quotas": ["units=100/day"]})).await;
+    let key_id = created["id"].as_i64().unwrap();
+    for (body, field) in [
+        (
+            json!({"asks": [{"grant_id": "ABC", "key_id": key_id, "quota": "requests", "need": 1, "recent_use": 0}]}),
+            "asks[0].grant_id",
+        ),
+        (
+            json!({"asks": [{"grant_id": id(1), "key_id": key_id, "quota": "units", "need": 1, "recent_use": 0}]}),
+            "asks[0].quota",
+        ),
+        (
+            json!({"settlements": [{"settlement_id": id(1), "key_id": key_id, "quota": "requests", "amount": 1}]}),
+            "settlements[0].quota",
+        ),
+        (
+            json!({"returns": [{"grant_id": id(1), "unused": 1u64 << 60}]}),
+            "returns[0].unused",
+        ),
+    ] {
+        let reply = grant_call(&h, &body).await;
+        let error = reply.expect_error(StatusCode::BAD_REQUEST, "invalid_request");
+        assert_eq!(error["field"], field, "{error}");
+    }
+    let reply = h
+        .send(
+            axum::http::Request::post(GRANTS_PATH)
+                .header("content-type", "application/json")
+                .body(axum::body::Body::from("{}"))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.text());
+    // Neither token opens the other's routes.
+    let body = json!({"settlements": [{"settlement_id": id(1), "key_id": key_id,
+                                       "quota": "units", "amount": 1}]});
+    let reply = h
+        .send(
+            axum::http::Request::post(GRANTS_PATH)
+                .header("content-type", "application/json")
+                .header(INTERNAL_TOKEN_HEADER, ADMIN_TOKEN)
+                .body(axum::body::Body::from(body.to_string()))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.text());
+    let reply = h
+        .send(
+            axum::http::Request::put(format!("/v1/keys/{key_id}/limits"))
+                .header("content-type", "application/json")
+                .header("authorization", format!("Bearer {INTERNAL_TOKEN}"))
+                .body(axum::body::Body::from("{}"))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED, "{}", reply.text());
+    assert!(h.db.store.charge(&id(1)).await.unwrap().is_none());
+    let listed = h.admin(Method::GET, "/v1/keys", None).await.json();
+    assert_eq!(listed["keys"][0]["limits"]["quotas"][0]["kind"], "units");
+}
+
+async fn reconcile_compares_the_ledger_with_the_counters(backend: Backend) {
+    let h = Harness::new(backend).await;
+    let created = create(
+        &h,
+        json!({"name": "k", "quotas": ["requests=2/day", "units=10/hour"]}),
+    )
+    .await;
+    let key_id = created["id"].as_i64().unwrap();
+    let now = now_ms() as i64;
+    answer(
+        &h.db.store,
+        &GrantRequest {
+            asks: vec![ask(id(1), key_id, QuotaKind::Requests, 2, 0)],
+            ..Default::default()
+        },
+        now,
+    )
+    .await
+    .unwrap();
+    let reply = h
+        .ingest(&json!([record("r1", key_id), record("r2", key_id)]))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let at = sidecar::clock::now_ms();
+    let rows = sidecar::reconcile::reconcile(&h.db.store, Some(key_id), None, at)
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    let requests = &rows[0];
+    assert_eq!(requests.quota, QuotaKind::Requests);
+    assert_eq!(
+        (requests.limit, requests.charged, requests.ledger),
+        (2, 2, Some(2))
+    );
+    assert!(!requests.over_limit);
+    assert_eq!(rows[1].ledger, None, "units are not in the ledger yet");
+    let only_hourly =
+        sidecar::reconcile::reconcile(&h.db.store, None, Some(tollgate_wire::Window::Hour), at)
+            .await
+            .unwrap();
+    assert_eq!(only_hourly.len(), 1);
+
+    // A third admitted request in the ledger is over the limit, and said so.
+    h.ingest(&json!([record("r3", key_id)])).await;
+    let rows = sidecar::reconcile::reconcile(&h.db.store, Some(key_id), None, at)
+        .await
+        .unwrap();
+    assert!(rows[0].over_limit, "{rows:?}");
+}
+
+async fn counters_and_charges_are_purged_after_their_window(backend: Backend) {
+    let h = Harness::new(backend).await;
+    let created = create(&h, json!({"name": "k", "quotas": ["requests=100/day"]})).await;
+    let key_id = created["id"].as_i64().unwrap();
+    let now = now_ms() as i64;
+    let long_ago = now - 50 * 86_400_000;
+    let store = &h.db.store;
+    for (n, at) in [(1, long_ago), (2, now)] {
+        let request = GrantRequest {
+            asks: vec![ask(id(n), key_id, QuotaKind::Requests, 1, 0)],
+            ..Default::default()
+        };
+        answer(store, &request, at).await.unwrap();
+    }
+    let old_window = tollgate_wire::Window::Day.containing(long_ago);
+    assert_eq!(
+        store
+            .charged_in(key_id, QuotaKind::Requests, old_window.start_ms)
+            .await
+            .unwrap(),
+        1
+    );
+    let before = now - sidecar::store::limits::LIMIT_HISTORY.as_millis() as i64;
+    assert_eq!(store.purge_limit_history(before).await.unwrap(), 1);
+    assert!(store.charge(&id(1)).await.unwrap().is_none());
+    assert_eq!(
+        store
+            .charged_in(key_id, QuotaKind::Requests, old_window.start_ms)
+            .await
+            .unwrap(),
+        0
+    );
+    assert!(
+        store.charge(&id(2)).await.unwrap().is_some(),
+        "this window's charge stays"
+    );
+    let today = tollgate_wire::Window::Day.containing(now);
+    assert_eq!(
+        store
+            .charged_in(key_id, QuotaKind::Requests, today.start_ms)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(store.purge_limit_history(before).await.unwrap(), 0);
+}
+
+/// The clock is injected: the last millisecond of January and the first of
+/// February fall in two windows, each with its own counter.
+async fn a_month_quota_starts_afresh_at_the_utc_month_boundary(backend: Backend) {
+    let h = Harness::new(backend).await;
+    let created = create(&h, json!({"name": "k", "quotas": ["requests=3/month"]})).await;
+    let key_id = created["id"].as_i64().unwrap();
+    let february = tollgate_wire::limits::days_from_civil(2027, 2, 1) * 86_400_000;
+    let call = |n: u64, need: u64, at: i64| {
+        let request = GrantRequest {
+            asks: vec![ask(id(n), key_id, QuotaKind::Requests, need, 0)],
+            ..Default::default()
+        };
+        let store = h.db.store.clone();
+        async move { answer(&store, &request, at).await.unwrap().grants[0].clone() }
+    };
+    let january = call(1, 3, february - 1).await;
+    assert_eq!((january.status, january.amount), (GrantStatus::Granted, 3));
+    assert_eq!(january.window_end_ms, february);
+    let january_start = tollgate_wire::limits::days_from_civil(2027, 1, 1) * 86_400_000;
+    assert_eq!(january.window_start_ms, january_start);
+    assert_eq!(
+        call(2, 1, february - 1).await.status,
+        GrantStatus::Exhausted
+    );
+    let next = call(3, 1, february).await;
+    assert_eq!(
+        (next.status, next.window_start_ms),
+        (GrantStatus::Granted, february)
+    );
+    assert_eq!(next.charged, next.amount, "a fresh counter");
+    let march = tollgate_wire::limits::days_from_civil(2027, 3, 1) * 86_400_000;
+    assert_eq!(next.window_end_ms, march, "February 2027 has 28 days");
+}
+
+#[tokio::test]
+async fn a_grant_call_the_database_cannot_answer_is_503_and_says_to_retry() {
+    let (_state, app) = unreachable_mysql_app();
+    let body = json!({"asks": [{"grant_id": id(1), "key_id": 1, "quota": "requests",
+                                "need": 1, "recent_use": 0}]});
+    let request = axum::http::Request::post(GRANTS_PATH)
+        .header(INTERNAL_TOKEN_HEADER, INTERNAL_TOKEN)
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(body.to_string()))
+        .unwrap();
+    let reply = send(&app, request).await;
+    let error = reply.expect_error(StatusCode::SERVICE_UNAVAILABLE, "database_unavailable");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("retry it with the same ids"),
+        "{error}"
+    );
+}
