@@ -324,9 +324,7 @@ pub async fn run(cli: Cli) -> Result<(), String> {
                 report.deleted, report.before
             );
             Ok(())
-        #[arg(long)]
-        json: bool,
-    },
+        }
         Command::Usage(UsageCommand::Reconcile {
             key,
             window,

@@ -848,6 +848,7 @@ async fn seed_usage(dir: &WorkDir, old: usize, new: usize) {
             created_at: sidecar::clock::now_ms(),
             expires_at: None,
             sealed_signing_secret: None,
+            limits: Default::default(),
         })
         .await
         .unwrap();
