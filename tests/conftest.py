@@ -47,6 +47,21 @@ WASM_FAILURE = re.compile(
 FILTER_BUILDS = [b for b in os.environ.get("TOLLGATE_TEST_FILTERS", "wasm,native").split(",") if b]
 
 
+def pytest_collection_modifyitems(config, items):
+    """A module marked ``pytest.mark.filter_builds("wasm")`` is about one
+    build only (the Grafana dashboard reads the wasm build's metric names):
+    its runs for the other builds are deselected, not skipped."""
+    kept, dropped = [], []
+    for item in items:
+        marker = item.get_closest_marker("filter_builds")
+        callspec = getattr(item, "callspec", None)
+        build = callspec.params.get("filter_build") if callspec else None
+        (dropped if marker and build and build not in marker.args else kept).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
 @pytest.fixture(scope="session", autouse=True, params=FILTER_BUILDS)
 def filter_build(request) -> str:
     """The build of the filter the stacks of this test run (``TOLLGATE_FILTER``)."""
