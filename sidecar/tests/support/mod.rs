@@ -232,21 +232,30 @@ pub async fn count_usage(store: &Store, request_id: Option<&str>) -> i64 {
 /// Registers `count` keys straight in the store, so records may name key
 /// ids `1..=count` (a fresh database numbers keys from 1).
 pub async fn register_keys(store: &Store, count: i64) {
+    // With the columns of the first migration only, so that it also
+    // serves a database migrated part of the way (`TestDb::at_migration`).
     for i in 1..=count {
         let key = format!("tg_registered_for_usage_{i}");
-        let stored = store
-            .insert_key(&NewKey {
-                name: format!("usage-{i}"),
-                prefix: key[..9].to_string(),
-                key_hash: hash_key(&key),
-                created_at: sidecar::clock::now_ms(),
-                expires_at: None,
-                sealed_signing_secret: None,
-                limits: Default::default(),
-            })
-            .await
-            .expect("register a key");
-        assert_eq!(stored.id, i, "a fresh database numbers keys from 1");
+        let insert = "INSERT INTO api_keys (name, prefix, key_hash, created_at) \
+                      VALUES (?, ?, ?, '2026-01-01 00:00:00.000')";
+        let done = match store {
+            Store::MySql(s) => sqlx::query(insert)
+                .bind(format!("usage-{i}"))
+                .bind(&key[..9])
+                .bind(hash_key(&key))
+                .execute(s.pool())
+                .await
+                .map(|d| d.last_insert_id() as i64),
+            Store::Sqlite(s) => sqlx::query(insert)
+                .bind(format!("usage-{i}"))
+                .bind(&key[..9])
+                .bind(hash_key(&key))
+                .execute(s.pool())
+                .await
+                .map(|d| d.last_insert_rowid()),
+        };
+        let id = done.expect("register a key");
+        assert_eq!(id, i, "a fresh database numbers keys from 1");
     }
 }
 
