@@ -19,7 +19,7 @@ use serde_json::Value;
 use sidecar::app::{router, AppState, AuthTokens};
 use sidecar::config::DatabaseTarget;
 use sidecar::sealed::{Keyring, MasterKey};
-use sidecar::store::{MySqlStore, NewKey, Store};
+use sidecar::store::{MySqlStore, Store};
 use sqlx::{Connection, Row};
 use tower::ServiceExt;
 
