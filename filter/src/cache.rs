@@ -37,6 +37,7 @@ const FORMAT_VERSION: u8 = 1;
 const HAS_KEY_ID: u8 = 1;
 const HAS_EXPIRES_AT: u8 = 2;
 const HAS_SIGNING_SECRET: u8 = 4;
+const HAS_FEED_POSITION: u8 = 8;
 
 /// The validated cache settings of the plugin configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +73,9 @@ pub struct CacheEntry {
     pub fetched_at_ms: u64,
     /// The key's own secret for its tokens, when it has one.
     pub signing_secret: Option<Secret>,
+    /// The key change feed's position the verdict was read at: a change at
+    /// or before it is already in the verdict, so it does not evict it.
+    pub feed_position: Option<u64>,
 }
 
 /// The result of looking a key up in its slot.
@@ -142,14 +146,23 @@ pub fn write_slot(
 /// How many times an eviction re-reads a slot that changed under it.
 const EVICT_ATTEMPTS: u32 = 4;
 
-/// Empties `key_hash`'s slot if it holds that key's entry (and, with
-/// `fetched_at_ms`, only the entry fetched then: the one a caller wrote).
-/// True when an entry went. A failed host call leaves the entry; the
-/// caller's TTL still bounds it.
+/// Which of a key's entries an eviction takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Evict {
+    /// Only the entry fetched at this instant (the one a caller wrote).
+    FetchedAt(u64),
+    /// Any entry that does not already reflect the feed change at this
+    /// position (one read at or after it stays).
+    ChangedAt(u64),
+}
+
+/// Empties `key_hash`'s slot if it holds that key's entry and `which`
+/// takes it. True when an entry went. A failed host call leaves the entry;
+/// the caller's TTL still bounds it.
 pub fn evict(
     host: &impl Host,
     key_hash: &Digest32,
-    fetched_at_ms: Option<u64>,
+    which: Evict,
     policy: &CachePolicy,
     secret: &SlotKey,
 ) -> bool {
@@ -157,7 +170,11 @@ pub fn evict(
     let update = shared_table::update(host, &slot, EVICT_ATTEMPTS, |current| {
         let entry = current.and_then(CacheEntry::decode);
         let ours = entry.is_some_and(|e| {
-            &e.key_hash == key_hash && fetched_at_ms.is_none_or(|at| e.fetched_at_ms == at)
+            &e.key_hash == key_hash
+                && match which {
+                    Evict::FetchedAt(at) => e.fetched_at_ms == at,
+                    Evict::ChangedAt(change) => e.feed_position.is_none_or(|read| read < change),
+                }
         });
         if ours {
             shared_table::Change::Write(Vec::new())
@@ -228,6 +245,9 @@ impl CacheEntry {
         if secret.is_some() {
             flags |= HAS_SIGNING_SECRET;
         }
+        if self.feed_position.is_some() {
+            flags |= HAS_FEED_POSITION;
+        }
         let mut out = Vec::with_capacity(ENTRY_LEN + secret.map_or(0, |s| 1 + s.len()));
         out.push(verdict_byte(self.verdict));
         out.push(flags);
@@ -235,6 +255,9 @@ impl CacheEntry {
         out.extend_from_slice(&self.key_id.unwrap_or(0).to_be_bytes());
         out.extend_from_slice(&self.expires_at_s.unwrap_or(0).to_be_bytes());
         out.extend_from_slice(&self.fetched_at_ms.to_be_bytes());
+        if let Some(position) = self.feed_position {
+            out.extend_from_slice(&position.to_be_bytes());
+        }
         if let Some(secret) = secret {
             out.push(u8::try_from(secret.len()).unwrap_or(u8::MAX));
             out.extend_from_slice(secret);
@@ -250,7 +273,7 @@ impl CacheEntry {
         }
         let mut cursor = decode_versioned(FORMAT_VERSION, bytes)?;
         let [verdict, flags] = take::<2>(&mut cursor)?;
-        if flags & !(HAS_KEY_ID | HAS_EXPIRES_AT | HAS_SIGNING_SECRET) != 0 {
+        if flags & !(HAS_KEY_ID | HAS_EXPIRES_AT | HAS_SIGNING_SECRET | HAS_FEED_POSITION) != 0 {
             return None;
         }
         let verdict = verdict_from_byte(verdict)?;
@@ -258,6 +281,11 @@ impl CacheEntry {
         let key_id = i64::from_be_bytes(take::<8>(&mut cursor)?);
         let expires_at = i64::from_be_bytes(take::<8>(&mut cursor)?);
         let fetched_at_ms = u64::from_be_bytes(take::<8>(&mut cursor)?);
+        let feed_position = if flags & HAS_FEED_POSITION != 0 {
+            Some(u64::from_be_bytes(take::<8>(&mut cursor)?))
+        } else {
+            None
+        };
         let signing_secret = if flags & HAS_SIGNING_SECRET != 0 {
             let [len] = take::<1>(&mut cursor)?;
             if len == 0 || cursor.len() != usize::from(len) {
@@ -276,6 +304,7 @@ impl CacheEntry {
             expires_at_s: (flags & HAS_EXPIRES_AT != 0).then_some(expires_at),
             fetched_at_ms,
             signing_secret,
+            feed_position,
         })
     }
 
@@ -305,6 +334,7 @@ impl CacheEntry {
             expires_at_s: reply.expires_at,
             fetched_at_ms: now_ms,
             signing_secret,
+            feed_position: reply.feed_cursor,
         })
     }
 
@@ -389,6 +419,7 @@ mod tests {
             expires_at_s: Some(2_000_000_000),
             fetched_at_ms: 1_000_000,
             signing_secret: None,
+            feed_position: None,
         }
     }
 
@@ -460,6 +491,7 @@ mod tests {
             expires_at_s: None,
             fetched_at_ms: now,
             signing_secret: None,
+            feed_position: None,
         };
         let read = || read_slot(&host, &active.key_hash, &one_slot, &secret);
         assert_eq!(

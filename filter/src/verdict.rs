@@ -73,6 +73,7 @@ mod tests {
             expires_at_s,
             fetched_at_ms: 0,
             signing_secret: None,
+            feed_position: None,
         };
         let now = 1_000_000;
         let d = |e: CacheEntry| decide_key(&e, now).result;

@@ -320,7 +320,8 @@ pub fn answered(
         let Some(key_hash) = parse_lower_hex(&change.key_hash) else {
             continue;
         };
-        if cache::evict(host, &key_hash, None, policy, &worker.cache_key) {
+        let which = cache::Evict::ChangedAt(change.cursor);
+        if cache::evict(host, &key_hash, which, policy, &worker.cache_key) {
             metrics.inc(host, Counter::KeyFeedEvictions);
         }
     }
@@ -367,7 +368,7 @@ pub fn verdict_cached(
             cache::evict(
                 host,
                 &entry.key_hash,
-                Some(entry.fetched_at_ms),
+                cache::Evict::FetchedAt(entry.fetched_at_ms),
                 policy,
                 &worker.cache_key,
             );

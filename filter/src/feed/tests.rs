@@ -5,6 +5,7 @@ use serde_json::json;
 use tollgate_wire::{key_hash, key_hash_hex, CHANGES_PATH, JTI_CLAIM_PATH, VERIFY_PATH};
 
 use super::*;
+use crate::cache::CacheEntry;
 use crate::fake_host::Sent;
 use crate::root::Root;
 use crate::testkit::{Gateway, KEY};
@@ -305,4 +306,28 @@ fn a_quick_verify_failure_is_sent_once_more() {
     r.answer_active(4);
     assert!(r.allowed());
     assert_eq!(gw.world.metric("tollgate_verify_retries"), 1);
+}
+
+#[test]
+fn a_change_the_verdict_already_reflects_does_not_evict_it() {
+    // Read at 7: the key's own creation at 7 is in the verdict.
+    let mut gw = cached_at_seven();
+    gw.root.on_tick();
+    let sent = polls(&gw);
+    let created = json!({"cursor": 7, "changes": [
+        {"cursor": 7, "key_hash": key_hash_hex(KEY.as_bytes()), "kind": "created"}
+    ]});
+    answer_poll(&mut gw, &sent[0], &created.to_string());
+    assert!(cached(&gw));
+    assert_eq!(gw.world.metric("tollgate_key_feed_evictions"), 0);
+    let worker = gw.root.worker().unwrap();
+    let entry = cache::read_slot(
+        &gw.world.root(),
+        &key_hash(KEY.as_bytes()),
+        &worker.config.key_cache,
+        &worker.cache_key,
+    )
+    .unwrap();
+    assert_eq!(entry.feed_position, Some(7));
+    assert_eq!(CacheEntry::decode(&entry.encode()), Some(entry));
 }

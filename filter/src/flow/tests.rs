@@ -34,6 +34,7 @@ fn entry(verdict: KeyVerdict, key_id: Option<i64>, fetched_at_ms: u64) -> CacheE
         expires_at_s: None,
         fetched_at_ms,
         signing_secret: None,
+        feed_position: None,
     }
 }
 

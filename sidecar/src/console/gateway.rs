@@ -112,10 +112,16 @@ pub struct Metric {
     pub value: String,
 }
 
-/// The `tollgate_` samples of a Prometheus text exposition.
+/// The prefix Envoy 1.40 puts before the native module's metrics in its
+/// Prometheus output (the wasm build's show without one).
+const NATIVE_PREFIX: &str = "envoy_dynamicmodulescustom_";
+
+/// The `tollgate_` samples of a Prometheus text exposition, from either
+/// build of the filter (the native module's named without Envoy's prefix).
 pub fn parse_prometheus(text: &str) -> Vec<Metric> {
     text.lines()
         .map(str::trim)
+        .map(|line| line.strip_prefix(NATIVE_PREFIX).unwrap_or(line))
         .filter(|line| line.starts_with(METRIC_PREFIX))
         .filter_map(|line| {
             let (series, value) = line.rsplit_once(' ')?;
@@ -205,11 +211,16 @@ mod tests {
 
     #[test]
     fn prometheus_samples_of_ours_are_read() {
-        let text = "# TYPE tollgate_a counter\ntollgate_a 3\nenvoy_b 1\n\
+        let text = "# TYPE tollgate_a counter\nenvoy_dynamicmodulescustom_tollgate_n 1\ntollgate_a 3\nenvoy_b 1\n\
                     tollgate_c{route=\"/v1/keys\",status=\"200\"} 2.5\ntollgate_d{le=\"+Inf\"} +Inf\n";
         assert_eq!(
             parse_prometheus(text),
             vec![
+                Metric {
+                    name: "tollgate_n".into(),
+                    labels: String::new(),
+                    value: "1".into()
+                },
                 Metric {
                     name: "tollgate_a".into(),
                     labels: String::new(),
