@@ -26,4 +26,6 @@ cargo build --release --locked --target wasm32-wasip1 \
 # The no-op dynamic module of the native_module_noop row (its own small crate).
 cargo build --release --locked --manifest-path bench/native-probe/Cargo.toml \
     --target-dir target/bench-native-probe
-exec .venv/bin/python bench/gateway_bench.py
+.venv/bin/python bench/gateway_bench.py
+# What fleet-scoped replay protection adds per request (bench/results-replay.json).
+.venv/bin/python bench/replay_scope.py
