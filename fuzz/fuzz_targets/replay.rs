@@ -7,8 +7,8 @@
 
 use libfuzzer_sys::fuzz_target;
 use tollgate_filter::replay::{
-    attempt, decode_bucket, Attempt, JtiClaim, ReplayPolicy, BUCKET_ENTRIES, KEY_SHARE,
-    MAX_BUCKET_LEN, SHARED_FROM,
+    attempt, decode_bucket, Attempt, JtiClaim, ReplayPolicy, ReplayScope, BUCKET_ENTRIES,
+    KEY_SHARE, MAX_BUCKET_LEN, SHARED_FROM,
 };
 
 fuzz_target!(|data: &[u8]| {
@@ -20,7 +20,10 @@ fuzz_target!(|data: &[u8]| {
     let jti = String::from_utf8_lossy(jti);
     let owner = i64::from(owner[0] % 4);
     let now = i64::from_be_bytes(now.try_into().unwrap_or_default());
-    let policy = ReplayPolicy { slots: 32 };
+    let policy = ReplayPolicy {
+        slots: 32,
+        scope: ReplayScope::Instance,
+    };
     let claim = JtiClaim::new(&jti, now.saturating_add(60), 30, &policy).by_key(owner);
     let decoded = decode_bucket(bucket);
     let outcome = attempt(Some(bucket), &claim, now);
@@ -43,11 +46,16 @@ fuzz_target!(|data: &[u8]| {
             for e in &live {
                 assert!(after.contains(e), "a live entry was evicted");
             }
-            assert!(live.len() < SHARED_FROM || held < KEY_SHARE, "share ignored");
+            assert!(
+                live.len() < SHARED_FROM || held < KEY_SHARE,
+                "share ignored"
+            );
             assert_eq!(attempt(Some(&written), &claim, now), Attempt::Replayed);
         }
         Attempt::Replayed => {
-            assert!(live.iter().any(|e| e.fingerprint == claim.entry.fingerprint));
+            assert!(live
+                .iter()
+                .any(|e| e.fingerprint == claim.entry.fingerprint));
         }
         Attempt::Full => assert_eq!(live.len(), BUCKET_ENTRIES),
         Attempt::ShareExceeded => {
