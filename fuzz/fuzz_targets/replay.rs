@@ -46,16 +46,11 @@ fuzz_target!(|data: &[u8]| {
             for e in &live {
                 assert!(after.contains(e), "a live entry was evicted");
             }
-            assert!(
-                live.len() < SHARED_FROM || held < KEY_SHARE,
-                "share ignored"
-            );
+            assert!(live.len() < SHARED_FROM || held < KEY_SHARE, "share ignored");
             assert_eq!(attempt(Some(&written), &claim, now), Attempt::Replayed);
         }
         Attempt::Replayed => {
-            assert!(live
-                .iter()
-                .any(|e| e.fingerprint == claim.entry.fingerprint));
+            assert!(live.iter().any(|e| e.fingerprint == claim.entry.fingerprint));
         }
         Attempt::Full => assert_eq!(live.len(), BUCKET_ENTRIES),
         Attempt::ShareExceeded => {
