@@ -90,27 +90,35 @@ fn answer_poll(gw: &mut Gateway, poll: &Sent, body: &str) {
 /// A gateway whose cache holds KEY as active, read at feed position 7.
 fn cached_at_seven() -> Gateway {
     let gw = Gateway::new();
+    assert!(verified_at(&gw, 7).allowed());
+    gw
+}
+
+/// A request for KEY whose verdict the sidecar read at feed position `cursor`.
+fn verified_at(gw: &Gateway, cursor: u64) -> crate::testkit::Request {
     let body = br#"{"text":"hi"}"#;
     let mut r = gw.request(KEY, body, &[]);
     r.flow.on_request_headers(false);
     r.body(body, true);
-    r.answer(
-        Some("200"),
-        r#"{"verdict":"active","key_id":4,"feed_cursor":7}"#,
-    );
-    assert!(r.allowed());
-    gw
+    let reply = json!({"verdict": "active", "key_id": 4, "feed_cursor": cursor});
+    r.answer(Some("200"), &reply.to_string());
+    r
 }
 
-fn cached(gw: &Gateway) -> bool {
+/// KEY's entry in its cache slot, if the slot holds one.
+fn cached_entry(gw: &Gateway) -> Option<CacheEntry> {
     let worker = gw.root.worker().unwrap();
-    let slot = cache::read_slot(
+    cache::read_slot(
         &gw.world.root(),
         &key_hash(KEY.as_bytes()),
         &worker.config.key_cache,
         &worker.cache_key,
-    );
-    slot.is_some_and(|e| e.key_hash == key_hash(KEY.as_bytes()))
+    )
+    .filter(|e| e.key_hash == key_hash(KEY.as_bytes()))
+}
+
+fn cached(gw: &Gateway) -> bool {
+    cached_entry(gw).is_some()
 }
 
 #[test]
@@ -159,16 +167,8 @@ fn a_verdict_read_before_the_cursor_is_used_but_not_kept() {
     let sent = polls(&gw);
     answer_poll(&mut gw, &sent[0], r#"{"cursor":12,"changes":[]}"#);
     gw.world.advance_ms(400_000);
-    let body = br#"{"text":"hi"}"#;
-    let mut r = gw.request(KEY, body, &[]);
-    r.flow.on_request_headers(false);
-    r.body(body, true);
     // Read at 10: a change up to 12 may have been about this key.
-    r.answer(
-        Some("200"),
-        r#"{"verdict":"active","key_id":4,"feed_cursor":10}"#,
-    );
-    assert!(r.allowed());
+    assert!(verified_at(&gw, 10).allowed());
     assert!(!cached(&gw));
 }
 
@@ -320,14 +320,7 @@ fn a_change_the_verdict_already_reflects_does_not_evict_it() {
     answer_poll(&mut gw, &sent[0], &created.to_string());
     assert!(cached(&gw));
     assert_eq!(gw.world.metric("tollgate_key_feed_evictions"), 0);
-    let worker = gw.root.worker().unwrap();
-    let entry = cache::read_slot(
-        &gw.world.root(),
-        &key_hash(KEY.as_bytes()),
-        &worker.config.key_cache,
-        &worker.cache_key,
-    )
-    .unwrap();
+    let entry = cached_entry(&gw).unwrap();
     assert_eq!(entry.feed_position, Some(7));
     assert_eq!(CacheEntry::decode(&entry.encode()), Some(entry));
 }
