@@ -611,6 +611,7 @@ mod tests {
             expires_at: Some(5),
             signing_secret: None,
             feed_cursor: None,
+            limits: None,
         };
         let e = CacheEntry::from_reply([1; 32], &reply(KeyVerdict::Active, Some(3)), 9).unwrap();
         assert_eq!(

@@ -33,6 +33,8 @@ pub struct Exchange {
     pub request_bytes: u64,
     /// Response body bytes counted.
     pub response_bytes: u64,
+    /// What the upstream reported the call cost (`limits.units_header`).
+    pub units: u64,
     /// When the request headers arrived, ms since the epoch.
     pub started_ms: u64,
 }
@@ -86,6 +88,7 @@ pub fn usage_record(
         outcome,
         request_bytes: x.request_bytes,
         response_bytes: x.response_bytes,
+        units: x.units,
         duration_ms: ended_ms.saturating_sub(x.started_ms),
         timestamp_ms: x.started_ms,
     })

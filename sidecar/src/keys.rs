@@ -384,6 +384,10 @@ pub async fn verify(
             .map(OffsetDateTime::unix_timestamp),
         signing_secret: signing_secret.map(SigningSecret::into_exposed),
         feed_cursor: Some(lookup.feed_seq),
+        limits: key
+            .as_ref()
+            .map(|k| k.limits.clone())
+            .filter(|l| !l.is_empty()),
     }))
 }
 

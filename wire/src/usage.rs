@@ -37,6 +37,10 @@ pub const MAX_RESPONSE_BYTES: u64 = 1 << 40;
 /// a MySQL `DATETIME` column holds.
 pub const MAX_TIMESTAMP_MS: u64 = 253_402_300_799_999;
 
+/// Largest `units` accepted: 2^40, as for [`MAX_RESPONSE_BYTES`] (what the
+/// upstream reports for one call; sums stay exact).
+pub const MAX_UNITS: u64 = 1 << 40;
+
 /// One metered request, as the filter reports it. Unknown fields are
 /// ignored, so an older sidecar stores what a newer filter sends (rolling
 /// upgrades lose nothing).
@@ -58,6 +62,11 @@ pub struct UsageRecord {
     pub request_bytes: u64,
     /// Response body bytes.
     pub response_bytes: u64,
+    /// What the upstream said the call cost, in its own units (the
+    /// `limits.units_header` response header, e.g. `x-usage-units`); 0 when
+    /// it said nothing (and from a filter older than the field).
+    #[serde(default)]
+    pub units: u64,
     /// Time from request headers to the end of the response, in milliseconds.
     pub duration_ms: u64,
     /// When the request arrived, in milliseconds since the Unix epoch.
@@ -149,6 +158,12 @@ impl UsageRecord {
                 self.response_bytes,
                 MAX_RESPONSE_BYTES,
                 "is larger than any plausible response",
+            ),
+            (
+                "units",
+                self.units,
+                MAX_UNITS,
+                "is larger than any plausible charge",
             ),
             // The stores keep it in a signed 64-bit column.
             (

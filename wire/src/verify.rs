@@ -79,6 +79,11 @@ pub struct VerifyReply {
     /// sidecar without the feed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub feed_cursor: Option<u64>,
+    /// The key's rate and quotas, when it has any (an active key's
+    /// requests are then admitted against them); absent for a key without
+    /// limits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limits: Option<crate::limits::Limits>,
 }
 
 impl std::fmt::Debug for VerifyReply {
@@ -88,6 +93,7 @@ impl std::fmt::Debug for VerifyReply {
             .field("key_id", &self.key_id)
             .field("expires_at", &self.expires_at)
             .field("feed_cursor", &self.feed_cursor)
+            .field("limits", &self.limits)
             .field(
                 "signing_secret",
                 &self
@@ -111,6 +117,7 @@ mod tests {
             expires_at: None,
             signing_secret: None,
             feed_cursor: None,
+            limits: None,
         };
         assert_eq!(
             serde_json::to_string(&reply).unwrap(),
