@@ -38,6 +38,8 @@ const HAS_KEY_ID: u8 = 1;
 const HAS_EXPIRES_AT: u8 = 2;
 const HAS_SIGNING_SECRET: u8 = 4;
 const HAS_FEED_POSITION: u8 = 8;
+/// The key has limits: its requests are charged to its budget (`limits`).
+const LIMITED: u8 = 16;
 
 /// The validated cache settings of the plugin configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,6 +78,8 @@ pub struct CacheEntry {
     /// The key change feed's position the verdict was read at: a change at
     /// or before it is already in the verdict, so it does not evict it.
     pub feed_position: Option<u64>,
+    /// The key has a rate or quotas (kept in its budget, `limits`).
+    pub limited: bool,
 }
 
 /// The result of looking a key up in its slot.
@@ -248,6 +252,9 @@ impl CacheEntry {
         if self.feed_position.is_some() {
             flags |= HAS_FEED_POSITION;
         }
+        if self.limited {
+            flags |= LIMITED;
+        }
         let mut out = Vec::with_capacity(ENTRY_LEN + secret.map_or(0, |s| 1 + s.len()));
         out.push(verdict_byte(self.verdict));
         out.push(flags);
@@ -273,7 +280,9 @@ impl CacheEntry {
         }
         let mut cursor = decode_versioned(FORMAT_VERSION, bytes)?;
         let [verdict, flags] = take::<2>(&mut cursor)?;
-        if flags & !(HAS_KEY_ID | HAS_EXPIRES_AT | HAS_SIGNING_SECRET | HAS_FEED_POSITION) != 0 {
+        if flags & !(HAS_KEY_ID | HAS_EXPIRES_AT | HAS_SIGNING_SECRET | HAS_FEED_POSITION | LIMITED)
+            != 0
+        {
             return None;
         }
         let verdict = verdict_from_byte(verdict)?;
@@ -305,6 +314,7 @@ impl CacheEntry {
             fetched_at_ms,
             signing_secret,
             feed_position,
+            limited: flags & LIMITED != 0,
         })
     }
 
@@ -335,6 +345,7 @@ impl CacheEntry {
             fetched_at_ms: now_ms,
             signing_secret,
             feed_position: reply.feed_cursor,
+            limited: reply.limits.as_ref().is_some_and(|l| !l.is_empty()),
         })
     }
 
@@ -420,6 +431,7 @@ mod tests {
             fetched_at_ms: 1_000_000,
             signing_secret: None,
             feed_position: None,
+            limited: false,
         }
     }
 
@@ -492,6 +504,7 @@ mod tests {
             fetched_at_ms: now,
             signing_secret: None,
             feed_position: None,
+            limited: false,
         };
         let read = || read_slot(&host, &active.key_hash, &one_slot, &secret);
         assert_eq!(

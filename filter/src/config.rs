@@ -20,6 +20,7 @@ use serde::Deserialize;
 
 use crate::cache::CachePolicy;
 use crate::feed::FeedPolicy;
+use crate::limits::LimitsPolicy;
 use crate::replay::{ReplayPolicy, ReplayScope};
 use crate::token::{Algorithm, JwtPolicy, Secret};
 use crate::usage::UsagePolicy;
@@ -51,6 +52,8 @@ pub struct Config {
     pub key_feed: FeedPolicy,
     /// Usage reporting settings.
     pub usage: UsagePolicy,
+    /// Rate limits and quotas.
+    pub limits: LimitsPolicy,
 }
 
 impl fmt::Debug for Config {
@@ -66,6 +69,7 @@ impl fmt::Debug for Config {
             .field("key_cache", &self.key_cache)
             .field("key_feed", &self.key_feed)
             .field("usage", &self.usage)
+            .field("limits", &self.limits)
             .finish()
     }
 }
@@ -113,6 +117,8 @@ struct RawConfig {
     key_cache: RawKeyCache,
     #[serde(default)]
     key_feed: RawKeyFeed,
+    #[serde(default)]
+    limits: RawLimits,
     #[serde(default)]
     usage: RawUsage,
 }
@@ -222,6 +228,24 @@ impl Default for RawKeyFeed {
             poll_interval_ms: 1_000,
             timeout_ms: 1_000,
             max_lag_ms: 5_000,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLimits {
+    units_header: String,
+    ratelimit_headers: bool,
+    grant_timeout_ms: u64,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        RawLimits {
+            units_header: "x-usage-units".to_string(),
+            ratelimit_headers: true,
+            grant_timeout_ms: 2_000,
         }
     }
 }
@@ -380,6 +404,18 @@ pub fn parse_with_env(json: &[u8], env: EnvLookup<'_>) -> Result<Parsed, ConfigE
         )
     })?;
 
+    let lim = raw.limits;
+    let units_header = lim.units_header.to_ascii_lowercase();
+    let token_char = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if !units_header.is_empty() && !units_header.bytes().all(token_char) || units_header.len() > 128
+    {
+        return Err(err(
+            "limits.units_header",
+            "must be an HTTP header name (token characters, at most 128), or empty for none",
+        ));
+    }
+    in_range("limits.grant_timeout_ms", lim.grant_timeout_ms, 1, 60_000)?;
+
     let u = raw.usage;
     in_range("usage.flush_interval_ms", u.flush_interval_ms, 10, 60_000)?;
     in_range(
@@ -434,6 +470,11 @@ pub fn parse_with_env(json: &[u8], env: EnvLookup<'_>) -> Result<Parsed, ConfigE
                 buffer_cap: u.buffer_cap,
                 max_backoff_ms: u.max_backoff_ms,
                 timeout_ms: u.timeout_ms,
+            },
+            limits: LimitsPolicy {
+                units_header,
+                ratelimit_headers: lim.ratelimit_headers,
+                grant_timeout_ms: lim.grant_timeout_ms,
             },
         },
         warnings,

@@ -59,6 +59,10 @@ pub enum Denial {
     AuthUnavailable,
     /// The replay store's bucket for this `jti` is full of live entries.
     ReplayStoreFull,
+    /// The key's rate is exceeded on this Envoy (`limits`).
+    RateLimited,
+    /// One of the key's quotas is spent fleet-wide for its window (`limits`).
+    QuotaExceeded,
 }
 
 impl Denial {
@@ -86,6 +90,8 @@ impl Denial {
             Denial::TooManyLiveTokens => Outcome::TooManyLiveTokens,
             Denial::AuthUnavailable => Outcome::AuthUnavailable,
             Denial::ReplayStoreFull => Outcome::ReplayStoreFull,
+            Denial::RateLimited => Outcome::RateLimited,
+            Denial::QuotaExceeded => Outcome::QuotaExceeded,
         }
     }
 
@@ -143,6 +149,13 @@ impl Denial {
             }
             Denial::ReplayStoreFull => {
                 "the gateway's replay store is full; retry once earlier tokens expire".to_string()
+            }
+            Denial::RateLimited => {
+                "the API key's rate limit is exceeded; retry after Retry-After seconds".to_string()
+            }
+            Denial::QuotaExceeded => {
+                "the API key's quota for this window is spent; retry after Retry-After seconds"
+                    .to_string()
             }
         }
     }
@@ -206,6 +219,8 @@ mod tests {
             Denial::TooManyLiveTokens,
             Denial::AuthUnavailable,
             Denial::ReplayStoreFull,
+            Denial::RateLimited,
+            Denial::QuotaExceeded,
         ]
     }
 
@@ -233,7 +248,10 @@ mod tests {
         ),
         (403, &["revoked_api_key", "expired_api_key"]),
         (413, &["payload_too_large"]),
-        (429, &["too_many_live_tokens"]),
+        (
+            429,
+            &["too_many_live_tokens", "rate_limited", "quota_exceeded"],
+        ),
         (503, &["auth_unavailable", "replay_store_full"]),
     ];
 

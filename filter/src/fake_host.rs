@@ -284,6 +284,15 @@ impl FakeHost {
         headers.push((name.to_string(), value.as_bytes().to_vec()));
     }
 
+    /// A response header as the client would get it.
+    pub fn response_header_value(&self, name: &str) -> Option<String> {
+        let headers = self.stream.response_headers.borrow();
+        headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    }
+
     /// A request header as the upstream would get it.
     pub fn request_header(&self, name: &str) -> Option<String> {
         let headers = self.stream.request_headers.borrow();
@@ -449,6 +458,14 @@ impl StreamHost for FakeHost {
             .iter()
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.clone())
+    }
+
+    fn set_response_header(&self, name: &str, value: &str) -> Result<(), HostError> {
+        self.check(Call::SetHeader)?;
+        let mut headers = self.stream.response_headers.borrow_mut();
+        headers.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
+        headers.push((name.to_string(), value.as_bytes().to_vec()));
+        Ok(())
     }
 
     fn response_code_details(&self) -> Option<String> {

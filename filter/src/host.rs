@@ -110,6 +110,8 @@ pub trait StreamHost: Host {
     fn request_body(&self, start: usize, len: usize) -> Option<Vec<u8>>;
     /// A response header's value.
     fn response_header(&self, name: &str) -> Option<Vec<u8>>;
+    /// Sets (replaces) a response header, while the response headers pass.
+    fn set_response_header(&self, name: &str, value: &str) -> Result<(), HostError>;
     /// Why the host answered as it did (Envoy's `response.code_details`,
     /// e.g. `route_not_found`, `via_upstream`), once the response started.
     fn response_code_details(&self) -> Option<String>;

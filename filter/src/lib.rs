@@ -33,6 +33,7 @@ pub mod flow;
 pub mod flusher;
 pub mod headers;
 pub mod host;
+pub mod limits;
 pub mod metering;
 pub mod metrics;
 pub mod replay;

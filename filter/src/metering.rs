@@ -119,6 +119,7 @@ mod tests {
             reply_status: None,
             request_bytes: 3,
             response_bytes: 4,
+            units: 6,
             started_ms: 1_000,
         };
         let allowed = Some(Decision::Allowed(5));

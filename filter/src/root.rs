@@ -11,6 +11,7 @@ use crate::feed::{self, Poll};
 use crate::flow::Flow;
 use crate::flusher;
 use crate::host::{LogLevel, RootHost, StreamHost};
+use crate::limits::{self, TickCall};
 use crate::metrics::Metrics;
 use crate::request_id::RequestIds;
 use crate::shared_table::SlotKey;
@@ -25,6 +26,8 @@ pub struct Root<H: RootHost> {
     shutting_down: bool,
     /// This worker's key change feed poll, while it is in flight.
     feed_poll: Option<Poll>,
+    /// This worker's grant call for its limited keys, while in flight.
+    limits_call: Option<TickCall>,
 }
 
 impl<H: RootHost> Root<H> {
@@ -36,6 +39,7 @@ impl<H: RootHost> Root<H> {
             worker: None,
             shutting_down: false,
             feed_poll: None,
+            limits_call: None,
         }
     }
 
@@ -88,6 +92,10 @@ impl<H: RootHost> Root<H> {
         };
         self.host.log(LogLevel::Info, &describe(&config));
         // A reconfiguration keeps the records already buffered.
+        let limited_keys = match &self.worker {
+            Some(old) => old.limited_keys.take(),
+            None => Default::default(),
+        };
         let (usage, request_ids) = match &self.worker {
             Some(old) => (old.usage.clone(), old.request_ids.clone()),
             None => {
@@ -111,12 +119,14 @@ impl<H: RootHost> Root<H> {
             metrics,
             cache_key,
             feed_current: Cell::new(false),
+            limited_keys: RefCell::new(limited_keys),
         }));
         true
     }
 
     /// The timer: publishes the hot counters, follows the key change feed,
-    /// gives up on an overdue flush, and sends the next batch.
+    /// asks ahead and settles for the limited keys served, gives up on an
+    /// overdue flush, and sends the next batch.
     pub fn on_tick(&mut self) {
         let metrics = self.metrics();
         metrics.publish(&self.host);
@@ -126,12 +136,15 @@ impl<H: RootHost> Root<H> {
         if self.feed_poll.is_none() && !self.shutting_down {
             self.feed_poll = feed::tick(&self.host, worker, &metrics, now);
         }
+        if self.limits_call.is_none() && !self.shutting_down {
+            self.limits_call = limits::tick(&self.host, worker, now);
+        }
         flusher::expire_overdue(&self.host, worker, &metrics, now);
         flusher::flush(&self.host, worker, &metrics, false, now);
     }
 
-    /// A callout of the root answered (a feed poll or a usage flush) with
-    /// `body_size` bytes of body.
+    /// A callout of the root answered (a feed poll, a grant call or a
+    /// usage flush) with `body_size` bytes of body.
     pub fn on_callout_reply(&mut self, token: u32, body_size: usize) {
         let metrics = self.metrics();
         let Some(worker) = self.worker.clone() else {
@@ -140,6 +153,20 @@ impl<H: RootHost> Root<H> {
         let now = self.host.now_ms().unwrap_or(0);
         if let Some(poll) = self.feed_poll.filter(|p| p.token == token) {
             self.feed_poll = feed::answered(&self.host, &worker, &metrics, poll, body_size, now);
+            return;
+        }
+        if let Some(call) = self.limits_call.take_if(|c| c.token == token) {
+            let status = self.host.callout_status();
+            let body = (body_size > 0 && body_size <= limits::MAX_REPLY_BYTES)
+                .then(|| self.host.callout_body(body_size))
+                .flatten();
+            let reply = limits::parse_reply(status.as_deref(), body.as_deref());
+            if !limits::tick_answered(&self.host, &call, reply) {
+                self.host.log(
+                    LogLevel::Warn,
+                    "the grant call gave no usable answer; its asks and settlements stay pending",
+                );
+            }
             return;
         }
         let Some(answer) = flusher::answered(&self.host, &worker, &metrics, token, body_size, now)

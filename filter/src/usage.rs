@@ -272,6 +272,7 @@ mod tests {
             outcome: tollgate_wire::Outcome::Allowed,
             request_bytes: 10,
             response_bytes: 20,
+            units: 0,
             duration_ms: 1,
             timestamp_ms: 1_700_000_000_000,
         }

@@ -18,6 +18,8 @@ pub struct KeyDecision {
     /// The secret the key's tokens must be signed with, when it has its
     /// own (otherwise the shared secrets of the configuration apply).
     pub signing_secret: Option<Secret>,
+    /// The key has limits: an admitted request is charged to its budget.
+    pub limited: bool,
 }
 
 /// Maps a verdict to a decision at `now_ms`: `active` passes (unless the
@@ -35,6 +37,7 @@ pub fn decide_key(entry: &CacheEntry, now_ms: u64) -> KeyDecision {
         key_id: entry.key_id,
         result,
         signing_secret: entry.signing_secret.clone(),
+        limited: entry.limited,
     }
 }
 
@@ -74,6 +77,7 @@ mod tests {
             fetched_at_ms: 0,
             signing_secret: None,
             feed_position: None,
+            limited: false,
         };
         let now = 1_000_000;
         let d = |e: CacheEntry| decide_key(&e, now).result;

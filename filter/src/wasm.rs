@@ -128,6 +128,11 @@ impl StreamHost for Wasm {
             .flatten()
     }
 
+    fn set_response_header(&self, name: &str, value: &str) -> Result<(), HostError> {
+        hostcalls::set_map_value(MapType::HttpResponseHeaders, name, Some(value))
+            .map_err(host_error)
+    }
+
     fn response_code_details(&self) -> Option<String> {
         let bytes = hostcalls::get_property(vec!["response", "code_details"]).ok()??;
         String::from_utf8(bytes).ok()

@@ -1,10 +1,11 @@
 //! What one worker's root shares with every stream it creates: the
 //! validated configuration, the usage buffer, the request id minter and the
 //! metrics. Built by the root in `on_configure`, immutable but for the
-//! buffer and the minter, which streams borrow one at a time, and the
-//! feed's currency, which the tick sets.
+//! buffer and the minter, which streams borrow one at a time, the feed's
+//! currency, which the tick sets, and the limited keys it served.
 
 use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use crate::config::Config;
@@ -29,4 +30,7 @@ pub struct Worker {
     /// Whether the key change feed was current at the last tick (then
     /// active verdicts live for the long positive TTL).
     pub feed_current: Cell<bool>,
+    /// The limited keys this worker served, and when it last wrote so in
+    /// the Envoy's index of them (`limits::index`).
+    pub limited_keys: RefCell<BTreeMap<i64, u64>>,
 }

@@ -62,6 +62,7 @@ fn run(case: &Value, defaults: &Value, now: i64) -> Result<(), Denial> {
         key_id: Some(1),
         result: Ok(1),
         signing_secret: None,
+        limited: false,
     };
     let mut checking = Checking::new([0; 32], token.to_string(), config.max_body_bytes);
     let verdict = checking.key_known(active, |token, key_secret| {

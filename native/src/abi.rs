@@ -438,6 +438,19 @@ impl StreamPtr {
         }
     }
 
+    /// Sets a response header (while the response headers pass).
+    pub fn set_response_header(self, name: &str, value: &str) -> bool {
+        // SAFETY: live filter; both buffers outlive the call.
+        unsafe {
+            envoy_dynamic_module_callback_http_set_header(
+                self.0,
+                HEADER_RESPONSE,
+                module_buffer(name.as_bytes()),
+                module_buffer(value.as_bytes()),
+            )
+        }
+    }
+
     /// Bytes of the request body Envoy holds: what it buffered before this
     /// hook, then what this hook received.
     pub fn request_body_size(self) -> usize {

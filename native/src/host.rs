@@ -205,6 +205,13 @@ impl StreamHost for NativeStream {
         self.ptr.response_header(name)
     }
 
+    fn set_response_header(&self, name: &str, value: &str) -> Result<(), HostError> {
+        self.ptr
+            .set_response_header(name, value)
+            .then_some(())
+            .ok_or_else(|| failed("set a response header"))
+    }
+
     fn response_code_details(&self) -> Option<String> {
         self.ptr.response_code_details()
     }

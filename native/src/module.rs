@@ -325,6 +325,7 @@ fn thread_worker(handle: &ConfigHandle, host: &NativeStream) -> Option<Rc<Worker
             metrics: Rc::new(Metrics::define(host)),
             cache_key: handle.shared.cache_key,
             feed_current: Cell::new(false),
+            limited_keys: Default::default(),
             config,
         });
         workers.insert(handle.id, (Arc::downgrade(&handle.shared), worker.clone()));

@@ -231,6 +231,7 @@ mod tests {
             outcome: Outcome::Allowed,
             request_bytes: 10,
             response_bytes: 20,
+            units: 0,
             duration_ms: 3,
             timestamp_ms: NOW_MS,
         }

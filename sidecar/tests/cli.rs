@@ -863,6 +863,7 @@ async fn seed_usage(dir: &WorkDir, old: usize, new: usize) {
             outcome: tollgate_wire::Outcome::Allowed,
             request_bytes: 10,
             response_bytes: 4,
+            units: 0,
             duration_ms: 1,
             timestamp_ms: if i < old { now - 100 * 86_400_000 } else { now },
         })

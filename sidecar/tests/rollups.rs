@@ -40,6 +40,7 @@ fn record(id: &str, key: i64, at: OffsetDateTime, outcome: Outcome, bytes: u64) 
         outcome,
         request_bytes: bytes,
         response_bytes: 3 * bytes + 1,
+        units: 0,
         duration_ms: 2,
         timestamp_ms: to_unix_ms(at),
     }

@@ -34,11 +34,15 @@ pub enum Outcome {
     AuthUnavailable,
     /// The replay store has no room for the token's `jti`.
     ReplayStoreFull,
+    /// The key's rate is exceeded on this Envoy (its token bucket is empty).
+    RateLimited,
+    /// One of the key's quotas is spent, fleet-wide, for the window.
+    QuotaExceeded,
 }
 
 impl Outcome {
     /// Every denial code, in the order of the contract's table.
-    pub const DENIALS: [Outcome; 21] = [
+    pub const DENIALS: [Outcome; 23] = [
         Outcome::MissingApiKey,
         Outcome::InvalidApiKey,
         Outcome::MissingToken,
@@ -58,6 +62,8 @@ impl Outcome {
         Outcome::ExpiredApiKey,
         Outcome::PayloadTooLarge,
         Outcome::TooManyLiveTokens,
+        Outcome::RateLimited,
+        Outcome::QuotaExceeded,
         Outcome::AuthUnavailable,
         Outcome::ReplayStoreFull,
     ];
@@ -87,6 +93,8 @@ impl Outcome {
             Outcome::TooManyLiveTokens => "too_many_live_tokens",
             Outcome::AuthUnavailable => "auth_unavailable",
             Outcome::ReplayStoreFull => "replay_store_full",
+            Outcome::RateLimited => "rate_limited",
+            Outcome::QuotaExceeded => "quota_exceeded",
         }
     }
 
@@ -104,7 +112,7 @@ impl Outcome {
             Outcome::Allowed => None,
             Outcome::RevokedApiKey | Outcome::ExpiredApiKey => Some(403),
             Outcome::PayloadTooLarge => Some(413),
-            Outcome::TooManyLiveTokens => Some(429),
+            Outcome::TooManyLiveTokens | Outcome::RateLimited | Outcome::QuotaExceeded => Some(429),
             Outcome::AuthUnavailable | Outcome::ReplayStoreFull => Some(503),
             _ => Some(401),
         }
@@ -148,6 +156,8 @@ mod tests {
         assert_eq!(Outcome::TooManyLiveTokens.denial_status(), Some(429));
         assert_eq!(Outcome::AuthUnavailable.denial_status(), Some(503));
         assert_eq!(Outcome::ReplayStoreFull.denial_status(), Some(503));
+        assert_eq!(Outcome::RateLimited.denial_status(), Some(429));
+        assert_eq!(Outcome::QuotaExceeded.denial_status(), Some(429));
         let unauthorized = Outcome::DENIALS
             .iter()
             .filter(|o| o.denial_status() == Some(401))

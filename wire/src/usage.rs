@@ -206,6 +206,7 @@ mod tests {
             outcome: Outcome::Allowed,
             request_bytes: 1024,
             response_bytes: 88,
+            units: 0,
             duration_ms: 3,
             timestamp_ms: 1_764_000_000_000,
         }

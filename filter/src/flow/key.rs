@@ -99,6 +99,12 @@ impl<H: StreamHost> Flow<H> {
             }
             return;
         }
+        if let Stage::Granting { key_id, token: t } = self.stage {
+            if t == token {
+                self.grant_answered(key_id, body_size);
+            }
+            return;
+        }
         let Stage::Checking(checking) = &self.stage else {
             return;
         };
@@ -136,9 +142,17 @@ impl<H: StreamHost> Flow<H> {
         };
         let reply = parse_verify_reply(status.as_deref(), body.as_deref());
         let read_at = reply.as_ref().and_then(|r| r.feed_cursor);
+        let limits = reply.as_ref().and_then(|r| r.limits.clone());
         let entry = reply.and_then(|reply| CacheEntry::from_reply(*key_hash, &reply, now));
         match entry {
             Some(entry) => {
+                // The budget first: a worker that finds the entry limited
+                // finds the limits in the budget.
+                if let (Some(limits), Some(key_id), true) = (&limits, entry.key_id, entry.limited) {
+                    if !crate::limits::limits_known(&self.host, key_id, limits, now) {
+                        self.log(LogLevel::Warn, "cannot write the key's budget");
+                    }
+                }
                 let policy = &worker.config.key_cache;
                 match cache::write_slot(&self.host, &entry, policy, &worker.cache_key, now) {
                     Ok(Cached::Stored) => {

@@ -16,6 +16,7 @@
 mod checking;
 mod fleet_claim;
 mod key;
+mod limited;
 
 use std::rc::Rc;
 
@@ -33,6 +34,8 @@ use crate::verdict::KeyDecision;
 use crate::worker::Worker;
 
 pub use checking::{Checking, KeyState, Next, Verified};
+pub use limited::parse_units;
+use limited::LimitsState;
 
 /// Where a request stands.
 // The checking state is the large one; it is not boxed because the whole
@@ -44,6 +47,9 @@ pub enum Stage {
     Started,
     /// The headers passed; the verdict and the body are awaited.
     Checking(Checking),
+    /// Every check passed; key `key_id`'s budget holds less than the
+    /// request's charge, and a grant call (callout `token`) is awaited.
+    Granting { key_id: i64, token: u32 },
     /// Every check passed; the fleet-wide `jti` claim (callout `token`)
     /// is awaited for key `key_id`.
     Claiming { key_id: i64, token: u32 },
@@ -59,6 +65,8 @@ pub enum Stage {
 enum Admission {
     /// Let it through now.
     Now,
+    /// Hold it for a grant of its key's budget under this callout token.
+    Granting(u32),
     /// Hold it for the fleet `jti` claim under this callout token.
     Claiming(u32),
 }
@@ -84,6 +92,10 @@ pub struct Flow<H: StreamHost> {
     /// The `jti` this request claimed, until its response shows whether it
     /// reached an upstream (if it did not, the claim is given back).
     claimed: Option<JtiClaim>,
+    /// The `jti` to claim once the limits step passed.
+    jti: Option<JtiClaim>,
+    /// The limits step's state.
+    limits: LimitsState,
     /// When the key verification call was sent, and whether it was sent
     /// again after a quick failure (another sidecar may answer).
     verify_sent_ms: u64,
@@ -102,6 +114,8 @@ impl<H: StreamHost> Flow<H> {
             exchange: Exchange::default(),
             headers_at_s: 0,
             claimed: None,
+            jti: None,
+            limits: LimitsState::default(),
             verify_sent_ms: 0,
             verify_retried: false,
         }
@@ -207,6 +221,7 @@ impl<H: StreamHost> Flow<H> {
             path: &self.exchange.path,
         };
         let now_s = self.headers_at_s;
+        self.limits.limited = decision.limited;
         let Stage::Checking(checking) = &mut self.stage else {
             return Next::Deny(Denial::AuthUnavailable);
         };
@@ -258,6 +273,9 @@ impl<H: StreamHost> Flow<H> {
                 replay::release(&self.host, &claim);
             }
         }
+        if matches!(self.stage, Stage::Decided(Decision::Allowed(_))) {
+            self.limits_on_response();
+        }
         Action::Continue
     }
 
@@ -272,14 +290,19 @@ impl<H: StreamHost> Flow<H> {
         let decision = match std::mem::replace(&mut self.stage, Stage::Ended) {
             Stage::Decided(decision) => Some(decision),
             Stage::Ended => return,
-            Stage::Started | Stage::Checking(_) | Stage::Claiming { .. } | Stage::Claimed(_) => {
-                None
-            }
+            Stage::Started
+            | Stage::Checking(_)
+            | Stage::Granting { .. }
+            | Stage::Claiming { .. }
+            | Stage::Claimed(_) => None,
         };
-        let Some(worker) = &self.worker else {
+        let Some(worker) = self.worker.clone() else {
             return;
         };
         let ended = self.host.now_ms().unwrap_or(self.exchange.started_ms);
+        if let Some(Decision::Allowed(key_id)) = decision {
+            self.limits_on_end(key_id, ended);
+        }
         let Some(record) = usage_record(&self.exchange, decision, ended) else {
             return;
         };
@@ -305,9 +328,11 @@ impl<H: StreamHost> Flow<H> {
     fn fail(&mut self, why: &str) -> Action {
         self.log(LogLevel::Error, why);
         match self.stage {
-            Stage::Started | Stage::Checking(_) | Stage::Claiming { .. } | Stage::Claimed(_) => {
-                self.drive(Next::Deny(Denial::AuthUnavailable), Phase::Callback)
-            }
+            Stage::Started
+            | Stage::Checking(_)
+            | Stage::Granting { .. }
+            | Stage::Claiming { .. }
+            | Stage::Claimed(_) => self.drive(Next::Deny(Denial::AuthUnavailable), Phase::Callback),
             Stage::Decided(_) | Stage::Ended => self.settled(),
         }
     }
@@ -331,6 +356,10 @@ impl<H: StreamHost> Flow<H> {
                     }
                     Action::Continue
                 }
+                Ok(Admission::Granting(token)) => {
+                    self.stage = Stage::Granting { key_id, token };
+                    Action::Pause
+                }
                 Ok(Admission::Claiming(token)) => {
                     self.stage = Stage::Claiming { key_id, token };
                     Action::Pause
@@ -344,26 +373,32 @@ impl<H: StreamHost> Flow<H> {
     }
 
     /// The last steps of a request that passed every check: name its key
-    /// for the upstream, then claim its `jti` (last, so only a request that
-    /// is let through uses it up): in this instance's store, then, with
-    /// `replay_scope: "fleet"`, through the sidecar (the request waits).
-    /// A request coming back from the fleet claim only goes through.
+    /// for the upstream, charge its key's limits (the request may wait for
+    /// a grant, and comes back here), then claim its `jti` (last, so only
+    /// a request that is let through uses it up): in this instance's
+    /// store, then, with `replay_scope: "fleet"`, through the sidecar (the
+    /// request waits). A request coming back from the fleet claim only
+    /// goes through.
     fn admit(&mut self, key_id: i64) -> Result<Admission, Denial> {
         if matches!(self.stage, Stage::Claimed(_)) {
             return Ok(Admission::Now);
         }
-        if let Err(e) = self
-            .host
-            .set_request_header(KEY_ID_HEADER, &key_id.to_string())
-        {
-            self.log(LogLevel::Error, &format!("cannot set {KEY_ID_HEADER}: {e}"));
-            return Err(Denial::AuthUnavailable);
+        if let Stage::Checking(checking) = &mut self.stage {
+            self.jti = checking.take_jti();
+            if let Err(e) = self
+                .host
+                .set_request_header(KEY_ID_HEADER, &key_id.to_string())
+            {
+                self.log(LogLevel::Error, &format!("cannot set {KEY_ID_HEADER}: {e}"));
+                return Err(Denial::AuthUnavailable);
+            }
         }
-        let claim = match &mut self.stage {
-            Stage::Checking(checking) => checking.take_jti(),
-            _ => None,
-        };
-        let Some(claim) = claim.map(|c| c.by_key(key_id)) else {
+        if self.limits.limited && !self.limits.charged {
+            if let Some(token) = self.charge_limits(key_id)? {
+                return Ok(Admission::Granting(token));
+            }
+        }
+        let Some(claim) = self.jti.take().map(|c| c.by_key(key_id)) else {
             return Ok(Admission::Now);
         };
         let now_s = self
@@ -436,11 +471,14 @@ impl<H: StreamHost> Flow<H> {
 
     /// Sends the one local reply of a denied request.
     fn deny(&mut self, denial: Denial) {
+        self.refund_limits();
         self.stage = Stage::Decided(Decision::Denied(denial));
         self.metrics.denied(&self.host, denial);
         self.exchange.reply_status = Some(denial.status());
         let body = denial.reply_body(&self.exchange.request_id);
-        let headers = denial.reply_headers();
+        let mut headers = denial.reply_headers();
+        let extra = std::mem::take(&mut self.limits.reply_headers);
+        headers.extend(extra.iter().map(|(n, v)| (*n, v.as_str())));
         if let Err(e) = self.host.send_reply(denial.status(), &headers, &body) {
             self.log(LogLevel::Error, &format!("cannot send a local reply: {e}"));
             self.host.reset();

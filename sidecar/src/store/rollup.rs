@@ -154,6 +154,7 @@ mod tests {
             outcome,
             request_bytes: bytes,
             response_bytes: 2 * bytes,
+            units: 0,
             duration_ms: 1,
             timestamp_ms: crate::clock::to_unix_ms(at),
         }

@@ -1,0 +1,688 @@
+//! One Envoy's budget for one key, as every worker shares it: the key's
+//! limits, its token bucket, and per quota what this Envoy holds of the
+//! fleet's budget (a grant) or knows of the window's total; every decision
+//! on it, in plain Rust, and its fixed binary form.
+//!
+//! - `requests` and `request_bytes` are charged at admission against what
+//!   the grants brought ([`QuotaState::held`]); a request whose charge is
+//!   not held waits for a grant, and is refused only once the sidecar says
+//!   the window is spent fleet-wide ([`QuotaState::exhausted`]).
+//! - `response_bytes` and `units` are charged when the response ends
+//!   ([`Budget::charge_after`]), and settled with the sidecar on the tick;
+//!   a request is admitted while the window's total, as far as this Envoy
+//!   knows it, is below the limit.
+//! - The rate is a token bucket of this Envoy, in thousandths of a token.
+
+use tollgate_wire::grant::{GrantGiven, GrantStatus, SettlementDone, DEMAND_PERIOD_MS};
+use tollgate_wire::{Limits, Quota, QuotaKind, Rate, RatePeriod, Window};
+
+/// Length of an ask's or a settlement's id (sent as 32 hex digits).
+pub const CHARGE_ID_LEN: usize = 16;
+
+/// An ask's or a settlement's id, minted by the filter.
+pub type ChargeId = [u8; CHARGE_ID_LEN];
+
+/// Format of the binary form.
+const FORMAT_VERSION: u8 = 1;
+
+/// Thousandths of a token in one token.
+const MILLI: u64 = 1000;
+
+/// An ask or a settlement in flight: its id, and what it asked or carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pending {
+    pub id: ChargeId,
+    /// The least the ask needs, or the amount the settlement carries.
+    pub amount: u64,
+    /// When it was last sent (ms since the epoch).
+    pub sent_ms: u64,
+}
+
+/// What this Envoy holds or knows of one quota.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaState {
+    pub quota: Quota,
+    /// End of the window this state is for (ms since the epoch); 0 until
+    /// the sidecar first named one.
+    pub window_end_ms: i64,
+    /// Charged at admission: what is left of this Envoy's grants.
+    pub held: u64,
+    /// Charged at admission: the sidecar said the window is spent.
+    pub exhausted: bool,
+    /// The window's total charged, fleet-wide, as last told.
+    pub charged: u64,
+    /// Charged after the fact: charged here, not yet sent.
+    pub unsettled: u64,
+    /// The ask (at admission) or settlement (after the fact) in flight.
+    /// It keeps its id until its answer is applied: a resent call is
+    /// answered as the first, never charged twice.
+    pub pending: Option<Pending>,
+    /// Demand: what was charged since `period_start_ms`, and over the
+    /// whole period before.
+    pub period_start_ms: u64,
+    pub period_use: u64,
+    pub recent_use: u64,
+}
+
+impl QuotaState {
+    fn new(quota: Quota) -> QuotaState {
+        QuotaState {
+            quota,
+            window_end_ms: 0,
+            held: 0,
+            exhausted: false,
+            charged: 0,
+            unsettled: 0,
+            pending: None,
+            period_start_ms: 0,
+            period_use: 0,
+            recent_use: 0,
+        }
+    }
+
+    /// What this Envoy used over about the last demand period.
+    pub fn demand(&self) -> u64 {
+        self.recent_use.max(self.period_use)
+    }
+
+    fn note_use(&mut self, amount: u64, now_ms: u64) {
+        if now_ms >= self.period_start_ms.saturating_add(DEMAND_PERIOD_MS) {
+            let consecutive = now_ms < self.period_start_ms.saturating_add(2 * DEMAND_PERIOD_MS);
+            self.recent_use = if consecutive { self.period_use } else { 0 };
+            self.period_start_ms = now_ms;
+            self.period_use = 0;
+        }
+        self.period_use = self.period_use.saturating_add(amount);
+    }
+
+    /// A new window began: what was held or known of the last one lapses
+    /// (a grant is for its window only). What was charged here and not
+    /// yet settled is kept, and settled into the window the sidecar is in.
+    fn roll(&mut self, now_ms: u64) {
+        let now = i64::try_from(now_ms).unwrap_or(i64::MAX);
+        if self.window_end_ms != 0 && now >= self.window_end_ms {
+            self.window_end_ms = self.quota.window.containing(now).end_ms;
+            self.held = 0;
+            self.exhausted = false;
+            self.charged = 0;
+        }
+    }
+
+    /// Moves to the window a sidecar's answer is for; false when the
+    /// answer is for an older window than the one this state is in.
+    fn enter_window(&mut self, end_ms: i64) -> bool {
+        if end_ms < self.window_end_ms {
+            return false;
+        }
+        if end_ms > self.window_end_ms {
+            self.window_end_ms = end_ms;
+            self.held = 0;
+            self.exhausted = false;
+        }
+        true
+    }
+
+    /// Seconds until the window ends, at least 1.
+    pub fn seconds_left(&self, now_ms: u64) -> u64 {
+        let end = if self.window_end_ms == 0 {
+            let now = i64::try_from(now_ms).unwrap_or(i64::MAX);
+            self.quota.window.containing(now).end_ms
+        } else {
+            self.window_end_ms
+        };
+        let left = u64::try_from(end).unwrap_or(0).saturating_sub(now_ms);
+        left.div_ceil(1000).max(1)
+    }
+
+    /// What is left of the window fleet-wide, as far as this Envoy knows.
+    pub fn remaining(&self) -> u64 {
+        if self.exhausted {
+            return 0;
+        }
+        let known = self.charged.saturating_add(self.unsettled);
+        let known = known.saturating_add(
+            match (self.quota.kind.charged_at_admission(), self.pending) {
+                (false, Some(p)) => p.amount,
+                _ => 0,
+            },
+        );
+        let left = self.quota.limit.saturating_sub(known);
+        if self.quota.kind.charged_at_admission() {
+            left.saturating_add(self.held)
+        } else {
+            left
+        }
+    }
+}
+
+/// One key's budget on this Envoy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Budget {
+    pub limits: Limits,
+    /// The bucket's tokens, in thousandths, and when it was last filled.
+    pub tokens_milli: u64,
+    pub refilled_ms: u64,
+    /// One state per quota of `limits`, in its order.
+    pub quotas: Vec<QuotaState>,
+}
+
+/// What the budget says of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Charged: let it through.
+    Admit,
+    /// The bucket is empty.
+    RateLimited { retry_after_s: u64 },
+    /// The quota of this kind is spent for its window.
+    QuotaExceeded { kind: QuotaKind, retry_after_s: u64 },
+    /// This Envoy holds less than the request's charge of this quota: the
+    /// request waits for a grant of at least `need`.
+    NeedGrant { kind: QuotaKind, need: u64 },
+}
+
+/// What a sidecar's answer to an ask or settlement did to the budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The budget took it in (or it was an answer already taken in).
+    Done,
+    /// The sidecar knows no key of this id.
+    UnknownKey,
+}
+
+impl Budget {
+    /// A budget for `limits` with a full bucket and nothing held.
+    pub fn new(limits: Limits, now_ms: u64) -> Budget {
+        let tokens_milli = limits.rate.map_or(0, |r| r.burst.saturating_mul(MILLI));
+        let quotas = limits.quotas.iter().copied().map(QuotaState::new).collect();
+        Budget {
+            limits,
+            tokens_milli,
+            refilled_ms: now_ms,
+            quotas,
+        }
+    }
+
+    /// The budget for new `limits`: a quota of the same kind and window
+    /// keeps what it holds and knows (its limit changes); a rate of the
+    /// same count and period keeps its tokens (down to the new burst).
+    pub fn with_limits(&self, limits: Limits, now_ms: u64) -> Budget {
+        let mut next = Budget::new(limits, now_ms);
+        if let (Some(old), Some(new)) = (self.limits.rate, next.limits.rate) {
+            if (old.count, old.per) == (new.count, new.per) {
+                next.tokens_milli = self.tokens_milli.min(new.burst.saturating_mul(MILLI));
+                next.refilled_ms = self.refilled_ms;
+            }
+        }
+        for state in &mut next.quotas {
+            let kept = self
+                .quotas
+                .iter()
+                .find(|s| (s.quota.kind, s.quota.window) == (state.quota.kind, state.quota.window));
+            if let Some(kept) = kept {
+                let quota = state.quota;
+                *state = kept.clone();
+                state.quota = quota;
+            }
+        }
+        next
+    }
+
+    fn refill(&mut self, rate: Rate, now_ms: u64) {
+        let elapsed = now_ms.saturating_sub(self.refilled_ms);
+        let cap = rate.burst.saturating_mul(MILLI);
+        let per_ms = u128::from(rate.per.millis().max(1));
+        let added = u128::from(elapsed) * u128::from(rate.count) * u128::from(MILLI) / per_ms;
+        let added = u64::try_from(added).unwrap_or(u64::MAX);
+        if added > 0 || now_ms < self.refilled_ms {
+            self.tokens_milli = self.tokens_milli.saturating_add(added).min(cap);
+            self.refilled_ms = now_ms;
+        }
+    }
+
+    /// Seconds until the bucket holds a whole token again, at least 1.
+    fn rate_retry_after_s(&self, rate: Rate) -> u64 {
+        let missing = u128::from(MILLI.saturating_sub(self.tokens_milli));
+        let per_token = u128::from(rate.count.max(1)) * u128::from(MILLI);
+        let ms = (missing * u128::from(rate.per.millis())).div_ceil(per_token);
+        u64::try_from(ms.div_ceil(1000)).unwrap_or(u64::MAX).max(1)
+    }
+
+    /// Decides a request with `request_bytes` of body at `now_ms`, and on
+    /// [`Admission::Admit`] charges it: a token, and its charge of each
+    /// quota counted at admission. Anything else charges nothing.
+    pub fn admit(&mut self, now_ms: u64, request_bytes: u64) -> Admission {
+        for state in &mut self.quotas {
+            state.roll(now_ms);
+        }
+        if let Some(rate) = self.limits.rate {
+            self.refill(rate, now_ms);
+            if self.tokens_milli < MILLI {
+                return Admission::RateLimited {
+                    retry_after_s: self.rate_retry_after_s(rate),
+                };
+            }
+        }
+        for state in &self.quotas {
+            let kind = state.quota.kind;
+            let exceeded = Admission::QuotaExceeded {
+                kind,
+                retry_after_s: state.seconds_left(now_ms),
+            };
+            if kind.charged_at_admission() {
+                let charge = admission_charge(kind, request_bytes);
+                if charge == 0 {
+                    continue;
+                }
+                if state.exhausted || charge > state.quota.limit {
+                    return exceeded;
+                }
+                if state.held < charge {
+                    return Admission::NeedGrant { kind, need: charge };
+                }
+            } else if state.remaining() == 0 {
+                return exceeded;
+            }
+        }
+        if self.limits.rate.is_some() {
+            self.tokens_milli -= MILLI;
+        }
+        for state in &mut self.quotas {
+            let kind = state.quota.kind;
+            if kind.charged_at_admission() {
+                let charge = admission_charge(kind, request_bytes);
+                state.held -= charge.min(state.held);
+                state.note_use(charge, now_ms);
+            }
+        }
+        Admission::Admit
+    }
+
+    /// Gives back what [`Budget::admit`] charged a request that was then
+    /// refused after all (its `jti` was replayed).
+    pub fn refund(&mut self, request_bytes: u64) {
+        if let Some(rate) = self.limits.rate {
+            self.tokens_milli = self
+                .tokens_milli
+                .saturating_add(MILLI)
+                .min(rate.burst.saturating_mul(MILLI));
+        }
+        for state in &mut self.quotas {
+            let kind = state.quota.kind;
+            if kind.charged_at_admission() {
+                let charge = admission_charge(kind, request_bytes);
+                state.held = state.held.saturating_add(charge);
+                state.period_use = state.period_use.saturating_sub(charge);
+            }
+        }
+    }
+
+    /// The quota of a kind, if the key has one.
+    pub fn quota_mut(&mut self, kind: QuotaKind) -> Option<&mut QuotaState> {
+        self.quotas.iter_mut().find(|s| s.quota.kind == kind)
+    }
+
+    /// The ask a request waiting for `need` of `kind` sends: the one in
+    /// flight, if any (its answer wakes every waiting request alike), else
+    /// a new one under `fresh`. `None` when the key has no such quota.
+    pub fn ask(
+        &mut self,
+        kind: QuotaKind,
+        need: u64,
+        fresh: ChargeId,
+        now_ms: u64,
+    ) -> Option<Pending> {
+        let state = self.quota_mut(kind)?;
+        let pending = state.pending.get_or_insert(Pending {
+            id: fresh,
+            amount: need,
+            sent_ms: now_ms,
+        });
+        pending.sent_ms = now_ms;
+        Some(*pending)
+    }
+
+    /// Takes in the sidecar's answer to the ask `id` (any other id, or an
+    /// answer already taken in, changes nothing).
+    pub fn apply_grant(&mut self, kind: QuotaKind, id: &ChargeId, given: &GrantGiven) -> Applied {
+        if given.status == GrantStatus::UnknownKey {
+            return Applied::UnknownKey;
+        }
+        let Some(state) = self.quota_mut(kind) else {
+            return Applied::Done;
+        };
+        if state.pending.map(|p| p.id) != Some(*id) {
+            return Applied::Done;
+        }
+        state.pending = None;
+        match given.status {
+            GrantStatus::NoQuota => self.drop_quota(kind),
+            GrantStatus::Granted | GrantStatus::Exhausted => {
+                if state.enter_window(given.window_end_ms) {
+                    state.charged = given.charged;
+                    if given.status == GrantStatus::Granted {
+                        state.held = state.held.saturating_add(given.amount);
+                    } else {
+                        state.exhausted = true;
+                    }
+                }
+            }
+            GrantStatus::UnknownKey => {}
+        }
+        Applied::Done
+    }
+
+    /// The sidecar no longer counts this kind (the limits changed): this
+    /// Envoy stops counting it too, until the new limits arrive.
+    fn drop_quota(&mut self, kind: QuotaKind) {
+        self.quotas.retain(|s| s.quota.kind != kind);
+        self.limits.quotas.retain(|q| q.kind != kind);
+    }
+
+    /// Charges what is known when a response ended: its body bytes and the
+    /// units the upstream reported, to the quotas settled after the fact.
+    pub fn charge_after(&mut self, response_bytes: u64, units: u64, now_ms: u64) {
+        for state in &mut self.quotas {
+            state.roll(now_ms);
+            let amount = match state.quota.kind {
+                QuotaKind::ResponseBytes => response_bytes,
+                QuotaKind::Units => units,
+                QuotaKind::Requests | QuotaKind::RequestBytes => continue,
+            };
+            state.unsettled = state.unsettled.saturating_add(amount);
+            state.note_use(amount, now_ms);
+        }
+    }
+
+    /// What the tick sends for this key: asks ahead of need (a quota whose
+    /// grant holds less than a period of demand), settlements of what was
+    /// charged after the fact (and a first one of 0 to learn the window's
+    /// total), and whatever is still in flight unanswered (resent under
+    /// its id, once `resend_ms` passed since it was sent). `fresh` mints ids.
+    pub fn due(
+        &mut self,
+        now_ms: u64,
+        resend_ms: u64,
+        mut fresh: impl FnMut() -> ChargeId,
+    ) -> Vec<Due> {
+        let mut due = Vec::new();
+        for state in &mut self.quotas {
+            state.roll(now_ms);
+            let kind = state.quota.kind;
+            if let Some(p) = &mut state.pending {
+                if now_ms.saturating_sub(p.sent_ms) >= resend_ms {
+                    p.sent_ms = now_ms;
+                    due.push(Due {
+                        kind,
+                        pending: *p,
+                        recent_use: state.demand(),
+                    });
+                }
+                continue;
+            }
+            let start = if kind.charged_at_admission() {
+                let demand = state.demand();
+                !state.exhausted && demand > 0 && state.held < demand
+            } else {
+                state.unsettled > 0 || state.window_end_ms == 0
+            };
+            if !start {
+                continue;
+            }
+            let amount = if kind.charged_at_admission() {
+                0
+            } else {
+                std::mem::take(&mut state.unsettled)
+            };
+            let pending = Pending {
+                id: fresh(),
+                amount,
+                sent_ms: now_ms,
+            };
+            state.pending = Some(pending);
+            due.push(Due {
+                kind,
+                pending,
+                recent_use: state.demand(),
+            });
+        }
+        due
+    }
+
+    /// Takes in the answer to the settlement `id`.
+    pub fn apply_settlement(
+        &mut self,
+        kind: QuotaKind,
+        id: &ChargeId,
+        done: &SettlementDone,
+    ) -> Applied {
+        if done.status == GrantStatus::UnknownKey {
+            return Applied::UnknownKey;
+        }
+        let Some(state) = self.quota_mut(kind) else {
+            return Applied::Done;
+        };
+        if state.pending.map(|p| p.id) != Some(*id) {
+            return Applied::Done;
+        }
+        state.pending = None;
+        if done.status == GrantStatus::NoQuota {
+            self.drop_quota(kind);
+        } else if state.enter_window(done.window_end_ms) {
+            state.charged = done.charged;
+        }
+        Applied::Done
+    }
+
+    /// The most constraining limit right now: its name, remaining and
+    /// seconds to reset (for the `RateLimit` header of an allowed response).
+    pub fn tightest(&self, now_ms: u64) -> Option<(&'static str, u64, u64)> {
+        let mut best: Option<(&'static str, u64, u64, f64)> = None;
+        let mut consider = |name, remaining: u64, limit: u64, reset| {
+            let share = remaining as f64 / limit.max(1) as f64;
+            if best.is_none_or(|b| share < b.3) {
+                best = Some((name, remaining, reset, share));
+            }
+        };
+        if let Some(rate) = self.limits.rate {
+            let missing = (rate.burst * MILLI).saturating_sub(self.tokens_milli);
+            let per_token_ms = rate.per.millis() / rate.count.max(1);
+            let reset = (missing / MILLI)
+                .saturating_mul(per_token_ms)
+                .div_ceil(1000);
+            consider("rate", self.tokens_milli / MILLI, rate.burst, reset);
+        }
+        for state in &self.quotas {
+            let q = state.quota;
+            consider(
+                q.kind.as_str(),
+                state.remaining(),
+                q.limit,
+                state.seconds_left(now_ms),
+            );
+        }
+        best.map(|(name, remaining, reset, _)| (name, remaining, reset))
+    }
+}
+
+/// One call item the tick sends for a quota.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Due {
+    pub kind: QuotaKind,
+    pub pending: Pending,
+    pub recent_use: u64,
+}
+
+/// A request's charge of a quota counted at admission.
+pub fn admission_charge(kind: QuotaKind, request_bytes: u64) -> u64 {
+    match kind {
+        QuotaKind::Requests => 1,
+        QuotaKind::RequestBytes => request_bytes,
+        QuotaKind::ResponseBytes | QuotaKind::Units => 0,
+    }
+}
+
+/// A window's length in seconds, for `RateLimit-Policy` (a month: the one
+/// containing `now_ms`).
+pub fn window_seconds(window: Window, now_ms: u64) -> u64 {
+    let span = window.containing(i64::try_from(now_ms).unwrap_or(i64::MAX));
+    u64::try_from(span.end_ms - span.start_ms).unwrap_or(0) / 1000
+}
+
+// The binary form: integers big-endian, in the order of the fields.
+
+fn put(out: &mut Vec<u8>, value: u64) {
+    out.extend_from_slice(&value.to_be_bytes());
+}
+
+fn take_u64(cursor: &mut &[u8]) -> Option<u64> {
+    let (head, rest) = cursor.split_first_chunk::<8>()?;
+    *cursor = rest;
+    Some(u64::from_be_bytes(*head))
+}
+
+fn take_u8(cursor: &mut &[u8]) -> Option<u8> {
+    let (head, rest) = cursor.split_first()?;
+    *cursor = rest;
+    Some(*head)
+}
+
+fn kind_byte(kind: QuotaKind) -> u8 {
+    QuotaKind::ALL.iter().position(|k| *k == kind).unwrap_or(0) as u8
+}
+
+fn window_byte(window: Window) -> u8 {
+    match window {
+        Window::Hour => 0,
+        Window::Day => 1,
+        Window::Month => 2,
+    }
+}
+
+fn window_from(byte: u8) -> Option<Window> {
+    [Window::Hour, Window::Day, Window::Month]
+        .get(usize::from(byte))
+        .copied()
+}
+
+impl Budget {
+    /// The value kept in shared data.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(32 + self.quotas.len() * 112);
+        out.push(FORMAT_VERSION);
+        match self.limits.rate {
+            Some(rate) => {
+                out.push(1 + u8::from(rate.per == RatePeriod::Minute));
+                put(&mut out, rate.count);
+                put(&mut out, rate.burst);
+            }
+            None => out.push(0),
+        }
+        put(&mut out, self.tokens_milli);
+        put(&mut out, self.refilled_ms);
+        out.push(u8::try_from(self.quotas.len()).unwrap_or(0));
+        for s in &self.quotas {
+            out.push(kind_byte(s.quota.kind));
+            out.push(window_byte(s.quota.window));
+            put(&mut out, s.quota.limit);
+            put(&mut out, s.window_end_ms as u64);
+            put(&mut out, s.held);
+            out.push(u8::from(s.exhausted));
+            put(&mut out, s.charged);
+            put(&mut out, s.unsettled);
+            match s.pending {
+                Some(p) => {
+                    out.push(1);
+                    out.extend_from_slice(&p.id);
+                    put(&mut out, p.amount);
+                    put(&mut out, p.sent_ms);
+                }
+                None => out.push(0),
+            }
+            put(&mut out, s.period_start_ms);
+            put(&mut out, s.period_use);
+            put(&mut out, s.recent_use);
+        }
+        out
+    }
+
+    /// Reads [`Budget::encode`]'s output; anything else is `None`.
+    pub fn decode(bytes: &[u8]) -> Option<Budget> {
+        let mut c = bytes;
+        if take_u8(&mut c)? != FORMAT_VERSION {
+            return None;
+        }
+        let rate = match take_u8(&mut c)? {
+            0 => None,
+            tag @ (1 | 2) => {
+                let per = if tag == 2 {
+                    RatePeriod::Minute
+                } else {
+                    RatePeriod::Second
+                };
+                let count = take_u64(&mut c)?;
+                let burst = take_u64(&mut c)?;
+                Some(Rate { count, per, burst })
+            }
+            _ => return None,
+        };
+        let tokens_milli = take_u64(&mut c)?;
+        let refilled_ms = take_u64(&mut c)?;
+        let n = take_u8(&mut c)?;
+        let mut quotas = Vec::with_capacity(usize::from(n));
+        for _ in 0..n {
+            let kind = *QuotaKind::ALL.get(usize::from(take_u8(&mut c)?))?;
+            let window = window_from(take_u8(&mut c)?)?;
+            let limit = take_u64(&mut c)?;
+            let window_end_ms = take_u64(&mut c)? as i64;
+            let held = take_u64(&mut c)?;
+            let exhausted = take_u8(&mut c)? == 1;
+            let charged = take_u64(&mut c)?;
+            let unsettled = take_u64(&mut c)?;
+            let pending = match take_u8(&mut c)? {
+                0 => None,
+                1 => {
+                    let (id, rest) = c.split_first_chunk::<CHARGE_ID_LEN>()?;
+                    c = rest;
+                    Some(Pending {
+                        id: *id,
+                        amount: take_u64(&mut c)?,
+                        sent_ms: take_u64(&mut c)?,
+                    })
+                }
+                _ => return None,
+            };
+            quotas.push(QuotaState {
+                quota: Quota {
+                    kind,
+                    limit,
+                    window,
+                },
+                window_end_ms,
+                held,
+                exhausted,
+                charged,
+                unsettled,
+                pending,
+                period_start_ms: take_u64(&mut c)?,
+                period_use: take_u64(&mut c)?,
+                recent_use: take_u64(&mut c)?,
+            });
+        }
+        if !c.is_empty() {
+            return None;
+        }
+        let limits = Limits {
+            rate,
+            quotas: quotas.iter().map(|s| s.quota).collect(),
+        };
+        Some(Budget {
+            limits,
+            tokens_milli,
+            refilled_ms,
+            quotas,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

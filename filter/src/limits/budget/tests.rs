@@ -1,0 +1,246 @@
+use proptest::prelude::*;
+use tollgate_wire::grant::{GrantGiven, GrantStatus, SettlementDone};
+use tollgate_wire::{Limits, Quota, QuotaKind, Rate, RatePeriod, Window};
+
+use super::*;
+
+const DAY_MS: u64 = 86_400_000;
+/// 2026-12-02T00:00:00Z.
+const MIDNIGHT: u64 = 1_796_169_600_000;
+
+fn limits(rate: Option<Rate>, quotas: &[Quota]) -> Limits {
+    Limits {
+        rate,
+        quotas: quotas.to_vec(),
+    }
+}
+
+fn quota(kind: QuotaKind, limit: u64, window: Window) -> Quota {
+    Quota {
+        kind,
+        limit,
+        window,
+    }
+}
+
+fn given(id: &ChargeId, status: GrantStatus, amount: u64, charged: u64) -> GrantGiven {
+    GrantGiven {
+        grant_id: tollgate_wire::to_hex(id),
+        status,
+        amount,
+        limit: 0,
+        charged,
+        window_start_ms: MIDNIGHT as i64,
+        window_end_ms: (MIDNIGHT + DAY_MS) as i64,
+    }
+}
+
+#[test]
+fn a_request_waits_for_a_grant_then_spends_it_and_a_spent_window_is_429_until_its_end() {
+    let q = quota(QuotaKind::Requests, 100, Window::Day);
+    let now = MIDNIGHT + 1000;
+    let mut b = Budget::new(limits(None, &[q]), now);
+    assert_eq!(
+        b.admit(now, 10),
+        Admission::NeedGrant {
+            kind: QuotaKind::Requests,
+            need: 1
+        }
+    );
+    let ask = b.ask(QuotaKind::Requests, 1, [7; 16], now).unwrap();
+    assert_eq!(
+        b.ask(QuotaKind::Requests, 1, [8; 16], now).unwrap().id,
+        ask.id,
+        "a second waiting request shares the ask in flight"
+    );
+    b.apply_grant(
+        QuotaKind::Requests,
+        &ask.id,
+        &given(&ask.id, GrantStatus::Granted, 2, 2),
+    );
+    assert_eq!(b.quotas[0].held, 2);
+    b.apply_grant(
+        QuotaKind::Requests,
+        &ask.id,
+        &given(&ask.id, GrantStatus::Granted, 2, 2),
+    );
+    assert_eq!(b.quotas[0].held, 2, "an answer is taken in once");
+    assert_eq!(b.admit(now, 10), Admission::Admit);
+    assert_eq!(b.admit(now, 10), Admission::Admit);
+    assert!(matches!(b.admit(now, 10), Admission::NeedGrant { .. }));
+    let ask = b.ask(QuotaKind::Requests, 1, [9; 16], now).unwrap();
+    b.apply_grant(
+        QuotaKind::Requests,
+        &ask.id,
+        &given(&ask.id, GrantStatus::Exhausted, 0, 100),
+    );
+    assert_eq!(
+        b.admit(now, 10),
+        Admission::QuotaExceeded {
+            kind: QuotaKind::Requests,
+            retry_after_s: (DAY_MS - 1000) / 1000
+        }
+    );
+    assert!(
+        matches!(b.admit(MIDNIGHT + DAY_MS, 10), Admission::NeedGrant { .. }),
+        "the next window starts afresh"
+    );
+}
+
+#[test]
+fn the_bucket_allows_its_burst_then_its_rate_and_says_when_to_retry() {
+    let rate = Rate {
+        count: 10,
+        per: RatePeriod::Second,
+        burst: 5,
+    };
+    let mut b = Budget::new(limits(Some(rate), &[]), 0);
+    for _ in 0..5 {
+        assert_eq!(b.admit(0, 0), Admission::Admit);
+    }
+    assert_eq!(b.admit(0, 0), Admission::RateLimited { retry_after_s: 1 });
+    assert_eq!(b.admit(100, 0), Admission::Admit, "a token every 100 ms");
+    assert!(matches!(b.admit(150, 0), Admission::RateLimited { .. }));
+    b.refund(0);
+    assert_eq!(
+        b.admit(150, 0),
+        Admission::Admit,
+        "a refund gives the token back"
+    );
+    let slow = Rate {
+        count: 1,
+        per: RatePeriod::Minute,
+        burst: 1,
+    };
+    let mut b = Budget::new(limits(Some(slow), &[]), 0);
+    assert_eq!(b.admit(0, 0), Admission::Admit);
+    assert_eq!(b.admit(0, 0), Admission::RateLimited { retry_after_s: 60 });
+}
+
+#[test]
+fn quotas_charged_after_the_fact_close_once_the_known_total_reaches_the_limit() {
+    let q = quota(QuotaKind::Units, 100, Window::Hour);
+    let now = MIDNIGHT;
+    let mut b = Budget::new(limits(None, &[q]), now);
+    let first = b.due(now, 1000, || [1; 16]);
+    assert_eq!(first.len(), 1, "a first settlement of 0 learns the total");
+    assert_eq!(first[0].pending.amount, 0);
+    assert_eq!(b.admit(now, 0), Admission::Admit);
+    b.charge_after(0, 60, now);
+    assert_eq!(b.admit(now, 0), Admission::Admit, "60 of 100");
+    b.charge_after(0, 60, now);
+    assert!(
+        matches!(b.admit(now, 0), Admission::QuotaExceeded { .. }),
+        "120 known: closed"
+    );
+    assert!(b.due(now + 10, 1000, || [2; 16]).is_empty(), "in flight");
+    let resent = b.due(now + 1000, 1000, || [2; 16]);
+    assert_eq!(resent[0].pending.id, [1; 16], "resent under its id");
+    let done = SettlementDone {
+        settlement_id: tollgate_wire::to_hex(&[1; 16]),
+        status: GrantStatus::Granted,
+        limit: 100,
+        charged: 0,
+        open: true,
+        window_start_ms: MIDNIGHT as i64,
+        window_end_ms: (MIDNIGHT + 3_600_000) as i64,
+    };
+    b.apply_settlement(QuotaKind::Units, &[1; 16], &done);
+    let next = b.due(now + 1000, 1000, || [3; 16]);
+    assert_eq!(next[0].pending.amount, 120, "what was charged meanwhile");
+    assert!(matches!(b.admit(now, 0), Admission::QuotaExceeded { .. }));
+}
+
+#[test]
+fn new_limits_keep_what_is_held_for_the_same_quota() {
+    let q = quota(QuotaKind::Requests, 100, Window::Day);
+    let mut b = Budget::new(limits(None, &[q]), MIDNIGHT);
+    b.quotas[0].held = 7;
+    let raised = b.with_limits(
+        limits(None, &[quota(QuotaKind::Requests, 500, Window::Day)]),
+        MIDNIGHT,
+    );
+    assert_eq!(
+        (raised.quotas[0].held, raised.quotas[0].quota.limit),
+        (7, 500)
+    );
+    let moved = b.with_limits(
+        limits(None, &[quota(QuotaKind::Requests, 100, Window::Hour)]),
+        MIDNIGHT,
+    );
+    assert_eq!(moved.quotas[0].held, 0, "another window starts afresh");
+}
+
+#[test]
+fn a_budget_survives_its_binary_form_and_garbage_is_refused() {
+    let rate = Rate {
+        count: 600,
+        per: RatePeriod::Minute,
+        burst: 20,
+    };
+    let mut b = Budget::new(
+        limits(
+            Some(rate),
+            &[
+                quota(QuotaKind::Requests, 1000, Window::Day),
+                quota(QuotaKind::Units, 5000, Window::Month),
+            ],
+        ),
+        MIDNIGHT,
+    );
+    b.ask(QuotaKind::Requests, 1, [5; 16], MIDNIGHT);
+    b.charge_after(10, 33, MIDNIGHT);
+    let bytes = b.encode();
+    assert_eq!(Budget::decode(&bytes), Some(b));
+    assert_eq!(Budget::decode(&bytes[..bytes.len() - 1]), None);
+    assert_eq!(Budget::decode(b"\x02"), None);
+    assert_eq!(Budget::decode(&[]), None);
+}
+
+proptest! {
+    /// Whatever the arrivals, a bucket of `count`/s and `burst` admits at
+    /// most `count` x elapsed + `burst` requests.
+    #[test]
+    fn the_bucket_never_admits_more_than_its_rate_and_burst(
+        count in 1u64..200, burst in 1u64..200,
+        gaps in proptest::collection::vec(0u64..50, 1..400),
+    ) {
+        let rate = Rate { count, per: RatePeriod::Second, burst };
+        let mut b = Budget::new(limits(Some(rate), &[]), 0);
+        let (mut now, mut admitted) = (0u64, 0u64);
+        for gap in gaps {
+            now += gap;
+            if b.admit(now, 0) == Admission::Admit {
+                admitted += 1;
+            }
+            prop_assert!(admitted * 1000 <= count * now + burst * 1000);
+        }
+    }
+
+    /// Whatever the grants and the requests, the budget admits no more of
+    /// a quota counted at admission than it was granted.
+    #[test]
+    fn a_budget_admits_no_more_than_it_was_granted(
+        steps in proptest::collection::vec((0u64..20, 0u64..2000), 1..300),
+    ) {
+        let q = quota(QuotaKind::RequestBytes, 1 << 40, Window::Day);
+        let mut b = Budget::new(limits(None, &[q]), MIDNIGHT);
+        let (mut granted, mut admitted) = (0u64, 0u64);
+        for (n, (grant, bytes)) in steps.into_iter().enumerate() {
+            match b.admit(MIDNIGHT, bytes) {
+                Admission::Admit => admitted += bytes,
+                Admission::NeedGrant { need, .. } => {
+                    let id = [n as u8; 16];
+                    let ask = b.ask(QuotaKind::RequestBytes, need, id, MIDNIGHT).unwrap();
+                    let amount = grant * 100;
+                    b.apply_grant(QuotaKind::RequestBytes, &ask.id,
+                                  &given(&ask.id, GrantStatus::Granted, amount, 0));
+                    granted += amount;
+                }
+                other => prop_assert!(false, "{other:?}"),
+            }
+            prop_assert!(admitted <= granted);
+            prop_assert_eq!(granted - admitted, b.quotas[0].held);
+        }
+    }
+}

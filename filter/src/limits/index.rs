@@ -1,0 +1,100 @@
+//! Which limited keys this Envoy served lately, in shared data
+//! (`tollgate.limits.keys`), so that whichever context ticks (a worker's
+//! root, or the native module's configuration) asks ahead and settles for
+//! every one of them. A worker writes a key in at most once per
+//! [`REFRESH_MS`] (it remembers when it last did); the tick drops keys idle
+//! for [`IDLE_MS`] with nothing due.
+
+use crate::host::Host;
+use crate::shared_table::{self, Change};
+use crate::worker::Worker;
+
+/// The index's shared-data key.
+pub const INDEX_KEY: &str = "tollgate.limits.keys";
+
+/// Most keys the index holds; past it, the least recently served goes.
+pub const MAX_KEYS: usize = 10_000;
+
+/// How often a worker refreshes a key's last use in the index.
+const REFRESH_MS: u64 = 10_000;
+
+/// How long a key with nothing due stays in the index after its last use.
+pub const IDLE_MS: u64 = 60_000;
+
+const ATTEMPTS: u32 = 16;
+
+/// The index: key ids and when each was last served (ms).
+pub fn decode(bytes: &[u8]) -> Vec<(i64, u64)> {
+    bytes
+        .chunks_exact(16)
+        .filter_map(|c| {
+            let (id, at) = c.split_at(8);
+            Some((
+                i64::from_be_bytes(id.try_into().ok()?),
+                u64::from_be_bytes(at.try_into().ok()?),
+            ))
+        })
+        .collect()
+}
+
+fn encode(keys: &[(i64, u64)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(keys.len() * 16);
+    for (id, at) in keys {
+        out.extend_from_slice(&id.to_be_bytes());
+        out.extend_from_slice(&at.to_be_bytes());
+    }
+    out
+}
+
+/// Every key of the index.
+pub fn keys(host: &impl Host) -> Vec<(i64, u64)> {
+    shared_table::read(host, INDEX_KEY)
+        .map(|b| decode(&b))
+        .unwrap_or_default()
+}
+
+/// The worker served limited key `key_id` at `now_ms`.
+pub fn served(host: &impl Host, worker: &Worker, key_id: i64, now_ms: u64) {
+    let Ok(mut seen) = worker.limited_keys.try_borrow_mut() else {
+        return;
+    };
+    if seen
+        .get(&key_id)
+        .is_some_and(|at| now_ms.saturating_sub(*at) < REFRESH_MS)
+    {
+        return;
+    }
+    seen.insert(key_id, now_ms);
+    if seen.len() > MAX_KEYS {
+        seen.retain(|_, at| now_ms.saturating_sub(*at) < REFRESH_MS);
+    }
+    drop(seen);
+    shared_table::update(host, INDEX_KEY, ATTEMPTS, |current| {
+        let mut keys = current.map(decode).unwrap_or_default();
+        match keys.iter_mut().find(|(id, _)| *id == key_id) {
+            Some(entry) => entry.1 = now_ms,
+            None => keys.push((key_id, now_ms)),
+        }
+        if keys.len() > MAX_KEYS {
+            keys.sort_by_key(|(_, at)| std::cmp::Reverse(*at));
+            keys.truncate(MAX_KEYS);
+        }
+        Change::<()>::Write(encode(&keys))
+    });
+}
+
+/// Drops keys that went idle (the tick found nothing due for them).
+pub fn forget(host: &impl Host, idle: &[i64], now_ms: u64) {
+    if idle.is_empty() {
+        return;
+    }
+    shared_table::update(host, INDEX_KEY, ATTEMPTS, |current| {
+        let mut keys = current.map(decode).unwrap_or_default();
+        let before = keys.len();
+        keys.retain(|(id, at)| !(idle.contains(id) && now_ms.saturating_sub(*at) > IDLE_MS));
+        if keys.len() == before {
+            return Change::Stop(());
+        }
+        Change::Write(encode(&keys))
+    });
+}

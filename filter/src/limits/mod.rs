@@ -1,0 +1,411 @@
+//! Per-key rate limits and quotas on the request path, with no network
+//! call for a key that is in use: each key's [`Budget`] lives in shared
+//! data (`tollgate.limits.<key id>`), every worker of this Envoy charges it
+//! with compare-and-swap, and grants of the fleet's budget arrive ahead of
+//! need on the tick (`POST /v1/internal/grants`). A request waits for the
+//! network only when the budget holds less than its charge; it is refused
+//! (429) only when the sidecar says the quota is spent, or the rate is
+//! exceeded. See docs/ARCHITECTURE.md, "Limits".
+//!
+//! The verify reply names a key's limits ([`limits_known`]); the flow
+//! charges a request ([`charge`]), waits on an ask ([`ask_body`],
+//! [`grant_answered`]), charges a response ([`charge_after`]); the root's
+//! tick sends what is due for the keys its worker served ([`tick`],
+//! [`tick_answered`]).
+
+mod budget;
+pub mod index;
+mod ratelimit_headers;
+
+use std::collections::BTreeMap;
+
+use tollgate_wire::grant::{GrantAsk, GrantReply, GrantRequest, Settlement, GRANTS_PATH};
+use tollgate_wire::{to_hex, Limits, QuotaKind};
+
+pub use budget::{admission_charge, Admission, Applied, Budget, ChargeId, Due, Pending};
+pub use ratelimit_headers::{denial_headers, remaining_header};
+
+use crate::error::Denial;
+use crate::host::Host;
+use crate::shared_table::{self, Change, Updated};
+use crate::sidecar_call;
+use crate::worker::Worker;
+
+/// Prefix of a key's budget in shared data.
+pub const BUDGET_KEY_PREFIX: &str = "tollgate.limits.";
+
+/// Attempts of one read-decide-write on a budget before giving up.
+const CAS_ATTEMPTS: u32 = 16;
+
+/// Largest grant answer the filter reads.
+pub const MAX_REPLY_BYTES: usize = 256 * 1024;
+
+/// The filter configuration's `limits`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitsPolicy {
+    /// The response header the upstream reports a call's units in
+    /// (lowercase); empty: none is read.
+    pub units_header: String,
+    /// Whether allowed responses of a limited key carry `RateLimit`.
+    pub ratelimit_headers: bool,
+    /// Timeout of a grant call.
+    pub grant_timeout_ms: u64,
+}
+
+/// The shared-data key of a key's budget.
+pub fn budget_key(key_id: i64) -> String {
+    format!("{BUDGET_KEY_PREFIX}{key_id}")
+}
+
+/// A fresh ask or settlement id from the host's randomness.
+pub fn fresh_id(host: &impl Host) -> Option<ChargeId> {
+    let mut id = [0u8; budget::CHARGE_ID_LEN];
+    host.random(&mut id).then_some(id)
+}
+
+/// The verify reply named the key's `limits`: its budget takes them in
+/// (made on first sight, changed when they differ). False when the
+/// budget cannot be written (the key's requests then fail closed).
+pub fn limits_known(host: &impl Host, key_id: i64, limits: &Limits, now_ms: u64) -> bool {
+    let update =
+        shared_table::update(
+            host,
+            &budget_key(key_id),
+            CAS_ATTEMPTS,
+            |current| match current.and_then(Budget::decode) {
+                Some(budget) if budget.limits == *limits => Change::Stop(()),
+                Some(budget) => Change::Write(budget.with_limits(limits.clone(), now_ms).encode()),
+                None => Change::Write(Budget::new(limits.clone(), now_ms).encode()),
+            },
+        );
+    matches!(update.result, Updated::Written | Updated::Stopped(()))
+}
+
+/// What charging a request came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Charge {
+    /// Charged. `ratelimit`: the `RateLimit` value for the response;
+    /// `settles_after`: the key has quotas charged when the response ends.
+    Admitted {
+        ratelimit: String,
+        settles_after: bool,
+    },
+    /// Refused, with the reply's extra headers.
+    Denied(Denial, Vec<(&'static str, String)>),
+    /// The budget holds less than the request's charge of `kind`: send
+    /// this ask and charge again once it is answered.
+    Wait {
+        kind: QuotaKind,
+        pending: Pending,
+        recent_use: u64,
+    },
+    /// The budget cannot be read or written: fail closed.
+    Failed(&'static str),
+}
+
+/// Charges a request of key `key_id` with `request_bytes` of body at
+/// `now_ms`; `fresh` mints the id of a new ask, should one be needed.
+pub fn charge(
+    host: &impl Host,
+    key_id: i64,
+    request_bytes: u64,
+    now_ms: u64,
+    fresh: impl Fn() -> Option<ChargeId>,
+) -> (Charge, u32) {
+    let mut answer = Charge::Failed("the key's budget is missing or unreadable");
+    let update = shared_table::update(host, &budget_key(key_id), CAS_ATTEMPTS, |current| {
+        let Some(mut budget) = current.and_then(Budget::decode) else {
+            answer = Charge::Failed("the key's budget is missing or unreadable");
+            return Change::Stop(());
+        };
+        match budget.admit(now_ms, request_bytes) {
+            Admission::Admit => {
+                answer = Charge::Admitted {
+                    ratelimit: remaining_header(&budget, now_ms),
+                    settles_after: budget
+                        .quotas
+                        .iter()
+                        .any(|s| !s.quota.kind.charged_at_admission()),
+                };
+                Change::Write(budget.encode())
+            }
+            Admission::RateLimited { retry_after_s } => {
+                let headers = denial_headers(&budget, "rate", retry_after_s, now_ms);
+                answer = Charge::Denied(Denial::RateLimited, headers);
+                Change::Stop(())
+            }
+            Admission::QuotaExceeded {
+                kind,
+                retry_after_s,
+            } => {
+                let headers = denial_headers(&budget, kind.as_str(), retry_after_s, now_ms);
+                answer = Charge::Denied(Denial::QuotaExceeded, headers);
+                Change::Stop(())
+            }
+            Admission::NeedGrant { kind, need } => {
+                let (recent_use, in_flight) = budget
+                    .quota_mut(kind)
+                    .map_or((0, None), |s| (s.demand().max(need), s.pending));
+                let Some(id) = in_flight.map(|p| p.id).or_else(&fresh) else {
+                    answer = Charge::Failed("no randomness for a grant id");
+                    return Change::Stop(());
+                };
+                match budget.ask(kind, need, id, now_ms) {
+                    Some(pending) => {
+                        answer = Charge::Wait {
+                            kind,
+                            pending,
+                            recent_use,
+                        };
+                        Change::Write(budget.encode())
+                    }
+                    None => {
+                        answer = Charge::Failed("the key's budget lost a quota");
+                        Change::Stop(())
+                    }
+                }
+            }
+        }
+    });
+    let answer = match update.result {
+        Updated::Written | Updated::Stopped(()) => answer,
+        Updated::Contended => Charge::Failed("the key's budget stayed contended"),
+        Updated::Failed(_) => Charge::Failed("the key's budget cannot be read or written"),
+    };
+    (answer, update.retries)
+}
+
+/// Gives back a charge whose request was refused after all.
+pub fn refund(host: &impl Host, key_id: i64, request_bytes: u64) {
+    shared_table::update(
+        host,
+        &budget_key(key_id),
+        CAS_ATTEMPTS,
+        |current| match current.and_then(Budget::decode) {
+            Some(mut budget) => {
+                budget.refund(request_bytes);
+                Change::Write(budget.encode())
+            }
+            None => Change::Stop(()),
+        },
+    );
+}
+
+/// Charges a finished response to the key's quotas settled after the fact.
+pub fn charge_after(host: &impl Host, key_id: i64, response_bytes: u64, units: u64, now_ms: u64) {
+    shared_table::update(
+        host,
+        &budget_key(key_id),
+        CAS_ATTEMPTS,
+        |current| match current.and_then(Budget::decode) {
+            Some(mut budget) => {
+                budget.charge_after(response_bytes, units, now_ms);
+                Change::Write(budget.encode())
+            }
+            None => Change::Stop(()),
+        },
+    );
+}
+
+/// The body of a waiting request's grant call.
+pub fn ask_body(key_id: i64, kind: QuotaKind, pending: &Pending, recent_use: u64) -> Vec<u8> {
+    let request = GrantRequest {
+        asks: vec![GrantAsk {
+            grant_id: to_hex(&pending.id),
+            key_id,
+            quota: kind,
+            need: pending.amount,
+            recent_use,
+        }],
+        ..GrantRequest::default()
+    };
+    serde_json::to_vec(&request).unwrap_or_default()
+}
+
+/// A grant call's answer (`status`, `body`), if it is one.
+pub fn parse_reply(status: Option<&[u8]>, body: Option<&[u8]>) -> Option<GrantReply> {
+    if status != Some(b"200".as_slice()) {
+        return None;
+    }
+    serde_json::from_slice(body?).ok()
+}
+
+/// A waiting request's ask was answered: the budget takes the grant in.
+/// `Err` when the answer is unusable (the request fails closed) or names
+/// no key.
+pub fn grant_answered(
+    host: &impl Host,
+    key_id: i64,
+    kind: QuotaKind,
+    id: &ChargeId,
+    reply: Option<GrantReply>,
+) -> Result<(), &'static str> {
+    let hex = to_hex(id);
+    let given = reply
+        .and_then(|r| r.grants.into_iter().find(|g| g.grant_id == hex))
+        .ok_or("the grant call gave no usable answer")?;
+    let mut applied = Applied::Done;
+    let update =
+        shared_table::update(
+            host,
+            &budget_key(key_id),
+            CAS_ATTEMPTS,
+            |current| match current.and_then(Budget::decode) {
+                Some(mut budget) => {
+                    applied = budget.apply_grant(kind, id, &given);
+                    Change::Write(budget.encode())
+                }
+                None => Change::Stop(()),
+            },
+        );
+    match (update.result, applied) {
+        (_, Applied::UnknownKey) => Err("the sidecar knows no key of this id"),
+        (Updated::Written, Applied::Done) => Ok(()),
+        _ => Err("the key's budget cannot be updated"),
+    }
+}
+
+/// One item of a tick's grant call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TickItem {
+    pub key_id: i64,
+    pub due: Due,
+}
+
+/// A tick's grant call in flight.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TickCall {
+    pub token: u32,
+    /// The asks, then the settlements, in the call's order.
+    pub asks: Vec<TickItem>,
+    pub settlements: Vec<TickItem>,
+}
+
+/// The tick: for each limited key this Envoy served lately, what is due
+/// (asks ahead of need, settlements), in one grant call.
+pub fn tick(host: &impl Host, worker: &Worker, now_ms: u64) -> Option<TickCall> {
+    let keys = index::keys(host);
+    let resend_ms = worker.config.limits.grant_timeout_ms;
+    let mut asks = Vec::new();
+    let mut settlements = Vec::new();
+    let mut idle = Vec::new();
+    for (key_id, seen_ms) in keys {
+        let mut due = Vec::new();
+        shared_table::update(host, &budget_key(key_id), CAS_ATTEMPTS, |current| {
+            due.clear();
+            let Some(mut budget) = current.and_then(Budget::decode) else {
+                return Change::Stop(());
+            };
+            let before = budget.clone();
+            due = budget.due(now_ms, resend_ms, || fresh_id(host).unwrap_or_default());
+            if budget == before {
+                Change::Stop(())
+            } else {
+                Change::Write(budget.encode())
+            }
+        });
+        if due.is_empty() && now_ms.saturating_sub(seen_ms) > index::IDLE_MS {
+            idle.push(key_id);
+        }
+        for d in due {
+            let item = TickItem { key_id, due: d };
+            if d.kind.charged_at_admission() {
+                asks.push(item);
+            } else {
+                settlements.push(item);
+            }
+        }
+    }
+    index::forget(host, &idle, now_ms);
+    if asks.is_empty() && settlements.is_empty() {
+        return None;
+    }
+    let request = GrantRequest {
+        asks: asks
+            .iter()
+            .map(|i| GrantAsk {
+                grant_id: to_hex(&i.due.pending.id),
+                key_id: i.key_id,
+                quota: i.due.kind,
+                need: i.due.pending.amount,
+                recent_use: i.due.recent_use,
+            })
+            .collect(),
+        settlements: settlements
+            .iter()
+            .map(|i| Settlement {
+                settlement_id: to_hex(&i.due.pending.id),
+                key_id: i.key_id,
+                quota: i.due.kind,
+                amount: i.due.pending.amount,
+            })
+            .collect(),
+        ..GrantRequest::default()
+    };
+    let body = serde_json::to_vec(&request).ok()?;
+    let config = &worker.config;
+    let token = sidecar_call::post(
+        host,
+        config,
+        GRANTS_PATH,
+        &body,
+        config.limits.grant_timeout_ms,
+        None,
+    )
+    .ok()?;
+    Some(TickCall {
+        token,
+        asks,
+        settlements,
+    })
+}
+
+/// The tick's grant call answered: each budget takes its answers in. An
+/// unusable answer changes nothing: what was sent stays pending, and is
+/// sent again under the same ids.
+pub fn tick_answered(host: &impl Host, call: &TickCall, reply: Option<GrantReply>) -> bool {
+    let Some(reply) = reply else {
+        return false;
+    };
+    let mut by_key: BTreeMap<i64, Vec<Answer>> = BTreeMap::new();
+    for (item, given) in call.asks.iter().zip(reply.grants) {
+        by_key
+            .entry(item.key_id)
+            .or_default()
+            .push(Answer::Grant(item.due, given));
+    }
+    for (item, done) in call.settlements.iter().zip(reply.settlements) {
+        by_key
+            .entry(item.key_id)
+            .or_default()
+            .push(Answer::Settled(item.due, done));
+    }
+    for (key_id, answers) in by_key {
+        shared_table::update(host, &budget_key(key_id), CAS_ATTEMPTS, |current| {
+            let Some(mut budget) = current.and_then(Budget::decode) else {
+                return Change::Stop(());
+            };
+            for answer in &answers {
+                match answer {
+                    Answer::Grant(due, given) if given.grant_id == to_hex(&due.pending.id) => {
+                        budget.apply_grant(due.kind, &due.pending.id, given);
+                    }
+                    Answer::Settled(due, done) if done.settlement_id == to_hex(&due.pending.id) => {
+                        budget.apply_settlement(due.kind, &due.pending.id, done);
+                    }
+                    _ => {}
+                }
+            }
+            Change::Write(budget.encode())
+        });
+    }
+    true
+}
+
+enum Answer {
+    Grant(Due, tollgate_wire::grant::GrantGiven),
+    Settled(Due, tollgate_wire::grant::SettlementDone),
+}
+
+#[cfg(test)]
+mod tests;

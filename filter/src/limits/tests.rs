@@ -1,0 +1,197 @@
+//! The limits step through flows and a root on the fake host: the first
+//! grant of a cold key, requests served from the budget with no call, a
+//! spent quota and an empty bucket answered 429 with their headers, a
+//! grant call without an answer failing closed, and the tick's asks ahead
+//! and settlements.
+
+use serde_json::{json, Value};
+use tollgate_wire::grant::GRANTS_PATH;
+
+use crate::fake_host::Sent;
+use crate::testkit::{Gateway, Request, KEY};
+
+const BODY: &[u8] = br#"{"text":"hello"}"#;
+
+fn grant_calls(gw: &Gateway) -> Vec<Sent> {
+    gw.world
+        .sent()
+        .into_iter()
+        .filter(|s| s.header(":path") == Some(GRANTS_PATH))
+        .collect()
+}
+
+/// A request of KEY whose verdict (cold) or cached verdict is in, its body
+/// complete; `limits` is what the verify reply names.
+fn request(gw: &Gateway, limits: &Value) -> Request {
+    let mut r = gw.request(KEY, BODY, &[]);
+    r.flow.on_request_headers(false);
+    r.body(BODY, true);
+    if r.awaiting() {
+        let reply = json!({"verdict": "active", "key_id": 4, "limits": limits});
+        r.answer(Some("200"), &reply.to_string());
+    }
+    r
+}
+
+/// Answers the grant call `call` asked, for its one ask.
+fn answer_grant(r: &mut Request, call: &Sent, status: &str, amount: u64, charged: u64) {
+    let ask: Value = serde_json::from_slice(&call.body).unwrap();
+    let ask = &ask["asks"][0];
+    let reply = json!({"limits": [], "returns": [], "settlements": [], "grants": [{
+        "grant_id": ask["grant_id"], "status": status, "amount": amount,
+        "limit": 3, "charged": charged,
+        "window_start_ms": 1_767_225_600_000i64, "window_end_ms": 1_767_312_000_000i64,
+    }]});
+    let size = r
+        .host
+        .world()
+        .answer(Some("200"), reply.to_string().as_bytes());
+    r.flow.on_callout_reply(call.token, size);
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
+}
+
+#[test]
+fn a_cold_key_waits_for_its_first_grant_then_spends_it_without_a_call_and_a_spent_quota_is_429() {
+    let gw = Gateway::new();
+    let limits = json!({"quotas": [{"kind": "requests", "limit": 3, "window": "day"}]});
+    let mut first = request(&gw, &limits);
+    assert!(!first.allowed(), "waits for the grant");
+    let calls = grant_calls(&gw);
+    assert_eq!(calls.len(), 1);
+    let ask: Value = serde_json::from_slice(&calls[0].body).unwrap();
+    assert_eq!(ask["asks"][0]["key_id"], 4);
+    assert_eq!(ask["asks"][0]["quota"], "requests");
+    assert_eq!(ask["asks"][0]["need"], 1);
+    answer_grant(&mut first, &calls[0], "granted", 2, 2);
+    assert!(first.allowed());
+    first.respond("200", 10);
+    let ratelimit = first.host.response_header_value("ratelimit").unwrap();
+    assert_eq!(ratelimit, "\"requests\";r=2;t=86400", "3 less the one used");
+
+    let second = request(&gw, &limits);
+    assert!(second.allowed(), "served from the grant");
+    assert_eq!(grant_calls(&gw).len(), 1, "with no call");
+
+    let mut third = request(&gw, &limits);
+    let calls = grant_calls(&gw);
+    assert_eq!(calls.len(), 2);
+    answer_grant(&mut third, &calls[1], "exhausted", 0, 3);
+    let reply = third.reply().unwrap();
+    assert_eq!(
+        (reply.status, reply.code()),
+        (429, "quota_exceeded".to_string())
+    );
+    assert_eq!(header(&reply.headers, "retry-after"), Some("86400"));
+    assert_eq!(
+        header(&reply.headers, "ratelimit-policy"),
+        Some("\"requests\";q=3;w=86400")
+    );
+    assert_eq!(
+        header(&reply.headers, "ratelimit"),
+        Some("\"requests\";r=0;t=86400")
+    );
+    let fourth = request(&gw, &limits);
+    assert_eq!(fourth.code(), "quota_exceeded", "no call once spent");
+    assert_eq!(grant_calls(&gw).len(), 2);
+}
+
+#[test]
+fn an_empty_bucket_is_429_rate_limited_with_retry_after() {
+    let gw = Gateway::new();
+    let limits = json!({"rate": {"count": 2, "per": "s", "burst": 2}});
+    assert!(request(&gw, &limits).allowed());
+    assert!(request(&gw, &limits).allowed());
+    let third = request(&gw, &limits);
+    let reply = third.reply().unwrap();
+    assert_eq!(
+        (reply.status, reply.code()),
+        (429, "rate_limited".to_string())
+    );
+    assert_eq!(header(&reply.headers, "retry-after"), Some("1"));
+    assert_eq!(
+        header(&reply.headers, "ratelimit-policy"),
+        Some("\"rate\";q=2;w=1")
+    );
+    gw.world.advance_ms(500);
+    assert!(request(&gw, &limits).allowed(), "a token every 500 ms");
+    assert!(grant_calls(&gw).is_empty(), "a rate needs no call");
+}
+
+#[test]
+fn a_grant_call_without_an_answer_fails_closed() {
+    let gw = Gateway::new();
+    let limits = json!({"quotas": [{"kind": "requests", "limit": 3, "window": "day"}]});
+    let mut r = request(&gw, &limits);
+    let call = grant_calls(&gw).remove(0);
+    let size = r.host.world().answer(None, b"");
+    r.flow.on_callout_reply(call.token, size);
+    assert_eq!(r.code(), "auth_unavailable");
+    let mut again = request(&gw, &limits);
+    let retry = grant_calls(&gw).remove(1);
+    let (a, b): (Value, Value) = (
+        serde_json::from_slice(&call.body).unwrap(),
+        serde_json::from_slice(&retry.body).unwrap(),
+    );
+    assert_eq!(
+        a["asks"][0]["grant_id"], b["asks"][0]["grant_id"],
+        "the ask is sent again under its id, never charged twice"
+    );
+    answer_grant(&mut again, &retry, "granted", 1, 1);
+    assert!(again.allowed());
+}
+
+#[test]
+fn the_tick_settles_units_and_asks_ahead_of_need() {
+    let mut gw = Gateway::new();
+    let limits = json!({"quotas": [
+        {"kind": "requests", "limit": 1000, "window": "day"},
+        {"kind": "units", "limit": 100, "window": "hour"},
+    ]});
+    let mut r = request(&gw, &limits);
+    let call = grant_calls(&gw).remove(0);
+    answer_grant(&mut r, &call, "granted", 1, 1);
+    assert!(r.allowed());
+    r.host.set_response_header("x-usage-units", "42");
+    r.respond("200", 10);
+    assert_eq!(
+        gw.buffered()[0].units,
+        42,
+        "the usage row carries the units"
+    );
+    gw.world.advance_ms(1000);
+    gw.root.on_tick();
+    let calls = grant_calls(&gw);
+    assert_eq!(calls.len(), 2, "one call on the tick");
+    let tick: Value = serde_json::from_slice(&calls[1].body).unwrap();
+    assert_eq!(tick["settlements"][0]["quota"], "units");
+    assert_eq!(tick["settlements"][0]["amount"], 42);
+    assert_eq!(
+        tick["asks"][0]["quota"], "requests",
+        "asks ahead: held < demand"
+    );
+    assert_eq!(tick["asks"][0]["need"], 0);
+    let reply = json!({"limits": [], "returns": [], "grants": [{
+        "grant_id": tick["asks"][0]["grant_id"], "status": "granted", "amount": 10,
+        "limit": 1000, "charged": 11,
+        "window_start_ms": 1_767_225_600_000i64, "window_end_ms": 1_767_312_000_000i64,
+    }], "settlements": [{
+        "settlement_id": tick["settlements"][0]["settlement_id"], "status": "granted",
+        "limit": 100, "charged": 100, "open": false,
+        "window_start_ms": 1_767_225_600_000i64, "window_end_ms": 1_767_229_200_000i64,
+    }]});
+    let size = gw.world.answer(Some("200"), reply.to_string().as_bytes());
+    gw.root.on_callout_reply(calls[1].token, size);
+    let closed = request(&gw, &limits);
+    assert_eq!(
+        closed.code(),
+        "quota_exceeded",
+        "the units quota is spent fleet-wide"
+    );
+    assert_eq!(grant_calls(&gw).len(), 2);
+}
