@@ -67,6 +67,9 @@ from stack import (  # noqa: E402
 
 SIDECAR_BENCH = ROOT / "target/release/sidecar-bench"
 GATE_DATABASE = "tollgate_bench_gate"
+#: The limits of the `gate_limited` keys: a rate and a requests quota the
+#: load stays far from, so every request is charged and none refused.
+LIMITED_KEY = ("--rate", "1000000/s", "--quota", "requests=1000000000000/day")
 ANALYZE = "/proxy/analyze"
 
 
@@ -163,6 +166,7 @@ class Bench:
         self.smoke_ok: dict[str, int] = {}
         self.rng = random.Random(knobs.seed)
         self.orders: list[dict] = []  # the order of each round's runs, as run
+        self.grant_rates: dict[str, list[float]] = {}  # grants/s of each limited throughput run
         #: What the fast upstream served (key id, request id), for the usage check.
         self.served_log = workdir / "logs" / "upstream-served.log"
 
@@ -195,6 +199,9 @@ class Bench:
         keys = {name: self.stack.create_key(f"bench-{name}")
                 for name in ("gate_cached", "gate_64k", "gate_cold", "gate_ai_server", "native",
                              "gate_native", "gate_native_64k")}
+        # Limited keys far from their limits: the cost of charging a budget.
+        for name in ("gate_limited", "gate_limited_no_header"):
+            keys[name] = self.stack.create_key(f"bench-{name}", *LIMITED_KEY)
 
         log("starting the fast upstream and the gateways (configs validated first)")
         upstream = self.add_envoy("upstream", lambda port, admin: envoys.upstream_config(
@@ -220,6 +227,8 @@ class Bench:
         mimic = self.add_envoy("wasm_mimic", gw("gate", up_addr, wasm=envoys.PROBE_WASM,
                                                 root_id="mimic"))
         gate_native = self.add_envoy("gate_native", gw("gate", up_addr, build="native"))
+        quiet = self.add_envoy("gate_limited_no_header", gw("gate", up_addr, {
+            "limits": {"ratelimit_headers": False}}))
         module_noop = self.add_envoy(
             "native_module_noop", gw("gate", up_addr, build="native", module=envoys.NATIVE_PROBE),
             module_dir=envoys.NATIVE_PROBE_DIR)
@@ -238,6 +247,10 @@ class Bench:
             Scenario("wasm_mimic", mimic.url + ANALYZE, b1, small, mimic, keys["gate_cached"],
                      False, k.rate),
             Scenario("gate_cold", cold.url + ANALYZE, b1, small, cold, keys["gate_cold"], True, k.rate),
+            Scenario("gate_limited", gate.url + ANALYZE, b1, small, gate, keys["gate_limited"],
+                     True, k.rate),
+            Scenario("gate_limited_no_header", quiet.url + ANALYZE, b1, small, quiet,
+                     keys["gate_limited_no_header"], True, k.rate),
             Scenario("bare_64k", bare.url + ANALYZE, b64, large, bare, keys["gate_64k"], False, k.rate),
             Scenario("gate_64k", gate.url + ANALYZE, b64, large, gate, keys["gate_64k"], True, k.rate),
             Scenario("native_module_noop", module_noop.url + ANALYZE, b1, small, module_noop,
@@ -294,6 +307,7 @@ class Bench:
 
     def one_run(self, s: Scenario, kind: str, seconds: float, record: bool) -> None:
         k = self.knobs
+        grants_before = self.grants(s)
         try:
             settle = (lambda ok: self.settle(s, s.ok_total + ok)) if s.metered else None
             result = loadgen.run(self.request(s), kind, seconds, connections=k.connections,
@@ -306,6 +320,9 @@ class Bench:
                 self.runs.setdefault(s.name, {}).setdefault(kind, []).append(None)
             return
         s.ok_total += result.ok
+        if record and grants_before is not None and kind == "throughput" and seconds > 0:
+            per_s = (self.grants(s) - grants_before) / seconds
+            self.grant_rates.setdefault(s.name, []).append(round(per_s, 2))
         if result.errors:
             self.failures.append(f"{s.name} {kind}: {result.errors} errors {result.error_detail}")
         if record:
@@ -314,6 +331,12 @@ class Bench:
             f"p50 {result.p50_ms:7.3f} ms  p99 {result.p99_ms:7.3f} ms  errors {result.errors}  "
             f"cpu us/req {result.cpu_us_per_req}"
             + (f"  settled {result.settle_s:.2f} s" if s.metered else ""))
+
+    def grants(self, s: Scenario) -> int | None:
+        """Grants the sidecar gave ``s``'s key so far (limited keys only)."""
+        if not s.name.startswith("gate_limited"):
+            return None
+        return ledger.grant_count(self.stack.database_url, GATE_DATABASE, int(s.key["id"]))
 
     def buffered(self, envoy: Envoy) -> int:
         """Usage records ``envoy``'s filter holds that the sidecar has not acknowledged."""
@@ -483,6 +506,8 @@ def main() -> int:
         "native_module_noop_rss_added_mb": (
             round(bench.rss_mb["native_module_noop"] - bench.rss_mb["bare"], 1)
             if {"native_module_noop", "bare"} <= bench.rss_mb.keys() else None),
+        "gate_limited_grants_per_s": (max(bench.grant_rates["gate_limited"])
+                                      if bench.grant_rates.get("gate_limited") else None),
         "usage_rows_expected": expected,
         "usage_rows_found": found,
     }

@@ -54,6 +54,13 @@ def ok_rows(url: str, database: str, key_ids: list[int]) -> dict[int, int]:
     return {int(r["api_key_id"]): int(r["n"]) for r in rows}
 
 
+def grant_count(url: str, database: str, key_id: int) -> int:
+    """Grants of its quotas the sidecar gave key ``key_id`` (``limit_charges``)."""
+    rows = query(url, database, "SELECT COUNT(*) AS n FROM limit_charges "
+                 "WHERE api_key_id = %s AND kind = 'grant'", (key_id,))
+    return int(rows[0]["n"]) if rows else 0
+
+
 def allowed_ids(url: str, database: str, key_ids: list[int]) -> dict[int, set[str]]:
     """The request ids of the ``allowed`` rows in usage_log, per API key id."""
     out: dict[int, set[str]] = {k: set() for k in key_ids}

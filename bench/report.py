@@ -39,6 +39,9 @@ TARGETS = {
     "gate_native_p99_added_ms": ("<=", 0.15),
     "gate_native_64k_vs_bare_64k_rps": (">=", 0.85),
     "gate_native_rss_added_mb": ("<=", 5),
+    "gate_limited_vs_gate_cached_rps": (">=", 0.95),
+    "gate_limited_p50_added_ms": ("<=", 0.02),
+    "gate_limited_grants_per_s": ("<=", 1.0),
 }
 
 
@@ -120,6 +123,12 @@ def ratios(runs: dict, extra: dict) -> dict:
             thr("bare"), thr("native_module_noop"), "rps", "ratio"),
         "native_module_noop_p50_added_ms": paired(
             lat("bare"), lat("native_module_noop"), "p50_ms", "added"),
+        "gate_limited_vs_gate_cached_rps": paired(
+            thr("gate_cached"), thr("gate_limited"), "rps", "ratio"),
+        "gate_limited_p50_added_ms": paired(
+            lat("gate_cached"), lat("gate_limited"), "p50_ms", "added"),
+        "gate_limited_no_header_vs_gate_limited_rps": paired(
+            thr("gate_limited"), thr("gate_limited_no_header"), "rps", "ratio"),
         "gate_ai_server_vs_direct_rps": paired(
             thr("ai_server_direct"), thr("gate_ai_server"), "rps", "ratio"),
         "gate_ai_server_p50_added_ms": paired(
@@ -167,6 +176,8 @@ DESCRIPTIONS = {
     "native_module_noop": "Envoy + a dynamic module that does nothing (the floor of any native module)",
     "gate_native": "Envoy + tollgate's native build (dynamic module), key cached, 1 KiB body",
     "gate_native_64k": "Envoy + tollgate's native build, 64 KiB body",
+    "gate_limited": "Envoy + tollgate, key cached, with a rate and a requests quota far from both",
+    "gate_limited_no_header": "as gate_limited, allowed responses without RateLimit (its cost)",
 }
 
 
