@@ -4,7 +4,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest32;
+use crate::grant::GrantGiven;
 use crate::hex::to_hex;
+use crate::limits::QuotaKind;
 
 /// Body of a key verification call: the key is never sent, only its SHA-256.
 /// Unknown fields are ignored, so a newer filter may send more.
@@ -12,6 +14,13 @@ use crate::hex::to_hex;
 pub struct VerifyRequest {
     /// Lowercase hex SHA-256 of the API key (64 characters).
     pub key_hash: String,
+    /// Asks for the key's first grants with the verdict: for each quota of
+    /// an active key charged at admission, a grant of at least 1 under the
+    /// id [`first_grant_id`] derives from this one (a grant id, 32
+    /// lowercase hex digits). A cold key's request then waits for one
+    /// call, not two. A retried call with the same id is answered the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_grant_id: Option<String>,
 }
 
 impl VerifyRequest {
@@ -19,8 +28,20 @@ impl VerifyRequest {
     pub fn for_key_hash(key_hash: &Digest32) -> Self {
         VerifyRequest {
             key_hash: to_hex(key_hash),
+            first_grant_id: None,
         }
     }
+}
+
+/// The id of the first grant of quota `kind` asked under `base` (a
+/// [`VerifyRequest::first_grant_id`]): `base` with its last hex digit
+/// replaced by the kind's position in [`QuotaKind::ALL`].
+pub fn first_grant_id(base: &str, kind: QuotaKind) -> String {
+    let index = QuotaKind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
+    let digit = char::from(b"0123456789abcdef"[index]);
+    let mut id: String = base.chars().take(base.len().saturating_sub(1)).collect();
+    id.push(digit);
+    id
 }
 
 /// What the key registry knows of a key.
@@ -84,6 +105,11 @@ pub struct VerifyReply {
     /// limits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<crate::limits::Limits>,
+    /// The first grants a [`VerifyRequest::first_grant_id`] asked for, one
+    /// per quota charged at admission (empty when none was asked, or the
+    /// key is not active).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grants: Vec<GrantGiven>,
 }
 
 impl std::fmt::Debug for VerifyReply {
@@ -94,6 +120,7 @@ impl std::fmt::Debug for VerifyReply {
             .field("expires_at", &self.expires_at)
             .field("feed_cursor", &self.feed_cursor)
             .field("limits", &self.limits)
+            .field("grants", &self.grants)
             .field(
                 "signing_secret",
                 &self
@@ -118,6 +145,7 @@ mod tests {
             signing_secret: None,
             feed_cursor: None,
             limits: None,
+            grants: Vec::new(),
         };
         assert_eq!(
             serde_json::to_string(&reply).unwrap(),
@@ -152,5 +180,22 @@ mod tests {
         let newer: VerifyRequest =
             serde_json::from_str(r#"{"key_hash":"00","want_grant":true}"#).unwrap();
         assert_eq!(newer.key_hash, "00");
+    }
+
+    #[test]
+    fn first_grant_ids_differ_by_quota_in_the_last_digit() {
+        let base = "0123456789abcdef0123456789abcde0";
+        assert_eq!(
+            first_grant_id(base, QuotaKind::Requests),
+            "0123456789abcdef0123456789abcde0"
+        );
+        assert_eq!(
+            first_grant_id(base, QuotaKind::RequestBytes),
+            "0123456789abcdef0123456789abcde1"
+        );
+        assert!(crate::grant::is_charge_id(&first_grant_id(
+            base,
+            QuotaKind::Units
+        )));
     }
 }

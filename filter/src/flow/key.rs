@@ -48,7 +48,12 @@ impl<H: StreamHost> Flow<H> {
         now: u64,
     ) -> Result<u32, crate::host::HostError> {
         let config = &worker.config;
-        let body = verify_request_body(key_hash);
+        // One id for the call and its retry: a retry is granted nothing twice.
+        if self.limits.first_grant.is_none() {
+            self.limits.first_grant = crate::limits::fresh_id(&self.host);
+        }
+        let first = self.limits.first_grant.map(|id| tollgate_wire::to_hex(&id));
+        let body = verify_request_body(key_hash, first);
         self.verify_sent_ms = now;
         sidecar_call::post(
             &self.host,
@@ -143,13 +148,15 @@ impl<H: StreamHost> Flow<H> {
         let reply = parse_verify_reply(status.as_deref(), body.as_deref());
         let read_at = reply.as_ref().and_then(|r| r.feed_cursor);
         let limits = reply.as_ref().and_then(|r| r.limits.clone());
+        let grants = reply.as_ref().map(|r| r.grants.clone()).unwrap_or_default();
         let entry = reply.and_then(|reply| CacheEntry::from_reply(*key_hash, &reply, now));
         match entry {
             Some(entry) => {
                 // The budget first: a worker that finds the entry limited
                 // finds the limits in the budget.
                 if let (Some(limits), Some(key_id), true) = (&limits, entry.key_id, entry.limited) {
-                    if !crate::limits::limits_known(&self.host, key_id, limits, now) {
+                    let first = self.limits.first_grant.map(|id| (id, grants.as_slice()));
+                    if !crate::limits::limits_known(&self.host, key_id, limits, first, now) {
                         self.log(LogLevel::Warn, "cannot write the key's budget");
                     }
                 }

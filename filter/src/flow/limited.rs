@@ -186,4 +186,6 @@ pub struct LimitsState {
     pub waiting: Option<(tollgate_wire::QuotaKind, limits::ChargeId)>,
     /// Grant calls waited on so far.
     pub rounds: u8,
+    /// The id the verify call asked the key's first grants under.
+    pub first_grant: Option<limits::ChargeId>,
 }

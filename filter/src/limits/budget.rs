@@ -371,6 +371,26 @@ impl Budget {
         Applied::Done
     }
 
+    /// Takes in a grant that no ask of this budget asked for (a verify
+    /// reply's first grant); true when it changed the budget.
+    pub fn take_grant(&mut self, kind: QuotaKind, given: &GrantGiven) -> bool {
+        let Some(state) = self.quota_mut(kind) else {
+            return false;
+        };
+        if !matches!(given.status, GrantStatus::Granted | GrantStatus::Exhausted)
+            || !state.enter_window(given.window_end_ms)
+        {
+            return false;
+        }
+        state.charged = given.charged;
+        if given.status == GrantStatus::Granted {
+            state.held = state.held.saturating_add(given.amount);
+        } else {
+            state.exhausted = true;
+        }
+        true
+    }
+
     /// The sidecar no longer counts this kind (the limits changed): this
     /// Envoy stops counting it too, until the new limits arrive.
     fn drop_quota(&mut self, kind: QuotaKind) {

@@ -19,8 +19,10 @@ mod ratelimit_headers;
 
 use std::collections::BTreeMap;
 
-use tollgate_wire::grant::{GrantAsk, GrantReply, GrantRequest, Settlement, GRANTS_PATH};
-use tollgate_wire::{to_hex, Limits, QuotaKind};
+use tollgate_wire::grant::{
+    GrantAsk, GrantGiven, GrantReply, GrantRequest, Settlement, GRANTS_PATH,
+};
+use tollgate_wire::{first_grant_id, to_hex, Limits, QuotaKind};
 
 pub use budget::{admission_charge, Admission, Applied, Budget, ChargeId, Due, Pending};
 pub use ratelimit_headers::{denial_headers, remaining_header};
@@ -64,20 +66,44 @@ pub fn fresh_id(host: &impl Host) -> Option<ChargeId> {
 }
 
 /// The verify reply named the key's `limits`: its budget takes them in
-/// (made on first sight, changed when they differ). False when the
-/// budget cannot be written (the key's requests then fail closed).
-pub fn limits_known(host: &impl Host, key_id: i64, limits: &Limits, now_ms: u64) -> bool {
-    let update =
-        shared_table::update(
-            host,
-            &budget_key(key_id),
-            CAS_ATTEMPTS,
-            |current| match current.and_then(Budget::decode) {
-                Some(budget) if budget.limits == *limits => Change::Stop(()),
-                Some(budget) => Change::Write(budget.with_limits(limits.clone(), now_ms).encode()),
-                None => Change::Write(Budget::new(limits.clone(), now_ms).encode()),
-            },
-        );
+/// (made on first sight, changed when they differ), with the first grants
+/// the reply brought for the ids derived from `first` (the call's
+/// `first_grant_id`). False when the budget cannot be written (the key's
+/// requests then fail closed).
+pub fn limits_known(
+    host: &impl Host,
+    key_id: i64,
+    limits: &Limits,
+    first: Option<(ChargeId, &[GrantGiven])>,
+    now_ms: u64,
+) -> bool {
+    let base = first.map(|(id, _)| to_hex(&id));
+    let grants = first.map_or(&[][..], |(_, g)| g);
+    let update = shared_table::update(host, &budget_key(key_id), CAS_ATTEMPTS, |current| {
+        let read = current.and_then(Budget::decode);
+        let mut changed = read.as_ref().is_none_or(|b| b.limits != *limits);
+        let mut budget = match read {
+            Some(budget) if budget.limits == *limits => budget,
+            Some(budget) => budget.with_limits(limits.clone(), now_ms),
+            None => Budget::new(limits.clone(), now_ms),
+        };
+        if let Some(base) = &base {
+            for kind in QuotaKind::ALL
+                .into_iter()
+                .filter(|k| k.charged_at_admission())
+            {
+                let id = first_grant_id(base, kind);
+                if let Some(given) = grants.iter().find(|g| g.grant_id == id) {
+                    changed |= budget.take_grant(kind, given);
+                }
+            }
+        }
+        if changed {
+            Change::Write(budget.encode())
+        } else {
+            Change::Stop(())
+        }
+    });
     matches!(update.result, Updated::Written | Updated::Stopped(()))
 }
 

@@ -195,3 +195,27 @@ fn the_tick_settles_units_and_asks_ahead_of_need() {
     );
     assert_eq!(grant_calls(&gw).len(), 2);
 }
+
+#[test]
+fn the_verify_call_brings_a_cold_keys_first_grant_so_it_waits_for_one_call() {
+    let gw = Gateway::new();
+    let mut r = gw.request(KEY, BODY, &[]);
+    r.flow.on_request_headers(false);
+    r.body(BODY, true);
+    let verify: Value = serde_json::from_slice(&gw.verify_calls()[0].body).unwrap();
+    let base = verify["first_grant_id"].as_str().unwrap().to_string();
+    let id = tollgate_wire::first_grant_id(&base, tollgate_wire::QuotaKind::Requests);
+    let reply = json!({"verdict": "active", "key_id": 4,
+        "limits": {"quotas": [{"kind": "requests", "limit": 100, "window": "day"}]},
+        "grants": [{"grant_id": id, "status": "granted", "amount": 5, "limit": 100,
+                    "charged": 5, "window_start_ms": 1_767_225_600_000i64,
+                    "window_end_ms": 1_767_312_000_000i64}]});
+    r.answer(Some("200"), &reply.to_string());
+    assert!(r.allowed(), "admitted from the first grant");
+    assert!(grant_calls(&gw).is_empty(), "no grant call");
+    let limits = json!({"quotas": [{"kind": "requests", "limit": 100, "window": "day"}]});
+    for _ in 0..4 {
+        assert!(request(&gw, &limits).allowed());
+    }
+    assert!(grant_calls(&gw).is_empty(), "the grant held 5");
+}
