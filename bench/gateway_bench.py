@@ -69,7 +69,7 @@ SIDECAR_BENCH = ROOT / "target/release/sidecar-bench"
 GATE_DATABASE = "tollgate_bench_gate"
 #: The limits of the `gate_limited` keys: a rate and a requests quota the
 #: load stays far from, so every request is charged and none refused.
-LIMITED_KEY = ("--rate", "1000000/s", "--quota", "requests=1000000000000/day")
+LIMITED_KEY = ("--rate", "1000000/s", "--quota", "requests=1000000/day")
 ANALYZE = "/proxy/analyze"
 
 

@@ -25,10 +25,10 @@ impl<H: StreamHost> Flow<H> {
         let Some(worker) = self.worker.clone() else {
             return Err(Denial::AuthUnavailable);
         };
-        let Some(now) = self.host.now_ms() else {
-            self.log(LogLevel::Error, "no clock");
-            return Err(Denial::AuthUnavailable);
-        };
+        // The instant the headers arrived (no clock call on the hot path):
+        // a token bucket needs no finer time, and a request is charged to
+        // the window it arrived in.
+        let now = self.exchange.started_ms;
         let host = &self.host;
         let (charge, _retries) =
             limits::charge(host, key_id, self.exchange.request_bytes, now, || {

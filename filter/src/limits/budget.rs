@@ -203,8 +203,11 @@ impl Budget {
     }
 
     /// The budget for new `limits`: a quota of the same kind and window
-    /// keeps what it holds and knows (its limit changes); a rate of the
-    /// same count and period keeps its tokens (down to the new burst).
+    /// keeps what it knows, and what it holds unless the limit went down
+    /// (what was granted under the old limit must not pass the new one; a
+    /// grant dropped here was charged and stays unused: the window
+    /// undershoots, never overshoots); a rate of the same count and period
+    /// keeps its tokens (down to the new burst).
     pub fn with_limits(&self, limits: Limits, now_ms: u64) -> Budget {
         let mut next = Budget::new(limits, now_ms);
         if let (Some(old), Some(new)) = (self.limits.rate, next.limits.rate) {
@@ -221,6 +224,9 @@ impl Budget {
             if let Some(kept) = kept {
                 let quota = state.quota;
                 *state = kept.clone();
+                if quota.limit < kept.quota.limit {
+                    state.held = 0;
+                }
                 state.quota = quota;
             }
         }
@@ -233,7 +239,9 @@ impl Budget {
         let per_ms = u128::from(rate.per.millis().max(1));
         let added = u128::from(elapsed) * u128::from(rate.count) * u128::from(MILLI) / per_ms;
         let added = u64::try_from(added).unwrap_or(u64::MAX);
-        if added > 0 || now_ms < self.refilled_ms {
+        // An instant before the last refill (another worker's later
+        // request got here first) adds nothing and moves nothing back.
+        if added > 0 {
             self.tokens_milli = self.tokens_milli.saturating_add(added).min(cap);
             self.refilled_ms = now_ms;
         }

@@ -169,6 +169,14 @@ fn new_limits_keep_what_is_held_for_the_same_quota() {
         MIDNIGHT,
     );
     assert_eq!(moved.quotas[0].held, 0, "another window starts afresh");
+    let lowered = b.with_limits(
+        limits(None, &[quota(QuotaKind::Requests, 50, Window::Day)]),
+        MIDNIGHT,
+    );
+    assert_eq!(
+        lowered.quotas[0].held, 0,
+        "a lowered limit drops what is held"
+    );
 }
 
 #[test]
