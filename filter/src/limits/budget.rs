@@ -5,8 +5,9 @@
 //!
 //! - `requests` and `request_bytes` are charged at admission against what
 //!   the grants brought ([`QuotaState::held`]); a request whose charge is
-//!   not held waits for a grant, and is refused only once the sidecar says
-//!   the window is spent fleet-wide ([`QuotaState::exhausted`]).
+//!   not held waits for a grant of the shortfall, and is refused only when
+//!   the shortfall is more than the window has left to grant, as the
+//!   sidecar last said ([`QuotaState::charged`]).
 //! - `response_bytes` and `units` are charged when the response ends
 //!   ([`Budget::charge_after`]), and settled with the sidecar on the tick;
 //!   a request is admitted while the window's total, as far as this Envoy
@@ -47,7 +48,8 @@ pub struct QuotaState {
     pub window_end_ms: i64,
     /// Charged at admission: what is left of this Envoy's grants.
     pub held: u64,
-    /// Charged at admission: the sidecar said the window is spent.
+    /// Charged at admission: the last ask found less than its need left
+    /// (what is left is `limit - charged`; admission judges by that).
     pub exhausted: bool,
     /// The window's total charged, fleet-wide, as last told.
     pub charged: u64,
@@ -136,9 +138,6 @@ impl QuotaState {
 
     /// What is left of the window fleet-wide, as far as this Envoy knows.
     pub fn remaining(&self) -> u64 {
-        if self.exhausted {
-            return 0;
-        }
         let known = self.charged.saturating_add(self.unsettled);
         let known = known.saturating_add(
             match (self.quota.kind.charged_at_admission(), self.pending) {
@@ -227,6 +226,9 @@ impl Budget {
                 if quota.limit < kept.quota.limit {
                     state.held = 0;
                 }
+                if quota.limit != kept.quota.limit {
+                    state.exhausted = false;
+                }
                 state.quota = quota;
             }
         }
@@ -278,15 +280,23 @@ impl Budget {
             };
             if kind.charged_at_admission() {
                 let charge = admission_charge(kind, request_bytes);
-                if charge == 0 {
+                // What is held serves first, whatever the sidecar said since.
+                if state.held >= charge {
                     continue;
                 }
-                if state.exhausted || charge > state.quota.limit {
+                // The rest must come from what the window has not granted
+                // yet, as far as this Envoy knows (another Envoy may have
+                // taken more since: then the ask says so).
+                let shortfall = charge - state.held;
+                let ungranted = state.quota.limit.saturating_sub(state.charged);
+                if charge > state.quota.limit || (state.window_end_ms != 0 && shortfall > ungranted)
+                {
                     return exceeded;
                 }
-                if state.held < charge {
-                    return Admission::NeedGrant { kind, need: charge };
-                }
+                return Admission::NeedGrant {
+                    kind,
+                    need: shortfall,
+                };
             } else if state.remaining() == 0 {
                 return exceeded;
             }
@@ -449,7 +459,7 @@ impl Budget {
             }
             let start = if kind.charged_at_admission() {
                 let demand = state.demand();
-                !state.exhausted && demand > 0 && state.held < demand
+                state.charged < state.quota.limit && demand > 0 && state.held < demand
             } else {
                 state.unsettled > 0 || state.window_end_ms == 0
             };

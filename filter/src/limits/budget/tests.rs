@@ -252,3 +252,36 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_request_asks_only_its_shortfall_and_what_is_held_serves_first() {
+    let q = quota(QuotaKind::RequestBytes, 10_000, Window::Day);
+    let now = MIDNIGHT;
+    let mut b = Budget::new(limits(None, &[q]), now);
+    b.quotas[0].window_end_ms = (MIDNIGHT + DAY_MS) as i64;
+    b.quotas[0].held = 300;
+    b.quotas[0].charged = 9_800;
+    assert_eq!(
+        b.admit(now, 400),
+        Admission::NeedGrant {
+            kind: QuotaKind::RequestBytes,
+            need: 100
+        },
+        "400 bytes, 300 held: 100 more"
+    );
+    assert!(
+        matches!(b.admit(now, 600), Admission::QuotaExceeded { .. }),
+        "300 more than the 200 left to grant"
+    );
+    let ask = b.ask(QuotaKind::RequestBytes, 100, [3; 16], now).unwrap();
+    b.apply_grant(
+        QuotaKind::RequestBytes,
+        &ask.id,
+        &given(&ask.id, GrantStatus::Exhausted, 0, 10_000),
+    );
+    assert_eq!(
+        b.admit(now, 300),
+        Admission::Admit,
+        "held serves after an exhausted ask"
+    );
+}
