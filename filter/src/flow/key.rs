@@ -33,6 +33,11 @@ impl<H: StreamHost> Flow<H> {
             return Ok(KeyState::Known(self.decided(&entry, now)));
         }
         self.metrics.inc(&self.host, Counter::KeyCacheMiss);
+        // A key this Envoy cached before (the entry only aged) has its
+        // budget here already: only a key new to the Envoy asks for its
+        // first grants with the verdict, so re-verifying a key in use
+        // takes nothing more from its quota.
+        self.limits.first_grant_wanted = cached.is_none_or(|e| e.key_hash != *key_hash);
         match self.send_verify(worker, key_hash, now) {
             Ok(token) => Ok(KeyState::Awaiting(token)),
             Err(e) => self
@@ -49,7 +54,7 @@ impl<H: StreamHost> Flow<H> {
     ) -> Result<u32, crate::host::HostError> {
         let config = &worker.config;
         // One id for the call and its retry: a retry is granted nothing twice.
-        if self.limits.first_grant.is_none() {
+        if self.limits.first_grant_wanted && self.limits.first_grant.is_none() {
             self.limits.first_grant = crate::limits::fresh_id(&self.host);
         }
         let first = self.limits.first_grant.map(|id| tollgate_wire::to_hex(&id));

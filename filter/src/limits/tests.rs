@@ -219,3 +219,22 @@ fn the_verify_call_brings_a_cold_keys_first_grant_so_it_waits_for_one_call() {
     }
     assert!(grant_calls(&gw).is_empty(), "the grant held 5");
 }
+
+#[test]
+fn a_key_whose_verdict_only_aged_asks_no_first_grant_again() {
+    let gw = Gateway::new();
+    let limits = json!({"quotas": [{"kind": "requests", "limit": 100, "window": "day"}]});
+    let mut first = request(&gw, &limits);
+    let call = grant_calls(&gw).remove(0);
+    answer_grant(&mut first, &call, "granted", 5, 5);
+    let asked = |n: usize| {
+        let verify: Value = serde_json::from_slice(&gw.verify_calls()[n].body).unwrap();
+        verify.get("first_grant_id").is_some()
+    };
+    assert!(asked(0), "a key new to the Envoy asks");
+    gw.world.advance_ms(400_000); // past the positive TTL
+    let again = request(&gw, &limits);
+    assert_eq!(gw.verify_calls().len(), 2);
+    assert!(!asked(1), "the same key, re-verified, does not");
+    assert!(again.allowed(), "served from what it holds");
+}
