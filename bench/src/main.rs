@@ -240,6 +240,7 @@ fn batch_body(
             outcome: Outcome::Allowed,
             request_bytes: 512 + (i % 64),
             response_bytes: 96,
+            units: 0,
             duration_ms: 3 + (i % 5),
             timestamp_ms: now_ms,
         })

@@ -36,8 +36,8 @@ pub use limits::{LimitError, Limits, Quota, QuotaKind, Rate, RatePeriod, Window,
 pub use outcome::Outcome;
 pub use usage::{
     record_field, refused_record, FieldError, IngestReply, UsageRecord, MAX_BODY_BYTES,
-    MAX_ENDPOINT_LEN, MAX_METHOD_LEN, MAX_REQUEST_ID_LEN, MAX_RESPONSE_BYTES, MAX_TIMESTAMP_MS, MAX_UNITS,
-    MAX_USAGE_BATCH, USAGE_PATH,
+    MAX_ENDPOINT_LEN, MAX_METHOD_LEN, MAX_REQUEST_ID_LEN, MAX_RESPONSE_BYTES, MAX_TIMESTAMP_MS,
+    MAX_UNITS, MAX_USAGE_BATCH, USAGE_PATH,
 };
 pub use verify::{KeyVerdict, VerifyReply, VerifyRequest, MAX_SIGNING_SECRET_LEN};
 
