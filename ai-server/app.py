@@ -3,7 +3,9 @@
 Endpoints
 ---------
 ``POST /analyze``      ``{"text": "..."}`` -> the verdict of `profanity.analyse`:
-                       ``{"language", "length", "matches", "profane", "score"}``.
+                       ``{"language", "length", "matches", "profane", "score"}``,
+                       with ``X-Usage-Units: <n>``, what the call cost: the
+                       characters analysed (``len(text)``, code points).
 ``GET /healthz``       ``{"status": "ok"}``.
 ``GET /_debug/requests``, ``POST /_debug/reset``
                        only when ``AI_SERVER_DEBUG_ENDPOINTS=1``: what the server
@@ -34,6 +36,7 @@ import profanity
 
 MAX_BODY_BYTES = 2 * 1024 * 1024  # the gateway's own limit (900 KiB) is the one that bites
 MAX_TEXT_CHARS = 1_000_000
+UNITS_HEADER = "X-Usage-Units"  # what a call cost; tollgate's filter records it (limits.units_header)
 DEBUG_HISTORY = 50  # requests whose headers /_debug/requests keeps
 UNCOUNTED_PATHS = ("/healthz", "/_debug/")  # health checks and the debug endpoints themselves
 
@@ -227,7 +230,8 @@ def create_app(config: dict | None = None) -> Flask:
             # A streamed (chunked) body is cut at the limit, silently: refuse it.
             raise ClientError(413, f"the body is larger than {limit} bytes")
         text = _parse_text(raw, app.config["MAX_TEXT_CHARS"])
-        return json_response(analyser.analyse(text))
+        # Only an answered analysis costs something; errors carry no units.
+        return json_response(analyser.analyse(text), headers={UNITS_HEADER: str(len(text))})
 
     if app.config["DEBUG_ENDPOINTS"]:
         state_dir = app.config["STATE_DIR"] or tempfile.mkdtemp(prefix="ai-server-state-")

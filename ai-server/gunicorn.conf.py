@@ -3,7 +3,7 @@
 Environment:
   AI_SERVER_BIND             address to listen on (default 127.0.0.1:5000)
   AI_SERVER_WORKERS          worker processes (default 2)
-  AI_SERVER_THREADS          threads per worker (default 1: sync workers; >1: gthread)
+  AI_SERVER_THREADS          threads per gthread worker (default 4)
   AI_SERVER_DEBUG_ENDPOINTS  1 to enable /_debug/requests and /_debug/reset
   AI_SERVER_STATE_DIR        where those keep their shared counters; when unset, one
                              temporary directory is made here, before the workers
@@ -15,8 +15,17 @@ import tempfile
 
 bind = os.environ.get("AI_SERVER_BIND", "127.0.0.1:5000")
 workers = int(os.environ.get("AI_SERVER_WORKERS", "2"))
-threads = int(os.environ.get("AI_SERVER_THREADS", "1"))
-worker_class = "gthread" if threads > 1 else "sync"
+threads = int(os.environ.get("AI_SERVER_THREADS", "4"))
+if workers < 1 or threads < 1:
+    raise SystemExit("AI_SERVER_WORKERS and AI_SERVER_THREADS must be at least 1")
+# gthread workers keep a connection open between requests (sync workers close
+# each one after its answer), so Envoy in front reuses its upstream connections
+# instead of opening one per request. An idle connection is closed after
+# `keepalive` seconds; Envoy's ai_server cluster drops its idle ones sooner
+# (envoy/envoy.template.yaml, idle_timeout), so it never sends a request on a
+# connection gunicorn is closing.
+worker_class = "gthread"
+keepalive = 75
 timeout = 30
 graceful_timeout = 10
 

@@ -182,6 +182,13 @@ def test_the_console_from_login_to_revocation(browser, sqlite_gateway: Gateway):
         assert op.chart_sum("chart-bytes", "request bytes") == 7 * len(body)
         assert op.chart_sum("chart-bytes", "response bytes") > 0
         assert op.page.locator("#total-requests").inner_text() == "7"
+        # Units: what the ledger holds for the key (the upstream's header).
+        [stored] = sqlite_gateway.ledger.query(
+            "SELECT COUNT(*) AS n, COALESCE(SUM(units), 0) AS units FROM usage_log "
+            "WHERE api_key_id = ?", [key_id])
+        assert stored["n"] == 7
+        assert op.chart_sum("chart-units") == stored["units"]
+        assert op.page.locator("#total-units").inner_text() == f"{stored['units']:,}"
         op.screenshot("key")
         op.page.click('[data-window="30d"]')
         op.wait_for("the 30 days' series", lambda: status.get_attribute("data-window") == "30d")

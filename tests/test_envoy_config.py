@@ -136,3 +136,20 @@ def test_compose_publishes_no_admin_port():
     for name, service in compose["services"].items():
         for port in service.get("ports", []):
             assert "9901" not in str(port), f"{name} publishes Envoy's admin port: {port}"
+
+
+@pytest.mark.parametrize("profile", ["local", "compose", "kubernetes"])
+def test_envoy_drops_an_idle_ai_server_connection_before_gunicorn_does(profile: str):
+    """gunicorn keeps connections alive for ``keepalive`` seconds; Envoy's
+    ai_server cluster closes an idle one sooner, so it never sends a request
+    on a connection the server is closing."""
+    import runpy
+    gunicorn = runpy.run_path(str(ROOT / "ai-server/gunicorn.conf.py"))
+    assert gunicorn["worker_class"] == "gthread", "sync workers close every connection"
+    clusters = load_yaml(render.render(profile))["static_resources"]["clusters"]
+    cluster = next(c for c in clusters if c["name"] == "ai_server")
+    options = cluster["typed_extension_protocol_options"][
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+    idle = options["common_http_protocol_options"]["idle_timeout"]
+    assert idle.endswith("s"), idle
+    assert 0 < float(idle[:-1]) < gunicorn["keepalive"], (idle, gunicorn["keepalive"])

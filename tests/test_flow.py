@@ -76,6 +76,21 @@ def test_upstream_sees_no_credentials_and_no_denied_request(gateway: Gateway):
     assert headers["x-tollgate-key-id"] == str(key["id"]), "a client chose its key id"
 
 
+def test_the_gateway_reuses_its_connections_to_the_ai_server(gateway: Gateway):
+    """gunicorn's gthread workers keep a connection alive, so Envoy sends
+    request after request on it instead of opening one per request (sync
+    workers closed each one after its answer)."""
+    key = gateway.new_key("keepalive")
+    body = analyze_body("hello")
+    opened = "cluster.ai_server.upstream_cx_total"
+    before = gateway.stack.envoy_stats()[opened]
+    for _ in range(20):
+        resp = gateway.post(body, key["key"])
+        assert resp.status_code == 200, resp.text
+    new = gateway.stack.envoy_stats()[opened] - before
+    assert new <= 2, f"{new} new upstream connections for 20 requests on one client connection"
+
+
 @pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
 @pytest.mark.parametrize("size", [0, 1024, 900 * 1024], ids=["0B", "1KiB", "900KiB"])
 def test_bodies_up_to_the_limit_pass(gateway: Gateway, size: int, chunked: bool):

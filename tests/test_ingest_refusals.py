@@ -28,7 +28,7 @@ def honest(key_id: int, request_id: str) -> dict:
     """A record as the filter sends it for a request that just ended."""
     return {"request_id": request_id, "api_key_id": key_id, "method": "POST",
             "endpoint": "/proxy/analyze", "status_code": 200, "outcome": "allowed",
-            "request_bytes": 120, "response_bytes": 48, "duration_ms": 5,
+            "request_bytes": 120, "response_bytes": 48, "units": 17, "duration_ms": 5,
             "timestamp_ms": int(time.time() * 1000)}
 
 
@@ -73,6 +73,7 @@ def test_forged_records_are_refused_and_the_summary_keeps_working(any_gateway: G
     forgeries = [
         ("request_bytes", 2**63 - 1),
         ("response_bytes", 2**63 - 1),
+        ("units", 2**40 + 1),
         ("api_key_id", key["id"] + 1_000_000),
         ("timestamp_ms", 0),
         ("timestamp_ms", YEAR_9999_MS),
@@ -106,4 +107,4 @@ def test_forged_records_are_refused_and_the_summary_keeps_working(any_gateway: G
     assert resp.json()["inserted"] == 3
     rows = summary_works(gw, key["id"])
     assert rows == [{"api_key_id": key["id"], "outcome": "allowed", "requests": 3,
-                     "request_bytes": 360, "response_bytes": 144}], rows
+                     "request_bytes": 360, "response_bytes": 144, "units": 51}], rows

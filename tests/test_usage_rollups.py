@@ -1,8 +1,8 @@
 """Usage rollups on the real stack, both backends: traffic through Envoy shows
 up in ``usage summary`` (read from the hourly and daily rollups) and in the
 series the console plots (``GET /v1/keys/{id}/usage/series``), counted
-exactly as ``usage_log`` holds it, denials by code; ``usage prune`` keeps
-both.
+exactly as ``usage_log`` holds it (requests, bytes and the upstream's
+units), denials by code; ``usage prune`` keeps both.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ def wait_rows(gw: Gateway, key_id: int, count: int, timeout: float = 15.0) -> li
     """The usage rows of ``key_id`` once there are ``count`` of them."""
     deadline = time.monotonic() + timeout
     while True:
-        rows = gw.ledger.query("SELECT outcome, request_bytes, response_bytes FROM usage_log "
-                               "WHERE api_key_id = ?", [key_id])
+        rows = gw.ledger.query("SELECT outcome, request_bytes, response_bytes, units "
+                               "FROM usage_log WHERE api_key_id = ?", [key_id])
         if len(rows) >= count or time.monotonic() > deadline:
             assert len(rows) == count, f"{len(rows)} usage rows for key {key_id}, not {count}"
             return rows
@@ -49,15 +49,18 @@ def test_summary_and_series_see_the_traffic(any_gateway: Gateway):
     allowed = [r for r in rows if r["outcome"] == "allowed"]
     assert len(allowed) == 9
     assert sum(r["request_bytes"] for r in allowed) == 3 * sum(len(b) for b in BODIES)
+    assert all(r["units"] == 0 for r in rows if r["outcome"] != "allowed"), \
+        "a denied request never reached the upstream that reports units"
     ledger = {}
     for r in rows:
-        n, rq, rs = ledger.get(r["outcome"], (0, 0, 0))
-        ledger[r["outcome"]] = (n + 1, rq + r["request_bytes"], rs + r["response_bytes"])
+        n, rq, rs, un = ledger.get(r["outcome"], (0, 0, 0, 0))
+        ledger[r["outcome"]] = (n + 1, rq + r["request_bytes"], rs + r["response_bytes"],
+                                un + r["units"])
 
     # The summary, over HTTP and from the CLI, is the ledger's totals.
     resp = admin_get(gw, f"/v1/usage/summary?key={key_id}")
     assert resp.status_code == 200, resp.text
-    summary = {r["outcome"]: (r["requests"], r["request_bytes"], r["response_bytes"])
+    summary = {r["outcome"]: (r["requests"], r["request_bytes"], r["response_bytes"], r["units"])
                for r in resp.json()["rows"]}
     assert summary == ledger
     summary_rows = resp.json()["rows"]
@@ -77,6 +80,7 @@ def test_summary_and_series_see_the_traffic(any_gateway: Gateway):
         assert sum(p["requests"] for p in points) == 11, series
         assert sum(p["request_bytes"] for p in points) == sum(v[1] for v in ledger.values())
         assert sum(p["response_bytes"] for p in points) == sum(v[2] for v in ledger.values())
+        assert sum(p["units"] for p in points) == sum(v[3] for v in ledger.values())
         denials = {}
         for p in points:
             for code, n in p["denials"].items():

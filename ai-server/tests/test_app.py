@@ -1,5 +1,5 @@
-"""Tests of the reference AI server: the analyser through POST /analyze, every
-error path, the debug endpoints, determinism and speed. Flask's test client;
+"""Tests of the reference AI server: the analyser through POST /analyze, the
+units it reports, every error path, the debug endpoints, determinism and speed. Flask's test client;
 run with ``python -m pytest ai-server/tests -q``."""
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ def analyze(client, text):
     resp = client.post("/analyze", json={"text": text})
     assert resp.status_code == 200, resp.get_data(as_text=True)
     assert resp.content_type == "application/json; charset=utf-8"
+    assert resp.headers["X-Usage-Units"] == str(len(text))
     return resp.get_json()
 
 
@@ -325,6 +326,49 @@ def test_wrong_shape_is_400(client, doc):
 def test_unpaired_surrogate_is_400(client):
     assert_error(client.post("/analyze", data=b'{"text": "\\ud800"}',
                              content_type="application/json"), 400, "bad_request")
+
+
+# -- units ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("text", [
+    "",
+    "hello",
+    "야 이 시발 병신아",  # 3 UTF-8 bytes a syllable, 1 character
+    "\U0001F600 fuck \U0001F4A9",  # outside the BMP: 1 character each, 4 bytes
+    "e\u0301\u200b",  # a combining accent and a zero-width space count too
+    "x" * 5000,
+])
+def test_an_analysis_reports_the_characters_it_analysed_as_units(client, text):
+    body = json.dumps({"text": text}).encode()  # \u escapes: the body is longer still
+    resp = client.post("/analyze", data=body, content_type="application/json")
+    assert resp.status_code == 200
+    assert resp.headers["X-Usage-Units"] == str(len(text))
+    assert resp.get_json()["length"] == len(text)
+    assert len(resp.headers.getlist("X-Usage-Units")) == 1
+
+
+def test_units_count_the_text_not_the_body(client):
+    # Other fields, whitespace and a BOM are read but not analysed.
+    body = b'\xef\xbb\xbf{ "note": "not analysed", "text": "abc" ,  "n": 12345 }'
+    resp = client.post("/analyze", data=body, content_type="application/json")
+    assert resp.status_code == 200
+    assert resp.headers["X-Usage-Units"] == "3"
+
+
+@pytest.mark.parametrize("method, path, kwargs, status", [
+    ("post", "/analyze", {"data": b"{not json", "content_type": "application/json"}, 400),
+    ("post", "/analyze", {"json": {"text": 7}}, 400),
+    ("post", "/analyze", {"data": b'{"text": "a"}', "content_type": "text/plain"}, 415),
+    ("post", "/analyze", {"json": {"text": "b" * 1_000_001}}, 413),
+    ("get", "/analyze", {}, 405),
+    ("get", "/healthz", {}, 200),
+    ("get", "/nowhere", {}, 404),
+])
+def test_only_an_analysis_reports_units(client, method, path, kwargs, status):
+    resp = getattr(client, method)(path, **kwargs)
+    assert resp.status_code == status
+    assert "X-Usage-Units" not in resp.headers
 
 
 def test_utf8_bom_and_charset_are_accepted(client):

@@ -178,6 +178,7 @@
     const charts = {
       requests: chart("chart-requests", "bar", false),
       bytes: chart("chart-bytes", "line", false),
+      units: chart("chart-units", "bar", false),
       denials: chart("chart-denials", "bar", true),
     };
     let current = "hour";
@@ -218,6 +219,9 @@
           { label: "response bytes", data: points.map((p) => p.response_bytes), borderColor: "#884ea0", backgroundColor: "#884ea0", pointRadius: 0 },
         ],
       };
+      charts.units.data = {
+        labels, datasets: [{ label: "units", data: points.map((p) => p.units ?? 0), backgroundColor: "#ca6f1e" }],
+      };
       charts.denials.data = {
         labels,
         datasets: codes.map((code, i) => ({
@@ -230,6 +234,7 @@
       document.getElementById("total-requests").textContent = number.format(sum((p) => p.requests));
       document.getElementById("total-request-bytes").textContent = number.format(sum((p) => p.request_bytes));
       document.getElementById("total-response-bytes").textContent = number.format(sum((p) => p.response_bytes));
+      document.getElementById("total-units").textContent = number.format(sum((p) => p.units ?? 0));
       document.getElementById("total-denials").textContent = number.format(denials);
       status.textContent = `${points.length} buckets of ${series.bucket_s} s, ${when(series.from)} to ${when(series.to)}; read ${when(new Date().toISOString())}`;
       status.dataset.window = window;

@@ -159,7 +159,7 @@ pub enum KeysCommand {
 /// `tollgate usage ...`.
 #[derive(Debug, Subcommand)]
 pub enum UsageCommand {
-    /// Requests and bytes per key and outcome.
+    /// Requests, bytes and units per key and outcome.
     Summary {
         /// Only this key id.
         #[arg(long)]
@@ -596,13 +596,18 @@ fn print_summary(reply: &SummaryReply) {
         return;
     }
     println!(
-        "{:>10}  {:<28}  {:>10}  {:>14}  {:>14}",
-        "API_KEY_ID", "OUTCOME", "REQUESTS", "REQUEST_BYTES", "RESPONSE_BYTES"
+        "{:>10}  {:<28}  {:>10}  {:>14}  {:>14}  {:>14}",
+        "API_KEY_ID", "OUTCOME", "REQUESTS", "REQUEST_BYTES", "RESPONSE_BYTES", "UNITS"
     );
     for row in &reply.rows {
         println!(
-            "{:>10}  {:<28}  {:>10}  {:>14}  {:>14}",
-            row.api_key_id, row.outcome, row.requests, row.request_bytes, row.response_bytes
+            "{:>10}  {:<28}  {:>10}  {:>14}  {:>14}  {:>14}",
+            row.api_key_id,
+            row.outcome,
+            row.requests,
+            row.request_bytes,
+            row.response_bytes,
+            row.units
         );
     }
 }

@@ -1,10 +1,8 @@
 //! `tollgate usage reconcile`: per key and quota window, the ledger's totals
 //! (the `allowed` rows of `usage_log`) beside the limit counters and the
 //! limits, flagging a key over its limit on a quota charged at admission,
-//! which grants must never let happen.
-//!
-//! `units` are not in the ledger yet (the filter's half records them), so
-//! their ledger total is shown as unknown.
+//! which grants must never let happen, and a quota settled after the fact
+//! (`response_bytes`, `units`) whose counter and ledger disagree.
 
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -25,12 +23,20 @@ pub struct ReconcileRow {
     pub limit: u64,
     /// What the limit counter has charged (granted net of returns, or settled).
     pub charged: i64,
-    /// What the ledger holds for the window (`allowed` rows); `None` for units.
-    pub ledger: Option<u128>,
+    /// What the ledger holds for the window (`allowed` rows): requests,
+    /// request or response bytes, or units.
+    pub ledger: u128,
     /// True for `requests` and `request_bytes`.
     pub charged_at_admission: bool,
     /// An at-admission quota whose ledger or counter total passed the limit.
     pub over_limit: bool,
+    /// A quota settled after the fact whose counter is not the ledger's
+    /// total. Each allowed response is settled once and recorded once, so
+    /// the two agree once both have arrived; they differ while responses
+    /// are in flight or usage batches wait in a filter's buffer, and for
+    /// good when a settlement or a record was lost (or the quota was set
+    /// in the middle of the window, after rows the counter never saw).
+    pub ledger_differs: bool,
 }
 
 /// The rows for every key with quotas (or only `key`), in the windows
@@ -61,22 +67,24 @@ pub async fn reconcile(
                         && c.span.start_ms == span.start_ms
                 })
                 .map_or(0, |c| c.charged);
-            let start = instant(span.start_ms);
-            let ledger = ledger_total(store, api_key.id, quota.kind, start).await?;
+            let (start, end) = (instant(span.start_ms), instant(span.end_ms));
+            let ledger = ledger_total(store, api_key.id, quota.kind, start, end).await?;
             let at_admission = quota.kind.charged_at_admission();
-            let over = ledger.is_some_and(|total| total > u128::from(quota.limit))
+            let over = ledger > u128::from(quota.limit)
                 || charged > i64::try_from(quota.limit).unwrap_or(i64::MAX);
+            let differs = u128::try_from(charged).ok() != Some(ledger);
             rows.push(ReconcileRow {
                 key_id: api_key.id,
                 quota: quota.kind,
                 window: quota.window,
                 window_start: format_rfc3339(start),
-                window_end: format_rfc3339(instant(span.end_ms)),
+                window_end: format_rfc3339(end),
                 limit: quota.limit,
                 charged,
                 ledger,
                 charged_at_admission: at_admission,
                 over_limit: at_admission && over,
+                ledger_differs: !at_admission && differs,
             });
         }
     }
@@ -87,31 +95,33 @@ fn instant(ms: i64) -> OffsetDateTime {
     from_unix_ms(u64::try_from(ms).unwrap_or(0)).unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
-/// The ledger's total of `kind` for a key since `start` (the window's
-/// start; the ledger holds nothing after now).
+/// The ledger's total of `kind` for a key in the window `[start, end)`
+/// (on hour boundaries, as the rollups are).
 async fn ledger_total(
     store: &Store,
     key_id: i64,
     kind: QuotaKind,
     start: OffsetDateTime,
-) -> Result<Option<u128>, StoreError> {
+    end: OffsetDateTime,
+) -> Result<u128, StoreError> {
     let rows = store
         .usage_summary(&SummaryFilter {
             api_key_id: Some(key_id),
             since: Some(start),
+            until: Some(end),
         })
         .await?;
     let allowed = rows.iter().find(|r| r.outcome == "allowed");
-    Ok(match kind {
-        QuotaKind::Requests => Some(allowed.map_or(0, |r| r.requests as u128)),
-        QuotaKind::RequestBytes => Some(allowed.map_or(0, |r| r.request_bytes)),
-        QuotaKind::ResponseBytes => Some(allowed.map_or(0, |r| r.response_bytes)),
-        QuotaKind::Units => None,
-    })
+    Ok(allowed.map_or(0, |r| match kind {
+        QuotaKind::Requests => u128::try_from(r.requests).unwrap_or(0),
+        QuotaKind::RequestBytes => r.request_bytes,
+        QuotaKind::ResponseBytes => r.response_bytes,
+        QuotaKind::Units => r.units,
+    }))
 }
 
 /// The rows as a table for people, and a last line saying whether any key
-/// is over its limit.
+/// is over its limit (and how many settled quotas differ from the ledger).
 pub fn print_table(rows: &[ReconcileRow]) {
     if rows.is_empty() {
         println!("No key has a quota.");
@@ -130,10 +140,28 @@ pub fn print_table(rows: &[ReconcileRow]) {
             row.window_start,
             row.limit,
             row.charged,
-            row.ledger.map_or("-".to_string(), |t| t.to_string()),
-            if row.over_limit { "OVER LIMIT" } else { "ok" },
+            row.ledger,
+            state(row),
         );
     }
     let over = rows.iter().filter(|r| r.over_limit).count();
     println!("{over} key quota(s) over the limit.");
+    let differing = rows.iter().filter(|r| r.ledger_differs).count();
+    if differing > 0 {
+        println!(
+            "{differing} settled quota(s) whose counter differs from the ledger \
+             (settlements and usage batches arrive apart: read again once traffic is quiet)."
+        );
+    }
+}
+
+/// A row's STATE column.
+fn state(row: &ReconcileRow) -> &'static str {
+    if row.over_limit {
+        "OVER LIMIT"
+    } else if row.ledger_differs {
+        "LEDGER DIFFERS"
+    } else {
+        "ok"
+    }
 }

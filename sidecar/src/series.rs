@@ -1,6 +1,6 @@
 //! A key's usage over time, for plots: `GET /v1/keys/{id}/usage/series`,
 //! every bucket of a window (zero-filled, oldest first) with its requests,
-//! bytes and denials by code.
+//! bytes, units and denials by code.
 //!
 //! The windows end with the bucket holding "now": `hour` is 60 one-minute
 //! buckets read from `usage_log` (through its (api_key_id, created_at)
@@ -89,6 +89,8 @@ pub struct Point {
     pub requests: i64,
     pub request_bytes: u128,
     pub response_bytes: u128,
+    /// What the upstream said the bucket's calls cost, in its own units.
+    pub units: u128,
     /// The denied requests, by the contract's code; empty when none was.
     pub denials: BTreeMap<String, i64>,
 }
@@ -133,6 +135,7 @@ fn fill(
             requests: 0,
             request_bytes: 0,
             response_bytes: 0,
+            units: 0,
             denials: BTreeMap::new(),
         })
         .collect();
@@ -145,6 +148,7 @@ fn fill(
         point.requests += row.requests;
         point.request_bytes += row.request_bytes;
         point.response_bytes += row.response_bytes;
+        point.units += row.units;
         if row.outcome != Outcome::Allowed.as_str() {
             *point.denials.entry(row.outcome.clone()).or_insert(0) += row.requests;
         }
@@ -257,6 +261,7 @@ mod tests {
             requests,
             request_bytes: 10 * requests as u128,
             response_bytes: 1,
+            units: 7 * requests as u128,
         };
         let rows = [
             row(from, "allowed", 2),
@@ -274,8 +279,13 @@ mod tests {
         let first = &series.points[0];
         assert_eq!(first.start, series.from);
         assert_eq!(
-            (first.requests, first.request_bytes, first.response_bytes),
-            (6, 60, 3)
+            (
+                first.requests,
+                first.request_bytes,
+                first.response_bytes,
+                first.units
+            ),
+            (6, 60, 3, 42)
         );
         assert_eq!(
             first.denials,

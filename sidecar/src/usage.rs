@@ -181,10 +181,11 @@ pub fn summary_filter(
         since: since
             .map(|s| parse_since(s, now).map(|t| Grain::Hour.floor(t)))
             .transpose()?,
+        until: None,
     })
 }
 
-/// `GET /v1/usage/summary?key=ID&since=7d`: requests and bytes per key and outcome.
+/// `GET /v1/usage/summary?key=ID&since=7d`: requests, bytes and units per key and outcome.
 pub async fn summary(
     _caller: AdminCaller,
     State(state): State<AppState>,
@@ -212,7 +213,7 @@ pub async fn summary(
 mod tests {
     use super::*;
     use crate::error::ErrorCode;
-    use tollgate_wire::{Outcome, MAX_BODY_BYTES, MAX_RESPONSE_BYTES};
+    use tollgate_wire::{Outcome, MAX_BODY_BYTES, MAX_RESPONSE_BYTES, MAX_UNITS};
 
     const NOW_MS: u64 = 1_764_000_000_000;
     const DAY: Duration = Duration::from_secs(86_400);
@@ -231,7 +232,7 @@ mod tests {
             outcome: Outcome::Allowed,
             request_bytes: 10,
             response_bytes: 20,
-            units: 0,
+            units: 5,
             duration_ms: 3,
             timestamp_ms: NOW_MS,
         }
@@ -251,7 +252,7 @@ mod tests {
     }
 
     #[test]
-    fn byte_counts_no_exchange_can_have_are_refused() {
+    fn counts_no_exchange_can_have_are_refused() {
         let mut batch: Vec<_> = (0..4).map(record).collect();
         batch[3].request_bytes = i64::MAX as u64;
         let err = validate_batch(&batch, window()).unwrap_err();
@@ -262,6 +263,11 @@ mod tests {
         let err = validate_batch(&batch, window()).unwrap_err();
         assert_eq!(err.field(), Some("[1].response_bytes"));
         batch[1].response_bytes = MAX_RESPONSE_BYTES;
+        assert!(validate_batch(&batch, window()).is_ok());
+        batch[2].units = MAX_UNITS + 1;
+        let err = validate_batch(&batch, window()).unwrap_err();
+        assert_eq!(err.field(), Some("[2].units"));
+        batch[2].units = MAX_UNITS;
         assert!(validate_batch(&batch, window()).is_ok());
     }
 

@@ -863,7 +863,7 @@ async fn seed_usage(dir: &WorkDir, old: usize, new: usize) {
             outcome: tollgate_wire::Outcome::Allowed,
             request_bytes: 10,
             response_bytes: 4,
-            units: 0,
+            units: 3,
             duration_ms: 1,
             timestamp_ms: if i < old { now - 100 * 86_400_000 } else { now },
         })
@@ -878,7 +878,34 @@ async fn usage_prune_deletes_old_rows_and_keeps_the_summary() {
     seed_usage(&dir, 23, 5).await;
     let summary = || dir.ok(&["usage", "summary", "--json"]);
     let before = summary();
-    assert!(before.contains("\"requests\":28"), "{before}");
+    let rows: Value = serde_json::from_str(&before).unwrap();
+    assert_eq!(
+        rows["rows"],
+        serde_json::json!([{"api_key_id": 1, "outcome": "allowed", "requests": 28,
+                            "request_bytes": 280, "response_bytes": 112, "units": 84}]),
+        "{before}"
+    );
+    // The table has the same columns.
+    let table = dir.ok(&["usage", "summary"]);
+    let lines: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        lines[1..],
+        [
+            vec![
+                "API_KEY_ID",
+                "OUTCOME",
+                "REQUESTS",
+                "REQUEST_BYTES",
+                "RESPONSE_BYTES",
+                "UNITS"
+            ],
+            vec!["1", "allowed", "28", "280", "112", "84"],
+        ],
+        "{table}"
+    );
 
     let report: Value = serde_json::from_str(&dir.ok(&[
         "usage",

@@ -19,7 +19,7 @@ use sidecar::store::{KeyStatus, NewKey, Store, SummaryFilter};
 use support::*;
 use tollgate_wire::{
     Outcome, INTERNAL_TOKEN_HEADER, MAX_BODY_BYTES, MAX_RESPONSE_BYTES, MAX_TIMESTAMP_MS,
-    MAX_USAGE_BATCH, USAGE_PATH, VERIFY_PATH,
+    MAX_UNITS, MAX_USAGE_BATCH, USAGE_PATH, VERIFY_PATH,
 };
 
 on_both_backends!(
@@ -351,21 +351,24 @@ async fn ingest_counts_duplicates_inside_one_batch(backend: Backend) {
 async fn ingest_stores_records_with_fields_it_does_not_know(backend: Backend) {
     let h = Harness::new(backend).await;
     register_keys(&h.db.store, 1).await;
-    // A newer filter reports what this sidecar has no column for yet.
-    let mut newer = record("units-1", 1);
+    // A newer filter reports what this sidecar has no column for yet, and
+    // an older one no units.
+    let mut newer = record("newer-1", 1);
     newer["units"] = json!(3);
     newer["upstream"] = json!({"cluster": "ai", "attempts": [1, 2]});
-    let reply = h.ingest(&json!([newer, record("plain-1", 1)])).await;
+    let mut older = record("older-1", 1);
+    older.as_object_mut().unwrap().remove("units");
+    let reply = h.ingest(&json!([newer, older])).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     assert_eq!(
         reply.json(),
         json!({"received": 2, "inserted": 2, "duplicates": 0})
     );
-    assert_eq!(count_usage(&h.db.store, Some("units-1")).await, 1);
+    assert_eq!(count_usage(&h.db.store, Some("newer-1")).await, 1);
     let summary = h.admin(Method::GET, "/v1/usage/summary", None).await.json();
     assert_eq!(
         summary["rows"],
-        json!([{"api_key_id": 1, "outcome": "allowed", "requests": 2, "request_bytes": 200, "response_bytes": 80}])
+        json!([{"api_key_id": 1, "outcome": "allowed", "requests": 2, "request_bytes": 200, "response_bytes": 80, "units": 3}])
     );
 }
 
@@ -528,6 +531,8 @@ async fn ingest_refuses_records_that_cannot_be_true(backend: Backend) {
         (3, "request_bytes", json!(MAX_BODY_BYTES + 1)),
         (1, "response_bytes", json!(i64::MAX)),
         (1, "response_bytes", json!(MAX_RESPONSE_BYTES + 1)),
+        (4, "units", json!(MAX_UNITS + 1)),
+        (4, "units", json!(i64::MAX)),
         (0, "api_key_id", json!(3)),
         (4, "api_key_id", json!(i64::MAX)),
         (2, "timestamp_ms", json!(0)),
@@ -564,6 +569,7 @@ async fn ingest_refuses_records_that_cannot_be_true(backend: Backend) {
     for r in &mut largest {
         r["request_bytes"] = json!(MAX_BODY_BYTES);
         r["response_bytes"] = json!(MAX_RESPONSE_BYTES);
+        r["units"] = json!(MAX_UNITS);
     }
     let reply = h.ingest(&Value::Array(largest)).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
@@ -574,9 +580,11 @@ async fn ingest_refuses_records_that_cannot_be_true(backend: Backend) {
         summary.json()["rows"],
         json!([
             {"api_key_id": 1, "outcome": "allowed", "requests": 3,
-             "request_bytes": 3 * MAX_BODY_BYTES, "response_bytes": 3 * MAX_RESPONSE_BYTES},
+             "request_bytes": 3 * MAX_BODY_BYTES, "response_bytes": 3 * MAX_RESPONSE_BYTES,
+             "units": 3 * MAX_UNITS},
             {"api_key_id": 2, "outcome": "allowed", "requests": 2,
-             "request_bytes": 2 * MAX_BODY_BYTES, "response_bytes": 2 * MAX_RESPONSE_BYTES},
+             "request_bytes": 2 * MAX_BODY_BYTES, "response_bytes": 2 * MAX_RESPONSE_BYTES,
+             "units": 2 * MAX_UNITS},
         ])
     );
 }
@@ -605,8 +613,8 @@ async fn usage_summary_adds_up_rows_stored_before_counts_were_bounded(backend: B
     assert_eq!(
         reply.json()["rows"],
         json!([
-            {"api_key_id": 1, "outcome": "allowed", "requests": 2, "request_bytes": two, "response_bytes": two},
-            {"api_key_id": 2, "outcome": "allowed", "requests": 2, "request_bytes": one_and_new, "response_bytes": one_and_new_response},
+            {"api_key_id": 1, "outcome": "allowed", "requests": 2, "request_bytes": two, "response_bytes": two, "units": 0},
+            {"api_key_id": 2, "outcome": "allowed", "requests": 2, "request_bytes": one_and_new, "response_bytes": one_and_new_response, "units": 6},
         ])
     );
 
@@ -913,9 +921,9 @@ async fn usage_summary_totals_per_key_and_outcome(backend: Backend) {
     assert_eq!(
         all["rows"],
         json!([
-            {"api_key_id": 1, "outcome": "allowed", "requests": 3, "request_bytes": 300, "response_bytes": 120},
-            {"api_key_id": 1, "outcome": "invalid_api_key", "requests": 1, "request_bytes": 100, "response_bytes": 40},
-            {"api_key_id": 2, "outcome": "allowed", "requests": 1, "request_bytes": 1000, "response_bytes": 40},
+            {"api_key_id": 1, "outcome": "allowed", "requests": 3, "request_bytes": 300, "response_bytes": 120, "units": 18},
+            {"api_key_id": 1, "outcome": "invalid_api_key", "requests": 1, "request_bytes": 100, "response_bytes": 40, "units": 6},
+            {"api_key_id": 2, "outcome": "allowed", "requests": 1, "request_bytes": 1000, "response_bytes": 40, "units": 6},
         ])
     );
 
@@ -927,8 +935,8 @@ async fn usage_summary_totals_per_key_and_outcome(backend: Backend) {
     assert_eq!(
         recent["rows"],
         json!([
-            {"api_key_id": 1, "outcome": "allowed", "requests": 2, "request_bytes": 200, "response_bytes": 80},
-            {"api_key_id": 1, "outcome": "invalid_api_key", "requests": 1, "request_bytes": 100, "response_bytes": 40},
+            {"api_key_id": 1, "outcome": "allowed", "requests": 2, "request_bytes": 200, "response_bytes": 80, "units": 12},
+            {"api_key_id": 1, "outcome": "invalid_api_key", "requests": 1, "request_bytes": 100, "response_bytes": 40, "units": 6},
         ])
     );
     let since_instant = h

@@ -524,10 +524,40 @@ async fn reconcile_compares_the_ledger_with_the_counters(backend: Backend) {
     assert_eq!(requests.quota, QuotaKind::Requests);
     assert_eq!(
         (requests.limit, requests.charged, requests.ledger),
-        (2, 2, Some(2))
+        (2, 2, 2)
     );
     assert!(!requests.over_limit);
-    assert_eq!(rows[1].ledger, None, "units are not in the ledger yet");
+    assert!(!requests.ledger_differs, "grants run ahead of the ledger");
+    // Units: the ledger's (6 a record) beside the counter's settlements.
+    let units = &rows[1];
+    assert_eq!(units.quota, QuotaKind::Units);
+    assert_eq!((units.charged, units.ledger), (0, 12));
+    assert!(units.ledger_differs && !units.over_limit, "{units:?}");
+    let settle = |n: u64, amount: u64| GrantRequest {
+        settlements: vec![Settlement {
+            settlement_id: id(n),
+            key_id,
+            quota: QuotaKind::Units,
+            amount,
+        }],
+        ..Default::default()
+    };
+    for n in [2, 3] {
+        answer(&h.db.store, &settle(n, 6), now).await.unwrap();
+    }
+    let rows = sidecar::reconcile::reconcile(&h.db.store, Some(key_id), None, at)
+        .await
+        .unwrap();
+    assert_eq!((rows[1].charged, rows[1].ledger), (12, 12));
+    assert!(!rows[1].ledger_differs, "{:?}", rows[1]);
+    // Past the limit, a settled quota is not a fault: it was served.
+    answer(&h.db.store, &settle(4, 6), now).await.unwrap();
+    h.ingest(&json!([record("r-units", key_id)])).await;
+    let rows = sidecar::reconcile::reconcile(&h.db.store, Some(key_id), None, at)
+        .await
+        .unwrap();
+    assert_eq!((rows[1].charged, rows[1].ledger), (18, 18));
+    assert!(!rows[1].ledger_differs && !rows[1].over_limit);
     let only_hourly =
         sidecar::reconcile::reconcile(&h.db.store, None, Some(tollgate_wire::Window::Hour), at)
             .await
@@ -540,6 +570,25 @@ async fn reconcile_compares_the_ledger_with_the_counters(backend: Backend) {
         .await
         .unwrap();
     assert!(rows[0].over_limit, "{rows:?}");
+
+    // The window of an earlier instant holds its own rows only, not the
+    // later ones.
+    let hour_ago = now_ms() - 3_600_000;
+    let mut earlier = record("r-earlier", key_id);
+    earlier["timestamp_ms"] = json!(hour_ago);
+    earlier["units"] = json!(5);
+    assert_eq!(h.ingest(&json!([earlier])).await.status, StatusCode::OK);
+    let at = sidecar::clock::from_unix_ms(hour_ago).unwrap();
+    let rows = sidecar::reconcile::reconcile(
+        &h.db.store,
+        Some(key_id),
+        Some(tollgate_wire::Window::Hour),
+        at,
+    )
+    .await
+    .unwrap();
+    assert_eq!((rows[0].charged, rows[0].ledger), (0, 5), "{rows:?}");
+    assert!(rows[0].ledger_differs);
 }
 
 async fn counters_and_charges_are_purged_after_their_window(backend: Backend) {

@@ -1,7 +1,8 @@
 //! The usage rollups, against SQLite and MySQL alike: they equal the ledger
-//! after duplicates, retries and concurrent batches; pruning keeps them (and
-//! the summaries); the series API zero-fills its windows and puts every row
-//! in the right bucket, with the clock chosen by the test.
+//! (requests, bytes and units) after duplicates, retries and concurrent
+//! batches; summaries between two instants read whole hours; pruning keeps
+//! them (and the summaries); the series API zero-fills its windows and puts
+//! every row in the right bucket, with the clock chosen by the test.
 //!
 //! Every test below runs twice, `sqlite::<name>` and `mysql::<name>`, like
 //! `http_api.rs` (the MySQL half needs `TOLLGATE_TEST_MYSQL_URL`).
@@ -15,6 +16,7 @@ use axum::http::{Method, StatusCode};
 use serde_json::{json, Value};
 use sidecar::clock::{from_unix_ms, to_unix_ms};
 use sidecar::series::{usage_series, Window};
+use sidecar::store::rollup::Grain;
 use sidecar::store::{Store, SummaryFilter, UsageInsert};
 use support::*;
 use time::macros::datetime;
@@ -24,6 +26,7 @@ use tollgate_wire::{Outcome, UsageRecord};
 on_both_backends!(
     rollups_equal_the_ledger_after_duplicates_and_concurrent_batches,
     the_migration_rolls_up_the_rows_already_stored,
+    summaries_between_two_instants_count_the_hours_between,
     prune_deletes_old_rows_in_batches_and_keeps_the_summaries,
     series_fill_every_bucket_and_count_each_row_in_its_own,
     series_over_http,
@@ -40,14 +43,17 @@ fn record(id: &str, key: i64, at: OffsetDateTime, outcome: Outcome, bytes: u64) 
         outcome,
         request_bytes: bytes,
         response_bytes: 3 * bytes + 1,
-        units: 0,
+        units: 2 * bytes + 5,
         duration_ms: 2,
         timestamp_ms: to_unix_ms(at),
     }
 }
 
-/// Per (key, bucket text, outcome): requests and exact byte totals.
-type Sums = BTreeMap<(i64, String, String), (i64, i128, i128)>;
+/// Per (key, bucket text, outcome): requests, exact byte totals and units.
+type Sums = BTreeMap<(i64, String, String), Totals>;
+
+/// Requests, request bytes, response bytes, units.
+type Totals = (i64, i128, i128, i128);
 
 /// What the ledger and the rollup table of a grain hold, per bucket: the
 /// ledger's rows grouped by the bucket's text, and the rollup's rows.
@@ -67,14 +73,15 @@ async fn ledger_and_rollup(store: &Store, hourly: bool) -> (Sums, Sums) {
     };
     let ledger = format!(
         "SELECT api_key_id, {b} AS bucket, outcome, CAST(COUNT(*) AS {int}) AS requests, \
-         CAST(SUM(request_bytes) AS {int}) AS rq, CAST(SUM(response_bytes) AS {int}) AS rs \
-         FROM usage_log GROUP BY api_key_id, {b}, outcome",
+         CAST(SUM(request_bytes) AS {int}) AS rq, CAST(SUM(response_bytes) AS {int}) AS rs, \
+         CAST(SUM(units) AS {int}) AS un FROM usage_log GROUP BY api_key_id, {b}, outcome",
         b = bucket("created_at")
     );
     let rollup = format!(
         "SELECT api_key_id, {b} AS bucket, outcome, requests, \
          request_bytes_high * 4294967296 + request_bytes_low AS rq, \
-         response_bytes_high * 4294967296 + response_bytes_low AS rs FROM {table}",
+         response_bytes_high * 4294967296 + response_bytes_low AS rs, \
+         units_high * 4294967296 + units_low AS un FROM {table}",
         b = bucket("bucket_start")
     );
     (sums(store, &ledger).await, sums(store, &rollup).await)
@@ -102,6 +109,7 @@ async fn sums(store: &Store, sql: &str) -> Sums {
                             r.get::<i64, _>("requests"),
                             i128::from(r.get::<i64, _>("rq")),
                             i128::from(r.get::<i64, _>("rs")),
+                            i128::from(r.get::<i64, _>("un")),
                         ),
                     )
                 })
@@ -128,10 +136,10 @@ async fn assert_rollups_equal_the_ledger(store: &Store) -> i64 {
         .await
         .unwrap();
     let (ledger, _) = ledger_and_rollup(store, false).await;
-    let mut totals: BTreeMap<(i64, String), (i64, i128, i128)> = BTreeMap::new();
-    for ((key, _, outcome), (n, rq, rs)) in ledger {
+    let mut totals: BTreeMap<(i64, String), Totals> = BTreeMap::new();
+    for ((key, _, outcome), (n, rq, rs, un)) in ledger {
         let t = totals.entry((key, outcome)).or_default();
-        *t = (t.0 + n, t.1 + rq, t.2 + rs);
+        *t = (t.0 + n, t.1 + rq, t.2 + rs, t.3 + un);
     }
     let from_rollups: BTreeMap<_, _> = summary
         .iter()
@@ -142,6 +150,7 @@ async fn assert_rollups_equal_the_ledger(store: &Store) -> i64 {
                     r.requests,
                     r.request_bytes as i128,
                     r.response_bytes as i128,
+                    r.units as i128,
                 ),
             )
         })
@@ -272,6 +281,13 @@ async fn the_migration_rolls_up_the_rows_already_stored(backend: Backend) {
     }
     db.store.migrate().await.expect("migration 3");
     assert_eq!(assert_rollups_equal_the_ledger(&db.store).await, 300);
+    // Rows from before units (migration 6) count none.
+    let summary = db
+        .store
+        .usage_summary(&SummaryFilter::default())
+        .await
+        .unwrap();
+    assert!(summary.iter().all(|r| r.units == 0), "{summary:?}");
     // New batches add to the backfilled rollups.
     let mut fresh = spread("new", 100);
     fresh.extend(spread("old", 50));
@@ -280,6 +296,84 @@ async fn the_migration_rolls_up_the_rows_already_stored(backend: Backend) {
         UsageInsert::Stored { inserted: 100 }
     );
     assert_eq!(assert_rollups_equal_the_ledger(&db.store).await, 400);
+    let units: u128 = db
+        .store
+        .usage_summary(&SummaryFilter::default())
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.units)
+        .sum();
+    let fresh_units: u64 = fresh[..100].iter().map(|r| r.units).sum();
+    assert_eq!(units, u128::from(fresh_units));
+}
+
+/// A summary from one instant to another counts the rows of the hours
+/// between (the first's hour through the last's), read from hourly and
+/// daily rollups alike, and nothing outside.
+async fn summaries_between_two_instants_count_the_hours_between(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = &db.store;
+    register_keys(store, 3).await;
+    let records = spread("w", 600);
+    store.insert_usage(&records).await.unwrap();
+    let cases = [
+        // Inside one hour, across midnight, whole days, up to now.
+        (NOW - Duration::minutes(20), NOW),
+        (
+            datetime!(2026-11-30 22:10 UTC),
+            datetime!(2026-12-01 01:00 UTC),
+        ),
+        (
+            datetime!(2026-11-30 00:00 UTC),
+            datetime!(2026-12-02 00:00 UTC),
+        ),
+        (datetime!(2026-11-30 13:59 UTC), NOW),
+        (
+            datetime!(2026-11-29 00:00 UTC),
+            datetime!(2026-12-01 05:30 UTC),
+        ),
+    ];
+    for (since, until) in cases {
+        let (from, to) = (Grain::Hour.floor(since), Grain::Hour.ceil(until));
+        let mut expected: BTreeMap<(i64, String), Totals> = BTreeMap::new();
+        for r in &records {
+            let t = from_unix_ms(r.timestamp_ms).unwrap();
+            if from <= t && t < to {
+                let e = expected
+                    .entry((r.api_key_id, r.outcome.as_str().to_string()))
+                    .or_default();
+                e.0 += 1;
+                e.1 += i128::from(r.request_bytes);
+                e.2 += i128::from(r.response_bytes);
+                e.3 += i128::from(r.units);
+            }
+        }
+        assert!(!expected.is_empty(), "{since} to {until}");
+        let filter = SummaryFilter {
+            api_key_id: None,
+            since: Some(since),
+            until: Some(until),
+        };
+        let summary: BTreeMap<(i64, String), Totals> = store
+            .usage_summary(&filter)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| {
+                (
+                    (r.api_key_id, r.outcome),
+                    (
+                        r.requests,
+                        r.request_bytes as i128,
+                        r.response_bytes as i128,
+                        r.units as i128,
+                    ),
+                )
+            })
+            .collect();
+        assert_eq!(summary, expected, "{since} to {until}");
+    }
 }
 
 async fn prune_deletes_old_rows_in_batches_and_keeps_the_summaries(backend: Backend) {
@@ -311,15 +405,17 @@ async fn prune_deletes_old_rows_in_batches_and_keeps_the_summaries(backend: Back
         SummaryFilter::default(),
         SummaryFilter {
             api_key_id: Some(2),
-            since: None,
+            ..SummaryFilter::default()
         },
         SummaryFilter {
             api_key_id: None,
             since: Some(datetime!(2026-08-01 05:00:00 UTC)),
+            until: None,
         },
         SummaryFilter {
             api_key_id: Some(1),
             since: Some(datetime!(2026-11-30 13:00:00 UTC)),
+            until: Some(datetime!(2026-12-01 15:00:00 UTC)),
         },
     ];
     let mut summaries = Vec::new();
@@ -424,6 +520,7 @@ async fn series_fill_every_bucket_and_count_each_row_in_its_own(backend: Backend
             assert_eq!(p.requests as usize, rows.len(), "{window:?} bucket {i}");
             assert_eq!(p.request_bytes, 10 * rows.len() as u128);
             assert_eq!(p.response_bytes, 31 * rows.len() as u128);
+            assert_eq!(p.units, 25 * rows.len() as u128);
             let denied = rows
                 .iter()
                 .filter(|r| r.outcome != Outcome::Allowed)
@@ -479,8 +576,9 @@ async fn series_over_http(backend: Backend) {
         let last = points.iter().rev().find(|p| p["requests"] != 0).unwrap();
         assert_eq!(last["request_bytes"], 200);
         assert_eq!(last["response_bytes"], 80);
+        assert_eq!(last["units"], 12);
         assert_eq!(last["denials"], json!({"token_expired": 1}));
-        assert_eq!(points[0].as_object().unwrap().len(), 5, "{}", points[0]);
+        assert_eq!(points[0].as_object().unwrap().len(), 6, "{}", points[0]);
     }
 
     let error = h

@@ -206,7 +206,7 @@ mod tests {
             outcome: Outcome::Allowed,
             request_bytes: 1024,
             response_bytes: 88,
-            units: 0,
+            units: 12,
             duration_ms: 3,
             timestamp_ms: 1_764_000_000_000,
         }
@@ -232,10 +232,24 @@ mod tests {
     #[test]
     fn usage_records_from_a_newer_filter_are_read_without_their_new_fields() {
         let mut value = serde_json::to_value(record()).unwrap();
-        value["units"] = serde_json::json!(12);
+        value["a_later_field"] = serde_json::json!(12);
         assert_eq!(
             serde_json::from_value::<UsageRecord>(value).unwrap(),
             record()
+        );
+    }
+
+    #[test]
+    fn usage_records_from_a_filter_older_than_units_count_none() {
+        let mut value = serde_json::to_value(record()).unwrap();
+        value.as_object_mut().unwrap().remove("units");
+        let back: UsageRecord = serde_json::from_value(value).unwrap();
+        assert_eq!(
+            back,
+            UsageRecord {
+                units: 0,
+                ..record()
+            }
         );
     }
 
@@ -286,6 +300,11 @@ mod tests {
         r.request_bytes = 0;
         r.response_bytes = MAX_RESPONSE_BYTES + 1;
         assert_eq!(r.validate().unwrap_err().field, "response_bytes");
+        r.response_bytes = 0;
+        r.units = MAX_UNITS;
+        assert_eq!(r.validate(), Ok(()));
+        r.units = MAX_UNITS + 1;
+        assert_eq!(r.validate().unwrap_err().field, "units");
     }
 
     #[test]

@@ -173,11 +173,12 @@ const KEY_MAIN: &str = r#"<h1>Key <span id="key-title"></span></h1>
 </div>
 <p id="series-status" class="note" role="status"></p>
 <table id="series-totals">
-<thead><tr><th>Requests</th><th>Request bytes</th><th>Response bytes</th><th>Denials</th></tr></thead>
-<tbody><tr><td id="total-requests">–</td><td id="total-request-bytes">–</td><td id="total-response-bytes">–</td><td id="total-denials">–</td></tr></tbody>
+<thead><tr><th>Requests</th><th>Request bytes</th><th>Response bytes</th><th>Units</th><th>Denials</th></tr></thead>
+<tbody><tr><td id="total-requests">–</td><td id="total-request-bytes">–</td><td id="total-response-bytes">–</td><td id="total-units">–</td><td id="total-denials">–</td></tr></tbody>
 </table>
 <section class="chart"><h2>Requests</h2><div class="plot"><canvas id="chart-requests"></canvas></div></section>
 <section class="chart"><h2>Bytes</h2><div class="plot"><canvas id="chart-bytes"></canvas></div></section>
+<section class="chart"><h2>Units</h2><p class="note">What the upstream said the calls cost, in its own units (its <code>x-usage-units</code> header, or the one the filter's <code>limits.units_header</code> names).</p><div class="plot"><canvas id="chart-units"></canvas></div></section>
 <section class="chart"><h2>Denials by code</h2><div class="plot"><canvas id="chart-denials"></canvas></div></section>"#;
 
 const GATEWAY_MAIN: &str = r#"<h1>Gateway</h1>

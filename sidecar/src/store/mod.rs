@@ -178,8 +178,11 @@ impl Revocation {
 #[derive(Debug, Clone, Default)]
 pub struct SummaryFilter {
     pub api_key_id: Option<i64>,
-    /// Rows created at or after this instant.
+    /// Rows created at or after this instant (from the start of its hour).
     pub since: Option<OffsetDateTime>,
+    /// Rows created before this instant (up to the end of its hour): a
+    /// quota window's end, for `usage reconcile` of a past window.
+    pub until: Option<OffsetDateTime>,
 }
 
 /// Totals of one (key, outcome) pair.
@@ -196,6 +199,9 @@ pub struct UsageSummaryRow {
     /// their sum is still reported, never an overflow (see [`sql::usage_summary`]).
     pub request_bytes: u128,
     pub response_bytes: u128,
+    /// What the upstream said the calls cost (`UsageRecord::units`); 0 for
+    /// rows stored before units were recorded (migration 0006).
+    pub units: u128,
 }
 
 /// One bucket of one outcome in a key's usage series.
@@ -206,6 +212,7 @@ pub struct SeriesRow {
     pub requests: i64,
     pub request_bytes: u128,
     pub response_bytes: u128,
+    pub units: u128,
 }
 
 /// What [`Store::insert_usage`] did with a batch.
@@ -458,8 +465,8 @@ impl Store {
             .collect())
     }
 
-    /// Requests and bytes per (key, outcome), ordered by key then outcome,
-    /// read from the rollups: from the start of the hour of `filter.since`
+    /// Requests, bytes and units per (key, outcome), ordered by key then
+    /// outcome, read from the rollups: from the start of the hour of `filter.since`
     /// (all time without one), so in whole hours.
     pub async fn usage_summary(
         &self,
@@ -561,19 +568,35 @@ fn rollup_table(grain: rollup::Grain) -> &'static str {
     grain.table().unwrap_or("usage_hourly")
 }
 
-/// What a summary since `since` reads: from the start of its hour, the
-/// hourly rollups up to the next midnight, then the daily ones.
-fn summary_span(since: Option<OffsetDateTime>) -> sql::SummarySpan<OffsetDateTime> {
-    match since {
-        None => sql::SummarySpan::AllTime,
-        Some(since) => {
-            let hour = rollup::Grain::Hour.floor(since);
-            sql::SummarySpan::From {
-                hour,
-                next_day: rollup::Grain::Day.ceil(hour),
-            }
+/// What a summary of `[since, until)` reads, in whole hours (`since` back
+/// to the start of its hour, `until` on to the end of its own): hourly
+/// rollups up to the first midnight, daily ones from there to the last
+/// midnight, hourly ones again after it. Without `since` the daily rows
+/// start at the first; without `until` they run to the last.
+fn summary_parts(
+    since: Option<OffsetDateTime>,
+    until: Option<OffsetDateTime>,
+) -> Vec<sql::SummaryPart<OffsetDateTime>> {
+    use rollup::Grain::{Day, Hour};
+    let part = |grain, from, to| sql::SummaryPart { grain, from, to };
+    let start = since.map(|t| Hour.floor(t));
+    let end = until.map(|t| Hour.ceil(t));
+    let first_midnight = start.map(|t| Day.ceil(t));
+    let last_midnight = end.map(|t| Day.floor(t));
+    if let (Some(first), Some(end)) = (first_midnight, end) {
+        if end <= first {
+            return vec![part(Hour, start, Some(end))];
         }
     }
+    let mut parts = Vec::with_capacity(3);
+    if start != first_midnight {
+        parts.push(part(Hour, start, first_midnight));
+    }
+    parts.push(part(Day, first_midnight, last_midnight));
+    if last_midnight != end {
+        parts.push(part(Hour, last_midnight, end));
+    }
+    parts
 }
 
 /// A backend's migrator, cut after `version`.
@@ -602,6 +625,65 @@ fn record_time(record: &UsageRecord) -> Result<OffsetDateTime, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use time::macros::datetime;
+
+    /// `summary_parts` as (grain, from, to) triples.
+    fn parts(
+        since: Option<OffsetDateTime>,
+        until: Option<OffsetDateTime>,
+    ) -> Vec<(
+        rollup::Grain,
+        Option<OffsetDateTime>,
+        Option<OffsetDateTime>,
+    )> {
+        summary_parts(since, until)
+            .into_iter()
+            .map(|p| (p.grain, p.from, p.to))
+            .collect()
+    }
+
+    #[test]
+    fn summaries_read_whole_hours_and_days_between_their_ends() {
+        use rollup::Grain::{Day, Hour};
+        assert_eq!(parts(None, None), [(Day, None, None)]);
+        let since = datetime!(2026-12-02 03:36 UTC);
+        let (h3, d3) = (
+            datetime!(2026-12-02 03:00 UTC),
+            datetime!(2026-12-03 0:00 UTC),
+        );
+        assert_eq!(
+            parts(Some(since), None),
+            [(Hour, Some(h3), Some(d3)), (Day, Some(d3), None)]
+        );
+        // A day window: its days only.
+        let d2 = datetime!(2026-12-02 0:00 UTC);
+        assert_eq!(parts(Some(d2), Some(d3)), [(Day, Some(d2), Some(d3))]);
+        // An hour window, and an end inside an hour (taken to its end).
+        let h4 = datetime!(2026-12-02 04:00 UTC);
+        assert_eq!(parts(Some(h3), Some(h4)), [(Hour, Some(h3), Some(h4))]);
+        assert_eq!(
+            parts(Some(since), Some(since)),
+            [(Hour, Some(h3), Some(h4))]
+        );
+        // Across days: hours, days, hours.
+        let until = datetime!(2026-12-05 07:10 UTC);
+        let (d5, h8) = (
+            datetime!(2026-12-05 0:00 UTC),
+            datetime!(2026-12-05 08:00 UTC),
+        );
+        assert_eq!(
+            parts(Some(since), Some(until)),
+            [
+                (Hour, Some(h3), Some(d3)),
+                (Day, Some(d3), Some(d5)),
+                (Hour, Some(d5), Some(h8))
+            ]
+        );
+        assert_eq!(
+            parts(None, Some(until)),
+            [(Day, None, Some(d5)), (Hour, Some(d5), Some(h8))]
+        );
+    }
 
     /// SHA-384 of each released migration, as sqlx records it when it applies
     /// one; checked below.

@@ -16,7 +16,7 @@ use tollgate_wire::UsageRecord;
 use super::feed::{unix_ms, CHANGE_CREATED, CHANGE_REVOKED};
 use super::rollup::{self, Grain};
 use super::{
-    migrator_up_to, record_time, rollup_table, sql, summary_span, ApiKey, KeyLookup, KeyStatus,
+    migrator_up_to, record_time, rollup_table, sql, summary_parts, ApiKey, KeyLookup, KeyStatus,
     NewKey, Revocation, SeriesRow, StoreError, SummaryFilter, UsageSummaryRow, INSERT_CHUNK_ROWS,
 };
 use crate::clock::to_primitive_utc;
@@ -228,8 +228,11 @@ impl MySqlStore {
         &self,
         filter: &SummaryFilter,
     ) -> Result<Vec<UsageSummaryRow>, StoreError> {
-        let span = summary_span(filter.since).map(to_primitive_utc);
-        let mut query = sql::usage_summary::<MySql, _>("SIGNED", filter.api_key_id, span);
+        let parts = summary_parts(filter.since, filter.until)
+            .into_iter()
+            .map(|p| p.map(to_primitive_utc))
+            .collect();
+        let mut query = sql::usage_summary::<MySql, _>("SIGNED", filter.api_key_id, parts);
         let rows = query.build().fetch_all(&self.pool).await?;
         rows.iter().map(sql::summary_row).collect()
     }

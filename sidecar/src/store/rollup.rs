@@ -1,12 +1,12 @@
-//! The usage rollups: per key, per hour and per day (UTC), the requests and
-//! byte sums of each outcome, kept in `usage_hourly` and `usage_daily`
-//! (migration 0003) so that summaries and the usage series never scan
-//! `usage_log`.
+//! The usage rollups: per key, per hour and per day (UTC), the requests,
+//! byte sums and units of each outcome, kept in `usage_hourly` and
+//! `usage_daily` (migrations 0003 and 0006) so that summaries and the usage
+//! series never scan `usage_log`.
 //!
 //! A batch's new rows are turned into [`RollupDelta`]s here, added to both
 //! tables in the transaction that stores the rows (`Store::insert_usage`),
-//! so the rollups always equal the ledger. Byte counts are kept as the sums
-//! of their high and low 32 bits ([`Halves`]), like the summary has always
+//! so the rollups always equal the ledger. Byte counts and units are kept as
+//! the sums of their high and low 32 bits ([`Halves`]), like the summary has always
 //! summed `usage_log`: exact whatever a row holds, a half overflowing only
 //! past 2^31 rows of one bucket.
 
@@ -73,8 +73,8 @@ impl Grain {
     }
 }
 
-/// The sums of a byte count's high and low 32 bits over some rows; joined
-/// into the exact total by [`Halves::total`].
+/// The sums of a count's (bytes, units) high and low 32 bits over some
+/// rows; joined into the exact total by [`Halves::total`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Halves {
     pub high: i64,
@@ -89,7 +89,7 @@ impl Halves {
         self.low += count & 0xFFFF_FFFF;
     }
 
-    /// The exact total; `None` when it is negative, which no byte count is.
+    /// The exact total; `None` when it is negative, which no count is.
     pub fn total(self) -> Option<u128> {
         u128::try_from((i128::from(self.high) << 32) + i128::from(self.low)).ok()
     }
@@ -104,6 +104,7 @@ pub struct RollupDelta {
     pub requests: i64,
     pub request_bytes: Halves,
     pub response_bytes: Halves,
+    pub units: Halves,
 }
 
 /// What `records` (new rows, each counted once) add to the rollups of
@@ -130,10 +131,12 @@ pub fn deltas<'a>(
                 requests: 0,
                 request_bytes: Halves::default(),
                 response_bytes: Halves::default(),
+                units: Halves::default(),
             });
         delta.requests += 1;
         delta.request_bytes.add(record.request_bytes);
         delta.response_bytes.add(record.response_bytes);
+        delta.units.add(record.units);
     }
     sums.into_values().collect()
 }
@@ -154,7 +157,7 @@ mod tests {
             outcome,
             request_bytes: bytes,
             response_bytes: 2 * bytes,
-            units: 0,
+            units: bytes / 2,
             duration_ms: 1,
             timestamp_ms: crate::clock::to_unix_ms(at),
         }
@@ -221,6 +224,11 @@ mod tests {
         assert_eq!(
             daily[0].response_bytes.total(),
             Some(2 * (u128::from(u32::MAX) + 14))
+        );
+        // Units are summed like bytes: 5 / 2 + 7 / 2 + (2^32 + 1) / 2.
+        assert_eq!(
+            daily[0].units.total(),
+            Some(2 + 3 + (u128::from(u32::MAX) + 2) / 2)
         );
     }
 

@@ -7,7 +7,7 @@
 use sqlx::{ColumnIndex, Database, Decode, Encode, QueryBuilder, Row, Type};
 use tollgate_wire::UsageRecord;
 
-use super::rollup::{Halves, RollupDelta};
+use super::rollup::{Grain, Halves, RollupDelta};
 use super::{SealedRow, SeriesRow, StoreError, UsageSummaryRow};
 use crate::sealed::SealedSecret;
 
@@ -80,7 +80,7 @@ where
 
 /// The columns of a usage row, in the order [`insert_usage`] binds them.
 pub const USAGE_COLUMNS: &str = "request_id, api_key_id, method, endpoint, status_code, \
-     outcome, request_bytes, response_bytes, duration_ms, created_at";
+     outcome, request_bytes, response_bytes, units, duration_ms, created_at";
 
 /// `{verb} INTO usage_log (USAGE_COLUMNS) VALUES (...), ...`: one row per
 /// (record, its creation time as the backend stores it). `verb` is the
@@ -104,6 +104,7 @@ where
             .push_bind(r.outcome.as_str())
             .push_bind(to_i64(r.request_bytes))
             .push_bind(to_i64(r.response_bytes))
+            .push_bind(to_i64(r.units))
             .push_bind(to_i64(r.duration_ms))
             .push_bind(created_at);
     });
@@ -112,15 +113,18 @@ where
 
 /// The columns of a rollup row, in the order [`upsert_rollups`] binds them.
 pub const ROLLUP_COLUMNS: &str = "api_key_id, bucket_start, outcome, requests, \
-     request_bytes_high, request_bytes_low, response_bytes_high, response_bytes_low";
+     request_bytes_high, request_bytes_low, response_bytes_high, response_bytes_low, \
+     units_high, units_low";
 
 /// The counters of a rollup row, which an upsert adds to.
-const ROLLUP_COUNTERS: [&str; 5] = [
+const ROLLUP_COUNTERS: [&str; 7] = [
     "requests",
     "request_bytes_high",
     "request_bytes_low",
     "response_bytes_high",
     "response_bytes_low",
+    "units_high",
+    "units_low",
 ];
 
 /// How a dialect adds an upsert's incoming counters to the stored row: the
@@ -156,7 +160,9 @@ where
             .push_bind(d.request_bytes.high)
             .push_bind(d.request_bytes.low)
             .push_bind(d.response_bytes.high)
-            .push_bind(d.response_bytes.low);
+            .push_bind(d.response_bytes.low)
+            .push_bind(d.units.high)
+            .push_bind(d.units.low);
     });
     let sets: Vec<String> = ROLLUP_COUNTERS
         .iter()
@@ -184,33 +190,32 @@ where
     query
 }
 
-/// Which part of the rollups a summary reads: every daily row, or, from an
-/// hour on, the hourly rows up to the next midnight and the daily rows from
-/// there (`T` is a time as the backend stores it).
-pub enum SummarySpan<T> {
-    AllTime,
-    From { hour: T, next_day: T },
+/// One part of what a summary reads: the rollup rows of `grain` (hourly or
+/// daily) whose bucket starts in `[from, to)`, open where `None` (`T` is a
+/// time as the backend stores it).
+pub struct SummaryPart<T> {
+    pub grain: Grain,
+    pub from: Option<T>,
+    pub to: Option<T>,
 }
 
-impl<T> SummarySpan<T> {
-    /// The same span with its times converted.
-    pub fn map<U>(self, f: impl Fn(T) -> U) -> SummarySpan<U> {
-        match self {
-            SummarySpan::AllTime => SummarySpan::AllTime,
-            SummarySpan::From { hour, next_day } => SummarySpan::From {
-                hour: f(hour),
-                next_day: f(next_day),
-            },
+impl<T> SummaryPart<T> {
+    /// The same part with its times converted.
+    pub fn map<U>(self, f: impl Fn(T) -> U) -> SummaryPart<U> {
+        SummaryPart {
+            grain: self.grain,
+            from: self.from.map(&f),
+            to: self.to.map(&f),
         }
     }
 }
 
-/// Requests and bytes per (key, outcome), ordered by key then outcome, of
-/// `api_key_id` (all keys when `None`) over `span`, read from the rollups.
-/// `int_type` is the dialect's 64-bit integer for the sums' cast (`SIGNED`,
-/// `INTEGER`); read each row with [`summary_row`].
+/// Requests, bytes and units per (key, outcome), ordered by key then outcome, of
+/// `api_key_id` (all keys when `None`) over `parts` (disjoint), read from
+/// the rollups. `int_type` is the dialect's 64-bit integer for the sums'
+/// cast (`SIGNED`, `INTEGER`); read each row with [`summary_row`].
 ///
-/// Byte columns are the rollups' sums of high and low 32 bits (see
+/// Byte and unit columns are the rollups' sums of high and low 32 bits (see
 /// [`Halves`]), summed again here and joined by [`summary_row`] into exact
 /// 128-bit totals: rows stored before ingestion bounded the counts may hold
 /// anything up to `i64::MAX`, and a half is below 2^32, so neither half's
@@ -218,13 +223,13 @@ impl<T> SummarySpan<T> {
 pub fn usage_summary<'a, DB, T>(
     int_type: &str,
     api_key_id: Option<i64>,
-    span: SummarySpan<T>,
+    parts: Vec<SummaryPart<T>>,
 ) -> QueryBuilder<'a, DB>
 where
     DB: Database,
     DB::Arguments<'a>: Default,
     i64: Encode<'a, DB> + Type<DB>,
-    T: 'a + Encode<'a, DB> + Type<DB> + Clone,
+    T: 'a + Encode<'a, DB> + Type<DB>,
 {
     let sums: Vec<String> = ROLLUP_COUNTERS
         .iter()
@@ -234,7 +239,11 @@ where
         "SELECT api_key_id, outcome, {} FROM (",
         sums.join(", ")
     ));
-    let select = |query: &mut QueryBuilder<'a, DB>, table: &str| {
+    for (i, part) in parts.into_iter().enumerate() {
+        if i > 0 {
+            query.push(" UNION ALL ");
+        }
+        let table = part.grain.table().unwrap_or("usage_hourly");
         query.push(format!(
             "SELECT api_key_id, outcome, {} FROM {table} WHERE 1 = 1",
             ROLLUP_COUNTERS.join(", ")
@@ -242,25 +251,18 @@ where
         if let Some(id) = api_key_id {
             query.push(" AND api_key_id = ").push_bind(id);
         }
-    };
-    match span {
-        SummarySpan::AllTime => select(&mut query, "usage_daily"),
-        SummarySpan::From { hour, next_day } => {
-            select(&mut query, "usage_hourly");
-            query.push(" AND bucket_start >= ").push_bind(hour);
-            query
-                .push(" AND bucket_start < ")
-                .push_bind(next_day.clone());
-            query.push(" UNION ALL ");
-            select(&mut query, "usage_daily");
-            query.push(" AND bucket_start >= ").push_bind(next_day);
+        if let Some(from) = part.from {
+            query.push(" AND bucket_start >= ").push_bind(from);
+        }
+        if let Some(to) = part.to {
+            query.push(" AND bucket_start < ").push_bind(to);
         }
     }
     query.push(") AS buckets GROUP BY api_key_id, outcome ORDER BY api_key_id, outcome");
     query
 }
 
-/// `SUM` of a byte column's high and its low 32 bits, as the columns
+/// `SUM` of a counted column's high and its low 32 bits, as the columns
 /// `{column}_high` and `{column}_low`. The columns hold non-negative counts
 /// (ingestion reads them as unsigned), so both dialects' shift and mask agree.
 fn split_sum(column: &str, int_type: &str) -> String {
@@ -289,10 +291,11 @@ where
 {
     let mut query = QueryBuilder::new(format!(
         "SELECT {bucket} AS bucket, outcome, CAST(COUNT(*) AS {int_type}) AS requests, \
-         {request_bytes}, {response_bytes} FROM usage_log WHERE api_key_id = ",
+         {request_bytes}, {response_bytes}, {units} FROM usage_log WHERE api_key_id = ",
         bucket = minute("created_at"),
         request_bytes = split_sum("request_bytes", int_type),
         response_bytes = split_sum("response_bytes", int_type),
+        units = split_sum("units", int_type),
     ));
     query.push_bind(api_key_id);
     query.push(" AND created_at >= ").push_bind(from);
@@ -329,9 +332,9 @@ where
     query
 }
 
-/// The exact total of a byte column from its `{column}_high` and
-/// `{column}_low` sums.
-fn byte_total<R: Row>(row: &R, table: &str, column: &str) -> Result<u128, StoreError>
+/// The exact total of a counted column (bytes, units) from its
+/// `{column}_high` and `{column}_low` sums.
+fn exact_total<R: Row>(row: &R, table: &str, column: &str) -> Result<u128, StoreError>
 where
     for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
     for<'r> &'r str: ColumnIndex<R>,
@@ -340,9 +343,9 @@ where
         high: row.try_get(format!("{column}_high").as_str())?,
         low: row.try_get(format!("{column}_low").as_str())?,
     };
-    halves.total().ok_or_else(|| {
-        StoreError::Corrupt(format!("{table}.{column} sums to a negative byte count"))
-    })
+    halves
+        .total()
+        .ok_or_else(|| StoreError::Corrupt(format!("{table}.{column} sums to a negative count")))
 }
 
 /// One row of [`usage_summary`].
@@ -356,8 +359,9 @@ where
         api_key_id: row.try_get("api_key_id")?,
         outcome: row.try_get("outcome")?,
         requests: row.try_get("requests")?,
-        request_bytes: byte_total(row, "usage rollup", "request_bytes")?,
-        response_bytes: byte_total(row, "usage rollup", "response_bytes")?,
+        request_bytes: exact_total(row, "usage rollup", "request_bytes")?,
+        response_bytes: exact_total(row, "usage rollup", "response_bytes")?,
+        units: exact_total(row, "usage rollup", "units")?,
     })
 }
 
@@ -373,8 +377,9 @@ where
         bucket_start: parse_minute(&bucket).map_err(StoreError::Corrupt)?,
         outcome: row.try_get("outcome")?,
         requests: row.try_get("requests")?,
-        request_bytes: byte_total(row, "usage series", "request_bytes")?,
-        response_bytes: byte_total(row, "usage series", "response_bytes")?,
+        request_bytes: exact_total(row, "usage series", "request_bytes")?,
+        response_bytes: exact_total(row, "usage series", "response_bytes")?,
+        units: exact_total(row, "usage series", "units")?,
     })
 }
 
@@ -512,6 +517,7 @@ mod tests {
             requests: 1,
             request_bytes: Halves::default(),
             response_bytes: Halves::default(),
+            units: Halves::default(),
         };
         let rows = [(&delta, String::from("2026-12-02 03:00:00.000"))];
         let sql = upsert_rollups::<sqlx::Sqlite, _>("usage_hourly", &upsert, &rows).into_sql();

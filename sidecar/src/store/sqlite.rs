@@ -19,7 +19,7 @@ use tollgate_wire::UsageRecord;
 use super::feed::{unix_ms, CHANGE_CREATED, CHANGE_REVOKED};
 use super::rollup::{self, Grain};
 use super::{
-    migrator_up_to, record_time, rollup_table, sql, summary_span, ApiKey, KeyLookup, KeyStatus,
+    migrator_up_to, record_time, rollup_table, sql, summary_parts, ApiKey, KeyLookup, KeyStatus,
     NewKey, Revocation, SeriesRow, StoreError, SummaryFilter, UsageSummaryRow, INSERT_CHUNK_ROWS,
 };
 use crate::clock::{format_db_text, parse_db_text};
@@ -232,8 +232,11 @@ impl SqliteStore {
         &self,
         filter: &SummaryFilter,
     ) -> Result<Vec<UsageSummaryRow>, StoreError> {
-        let span = summary_span(filter.since).map(format_db_text);
-        let mut query = sql::usage_summary::<Sqlite, _>("INTEGER", filter.api_key_id, span);
+        let parts = summary_parts(filter.since, filter.until)
+            .into_iter()
+            .map(|p| p.map(format_db_text))
+            .collect();
+        let mut query = sql::usage_summary::<Sqlite, _>("INTEGER", filter.api_key_id, parts);
         let rows = query.build().fetch_all(&self.pool).await?;
         rows.iter().map(sql::summary_row).collect()
     }

@@ -531,6 +531,7 @@ pub fn record(request_id: &str, key_id: i64) -> Value {
         "outcome": "allowed",
         "request_bytes": 100,
         "response_bytes": 40,
+        "units": 6,
         "duration_ms": 7,
         "timestamp_ms": now_ms(),
     })
