@@ -96,8 +96,9 @@ def offer(stacks: list[Stack], key: str, count: int, *, connections: int = 16,
     """Sends ``count`` requests with ``key`` over ``connections`` concurrent
     connections, connection i to the Envoy of ``stacks[i % len(stacks)]``,
     each sending its next request once its last is answered; with ``rate``,
-    request n is not sent before start + n / rate. The answers, in the
-    order they arrived."""
+    request n is not sent before start + n / rate, and none after
+    start + count / rate (a client that falls behind sends fewer). The
+    answers, in the order they arrived."""
     numbers = itertools.count()
     sent: list[Sent] = []
     lock = threading.Lock()
@@ -107,6 +108,8 @@ def offer(stacks: list[Stack], key: str, count: int, *, connections: int = 16,
         client = Gateway(stacks[i % len(stacks)], Ledger())
         while (n := next(numbers)) < count:
             if rate:
+                if time.monotonic() >= start + count / rate:
+                    break
                 time.sleep(max(0.0, start + n / rate - time.monotonic()))
             began = time.monotonic()
             resp = client.post(body, key)
@@ -265,12 +268,15 @@ def test_a_rate_limit_under_four_times_its_rate(gateway: Gateway):
 
     first = min(s.started for s in sent)
     offered = len(sent) / (max(s.started for s in sent) - first)
-    assert offered >= 150, f"the client offered {offered:.0f} req/s, not 200: the machine is too busy"
     elapsed = max(s.ended for s in sent) - first
     allowed = [s for s in sent if s.status == 200]
     bound = 50 * elapsed + 50
-    assert 0.9 * bound <= len(allowed) <= bound, \
-        f"{len(allowed)} allowed in {elapsed:.2f} s at 50/s, burst 50 (bound {bound:.0f}): {tally(sent)}"
+    said = (f"{len(allowed)} allowed of {len(sent)} offered at {offered:.0f}/s in {elapsed:.2f} s "
+            f"at 50/s, burst 50 (bound {bound:.0f}): {tally(sent)}")
+    assert len(allowed) <= bound, said
+    # Only an offer well above the rate tells a bucket from no limit.
+    assert offered >= 150, f"the client offered too little, the machine is too busy: {said}"
+    assert len(allowed) >= 0.9 * bound, said
     for s in sent:
         if s.status == 200:
             field = ratelimit_field(s.resp)
@@ -280,8 +286,7 @@ def test_a_rate_limit_under_four_times_its_rate(gateway: Gateway):
             assert (denial.denied_by.name, denial.denied_by.remaining) == ("rate", 0), denial
             assert denial.retry_after_s == 1, "a token comes within 20 ms: Retry-After is 1"
     assert_metered(gateway.ledger, key["id"], sent)
-    print(f"rate 50/s burst 50: {len(allowed)} allowed of {len(sent)} offered at {offered:.0f}/s "
-          f"in {elapsed:.2f} s (bound {bound:.0f})")
+    print(said)
 
 
 # -- request bytes and units -----------------------------------------------------
@@ -302,8 +307,6 @@ def test_a_request_bytes_quota_counts_chunked_and_sized_bodies_alike(any_gateway
     for i in range(10):  # 10,000 bytes of 10,240, every other body chunked
         resp = post(1000, chunked=i % 2 == 1)
         assert resp.status_code == 200, f"request {i}: {resp.status_code} {resp.text[:200]}"
-        field = ratelimit_field(resp)
-        assert field.name == "request_bytes" and field.remaining <= 10240, field
     for chunked in (True, False):  # 1,000 bytes more do not fit in the 240 left
         upstream = gw.upstream_seen()["count"]
         resp = post(1000, chunked=chunked)
@@ -315,6 +318,9 @@ def test_a_request_bytes_quota_counts_chunked_and_sized_bodies_alike(any_gateway
     rest = post(240, chunked=True)  # exactly what is left
     assert rest.status_code == 200, f"240 bytes of the 240 left: {rest.status_code} {rest.text[:200]}"
     assert_error(post(20, chunked=False), 429, "quota_exceeded")
+    for allowed in (s.resp for s in sent if s.status == 200):
+        field = ratelimit_field(allowed)
+        assert field.name == "request_bytes" and field.remaining <= 10240, field
 
     rows = assert_metered(gw.ledger, key["id"], sent)
     allowed = sorted(r["request_bytes"] for r in rows if r["outcome"] == "allowed")
