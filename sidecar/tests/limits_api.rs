@@ -15,8 +15,8 @@ use sidecar::grants::answer;
 use sidecar::store::Store;
 use support::*;
 use tollgate_wire::{
-    changes_query, GrantAsk, GrantRequest, GrantReturn, GrantStatus, QuotaKind, Settlement,
-    GRANTS_PATH, INTERNAL_TOKEN_HEADER,
+    changes_query, GrantAsk, GrantReply, GrantRequest, GrantReturn, GrantStatus, QuotaKind,
+    Settlement, GRANTS_PATH, INTERNAL_TOKEN_HEADER,
 };
 
 on_both_backends!(
@@ -656,47 +656,44 @@ async fn a_year_boundary_splits_every_month_quota_and_what_is_given_back(backend
         ..Default::default()
     };
 
+    // Each grant takes its whole quota, in the window `span`, on a counter
+    // that held nothing before.
+    let whole_in = |reply: &GrantReply, span: (i64, i64)| {
+        for given in &reply.grants {
+            let taken = (given.status, given.amount, given.charged);
+            assert_eq!(
+                taken,
+                (GrantStatus::Granted, given.limit, given.limit),
+                "{given:?}"
+            );
+            assert_eq!((given.window_start_ms, given.window_end_ms), span);
+        }
+    };
+    let one_request = |n: u64, at: i64| {
+        let request = GrantRequest {
+            asks: vec![ask(id(n), key_id, QuotaKind::Requests, 1, 0)],
+            ..Default::default()
+        };
+        async move { answer(store, &request, at).await.unwrap().grants.remove(0) }
+    };
+
     // December's last millisecond: both quotas charged at admission taken
-    // whole, and units settled past their limit.
+    // whole, and units settled past their limit; then nothing is left.
     let last = answer(store, &take_all(1, 150), january - 1).await.unwrap();
-    for given in &last.grants {
-        assert_eq!(given.status, GrantStatus::Granted, "{given:?}");
-        assert_eq!(given.amount, given.limit, "{given:?}");
-        assert_eq!(
-            (given.window_start_ms, given.window_end_ms),
-            (december, january)
-        );
-    }
+    whole_in(&last, (december, january));
     let units = &last.settlements[0];
     assert_eq!(
         (units.charged, units.open, units.window_end_ms),
         (150, false, january)
     );
-    let more = answer(
-        store,
-        &GrantRequest {
-            asks: vec![ask(id(4), key_id, QuotaKind::Requests, 1, 0)],
-            ..Default::default()
-        },
-        january - 1,
-    )
-    .await
-    .unwrap();
-    assert_eq!(more.grants[0].status, GrantStatus::Exhausted);
+    assert_eq!(
+        one_request(4, january - 1).await.status,
+        GrantStatus::Exhausted
+    );
 
     // January's first millisecond: all of it again, on counters of their own.
     let first = answer(store, &take_all(5, 10), january).await.unwrap();
-    for given in &first.grants {
-        assert_eq!(
-            (given.status, given.amount),
-            (GrantStatus::Granted, given.limit)
-        );
-        assert_eq!(
-            (given.window_start_ms, given.window_end_ms),
-            (january, february)
-        );
-        assert_eq!(given.charged, given.amount, "a fresh counter: {given:?}");
-    }
+    whole_in(&first, (january, february));
     let units = &first.settlements[0];
     assert_eq!(
         (units.charged, units.open, units.window_start_ms),
@@ -773,17 +770,7 @@ async fn a_year_boundary_splits_every_month_quota_and_what_is_given_back(backend
     }
 
     // 2028 is a leap year: its February holds 29 days.
-    let leap = answer(
-        store,
-        &GrantRequest {
-            asks: vec![ask(id(9), key_id, QuotaKind::Requests, 1, 0)],
-            ..Default::default()
-        },
-        civil(2028, 2, 29) + DAY_MS - 1,
-    )
-    .await
-    .unwrap();
-    let given = &leap.grants[0];
+    let given = one_request(9, civil(2028, 2, 29) + DAY_MS - 1).await;
     assert_eq!(
         (given.window_start_ms, given.window_end_ms),
         (february, civil(2028, 3, 1))
