@@ -8,6 +8,7 @@ read straight from the sidecar's database (MariaDB or SQLite).
 from __future__ import annotations
 
 import hashlib
+import re
 import sqlite3
 import time
 from dataclasses import dataclass, field
@@ -164,3 +165,96 @@ def assert_error(resp: requests.Response, status: int, code: str) -> dict:
     if status == 401:
         assert resp.headers.get("www-authenticate", "").startswith("Bearer"), resp.headers
     return body
+
+
+#: The names the RateLimit fields give a key's limits (issue 11's contract).
+LIMIT_NAMES = ("rate", "requests", "request_bytes", "response_bytes", "units")
+
+_SF_NAME = re.compile(r'"([a-z_]+)"')
+_SF_PARAM = re.compile(r"([a-z][a-z0-9_*.-]*)=(-?[0-9]{1,15})")
+
+
+def ratelimit_items(value: str) -> dict[str, dict[str, int]]:
+    """A ``RateLimit`` or ``RateLimit-Policy`` field value, read strictly as
+    the structured-field list that draft-ietf-httpapi-ratelimit-headers
+    makes it: ``"rate";q=50;w=1, "requests";q=200;w=86400`` is
+    ``{"rate": {"q": 50, "w": 1}, "requests": {"q": 200, "w": 86400}}``."""
+    items: dict[str, dict[str, int]] = {}
+    for member in value.split(","):
+        name, *params = (part.strip() for part in member.strip().split(";"))
+        quoted = _SF_NAME.fullmatch(name)
+        assert quoted, f"{member!r} does not start with a string item, in {value!r}"
+        assert quoted[1] not in items, f"{quoted[1]} named twice in {value!r}"
+        parsed = {}
+        for param in params:
+            match = _SF_PARAM.fullmatch(param)
+            assert match, f"parameter {param!r} is not key=integer, in {value!r}"
+            parsed[match[1]] = int(match[2])
+        items[quoted[1]] = parsed
+    return items
+
+
+@dataclass(frozen=True)
+class RateLimitField:
+    """The ``RateLimit`` field of an answer: the one limit it speaks of."""
+
+    name: str
+    remaining: int  # r
+    reset_s: int  # t
+
+
+def ratelimit_field(resp: requests.Response) -> RateLimitField:
+    """The answer's ``RateLimit`` field, which must name one known limit
+    with its remaining ``r`` and its reset ``t``, both >= 0."""
+    value = resp.headers.get("ratelimit")
+    assert value, f"no RateLimit field on a {resp.status_code}: {dict(resp.headers)}"
+    items = ratelimit_items(value)
+    assert len(items) == 1, f"RateLimit names {len(items)} limits: {value!r}"
+    (name, params), = items.items()
+    assert name in LIMIT_NAMES, f"RateLimit names an unknown limit: {value!r}"
+    assert {"r", "t"} <= set(params), f"RateLimit lacks r or t: {value!r}"
+    assert params["r"] >= 0 and params["t"] >= 0, value
+    return RateLimitField(name, params["r"], params["t"])
+
+
+def ratelimit_policy(resp: requests.Response) -> dict[str, tuple[int, int]]:
+    """The answer's ``RateLimit-Policy``: each limit's (q, w), the limit and
+    its window in seconds."""
+    value = resp.headers.get("ratelimit-policy")
+    assert value, f"no RateLimit-Policy on a {resp.status_code}: {dict(resp.headers)}"
+    policy = {}
+    for name, params in ratelimit_items(value).items():
+        assert name in LIMIT_NAMES, f"RateLimit-Policy names an unknown limit: {value!r}"
+        assert {"q", "w"} <= set(params), f"{name} lacks q or w: {value!r}"
+        assert params["q"] >= 1 and params["w"] >= 1, value
+        policy[name] = (params["q"], params["w"])
+    return policy
+
+
+@dataclass(frozen=True)
+class LimitDenial:
+    """What a 429 of a limit told the client."""
+
+    retry_after_s: int
+    policy: dict[str, tuple[int, int]]
+    denied_by: RateLimitField
+
+
+def assert_limited(resp: requests.Response, code: str,
+                   policy: dict[str, tuple[int, int]]) -> LimitDenial:
+    """``resp`` is a limit's denial: the contract's JSON error 429 ``code``
+    (``rate_limited`` or ``quota_exceeded``) with ``Retry-After`` in whole
+    seconds (>= 1), ``RateLimit-Policy`` listing exactly the key's limits
+    ``policy`` ({name: (q, w)}), and ``RateLimit`` naming one of them,
+    within its limit and window."""
+    assert_error(resp, 429, code)
+    retry_after = resp.headers.get("retry-after", "")
+    assert retry_after.isdigit() and int(retry_after) >= 1, \
+        f"Retry-After {retry_after!r} is not whole seconds >= 1"
+    seen = ratelimit_policy(resp)
+    assert seen == policy, f"RateLimit-Policy {seen} for a key whose limits are {policy}"
+    field = ratelimit_field(resp)
+    assert field.name in policy, f"RateLimit names {field.name}, not a limit of the key"
+    limit, window_s = policy[field.name]
+    assert field.remaining < limit and field.reset_s <= window_s, (field, policy)
+    return LimitDenial(int(retry_after), seen, field)

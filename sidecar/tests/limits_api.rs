@@ -15,8 +15,8 @@ use sidecar::grants::answer;
 use sidecar::store::Store;
 use support::*;
 use tollgate_wire::{
-    changes_query, GrantAsk, GrantRequest, GrantReturn, GrantStatus, QuotaKind, Settlement,
-    GRANTS_PATH, INTERNAL_TOKEN_HEADER,
+    changes_query, GrantAsk, GrantReply, GrantRequest, GrantReturn, GrantStatus, QuotaKind,
+    Settlement, GRANTS_PATH, INTERNAL_TOKEN_HEADER,
 };
 
 on_both_backends!(
@@ -30,6 +30,7 @@ on_both_backends!(
     counters_and_charges_are_purged_after_their_window,
     a_month_quota_starts_afresh_at_the_utc_month_boundary,
     the_verify_call_brings_the_first_grants_once,
+    a_year_boundary_splits_every_month_quota_and_what_is_given_back,
 );
 
 async fn create(h: &Harness, body: Value) -> Value {
@@ -670,6 +671,160 @@ async fn a_month_quota_starts_afresh_at_the_utc_month_boundary(backend: Backend)
     assert_eq!(next.charged, next.amount, "a fresh counter");
     let march = tollgate_wire::limits::days_from_civil(2027, 3, 1) * 86_400_000;
     assert_eq!(next.window_end_ms, march, "February 2027 has 28 days");
+}
+
+/// The clock is injected at the last millisecond of 2027 and the first of
+/// 2028: each month quota, granted or settled, starts afresh in January; a
+/// December grant given back in January goes back to December's counter;
+/// `usage reconcile` reads the month holding its instant; a leap February
+/// is 29 days long.
+async fn a_year_boundary_splits_every_month_quota_and_what_is_given_back(backend: Backend) {
+    const DAY_MS: i64 = 86_400_000;
+    let h = Harness::new(backend).await;
+    let created = create(
+        &h,
+        json!({"name": "k",
+               "quotas": ["requests=3/month", "request_bytes=1KiB/month", "units=100/month"]}),
+    )
+    .await;
+    let key_id = created["id"].as_i64().unwrap();
+    let civil = |y, m, d| tollgate_wire::limits::days_from_civil(y, m, d) * DAY_MS;
+    let (december, january, february) = (civil(2027, 12, 1), civil(2028, 1, 1), civil(2028, 2, 1));
+    let store = &h.db.store;
+    let take_all = |n: u64, units: u64| GrantRequest {
+        asks: vec![
+            ask(id(n), key_id, QuotaKind::Requests, 3, 0),
+            ask(id(n + 1), key_id, QuotaKind::RequestBytes, 1024, 0),
+        ],
+        settlements: vec![Settlement {
+            settlement_id: id(n + 2),
+            key_id,
+            quota: QuotaKind::Units,
+            amount: units,
+        }],
+        ..Default::default()
+    };
+
+    // Each grant takes its whole quota, in the window `span`, on a counter
+    // that held nothing before.
+    let whole_in = |reply: &GrantReply, span: (i64, i64)| {
+        for given in &reply.grants {
+            let taken = (given.status, given.amount, given.charged);
+            assert_eq!(
+                taken,
+                (GrantStatus::Granted, given.limit, given.limit),
+                "{given:?}"
+            );
+            assert_eq!((given.window_start_ms, given.window_end_ms), span);
+        }
+    };
+    let one_request = |n: u64, at: i64| {
+        let request = GrantRequest {
+            asks: vec![ask(id(n), key_id, QuotaKind::Requests, 1, 0)],
+            ..Default::default()
+        };
+        async move { answer(store, &request, at).await.unwrap().grants.remove(0) }
+    };
+
+    // December's last millisecond: both quotas charged at admission taken
+    // whole, and units settled past their limit; then nothing is left.
+    let last = answer(store, &take_all(1, 150), january - 1).await.unwrap();
+    whole_in(&last, (december, january));
+    let units = &last.settlements[0];
+    assert_eq!(
+        (units.charged, units.open, units.window_end_ms),
+        (150, false, january)
+    );
+    assert_eq!(
+        one_request(4, january - 1).await.status,
+        GrantStatus::Exhausted
+    );
+
+    // January's first millisecond: all of it again, on counters of their own.
+    let first = answer(store, &take_all(5, 10), january).await.unwrap();
+    whole_in(&first, (january, february));
+    let units = &first.settlements[0];
+    assert_eq!(
+        (units.charged, units.open, units.window_start_ms),
+        (10, true, january)
+    );
+
+    // Given back in January, December's grant returns to December.
+    let back = answer(
+        store,
+        &GrantRequest {
+            returns: vec![GrantReturn {
+                grant_id: id(1),
+                unused: 2,
+            }],
+            ..Default::default()
+        },
+        january + 5_000,
+    )
+    .await
+    .unwrap();
+    assert_eq!((back.returns[0].found, back.returns[0].returned), (true, 2));
+    for (window, charged) in [(december, 1), (january, 3)] {
+        let counter = store
+            .charged_in(key_id, QuotaKind::Requests, window)
+            .await
+            .unwrap();
+        assert_eq!(
+            counter, charged,
+            "the requests counter of the month at {window}"
+        );
+    }
+
+    // Reconciled at either instant, each month shows its own counters.
+    for (at, window_start, window_end, charged) in [
+        (
+            january - 1,
+            "2027-12-01T00:00:00.000Z",
+            "2028-01-01T00:00:00.000Z",
+            [1, 1024, 150],
+        ),
+        (
+            january,
+            "2028-01-01T00:00:00.000Z",
+            "2028-02-01T00:00:00.000Z",
+            [3, 1024, 10],
+        ),
+    ] {
+        let instant = sidecar::clock::from_unix_ms(at as u64).unwrap();
+        let rows = sidecar::reconcile::reconcile(
+            store,
+            Some(key_id),
+            Some(tollgate_wire::Window::Month),
+            instant,
+        )
+        .await
+        .unwrap();
+        let seen: Vec<(QuotaKind, i64)> = rows.iter().map(|r| (r.quota, r.charged)).collect();
+        let kinds = [
+            QuotaKind::Requests,
+            QuotaKind::RequestBytes,
+            QuotaKind::Units,
+        ];
+        assert_eq!(seen, kinds.into_iter().zip(charged).collect::<Vec<_>>());
+        for row in &rows {
+            assert_eq!(
+                (row.window_start.as_str(), row.window_end.as_str()),
+                (window_start, window_end)
+            );
+            assert!(
+                !row.over_limit,
+                "units settled past the limit are not flagged: {row:?}"
+            );
+        }
+    }
+
+    // 2028 is a leap year: its February holds 29 days.
+    let given = one_request(9, civil(2028, 2, 29) + DAY_MS - 1).await;
+    assert_eq!(
+        (given.window_start_ms, given.window_end_ms),
+        (february, civil(2028, 3, 1))
+    );
+    assert_eq!(given.window_end_ms - given.window_start_ms, 29 * DAY_MS);
 }
 
 #[tokio::test]
