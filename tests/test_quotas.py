@@ -56,7 +56,7 @@ from gateway import (Gateway, Ledger, LimitDenial, assert_error, assert_limited,
                      sidecar_request)
 from stack import Stack
 
-TEXT = "forty characters of text for a gateway."
+TEXT = "forty characters of text for the gateway"
 BODY = json.dumps({"text": TEXT}).encode()
 
 DAY_S = 86_400
