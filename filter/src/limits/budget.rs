@@ -365,28 +365,26 @@ impl Budget {
         if given.status == GrantStatus::UnknownKey {
             return Applied::UnknownKey;
         }
-        let Some(state) = self.quota_mut(kind) else {
-            return Applied::Done;
-        };
-        if state.pending.map(|p| p.id) != Some(*id) {
-            return Applied::Done;
-        }
-        state.pending = None;
-        match given.status {
-            GrantStatus::NoQuota => self.drop_quota(kind),
-            GrantStatus::Granted | GrantStatus::Exhausted => {
-                if state.enter_window(given.window_end_ms) {
-                    state.charged = given.charged;
-                    if given.status == GrantStatus::Granted {
-                        state.held = state.held.saturating_add(given.amount);
-                    } else {
-                        state.exhausted = true;
-                    }
-                }
+        if self.answered(kind, id) {
+            if given.status == GrantStatus::NoQuota {
+                self.drop_quota(kind);
+            } else {
+                self.take_grant(kind, given);
             }
-            GrantStatus::UnknownKey => {}
         }
         Applied::Done
+    }
+
+    /// Ends the ask or settlement `id` of `kind` in flight; false when
+    /// none of that id is (another request's copy of the answer came first).
+    fn answered(&mut self, kind: QuotaKind, id: &ChargeId) -> bool {
+        match self.quota_mut(kind) {
+            Some(state) if state.pending.map(|p| p.id) == Some(*id) => {
+                state.pending = None;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// Takes in a grant that no ask of this budget asked for (a verify
@@ -496,17 +494,14 @@ impl Budget {
         if done.status == GrantStatus::UnknownKey {
             return Applied::UnknownKey;
         }
-        let Some(state) = self.quota_mut(kind) else {
-            return Applied::Done;
-        };
-        if state.pending.map(|p| p.id) != Some(*id) {
-            return Applied::Done;
-        }
-        state.pending = None;
-        if done.status == GrantStatus::NoQuota {
-            self.drop_quota(kind);
-        } else if state.enter_window(done.window_end_ms) {
-            state.charged = done.charged;
+        if self.answered(kind, id) {
+            if done.status == GrantStatus::NoQuota {
+                self.drop_quota(kind);
+            } else if let Some(state) = self.quota_mut(kind) {
+                if state.enter_window(done.window_end_ms) {
+                    state.charged = done.charged;
+                }
+            }
         }
         Applied::Done
     }

@@ -236,16 +236,21 @@ pub fn charge_after(host: &impl Host, key_id: i64, response_bytes: u64, units: u
 /// The body of a waiting request's grant call.
 pub fn ask_body(key_id: i64, kind: QuotaKind, pending: &Pending, recent_use: u64) -> Vec<u8> {
     let request = GrantRequest {
-        asks: vec![GrantAsk {
-            grant_id: to_hex(&pending.id),
-            key_id,
-            quota: kind,
-            need: pending.amount,
-            recent_use,
-        }],
+        asks: vec![ask(key_id, kind, pending, recent_use)],
         ..GrantRequest::default()
     };
     serde_json::to_vec(&request).unwrap_or_default()
+}
+
+/// The ask `pending` of key `key_id`'s quota `kind` on the wire.
+fn ask(key_id: i64, kind: QuotaKind, pending: &Pending, recent_use: u64) -> GrantAsk {
+    GrantAsk {
+        grant_id: to_hex(&pending.id),
+        key_id,
+        quota: kind,
+        need: pending.amount,
+        recent_use,
+    }
 }
 
 /// A grant call's answer (`status`, `body`), if it is one.
@@ -349,13 +354,7 @@ pub fn tick(host: &impl Host, worker: &Worker, now_ms: u64) -> Option<TickCall> 
     let request = GrantRequest {
         asks: asks
             .iter()
-            .map(|i| GrantAsk {
-                grant_id: to_hex(&i.due.pending.id),
-                key_id: i.key_id,
-                quota: i.due.kind,
-                need: i.due.pending.amount,
-                recent_use: i.due.recent_use,
-            })
+            .map(|i| ask(i.key_id, i.due.kind, &i.due.pending, i.due.recent_use))
             .collect(),
         settlements: settlements
             .iter()
