@@ -15,7 +15,8 @@ use crate::host::{
     Callout, Host, HostError, LogLevel, MetricKind, RootHost, SetError, StreamHost, Versioned,
 };
 
-/// A host call that can be made to fail.
+/// A host call: every one is counted ([`FakeWorld::calls`]); those in
+/// [`Call::STREAM`] can be made to fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Call {
     Clock,
@@ -34,6 +35,12 @@ pub enum Call {
     Resume,
     PluginConfig,
     TickPeriod,
+    /// Counted only: a failed metric update changes no decision.
+    IncrementMetric,
+    /// Counted only: a response header that cannot be read reads as absent.
+    ResponseHeaders,
+    /// Counted only: the property read of why the host answered.
+    CodeDetails,
 }
 
 impl Call {
@@ -112,6 +119,7 @@ struct World {
     plugin_config: RefCell<Vec<u8>>,
     tick_period_ms: Cell<Option<u64>>,
     done: Cell<u32>,
+    calls: RefCell<Vec<Call>>,
 }
 
 /// One Envoy, as far as the filter can tell.
@@ -165,7 +173,13 @@ impl FakeWorld {
     }
 
     fn fails(&self, call: Call) -> bool {
+        self.0.calls.borrow_mut().push(call);
         self.0.failing.borrow().contains(&call)
+    }
+
+    /// Every host call made since the last [`FakeWorld::take_calls`], in order.
+    pub fn take_calls(&self) -> Vec<Call> {
+        std::mem::take(&mut *self.0.calls.borrow_mut())
     }
 
     /// The next `n` CAS writes lose a race (another writer got there first).
@@ -349,6 +363,7 @@ impl Host for FakeHost {
     }
 
     fn increment_metric(&self, id: u32, by: i64) -> Result<(), HostError> {
+        self.world.fails(Call::IncrementMetric);
         let mut metrics = self.world.0.metrics.borrow_mut();
         let metric = metrics
             .get_mut(id as usize)
@@ -452,12 +467,9 @@ impl StreamHost for FakeHost {
         body.get(start..start.checked_add(len)?).map(<[u8]>::to_vec)
     }
 
-    fn response_header(&self, name: &str) -> Option<Vec<u8>> {
-        let headers = self.stream.response_headers.borrow();
-        headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.clone())
+    fn response_headers(&self, names: &[&str]) -> Vec<Option<Vec<u8>>> {
+        self.world.fails(Call::ResponseHeaders);
+        crate::headers::first_values(&self.stream.response_headers.borrow(), names)
     }
 
     fn set_response_header(&self, name: &str, value: &str) -> Result<(), HostError> {
@@ -469,6 +481,7 @@ impl StreamHost for FakeHost {
     }
 
     fn response_code_details(&self) -> Option<String> {
+        self.world.fails(Call::CodeDetails);
         self.stream.code_details.borrow().clone()
     }
 

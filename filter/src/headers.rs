@@ -51,6 +51,15 @@ pub fn header_value<'a>(headers: &'a [(String, Vec<u8>)], name: &str) -> Option<
         .map(|(_, v)| v.as_slice())
 }
 
+/// The first value of each of `names`, in order (a host's answer to
+/// `StreamHost::response_headers` from the whole header list).
+pub fn first_values(headers: &[(String, Vec<u8>)], names: &[&str]) -> Vec<Option<Vec<u8>>> {
+    names
+        .iter()
+        .map(|name| header_value(headers, name).map(<[u8]>::to_vec))
+        .collect()
+}
+
 /// The API key of `Authorization: Bearer <key>`.
 ///
 /// Absent header, another scheme, or an empty key: `missing_api_key`.

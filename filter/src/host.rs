@@ -108,8 +108,10 @@ pub trait StreamHost: Host {
     fn remove_request_header(&self, name: &str) -> Result<(), HostError>;
     /// `len` bytes of the buffered request body from `start`.
     fn request_body(&self, start: usize, len: usize) -> Option<Vec<u8>>;
-    /// A response header's value.
-    fn response_header(&self, name: &str) -> Option<Vec<u8>>;
+    /// The first value of each of the named response headers (lowercase
+    /// names), in the order asked: the response's headers are read once,
+    /// whatever the number of names.
+    fn response_headers(&self, names: &[&str]) -> Vec<Option<Vec<u8>>>;
     /// Sets (replaces) a response header, while the response headers pass.
     fn set_response_header(&self, name: &str, value: &str) -> Result<(), HostError>;
     /// Why the host answered as it did (Envoy's `response.code_details`,

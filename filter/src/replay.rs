@@ -306,6 +306,11 @@ pub fn claim(host: &impl Host, claim: &JtiClaim, now_s: i64) -> (Claimed, u32) {
 /// back: the route did not exist, so Envoy answered 404 itself.
 pub const UNROUTED_DETAILS: [&str; 1] = ["route_not_found"];
 
+/// The status of every answer in [`UNROUTED_DETAILS`]: only a response
+/// with it is asked why it was answered (a property read, kept off the
+/// hot path).
+pub const UNROUTED_STATUS: u16 = 404;
+
 /// Gives `claim` back (its request was let through but never reached an
 /// upstream: [`UNROUTED_DETAILS`]), so a request to a path without a route
 /// does not use its `jti` up. Only this key's entry for this `jti` is

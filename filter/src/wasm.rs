@@ -122,10 +122,15 @@ impl StreamHost for Wasm {
             .flatten()
     }
 
-    fn response_header(&self, name: &str) -> Option<Vec<u8>> {
-        hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, name)
-            .ok()
-            .flatten()
+    fn response_headers(&self, names: &[&str]) -> Vec<Option<Vec<u8>>> {
+        // One name: one lookup. More: the whole map in one host call (each
+        // call crosses the VM boundary and allocates in the VM).
+        if let [name] = names {
+            let value = hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, name);
+            return vec![value.ok().flatten()];
+        }
+        let headers = hostcalls::get_map_bytes(MapType::HttpResponseHeaders).unwrap_or_default();
+        crate::headers::first_values(&headers, names)
     }
 
     fn set_response_header(&self, name: &str, value: &str) -> Result<(), HostError> {

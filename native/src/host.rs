@@ -201,8 +201,12 @@ impl StreamHost for NativeStream {
         self.ptr.request_body(start, len)
     }
 
-    fn response_header(&self, name: &str) -> Option<Vec<u8>> {
-        self.ptr.response_header(name)
+    fn response_headers(&self, names: &[&str]) -> Vec<Option<Vec<u8>>> {
+        // A lookup in Envoy's own map is cheaper than copying every header.
+        names
+            .iter()
+            .map(|name| self.ptr.response_header(name))
+            .collect()
     }
 
     fn set_response_header(&self, name: &str, value: &str) -> Result<(), HostError> {

@@ -11,9 +11,13 @@
 //!   does), read all request headers, replace `x-request-id`, remove the
 //!   two credential headers, read one shared-data slot, hold the headers
 //!   until the body is complete, read the body, add `x-tollgate-key-id`;
-//!   read `:status` of the response; on log read the clock and bump a
+//!   read the response headers once (the filter takes `:status` and the
+//!   units header from one read); on log read the clock and bump a
 //!   gauge. The hit and allowed counters are summed by the filter and
-//!   handed to Envoy on its tick, so the mimic moves no counter per request. `wasm_noop` -> `wasm_mimic`
+//!   handed to Envoy on its tick, so the mimic moves no counter per
+//!   request. The filter's list of calls is pinned by its test
+//!   `a_cached_request_makes_these_host_calls_and_no_more`
+//!   (`filter/src/flow/tests.rs`); keep the two in step. `wasm_noop` -> `wasm_mimic`
 //!   is the cost of those host calls; `wasm_mimic` -> `gate_cached` is
 //!   tollgate's own work (token, hashing, usage buffering and flushing).
 //!
@@ -133,7 +137,7 @@ impl HttpContext for Mimic {
     }
 
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
-        let _ = hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, ":status");
+        let _ = hostcalls::get_map_bytes(MapType::HttpResponseHeaders);
         Action::Continue
     }
 

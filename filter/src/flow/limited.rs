@@ -116,15 +116,9 @@ impl<H: StreamHost> Flow<H> {
 
     /// Response headers of a request let through: the units the upstream
     /// reported, and the `RateLimit` of a limited key.
-    pub(super) fn limits_on_response(&mut self) {
-        let Some(worker) = &self.worker else {
-            return;
-        };
-        let name = &worker.config.limits.units_header;
-        if !name.is_empty() {
-            if let Some(value) = self.host.response_header(name) {
-                self.exchange.units = parse_units(&value);
-            }
+    pub(super) fn limits_on_response(&mut self, units: Option<&[u8]>) {
+        if let Some(value) = units {
+            self.exchange.units = parse_units(value);
         }
         if let Some(value) = self.limits.ratelimit.take() {
             if let Err(e) = self.host.set_response_header("ratelimit", &value) {

@@ -259,22 +259,37 @@ impl<H: StreamHost> Flow<H> {
         self.drive(next, Phase::Callback)
     }
 
-    /// Response headers: the status, for metering. A request that claimed
-    /// a `jti` but that Envoy answered itself for want of a route gives the
-    /// claim back: it never reached an upstream.
+    /// Response headers: the status and the units header (one read), for
+    /// metering. A request that claimed
+    /// a `jti` but that Envoy answered itself for want of a route (a 404
+    /// whose details say so) gives the claim back: it never reached an
+    /// upstream.
     pub fn on_response_headers(&mut self) -> Action {
-        self.exchange.response_status = self
-            .host
-            .response_header(":status")
+        let allowed = matches!(self.stage, Stage::Decided(Decision::Allowed(_)));
+        let units_header = match &self.worker {
+            Some(worker) if allowed => worker.config.limits.units_header.as_str(),
+            _ => "",
+        };
+        let mut values = if units_header.is_empty() {
+            self.host.response_headers(&[":status"])
+        } else {
+            self.host.response_headers(&[":status", units_header])
+        }
+        .into_iter();
+        self.exchange.response_status = values
+            .next()
+            .flatten()
             .and_then(|s| std::str::from_utf8(&s).ok()?.parse().ok());
-        if let Some(claim) = self.claimed.take() {
+        let units = values.next().flatten();
+        let unrouted = self.exchange.response_status == Some(replay::UNROUTED_STATUS);
+        if let Some(claim) = self.claimed.take().filter(|_| unrouted) {
             let details = self.host.response_code_details();
             if details.is_some_and(|d| replay::UNROUTED_DETAILS.contains(&d.as_str())) {
                 replay::release(&self.host, &claim);
             }
         }
-        if matches!(self.stage, Stage::Decided(Decision::Allowed(_))) {
-            self.limits_on_response();
+        if allowed {
+            self.limits_on_response(units.as_deref());
         }
         Action::Continue
     }

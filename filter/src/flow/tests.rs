@@ -683,6 +683,24 @@ fn a_request_without_a_route_does_not_use_its_jti_up() {
     }
 }
 
+/// Only a 404 can be Envoy's own answer for want of a route: any other
+/// response keeps its `jti` used up without a property read.
+#[test]
+fn only_a_404_is_asked_why_it_was_answered() {
+    let world = FakeWorld::new();
+    let gw = replay_gateway(world.clone());
+    for (status, reads) in [("200", 0), ("503", 0), ("404", 1)] {
+        let mut r = send(with_jti(&gw, &format!("jti-{status}"), BODY), BODY);
+        assert!(r.allowed());
+        r.host.set_code_details("via_upstream");
+        world.take_calls();
+        r.respond(status, 0);
+        let calls = world.take_calls();
+        let asked = calls.iter().filter(|c| **c == Call::CodeDetails).count();
+        assert_eq!(asked, reads, "status {status}: {calls:?}");
+    }
+}
+
 #[test]
 fn endless_contention_on_the_replay_store_fails_closed() {
     let world = FakeWorld::new();
@@ -889,4 +907,43 @@ fn a_failing_clock_in_the_callout_answer_fails_closed() {
     r.answer_active(1);
     assert_eq!(r.code(), "auth_unavailable");
     assert_eq!(r.host.resumed(), 0);
+}
+
+// --- what a request costs its host --------------------------------------
+
+/// The hot path's host calls, every one of them: a cached key's request
+/// crosses into its host this often, and a change that adds a call shows
+/// here (each costs more in the wasm build than most of the logic).
+#[test]
+fn a_cached_request_makes_these_host_calls_and_no_more() {
+    let gw = Gateway::new();
+    assert!(gw.pass(KEY, 7).allowed());
+    let mut r = gw.request(KEY, BODY, &[]);
+    gw.world.take_calls();
+    r.flow.on_request_headers(false);
+    r.body(BODY, true);
+    assert!(r.allowed());
+    r.respond("200", 10);
+    use Call::*;
+    let expected = [
+        // Headers: the clock, one read of them all, x-request-id, the two
+        // credentials stripped, the key cache's slot.
+        Clock,
+        RequestHeaders,
+        SetHeader,
+        RemoveHeader,
+        RemoveHeader,
+        SharedGet,
+        // Body: one read of it whole, then the key id for the upstream.
+        RequestBody,
+        SetHeader,
+        // Response: the status and the units header in one read (and no
+        // property read unless the answer was a 404).
+        ResponseHeaders,
+        // End: the clock, and the buffered-records gauge (the counters are
+        // summed in the worker and published on its tick).
+        Clock,
+        IncrementMetric,
+    ];
+    assert_eq!(gw.world.take_calls(), expected);
 }
