@@ -204,7 +204,7 @@ impl RootContext for WasmRoot {
     }
 
     fn on_tick(&mut self) {
-        self.0.on_tick();
+        self.0.on_timer();
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {

@@ -38,7 +38,7 @@ use tollgate_wire::UsageRecord;
 use crate::abi::{self, ConfigPtr, StreamPtr};
 use crate::host::{MetricDef, NativeRoot, NativeStream};
 
-/// The scheduler event of the root's tick.
+/// The scheduler event of the root's timer.
 pub const TICK_EVENT: u64 = 1;
 
 /// The `:status` and body of a callout's answer (`status` is `None` when
@@ -218,7 +218,8 @@ fn root_answer(root: &mut Root<NativeRoot>, id: u64, answer: Answer) {
     *root.host().answer.borrow_mut() = None;
 }
 
-/// A scheduled event on the main thread: the tick.
+/// A scheduled event on the main thread: the root's timer (the streams'
+/// queued records go to the root first).
 pub fn config_scheduled(handle: &ConfigHandle, event: u64) {
     if event != TICK_EVENT {
         return;
@@ -228,7 +229,7 @@ pub fn config_scheduled(handle: &ConfigHandle, event: u64) {
         || {
             with_root(handle, |root| {
                 take_queued(root, &handle.shared);
-                root.on_tick();
+                root.on_timer();
             })
         },
         || (),

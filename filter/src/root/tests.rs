@@ -6,7 +6,7 @@ use tollgate_wire::{UsageRecord, INTERNAL_TOKEN_HEADER, USAGE_PATH};
 
 use crate::fake_host::{Call, FakeWorld, Sent};
 use crate::host::LogLevel;
-use crate::root::Root;
+use crate::root::{Root, TIMER_PERIOD_MS};
 use crate::testkit::{config, Gateway, INTERNAL, KEY};
 
 fn flushes(world: &FakeWorld) -> Vec<Sent> {
@@ -58,9 +58,14 @@ fn an_invalid_configuration_is_refused_naming_the_field() {
 fn configuration_sets_the_flush_timer_and_says_what_is_on_without_secrets() {
     let world = FakeWorld::new();
     let mut root = Root::new(world.root());
+    let size = world.configure(&config(json!({"usage": {"flush_interval_ms": 50}})));
+    assert!(root.on_configure(size));
+    assert_eq!(world.tick_period_ms(), Some(50));
+    // A longer tick: the timer fires every TIMER_PERIOD_MS, and ticks when
+    // the period has passed.
     let size = world.configure(&config(json!({"usage": {"flush_interval_ms": 250}})));
     assert!(root.on_configure(size));
-    assert_eq!(world.tick_period_ms(), Some(250));
+    assert_eq!(world.tick_period_ms(), Some(TIMER_PERIOD_MS));
     let info = world.logs(LogLevel::Info).join("\n");
     assert!(info.contains("configured; sidecar cluster tollgate_sidecar"));
     assert!(!info.contains(INTERNAL) && !info.contains(crate::testkit::SECRET));
@@ -178,6 +183,47 @@ fn a_backlog_drains_at_the_sidecars_pace() {
     answer(&mut gw, &calls[1].clone(), Some("200"));
     // One record left: less than a batch, it waits for the tick.
     assert_eq!(flushes(&gw.world).len(), 2);
+    assert_eq!(gw.buffered().len(), 1);
+}
+
+/// The timer ticks once per period and only looks at the buffer between.
+#[test]
+fn the_timer_ticks_once_its_period_has_passed() {
+    let mut gw = with_records(json!({"usage": {"flush_interval_ms": 1000}}), 1);
+    gw.root.on_timer();
+    let first = flushes(&gw.world);
+    assert_eq!(first.len(), 1, "the first timer ticks");
+    answer(&mut gw, &first[0].clone(), Some("200"));
+    gw.pass(KEY, 1).flow.on_log();
+    gw.world.advance_ms(TIMER_PERIOD_MS);
+    gw.root.on_timer();
+    assert_eq!(flushes(&gw.world).len(), 1, "no tick before the period");
+    gw.world.advance_ms(1000 - TIMER_PERIOD_MS);
+    gw.root.on_timer();
+    assert_eq!(flushes(&gw.world).len(), 2, "the period passed: a tick");
+}
+
+/// Between ticks only a full batch goes, and only when none is in flight.
+#[test]
+fn between_ticks_a_full_batch_goes_and_a_partial_one_waits() {
+    let mut gw = with_records(json!({"usage": {"max_batch": 2}}), 1);
+    gw.root.on_records();
+    assert!(flushes(&gw.world).is_empty(), "one record is not a batch");
+    gw.pass(KEY, 1).flow.on_log();
+    gw.pass(KEY, 1).flow.on_log();
+    gw.root.on_records();
+    let calls = flushes(&gw.world);
+    assert_eq!(calls.len(), 1);
+    assert_eq!(records_of(&calls[0]).len(), 2);
+    gw.root.on_records();
+    assert_eq!(flushes(&gw.world).len(), 1, "one batch in flight at a time");
+    answer(&mut gw, &calls[0].clone(), Some("200"));
+    gw.root.on_records();
+    assert_eq!(
+        flushes(&gw.world).len(),
+        1,
+        "the last record waits for the tick"
+    );
     assert_eq!(gw.buffered().len(), 1);
 }
 
