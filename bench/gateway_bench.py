@@ -13,7 +13,8 @@ free loopback ports:
   (api_key_auth + jwt_authn), ``wasm_noop`` and ``wasm_mimic`` (probe
   filters of bench/wasm-probe: one does nothing, the floor of any wasm
   filter; the other makes tollgate's host calls without its logic) and
-  ``gate_ai`` (tollgate in front of the ai-server).
+  ``gate_ai`` (tollgate in front of the ai-server), ``gate_native_ai`` (its
+  native build there), ``bare_ai`` (Envoy alone in front of it).
 
 Then, for each round, every scenario gets one throughput run and one
 fixed-rate latency run (bench/loadgen.py), with a fresh token per run, in an
@@ -71,6 +72,10 @@ GATE_DATABASE = "tollgate_bench_gate"
 #: load stays far from, so every request is charged and none refused.
 LIMITED_KEY = ("--rate", "1000000/s", "--quota", "requests=1000000/day")
 ANALYZE = "/proxy/analyze"
+
+
+#: The scenarios whose upstream is the ai-server, not the fast upstream Envoy.
+AI_SERVER_GATES = ("bare_ai_server", "gate_ai_server", "gate_native_ai_server")
 
 
 @dataclasses.dataclass
@@ -198,7 +203,7 @@ class Bench:
         ai_addr = f"127.0.0.1:{c.ai_server_port}"
         keys = {name: self.stack.create_key(f"bench-{name}")
                 for name in ("gate_cached", "gate_64k", "gate_cold", "gate_ai_server", "native",
-                             "gate_native", "gate_native_64k")}
+                             "gate_native", "gate_native_64k", "gate_native_ai_server")}
         # Limited keys far from their limits: the cost of charging a budget.
         for name in ("gate_limited", "gate_limited_no_header"):
             keys[name] = self.stack.create_key(f"bench-{name}", *LIMITED_KEY)
@@ -222,6 +227,8 @@ class Bench:
         native = self.add_envoy("native", gw("native", up_addr,
                                              native=(keys["native"]["key"], c.jwt_secret)))
         gate_ai = self.add_envoy("gate_ai", gw("gate", ai_addr))
+        gate_native_ai = self.add_envoy("gate_native_ai", gw("gate", ai_addr, build="native"))
+        bare_ai = self.add_envoy("bare_ai", gw("bare", ai_addr))
         noop = self.add_envoy("wasm_noop", gw("gate", up_addr, wasm=envoys.PROBE_WASM,
                                               root_id="noop"))
         mimic = self.add_envoy("wasm_mimic", gw("gate", up_addr, wasm=envoys.PROBE_WASM,
@@ -261,8 +268,12 @@ class Bench:
                      keys["gate_native_64k"], True, k.rate),
             Scenario("ai_server_direct", self.stack.ai_server_url + "/analyze", b1, small, None,
                      keys["gate_ai_server"], False, k.ai_rate),
+            Scenario("bare_ai_server", bare_ai.url + ANALYZE, b1, small, bare_ai,
+                     keys["gate_ai_server"], False, k.ai_rate),
             Scenario("gate_ai_server", gate_ai.url + ANALYZE, b1, small, gate_ai,
                      keys["gate_ai_server"], True, k.ai_rate),
+            Scenario("gate_native_ai_server", gate_native_ai.url + ANALYZE, b1, small,
+                     gate_native_ai, keys["gate_native_ai_server"], True, k.ai_rate),
         ]
         self.scenarios = {s.name: s for s in rows
                           if k.scenarios is None or s.name in k.scenarios}
@@ -299,7 +310,7 @@ class Bench:
             pids["gateway"] = s.gateway.service.proc.pid
         upstream = self.envoys.get("upstream")
         if upstream is not None and upstream.service.proc is not None and s.gateway is not None \
-                and s.name != "gate_ai_server":
+                and s.name not in AI_SERVER_GATES:
             pids["upstream"] = upstream.service.proc.pid
         if s.metered and self.stack.sidecar.proc is not None:
             pids["sidecar"] = self.stack.sidecar.proc.pid

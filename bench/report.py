@@ -42,6 +42,7 @@ TARGETS = {
     "gate_limited_vs_gate_cached_rps": (">=", 0.95),
     "gate_limited_p50_added_ms": ("<=", 0.02),
     "gate_limited_grants_per_s": ("<=", 1.0),
+    "gate_native_ai_server_vs_direct_rps": (">=", 0.85),
 }
 
 
@@ -133,6 +134,14 @@ def ratios(runs: dict, extra: dict) -> dict:
             thr("ai_server_direct"), thr("gate_ai_server"), "rps", "ratio"),
         "gate_ai_server_p50_added_ms": paired(
             lat("ai_server_direct"), lat("gate_ai_server"), "p50_ms", "added"),
+        "bare_ai_server_vs_direct_rps": paired(
+            thr("ai_server_direct"), thr("bare_ai_server"), "rps", "ratio"),
+        "gate_native_ai_server_vs_bare_ai_server_rps": paired(
+            thr("bare_ai_server"), thr("gate_native_ai_server"), "rps", "ratio"),
+        "gate_native_ai_server_vs_direct_rps": paired(
+            thr("ai_server_direct"), thr("gate_native_ai_server"), "rps", "ratio"),
+        "gate_native_ai_server_p50_added_ms": paired(
+            lat("ai_server_direct"), lat("gate_native_ai_server"), "p50_ms", "added"),
     }
     r.update(extra)
     return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}
@@ -173,6 +182,8 @@ DESCRIPTIONS = {
     "wasm_mimic": "Envoy + a probe filter making tollgate's host calls, none of its logic",
     "ai_server_direct": "Flask ai-server under gunicorn, no gateway",
     "gate_ai_server": "Envoy + tollgate in front of the ai-server",
+    "gate_native_ai_server": "Envoy + tollgate's native build in front of the ai-server",
+    "bare_ai_server": "Envoy routing only in front of the ai-server (the floor of any gateway there)",
     "native_module_noop": "Envoy + a dynamic module that does nothing (the floor of any native module)",
     "gate_native": "Envoy + tollgate's native build (dynamic module), key cached, 1 KiB body",
     "gate_native_64k": "Envoy + tollgate's native build, 64 KiB body",
