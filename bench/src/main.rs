@@ -538,11 +538,13 @@ async fn run_summary_phase(
     migrate("tollgate migrate")?;
     let mut db = MySqlConnection::connect(&url).await?;
     // Back to the schema before the rollups, so that `tollgate migrate`
-    // rolls up a ledger that is already full, as an upgrade does.
+    // rolls up a ledger that is already full, as an upgrade does. 0006 adds
+    // columns to the rollups, so it goes too, and runs again after 0003.
     for sql in [
         "DROP TABLE usage_hourly, usage_daily",
         "DROP INDEX ix_usage_log_created ON usage_log",
-        "DELETE FROM _sqlx_migrations WHERE version = 3",
+        "ALTER TABLE usage_log DROP COLUMN units",
+        "DELETE FROM _sqlx_migrations WHERE version IN (3, 6)",
     ] {
         sqlx::query(sql).execute(&mut db).await?;
     }
@@ -585,8 +587,10 @@ async fn run_summary_phase(
         "summary phase: {} usage rows filled in {fill_seconds:.1} s",
         args.summary_rows
     );
-    let migrate_seconds = migrate("tollgate migrate (0003 on the filled ledger)")?;
-    println!("summary phase: migration 0003 (index and rollups) took {migrate_seconds:.1} s");
+    let migrate_seconds = migrate("tollgate migrate (0003 and 0006 on the filled ledger)")?;
+    println!(
+        "summary phase: migrations 0003 (index and rollups) and 0006 (units) took {migrate_seconds:.1} s"
+    );
     let hourly_rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM usage_hourly")
         .fetch_one(&mut db)
         .await?;
