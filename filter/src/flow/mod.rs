@@ -260,10 +260,9 @@ impl<H: StreamHost> Flow<H> {
     }
 
     /// Response headers: the status and the units header (one read), for
-    /// metering. A request that claimed
-    /// a `jti` but that Envoy answered itself for want of a route (a 404
-    /// whose details say so) gives the claim back: it never reached an
-    /// upstream.
+    /// metering. A request that claimed a `jti` but that Envoy answered
+    /// itself for want of a route (a 404 whose details say so) gives the
+    /// claim back: it never reached an upstream.
     pub fn on_response_headers(&mut self) -> Action {
         let allowed = matches!(self.stage, Stage::Decided(Decision::Allowed(_)));
         let units_header = match &self.worker {
