@@ -155,9 +155,11 @@ impl<H: RootHost> Root<H> {
 
     /// The host's timer, every [`TIMER_PERIOD_MS`] (or the tick period,
     /// when shorter): the tick once its period has passed, else a look at
-    /// the usage buffer.
+    /// the usage buffer. Without a clock it ticks (which still publishes
+    /// the hot counters), as every timer did before the look between ticks.
     pub fn on_timer(&mut self) {
         let Some(now) = self.host.now_ms() else {
+            self.on_tick();
             return;
         };
         if now >= self.next_tick_ms {

@@ -268,6 +268,17 @@ fn the_tick_publishes_the_hot_counters() {
     assert_eq!(gw.world.metric("tollgate_requests_allowed"), 2);
 }
 
+/// A host whose clock fails still gets the hot counters on every timer.
+#[test]
+fn the_timer_publishes_the_hot_counters_without_a_clock() {
+    let mut gw = with_records(json!({}), 2);
+    gw.root.on_timer();
+    gw.pass(KEY, 1).flow.on_log();
+    gw.world.fail(Call::Clock);
+    gw.root.on_timer();
+    assert_eq!(gw.world.metric("tollgate_requests_allowed"), 3);
+}
+
 #[test]
 fn shutdown_with_nothing_buffered_is_immediate() {
     let mut gw = Gateway::new();
