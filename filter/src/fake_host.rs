@@ -107,6 +107,7 @@ type Answer = (Option<Vec<u8>>, Vec<u8>);
 #[derive(Default)]
 struct World {
     now_ms: Cell<u64>,
+    monotonic_ms: Cell<u64>,
     failing: RefCell<HashSet<Call>>,
     shared: RefCell<BTreeMap<String, (Vec<u8>, u32)>>,
     next_cas: Cell<u32>,
@@ -157,9 +158,16 @@ impl FakeWorld {
         self.0.now_ms.get()
     }
 
-    /// Moves the clock.
+    /// Lets `ms` pass: both clocks move.
     pub fn advance_ms(&self, ms: u64) {
         self.0.now_ms.set(self.0.now_ms.get() + ms);
+        self.0.monotonic_ms.set(self.0.monotonic_ms.get() + ms);
+    }
+
+    /// Sets the wall clock to `now_ms` (an operator or NTP stepping it):
+    /// the monotonic clock does not move.
+    pub fn set_wall_ms(&self, now_ms: u64) {
+        self.0.now_ms.set(now_ms);
     }
 
     /// Makes a host call fail from now on.
@@ -344,6 +352,11 @@ impl Host for FakeHost {
     fn now_ms(&self) -> Option<u64> {
         self.check(Call::Clock).ok()?;
         Some(self.world.now_ms())
+    }
+
+    fn monotonic_ms(&self) -> Option<u64> {
+        self.check(Call::Clock).ok()?;
+        Some(self.world.0.monotonic_ms.get())
     }
 
     fn log(&self, level: LogLevel, message: &str) {

@@ -78,6 +78,11 @@ pub struct Callout<'a> {
 pub trait Host {
     /// Wall-clock time, milliseconds since the Unix epoch.
     fn now_ms(&self) -> Option<u64>;
+    /// A clock that never steps, the same for every worker of this Envoy,
+    /// in milliseconds from an arbitrary start: what a token bucket
+    /// measures with, so that a wall clock set back or forward neither
+    /// stalls it nor fills it.
+    fn monotonic_ms(&self) -> Option<u64>;
     /// Writes a log line.
     fn log(&self, level: LogLevel, message: &str);
     /// Fills `buf` from the host's randomness; false when there is none.

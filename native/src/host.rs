@@ -7,8 +7,9 @@ use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::mpsc;
 use std::sync::Arc;
+use std::sync::OnceLock;
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tollgate_filter::host::{
     Callout, Host, HostError, LogLevel, MetricKind, RootHost, SetError, StreamHost, Versioned,
@@ -32,6 +33,13 @@ pub struct MetricDef {
 fn now_ms() -> Option<u64> {
     let since = SystemTime::now().duration_since(UNIX_EPOCH).ok()?;
     u64::try_from(since.as_millis()).ok()
+}
+
+/// Milliseconds since the module first asked, on the process's steady
+/// clock (one start for every thread, so every worker reads one clock).
+fn monotonic_ms() -> Option<u64> {
+    static START: OnceLock<Instant> = OnceLock::new();
+    u64::try_from(START.get_or_init(Instant::now).elapsed().as_millis()).ok()
 }
 
 fn random(buf: &mut [u8]) -> bool {
@@ -123,6 +131,10 @@ pub struct NativeStream {
 impl Host for NativeStream {
     fn now_ms(&self) -> Option<u64> {
         now_ms()
+    }
+
+    fn monotonic_ms(&self) -> Option<u64> {
+        monotonic_ms()
     }
 
     fn log(&self, level: LogLevel, message: &str) {
@@ -309,6 +321,10 @@ impl NativeRoot {
 impl Host for NativeRoot {
     fn now_ms(&self) -> Option<u64> {
         now_ms()
+    }
+
+    fn monotonic_ms(&self) -> Option<u64> {
+        monotonic_ms()
     }
 
     fn log(&self, level: LogLevel, message: &str) {

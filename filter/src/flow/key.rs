@@ -161,7 +161,10 @@ impl<H: StreamHost> Flow<H> {
                 // finds the limits in the budget.
                 if let (Some(limits), Some(key_id), true) = (&limits, entry.key_id, entry.limited) {
                     let first = self.limits.first_grant.map(|id| (id, grants.as_slice()));
-                    if !crate::limits::limits_known(&self.host, key_id, limits, first, now) {
+                    let known = self.host.monotonic_ms().is_some_and(|mono_ms| {
+                        crate::limits::limits_known(&self.host, key_id, limits, first, mono_ms)
+                    });
+                    if !known {
                         self.log(LogLevel::Warn, "cannot write the key's budget");
                     }
                 }

@@ -25,13 +25,21 @@ impl<H: StreamHost> Flow<H> {
         let Some(worker) = self.worker.clone() else {
             return Err(Denial::AuthUnavailable);
         };
-        // The instant the headers arrived (no clock call on the hot path):
-        // a token bucket needs no finer time, and a request is charged to
-        // the window it arrived in.
+        // A request is charged to the window its headers arrived in (no
+        // second wall-clock call), and to the bucket now, on the clock
+        // that never steps.
         let now = self.exchange.started_ms;
+        let Some(mono_ms) = self.host.monotonic_ms() else {
+            self.log(LogLevel::Error, "no monotonic clock; refusing");
+            return Err(Denial::AuthUnavailable);
+        };
+        let at = limits::At {
+            wall_ms: now,
+            mono_ms,
+        };
         let host = &self.host;
         let (charge, _retries) =
-            limits::charge(host, key_id, self.exchange.request_bytes, now, || {
+            limits::charge(host, key_id, self.exchange.request_bytes, at, || {
                 limits::fresh_id(host)
             });
         index::served(&self.host, &worker, key_id, now);

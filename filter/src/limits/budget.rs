@@ -12,7 +12,10 @@
 //!   ([`Budget::charge_after`]), and settled with the sidecar on the tick;
 //!   a request is admitted while the window's total, as far as this Envoy
 //!   knows it, is below the limit.
-//! - The rate is a token bucket of this Envoy, in thousandths of a token.
+//! - The rate is a token bucket of this Envoy, in thousandths of a token,
+//!   timed by the host's monotonic clock: a wall clock stepped forward
+//!   fills no bucket, one stepped back stalls none. Windows are the wall
+//!   clock's (UTC), as the sidecar keeps them.
 
 use tollgate_wire::grant::{GrantGiven, GrantStatus, SettlementDone, DEMAND_PERIOD_MS};
 use tollgate_wire::{Limits, Quota, QuotaKind, Rate, RatePeriod, Window};
@@ -23,11 +26,28 @@ pub const CHARGE_ID_LEN: usize = 16;
 /// An ask's or a settlement's id, minted by the filter.
 pub type ChargeId = [u8; CHARGE_ID_LEN];
 
-/// Format of the binary form.
-const FORMAT_VERSION: u8 = 1;
+/// Format of the binary form. Version 1 had the same layout with the
+/// bucket stamped by the wall clock; it is still read (see
+/// [`FOREIGN_STAMP_MS`]), and a filter that writes version 1 reads this
+/// one as absent and fails closed rather than misread the stamp.
+const FORMAT_VERSION: u8 = 2;
+
+/// A bucket stamped this far ahead of the monotonic clock's now was
+/// stamped by another clock (version 1's wall clock): its time restarts
+/// at now, and adds nothing. Workers' stamps of one clock differ by
+/// milliseconds.
+const FOREIGN_STAMP_MS: u64 = 3_600_000;
 
 /// Thousandths of a token in one token.
 const MILLI: u64 = 1000;
+
+/// An instant on both of the host's clocks: the wall clock's places it in
+/// a quota's window, the monotonic clock's times the bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct At {
+    pub wall_ms: u64,
+    pub mono_ms: u64,
+}
 
 /// An ask or a settlement in flight: its id, and what it asked or carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +71,7 @@ pub struct QuotaState {
     /// Charged at admission: the last ask found less than its need left
     /// (what is left is `limit - charged`; admission judges by that).
     pub exhausted: bool,
-    /// The window's total charged, fleet-wide, as last told.
+    /// The window's total charged, fleet-wide: the highest any answer told.
     pub charged: u64,
     /// Charged after the fact: charged here, not yet sent.
     pub unsettled: u64,
@@ -120,8 +140,19 @@ impl QuotaState {
             self.window_end_ms = end_ms;
             self.held = 0;
             self.exhausted = false;
+            self.charged = 0;
         }
         true
+    }
+
+    /// Takes in the window's total as an answer told it. Answers to calls
+    /// in flight together arrive in any order, and within a window the
+    /// total grows but by a return, so the highest told is kept: an older,
+    /// lower one must not undo it (what is held here would then count as
+    /// left twice, and `remaining` pass the limit). Erring high only ever
+    /// shows less left than there is.
+    fn told_charged(&mut self, charged: u64) {
+        self.charged = self.charged.max(charged);
     }
 
     /// Seconds until the window ends, at least 1.
@@ -158,7 +189,8 @@ impl QuotaState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Budget {
     pub limits: Limits,
-    /// The bucket's tokens, in thousandths, and when it was last filled.
+    /// The bucket's tokens, in thousandths, and when it was last filled
+    /// (on the monotonic clock).
     pub tokens_milli: u64,
     pub refilled_ms: u64,
     /// One state per quota of `limits`, in its order.
@@ -189,14 +221,15 @@ pub enum Applied {
 }
 
 impl Budget {
-    /// A budget for `limits` with a full bucket and nothing held.
-    pub fn new(limits: Limits, now_ms: u64) -> Budget {
+    /// A budget for `limits` with a full bucket (stamped `mono_ms`) and
+    /// nothing held.
+    pub fn new(limits: Limits, mono_ms: u64) -> Budget {
         let tokens_milli = limits.rate.map_or(0, |r| r.burst.saturating_mul(MILLI));
         let quotas = limits.quotas.iter().copied().map(QuotaState::new).collect();
         Budget {
             limits,
             tokens_milli,
-            refilled_ms: now_ms,
+            refilled_ms: mono_ms,
             quotas,
         }
     }
@@ -207,8 +240,8 @@ impl Budget {
     /// grant dropped here was charged and stays unused: the window
     /// undershoots, never overshoots); a rate of the same count and period
     /// keeps its tokens (down to the new burst).
-    pub fn with_limits(&self, limits: Limits, now_ms: u64) -> Budget {
-        let mut next = Budget::new(limits, now_ms);
+    pub fn with_limits(&self, limits: Limits, mono_ms: u64) -> Budget {
+        let mut next = Budget::new(limits, mono_ms);
         if let (Some(old), Some(new)) = (self.limits.rate, next.limits.rate) {
             if (old.count, old.per) == (new.count, new.per) {
                 next.tokens_milli = self.tokens_milli.min(new.burst.saturating_mul(MILLI));
@@ -235,8 +268,12 @@ impl Budget {
         next
     }
 
-    fn refill(&mut self, rate: Rate, now_ms: u64) {
-        let elapsed = now_ms.saturating_sub(self.refilled_ms);
+    fn refill(&mut self, rate: Rate, mono_ms: u64) {
+        if self.refilled_ms > mono_ms.saturating_add(FOREIGN_STAMP_MS) {
+            self.refilled_ms = mono_ms;
+            return;
+        }
+        let elapsed = mono_ms.saturating_sub(self.refilled_ms);
         let cap = rate.burst.saturating_mul(MILLI);
         let per_ms = u128::from(rate.per.millis().max(1));
         let added = u128::from(elapsed) * u128::from(rate.count) * u128::from(MILLI) / per_ms;
@@ -245,7 +282,7 @@ impl Budget {
         // request got here first) adds nothing and moves nothing back.
         if added > 0 {
             self.tokens_milli = self.tokens_milli.saturating_add(added).min(cap);
-            self.refilled_ms = now_ms;
+            self.refilled_ms = mono_ms;
         }
     }
 
@@ -257,15 +294,16 @@ impl Budget {
         u64::try_from(ms.div_ceil(1000)).unwrap_or(u64::MAX).max(1)
     }
 
-    /// Decides a request with `request_bytes` of body at `now_ms`, and on
+    /// Decides a request with `request_bytes` of body at `at`, and on
     /// [`Admission::Admit`] charges it: a token, and its charge of each
     /// quota counted at admission. Anything else charges nothing.
-    pub fn admit(&mut self, now_ms: u64, request_bytes: u64) -> Admission {
+    pub fn admit(&mut self, at: At, request_bytes: u64) -> Admission {
+        let now_ms = at.wall_ms;
         for state in &mut self.quotas {
             state.roll(now_ms);
         }
         if let Some(rate) = self.limits.rate {
-            self.refill(rate, now_ms);
+            self.refill(rate, at.mono_ms);
             if self.tokens_milli < MILLI {
                 return Admission::RateLimited {
                     retry_after_s: self.rate_retry_after_s(rate),
@@ -398,7 +436,7 @@ impl Budget {
         {
             return false;
         }
-        state.charged = given.charged;
+        state.told_charged(given.charged);
         if given.status == GrantStatus::Granted {
             state.held = state.held.saturating_add(given.amount);
         } else {
@@ -499,7 +537,7 @@ impl Budget {
                 self.drop_quota(kind);
             } else if let Some(state) = self.quota_mut(kind) {
                 if state.enter_window(done.window_end_ms) {
-                    state.charged = done.charged;
+                    state.told_charged(done.charged);
                 }
             }
         }
@@ -641,7 +679,7 @@ impl Budget {
     /// Reads [`Budget::encode`]'s output; anything else is `None`.
     pub fn decode(bytes: &[u8]) -> Option<Budget> {
         let mut c = bytes;
-        if take_u8(&mut c)? != FORMAT_VERSION {
+        if !matches!(take_u8(&mut c)?, 1 | FORMAT_VERSION) {
             return None;
         }
         let rate = match take_u8(&mut c)? {

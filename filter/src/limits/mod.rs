@@ -24,7 +24,7 @@ use tollgate_wire::grant::{
 };
 use tollgate_wire::{first_grant_id, to_hex, Limits, QuotaKind};
 
-pub use budget::{admission_charge, Admission, Applied, Budget, ChargeId, Due, Pending};
+pub use budget::{admission_charge, Admission, Applied, At, Budget, ChargeId, Due, Pending};
 pub use ratelimit_headers::{denial_headers, remaining_header};
 
 use crate::error::Denial;
@@ -68,14 +68,14 @@ pub fn fresh_id(host: &impl Host) -> Option<ChargeId> {
 /// The verify reply named the key's `limits`: its budget takes them in
 /// (made on first sight, changed when they differ), with the first grants
 /// the reply brought for the ids derived from `first` (the call's
-/// `first_grant_id`). False when the budget cannot be written (the key's
-/// requests then fail closed).
+/// `first_grant_id`); a new bucket is stamped `mono_ms`. False when the
+/// budget cannot be written (the key's requests then fail closed).
 pub fn limits_known(
     host: &impl Host,
     key_id: i64,
     limits: &Limits,
     first: Option<(ChargeId, &[GrantGiven])>,
-    now_ms: u64,
+    mono_ms: u64,
 ) -> bool {
     let base = first.map(|(id, _)| to_hex(&id));
     let grants = first.map_or(&[][..], |(_, g)| g);
@@ -84,8 +84,8 @@ pub fn limits_known(
         let mut changed = read.as_ref().is_none_or(|b| b.limits != *limits);
         let mut budget = match read {
             Some(budget) if budget.limits == *limits => budget,
-            Some(budget) => budget.with_limits(limits.clone(), now_ms),
-            None => Budget::new(limits.clone(), now_ms),
+            Some(budget) => budget.with_limits(limits.clone(), mono_ms),
+            None => Budget::new(limits.clone(), mono_ms),
         };
         if let Some(base) = &base {
             for kind in QuotaKind::ALL
@@ -130,21 +130,22 @@ pub enum Charge {
 }
 
 /// Charges a request of key `key_id` with `request_bytes` of body at
-/// `now_ms`; `fresh` mints the id of a new ask, should one be needed.
+/// `at`; `fresh` mints the id of a new ask, should one be needed.
 pub fn charge(
     host: &impl Host,
     key_id: i64,
     request_bytes: u64,
-    now_ms: u64,
+    at: At,
     fresh: impl Fn() -> Option<ChargeId>,
 ) -> (Charge, u32) {
+    let now_ms = at.wall_ms;
     let mut answer = Charge::Failed("the key's budget is missing or unreadable");
     let update = shared_table::update(host, &budget_key(key_id), CAS_ATTEMPTS, |current| {
         let Some(mut budget) = current.and_then(Budget::decode) else {
             answer = Charge::Failed("the key's budget is missing or unreadable");
             return Change::Stop(());
         };
-        match budget.admit(now_ms, request_bytes) {
+        match budget.admit(at, request_bytes) {
             Admission::Admit => {
                 answer = Charge::Admitted {
                     ratelimit: remaining_header(&budget, now_ms),

@@ -124,6 +124,26 @@ fn an_empty_bucket_is_429_rate_limited_with_retry_after() {
 }
 
 #[test]
+fn a_wall_clock_stepped_back_or_forward_neither_stalls_nor_fills_the_bucket() {
+    let gw = Gateway::new();
+    let limits = json!({"rate": {"count": 2, "per": "s", "burst": 2}});
+    let start = gw.world.now_ms();
+    assert!(request(&gw, &limits).allowed());
+    assert!(request(&gw, &limits).allowed());
+    gw.world.set_wall_ms(start - 3_600_000);
+    gw.world.advance_ms(500);
+    assert!(
+        request(&gw, &limits).allowed(),
+        "set back an hour, a token still comes in 500 ms"
+    );
+    gw.world.set_wall_ms(start + 3_600_000);
+    assert!(
+        !request(&gw, &limits).allowed(),
+        "set forward an hour, no token came"
+    );
+}
+
+#[test]
 fn a_grant_call_without_an_answer_fails_closed() {
     let gw = Gateway::new();
     let limits = json!({"quotas": [{"kind": "requests", "limit": 3, "window": "day"}]});

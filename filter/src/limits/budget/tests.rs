@@ -8,6 +8,14 @@ const DAY_MS: u64 = 86_400_000;
 /// 2026-12-02T00:00:00Z.
 const MIDNIGHT: u64 = 1_796_169_600_000;
 
+/// An instant with both clocks at `ms`.
+fn at(ms: u64) -> At {
+    At {
+        wall_ms: ms,
+        mono_ms: ms,
+    }
+}
+
 fn limits(rate: Option<Rate>, quotas: &[Quota]) -> Limits {
     Limits {
         rate,
@@ -41,7 +49,7 @@ fn a_request_waits_for_a_grant_then_spends_it_and_a_spent_window_is_429_until_it
     let now = MIDNIGHT + 1000;
     let mut b = Budget::new(limits(None, &[q]), now);
     assert_eq!(
-        b.admit(now, 10),
+        b.admit(at(now), 10),
         Admission::NeedGrant {
             kind: QuotaKind::Requests,
             need: 1
@@ -65,9 +73,9 @@ fn a_request_waits_for_a_grant_then_spends_it_and_a_spent_window_is_429_until_it
         &given(&ask.id, GrantStatus::Granted, 2, 2),
     );
     assert_eq!(b.quotas[0].held, 2, "an answer is taken in once");
-    assert_eq!(b.admit(now, 10), Admission::Admit);
-    assert_eq!(b.admit(now, 10), Admission::Admit);
-    assert!(matches!(b.admit(now, 10), Admission::NeedGrant { .. }));
+    assert_eq!(b.admit(at(now), 10), Admission::Admit);
+    assert_eq!(b.admit(at(now), 10), Admission::Admit);
+    assert!(matches!(b.admit(at(now), 10), Admission::NeedGrant { .. }));
     let ask = b.ask(QuotaKind::Requests, 1, [9; 16], now).unwrap();
     b.apply_grant(
         QuotaKind::Requests,
@@ -75,14 +83,17 @@ fn a_request_waits_for_a_grant_then_spends_it_and_a_spent_window_is_429_until_it
         &given(&ask.id, GrantStatus::Exhausted, 0, 100),
     );
     assert_eq!(
-        b.admit(now, 10),
+        b.admit(at(now), 10),
         Admission::QuotaExceeded {
             kind: QuotaKind::Requests,
             retry_after_s: (DAY_MS - 1000) / 1000
         }
     );
     assert!(
-        matches!(b.admit(MIDNIGHT + DAY_MS, 10), Admission::NeedGrant { .. }),
+        matches!(
+            b.admit(at(MIDNIGHT + DAY_MS), 10),
+            Admission::NeedGrant { .. }
+        ),
         "the next window starts afresh"
     );
 }
@@ -96,14 +107,21 @@ fn the_bucket_allows_its_burst_then_its_rate_and_says_when_to_retry() {
     };
     let mut b = Budget::new(limits(Some(rate), &[]), 0);
     for _ in 0..5 {
-        assert_eq!(b.admit(0, 0), Admission::Admit);
+        assert_eq!(b.admit(at(0), 0), Admission::Admit);
     }
-    assert_eq!(b.admit(0, 0), Admission::RateLimited { retry_after_s: 1 });
-    assert_eq!(b.admit(100, 0), Admission::Admit, "a token every 100 ms");
-    assert!(matches!(b.admit(150, 0), Admission::RateLimited { .. }));
+    assert_eq!(
+        b.admit(at(0), 0),
+        Admission::RateLimited { retry_after_s: 1 }
+    );
+    assert_eq!(
+        b.admit(at(100), 0),
+        Admission::Admit,
+        "a token every 100 ms"
+    );
+    assert!(matches!(b.admit(at(150), 0), Admission::RateLimited { .. }));
     b.refund(0);
     assert_eq!(
-        b.admit(150, 0),
+        b.admit(at(150), 0),
         Admission::Admit,
         "a refund gives the token back"
     );
@@ -113,8 +131,49 @@ fn the_bucket_allows_its_burst_then_its_rate_and_says_when_to_retry() {
         burst: 1,
     };
     let mut b = Budget::new(limits(Some(slow), &[]), 0);
-    assert_eq!(b.admit(0, 0), Admission::Admit);
-    assert_eq!(b.admit(0, 0), Admission::RateLimited { retry_after_s: 60 });
+    assert_eq!(b.admit(at(0), 0), Admission::Admit);
+    assert_eq!(
+        b.admit(at(0), 0),
+        Admission::RateLimited { retry_after_s: 60 }
+    );
+}
+
+#[test]
+fn the_bucket_runs_on_the_monotonic_clock_and_restarts_a_stamp_of_another() {
+    let rate = Rate {
+        count: 10,
+        per: RatePeriod::Second,
+        burst: 1,
+    };
+    let mut b = Budget::new(limits(Some(rate), &[]), 5_000);
+    let when = |wall_ms, mono_ms| At { wall_ms, mono_ms };
+    assert_eq!(b.admit(when(MIDNIGHT, 5_000), 0), Admission::Admit);
+    assert!(
+        matches!(
+            b.admit(when(MIDNIGHT + DAY_MS, 5_000), 0),
+            Admission::RateLimited { .. }
+        ),
+        "a day on the wall clock and no time on the bucket's: no token"
+    );
+    assert_eq!(
+        b.admit(when(MIDNIGHT - DAY_MS, 5_100), 0),
+        Admission::Admit,
+        "the wall clock set back a day: the token of 100 ms came"
+    );
+    // A budget of format 1 was stamped by the wall clock.
+    let mut bytes = b.encode();
+    bytes[0] = 1;
+    let mut old = Budget::decode(&bytes).unwrap();
+    old.refilled_ms = MIDNIGHT;
+    assert!(
+        matches!(
+            old.admit(when(MIDNIGHT, 6_000), 0),
+            Admission::RateLimited { .. }
+        ),
+        "a foreign stamp adds nothing"
+    );
+    assert_eq!(old.refilled_ms, 6_000, "and restarts at now");
+    assert_eq!(old.admit(when(MIDNIGHT, 6_100), 0), Admission::Admit);
 }
 
 #[test]
@@ -125,12 +184,12 @@ fn quotas_charged_after_the_fact_close_once_the_known_total_reaches_the_limit() 
     let first = b.due(now, 1000, || [1; 16]);
     assert_eq!(first.len(), 1, "a first settlement of 0 learns the total");
     assert_eq!(first[0].pending.amount, 0);
-    assert_eq!(b.admit(now, 0), Admission::Admit);
+    assert_eq!(b.admit(at(now), 0), Admission::Admit);
     b.charge_after(0, 60, now);
-    assert_eq!(b.admit(now, 0), Admission::Admit, "60 of 100");
+    assert_eq!(b.admit(at(now), 0), Admission::Admit, "60 of 100");
     b.charge_after(0, 60, now);
     assert!(
-        matches!(b.admit(now, 0), Admission::QuotaExceeded { .. }),
+        matches!(b.admit(at(now), 0), Admission::QuotaExceeded { .. }),
         "120 known: closed"
     );
     assert!(b.due(now + 10, 1000, || [2; 16]).is_empty(), "in flight");
@@ -148,7 +207,10 @@ fn quotas_charged_after_the_fact_close_once_the_known_total_reaches_the_limit() 
     b.apply_settlement(QuotaKind::Units, &[1; 16], &done);
     let next = b.due(now + 1000, 1000, || [3; 16]);
     assert_eq!(next[0].pending.amount, 120, "what was charged meanwhile");
-    assert!(matches!(b.admit(now, 0), Admission::QuotaExceeded { .. }));
+    assert!(matches!(
+        b.admit(at(now), 0),
+        Admission::QuotaExceeded { .. }
+    ));
 }
 
 #[test]
@@ -218,7 +280,7 @@ proptest! {
         let (mut now, mut admitted) = (0u64, 0u64);
         for gap in gaps {
             now += gap;
-            if b.admit(now, 0) == Admission::Admit {
+            if b.admit(at(now), 0) == Admission::Admit {
                 admitted += 1;
             }
             prop_assert!(admitted * 1000 <= count * now + burst * 1000);
@@ -235,7 +297,7 @@ proptest! {
         let mut b = Budget::new(limits(None, &[q]), MIDNIGHT);
         let (mut granted, mut admitted) = (0u64, 0u64);
         for (n, (grant, bytes)) in steps.into_iter().enumerate() {
-            match b.admit(MIDNIGHT, bytes) {
+            match b.admit(at(MIDNIGHT), bytes) {
                 Admission::Admit => admitted += bytes,
                 Admission::NeedGrant { need, .. } => {
                     let id = [n as u8; 16];
@@ -262,7 +324,7 @@ fn a_request_asks_only_its_shortfall_and_what_is_held_serves_first() {
     b.quotas[0].held = 300;
     b.quotas[0].charged = 9_800;
     assert_eq!(
-        b.admit(now, 400),
+        b.admit(at(now), 400),
         Admission::NeedGrant {
             kind: QuotaKind::RequestBytes,
             need: 100
@@ -270,7 +332,7 @@ fn a_request_asks_only_its_shortfall_and_what_is_held_serves_first() {
         "400 bytes, 300 held: 100 more"
     );
     assert!(
-        matches!(b.admit(now, 600), Admission::QuotaExceeded { .. }),
+        matches!(b.admit(at(now), 600), Admission::QuotaExceeded { .. }),
         "300 more than the 200 left to grant"
     );
     let ask = b.ask(QuotaKind::RequestBytes, 100, [3; 16], now).unwrap();
@@ -280,8 +342,57 @@ fn a_request_asks_only_its_shortfall_and_what_is_held_serves_first() {
         &given(&ask.id, GrantStatus::Exhausted, 0, 10_000),
     );
     assert_eq!(
-        b.admit(now, 300),
+        b.admit(at(now), 300),
         Admission::Admit,
         "held serves after an exhausted ask"
+    );
+}
+
+#[test]
+fn answers_told_out_of_order_never_show_more_left_than_the_limit() {
+    let requests = quota(QuotaKind::Requests, 200, Window::Day);
+    let units = quota(QuotaKind::Units, 1000, Window::Day);
+    let now = MIDNIGHT + 1000;
+    let mut b = Budget::new(limits(None, &[requests, units]), now);
+    // Two first grants of 50, the later one answered first: it tells a
+    // total of 100, the earlier one (arriving second) a total of 50.
+    assert!(b.take_grant(
+        QuotaKind::Requests,
+        &given(&[1; 16], GrantStatus::Granted, 50, 100)
+    ));
+    assert!(b.take_grant(
+        QuotaKind::Requests,
+        &given(&[2; 16], GrantStatus::Granted, 50, 50)
+    ));
+    assert_eq!((b.quotas[0].held, b.quotas[0].charged), (100, 100));
+    assert_eq!(b.quotas[0].remaining(), 200, "100 ungranted plus 100 held");
+    // A settlement answered after a later one: its lower total is not taken.
+    let mut settled = |id: [u8; 16], charged| {
+        b.quotas[1].pending = Some(Pending {
+            id,
+            amount: 0,
+            sent_ms: now,
+        });
+        let done = SettlementDone {
+            settlement_id: tollgate_wire::to_hex(&id),
+            status: GrantStatus::Granted,
+            limit: 1000,
+            charged,
+            open: true,
+            window_start_ms: MIDNIGHT as i64,
+            window_end_ms: (MIDNIGHT + DAY_MS) as i64,
+        };
+        b.apply_settlement(QuotaKind::Units, &id, &done);
+        b.quotas[1].charged
+    };
+    assert_eq!(settled([3; 16], 700), 700);
+    assert_eq!(settled([4; 16], 400), 700, "an older total is not taken");
+    let mut next_day = given(&[5; 16], GrantStatus::Granted, 5, 5);
+    next_day.window_end_ms = (MIDNIGHT + 2 * DAY_MS) as i64;
+    assert!(b.take_grant(QuotaKind::Requests, &next_day));
+    assert_eq!(
+        (b.quotas[0].held, b.quotas[0].charged),
+        (5, 5),
+        "a new window starts from what it tells"
     );
 }
