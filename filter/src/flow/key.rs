@@ -161,11 +161,18 @@ impl<H: StreamHost> Flow<H> {
                 // finds the limits in the budget.
                 if let (Some(limits), Some(key_id), true) = (&limits, entry.key_id, entry.limited) {
                     let first = self.limits.first_grant.map(|id| (id, grants.as_slice()));
-                    let known = self.host.monotonic_ms().is_some_and(|mono_ms| {
-                        crate::limits::limits_known(&self.host, key_id, limits, first, mono_ms)
-                    });
-                    if !known {
-                        self.log(LogLevel::Warn, "cannot write the key's budget");
+                    match self.host.monotonic_ms() {
+                        Some(mono_ms) => {
+                            if !crate::limits::limits_known(
+                                &self.host, key_id, limits, first, mono_ms,
+                            ) {
+                                self.log(LogLevel::Warn, "cannot write the key's budget");
+                            }
+                        }
+                        None => self.log(
+                            LogLevel::Warn,
+                            "no monotonic clock: the key's budget is not written",
+                        ),
                     }
                 }
                 let policy = &worker.config.key_cache;

@@ -26,17 +26,21 @@ pub const CHARGE_ID_LEN: usize = 16;
 /// An ask's or a settlement's id, minted by the filter.
 pub type ChargeId = [u8; CHARGE_ID_LEN];
 
-/// Format of the binary form. Version 1 had the same layout with the
-/// bucket stamped by the wall clock; it is still read (see
-/// [`FOREIGN_STAMP_MS`]), and a filter that writes version 1 reads this
-/// one as absent and fails closed rather than misread the stamp.
-const FORMAT_VERSION: u8 = 2;
+/// Format of the binary form.
+const FORMAT_VERSION: u8 = 1;
 
-/// A bucket stamped this far ahead of the monotonic clock's now was
-/// stamped by another clock (version 1's wall clock): its time restarts
-/// at now, and adds nothing. Workers' stamps of one clock differ by
-/// milliseconds.
-const FOREIGN_STAMP_MS: u64 = 3_600_000;
+/// The binary form keeps the bucket's stamp as `STAMP_TAG` plus its ms on
+/// the monotonic clock. Filters before that stamped the wall clock's ms,
+/// always below the tag, in the same format, so an upgrade's old and new
+/// filters share a budget both ways and neither can overshoot: a wall
+/// stamp reads here as [`UNSTAMPED`]; an old filter reads a tagged stamp
+/// as an instant far ahead, so it refills nothing and moves nothing (its
+/// requests only spend tokens).
+const STAMP_TAG: u64 = 1 << 62;
+
+/// A bucket stamped by another clock (an older filter's wall clock): its
+/// next refill restarts its time at now, adding nothing.
+pub const UNSTAMPED: u64 = u64::MAX;
 
 /// Thousandths of a token in one token.
 const MILLI: u64 = 1000;
@@ -269,7 +273,7 @@ impl Budget {
     }
 
     fn refill(&mut self, rate: Rate, mono_ms: u64) {
-        if self.refilled_ms > mono_ms.saturating_add(FOREIGN_STAMP_MS) {
+        if self.refilled_ms == UNSTAMPED {
             self.refilled_ms = mono_ms;
             return;
         }
@@ -638,6 +642,17 @@ fn window_from(byte: u8) -> Option<Window> {
 impl Budget {
     /// The value kept in shared data.
     pub fn encode(&self) -> Vec<u8> {
+        self.encode_stamped(STAMP_TAG.saturating_add(self.refilled_ms))
+    }
+
+    /// The value a filter that stamped the bucket with the wall clock's
+    /// `wall_ms` kept.
+    #[cfg(test)]
+    pub fn encode_as_wall_stamped(&self, wall_ms: u64) -> Vec<u8> {
+        self.encode_stamped(wall_ms)
+    }
+
+    fn encode_stamped(&self, stamp: u64) -> Vec<u8> {
         let mut out = Vec::with_capacity(32 + self.quotas.len() * 112);
         out.push(FORMAT_VERSION);
         match self.limits.rate {
@@ -649,7 +664,7 @@ impl Budget {
             None => out.push(0),
         }
         put(&mut out, self.tokens_milli);
-        put(&mut out, self.refilled_ms);
+        put(&mut out, stamp);
         out.push(u8::try_from(self.quotas.len()).unwrap_or(0));
         for s in &self.quotas {
             out.push(kind_byte(s.quota.kind));
@@ -679,7 +694,7 @@ impl Budget {
     /// Reads [`Budget::encode`]'s output; anything else is `None`.
     pub fn decode(bytes: &[u8]) -> Option<Budget> {
         let mut c = bytes;
-        if !matches!(take_u8(&mut c)?, 1 | FORMAT_VERSION) {
+        if take_u8(&mut c)? != FORMAT_VERSION {
             return None;
         }
         let rate = match take_u8(&mut c)? {
@@ -697,7 +712,10 @@ impl Budget {
             _ => return None,
         };
         let tokens_milli = take_u64(&mut c)?;
-        let refilled_ms = take_u64(&mut c)?;
+        let refilled_ms = take_u64(&mut c)?
+            .checked_sub(STAMP_TAG)
+            .filter(|ms| *ms < STAMP_TAG)
+            .unwrap_or(UNSTAMPED);
         let n = take_u8(&mut c)?;
         let mut quotas = Vec::with_capacity(usize::from(n));
         for _ in 0..n {

@@ -24,7 +24,9 @@ use tollgate_wire::grant::{
 };
 use tollgate_wire::{first_grant_id, to_hex, Limits, QuotaKind};
 
-pub use budget::{admission_charge, Admission, Applied, At, Budget, ChargeId, Due, Pending};
+pub use budget::{
+    admission_charge, Admission, Applied, At, Budget, ChargeId, Due, Pending, UNSTAMPED,
+};
 pub use ratelimit_headers::{denial_headers, remaining_header};
 
 use crate::error::Denial;
@@ -145,6 +147,17 @@ pub fn charge(
             answer = Charge::Failed("the key's budget is missing or unreadable");
             return Change::Stop(());
         };
+        // A refusal writes nothing, unless its refill restarted a bucket
+        // an older filter stamped: else every next read restarts it again,
+        // and the bucket never refills.
+        let unstamped = budget.refilled_ms == UNSTAMPED;
+        let refused = |budget: &Budget| {
+            if unstamped && budget.refilled_ms != UNSTAMPED {
+                Change::Write(budget.encode())
+            } else {
+                Change::Stop(())
+            }
+        };
         match budget.admit(at, request_bytes) {
             Admission::Admit => {
                 answer = Charge::Admitted {
@@ -159,7 +172,7 @@ pub fn charge(
             Admission::RateLimited { retry_after_s } => {
                 let headers = denial_headers(&budget, "rate", retry_after_s, now_ms);
                 answer = Charge::Denied(Denial::RateLimited, headers);
-                Change::Stop(())
+                refused(&budget)
             }
             Admission::QuotaExceeded {
                 kind,
@@ -167,7 +180,7 @@ pub fn charge(
             } => {
                 let headers = denial_headers(&budget, kind.as_str(), retry_after_s, now_ms);
                 answer = Charge::Denied(Denial::QuotaExceeded, headers);
-                Change::Stop(())
+                refused(&budget)
             }
             Admission::NeedGrant { kind, need } => {
                 let (recent_use, in_flight) = budget

@@ -144,6 +144,31 @@ fn a_wall_clock_stepped_back_or_forward_neither_stalls_nor_fills_the_bucket() {
 }
 
 #[test]
+fn a_bucket_an_older_filter_stamped_restarts_once_and_refills() {
+    use crate::host::Host as _;
+    use crate::limits::{budget_key, Budget};
+
+    let gw = Gateway::new();
+    let limits = json!({"rate": {"count": 2, "per": "s", "burst": 2}});
+    assert!(request(&gw, &limits).allowed());
+    // The same budget as an older filter kept it: its bucket empty, its
+    // stamp the wall clock's.
+    let host = gw.world.root();
+    let key = budget_key(4);
+    let bytes = host.shared_get(&key).unwrap().0.unwrap();
+    let mut budget = Budget::decode(&bytes).unwrap();
+    budget.tokens_milli = 0;
+    let older = budget.encode_as_wall_stamped(gw.world.now_ms());
+    host.shared_set(&key, &older, None).unwrap();
+    assert!(!request(&gw, &limits).allowed(), "an empty bucket");
+    gw.world.advance_ms(500);
+    assert!(
+        request(&gw, &limits).allowed(),
+        "restarted by the refusal, the bucket refills"
+    );
+}
+
+#[test]
 fn a_grant_call_without_an_answer_fails_closed() {
     let gw = Gateway::new();
     let limits = json!({"quotas": [{"kind": "requests", "limit": 3, "window": "day"}]});

@@ -139,7 +139,7 @@ fn the_bucket_allows_its_burst_then_its_rate_and_says_when_to_retry() {
 }
 
 #[test]
-fn the_bucket_runs_on_the_monotonic_clock_and_restarts_a_stamp_of_another() {
+fn the_bucket_runs_on_the_monotonic_clock_and_restarts_an_older_filters_stamp() {
     let rate = Rate {
         count: 10,
         per: RatePeriod::Second,
@@ -160,20 +160,33 @@ fn the_bucket_runs_on_the_monotonic_clock_and_restarts_a_stamp_of_another() {
         Admission::Admit,
         "the wall clock set back a day: the token of 100 ms came"
     );
-    // A budget of format 1 was stamped by the wall clock.
-    let mut bytes = b.encode();
-    bytes[0] = 1;
-    let mut old = Budget::decode(&bytes).unwrap();
-    old.refilled_ms = MIDNIGHT;
+    // The stamp in the binary form is above any wall-clock instant, so an
+    // older filter, which stamped the wall clock, refills nothing from it.
+    let bytes = b.encode();
+    assert_eq!(Budget::decode(&bytes).as_ref(), Some(&b));
+    let stamp = u64::from_be_bytes(bytes[26..34].try_into().unwrap());
+    assert!(stamp > 100 * 365 * DAY_MS + MIDNIGHT, "{stamp}");
+    // A budget an older filter stamped with the wall clock.
+    let mut old = Budget::decode(&b.encode_as_wall_stamped(MIDNIGHT)).unwrap();
+    assert_eq!(old.refilled_ms, UNSTAMPED);
     assert!(
         matches!(
             old.admit(when(MIDNIGHT, 6_000), 0),
             Admission::RateLimited { .. }
         ),
-        "a foreign stamp adds nothing"
+        "a stamp of another clock adds nothing"
     );
     assert_eq!(old.refilled_ms, 6_000, "and restarts at now");
     assert_eq!(old.admit(when(MIDNIGHT, 6_100), 0), Admission::Admit);
+    let unstamped = Budget {
+        refilled_ms: UNSTAMPED,
+        ..b.clone()
+    };
+    assert_eq!(
+        Budget::decode(&unstamped.encode()),
+        Some(unstamped),
+        "a bucket not restarted yet stays so"
+    );
 }
 
 #[test]
