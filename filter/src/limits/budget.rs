@@ -35,7 +35,9 @@ const FORMAT_VERSION: u8 = 1;
 /// filters share a budget both ways and neither can overshoot: a wall
 /// stamp reads here as [`UNSTAMPED`]; an old filter reads a tagged stamp
 /// as an instant far ahead, so it refills nothing and moves nothing (its
-/// requests only spend tokens).
+/// requests only spend tokens: a key served only by old filters while
+/// they drain is refused once its tokens are spent, until a new filter
+/// serves it).
 const STAMP_TAG: u64 = 1 << 62;
 
 /// A bucket stamped by another clock (an older filter's wall clock): its
@@ -194,7 +196,8 @@ impl QuotaState {
 pub struct Budget {
     pub limits: Limits,
     /// The bucket's tokens, in thousandths, and when it was last filled
-    /// (on the monotonic clock).
+    /// (on the monotonic clock; [`UNSTAMPED`]: by an older filter's wall
+    /// clock, to be restarted at the next refill).
     pub tokens_milli: u64,
     pub refilled_ms: u64,
     /// One state per quota of `limits`, in its order.
@@ -691,7 +694,8 @@ impl Budget {
         out
     }
 
-    /// Reads [`Budget::encode`]'s output; anything else is `None`.
+    /// Reads [`Budget::encode`]'s output, or an older filter's (its wall
+    /// stamp read as [`UNSTAMPED`]); anything else is `None`.
     pub fn decode(bytes: &[u8]) -> Option<Budget> {
         let mut c = bytes;
         if take_u8(&mut c)? != FORMAT_VERSION {

@@ -209,6 +209,9 @@ pub fn charge(
     });
     let answer = match update.result {
         Updated::Written | Updated::Stopped(()) => answer,
+        // A refusal whose restamp lost every race is still a refusal (the
+        // next read restamps); anything else charged nothing: fail closed.
+        Updated::Contended if matches!(answer, Charge::Denied(..)) => answer,
         Updated::Contended => Charge::Failed("the key's budget stayed contended"),
         Updated::Failed(_) => Charge::Failed("the key's budget cannot be read or written"),
     };

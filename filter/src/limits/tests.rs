@@ -160,6 +160,14 @@ fn a_bucket_an_older_filter_stamped_restarts_once_and_refills() {
     budget.tokens_milli = 0;
     let older = budget.encode_as_wall_stamped(gw.world.now_ms());
     host.shared_set(&key, &older, None).unwrap();
+    gw.world.lose_races(u32::MAX);
+    let refused = request(&gw, &limits).reply().unwrap();
+    assert_eq!(
+        (refused.status, refused.code()),
+        (429, "rate_limited".to_string()),
+        "a refusal whose restamp lost every race is still a refusal"
+    );
+    gw.world.lose_races(0);
     assert!(!request(&gw, &limits).allowed(), "an empty bucket");
     gw.world.advance_ms(500);
     assert!(
