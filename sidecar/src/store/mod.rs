@@ -410,23 +410,24 @@ impl Store {
                 api_key_id: record.api_key_id,
             });
         }
-        // First try as if no record were stored yet (the usual case); when
-        // the insert skipped some (a retried batch, or one racing its
-        // original), look up which are stored and insert the others only.
-        // The rollups get exactly the rows inserted, in the same transaction.
+        // First the whole batch in one statement, as if no record were
+        // stored yet (the usual case). When that skipped some (a retried
+        // batch, or one racing its original), look up which are stored and
+        // insert the others row by row: each row's own count says whether
+        // this batch stored it, so a batch racing others still finishes
+        // (found by CI: eight overlapping senders could lose the whole-batch
+        // race five times running). The rollups get exactly the rows
+        // inserted, in the same transaction.
+        let mut how = InsertRows::Whole;
         let mut stored: HashSet<&str> = HashSet::new();
         for attempt in 1..=INSERT_ATTEMPTS {
             let fresh = fresh_records(records, &stored);
             if fresh.is_empty() {
                 return Ok(UsageInsert::Stored { inserted: 0 });
             }
-            match dispatch!(self.insert_usage_exactly(&fresh)) {
-                Ok(true) => {
-                    return Ok(UsageInsert::Stored {
-                        inserted: fresh.len() as u64,
-                    })
-                }
-                Ok(false) => {}
+            match dispatch!(self.insert_usage_rows(&fresh, how)) {
+                Ok(Some(inserted)) => return Ok(UsageInsert::Stored { inserted }),
+                Ok(None) => how = InsertRows::EachRow,
                 Err(StoreError::Unavailable(e)) if is_deadlock(&e) && attempt < INSERT_ATTEMPTS => {
                     tracing::debug!(attempt, "usage batch deadlocked with another; retrying");
                 }
@@ -535,9 +536,50 @@ impl Store {
     }
 }
 
-/// How many times a usage batch is tried when other batches of the same
-/// request ids race it (or MySQL picks it as a deadlock's victim).
+/// How many times a usage batch is tried in all: whole, then row by row
+/// when other batches of the same request ids raced it, and again each time
+/// MySQL picks it as a deadlock's victim.
 pub const INSERT_ATTEMPTS: u32 = 5;
+
+/// How a backend inserts a batch's fresh records, in one transaction with
+/// their rollups.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum InsertRows {
+    /// All in as few statements as the chunk size allows; if any was
+    /// stored meanwhile, nothing is kept and the answer is `None`.
+    Whole,
+    /// One statement per row, keeping each row this batch stored and
+    /// skipping each one another batch did: always `Some(inserted)`.
+    EachRow,
+}
+
+impl InsertRows {
+    /// Rows per insert statement: one when each row's own count must say
+    /// whether this batch stored it.
+    fn rows_per_statement(self) -> usize {
+        match self {
+            InsertRows::Whole => INSERT_CHUNK_ROWS,
+            InsertRows::EachRow => 1,
+        }
+    }
+
+    /// Adds a statement's rows to `ours` when it stored all of them (the
+    /// only count that names which); false when a whole batch must be
+    /// given up because another batch stored some of them meanwhile.
+    fn keep<'a, T>(
+        self,
+        ours: &mut Vec<&'a UsageRecord>,
+        statement: &[(&'a UsageRecord, T)],
+        inserted: u64,
+    ) -> bool {
+        if inserted == statement.len() as u64 {
+            ours.extend(statement.iter().map(|(r, _)| *r));
+            true
+        } else {
+            self == InsertRows::EachRow
+        }
+    }
+}
 
 /// The most `usage_log` rows one prune transaction deletes.
 pub const PRUNE_MAX_BATCH_ROWS: usize = 10_000;

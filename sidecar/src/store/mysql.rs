@@ -16,8 +16,9 @@ use tollgate_wire::UsageRecord;
 use super::feed::{unix_ms, CHANGE_CREATED, CHANGE_REVOKED};
 use super::rollup::{self, Grain};
 use super::{
-    migrator_up_to, record_time, rollup_table, sql, summary_parts, ApiKey, KeyLookup, KeyStatus,
-    NewKey, Revocation, SeriesRow, StoreError, SummaryFilter, UsageSummaryRow, INSERT_CHUNK_ROWS,
+    migrator_up_to, record_time, rollup_table, sql, summary_parts, ApiKey, InsertRows, KeyLookup,
+    KeyStatus, NewKey, Revocation, SeriesRow, StoreError, SummaryFilter, UsageSummaryRow,
+    INSERT_CHUNK_ROWS,
 };
 use crate::clock::to_primitive_utc;
 use crate::publish_change;
@@ -173,10 +174,11 @@ impl MySqlStore {
         Ok(query.fetch_all(&self.pool).await?)
     }
 
-    pub(super) async fn insert_usage_exactly(
+    pub(super) async fn insert_usage_rows(
         &self,
         records: &[&UsageRecord],
-    ) -> Result<bool, StoreError> {
+        how: InsertRows,
+    ) -> Result<Option<u64>, StoreError> {
         let mut rows = records
             .iter()
             .map(|r| record_time(r).map(|t| (*r, to_primitive_utc(t))))
@@ -186,8 +188,8 @@ impl MySqlStore {
         rows.sort_by(|a, b| a.0.request_id.cmp(&b.0.request_id));
 
         let mut tx = self.pool.begin().await?;
-        let mut inserted = 0;
-        for chunk in rows.chunks(INSERT_CHUNK_ROWS) {
+        let mut ours: Vec<&UsageRecord> = Vec::with_capacity(rows.len());
+        for chunk in rows.chunks(how.rows_per_statement()) {
             // sqlx connects with CLIENT_FOUND_ROWS, so `ON DUPLICATE KEY UPDATE
             // request_id = request_id` would count a duplicate as affected.
             // `INSERT IGNORE` counts inserted rows only. IGNORE would also turn
@@ -200,16 +202,16 @@ impl MySqlStore {
             // connection (found by `make soak`: the sidecar's memory grew
             // by megabytes a minute).
             let insert = insert.build().persistent(false);
-            inserted += insert.execute(&mut *tx).await?.rows_affected();
-        }
-        if inserted != rows.len() as u64 {
-            // Another batch stored some of these meanwhile: the caller looks
-            // them up and tries again without them.
-            tx.rollback().await?;
-            return Ok(false);
+            let inserted = insert.execute(&mut *tx).await?.rows_affected();
+            if !how.keep(&mut ours, chunk, inserted) {
+                // Another batch stored some of these meanwhile: the caller
+                // looks them up and inserts the others row by row.
+                tx.rollback().await?;
+                return Ok(None);
+            }
         }
         for grain in Grain::KEPT {
-            let deltas = rollup::deltas(records.iter().copied(), grain);
+            let deltas = rollup::deltas(ours.iter().copied(), grain);
             let rows: Vec<_> = deltas
                 .iter()
                 .map(|d| (d, to_primitive_utc(d.bucket_start)))
@@ -221,7 +223,7 @@ impl MySqlStore {
             }
         }
         tx.commit().await?;
-        Ok(true)
+        Ok(Some(ours.len() as u64))
     }
 
     pub(super) async fn usage_summary(

@@ -19,8 +19,9 @@ use tollgate_wire::UsageRecord;
 use super::feed::{unix_ms, CHANGE_CREATED, CHANGE_REVOKED};
 use super::rollup::{self, Grain};
 use super::{
-    migrator_up_to, record_time, rollup_table, sql, summary_parts, ApiKey, KeyLookup, KeyStatus,
-    NewKey, Revocation, SeriesRow, StoreError, SummaryFilter, UsageSummaryRow, INSERT_CHUNK_ROWS,
+    migrator_up_to, record_time, rollup_table, sql, summary_parts, ApiKey, InsertRows, KeyLookup,
+    KeyStatus, NewKey, Revocation, SeriesRow, StoreError, SummaryFilter, UsageSummaryRow,
+    INSERT_CHUNK_ROWS,
 };
 use crate::clock::{format_db_text, parse_db_text};
 use crate::publish_change;
@@ -182,10 +183,11 @@ impl SqliteStore {
         Ok(query.fetch_all(&self.pool).await?)
     }
 
-    pub(super) async fn insert_usage_exactly(
+    pub(super) async fn insert_usage_rows(
         &self,
         records: &[&UsageRecord],
-    ) -> Result<bool, StoreError> {
+        how: InsertRows,
+    ) -> Result<Option<u64>, StoreError> {
         let rows = records
             .iter()
             .map(|r| record_time(r).map(|t| (*r, format_db_text(t))))
@@ -193,8 +195,8 @@ impl SqliteStore {
         // The first statement writes, so the transaction holds SQLite's one
         // write lock from its start: batches are stored one after another.
         let mut tx = self.pool.begin().await?;
-        let mut inserted = 0;
-        for chunk in rows.chunks(INSERT_CHUNK_ROWS) {
+        let mut ours: Vec<&UsageRecord> = Vec::with_capacity(rows.len());
+        for chunk in rows.chunks(how.rows_per_statement()) {
             let mut insert = sql::insert_usage::<Sqlite, _>("INSERT", chunk);
             // Rows whose request_id is stored already are skipped and not
             // counted in rows_affected.
@@ -204,16 +206,16 @@ impl SqliteStore {
             // connection (found by `make soak`: the sidecar's memory grew
             // by megabytes a minute).
             let insert = insert.build().persistent(false);
-            inserted += insert.execute(&mut *tx).await?.rows_affected();
-        }
-        if inserted != rows.len() as u64 {
-            // Some of these were stored meanwhile: the caller looks them up
-            // and tries again without them.
-            tx.rollback().await?;
-            return Ok(false);
+            let inserted = insert.execute(&mut *tx).await?.rows_affected();
+            if !how.keep(&mut ours, chunk, inserted) {
+                // Some of these were stored meanwhile: the caller looks them
+                // up and inserts the others row by row.
+                tx.rollback().await?;
+                return Ok(None);
+            }
         }
         for grain in Grain::KEPT {
-            let deltas = rollup::deltas(records.iter().copied(), grain);
+            let deltas = rollup::deltas(ours.iter().copied(), grain);
             let rows: Vec<_> = deltas
                 .iter()
                 .map(|d| (d, format_db_text(d.bucket_start)))
@@ -225,7 +227,7 @@ impl SqliteStore {
             }
         }
         tx.commit().await?;
-        Ok(true)
+        Ok(Some(ours.len() as u64))
     }
 
     pub(super) async fn usage_summary(
