@@ -147,6 +147,23 @@ def recreate_database(url: str, name: str) -> None:
         conn.close()
 
 
+def database_pid(url: str) -> int | None:
+    """The process id of the database server at ``url`` (its ``pid_file``),
+    or None where it cannot be read (a server on another machine)."""
+    conn = ledger.mysql_connect(url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT @@pid_file AS f")
+            path = Path(cur.fetchone()["f"])
+    finally:
+        conn.close()
+    try:
+        pid = int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if Path(f"/proc/{pid}/stat").exists() else None
+
+
 def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
@@ -159,6 +176,8 @@ class Bench:
         self.workdir = workdir
         (workdir / "logs").mkdir(parents=True, exist_ok=True)
         recreate_database(knobs.mysql_url, GATE_DATABASE)
+        #: The database server, whose CPU per request a metered run reports.
+        self.database_pid = database_pid(knobs.mysql_url)
         self.stack = Stack(StackConfig.ephemeral(
             workdir, database_url=f"{knobs.mysql_url}/{GATE_DATABASE}",
             envoy_concurrency=knobs.envoy_concurrency))
@@ -314,6 +333,8 @@ class Bench:
             pids["upstream"] = upstream.service.proc.pid
         if s.metered and self.stack.sidecar.proc is not None:
             pids["sidecar"] = self.stack.sidecar.proc.pid
+        if s.metered and self.database_pid is not None:
+            pids["database"] = self.database_pid
         return pids
 
     def one_run(self, s: Scenario, kind: str, seconds: float, record: bool) -> None:

@@ -47,6 +47,25 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds every core of the machine has spent busy (from /proc/stat).
+
+    Busy is all but idle and iowait: user (guests included), nice, system,
+    irq, softirq and steal.
+    """
+    try:
+        first = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    except OSError:
+        return 0.0
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in first[1:9])
+    return (user + nice + system + irq + softirq + steal) / CLOCK_TICKS
+
+
+#: The ``cpu_us_per_req`` entry for the whole machine: every process on the
+#: shared cores (oha, Envoys, sidecar, database, anything else) per request.
+MACHINE = "machine"
+
+
 @dataclasses.dataclass
 class Request:
     """What every request of a run sends."""
@@ -88,7 +107,8 @@ def run(req: Request, kind: str, seconds: float, connections: int = 16,
     """One oha run of ``kind`` (throughput or latency) for ``seconds``.
 
     ``watch`` names processes (name -> pid) whose CPU time per request this
-    run reports: the cost of a scenario in each part of the system.
+    run reports: the cost of a scenario in each part of the system; the
+    machine's busy time per request is reported too, as ``MACHINE``.
     ``settle``, called with the run's 2xx count once the load has ended,
     returns when the work those requests left behind is done (a metered
     run's last usage flush); the CPU window closes after it, so that work
@@ -107,6 +127,7 @@ def run(req: Request, kind: str, seconds: float, connections: int = 16,
     argv.append(req.url)
     watch = watch or {}
     cpu_before = {name: cpu_seconds(pid) for name, pid in watch.items()}
+    cpu_before[MACHINE] = machine_busy_seconds()
     started = time.monotonic()
     done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 120)
     elapsed = time.monotonic() - started
@@ -120,12 +141,13 @@ def run(req: Request, kind: str, seconds: float, connections: int = 16,
         settle(ok)
     settle_s = time.monotonic() - started - elapsed
     cpu_after = {name: cpu_seconds(pid) for name, pid in watch.items()}
+    cpu_after[MACHINE] = machine_busy_seconds()
     failed_status = {code: n for code, n in codes.items() if not code.startswith("2")}
     requests = sum(codes.values()) + sum(socket_errors.values())
     summary = data.get("summary") or {}
     cpu = {
         name: round((cpu_after[name] - cpu_before[name]) * 1e6 / ok, 1) if ok else None
-        for name in watch
+        for name in cpu_before
     }
     return RunResult(
         kind=kind,

@@ -203,19 +203,23 @@ def markdown(results: dict) -> str:
         f"connections closed loop, {k['duration_s']} s per run; latency: "
         f"{k['rate']} req/s offered ({k['ai_rate']} req/s for the ai-server rows), "
         f"open loop with latency correction. "
-        f"Envoy concurrency {k['envoy_concurrency']}; oha, Envoy, upstream and sidecar "
-        "share the cores.",
+        f"Envoy concurrency {k['envoy_concurrency']}; oha, Envoy, upstream, sidecar and "
+        "database share the cores. CPU µs per request: the gateway's Envoy, the sidecar and "
+        "the database server (metered rows only), and the whole machine (every process, "
+        "busy time of both cores): while the cores are the limit, rps is about "
+        "2 cores / the machine's figure.",
         "",
         "| scenario | what | rps (16 conn) | p50 ms | p99 ms | errors "
-        "| CPU µs/req: Envoy | sidecar |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| CPU µs/req: Envoy | sidecar | database | machine |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, s in results["scenarios"].items():
         cpu = s.get("cpu_us_per_req", {})
         lines.append(
             f"| `{name}` | {DESCRIPTIONS.get(name, '')} | {_fmt(s['rps'], 0)} | "
             f"{_fmt(s['p50_ms'], 3)} | {_fmt(s['p99_ms'], 3)} | {s['errors']} | "
-            f"{_fmt(cpu.get('gateway'), 1)} | {_fmt(cpu.get('sidecar'), 1)} |"
+            f"{_fmt(cpu.get('gateway'), 1)} | {_fmt(cpu.get('sidecar'), 1)} | "
+            f"{_fmt(cpu.get('database'), 1)} | {_fmt(cpu.get('machine'), 1)} |"
         )
     ingest = results.get("sidecar", {}).get("ingest", [])
     if ingest:
