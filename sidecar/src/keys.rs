@@ -53,21 +53,10 @@ pub fn display_prefix(key: &str) -> String {
     key.chars().take(DISPLAY_PREFIX_CHARS).collect()
 }
 
-/// Checks a key name: not blank, not too long, no control characters.
+/// Checks a key name by the rule of every name ([`crate::names`]): not
+/// blank, not too long, no control, format or bidi character.
 pub fn validate_name(name: &str) -> Result<String, String> {
-    let name = name.trim();
-    if name.is_empty() {
-        return Err("the key name must not be empty".into());
-    }
-    if name.chars().count() > MAX_NAME_CHARS {
-        return Err(format!(
-            "the key name is longer than {MAX_NAME_CHARS} characters"
-        ));
-    }
-    if name.chars().any(char::is_control) {
-        return Err("the key name must not contain control characters".into());
-    }
-    Ok(name.to_string())
+    crate::names::validate_name("key", name, MAX_NAME_CHARS)
 }
 
 /// Checks a key brought in from elsewhere. The key is never echoed in the error.

@@ -18,6 +18,7 @@ pub mod json_fault;
 pub mod keys;
 pub mod limits;
 pub mod metrics;
+pub mod names;
 pub mod probes;
 pub mod prune;
 pub mod random;

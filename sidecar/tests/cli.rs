@@ -132,6 +132,33 @@ fn keys_create_then_list_from_a_fresh_directory() {
 }
 
 #[test]
+fn keys_with_format_or_bidi_characters_in_their_name_are_refused() {
+    let dir = WorkDir::new("bidi-name");
+    for args in [
+        &["keys", "create", "--name", "evil\u{202E}cod.exe"][..],
+        &["keys", "create", "--name", "a\u{2029}b"][..],
+        &[
+            "keys",
+            "import",
+            "--name",
+            "a\u{200B}b",
+            "--key",
+            "legacy-key-123",
+        ][..],
+    ] {
+        let out = dir.run(args);
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("the key name must not contain control, format or bidi characters"),
+            "{args:?}: {err}"
+        );
+    }
+    let list: Value = serde_json::from_str(&dir.ok(&["keys", "list", "--json"])).unwrap();
+    assert_eq!(list, serde_json::json!([]), "nothing was stored");
+}
+
+#[test]
 fn keys_import_revoke_and_usage_summary() {
     let dir = WorkDir::new("manage");
     let imported: Value = serde_json::from_str(&dir.ok(&[

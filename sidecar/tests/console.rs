@@ -244,16 +244,20 @@ async fn actions_need_the_csrf_token_and_the_consoles_origin() {
     assert!(created["key"].as_str().unwrap().starts_with("tg_"));
     assert_eq!(created["status"], "ACTIVE");
     // The admin API's own checks answer through the console.
-    h.send(request(
-        Method::POST,
-        "/console/api/keys",
-        Some(&cookie),
-        Some(&csrf),
-        Some(ORIGIN),
-        Some(json!({"name": ""})),
-    ))
-    .await
-    .expect_error(StatusCode::BAD_REQUEST, "invalid_request");
+    for name in ["", "evil\u{202E}cod.exe", "a\u{2028}b"] {
+        let error = h
+            .send(request(
+                Method::POST,
+                "/console/api/keys",
+                Some(&cookie),
+                Some(&csrf),
+                Some(ORIGIN),
+                Some(json!({ "name": name })),
+            ))
+            .await
+            .expect_error(StatusCode::BAD_REQUEST, "invalid_request");
+        assert_eq!(error["field"], "name", "{name:?}");
+    }
 
     let revoke = format!("/console/api/keys/{id}/revoke");
     act(&h, &revoke, &cookie, None)

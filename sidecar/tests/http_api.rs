@@ -767,6 +767,12 @@ async fn admin_api_refuses_bad_input(backend: Backend) {
         (json!({"name": ""}), "name"),
         (json!({"name": "a\u{7}b"}), "name"),
         (json!({"name": "x".repeat(201)}), "name"),
+        // Format and bidi controls, and the line and paragraph separators.
+        (json!({"name": "evil\u{202E}cod.exe"}), "name"),
+        (json!({"name": "a\u{200B}b"}), "name"),
+        (json!({"name": "a\u{2066}b\u{2069}"}), "name"),
+        (json!({"name": "a\u{2028}b"}), "name"),
+        (json!({"name": "a\u{2029}b"}), "name"),
         (json!({"name": "x", "expires_at": "tomorrow"}), "expires_at"),
         (json!({"name": 5}), "name"),
         (json!({}), "name"),
