@@ -15,7 +15,8 @@ pub enum Denial {
     InvalidApiKey,
     /// No `X-Auth-Token` header, or an empty one.
     MissingToken,
-    /// The token is not a well-formed compact JWS, or a claim has the wrong type.
+    /// The token is not a well-formed compact JWS, its header or claims
+    /// repeat a member name, or a claim has the wrong type.
     MalformedToken(&'static str),
     /// The token's `alg` is not one of the configured HMAC algorithms.
     UnsupportedAlgorithm,

@@ -123,8 +123,8 @@ pub struct PreparedToken<'a> {
 }
 
 /// The checks that need no secret, in the order of [`verify_token`]: size,
-/// three segments, a JSON header with an accepted `alg`, no `crit`, a
-/// string `kid`. Cheap, so a junk token is refused before any network call.
+/// three segments, a JSON header without a repeated parameter, with an
+/// accepted `alg`, no `crit`, a string `kid`. Cheap, so a junk token is refused before any network call.
 pub fn prepare_token<'a>(
     token: &'a str,
     policy: &'a JwtPolicy,
@@ -142,8 +142,8 @@ pub fn prepare_token<'a>(
         }
     };
 
-    let header_bytes = decode_segment(header_b64, HEADER_NOT_JSON)?;
-    let [alg, kid, crit] = parse_object(&header_bytes, &HEADER_NAMES, HEADER_NOT_JSON)?;
+    let header_bytes = decode_segment(header_b64, HEADER_ERRORS.not_json)?;
+    let [alg, kid, crit] = parse_object(&header_bytes, &HEADER_NAMES, &HEADER_ERRORS)?;
     let algorithm = match alg {
         Some(Json::Str(name)) => Algorithm::from_name(&name).ok_or(Denial::UnsupportedAlgorithm)?,
         Some(_) => return Err(Denial::MalformedToken("alg must be a string")),
@@ -209,9 +209,9 @@ impl PreparedToken<'_> {
         }
 
         let payload_b64 = signing_input.get(self.header_len + 1..).unwrap_or_default();
-        let payload_bytes = decode_segment(payload_b64, PAYLOAD_NOT_JSON)?;
+        let payload_bytes = decode_segment(payload_b64, PAYLOAD_ERRORS.not_json)?;
         let [iat, exp, nbf, body_sha256, htm, htu, jti, iss, aud] =
-            parse_object(&payload_bytes, &CLAIM_NAMES, PAYLOAD_NOT_JSON)?;
+            parse_object(&payload_bytes, &CLAIM_NAMES, &PAYLOAD_ERRORS)?;
         let claims = Claims {
             iat,
             exp,
@@ -227,8 +227,21 @@ impl PreparedToken<'_> {
     }
 }
 
-const HEADER_NOT_JSON: &str = "the header is not base64url JSON";
-const PAYLOAD_NOT_JSON: &str = "the payload is not base64url JSON";
+/// Why a segment's JSON is refused: it is not a JSON object, or a member
+/// name appears twice in it.
+struct SegmentErrors {
+    not_json: &'static str,
+    repeated: &'static str,
+}
+
+const HEADER_ERRORS: SegmentErrors = SegmentErrors {
+    not_json: "the header is not base64url JSON",
+    repeated: "the header repeats a parameter",
+};
+const PAYLOAD_ERRORS: SegmentErrors = SegmentErrors {
+    not_json: "the payload is not base64url JSON",
+    repeated: "the payload repeats a claim",
+};
 
 /// The header parameters the filter reads; any other is checked for JSON
 /// validity and skipped.
@@ -259,27 +272,39 @@ fn decode_segment(segment: &str, why: &'static str) -> Result<Vec<u8>, Denial> {
 /// Parses a JSON object, keeping only the members named in `names` (in
 /// that order; a name the object lacks is `None`).
 ///
-/// It accepts and refuses exactly the documents `serde_json::Value` would
-/// as an object, without building one: every member, read or not, goes
-/// through serde_json's full parser (`deserialize_any`: UTF-8, escapes and
-/// surrogates, number range, the nesting limit), but only the named ones
-/// are kept, and their strings borrow from `bytes` unless they hold an
-/// escape. A name that appears twice keeps its last value, as a
-/// `serde_json::Map` would (a derived struct would refuse the duplicate
-/// instead; keeping the old rule keeps every decision unchanged).
+/// It accepts exactly the documents `serde_json::Value` would accept as an
+/// object whose member names are unique, without building one: every
+/// member, read or not, goes through serde_json's full parser
+/// (`deserialize_any`: UTF-8, escapes and surrogates, number range, the
+/// nesting limit), but only the named ones are kept, and their strings
+/// borrow from `bytes` unless they hold an escape.
+///
+/// A member name that appears twice at the object's top level is refused
+/// (`errors.repeated`), compared after unescaping (`"al\u0067"` is `alg`).
+/// RFC 7515 (4) and RFC 7519 (4) require unique header parameter and claim
+/// names and let a parser refuse a repeat; readers that accept one need not
+/// agree on which value counts (serde_json and PyJWT keep the last, a
+/// reader that stops at the first match takes the first), so such a token
+/// is ambiguous. Names inside a nested object are not compared: the filter
+/// reads no member of a nested object (`aud` is a string or an array of
+/// strings, every other nested value is parsed and dropped), so a repeat
+/// there cannot change what the filter decides.
 fn parse_object<'a, const N: usize>(
     bytes: &'a [u8],
     names: &'static [&'static str; N],
-    why: &'static str,
+    errors: &SegmentErrors,
 ) -> Result<[Option<Json<'a>>; N], Denial> {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let members = ObjectSeed { names }
+    let object = ObjectSeed { names }
         .deserialize(&mut deserializer)
-        .map_err(|_| Denial::MalformedToken(why))?;
+        .map_err(|_| Denial::MalformedToken(errors.not_json))?;
     deserializer
         .end()
-        .map_err(|_| Denial::MalformedToken(why))?;
-    Ok(members)
+        .map_err(|_| Denial::MalformedToken(errors.not_json))?;
+    if object.repeated {
+        return Err(Denial::MalformedToken(errors.repeated));
+    }
+    Ok(object.members)
 }
 
 /// A JSON value as far as the checks need it: a string (borrowed when it
@@ -432,13 +457,21 @@ impl<'de> Visitor<'de> for SkippedVisitor {
     }
 }
 
-/// Reads a JSON object into the members named by `names`.
+/// A JSON object as [`ObjectSeed`] read it: the members named by `names`,
+/// and whether any member name appeared twice.
+struct Object<'a, const N: usize> {
+    members: [Option<Json<'a>>; N],
+    repeated: bool,
+}
+
+/// Reads a JSON object into the members named by `names`, noting repeated
+/// member names in the same pass.
 struct ObjectSeed<const N: usize> {
     names: &'static [&'static str; N],
 }
 
 impl<'de, const N: usize> DeserializeSeed<'de> for ObjectSeed<N> {
-    type Value = [Option<Json<'de>>; N];
+    type Value = Object<'de, N>;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
         deserializer.deserialize_map(self)
@@ -446,31 +479,77 @@ impl<'de, const N: usize> DeserializeSeed<'de> for ObjectSeed<N> {
 }
 
 impl<'de, const N: usize> Visitor<'de> for ObjectSeed<N> {
-    type Value = [Option<Json<'de>>; N];
+    type Value = Object<'de, N>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a JSON object")
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut members: Self::Value = std::array::from_fn(|_| None);
-        while let Some(index) = map.next_key_seed(NameSeed { names: self.names })? {
-            match index.and_then(|i| members.get_mut(i)) {
-                Some(slot) => *slot = Some(map.next_value::<Json<'de>>()?),
-                None => map.next_value::<Skipped>().map(|_| ())?,
+        let mut members: [Option<Json<'de>>; N] = std::array::from_fn(|_| None);
+        let mut repeated = false;
+        // Names the filter does not read, kept (borrowed unless escaped) only
+        // to find a repeat among them; a read name is a repeat when its slot
+        // is already filled.
+        let mut others: Vec<Cow<'de, str>> = Vec::new();
+        while let Some(name) = map.next_key_seed(NameSeed { names: self.names })? {
+            match name {
+                Name::Read(index) => {
+                    let value = map.next_value::<Json<'de>>()?;
+                    if let Some(slot) = members.get_mut(index) {
+                        repeated |= slot.is_some();
+                        *slot = Some(value);
+                    }
+                }
+                Name::Other(name) => {
+                    others.push(name);
+                    map.next_value::<Skipped>()?;
+                }
             }
         }
-        Ok(members)
+        Ok(Object {
+            members,
+            repeated: repeated || has_repeat(&mut others),
+        })
     }
 }
 
-/// A member name: its index in `names`, or `None` for a name not read.
+/// Whether a name appears twice in `names`. Sorting first keeps a header
+/// of a thousand distinct parameters (before any signature check) at
+/// n log n comparisons, not n².
+fn has_repeat(names: &mut [Cow<'_, str>]) -> bool {
+    if names.len() < 2 {
+        return false;
+    }
+    names.sort_unstable();
+    names
+        .windows(2)
+        .any(|pair| matches!(pair, [a, b] if a == b))
+}
+
+/// A member name, unescaped: its index in `names`, or the name itself when
+/// the filter does not read it.
+enum Name<'a> {
+    Read(usize),
+    Other(Cow<'a, str>),
+}
+
+/// Reads a member name into a [`Name`].
 struct NameSeed {
     names: &'static [&'static str],
 }
 
+impl NameSeed {
+    fn name<'a>(&self, v: &str, other: impl FnOnce() -> Cow<'a, str>) -> Name<'a> {
+        match self.names.iter().position(|name| *name == v) {
+            Some(index) => Name::Read(index),
+            None => Name::Other(other()),
+        }
+    }
+}
+
 impl<'de> DeserializeSeed<'de> for NameSeed {
-    type Value = Option<usize>;
+    type Value = Name<'de>;
 
     fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
         deserializer.deserialize_any(self)
@@ -478,14 +557,18 @@ impl<'de> DeserializeSeed<'de> for NameSeed {
 }
 
 impl<'de> Visitor<'de> for NameSeed {
-    type Value = Option<usize>;
+    type Value = Name<'de>;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a member name")
     }
 
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(self.name(v, || Cow::Borrowed(v)))
+    }
+
     fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(self.names.iter().position(|name| *name == v))
+        Ok(self.name(v, || Cow::Owned(v.to_owned())))
     }
 }
 
@@ -807,6 +890,32 @@ mod tests {
         }
     }
 
+    /// How many members the top level of `doc` has, repeats counted, as
+    /// serde_json reads it: more than its `Value`'s length means a name
+    /// repeats (a `Map` keeps one entry per unescaped name).
+    fn top_level_members(doc: &[u8]) -> Option<usize> {
+        struct Count;
+        impl<'de> Visitor<'de> for Count {
+            type Value = usize;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<usize, A::Error> {
+                let mut n = 0;
+                while map
+                    .next_entry::<de::IgnoredAny, de::IgnoredAny>()?
+                    .is_some()
+                {
+                    n += 1;
+                }
+                Ok(n)
+            }
+        }
+        serde_json::Deserializer::from_slice(doc)
+            .deserialize_map(Count)
+            .ok()
+    }
+
     #[test]
     fn parse_object_agrees_with_serde_json_value() {
         let deep = format!(r#"{{"x":{}1{}}}"#, "[".repeat(200), "]".repeat(200));
@@ -814,6 +923,9 @@ mod tests {
         let docs: Vec<Vec<u8>> = [
             r#"{"iat":1,"exp":2.5,"aud":["a","b"],"iss":"i"}"#,
             r#"{"iat":1,"iat":"late","exp":3,"exp":4}"#,
+            r#"{"iat":1,"i\u0061t":1}"#,
+            r#"{"x":1,"y":2,"x":3}"#,
+            r#"{"x":{"a":1,"a":2},"y":[{"b":1,"b":1}]}"#,
             r#"{"i\u0061t":7,"htu":"/a\/b","jti":"\ud83d\ude00"}"#,
             r#"{"aud":[],"nbf":-0,"htm":null}"#,
             r#"{"aud":["a",1],"exp":18446744073709551615,"iat":9223372036854775807}"#,
@@ -845,8 +957,9 @@ mod tests {
         for doc in &docs {
             let reference = serde_json::from_slice::<serde_json::Value>(doc)
                 .ok()
-                .and_then(|v| v.as_object().cloned());
-            let ours = parse_object(doc, &CLAIM_NAMES, "x").ok();
+                .and_then(|v| v.as_object().cloned())
+                .filter(|object| top_level_members(doc) == Some(object.len()));
+            let ours = parse_object(doc, &CLAIM_NAMES, &PAYLOAD_ERRORS).ok();
             let shown = String::from_utf8_lossy(doc);
             assert_eq!(ours.is_some(), reference.is_some(), "{shown}");
             if let (Some(ours), Some(reference)) = (ours, reference) {
@@ -864,17 +977,89 @@ mod tests {
     #[test]
     fn unescaped_claims_borrow_from_the_payload() {
         let doc = br#"{"iss":"plain","jti":"esc\u0061ped"}"#;
-        let [.., jti, iss, _] = parse_object(doc, &CLAIM_NAMES, "x").unwrap();
+        let [.., jti, iss, _] = parse_object(doc, &CLAIM_NAMES, &PAYLOAD_ERRORS).unwrap();
         assert!(matches!(iss, Some(Json::Str(Cow::Borrowed("plain")))));
         assert!(matches!(jti, Some(Json::Str(Cow::Owned(ref j))) if j == "escaped"));
     }
 
+    const KEY: &[u8] = b"0123456789abcdef0123456789abcdef";
+    const HEADER_REPEATS: Denial = Denial::MalformedToken("the header repeats a parameter");
+    const CLAIMS_REPEAT: Denial = Denial::MalformedToken("the payload repeats a claim");
+
+    fn claims_with(extra: &str) -> String {
+        format!(r#"{{"iat":1000,"exp":1060,"body_sha256":"{EMPTY}"{extra}}}"#)
+    }
+
+    /// What the header checks say of a valid token with this header.
+    fn header_refusal(header: &str) -> Option<Denial> {
+        prepare_token(&sign(header, &claims_with(""), KEY), &policy()).err()
+    }
+
+    /// A valid token whose claims end with `extra`, verified.
+    fn verify_claims_with(extra: &str) -> Result<VerifiedToken, Denial> {
+        let t = sign(r#"{"alg":"HS256"}"#, &claims_with(extra), KEY);
+        verify_token(&t, &policy(), &LINE, 1000)
+    }
+
     #[test]
-    fn duplicate_claims_keep_the_last_value() {
-        let key = b"0123456789abcdef0123456789abcdef";
-        let claims = format!(r#"{{"iat":1000,"exp":5000,"exp":1060,"body_sha256":"{EMPTY}"}}"#);
-        let t = sign(r#"{"alg":"HS384","alg":"HS256"}"#, &claims, key);
-        assert_eq!(verify_token(&t, &policy(), &LINE, 1000).unwrap().exp, 1060);
+    fn a_repeated_header_parameter_is_malformed() {
+        for header in [
+            r#"{"alg":"none","alg":"HS256"}"#,
+            r#"{"alg":"HS256","alg":"HS256"}"#,
+            r#"{"alg":"HS256","kid":"a","kid":"a"}"#,
+            r#"{"alg":"HS256","crit":[],"crit":[]}"#,
+            r#"{"typ":"JWT","alg":"HS256","typ":"JWT"}"#,
+            r#"{"alg":"HS256","x":1,"y":2,"x":{"nested":true}}"#,
+        ] {
+            assert_eq!(header_refusal(header), Some(HEADER_REPEATS), "{header}");
+        }
+    }
+
+    #[test]
+    fn a_repeated_claim_is_malformed() {
+        for extra in [
+            r#","exp":1060"#,
+            r#","exp":5000"#,
+            r#","iat":1000"#,
+            &format!(r#","body_sha256":"{EMPTY}""#),
+            r#","jti":"a","jti":"b""#,
+            r#","aud":"x","aud":["x"]"#,
+            r#","custom":1,"custom":1"#,
+            r#","custom":null,"other":0,"custom":{}"#,
+        ] {
+            assert_eq!(verify_claims_with(extra), Err(CLAIMS_REPEAT), "{extra}");
+        }
+    }
+
+    #[test]
+    fn names_are_compared_unescaped() {
+        for header in [
+            r#"{"alg":"HS256","al\u0067":"HS256"}"#,
+            r#"{"alg":"HS256","t\u0079p":"JWT","\u0074yp":"JWT"}"#,
+        ] {
+            assert_eq!(header_refusal(header), Some(HEADER_REPEATS), "{header}");
+        }
+        for extra in [r#","\u0065xp":1060"#, r#","x\/y":1,"x/y":2"#] {
+            assert_eq!(verify_claims_with(extra), Err(CLAIMS_REPEAT), "{extra}");
+        }
+    }
+
+    #[test]
+    fn distinct_members_still_pass() {
+        // Names that differ only in case, or by an escape that unescapes to
+        // another name, are distinct; so are repeats inside nested objects.
+        let header =
+            r#"{"alg":"HS256","typ":"JWT","Alg":"x","ALG":"y","\u0061lh":1,"kid2":{"a":1,"a":2}}"#;
+        assert_eq!(header_refusal(header), None);
+        let extra =
+            r#","Exp":1,"EXP":2,"ex":3,"x":{"y":1,"y":2},"z":[{"k":1,"k":1}],"aud":["a","a"]"#;
+        assert_eq!(verify_claims_with(extra).unwrap().exp, 1060);
+        // As many members as a token can hold, the last one repeating the first.
+        let many: String = (0..500).map(|i| format!(r#","m{i}":0"#)).collect();
+        assert!(verify_claims_with(&many).is_ok());
+        let repeat = format!(r#"{many},"m0":0"#);
+        assert!(sign(r#"{"alg":"HS256"}"#, &claims_with(&repeat), KEY).len() <= MAX_TOKEN_BYTES);
+        assert_eq!(verify_claims_with(&repeat), Err(CLAIMS_REPEAT));
     }
 
     #[test]
