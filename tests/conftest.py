@@ -179,6 +179,28 @@ def mysql_gateway(state_dir: Path, server_url: str, name: str,
 
 
 @contextlib.contextmanager
+def mysql_gateway_via_forwarder(state_dir: Path, server_url: str, name: str, **config):
+    """(gateway, forwarder): a stack on a MariaDB database of its own whose
+    sidecar reaches it through a TCP forwarder the test can cut, stall or
+    slow."""
+    server = urlparse(server_url)
+    forwarder = TcpForwarder((server.hostname or "127.0.0.1", server.port or 3306))
+
+    def via_forwarder(url: str) -> str:
+        routed = url.replace(f"{server.hostname}:{server.port or 3306}",
+                             f"127.0.0.1:{forwarder.port}", 1)
+        assert routed != url, f"cannot route {url} through the forwarder"
+        return routed
+
+    try:
+        with mysql_gateway(state_dir, server_url, name, route=via_forwarder,
+                           **config) as gateway:
+            yield gateway, forwarder
+    finally:
+        forwarder.close()
+
+
+@contextlib.contextmanager
 def sqlite_gateway_of_its_own(state_dir: Path, overrides: dict | None = None, **config):
     """A SQLite stack whose filter takes ``overrides`` merged one level deep
     into TEST_FILTER_OVERRIDES; a service a test left stopped is started

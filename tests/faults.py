@@ -163,7 +163,8 @@ class TcpForwarder:
     ``cut()`` closes every connection and makes new ones fail at once (they
     are accepted and closed: the client sees the server go away); ``stall()``
     holds new and existing traffic without closing anything (a server that
-    stopped answering); ``restore()`` forwards again.
+    stopped answering); ``slow(delay_s)`` forwards each chunk ``delay_s``
+    late (a server that answers, slowly); ``restore()`` forwards again.
     """
 
     def __init__(self, target: tuple[str, int]):
@@ -171,6 +172,7 @@ class TcpForwarder:
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
         self._mode = "forward"
+        self._delay_s = 0.0
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
         self._closed = False
@@ -187,6 +189,10 @@ class TcpForwarder:
     def stall(self) -> None:
         with self._lock:
             self._mode = "stall"
+
+    def slow(self, delay_s: float) -> None:
+        with self._lock:
+            self._mode, self._delay_s = "slow", delay_s
 
     def restore(self) -> None:
         with self._lock:
@@ -232,6 +238,8 @@ class TcpForwarder:
                     data = sock.recv(65536)
                     if not data:
                         return
+                    if self._mode == "slow":
+                        time.sleep(self._delay_s)
                     peers[sock].sendall(data)
         except (OSError, ValueError):
             return

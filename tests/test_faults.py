@@ -34,12 +34,11 @@ import secrets
 import signal
 import statistics
 import time
-from urllib.parse import urlparse
 
 import pytest
 import requests
 
-from conftest import mysql_gateway
+from conftest import mysql_gateway_via_forwarder
 from faults import Load, TcpForwarder, json_code, metered_ids, wait_until_metered
 from gateway import Gateway, assert_error
 from stack import USAGE_BUFFERED_GAUGE
@@ -54,21 +53,9 @@ LATENCY_MARGIN_S = 2.5
 @pytest.fixture(scope="module")
 def faulty(tmp_path_factory, mysql_server):
     """(gateway, forwarder): a stack whose database link the test can cut."""
-    server = urlparse(mysql_server)
-    forwarder = TcpForwarder((server.hostname or "127.0.0.1", server.port or 3306))
-
-    def via_forwarder(url: str) -> str:
-        routed = url.replace(f"{server.hostname}:{server.port or 3306}",
-                             f"127.0.0.1:{forwarder.port}", 1)
-        assert routed != url, f"cannot route {url} through the forwarder"
-        return routed
-
-    try:
-        with mysql_gateway(tmp_path_factory.mktemp("stack-faults"), mysql_server,
-                           "tollgate_e2e_faults", route=via_forwarder) as gateway:
-            yield gateway, forwarder
-    finally:
-        forwarder.close()
+    with mysql_gateway_via_forwarder(tmp_path_factory.mktemp("stack-faults"), mysql_server,
+                                     "tollgate_e2e_faults") as running:
+        yield running
 
 
 @pytest.fixture

@@ -625,7 +625,6 @@ mod tests {
             signing_secret: None,
             feed_cursor: None,
             limits: None,
-            grants: Vec::new(),
         };
         let e = CacheEntry::from_reply([1; 32], &reply(KeyVerdict::Active, Some(3)), 9).unwrap();
         assert_eq!(

@@ -58,14 +58,9 @@ pub fn parse_verify_reply(status: Option<&[u8]>, body: Option<&[u8]>) -> Option<
 }
 
 /// The body of the verification call for a key hash (the key itself is
-/// never sent), asking for a limited key's first grants under
-/// `first_grant_id` when given.
-pub fn verify_request_body(key_hash: &Digest32, first_grant_id: Option<String>) -> Vec<u8> {
-    let request = VerifyRequest {
-        first_grant_id,
-        ..VerifyRequest::for_key_hash(key_hash)
-    };
-    serde_json::to_vec(&request).unwrap_or_default()
+/// never sent).
+pub fn verify_request_body(key_hash: &Digest32) -> Vec<u8> {
+    serde_json::to_vec(&VerifyRequest::for_key_hash(key_hash)).unwrap_or_default()
 }
 
 #[cfg(test)]

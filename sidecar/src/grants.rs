@@ -122,45 +122,6 @@ pub async fn grants(
         .map_err(ApiError::reading(Undone::Grants))
 }
 
-/// The first grants a verify call asked for (`VerifyRequest::first_grant_id`):
-/// one of at least 1 per quota of `limits` charged at admission, under the
-/// ids derived from `base`. A store error leaves them out (logged): the
-/// filter then asks with a grant call.
-pub async fn first_grants(
-    store: &Store,
-    key_id: i64,
-    limits: &tollgate_wire::Limits,
-    base: &str,
-) -> Vec<GrantGiven> {
-    let asks: Vec<tollgate_wire::GrantAsk> = limits
-        .quotas
-        .iter()
-        .filter(|q| q.kind.charged_at_admission())
-        .map(|q| tollgate_wire::GrantAsk {
-            grant_id: tollgate_wire::first_grant_id(base, q.kind),
-            key_id,
-            quota: q.kind,
-            need: 0,
-            recent_use: 0,
-        })
-        .collect();
-    if asks.is_empty() {
-        return Vec::new();
-    }
-    let request = GrantRequest {
-        asks,
-        ..GrantRequest::default()
-    };
-    let now_ms = crate::store::feed::unix_ms(crate::clock::now_ms());
-    match answer(store, &request, now_ms).await {
-        Ok(reply) => reply.grants,
-        Err(e) => {
-            tracing::warn!(key_id, error = %e, "cannot grant a verified key its first grants");
-            Vec::new()
-        }
-    }
-}
-
 /// Applies every item of a validated call at the instant `now_ms`.
 pub async fn answer(
     store: &Store,

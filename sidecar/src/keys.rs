@@ -342,7 +342,9 @@ pub async fn create_key(
     register(store, name, key, expires_at, signing_secret, limits).await
 }
 
-/// `POST /v1/internal/keys/verify`: the verdict on a key hash.
+/// `POST /v1/internal/keys/verify`: the verdict on a key hash. It reads
+/// and charges nothing: the filter asks for a key's grants only with a
+/// request that passed the signature check this reply makes possible.
 pub async fn verify(
     _caller: InternalCaller,
     State(state): State<AppState>,
@@ -354,14 +356,6 @@ pub async fn verify(
             "key_hash must be the lowercase hex SHA-256 of the key (64 characters)",
         ));
     }
-    if let Some(id) = &request.first_grant_id {
-        if !tollgate_wire::grant::is_charge_id(id) {
-            return Err(ApiError::invalid_field(
-                "first_grant_id",
-                "first_grant_id must be 32 lowercase hex digits",
-            ));
-        }
-    }
     let started = Instant::now();
     let key = state.store.key_by_hash(&request.key_hash).await;
     state.metrics.observe_verify(started.elapsed());
@@ -372,14 +366,7 @@ pub async fn verify(
         Some(key) => secret_to_hand_over(key, verdict, &request.key_hash, &state.keyring)?,
         None => None,
     };
-    let grants = match (&key, &request.first_grant_id, verdict) {
-        (Some(key), Some(base), KeyVerdict::Active) => {
-            crate::grants::first_grants(&state.store, key.id, &key.limits, base).await
-        }
-        _ => Vec::new(),
-    };
     Ok(Json(VerifyReply {
-        grants,
         verdict,
         key_id: key.as_ref().map(|k| k.id),
         expires_at: key

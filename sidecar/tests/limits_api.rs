@@ -29,7 +29,7 @@ on_both_backends!(
     reconcile_compares_the_ledger_with_the_counters,
     counters_and_charges_are_purged_after_their_window,
     a_month_quota_starts_afresh_at_the_utc_month_boundary,
-    the_verify_call_brings_the_first_grants_once,
+    the_verify_call_charges_nothing,
     a_year_boundary_splits_every_month_quota_and_what_is_given_back,
 );
 
@@ -848,52 +848,37 @@ async fn a_grant_call_the_database_cannot_answer_is_503_and_says_to_retry() {
     );
 }
 
-/// A verify call with `first_grant_id` brings one grant per quota charged at
-/// admission, under the derived ids; its retry is answered the same and
-/// charges nothing; a key without such a quota gets none; a malformed id
-/// is refused.
-async fn the_verify_call_brings_the_first_grants_once(backend: Backend) {
+/// A verify call reads and charges nothing, whatever it asks: it comes
+/// before the token's signature is checked, so a caller holding only the
+/// API key must not move the key's counters. An older filter's
+/// `first_grant_id` is read past: the reply carries no grants, the
+/// counter stays at 0, however often the call comes.
+async fn the_verify_call_charges_nothing(backend: Backend) {
     let h = Harness::new(backend).await;
     let created = create(
         &h,
-        json!({"name": "k", "quotas": ["requests=1000/hour", "units=50/hour"]}),
+        json!({"name": "k", "quotas": ["requests=1000/hour", "request_bytes=1000000/hour"]}),
     )
     .await;
+    let key_id = created["id"].as_i64().unwrap();
     let key_hash = tollgate_wire::key_hash_hex(created["key"].as_str().unwrap().as_bytes());
-    let base = id(0xabc0);
-    let body = json!({"key_hash": key_hash, "first_grant_id": base}).to_string();
-    let reply = h.internal(tollgate_wire::VERIFY_PATH, body.clone()).await;
-    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
-    let first = reply.json();
-    assert_eq!(first["limits"]["quotas"][0]["kind"], "requests");
-    let grants = first["grants"].as_array().unwrap();
-    assert_eq!(
-        grants.len(),
-        1,
-        "units are settled, not granted: {grants:?}"
-    );
-    assert_eq!(
-        grants[0]["grant_id"],
-        tollgate_wire::first_grant_id(&base, QuotaKind::Requests)
-    );
-    assert_eq!(grants[0]["status"], "granted");
-    assert_eq!(grants[0]["amount"], 10, "a cold key: 1 % of the limit");
-    let again = h.internal(tollgate_wire::VERIFY_PATH, body).await.json();
-    assert_eq!(
-        again["grants"], first["grants"],
-        "the retry is answered the same"
-    );
-
-    let plain = create(&h, json!({"name": "plain"})).await;
-    let plain_hash = tollgate_wire::key_hash_hex(plain["key"].as_str().unwrap().as_bytes());
-    let body = json!({"key_hash": plain_hash, "first_grant_id": id(7)}).to_string();
-    let reply = h.internal(tollgate_wire::VERIFY_PATH, body).await.json();
-    assert!(
-        reply.get("grants").is_none() && reply.get("limits").is_none(),
-        "{reply}"
-    );
-
-    let body = json!({"key_hash": key_hash, "first_grant_id": "XYZ"}).to_string();
-    let reply = h.internal(tollgate_wire::VERIFY_PATH, body).await;
-    assert_eq!(reply.status, StatusCode::BAD_REQUEST, "{}", reply.text());
+    for n in 0..5 {
+        let body = json!({"key_hash": key_hash, "first_grant_id": id(0xabc0 + n)}).to_string();
+        let reply = h.internal(tollgate_wire::VERIFY_PATH, body).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+        let reply = reply.json();
+        assert_eq!(reply["verdict"], "active");
+        assert_eq!(reply["limits"]["quotas"][0]["kind"], "requests");
+        assert!(reply.get("grants").is_none(), "{reply}");
+    }
+    let now_ms = sidecar::store::feed::unix_ms(sidecar::clock::now_ms());
+    for kind in [QuotaKind::Requests, QuotaKind::RequestBytes] {
+        let span = tollgate_wire::Window::Hour.containing(now_ms);
+        let charged =
+            h.db.store
+                .charged_in(key_id, kind, span.start_ms)
+                .await
+                .unwrap();
+        assert_eq!(charged, 0, "{kind} charged by a verify call");
+    }
 }

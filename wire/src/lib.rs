@@ -39,7 +39,7 @@ pub use usage::{
     MAX_ENDPOINT_LEN, MAX_METHOD_LEN, MAX_REQUEST_ID_LEN, MAX_RESPONSE_BYTES, MAX_TIMESTAMP_MS,
     MAX_UNITS, MAX_USAGE_BATCH, USAGE_PATH,
 };
-pub use verify::{first_grant_id, KeyVerdict, VerifyReply, VerifyRequest, MAX_SIGNING_SECRET_LEN};
+pub use verify::{KeyVerdict, VerifyReply, VerifyRequest, MAX_SIGNING_SECRET_LEN};
 
 /// Header carrying the shared secret on every internal (filter -> sidecar) call.
 pub const INTERNAL_TOKEN_HEADER: &str = "x-tollgate-internal-token";

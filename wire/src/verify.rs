@@ -4,23 +4,19 @@
 use serde::{Deserialize, Serialize};
 
 use crate::digest::Digest32;
-use crate::grant::GrantGiven;
 use crate::hex::to_hex;
-use crate::limits::QuotaKind;
 
 /// Body of a key verification call: the key is never sent, only its SHA-256.
 /// Unknown fields are ignored, so a newer filter may send more.
+///
+/// The call reads and charges nothing: it comes before the token's
+/// signature can be checked (the reply names the secret), so a key's
+/// grants are asked only later, by a request that passed that check
+/// (docs/ARCHITECTURE.md, "No grant is lost").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VerifyRequest {
     /// Lowercase hex SHA-256 of the API key (64 characters).
     pub key_hash: String,
-    /// Asks for the key's first grants with the verdict: for each quota of
-    /// an active key charged at admission, a grant of at least 1 under the
-    /// id [`first_grant_id`] derives from this one (a grant id, 32
-    /// lowercase hex digits). A cold key's request then waits for one
-    /// call, not two. A retried call with the same id is answered the same.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub first_grant_id: Option<String>,
 }
 
 impl VerifyRequest {
@@ -28,20 +24,8 @@ impl VerifyRequest {
     pub fn for_key_hash(key_hash: &Digest32) -> Self {
         VerifyRequest {
             key_hash: to_hex(key_hash),
-            first_grant_id: None,
         }
     }
-}
-
-/// The id of the first grant of quota `kind` asked under `base` (a
-/// [`VerifyRequest::first_grant_id`]): `base` with its last hex digit
-/// replaced by the kind's position in [`QuotaKind::ALL`].
-pub fn first_grant_id(base: &str, kind: QuotaKind) -> String {
-    let index = QuotaKind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
-    let digit = char::from(b"0123456789abcdef"[index]);
-    let mut id: String = base.chars().take(base.len().saturating_sub(1)).collect();
-    id.push(digit);
-    id
 }
 
 /// What the key registry knows of a key.
@@ -105,11 +89,6 @@ pub struct VerifyReply {
     /// limits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<crate::limits::Limits>,
-    /// The first grants a [`VerifyRequest::first_grant_id`] asked for, one
-    /// per quota charged at admission (empty when none was asked, or the
-    /// key is not active).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub grants: Vec<GrantGiven>,
 }
 
 impl std::fmt::Debug for VerifyReply {
@@ -120,7 +99,6 @@ impl std::fmt::Debug for VerifyReply {
             .field("expires_at", &self.expires_at)
             .field("feed_cursor", &self.feed_cursor)
             .field("limits", &self.limits)
-            .field("grants", &self.grants)
             .field(
                 "signing_secret",
                 &self
@@ -145,7 +123,6 @@ mod tests {
             signing_secret: None,
             feed_cursor: None,
             limits: None,
-            grants: Vec::new(),
         };
         assert_eq!(
             serde_json::to_string(&reply).unwrap(),
@@ -180,22 +157,17 @@ mod tests {
         let newer: VerifyRequest =
             serde_json::from_str(r#"{"key_hash":"00","want_grant":true}"#).unwrap();
         assert_eq!(newer.key_hash, "00");
-    }
-
-    #[test]
-    fn first_grant_ids_differ_by_quota_in_the_last_digit() {
-        let base = "0123456789abcdef0123456789abcde0";
+        // An older filter asked for first grants with the verdict; that
+        // field is read past, and nothing is granted for it.
+        let older: VerifyRequest = serde_json::from_str(
+            r#"{"key_hash":"00","first_grant_id":"0123456789abcdef0123456789abcde0"}"#,
+        )
+        .unwrap();
         assert_eq!(
-            first_grant_id(base, QuotaKind::Requests),
-            "0123456789abcdef0123456789abcde0"
+            older,
+            VerifyRequest {
+                key_hash: "00".into()
+            }
         );
-        assert_eq!(
-            first_grant_id(base, QuotaKind::RequestBytes),
-            "0123456789abcdef0123456789abcde1"
-        );
-        assert!(crate::grant::is_charge_id(&first_grant_id(
-            base,
-            QuotaKind::Units
-        )));
     }
 }

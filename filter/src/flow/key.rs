@@ -33,11 +33,6 @@ impl<H: StreamHost> Flow<H> {
             return Ok(KeyState::Known(self.decided(&entry, now)));
         }
         self.metrics.inc(&self.host, Counter::KeyCacheMiss);
-        // A key this Envoy cached before (the entry only aged) has its
-        // budget here already: only a key new to the Envoy asks for its
-        // first grants with the verdict, so re-verifying a key in use
-        // takes nothing more from its quota.
-        self.limits.first_grant_wanted = cached.is_none_or(|e| e.key_hash != *key_hash);
         match self.send_verify(worker, key_hash, now) {
             Ok(token) => Ok(KeyState::Awaiting(token)),
             Err(e) => self
@@ -53,12 +48,7 @@ impl<H: StreamHost> Flow<H> {
         now: u64,
     ) -> Result<u32, crate::host::HostError> {
         let config = &worker.config;
-        // One id for the call and its retry: a retry is granted nothing twice.
-        if self.limits.first_grant_wanted && self.limits.first_grant.is_none() {
-            self.limits.first_grant = crate::limits::fresh_id(&self.host);
-        }
-        let first = self.limits.first_grant.map(|id| tollgate_wire::to_hex(&id));
-        let body = verify_request_body(key_hash, first);
+        let body = verify_request_body(key_hash);
         self.verify_sent_ms = now;
         sidecar_call::post(
             &self.host,
@@ -153,19 +143,17 @@ impl<H: StreamHost> Flow<H> {
         let reply = parse_verify_reply(status.as_deref(), body.as_deref());
         let read_at = reply.as_ref().and_then(|r| r.feed_cursor);
         let limits = reply.as_ref().and_then(|r| r.limits.clone());
-        let grants = reply.as_ref().map(|r| r.grants.clone()).unwrap_or_default();
         let entry = reply.and_then(|reply| CacheEntry::from_reply(*key_hash, &reply, now));
         match entry {
             Some(entry) => {
                 // The budget first: a worker that finds the entry limited
-                // finds the limits in the budget.
+                // finds the limits in the budget. It holds no grant yet:
+                // the verdict precedes the signature check, and only a
+                // request that passed it asks for one.
                 if let (Some(limits), Some(key_id), true) = (&limits, entry.key_id, entry.limited) {
-                    let first = self.limits.first_grant.map(|id| (id, grants.as_slice()));
                     match self.host.monotonic_ms() {
                         Some(mono_ms) => {
-                            if !crate::limits::limits_known(
-                                &self.host, key_id, limits, first, mono_ms,
-                            ) {
+                            if !crate::limits::limits_known(&self.host, key_id, limits, mono_ms) {
                                 self.log(LogLevel::Warn, "cannot write the key's budget");
                             }
                         }

@@ -188,8 +188,4 @@ pub struct LimitsState {
     pub waiting: Option<(tollgate_wire::QuotaKind, limits::ChargeId)>,
     /// Grant calls waited on so far.
     pub rounds: u8,
-    /// Whether the verify call asks for the key's first grants (the key
-    /// is new to this Envoy's cache), and the id it asks them under.
-    pub first_grant_wanted: bool,
-    pub first_grant: Option<limits::ChargeId>,
 }

@@ -432,9 +432,9 @@ impl Budget {
         }
     }
 
-    /// Takes in a grant that no ask of this budget asked for (a verify
-    /// reply's first grant); true when it changed the budget.
-    pub fn take_grant(&mut self, kind: QuotaKind, given: &GrantGiven) -> bool {
+    /// Takes in a grant answered to this budget's ask; true when it
+    /// changed the budget.
+    fn take_grant(&mut self, kind: QuotaKind, given: &GrantGiven) -> bool {
         let Some(state) = self.quota_mut(kind) else {
             return false;
         };

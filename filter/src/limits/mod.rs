@@ -19,10 +19,8 @@ mod ratelimit_headers;
 
 use std::collections::BTreeMap;
 
-use tollgate_wire::grant::{
-    GrantAsk, GrantGiven, GrantReply, GrantRequest, Settlement, GRANTS_PATH,
-};
-use tollgate_wire::{first_grant_id, to_hex, Limits, QuotaKind};
+use tollgate_wire::grant::{GrantAsk, GrantReply, GrantRequest, Settlement, GRANTS_PATH};
+use tollgate_wire::{to_hex, Limits, QuotaKind};
 
 pub use budget::{
     admission_charge, Admission, Applied, At, Budget, ChargeId, Due, Pending, UNSTAMPED,
@@ -61,6 +59,34 @@ pub fn budget_key(key_id: i64) -> String {
     format!("{BUDGET_KEY_PREFIX}{key_id}")
 }
 
+/// One read-decide-write of key `key_id`'s budget: `decide` gets the
+/// budget (`None`: missing or unreadable) and says what to write.
+fn update_budget<R>(
+    host: &impl Host,
+    key_id: i64,
+    mut decide: impl FnMut(Option<Budget>) -> Change<R>,
+) -> shared_table::Update<R> {
+    shared_table::update(host, &budget_key(key_id), CAS_ATTEMPTS, |current| {
+        decide(current.and_then(Budget::decode))
+    })
+}
+
+/// Applies `change` to key `key_id`'s budget, if it has one.
+fn change_budget(
+    host: &impl Host,
+    key_id: i64,
+    mut change: impl FnMut(&mut Budget),
+) -> Updated<()> {
+    update_budget(host, key_id, |budget| match budget {
+        Some(mut budget) => {
+            change(&mut budget);
+            Change::Write(budget.encode())
+        }
+        None => Change::Stop(()),
+    })
+    .result
+}
+
 /// A fresh ask or settlement id from the host's randomness.
 pub fn fresh_id(host: &impl Host) -> Option<ChargeId> {
     let mut id = [0u8; budget::CHARGE_ID_LEN];
@@ -68,43 +94,14 @@ pub fn fresh_id(host: &impl Host) -> Option<ChargeId> {
 }
 
 /// The verify reply named the key's `limits`: its budget takes them in
-/// (made on first sight, changed when they differ), with the first grants
-/// the reply brought for the ids derived from `first` (the call's
-/// `first_grant_id`); a new bucket is stamped `mono_ms`. False when the
-/// budget cannot be written (the key's requests then fail closed).
-pub fn limits_known(
-    host: &impl Host,
-    key_id: i64,
-    limits: &Limits,
-    first: Option<(ChargeId, &[GrantGiven])>,
-    mono_ms: u64,
-) -> bool {
-    let base = first.map(|(id, _)| to_hex(&id));
-    let grants = first.map_or(&[][..], |(_, g)| g);
-    let update = shared_table::update(host, &budget_key(key_id), CAS_ATTEMPTS, |current| {
-        let read = current.and_then(Budget::decode);
-        let mut changed = read.as_ref().is_none_or(|b| b.limits != *limits);
-        let mut budget = match read {
-            Some(budget) if budget.limits == *limits => budget,
-            Some(budget) => budget.with_limits(limits.clone(), mono_ms),
-            None => Budget::new(limits.clone(), mono_ms),
-        };
-        if let Some(base) = &base {
-            for kind in QuotaKind::ALL
-                .into_iter()
-                .filter(|k| k.charged_at_admission())
-            {
-                let id = first_grant_id(base, kind);
-                if let Some(given) = grants.iter().find(|g| g.grant_id == id) {
-                    changed |= budget.take_grant(kind, given);
-                }
-            }
-        }
-        if changed {
-            Change::Write(budget.encode())
-        } else {
-            Change::Stop(())
-        }
+/// (made on first sight, holding nothing; changed when they differ); a new
+/// bucket is stamped `mono_ms`. False when the budget cannot be written
+/// (the key's requests then fail closed).
+pub fn limits_known(host: &impl Host, key_id: i64, limits: &Limits, mono_ms: u64) -> bool {
+    let update = update_budget(host, key_id, |budget| match budget {
+        Some(budget) if budget.limits == *limits => Change::Stop(()),
+        Some(budget) => Change::Write(budget.with_limits(limits.clone(), mono_ms).encode()),
+        None => Change::Write(Budget::new(limits.clone(), mono_ms).encode()),
     });
     matches!(update.result, Updated::Written | Updated::Stopped(()))
 }
@@ -142,8 +139,8 @@ pub fn charge(
 ) -> (Charge, u32) {
     let now_ms = at.wall_ms;
     let mut answer = Charge::Failed("the key's budget is missing or unreadable");
-    let update = shared_table::update(host, &budget_key(key_id), CAS_ATTEMPTS, |current| {
-        let Some(mut budget) = current.and_then(Budget::decode) else {
+    let update = update_budget(host, key_id, |budget| {
+        let Some(mut budget) = budget else {
             answer = Charge::Failed("the key's budget is missing or unreadable");
             return Change::Stop(());
         };
@@ -220,34 +217,14 @@ pub fn charge(
 
 /// Gives back a charge whose request was refused after all.
 pub fn refund(host: &impl Host, key_id: i64, request_bytes: u64) {
-    shared_table::update(
-        host,
-        &budget_key(key_id),
-        CAS_ATTEMPTS,
-        |current| match current.and_then(Budget::decode) {
-            Some(mut budget) => {
-                budget.refund(request_bytes);
-                Change::Write(budget.encode())
-            }
-            None => Change::Stop(()),
-        },
-    );
+    change_budget(host, key_id, |budget| budget.refund(request_bytes));
 }
 
 /// Charges a finished response to the key's quotas settled after the fact.
 pub fn charge_after(host: &impl Host, key_id: i64, response_bytes: u64, units: u64, now_ms: u64) {
-    shared_table::update(
-        host,
-        &budget_key(key_id),
-        CAS_ATTEMPTS,
-        |current| match current.and_then(Budget::decode) {
-            Some(mut budget) => {
-                budget.charge_after(response_bytes, units, now_ms);
-                Change::Write(budget.encode())
-            }
-            None => Change::Stop(()),
-        },
-    );
+    change_budget(host, key_id, |budget| {
+        budget.charge_after(response_bytes, units, now_ms)
+    });
 }
 
 /// The body of a waiting request's grant call.
@@ -293,20 +270,10 @@ pub fn grant_answered(
         .and_then(|r| r.grants.into_iter().find(|g| g.grant_id == hex))
         .ok_or("the grant call gave no usable answer")?;
     let mut applied = Applied::Done;
-    let update =
-        shared_table::update(
-            host,
-            &budget_key(key_id),
-            CAS_ATTEMPTS,
-            |current| match current.and_then(Budget::decode) {
-                Some(mut budget) => {
-                    applied = budget.apply_grant(kind, id, &given);
-                    Change::Write(budget.encode())
-                }
-                None => Change::Stop(()),
-            },
-        );
-    match (update.result, applied) {
+    let updated = change_budget(host, key_id, |budget| {
+        applied = budget.apply_grant(kind, id, &given);
+    });
+    match (updated, applied) {
         (_, Applied::UnknownKey) => Err("the sidecar knows no key of this id"),
         (Updated::Written, Applied::Done) => Ok(()),
         _ => Err("the key's budget cannot be updated"),
@@ -339,9 +306,9 @@ pub fn tick(host: &impl Host, worker: &Worker, now_ms: u64) -> Option<TickCall> 
     let mut idle = Vec::new();
     for (key_id, seen_ms) in keys {
         let mut due = Vec::new();
-        shared_table::update(host, &budget_key(key_id), CAS_ATTEMPTS, |current| {
+        update_budget(host, key_id, |budget| {
             due.clear();
-            let Some(mut budget) = current.and_then(Budget::decode) else {
+            let Some(mut budget) = budget else {
                 return Change::Stop(());
             };
             let before = budget.clone();
@@ -423,10 +390,7 @@ pub fn tick_answered(host: &impl Host, call: &TickCall, reply: Option<GrantReply
             .push(Answer::Settled(item.due, done));
     }
     for (key_id, answers) in by_key {
-        shared_table::update(host, &budget_key(key_id), CAS_ATTEMPTS, |current| {
-            let Some(mut budget) = current.and_then(Budget::decode) else {
-                return Change::Stop(());
-            };
+        change_budget(host, key_id, |budget| {
             for answer in &answers {
                 match answer {
                     Answer::Grant(due, given) if given.grant_id == to_hex(&due.pending.id) => {
@@ -438,7 +402,6 @@ pub fn tick_answered(host: &impl Host, call: &TickCall, reply: Option<GrantReply
                     _ => {}
                 }
             }
-            Change::Write(budget.encode())
         });
     }
     true

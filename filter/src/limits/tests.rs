@@ -1,5 +1,6 @@
 //! The limits step through flows and a root on the fake host: the first
-//! grant of a cold key, requests served from the budget with no call, a
+//! grant of a cold key (asked only after the signature check; an ask
+//! outlives its request), requests served from the budget with no call, a
 //! spent quota and an empty bucket answered 429 with their headers, a
 //! grant call without an answer failing closed, and the tick's asks ahead
 //! and settlements.
@@ -250,44 +251,87 @@ fn the_tick_settles_units_and_asks_ahead_of_need() {
 }
 
 #[test]
-fn the_verify_call_brings_a_cold_keys_first_grant_so_it_waits_for_one_call() {
-    let gw = Gateway::new();
-    let mut r = gw.request(KEY, BODY, &[]);
+fn a_cold_keys_verify_call_asks_for_no_grant_and_a_bad_signature_charges_nothing() {
+    let mut gw = Gateway::new();
+    let limits = json!({"quotas": [{"kind": "requests", "limit": 100, "window": "day"}]});
+    let token = crate::testkit::sign_with("not the secret", &gw.claims(BODY));
+    let mut r = gw.request_with_token(KEY, &token, &[]);
     r.flow.on_request_headers(false);
     r.body(BODY, true);
     let verify: Value = serde_json::from_slice(&gw.verify_calls()[0].body).unwrap();
-    let base = verify["first_grant_id"].as_str().unwrap().to_string();
-    let id = tollgate_wire::first_grant_id(&base, tollgate_wire::QuotaKind::Requests);
-    let reply = json!({"verdict": "active", "key_id": 4,
-        "limits": {"quotas": [{"kind": "requests", "limit": 100, "window": "day"}]},
-        "grants": [{"grant_id": id, "status": "granted", "amount": 5, "limit": 100,
-                    "charged": 5, "window_start_ms": 1_767_225_600_000i64,
-                    "window_end_ms": 1_767_312_000_000i64}]});
+    assert_eq!(
+        verify.as_object().unwrap().keys().collect::<Vec<_>>(),
+        ["key_hash"],
+        "the verify call asks for nothing but the verdict"
+    );
+    let reply = json!({"verdict": "active", "key_id": 4, "limits": limits});
     r.answer(Some("200"), &reply.to_string());
-    assert!(r.allowed(), "admitted from the first grant");
-    assert!(grant_calls(&gw).is_empty(), "no grant call");
-    let limits = json!({"quotas": [{"kind": "requests", "limit": 100, "window": "day"}]});
-    for _ in 0..4 {
-        assert!(request(&gw, &limits).allowed());
-    }
-    assert!(grant_calls(&gw).is_empty(), "the grant held 5");
+    assert_eq!(r.code(), "invalid_signature");
+    gw.world.advance_ms(1000);
+    gw.root.on_tick();
+    assert!(
+        grant_calls(&gw).is_empty(),
+        "no grant is asked for a request that failed its signature check"
+    );
+    // The key's own request asks for its first grant.
+    let mut good = request(&gw, &limits);
+    assert_eq!(grant_calls(&gw).len(), 1);
+    let call = grant_calls(&gw).remove(0);
+    answer_grant(&mut good, &call, "granted", 5, 5);
+    assert!(good.allowed());
+}
+
+/// What the sidecar charged for an ask is never lost with the request that
+/// waited on it: the ask stays in the budget under its id, and the tick
+/// sends it again until its answer is taken in. `lose` ends the waiting
+/// request: its stream reset before the answer, or the answer too late.
+fn an_ask_outlives_its_request(lose: impl Fn(&mut Request, &Sent)) {
+    let mut gw = Gateway::new();
+    let limits = json!({"quotas": [{"kind": "requests", "limit": 3, "window": "day"}]});
+    let mut r = request(&gw, &limits);
+    let call = grant_calls(&gw).remove(0);
+    lose(&mut r, &call);
+    gw.world.advance_ms(1000);
+    gw.root.on_tick();
+    assert_eq!(
+        grant_calls(&gw).len(),
+        1,
+        "resent only once its timeout passed"
+    );
+    gw.world.advance_ms(1000);
+    gw.root.on_tick();
+    let calls = grant_calls(&gw);
+    assert_eq!(calls.len(), 2, "the tick sends the ask again");
+    let (first, resent): (Value, Value) = (
+        serde_json::from_slice(&call.body).unwrap(),
+        serde_json::from_slice(&calls[1].body).unwrap(),
+    );
+    assert_eq!(
+        first["asks"][0]["grant_id"], resent["asks"][0]["grant_id"],
+        "under its id: the sidecar answers it as it answered the first"
+    );
+    let reply = json!({"limits": [], "returns": [], "settlements": [], "grants": [{
+        "grant_id": resent["asks"][0]["grant_id"], "status": "granted", "amount": 2,
+        "limit": 3, "charged": 2,
+        "window_start_ms": 1_767_225_600_000i64, "window_end_ms": 1_767_312_000_000i64,
+    }]});
+    let size = gw.world.answer(Some("200"), reply.to_string().as_bytes());
+    gw.root.on_callout_reply(calls[1].token, size);
+    assert!(request(&gw, &limits).allowed(), "served from the grant");
+    assert!(request(&gw, &limits).allowed(), "both of its requests");
+    assert_eq!(grant_calls(&gw).len(), 2, "with no call");
 }
 
 #[test]
-fn a_key_whose_verdict_only_aged_asks_no_first_grant_again() {
-    let gw = Gateway::new();
-    let limits = json!({"quotas": [{"kind": "requests", "limit": 100, "window": "day"}]});
-    let mut first = request(&gw, &limits);
-    let call = grant_calls(&gw).remove(0);
-    answer_grant(&mut first, &call, "granted", 5, 5);
-    let asked = |n: usize| {
-        let verify: Value = serde_json::from_slice(&gw.verify_calls()[n].body).unwrap();
-        verify.get("first_grant_id").is_some()
-    };
-    assert!(asked(0), "a key new to the Envoy asks");
-    gw.world.advance_ms(400_000); // past the positive TTL
-    let again = request(&gw, &limits);
-    assert_eq!(gw.verify_calls().len(), 2);
-    assert!(!asked(1), "the same key, re-verified, does not");
-    assert!(again.allowed(), "served from what it holds");
+fn an_ask_whose_request_was_reset_is_taken_in_on_the_tick() {
+    an_ask_outlives_its_request(|r, _| r.flow.on_log());
+}
+
+#[test]
+fn an_ask_answered_after_its_request_gave_up_is_taken_in_on_the_tick() {
+    an_ask_outlives_its_request(|r, call| {
+        let size = r.host.world().answer(None, b"");
+        r.flow.on_callout_reply(call.token, size);
+        assert_eq!(r.code(), "auth_unavailable");
+    });
 }

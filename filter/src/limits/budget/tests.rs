@@ -367,7 +367,7 @@ fn answers_told_out_of_order_never_show_more_left_than_the_limit() {
     let units = quota(QuotaKind::Units, 1000, Window::Day);
     let now = MIDNIGHT + 1000;
     let mut b = Budget::new(limits(None, &[requests, units]), now);
-    // Two first grants of 50, the later one answered first: it tells a
+    // Two grants of 50, the later one answered first: it tells a
     // total of 100, the earlier one (arriving second) a total of 50.
     assert!(b.take_grant(
         QuotaKind::Requests,
