@@ -287,7 +287,8 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             result
         }
         Command::Usage(UsageCommand::Summary { key, since, json }) => {
-            let filter = usage::summary_filter(key, since.as_deref(), OffsetDateTime::now_utc())?;
+            let filter = usage::summary_filter(key, since.as_deref(), OffsetDateTime::now_utc())
+                .map_err(|e| format!("--since: {e}"))?;
             let store = open_store(&DatabaseTarget::from_url(database_url)?).await?;
             let rows = store
                 .usage_summary(&filter)
@@ -339,7 +340,7 @@ pub async fn run(cli: Cli) -> Result<(), String> {
                 })
                 .transpose()?;
             let at = match at.as_deref() {
-                Some(text) => parse_rfc3339(text)?,
+                Some(text) => parse_rfc3339(text).map_err(|e| format!("--at: {e}"))?,
                 None => OffsetDateTime::now_utc(),
             };
             let store = open_store(&DatabaseTarget::from_url(database_url)?).await?;
@@ -397,6 +398,12 @@ pub async fn run(cli: Cli) -> Result<(), String> {
     }
 }
 
+/// `--expires-at`, if given: an RFC 3339 instant in the accepted range.
+fn parse_expires_at(text: Option<&str>) -> Result<Option<OffsetDateTime>, String> {
+    text.map(|t| parse_rfc3339(t).map_err(|e| format!("--expires-at: {e}")))
+        .transpose()
+}
+
 async fn open_store(target: &DatabaseTarget) -> Result<Store, String> {
     let store = Store::connect(target)
         .await
@@ -417,7 +424,7 @@ async fn run_keys(store: &Store, command: KeysCommand) -> Result<(), String> {
             limits,
             json,
         } => {
-            let expires_at = expires_at.as_deref().map(parse_rfc3339).transpose()?;
+            let expires_at = parse_expires_at(expires_at.as_deref())?;
             let limits = limits.limits().map_err(|e| e.to_string())?;
             let keyring = signing_secret.then(Keyring::from_env).transpose()?;
             let created = keys::create_key(store, &name, expires_at, keyring.as_ref(), limits)
@@ -431,7 +438,7 @@ async fn run_keys(store: &Store, command: KeysCommand) -> Result<(), String> {
             expires_at,
             json,
         } => {
-            let expires_at = expires_at.as_deref().map(parse_rfc3339).transpose()?;
+            let expires_at = parse_expires_at(expires_at.as_deref())?;
             let created = keys::register_key(store, &name, key, expires_at)
                 .await
                 .map_err(|e| e.to_string())?;

@@ -19,6 +19,33 @@ use crate::json_fault::fault_path;
 /// Largest request body the API reads (a full usage batch is far below this).
 pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
+/// A query string's parameters in order, decoded (`+`, `%XX`; bytes that
+/// are not UTF-8 replaced). Reading them never fails: each endpoint refuses
+/// what it does not take with [`unknown_parameter`], naming it.
+pub fn query_pairs(query: &str) -> Vec<(String, String)> {
+    form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect()
+}
+
+/// 400 naming a query parameter the endpoint does not take; `takes` lists
+/// those it does. An empty name is named `""`.
+pub fn unknown_parameter(name: &str, takes: &str) -> ApiError {
+    let field = if name.is_empty() { "\"\"" } else { name };
+    ApiError::invalid_field(
+        field,
+        format!("unknown query parameter {name:?}; this endpoint takes {takes}"),
+    )
+}
+
+/// 400 naming a query parameter given more than once.
+pub fn repeated_parameter(name: &str) -> ApiError {
+    ApiError::invalid_field(
+        name,
+        format!("the query parameter {name} is given more than once"),
+    )
+}
+
 /// Compares two secrets in time that depends on neither their content nor
 /// their lengths: both are hashed first, and the digests compared without
 /// early exit.

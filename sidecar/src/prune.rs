@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::clock::{format_rfc3339, parse_duration};
+use crate::clock::{check_accepted, format_rfc3339, parse_duration};
 use crate::store::{Store, PRUNE_MAX_BATCH_ROWS};
 
 /// The youngest rows a prune may delete: ingestion de-duplicates a record
@@ -38,10 +38,12 @@ pub fn cutoff(older_than: &str, now: OffsetDateTime) -> Result<OffsetDateTime, S
              de-duplicated against these rows"
         ));
     }
-    time::Duration::try_from(age)
+    let too_far = |why: String| format!("--older-than {older_than} reaches back too far{why}");
+    let before = time::Duration::try_from(age)
         .ok()
         .and_then(|age| now.checked_sub(age))
-        .ok_or_else(|| format!("--older-than {older_than} reaches back too far"))
+        .ok_or_else(|| too_far(String::new()))?;
+    check_accepted(before).map_err(|e| too_far(format!(": {e}")))
 }
 
 /// Checks `--batch-size`.
@@ -97,6 +99,7 @@ mod tests {
             ("-5d", "start with a number"),
             ("90w", "unknown unit"),
             ("99999999999999d", "too"),
+            ("30000d", "out of range"),
         ] {
             let err = cutoff(bad, now).unwrap_err();
             assert!(err.contains(says), "{bad}: {err}");

@@ -10,8 +10,8 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{Path, RawQuery, State};
 use axum::Json;
 use serde::Serialize;
 use time::OffsetDateTime;
@@ -20,7 +20,7 @@ use tollgate_wire::Outcome;
 use crate::app::AppState;
 use crate::clock::{format_rfc3339, now_ms};
 use crate::error::{ApiError, Undone};
-use crate::extract::AdminCaller;
+use crate::extract::{query_pairs, repeated_parameter, unknown_parameter, AdminCaller};
 use crate::store::rollup::Grain;
 use crate::store::{SeriesRow, Store, StoreError};
 
@@ -63,7 +63,7 @@ impl Window {
     }
 
     /// How many buckets it has.
-    pub fn buckets(self) -> i64 {
+    pub fn buckets(self) -> i32 {
         match self {
             Window::Hour => 60,
             Window::Day => 24,
@@ -72,11 +72,13 @@ impl Window {
     }
 
     /// `[from, to)` at `now`: the last [`Window::buckets`] buckets, the
-    /// last one holding `now`.
+    /// last one holding `now` (clamped, not a panic, at the ends of what
+    /// the `time` crate holds).
     pub fn span(self, now: OffsetDateTime) -> (OffsetDateTime, OffsetDateTime) {
         let grain = self.grain();
-        let to = grain.floor(now) + grain.duration();
-        (to - grain.duration() * (self.buckets() as i32), to)
+        let to = grain.floor(now).saturating_add(grain.duration());
+        let length = grain.duration().saturating_mul(self.buckets());
+        (to.saturating_sub(length), to)
     }
 }
 
@@ -131,7 +133,7 @@ fn fill(
     let grain = window.grain();
     let mut points: Vec<Point> = (0..window.buckets())
         .map(|i| Point {
-            start: format_rfc3339(from + grain.duration() * (i as i32)),
+            start: format_rfc3339(from.saturating_add(grain.duration().saturating_mul(i))),
             requests: 0,
             request_bytes: 0,
             response_bytes: 0,
@@ -163,20 +165,24 @@ fn fill(
     }
 }
 
+/// Reads the query string of `GET /v1/keys/{id}/usage/series`
+/// (`window=day`): the window, required; nothing else is taken. A refusal
+/// is a 400 naming the parameter. A plain function for the fuzzer
+/// (`fuzz/fuzz_targets/admin_query.rs`).
+pub fn parse_series_query(query: &str) -> Result<Window, ApiError> {
+    window_of(query_pairs(query))
+}
+
 /// Reads `?window=` (required; nothing else is taken).
 fn window_of(pairs: Vec<(String, String)>) -> Result<Window, ApiError> {
     let names = || Window::ALL.map(|w| w.name()).join(", ");
     let mut window = None;
     for (name, value) in pairs {
         if name != "window" {
-            let message = format!("unknown query parameter {name:?}; this endpoint takes window");
-            return Err(ApiError::invalid_field(name, message));
+            return Err(unknown_parameter(&name, "window"));
         }
         if window.is_some() {
-            return Err(ApiError::invalid_field(
-                "window",
-                "the query parameter window is given more than once",
-            ));
+            return Err(repeated_parameter("window"));
         }
         window = Some(Window::from_name(&value).ok_or_else(|| {
             ApiError::invalid_field(
@@ -198,15 +204,11 @@ pub async fn series(
     _caller: AdminCaller,
     State(state): State<AppState>,
     id: Result<Path<i64>, PathRejection>,
-    pairs: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    RawQuery(query): RawQuery,
 ) -> Result<Json<Series>, ApiError> {
     let Path(id) =
         id.map_err(|_| ApiError::invalid_field("id", "the key id must be an integer"))?;
-    let Query(pairs) = pairs.map_err(|rejection| ApiError::Invalid {
-        field: None,
-        message: rejection.body_text(),
-    })?;
-    let window = window_of(pairs)?;
+    let window = parse_series_query(query.as_deref().unwrap_or_default())?;
     let read = ApiError::reading(Undone::ReadSeries);
     if !state.store.key_exists(id).await.map_err(read)? {
         return Err(ApiError::KeyNotFound(id));
@@ -249,6 +251,22 @@ mod tests {
         // On a boundary, the bucket starting then is the last.
         let edge = datetime!(2026-12-02 04:00:00 UTC);
         assert_eq!(Window::Day.span(edge).1, datetime!(2026-12-02 05:00:00 UTC));
+    }
+
+    #[test]
+    fn windows_at_the_ends_of_time_are_clamped_not_a_panic() {
+        let ends = [
+            time::PrimitiveDateTime::MAX.assume_utc(),
+            time::PrimitiveDateTime::MIN.assume_utc(),
+        ];
+        for now in ends {
+            for window in Window::ALL {
+                let (from, to) = window.span(now);
+                assert!(from <= to, "{window:?} at {now}");
+                let series = fill(1, window, from, to, &[]);
+                assert_eq!(series.points.len(), window.buckets() as usize);
+            }
+        }
     }
 
     #[test]
@@ -319,5 +337,11 @@ mod tests {
         }
         let err = window_of(pairs(&[("window", "day"), ("key", "1")])).unwrap_err();
         assert_eq!(err.field(), Some("key"));
+        assert_eq!(
+            parse_series_query("window=30d").unwrap(),
+            Window::ThirtyDays
+        );
+        let err = parse_series_query("window=day&=x").unwrap_err();
+        assert_eq!(err.field(), Some("\"\""));
     }
 }

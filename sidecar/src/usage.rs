@@ -3,17 +3,18 @@
 
 use std::time::Duration;
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::{RawQuery, State};
 use axum::Json;
 use serde::Serialize;
 use time::OffsetDateTime;
-use tollgate_wire::{record_field, IngestReply, UsageRecord, MAX_TIMESTAMP_MS, MAX_USAGE_BATCH};
+use tollgate_wire::{record_field, IngestReply, UsageRecord, MAX_USAGE_BATCH};
 
 use crate::app::AppState;
-use crate::clock::{format_rfc3339, now_ms, parse_since, to_unix_ms};
+use crate::clock::{format_rfc3339, now_ms, parse_since, to_unix_ms, LATEST_ACCEPTED_MS};
 use crate::error::{ApiError, Undone};
-use crate::extract::{AdminCaller, InternalCaller, JsonBody};
+use crate::extract::{
+    query_pairs, repeated_parameter, unknown_parameter, AdminCaller, InternalCaller, JsonBody,
+};
 use crate::store::rollup::Grain;
 use crate::store::{SummaryFilter, UsageInsert, UsageSummaryRow};
 
@@ -30,12 +31,13 @@ pub struct TimeWindow {
 }
 
 impl TimeWindow {
-    /// `now_ms` ± `max_skew`, clipped to what every store can hold.
+    /// `now_ms` ± `max_skew`, clipped to the instants the sidecar accepts
+    /// (`crate::clock`: the Unix epoch up to year 3000).
     pub fn around(now_ms: u64, max_skew: Duration) -> TimeWindow {
         let skew_ms = u64::try_from(max_skew.as_millis()).unwrap_or(u64::MAX);
         TimeWindow {
             earliest_ms: now_ms.saturating_sub(skew_ms),
-            latest_ms: now_ms.saturating_add(skew_ms).min(MAX_TIMESTAMP_MS),
+            latest_ms: now_ms.saturating_add(skew_ms).min(LATEST_ACCEPTED_MS),
             max_skew,
         }
     }
@@ -143,16 +145,10 @@ impl SummaryQuery {
                     query.key.replace(id).is_some()
                 }
                 "since" => query.since.replace(value).is_some(),
-                _ => {
-                    let message = format!(
-                        "unknown query parameter {name:?}; this endpoint takes key and since"
-                    );
-                    return Err(ApiError::invalid_field(name, message));
-                }
+                _ => return Err(unknown_parameter(&name, "key and since")),
             };
             if repeated {
-                let message = format!("the query parameter {name} is given more than once");
-                return Err(ApiError::invalid_field(name, message));
+                return Err(repeated_parameter(&name));
             }
         }
         Ok(query)
@@ -185,19 +181,25 @@ pub fn summary_filter(
     })
 }
 
+/// Reads the query string of `GET /v1/usage/summary` (`key=3&since=7d`)
+/// at `now` into the store's filter; a refusal is a 400 naming the
+/// parameter, and an accepted `since` is within the accepted range
+/// (`crate::clock`). The handler's whole reading of its input, as a plain
+/// function for the fuzzer (`fuzz/fuzz_targets/admin_query.rs`).
+pub fn parse_summary_query(query: &str, now: OffsetDateTime) -> Result<SummaryFilter, ApiError> {
+    let query = SummaryQuery::from_pairs(query_pairs(query))?;
+    summary_filter(query.key, query.since.as_deref(), now)
+        .map_err(|message| ApiError::invalid_field("since", message))
+}
+
 /// `GET /v1/usage/summary?key=ID&since=7d`: requests, bytes and units per key and outcome.
 pub async fn summary(
     _caller: AdminCaller,
     State(state): State<AppState>,
-    pairs: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    RawQuery(query): RawQuery,
 ) -> Result<Json<SummaryReply>, ApiError> {
-    let Query(pairs) = pairs.map_err(|rejection| ApiError::Invalid {
-        field: None,
-        message: rejection.body_text(),
-    })?;
-    let query = SummaryQuery::from_pairs(pairs)?;
-    let filter = summary_filter(query.key, query.since.as_deref(), OffsetDateTime::now_utc())
-        .map_err(|message| ApiError::invalid_field("since", message))?;
+    let now = OffsetDateTime::now_utc();
+    let filter = parse_summary_query(query.as_deref().unwrap_or_default(), now)?;
     let rows = state
         .store
         .usage_summary(&filter)
@@ -213,7 +215,7 @@ pub async fn summary(
 mod tests {
     use super::*;
     use crate::error::ErrorCode;
-    use tollgate_wire::{Outcome, MAX_BODY_BYTES, MAX_RESPONSE_BYTES, MAX_UNITS};
+    use tollgate_wire::{Outcome, MAX_BODY_BYTES, MAX_RESPONSE_BYTES, MAX_TIMESTAMP_MS, MAX_UNITS};
 
     const NOW_MS: u64 = 1_764_000_000_000;
     const DAY: Duration = Duration::from_secs(86_400);
@@ -301,7 +303,7 @@ mod tests {
             (0, 5 + DAY.as_millis() as u64)
         );
         let w = TimeWindow::around(u64::MAX, Duration::MAX);
-        assert_eq!((w.earliest_ms, w.latest_ms), (0, MAX_TIMESTAMP_MS));
+        assert_eq!((w.earliest_ms, w.latest_ms), (0, LATEST_ACCEPTED_MS));
         let w = TimeWindow::around(NOW_MS, Duration::ZERO);
         assert!(w.contains(NOW_MS) && !w.contains(NOW_MS + 1) && !w.contains(NOW_MS - 1));
     }
@@ -366,10 +368,37 @@ mod tests {
             (&[("since", "1d"), ("key", "1"), ("key", "2")][..], "key"),
             (&[("since", "1d"), ("since", "2d")][..], "since"),
             (&[("keys", "1")][..], "keys"),
+            (&[("", "1")][..], "\"\""),
         ] {
             let err = SummaryQuery::from_pairs(pairs(query)).unwrap_err();
             assert_eq!(err.field(), Some(field), "{query:?}");
             assert_eq!(err.code(), ErrorCode::InvalidRequest);
+        }
+    }
+
+    #[test]
+    fn a_summary_query_is_read_whole_and_its_since_kept_in_range() {
+        let now = time::macros::datetime!(2026-12-02 03:36:39 UTC);
+        let filter = parse_summary_query("key=2&since=2026-12-01T10%3A15%3A00Z", now).unwrap();
+        assert_eq!(filter.api_key_id, Some(2));
+        assert_eq!(
+            filter.since,
+            Some(time::macros::datetime!(2026-12-01 10:00:00 UTC))
+        );
+        assert_eq!(parse_summary_query("", now).unwrap().since, None);
+        for since in [
+            "9999-12-31T23:59:59Z",
+            "3000-01-01T00:00:00Z",
+            "1969-12-31T23:59:59Z",
+            "0000-01-01T00:00:00Z",
+            "9999-12-31T23:59:59-23:59",
+            "30000d",
+        ] {
+            let query = format!("since={since}").replace('+', "%2B");
+            let err = parse_summary_query(&query, now).unwrap_err();
+            assert_eq!(err.field(), Some("since"), "{since}");
+            assert_eq!(err.code(), ErrorCode::InvalidRequest, "{since}");
+            assert!(err.to_string().contains("out of range"), "{since}: {err}");
         }
     }
 }

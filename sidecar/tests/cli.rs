@@ -217,6 +217,67 @@ fn keys_import_revoke_and_usage_summary() {
         .success());
 }
 
+/// An instant out of the accepted range (1970 up to year 3000) is an error
+/// naming its flag, with exit status 1: never a panic, never an abort.
+#[test]
+fn instants_out_of_range_are_an_error_naming_the_flag() {
+    let dir = WorkDir::new("far-instants");
+    for at in [
+        "9999-12-31T23:59:59Z",
+        "9999-12-31T23:59:59-23:59",
+        "3000-01-01T00:00:00Z",
+        "1969-12-31T23:59:59Z",
+    ] {
+        for (command, flag) in [
+            (&["usage", "summary", "--since"][..], "--since"),
+            (&["usage", "reconcile", "--at"][..], "--at"),
+            (
+                &["keys", "create", "--name", "far", "--expires-at"][..],
+                "--expires-at",
+            ),
+            (
+                &[
+                    "keys",
+                    "import",
+                    "--name",
+                    "far",
+                    "--key",
+                    "legacy-key-0123",
+                    "--expires-at",
+                ][..],
+                "--expires-at",
+            ),
+        ] {
+            let args = [command, &[at]].concat();
+            let out = dir.run(&args);
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+            assert!(
+                err.contains(flag) && err.contains("out of range"),
+                "{args:?}: {err}"
+            );
+            assert!(!err.contains("panicked"), "{args:?}: {err}");
+        }
+    }
+    for (args, flag) in [
+        (&["usage", "summary", "--since", "30000d"][..], "--since"),
+        (
+            &["usage", "prune", "--older-than", "30000d"][..],
+            "--older-than",
+        ),
+    ] {
+        let out = dir.run(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(
+            err.contains(flag) && err.contains("out of range"),
+            "{args:?}: {err}"
+        );
+    }
+    let keys: Value = serde_json::from_str(&dir.ok(&["keys", "list", "--json"])).unwrap();
+    assert_eq!(keys, serde_json::json!([]), "a refused key was stored");
+}
+
 #[test]
 fn keys_create_and_import_refuse_an_expiry_that_has_passed() {
     let dir = WorkDir::new("born-expired");

@@ -490,7 +490,7 @@ async fn series_fill_every_bucket_and_count_each_row_in_its_own(backend: Backend
     for window in Window::ALL {
         let (from, to) = window.span(NOW);
         let series = usage_series(store, 1, window, NOW).await.unwrap();
-        assert_eq!(series.points.len() as i64, window.buckets());
+        assert_eq!(series.points.len() as i32, window.buckets());
         assert_eq!(series.bucket_s, window.grain().seconds());
         assert_eq!(series.from, sidecar::clock::format_rfc3339(from));
         assert_eq!(series.to, sidecar::clock::format_rfc3339(to));

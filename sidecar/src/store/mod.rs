@@ -614,8 +614,9 @@ fn rollup_table(grain: rollup::Grain) -> &'static str {
 /// to the start of its hour, `until` on to the end of its own): hourly
 /// rollups up to the first midnight, daily ones from there to the last
 /// midnight, hourly ones again after it. Without `since` the daily rows
-/// start at the first; without `until` they run to the last.
-fn summary_parts(
+/// start at the first; without `until` they run to the last. Never panics,
+/// whatever the instants (public for the fuzzer).
+pub fn summary_parts(
     since: Option<OffsetDateTime>,
     until: Option<OffsetDateTime>,
 ) -> Vec<sql::SummaryPart<OffsetDateTime>> {
@@ -724,6 +725,22 @@ mod tests {
         assert_eq!(
             parts(None, Some(until)),
             [(Day, None, Some(d5)), (Hour, Some(d5), Some(h8))]
+        );
+    }
+
+    #[test]
+    fn summaries_near_the_end_of_time_do_not_panic() {
+        use rollup::Grain::{Day, Hour};
+        let last_hour = datetime!(9999-12-31 23:00 UTC);
+        let end = time::PrimitiveDateTime::MAX.assume_utc();
+        let late = datetime!(9999-12-31 23:59:59 UTC);
+        assert_eq!(
+            parts(Some(late), None),
+            [(Hour, Some(last_hour), Some(end)), (Day, Some(end), None)]
+        );
+        assert_eq!(
+            parts(Some(late), Some(late)),
+            [(Hour, Some(last_hour), Some(end))]
         );
     }
 

@@ -48,7 +48,7 @@ impl Grain {
 
     /// The first instant of the bucket holding `t` (UTC).
     pub fn floor(self, t: OffsetDateTime) -> OffsetDateTime {
-        let t = t.to_offset(time::UtcOffset::UTC);
+        let t = crate::clock::utc(t);
         let (hour, minute) = match self {
             Grain::Minute => (t.hour(), t.minute()),
             Grain::Hour => (t.hour(), 0),
@@ -57,13 +57,15 @@ impl Grain {
         t.replace_time(Time::from_hms(hour, minute, 0).unwrap_or(Time::MIDNIGHT))
     }
 
-    /// The first instant of the first bucket starting at or after `t`.
+    /// The first instant of the first bucket starting at or after `t`; the
+    /// last instant the `time` crate holds when no bucket starts before it
+    /// (accepted instants end in year 3000, far from there: `crate::clock`).
     pub fn ceil(self, t: OffsetDateTime) -> OffsetDateTime {
         let floor = self.floor(t);
         if floor == t {
             floor
         } else {
-            floor + self.duration()
+            floor.saturating_add(self.duration())
         }
     }
 
@@ -177,6 +179,20 @@ mod tests {
         // Another offset is the same instant.
         let paris = datetime!(2026-12-02 01:30:00 +1);
         assert_eq!(Grain::Hour.floor(paris), datetime!(2026-12-02 00:00:00 UTC));
+    }
+
+    #[test]
+    fn buckets_at_the_end_of_time_do_not_panic() {
+        let end = time::PrimitiveDateTime::MAX.assume_utc();
+        let last_hour = datetime!(9999-12-31 23:59:59 UTC);
+        for grain in [Grain::Minute, Grain::Hour, Grain::Day] {
+            assert_eq!(grain.ceil(last_hour), end, "{grain:?}");
+            assert!(grain.floor(end) <= end);
+        }
+        assert_eq!(
+            Grain::Hour.floor(datetime!(9999-12-31 23:30:00 -1)),
+            datetime!(9999-12-31 23:00:00 UTC)
+        );
     }
 
     #[test]

@@ -1,0 +1,70 @@
+//! The sidecar never dies on input: every instant it takes over HTTP is
+//! range-checked where it is parsed (400 `invalid_request` naming the
+//! field).
+
+#[macro_use]
+mod support;
+
+use axum::http::{Method, StatusCode};
+use serde_json::json;
+use support::*;
+
+on_both_backends!(instants_out_of_range_are_refused_naming_the_field);
+
+/// Instants no caller may give: past year 3000 (one whose UTC date is in
+/// year 10000 among them) and before 1970.
+const OUT_OF_RANGE: [&str; 7] = [
+    "9999-12-31T23:59:59Z",
+    "9999-12-31T23:59:59.999-23:59",
+    "3000-01-01T00:00:00Z",
+    "3000-01-01T01:00:00+01:00",
+    "1969-12-31T23:59:59.999Z",
+    "0000-01-01T00:00:00Z",
+    "0000-01-01T00:00:00+23:59",
+];
+
+/// `text` as a query value (`+` is a space in a query string).
+fn query_value(text: &str) -> String {
+    text.replace('+', "%2B").replace(':', "%3A")
+}
+
+async fn instants_out_of_range_are_refused_naming_the_field(backend: Backend) {
+    let h = Harness::new(backend).await;
+    let expect_refused = |reply: Reply, field: &str, what: &str| {
+        let error = reply.expect_error(StatusCode::BAD_REQUEST, "invalid_request");
+        assert_eq!(error["field"], field, "{what}: {error}");
+        let message = error["message"].as_str().unwrap_or_default();
+        assert!(message.contains("out of range"), "{what}: {message}");
+    };
+    let mut sinces: Vec<String> = OUT_OF_RANGE.iter().map(|t| query_value(t)).collect();
+    // A duration reaching back before 1970.
+    sinces.push("30000d".into());
+    for since in &sinces {
+        let path = format!("/v1/usage/summary?since={since}");
+        expect_refused(h.admin(Method::GET, &path, None).await, "since", since);
+    }
+    for at in OUT_OF_RANGE {
+        let body = json!({"name": "far", "expires_at": at});
+        let reply = h.admin(Method::POST, "/v1/keys", Some(body)).await;
+        expect_refused(reply, "expires_at", at);
+    }
+    let keys = h.admin(Method::GET, "/v1/keys", None).await.json();
+    assert_eq!(keys["keys"], json!([]), "a refused key was stored");
+
+    // The ends of the range are accepted.
+    for (since, from) in [
+        ("1970-01-01T00:00:00Z", "1970-01-01T00:00:00.000Z"),
+        ("2999-12-31T23:59:59.999Z", "2999-12-31T23:00:00.000Z"),
+    ] {
+        let path = format!("/v1/usage/summary?since={}", query_value(since));
+        let reply = h.admin(Method::GET, &path, None).await;
+        assert_eq!(reply.status, StatusCode::OK, "{since}: {}", reply.text());
+        assert_eq!(reply.json()["since"], from);
+    }
+    let body = json!({"name": "late", "expires_at": "2999-12-31T23:59:59.999Z"});
+    let reply = h.admin(Method::POST, "/v1/keys", Some(body)).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+
+    let health = h.get("/healthz").await;
+    assert_eq!(health.status, StatusCode::OK);
+}
