@@ -22,7 +22,9 @@ let the request through). The JSON file documents how each case is built:
 ``token``          how to build the X-Auth-Token: ``header``/``header_raw``,
                    ``claims`` (merged over valid defaults; ``null`` drops a
                    claim, ``{"now": n}`` is now + n seconds, ``{"digest": ...}``
-                   a spelling of the body's SHA-256), ``payload_raw``, ``mac``
+                   a spelling of the body's SHA-256), ``payload_raw`` (where
+                   ``{iat}``, ``{exp}`` and ``{body_sha256}`` stand for the
+                   valid defaults' values), ``mac``
                    (HS256 default, ``none`` for an empty signature), ``secret:
                    wrong``, ``encoding`` and a ``segments`` template;
 ``framing``        ``content-length`` (default), ``chunked``,
@@ -117,7 +119,9 @@ def build_token(recipe: dict, body: bytes, secret: bytes) -> bytes:
         header = json.dumps(recipe.get("header", {"alg": "HS256", "typ": "JWT"}),
                             separators=(",", ":")).encode()
     if "payload_raw" in recipe:
-        payload = value(recipe["payload_raw"], {})
+        defaults = {"iat": str(now).encode(), "exp": str(now + 60).encode(),
+                    "body_sha256": hashlib.sha256(body).hexdigest().encode()}
+        payload = value(recipe["payload_raw"], defaults)
     else:
         claims = {"iat": now, "exp": now + 60, "body_sha256": hashlib.sha256(body).hexdigest()}
         for name, spec in recipe.get("claims", {}).items():

@@ -19,7 +19,7 @@ use crate::extract::MAX_BODY_BYTES;
 use crate::metrics::{self, Metrics};
 use crate::sealed::Keyring;
 use crate::store::Store;
-use crate::{console, feed, grants, keys, limits, probes, series, usage};
+use crate::{console, feed, grants, keys, limits, panics, probes, series, usage};
 
 /// The secrets requests are checked against.
 #[derive(Clone)]
@@ -114,10 +114,9 @@ fn admin_routes() -> Router<AppState> {
         .route("/v1/usage/summary", get(usage::summary))
 }
 
-/// Every route of the sidecar, with JSON 404/405 answers, the body size cap,
-/// request metrics and `Connection: close` while draining.
+/// Every route of the sidecar, wrapped by [`wrap`].
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/healthz", get(probes::healthz))
         .route("/readyz", get(probes::readyz))
         .route("/metrics", get(metrics::scrape))
@@ -131,6 +130,21 @@ pub fn router(state: AppState) -> Router {
             admin_routes()
                 .fallback(|| async { ApiError::NoRoute })
                 .with_state(state.clone()),
+        ));
+    wrap(routes, state)
+}
+
+/// What every route of the sidecar is served with: a panic in a handler
+/// answered 500 (`panics.rs`), JSON 404/405 answers, the body size cap,
+/// request metrics and `Connection: close` while draining. Tests wrap
+/// routes of their own with it.
+pub fn wrap(routes: Router<AppState>, state: AppState) -> Router {
+    routes
+        // Inside the route label, so that a caught panic's 500 is counted
+        // under its route.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            panics::catch_panic,
         ))
         .route_layer(axum::middleware::from_fn(metrics::label_route))
         .fallback(|| async { ApiError::NoRoute })
@@ -155,6 +169,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), String> {
     tracing::info!(%config, "tollgate sidecar starting");
+    panics::install_hook();
     let store = Store::connect(&config.database)
         .await
         .map_err(|e| format!("cannot open {}: {e}", config.database.masked()))?;
@@ -186,6 +201,7 @@ pub async fn serve(
     let purge = tokio::spawn(feed::purge_forever(
         store.clone(),
         config.key_feed_retention,
+        state.metrics.clone(),
     ));
     let stop = drain::after_draining(shutdown, state.drain.clone(), config.drain_period);
     let served = axum::serve(listener, router(state))

@@ -56,6 +56,8 @@ pub enum ErrorCode {
     /// 503 (`/readyz` only): the sidecar is draining before it stops, and
     /// still serves every other route meanwhile.
     Draining,
+    /// 500: the handler panicked (a bug, logged); the sidecar serves on.
+    InternalError,
 }
 
 impl ErrorCode {
@@ -78,6 +80,7 @@ impl ErrorCode {
             ErrorCode::MasterKeyMissing => "master_key_missing",
             ErrorCode::SigningSecretUnavailable => "signing_secret_unavailable",
             ErrorCode::Draining => "draining",
+            ErrorCode::InternalError => "internal_error",
         }
     }
 
@@ -97,6 +100,7 @@ impl ErrorCode {
             | ErrorCode::MasterKeyMissing
             | ErrorCode::SigningSecretUnavailable
             | ErrorCode::Draining => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }
@@ -205,6 +209,9 @@ pub enum ApiError {
     SigningSecretUnreadable { key_id: i64, cause: SealError },
     /// The sidecar is draining (`/readyz` only).
     Draining,
+    /// The handler panicked (`crate::panics`); what it had done before may
+    /// have been stored.
+    Panicked,
 }
 
 impl ApiError {
@@ -257,6 +264,7 @@ impl ApiError {
                 ErrorCode::SigningSecretUnavailable
             }
             ApiError::Draining => ErrorCode::Draining,
+            ApiError::Panicked => ErrorCode::InternalError,
         }
     }
 
@@ -334,6 +342,9 @@ impl fmt::Display for ApiError {
             ),
             ApiError::Draining => f.write_str(
                 "the sidecar is draining before it stops; it still serves requests meanwhile",
+            ),
+            ApiError::Panicked => f.write_str(
+                "the sidecar failed on this request (a bug, logged); it serves others as before",
             ),
         }
     }
@@ -419,6 +430,7 @@ mod tests {
                 503,
             ),
             (ApiError::MasterKeyMissing, "master_key_missing", 503),
+            (ApiError::Panicked, "internal_error", 500),
             (
                 ApiError::SigningSecretUnreadable {
                     key_id: 3,

@@ -4,6 +4,7 @@
 //! background purge of old changes (past the feed's retention) and of
 //! claims whose tokens can no longer be accepted.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::rejection::QueryRejection;
@@ -17,6 +18,8 @@ use crate::app::AppState;
 use crate::clock::to_unix_ms;
 use crate::error::{ApiError, Undone};
 use crate::extract::{InternalCaller, JsonBody};
+use crate::metrics::Metrics;
+use crate::panics::{catching, PanicSite};
 use crate::store::feed::FeedPage;
 use crate::store::Store;
 
@@ -155,13 +158,17 @@ pub async fn claim(
 
 /// Purges, every [`PURGE_EVERY`], changes older than `retention` and
 /// claims whose tokens expired, batch by batch. Runs until the process
-/// stops; a failed round is logged and tried again next time.
-pub async fn purge_forever(store: Store, retention: Duration) {
+/// stops; a failed round is logged and tried again next time, and so is a
+/// round that panicked (counted in `metrics`), rather than ending the task.
+pub async fn purge_forever(store: Store, retention: Duration, metrics: Arc<Metrics>) {
     let mut every = tokio::time::interval(PURGE_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
-        purge_once(&store, retention).await;
+        if catching(purge_once(&store, retention)).await.is_err() {
+            metrics.record_panic(PanicSite::Purge);
+            tracing::error!("a purge round panicked; the next round runs as usual");
+        }
     }
 }
 

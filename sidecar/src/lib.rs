@@ -19,6 +19,7 @@ pub mod keys;
 pub mod limits;
 pub mod metrics;
 pub mod names;
+pub mod panics;
 pub mod probes;
 pub mod prune;
 pub mod random;

@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::app::AppState;
 use crate::error::DatabaseFailure;
+use crate::panics::PanicSite;
 
 /// Upper bounds (seconds) of the key verification latency buckets.
 pub const VERIFY_BUCKETS: [f64; 12] = [
@@ -37,6 +38,8 @@ pub struct Metrics {
     usage_inserted: AtomicU64,
     usage_duplicates: AtomicU64,
     database_errors: AtomicU64,
+    handler_panics: AtomicU64,
+    purge_panics: AtomicU64,
 }
 
 impl Metrics {
@@ -73,6 +76,18 @@ impl Metrics {
     /// Counts one failed database call.
     pub fn record_database_error(&self) {
         self.database_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one panic caught at `site`.
+    pub fn record_panic(&self, site: PanicSite) {
+        self.panics(site).fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn panics(&self, site: PanicSite) -> &AtomicU64 {
+        match site {
+            PanicSite::Handler => &self.handler_panics,
+            PanicSite::Purge => &self.purge_panics,
+        }
     }
 
     /// The Prometheus text exposition of every metric.
@@ -132,6 +147,17 @@ impl Metrics {
             "tollgate_database_errors_total {}",
             self.database_errors.load(Ordering::Relaxed)
         );
+
+        out.push_str("# HELP tollgate_panics_total Panics caught: in a handler (answered 500) or in a background task's round.\n");
+        out.push_str("# TYPE tollgate_panics_total counter\n");
+        for site in [PanicSite::Handler, PanicSite::Purge] {
+            let _ = writeln!(
+                out,
+                "tollgate_panics_total{{site=\"{}\"}} {}",
+                site.as_str(),
+                self.panics(site).load(Ordering::Relaxed)
+            );
+        }
         out
     }
 }
@@ -205,6 +231,7 @@ mod tests {
         metrics.observe_verify(Duration::from_secs(5));
         metrics.record_ingest(498, 2);
         metrics.record_database_error();
+        metrics.record_panic(PanicSite::Handler);
         let text = metrics.render();
         assert!(text.contains(
             "tollgate_http_requests_total{route=\"/v1/keys/{id}/revoke\",status=\"404\"} 2\n"
@@ -217,6 +244,8 @@ mod tests {
         assert!(text.contains("tollgate_usage_rows_ingested_total{result=\"inserted\"} 498\n"));
         assert!(text.contains("tollgate_usage_rows_ingested_total{result=\"duplicate\"} 2\n"));
         assert!(text.contains("tollgate_database_errors_total 1\n"));
+        assert!(text.contains("tollgate_panics_total{site=\"handler\"} 1\n"));
+        assert!(text.contains("tollgate_panics_total{site=\"purge\"} 0\n"));
     }
 
     #[test]

@@ -1,12 +1,17 @@
 //! The sidecar never dies on input: every instant it takes over HTTP is
 //! range-checked where it is parsed (400 `invalid_request` naming the
-//! field).
+//! field), and a handler that panics answers 500 for its own request while
+//! the sidecar serves on.
 
 #[macro_use]
 mod support;
 
-use axum::http::{Method, StatusCode};
+use axum::body::Body;
+use axum::http::{header, Method, Request, StatusCode};
+use axum::routing::get;
+use axum::Router;
 use serde_json::json;
+use sidecar::app::{self, AppState};
 use support::*;
 
 on_both_backends!(instants_out_of_range_are_refused_naming_the_field);
@@ -67,4 +72,55 @@ async fn instants_out_of_range_are_refused_naming_the_field(backend: Backend) {
 
     let health = h.get("/healthz").await;
     assert_eq!(health.status, StatusCode::OK);
+}
+
+async fn boom() -> &'static str {
+    panic!("a planted bug")
+}
+
+/// A router of the sidecar's own wrapping whose `/v1/boom` panics.
+fn router_with_a_bug(state: AppState) -> Router {
+    let routes = Router::new()
+        .route("/v1/boom", get(boom))
+        .route("/v1/fine", get(|| async { "fine" }));
+    app::wrap(routes, state)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_that_panics_answers_500_and_the_next_request_is_served() {
+    let h = Harness::new(Backend::Sqlite).await;
+    let app = router_with_a_bug(h.state.clone());
+    let get = |path: &str| Request::get(path).body(Body::empty()).expect("request");
+    for _ in 0..2 {
+        let reply = send(&app, get("/v1/boom")).await;
+        let error = reply.expect_error(StatusCode::INTERNAL_SERVER_ERROR, "internal_error");
+        assert!(error.get("field").is_none_or(|f| f.is_null()), "{error}");
+        let reply = send(&app, get("/v1/fine")).await;
+        assert_eq!(reply.status, StatusCode::OK);
+        assert_eq!(reply.text(), "fine");
+    }
+    // Through the sidecar's own router, on the same state, after the panics.
+    let reply = send(&h.app, get("/healthz")).await;
+    assert_eq!(reply.status, StatusCode::OK);
+
+    let metrics = h.state.metrics.render();
+    assert!(
+        metrics.contains("tollgate_panics_total{site=\"handler\"} 2\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tollgate_http_requests_total{route=\"/v1/boom\",status=\"500\"} 2\n"),
+        "{metrics}"
+    );
+    let reply = send(
+        &app,
+        Request::builder()
+            .method(Method::POST)
+            .uri("/v1/boom")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::empty())
+            .expect("request"),
+    )
+    .await;
+    reply.expect_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed");
 }
