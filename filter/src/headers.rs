@@ -5,7 +5,7 @@
 use tollgate_wire::{key_format_error, key_hash, Digest32};
 
 use crate::error::Denial;
-use crate::token::{prepare_token, JwtPolicy};
+use crate::token::{prepare_token, JwtPolicy, PreparedToken};
 
 /// Request headers a client may send but must never pass on, removed on
 /// arrival from every request the filter sees, before anything is logged:
@@ -30,7 +30,7 @@ pub struct Admitted {
     pub key_hash: Digest32,
     /// The token, whose form and header passed; its signature and claims
     /// are checked once the key's verdict names the secret (`flow`).
-    pub token: String,
+    pub token: PreparedToken,
 }
 
 fn header_values<'a>(
@@ -123,8 +123,7 @@ pub fn check_headers(
     max_body_bytes: u64,
 ) -> Result<Admitted, Denial> {
     let key = api_key(headers)?;
-    let token = auth_token(headers)?;
-    prepare_token(token, jwt)?;
+    let token = prepare_token(auth_token(headers)?, jwt)?;
     if let Some(length) = header_value(headers, "content-length") {
         let declared = std::str::from_utf8(length)
             .ok()
@@ -135,7 +134,7 @@ pub fn check_headers(
     }
     Ok(Admitted {
         key_hash: key_hash(key),
-        token: token.to_string(),
+        token,
     })
 }
 

@@ -168,7 +168,7 @@ impl Request {
     pub fn callout(&self) -> u32 {
         match self.flow.stage() {
             Stage::Checking(c) => match c.key {
-                crate::flow::KeyState::Awaiting(token) => token,
+                crate::flow::KeyState::Awaiting(call) => call.token,
                 _ => panic!("no call in flight"),
             },
             other => panic!("no call in flight: {other:?}"),
@@ -203,10 +203,7 @@ impl Request {
 
     /// The decision, once made.
     pub fn decision(&self) -> Option<Decision> {
-        match self.flow.stage() {
-            Stage::Decided(d) => Some(*d),
-            _ => None,
-        }
+        self.flow.stage().decision()
     }
 
     /// Whether the request was let through.

@@ -111,24 +111,32 @@ pub fn verify_token(
 }
 
 /// A token whose form and header passed, waiting for the secret it must be
-/// signed with: the shared one (by `kid`), or the key's own.
-#[derive(Debug, Clone, Copy)]
-pub struct PreparedToken<'a> {
-    token: &'a str,
+/// signed with: the shared one (by `kid`), or the key's own. It is parsed
+/// once, in the header phase, and kept until the verdict names the secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PreparedToken {
+    token: String,
     algorithm: Algorithm,
-    /// The shared secret its `kid` (or its absence) names, if any.
-    shared_secret: Option<&'a Secret>,
+    /// The `kid` that names its shared secret; `None`: the default one.
+    kid: Option<String>,
     header_len: usize,
     payload_len: usize,
+}
+
+impl std::fmt::Debug for PreparedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token is a credential: never printed.
+        f.debug_struct("PreparedToken")
+            .field("algorithm", &self.algorithm)
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The checks that need no secret, in the order of [`verify_token`]: size,
 /// three segments, a JSON header without a repeated parameter, with an
 /// accepted `alg`, no `crit`, a string `kid`. Cheap, so a junk token is refused before any network call.
-pub fn prepare_token<'a>(
-    token: &'a str,
-    policy: &'a JwtPolicy,
-) -> Result<PreparedToken<'a>, Denial> {
+pub fn prepare_token(token: &str, policy: &JwtPolicy) -> Result<PreparedToken, Denial> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err(Denial::MalformedToken("the token is too long"));
     }
@@ -157,21 +165,21 @@ pub fn prepare_token<'a>(
             "crit header parameters are not supported",
         ));
     }
-    let shared_secret = match kid {
-        Some(Json::Str(kid)) => policy.kid_secrets.get(kid.as_ref()),
+    let kid = match kid {
+        Some(Json::Str(kid)) => Some(kid.into_owned()),
         Some(_) => return Err(Denial::MalformedToken("kid must be a string")),
-        None => policy.default_secret.as_ref(),
+        None => None,
     };
     Ok(PreparedToken {
-        token,
+        token: token.to_owned(),
         algorithm,
-        shared_secret,
+        kid,
         header_len: header_b64.len(),
         payload_len: payload_b64.len(),
     })
 }
 
-impl PreparedToken<'_> {
+impl PreparedToken {
     /// The rest of [`verify_token`]: the signature, then the claims.
     ///
     /// `key_secret` is the key's own signing secret, when its verdict names
@@ -185,9 +193,11 @@ impl PreparedToken<'_> {
         request: &RequestLine<'_>,
         now_s: i64,
     ) -> Result<VerifiedToken, Denial> {
-        let secret = key_secret
-            .or(self.shared_secret)
-            .ok_or(Denial::UnknownKeyId)?;
+        let shared_secret = match &self.kid {
+            Some(kid) => policy.kid_secrets.get(kid),
+            None => policy.default_secret.as_ref(),
+        };
+        let secret = key_secret.or(shared_secret).ok_or(Denial::UnknownKeyId)?;
 
         let signed_len = self.header_len + 1 + self.payload_len;
         let (signing_input, signature_b64) = match (

@@ -55,8 +55,7 @@ fn run(case: &Value, defaults: &Value, now: i64) -> Result<(), Denial> {
         method: case["method"].as_str().unwrap(),
         path: case["path"].as_str().unwrap(),
     };
-    let token = case["token"].as_str().unwrap();
-    prepare_token(token, &config.jwt)?;
+    let token = prepare_token(case["token"].as_str().unwrap(), &config.jwt)?;
     let body = case["body"].as_str().unwrap().as_bytes();
     let active = KeyDecision {
         key_id: Some(1),
@@ -64,10 +63,9 @@ fn run(case: &Value, defaults: &Value, now: i64) -> Result<(), Denial> {
         signing_secret: None,
         limited: false,
     };
-    let mut checking = Checking::new([0; 32], token.to_string(), config.max_body_bytes);
+    let mut checking = Checking::new([0; 32], token, now, config.max_body_bytes);
     let verdict = checking.key_known(active, |token, key_secret| {
-        let token =
-            prepare_token(token, &config.jwt)?.verify(key_secret, &config.jwt, &line, now)?;
+        let token = token.verify(key_secret, &config.jwt, &line, now)?;
         Ok(Verified {
             expected_body: token.body_sha256,
             jti: None,

@@ -12,7 +12,7 @@ use tollgate_wire::Digest32;
 use crate::body::BodyHasher;
 use crate::error::Denial;
 use crate::replay::JtiClaim;
-use crate::token::Secret;
+use crate::token::{PreparedToken, Secret};
 use crate::verdict::KeyDecision;
 
 /// Where the key verdict stands.
@@ -20,10 +20,22 @@ use crate::verdict::KeyDecision;
 pub enum KeyState {
     /// Not looked up yet (between the header checks and the cache).
     Unasked,
-    /// A verification call is in flight under this token.
-    Awaiting(u32),
+    /// A verification call is in flight.
+    Awaiting(VerifyCall),
     /// The verdict is in (from the cache, the sidecar or a stale entry).
     Known(KeyDecision),
+}
+
+/// A verification call in flight, and what its answer needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VerifyCall {
+    /// The callout's token: only its answer counts.
+    pub token: u32,
+    /// When it was sent (ms since the epoch).
+    pub sent_ms: u64,
+    /// Whether it is the call sent again after a quick failure (another
+    /// sidecar may answer); it is sent again at most once.
+    pub retried: bool,
 }
 
 /// What the flow does next.
@@ -50,7 +62,7 @@ pub struct Verified {
 #[derive(Debug, Clone)]
 enum TokenState {
     /// Its form passed; the signature and the claims wait for the verdict.
-    Pending(String),
+    Pending(PreparedToken),
     /// Checked against the secret the verdict named.
     Checked(Result<Verified, Denial>),
 }
@@ -62,6 +74,9 @@ pub struct Checking {
     pub key_hash: Digest32,
     /// Where the verdict stands.
     pub key: KeyState,
+    /// When the request headers arrived (seconds): the token's time claims
+    /// are judged at this instant, whenever the verdict comes.
+    pub headers_at_s: i64,
     token: TokenState,
     max_body_bytes: u64,
     hasher: BodyHasher,
@@ -69,11 +84,18 @@ pub struct Checking {
 }
 
 impl Checking {
-    /// A request carrying `token` (its form checked), its key not looked up yet.
-    pub fn new(key_hash: Digest32, token: String, max_body_bytes: u64) -> Self {
+    /// A request carrying `token` (its form checked) whose headers arrived
+    /// at `headers_at_s`, its key not looked up yet.
+    pub fn new(
+        key_hash: Digest32,
+        token: PreparedToken,
+        headers_at_s: i64,
+        max_body_bytes: u64,
+    ) -> Self {
         Checking {
             key_hash,
             key: KeyState::Unasked,
+            headers_at_s,
             token: TokenState::Pending(token),
             max_body_bytes,
             hasher: BodyHasher::new(),
@@ -89,6 +111,19 @@ impl Checking {
         }
     }
 
+    /// Whether the verdict in says the key has limits.
+    pub fn limited(&self) -> bool {
+        matches!(&self.key, KeyState::Known(decision) if decision.limited)
+    }
+
+    /// Whether the verification call in flight is the callout `token`.
+    pub fn awaits(&self, token: u32) -> Option<VerifyCall> {
+        match self.key {
+            KeyState::Awaiting(call) if call.token == token => Some(call),
+            _ => None,
+        }
+    }
+
     /// Body bytes hashed so far.
     pub fn body_bytes(&self) -> u64 {
         self.hasher.bytes()
@@ -99,7 +134,7 @@ impl Checking {
     pub fn key_known(
         &mut self,
         decision: KeyDecision,
-        verify: impl FnOnce(&str, Option<&Secret>) -> Result<Verified, Denial>,
+        verify: impl FnOnce(&PreparedToken, Option<&Secret>) -> Result<Verified, Denial>,
     ) -> Next {
         if let TokenState::Pending(token) = &self.token {
             let checked = verify(token, decision.signing_secret.as_ref());

@@ -5,6 +5,7 @@
 
 use tollgate_wire::{Digest32, VERIFY_PATH};
 
+use super::checking::{Checking, VerifyCall};
 use super::{Flow, KeyState, Next, Phase, Stage};
 use crate::cache::{self, CacheEntry, Cached, Lookup};
 use crate::error::Denial;
@@ -33,8 +34,8 @@ impl<H: StreamHost> Flow<H> {
             return Ok(KeyState::Known(self.decided(&entry, now)));
         }
         self.metrics.inc(&self.host, Counter::KeyCacheMiss);
-        match self.send_verify(worker, key_hash, now) {
-            Ok(token) => Ok(KeyState::Awaiting(token)),
+        match self.send_verify(worker, key_hash, now, false) {
+            Ok(call) => Ok(KeyState::Awaiting(call)),
             Err(e) => self
                 .fall_back(worker, key_hash, &format!("callout not sent: {e}"), now)
                 .map(KeyState::Known),
@@ -46,87 +47,82 @@ impl<H: StreamHost> Flow<H> {
         worker: &Worker,
         key_hash: &Digest32,
         now: u64,
-    ) -> Result<u32, crate::host::HostError> {
+        retried: bool,
+    ) -> Result<VerifyCall, crate::host::HostError> {
         let config = &worker.config;
         let body = verify_request_body(key_hash);
-        self.verify_sent_ms = now;
-        sidecar_call::post(
+        let token = sidecar_call::post(
             &self.host,
             config,
             VERIFY_PATH,
             &body,
             config.callout_timeout_ms,
             Some(&self.exchange.request_id),
-        )
+        )?;
+        Ok(VerifyCall {
+            token,
+            sent_ms: now,
+            retried,
+        })
     }
 
     /// The verification call failed fast (no answer, or a 5xx, well within
     /// its timeout): a sidecar died under it, or the one picked is gone.
     /// The call is idempotent, so it is sent once more, and Envoy's load
-    /// balancer picks a healthy sidecar. True when the retry is in flight.
+    /// balancer picks a healthy sidecar. The retry, when it is in flight.
     fn retry_verify(
         &mut self,
         worker: &Worker,
         key_hash: &Digest32,
+        call: VerifyCall,
         status: Option<&[u8]>,
         now: u64,
-    ) -> bool {
+    ) -> Option<VerifyCall> {
         let server_error = status.is_none_or(|s| s.first() == Some(&b'5'));
-        let quick = now.saturating_sub(self.verify_sent_ms) < worker.config.callout_timeout_ms / 2;
-        if self.verify_retried || !server_error || !quick {
-            return false;
+        let quick = now.saturating_sub(call.sent_ms) < worker.config.callout_timeout_ms / 2;
+        if call.retried || !server_error || !quick {
+            return None;
         }
-        self.verify_retried = true;
-        let Ok(token) = self.send_verify(worker, key_hash, now) else {
-            return false;
-        };
+        let retry = self.send_verify(worker, key_hash, now, true).ok()?;
         self.metrics.inc(&self.host, Counter::VerifyRetries);
-        match &mut self.stage {
-            Stage::Checking(checking) => {
-                checking.key = KeyState::Awaiting(token);
-                true
-            }
-            _ => false,
-        }
+        Some(retry)
     }
 
-    /// A callout answered. Only the verification call this request is
-    /// waiting for counts; any other (or a late one) is ignored.
-    pub fn on_callout_reply(&mut self, token: u32, body_size: usize) {
-        if let Stage::Claiming { key_id, token: t } = self.stage {
-            if t == token {
-                self.fleet_claim_answered(key_id, body_size);
-            }
-            return;
-        }
-        if let Stage::Granting { key_id, token: t } = self.stage {
-            if t == token {
-                self.grant_answered(key_id, body_size);
-            }
-            return;
-        }
-        let Stage::Checking(checking) = &self.stage else {
-            return;
-        };
-        if checking.key != KeyState::Awaiting(token) {
-            return;
-        }
+    /// The verification call `call` of the request being checked answered
+    /// (`body_size` bytes): its verdict, a retry of the call, or a refusal.
+    pub(super) fn verify_answered(
+        &mut self,
+        mut checking: Checking,
+        call: VerifyCall,
+        body_size: usize,
+    ) {
         let key_hash = checking.key_hash;
-        let next = match self.verdict_from_reply(&key_hash, body_size) {
-            Ok(Some(decision)) => self.key_known(decision),
-            Ok(None) => return,
-            Err(denial) => Next::Deny(denial),
+        let verdict = self.verdict_from_reply(&key_hash, call, body_size);
+        let next = match verdict {
+            Ok(Answered::Retrying(retry)) => {
+                checking.key = KeyState::Awaiting(retry);
+                self.stage = Stage::Checking(checking);
+                return;
+            }
+            Ok(Answered::Known(decision)) => {
+                self.stage = Stage::Checking(checking);
+                self.key_known(decision)
+            }
+            Err(denial) => {
+                self.stage = Stage::Checking(checking);
+                Next::Deny(denial)
+            }
         };
         self.drive(next, Phase::Callout);
     }
 
-    /// The verdict in a verification call's answer; `None` while a retry
-    /// of the call is in flight.
+    /// The verdict in a verification call's answer, or the call's retry.
     fn verdict_from_reply(
         &mut self,
         key_hash: &Digest32,
+        call: VerifyCall,
         body_size: usize,
-    ) -> Result<Option<KeyDecision>, Denial> {
+    ) -> Result<Answered, Denial> {
         let Some(worker) = self.worker.clone() else {
             return Err(Denial::AuthUnavailable);
         };
@@ -171,18 +167,21 @@ impl<H: StreamHost> Flow<H> {
                     Ok(Cached::KeptActive) => {}
                     Err(e) => self.log(LogLevel::Warn, &format!("cannot cache a verdict: {e:?}")),
                 }
-                Ok(Some(self.decided(&entry, now)))
+                Ok(Answered::Known(self.decided(&entry, now)))
             }
             None => {
-                if self.retry_verify(&worker, key_hash, status.as_deref(), now) {
-                    return Ok(None);
+                if let Some(retry) =
+                    self.retry_verify(&worker, key_hash, call, status.as_deref(), now)
+                {
+                    return Ok(Answered::Retrying(retry));
                 }
                 let why = match status {
                     Some(s) if s.as_slice() == b"200" => "unreadable answer".to_string(),
                     Some(s) => format!("status {}", String::from_utf8_lossy(&s)),
                     None => "no answer (timeout or connection failure)".to_string(),
                 };
-                self.fall_back(&worker, key_hash, &why, now).map(Some)
+                self.fall_back(&worker, key_hash, &why, now)
+                    .map(Answered::Known)
             }
         }
     }
@@ -223,4 +222,12 @@ impl<H: StreamHost> Flow<H> {
         self.exchange.key_id = decision.key_id;
         decision
     }
+}
+
+/// What a verification call's answer came to.
+enum Answered {
+    /// The verdict.
+    Known(KeyDecision),
+    /// The call was sent again (a quick failure).
+    Retrying(VerifyCall),
 }

@@ -3,41 +3,46 @@
 //! behind, and what the host must do next.
 //!
 //! ```text
-//! Started ──headers──► Checking ──verdict + whole body──► Decided ──end──► Ended
-//!    │                  │ key: cached, or Awaiting a verify call (stale fallback on failure)
-//!    └─ a header check fails, or a host call fails ──► Decided(Denied)
+//! Started ──headers──► Checking ──verdict + whole body──► admission steps ──► Allowed ──end──► Ended
+//!    │                  │ key: cached, or Awaiting a verify call       │  ▲
+//!    │                  │ (stale fallback on failure)          Waiting  │  │ a step's callout answered
+//!    │                  │                                  (grant call, │  │
+//!    │                  │                                 fleet claim)  ▼  │
+//!    └─ a check, a step or a host call refuses ──────────────────────► Denied ──end──► Ended
 //! ```
 //!
-//! The flow owns all per-request state. Every step returns a [`Next`]
-//! (hold, admit, deny) that [`Flow::drive`] carries out with the host; the
-//! adapter of a host only forwards callbacks here. Any host call that fails
-//! fails the request closed (503 `auth_unavailable`), never open.
+//! The stage owns all per-request state that is not the exchange's
+//! metering record: each wait is a stage that owns what its answer needs,
+//! and callout answers are matched in one place ([`Flow::on_callout_reply`]).
+//! Every check returns a [`Next`] (hold, admit, deny) that [`Flow::drive`]
+//! carries out with the host; admission is the ordered list of steps in
+//! [`admission`]. The adapter of a host only forwards callbacks here. Any
+//! host call that fails fails the request closed (503 `auth_unavailable`),
+//! never open.
 
+mod admission;
 mod checking;
-mod fleet_claim;
 mod key;
-mod limited;
+mod response;
 
 use std::rc::Rc;
-
-use tollgate_wire::KEY_ID_HEADER;
 
 use crate::error::Denial;
 use crate::headers::{check_headers, header_value, STRIPPED_HEADERS};
 use crate::host::{Action, LogLevel, StreamHost};
 use crate::metering::{usage_record, Decision, Exchange};
 use crate::metrics::{Counter, Metrics};
-use crate::replay::{self, Claimed, JtiClaim, ReplayScope};
-use crate::token::{prepare_token, RequestLine};
+use crate::replay;
+use crate::token::RequestLine;
 use crate::usage::Pushed;
 use crate::verdict::KeyDecision;
 use crate::worker::Worker;
 
-pub use checking::{Checking, KeyState, Next, Verified};
-pub use limited::parse_units;
-use limited::LimitsState;
+pub use admission::{Admission, Step, Wait, Waiting, MAX_GRANT_ROUNDS, STEPS};
+pub use checking::{Checking, KeyState, Next, Verified, VerifyCall};
+pub use response::{parse_units, Allowed};
 
-/// Where a request stands.
+/// Where a request stands; each stage owns what it waits on.
 // The checking state is the large one; it is not boxed because the whole
 // flow already lives in the one allocation the host makes per stream.
 #[allow(clippy::large_enum_variant)]
@@ -47,28 +52,25 @@ pub enum Stage {
     Started,
     /// The headers passed; the verdict and the body are awaited.
     Checking(Checking),
-    /// Every check passed; key `key_id`'s budget holds less than the
-    /// request's charge, and a grant call (callout `token`) is awaited.
-    Granting { key_id: i64, token: u32 },
-    /// Every check passed; the fleet-wide `jti` claim (callout `token`)
-    /// is awaited for key `key_id`.
-    Claiming { key_id: i64, token: u32 },
-    /// The fleet claim answered; the decision follows at once.
-    Claimed(i64),
-    /// The filter decided.
-    Decided(Decision),
+    /// Every check passed; a step of admission waits on its callout.
+    Waiting(Waiting),
+    /// Let through; what the response side needs.
+    Allowed(Allowed),
+    /// Refused (the local reply is sent).
+    Denied(Denial),
     /// The stream ended and was metered.
     Ended,
 }
 
-/// How an admitted request goes on.
-enum Admission {
-    /// Let it through now.
-    Now,
-    /// Hold it for a grant of its key's budget under this callout token.
-    Granting(u32),
-    /// Hold it for the fleet `jti` claim under this callout token.
-    Claiming(u32),
+impl Stage {
+    /// The decision, once made.
+    pub fn decision(&self) -> Option<Decision> {
+        match self {
+            Stage::Allowed(allowed) => Some(Decision::Allowed(allowed.key_id)),
+            Stage::Denied(denial) => Some(Decision::Denied(*denial)),
+            Stage::Started | Stage::Checking(_) | Stage::Waiting(_) | Stage::Ended => None,
+        }
+    }
 }
 
 /// Where a decision is carried out: inside a stream callback (its return
@@ -85,21 +87,8 @@ pub struct Flow<H: StreamHost> {
     worker: Option<Rc<Worker>>,
     metrics: Rc<Metrics>,
     stage: Stage,
+    /// What is metered of the exchange, learnt as it goes.
     exchange: Exchange,
-    /// When the request headers arrived (seconds): the token's time claims
-    /// are judged at this instant, also when they are checked later.
-    headers_at_s: i64,
-    /// The `jti` this request claimed, until its response shows whether it
-    /// reached an upstream (if it did not, the claim is given back).
-    claimed: Option<JtiClaim>,
-    /// The `jti` to claim once the limits step passed.
-    jti: Option<JtiClaim>,
-    /// The limits step's state.
-    limits: LimitsState,
-    /// When the key verification call was sent, and whether it was sent
-    /// again after a quick failure (another sidecar may answer).
-    verify_sent_ms: u64,
-    verify_retried: bool,
 }
 
 impl<H: StreamHost> Flow<H> {
@@ -112,12 +101,6 @@ impl<H: StreamHost> Flow<H> {
             metrics,
             stage: Stage::Started,
             exchange: Exchange::default(),
-            headers_at_s: 0,
-            claimed: None,
-            jti: None,
-            limits: LimitsState::default(),
-            verify_sent_ms: 0,
-            verify_retried: false,
         }
     }
 
@@ -184,10 +167,11 @@ impl<H: StreamHost> Flow<H> {
             Ok(admitted) => admitted,
             Err(denial) => return self.drive(Next::Deny(denial), Phase::Callback),
         };
-        self.headers_at_s = i64::try_from(now / 1000).unwrap_or(i64::MAX);
+        let headers_at_s = i64::try_from(now / 1000).unwrap_or(i64::MAX);
         self.stage = Stage::Checking(Checking::new(
             admitted.key_hash,
             admitted.token,
+            headers_at_s,
             config.max_body_bytes,
         ));
         let next = match self.look_up_key(&worker, &admitted.key_hash, now) {
@@ -220,14 +204,12 @@ impl<H: StreamHost> Flow<H> {
             method: &self.exchange.method,
             path: &self.exchange.path,
         };
-        let now_s = self.headers_at_s;
-        self.limits.limited = decision.limited;
         let Stage::Checking(checking) = &mut self.stage else {
             return Next::Deny(Denial::AuthUnavailable);
         };
+        let now_s = checking.headers_at_s;
         checking.key_known(decision, |token, key_secret| {
-            let token =
-                prepare_token(token, &config.jwt)?.verify(key_secret, &config.jwt, &line, now_s)?;
+            let token = token.verify(key_secret, &config.jwt, &line, now_s)?;
             Ok(Verified {
                 expected_body: token.body_sha256,
                 jti: replay::claim_for(&token, &config.jwt, &config.replay)?,
@@ -259,12 +241,25 @@ impl<H: StreamHost> Flow<H> {
         self.drive(next, Phase::Callback)
     }
 
+    /// A callout answered (`body_size` bytes of body). The one place
+    /// answers are matched: the stage that waits on this token takes it
+    /// (the verification call of a request being checked, or a step of
+    /// admission); any other answer (a late one) is ignored.
+    pub fn on_callout_reply(&mut self, token: u32, body_size: usize) {
+        match std::mem::replace(&mut self.stage, Stage::Ended) {
+            Stage::Checking(checking) => match checking.awaits(token) {
+                Some(call) => self.verify_answered(checking, call, body_size),
+                None => self.stage = Stage::Checking(checking),
+            },
+            Stage::Waiting(waiting) if waiting.token == token => self.resume(waiting, body_size),
+            other => self.stage = other,
+        }
+    }
+
     /// Response headers: the status and the units header (one read), for
-    /// metering. A request that claimed a `jti` but that Envoy answered
-    /// itself for want of a route (a 404 whose details say so) gives the
-    /// claim back: it never reached an upstream.
+    /// metering, and what an allowed request's response needs.
     pub fn on_response_headers(&mut self) -> Action {
-        let allowed = matches!(self.stage, Stage::Decided(Decision::Allowed(_)));
+        let allowed = matches!(self.stage, Stage::Allowed(_));
         let units_header = match &self.worker {
             Some(worker) if allowed => worker.config.limits.units_header.as_str(),
             _ => "",
@@ -280,15 +275,12 @@ impl<H: StreamHost> Flow<H> {
             .flatten()
             .and_then(|s| std::str::from_utf8(&s).ok()?.parse().ok());
         let units = values.next().flatten();
-        let unrouted = self.exchange.response_status == Some(replay::UNROUTED_STATUS);
-        if let Some(claim) = self.claimed.take().filter(|_| unrouted) {
-            let details = self.host.response_code_details();
-            if details.is_some_and(|d| replay::UNROUTED_DETAILS.contains(&d.as_str())) {
-                replay::release(&self.host, &claim);
+        match std::mem::replace(&mut self.stage, Stage::Ended) {
+            Stage::Allowed(mut allowed) => {
+                self.allowed_response(&mut allowed, units.as_deref());
+                self.stage = Stage::Allowed(allowed);
             }
-        }
-        if allowed {
-            self.limits_on_response(units.as_deref());
+            other => self.stage = other,
         }
         Action::Continue
     }
@@ -301,21 +293,17 @@ impl<H: StreamHost> Flow<H> {
 
     /// The stream ended: its usage record goes to the worker's buffer.
     pub fn on_log(&mut self) {
-        let decision = match std::mem::replace(&mut self.stage, Stage::Ended) {
-            Stage::Decided(decision) => Some(decision),
-            Stage::Ended => return,
-            Stage::Started
-            | Stage::Checking(_)
-            | Stage::Granting { .. }
-            | Stage::Claiming { .. }
-            | Stage::Claimed(_) => None,
-        };
+        let stage = std::mem::replace(&mut self.stage, Stage::Ended);
+        if let Stage::Ended = stage {
+            return;
+        }
+        let decision = stage.decision();
         let Some(worker) = self.worker.clone() else {
             return;
         };
         let ended = self.host.now_ms().unwrap_or(self.exchange.started_ms);
-        if let Some(Decision::Allowed(key_id)) = decision {
-            self.limits_on_end(key_id, ended);
+        if let Stage::Allowed(allowed) = &stage {
+            self.allowed_end(allowed, ended);
         }
         let Some(record) = usage_record(&self.exchange, decision, ended) else {
             return;
@@ -333,7 +321,7 @@ impl<H: StreamHost> Flow<H> {
     /// What an already decided (or never started) stream answers a callback.
     fn settled(&self) -> Action {
         match self.stage {
-            Stage::Decided(Decision::Allowed(_)) | Stage::Ended => Action::Continue,
+            Stage::Allowed(_) | Stage::Ended => Action::Continue,
             _ => Action::Pause,
         }
     }
@@ -341,13 +329,18 @@ impl<H: StreamHost> Flow<H> {
     /// A host call failed: fail closed, unless the request is decided already.
     fn fail(&mut self, why: &str) -> Action {
         self.log(LogLevel::Error, why);
-        match self.stage {
-            Stage::Started
-            | Stage::Checking(_)
-            | Stage::Granting { .. }
-            | Stage::Claiming { .. }
-            | Stage::Claimed(_) => self.drive(Next::Deny(Denial::AuthUnavailable), Phase::Callback),
-            Stage::Decided(_) | Stage::Ended => self.settled(),
+        match std::mem::replace(&mut self.stage, Stage::Ended) {
+            Stage::Started | Stage::Checking(_) => {
+                self.drive(Next::Deny(Denial::AuthUnavailable), Phase::Callback)
+            }
+            Stage::Waiting(waiting) => {
+                self.refuse(waiting.admission, Denial::AuthUnavailable, Vec::new());
+                Action::Pause
+            }
+            other @ (Stage::Allowed(_) | Stage::Denied(_) | Stage::Ended) => {
+                self.stage = other;
+                self.settled()
+            }
         }
     }
 
@@ -356,142 +349,27 @@ impl<H: StreamHost> Flow<H> {
         match next {
             Next::Hold => Action::Pause,
             Next::Deny(denial) => {
-                self.deny(denial);
+                self.deny(denial, &[]);
                 Action::Pause
             }
-            Next::Admit(key_id) => match self.admit(key_id) {
-                Ok(Admission::Now) => {
-                    self.stage = Stage::Decided(Decision::Allowed(key_id));
-                    self.metrics.inc(&self.host, Counter::RequestsAllowed);
-                    if phase == Phase::Callout {
-                        if let Err(e) = self.host.resume() {
-                            self.log(LogLevel::Error, &format!("cannot resume: {e}"));
-                        }
-                    }
-                    Action::Continue
-                }
-                Ok(Admission::Granting(token)) => {
-                    self.stage = Stage::Granting { key_id, token };
-                    Action::Pause
-                }
-                Ok(Admission::Claiming(token)) => {
-                    self.stage = Stage::Claiming { key_id, token };
-                    Action::Pause
-                }
-                Err(denial) => {
-                    self.deny(denial);
-                    Action::Pause
-                }
-            },
-        }
-    }
-
-    /// The last steps of a request that passed every check: name its key
-    /// for the upstream, charge its key's limits (the request may wait for
-    /// a grant, and comes back here), then claim its `jti` (last, so only
-    /// a request that is let through uses it up): in this instance's
-    /// store, then, with `replay_scope: "fleet"`, through the sidecar (the
-    /// request waits). A request coming back from the fleet claim only
-    /// goes through.
-    fn admit(&mut self, key_id: i64) -> Result<Admission, Denial> {
-        if matches!(self.stage, Stage::Claimed(_)) {
-            return Ok(Admission::Now);
-        }
-        if let Stage::Checking(checking) = &mut self.stage {
-            self.jti = checking.take_jti();
-            if let Err(e) = self
-                .host
-                .set_request_header(KEY_ID_HEADER, &key_id.to_string())
-            {
-                self.log(LogLevel::Error, &format!("cannot set {KEY_ID_HEADER}: {e}"));
-                return Err(Denial::AuthUnavailable);
-            }
-        }
-        if self.limits.limited && !self.limits.charged {
-            if let Some(token) = self.charge_limits(key_id)? {
-                return Ok(Admission::Granting(token));
-            }
-        }
-        let Some(claim) = self.jti.take().map(|c| c.by_key(key_id)) else {
-            return Ok(Admission::Now);
-        };
-        let now_s = self
-            .host
-            .now_ms()
-            .and_then(|ms| i64::try_from(ms / 1000).ok())
-            .ok_or(Denial::AuthUnavailable)?;
-        let (claimed, retries) = replay::claim(&self.host, &claim, now_s);
-        self.metrics
-            .add(&self.host, Counter::ReplayCasRetries, u64::from(retries));
-        let bucket = &claim.bucket_key;
-        match claimed {
-            Claimed::Recorded => {
-                let fleet = self
-                    .worker
-                    .clone()
-                    .filter(|w| w.config.replay.scope == ReplayScope::Fleet);
-                self.claimed = Some(claim.clone());
-                match fleet {
-                    Some(worker) => self
-                        .send_fleet_claim(&worker, &claim)
-                        .map(Admission::Claiming),
-                    None => Ok(Admission::Now),
-                }
-            }
-            Claimed::Replayed => Err(Denial::ReplayedToken),
-            Claimed::Full => {
-                self.metrics.inc(&self.host, Counter::ReplayStoreFull);
-                self.log(
-                    LogLevel::Warn,
-                    &format!(
-                        "replay store bucket {bucket} is full of live entries; \
-                         refusing (raise jwt.replay_slots)"
-                    ),
-                );
-                Err(Denial::ReplayStoreFull)
-            }
-            Claimed::ShareExceeded => {
-                self.log(
-                    LogLevel::Warn,
-                    &format!(
-                        "key {key_id} holds its share of replay store bucket {bucket}; refusing"
-                    ),
-                );
-                Err(Denial::TooManyLiveTokens)
-            }
-            Claimed::Unreadable => {
-                self.log(
-                    LogLevel::Error,
-                    &format!("replay store bucket {bucket} cannot be read; refusing"),
-                );
-                Err(Denial::AuthUnavailable)
-            }
-            Claimed::Contended => {
-                self.log(
-                    LogLevel::Warn,
-                    &format!("replay store bucket {bucket} stayed contended; refusing"),
-                );
-                Err(Denial::AuthUnavailable)
-            }
-            Claimed::Failed(e) => {
-                self.log(
-                    LogLevel::Error,
-                    &format!("cannot update the replay store: {e}"),
-                );
-                Err(Denial::AuthUnavailable)
+            Next::Admit(key_id) => {
+                let Stage::Checking(checking) = &mut self.stage else {
+                    self.deny(Denial::AuthUnavailable, &[]);
+                    return Action::Pause;
+                };
+                let admission = Admission::new(key_id, checking.limited(), checking.take_jti());
+                self.admit(admission, phase)
             }
         }
     }
 
-    /// Sends the one local reply of a denied request.
-    fn deny(&mut self, denial: Denial) {
-        self.refund_limits();
-        self.stage = Stage::Decided(Decision::Denied(denial));
+    /// Sends the one local reply of a denied request, with `extra` headers.
+    fn deny(&mut self, denial: Denial, extra: &[(&'static str, String)]) {
+        self.stage = Stage::Denied(denial);
         self.metrics.denied(&self.host, denial);
         self.exchange.reply_status = Some(denial.status());
         let body = denial.reply_body(&self.exchange.request_id);
         let mut headers = denial.reply_headers();
-        let extra = std::mem::take(&mut self.limits.reply_headers);
         headers.extend(extra.iter().map(|(n, v)| (*n, v.as_str())));
         if let Err(e) = self.host.send_reply(denial.status(), &headers, &body) {
             self.log(LogLevel::Error, &format!("cannot send a local reply: {e}"));

@@ -7,13 +7,13 @@
 
 use tollgate_wire::{to_hex, ClaimReply, ClaimRequest, JTI_CLAIM_PATH};
 
-use super::{Flow, Next, Phase, Stage};
+use super::{Admission, Outcome, Wait};
 use crate::error::Denial;
+use crate::flow::Flow;
 use crate::host::{LogLevel, StreamHost};
 use crate::metrics::Counter;
-use crate::replay::{self, JtiClaim};
+use crate::replay::{self, JtiClaim, ReplayScope};
 use crate::sidecar_call;
-use crate::worker::Worker;
 
 /// Largest claim answer the filter reads.
 const MAX_REPLY_BYTES: usize = 1024;
@@ -29,34 +29,49 @@ fn claim_body(claim: &JtiClaim) -> Vec<u8> {
 }
 
 impl<H: StreamHost> Flow<H> {
-    /// Sends the fleet claim of `claim`; its callout token.
-    pub(super) fn send_fleet_claim(
-        &mut self,
-        worker: &Worker,
-        claim: &JtiClaim,
-    ) -> Result<u32, Denial> {
+    /// Sends the fleet claim of the `jti` this request claimed in the
+    /// instance's store, and waits for it; nothing to do without one, or
+    /// when replay protection is the instance's only.
+    pub(super) fn claim_fleet_wide(&mut self, admission: &mut Admission) -> Outcome {
+        let Some(worker) = self
+            .worker
+            .clone()
+            .filter(|w| w.config.replay.scope == ReplayScope::Fleet)
+        else {
+            return Outcome::Done;
+        };
+        let Some(claim) = &admission.claimed else {
+            return Outcome::Done;
+        };
         let config = &worker.config;
-        sidecar_call::post(
+        let sent = sidecar_call::post(
             &self.host,
             config,
             JTI_CLAIM_PATH,
             &claim_body(claim),
             config.callout_timeout_ms,
             Some(&self.exchange.request_id),
-        )
-        .map_err(|e| {
-            self.metrics.inc(&self.host, Counter::ReplayFleetFailures);
-            self.log(
-                LogLevel::Error,
-                &format!("cannot send the fleet jti claim: {e}; refusing"),
-            );
-            self.give_back_claim();
-            Denial::AuthUnavailable
-        })
+        );
+        match sent {
+            Ok(token) => Outcome::Wait(token, Wait::FleetClaim),
+            Err(e) => {
+                self.metrics.inc(&self.host, Counter::ReplayFleetFailures);
+                self.log(
+                    LogLevel::Error,
+                    &format!("cannot send the fleet jti claim: {e}; refusing"),
+                );
+                self.give_back_claim(admission);
+                Outcome::deny(Denial::AuthUnavailable)
+            }
+        }
     }
 
     /// The claim call answered (`body_size` bytes of body).
-    pub(super) fn fleet_claim_answered(&mut self, key_id: i64, body_size: usize) {
+    pub(super) fn fleet_claim_answered(
+        &mut self,
+        admission: &mut Admission,
+        body_size: usize,
+    ) -> Outcome {
         let status = self.host.callout_status();
         let body = (body_size > 0 && body_size <= MAX_REPLY_BYTES)
             .then(|| self.host.callout_body(body_size))
@@ -64,9 +79,9 @@ impl<H: StreamHost> Flow<H> {
         let reply = (status.as_deref() == Some(b"200".as_slice()))
             .then(|| body.and_then(|b| serde_json::from_slice::<ClaimReply>(&b).ok()))
             .flatten();
-        let next = match reply {
-            Some(ClaimReply { claimed: true }) => Next::Admit(key_id),
-            Some(ClaimReply { claimed: false }) => Next::Deny(Denial::ReplayedToken),
+        match reply {
+            Some(ClaimReply { claimed: true }) => Outcome::Done,
+            Some(ClaimReply { claimed: false }) => Outcome::deny(Denial::ReplayedToken),
             None => {
                 self.metrics.inc(&self.host, Counter::ReplayFleetFailures);
                 let status = status.map(|s| String::from_utf8_lossy(&s).into_owned());
@@ -77,17 +92,16 @@ impl<H: StreamHost> Flow<H> {
                         status.as_deref().unwrap_or("none")
                     ),
                 );
-                self.give_back_claim();
-                Next::Deny(Denial::AuthUnavailable)
+                self.give_back_claim(admission);
+                Outcome::deny(Denial::AuthUnavailable)
             }
-        };
-        self.stage = Stage::Claimed(key_id);
-        self.drive(next, Phase::Callout);
+        }
     }
 
-    /// Takes this request's claim out of the instance's store again.
-    fn give_back_claim(&mut self) {
-        if let Some(claim) = self.claimed.take() {
+    /// Takes this request's claim out of the instance's store again, so
+    /// that a retry of the same token can try again.
+    fn give_back_claim(&mut self, admission: &mut Admission) {
+        if let Some(claim) = admission.claimed.take() {
             replay::release(&self.host, &claim);
         }
     }

@@ -1,0 +1,87 @@
+//! The response side of a request that was let through: what admission
+//! left for it ([`Allowed`]), and what the response's headers and end do
+//! with it (the units for metering and settled quotas, the `RateLimit`
+//! header, a `jti` claim given back when Envoy found no route).
+
+use tollgate_wire::MAX_UNITS;
+
+use super::admission::Charged;
+use super::Flow;
+use crate::host::{LogLevel, StreamHost};
+use crate::limits;
+use crate::replay::{self, JtiClaim};
+
+/// A request let through, and what its response needs.
+#[derive(Debug, Clone)]
+pub struct Allowed {
+    pub key_id: i64,
+    /// The `jti` it claimed in the instance's store, until its response
+    /// shows whether it reached an upstream.
+    claimed: Option<JtiClaim>,
+    /// What the limits step charged it, for a limited key.
+    charged: Option<Charged>,
+}
+
+impl Allowed {
+    pub fn new(key_id: i64, claimed: Option<JtiClaim>, charged: Option<Charged>) -> Self {
+        Allowed {
+            key_id,
+            claimed,
+            charged,
+        }
+    }
+
+    /// Whether the key has quotas charged when the response ends.
+    pub fn settles_after(&self) -> bool {
+        self.charged.as_ref().is_some_and(|c| c.settles_after)
+    }
+}
+
+impl<H: StreamHost> Flow<H> {
+    /// The response's headers of an allowed request: `units` (the units
+    /// header's value, if any) for metering; its `RateLimit`; and a `jti`
+    /// claim given back when Envoy answered itself for want of a route (a
+    /// 404 whose details say so: the request never reached an upstream).
+    pub(super) fn allowed_response(&mut self, allowed: &mut Allowed, units: Option<&[u8]>) {
+        let unrouted = self.exchange.response_status == Some(replay::UNROUTED_STATUS);
+        if let Some(claim) = allowed.claimed.take().filter(|_| unrouted) {
+            let details = self.host.response_code_details();
+            if details.is_some_and(|d| replay::UNROUTED_DETAILS.contains(&d.as_str())) {
+                replay::release(&self.host, &claim);
+            }
+        }
+        if let Some(value) = units {
+            self.exchange.units = parse_units(value);
+        }
+        let ratelimit = allowed.charged.as_mut().and_then(|c| c.ratelimit.take());
+        if let Some(value) = ratelimit {
+            if let Err(e) = self.host.set_response_header("ratelimit", &value) {
+                self.log(LogLevel::Warn, &format!("cannot set RateLimit: {e}"));
+            }
+        }
+    }
+
+    /// The stream of an allowed request ended: its response's bytes and
+    /// units go to the key's quotas settled after the fact.
+    pub(super) fn allowed_end(&mut self, allowed: &Allowed, ended_ms: u64) {
+        if allowed.settles_after() {
+            limits::charge_after(
+                &self.host,
+                allowed.key_id,
+                self.exchange.response_bytes,
+                self.exchange.units,
+                ended_ms,
+            );
+        }
+    }
+}
+
+/// A units header's value: decimal digits, at most `MAX_UNITS`; anything
+/// else counts 0.
+pub fn parse_units(value: &[u8]) -> u64 {
+    let text = std::str::from_utf8(value).unwrap_or_default().trim();
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return 0;
+    }
+    text.parse::<u64>().map_or(MAX_UNITS, |n| n.min(MAX_UNITS))
+}
