@@ -31,7 +31,8 @@ sys.path.insert(0, str(ROOT / "envoy"))
 
 import render  # noqa: E402  (envoy/render.py, one template for every profile)
 
-SIDECAR_BIN = ROOT / "target/release/tollgate"
+#: The sidecar and its CLI, ``cargo build --profile sidecar -p sidecar``.
+SIDECAR_BIN = ROOT / "target/sidecar/tollgate"
 WASM = ROOT / "target/wasm32-wasip1/release/tollgate_filter.wasm"
 #: The native build (an Envoy dynamic module), ``cargo build --profile native``.
 NATIVE_DIR = ROOT / "target/native"
@@ -589,11 +590,11 @@ secrets: {state_dir / 'secrets.env'}  (`source` it to mint tokens and use the ad
 demo key (shown once): {key['key']}   id {key['id']}
 
 Try it (the token is valid for 5 minutes; mint another with
-`source .tollgate/secrets.env && target/release/tollgate token sign --secret-env TOLLGATE_JWT_SECRET --body FILE`):
+`source .tollgate/secrets.env && target/sidecar/tollgate token sign --secret-env TOLLGATE_JWT_SECRET --body FILE`):
 
 {curl_example(stack.gateway, key['key'], token, body)}
 
-Usage so far: target/release/tollgate usage summary
+Usage so far: target/sidecar/tollgate usage summary
 Ctrl-C stops everything.
 """,
         flush=True,

@@ -53,7 +53,8 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
     about = "Load benchmark of the tollgate sidecar"
 )]
 struct Args {
-    /// The release tollgate binary (default: target/release/tollgate of this workspace).
+    /// The tollgate binary (default: target/sidecar/tollgate of this workspace,
+    /// built with the sidecar profile).
     #[arg(long, env = "TOLLGATE_BIN")]
     tollgate: Option<PathBuf>,
     /// MySQL/MariaDB server to benchmark against (no database in the URL).
@@ -710,10 +711,10 @@ async fn run(args: Args) -> Result<(), BoxError> {
     let bin = args
         .tollgate
         .clone()
-        .unwrap_or_else(|| root.join("target/release/tollgate"));
+        .unwrap_or_else(|| root.join("target/sidecar/tollgate"));
     if !bin.is_file() {
         return Err(format!(
-            "{} is missing; build it first: cargo build --release -p sidecar -p tollgate-bench",
+            "{} is missing; build it first: cargo build --profile sidecar -p sidecar",
             bin.display()
         )
         .into());
