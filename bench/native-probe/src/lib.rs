@@ -1,5 +1,5 @@
 //! A dynamic module that does nothing: every hook Envoy requires of an HTTP
-//! filter module (ABI v0.2.0, see native/src/abi.rs), each continuing at
+//! filter module (ABI v0.2.0, see native/src/abi/raw.rs), each continuing at
 //! once. It dereferences no pointer and calls no callback.
 
 use std::ffi::c_void;
