@@ -22,6 +22,9 @@ use crate::abi::raw::{
 use crate::abi::{self, Answer, ConfigPtr, EnvoyConfig, EnvoyStream, StreamPtr};
 use crate::module::{self, ConfigHandle, StreamEvent, StreamFilter};
 
+#[cfg(test)]
+mod tests;
+
 /// The one guard of every hook: runs `work`. If it panics, the panic stops
 /// here, is logged, `fail` runs (itself guarded: it fails the request
 /// closed), and the hook answers `closed`.
@@ -436,16 +439,4 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_below_write_buf
     _filter_envoy_ptr: *mut c_void,
     _filter_module_ptr: *const c_void,
 ) {
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_panic_is_caught_and_answered_with_the_closed_value() {
-        let value = guard("test", || -> u32 { panic!("boom") }, || (), 503);
-        assert_eq!(value, 503);
-        assert_eq!(guard("test", || 200, || (), 503), 200);
-    }
 }

@@ -36,3 +36,6 @@ pub mod hooks;
 pub mod host;
 pub mod module;
 pub mod shared;
+
+#[cfg(test)]
+mod fake;

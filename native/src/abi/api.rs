@@ -2,7 +2,8 @@
 //! (one stream's filter), [`EnvoyConfig`] (one filter configuration) and
 //! [`EnvoyScheduler`] (its scheduler). The hosts and the hooks' behaviour
 //! are written against them; the safe wrappers (`stream.rs`, `config.rs`)
-//! implement them, each method one callback.
+//! implement them, each method one callback, and unit tests implement them
+//! with a fake Envoy.
 
 /// What a stream and a configuration can both ask of Envoy.
 pub trait EnvoyContext {

@@ -134,7 +134,98 @@ pub fn log(level: LogLevel, message: &str) {
         LogLevel::Warn => raw::LOG_WARN,
         LogLevel::Error => raw::LOG_ERROR,
     };
+    #[cfg(test)]
+    test_log::write(level, message);
+    #[cfg(not(test))]
     // SAFETY: the buffer points at `message`, alive for the call; Envoy
     // only reads it during the call.
-    unsafe { raw::envoy_dynamic_module_callback_log(level, module_buffer(message.as_bytes())) }
+    unsafe {
+        raw::envoy_dynamic_module_callback_log(level, module_buffer(message.as_bytes()))
+    }
+}
+
+/// Unit tests' log: the lines the module would have written, per thread
+/// (each test runs on its own).
+#[cfg(test)]
+pub mod test_log {
+    use std::cell::RefCell;
+
+    thread_local! {
+        static LINES: RefCell<Vec<(u32, String)>> = const { RefCell::new(Vec::new()) };
+    }
+
+    pub(super) fn write(level: u32, message: &str) {
+        LINES.with(|lines| lines.borrow_mut().push((level, message.to_string())));
+    }
+
+    /// The lines written on this thread at Envoy's error level.
+    pub fn errors() -> Vec<String> {
+        LINES.with(|lines| {
+            let lines = lines.borrow();
+            let errors = lines
+                .iter()
+                .filter(|(level, _)| *level == super::raw::LOG_ERROR);
+            errors.map(|(_, line)| line.clone()).collect()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(key: &'static str, value: &'static str) -> EnvoyHttpHeader {
+        EnvoyHttpHeader {
+            key_ptr: key.as_ptr().cast(),
+            key_length: key.len(),
+            value_ptr: value.as_ptr().cast(),
+            value_length: value.len(),
+        }
+    }
+
+    fn buffer(bytes: &'static [u8]) -> EnvoyBuffer {
+        EnvoyBuffer {
+            ptr: bytes.as_ptr().cast(),
+            length: bytes.len(),
+        }
+    }
+
+    #[test]
+    fn an_answer_keeps_its_status_and_every_body_chunk_in_order() {
+        let headers = [
+            header("content-type", "application/json"),
+            header(":status", "200"),
+        ];
+        let chunks = [buffer(b"{\"verdict\""), buffer(b":\"active\"}")];
+        // SAFETY: the arrays outlive the call, as Envoy's do a hook.
+        let answer =
+            unsafe { Answer::copy(CALLOUT_SUCCESS, headers.as_ptr(), 2, chunks.as_ptr(), 2) };
+        assert_eq!(answer.status.as_deref(), Some(b"200".as_slice()));
+        assert_eq!(answer.body, b"{\"verdict\":\"active\"}");
+    }
+
+    #[test]
+    fn a_failed_callout_has_no_status_whatever_envoy_passes() {
+        let headers = [header(":status", "200")];
+        let chunks = [buffer(b"partial")];
+        // SAFETY: as above.
+        let answer = unsafe { Answer::copy(1, headers.as_ptr(), 1, chunks.as_ptr(), 1) };
+        assert_eq!(answer, Answer::default());
+        // SAFETY: null arrays are allowed.
+        let empty =
+            unsafe { Answer::copy(CALLOUT_SUCCESS, std::ptr::null(), 0, std::ptr::null(), 0) };
+        assert_eq!(empty, Answer::default());
+    }
+
+    #[test]
+    fn a_body_range_is_cut_from_the_chunks_that_hold_it() {
+        // Chunks of 4 bytes at 0, 4 and 8; bytes 3..9 asked.
+        assert_eq!(overlap(0, 4, 3, 9), Some(3..4));
+        assert_eq!(overlap(4, 4, 3, 9), Some(0..4));
+        assert_eq!(overlap(8, 4, 3, 9), Some(0..1));
+        // Chunks wholly before or after the range give nothing.
+        assert_eq!(overlap(0, 3, 3, 9), None);
+        assert_eq!(overlap(9, 4, 3, 9), None);
+        assert_eq!(overlap(4, 0, 3, 9), None);
+    }
 }

@@ -127,7 +127,7 @@ pub const TRAILERS_STOP_ITERATION: Enum = 1;
 
 // `callbacks!` makes the `extern "C"` block and [`DECLARED_CALLBACKS`].
 // Unit tests run without Envoy, so there each callback is a function that
-// panics (none is called).
+// panics (the safe wrappers are never reached: tests use a fake Envoy).
 macro_rules! callbacks {
     ($( fn $name:ident ( $($arg:ident : $ty:ty),* $(,)? ) $(-> $ret:ty)? ; )*) => {
         #[cfg(not(test))]

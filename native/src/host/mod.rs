@@ -139,3 +139,6 @@ macro_rules! common_host_calls {
     };
 }
 use common_host_calls;
+
+#[cfg(test)]
+mod tests;

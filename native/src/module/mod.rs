@@ -19,6 +19,9 @@ mod config;
 mod stream;
 mod workers;
 
+#[cfg(test)]
+mod tests;
+
 pub use config::{config_callout_done, config_destroy, config_new, config_scheduled};
 pub use stream::{
     filter_new, response_body, stream_event, stream_fault, StreamEvent, StreamFilter,

@@ -70,7 +70,7 @@ impl StreamEvent {
 pub struct StreamFilter {
     host: NativeStream,
     shared: Arc<Shared>,
-    worker: Rc<Worker>,
+    pub(super) worker: Rc<Worker>,
     flow: RefCell<Flow<NativeStream>>,
     deferred: RefCell<VecDeque<StreamEvent>>,
     faulted: Cell<bool>,

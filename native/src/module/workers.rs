@@ -48,3 +48,9 @@ pub(super) fn thread_worker(handle: &ConfigHandle, host: &NativeStream) -> Optio
         Some(worker)
     })
 }
+
+/// How many configurations have a worker on this thread.
+#[cfg(test)]
+pub(super) fn on_this_thread() -> usize {
+    WORKERS.with(|workers| workers.borrow().len())
+}
