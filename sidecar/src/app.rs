@@ -1,6 +1,7 @@
 //! The HTTP service: shared state, the router, and serving with graceful shutdown.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -204,9 +205,13 @@ pub async fn serve(
         state.metrics.clone(),
     ));
     let stop = drain::after_draining(shutdown, state.drain.clone(), config.drain_period);
-    let served = axum::serve(listener, router(state))
-        .with_graceful_shutdown(stop)
-        .await;
+    let served = axum::serve(
+        listener,
+        // The peer address, for the console's login throttle.
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(stop)
+    .await;
     purge.abort();
     store.close().await;
     served.map_err(|e| format!("the HTTP server failed: {e}"))?;

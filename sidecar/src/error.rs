@@ -3,12 +3,14 @@
 //! as the contract's JSON error body.
 
 use std::fmt;
+use std::time::Duration;
 
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use tollgate_wire::{ErrorBody, ErrorDetail, INTERNAL_TOKEN_HEADER, MAX_USAGE_BATCH};
 
+use crate::console::session::{IDLE_EVICTABLE, MAX_SESSIONS};
 use crate::sealed::{SealError, MASTER_KEY_ENV};
 use crate::store::StoreError;
 
@@ -31,6 +33,12 @@ pub enum ErrorCode {
     SessionRequired,
     /// 403: a console action without its CSRF token, or from another origin.
     CsrfRefused,
+    /// 429: too many failed console logins from this client; `Retry-After`
+    /// says when it may try again.
+    LoginThrottled,
+    /// 503: every console session is live and in use; `Retry-After` says
+    /// when one may be pushed out.
+    SessionsFull,
     /// 404: no route serves the path.
     NotFound,
     /// 404: no key has the id.
@@ -70,6 +78,8 @@ impl ErrorCode {
             ErrorCode::AdminApiDisabled => "admin_api_disabled",
             ErrorCode::SessionRequired => "session_required",
             ErrorCode::CsrfRefused => "csrf_refused",
+            ErrorCode::LoginThrottled => "login_throttled",
+            ErrorCode::SessionsFull => "sessions_full",
             ErrorCode::NotFound => "not_found",
             ErrorCode::KeyNotFound => "key_not_found",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
@@ -92,6 +102,8 @@ impl ErrorCode {
                 StatusCode::UNAUTHORIZED
             }
             ErrorCode::CsrfRefused => StatusCode::FORBIDDEN,
+            ErrorCode::LoginThrottled => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::SessionsFull => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::NotFound | ErrorCode::KeyNotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::DuplicateKey => StatusCode::CONFLICT,
@@ -185,6 +197,12 @@ pub enum ApiError {
     /// A console action refused before it ran: `why` names the missing or
     /// wrong CSRF token or origin.
     CsrfRefused(&'static str),
+    /// A console login refused unchecked: the client failed too often and
+    /// must wait `retry_after`.
+    LoginThrottled { retry_after: Duration },
+    /// A console login with the right token, refused: every session is live
+    /// and in use; one may be pushed out after `retry_after`.
+    SessionsFull { retry_after: Duration },
     /// No route serves the path.
     NoRoute,
     /// The route does not take the method.
@@ -252,6 +270,8 @@ impl ApiError {
             ApiError::AdminApiDisabled => ErrorCode::AdminApiDisabled,
             ApiError::SessionRequired => ErrorCode::SessionRequired,
             ApiError::CsrfRefused(_) => ErrorCode::CsrfRefused,
+            ApiError::LoginThrottled { .. } => ErrorCode::LoginThrottled,
+            ApiError::SessionsFull { .. } => ErrorCode::SessionsFull,
             ApiError::NoRoute => ErrorCode::NotFound,
             ApiError::MethodNotAllowed => ErrorCode::MethodNotAllowed,
             ApiError::KeyNotFound(_) => ErrorCode::KeyNotFound,
@@ -271,6 +291,17 @@ impl ApiError {
     /// The HTTP status this error answers with.
     pub fn status(&self) -> StatusCode {
         self.code().status()
+    }
+
+    /// Whole seconds until the call may succeed, for `Retry-After`
+    /// (rounded up, at least 1).
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            ApiError::LoginThrottled { retry_after } | ApiError::SessionsFull { retry_after } => {
+                Some(retry_after.as_secs_f64().ceil().max(1.0) as u64)
+            }
+            _ => None,
+        }
     }
 
     /// The input at fault, for bad input.
@@ -310,6 +341,18 @@ impl fmt::Display for ApiError {
                 f.write_str("no console session: log in at /console/login with the admin token")
             }
             ApiError::CsrfRefused(why) => write!(f, "refused: {why}; nothing was done"),
+            ApiError::LoginThrottled { .. } => write!(
+                f,
+                "too many failed logins from this address: try again in {} s",
+                self.retry_after_secs().unwrap_or(1)
+            ),
+            ApiError::SessionsFull { .. } => write!(
+                f,
+                "all {MAX_SESSIONS} console sessions are in use: log out of one, or try \
+                 again in {} s (a session unused for {} minutes makes room)",
+                self.retry_after_secs().unwrap_or(1),
+                IDLE_EVICTABLE.as_secs() / 60
+            ),
             ApiError::NoRoute => f.write_str("no such endpoint"),
             ApiError::MethodNotAllowed => f.write_str("this endpoint does not accept this method"),
             ApiError::KeyNotFound(id) => write!(f, "no key has id {id}"),
@@ -391,6 +434,11 @@ impl IntoResponse for ApiError {
         if code == ErrorCode::DatabaseUnavailable {
             response.extensions_mut().insert(DatabaseFailure);
         }
+        if let Some(secs) = self.retry_after_secs() {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         response
     }
 }
@@ -409,6 +457,20 @@ mod tests {
             (ApiError::AdminApiDisabled, "admin_api_disabled", 401),
             (ApiError::SessionRequired, "session_required", 401),
             (ApiError::CsrfRefused("no token"), "csrf_refused", 403),
+            (
+                ApiError::LoginThrottled {
+                    retry_after: Duration::from_millis(1500),
+                },
+                "login_throttled",
+                429,
+            ),
+            (
+                ApiError::SessionsFull {
+                    retry_after: Duration::from_secs(60),
+                },
+                "sessions_full",
+                503,
+            ),
             (
                 ApiError::WrongCredential(Credential::AdminToken),
                 "unauthorized",
@@ -471,6 +533,23 @@ mod tests {
             ApiError::storing(StoreError::Duplicate).code(),
             ErrorCode::DuplicateKey
         );
+    }
+
+    #[test]
+    fn a_wait_is_said_in_retry_after_in_whole_seconds_rounded_up() {
+        for (millis, secs) in [(1, "1"), (1000, "1"), (1001, "2"), (899_500, "900")] {
+            let retry_after = Duration::from_millis(millis);
+            let response = ApiError::LoginThrottled { retry_after }.into_response();
+            assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+            assert_eq!(response.headers()[header::RETRY_AFTER], secs, "{millis} ms");
+        }
+        let full = ApiError::SessionsFull {
+            retry_after: Duration::from_secs(42),
+        };
+        assert!(full.to_string().contains("try again in 42 s"), "{full}");
+        assert_eq!(full.into_response().headers()[header::RETRY_AFTER], "42");
+        let refused = ApiError::CsrfRefused("x").into_response();
+        assert!(refused.headers().get(header::RETRY_AFTER).is_none());
     }
 
     #[test]

@@ -37,6 +37,8 @@ pub struct Metrics {
     verify_sum_nanos: AtomicU64,
     usage_inserted: AtomicU64,
     usage_duplicates: AtomicU64,
+    /// By [`ConsoleLogin`], in the order of [`ConsoleLogin::ALL`].
+    console_logins: [AtomicU64; ConsoleLogin::ALL.len()],
     database_errors: AtomicU64,
     handler_panics: AtomicU64,
     purge_panics: AtomicU64,
@@ -71,6 +73,11 @@ impl Metrics {
         self.usage_inserted.fetch_add(inserted, Ordering::Relaxed);
         self.usage_duplicates
             .fetch_add(duplicates, Ordering::Relaxed);
+    }
+
+    /// Counts one console login attempt by what became of it.
+    pub fn record_console_login(&self, outcome: ConsoleLogin) {
+        self.console_logins[outcome as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts one failed database call.
@@ -140,6 +147,17 @@ impl Metrics {
             self.usage_duplicates.load(Ordering::Relaxed)
         );
 
+        out.push_str("# HELP tollgate_console_logins_total Console login attempts, by result (wrong_token: counted against the client; throttled: refused unchecked while the client waits).\n");
+        out.push_str("# TYPE tollgate_console_logins_total counter\n");
+        for outcome in ConsoleLogin::ALL {
+            let _ = writeln!(
+                out,
+                "tollgate_console_logins_total{{result=\"{}\"}} {}",
+                outcome.as_str(),
+                self.console_logins[outcome as usize].load(Ordering::Relaxed)
+            );
+        }
+
         out.push_str("# HELP tollgate_database_errors_total Database calls that failed.\n");
         out.push_str("# TYPE tollgate_database_errors_total counter\n");
         let _ = writeln!(
@@ -159,6 +177,39 @@ impl Metrics {
             );
         }
         out
+    }
+}
+
+/// What became of a console login attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsoleLogin {
+    /// The right token, and a session opened.
+    Succeeded,
+    /// A wrong token.
+    WrongToken,
+    /// Refused unchecked: the client failed too often and must wait.
+    Throttled,
+    /// The right token, but every session is in use.
+    SessionsFull,
+}
+
+impl ConsoleLogin {
+    /// Every outcome, in the order of its discriminant.
+    pub const ALL: [ConsoleLogin; 4] = [
+        ConsoleLogin::Succeeded,
+        ConsoleLogin::WrongToken,
+        ConsoleLogin::Throttled,
+        ConsoleLogin::SessionsFull,
+    ];
+
+    /// The `result` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConsoleLogin::Succeeded => "succeeded",
+            ConsoleLogin::WrongToken => "wrong_token",
+            ConsoleLogin::Throttled => "throttled",
+            ConsoleLogin::SessionsFull => "sessions_full",
+        }
     }
 }
 
@@ -246,6 +297,25 @@ mod tests {
         assert!(text.contains("tollgate_database_errors_total 1\n"));
         assert!(text.contains("tollgate_panics_total{site=\"handler\"} 1\n"));
         assert!(text.contains("tollgate_panics_total{site=\"purge\"} 0\n"));
+    }
+
+    #[test]
+    fn console_logins_are_counted_by_result() {
+        let metrics = Metrics::default();
+        for (outcome, times) in ConsoleLogin::ALL.into_iter().zip(1..) {
+            for _ in 0..times {
+                metrics.record_console_login(outcome);
+            }
+        }
+        let text = metrics.render();
+        for line in [
+            "tollgate_console_logins_total{result=\"succeeded\"} 1\n",
+            "tollgate_console_logins_total{result=\"wrong_token\"} 2\n",
+            "tollgate_console_logins_total{result=\"throttled\"} 3\n",
+            "tollgate_console_logins_total{result=\"sessions_full\"} 4\n",
+        ] {
+            assert!(text.contains(line), "{line}");
+        }
     }
 
     #[test]

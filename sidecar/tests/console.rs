@@ -7,117 +7,18 @@
 #[macro_use]
 mod support;
 
-use axum::body::Body;
-use axum::http::{header, Method, Request, StatusCode};
-use serde_json::{json, Value};
+use axum::http::{header, Method, StatusCode};
+use serde_json::json;
 use sidecar::console::gateway::EnvoyAdmin;
+use support::console::*;
 use support::*;
 
 on_both_backends!(the_key_list_shows_each_keys_last_use);
 
-const HOST: &str = "127.0.0.1:9000";
-const ORIGIN: &str = "http://127.0.0.1:9000";
-
-/// A console request: `cookie` and `csrf` when given, and the console's
-/// own Host and (for a POST) Origin unless `origin` says otherwise.
-fn request(
-    method: Method,
-    path: &str,
-    cookie: Option<&str>,
-    csrf: Option<&str>,
-    origin: Option<&str>,
-    body: Option<Value>,
-) -> Request<Body> {
-    let mut builder = Request::builder()
-        .method(method)
-        .uri(path)
-        .header(header::HOST, HOST);
-    if let Some(origin) = origin {
-        builder = builder.header(header::ORIGIN, origin);
-    }
-    if let Some(cookie) = cookie {
-        builder = builder.header(header::COOKIE, cookie);
-    }
-    if let Some(csrf) = csrf {
-        builder = builder.header("x-csrf-token", csrf);
-    }
-    match body {
-        Some(body) => builder
-            .header(header::CONTENT_TYPE, "application/json")
-            .body(Body::from(body.to_string())),
-        None => builder.body(Body::empty()),
-    }
-    .expect("request")
-}
-
-/// A GET with the session `cookie`.
-async fn read(h: &Harness, path: &str, cookie: &str) -> Reply {
-    h.send(request(Method::GET, path, Some(cookie), None, None, None))
-        .await
-}
-
-/// A POST without a body from the console's origin, with the session
-/// `cookie` and `csrf` if given.
-async fn act(h: &Harness, path: &str, cookie: &str, csrf: Option<&str>) -> Reply {
-    h.send(request(
-        Method::POST,
-        path,
-        Some(cookie),
-        csrf,
-        Some(ORIGIN),
-        None,
-    ))
-    .await
-}
-
-/// Logs in with `token`; the answer.
-async fn login_with(h: &Harness, token: &str, origin: Option<&str>) -> Reply {
-    let mut builder = Request::post("/console/login")
-        .header(header::HOST, HOST)
-        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
-    if let Some(origin) = origin {
-        builder = builder.header(header::ORIGIN, origin);
-    }
-    h.send(builder.body(Body::from(format!("token={token}"))).unwrap())
-        .await
-}
-
-/// A logged-in session: its cookie (`name=value`) and its CSRF token.
-async fn logged_in(h: &Harness) -> (String, String) {
-    let reply = login_with(h, ADMIN_TOKEN, Some(ORIGIN)).await;
-    assert_eq!(reply.status, StatusCode::SEE_OTHER, "{}", reply.text());
-    assert_eq!(reply.headers[header::LOCATION], "/console");
-    let set_cookie = reply.headers[header::SET_COOKIE].to_str().unwrap();
-    for attribute in [
-        "HttpOnly",
-        "SameSite=Strict",
-        "Max-Age=1800",
-        "Path=/console",
-    ] {
-        assert!(set_cookie.contains(attribute), "{set_cookie}");
-    }
-    assert!(
-        !set_cookie.contains(ADMIN_TOKEN),
-        "the cookie is never the token"
-    );
-    let cookie = set_cookie.split(';').next().unwrap().to_string();
-    let page = read(h, "/console", &cookie).await;
-    assert_eq!(page.status, StatusCode::OK);
-    let html = page.text();
-    let csrf = html
-        .split(r#"<meta name="tollgate-csrf" content=""#)
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .expect("the page carries its CSRF token")
-        .to_string();
-    assert_eq!(csrf.len(), 64);
-    (cookie, csrf)
-}
-
 #[tokio::test]
 async fn the_console_is_off_without_an_admin_token() {
     let h = Harness::with_admin(Backend::Sqlite, None).await;
-    let page = h.get("/console").await;
+    let page = get(&h, "/console").await;
     assert_eq!(page.status, StatusCode::UNAUTHORIZED);
     assert!(
         page.text().contains("TOLLGATE_ADMIN_TOKEN"),
@@ -131,7 +32,7 @@ async fn the_console_is_off_without_an_admin_token() {
     let login = login_with(&h, "anything-at-all-0123", Some(ORIGIN)).await;
     assert_eq!(login.status, StatusCode::UNAUTHORIZED);
     assert!(login.headers.get(header::SET_COOKIE).is_none());
-    h.get("/console/api/keys")
+    get(&h, "/console/api/keys")
         .await
         .expect_error(StatusCode::UNAUTHORIZED, "admin_api_disabled");
 }
@@ -140,11 +41,11 @@ async fn the_console_is_off_without_an_admin_token() {
 async fn without_a_session_pages_lead_to_login_and_data_calls_are_401() {
     let h = Harness::new(Backend::Sqlite).await;
     for page in ["/console", "/console/keys/1", "/console/gateway"] {
-        let reply = h.get(page).await;
+        let reply = get(&h, page).await;
         assert_eq!(reply.status, StatusCode::SEE_OTHER, "{page}");
         assert_eq!(reply.headers[header::LOCATION], "/console/login", "{page}");
     }
-    let login = h.get("/console/login").await;
+    let login = get(&h, "/console/login").await;
     assert_eq!(login.status, StatusCode::OK);
     assert!(login
         .text()
@@ -154,7 +55,7 @@ async fn without_a_session_pages_lead_to_login_and_data_calls_are_401() {
         "/console/api/last-use",
         "/console/api/gateway",
     ] {
-        h.get(path)
+        get(&h, path)
             .await
             .expect_error(StatusCode::UNAUTHORIZED, "session_required");
         let forged = "tollgate_console=".to_string() + &"a".repeat(64);
@@ -174,11 +75,11 @@ async fn without_a_session_pages_lead_to_login_and_data_calls_are_401() {
         .await
         .expect_error(StatusCode::UNAUTHORIZED, "session_required");
     assert_eq!(
-        h.get("/console/assets/console.js").await.status,
+        get(&h, "/console/assets/console.js").await.status,
         StatusCode::UNAUTHORIZED
     );
     assert_eq!(
-        h.get("/console/assets/console.css").await.status,
+        get(&h, "/console/assets/console.css").await.status,
         StatusCode::OK
     );
 }

@@ -3,8 +3,9 @@
 //! plots per key, and the gateway's live figures.
 //!
 //! A person logs in with the admin token and gets a short-lived session
-//! ([`session`]); every page and data call needs it, every action also its
-//! CSRF token ([`guard`]). The data calls on keys and usage are the admin
+//! ([`session`]); failed logins slow the client down ([`throttle`]). Every
+//! page and data call needs the session, every action also its CSRF token
+//! ([`guard`]). The data calls on keys and usage are the admin
 //! API's own routes ([`forward`]); the console adds only what the API does
 //! not have: each key's last use, and the live figures ([`gateway`]). The
 //! browser assets are embedded in the binary ([`assets`]).
@@ -15,6 +16,7 @@ pub mod gateway;
 pub mod guard;
 pub mod pages;
 pub mod session;
+pub mod throttle;
 
 use std::time::Instant;
 
@@ -30,15 +32,19 @@ use crate::app::AppState;
 use crate::clock::format_rfc3339;
 use crate::error::{ApiError, Undone};
 use crate::extract::secrets_match;
+use crate::metrics::ConsoleLogin;
 use gateway::EnvoyAdmin;
 use guard::{check_same_origin, ConsoleAction, ConsoleSession};
 use pages::Page;
-use session::{cleared_cookie, session_cookie, Sessions};
+use session::{cleared_cookie, session_cookie, OpenRefused, Sessions};
+use throttle::{Attempt, LoginThrottle, Peer};
 
 /// What the console keeps between requests.
 #[derive(Debug, Default)]
 pub struct Console {
     pub sessions: Sessions,
+    /// Failed logins per client.
+    pub throttle: LoginThrottle,
     /// Where Envoy's admin interface is, for the live figures; `None`: the
     /// sidecar's own figures only.
     pub envoy_admin: Option<EnvoyAdmin>,
@@ -139,9 +145,11 @@ struct LoginForm {
     token: String,
 }
 
-/// `POST /console/login`: the admin token for a session cookie.
+/// `POST /console/login`: the admin token for a session cookie, unless
+/// the client must wait ([`throttle`]) or every session is in use.
 async fn login(
     State(state): State<AppState>,
+    Peer(client): Peer,
     headers: HeaderMap,
     form: Result<Form<LoginForm>, FormRejection>,
 ) -> Response {
@@ -149,33 +157,49 @@ async fn login(
         return console_off();
     };
     if let Err(refused) = check_same_origin(&headers) {
-        let message = refused.to_string();
-        return (
-            StatusCode::FORBIDDEN,
-            Html(pages::login(Some(&message), true)),
-        )
-            .into_response();
+        return login_refused(&refused);
     }
     let presented = form.map(|Form(f)| f.token).unwrap_or_default();
-    if !secrets_match(presented.trim().as_bytes(), expected.as_bytes()) {
-        tracing::warn!("console login refused: not the admin token");
-        let message = "That is not the admin token.";
-        return (
-            StatusCode::UNAUTHORIZED,
-            Html(pages::login(Some(message), true)),
-        )
-            .into_response();
-    }
-    match state.console.sessions.open(Instant::now()) {
+    let now = Instant::now();
+    let attempt = state.console.throttle.attempt(client, now, || {
+        secrets_match(presented.trim().as_bytes(), expected.as_bytes())
+    });
+    let outcome = match attempt {
+        Attempt::Passed => state.console.sessions.open(now),
+        Attempt::Failed => {
+            tracing::warn!(%client, "console login refused: not the admin token");
+            state.metrics.record_console_login(ConsoleLogin::WrongToken);
+            let message = "That is not the admin token.";
+            return (
+                StatusCode::UNAUTHORIZED,
+                Html(pages::login(Some(message), true)),
+            )
+                .into_response();
+        }
+        Attempt::Throttled { retry_after } => {
+            tracing::warn!(%client, ?retry_after, "console login refused unchecked: too many failures");
+            state.metrics.record_console_login(ConsoleLogin::Throttled);
+            return login_refused(&ApiError::LoginThrottled { retry_after });
+        }
+    };
+    match outcome {
         Ok((id, _)) => {
             tracing::info!("console login");
+            state.metrics.record_console_login(ConsoleLogin::Succeeded);
             (
                 [(header::SET_COOKIE, session_cookie(&id))],
                 Redirect::to("/console"),
             )
                 .into_response()
         }
-        Err(e) => {
+        Err(OpenRefused::Full { retry_after }) => {
+            tracing::warn!("console login refused: every session is in use");
+            state
+                .metrics
+                .record_console_login(ConsoleLogin::SessionsFull);
+            login_refused(&ApiError::SessionsFull { retry_after })
+        }
+        Err(OpenRefused::Random(e)) => {
             tracing::error!(error = %e, "cannot open a console session");
             let message = "A session could not be opened (the system random source failed).";
             (
@@ -185,6 +209,20 @@ async fn login(
                 .into_response()
         }
     }
+}
+
+/// The login page again, saying why the login was refused, with the
+/// error's status (and `Retry-After` when it has one): the login is a
+/// browser's form post, so its answer is a page, not the JSON error.
+fn login_refused(refused: &ApiError) -> Response {
+    let message = refused.to_string();
+    let mut response = (refused.status(), Html(pages::login(Some(&message), true))).into_response();
+    if let Some(secs) = refused.retry_after_secs() {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, secs.into());
+    }
+    response
 }
 
 /// `POST /console/logout`: ends the session (an action: CSRF-checked).

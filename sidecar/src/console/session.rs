@@ -2,6 +2,12 @@
 //! session id, kept server side with a CSRF token of its own and a short
 //! lifetime. The browser holds only the id, in an `HttpOnly`,
 //! `SameSite=Strict` cookie; the admin token never leaves the login form.
+//!
+//! The table is bounded, and a login never pushes out a session in use:
+//! when it is full, expired sessions go first, then the one idle longest if
+//! it has been idle for [`IDLE_EVICTABLE`] (every console page calls the
+//! sidecar every 5 s, so such a session has no page open); if none is,
+//! the login is refused until one is.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -18,8 +24,12 @@ pub const SESSION_COOKIE: &str = "tollgate_console";
 /// How long a session lives from login (it is not extended by use).
 pub const SESSION_TTL: Duration = Duration::from_secs(30 * 60);
 
-/// Sessions kept at most; a login beyond drops the one closest to expiry.
+/// Sessions kept at most.
 pub const MAX_SESSIONS: usize = 64;
+
+/// How long a session must have gone unused before a login may push it
+/// out of a full table.
+pub const IDLE_EVICTABLE: Duration = Duration::from_secs(10 * 60);
 
 /// Random bytes of a session id and of a CSRF token (256 bits).
 const TOKEN_BYTES: usize = 32;
@@ -41,11 +51,35 @@ impl std::fmt::Debug for Session {
     }
 }
 
+/// A session in the table, with when it was last used.
+struct Entry {
+    session: Session,
+    last_used: Instant,
+}
+
+impl Entry {
+    /// When a login may push it out: when it expires, or once it has gone
+    /// unused for [`IDLE_EVICTABLE`].
+    fn evictable_at(&self) -> Instant {
+        self.session.expires_at.min(self.last_used + IDLE_EVICTABLE)
+    }
+}
+
+/// Why no session was opened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpenRefused {
+    /// [`MAX_SESSIONS`] sessions are live and in use; one may be pushed
+    /// out after `retry_after`, unless it is used meanwhile.
+    Full { retry_after: Duration },
+    /// The system random source failed.
+    Random(String),
+}
+
 /// The server's sessions, keyed by the SHA-256 of their id (so the table
 /// holds no usable id).
 #[derive(Default)]
 pub struct Sessions {
-    by_digest: Mutex<HashMap<[u8; 32], Session>>,
+    by_digest: Mutex<HashMap<[u8; 32], Entry>>,
 }
 
 impl std::fmt::Debug for Sessions {
@@ -55,35 +89,48 @@ impl std::fmt::Debug for Sessions {
 }
 
 impl Sessions {
-    /// Opens a session at `now`; answers its id (for the cookie) and itself.
-    pub fn open(&self, now: Instant) -> Result<(String, Session), String> {
-        let id = random_hex(TOKEN_BYTES)?;
+    /// Opens a session at `now`; answers its id (for the cookie) and
+    /// itself. A full table makes room as the module says, or refuses.
+    pub fn open(&self, now: Instant) -> Result<(String, Session), OpenRefused> {
+        let id = random_hex(TOKEN_BYTES).map_err(OpenRefused::Random)?;
         let session = Session {
-            csrf_token: random_hex(TOKEN_BYTES)?,
+            csrf_token: random_hex(TOKEN_BYTES).map_err(OpenRefused::Random)?,
             expires_at: now + SESSION_TTL,
         };
         let mut table = self.table();
-        table.retain(|_, s| s.expires_at > now);
-        while table.len() >= MAX_SESSIONS {
-            let Some(oldest) = table
+        table.retain(|_, e| e.session.expires_at > now);
+        if table.len() >= MAX_SESSIONS {
+            let (digest, first) = table
                 .iter()
-                .min_by_key(|(_, s)| s.expires_at)
-                .map(|(digest, _)| *digest)
-            else {
-                break;
-            };
-            table.remove(&oldest);
+                .map(|(digest, e)| (*digest, e.evictable_at()))
+                .min_by_key(|(_, at)| *at)
+                .ok_or(OpenRefused::Full {
+                    retry_after: IDLE_EVICTABLE,
+                })?;
+            if first > now {
+                return Err(OpenRefused::Full {
+                    retry_after: first - now,
+                });
+            }
+            table.remove(&digest);
         }
-        table.insert(sha256(id.as_bytes()), session.clone());
+        let entry = Entry {
+            session: session.clone(),
+            last_used: now,
+        };
+        table.insert(sha256(id.as_bytes()), entry);
         Ok((id, session))
     }
 
-    /// The live session with this id at `now`, if any.
+    /// The live session with this id at `now`, if any; it counts as used.
     pub fn find(&self, id: &str, now: Instant) -> Option<Session> {
         let digest = sha256(id.as_bytes());
         let mut table = self.table();
-        match table.get(&digest) {
-            Some(session) if session.expires_at > now => Some(session.clone()),
+        match table.get_mut(&digest) {
+            Some(entry) if entry.session.expires_at > now => {
+                entry.last_used = entry.last_used.max(now);
+                Some(entry.session.clone())
+            }
             Some(_) => {
                 table.remove(&digest);
                 None
@@ -107,7 +154,7 @@ impl Sessions {
         self.len() == 0
     }
 
-    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Session>> {
+    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Entry>> {
         // A panic while holding the lock cannot leave the map half-updated
         // in a way that matters: every entry is whole.
         self.by_digest
@@ -167,16 +214,68 @@ mod tests {
         assert!(sessions.find(&id, t0).is_none());
     }
 
+    /// A full table of sessions opened at `t0`, one a millisecond; their ids.
+    fn full_table(sessions: &Sessions, t0: Instant) -> Vec<String> {
+        (0..MAX_SESSIONS as u64)
+            .map(|i| sessions.open(t0 + Duration::from_millis(i)).unwrap().0)
+            .collect()
+    }
+
     #[test]
-    fn sessions_are_bounded() {
+    fn a_login_never_pushes_out_a_session_in_use() {
         let sessions = Sessions::default();
         let t0 = Instant::now();
-        let (first, _) = sessions.open(t0).unwrap();
-        for i in 1..=MAX_SESSIONS as u64 {
-            sessions.open(t0 + Duration::from_millis(i)).unwrap();
+        let ids = full_table(&sessions, t0);
+        let now = t0 + Duration::from_secs(60);
+        assert_eq!(
+            sessions.open(now).unwrap_err(),
+            OpenRefused::Full {
+                retry_after: IDLE_EVICTABLE - Duration::from_secs(60)
+            }
+        );
+        // Each session used since stays; the login waits for one to idle.
+        let later = t0 + IDLE_EVICTABLE - Duration::from_secs(1);
+        for id in &ids {
+            assert!(sessions.find(id, later).is_some());
         }
+        assert_eq!(
+            sessions
+                .open(t0 + IDLE_EVICTABLE + Duration::from_secs(1))
+                .unwrap_err(),
+            OpenRefused::Full {
+                retry_after: IDLE_EVICTABLE - Duration::from_secs(2)
+            }
+        );
         assert_eq!(sessions.len(), MAX_SESSIONS);
-        assert!(sessions.find(&first, t0).is_none(), "the oldest went first");
+        for id in &ids {
+            assert!(sessions.find(id, later).is_some(), "all still live");
+        }
+    }
+
+    #[test]
+    fn a_full_table_drops_expired_sessions_then_the_longest_idle() {
+        let sessions = Sessions::default();
+        let t0 = Instant::now();
+        let ids = full_table(&sessions, t0);
+        // All but the first two are used a minute later.
+        let used = t0 + Duration::from_secs(60);
+        for id in &ids[2..] {
+            sessions.find(id, used).unwrap();
+        }
+        sessions
+            .find(&ids[1], t0 + Duration::from_secs(30))
+            .unwrap();
+        let idle = t0 + Duration::from_secs(30) + IDLE_EVICTABLE;
+        let (newest, _) = sessions.open(idle).unwrap();
+        assert!(sessions.find(&ids[0], idle).is_none(), "idle longest, gone");
+        assert!(sessions.find(&ids[1], idle).is_some(), "used since");
+        assert!(sessions.find(&newest, idle).is_some());
+        assert_eq!(sessions.len(), MAX_SESSIONS);
+
+        // Once they expire, all but the newest make room.
+        let expired = t0 + Duration::from_millis(MAX_SESSIONS as u64) + SESSION_TTL;
+        assert!(sessions.open(expired).is_ok());
+        assert_eq!(sessions.len(), 2);
     }
 
     #[test]
