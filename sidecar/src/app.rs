@@ -13,6 +13,7 @@ use tollgate_wire::{CHANGES_PATH, GRANTS_PATH, JTI_CLAIM_PATH, USAGE_PATH, VERIF
 
 use crate::config::{ServeConfig, DEFAULT_USAGE_MAX_SKEW};
 use crate::console::gateway::EnvoyAdmin;
+use crate::console::origin::ConsoleOrigins;
 use crate::console::Console;
 use crate::drain::{self, Drain};
 use crate::error::ApiError;
@@ -76,11 +77,26 @@ impl AppState {
         }
     }
 
-    /// The same state, its console reading Envoy's figures from `envoy_admin`.
+    /// The same state, its console reading Envoy's figures from `envoy_admin`
+    /// (and starting afresh: no session, no failed login).
     pub fn with_envoy_admin(self, envoy_admin: Option<EnvoyAdmin>) -> Self {
         AppState {
             console: Arc::new(Console {
                 envoy_admin,
+                origins: self.console.origins.clone(),
+                ..Console::default()
+            }),
+            ..self
+        }
+    }
+
+    /// The same state, its console answering at `origins` only (and
+    /// starting afresh: no session, no failed login).
+    pub fn with_console_origins(self, origins: ConsoleOrigins) -> Self {
+        AppState {
+            console: Arc::new(Console {
+                origins,
+                envoy_admin: self.console.envoy_admin.clone(),
                 ..Console::default()
             }),
             ..self
@@ -128,6 +144,7 @@ pub fn router(state: AppState) -> Router {
         .route(GRANTS_PATH, post(grants::grants))
         .merge(admin_routes())
         .merge(console::router(
+            state.clone(),
             admin_routes()
                 .fallback(|| async { ApiError::NoRoute })
                 .with_state(state.clone()),
@@ -184,7 +201,8 @@ pub async fn serve(
     let local = listener
         .local_addr()
         .map_err(|e| format!("cannot read the listening address: {e}"))?;
-    tracing::info!(address = %local, backend = store.backend(), "listening");
+    let console_origins = config.console_origins_at(local);
+    tracing::info!(address = %local, backend = store.backend(), %console_origins, "listening");
 
     let state = AppState::new(
         store.clone(),
@@ -195,7 +213,8 @@ pub async fn serve(
     )
     .with_keyring(config.keyring)
     .with_usage_max_skew(config.usage_max_skew)
-    .with_envoy_admin(config.envoy_admin);
+    .with_envoy_admin(config.envoy_admin)
+    .with_console_origins(console_origins);
     // What is due goes before the first poll is served: a reader behind
     // the retention is told to reset, not given a change that is due.
     feed::purge_once(&store, config.key_feed_retention).await;

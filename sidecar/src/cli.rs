@@ -86,6 +86,12 @@ pub struct ServeArgs {
     /// reads the filter's live figures; unset: the sidecar's own only.
     #[arg(long, env = "TOLLGATE_ENVOY_ADMIN_URL")]
     pub envoy_admin_url: Option<String>,
+    /// Where the web console may be reached (e.g. http://127.0.0.1:9000,
+    /// https://console.example.com): the Host and Origin a browser sends.
+    /// Repeatable, or comma-separated. Default: the listen address's, and
+    /// http://localhost:<port> on loopback.
+    #[arg(long, env = "TOLLGATE_CONSOLE_ORIGIN", value_delimiter = ',')]
+    pub console_origin: Vec<String>,
 }
 
 /// `tollgate keys ...`.
@@ -270,7 +276,8 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             )?
             .with_key_feed_retention(&args.key_feed_retention)?
             .with_drain_period(&args.drain_period)?
-            .with_envoy_admin_url(args.envoy_admin_url.as_deref())?;
+            .with_envoy_admin_url(args.envoy_admin_url.as_deref())?
+            .with_console_origins(&args.console_origin)?;
             crate::app::serve(config, crate::app::shutdown_signal()).await
         }
         Command::Migrate => {

@@ -1,7 +1,7 @@
 //! Validated configuration of the sidecar, and how it is shown with secrets masked.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -9,7 +9,12 @@ use crate::clock::parse_duration;
 use crate::drain::DEFAULT_DRAIN_PERIOD;
 
 use crate::console::gateway::EnvoyAdmin;
+use crate::console::origin::ConsoleOrigins;
 use crate::sealed::Keyring;
+
+/// Where `serve` listens unless `--listen` says otherwise: loopback only.
+pub const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 9000);
 
 /// Where the embedded default database lives, relative to the working directory.
 pub const DEFAULT_SQLITE_PATH: &str = ".tollgate/tollgate.db";
@@ -141,6 +146,9 @@ pub struct ServeConfig {
     /// Envoy's admin interface, where the console reads the filter's
     /// figures (`TOLLGATE_ENVOY_ADMIN_URL`); `None`: the sidecar's own only.
     pub envoy_admin: Option<EnvoyAdmin>,
+    /// Where the console may be reached (`--console-origin`); `None`: the
+    /// listen address's origins ([`ConsoleOrigins::for_listen`]).
+    pub console_origins: Option<ConsoleOrigins>,
 }
 
 impl ServeConfig {
@@ -168,6 +176,29 @@ impl ServeConfig {
             envoy_admin,
             ..self
         })
+    }
+
+    /// The same configuration with the console answering at `origins`
+    /// (`--console-origin`: origins such as `http://127.0.0.1:9000`, in
+    /// several values or separated by commas); none: the listen address's.
+    pub fn with_console_origins<S: AsRef<str>>(self, origins: &[S]) -> Result<Self, String> {
+        let given = origins.iter().any(|o| !o.as_ref().trim().is_empty());
+        let console_origins = given
+            .then(|| ConsoleOrigins::parse(origins))
+            .transpose()
+            .map_err(|e| format!("--console-origin: {e}"))?;
+        Ok(ServeConfig {
+            console_origins,
+            ..self
+        })
+    }
+
+    /// The console's origins for a sidecar bound to `bound` (the listen
+    /// address, its port chosen if `--listen` said 0).
+    pub fn console_origins_at(&self, bound: SocketAddr) -> ConsoleOrigins {
+        self.console_origins
+            .clone()
+            .unwrap_or_else(|| ConsoleOrigins::for_listen(bound))
     }
 
     /// Validates the raw flag values; `keyring` is validated already
@@ -218,6 +249,7 @@ impl ServeConfig {
             key_feed_retention: crate::feed::DEFAULT_RETENTION,
             drain_period: DEFAULT_DRAIN_PERIOD,
             envoy_admin: None,
+            console_origins: None,
         })
     }
 
@@ -236,7 +268,7 @@ impl fmt::Display for ServeConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "listen={} database={} admin_token={} internal_token={} master_key={} usage_max_skew={}s key_feed_retention={}s drain_period={}s envoy_admin={}",
+            "listen={} database={} admin_token={} internal_token={} master_key={} usage_max_skew={}s key_feed_retention={}s drain_period={}s envoy_admin={} console_origins={}",
             self.listen,
             self.database.masked(),
             mask_secret(self.admin_token.as_deref()),
@@ -248,6 +280,7 @@ impl fmt::Display for ServeConfig {
             self.envoy_admin
                 .as_ref()
                 .map_or_else(|| "not set".to_string(), EnvoyAdmin::url),
+            self.console_origins_at(self.listen),
         )
     }
 }
@@ -369,6 +402,41 @@ mod tests {
         for bad in ["2", "1day", "", "-1s"] {
             let err = serve().with_drain_period(bad).unwrap_err();
             assert!(err.contains("--drain-period"), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn console_origins_default_to_the_listen_address_and_are_validated() {
+        let serve = || serve_with_skew("24h").unwrap();
+        let default = serve().with_console_origins::<&str>(&[]).unwrap();
+        assert_eq!(default.console_origins, None);
+        assert!(
+            default
+                .to_string()
+                .contains("console_origins=http://127.0.0.1:9000,http://localhost:9000"),
+            "{default}"
+        );
+        assert_eq!(
+            default
+                .console_origins_at("127.0.0.1:41234".parse().unwrap())
+                .to_string(),
+            "http://127.0.0.1:41234,http://localhost:41234",
+            "a port chosen at bind time"
+        );
+        let given = serve()
+            .with_console_origins(&["https://console.example.com,http://127.0.0.1:9000"])
+            .unwrap();
+        assert!(given
+            .to_string()
+            .contains("console_origins=https://console.example.com,http://127.0.0.1:9000"));
+        assert_eq!(
+            given.console_origins_at("127.0.0.1:1".parse().unwrap()),
+            given.console_origins_at("127.0.0.1:2".parse().unwrap()),
+            "given origins do not follow the address"
+        );
+        for bad in ["http://h/console", "ftp://h", "h:0"] {
+            let err = serve().with_console_origins(&[bad]).unwrap_err();
+            assert!(err.starts_with("--console-origin: "), "{bad}: {err}");
         }
     }
 

@@ -33,6 +33,9 @@ pub enum ErrorCode {
     SessionRequired,
     /// 403: a console action without its CSRF token, or from another origin.
     CsrfRefused,
+    /// 403: a console request whose `Host` is not one of the console's
+    /// origins (`--console-origin`).
+    HostNotAllowed,
     /// 429: too many failed console logins from this client; `Retry-After`
     /// says when it may try again.
     LoginThrottled,
@@ -78,6 +81,7 @@ impl ErrorCode {
             ErrorCode::AdminApiDisabled => "admin_api_disabled",
             ErrorCode::SessionRequired => "session_required",
             ErrorCode::CsrfRefused => "csrf_refused",
+            ErrorCode::HostNotAllowed => "host_not_allowed",
             ErrorCode::LoginThrottled => "login_throttled",
             ErrorCode::SessionsFull => "sessions_full",
             ErrorCode::NotFound => "not_found",
@@ -101,7 +105,7 @@ impl ErrorCode {
             ErrorCode::Unauthorized | ErrorCode::AdminApiDisabled | ErrorCode::SessionRequired => {
                 StatusCode::UNAUTHORIZED
             }
-            ErrorCode::CsrfRefused => StatusCode::FORBIDDEN,
+            ErrorCode::CsrfRefused | ErrorCode::HostNotAllowed => StatusCode::FORBIDDEN,
             ErrorCode::LoginThrottled => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::SessionsFull => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::NotFound | ErrorCode::KeyNotFound => StatusCode::NOT_FOUND,
@@ -197,6 +201,8 @@ pub enum ApiError {
     /// A console action refused before it ran: `why` names the missing or
     /// wrong CSRF token or origin.
     CsrfRefused(&'static str),
+    /// A console request sent to a host the console does not answer at.
+    HostNotAllowed,
     /// A console login refused unchecked: the client failed too often and
     /// must wait `retry_after`.
     LoginThrottled { retry_after: Duration },
@@ -270,6 +276,7 @@ impl ApiError {
             ApiError::AdminApiDisabled => ErrorCode::AdminApiDisabled,
             ApiError::SessionRequired => ErrorCode::SessionRequired,
             ApiError::CsrfRefused(_) => ErrorCode::CsrfRefused,
+            ApiError::HostNotAllowed => ErrorCode::HostNotAllowed,
             ApiError::LoginThrottled { .. } => ErrorCode::LoginThrottled,
             ApiError::SessionsFull { .. } => ErrorCode::SessionsFull,
             ApiError::NoRoute => ErrorCode::NotFound,
@@ -341,6 +348,10 @@ impl fmt::Display for ApiError {
                 f.write_str("no console session: log in at /console/login with the admin token")
             }
             ApiError::CsrfRefused(why) => write!(f, "refused: {why}; nothing was done"),
+            ApiError::HostNotAllowed => f.write_str(
+                "the console answers only at its own origins (--console-origin); \
+                 this request's Host header names another",
+            ),
             ApiError::LoginThrottled { .. } => write!(
                 f,
                 "too many failed logins from this address: try again in {} s",
@@ -457,6 +468,7 @@ mod tests {
             (ApiError::AdminApiDisabled, "admin_api_disabled", 401),
             (ApiError::SessionRequired, "session_required", 401),
             (ApiError::CsrfRefused("no token"), "csrf_refused", 403),
+            (ApiError::HostNotAllowed, "host_not_allowed", 403),
             (
                 ApiError::LoginThrottled {
                     retry_after: Duration::from_millis(1500),

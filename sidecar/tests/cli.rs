@@ -78,6 +78,7 @@ fn tollgate(dir: &Path) -> Command {
         .env_remove("TOLLGATE_MASTER_KEY")
         .env_remove("TOLLGATE_PREVIOUS_MASTER_KEY")
         .env_remove("TOLLGATE_DRAIN_PERIOD")
+        .env_remove("TOLLGATE_CONSOLE_ORIGIN")
         .env_remove("RUST_LOG");
     cmd
 }
@@ -554,6 +555,130 @@ fn wait_exit(child: &mut Child, limit: Duration) -> (std::process::ExitStatus, S
         .read_to_string(&mut stderr)
         .unwrap();
     (status, stderr)
+}
+
+/// A request to the sidecar on `port` over a connection from `source` (any
+/// address of 127.0.0.0/8 is this machine), naming `host`; the answer.
+fn http_from(source: [u8; 4], port: u16, request_line: &str, host: &str, body: &str) -> String {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind((source, 0).into()).unwrap();
+        let mut stream = socket.connect(([127, 0, 0, 1], port).into()).await.unwrap();
+        let request = format!(
+            "{request_line} HTTP/1.1\r\nHost: {host}\r\nOrigin: http://{host}\r\n\
+             Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n{body}",
+            body.len()
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        answer
+    })
+}
+
+#[test]
+fn serve_slows_console_logins_per_peer_address_and_answers_only_at_its_origins() {
+    let dir = WorkDir::new("console-origins");
+    let port = free_port();
+    let admin = "admin-token-console-0123456789";
+    let origins = format!("http://127.0.0.1:{port},http://tollgate.test:{port}");
+    let (mut child, _) = spawn_serve(
+        &dir,
+        port,
+        &[
+            (
+                "TOLLGATE_INTERNAL_TOKEN",
+                "internal-token-console-0123456789",
+            ),
+            ("TOLLGATE_ADMIN_TOKEN", admin),
+            ("TOLLGATE_CONSOLE_ORIGIN", &origins),
+            ("TOLLGATE_DRAIN_PERIOD", "0s"),
+        ],
+    );
+    let named = format!("tollgate.test:{port}");
+    let get = |host: &str| http_from([127, 0, 0, 1], port, "GET /console/login", host, "");
+    let login = |source: [u8; 4], token: &str| {
+        http_from(
+            source,
+            port,
+            "POST /console/login",
+            &named,
+            &format!("token={token}"),
+        )
+    };
+    // Everything is asked before the sidecar is stopped, and checked after.
+    let page = get(&named);
+    let others = [
+        get(&format!("localhost:{port}")),
+        get(&format!("rebound.test:{port}")),
+    ];
+    // Five wrong tokens from 127.0.0.2, then it waits, even with the
+    // right one; 127.0.0.3 is another client.
+    let wrong: Vec<String> = (0..5)
+        .map(|_| login([127, 0, 0, 2], "wrong-token-0123456789"))
+        .collect();
+    let waits = login([127, 0, 0, 2], admin);
+    let other = login([127, 0, 0, 3], admin);
+    sigterm(&child);
+    let (status, stderr) = wait_exit(&mut child, Duration::from_secs(15));
+
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    for page in others {
+        assert!(page.starts_with("HTTP/1.1 403"), "{page}");
+        assert!(page.contains("host_not_allowed"), "{page}");
+    }
+    for answer in wrong {
+        assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    }
+    assert!(waits.starts_with("HTTP/1.1 429"), "{waits}");
+    assert!(
+        waits.to_ascii_lowercase().contains("retry-after: 1\r\n"),
+        "{waits}"
+    );
+    assert!(other.starts_with("HTTP/1.1 303"), "{other}");
+    assert_eq!(status.code(), Some(0), "stderr:\n{stderr}");
+    assert!(
+        stderr.contains(&format!("console_origins={origins}")),
+        "the origins are printed at start: {stderr}"
+    );
+    assert!(
+        stderr.contains("127.0.0.2"),
+        "a throttled client is logged: {stderr}"
+    );
+}
+
+#[test]
+fn serve_refuses_a_console_origin_that_is_not_one() {
+    let dir = WorkDir::new("bad-origin");
+    let mut child = tollgate(&dir.0)
+        .env(
+            "TOLLGATE_INTERNAL_TOKEN",
+            "internal-token-console-0123456789",
+        )
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["--console-origin", "http://h:1/console"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("serve started with a console origin that is not one");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (status, err) = wait_exit(&mut child, Duration::from_secs(1));
+    assert!(!status.success());
+    assert!(err.contains("--console-origin: "), "{err}");
 }
 
 #[test]

@@ -1,13 +1,15 @@
 //! The console's defences against a client that has no business with it,
 //! driven in-process: failed logins slowed per client address and counted,
-//! and a full session table that refuses a login rather than push out a
-//! session in use.
+//! a full session table that refuses a login rather than push out a session
+//! in use, and requests that name a host the console does not answer at
+//! (DNS rebinding) refused.
 
 mod support;
 
 use std::net::SocketAddr;
 
-use axum::http::{header, Method, StatusCode};
+use axum::http::{header, Method, Request, StatusCode};
+use sidecar::console::origin::ConsoleOrigins;
 use sidecar::console::session::MAX_SESSIONS;
 use sidecar::console::throttle::FREE_FAILURES;
 use support::console::*;
@@ -156,4 +158,73 @@ async fn a_full_session_table_refuses_a_login_and_keeps_every_session() {
         .await;
     assert_eq!(out.status, StatusCode::OK);
     logged_in(&h).await;
+}
+
+/// A console GET naming `host`, with `cookie` if given.
+fn to_host(path: &str, host: Option<&str>, cookie: Option<&str>) -> Request<axum::body::Body> {
+    let mut builder = Request::get(path);
+    if let Some(host) = host {
+        builder = builder.header(header::HOST, host);
+    }
+    if let Some(cookie) = cookie {
+        builder = builder.header(header::COOKIE, cookie);
+    }
+    builder.body(axum::body::Body::empty()).unwrap()
+}
+
+#[tokio::test]
+async fn requests_that_name_another_host_are_refused() {
+    let mut h = Harness::new(Backend::Sqlite).await;
+    let (cookie, _) = logged_in(&h).await;
+    // A page of rebound.example, its name rebound to the sidecar's address,
+    // reads nothing and cannot log in: its requests name its own host.
+    let rebound = "rebound.example:9000";
+    for path in [
+        "/console/login",
+        "/console",
+        "/console/api/keys",
+        "/console/assets/console.css",
+    ] {
+        for host in [Some(rebound), Some("127.0.0.1:9001"), None] {
+            h.send(to_host(path, host, Some(&cookie)))
+                .await
+                .expect_error(StatusCode::FORBIDDEN, "host_not_allowed");
+        }
+    }
+    let login = Request::post("/console/login")
+        .header(header::HOST, rebound)
+        .header(header::ORIGIN, "http://rebound.example:9000")
+        .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(format!("token={ADMIN_TOKEN}").into())
+        .unwrap();
+    let refused = h.send(login).await;
+    refused.expect_error(StatusCode::FORBIDDEN, "host_not_allowed");
+    assert!(refused.headers.get(header::SET_COOKIE).is_none());
+
+    // localhost on the same port is the console too.
+    let page = h
+        .send(to_host("/console", Some("localhost:9000"), Some(&cookie)))
+        .await;
+    assert_eq!(page.status, StatusCode::OK);
+
+    // With --console-origin, those origins and no others.
+    h.state = h
+        .state
+        .clone()
+        .with_console_origins(ConsoleOrigins::parse(&["https://console.example.com"]).unwrap());
+    h.app = sidecar::app::router(h.state.clone());
+    let login_page = h
+        .send(to_host("/console/login", Some("console.example.com"), None))
+        .await;
+    assert_eq!(login_page.status, StatusCode::OK, "{}", login_page.text());
+    h.send(to_host("/console/login", Some(HOST), None))
+        .await
+        .expect_error(StatusCode::FORBIDDEN, "host_not_allowed");
+    // The rest of the sidecar answers whatever the Host.
+    assert_eq!(
+        h.send(to_host("/healthz", Some(rebound), None))
+            .await
+            .status,
+        StatusCode::OK
+    );
 }

@@ -5,7 +5,8 @@
 //! A person logs in with the admin token and gets a short-lived session
 //! ([`session`]); failed logins slow the client down ([`throttle`]). Every
 //! page and data call needs the session, every action also its CSRF token
-//! ([`guard`]). The data calls on keys and usage are the admin
+//! ([`guard`]), and every request must name one of the console's own
+//! origins in `Host` ([`origin`]). The data calls on keys and usage are the admin
 //! API's own routes ([`forward`]); the console adds only what the API does
 //! not have: each key's last use, and the live figures ([`gateway`]). The
 //! browser assets are embedded in the binary ([`assets`]).
@@ -14,6 +15,7 @@ pub mod assets;
 pub mod forward;
 pub mod gateway;
 pub mod guard;
+pub mod origin;
 pub mod pages;
 pub mod session;
 pub mod throttle;
@@ -35,6 +37,7 @@ use crate::extract::secrets_match;
 use crate::metrics::ConsoleLogin;
 use gateway::EnvoyAdmin;
 use guard::{check_same_origin, ConsoleAction, ConsoleSession};
+use origin::ConsoleOrigins;
 use pages::Page;
 use session::{cleared_cookie, session_cookie, OpenRefused, Sessions};
 use throttle::{Attempt, LoginThrottle, Peer};
@@ -45,14 +48,17 @@ pub struct Console {
     pub sessions: Sessions,
     /// Failed logins per client.
     pub throttle: LoginThrottle,
+    /// Where the console may be reached (`Host`, and an action's `Origin`).
+    pub origins: ConsoleOrigins,
     /// Where Envoy's admin interface is, for the live figures; `None`: the
     /// sidecar's own figures only.
     pub envoy_admin: Option<EnvoyAdmin>,
 }
 
-/// The console's routes. `admin_api` answers the data calls it passes on
-/// (with the admin token): only the routes listed here reach it.
-pub fn router(admin_api: Router) -> Router<AppState> {
+/// The console's routes, each behind the `Host` check of `state`'s origins.
+/// `admin_api` answers the data calls it passes on (with the admin token):
+/// only the routes listed here reach it.
+pub fn router(state: AppState, admin_api: Router) -> Router<AppState> {
     let read_api = admin_api.clone();
     let read = move |_session: ConsoleSession, State(state): State<AppState>, request: Request| {
         let api = read_api.clone();
@@ -75,6 +81,10 @@ pub fn router(admin_api: Router) -> Router<AppState> {
         .route("/console/api/keys", get(read.clone()).post(act.clone()))
         .route("/console/api/keys/{id}/revoke", post(act))
         .route("/console/api/keys/{id}/usage/series", get(read))
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            origin::require_allowed_host,
+        ))
         .layer(axum::middleware::map_response(with_security_headers))
 }
 
@@ -156,7 +166,7 @@ async fn login(
     let Some(expected) = state.auth.admin_token.as_deref() else {
         return console_off();
     };
-    if let Err(refused) = check_same_origin(&headers) {
+    if let Err(refused) = check_same_origin(&headers, &state.console.origins) {
         return login_refused(&refused);
     }
     let presented = form.map(|Form(f)| f.token).unwrap_or_default();
