@@ -63,6 +63,15 @@ pub enum Stage {
 }
 
 impl Stage {
+    /// Whether the request is still to be decided (a fault now must
+    /// answer it, closed).
+    pub fn undecided(&self) -> bool {
+        matches!(
+            self,
+            Stage::Started | Stage::Checking(_) | Stage::Waiting(_)
+        )
+    }
+
     /// The decision, once made.
     pub fn decision(&self) -> Option<Decision> {
         match self {

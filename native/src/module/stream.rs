@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use tollgate_filter::error::Denial;
-use tollgate_filter::flow::{Flow, Stage};
+use tollgate_filter::flow::Flow;
 use tollgate_filter::host::Action;
 use tollgate_filter::metrics::Counter;
 use tollgate_filter::worker::Worker;
@@ -134,10 +134,7 @@ pub fn response_body(state: &StreamFilter) -> Action {
 pub fn stream_fault(state: &StreamFilter) {
     state.faulted.set(true);
     let (undecided, request_id) = match state.flow.try_borrow() {
-        Ok(flow) => (
-            matches!(flow.stage(), Stage::Started | Stage::Checking(_)),
-            flow.exchange().request_id.clone(),
-        ),
+        Ok(flow) => (flow.stage().undecided(), flow.exchange().request_id.clone()),
         Err(_) => (true, String::new()),
     };
     if undecided {

@@ -429,6 +429,25 @@ fn a_fault_fails_an_undecided_request_closed_and_silences_the_stream() {
 }
 
 #[test]
+fn a_fault_while_a_step_of_admission_waits_fails_the_request_closed() {
+    let (envoy, handle) = configure("");
+    let request = Request::new(&envoy, &handle, &key("fault-waiting"));
+    request.headers();
+    let limited = r#"{"verdict":"active","key_id":7,
+        "limits":{"quotas":[{"kind":"requests","limit":100,"window":"day"}]}}"#;
+    request.answer(answer(Some("200"), limited));
+    assert_eq!(request.body(BODY, true), Action::Pause, "waits for a grant");
+    assert_eq!(
+        request.stream.sent().len(),
+        2,
+        "the verify call, then the grant call"
+    );
+    stream_fault(&request.state);
+    assert_eq!(request.stream.replies()[0].status, 503);
+    assert_eq!(request.stream.reply_code(), "auth_unavailable");
+}
+
+#[test]
 fn a_fault_after_the_decision_sends_no_reply() {
     let (envoy, handle) = configure("");
     let request = Request::new(&envoy, &handle, &key("late-fault"));
