@@ -6,11 +6,14 @@ An operator logs in with the admin token, creates a key (its plaintext shown
 once), sends traffic through Envoy with it, watches the key's plots take the
 new data points, reads the gateway's live figures, and revokes the key; a
 POST without the session's CSRF token, or from another origin, is refused.
+A page under a name rebound to the sidecar's address (DNS rebinding) gets
+nothing; a client that keeps failing to log in is made to wait.
 A screenshot of every page goes to ``tests/artifacts/console/`` (gitignored).
 """
 
 from __future__ import annotations
 
+import http.client
 import os
 import re
 import time
@@ -246,6 +249,85 @@ def test_the_console_from_login_to_revocation(browser, sqlite_gateway: Gateway):
         assert resp.status == 401
     finally:
         op.close()
+
+
+def test_a_rebound_name_reaches_no_console_page(browser, sqlite_gateway: Gateway):
+    """DNS rebinding, as the browser lives it: chromium resolves an attacker's
+    name to the sidecar's address. A page there names that host in every
+    request, so the console answers it nothing, not even the login form;
+    ``localhost`` on the sidecar's port is the console's own."""
+    stack = sqlite_gateway.stack
+    port = stack.config.sidecar_port
+    rebinding = browser.browser_type.launch(
+        executable_path=CHROMIUM, headless=True,
+        args=CHROMIUM_ARGS + ["--host-resolver-rules=MAP rebound.test 127.0.0.1"])
+    try:
+        page = rebinding.new_page()
+        resp = page.goto(f"http://rebound.test:{port}/console/login")
+        assert resp.status == 403, resp.text()
+        assert resp.json()["error"]["code"] == "host_not_allowed"
+        # The rebound page's own script posts the token (say, one it phished).
+        status = page.evaluate(
+            """async (token) => (await fetch("/console/login", {
+                method: "POST",
+                headers: {"content-type": "application/x-www-form-urlencoded"},
+                body: "token=" + encodeURIComponent(token),
+            })).status""", stack.config.admin_token)
+        assert status == 403
+        assert not page.context.cookies(), "no session for the rebound page"
+
+        console = f"http://localhost:{port}"
+        op = Operator(rebinding, console)
+        try:
+            login(op, stack.config.admin_token)
+            op.page.wait_for_url(console + "/console")
+            assert op.csrf_token(), "logged in at localhost"
+        finally:
+            op.close()
+    finally:
+        rebinding.close()
+
+
+def login_from(source: str, port: int, token: str) -> http.client.HTTPResponse:
+    """A login POST from the loopback address ``source`` (all of 127.0.0.0/8
+    is this machine), as the login form sends it."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10,
+                                      source_address=(source, 0))
+    conn.request("POST", "/console/login", body=f"token={token}", headers={
+        "content-type": "application/x-www-form-urlencoded",
+        "origin": f"http://127.0.0.1:{port}",
+    })
+    resp = conn.getresponse()
+    resp.read()
+    conn.close()
+    return resp
+
+
+def console_logins(console: str) -> dict[str, int]:
+    """``tollgate_console_logins_total`` by result, from ``/metrics``."""
+    text = requests.get(console + "/metrics", timeout=5).text
+    return {m[1]: int(m[2]) for m in re.finditer(
+        r'^tollgate_console_logins_total\{result="(\w+)"\} (\d+)$', text, re.M)}
+
+
+def test_failed_logins_are_slowed_per_address_and_counted(sqlite_gateway: Gateway):
+    """Five wrong tokens from one address, then it waits (429, Retry-After),
+    even with the right token; another address is not slowed. 127.0.0.9 is
+    this test's own address, so the browser tests' logins are not slowed."""
+    stack = sqlite_gateway.stack
+    port = stack.config.sidecar_port
+    before = console_logins(stack.sidecar_url)
+    answers = [login_from("127.0.0.9", port, "not-the-admin-token").status for _ in range(5)]
+    assert answers == [401] * 5
+    waits = login_from("127.0.0.9", port, stack.config.admin_token)
+    assert waits.status == 429
+    assert 1 <= int(waits.getheader("retry-after")) <= 900
+    other = login_from("127.0.0.10", port, stack.config.admin_token)
+    assert other.status == 303, "another address logs in"
+    after = console_logins(stack.sidecar_url)
+    assert after["wrong_token"] - before["wrong_token"] == 5
+    assert after["throttled"] - before["throttled"] == 1
+    assert after["succeeded"] - before["succeeded"] == 1
 
 
 def test_the_pages_forbid_anything_from_elsewhere(sqlite_gateway: Gateway):
