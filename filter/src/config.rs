@@ -19,8 +19,6 @@ use base64::Engine as _;
 use serde::Deserialize;
 
 use crate::cache::CachePolicy;
-use crate::feed::FeedPolicy;
-use crate::limits::LimitsPolicy;
 use crate::replay::{ReplayPolicy, ReplayScope};
 use crate::token::{Algorithm, JwtPolicy, Secret};
 use crate::usage::UsagePolicy;
@@ -28,6 +26,32 @@ use crate::usage::UsagePolicy;
 /// Secrets shorter than this are accepted with a warning (RFC 7518 3.2
 /// asks for at least the hash size; 32 bytes for HS256).
 pub const RECOMMENDED_SECRET_BYTES: usize = 32;
+
+/// The validated feed settings of the plugin configuration (`key_feed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FeedPolicy {
+    /// Off: no polls, and active verdicts live for the unfed TTL.
+    pub enabled: bool,
+    /// How often the instance polls.
+    pub poll_interval_ms: u64,
+    /// How long a poll waits for its answer.
+    pub timeout_ms: u64,
+    /// How old the last good answer may be for the feed to count as
+    /// current (and the long positive TTL to apply).
+    pub max_lag_ms: u64,
+}
+
+/// The filter configuration's `limits`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitsPolicy {
+    /// The response header the upstream reports a call's units in
+    /// (lowercase); empty: none is read.
+    pub units_header: String,
+    /// Whether allowed responses of a limited key carry `RateLimit`.
+    pub ratelimit_headers: bool,
+    /// Timeout of a grant call.
+    pub grant_timeout_ms: u64,
+}
 
 /// The validated plugin configuration.
 #[derive(Clone, PartialEq, Eq)]

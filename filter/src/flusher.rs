@@ -32,9 +32,7 @@ impl Answered {
 /// Sends the next batch when the buffer is ready (`last`: at shutdown,
 /// whatever the backoff says). True when a batch is in flight afterwards.
 pub fn flush(host: &impl Host, worker: &Worker, metrics: &Metrics, last: bool, now: u64) -> bool {
-    let Ok(mut usage) = worker.usage.try_borrow_mut() else {
-        return false;
-    };
+    let mut usage = worker.usage();
     let batch = if last {
         usage.begin_final_flush(now)
     } else {
@@ -43,7 +41,7 @@ pub fn flush(host: &impl Host, worker: &Worker, metrics: &Metrics, last: bool, n
     let Some(batch) = batch else {
         return usage.in_flight();
     };
-    let config = &worker.config;
+    let config = &worker.config();
     match sidecar_call::post(
         host,
         config,
@@ -91,7 +89,7 @@ pub fn answered(
     body_size: usize,
     now: u64,
 ) -> Option<Answered> {
-    let mut usage = worker.usage.try_borrow_mut().ok()?;
+    let mut usage = worker.usage();
     if !usage.is_flush_token(token) {
         return None;
     }
@@ -137,7 +135,7 @@ pub fn answered(
     Some(Answered {
         acknowledged: ok,
         refused: false,
-        backlog: usage.len() >= worker.config.usage.max_batch,
+        backlog: usage.len() >= worker.config().usage.max_batch,
     })
 }
 
@@ -153,27 +151,20 @@ fn refusal(host: &impl Host, body_size: usize) -> Option<(usize, String)> {
 
 /// Fails a flush whose answer is overdue (counted as a failure).
 pub fn expire_overdue(host: &impl Host, worker: &Worker, metrics: &Metrics, now: u64) {
-    if let Ok(mut usage) = worker.usage.try_borrow_mut() {
-        if usage.expire_overdue(now) {
-            metrics.inc(host, Counter::UsageFlushFailures);
-        }
+    if worker.usage().expire_overdue(now) {
+        metrics.inc(host, Counter::UsageFlushFailures);
     }
 }
 
 /// Whether records wait or a batch is in flight.
 pub fn busy(worker: &Worker) -> bool {
-    match worker.usage.try_borrow() {
-        Ok(usage) => usage.in_flight() || !usage.is_empty(),
-        Err(_) => false,
-    }
+    let usage = worker.usage();
+    usage.in_flight() || !usage.is_empty()
 }
 
 /// Shutdown: drops what could not be sent (counted, and logged).
 pub fn give_up(host: &impl Host, worker: &Worker, metrics: &Metrics) {
-    let Ok(mut usage) = worker.usage.try_borrow_mut() else {
-        return;
-    };
-    let lost = usage.abandon();
+    let lost = worker.usage().abandon();
     if lost > 0 {
         metrics.add(host, Counter::UsageRecordsDropped, lost as u64);
         metrics.buffered(host, -(lost as i64));

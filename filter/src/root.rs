@@ -2,8 +2,9 @@
 //! creates the streams' flows, flushes usage on its tick, and drains the
 //! buffer at shutdown before letting the host go.
 
-use std::cell::{Cell, OnceCell, RefCell};
+use std::cell::OnceCell;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use crate::cache;
 use crate::config::{self, Config};
@@ -13,10 +14,8 @@ use crate::flusher;
 use crate::host::{LogLevel, RootHost, StreamHost};
 use crate::limits::{self, TickCall};
 use crate::metrics::Metrics;
-use crate::request_id::RequestIds;
 use crate::shared_table::SlotKey;
-use crate::usage::UsageBuffer;
-use crate::worker::Worker;
+use crate::worker::{Shared, Worker};
 
 /// The per-worker root context.
 pub struct Root<H: RootHost> {
@@ -101,36 +100,18 @@ impl<H: RootHost> Root<H> {
             return false;
         };
         self.host.log(LogLevel::Info, &describe(&config));
-        // A reconfiguration keeps the records already buffered.
-        let limited_keys = match &self.worker {
-            Some(old) => old.limited_keys.take(),
-            None => Default::default(),
+        // A reconfiguration keeps the records already buffered, the
+        // request ids and the keys served.
+        let old = self.worker.as_deref();
+        let shared = Arc::new(Shared::new(config, cache_key, old.map(|w| &*w.shared)));
+        let Some(worker) = Worker::new(shared, metrics, &self.host, old) else {
+            self.host.log(
+                LogLevel::Error,
+                "no randomness to seed request ids; refusing to start",
+            );
+            return false;
         };
-        let (usage, request_ids) = match &self.worker {
-            Some(old) => (old.usage.clone(), old.request_ids.clone()),
-            None => {
-                let Some(ids) = RequestIds::from_host(&self.host) else {
-                    self.host.log(
-                        LogLevel::Error,
-                        "no randomness to seed request ids; refusing to start",
-                    );
-                    return false;
-                };
-                (
-                    Rc::new(RefCell::new(UsageBuffer::new(config.usage))),
-                    Rc::new(RefCell::new(ids)),
-                )
-            }
-        };
-        self.worker = Some(Rc::new(Worker {
-            config,
-            usage,
-            request_ids,
-            metrics,
-            cache_key,
-            feed_current: Cell::new(false),
-            limited_keys: RefCell::new(limited_keys),
-        }));
+        self.worker = Some(Rc::new(worker));
         true
     }
 
@@ -177,10 +158,7 @@ impl<H: RootHost> Root<H> {
         let (Some(now), Some(worker)) = (self.host.now_ms(), &self.worker) else {
             return;
         };
-        let full = worker
-            .usage
-            .try_borrow()
-            .is_ok_and(|usage| usage.len() >= worker.config.usage.max_batch);
+        let full = worker.usage().len() >= worker.config().usage.max_batch;
         if full {
             let metrics = self.metrics();
             flusher::flush(&self.host, worker, &metrics, false, now);
@@ -271,7 +249,7 @@ impl<H: RootHost> Root<H> {
     /// The records waiting in the worker's buffer.
     pub fn buffered(&self) -> Vec<tollgate_wire::UsageRecord> {
         match &self.worker {
-            Some(worker) => worker.usage.borrow().records().cloned().collect(),
+            Some(worker) => worker.usage().records().cloned().collect(),
             None => Vec::new(),
         }
     }

@@ -1,8 +1,9 @@
 //! The per-worker usage buffer: records waiting for the sidecar, batching,
 //! and retry with exponential backoff.
 //!
-//! The root context owns one buffer per worker VM (HTTP contexts append to
-//! it through an `Rc<RefCell<..>>`) and flushes it from its tick. A batch
+//! Every worker of a configuration appends to one buffer
+//! (`worker::Shared`: one per wasm VM; one for all of the native module's
+//! threads), and the root flushes it from its tick. A batch
 //! stays at the front of the buffer until the sidecar acknowledges it, so a
 //! failed batch is retried first and in order; the sidecar deduplicates by
 //! `request_id`, so a batch that was stored but not acknowledged costs
@@ -107,16 +108,6 @@ impl UsageBuffer {
     /// Consecutive failed flushes.
     pub fn failures(&self) -> u32 {
         self.failures
-    }
-
-    /// Takes every record out, oldest first, unless a batch is in flight
-    /// (then nothing): a host whose streams buffer apart from the flushing
-    /// root (the native module's worker threads) hands them over this way.
-    pub fn take_all(&mut self) -> Vec<UsageRecord> {
-        if self.in_flight.is_some() {
-            return Vec::new();
-        }
-        self.records.drain(..).collect()
     }
 
     /// Appends a record; drops it when the buffer is full or the record

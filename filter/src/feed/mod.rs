@@ -26,6 +26,7 @@
 use tollgate_wire::{changes_query, parse_lower_hex, ChangesReply, MAX_CHANGES_PER_REPLY};
 
 use crate::cache::{self, CacheEntry};
+pub use crate::config::FeedPolicy;
 use crate::host::{Callout, Host, LogLevel};
 use crate::metrics::{Counter, Metrics};
 use crate::shared_table::{self, decode_versioned, encode_versioned, Change, Updated};
@@ -41,20 +42,6 @@ const FORMAT_VERSION: u8 = 1;
 const HAS_CURSOR: u8 = 1;
 const STATE_LEN: usize = 2 + 5 * 8;
 const UPDATE_ATTEMPTS: u32 = 8;
-
-/// The validated feed settings of the plugin configuration (`key_feed`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FeedPolicy {
-    /// Off: no polls, and active verdicts live for the unfed TTL.
-    pub enabled: bool,
-    /// How often the instance polls.
-    pub poll_interval_ms: u64,
-    /// How long a poll waits for its answer.
-    pub timeout_ms: u64,
-    /// How old the last good answer may be for the feed to count as
-    /// current (and the long positive TTL to apply).
-    pub max_lag_ms: u64,
-}
 
 /// What the instance's workers share about the feed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -173,9 +160,11 @@ fn update_state(
 /// worker's cache look-ups), moves the lag gauge, and starts a poll when
 /// one is due and no other worker has taken it.
 pub fn tick(host: &impl Host, worker: &Worker, metrics: &Metrics, now_ms: u64) -> Option<Poll> {
-    let policy = worker.config.key_feed;
+    let policy = worker.config().key_feed;
     let state = read_state(host);
-    worker.feed_current.set(state.is_current(&policy, now_ms));
+    worker
+        .shared
+        .set_feed_current(state.is_current(&policy, now_ms));
     if !policy.enabled {
         return None;
     }
@@ -199,7 +188,7 @@ pub fn tick(host: &impl Host, worker: &Worker, metrics: &Metrics, now_ms: u64) -
 
 /// Leases the next poll and sends it.
 fn start_poll(host: &impl Host, worker: &Worker, metrics: &Metrics, now_ms: u64) -> Option<Poll> {
-    let policy = worker.config.key_feed;
+    let policy = worker.config().key_feed;
     let leased = update_state(host, |s| {
         if !s.poll_due(now_ms) {
             return false;
@@ -211,7 +200,7 @@ fn start_poll(host: &impl Host, worker: &Worker, metrics: &Metrics, now_ms: u64)
     })?;
     let after = leased.cursor?;
     let path = changes_query(after, MAX_CHANGES_PER_REPLY);
-    let config = &worker.config;
+    let config = &worker.config();
     let headers = [
         (":method", "GET"),
         (":path", path.as_str()),
@@ -302,8 +291,8 @@ pub fn answered(
         metrics.inc(host, Counter::KeyFeedFailures);
         return None;
     }
-    worker.feed_current.set(true);
-    let policy = &worker.config.key_cache;
+    worker.shared.set_feed_current(true);
+    let policy = &worker.config().key_cache;
     if reply.reset {
         let cleared = cache::clear(host, policy);
         metrics.inc(host, Counter::KeyFeedResets);
@@ -321,7 +310,7 @@ pub fn answered(
             continue;
         };
         let which = cache::Evict::ChangedAt(change.cursor);
-        if cache::evict(host, &key_hash, which, policy, &worker.cache_key) {
+        if cache::evict(host, &key_hash, which, policy, worker.cache_key()) {
             metrics.inc(host, Counter::KeyFeedEvictions);
         }
     }
@@ -341,7 +330,7 @@ pub fn verdict_cached(
     entry: &CacheEntry,
     read_at: Option<u64>,
 ) -> bool {
-    if !worker.config.key_feed.enabled {
+    if !worker.config().key_feed.enabled {
         return true;
     }
     let Some(read_at) = read_at else {
@@ -364,13 +353,13 @@ pub fn verdict_cached(
     }
     match state.cursor {
         Some(cursor) if cursor > read_at => {
-            let policy = &worker.config.key_cache;
+            let policy = &worker.config().key_cache;
             cache::evict(
                 host,
                 &entry.key_hash,
                 cache::Evict::FetchedAt(entry.fetched_at_ms),
                 policy,
-                &worker.cache_key,
+                worker.cache_key(),
             );
             false
         }

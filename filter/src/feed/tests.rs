@@ -111,8 +111,8 @@ fn cached_entry(gw: &Gateway) -> Option<CacheEntry> {
     cache::read_slot(
         &gw.world.root(),
         &key_hash(KEY.as_bytes()),
-        &worker.config.key_cache,
-        &worker.cache_key,
+        &worker.config().key_cache,
+        worker.cache_key(),
     )
     .filter(|e| e.key_hash == key_hash(KEY.as_bytes()))
 }
@@ -205,7 +205,7 @@ fn a_failed_poll_leaves_the_cache_and_lets_the_feed_age() {
     let worker = gw.root.worker().unwrap();
     gw.world.advance_ms(6_000);
     gw.root.on_tick();
-    assert!(!worker.feed_current.get());
+    assert!(!worker.shared.feed_current());
 }
 
 #[test]

@@ -26,9 +26,9 @@ impl<H: StreamHost> Flow<H> {
         key_hash: &Digest32,
         now: u64,
     ) -> Result<KeyState, Denial> {
-        let policy = &worker.config.key_cache;
-        let fed = worker.feed_current.get();
-        let cached = cache::read_slot(&self.host, key_hash, policy, &worker.cache_key);
+        let policy = &worker.config().key_cache;
+        let fed = worker.shared.feed_current();
+        let cached = cache::read_slot(&self.host, key_hash, policy, worker.cache_key());
         if let Lookup::Fresh(entry) = cache::lookup(cached.as_ref(), key_hash, now, policy, fed) {
             self.metrics.inc(&self.host, Counter::KeyCacheHit);
             return Ok(KeyState::Known(self.decided(&entry, now)));
@@ -49,7 +49,7 @@ impl<H: StreamHost> Flow<H> {
         now: u64,
         retried: bool,
     ) -> Result<VerifyCall, crate::host::HostError> {
-        let config = &worker.config;
+        let config = &worker.config();
         let body = verify_request_body(key_hash);
         let token = sidecar_call::post(
             &self.host,
@@ -79,7 +79,7 @@ impl<H: StreamHost> Flow<H> {
         now: u64,
     ) -> Option<VerifyCall> {
         let server_error = status.is_none_or(|s| s.first() == Some(&b'5'));
-        let quick = now.saturating_sub(call.sent_ms) < worker.config.callout_timeout_ms / 2;
+        let quick = now.saturating_sub(call.sent_ms) < worker.config().callout_timeout_ms / 2;
         if call.retried || !server_error || !quick {
             return None;
         }
@@ -159,8 +159,8 @@ impl<H: StreamHost> Flow<H> {
                         ),
                     }
                 }
-                let policy = &worker.config.key_cache;
-                match cache::write_slot(&self.host, &entry, policy, &worker.cache_key, now) {
+                let policy = &worker.config().key_cache;
+                match cache::write_slot(&self.host, &entry, policy, worker.cache_key(), now) {
                     Ok(Cached::Stored) => {
                         feed::verdict_cached(&self.host, &worker, &entry, read_at);
                     }
@@ -195,9 +195,9 @@ impl<H: StreamHost> Flow<H> {
         now: u64,
     ) -> Result<KeyDecision, Denial> {
         self.metrics.inc(&self.host, Counter::CalloutFailures);
-        let policy = &worker.config.key_cache;
-        let fed = worker.feed_current.get();
-        let cached = cache::read_slot(&self.host, key_hash, policy, &worker.cache_key);
+        let policy = &worker.config().key_cache;
+        let fed = worker.shared.feed_current();
+        let cached = cache::read_slot(&self.host, key_hash, policy, worker.cache_key());
         if let Lookup::Fresh(entry) = cache::lookup(cached.as_ref(), key_hash, now, policy, fed) {
             return Ok(self.decided(&entry, now));
         }

@@ -129,7 +129,7 @@ impl<H: StreamHost> Flow<H> {
         let Some(worker) = self.worker.clone() else {
             return self.fail("the plugin has no valid configuration");
         };
-        let config = &worker.config;
+        let config = &worker.config();
         let Some(now) = self.host.now_ms() else {
             return self.fail("no clock");
         };
@@ -208,7 +208,7 @@ impl<H: StreamHost> Flow<H> {
         let Some(worker) = self.worker.clone() else {
             return Next::Deny(Denial::AuthUnavailable);
         };
-        let config = &worker.config;
+        let config = &worker.config();
         let line = RequestLine {
             method: &self.exchange.method,
             path: &self.exchange.path,
@@ -270,7 +270,7 @@ impl<H: StreamHost> Flow<H> {
     pub fn on_response_headers(&mut self) -> Action {
         let allowed = matches!(self.stage, Stage::Allowed(_));
         let units_header = match &self.worker {
-            Some(worker) if allowed => worker.config.limits.units_header.as_str(),
+            Some(worker) if allowed => worker.config().limits.units_header.as_str(),
             _ => "",
         };
         let mut values = if units_header.is_empty() {
@@ -317,10 +317,7 @@ impl<H: StreamHost> Flow<H> {
         let Some(record) = usage_record(&self.exchange, decision, ended) else {
             return;
         };
-        let pushed = match worker.usage.try_borrow_mut() {
-            Ok(mut usage) => usage.push(record),
-            Err(_) => Pushed::Dropped,
-        };
+        let pushed = worker.usage().push(record);
         match pushed {
             Pushed::Buffered => self.metrics.buffered(&self.host, 1),
             Pushed::Dropped => self.metrics.inc(&self.host, Counter::UsageRecordsDropped),

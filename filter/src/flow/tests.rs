@@ -41,7 +41,7 @@ fn entry(verdict: KeyVerdict, key_id: Option<i64>, fetched_at_ms: u64) -> CacheE
 
 fn cache_entry(gw: &Gateway, e: &CacheEntry) {
     let worker = gw.root.worker().unwrap();
-    let (policy, secret) = (&worker.config.key_cache, &worker.cache_key);
+    let (policy, secret) = (&worker.config().key_cache, worker.cache_key());
     cache::write_slot(&gw.world.root(), e, policy, secret, gw.world.now_ms()).unwrap();
 }
 

@@ -27,6 +27,7 @@ pub use budget::{
 };
 pub use ratelimit_headers::{denial_headers, remaining_header};
 
+pub use crate::config::LimitsPolicy;
 use crate::error::Denial;
 use crate::host::Host;
 use crate::shared_table::{self, Change, Updated};
@@ -41,18 +42,6 @@ const CAS_ATTEMPTS: u32 = 16;
 
 /// Largest grant answer the filter reads.
 pub const MAX_REPLY_BYTES: usize = 256 * 1024;
-
-/// The filter configuration's `limits`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LimitsPolicy {
-    /// The response header the upstream reports a call's units in
-    /// (lowercase); empty: none is read.
-    pub units_header: String,
-    /// Whether allowed responses of a limited key carry `RateLimit`.
-    pub ratelimit_headers: bool,
-    /// Timeout of a grant call.
-    pub grant_timeout_ms: u64,
-}
 
 /// The shared-data key of a key's budget.
 pub fn budget_key(key_id: i64) -> String {
@@ -300,7 +289,7 @@ pub struct TickCall {
 /// (asks ahead of need, settlements), in one grant call.
 pub fn tick(host: &impl Host, worker: &Worker, now_ms: u64) -> Option<TickCall> {
     let keys = index::keys(host);
-    let resend_ms = worker.config.limits.grant_timeout_ms;
+    let resend_ms = worker.config().limits.grant_timeout_ms;
     let mut asks = Vec::new();
     let mut settlements = Vec::new();
     let mut idle = Vec::new();
@@ -352,7 +341,7 @@ pub fn tick(host: &impl Host, worker: &Worker, now_ms: u64) -> Option<TickCall> 
         ..GrantRequest::default()
     };
     let body = serde_json::to_vec(&request).ok()?;
-    let config = &worker.config;
+    let config = &worker.config();
     let token = sidecar_call::post(
         host,
         config,

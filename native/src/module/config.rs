@@ -4,14 +4,11 @@
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use tollgate_filter::host::{Host as _, LogLevel};
-use tollgate_filter::metrics::Counter;
 use tollgate_filter::root::Root;
-use tollgate_filter::usage::Pushed;
-use tollgate_wire::UsageRecord;
 
 use super::{ConfigHandle, Shared};
 use crate::abi::{Answer, EnvoyConfig};
@@ -36,12 +33,8 @@ pub fn config_new(envoy: Box<dyn EnvoyConfig>, plugin: Vec<u8>) -> Option<Config
     }
     let worker = root.worker()?;
     let shared = Arc::new(Shared {
-        config: worker.config.clone(),
-        cache_key: worker.cache_key,
+        worker: worker.shared.clone(),
         metrics: root.host().metrics.borrow().as_slice().into(),
-        records: Mutex::new(VecDeque::new()),
-        root_held: AtomicUsize::new(0),
-        feed_current: AtomicBool::new(false),
     });
     let id = NEXT_CONFIG.fetch_add(1, Ordering::Relaxed);
     ROOTS.with(|roots| roots.borrow_mut().insert(id, root));
@@ -53,7 +46,6 @@ pub fn config_new(envoy: Box<dyn EnvoyConfig>, plugin: Vec<u8>) -> Option<Config
 pub fn config_destroy(handle: ConfigHandle) {
     let root = ROOTS.with(|roots| roots.borrow_mut().remove(&handle.id));
     if let Some(mut root) = root {
-        take_queued(&root, &handle.shared);
         if !root.on_done() {
             root.host().log(
                 LogLevel::Warn,
@@ -63,16 +55,12 @@ pub fn config_destroy(handle: ConfigHandle) {
     }
 }
 
-/// A scheduled event on the main thread: the root's timer (the streams'
-/// queued records go to the root first).
+/// A scheduled event on the main thread: the root's timer.
 pub fn config_scheduled(handle: &ConfigHandle, event: u64) {
     if event != TICK_EVENT {
         return;
     }
-    with_root(handle, |root| {
-        take_queued(root, &handle.shared);
-        root.on_timer();
-    });
+    with_root(handle, Root::on_timer);
 }
 
 /// A configuration-level callout (a usage flush, a feed poll, a grant
@@ -87,31 +75,8 @@ pub fn config_callout_done(handle: &ConfigHandle, id: u64, answer: Answer) {
     with_root(handle, |root| root_answer(root, id, answer));
 }
 
-/// Moves the records completed streams queued into the root's buffer.
-fn take_queued(root: &Root<NativeRoot>, shared: &Shared) {
-    let queued: Vec<UsageRecord> = match shared.records.lock() {
-        Ok(mut records) => records.drain(..).collect(),
-        Err(poisoned) => poisoned.into_inner().drain(..).collect(),
-    };
-    let Some(worker) = root.worker() else {
-        return;
-    };
-    let host = root.host();
-    for record in queued {
-        let pushed = match worker.usage.try_borrow_mut() {
-            Ok(mut usage) => usage.push(record),
-            Err(_) => Pushed::Dropped,
-        };
-        if pushed == Pushed::Dropped {
-            worker.metrics.inc(host, Counter::UsageRecordsDropped);
-            worker.metrics.buffered(host, -1);
-        }
-    }
-}
-
 /// Runs `f` on the configuration's root, then any callout answers that
-/// arrived for a root while it was busy; then tells the streams how many
-/// records the root holds and whether the feed is current.
+/// arrived for a root while it was busy.
 fn with_root(handle: &ConfigHandle, f: impl FnOnce(&mut Root<NativeRoot>)) {
     ROOTS.with(|roots| {
         let Ok(mut roots) = roots.try_borrow_mut() else {
@@ -124,16 +89,6 @@ fn with_root(handle: &ConfigHandle, f: impl FnOnce(&mut Root<NativeRoot>)) {
             if let Some(root) = roots.get_mut(&id) {
                 root_answer(root, token, answer);
             }
-        }
-        if let Some(worker) = roots.get(&handle.id).and_then(Root::worker) {
-            if let Ok(usage) = worker.usage.try_borrow() {
-                handle
-                    .shared
-                    .root_held
-                    .store(usage.len(), Ordering::Relaxed);
-            }
-            let current = worker.feed_current.get();
-            handle.shared.feed_current.store(current, Ordering::Relaxed);
         }
     });
 }

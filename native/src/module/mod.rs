@@ -6,10 +6,11 @@
 //! (`stream.rs`). The flow and the root make every decision, as in the
 //! wasm build.
 //!
-//! Streams on a worker thread share a per-thread worker made from the
-//! root's configuration (`workers.rs`); their usage records go to the
-//! root's buffer through the configuration's queue ([`Shared`]) when each
-//! stream completes, and are flushed by the root on its tick.
+//! Streams on a worker thread share a per-thread worker of the root's
+//! configuration (`workers.rs`), made by the filter's one constructor
+//! from the configuration's thread-safe part (`worker::Shared`): their
+//! usage records go straight to the buffer the root flushes on its tick,
+//! and the feed's currency the root's tick sets is theirs at once.
 //!
 //! Nothing here catches a panic: the hooks guard every call, and on a
 //! panic call [`stream_fault`], which answers a request not yet decided
@@ -27,33 +28,19 @@ pub use stream::{
     filter_new, response_body, stream_event, stream_fault, StreamEvent, StreamFilter,
 };
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use tollgate_filter::config::Config;
-use tollgate_filter::shared_table::SlotKey;
-use tollgate_wire::UsageRecord;
+use tollgate_filter::worker;
 
 use crate::host::MetricDef;
 
 /// What a configuration shares with every worker thread.
 #[derive(Debug)]
 pub struct Shared {
-    /// The validated plugin configuration.
-    pub config: Config,
-    /// The process's key-cache slot key.
-    pub cache_key: SlotKey,
+    /// What every worker of the configuration shares (the root's too).
+    pub worker: Arc<worker::Shared>,
     /// The metrics the root defined (index = the filter's id).
     pub metrics: Arc<[MetricDef]>,
-    /// Usage records of completed streams, waiting for the root's tick.
-    records: Mutex<VecDeque<UsageRecord>>,
-    /// Records in the root's buffer as of its last step: with the queue,
-    /// what the configuration holds, bounded by `usage.buffer_cap`.
-    root_held: AtomicUsize,
-    /// Whether the key change feed was current at the root's last tick
-    /// (each stream copies it into its thread's worker).
-    feed_current: AtomicBool,
 }
 
 /// The module's state of one filter configuration, as Envoy holds it

@@ -6,13 +6,11 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use tollgate_filter::error::Denial;
 use tollgate_filter::flow::Flow;
 use tollgate_filter::host::Action;
-use tollgate_filter::metrics::Counter;
 use tollgate_filter::worker::Worker;
 
 use super::workers::thread_worker;
@@ -69,7 +67,9 @@ impl StreamEvent {
 /// The module's state of one stream.
 pub struct StreamFilter {
     host: NativeStream,
-    shared: Arc<Shared>,
+    /// Keeps the configuration's state alive while the stream lives (a
+    /// removed configuration's thread workers go once it is gone).
+    _config: Arc<Shared>,
     pub(super) worker: Rc<Worker>,
     flow: RefCell<Flow<NativeStream>>,
     deferred: RefCell<VecDeque<StreamEvent>>,
@@ -84,12 +84,10 @@ pub fn filter_new(handle: &ConfigHandle, envoy: Rc<dyn EnvoyStream>) -> Option<S
         answer: Rc::new(RefCell::new(None)),
     };
     let worker = thread_worker(handle, &host)?;
-    let current = handle.shared.feed_current.load(Ordering::Relaxed);
-    worker.feed_current.set(current);
     let flow = Flow::new(host.clone(), Some(worker.clone()), worker.metrics.clone());
     Some(StreamFilter {
         host,
-        shared: handle.shared.clone(),
+        _config: handle.shared.clone(),
         worker,
         flow: RefCell::new(flow),
         deferred: RefCell::new(VecDeque::new()),
@@ -173,36 +171,9 @@ fn apply(state: &StreamFilter, flow: &mut Flow<NativeStream>, event: StreamEvent
     }
 }
 
-/// After a stream's usage record is buffered: hand the thread's records to
-/// the configuration's queue (within `usage.buffer_cap`, with what the
-/// root holds), and the thread's summed hot counters to Envoy.
+/// After a stream's usage record is buffered (in the configuration's
+/// buffer, which the root flushes): the thread's summed hot counters go to
+/// Envoy.
 fn complete(state: &StreamFilter) {
-    let host = &state.host;
-    let records = match state.worker.usage.try_borrow_mut() {
-        Ok(mut usage) => usage.take_all(),
-        Err(_) => Vec::new(),
-    };
-    if !records.is_empty() {
-        let cap = state.shared.config.usage.buffer_cap;
-        let held = state.shared.root_held.load(Ordering::Relaxed);
-        let mut dropped = 0u64;
-        match state.shared.records.lock() {
-            Ok(mut queue) => {
-                for record in records {
-                    if queue.len().saturating_add(held) >= cap {
-                        dropped += 1;
-                    } else {
-                        queue.push_back(record);
-                    }
-                }
-            }
-            Err(_) => dropped = records.len() as u64,
-        }
-        if dropped > 0 {
-            let metrics = &state.worker.metrics;
-            metrics.add(host, Counter::UsageRecordsDropped, dropped);
-            metrics.buffered(host, -i64::try_from(dropped).unwrap_or(i64::MAX));
-        }
-    }
-    state.worker.metrics.publish(host);
+    state.worker.metrics.publish(&state.host);
 }

@@ -5,8 +5,8 @@
 //! data (the key cache) is one per process.
 
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+use tollgate_wire::UsageRecord;
 
 use tollgate_filter::host::Action;
 use tollgate_wire::{CHANGES_PATH, USAGE_PATH, VERIFY_PATH};
@@ -43,9 +43,10 @@ fn active() -> Answer {
     answer(Some("200"), r#"{"verdict":"active","key_id":7}"#)
 }
 
-/// The records in the configuration's queue.
+/// The records in the configuration's usage buffer (every thread's
+/// streams push there; the root flushes it).
 fn queued(shared: &Shared) -> Vec<UsageRecord> {
-    shared.records.lock().unwrap().iter().cloned().collect()
+    shared.worker.usage().records().cloned().collect()
 }
 
 /// One stream of a configuration, driven hook by hook as Envoy would.
@@ -461,7 +462,7 @@ fn a_fault_after_the_decision_sends_no_reply() {
 // ------------------------------------------------ usage and the tick
 
 #[test]
-fn a_completed_stream_queues_its_usage_record_for_the_root() {
+fn a_completed_stream_buffers_its_usage_record_for_the_root() {
     let (envoy, handle) = configure("");
     let request = Request::new(&envoy, &handle, &key("record"));
     request.headers();
@@ -497,7 +498,7 @@ fn a_completed_stream_hands_its_hot_counters_to_envoy() {
 }
 
 #[test]
-fn the_record_queue_is_bounded_by_the_buffer_cap() {
+fn the_configurations_buffer_is_bounded_by_its_cap() {
     let (envoy, handle) = configure(r#""usage": {"buffer_cap": 2}"#);
     let key = key("cap");
     for _ in 0..3 {
@@ -508,24 +509,24 @@ fn the_record_queue_is_bounded_by_the_buffer_cap() {
 }
 
 #[test]
-fn records_the_root_holds_count_against_the_buffer_cap() {
+fn a_batch_in_flight_counts_against_the_buffer_cap() {
     let (envoy, handle) = configure(r#""usage": {"buffer_cap": 2}"#);
     let key = key("cap-held");
     pass(&envoy, &handle, &key);
     config_scheduled(&handle, TICK_EVENT);
-    assert_eq!(handle.shared.root_held.load(Ordering::Relaxed), 1);
+    assert_eq!(envoy.sent_to(USAGE_PATH).len(), 1, "a batch in flight");
     pass(&envoy, &handle, &key);
     pass(&envoy, &handle, &key);
-    assert_eq!(queued(&handle.shared).len(), 1);
+    assert_eq!(queued(&handle.shared).len(), 2);
     assert_eq!(envoy.metric("tollgate_usage_records_dropped"), 1);
 }
 
 #[test]
-fn the_tick_moves_queued_records_to_the_root_and_flushes_them() {
+fn the_tick_flushes_what_the_streams_buffered() {
     let (envoy, handle) = configure("");
     let request = pass(&envoy, &handle, &key("tick"));
     config_scheduled(&handle, TICK_EVENT);
-    assert!(queued(&handle.shared).is_empty());
+    assert_eq!(queued(&handle.shared).len(), 1, "kept until acknowledged");
     let flushes = envoy.sent_to(USAGE_PATH);
     assert_eq!(flushes.len(), 1);
     let body = String::from_utf8(flushes[0].body.clone()).unwrap();
@@ -546,10 +547,10 @@ fn an_acknowledged_flush_empties_the_roots_buffer() {
     let (envoy, handle) = configure("");
     pass(&envoy, &handle, &key("ack"));
     config_scheduled(&handle, TICK_EVENT);
-    assert_eq!(handle.shared.root_held.load(Ordering::Relaxed), 1);
+    assert_eq!(queued(&handle.shared).len(), 1);
     let flush = envoy.sent_to(USAGE_PATH)[0].id;
     config_callout_done(&handle, flush, answer(Some("200"), "{}"));
-    assert_eq!(handle.shared.root_held.load(Ordering::Relaxed), 0);
+    assert!(queued(&handle.shared).is_empty());
     assert_eq!(envoy.metric("tollgate_usage_records_sent"), 1);
 }
 
@@ -564,7 +565,7 @@ fn a_flush_answer_while_the_root_is_busy_is_handled_when_it_is_free() {
     config_scheduled(&handle, TICK_EVENT);
     assert_eq!(envoy.sent_to(USAGE_PATH).len(), 1);
     assert_eq!(envoy.metric("tollgate_usage_flush_failures"), 1);
-    let held = handle.shared.root_held.load(Ordering::Relaxed);
+    let held = queued(&handle.shared).len();
     assert_eq!(held, 1, "the batch is kept for a retry");
 }
 
@@ -578,7 +579,7 @@ fn a_removed_configuration_flushes_what_its_streams_queued() {
 }
 
 #[test]
-fn a_stream_starts_from_the_feed_currency_the_root_last_saw() {
+fn streams_see_the_feed_currency_the_roots_tick_set() {
     let (envoy, handle) = configure(r#""key_feed": {"enabled": true}"#);
     let open = || Request::new(&envoy, &handle, &key("feed"));
     // A verdict read at feed position 1 gives the feed its cursor.
@@ -586,7 +587,7 @@ fn a_stream_starts_from_the_feed_currency_the_root_last_saw() {
     first.headers();
     let verdict = r#"{"verdict":"active","key_id":7,"feed_cursor":1}"#;
     first.answer(answer(Some("200"), verdict));
-    assert!(!open().state.worker.feed_current.get());
+    assert!(!open().state.worker.shared.feed_current());
     config_scheduled(&handle, TICK_EVENT);
     let polls: Vec<_> = envoy
         .sent()
@@ -599,7 +600,10 @@ fn a_stream_starts_from_the_feed_currency_the_root_last_saw() {
     assert_eq!(polls.len(), 1);
     let changes = answer(Some("200"), r#"{"cursor":1,"changes":[]}"#);
     config_callout_done(&handle, polls[0].id, changes);
-    assert!(open().state.worker.feed_current.get());
+    assert!(
+        first.state.worker.shared.feed_current(),
+        "a stream already open"
+    );
 }
 
 // ------------------------------------------------------------ workers

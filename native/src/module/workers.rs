@@ -2,14 +2,12 @@
 //! configuration's shared state on the thread's first stream, then shared
 //! by every stream of that configuration on the thread.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::sync::{Arc, Weak};
 
 use tollgate_filter::metrics::Metrics;
-use tollgate_filter::request_id::RequestIds;
-use tollgate_filter::usage::UsageBuffer;
 use tollgate_filter::worker::Worker;
 
 use super::{ConfigHandle, Shared};
@@ -34,16 +32,9 @@ pub(super) fn thread_worker(handle: &ConfigHandle, host: &NativeStream) -> Optio
         }
         // A configuration Envoy removed (all its streams gone) leaves no worker behind.
         workers.retain(|_, (shared, _)| shared.strong_count() > 0);
-        let config = handle.shared.config.clone();
-        let worker = Rc::new(Worker {
-            usage: Rc::new(RefCell::new(UsageBuffer::new(config.usage))),
-            request_ids: Rc::new(RefCell::new(RequestIds::from_host(host)?)),
-            metrics: Rc::new(Metrics::define(host)),
-            cache_key: handle.shared.cache_key,
-            feed_current: Cell::new(false),
-            limited_keys: Default::default(),
-            config,
-        });
+        let shared = handle.shared.worker.clone();
+        let metrics = Rc::new(Metrics::define(host));
+        let worker = Rc::new(Worker::new(shared, metrics, host, None)?);
         workers.insert(handle.id, (Arc::downgrade(&handle.shared), worker.clone()));
         Some(worker)
     })

@@ -36,14 +36,14 @@ impl<H: StreamHost> Flow<H> {
         let Some(worker) = self
             .worker
             .clone()
-            .filter(|w| w.config.replay.scope == ReplayScope::Fleet)
+            .filter(|w| w.config().replay.scope == ReplayScope::Fleet)
         else {
             return Outcome::Done;
         };
         let Some(claim) = &admission.claimed else {
             return Outcome::Done;
         };
-        let config = &worker.config;
+        let config = &worker.config();
         let sent = sidecar_call::post(
             &self.host,
             config,

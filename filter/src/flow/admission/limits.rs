@@ -64,7 +64,7 @@ impl<H: StreamHost> Flow<H> {
                 ratelimit,
                 settles_after,
             } => {
-                let headers = worker.config.limits.ratelimit_headers;
+                let headers = worker.config().limits.ratelimit_headers;
                 admission.charged = Some(Charged {
                     ratelimit: (headers && !ratelimit.is_empty()).then_some(ratelimit),
                     settles_after,
@@ -84,7 +84,7 @@ impl<H: StreamHost> Flow<H> {
                     );
                     return Outcome::deny(Denial::AuthUnavailable);
                 }
-                let config = &worker.config;
+                let config = &worker.config();
                 let body = limits::ask_body(key_id, kind, &pending, recent_use);
                 match sidecar_call::post(
                     &self.host,
