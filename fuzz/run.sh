@@ -48,10 +48,10 @@ for target in $targets; do
     rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
     cov=$(grep -oE 'cov: [0-9]+' "$log" | tail -1 | cut -d' ' -f2)
     units=$(find "corpus/$target" -type f | wc -l)
-    summary+=("$(printf '%-8s %-6s %12s %10s %8s %8s' "$target" "$status" "${runs:-?}" "${rate:-?}" "${cov:-?}" "$units")")
+    summary+=("$(printf '%-12s %-6s %12s %10s %8s %8s' "$target" "$status" "${runs:-?}" "${rate:-?}" "${cov:-?}" "$units")")
 done
 
 echo
-printf '%-8s %-6s %12s %10s %8s %8s\n' target result executions exec/s edges corpus
+printf '%-12s %-6s %12s %10s %8s %8s\n' target result executions exec/s edges corpus
 printf '%s\n' "${summary[@]}"
 exit "$failed"

@@ -12,6 +12,7 @@
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
+use sidecar::clock::LATEST_ACCEPTED_MS;
 use sidecar::config::DEFAULT_USAGE_MAX_SKEW;
 use sidecar::extract::parse_json;
 use sidecar::usage::{validate_batch, TimeWindow};
@@ -79,6 +80,8 @@ fuzz_target!(|data: &[u8]| {
         assert!(r.api_key_id > 0);
         assert!((100..=599).contains(&r.status_code));
         assert!(r.timestamp_ms <= MAX_TIMESTAMP_MS);
+        // Within the instants the sidecar accepts at all (1970 to year 3000).
+        assert!(r.timestamp_ms <= LATEST_ACCEPTED_MS);
         assert!(r.timestamp_ms.abs_diff(now_ms) <= skew_ms);
         assert!(r.request_bytes <= MAX_BODY_BYTES);
         assert!(r.response_bytes <= MAX_RESPONSE_BYTES);
