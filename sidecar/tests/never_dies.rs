@@ -1,7 +1,7 @@
-//! The sidecar never dies on input: every instant it takes over HTTP is
-//! range-checked where it is parsed (400 `invalid_request` naming the
-//! field), and a handler that panics answers 500 for its own request while
-//! the sidecar serves on.
+//! The sidecar never dies on input: every instant it takes over HTTP (the
+//! admin API and the console) is range-checked where it is parsed (400
+//! `invalid_request` naming the field), and a handler that panics answers
+//! 500 for its own request while the sidecar serves on.
 
 #[macro_use]
 mod support;
@@ -52,6 +52,20 @@ async fn instants_out_of_range_are_refused_naming_the_field(backend: Backend) {
         let body = json!({"name": "far", "expires_at": at});
         let reply = h.admin(Method::POST, "/v1/keys", Some(body)).await;
         expect_refused(reply, "expires_at", at);
+    }
+    // The console creates keys through the admin API: refused the same.
+    let (cookie, csrf) = console::logged_in(&h).await;
+    for at in OUT_OF_RANGE {
+        let body = json!({"name": "far", "expires_at": at});
+        let request = console::request(
+            Method::POST,
+            "/console/api/keys",
+            Some(&cookie),
+            Some(&csrf),
+            Some(console::ORIGIN),
+            Some(body),
+        );
+        expect_refused(h.send(request).await, "expires_at", at);
     }
     let keys = h.admin(Method::GET, "/v1/keys", None).await.json();
     assert_eq!(keys["keys"], json!([]), "a refused key was stored");
