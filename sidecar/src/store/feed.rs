@@ -3,14 +3,17 @@
 //! and the [`Store`] calls on them.
 //!
 //! A change takes its position from the one `key_feed` row, updated in the
-//! key's own transaction ([`publish_change!`]): the row lock orders
+//! key's own transaction (`SqlStore::publish_change`): the row lock orders
 //! positions as the commits are ordered, so a reader that sees
 //! `head_seq = n` sees every change up to `n`, and a verdict read together
 //! with the head (`sql::KEY_BY_HASH` joins it) reflects every change up to
 //! the head it names.
 
-use super::{Store, StoreError};
-use sqlx::Row;
+use sqlx::migrate::Migrate;
+use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Row, Type};
+
+use super::dialect::Dialect;
+use super::{SqlStore, Store, StoreError};
 
 /// Takes the next position; run inside the change's transaction.
 pub const ADVANCE_HEAD: &str = "UPDATE key_feed SET head_seq = head_seq + 1 WHERE shard = 1";
@@ -52,30 +55,6 @@ pub const RENEW_EXPIRED_CLAIM: &str = "UPDATE jti_claims SET api_key_id = ?, exp
 /// Changes one purge deletes at most, and claims one purge statement
 /// deletes at most: the database is never asked for a long delete.
 pub const PURGE_BATCH: i64 = 1000;
-
-/// Gives a key's change the next feed position, inside the transaction
-/// `$tx` that makes the change: `publish_change!(tx, key_hash, kind, now_ms)`.
-/// Evaluates to the position.
-#[macro_export]
-macro_rules! publish_change {
-    ($tx:expr, $key_hash:expr, $kind:expr, $now_ms:expr) => {{
-        sqlx::query($crate::store::feed::ADVANCE_HEAD)
-            .execute(&mut *$tx)
-            .await?;
-        let head = sqlx::query($crate::store::feed::HEAD)
-            .fetch_one(&mut *$tx)
-            .await?;
-        let seq: i64 = sqlx::Row::try_get(&head, "head_seq")?;
-        sqlx::query($crate::store::feed::INSERT_CHANGE)
-            .bind(seq)
-            .bind($key_hash)
-            .bind($kind)
-            .bind($now_ms)
-            .execute(&mut *$tx)
-            .await?;
-        seq
-    }};
-}
 
 /// The kind of change a new key makes: a cached `not_found` for its hash
 /// is evicted.
@@ -127,37 +106,47 @@ fn bound(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-impl Store {
+impl<DB> SqlStore<DB>
+where
+    DB: Dialect,
+    DB::Connection: Migrate,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB> + Default,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> &'q str: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB>,
+    for<'q> Option<String>: Encode<'q, DB>,
+    for<'q> Option<DB::Time>: Encode<'q, DB>,
+    for<'q> Vec<u8>: Decode<'q, DB> + Type<DB>,
+    for<'a> &'a str: ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
+{
     /// The head and up to `limit` changes after `after`, in one snapshot.
     pub async fn feed_page(&self, after: u64, limit: usize) -> Result<FeedPage, StoreError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        super::on_either_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
-            let head = sqlx::query(HEAD).fetch_one(&mut *tx).await?;
-            let rows = sqlx::query(CHANGES_AFTER)
-                .bind(bound(after))
-                .bind(limit)
-                .fetch_all(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            let changes = rows
-                .iter()
-                .map(|row| {
-                    Ok(StoredChange {
-                        seq: position(row.try_get("seq")?, "key_changes.seq")?,
-                        key_hash: text(row, "key_hash")?,
-                        kind: text(row, "kind")?,
-                    })
+        let mut tx = self.pool().begin().await?;
+        let head = sqlx::query(HEAD).fetch_one(&mut *tx).await?;
+        let rows = sqlx::query(CHANGES_AFTER)
+            .bind(bound(after))
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        let changes = rows
+            .iter()
+            .map(|row| {
+                Ok(StoredChange {
+                    seq: position(row.try_get("seq")?, "key_changes.seq")?,
+                    key_hash: text(row, "key_hash")?,
+                    kind: text(row, "kind")?,
                 })
-                .collect::<Result<Vec<_>, StoreError>>()?;
-            Ok(FeedPage {
-                head: position(head.try_get("head_seq")?, "key_feed.head_seq")?,
-                purged_through: position(
-                    head.try_get("purged_through")?,
-                    "key_feed.purged_through",
-                )?,
-                changes,
             })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        Ok(FeedPage {
+            head: position(head.try_get("head_seq")?, "key_feed.head_seq")?,
+            purged_through: position(head.try_get("purged_through")?, "key_feed.purged_through")?,
+            changes,
         })
     }
 
@@ -165,30 +154,27 @@ impl Store {
     /// `before_ms` and says how many went; readers standing before them are
     /// told to reset.
     pub async fn purge_changes(&self, before_ms: i64) -> Result<u64, StoreError> {
-        super::on_either_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
-            let upto = sqlx::query(PURGE_UP_TO)
-                .bind(before_ms)
-                .bind(PURGE_BATCH)
-                .fetch_one(&mut *tx)
-                .await?;
-            let Some(upto) = upto.try_get::<Option<i64>, _>("seq")? else {
-                tx.rollback().await?;
-                return Ok(0);
-            };
-            sqlx::query(MARK_PURGED)
-                .bind(upto)
-                .bind(upto)
-                .execute(&mut *tx)
-                .await?;
-            let deleted = sqlx::query(DELETE_CHANGES)
-                .bind(upto)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            tx.commit().await?;
-            Ok(deleted)
-        })
+        let mut tx = self.pool().begin().await?;
+        let upto = sqlx::query(PURGE_UP_TO)
+            .bind(before_ms)
+            .bind(PURGE_BATCH)
+            .fetch_one(&mut *tx)
+            .await?;
+        let Some(upto) = upto.try_get::<Option<i64>, _>("seq")? else {
+            tx.rollback().await?;
+            return Ok(0);
+        };
+        sqlx::query(MARK_PURGED)
+            .bind(upto)
+            .bind(upto)
+            .execute(&mut *tx)
+            .await?;
+        let deleted = sqlx::query(DELETE_CHANGES)
+            .bind(upto)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(DB::rows_affected(&deleted))
     }
 
     /// Claims a `jti` fingerprint for key `key_id` until `expires_at`
@@ -201,52 +187,89 @@ impl Store {
         expires_at: i64,
         now_s: i64,
     ) -> Result<bool, StoreError> {
-        super::on_either_pool!(self, |pool| {
-            let inserted = sqlx::query(INSERT_CLAIM)
-                .bind(fingerprint)
-                .bind(key_id)
-                .bind(expires_at)
-                .execute(pool)
-                .await;
-            match inserted.map_err(StoreError::from) {
-                Ok(_) => Ok(true),
-                Err(StoreError::Duplicate) => {
-                    let renewed = sqlx::query(RENEW_EXPIRED_CLAIM)
-                        .bind(key_id)
-                        .bind(expires_at)
-                        .bind(fingerprint)
-                        .bind(now_s)
-                        .execute(pool)
-                        .await?;
-                    Ok(renewed.rows_affected() == 1)
-                }
-                Err(e) => Err(e),
+        let inserted = sqlx::query(INSERT_CLAIM)
+            .bind(fingerprint)
+            .bind(key_id)
+            .bind(expires_at)
+            .execute(self.pool())
+            .await;
+        match inserted.map_err(StoreError::from) {
+            Ok(_) => Ok(true),
+            Err(StoreError::Duplicate) => {
+                let renewed = sqlx::query(RENEW_EXPIRED_CLAIM)
+                    .bind(key_id)
+                    .bind(expires_at)
+                    .bind(fingerprint)
+                    .bind(now_s)
+                    .execute(self.pool())
+                    .await?;
+                Ok(DB::rows_affected(&renewed) == 1)
             }
-        })
+            Err(e) => Err(e),
+        }
     }
 
     /// Deletes up to [`PURGE_BATCH`] claims whose tokens expired before
     /// `now_s` and says how many went.
     pub async fn purge_claims(&self, now_s: i64) -> Result<u64, StoreError> {
-        let done = match self {
-            Store::MySql(s) => sqlx::query(
-                "DELETE FROM jti_claims WHERE expires_at < ? ORDER BY expires_at LIMIT ?",
-            )
+        let done = sqlx::query(&DB::delete_oldest("jti_claims", "expires_at"))
             .bind(now_s)
             .bind(PURGE_BATCH)
-            .execute(s.pool())
-            .await?
-            .rows_affected(),
-            Store::Sqlite(s) => sqlx::query(
-                "DELETE FROM jti_claims WHERE fingerprint IN \
-                     (SELECT fingerprint FROM jti_claims WHERE expires_at < ? LIMIT ?)",
-            )
-            .bind(now_s)
-            .bind(PURGE_BATCH)
-            .execute(s.pool())
-            .await?
-            .rows_affected(),
-        };
-        Ok(done)
+            .execute(self.pool())
+            .await?;
+        Ok(DB::rows_affected(&done))
+    }
+}
+
+impl Store {
+    /// The head and up to `limit` changes after `after`, in one snapshot.
+    pub async fn feed_page(&self, after: u64, limit: usize) -> Result<FeedPage, StoreError> {
+        match self {
+            Store::MySql(s) => s.sql().feed_page(after, limit).await,
+            Store::Sqlite(s) => s.sql().feed_page(after, limit).await,
+        }
+    }
+
+    /// Deletes up to [`PURGE_BATCH`] of the oldest changes created before
+    /// `before_ms` and says how many went; readers standing before them are
+    /// told to reset.
+    pub async fn purge_changes(&self, before_ms: i64) -> Result<u64, StoreError> {
+        match self {
+            Store::MySql(s) => s.sql().purge_changes(before_ms).await,
+            Store::Sqlite(s) => s.sql().purge_changes(before_ms).await,
+        }
+    }
+
+    /// Claims a `jti` fingerprint for key `key_id` until `expires_at`
+    /// (seconds): true when it is this claim's, false when a live claim
+    /// holds it (a replay).
+    pub async fn claim_jti(
+        &self,
+        fingerprint: &str,
+        key_id: i64,
+        expires_at: i64,
+        now_s: i64,
+    ) -> Result<bool, StoreError> {
+        match self {
+            Store::MySql(s) => {
+                s.sql()
+                    .claim_jti(fingerprint, key_id, expires_at, now_s)
+                    .await
+            }
+            Store::Sqlite(s) => {
+                s.sql()
+                    .claim_jti(fingerprint, key_id, expires_at, now_s)
+                    .await
+            }
+        }
+    }
+
+    /// Deletes up to [`PURGE_BATCH`] claims whose tokens expired before
+    /// `now_s` and says how many went.
+    pub async fn purge_claims(&self, now_s: i64) -> Result<u64, StoreError> {
+        match self {
+            Store::MySql(s) => s.sql().purge_claims(now_s).await,
+            Store::Sqlite(s) => s.sql().purge_claims(now_s).await,
+        }
     }
 }

@@ -5,9 +5,12 @@
 //! `(api_key_id, created_at)` index without reading the ledger's rows, so it
 //! stays cheap however long the ledger grows.
 
+use sqlx::migrate::Migrate;
+use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Type};
 use time::OffsetDateTime;
 
-use super::{Store, StoreError};
+use super::dialect::Dialect;
+use super::{SqlStore, Store, StoreError};
 use crate::clock::parse_db_text;
 
 /// Every key's id and the time of its newest usage row (NULL: never used),
@@ -24,13 +27,26 @@ pub struct LastUse {
     pub at: Option<OffsetDateTime>,
 }
 
-impl Store {
-    /// Every key's last use, by key id.
+impl<DB> SqlStore<DB>
+where
+    DB: Dialect,
+    DB::Connection: Migrate,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB> + Default,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> &'q str: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB>,
+    for<'q> Option<String>: Encode<'q, DB>,
+    for<'q> Option<DB::Time>: Encode<'q, DB>,
+    for<'q> Vec<u8>: Decode<'q, DB> + Type<DB>,
+    for<'a> &'a str: ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
+{
+    /// See [`Store::last_use`].
     pub async fn last_use(&self) -> Result<Vec<LastUse>, StoreError> {
-        let rows: Vec<(i64, Option<String>)> = match self {
-            Store::MySql(s) => sqlx::query_as(LAST_USE).fetch_all(s.pool()).await?,
-            Store::Sqlite(s) => sqlx::query_as(LAST_USE).fetch_all(s.pool()).await?,
-        };
+        let rows: Vec<(i64, Option<String>)> =
+            sqlx::query_as(LAST_USE).fetch_all(self.pool()).await?;
         rows.into_iter()
             .map(|(api_key_id, at)| {
                 let at = at.as_deref().map(parse_db_text).transpose();
@@ -40,5 +56,15 @@ impl Store {
                 })
             })
             .collect()
+    }
+}
+
+impl Store {
+    /// Every key's last use, by key id.
+    pub async fn last_use(&self) -> Result<Vec<LastUse>, StoreError> {
+        match self {
+            Store::MySql(s) => s.sql().last_use().await,
+            Store::Sqlite(s) => s.sql().last_use().await,
+        }
     }
 }

@@ -12,12 +12,15 @@
 //! sidecars. Every statement here has the same text on both backends
 //! except the insert that skips an existing counter row.
 
-use sqlx::Row;
+use std::future::Future;
+
+use sqlx::migrate::Migrate;
+use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Row, Type};
 use tollgate_wire::{Limits, QuotaKind, WindowSpan};
 
-use super::feed::unix_ms;
-use super::{sql, ApiKey, Store, StoreError};
-use crate::publish_change;
+use super::dialect::Dialect;
+use super::feed::{unix_ms, PURGE_BATCH};
+use super::{sql, ApiKey, SqlStore, Store, StoreError};
 
 /// The kind of change a new set of limits makes on the key change feed:
 /// every Envoy drops the key's cached verdict, and with it its limits.
@@ -28,18 +31,15 @@ const SET_LIMITS: &str = "UPDATE api_keys SET limits_spec = ? WHERE id = ?";
 
 /// The counter row of a (key, quota, window) with nothing charged, left as
 /// it is when it exists; binds key, quota, start, end, limit. The clause
-/// that skips an existing row is the backend's: on MySQL it takes the
-/// row's exclusive lock at once (`INSERT IGNORE` would take a shared lock,
-/// and two grants holding it both waiting for the exclusive one deadlock).
-macro_rules! new_counter {
-    ($on_existing:literal) => {
-        concat!(
-            "INSERT INTO limit_counters \
-             (api_key_id, quota, window_start_ms, window_end_ms, limit_value, charged, last_grant) \
-             VALUES (?, ?, ?, ?, ?, 0, 0) ",
-            $on_existing
-        )
-    };
+/// that skips an existing row is the dialect's
+/// ([`Dialect::NEW_COUNTER_ON_EXISTING`]).
+fn new_counter<DB: Dialect>() -> String {
+    format!(
+        "INSERT INTO limit_counters \
+         (api_key_id, quota, window_start_ms, window_end_ms, limit_value, charged, last_grant) \
+         VALUES (?, ?, ?, ?, ?, 0, 0) {}",
+        DB::NEW_COUNTER_ON_EXISTING
+    )
 }
 
 /// The grant: takes min(want, limit - charged) if that is at least `min`.
@@ -141,166 +141,143 @@ fn bound(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-/// Runs the grant and settlement transactions on either backend's pool:
-/// `$new_counter` is its [`new_counter!`] statement.
-macro_rules! on_pool_with_counter {
-    ($self:ident, |$pool:ident, $new_counter:ident| $body:expr) => {
-        match $self {
-            Store::MySql(s) => {
-                let $pool = s.pool();
-                let $new_counter =
-                    new_counter!("ON DUPLICATE KEY UPDATE window_end_ms = window_end_ms");
-                $body
-            }
-            Store::Sqlite(s) => {
-                let $pool = s.pool();
-                let $new_counter = new_counter!("ON CONFLICT DO NOTHING");
-                $body
-            }
-        }
-    };
-}
-
 /// Tries a transaction that InnoDB may pick as a deadlock victim (error
 /// 1213, SQLSTATE 40001) again, up to three times in all: it rolled back
 /// whole, so nothing of it happened.
-macro_rules! retried_on_deadlock {
-    ($body:expr) => {{
-        let mut tries = 0;
-        loop {
-            tries += 1;
-            match $body {
-                Err(StoreError::Unavailable(sqlx::Error::Database(e)))
-                    if tries < 3 && e.code().as_deref() == Some("40001") =>
-                {
-                    continue
-                }
-                other => break other,
-            }
+async fn retried_on_deadlock<DB, T, F, Fut>(mut transaction: F) -> Result<T, StoreError>
+where
+    DB: Dialect,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, StoreError>>,
+{
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match transaction().await {
+            Err(StoreError::Unavailable(e)) if tries < 3 && DB::is_deadlock(&e) => continue,
+            other => return other,
         }
-    }};
+    }
 }
 
-impl Store {
-    /// Replaces key `id`'s limits and publishes a `limits` change in the
-    /// same transaction; the key as it is now, `None` when no key has the id.
+impl<DB> SqlStore<DB>
+where
+    DB: Dialect,
+    DB::Connection: Migrate,
+    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: IntoArguments<'q, DB> + Default,
+    for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> &'q str: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB>,
+    for<'q> Option<String>: Encode<'q, DB>,
+    for<'q> Option<DB::Time>: Encode<'q, DB>,
+    for<'q> Vec<u8>: Decode<'q, DB> + Type<DB>,
+    for<'a> &'a str: ColumnIndex<DB::Row>,
+    usize: ColumnIndex<DB::Row>,
+{
+    /// See [`Store::set_limits`].
     pub async fn set_limits(
         &self,
         id: i64,
         limits: &Limits,
         now: time::OffsetDateTime,
     ) -> Result<Option<ApiKey>, StoreError> {
-        let found = super::on_either_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
-            let done = sqlx::query(SET_LIMITS)
-                .bind(sql::limits_spec(limits))
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            if done.rows_affected() == 0 {
-                tx.rollback().await?;
-                false
-            } else {
-                let row = sqlx::query(sql::KEY_HASH_BY_ID)
-                    .bind(id)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                let hash = sql::ascii_column(&row, "key_hash")?
-                    .ok_or_else(|| StoreError::Corrupt("api_keys.key_hash is NULL".into()))?;
-                publish_change!(tx, &hash, CHANGE_LIMITS, unix_ms(now));
-                tx.commit().await?;
-                true
-            }
-        });
-        if !found {
+        let mut tx = self.pool().begin().await?;
+        let done = sqlx::query(SET_LIMITS)
+            .bind(sql::limits_spec(limits))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        if DB::rows_affected(&done) == 0 {
+            tx.rollback().await?;
             return Ok(None);
         }
+        let hash = Self::key_hash_by_id(&mut tx, id).await?;
+        Self::publish_change(&mut tx, &hash, CHANGE_LIMITS, unix_ms(now)).await?;
+        tx.commit().await?;
         self.key_by_id(id).await
     }
 
-    /// Takes a grant (see the module's comment); a grant id already stored
-    /// is answered with what it took then.
+    /// See [`Store::grant`].
     pub async fn grant(&self, ask: &GrantAsk<'_>) -> Result<Charged, StoreError> {
-        retried_on_deadlock!(self.grant_once(ask).await)
+        retried_on_deadlock::<DB, _, _, _>(|| self.grant_once(ask)).await
     }
 
     async fn grant_once(&self, ask: &GrantAsk<'_>) -> Result<Charged, StoreError> {
         let quota = ask.quota.as_str();
         let limit = bound(ask.limit);
         let want = bound(ask.want);
-        on_pool_with_counter!(self, |pool, new_counter| {
-            let mut tx = pool.begin().await?;
-            // A write first: SQLite takes its write lock here, before any read.
-            sqlx::query(new_counter)
-                .bind(ask.key_id)
-                .bind(quota)
-                .bind(ask.span.start_ms)
-                .bind(ask.span.end_ms)
-                .bind(limit)
-                .execute(&mut *tx)
-                .await?;
-            let taken = sqlx::query(GRANT)
-                .bind(limit)
-                .bind(want)
-                .bind(limit)
-                .bind(want)
-                .bind(limit)
-                .bind(want)
-                .bind(limit)
-                .bind(want)
-                .bind(limit)
-                .bind(ask.key_id)
-                .bind(quota)
-                .bind(ask.span.start_ms)
-                .bind(limit)
-                .bind(bound(ask.min))
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
-                == 1;
-            let row = sqlx::query(COUNTER)
-                .bind(ask.key_id)
-                .bind(quota)
-                .bind(ask.span.start_ms)
-                .fetch_one(&mut *tx)
-                .await?;
-            let charged = count(row.try_get("charged")?);
-            let amount = if taken {
-                count(row.try_get("last_grant")?)
-            } else {
-                0
-            };
-            if amount == 0 {
-                // Nothing taken, nothing to remember: a retry asks afresh.
+        let mut tx = self.pool().begin().await?;
+        // A write first: SQLite takes its write lock here, before any read.
+        sqlx::query(&new_counter::<DB>())
+            .bind(ask.key_id)
+            .bind(quota)
+            .bind(ask.span.start_ms)
+            .bind(ask.span.end_ms)
+            .bind(limit)
+            .execute(&mut *tx)
+            .await?;
+        let done = sqlx::query(GRANT)
+            .bind(limit)
+            .bind(want)
+            .bind(limit)
+            .bind(want)
+            .bind(limit)
+            .bind(want)
+            .bind(limit)
+            .bind(want)
+            .bind(limit)
+            .bind(ask.key_id)
+            .bind(quota)
+            .bind(ask.span.start_ms)
+            .bind(limit)
+            .bind(bound(ask.min))
+            .execute(&mut *tx)
+            .await?;
+        let taken = DB::rows_affected(&done) == 1;
+        let row = sqlx::query(COUNTER)
+            .bind(ask.key_id)
+            .bind(quota)
+            .bind(ask.span.start_ms)
+            .fetch_one(&mut *tx)
+            .await?;
+        let charged = count(row.try_get("charged")?);
+        let amount = if taken {
+            count(row.try_get("last_grant")?)
+        } else {
+            0
+        };
+        if amount == 0 {
+            // Nothing taken, nothing to remember: a retry asks afresh.
+            tx.rollback().await?;
+            return self.replayed_or(ask.charge_id, charged).await;
+        }
+        let recorded = sqlx::query(INSERT_CHARGE)
+            .bind(ask.charge_id)
+            .bind(ask.key_id)
+            .bind(quota)
+            .bind(ask.span.start_ms)
+            .bind(KIND_GRANT)
+            .bind(bound(amount))
+            .bind(ask.now_ms)
+            .execute(&mut *tx)
+            .await;
+        match recorded.map_err(StoreError::from) {
+            Ok(_) => {
+                tx.commit().await?;
+                Ok(Charged {
+                    amount,
+                    charged,
+                    replayed: false,
+                })
+            }
+            Err(StoreError::Duplicate) => {
                 tx.rollback().await?;
-                return self.replayed_or(ask.charge_id, charged).await;
+                self.replayed_or(ask.charge_id, charged).await
             }
-            let recorded = sqlx::query(INSERT_CHARGE)
-                .bind(ask.charge_id)
-                .bind(ask.key_id)
-                .bind(quota)
-                .bind(ask.span.start_ms)
-                .bind(KIND_GRANT)
-                .bind(bound(amount))
-                .bind(ask.now_ms)
-                .execute(&mut *tx)
-                .await;
-            match recorded.map_err(StoreError::from) {
-                Ok(_) => {
-                    tx.commit().await?;
-                    Ok(Charged {
-                        amount,
-                        charged,
-                        replayed: false,
-                    })
-                }
-                Err(StoreError::Duplicate) => {
-                    tx.rollback().await?;
-                    self.replayed_or(ask.charge_id, charged).await
-                }
-                Err(e) => Err(e),
-            }
-        })
+            Err(e) => Err(e),
+        }
     }
 
     /// The stored charge `charge_id` as a replayed answer, or, when there
@@ -320,6 +297,230 @@ impl Store {
         }
     }
 
+    /// See [`Store::settle`].
+    pub async fn settle(&self, settlement: &Settlement<'_>) -> Result<Charged, StoreError> {
+        retried_on_deadlock::<DB, _, _, _>(|| self.settle_once(settlement)).await
+    }
+
+    async fn settle_once(&self, s: &Settlement<'_>) -> Result<Charged, StoreError> {
+        let kind = s.quota.as_str();
+        let mut tx = self.pool().begin().await?;
+        sqlx::query(&new_counter::<DB>())
+            .bind(s.key_id)
+            .bind(kind)
+            .bind(s.span.start_ms)
+            .bind(s.span.end_ms)
+            .bind(bound(s.limit))
+            .execute(&mut *tx)
+            .await?;
+        let recorded = sqlx::query(INSERT_CHARGE)
+            .bind(s.charge_id)
+            .bind(s.key_id)
+            .bind(kind)
+            .bind(s.span.start_ms)
+            .bind(KIND_SETTLEMENT)
+            .bind(bound(s.amount))
+            .bind(s.now_ms)
+            .execute(&mut *tx)
+            .await;
+        match recorded.map_err(StoreError::from) {
+            Ok(_) => {}
+            Err(StoreError::Duplicate) => {
+                tx.rollback().await?;
+                return self.replayed_or(s.charge_id, 0).await;
+            }
+            Err(e) => return Err(e),
+        }
+        sqlx::query(SETTLE)
+            .bind(bound(s.amount))
+            .bind(bound(s.limit))
+            .bind(s.key_id)
+            .bind(kind)
+            .bind(s.span.start_ms)
+            .execute(&mut *tx)
+            .await?;
+        let row = sqlx::query(COUNTER)
+            .bind(s.key_id)
+            .bind(kind)
+            .bind(s.span.start_ms)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(Charged {
+            amount: s.amount,
+            charged: count(row.try_get("charged")?),
+            replayed: false,
+        })
+    }
+
+    /// See [`Store::give_back`].
+    pub async fn give_back(
+        &self,
+        charge_id: &str,
+        unused: u64,
+        now_ms: i64,
+    ) -> Result<Option<Charged>, StoreError> {
+        retried_on_deadlock::<DB, _, _, _>(|| self.give_back_once(charge_id, unused, now_ms)).await
+    }
+
+    async fn give_back_once(
+        &self,
+        charge_id: &str,
+        unused: u64,
+        now_ms: i64,
+    ) -> Result<Option<Charged>, StoreError> {
+        let Some(stored) = self.charge(charge_id).await? else {
+            return Ok(None);
+        };
+        let mut tx = self.pool().begin().await?;
+        let done = sqlx::query(MARK_RETURNED)
+            .bind(bound(unused))
+            .bind(now_ms)
+            .bind(charge_id)
+            .bind(bound(unused))
+            .execute(&mut *tx)
+            .await?;
+        let marked = DB::rows_affected(&done) == 1;
+        if marked {
+            sqlx::query(GIVE_BACK)
+                .bind(bound(unused))
+                .bind(stored.api_key_id)
+                .bind(&stored.quota)
+                .bind(stored.window_start_ms)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        let charged = self.counter_total(&stored).await?;
+        Ok(Some(Charged {
+            amount: if marked { unused } else { stored.returned },
+            charged,
+            replayed: !marked,
+        }))
+    }
+
+    /// See [`Store::charge`].
+    pub async fn charge(&self, charge_id: &str) -> Result<Option<StoredCharge>, StoreError> {
+        let row = sqlx::query(CHARGE)
+            .bind(charge_id)
+            .fetch_optional(self.pool())
+            .await?;
+        row.map(|row| {
+            Ok(StoredCharge {
+                api_key_id: row.try_get("api_key_id")?,
+                quota: sql::ascii_column(&row, "quota")?.unwrap_or_default(),
+                window_start_ms: row.try_get("window_start_ms")?,
+                kind: sql::ascii_column(&row, "kind")?.unwrap_or_default(),
+                amount: count(row.try_get("amount")?),
+                returned: count(row.try_get("returned")?),
+            })
+        })
+        .transpose()
+    }
+
+    /// The total of the counter a stored charge went to.
+    async fn counter_total(&self, charge: &StoredCharge) -> Result<u64, StoreError> {
+        self.counter_charged(charge.api_key_id, &charge.quota, charge.window_start_ms)
+            .await
+    }
+
+    /// A counter's total (0 before its first charge).
+    pub async fn counter_charged(
+        &self,
+        key_id: i64,
+        quota: &str,
+        window_start_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let row = sqlx::query(COUNTER)
+            .bind(key_id)
+            .bind(quota)
+            .bind(window_start_ms)
+            .fetch_optional(self.pool())
+            .await?;
+        match row {
+            Some(row) => Ok(count(row.try_get("charged")?)),
+            None => Ok(0),
+        }
+    }
+
+    /// See [`Store::purge_limit_history`].
+    pub async fn purge_limit_history(&self, before_ms: i64) -> Result<u64, StoreError> {
+        let mut most = 0;
+        for (table, column) in [
+            ("limit_charges", "created_ms"),
+            ("limit_counters", "window_end_ms"),
+        ] {
+            let done = sqlx::query(&DB::delete_oldest(table, column))
+                .bind(before_ms)
+                .bind(PURGE_BATCH)
+                .execute(self.pool())
+                .await?;
+            most = most.max(DB::rows_affected(&done));
+        }
+        Ok(most)
+    }
+
+    /// See [`Store::counters_at`].
+    pub async fn counters_at(&self, at_ms: i64) -> Result<Vec<CounterRow>, StoreError> {
+        let rows = sqlx::query(COUNTERS_AT)
+            .bind(at_ms)
+            .bind(at_ms)
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(CounterRow {
+                    api_key_id: row.try_get("api_key_id")?,
+                    quota: sql::ascii_column(row, "quota")?.unwrap_or_default(),
+                    span: WindowSpan {
+                        start_ms: row.try_get("window_start_ms")?,
+                        end_ms: row.try_get("window_end_ms")?,
+                    },
+                    limit: count(row.try_get("limit_value")?),
+                    charged: row.try_get("charged")?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// A settlement to charge: `amount` of `quota` (`response_bytes` or
+/// `units`) after the fact, whatever the total, in `span` of a `limit`.
+#[derive(Debug, Clone)]
+pub struct Settlement<'a> {
+    pub charge_id: &'a str,
+    pub key_id: i64,
+    pub quota: QuotaKind,
+    pub span: WindowSpan,
+    pub limit: u64,
+    pub amount: u64,
+    pub now_ms: i64,
+}
+
+impl Store {
+    /// Replaces key `id`'s limits and publishes a `limits` change in the
+    /// same transaction; the key as it is now, `None` when no key has the id.
+    pub async fn set_limits(
+        &self,
+        id: i64,
+        limits: &Limits,
+        now: time::OffsetDateTime,
+    ) -> Result<Option<ApiKey>, StoreError> {
+        match self {
+            Store::MySql(s) => s.sql().set_limits(id, limits, now).await,
+            Store::Sqlite(s) => s.sql().set_limits(id, limits, now).await,
+        }
+    }
+
+    /// Takes a grant (see the module's comment); a grant id already stored
+    /// is answered with what it took then.
+    pub async fn grant(&self, ask: &GrantAsk<'_>) -> Result<Charged, StoreError> {
+        match self {
+            Store::MySql(s) => s.sql().grant(ask).await,
+            Store::Sqlite(s) => s.sql().grant(ask).await,
+        }
+    }
+
     /// Charges `amount` after the fact (a settlement of `response_bytes`
     /// or `units`), whatever the total; idempotent on `charge_id`.
     #[allow(clippy::too_many_arguments)]
@@ -333,73 +534,19 @@ impl Store {
         amount: u64,
         now_ms: i64,
     ) -> Result<Charged, StoreError> {
-        retried_on_deadlock!(
-            self.settle_once(charge_id, key_id, quota, span, limit, amount, now_ms)
-                .await
-        )
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn settle_once(
-        &self,
-        charge_id: &str,
-        key_id: i64,
-        quota: QuotaKind,
-        span: WindowSpan,
-        limit: u64,
-        amount: u64,
-        now_ms: i64,
-    ) -> Result<Charged, StoreError> {
-        let kind = quota.as_str();
-        on_pool_with_counter!(self, |pool, new_counter| {
-            let mut tx = pool.begin().await?;
-            sqlx::query(new_counter)
-                .bind(key_id)
-                .bind(kind)
-                .bind(span.start_ms)
-                .bind(span.end_ms)
-                .bind(bound(limit))
-                .execute(&mut *tx)
-                .await?;
-            let recorded = sqlx::query(INSERT_CHARGE)
-                .bind(charge_id)
-                .bind(key_id)
-                .bind(kind)
-                .bind(span.start_ms)
-                .bind(KIND_SETTLEMENT)
-                .bind(bound(amount))
-                .bind(now_ms)
-                .execute(&mut *tx)
-                .await;
-            match recorded.map_err(StoreError::from) {
-                Ok(_) => {}
-                Err(StoreError::Duplicate) => {
-                    tx.rollback().await?;
-                    return self.replayed_or(charge_id, 0).await;
-                }
-                Err(e) => return Err(e),
-            }
-            sqlx::query(SETTLE)
-                .bind(bound(amount))
-                .bind(bound(limit))
-                .bind(key_id)
-                .bind(kind)
-                .bind(span.start_ms)
-                .execute(&mut *tx)
-                .await?;
-            let row = sqlx::query(COUNTER)
-                .bind(key_id)
-                .bind(kind)
-                .bind(span.start_ms)
-                .fetch_one(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            Ok(Charged {
-                amount,
-                charged: count(row.try_get("charged")?),
-                replayed: false,
-            })
-        })
+        let settlement = Settlement {
+            charge_id,
+            key_id,
+            quota,
+            span,
+            limit,
+            amount,
+            now_ms,
+        };
+        match self {
+            Store::MySql(s) => s.sql().settle(&settlement).await,
+            Store::Sqlite(s) => s.sql().settle(&settlement).await,
+        }
     }
 
     /// Gives `unused` of grant `charge_id` back, once: a second return of
@@ -411,95 +558,18 @@ impl Store {
         unused: u64,
         now_ms: i64,
     ) -> Result<Option<Charged>, StoreError> {
-        retried_on_deadlock!(self.give_back_once(charge_id, unused, now_ms).await)
-    }
-
-    async fn give_back_once(
-        &self,
-        charge_id: &str,
-        unused: u64,
-        now_ms: i64,
-    ) -> Result<Option<Charged>, StoreError> {
-        let Some(stored) = self.charge(charge_id).await? else {
-            return Ok(None);
-        };
-        let marked = super::on_either_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
-            let marked = sqlx::query(MARK_RETURNED)
-                .bind(bound(unused))
-                .bind(now_ms)
-                .bind(charge_id)
-                .bind(bound(unused))
-                .execute(&mut *tx)
-                .await?
-                .rows_affected()
-                == 1;
-            if marked {
-                sqlx::query(GIVE_BACK)
-                    .bind(bound(unused))
-                    .bind(stored.api_key_id)
-                    .bind(&stored.quota)
-                    .bind(stored.window_start_ms)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-            tx.commit().await?;
-            marked
-        });
-        let charged = self.counter_total(&stored).await?;
-        Ok(Some(Charged {
-            amount: if marked { unused } else { stored.returned },
-            charged,
-            replayed: !marked,
-        }))
+        match self {
+            Store::MySql(s) => s.sql().give_back(charge_id, unused, now_ms).await,
+            Store::Sqlite(s) => s.sql().give_back(charge_id, unused, now_ms).await,
+        }
     }
 
     /// A stored charge by id.
     pub async fn charge(&self, charge_id: &str) -> Result<Option<StoredCharge>, StoreError> {
-        super::on_either_pool!(self, |pool| {
-            let row = sqlx::query(CHARGE)
-                .bind(charge_id)
-                .fetch_optional(pool)
-                .await?;
-            row.map(|row| {
-                Ok(StoredCharge {
-                    api_key_id: row.try_get("api_key_id")?,
-                    quota: sql::ascii_column(&row, "quota")?.unwrap_or_default(),
-                    window_start_ms: row.try_get("window_start_ms")?,
-                    kind: sql::ascii_column(&row, "kind")?.unwrap_or_default(),
-                    amount: count(row.try_get("amount")?),
-                    returned: count(row.try_get("returned")?),
-                })
-            })
-            .transpose()
-        })
-    }
-
-    /// The total of the counter a stored charge went to.
-    async fn counter_total(&self, charge: &StoredCharge) -> Result<u64, StoreError> {
-        self.counter_charged(charge.api_key_id, &charge.quota, charge.window_start_ms)
-            .await
-    }
-
-    /// A counter's total (0 before its first charge).
-    async fn counter_charged(
-        &self,
-        key_id: i64,
-        quota: &str,
-        window_start_ms: i64,
-    ) -> Result<u64, StoreError> {
-        super::on_either_pool!(self, |pool| {
-            let row = sqlx::query(COUNTER)
-                .bind(key_id)
-                .bind(quota)
-                .bind(window_start_ms)
-                .fetch_optional(pool)
-                .await?;
-            match row {
-                Some(row) => Ok(count(row.try_get("charged")?)),
-                None => Ok(0),
-            }
-        })
+        match self {
+            Store::MySql(s) => s.sql().charge(charge_id).await,
+            Store::Sqlite(s) => s.sql().charge(charge_id).await,
+        }
     }
 
     /// What a (key, quota, window) has charged so far (0 before its first grant).
@@ -509,64 +579,37 @@ impl Store {
         quota: QuotaKind,
         window_start_ms: i64,
     ) -> Result<u64, StoreError> {
-        self.counter_charged(key_id, quota.as_str(), window_start_ms)
-            .await
+        let quota = quota.as_str();
+        match self {
+            Store::MySql(s) => {
+                s.sql()
+                    .counter_charged(key_id, quota, window_start_ms)
+                    .await
+            }
+            Store::Sqlite(s) => {
+                s.sql()
+                    .counter_charged(key_id, quota, window_start_ms)
+                    .await
+            }
+        }
     }
 
-    /// Deletes up to [`PURGE_BATCH`](super::feed::PURGE_BATCH) charges
-    /// created before `before_ms` and as many counters whose window ended
-    /// before it; says how many rows went (a full batch: call again).
+    /// Deletes up to [`PURGE_BATCH`] charges created before `before_ms`
+    /// and as many counters whose window ended before it; says how many
+    /// rows went (a full batch: call again).
     pub async fn purge_limit_history(&self, before_ms: i64) -> Result<u64, StoreError> {
-        let mut most = 0;
-        for (table, column) in [
-            ("limit_charges", "created_ms"),
-            ("limit_counters", "window_end_ms"),
-        ] {
-            let statement = match self {
-                Store::MySql(_) => {
-                    format!("DELETE FROM {table} WHERE {column} < ? ORDER BY {column} LIMIT ?")
-                }
-                Store::Sqlite(_) => format!(
-                    "DELETE FROM {table} WHERE rowid IN \
-                     (SELECT rowid FROM {table} WHERE {column} < ? LIMIT ?)"
-                ),
-            };
-            let deleted = super::on_either_pool!(self, |pool| {
-                sqlx::query(&statement)
-                    .bind(before_ms)
-                    .bind(super::feed::PURGE_BATCH)
-                    .execute(pool)
-                    .await?
-                    .rows_affected()
-            });
-            most = most.max(deleted);
+        match self {
+            Store::MySql(s) => s.sql().purge_limit_history(before_ms).await,
+            Store::Sqlite(s) => s.sql().purge_limit_history(before_ms).await,
         }
-        Ok(most)
     }
 
     /// Every counter of the windows containing `at_ms`, by key then quota.
     pub async fn counters_at(&self, at_ms: i64) -> Result<Vec<CounterRow>, StoreError> {
-        super::on_either_pool!(self, |pool| {
-            let rows = sqlx::query(COUNTERS_AT)
-                .bind(at_ms)
-                .bind(at_ms)
-                .fetch_all(pool)
-                .await?;
-            rows.iter()
-                .map(|row| {
-                    Ok(CounterRow {
-                        api_key_id: row.try_get("api_key_id")?,
-                        quota: sql::ascii_column(row, "quota")?.unwrap_or_default(),
-                        span: WindowSpan {
-                            start_ms: row.try_get("window_start_ms")?,
-                            end_ms: row.try_get("window_end_ms")?,
-                        },
-                        limit: count(row.try_get("limit_value")?),
-                        charged: row.try_get("charged")?,
-                    })
-                })
-                .collect()
-        })
+        match self {
+            Store::MySql(s) => s.sql().counters_at(at_ms).await,
+            Store::Sqlite(s) => s.sql().counters_at(at_ms).await,
+        }
     }
 }
 

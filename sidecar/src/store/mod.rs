@@ -1,20 +1,25 @@
 //! Storage interface of the sidecar: the key registry and the usage ledger, over
 //! MySQL/MariaDB or SQLite behind one enum.
 //!
-//! Handlers and CLI commands only see [`Store`]. The SQL both backends share
-//! is written once in [`sql`]; each backend adds what its dialect needs
-//! (idempotent inserts, time types) and keeps its own migrations under
-//! `migrations/<backend>`.
+//! Handlers and CLI commands only see [`Store`]. Every operation is written
+//! once, in [`SqlStore`] over any backend's [`Dialect`] (the few words and
+//! types the two dialects spell differently); [`mysql`] and [`sqlite`] only
+//! open their pools, and each backend keeps its own migrations under
+//! `migrations/<backend>`. [`Store`] picks the backend at start and hands
+//! each call to its `SqlStore`.
 
+pub mod dialect;
 pub mod feed;
 pub mod last_use;
+mod ledger;
 pub mod limits;
 pub mod mysql;
 pub mod rollup;
 pub mod sql;
+mod sql_store;
 pub mod sqlite;
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::HashSet;
 use std::fmt;
 use std::future::Future;
 
@@ -24,7 +29,9 @@ use tollgate_wire::{Limits, UsageRecord};
 use crate::config::DatabaseTarget;
 use crate::sealed::SealedSecret;
 
+pub use dialect::Dialect;
 pub use mysql::MySqlStore;
+pub use sql_store::SqlStore;
 pub use sqlite::SqliteStore;
 
 /// Rows one multi-row `INSERT` carries; a batch is split into statements of at
@@ -134,22 +141,6 @@ impl KeyLookup {
         Ok(KeyLookup { key, feed_seq })
     }
 }
-
-/// The one row of [`sql::KEY_BY_HASH`] read with a backend's `key_from_row`
-/// (its key columns are NULL when no key has the hash).
-macro_rules! key_lookup_from_row {
-    ($row:expr, $key_from_row:expr) => {{
-        let row = $row;
-        let feed_seq: i64 = sqlx::Row::try_get(row, "feed_seq")?;
-        let id: Option<i64> = sqlx::Row::try_get(row, "id")?;
-        let key = match id {
-            Some(_) => Some($key_from_row(row)?),
-            None => None,
-        };
-        super::KeyLookup::new(feed_seq, key)
-    }};
-}
-pub(crate) use key_lookup_from_row;
 
 /// What a revocation did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -272,34 +263,6 @@ pub enum Store {
     Sqlite(SqliteStore),
 }
 
-macro_rules! dispatch {
-    ($self:ident . $method:ident ( $($arg:expr),* )) => {
-        match $self {
-            Store::MySql(s) => s.$method($($arg),*).await,
-            Store::Sqlite(s) => s.$method($($arg),*).await,
-        }
-    };
-}
-
-/// Runs the same statement code on whichever pool the store has: for
-/// statements with the same text, binds and reading on both backends (no
-/// times, no dialect), written once here rather than in each backend.
-macro_rules! on_either_pool {
-    ($self:ident, |$pool:ident| $body:expr) => {
-        match $self {
-            Store::MySql(s) => {
-                let $pool = s.pool();
-                $body
-            }
-            Store::Sqlite(s) => {
-                let $pool = s.pool();
-                $body
-            }
-        }
-    };
-}
-pub(crate) use on_either_pool;
-
 impl Store {
     /// Opens a pool on the target; a SQLite file (and its directory) is created when missing.
     pub async fn connect(target: &DatabaseTarget) -> Result<Store, StoreError> {
@@ -312,54 +275,73 @@ impl Store {
     /// `mysql` or `sqlite`.
     pub fn backend(&self) -> &'static str {
         match self {
-            Store::MySql(_) => "mysql",
-            Store::Sqlite(_) => "sqlite",
+            Store::MySql(_) => <sqlx::MySql as Dialect>::BACKEND,
+            Store::Sqlite(_) => <sqlx::Sqlite as Dialect>::BACKEND,
         }
     }
 
     /// Applies the backend's embedded migrations that are not applied yet.
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        dispatch!(self.migrate())
+        match self {
+            Store::MySql(s) => s.sql().migrate().await,
+            Store::Sqlite(s) => s.sql().migrate().await,
+        }
     }
 
     /// Runs `SELECT 1`.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        dispatch!(self.ping())
+        match self {
+            Store::MySql(s) => s.sql().ping().await,
+            Store::Sqlite(s) => s.sql().ping().await,
+        }
     }
 
     /// Registers a key; [`StoreError::Duplicate`] when its hash is already stored.
     pub async fn insert_key(&self, key: &NewKey) -> Result<ApiKey, StoreError> {
-        dispatch!(self.insert_key(key))
+        match self {
+            Store::MySql(s) => s.sql().insert_key(key).await,
+            Store::Sqlite(s) => s.sql().insert_key(key).await,
+        }
     }
 
     /// Every key, oldest first.
     pub async fn list_keys(&self) -> Result<Vec<ApiKey>, StoreError> {
-        dispatch!(self.list_keys())
+        match self {
+            Store::MySql(s) => s.sql().list_keys().await,
+            Store::Sqlite(s) => s.sql().list_keys().await,
+        }
     }
 
     /// The key with this lowercase hex SHA-256, if any, and the feed's head.
     pub async fn key_by_hash(&self, key_hash: &str) -> Result<KeyLookup, StoreError> {
-        dispatch!(self.key_by_hash(key_hash))
+        match self {
+            Store::MySql(s) => s.key_by_hash(key_hash).await,
+            Store::Sqlite(s) => s.sql().key_by_hash(key_hash).await,
+        }
     }
 
     /// The key with this id, if any.
     pub async fn key_by_id(&self, id: i64) -> Result<Option<ApiKey>, StoreError> {
-        dispatch!(self.key_by_id(id))
+        match self {
+            Store::MySql(s) => s.sql().key_by_id(id).await,
+            Store::Sqlite(s) => s.sql().key_by_id(id).await,
+        }
     }
 
     /// Revokes a key, stamping `revoked_at` with `at`.
     pub async fn revoke_key(&self, id: i64, at: OffsetDateTime) -> Result<Revocation, StoreError> {
-        dispatch!(self.revoke_key(id, at))
+        match self {
+            Store::MySql(s) => s.sql().revoke_key(id, at).await,
+            Store::Sqlite(s) => s.sql().revoke_key(id, at).await,
+        }
     }
 
     /// Every stored signing secret with its row, by id.
     pub async fn sealed_signing_secrets(&self) -> Result<Vec<SealedRow>, StoreError> {
-        on_either_pool!(self, |pool| {
-            let rows = sqlx::query(sql::SEALED_SIGNING_SECRETS)
-                .fetch_all(pool)
-                .await?;
-            Ok(rows.iter().map(sql::sealed_row).collect::<Result<_, _>>()?)
-        })
+        match self {
+            Store::MySql(s) => s.sql().sealed_signing_secrets().await,
+            Store::Sqlite(s) => s.sql().sealed_signing_secrets().await,
+        }
     }
 
     /// Replaces key `id`'s sealed signing secret with `new` if it still is
@@ -370,15 +352,10 @@ impl Store {
         old: &SealedSecret,
         new: &SealedSecret,
     ) -> Result<bool, StoreError> {
-        on_either_pool!(self, |pool| {
-            let done = sqlx::query(sql::REPLACE_SEALED_SIGNING_SECRET)
-                .bind(new.as_str())
-                .bind(id)
-                .bind(old.as_str())
-                .execute(pool)
-                .await?;
-            Ok(done.rows_affected() == 1)
-        })
+        match self {
+            Store::MySql(s) => s.sql().replace_sealed_signing_secret(id, old, new).await,
+            Store::Sqlite(s) => s.sql().replace_sealed_signing_secret(id, old, new).await,
+        }
     }
 
     /// Stores a batch of validated records in one transaction and says how
@@ -391,79 +368,10 @@ impl Store {
     /// before the insert transaction: keys are never deleted, so a key found
     /// then is still there when the batch commits.
     pub async fn insert_usage(&self, records: &[UsageRecord]) -> Result<UsageInsert, StoreError> {
-        if records.is_empty() {
-            return Ok(UsageInsert::Stored { inserted: 0 });
+        match self {
+            Store::MySql(s) => s.sql().insert_usage(records).await,
+            Store::Sqlite(s) => s.sql().insert_usage(records).await,
         }
-        let wanted: BTreeSet<i64> = records.iter().map(|r| r.api_key_id).collect();
-        let wanted: Vec<i64> = wanted.into_iter().collect();
-        let mut known = HashSet::new();
-        for chunk in wanted.chunks(INSERT_CHUNK_ROWS) {
-            known.extend(dispatch!(self.key_ids_among(chunk))?);
-        }
-        if let Some((index, record)) = records
-            .iter()
-            .enumerate()
-            .find(|(_, r)| !known.contains(&r.api_key_id))
-        {
-            return Ok(UsageInsert::UnknownKey {
-                index,
-                api_key_id: record.api_key_id,
-            });
-        }
-        // First the whole batch in one statement, as if no record were
-        // stored yet (the usual case). When that skipped some (a retried
-        // batch, or one racing its original), look up which are stored and
-        // insert the others row by row: each row's own count says whether
-        // this batch stored it, so a batch racing others still finishes
-        // (found by CI: eight overlapping senders could lose the whole-batch
-        // race five times running). The rollups get exactly the rows
-        // inserted, in the same transaction.
-        let mut how = InsertRows::Whole;
-        let mut stored: HashSet<&str> = HashSet::new();
-        for attempt in 1..=INSERT_ATTEMPTS {
-            let fresh = fresh_records(records, &stored);
-            if fresh.is_empty() {
-                return Ok(UsageInsert::Stored { inserted: 0 });
-            }
-            match dispatch!(self.insert_usage_rows(&fresh, how)) {
-                Ok(Some(inserted)) => return Ok(UsageInsert::Stored { inserted }),
-                Ok(None) => how = InsertRows::EachRow,
-                Err(StoreError::Unavailable(e)) if is_deadlock(&e) && attempt < INSERT_ATTEMPTS => {
-                    tracing::debug!(attempt, "usage batch deadlocked with another; retrying");
-                }
-                Err(e) => return Err(e),
-            }
-            stored = self.stored_request_ids(records).await?;
-        }
-        Err(StoreError::Unavailable(sqlx::Error::Protocol(format!(
-            "a usage batch kept racing other batches of the same request ids \
-             ({INSERT_ATTEMPTS} attempts); nothing was stored"
-        ))))
-    }
-
-    /// Which of the records' request ids are in `usage_log` already.
-    async fn stored_request_ids<'a>(
-        &self,
-        records: &'a [UsageRecord],
-    ) -> Result<HashSet<&'a str>, StoreError> {
-        let ids: Vec<&str> = records.iter().map(|r| r.request_id.as_str()).collect();
-        let mut stored = HashSet::new();
-        for chunk in ids.chunks(INSERT_CHUNK_ROWS) {
-            // Read as bytes: MySQL reports the utf8mb4_bin column as binary.
-            let found: Vec<Vec<u8>> = on_either_pool!(self, |pool| {
-                let mut query = sql::stored_request_ids(chunk);
-                query
-                    .build_query_scalar()
-                    .persistent(false)
-                    .fetch_all(pool)
-                    .await?
-            });
-            stored.extend(found);
-        }
-        Ok(ids
-            .into_iter()
-            .filter(|id| stored.contains(id.as_bytes()))
-            .collect())
     }
 
     /// Requests, bytes and units per (key, outcome), ordered by key then
@@ -473,7 +381,10 @@ impl Store {
         &self,
         filter: &SummaryFilter,
     ) -> Result<Vec<UsageSummaryRow>, StoreError> {
-        dispatch!(self.usage_summary(filter))
+        match self {
+            Store::MySql(s) => s.sql().usage_summary(filter).await,
+            Store::Sqlite(s) => s.sql().usage_summary(filter).await,
+        }
     }
 
     /// Key `api_key_id`'s usage per bucket of `grain` and outcome, for the
@@ -487,12 +398,18 @@ impl Store {
         from: OffsetDateTime,
         to: OffsetDateTime,
     ) -> Result<Vec<SeriesRow>, StoreError> {
-        dispatch!(self.usage_series(api_key_id, grain, from, to))
+        match self {
+            Store::MySql(s) => s.sql().usage_series(api_key_id, grain, from, to).await,
+            Store::Sqlite(s) => s.sql().usage_series(api_key_id, grain, from, to).await,
+        }
     }
 
     /// Whether a key has this id.
     pub async fn key_exists(&self, id: i64) -> Result<bool, StoreError> {
-        Ok(!dispatch!(self.key_ids_among(&[id]))?.is_empty())
+        match self {
+            Store::MySql(s) => s.sql().key_exists(id).await,
+            Store::Sqlite(s) => s.sql().key_exists(id).await,
+        }
     }
 
     /// Deletes the `usage_log` rows created before `before`, at most
@@ -504,35 +421,33 @@ impl Store {
         &self,
         before: OffsetDateTime,
         batch_rows: usize,
-        mut progress: F,
+        progress: F,
     ) -> Result<u64, StoreError>
     where
         F: FnMut(u64) -> Fut,
         Fut: Future<Output = ()>,
     {
-        let batch_rows = batch_rows.clamp(1, PRUNE_MAX_BATCH_ROWS);
-        let mut deleted = 0;
-        loop {
-            let done = dispatch!(self.prune_usage_batch(before, batch_rows))?;
-            deleted += done;
-            if done > 0 {
-                progress(deleted).await;
-            }
-            if done < batch_rows as u64 {
-                return Ok(deleted);
-            }
+        match self {
+            Store::MySql(s) => s.sql().prune_usage(before, batch_rows, progress).await,
+            Store::Sqlite(s) => s.sql().prune_usage(before, batch_rows, progress).await,
         }
     }
 
     /// Applies the backend's migrations up to `version` only: for tests of
     /// what a migration does to the rows an older sidecar stored.
     pub async fn migrate_up_to(&self, version: i64) -> Result<(), StoreError> {
-        dispatch!(self.migrate_up_to(version))
+        match self {
+            Store::MySql(s) => s.sql().migrate_up_to(version).await,
+            Store::Sqlite(s) => s.sql().migrate_up_to(version).await,
+        }
     }
 
     /// Closes the pool, waiting for connections in use to be returned.
     pub async fn close(&self) {
-        dispatch!(self.close())
+        match self {
+            Store::MySql(s) => s.close().await,
+            Store::Sqlite(s) => s.sql().close().await,
+        }
     }
 }
 
@@ -544,7 +459,7 @@ pub const INSERT_ATTEMPTS: u32 = 5;
 /// How a backend inserts a batch's fresh records, in one transaction with
 /// their rollups.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum InsertRows {
+enum InsertRows {
     /// All in as few statements as the chunk size allows; if any was
     /// stored meanwhile, nothing is kept and the answer is `None`.
     Whole,
@@ -593,16 +508,6 @@ fn fresh_records<'a>(records: &'a [UsageRecord], stored: &HashSet<&str>) -> Vec<
         .iter()
         .filter(|r| !stored.contains(r.request_id.as_str()) && seen.insert(r.request_id.as_str()))
         .collect()
-}
-
-/// Whether a statement failed as a deadlock's victim (MySQL error 1213,
-/// SQLSTATE 40001): the transaction was rolled back and may simply be
-/// retried.
-fn is_deadlock(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::Database(db) => db.code().as_deref() == Some("40001"),
-        _ => false,
-    }
 }
 
 /// The table of a rollup grain that ingestion keeps.
@@ -759,8 +664,8 @@ mod tests {
     fn released_migrations_are_never_edited() {
         for (backend, version, checksum) in RELEASED_MIGRATIONS {
             let migrator = match backend {
-                "mysql" => &mysql::MIGRATOR,
-                _ => &sqlite::MIGRATOR,
+                "mysql" => &dialect::MYSQL_MIGRATOR,
+                _ => &dialect::SQLITE_MIGRATOR,
             };
             let migration = migrator
                 .iter()

@@ -1,10 +1,13 @@
 //! SQL both backends run, written once: the key registry's statements (the
 //! same text in both dialects), and the usage ledger's insert, key check,
-//! rollup upserts, summary, series and prune, built here with the dialect's few words passed in (how an insert
-//! skips a duplicate, which integer type a sum is cast to). Times are bound
-//! as each backend stores them, so the builders are generic over that type.
+//! rollup upserts, summary, series and prune, whose text is built here for
+//! a number of rows with the dialect's few words passed in (how an insert
+//! skips a duplicate, which integer type a sum is cast to). Both dialects
+//! take `?` placeholders; the `bind_*` functions bind what a built
+//! statement expects, times as each backend stores them (generic `T`).
 
-use sqlx::{ColumnIndex, Database, Decode, Encode, QueryBuilder, Row, Type};
+use sqlx::query::Query;
+use sqlx::{ColumnIndex, Database, Decode, Encode, Row, Type};
 use tollgate_wire::UsageRecord;
 
 use super::rollup::{Grain, Halves, RollupDelta};
@@ -61,54 +64,68 @@ pub const REVOKE_KEY: &str = "UPDATE api_keys SET status = 'REVOKED', revoked_at
 /// The readiness check.
 pub const PING: &str = "SELECT 1";
 
-/// `SELECT id FROM api_keys WHERE id IN (...)`: which of `ids` name a key.
-/// Bind at most [`INSERT_CHUNK_ROWS`](super::INSERT_CHUNK_ROWS) at a time.
-pub fn known_key_ids<'a, DB>(ids: &'a [i64]) -> QueryBuilder<'a, DB>
-where
-    DB: Database,
-    DB::Arguments<'a>: Default,
-    i64: Encode<'a, DB> + Type<DB>,
-{
-    let mut query = QueryBuilder::new("SELECT id FROM api_keys WHERE id IN (");
-    let mut list = query.separated(", ");
-    for id in ids {
-        list.push_bind(*id);
-    }
-    query.push(")");
-    query
+/// `?, ?, ...`: `n` placeholders.
+fn placeholders(n: usize) -> String {
+    vec!["?"; n].join(", ")
+}
+
+/// `(?, ...), (?, ...), ...`: `rows` tuples of `columns` placeholders.
+fn value_tuples(rows: usize, columns: usize) -> String {
+    vec![format!("({})", placeholders(columns)); rows].join(", ")
+}
+
+/// `SELECT id FROM api_keys WHERE id IN (...)` for `n` ids: which of them
+/// name a key. Bind at most [`INSERT_CHUNK_ROWS`](super::INSERT_CHUNK_ROWS)
+/// at a time.
+pub fn known_key_ids(n: usize) -> String {
+    format!("SELECT id FROM api_keys WHERE id IN ({})", placeholders(n))
 }
 
 /// The columns of a usage row, in the order [`insert_usage`] binds them.
 pub const USAGE_COLUMNS: &str = "request_id, api_key_id, method, endpoint, status_code, \
      outcome, request_bytes, response_bytes, units, duration_ms, created_at";
 
-/// `{verb} INTO usage_log (USAGE_COLUMNS) VALUES (...), ...`: one row per
-/// (record, its creation time as the backend stores it). `verb` is the
-/// dialect's insert (`INSERT IGNORE` on MySQL); a clause after the values
-/// (SQLite's `ON CONFLICT`) is the caller's to push.
-pub fn insert_usage<'a, DB, T>(verb: &str, rows: &'a [(&'a UsageRecord, T)]) -> QueryBuilder<'a, DB>
+/// Columns of a usage row.
+const USAGE_COLUMN_COUNT: usize = 11;
+
+/// `{verb} INTO usage_log (USAGE_COLUMNS) VALUES (...), ...{tail}` for
+/// `rows` rows: `verb` and `tail` are the dialect's insert that skips a
+/// stored `request_id` (`INSERT IGNORE`; SQLite's `ON CONFLICT`). Bind the
+/// rows with [`bind_usage`].
+pub fn insert_usage(verb: &str, rows: usize, tail: &str) -> String {
+    format!(
+        "{verb} INTO usage_log ({USAGE_COLUMNS}) VALUES {}{tail}",
+        value_tuples(rows, USAGE_COLUMN_COUNT)
+    )
+}
+
+/// Binds each (record, its creation time as the backend stores it) in
+/// the order of [`USAGE_COLUMNS`].
+pub fn bind_usage<'q, DB, T>(
+    mut query: Query<'q, DB, DB::Arguments<'q>>,
+    rows: &'q [(&'q UsageRecord, T)],
+) -> Query<'q, DB, DB::Arguments<'q>>
 where
     DB: Database,
-    DB::Arguments<'a>: Default,
-    &'a str: Encode<'a, DB> + Type<DB>,
-    i64: Encode<'a, DB> + Type<DB>,
-    &'a T: Encode<'a, DB> + Type<DB>,
+    &'q str: Encode<'q, DB> + Type<DB>,
+    i64: Encode<'q, DB> + Type<DB>,
+    &'q T: Encode<'q, DB> + Type<DB>,
 {
-    let mut insert = QueryBuilder::new(format!("{verb} INTO usage_log ({USAGE_COLUMNS}) "));
-    insert.push_values(rows, |mut row, (r, created_at)| {
-        row.push_bind(r.request_id.as_str())
-            .push_bind(r.api_key_id)
-            .push_bind(r.method.as_str())
-            .push_bind(r.endpoint.as_str())
-            .push_bind(i64::from(r.status_code))
-            .push_bind(r.outcome.as_str())
-            .push_bind(to_i64(r.request_bytes))
-            .push_bind(to_i64(r.response_bytes))
-            .push_bind(to_i64(r.units))
-            .push_bind(to_i64(r.duration_ms))
-            .push_bind(created_at);
-    });
-    insert
+    for (r, created_at) in rows {
+        query = query
+            .bind(r.request_id.as_str())
+            .bind(r.api_key_id)
+            .bind(r.method.as_str())
+            .bind(r.endpoint.as_str())
+            .bind(i64::from(r.status_code))
+            .bind(r.outcome.as_str())
+            .bind(to_i64(r.request_bytes))
+            .bind(to_i64(r.response_bytes))
+            .bind(to_i64(r.units))
+            .bind(to_i64(r.duration_ms))
+            .bind(created_at);
+    }
+    query
 }
 
 /// The columns of a rollup row, in the order [`upsert_rollups`] binds them.
@@ -136,58 +153,58 @@ pub struct Upsert {
     pub incoming: fn(&str) -> String,
 }
 
-/// `INSERT INTO {table} (ROLLUP_COLUMNS) VALUES (...), ... {clause} c = c + new, ...`:
-/// adds each (delta, its bucket start as the backend stores it) to its row,
-/// creating the row when it is the bucket's first.
-pub fn upsert_rollups<'a, DB, T>(
-    table: &str,
-    upsert: &Upsert,
-    rows: &'a [(&'a RollupDelta, T)],
-) -> QueryBuilder<'a, DB>
-where
-    DB: Database,
-    DB::Arguments<'a>: Default,
-    &'a str: Encode<'a, DB> + Type<DB>,
-    i64: Encode<'a, DB> + Type<DB>,
-    &'a T: Encode<'a, DB> + Type<DB>,
-{
-    let mut insert = QueryBuilder::new(format!("INSERT INTO {table} ({ROLLUP_COLUMNS}) "));
-    insert.push_values(rows, |mut row, (d, bucket_start)| {
-        row.push_bind(d.api_key_id)
-            .push_bind(bucket_start)
-            .push_bind(d.outcome)
-            .push_bind(d.requests)
-            .push_bind(d.request_bytes.high)
-            .push_bind(d.request_bytes.low)
-            .push_bind(d.response_bytes.high)
-            .push_bind(d.response_bytes.low)
-            .push_bind(d.units.high)
-            .push_bind(d.units.low);
-    });
+/// `INSERT INTO {table} (ROLLUP_COLUMNS) VALUES (...), ... {clause} c = c + new, ...`
+/// for `rows` rows: adds each delta to its row, creating the row when it
+/// is the bucket's first. Bind the rows with [`bind_rollups`].
+pub fn upsert_rollups(table: &str, upsert: &Upsert, rows: usize) -> String {
     let sets: Vec<String> = ROLLUP_COUNTERS
         .iter()
         .map(|c| format!("{c} = {c} + {}", (upsert.incoming)(c)))
         .collect();
-    insert.push(format!(" {} {}", upsert.clause, sets.join(", ")));
-    insert
+    format!(
+        "INSERT INTO {table} ({ROLLUP_COLUMNS}) VALUES {} {} {}",
+        value_tuples(rows, 3 + ROLLUP_COUNTERS.len()),
+        upsert.clause,
+        sets.join(", ")
+    )
 }
 
-/// `SELECT request_id FROM usage_log WHERE request_id IN (...)`: which of a
-/// batch's ids are stored already. Bind at most
-/// [`INSERT_CHUNK_ROWS`](super::INSERT_CHUNK_ROWS) at a time.
-pub fn stored_request_ids<'a, DB>(ids: &'a [&'a str]) -> QueryBuilder<'a, DB>
+/// Binds each (delta, its bucket start as the backend stores it) in the
+/// order of [`ROLLUP_COLUMNS`].
+pub fn bind_rollups<'q, DB, T>(
+    mut query: Query<'q, DB, DB::Arguments<'q>>,
+    rows: &'q [(&'q RollupDelta, T)],
+) -> Query<'q, DB, DB::Arguments<'q>>
 where
     DB: Database,
-    DB::Arguments<'a>: Default,
-    &'a str: Encode<'a, DB> + Type<DB>,
+    &'q str: Encode<'q, DB> + Type<DB>,
+    i64: Encode<'q, DB> + Type<DB>,
+    &'q T: Encode<'q, DB> + Type<DB>,
 {
-    let mut query = QueryBuilder::new("SELECT request_id FROM usage_log WHERE request_id IN (");
-    let mut list = query.separated(", ");
-    for id in ids {
-        list.push_bind(*id);
+    for (d, bucket_start) in rows {
+        query = query
+            .bind(d.api_key_id)
+            .bind(bucket_start)
+            .bind(d.outcome)
+            .bind(d.requests)
+            .bind(d.request_bytes.high)
+            .bind(d.request_bytes.low)
+            .bind(d.response_bytes.high)
+            .bind(d.response_bytes.low)
+            .bind(d.units.high)
+            .bind(d.units.low);
     }
-    query.push(")");
     query
+}
+
+/// `SELECT request_id FROM usage_log WHERE request_id IN (...)` for `n`
+/// ids: which of a batch's ids are stored already. Bind at most
+/// [`INSERT_CHUNK_ROWS`](super::INSERT_CHUNK_ROWS) at a time.
+pub fn stored_request_ids(n: usize) -> String {
+    format!(
+        "SELECT request_id FROM usage_log WHERE request_id IN ({})",
+        placeholders(n)
+    )
 }
 
 /// One part of what a summary reads: the rollup rows of `grain` (hourly or
@@ -220,45 +237,61 @@ impl<T> SummaryPart<T> {
 /// 128-bit totals: rows stored before ingestion bounded the counts may hold
 /// anything up to `i64::MAX`, and a half is below 2^32, so neither half's
 /// sum can overflow before a (key, outcome) pair has 2^31 rows.
-pub fn usage_summary<'a, DB, T>(
+pub fn usage_summary<T>(
     int_type: &str,
     api_key_id: Option<i64>,
-    parts: Vec<SummaryPart<T>>,
-) -> QueryBuilder<'a, DB>
-where
-    DB: Database,
-    DB::Arguments<'a>: Default,
-    i64: Encode<'a, DB> + Type<DB>,
-    T: 'a + Encode<'a, DB> + Type<DB>,
-{
+    parts: &[SummaryPart<T>],
+) -> String {
     let sums: Vec<String> = ROLLUP_COUNTERS
         .iter()
         .map(|c| format!("CAST(COALESCE(SUM({c}), 0) AS {int_type}) AS {c}"))
         .collect();
-    let mut query = QueryBuilder::new(format!(
-        "SELECT api_key_id, outcome, {} FROM (",
-        sums.join(", ")
-    ));
-    for (i, part) in parts.into_iter().enumerate() {
+    let mut query = format!("SELECT api_key_id, outcome, {} FROM (", sums.join(", "));
+    for (i, part) in parts.iter().enumerate() {
         if i > 0 {
-            query.push(" UNION ALL ");
+            query.push_str(" UNION ALL ");
         }
         let table = part.grain.table().unwrap_or("usage_hourly");
-        query.push(format!(
+        query.push_str(&format!(
             "SELECT api_key_id, outcome, {} FROM {table} WHERE 1 = 1",
             ROLLUP_COUNTERS.join(", ")
         ));
-        if let Some(id) = api_key_id {
-            query.push(" AND api_key_id = ").push_bind(id);
+        if api_key_id.is_some() {
+            query.push_str(" AND api_key_id = ?");
         }
-        if let Some(from) = part.from {
-            query.push(" AND bucket_start >= ").push_bind(from);
+        if part.from.is_some() {
+            query.push_str(" AND bucket_start >= ?");
         }
-        if let Some(to) = part.to {
-            query.push(" AND bucket_start < ").push_bind(to);
+        if part.to.is_some() {
+            query.push_str(" AND bucket_start < ?");
         }
     }
-    query.push(") AS buckets GROUP BY api_key_id, outcome ORDER BY api_key_id, outcome");
+    query.push_str(") AS buckets GROUP BY api_key_id, outcome ORDER BY api_key_id, outcome");
+    query
+}
+
+/// Binds what [`usage_summary`] built for the same key and parts.
+pub fn bind_summary<'q, DB, T>(
+    mut query: Query<'q, DB, DB::Arguments<'q>>,
+    api_key_id: Option<i64>,
+    parts: &'q [SummaryPart<T>],
+) -> Query<'q, DB, DB::Arguments<'q>>
+where
+    DB: Database,
+    i64: Encode<'q, DB> + Type<DB>,
+    &'q T: Encode<'q, DB> + Type<DB>,
+{
+    for part in parts {
+        if let Some(id) = api_key_id {
+            query = query.bind(id);
+        }
+        if let Some(from) = &part.from {
+            query = query.bind(from);
+        }
+        if let Some(to) = &part.to {
+            query = query.bind(to);
+        }
+    }
     query
 }
 
@@ -276,60 +309,29 @@ fn split_sum(column: &str, int_type: &str) -> String {
 /// `usage_log` through its (api_key_id, created_at) index. `minute` is the
 /// dialect's expression for a time column's `YYYY-MM-DD HH:MM` text; read
 /// each row with [`series_row`].
-pub fn minute_series<'a, DB, T>(
-    int_type: &str,
-    minute: fn(&str) -> String,
-    api_key_id: i64,
-    from: T,
-    to: T,
-) -> QueryBuilder<'a, DB>
-where
-    DB: Database,
-    DB::Arguments<'a>: Default,
-    i64: Encode<'a, DB> + Type<DB>,
-    T: 'a + Encode<'a, DB> + Type<DB>,
-{
-    let mut query = QueryBuilder::new(format!(
+pub fn minute_series(int_type: &str, minute: fn(&str) -> String) -> String {
+    format!(
         "SELECT {bucket} AS bucket, outcome, CAST(COUNT(*) AS {int_type}) AS requests, \
-         {request_bytes}, {response_bytes}, {units} FROM usage_log WHERE api_key_id = ",
+         {request_bytes}, {response_bytes}, {units} FROM usage_log WHERE api_key_id = ? \
+         AND created_at >= ? AND created_at < ? \
+         GROUP BY bucket, outcome ORDER BY bucket, outcome",
         bucket = minute("created_at"),
         request_bytes = split_sum("request_bytes", int_type),
         response_bytes = split_sum("response_bytes", int_type),
         units = split_sum("units", int_type),
-    ));
-    query.push_bind(api_key_id);
-    query.push(" AND created_at >= ").push_bind(from);
-    query.push(" AND created_at < ").push_bind(to);
-    query.push(" GROUP BY bucket, outcome ORDER BY bucket, outcome");
-    query
+    )
 }
 
 /// One key's rollup rows of `table` in `[from, to)`, by primary key; the
 /// bucket as `minute` text, like [`minute_series`]. Read each row with
 /// [`series_row`].
-pub fn rollup_series<'a, DB, T>(
-    table: &str,
-    minute: fn(&str) -> String,
-    api_key_id: i64,
-    from: T,
-    to: T,
-) -> QueryBuilder<'a, DB>
-where
-    DB: Database,
-    DB::Arguments<'a>: Default,
-    i64: Encode<'a, DB> + Type<DB>,
-    T: 'a + Encode<'a, DB> + Type<DB>,
-{
-    let mut query = QueryBuilder::new(format!(
-        "SELECT {bucket} AS bucket, outcome, {counters} FROM {table} WHERE api_key_id = ",
+pub fn rollup_series(table: &str, minute: fn(&str) -> String) -> String {
+    format!(
+        "SELECT {bucket} AS bucket, outcome, {counters} FROM {table} WHERE api_key_id = ? \
+         AND bucket_start >= ? AND bucket_start < ? ORDER BY bucket_start, outcome",
         bucket = minute("bucket_start"),
         counters = ROLLUP_COUNTERS.join(", "),
-    ));
-    query.push_bind(api_key_id);
-    query.push(" AND bucket_start >= ").push_bind(from);
-    query.push(" AND bucket_start < ").push_bind(to);
-    query.push(" ORDER BY bucket_start, outcome");
-    query
+    )
 }
 
 /// The exact total of a counted column (bytes, units) from its
@@ -391,35 +393,14 @@ fn parse_minute(text: &str) -> Result<time::OffsetDateTime, String> {
         .map_err(|e| format!("series bucket {text:?} is malformed: {e}"))
 }
 
-/// `SELECT id FROM usage_log WHERE created_at < ? ORDER BY created_at LIMIT n`:
-/// the next rows a prune deletes, oldest first, through the created_at index.
-pub fn prunable_ids<'a, DB, T>(before: T, limit: i64) -> QueryBuilder<'a, DB>
-where
-    DB: Database,
-    DB::Arguments<'a>: Default,
-    i64: Encode<'a, DB> + Type<DB>,
-    T: 'a + Encode<'a, DB> + Type<DB>,
-{
-    let mut query = QueryBuilder::new("SELECT id FROM usage_log WHERE created_at < ");
-    query.push_bind(before);
-    query.push(" ORDER BY created_at LIMIT ").push_bind(limit);
-    query
-}
+/// The next rows a prune deletes, oldest first, through the created_at
+/// index; binds before, limit.
+pub const PRUNABLE_IDS: &str =
+    "SELECT id FROM usage_log WHERE created_at < ? ORDER BY created_at LIMIT ?";
 
-/// `DELETE FROM usage_log WHERE id IN (...)`.
-pub fn delete_usage_ids<'a, DB>(ids: &'a [i64]) -> QueryBuilder<'a, DB>
-where
-    DB: Database,
-    DB::Arguments<'a>: Default,
-    i64: Encode<'a, DB> + Type<DB>,
-{
-    let mut query = QueryBuilder::new("DELETE FROM usage_log WHERE id IN (");
-    let mut list = query.separated(", ");
-    for id in ids {
-        list.push_bind(*id);
-    }
-    query.push(")");
-    query
+/// `DELETE FROM usage_log WHERE id IN (...)` for `n` ids.
+pub fn delete_usage_ids(n: usize) -> String {
+    format!("DELETE FROM usage_log WHERE id IN ({})", placeholders(n))
 }
 
 /// A text column of ASCII stored with a binary collation (`ascii_bin` on
@@ -510,17 +491,7 @@ mod tests {
             clause: "ON CONFLICT (api_key_id, bucket_start, outcome) DO UPDATE SET",
             incoming: |c| format!("excluded.{c}"),
         };
-        let delta = RollupDelta {
-            api_key_id: 1,
-            bucket_start: time::macros::datetime!(2026-12-02 03:00:00 UTC),
-            outcome: "allowed",
-            requests: 1,
-            request_bytes: Halves::default(),
-            response_bytes: Halves::default(),
-            units: Halves::default(),
-        };
-        let rows = [(&delta, String::from("2026-12-02 03:00:00.000"))];
-        let sql = upsert_rollups::<sqlx::Sqlite, _>("usage_hourly", &upsert, &rows).into_sql();
+        let sql = upsert_rollups("usage_hourly", &upsert, 1);
         for counter in ROLLUP_COUNTERS {
             assert!(
                 sql.contains(&format!("{counter} = {counter} + excluded.{counter}")),
