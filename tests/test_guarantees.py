@@ -1,4 +1,4 @@
-"""The README's Guarantees section maps every guarantee to the test that
+"""docs/GUARANTEES.md maps every guarantee to the test that
 proves it: each bullet names at least one test file of this repository, and
 every ``file::name`` it names is a test (or fixture) defined in that file.
 A guarantee whose test is renamed or removed fails here, not silently."""
@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-README = (ROOT / "README.md").read_text()
+GUARANTEES = (ROOT / "docs" / "GUARANTEES.md").read_text()
 
 #: A backticked reference: a path of this repository, optionally ``::name``,
 #: or ``::name`` alone (another test of the file named just before).
@@ -20,10 +20,10 @@ TEST_DIRS = ("tests/", "sidecar/tests/", "filter/src/", "filter/tests/", "ai-ser
 
 def guarantees() -> list[str]:
     """The bullets between the guarantees markers, each joined into one line."""
-    begin = README.index("<!-- guarantees:begin -->")
-    end = README.index("<!-- guarantees:end -->")
+    begin = GUARANTEES.index("<!-- guarantees:begin -->")
+    end = GUARANTEES.index("<!-- guarantees:end -->")
     bullets, current = [], None
-    for line in README[begin:end].splitlines():
+    for line in GUARANTEES[begin:end].splitlines():
         if line.startswith("- "):
             current = [line[2:]]
             bullets.append(current)
