@@ -1,4 +1,4 @@
-"""Turn the benchmark's raw runs into results.json, results.md and the README section.
+"""Turn the benchmark's raw runs into results.json, results.md and docs/PERFORMANCE.md's table.
 
 Per scenario the table shows medians over the rounds: ``rps`` from the
 throughput runs, ``p50_ms``/``p99_ms`` from the fixed-rate runs. Ratios and
@@ -6,7 +6,7 @@ added latencies are medians of per-round differences between a scenario and
 its reference measured in the same round (in an order shuffled per round),
 which cancels most of the drift of a shared machine.
 
-Usage (rewrite the README's performance section from the last results):
+Usage (rewrite docs/PERFORMANCE.md's table from the last results):
   .venv/bin/python bench/report.py --readme
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-README = ROOT / "README.md"
+README = ROOT / "docs" / "PERFORMANCE.md"
 README_BEGIN = "<!-- performance:begin (owned by bench/; `make bench` prints the table) -->"
 README_END = "<!-- performance:end -->"
 
@@ -193,7 +193,7 @@ DESCRIPTIONS = {
 
 
 def markdown(results: dict) -> str:
-    """The table a person reads (results.md, the README section, the terminal)."""
+    """The table a person reads (results.md, docs/PERFORMANCE.md, the terminal)."""
     k = results["knobs"]
     lines = [
         f"Measured {results['finished_at']} on {results['machine']['cores']} cores "
@@ -278,11 +278,11 @@ def markdown(results: dict) -> str:
 
 
 def update_readme(table: str, elapsed_s: float) -> None:
-    """Replace the README's performance section (between its markers) with ``table``."""
+    """Replace docs/PERFORMANCE.md's table (between its markers) with ``table``."""
     text = README.read_text()
     start, end = text.find(README_BEGIN), text.find(README_END)
     if start < 0 or end < start:
-        raise SystemExit("README.md has no performance:begin/end markers")
+        raise SystemExit("docs/PERFORMANCE.md has no performance:begin/end markers")
     minutes = elapsed_s / 60
     how = (f"Reproduce with `make bench` (this run: {minutes:.1f} minutes; the first run on a "
            "machine adds about 9 minutes to `cargo install oha`); bench/README.md says what "
@@ -300,7 +300,7 @@ def main(argv: list[str]) -> int:
     table = markdown(results)
     if "--readme" in argv:
         update_readme(table, results.get("elapsed_s", 0))
-        print("README.md performance section updated")
+        print("docs/PERFORMANCE.md updated")
     else:
         sys.stdout.write(table)
     return 0

@@ -14,7 +14,7 @@ sidecar every ``SOAK_SAMPLE_S`` seconds. Then it
   reports its growth per minute; the run fails when a process grows faster
   than ``SOAK_MAX_GROWTH_KIB_PER_MIN`` (default 2048) there, or when the
   sidecar's memory ends above ``SOAK_SIDECAR_MAX_MIB`` (default 48, the
-  bound README.md states). A leak such as a statement cache filling with
+  bound docs/GUARANTEES.md states). A leak such as a statement cache filling with
   one statement per batch size grew the sidecar by 13 MiB a minute; SQLite's
   page caches, bounded at 8 MiB in all, filled at 850 KiB a minute in the
   second half of a 180 s run at 200/s, and stop when full.
