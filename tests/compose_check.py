@@ -3,7 +3,7 @@ Docker client: nothing here is installed beyond what `make setup` puts in
 .venv, and nothing is downloaded.
 
 The file is parsed (duplicate keys refused), its ``${...}`` variables are
-interpolated with the secrets the README says to export, the result is
+interpolated with the secrets docs/OPERATING.md says to export, the result is
 validated against the Compose specification's JSON schema (vendored in
 PyPI's check-jsonschema as ``vendor.compose-spec``), and the references a
 schema cannot see are followed: services named in ``depends_on``, named
@@ -24,7 +24,7 @@ from ruamel.yaml.error import YAMLError
 
 from stack import VENV_BIN
 
-#: What the README tells a user to export before `docker compose up`.
+#: What docs/OPERATING.md (docker-compose) tells a user to export before `docker compose up`.
 EXPORTED = ("TOLLGATE_JWT_SECRET", "TOLLGATE_INTERNAL_TOKEN", "TOLLGATE_ADMIN_TOKEN")
 
 #: One `$` construct of Compose's interpolation (no nesting): `$$`, `$NAME`,
@@ -78,13 +78,13 @@ def interpolate(value: Any, env: dict[str, str], problems: list[str]) -> Any:
         if op in (":?", "?"):
             if not usable:
                 problems.append(f"{name} is required ({arg!r}) but is not among the "
-                                f"variables the README says to export: {', '.join(EXPORTED)}")
+                                f"variables docs/OPERATING.md says to export: {', '.join(EXPORTED)}")
             return current or ""
         if op in (":+", "+"):
             return arg if usable else ""
         if current is None:
             problems.append(f"${name} has no default and is not among the variables "
-                            f"the README says to export: {', '.join(EXPORTED)}")
+                            f"docs/OPERATING.md says to export: {', '.join(EXPORTED)}")
         return current or ""
 
     return VARIABLE.sub(substitute, value)

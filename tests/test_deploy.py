@@ -34,7 +34,7 @@ NOT_MANIFESTS = {DEPLOY / "kubernetes/envoy-config.yaml"}
 MANIFESTS = sorted(p for folder in ("kubernetes", "istio") for p in (DEPLOY / folder).rglob("*.yaml")
                    if p not in NOT_MANIFESTS)
 
-#: The variables `tollgate serve` reads its secrets from (README, Configuration).
+#: The variables `tollgate serve` reads its secrets from (docs/OPERATING.md, Configuration).
 SIDECAR_SECRETS = {"DATABASE_URL", "TOLLGATE_INTERNAL_TOKEN", "TOLLGATE_ADMIN_TOKEN",
                    "TOLLGATE_MASTER_KEY"}
 

@@ -1,4 +1,4 @@
-"""No grant is ever lost, and the API key alone charges nothing (README,
+"""No grant is ever lost, and the API key alone charges nothing (docs/OPERATING.md,
 "Limits and quotas"; docs/ARCHITECTURE.md, "No grant is lost").
 
 A victim key with ``requests`` and ``request_bytes`` quotas, on a stack of

@@ -15,7 +15,7 @@ pub struct ErrorBody {
 /// The `error` object of an [`ErrorBody`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorDetail {
-    /// Stable, machine-readable code (see the error table in the README).
+    /// Stable, machine-readable code (see the error table in docs/CONTRACT.md).
     pub code: String,
     /// Text for a person.
     pub message: String,
