@@ -1,6 +1,6 @@
 //! Build script of the sidecar: fetches the operator console's browser
 //! assets from the npm registry (`npm ci` in `console/`, pinned by its
-//! `package-lock.json`) so that the binary embeds them (`src/console/assets.rs`).
+//! `package-lock.json`) so that the binary embeds them (`src/http/console/assets.rs`).
 //! Nothing is fetched when the console runs.
 
 use std::path::{Path, PathBuf};

@@ -1,127 +1,23 @@
 //! Validated configuration of the sidecar, and how it is shown with secrets masked.
 
 use std::fmt;
-use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::clock::parse_duration;
-use crate::drain::DEFAULT_DRAIN_PERIOD;
+use crate::domain::clock::parse_duration;
+use crate::domain::sealed::Keyring;
+use crate::http::console::gateway::EnvoyAdmin;
+use crate::http::console::origin::ConsoleOrigins;
+use crate::http::drain::DEFAULT_DRAIN_PERIOD;
 
-use crate::console::gateway::EnvoyAdmin;
-use crate::console::origin::ConsoleOrigins;
-use crate::sealed::Keyring;
-
-/// Where `serve` listens unless `--listen` says otherwise: loopback only.
-pub const DEFAULT_LISTEN: SocketAddr =
-    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 9000);
-
-/// Where the embedded default database lives, relative to the working directory.
-pub const DEFAULT_SQLITE_PATH: &str = ".tollgate/tollgate.db";
+pub use crate::domain::mask::{mask_database_url, mask_secret};
+pub use crate::http::usage::DEFAULT_USAGE_MAX_SKEW;
+pub use crate::http::DEFAULT_LISTEN;
+pub use crate::store::target::{DatabaseTarget, DEFAULT_SQLITE_PATH};
 
 /// Shortest internal token `serve` accepts: it is the only thing between the
 /// network and the key registry.
 pub const MIN_INTERNAL_TOKEN_LEN: usize = 16;
-
-/// How far from the sidecar's clock a usage record's `timestamp_ms` may be,
-/// either way, unless `--usage-max-skew` says otherwise.
-pub const DEFAULT_USAGE_MAX_SKEW: Duration = Duration::from_secs(24 * 3_600);
-
-/// Which database the sidecar talks to.
-#[derive(Clone, PartialEq, Eq)]
-pub enum DatabaseTarget {
-    /// A MySQL or MariaDB server, by `mysql://` URL.
-    MySql(String),
-    /// A SQLite file; created (with its directory) when missing.
-    Sqlite(PathBuf),
-}
-
-impl DatabaseTarget {
-    /// Reads `--database-url`; `None` means the SQLite file [`DEFAULT_SQLITE_PATH`].
-    pub fn from_url(url: Option<&str>) -> Result<Self, String> {
-        let Some(url) = url.map(str::trim).filter(|u| !u.is_empty()) else {
-            return Ok(DatabaseTarget::Sqlite(PathBuf::from(DEFAULT_SQLITE_PATH)));
-        };
-        if url.starts_with("mysql://") || url.starts_with("mariadb://") {
-            return Ok(DatabaseTarget::MySql(url.replacen(
-                "mariadb://",
-                "mysql://",
-                1,
-            )));
-        }
-        if let Some(rest) = url.strip_prefix("sqlite:") {
-            let rest = rest.strip_prefix("//").unwrap_or(rest);
-            let path = rest.split('?').next().unwrap_or_default();
-            if path.is_empty() || path == ":memory:" {
-                return Err(format!(
-                    "database URL {:?} names no file; use e.g. sqlite://.tollgate/tollgate.db",
-                    mask_database_url(url)
-                ));
-            }
-            return Ok(DatabaseTarget::Sqlite(PathBuf::from(path)));
-        }
-        Err(format!(
-            "database URL {:?} is neither mysql://... nor sqlite://...",
-            mask_database_url(url)
-        ))
-    }
-
-    /// The target as it may be printed: any password masked.
-    pub fn masked(&self) -> String {
-        match self {
-            DatabaseTarget::MySql(url) => mask_database_url(url),
-            DatabaseTarget::Sqlite(path) => format!("sqlite://{}", path.display()),
-        }
-    }
-}
-
-impl fmt::Debug for DatabaseTarget {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.masked())
-    }
-}
-
-/// Shows a secret's presence and length, never its content.
-pub fn mask_secret(secret: Option<&str>) -> String {
-    match secret {
-        None => "not set".to_string(),
-        Some(s) => format!("set ({} chars)", s.chars().count()),
-    }
-}
-
-/// Replaces the password of a database URL (userinfo or `password=` parameter) with `****`.
-pub fn mask_database_url(url: &str) -> String {
-    let (scheme, rest) = match url.find("://") {
-        Some(i) => url.split_at(i + 3),
-        None => ("", url),
-    };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let authority = match authority.rfind('@') {
-        Some(at) => {
-            let (userinfo, host) = authority.split_at(at);
-            match userinfo.find(':') {
-                Some(colon) => format!("{}:****{}", &userinfo[..colon], host),
-                None => authority.to_string(),
-            }
-        }
-        None => authority.to_string(),
-    };
-    let tail = match tail.split_once('?') {
-        Some((path, query)) => {
-            let query: Vec<String> = query
-                .split('&')
-                .map(|pair| match pair.split_once('=') {
-                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=****"),
-                    _ => pair.to_string(),
-                })
-                .collect();
-            format!("{path}?{}", query.join("&"))
-        }
-        None => tail.to_string(),
-    };
-    format!("{scheme}{authority}{tail}")
-}
 
 /// Everything `serve` needs, validated.
 #[derive(Clone)]
@@ -138,7 +34,7 @@ pub struct ServeConfig {
     /// How far from now a usage record's timestamp may be; see [`DEFAULT_USAGE_MAX_SKEW`].
     pub usage_max_skew: Duration,
     /// How long the key change feed keeps a change; see
-    /// [`crate::feed::DEFAULT_RETENTION`].
+    /// [`crate::http::feed::DEFAULT_RETENTION`].
     pub key_feed_retention: Duration,
     /// How long `/readyz` answers 503 after the stop signal before the
     /// listener closes; see [`DEFAULT_DRAIN_PERIOD`].
@@ -246,7 +142,7 @@ impl ServeConfig {
             internal_token,
             keyring,
             usage_max_skew,
-            key_feed_retention: crate::feed::DEFAULT_RETENTION,
+            key_feed_retention: crate::http::feed::DEFAULT_RETENTION,
             drain_period: DEFAULT_DRAIN_PERIOD,
             envoy_admin: None,
             console_origins: None,
@@ -294,6 +190,7 @@ impl fmt::Debug for ServeConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     #[test]
     fn passwords_are_masked_in_database_urls() {

@@ -319,7 +319,7 @@ fn keys_list_shows_expired_once_the_expiry_passes() {
         "--name",
         "expiring",
         "--expires-at",
-        &sidecar::clock::format_rfc3339(expires_at),
+        &sidecar::domain::clock::format_rfc3339(expires_at),
         "--json",
     ]))
     .unwrap();
@@ -1050,7 +1050,7 @@ fn keys_rewrap_moves_every_secret_to_the_new_master_key() {
 /// file: `old` of them 100 days ago, `new` of them now.
 async fn seed_usage(dir: &WorkDir, old: usize, new: usize) {
     use sidecar::store::{NewKey, Store};
-    let target = sidecar::config::DatabaseTarget::Sqlite(dir.0.join(".tollgate/tollgate.db"));
+    let target = sidecar::store::DatabaseTarget::Sqlite(dir.0.join(".tollgate/tollgate.db"));
     let store = Store::connect(&target).await.unwrap();
     store.migrate().await.unwrap();
     store
@@ -1058,14 +1058,14 @@ async fn seed_usage(dir: &WorkDir, old: usize, new: usize) {
             name: "seeded".into(),
             prefix: "tg_seeded".into(),
             key_hash: "0".repeat(64),
-            created_at: sidecar::clock::now_ms(),
+            created_at: sidecar::domain::clock::now_ms(),
             expires_at: None,
             sealed_signing_secret: None,
             limits: Default::default(),
         })
         .await
         .unwrap();
-    let now = sidecar::clock::to_unix_ms(sidecar::clock::now_ms());
+    let now = sidecar::domain::clock::to_unix_ms(sidecar::domain::clock::now_ms());
     let records: Vec<tollgate_wire::UsageRecord> = (0..old + new)
         .map(|i| tollgate_wire::UsageRecord {
             request_id: format!("seed-{i}"),

@@ -9,7 +9,7 @@ mod support;
 
 use axum::http::{header, Method, StatusCode};
 use serde_json::json;
-use sidecar::console::gateway::EnvoyAdmin;
+use sidecar::http::console::gateway::EnvoyAdmin;
 use support::console::*;
 use support::*;
 
@@ -247,7 +247,7 @@ async fn live_figures_say_when_envoy_cannot_be_read() {
         .state
         .clone()
         .with_envoy_admin(Some(EnvoyAdmin::parse("http://127.0.0.1:1").unwrap()));
-    h.app = sidecar::app::router(h.state.clone());
+    h.app = sidecar::http::router(h.state.clone());
     let (cookie, _) = logged_in(&h).await;
     let figures = read(&h, "/console/api/gateway", &cookie).await.json();
     assert_eq!(figures["envoy"]["configured"], true);
@@ -281,8 +281,10 @@ async fn the_key_list_shows_each_keys_last_use(backend: Backend) {
     let (cookie, _) = logged_in(&h).await;
     let uses = read(&h, "/console/api/last-use", &cookie).await.json();
     assert_eq!(uses[0], json!({"key_id": 1, "last_used_at": null}));
-    let shown = sidecar::clock::parse_rfc3339(uses[1]["last_used_at"].as_str().unwrap()).unwrap();
-    let expected = sidecar::clock::from_unix_ms(late["timestamp_ms"].as_u64().unwrap()).unwrap();
+    let shown =
+        sidecar::domain::clock::parse_rfc3339(uses[1]["last_used_at"].as_str().unwrap()).unwrap();
+    let expected =
+        sidecar::domain::clock::from_unix_ms(late["timestamp_ms"].as_u64().unwrap()).unwrap();
     assert_eq!(
         shown, expected,
         "the newest row, to the millisecond: {uses}"

@@ -9,9 +9,9 @@ mod support;
 use std::net::SocketAddr;
 
 use axum::http::{header, Method, Request, StatusCode};
-use sidecar::console::origin::ConsoleOrigins;
-use sidecar::console::session::MAX_SESSIONS;
-use sidecar::console::throttle::FREE_FAILURES;
+use sidecar::http::console::origin::ConsoleOrigins;
+use sidecar::http::console::session::MAX_SESSIONS;
+use sidecar::http::console::throttle::FREE_FAILURES;
 use support::console::*;
 use support::*;
 
@@ -212,7 +212,7 @@ async fn requests_that_name_another_host_are_refused() {
         .state
         .clone()
         .with_console_origins(ConsoleOrigins::parse(&["https://console.example.com"]).unwrap());
-    h.app = sidecar::app::router(h.state.clone());
+    h.app = sidecar::http::router(h.state.clone());
     let login_page = h
         .send(to_host("/console/login", Some("console.example.com"), None))
         .await;

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use axum::http::{Method, StatusCode};
 use serde_json::{json, Value};
-use sidecar::grants::answer;
+use sidecar::http::grants::answer;
 use sidecar::store::Store;
 use support::*;
 use tollgate_wire::{
@@ -516,8 +516,8 @@ async fn reconcile_compares_the_ledger_with_the_counters(backend: Backend) {
         .ingest(&json!([record("r1", key_id), record("r2", key_id)]))
         .await;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
-    let at = sidecar::clock::now_ms();
-    let rows = sidecar::reconcile::reconcile(&h.db.store, Some(key_id), None, at)
+    let at = sidecar::domain::clock::now_ms();
+    let rows = sidecar::cli::reconcile::reconcile(&h.db.store, Some(key_id), None, at)
         .await
         .unwrap();
     assert_eq!(rows.len(), 2);
@@ -546,7 +546,7 @@ async fn reconcile_compares_the_ledger_with_the_counters(backend: Backend) {
     for n in [2, 3] {
         answer(&h.db.store, &settle(n, 6), now).await.unwrap();
     }
-    let rows = sidecar::reconcile::reconcile(&h.db.store, Some(key_id), None, at)
+    let rows = sidecar::cli::reconcile::reconcile(&h.db.store, Some(key_id), None, at)
         .await
         .unwrap();
     assert_eq!((rows[1].charged, rows[1].ledger), (12, 12));
@@ -554,20 +554,24 @@ async fn reconcile_compares_the_ledger_with_the_counters(backend: Backend) {
     // Past the limit, a settled quota is not a fault: it was served.
     answer(&h.db.store, &settle(4, 6), now).await.unwrap();
     h.ingest(&json!([record("r-units", key_id)])).await;
-    let rows = sidecar::reconcile::reconcile(&h.db.store, Some(key_id), None, at)
+    let rows = sidecar::cli::reconcile::reconcile(&h.db.store, Some(key_id), None, at)
         .await
         .unwrap();
     assert_eq!((rows[1].charged, rows[1].ledger), (18, 18));
     assert!(!rows[1].ledger_differs && !rows[1].over_limit);
-    let only_hourly =
-        sidecar::reconcile::reconcile(&h.db.store, None, Some(tollgate_wire::Window::Hour), at)
-            .await
-            .unwrap();
+    let only_hourly = sidecar::cli::reconcile::reconcile(
+        &h.db.store,
+        None,
+        Some(tollgate_wire::Window::Hour),
+        at,
+    )
+    .await
+    .unwrap();
     assert_eq!(only_hourly.len(), 1);
 
     // A third admitted request in the ledger is over the limit, and said so.
     h.ingest(&json!([record("r3", key_id)])).await;
-    let rows = sidecar::reconcile::reconcile(&h.db.store, Some(key_id), None, at)
+    let rows = sidecar::cli::reconcile::reconcile(&h.db.store, Some(key_id), None, at)
         .await
         .unwrap();
     assert!(rows[0].over_limit, "{rows:?}");
@@ -579,8 +583,8 @@ async fn reconcile_compares_the_ledger_with_the_counters(backend: Backend) {
     earlier["timestamp_ms"] = json!(hour_ago);
     earlier["units"] = json!(5);
     assert_eq!(h.ingest(&json!([earlier])).await.status, StatusCode::OK);
-    let at = sidecar::clock::from_unix_ms(hour_ago).unwrap();
-    let rows = sidecar::reconcile::reconcile(
+    let at = sidecar::domain::clock::from_unix_ms(hour_ago).unwrap();
+    let rows = sidecar::cli::reconcile::reconcile(
         &h.db.store,
         Some(key_id),
         Some(tollgate_wire::Window::Hour),
@@ -790,8 +794,8 @@ async fn a_year_boundary_splits_every_month_quota_and_what_is_given_back(backend
             [3, 1024, 10],
         ),
     ] {
-        let instant = sidecar::clock::from_unix_ms(at as u64).unwrap();
-        let rows = sidecar::reconcile::reconcile(
+        let instant = sidecar::domain::clock::from_unix_ms(at as u64).unwrap();
+        let rows = sidecar::cli::reconcile::reconcile(
             store,
             Some(key_id),
             Some(tollgate_wire::Window::Month),
@@ -871,7 +875,7 @@ async fn the_verify_call_charges_nothing(backend: Backend) {
         assert_eq!(reply["limits"]["quotas"][0]["kind"], "requests");
         assert!(reply.get("grants").is_none(), "{reply}");
     }
-    let now_ms = sidecar::store::feed::unix_ms(sidecar::clock::now_ms());
+    let now_ms = sidecar::store::feed::unix_ms(sidecar::domain::clock::now_ms());
     for kind in [QuotaKind::Requests, QuotaKind::RequestBytes] {
         let span = tollgate_wire::Window::Hour.containing(now_ms);
         let charged =

@@ -11,7 +11,7 @@ use axum::http::{header, Method, Request, StatusCode};
 use axum::routing::get;
 use axum::Router;
 use serde_json::json;
-use sidecar::app::{self, AppState};
+use sidecar::http::{self, AppState};
 use support::*;
 
 on_both_backends!(instants_out_of_range_are_refused_naming_the_field);
@@ -97,7 +97,7 @@ fn router_with_a_bug(state: AppState) -> Router {
     let routes = Router::new()
         .route("/v1/boom", get(boom))
         .route("/v1/fine", get(|| async { "fine" }));
-    app::wrap(routes, state)
+    http::wrap(routes, state)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

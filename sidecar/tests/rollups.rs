@@ -14,8 +14,8 @@ use std::collections::BTreeMap;
 
 use axum::http::{Method, StatusCode};
 use serde_json::{json, Value};
-use sidecar::clock::{from_unix_ms, to_unix_ms};
-use sidecar::series::{usage_series, Window};
+use sidecar::domain::clock::{from_unix_ms, to_unix_ms};
+use sidecar::http::series::{usage_series, Window};
 use sidecar::store::rollup::Grain;
 use sidecar::store::{Store, SummaryFilter, UsageInsert};
 use support::*;
@@ -271,7 +271,7 @@ async fn the_migration_rolls_up_the_rows_already_stored(backend: Backend) {
             r.outcome.as_str(),
             r.request_bytes,
             r.response_bytes,
-            sidecar::clock::format_db_text(from_unix_ms(r.timestamp_ms).unwrap()),
+            sidecar::domain::clock::format_db_text(from_unix_ms(r.timestamp_ms).unwrap()),
         );
         match &db.store {
             Store::MySql(s) => sqlx::query(&sql).execute(s.pool()).await.map(drop),
@@ -492,11 +492,11 @@ async fn series_fill_every_bucket_and_count_each_row_in_its_own(backend: Backend
         let series = usage_series(store, 1, window, NOW).await.unwrap();
         assert_eq!(series.points.len() as i32, window.buckets());
         assert_eq!(series.bucket_s, window.grain().seconds());
-        assert_eq!(series.from, sidecar::clock::format_rfc3339(from));
-        assert_eq!(series.to, sidecar::clock::format_rfc3339(to));
+        assert_eq!(series.from, sidecar::domain::clock::format_rfc3339(from));
+        assert_eq!(series.to, sidecar::domain::clock::format_rfc3339(to));
         for (i, p) in series.points.iter().enumerate() {
             let start = from + window.grain().duration() * (i as i32);
-            assert_eq!(p.start, sidecar::clock::format_rfc3339(start));
+            assert_eq!(p.start, sidecar::domain::clock::format_rfc3339(start));
         }
         // What lands in the first and last buckets: the rows of every
         // window whose instant falls there (the windows nest).

@@ -17,7 +17,7 @@ use time::{OffsetDateTime, PrimitiveDateTime};
 
 use super::sql::Upsert;
 use super::StoreError;
-use crate::clock::{format_db_text, parse_db_text, to_primitive_utc};
+use crate::domain::clock::{format_db_text, parse_db_text, to_primitive_utc};
 
 pub(super) static MYSQL_MIGRATOR: Migrator = sqlx::migrate!("./migrations/mysql");
 pub(super) static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("./migrations/sqlite");

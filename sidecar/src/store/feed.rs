@@ -65,7 +65,7 @@ pub const CHANGE_REVOKED: &str = "revoked";
 
 /// An instant as the feed stores it: milliseconds since the Unix epoch.
 pub fn unix_ms(at: time::OffsetDateTime) -> i64 {
-    i64::try_from(crate::clock::to_unix_ms(at)).unwrap_or(i64::MAX)
+    i64::try_from(crate::domain::clock::to_unix_ms(at)).unwrap_or(i64::MAX)
 }
 
 /// One stored change.

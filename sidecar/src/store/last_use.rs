@@ -11,11 +11,11 @@ use time::OffsetDateTime;
 
 use super::dialect::Dialect;
 use super::{SqlStore, Store, StoreError};
-use crate::clock::parse_db_text;
+use crate::domain::clock::parse_db_text;
 
 /// Every key's id and the time of its newest usage row (NULL: never used),
 /// as text in both dialects: MySQL's `DATETIME(3)` cast to text is the
-/// fixed-width form SQLite stores (`crate::clock::format_db_text`).
+/// fixed-width form SQLite stores (`crate::domain::clock::format_db_text`).
 const LAST_USE: &str = "SELECT k.id, CAST((SELECT MAX(u.created_at) FROM usage_log u \
      WHERE u.api_key_id = k.id) AS CHAR) FROM api_keys k ORDER BY k.id";
 

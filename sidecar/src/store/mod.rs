@@ -18,6 +18,7 @@ pub mod rollup;
 pub mod sql;
 mod sql_store;
 pub mod sqlite;
+pub mod target;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -26,13 +27,13 @@ use std::future::Future;
 use time::OffsetDateTime;
 use tollgate_wire::{Limits, UsageRecord};
 
-use crate::config::DatabaseTarget;
-use crate::sealed::SealedSecret;
+use crate::domain::sealed::SealedSecret;
 
 pub use dialect::Dialect;
 pub use mysql::MySqlStore;
 pub use sql_store::SqlStore;
 pub use sqlite::SqliteStore;
+pub use target::DatabaseTarget;
 
 /// Rows one multi-row `INSERT` carries; a batch is split into statements of at
 /// most this many rows, all inside one transaction (stays well below both
@@ -562,7 +563,7 @@ fn migrator_up_to(migrator: &sqlx::migrate::Migrator, version: i64) -> sqlx::mig
 
 /// The creation time of a usage record, already range-checked by the caller.
 fn record_time(record: &UsageRecord) -> Result<OffsetDateTime, StoreError> {
-    crate::clock::from_unix_ms(record.timestamp_ms).ok_or_else(|| {
+    crate::domain::clock::from_unix_ms(record.timestamp_ms).ok_or_else(|| {
         StoreError::Corrupt(format!(
             "timestamp_ms {} of request {} is out of range",
             record.timestamp_ms, record.request_id

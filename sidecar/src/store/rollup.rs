@@ -48,7 +48,7 @@ impl Grain {
 
     /// The first instant of the bucket holding `t` (UTC).
     pub fn floor(self, t: OffsetDateTime) -> OffsetDateTime {
-        let t = crate::clock::utc(t);
+        let t = crate::domain::clock::utc(t);
         let (hour, minute) = match self {
             Grain::Minute => (t.hour(), t.minute()),
             Grain::Hour => (t.hour(), 0),
@@ -59,7 +59,7 @@ impl Grain {
 
     /// The first instant of the first bucket starting at or after `t`; the
     /// last instant the `time` crate holds when no bucket starts before it
-    /// (accepted instants end in year 3000, far from there: `crate::clock`).
+    /// (accepted instants end in year 3000, far from there: `crate::domain::clock`).
     pub fn ceil(self, t: OffsetDateTime) -> OffsetDateTime {
         let floor = self.floor(t);
         if floor == t {
@@ -119,7 +119,7 @@ pub fn deltas<'a>(
 ) -> Vec<RollupDelta> {
     let mut sums: BTreeMap<(i64, OffsetDateTime, &'static str), RollupDelta> = BTreeMap::new();
     for record in records {
-        let Some(at) = crate::clock::from_unix_ms(record.timestamp_ms) else {
+        let Some(at) = crate::domain::clock::from_unix_ms(record.timestamp_ms) else {
             continue;
         };
         let bucket_start = grain.floor(at);
@@ -161,7 +161,7 @@ mod tests {
             response_bytes: 2 * bytes,
             units: bytes / 2,
             duration_ms: 1,
-            timestamp_ms: crate::clock::to_unix_ms(at),
+            timestamp_ms: crate::domain::clock::to_unix_ms(at),
         }
     }
 

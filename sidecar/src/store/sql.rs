@@ -12,7 +12,7 @@ use tollgate_wire::UsageRecord;
 
 use super::rollup::{Grain, Halves, RollupDelta};
 use super::{SealedRow, SeriesRow, StoreError, UsageSummaryRow};
-use crate::sealed::SealedSecret;
+use crate::domain::sealed::SealedSecret;
 
 /// The columns a key is read with, in the order `key_from_row` expects.
 macro_rules! key_columns {

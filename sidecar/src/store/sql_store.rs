@@ -18,7 +18,7 @@ use super::feed::{unix_ms, ADVANCE_HEAD, CHANGE_CREATED, CHANGE_REVOKED, HEAD, I
 use super::{
     migrator_up_to, sql, ApiKey, KeyLookup, KeyStatus, NewKey, Revocation, SealedRow, StoreError,
 };
-use crate::sealed::SealedSecret;
+use crate::domain::sealed::SealedSecret;
 
 /// A pool on one backend's database.
 pub struct SqlStore<DB: Database> {

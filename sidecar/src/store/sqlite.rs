@@ -5,7 +5,7 @@
 //! The file runs in WAL mode (readers never wait for the writer) with a busy
 //! timeout (writers queue instead of failing) and `synchronous = FULL` (a batch
 //! is acknowledged only once it is on disk). Times are fixed-width UTC text,
-//! see [`crate::clock::format_db_text`]; migrations live in `migrations/sqlite`.
+//! see [`crate::domain::clock::format_db_text`]; migrations live in `migrations/sqlite`.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -1,0 +1,13 @@
+//! The sidecar's rules, as plain functions and types: instants and their
+//! accepted range, names, randomness, signing secrets and their sealing,
+//! tokens, how secrets are shown.
+//!
+//! Layer rule: `domain` imports nothing else of the crate; no axum, no sqlx.
+
+pub mod clock;
+pub mod mask;
+pub mod names;
+pub mod random;
+pub mod sealed;
+pub mod signing_secret;
+pub mod token;
