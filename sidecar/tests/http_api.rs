@@ -14,7 +14,7 @@ use sidecar::cli::rewrap::rewrap_signing_secrets;
 use sidecar::domain::clock::{format_rfc3339, now_ms as now_instant, parse_rfc3339};
 use sidecar::domain::sealed::{Keyring, MasterKey, SealedSecret};
 use sidecar::domain::signing_secret::SigningSecret;
-use sidecar::http::keys::RegisterError;
+use sidecar::store::registry::RegisterError;
 use sidecar::store::{KeyStatus, NewKey, Store, SummaryFilter};
 use support::*;
 use tollgate_wire::{
@@ -813,7 +813,7 @@ async fn admin_api_refuses_an_expiry_that_has_passed(backend: Backend) {
         );
     }
     // Importing a key (the CLI's path) is refused the same way.
-    let imported = sidecar::http::keys::register_key(
+    let imported = sidecar::store::registry::register_key(
         &h.db.store,
         "legacy",
         "legacy-key-born-expired".to_string(),
@@ -972,7 +972,7 @@ async fn plaintext_key_is_stored_nowhere(backend: Backend) {
     let created = create_key(&h, "secretive", Some("2999-01-01T00:00:00Z")).await;
     let key = created["key"].as_str().unwrap().to_string();
     let imported = "legacy-plaintext-key-0001";
-    sidecar::http::keys::register_key(&h.db.store, "legacy", imported.to_string(), None)
+    sidecar::store::registry::register_key(&h.db.store, "legacy", imported.to_string(), None)
         .await
         .unwrap();
     assert_eq!(
@@ -1265,7 +1265,7 @@ async fn a_signing_secret_needs_a_master_key(backend: Backend) {
     // Nothing was stored.
     assert!(h.db.store.list_keys().await.unwrap().is_empty());
     // The library's path refuses the same way.
-    let refused = sidecar::http::keys::create_key(
+    let refused = sidecar::store::registry::create_key(
         &h.db.store,
         "lib",
         None,

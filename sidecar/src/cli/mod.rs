@@ -7,6 +7,7 @@
 //! (`TOLLGATE_MASTER_KEY`, `TOLLGATE_PREVIOUS_MASTER_KEY`), by the commands
 //! that seal or open one: a flag would show it in the process list.
 
+pub mod limits;
 pub mod prune;
 pub mod reconcile;
 pub mod rewrap;
@@ -21,11 +22,12 @@ use tollgate_wire::Algorithm;
 
 use crate::config::ServeConfig;
 use crate::domain::clock::{format_rfc3339, parse_duration, parse_rfc3339};
+use crate::domain::keys::{CreatedKey, KeyView};
 use crate::domain::sealed::Keyring;
 use crate::domain::token::{self, TokenRequest};
-use crate::http::keys::{self, CreatedKey, KeyView};
-use crate::http::usage::{self, SummaryReply};
+use crate::store::registry::{create_key, register_key};
 use crate::store::DatabaseTarget;
+use crate::store::{summary_filter, SummaryReply};
 use crate::store::{Revocation, Store};
 use rewrap::RewrapReport;
 
@@ -113,7 +115,7 @@ pub enum KeysCommand {
         #[arg(long)]
         signing_secret: bool,
         #[command(flatten)]
-        limits: crate::http::limits::LimitFlags,
+        limits: limits::LimitFlags,
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
@@ -142,7 +144,7 @@ pub enum KeysCommand {
     Limits {
         id: i64,
         #[command(flatten)]
-        limits: crate::http::limits::LimitFlags,
+        limits: limits::LimitFlags,
         /// Remove every limit first (then apply the other flags, if any).
         #[arg(long)]
         clear: bool,
@@ -298,7 +300,7 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             result
         }
         Command::Usage(UsageCommand::Summary { key, since, json }) => {
-            let filter = usage::summary_filter(key, since.as_deref(), OffsetDateTime::now_utc())
+            let filter = summary_filter(key, since.as_deref(), OffsetDateTime::now_utc())
                 .map_err(|e| format!("--since: {e}"))?;
             let store = open_store(&DatabaseTarget::from_url(database_url)?).await?;
             let rows = store
@@ -438,7 +440,7 @@ async fn run_keys(store: &Store, command: KeysCommand) -> Result<(), String> {
             let expires_at = parse_expires_at(expires_at.as_deref())?;
             let limits = limits.limits().map_err(|e| e.to_string())?;
             let keyring = signing_secret.then(Keyring::from_env).transpose()?;
-            let created = keys::create_key(store, &name, expires_at, keyring.as_ref(), limits)
+            let created = create_key(store, &name, expires_at, keyring.as_ref(), limits)
                 .await
                 .map_err(|e| e.to_string())?;
             print_created(&created, json)
@@ -450,7 +452,7 @@ async fn run_keys(store: &Store, command: KeysCommand) -> Result<(), String> {
             json,
         } => {
             let expires_at = parse_expires_at(expires_at.as_deref())?;
-            let created = keys::register_key(store, &name, key, expires_at)
+            let created = register_key(store, &name, key, expires_at)
                 .await
                 .map_err(|e| e.to_string())?;
             if json {
@@ -480,7 +482,7 @@ async fn run_keys(store: &Store, command: KeysCommand) -> Result<(), String> {
             limits,
             clear,
             json,
-        } => crate::http::limits::run_cli(store, id, &limits, clear, json).await,
+        } => limits::run_cli(store, id, &limits, clear, json).await,
         KeysCommand::Revoke { id, json } => {
             let now = crate::domain::clock::now_ms();
             let outcome = store.revoke_key(id, now).await.map_err(|e| e.to_string())?;
@@ -562,10 +564,7 @@ fn print_created(created: &CreatedKey, json: bool) -> Result<(), String> {
         "  expires_at: {}",
         view.expires_at.as_deref().unwrap_or("never")
     );
-    println!(
-        "  limits:     {}",
-        crate::http::limits::describe(&view.limits)
-    );
+    println!("  limits:     {}", limits::describe(&view.limits));
     println!(
         "  tokens:     signed with {}",
         if view.has_signing_secret {
@@ -601,7 +600,7 @@ fn print_key_table(keys: &[KeyView]) {
             } else {
                 "shared"
             },
-            crate::http::limits::describe(&key.limits),
+            limits::describe(&key.limits),
         );
     }
 }

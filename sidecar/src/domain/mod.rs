@@ -5,6 +5,7 @@
 //! Layer rule: `domain` imports nothing else of the crate; no axum, no sqlx.
 
 pub mod clock;
+pub mod keys;
 pub mod mask;
 pub mod names;
 pub mod random;

@@ -8,18 +8,16 @@ use tollgate_wire::USAGE_PATH;
 
 use axum::extract::{RawQuery, State};
 use axum::Json;
-use serde::Serialize;
 use time::OffsetDateTime;
 use tollgate_wire::{record_field, IngestReply, UsageRecord, MAX_USAGE_BATCH};
 
-use crate::domain::clock::{format_rfc3339, now_ms, parse_since, to_unix_ms, LATEST_ACCEPTED_MS};
+use crate::domain::clock::{format_rfc3339, now_ms, to_unix_ms, LATEST_ACCEPTED_MS};
 use crate::http::error::{ApiError, Undone};
 use crate::http::extract::{
     query_pairs, repeated_parameter, unknown_parameter, AdminCaller, InternalCaller, JsonBody,
 };
 use crate::http::AppState;
-use crate::store::rollup::Grain;
-use crate::store::{SummaryFilter, UsageInsert, UsageSummaryRow};
+use crate::store::{summary_filter, SummaryFilter, SummaryReply, UsageInsert};
 
 /// How far from the sidecar's clock a usage record's `timestamp_ms` may be,
 /// either way, unless `--usage-max-skew` says otherwise.
@@ -160,32 +158,6 @@ impl SummaryQuery {
         }
         Ok(query)
     }
-}
-
-/// Reply of `GET /v1/usage/summary` and `tollgate usage summary --json`.
-#[derive(Debug, Clone, Serialize)]
-pub struct SummaryReply {
-    /// RFC 3339 start of the window, when one was asked for: the start of
-    /// the hour of the instant asked for.
-    pub since: Option<String>,
-    pub rows: Vec<UsageSummaryRow>,
-}
-
-/// Builds a store filter from `--key`/`--since` style input. Summaries are
-/// read from the hourly and daily rollups, so `since` is taken back to the
-/// start of its hour (UTC); the reply's `since` says which instant it was.
-pub fn summary_filter(
-    key: Option<i64>,
-    since: Option<&str>,
-    now: OffsetDateTime,
-) -> Result<SummaryFilter, String> {
-    Ok(SummaryFilter {
-        api_key_id: key,
-        since: since
-            .map(|s| parse_since(s, now).map(|t| Grain::Hour.floor(t)))
-            .transpose()?,
-        until: None,
-    })
 }
 
 /// Reads the query string of `GET /v1/usage/summary` (`key=3&since=7d`)

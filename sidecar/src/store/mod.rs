@@ -14,6 +14,7 @@ pub mod last_use;
 mod ledger;
 pub mod limits;
 pub mod mysql;
+pub mod registry;
 pub mod rollup;
 pub mod sql;
 mod sql_store;
@@ -25,9 +26,11 @@ use std::fmt;
 use std::future::Future;
 
 use time::OffsetDateTime;
-use tollgate_wire::{Limits, UsageRecord};
+use tollgate_wire::UsageRecord;
 
 use crate::domain::sealed::SealedSecret;
+
+pub use crate::domain::keys::{ApiKey, KeyStatus, NewKey};
 
 pub use dialect::Dialect;
 pub use mysql::MySqlStore;
@@ -40,82 +43,6 @@ pub use target::DatabaseTarget;
 /// backends' limits on bound parameters). A batch's key ids are looked up as
 /// many at a time.
 pub const INSERT_CHUNK_ROWS: usize = 500;
-
-/// Stored state of a key (the `status` column).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyStatus {
-    Active,
-    Revoked,
-}
-
-impl KeyStatus {
-    /// The column value: `ACTIVE` or `REVOKED`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            KeyStatus::Active => "ACTIVE",
-            KeyStatus::Revoked => "REVOKED",
-        }
-    }
-
-    fn parse(text: &str) -> Result<Self, StoreError> {
-        match text {
-            "ACTIVE" => Ok(KeyStatus::Active),
-            "REVOKED" => Ok(KeyStatus::Revoked),
-            other => Err(StoreError::Corrupt(format!(
-                "api_keys.status holds {other:?}"
-            ))),
-        }
-    }
-}
-
-/// A registered key, without its hash.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiKey {
-    pub id: i64,
-    pub name: String,
-    pub prefix: String,
-    pub status: KeyStatus,
-    pub created_at: OffsetDateTime,
-    pub revoked_at: Option<OffsetDateTime>,
-    pub expires_at: Option<OffsetDateTime>,
-    /// The key's own signing secret, sealed; `None` for a key whose tokens
-    /// are signed with the shared secret.
-    pub sealed_signing_secret: Option<SealedSecret>,
-    /// Its rate and quotas (none by default).
-    pub limits: Limits,
-}
-
-/// A key to register: only its hash, never the plaintext.
-#[derive(Debug, Clone)]
-pub struct NewKey {
-    pub name: String,
-    pub prefix: String,
-    /// Lowercase hex SHA-256 of the key.
-    pub key_hash: String,
-    pub created_at: OffsetDateTime,
-    pub expires_at: Option<OffsetDateTime>,
-    /// Its signing secret, sealed for this `key_hash`; never the secret itself.
-    pub sealed_signing_secret: Option<SealedSecret>,
-    /// Its rate and quotas.
-    pub limits: Limits,
-}
-
-impl NewKey {
-    /// The key as registered with `id` by [`sql::INSERT_KEY`]: active, never revoked.
-    fn registered(&self, id: i64) -> ApiKey {
-        ApiKey {
-            id,
-            name: self.name.clone(),
-            prefix: self.prefix.clone(),
-            status: KeyStatus::Active,
-            created_at: self.created_at,
-            revoked_at: None,
-            expires_at: self.expires_at,
-            sealed_signing_secret: self.sealed_signing_secret.clone(),
-            limits: self.limits.clone(),
-        }
-    }
-}
 
 /// A stored signing secret and the row it is bound to (for re-sealing).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,6 +102,34 @@ pub struct SummaryFilter {
     /// Rows created before this instant (up to the end of its hour): a
     /// quota window's end, for `usage reconcile` of a past window.
     pub until: Option<OffsetDateTime>,
+}
+
+/// Reply of `GET /v1/usage/summary` and `tollgate usage summary --json`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SummaryReply {
+    /// RFC 3339 start of the window, when one was asked for: the start of
+    /// the hour of the instant asked for.
+    pub since: Option<String>,
+    pub rows: Vec<UsageSummaryRow>,
+}
+
+/// Builds a store filter from `--key`/`--since` style input. Summaries are
+/// read from the hourly and daily rollups, so `since` is taken back to the
+/// start of its hour (UTC); the reply's `since` says which instant it was.
+pub fn summary_filter(
+    key: Option<i64>,
+    since: Option<&str>,
+    now: OffsetDateTime,
+) -> Result<SummaryFilter, String> {
+    Ok(SummaryFilter {
+        api_key_id: key,
+        since: since
+            .map(|s| {
+                crate::domain::clock::parse_since(s, now).map(|t| rollup::Grain::Hour.floor(t))
+            })
+            .transpose()?,
+        until: None,
+    })
 }
 
 /// Totals of one (key, outcome) pair.

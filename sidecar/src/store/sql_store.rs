@@ -247,7 +247,8 @@ where
             id: row.try_get("id")?,
             name: row.try_get("name")?,
             prefix: row.try_get("prefix")?,
-            status: KeyStatus::parse(&status)?,
+            status: KeyStatus::parse(&status)
+                .ok_or_else(|| StoreError::Corrupt(format!("api_keys.status holds {status:?}")))?,
             created_at: DB::time_column(row, "created_at")?
                 .ok_or_else(|| StoreError::Corrupt("api_keys.created_at is NULL".into()))?,
             revoked_at: DB::time_column(row, "revoked_at")?,
