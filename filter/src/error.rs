@@ -225,7 +225,7 @@ mod tests {
         ]
     }
 
-    /// The error table of docs/ARCHITECTURE.md section 2, verbatim.
+    /// The error table of docs/CONTRACT.md ("Errors"), verbatim.
     const TABLE: &[(u16, &[&str])] = &[
         (
             401,

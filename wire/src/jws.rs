@@ -91,7 +91,7 @@ pub mod header {
     pub const TYP: &str = "typ";
 }
 
-/// Names of the token claims of the contract (docs/ARCHITECTURE.md, section 2).
+/// Names of the token claims of the contract (docs/CONTRACT.md).
 pub mod claim {
     /// Issued at (NumericDate), required.
     pub const IAT: &str = "iat";

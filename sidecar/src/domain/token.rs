@@ -1,5 +1,5 @@
 //! Minting the `X-Auth-Token` a client sends: a compact JWS, HMAC-signed,
-//! binding the SHA-256 of the request body (see docs/ARCHITECTURE.md section 2).
+//! binding the SHA-256 of the request body (see docs/CONTRACT.md).
 //!
 //! The algorithms, the claim and header names and the body digest are the
 //! ones the filter verifies with, from `tollgate_wire`; this module only
