@@ -9,11 +9,11 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sidecar::clock::{ACCEPTED_END, EARLIEST_ACCEPTED};
-use sidecar::error::{ApiError, ErrorCode};
-use sidecar::series::parse_series_query;
+use sidecar::domain::clock::{ACCEPTED_END, EARLIEST_ACCEPTED};
+use sidecar::http::error::{ApiError, ErrorCode};
+use sidecar::http::series::parse_series_query;
 use sidecar::store::summary_parts;
-use sidecar::usage::parse_summary_query;
+use sidecar::http::usage::parse_summary_query;
 use time::OffsetDateTime;
 
 /// The clock unless the input sets one: 2026-12-02T00:00:00Z.

@@ -12,10 +12,10 @@
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use sidecar::clock::LATEST_ACCEPTED_MS;
-use sidecar::config::DEFAULT_USAGE_MAX_SKEW;
-use sidecar::extract::parse_json;
-use sidecar::usage::{validate_batch, TimeWindow};
+use sidecar::domain::clock::LATEST_ACCEPTED_MS;
+use sidecar::http::usage::DEFAULT_USAGE_MAX_SKEW;
+use sidecar::http::extract::parse_json;
+use sidecar::http::usage::{validate_batch, TimeWindow};
 use tollgate_wire::{
     Outcome, UsageRecord, MAX_BODY_BYTES, MAX_ENDPOINT_LEN, MAX_METHOD_LEN, MAX_REQUEST_ID_LEN,
     MAX_RESPONSE_BYTES, MAX_TIMESTAMP_MS, MAX_USAGE_BATCH,

@@ -11,7 +11,6 @@ use crate::http::console::origin::ConsoleOrigins;
 use crate::http::drain::DEFAULT_DRAIN_PERIOD;
 
 pub use crate::domain::mask::{mask_database_url, mask_secret};
-pub use crate::http::usage::DEFAULT_USAGE_MAX_SKEW;
 pub use crate::http::DEFAULT_LISTEN;
 pub use crate::store::target::{DatabaseTarget, DEFAULT_SQLITE_PATH};
 

@@ -14,8 +14,3 @@ pub mod config;
 pub mod domain;
 pub mod http;
 pub mod store;
-
-/// Paths the fuzz targets import (`fuzz/fuzz_targets/*.rs`), kept until
-/// they name the layered ones.
-pub use domain::clock;
-pub use http::{error, extract, series, usage};
