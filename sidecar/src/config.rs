@@ -269,7 +269,10 @@ mod tests {
     #[test]
     fn the_usage_skew_is_a_duration_longer_than_zero() {
         let serve = serve_with_skew;
-        assert_eq!(serve("24h").unwrap().usage_max_skew, DEFAULT_USAGE_MAX_SKEW);
+        assert_eq!(
+            serve("24h").unwrap().usage_max_skew,
+            crate::http::usage::DEFAULT_USAGE_MAX_SKEW
+        );
         assert_eq!(
             serve("90m").unwrap().usage_max_skew,
             Duration::from_secs(5_400)
