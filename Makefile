@@ -3,18 +3,18 @@ SHELL := /bin/bash
 export TOLLGATE_TEST_MYSQL_URL ?= mysql://root@127.0.0.1:3306/tollgate_test
 PYTHON := .venv/bin/python
 # Runs a command with MariaDB at TOLLGATE_TEST_MYSQL_URL: the one there, or a
-# throwaway mariadbd it starts when nothing answers (scripts/with_mariadb.py).
-WITH_MARIADB := python3 scripts/with_mariadb.py
+# throwaway mariadbd it starts when nothing answers (tollgate_tooling.with_mariadb).
+WITH_MARIADB := $(PYTHON) -m tollgate_tooling.with_mariadb
 
 .PHONY: run fleet test setup build lint test-rust test-e2e test-fuzz bench soak fuzz oci clean
 
 ## run: build everything, start sidecar (SQLite unless DATABASE_URL), ai-server and Envoy on :8001 (TOLLGATE_FILTER=native: the dynamic-module build of the filter)
 run: setup
-	$(PYTHON) scripts/stack.py run
+	$(PYTHON) -m tollgate_tooling.stack run
 
-## fleet: ENVOYS (3) Envoys and SIDECARS (2) sidecars on free loopback ports over one MariaDB database, one ai-server (scripts/fleet.py)
+## fleet: ENVOYS (3) Envoys and SIDECARS (2) sidecars on free loopback ports over one MariaDB database, one ai-server (tollgate_tooling.fleet)
 fleet: setup
-	$(WITH_MARIADB) $(PYTHON) scripts/fleet.py run --envoys $(or $(ENVOYS),3) --sidecars $(or $(SIDECARS),2)
+	$(WITH_MARIADB) $(PYTHON) -m tollgate_tooling.fleet run --envoys $(or $(ENVOYS),3) --sidecars $(or $(SIDECARS),2)
 
 ## test: every test: Rust unit/HTTP tests (SQLite and MariaDB), ai-server tests, end-to-end tests, each fuzz target briefly
 # One MariaDB for both halves: a throwaway server, if one is started, serves

@@ -1,7 +1,7 @@
 """Envoy configurations and processes for the gateway benchmark.
 
 Every Envoy the benchmark compares is rendered from the one template the
-stack uses (``envoy/envoy.template.yaml`` through ``envoy/render.py``), so
+stack uses (``envoy/envoy.template.yaml`` through ``tollgate_tooling.envoy_config``), so
 ``bare`` and ``native`` differ from the gateway only in their HTTP filters:
 
 * ``gate``: the template as rendered, tollgate filter included;
@@ -15,7 +15,7 @@ uses: the fast upstream (a second Envoy answering a fixed JSON with
 
 The render hook this needs (a config without the filter, or with other
 filters) lives here, as post-processing of the rendered text, not in
-envoy/render.py: the block is located by its first line and the router
+tollgate_tooling.envoy_config: the block is located by its first line and the router
 filter's, and a missing marker is an error, so a template change cannot
 silently turn ``bare`` into something else.
 """
@@ -26,17 +26,13 @@ import base64
 import json
 import re
 import subprocess
-import sys
 import time
 from pathlib import Path
 from urllib.parse import urlencode
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
-sys.path.insert(0, str(ROOT / "envoy"))
-
-import render  # noqa: E402  (envoy/render.py)
-from stack import VENV_BIN, WASM, Service, StackError, free_port, http_get  # noqa: E402
+from tollgate_tooling import REPO_ROOT as ROOT
+from tollgate_tooling import envoy_config
+from tollgate_tooling.stack import VENV_BIN, WASM, Service, StackError, free_port, http_get
 
 ENVOY = VENV_BIN / "envoy"
 #: The no-op dynamic module (bench/native-probe), built by bench/run.sh.
@@ -325,9 +321,9 @@ def gateway_config(kind: str, workdir: Path, upstream_addr: str, sidecar_addr: s
         "TOLLGATE_FILTER_OVERRIDES": json.dumps(filter_overrides or {}),
         "TOLLGATE_FILTER": build,
     }
-    text = render.render("local", env)
+    text = envoy_config.render("local", env)
     if module is not None:
-        line = f"name: {render.NATIVE_MODULE}\n"
+        line = f"name: {envoy_config.NATIVE_MODULE}\n"
         if build != "native" or text.count(line) != 1:
             raise StackError("envoy.template.yaml changed shape: no single native module name")
         text = text.replace(line, f"name: {module}\n")

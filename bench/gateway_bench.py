@@ -5,7 +5,7 @@ callout, Envoy's native auth filters, the real ai-server, and usage ingestion.
 free loopback ports:
 
 * the sidecar on MariaDB (database ``tollgate_bench_gate``, recreated) and
-  the ai-server under gunicorn, through scripts/stack.py;
+  the ai-server under gunicorn, through tollgate_tooling.stack;
 * a fast upstream: an Envoy that reads the body and answers a fixed JSON;
 * the gateways, each from the stack's own Envoy template (bench/envoys.py):
   ``bare`` (no filter), ``gate`` (tollgate), ``gate_cold`` (tollgate with the
@@ -54,16 +54,15 @@ import time
 import traceback
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path.insert(0, str(HERE))
-
-import envoys  # noqa: E402
-import ledger  # noqa: E402
-import loadgen  # noqa: E402
-import report  # noqa: E402
-from envoys import Envoy  # noqa: E402
-from stack import (  # noqa: E402
+# envoys, ledger, loadgen and report are bench/'s own modules, beside this
+# script (Python puts a script's directory first on its path).
+import envoys
+import ledger
+import loadgen
+import report
+from envoys import Envoy
+from tollgate_tooling import REPO_ROOT as ROOT
+from tollgate_tooling.stack import (
     METRIC_PREFIXES, NATIVE_DIR, USAGE_BUFFERED_GAUGE, Stack, StackConfig, StackError, mint_token)
 
 SIDECAR_BENCH = ROOT / "target/release/sidecar-bench"
@@ -564,9 +563,9 @@ def main() -> int:
         "failures": failures,
         "runs": runs,
     }
-    (HERE / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (ROOT / "bench/results.json").write_text(json.dumps(results, indent=2) + "\n")
     table = report.markdown(results)
-    (HERE / "results.md").write_text(table)
+    (ROOT / "bench/results.md").write_text(table)
     print()
     print(table)
     log(f"wrote bench/results.json and bench/results.md in {results['elapsed_s']} s")

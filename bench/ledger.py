@@ -18,14 +18,9 @@ no key id (``-``) and are not counted.
 from __future__ import annotations
 
 import dataclasses
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
-sys.path.insert(0, str(ROOT / "tests"))
-
-from gateway import mysql_connect  # noqa: E402  (tests/gateway.py)
+from tollgate_tooling.gateway import mysql_connect
 
 #: The ai-server's access-log line (gunicorn ``access_log_format``): a marker,
 #: so the lines stand out among its other log lines, then key id and request id.

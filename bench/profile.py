@@ -24,11 +24,9 @@ import tempfile
 import threading
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-import gateway_bench  # noqa: E402
-import loadgen  # noqa: E402
+# bench/'s own modules, beside this script.
+import gateway_bench
+import loadgen
 
 
 def profile(bench: gateway_bench.Bench, name: str, seconds: float, outdir: Path) -> None:

@@ -1,5 +1,5 @@
 """What fleet-scoped replay protection costs on the request path: two Envoys
-of one fleet (scripts/fleet.py) over one sidecar and MariaDB, both with
+of one fleet (tollgate_tooling.fleet) over one sidecar and MariaDB, both with
 ``jwt.require_jti``, one with ``replay_scope: "instance"`` (the instance's
 store only) and one with ``"fleet"`` (then one claim through the sidecar, a
 unique insert). Requests with a fresh ``jti`` each, one at a time on a
@@ -31,12 +31,9 @@ from pathlib import Path
 import jwt
 import requests
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
-sys.path.insert(0, str(ROOT / "bench"))
-
-from fleet import Fleet, FleetConfig  # noqa: E402
-from gateway_bench import recreate_database  # noqa: E402
+from gateway_bench import recreate_database  # bench/, this script's directory
+from tollgate_tooling import REPO_ROOT as ROOT
+from tollgate_tooling.fleet import Fleet, FleetConfig
 
 BODY = b'{"text": "what does a fleet claim cost"}'
 DATABASE = "tollgate_bench_replay"

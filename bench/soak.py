@@ -2,7 +2,7 @@
 MariaDB, watching the memory of Envoy and the sidecar and checking the usage
 ledger exactly.
 
-For each backend it starts a stack (scripts/stack.py), sends
+For each backend it starts a stack (tollgate_tooling.stack), sends
 ``SOAK_RATE`` requests/s (default 200) for ``SOAK_SECONDS`` (default 180) from
 ``SOAK_CLIENTS`` threads on fixed schedule slots (a late answer does not slow
 the schedule), and samples the resident memory (VmRSS) of Envoy and of the
@@ -38,12 +38,9 @@ from pathlib import Path
 import jwt
 import requests
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
-sys.path.insert(0, str(ROOT / "tests"))
-
-from gateway import Ledger, mysql_connect  # noqa: E402
-from stack import Stack, StackConfig  # noqa: E402
+from tollgate_tooling import REPO_ROOT as ROOT
+from tollgate_tooling.gateway import Ledger, mysql_connect
+from tollgate_tooling.stack import Stack, StackConfig
 
 BODY = b'{"text": "a steady stream of small requests, for hours"}'
 

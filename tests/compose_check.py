@@ -22,7 +22,7 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
-from stack import VENV_BIN
+from tollgate_tooling.stack import VENV_BIN
 
 #: What docs/OPERATING.md (docker-compose) tells a user to export before `docker compose up`.
 EXPORTED = ("TOLLGATE_JWT_SECRET", "TOLLGATE_INTERNAL_TOKEN", "TOLLGATE_ADMIN_TOKEN")

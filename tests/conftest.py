@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -22,15 +21,13 @@ from urllib.parse import urlparse
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from faults import TcpForwarder  # noqa: E402
-from fleet import Fleet, FleetConfig  # noqa: E402  (scripts/fleet.py)
-from gateway import Gateway, Ledger, mysql_connect  # noqa: E402
-from leaks import find_credentials  # noqa: E402
-from stack import Stack, StackConfig, StackError, render  # noqa: E402
+from tollgate_tooling import REPO_ROOT as ROOT
+from tollgate_tooling import envoy_config
+from tollgate_tooling.faults import TcpForwarder
+from tollgate_tooling.fleet import Fleet, FleetConfig
+from tollgate_tooling.gateway import Gateway, Ledger, mysql_connect
+from tollgate_tooling.leaks import find_credentials
+from tollgate_tooling.stack import Stack, StackConfig, StackError
 
 #: Short cache lifetimes so revocation and fault tests finish in seconds.
 TEST_FILTER_OVERRIDES = {
@@ -80,7 +77,7 @@ def mysql_url() -> str:
         pytest.fail(
             "TOLLGATE_TEST_MYSQL_URL is not set: the end-to-end tests need MariaDB/MySQL "
             "(e.g. mysql://root@127.0.0.1:3306/tollgate_test). `make test` sets it, and "
-            "starts a throwaway MariaDB when none answers there (scripts/with_mariadb.py; "
+            "starts a throwaway MariaDB when none answers there (tollgate_tooling.with_mariadb; "
             "needs `apt-get install mariadb-server`)",
             pytrace=False,
         )
@@ -205,7 +202,7 @@ def sqlite_gateway_of_its_own(state_dir: Path, overrides: dict | None = None, **
     """A SQLite stack whose filter takes ``overrides`` merged one level deep
     into TEST_FILTER_OVERRIDES; a service a test left stopped is started
     again, so the stack stops cleanly (and flushes its usage)."""
-    merged = render.merge_overrides(TEST_FILTER_OVERRIDES, overrides or {})
+    merged = envoy_config.merge_overrides(TEST_FILTER_OVERRIDES, overrides or {})
     stack = start_stack(state_dir, None, filter_overrides=merged, **config)
     try:
         yield Gateway(stack, Ledger(sqlite_path=str(state_dir / "tollgate.db")))
@@ -219,7 +216,7 @@ def sqlite_gateway_of_its_own(state_dir: Path, overrides: dict | None = None, **
 
 @contextlib.contextmanager
 def fleet_of_its_own(state_dir: Path, server_url: str, name: str, **config):
-    """A fleet (scripts/fleet.py: 3 Envoys and 2 sidecars unless ``config``
+    """A fleet (tollgate_tooling.fleet: 3 Envoys and 2 sidecars unless ``config``
     says otherwise; its ``filter_overrides`` merged one level deep into
     TEST_FILTER_OVERRIDES) on a MariaDB database of its own, which the sidecars reach
     through a TCP forwarder the test can cut (``fleet.db_link``); its usage
@@ -230,7 +227,7 @@ def fleet_of_its_own(state_dir: Path, server_url: str, name: str, **config):
     link = TcpForwarder((server.hostname or "127.0.0.1", server.port or 3306))
     routed = db.url.replace(f"{server.hostname}:{server.port or 3306}",
                             f"127.0.0.1:{link.port}", 1)
-    config["filter_overrides"] = render.merge_overrides(TEST_FILTER_OVERRIDES,
+    config["filter_overrides"] = envoy_config.merge_overrides(TEST_FILTER_OVERRIDES,
                                                         config.get("filter_overrides", {}))
     config.setdefault("stack_options", {"ai_server_debug": True})
     fleet = Fleet(FleetConfig(state_dir=state_dir, database_url=routed, **config))

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from gateway import Gateway, assert_error
+from tollgate_tooling.gateway import Gateway, assert_error
 
 BODY = b'{"text": "who chooses my headers?"}'
 

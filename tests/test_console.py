@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from gateway import Gateway, assert_error
+from tollgate_tooling.gateway import Gateway, assert_error
 
 CHROMIUM = "/usr/bin/chromium"
 ARTEFACTS = Path(__file__).resolve().parent / "artifacts" / "console"

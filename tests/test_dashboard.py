@@ -19,7 +19,7 @@ import requests
 from compose_check import interpolate
 from dashboard_check import dashboard_problems, queried_names, scrape_families
 from deploy_check import load_documents
-from gateway import Gateway, assert_error
+from tollgate_tooling.gateway import Gateway, assert_error
 
 #: The dashboard queries the wasm build's names (``tollgate_*``); Envoy
 #: 1.40 shows the native module's as ``envoy_dynamicmodulescustom_tollgate_*``.

@@ -12,18 +12,15 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "deploy"))
-import generate  # noqa: E402  (deploy/generate.py)
-import render  # noqa: E402  (envoy/render.py, put on the path by generate)
-from deploy_check import load_documents, manifest_problems, wasm_of_oci_layout  # noqa: E402
-from stack import WASM  # noqa: E402
-from test_envoy_config import validate  # noqa: E402
+from deploy_check import load_documents, manifest_problems, wasm_of_oci_layout
+from test_envoy_config import validate
+from tollgate_tooling import REPO_ROOT as ROOT
+from tollgate_tooling import deploy_manifests, envoy_config
+from tollgate_tooling.stack import WASM
 
 DEPLOY = ROOT / "deploy"
 
@@ -40,10 +37,10 @@ SIDECAR_SECRETS = {"DATABASE_URL", "TOLLGATE_INTERNAL_TOKEN", "TOLLGATE_ADMIN_TO
 
 
 def test_generated_files_are_rendered_from_envoys_configuration():
-    for path, text in generate.rendered().items():
+    for path, text in deploy_manifests.rendered().items():
         assert path.read_text() == text, (
-            f"{path.relative_to(ROOT)} drifted from envoy/render.py: run "
-            "`python3 deploy/generate.py`")
+            f"{path.relative_to(ROOT)} drifted from envoy_config: run "
+            "`.venv/bin/python -m tollgate_tooling.deploy_manifests`")
 
 
 def test_every_manifest_is_checked():
@@ -105,7 +102,7 @@ def test_the_sidecar_reads_its_secrets_from_a_secret_and_is_probed():
     assert container["resources"]["limits"]["memory"]
     service = resources("kubernetes/sidecar.yaml")["Service"]
     assert service["spec"]["ports"][0]["port"] == 9000
-    assert generate.SIDECAR_CLUSTER.endswith(
+    assert deploy_manifests.SIDECAR_CLUSTER.endswith(
         f"|{service['metadata']['name']}.{service['metadata']['namespace']}.svc.cluster.local")
 
 
@@ -114,33 +111,33 @@ def test_the_filters_secrets_reach_the_proxy_that_runs_it():
     the AI service's pod gives the injected istio-proxy exactly those."""
     plugin = resources("istio/wasmplugin.yaml")["WasmPlugin"]["spec"]
     assert {e["name"]: e["valueFrom"] for e in plugin["vmConfig"]["env"]} == {
-        name: "HOST" for name in render.SECRET_ENV_KEYS}
+        name: "HOST" for name in envoy_config.SECRET_ENV_KEYS}
     pod = resources("istio/ai-server.yaml")["Deployment"]["spec"]["template"]
     assert plugin["selector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
     proxy = next(c for c in pod["spec"]["containers"] if c["name"] == "istio-proxy")
-    assert {e["name"] for e in proxy["env"]} == set(render.SECRET_ENV_KEYS)
+    assert {e["name"] for e in proxy["env"]} == set(envoy_config.SECRET_ENV_KEYS)
 
 
 def test_the_wasmplugin_configures_the_filter_as_envoy_does(tmp_path: Path):
     """The pluginConfig is the filter configuration of the compose Envoy
     config but for the sidecar's address, and the filter accepts it."""
     plugin = load_documents(DEPLOY / "istio/wasmplugin.yaml")[0]["spec"]
-    compose = load_documents_text(render.render("compose"))
+    compose = load_documents_text(envoy_config.render("compose"))
     wasm_filter = compose["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][
         "typed_config"]["http_filters"][0]["typed_config"]["config"]
-    envoy_config = json.loads(wasm_filter["configuration"]["value"])
+    filter_config = json.loads(wasm_filter["configuration"]["value"])
     address = {"sidecar_cluster", "sidecar_authority"}
     assert {k: v for k, v in plugin["pluginConfig"].items() if k not in address} == \
-        {k: v for k, v in envoy_config.items() if k not in address}
+        {k: v for k, v in filter_config.items() if k not in address}
     assert plugin["pluginName"] == wasm_filter["root_id"]
     assert (plugin["failStrategy"], wasm_filter["failure_policy"]) == ("FAIL_CLOSE", "FAIL_CLOSED")
     # Envoy's validation loads the .wasm and runs its configuration check.
     (tmp_path / "logs").mkdir()
-    text = render.render("local", {
+    text = envoy_config.render("local", {
         **os.environ, "TOLLGATE_WASM": str(WASM),
         "TOLLGATE_ACCESS_LOG": str(tmp_path / "logs/access.log"),
         "TOLLGATE_FILTER_OVERRIDES": json.dumps(plugin["pluginConfig"])})
-    assert generate.SIDECAR_CLUSTER in text
+    assert deploy_manifests.SIDECAR_CLUSTER in text
     validate(text, tmp_path)
 
 
@@ -164,8 +161,8 @@ def test_make_oci_writes_the_filter_as_an_oci_image_istio_pulls(tmp_path: Path):
     result = subprocess.run([str(ROOT / "scripts/oci.sh"), str(layout)], capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    tag = generate.IMAGE.rsplit(":", 1)[1]
+    tag = deploy_manifests.IMAGE.rsplit(":", 1)[1]
     assert wasm_of_oci_layout(layout, tag) == WASM.read_bytes()
     # The manifests pull the image `make oci` builds: its tag is the filter's version.
     assert f'version = "{tag}"' in (ROOT / "filter/Cargo.toml").read_text()
-    assert generate.IMAGE in (DEPLOY / "kubernetes/gateway.yaml").read_text()
+    assert deploy_manifests.IMAGE in (DEPLOY / "kubernetes/gateway.yaml").read_text()

@@ -7,16 +7,14 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "envoy"))
-import render  # noqa: E402
-from compose_check import compose_problems  # noqa: E402
-from stack import NATIVE_DIR, VENV_BIN, WASM  # noqa: E402
+from compose_check import compose_problems
+from tollgate_tooling import REPO_ROOT as ROOT
+from tollgate_tooling import envoy_config
+from tollgate_tooling.stack import NATIVE_DIR, VENV_BIN, WASM
 
 
 def validate(config_text: str, tmp_path: Path) -> None:
@@ -37,19 +35,19 @@ def validate(config_text: str, tmp_path: Path) -> None:
 
 def test_compose_config_is_rendered_from_the_template():
     checked_in = (ROOT / "envoy/envoy.compose.yaml").read_text()
-    assert checked_in == render.render("compose"), (
+    assert checked_in == envoy_config.render("compose"), (
         "envoy/envoy.compose.yaml drifted from the template: run "
-        "`python3 envoy/render.py --profile compose --out envoy/envoy.compose.yaml`")
+        "`.venv/bin/python -m tollgate_tooling.envoy_config --profile compose --out envoy/envoy.compose.yaml`")
 
 
 def test_compose_config_validates(tmp_path: Path):
-    text = render.render("compose").replace("/etc/tollgate/tollgate_filter.wasm", str(WASM))
+    text = envoy_config.render("compose").replace("/etc/tollgate/tollgate_filter.wasm", str(WASM))
     validate(text, tmp_path)
 
 
 def test_local_config_validates(tmp_path: Path, filter_build: str):
     (tmp_path / "logs").mkdir()
-    text = render.render("local", {"TOLLGATE_WASM": str(WASM), "TOLLGATE_FILTER": filter_build,
+    text = envoy_config.render("local", {"TOLLGATE_WASM": str(WASM), "TOLLGATE_FILTER": filter_build,
                                    "TOLLGATE_ACCESS_LOG": str(tmp_path / "logs/access.log")})
     assert ("dynamic_modules" in text) == (filter_build == "native")
     validate(text, tmp_path)
@@ -59,7 +57,7 @@ def test_several_sidecars_get_health_checks_and_one_renders_as_before(tmp_path: 
     """Each listed sidecar is an endpoint of the sidecar cluster, checked on
     /readyz with outlier detection; a single sidecar gets none of that."""
     def sidecar_cluster(addrs: str) -> dict:
-        text = render.render("local", {"TOLLGATE_SIDECAR_ADDR": addrs})
+        text = envoy_config.render("local", {"TOLLGATE_SIDECAR_ADDR": addrs})
         clusters = load_yaml(text)["static_resources"]["clusters"]
         return next(c for c in clusters if c["name"] == "tollgate_sidecar")
 
@@ -71,10 +69,10 @@ def test_several_sidecars_get_health_checks_and_one_renders_as_before(tmp_path: 
     assert endpoints == [9000, 9002, 9004]
     [check] = several["health_checks"]
     assert check["http_health_check"]["path"] == "/readyz"
-    assert check["unhealthy_threshold"] == render.HEALTH_UNHEALTHY_THRESHOLD
+    assert check["unhealthy_threshold"] == envoy_config.HEALTH_UNHEALTHY_THRESHOLD
     assert several["outlier_detection"]["max_ejection_percent"] == 50
     (tmp_path / "logs").mkdir()
-    validate(render.render("local", {
+    validate(envoy_config.render("local", {
         "TOLLGATE_SIDECAR_ADDR": "127.0.0.1:9000,127.0.0.1:9002", "TOLLGATE_WASM": str(WASM),
         "TOLLGATE_ACCESS_LOG": str(tmp_path / "logs/access.log")}), tmp_path)
 
@@ -127,7 +125,7 @@ def load_yaml(text: str):
 def test_envoy_admin_listens_on_loopback_in_every_profile(profile: str):
     """The admin interface can turn on trace logging, which logs API keys and
     the internal token: it is never reachable beyond the host (or container)."""
-    config = load_yaml(render.render(profile))
+    config = load_yaml(envoy_config.render(profile))
     assert config["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
 
 
@@ -146,7 +144,7 @@ def test_envoy_drops_an_idle_ai_server_connection_before_gunicorn_does(profile: 
     import runpy
     gunicorn = runpy.run_path(str(ROOT / "ai-server/gunicorn.conf.py"))
     assert gunicorn["worker_class"] == "gthread", "sync workers close every connection"
-    clusters = load_yaml(render.render(profile))["static_resources"]["clusters"]
+    clusters = load_yaml(envoy_config.render(profile))["static_resources"]["clusters"]
     cluster = next(c for c in clusters if c["name"] == "ai_server")
     options = cluster["typed_extension_protocol_options"][
         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]

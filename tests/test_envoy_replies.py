@@ -18,8 +18,8 @@ import pytest
 import requests
 
 from conftest import STARTED, TEST_FILTER_OVERRIDES, sqlite_gateway_of_its_own
-from gateway import ANALYZE, Gateway, assert_error
-from stack import Stack, StackConfig, StackError
+from tollgate_tooling.gateway import ANALYZE, Gateway, assert_error
+from tollgate_tooling.stack import Stack, StackConfig, StackError
 
 BODY = b'{"text": "is anyone there?"}'
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from gateway import Gateway, assert_error
+from tollgate_tooling.gateway import Gateway, assert_error
 
 BODY = b'{"text": "is this request allowed?"}'
 

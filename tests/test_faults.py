@@ -39,9 +39,9 @@ import pytest
 import requests
 
 from conftest import mysql_gateway_via_forwarder
-from faults import Load, TcpForwarder, json_code, metered_ids, wait_until_metered
-from gateway import Gateway, assert_error
-from stack import USAGE_BUFFERED_GAUGE
+from tollgate_tooling.faults import Load, TcpForwarder, json_code, metered_ids, wait_until_metered
+from tollgate_tooling.gateway import Gateway, assert_error
+from tollgate_tooling.stack import USAGE_BUFFERED_GAUGE
 
 BODY = b'{"text": "metering must survive faults"}'
 

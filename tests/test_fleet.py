@@ -1,6 +1,6 @@
 """A fleet on one machine keeps its guarantees when a sidecar dies, drains or
 loses the database: 3 Envoys and 2 sidecars over one MariaDB database
-(``scripts/fleet.py``, the ``fleet`` fixture of conftest.py), real processes
+(``tollgate_tooling.fleet``, the ``fleet`` fixture of conftest.py), real processes
 on loopback, a steady load spread over the 3 Envoys with one cached key.
 
 Each test counts on both sides afterwards: the request ids of the 2xx answers
@@ -41,8 +41,8 @@ import pytest
 import requests
 
 from conftest import fleet_of_its_own
-from faults import Load, wait_until_metered
-from gateway import Gateway, assert_error
+from tollgate_tooling.faults import Load, wait_until_metered
+from tollgate_tooling.gateway import Gateway, assert_error
 
 BODY = b'{"text": "a fleet of gateways"}'
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from gateway import ANALYZE, Gateway, assert_error
+from tollgate_tooling.gateway import ANALYZE, Gateway, assert_error
 
 
 def analyze_body(text: str) -> bytes:

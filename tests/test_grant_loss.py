@@ -33,8 +33,8 @@ import pytest
 import requests
 
 from conftest import mysql_gateway_via_forwarder
-from faults import TcpForwarder
-from gateway import Gateway
+from tollgate_tooling.faults import TcpForwarder
+from tollgate_tooling.gateway import Gateway
 
 BODY = json.dumps({"text": "the victim's own words"}).encode()
 LIMIT = 1000

@@ -52,8 +52,8 @@ from pathlib import Path
 import pytest
 
 from conftest import WASM_FAILURE
-from gateway import Gateway
-from stack import http_get
+from tollgate_tooling.gateway import Gateway
+from tollgate_tooling.stack import http_get
 
 CASES = json.loads((Path(__file__).parent / "hostile_cases.json").read_text())
 DEFAULT_BODY = b'{"text": "hostile input must get a clear answer"}'

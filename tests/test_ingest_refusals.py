@@ -17,7 +17,7 @@ import time
 
 import requests
 
-from gateway import Gateway
+from tollgate_tooling.gateway import Gateway
 
 #: The last instant a MySQL DATETIME holds (end of the year 9999).
 YEAR_9999_MS = 253_402_300_799_999

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 
 import requests
 
-from gateway import Gateway, assert_error, sidecar_request
+from tollgate_tooling.gateway import Gateway, assert_error, sidecar_request
 
 BODY = b'{"text": "does this key still work?"}'
 

@@ -16,9 +16,9 @@ import time
 import pytest
 
 from conftest import sqlite_gateway_of_its_own
-from faults import metered_ids
-from gateway import Gateway, assert_error
-from stack import USAGE_BUFFERED_GAUGE
+from tollgate_tooling.faults import metered_ids
+from tollgate_tooling.gateway import Gateway, assert_error
+from tollgate_tooling.stack import USAGE_BUFFERED_GAUGE
 
 BODY = b'{"text": "how long does a verdict last?"}'
 

@@ -51,10 +51,10 @@ import pytest
 import requests
 
 from conftest import sqlite_gateway_of_its_own
-from faults import Load, json_code
-from gateway import (Gateway, Ledger, LimitDenial, assert_error, assert_limited, ratelimit_field,
+from tollgate_tooling.faults import Load, json_code
+from tollgate_tooling.gateway import (Gateway, Ledger, LimitDenial, assert_error, assert_limited, ratelimit_field,
                      sidecar_request)
-from stack import Stack
+from tollgate_tooling.stack import Stack
 
 TEXT = "forty characters of text for the gateway"
 BODY = json.dumps({"text": TEXT}).encode()

@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from conftest import TEST_FILTER_OVERRIDES, start_stack, stop_stack
-from gateway import ANALYZE, Gateway, Ledger, assert_error
+from tollgate_tooling.gateway import ANALYZE, Gateway, Ledger, assert_error
 
 BODY = b'{"text": "a captured request must not be played twice"}'
 

@@ -22,9 +22,9 @@ from urllib.parse import quote
 import pytest
 import requests
 
-from gateway import Gateway, sidecar_request
-from leaks import find_credentials
-from stack import SIDECAR_BIN, Stack
+from tollgate_tooling.gateway import Gateway, sidecar_request
+from tollgate_tooling.leaks import find_credentials
+from tollgate_tooling.stack import SIDECAR_BIN, Stack
 
 VERIFY = ("POST", "/v1/internal/keys/verify", {"key_hash": "0" * 64})
 INGEST = ("POST", "/v1/internal/usage", [])

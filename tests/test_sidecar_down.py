@@ -12,8 +12,8 @@ import time
 import pytest
 
 from conftest import mysql_gateway
-from faults import metered_ids
-from gateway import Gateway, assert_error
+from tollgate_tooling.faults import metered_ids
+from tollgate_tooling.gateway import Gateway, assert_error
 
 BODY = b'{"text": "metering must survive a sidecar restart"}'
 

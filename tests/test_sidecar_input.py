@@ -12,7 +12,7 @@ from urllib.parse import quote
 
 import requests
 
-from gateway import Gateway, sidecar_request
+from tollgate_tooling.gateway import Gateway, sidecar_request
 
 #: Past year 3000 (one whose UTC date is in year 10000), and before 1970.
 OUT_OF_RANGE = (

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from gateway import Gateway, assert_error
+from tollgate_tooling.gateway import Gateway, assert_error
 
 BODY = b'{"text": "signed with my own secret"}'
 

@@ -12,7 +12,7 @@ import time
 
 import requests
 
-from gateway import Gateway, assert_error
+from tollgate_tooling.gateway import Gateway, assert_error
 
 BODIES = [b'{"text": "hello"}', b'{"text": "a longer piece of text to analyse"}',
           b'{"text": "' + b"x" * 900 + b'"}']

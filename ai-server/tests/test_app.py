@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
-import sys
 import time
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-import profanity  # noqa: E402
-from app import create_app  # noqa: E402
+# ai-server/ is on the path through pytest.ini's `pythonpath`; the spawned
+# processes below inherit the parent's path.
+import profanity
+from app import create_app
 
 
 @pytest.fixture()
@@ -241,7 +239,6 @@ def test_same_answer_in_a_fresh_process(client):
 
 
 def _analyze_in_fresh_app(text):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from app import create_app as fresh
 
     return fresh({"DEBUG_ENDPOINTS": False}).test_client().post(
@@ -477,7 +474,6 @@ def test_debug_keeps_the_last_50_and_resets(debug_client):
 
 
 def _hammer(state_dir, n):
-    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     from app import create_app as fresh
 
     c = fresh({"DEBUG_ENDPOINTS": True, "STATE_DIR": state_dir}).test_client()

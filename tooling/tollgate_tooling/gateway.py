@@ -19,7 +19,7 @@ import jwt
 import pymysql
 import requests
 
-from stack import Stack
+from tollgate_tooling.stack import Stack
 
 ANALYZE = "/proxy/analyze"
 

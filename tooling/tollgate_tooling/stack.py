@@ -6,7 +6,7 @@ so what the tests prove is what a user runs. Each process writes its log under
 the stack's state directory (``.tollgate/logs`` for ``make run``).
 
 Usage (``make run`` does the setup first):
-  .venv/bin/python scripts/stack.py run
+  .venv/bin/python -m tollgate_tooling.stack run
 """
 
 from __future__ import annotations
@@ -26,17 +26,15 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "envoy"))
-
-import render  # noqa: E402  (envoy/render.py, one template for every profile)
+from tollgate_tooling import REPO_ROOT as ROOT
+from tollgate_tooling import envoy_config  # one template for every profile
 
 #: The sidecar and its CLI, ``cargo build --profile sidecar -p sidecar``.
 SIDECAR_BIN = ROOT / "target/sidecar/tollgate"
 WASM = ROOT / "target/wasm32-wasip1/release/tollgate_filter.wasm"
 #: The native build (an Envoy dynamic module), ``cargo build --profile native``.
 NATIVE_DIR = ROOT / "target/native"
-NATIVE_MODULE = NATIVE_DIR / f"lib{render.NATIVE_MODULE}.so"
+NATIVE_MODULE = NATIVE_DIR / f"lib{envoy_config.NATIVE_MODULE}.so"
 VENV_BIN = ROOT / ".venv/bin"
 
 
@@ -163,7 +161,7 @@ class StackConfig:
     request_timeout_s: int = 60
     route_timeout_s: int = 30
     #: The sidecars Envoy's cluster lists, HOST:PORT each; empty: this stack's
-    #: own (``sidecar_port``). Several get health checks (envoy/render.py).
+    #: own (``sidecar_port``). Several get health checks (envoy_config.py).
     sidecar_addrs: list = dataclasses.field(default_factory=list)
     #: How often Envoy checks each sidecar's /readyz when there are several.
     sidecar_health_interval_ms: int = 1000
@@ -173,7 +171,7 @@ class StackConfig:
     sidecar_env: dict = dataclasses.field(default_factory=dict)
     #: The filter's build (``TOLLGATE_FILTER``: ``wasm``, the portable
     #: default, or ``native``, the Envoy dynamic module).
-    filter_build: str = dataclasses.field(default_factory=lambda: render.filter_build())
+    filter_build: str = dataclasses.field(default_factory=lambda: envoy_config.filter_build())
 
     @classmethod
     def ephemeral(cls, state_dir: Path, **kwargs) -> "StackConfig":
@@ -317,7 +315,7 @@ class Stack:
             "TOLLGATE_FILTER": c.filter_build,
         }
         self.logs.mkdir(parents=True, exist_ok=True)
-        self.envoy_config.write_text(render.render("local", env))
+        self.envoy_config.write_text(envoy_config.render("local", env))
 
     def start(self) -> "Stack":
         self.config.state_dir.mkdir(parents=True, exist_ok=True)
@@ -374,7 +372,7 @@ class Stack:
     @property
     def filter_config(self) -> dict:
         """The plugin configuration this stack's Envoy gives the filter."""
-        return render.filter_config(self.config.max_body_bytes, self.config.filter_overrides)
+        return envoy_config.filter_config(self.config.max_body_bytes, self.config.filter_overrides)
 
     @property
     def usage_flush_bound_s(self) -> float:

@@ -9,7 +9,7 @@ local stack (``make run`` and the end-to-end tests) cannot drift apart:
   (a test renders it again and compares).
 * ``local``: 127.0.0.1 and ports from the environment (see ``LOCAL_ENV``).
   ``TOLLGATE_SIDECAR_ADDR`` may list several sidecars, comma-separated (the
-  fleet of ``scripts/fleet.py``): the sidecar cluster then gets one endpoint
+  fleet of ``tollgate_tooling.fleet``): the sidecar cluster then gets one endpoint
   each, active health checks on ``/readyz`` and outlier detection
   (``sidecar_fleet_options``). With one sidecar it renders as it always did.
 * ``kubernetes``: the plain-Envoy example of deploy/ (Envoy in the AI
@@ -22,9 +22,9 @@ so whoever starts Envoy passes them as ``TOLLGATE_JWT_SECRET`` and
 ``TOLLGATE_INTERNAL_TOKEN``.
 
 Usage:
-  python3 envoy/render.py --profile local --out .tollgate/envoy.yaml
-  python3 envoy/render.py --profile compose --out envoy/envoy.compose.yaml
-  python3 envoy/render.py --profile kubernetes --out deploy/kubernetes/envoy-config.yaml
+  .venv/bin/python -m tollgate_tooling.envoy_config --profile local --out .tollgate/envoy.yaml
+  .venv/bin/python -m tollgate_tooling.envoy_config --profile compose --out envoy/envoy.compose.yaml
+  .venv/bin/python -m tollgate_tooling.envoy_config --profile kubernetes --out deploy/kubernetes/envoy-config.yaml
 """
 
 from __future__ import annotations
@@ -36,9 +36,9 @@ import string
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-TEMPLATE = HERE / "envoy.template.yaml"
+from tollgate_tooling import REPO_ROOT as ROOT
+
+TEMPLATE = ROOT / "envoy/envoy.template.yaml"
 
 #: Environment variables the filter reads its secrets from.
 SECRET_ENV_KEYS = ("TOLLGATE_JWT_SECRET", "TOLLGATE_INTERNAL_TOKEN")
@@ -85,7 +85,7 @@ CONFIG_INDENT = " " * 28
 FILTER_BUILDS = ("wasm", "native")
 
 #: The native build's module name: Envoy loads lib<name>.so from
-#: ``ENVOY_DYNAMIC_MODULES_SEARCH_PATH`` (scripts/stack.py sets it).
+#: ``ENVOY_DYNAMIC_MODULES_SEARCH_PATH`` (``stack`` sets it).
 NATIVE_MODULE = "tollgate_native"
 
 #: Local-profile settings and the environment variables that override them.
@@ -195,7 +195,7 @@ def sidecar_fleet_options(interval_ms: int) -> str:
     interval = f"{interval_ms / 1000:g}s"
     timeout = f"{min(interval_ms, 1000) / 2000:g}s"
     return f"""
-      # Several stateless sidecars: envoy/render.py (sidecar_fleet_options).
+      # Several stateless sidecars: tollgate_tooling/envoy_config.py (sidecar_fleet_options).
       health_checks:
         - timeout: {timeout}
           interval: {interval}
@@ -308,7 +308,7 @@ def main(argv: list[str]) -> int:
     try:
         text = render(args.profile)
     except (ValueError, KeyError, json.JSONDecodeError) as err:
-        print(f"render.py: {err}", file=sys.stderr)
+        print(f"envoy_config: {err}", file=sys.stderr)
         return 2
     if args.out:
         out = Path(args.out)

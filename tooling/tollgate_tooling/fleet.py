@@ -2,19 +2,19 @@
 """Start and stop a fleet on one machine: N Envoys and M sidecars over one
 MySQL/MariaDB database and one ai-server, each on free loopback ports.
 
-Every process is started by ``scripts/stack.py``'s ``Stack`` (one launcher):
+Every process is started by ``stack``'s ``Stack`` (one launcher):
 each sidecar and each Envoy is a ``Stack`` of its own, sharing the secrets,
 the database and the ai-server, of which only its part runs. Every Envoy's
 sidecar cluster lists every sidecar, with active health checks on ``/readyz``
-and outlier detection (``envoy/render.py``); every sidecar drains for longer
+and outlier detection (``envoy_config``); every sidecar drains for longer
 than those checks need to take it out (``TOLLGATE_DRAIN_PERIOD``).
 
 For tests and benchmarks (``tests/conftest.py``'s ``fleet`` fixture), and for
 a person (``make fleet``, N=3 and M=2 unless ``ENVOYS=`` / ``SIDECARS=``):
-  .venv/bin/python scripts/fleet.py run [--envoys N] [--sidecars M]
+  .venv/bin/python -m tollgate_tooling.fleet run [--envoys N] [--sidecars M]
 ``make fleet`` uses ``DATABASE_URL`` when it names MySQL, else the database
 ``tollgate_fleet`` on the server of ``TOLLGATE_TEST_MYSQL_URL`` (a throwaway
-MariaDB when none answers there; ``scripts/with_mariadb.py``).
+MariaDB when none answers there; ``tollgate_tooling.with_mariadb``).
 """
 
 from __future__ import annotations
@@ -30,11 +30,10 @@ import time
 from pathlib import Path
 from urllib.parse import urlparse
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from stack import (  # noqa: E402  (the one launcher)
+from tollgate_tooling import envoy_config
+from tollgate_tooling.stack import (  # the one launcher
     ROOT, Stack, StackConfig, StackError, StopSignals, _load_or_make_secrets, curl_example, exited,
-    free_port, http_get, mint_token, render, start_with_demo_key)
+    free_port, http_get, mint_token, start_with_demo_key)
 
 
 @dataclasses.dataclass
@@ -67,7 +66,7 @@ class FleetConfig:
     def drain_period_s(self) -> int:
         """A sidecar's drain: 2 s longer than the health checks need to take
         it out (5 s for a 1 s interval, the sidecar's own default)."""
-        return math.ceil(render.health_detection_bound_s(self.health_interval_ms)) + 2
+        return math.ceil(envoy_config.health_detection_bound_s(self.health_interval_ms)) + 2
 
 
 class Sidecar:
@@ -143,8 +142,8 @@ class Fleet:
             Stack(dataclasses.replace(
                 base, state_dir=c.state_dir / f"envoy-{i}", envoy_port=ports.pop(),
                 envoy_admin_port=ports.pop(), sidecar_addrs=addrs,
-                filter_overrides=render.merge_overrides(
-                    render.merge_overrides(base.filter_overrides, c.filter_overrides),
+                filter_overrides=envoy_config.merge_overrides(
+                    envoy_config.merge_overrides(base.filter_overrides, c.filter_overrides),
                     c.envoy_filter_overrides.get(i, {}))))
             for i in range(c.envoys)]
         #: The usage ledger, for tests (tests/conftest.py sets a ``Ledger``).
@@ -281,7 +280,7 @@ def fleet_database_url() -> str:
 
 def run(argv: list[str]) -> int:
     """``make fleet``: start a fleet until Ctrl-C."""
-    parser = argparse.ArgumentParser(prog="fleet.py run", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="tollgate_tooling.fleet run", description=__doc__.splitlines()[0])
     parser.add_argument("--envoys", type=int, default=int(os.environ.get("ENVOYS") or 3))
     parser.add_argument("--sidecars", type=int, default=int(os.environ.get("SIDECARS") or 2))
     parser.add_argument("--concurrency", type=int, default=1, help="worker threads per Envoy")

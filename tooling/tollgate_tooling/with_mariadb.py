@@ -11,7 +11,7 @@ use the same server:
   server and its directory are removed afterwards;
 - otherwise it exits saying what to install, without running the command.
 
-Usage: python3 scripts/with_mariadb.py COMMAND [ARG...]
+Usage: .venv/bin/python -m tollgate_tooling.with_mariadb COMMAND [ARG...]
 
 Standard library only: `make test-rust` may run it before .venv exists.
 """
@@ -170,7 +170,7 @@ def run(command: list[str], env: dict[str, str]) -> int:
 
 def main(command: list[str]) -> int:
     if not command:
-        say("usage: python3 scripts/with_mariadb.py COMMAND [ARG...]")
+        say("usage: python -m tollgate_tooling.with_mariadb COMMAND [ARG...]")
         return 2
     url = os.environ.get(URL_VARIABLE)
     if not url:

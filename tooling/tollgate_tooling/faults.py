@@ -17,7 +17,7 @@ import time
 
 import requests
 
-from gateway import Gateway, Ledger
+from tollgate_tooling.gateway import Gateway, Ledger
 
 
 @dataclasses.dataclass(frozen=True)
