@@ -39,7 +39,7 @@ lint:
 	scripts/setup.sh --toolchain
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets --locked -- -D warnings
-	cargo clippy -p filter --target wasm32-wasip1 --locked -- -D warnings
+	cargo clippy -p tollgate-filter --target wasm32-wasip1 --locked -- -D warnings
 
 ## bench: load benchmarks (see bench/README.md); writes bench/results.{json,md}
 bench: setup

@@ -32,7 +32,7 @@ if ! command -v umoci >/dev/null 2>&1; then
     fi
 fi
 if [ ! -f "$wasm" ]; then
-    cargo build --release --locked -p filter --target wasm32-wasip1
+    cargo build --release --locked -p tollgate-filter --target wasm32-wasip1
 fi
 
 bundle=$(mktemp -d)

@@ -22,13 +22,13 @@ fi
 if [ "${1:-}" = --toolchain ]; then exit 0; fi
 
 echo "setup: building the filter (wasm32-wasip1 and the native module) and the sidecar (release)"
-cargo build --release --locked -p filter --target wasm32-wasip1
+cargo build --release --locked -p tollgate-filter --target wasm32-wasip1
 # The Envoy dynamic module: target/native/libtollgate_native.so (the native
 # profile is release with unwinding, so a panic is caught, not an abort).
 cargo build --profile native --locked -p tollgate-native
 # The sidecar: target/sidecar/tollgate (the sidecar profile is release with
 # unwinding, so a handler's panic answers 500 instead of ending the process).
-cargo build --profile sidecar --locked -p sidecar
+cargo build --profile sidecar --locked -p tollgate-sidecar
 
 stamp=.venv/.requirements.sha256
 want=$(cat scripts/requirements.txt ai-server/requirements.txt | sha256sum | cut -d' ' -f1)

@@ -714,7 +714,7 @@ async fn run(args: Args) -> Result<(), BoxError> {
         .unwrap_or_else(|| root.join("target/sidecar/tollgate"));
     if !bin.is_file() {
         return Err(format!(
-            "{} is missing; build it first: cargo build --profile sidecar -p sidecar",
+            "{} is missing; build it first: cargo build --profile sidecar -p tollgate-sidecar",
             bin.display()
         )
         .into());

@@ -2,7 +2,7 @@
 //! (HS256, PyJWT-shaped claims) plus the SHA-256 of a 1 KiB body fed in
 //! chunks, as the filter does it.
 //!
-//! Run: `cargo run -p filter --release --example timing`
+//! Run: `cargo run -p tollgate-filter --release --example timing`
 
 use std::collections::BTreeMap;
 use std::hint::black_box;

@@ -29,7 +29,7 @@ from pathlib import Path
 from tollgate_tooling import REPO_ROOT as ROOT
 from tollgate_tooling import envoy_config  # one template for every profile
 
-#: The sidecar and its CLI, ``cargo build --profile sidecar -p sidecar``.
+#: The sidecar and its CLI, ``cargo build --profile sidecar -p tollgate-sidecar``.
 SIDECAR_BIN = ROOT / "target/sidecar/tollgate"
 WASM = ROOT / "target/wasm32-wasip1/release/tollgate_filter.wasm"
 #: The native build (an Envoy dynamic module), ``cargo build --profile native``.
