@@ -58,7 +58,7 @@ HEADER = """\
 #   istio-proxy container's environment (deploy/istio/ai-server.yaml), as
 #   `host_env_keys` does in envoy/; no manifest holds them.
 # Checked offline against Istio's WasmPlugin schema (tests/test_deploy.py);
-# no cluster ran it. README "Deploying to a mesh" says what Istio lacks.
+# no cluster ran it. docs/OPERATING.md, "Deploying to a mesh", says what Istio lacks.
 """
 
 

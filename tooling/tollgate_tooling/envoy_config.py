@@ -112,7 +112,7 @@ LOCAL_ENV = {
 
 
 def filter_config(max_body_bytes: int, overrides: dict | None = None) -> dict:
-    """The filter's plugin configuration (see the README's configuration table).
+    """The filter's plugin configuration (see docs/OPERATING.md, Configuration).
 
     ``overrides`` is merged one level deep, so a test can say
     ``{"key_cache": {"positive_ttl_s": 2}}`` without restating the rest.
