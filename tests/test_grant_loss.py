@@ -1,5 +1,5 @@
 """No grant is ever lost, and the API key alone charges nothing (docs/OPERATING.md,
-"Limits and quotas"; docs/ARCHITECTURE.md, "No grant is lost").
+"Limits and quotas"; docs/LIMITS.md, "No grant is lost").
 
 A victim key with ``requests`` and ``request_bytes`` quotas, on a stack of
 its own whose sidecar reaches MariaDB through a TCP forwarder the test can

@@ -12,7 +12,7 @@ use crate::hex::to_hex;
 /// The call reads and charges nothing: it comes before the token's
 /// signature can be checked (the reply names the secret), so a key's
 /// grants are asked only later, by a request that passed that check
-/// (docs/ARCHITECTURE.md, "No grant is lost").
+/// (docs/LIMITS.md, "No grant is lost").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VerifyRequest {
     /// Lowercase hex SHA-256 of the API key (64 characters).

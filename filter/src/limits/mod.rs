@@ -5,7 +5,7 @@
 //! need on the tick (`POST /v1/internal/grants`). A request waits for the
 //! network only when the budget holds less than its charge; it is refused
 //! (429) only when the sidecar says the quota is spent, or the rate is
-//! exceeded. See docs/ARCHITECTURE.md, "Limits".
+//! exceeded. See docs/LIMITS.md.
 //!
 //! The verify reply names a key's limits ([`limits_known`]); the flow
 //! charges a request ([`charge`]), waits on an ask ([`ask_body`],
