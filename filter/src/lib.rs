@@ -34,6 +34,7 @@ pub mod flusher;
 pub mod headers;
 pub mod host;
 pub mod limits;
+pub mod llm;
 pub mod metering;
 pub mod metrics;
 pub mod replay;

@@ -1,8 +1,9 @@
 //! What the tollgate filter (inside Envoy) and the sidecar share, defined
 //! once: the internal calls (key verification, usage ingestion, the key
 //! change feed, fleet `jti` claims, quota grants), a key's limits, the
-//! contract's outcome codes, key hashing and hex, and the HMAC algorithms
-//! and claim names of the `X-Auth-Token`.
+//! contract's outcome codes, key hashing and hex, the HMAC algorithms
+//! and claim names of the `X-Auth-Token`, and the names of LLM API shapes
+//! and their token usage.
 //!
 //! The crate depends on serde, sha2 and hmac only, so it builds for
 //! `wasm32-wasip1` as well as for the host.
@@ -16,6 +17,7 @@ pub mod grant;
 pub mod hex;
 pub mod jws;
 pub mod limits;
+pub mod llm;
 pub mod outcome;
 pub mod usage;
 pub mod verify;
@@ -32,6 +34,7 @@ pub use grant::{
 };
 pub use hex::{is_lower_hex_digest, parse_lower_hex, to_hex};
 pub use jws::Algorithm;
+pub use llm::{Api, Provider, TokenUsage, UsageSource, MAX_MODEL_LEN, MAX_TOKENS};
 pub use limits::{LimitError, Limits, Quota, QuotaKind, Rate, RatePeriod, Window, WindowSpan};
 pub use outcome::Outcome;
 pub use usage::{
