@@ -122,6 +122,24 @@ pub struct TokenUsage {
     pub reasoning_tokens: u64,
 }
 
+/// What a usage record says of an LLM call (`llm` in the record; absent
+/// for any other call, whose row has `usage_source` `none`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LlmUsage {
+    /// The API shape of the route.
+    pub api: Api,
+    /// The model the request named (at most [`MAX_MODEL_LEN`] bytes).
+    pub model: String,
+    /// Whether the answer was streamed.
+    pub streamed: bool,
+    /// `reported` or `estimated`.
+    pub usage_source: UsageSource,
+    /// The counts, normalized across providers: `input_tokens` includes
+    /// cached ones and `output_tokens` reasoning ones.
+    #[serde(flatten)]
+    pub tokens: TokenUsage,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,6 +152,26 @@ mod tests {
             assert_eq!(json, format!("\"{}\"", api.name()));
         }
         assert_eq!(Api::from_name("openai"), None);
+    }
+
+    #[test]
+    fn an_llm_usage_is_one_flat_object() {
+        let usage = LlmUsage {
+            api: Api::AnthropicMessages,
+            model: "m".into(),
+            streamed: true,
+            usage_source: UsageSource::Reported,
+            tokens: TokenUsage {
+                input_tokens: 3,
+                output_tokens: 5,
+                ..TokenUsage::default()
+            },
+        };
+        let json = serde_json::to_value(&usage).unwrap();
+        assert_eq!(json["api"], "anthropic.messages");
+        assert_eq!(json["input_tokens"], 3);
+        assert_eq!(json["reasoning_tokens"], 0);
+        assert_eq!(serde_json::from_value::<LlmUsage>(json).unwrap(), usage);
     }
 
     #[test]
