@@ -16,7 +16,7 @@ run: setup
 fleet: setup
 	$(WITH_MARIADB) $(PYTHON) -m tollgate_tooling.fleet run --envoys $(or $(ENVOYS),3) --sidecars $(or $(SIDECARS),2)
 
-## test: every test: Rust unit/HTTP tests (SQLite and MariaDB), ai-server tests, end-to-end tests, each fuzz target briefly
+## test: every test: Rust unit/HTTP tests (SQLite and MariaDB), ai-server and llm-upstream tests, end-to-end tests, each fuzz target briefly
 # One MariaDB for both halves: a throwaway server, if one is started, serves
 # the Rust and the end-to-end tests alike.
 test: setup
@@ -32,7 +32,7 @@ test-rust:
 	$(WITH_MARIADB) cargo test --workspace --locked
 
 test-e2e:
-	$(WITH_MARIADB) $(PYTHON) -m pytest -q ai-server/tests tests
+	$(WITH_MARIADB) $(PYTHON) -m pytest -q ai-server/tests tests llm-upstream/tests
 
 ## lint: what CI checks besides the tests (needs rustup's rustfmt and clippy components)
 lint:
