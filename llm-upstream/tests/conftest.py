@@ -25,7 +25,8 @@ GUNICORN = Path(sys.executable).parent / "gunicorn"
 
 #: What each module the tests need is installed by.
 PACKAGES = {"openai": "openai", "anthropic": "anthropic", "google.genai": "google-genai",
-            "httpx2": "google-genai (its HTTP client, httpx2)"}
+            "httpx2": "google-genai (its HTTP client, httpx2)",
+            "tollgate_tooling.stack": "the tooling package (tooling/)"}
 
 
 def need(module: str):

@@ -12,6 +12,10 @@ local stack (``make run`` and the end-to-end tests) cannot drift apart:
   fleet of ``tollgate_tooling.fleet``): the sidecar cluster then gets one endpoint
   each, active health checks on ``/readyz`` and outlier detection
   (``sidecar_fleet_options``). With one sidecar it renders as it always did.
+  The local profile also routes the LLM APIs (``LLM_PATHS``) to the
+  ``llm_upstream`` cluster, llm-upstream/ (``TOLLGATE_LLM_UPSTREAM_ADDR``):
+  ``local_llm_routes`` and ``local_llm_cluster`` add them to the rendered
+  template. The container profiles have no LLM upstream.
 * ``kubernetes``: the plain-Envoy example of deploy/ (Envoy in the AI
   service's pod, the filter mounted from its OCI image);
   rendered into deploy/kubernetes/envoy-config.yaml, checked in like compose's.
@@ -109,6 +113,27 @@ LOCAL_ENV = {
     "REQUEST_TIMEOUT": ("TOLLGATE_REQUEST_TIMEOUT", "60s"),
     "ROUTE_TIMEOUT": ("TOLLGATE_ROUTE_TIMEOUT", "30s"),
 }
+
+#: The local profile's LLM upstream (llm-upstream/) and the bound on one
+#: whole LLM answer, streamed or not (a stream silent for the listener's
+#: ``stream_idle_timeout`` is cut sooner).
+LOCAL_LLM_ENV = {
+    "LLM_UPSTREAM_ADDR": ("TOLLGATE_LLM_UPSTREAM_ADDR", "127.0.0.1:5100"),
+    "LLM_ROUTE_TIMEOUT": ("TOLLGATE_LLM_ROUTE_TIMEOUT", "300s"),
+}
+
+#: The LLM APIs' paths, routed to the ``llm_upstream`` cluster: (match, path).
+#: Exact paths ignore the query string; the Gemini paths are prefixes
+#: (``/v1beta/models/{model}:generateContent``, ``:streamGenerateContent``;
+#: the google-genai SDK asks for ``/v1/models/...`` unless told ``v1beta``).
+LLM_PATHS = (
+    ("path", "/v1/chat/completions"),
+    ("path", "/v1/responses"),
+    ("path", "/v1/embeddings"),
+    ("path", "/v1/messages"),
+    ("prefix", "/v1beta/models/"),
+    ("prefix", "/v1/models/"),
+)
 
 
 def filter_config(max_body_bytes: int, overrides: dict | None = None) -> dict:
@@ -290,6 +315,65 @@ def keep_filter_block(text: str, build: str) -> str:
     return "".join(out)
 
 
+def local_llm_routes(indent: str, timeout: str) -> str:
+    """The routes of ``LLM_PATHS`` to the ``llm_upstream`` cluster, as YAML
+    list entries at ``indent``. No buffering is configured on them: Envoy
+    passes each chunk of a streamed answer on as it comes."""
+    return "".join(
+        f"{indent}- match: {{ {kind}: \"{path}\" }}\n"
+        f"{indent}  route: {{ cluster: llm_upstream, timeout: {timeout} }}\n"
+        for kind, path in LLM_PATHS)
+
+
+def local_llm_cluster(indent: str, addr: str, buffer_limit: str) -> str:
+    """The ``llm_upstream`` cluster as a YAML list entry at ``indent``: the
+    ai_server cluster's settings (gunicorn's gthread workers keep
+    connections alive for 75 s, llm-upstream/gunicorn.conf.py; Envoy closes
+    an idle one after 60 s)."""
+    host, port = _split_addr(addr)
+    return f"""{indent}- name: llm_upstream
+{indent}  type: STRICT_DNS
+{indent}  connect_timeout: 2s
+{indent}  per_connection_buffer_limit_bytes: {buffer_limit}
+{indent}  typed_extension_protocol_options:
+{indent}    envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+{indent}      "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+{indent}      common_http_protocol_options:
+{indent}        idle_timeout: 60s
+{indent}      explicit_http_config:
+{indent}        http_protocol_options: {{}}
+{indent}  load_assignment:
+{indent}    cluster_name: llm_upstream
+{indent}    endpoints:
+{indent}      - lb_endpoints:
+{indent}          - endpoint:
+{indent}              address:
+{indent}                socket_address: {{ address: {host}, port_value: {port} }}
+"""
+
+
+def insert_after(text: str, key: str, entries) -> str:
+    """``text`` with ``entries(indent)`` inserted after the one line that is
+    ``key:`` alone, ``indent`` being that line's indentation plus two."""
+    lines = text.splitlines(keepends=True)
+    found = [i for i, line in enumerate(lines) if line.strip() == f"{key}:"]
+    if len(found) != 1:
+        raise ValueError(f"the template has {len(found)} '{key}:' lines, expected one")
+    line = lines[found[0]]
+    indent = line[: len(line) - len(line.lstrip())] + "  "
+    return "".join(lines[: found[0] + 1]) + entries(indent) + "".join(lines[found[0] + 1:])
+
+
+def with_llm_upstream(text: str, env: dict | None, buffer_limit: str) -> str:
+    """The local profile's ``text`` with the LLM routes (before the
+    others) and the ``llm_upstream`` cluster."""
+    env = os.environ if env is None else env
+    addr, timeout = (env.get(var, default) for var, default in LOCAL_LLM_ENV.values())
+    text = insert_after(text, "routes", lambda indent: local_llm_routes(indent, timeout))
+    return insert_after(text, "clusters",
+                        lambda indent: local_llm_cluster(indent, addr, buffer_limit))
+
+
 def render(profile: str, env: dict | None = None) -> str:
     """The rendered Envoy configuration for ``profile`` (the compose profile
     is always the portable wasm build)."""
@@ -297,7 +381,10 @@ def render(profile: str, env: dict | None = None) -> str:
     values = profile_values(profile, env)
     values["NATIVE_MODULE"] = NATIVE_MODULE
     build = filter_build(env) if profile == "local" else "wasm"
-    return keep_filter_block(template.substitute(values), build)
+    text = keep_filter_block(template.substitute(values), build)
+    if profile == "local":
+        text = with_llm_upstream(text, env, values["BUFFER_LIMIT_BYTES"])
+    return text
 
 
 def main(argv: list[str]) -> int:

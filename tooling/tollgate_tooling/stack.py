@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Start and stop tollgate's local stack: sidecar, ai-server and Envoy.
+"""Start and stop tollgate's local stack: sidecar, ai-server, llm-upstream and Envoy.
 
 ``make run`` and the end-to-end tests both start the stack through this module,
 so what the tests prove is what a user runs. Each process writes its log under
@@ -143,6 +143,8 @@ class StackConfig:
     envoy_admin_port: int = 9901
     sidecar_port: int = 9000
     ai_server_port: int = 5000
+    #: llm-upstream/, the fake LLM provider Envoy routes the LLM APIs to.
+    llm_upstream_port: int = 5100
     jwt_secret: str = ""
     internal_token: str = ""
     admin_token: str = ""
@@ -182,6 +184,7 @@ class StackConfig:
             envoy_admin_port=free_port(),
             sidecar_port=free_port(),
             ai_server_port=free_port(),
+            llm_upstream_port=free_port(),
             jwt_secret=secrets.token_urlsafe(32),
             internal_token=secrets.token_urlsafe(32),
             admin_token=secrets.token_urlsafe(32),
@@ -191,7 +194,8 @@ class StackConfig:
 
 
 class Stack:
-    """The sidecar, the ai-server under gunicorn and Envoy running the filter."""
+    """The sidecar, the ai-server and llm-upstream under gunicorn, and Envoy
+    running the filter."""
 
     def __init__(self, config: StackConfig):
         self.config = config
@@ -237,6 +241,19 @@ class Stack:
             ],
             ai_env,
             self.logs / "ai-server.log",
+        )
+        self.llm_upstream = Service(
+            "llm-upstream",
+            [
+                str(VENV_BIN / "gunicorn"),
+                "-c",
+                str(ROOT / "llm-upstream/gunicorn.conf.py"),
+                "--chdir",
+                str(ROOT / "llm-upstream"),
+                "llm_upstream.app:app",
+            ],
+            {**base_env, "LLM_UPSTREAM_BIND": f"127.0.0.1:{c.llm_upstream_port}"},
+            self.logs / "llm-upstream.log",
         )
         #: The plaintext of every API key created through this stack (by the
         #: CLI here, or recorded by whoever created one through the admin
@@ -297,6 +314,10 @@ class Stack:
     def ai_server_url(self) -> str:
         return f"http://127.0.0.1:{self.config.ai_server_port}"
 
+    @property
+    def llm_upstream_url(self) -> str:
+        return f"http://127.0.0.1:{self.config.llm_upstream_port}"
+
     # -- lifecycle ---------------------------------------------------------
     def render_envoy_config(self) -> None:
         c = self.config
@@ -306,6 +327,7 @@ class Stack:
             "TOLLGATE_SIDECAR_ADDR": ",".join(c.sidecar_addrs or [f"127.0.0.1:{c.sidecar_port}"]),
             "TOLLGATE_SIDECAR_HEALTH_INTERVAL_MS": str(c.sidecar_health_interval_ms),
             "TOLLGATE_AI_SERVER_ADDR": f"127.0.0.1:{c.ai_server_port}",
+            "TOLLGATE_LLM_UPSTREAM_ADDR": f"127.0.0.1:{c.llm_upstream_port}",
             "TOLLGATE_WASM": str(WASM),
             "TOLLGATE_ACCESS_LOG": str(self.logs / "envoy-access.log"),
             "TOLLGATE_MAX_BODY_BYTES": str(c.max_body_bytes),
@@ -321,7 +343,7 @@ class Stack:
         self.config.state_dir.mkdir(parents=True, exist_ok=True)
         try:
             self.start_sidecar()
-            self.start_ai_server()
+            self.start_upstreams()
             self.start_envoy()
         except BaseException:
             self.stop()
@@ -335,6 +357,17 @@ class Stack:
     def start_ai_server(self) -> None:
         self.ai_server.start()
         self._wait(self.ai_server, f"{self.ai_server_url}/healthz")
+
+    def start_llm_upstream(self) -> None:
+        self.llm_upstream.start()
+        self._wait(self.llm_upstream, f"{self.llm_upstream_url}/health")
+
+    def start_upstreams(self) -> None:
+        """The ai-server and llm-upstream, booting side by side."""
+        self.ai_server.start()
+        self.llm_upstream.start()
+        self._wait(self.ai_server, f"{self.ai_server_url}/healthz")
+        self._wait(self.llm_upstream, f"{self.llm_upstream_url}/health")
 
     def start_envoy(self) -> None:
         self.render_envoy_config()
@@ -366,7 +399,7 @@ class Stack:
     def stop(self) -> dict:
         """Stop Envoy first, gracefully (its usage buffer goes to the sidecar), then the rest."""
         codes = {"envoy": self.stop_envoy()}
-        codes.update({s.name: s.stop() for s in (self.ai_server, self.sidecar)})
+        codes.update({s.name: s.stop() for s in (self.ai_server, self.llm_upstream, self.sidecar)})
         return codes
 
     @property
@@ -556,6 +589,7 @@ def run() -> int:
         envoy_admin_port=int(os.environ.get("TOLLGATE_ENVOY_ADMIN_PORT", 9901)),
         sidecar_port=int(os.environ.get("TOLLGATE_SIDECAR_PORT", 9000)),
         ai_server_port=int(os.environ.get("TOLLGATE_AI_SERVER_PORT", 5000)),
+        llm_upstream_port=int(os.environ.get("TOLLGATE_LLM_UPSTREAM_PORT", 5100)),
         jwt_secret=values["TOLLGATE_JWT_SECRET"],
         internal_token=values["TOLLGATE_INTERNAL_TOKEN"],
         admin_token=values["TOLLGATE_ADMIN_TOKEN"],
@@ -568,7 +602,8 @@ def run() -> int:
         stack.sidecar_env.pop("DATABASE_URL")
     stop = StopSignals()
     parent = os.getppid()
-    print(f"starting sidecar, ai-server and envoy (the {config.filter_build} filter) ...", flush=True)
+    print(f"starting sidecar, ai-server, llm-upstream and envoy (the {config.filter_build} filter) ...",
+          flush=True)
     key = start_with_demo_key(stack, "make run")
     if key is None:
         return 1
@@ -580,9 +615,11 @@ tollgate is up:
   gateway   {stack.gateway}/proxy/analyze   (Envoy + tollgate filter)
   sidecar   {stack.sidecar_url}   database {stack.sidecar_env.get('DATABASE_URL', '.tollgate/ (SQLite)')}
   ai-server {stack.ai_server_url}
+  llm-upstream {stack.llm_upstream_url}   (behind the gateway: /v1/chat/completions, /v1/responses,
+            /v1/embeddings, /v1/messages, /v1beta/models/...; see llm-upstream/README.md)
   envoy admin {stack.envoy_admin}
   console   {stack.sidecar_url}/console   (log in with TOLLGATE_ADMIN_TOKEN from the secrets file)
-logs: {stack.logs}/{{sidecar,ai-server,envoy,envoy-access}}.log
+logs: {stack.logs}/{{sidecar,ai-server,llm-upstream,envoy,envoy-access}}.log
 secrets: {state_dir / 'secrets.env'}  (`source` it to mint tokens and use the admin API)
 
 demo key (shown once): {key['key']}   id {key['id']}
@@ -602,7 +639,7 @@ Ctrl-C stops everything.
             if os.getppid() != parent:
                 print("make run was stopped; stopping the stack", file=sys.stderr)
                 break
-            if exited((stack.sidecar, stack.ai_server, stack.envoy)):
+            if exited((stack.sidecar, stack.ai_server, stack.llm_upstream, stack.envoy)):
                 break
             time.sleep(0.5)
     finally:
