@@ -244,6 +244,7 @@ fn batch_body(
             units: 0,
             duration_ms: 3 + (i % 5),
             timestamp_ms: now_ms,
+            llm: None,
         })
         .collect();
     Ok(Bytes::from(serde_json::to_vec(&records)?))

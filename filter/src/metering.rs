@@ -91,6 +91,7 @@ pub fn usage_record(
         units: x.units,
         duration_ms: ended_ms.saturating_sub(x.started_ms),
         timestamp_ms: x.started_ms,
+        llm: None,
     })
 }
 

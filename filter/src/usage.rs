@@ -266,6 +266,7 @@ mod tests {
             units: 0,
             duration_ms: 1,
             timestamp_ms: 1_700_000_000_000,
+            llm: None,
         }
     }
 

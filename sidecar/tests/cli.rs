@@ -1079,6 +1079,7 @@ async fn seed_usage(dir: &WorkDir, old: usize, new: usize) {
             units: 3,
             duration_ms: 1,
             timestamp_ms: if i < old { now - 100 * 86_400_000 } else { now },
+            llm: None,
         })
         .collect();
     store.insert_usage(&records).await.unwrap();
@@ -1095,7 +1096,7 @@ async fn usage_prune_deletes_old_rows_and_keeps_the_summary() {
     assert_eq!(
         rows["rows"],
         serde_json::json!([{"api_key_id": 1, "outcome": "allowed", "requests": 28,
-                            "request_bytes": 280, "response_bytes": 112, "units": 84}]),
+                            "request_bytes": 280, "response_bytes": 112, "units": 84, "input_tokens": 0, "output_tokens": 0, "cached_input_tokens": 0, "reasoning_tokens": 0}]),
         "{before}"
     );
     // The table has the same columns.
@@ -1113,9 +1114,13 @@ async fn usage_prune_deletes_old_rows_and_keeps_the_summary() {
                 "REQUESTS",
                 "REQUEST_BYTES",
                 "RESPONSE_BYTES",
-                "UNITS"
+                "UNITS",
+                "INPUT_TOK",
+                "OUTPUT_TOK",
+                "CACHED_TOK",
+                "REASON_TOK"
             ],
-            vec!["1", "allowed", "28", "280", "112", "84"],
+            vec!["1", "allowed", "28", "280", "112", "84", "0", "0", "0", "0"],
         ],
         "{table}"
     );

@@ -46,6 +46,7 @@ fn record(id: &str, key: i64, at: OffsetDateTime, outcome: Outcome, bytes: u64) 
         units: 2 * bytes + 5,
         duration_ms: 2,
         timestamp_ms: to_unix_ms(at),
+        llm: None,
     }
 }
 
@@ -147,10 +148,10 @@ async fn assert_rollups_equal_the_ledger(store: &Store) -> i64 {
             (
                 (r.api_key_id, r.outcome.clone()),
                 (
-                    r.requests,
-                    r.request_bytes as i128,
-                    r.response_bytes as i128,
-                    r.units as i128,
+                    r.totals.requests,
+                    r.totals.request_bytes as i128,
+                    r.totals.response_bytes as i128,
+                    r.totals.units as i128,
                 ),
             )
         })
@@ -287,7 +288,7 @@ async fn the_migration_rolls_up_the_rows_already_stored(backend: Backend) {
         .usage_summary(&SummaryFilter::default())
         .await
         .unwrap();
-    assert!(summary.iter().all(|r| r.units == 0), "{summary:?}");
+    assert!(summary.iter().all(|r| r.totals.units == 0), "{summary:?}");
     // New batches add to the backfilled rollups.
     let mut fresh = spread("new", 100);
     fresh.extend(spread("old", 50));
@@ -302,7 +303,7 @@ async fn the_migration_rolls_up_the_rows_already_stored(backend: Backend) {
         .await
         .unwrap()
         .iter()
-        .map(|r| r.units)
+        .map(|r| r.totals.units)
         .sum();
     let fresh_units: u64 = fresh[..100].iter().map(|r| r.units).sum();
     assert_eq!(units, u128::from(fresh_units));
@@ -364,10 +365,10 @@ async fn summaries_between_two_instants_count_the_hours_between(backend: Backend
                 (
                     (r.api_key_id, r.outcome),
                     (
-                        r.requests,
-                        r.request_bytes as i128,
-                        r.response_bytes as i128,
-                        r.units as i128,
+                        r.totals.requests,
+                        r.totals.request_bytes as i128,
+                        r.totals.response_bytes as i128,
+                        r.totals.units as i128,
                     ),
                 )
             })

@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::llm::{LlmUsage, UsageSource, MAX_MODEL_LEN, MAX_TOKENS};
 use crate::outcome::Outcome;
 
 /// `POST` a JSON array of [`UsageRecord`], answered with an [`IngestReply`].
@@ -71,6 +72,11 @@ pub struct UsageRecord {
     pub duration_ms: u64,
     /// When the request arrived, in milliseconds since the Unix epoch.
     pub timestamp_ms: u64,
+    /// What the call was as an LLM call: its API, model, streaming and
+    /// tokens. Absent for any other call (and from a filter older than the
+    /// field): its row has `usage_source` `none` and no tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llm: Option<LlmUsage>,
 }
 
 /// How a refusal names the field at fault in record `index` of a batch:
@@ -177,6 +183,52 @@ impl UsageRecord {
                 return Err(FieldError { field, reason });
             }
         }
+        if let Some(llm) = &self.llm {
+            check_text("llm.model", &llm.model, MAX_MODEL_LEN)?;
+            llm.validate_counts()?;
+        }
+        Ok(())
+    }
+}
+
+impl LlmUsage {
+    /// Checks what the record's `llm` says beyond its model name: counts a
+    /// call can have ([`MAX_TOKENS`] each, the cached part of the input and
+    /// the reasoning part of the output no larger than their whole), and a
+    /// source (`none` is only ever a call without `llm`).
+    fn validate_counts(&self) -> Result<(), FieldError> {
+        let t = &self.tokens;
+        for (field, value) in [
+            ("llm.input_tokens", t.input_tokens),
+            ("llm.output_tokens", t.output_tokens),
+            ("llm.cached_input_tokens", t.cached_input_tokens),
+            ("llm.reasoning_tokens", t.reasoning_tokens),
+        ] {
+            if value > MAX_TOKENS {
+                return Err(FieldError {
+                    field,
+                    reason: "is larger than any call's token count (2^30)",
+                });
+            }
+        }
+        if t.cached_input_tokens > t.input_tokens {
+            return Err(FieldError {
+                field: "llm.cached_input_tokens",
+                reason: "is larger than input_tokens, which include them",
+            });
+        }
+        if t.reasoning_tokens > t.output_tokens {
+            return Err(FieldError {
+                field: "llm.reasoning_tokens",
+                reason: "is larger than output_tokens, which include them",
+            });
+        }
+        if self.usage_source == UsageSource::None {
+            return Err(FieldError {
+                field: "llm.usage_source",
+                reason: "must be reported or estimated for an LLM call",
+            });
+        }
         Ok(())
     }
 }
@@ -195,6 +247,7 @@ pub struct IngestReply {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::llm::{Api, TokenUsage};
 
     fn record() -> UsageRecord {
         UsageRecord {
@@ -209,7 +262,35 @@ mod tests {
             units: 12,
             duration_ms: 3,
             timestamp_ms: 1_764_000_000_000,
+            llm: None,
         }
+    }
+
+    fn llm_record() -> UsageRecord {
+        UsageRecord {
+            llm: Some(LlmUsage {
+                api: Api::OpenAiChat,
+                model: "gpt-4o-mini".into(),
+                streamed: true,
+                usage_source: UsageSource::Reported,
+                tokens: TokenUsage {
+                    input_tokens: 100,
+                    output_tokens: 50,
+                    cached_input_tokens: 40,
+                    reasoning_tokens: 10,
+                },
+            }),
+            ..record()
+        }
+    }
+
+    /// `llm_record` changed by `change`, and the field its refusal names.
+    fn refused_llm(change: impl FnOnce(&mut LlmUsage)) -> &'static str {
+        let mut r = llm_record();
+        if let Some(llm) = r.llm.as_mut() {
+            change(llm);
+        }
+        r.validate().unwrap_err().field
     }
 
     #[test]
@@ -305,6 +386,88 @@ mod tests {
         assert_eq!(r.validate(), Ok(()));
         r.units = MAX_UNITS + 1;
         assert_eq!(r.validate().unwrap_err().field, "units");
+    }
+
+    #[test]
+    fn an_llm_record_round_trips_and_a_plain_one_has_no_llm_field() {
+        let text = serde_json::to_string(&llm_record()).unwrap();
+        let back: UsageRecord = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, llm_record());
+        let value = serde_json::to_value(llm_record()).unwrap();
+        assert_eq!(value["llm"]["api"], "openai.chat");
+        assert_eq!(value["llm"]["cached_input_tokens"], 40);
+        let plain = serde_json::to_value(record()).unwrap();
+        assert!(plain.get("llm").is_none(), "{plain}");
+        assert_eq!(
+            serde_json::from_value::<UsageRecord>(plain).unwrap().llm,
+            None
+        );
+    }
+
+    #[test]
+    fn llm_fields_are_checked_one_by_one() {
+        assert_eq!(llm_record().validate(), Ok(()));
+        assert_eq!(refused_llm(|l| l.model.clear()), "llm.model");
+        assert_eq!(
+            refused_llm(|l| l.model = "m".repeat(MAX_MODEL_LEN + 1)),
+            "llm.model"
+        );
+        assert_eq!(refused_llm(|l| l.model = "gpt\u{7f}4".into()), "llm.model");
+        assert_eq!(refused_llm(|l| l.model = "gpt\n4".into()), "llm.model");
+        assert_eq!(
+            refused_llm(|l| l.tokens.input_tokens = MAX_TOKENS + 1),
+            "llm.input_tokens"
+        );
+        assert_eq!(
+            refused_llm(|l| l.tokens.output_tokens = MAX_TOKENS + 1),
+            "llm.output_tokens"
+        );
+        assert_eq!(
+            refused_llm(|l| {
+                l.tokens.input_tokens = MAX_TOKENS;
+                l.tokens.cached_input_tokens = MAX_TOKENS + 1;
+            }),
+            "llm.cached_input_tokens"
+        );
+        assert_eq!(
+            refused_llm(|l| {
+                l.tokens.output_tokens = MAX_TOKENS;
+                l.tokens.reasoning_tokens = MAX_TOKENS + 1;
+            }),
+            "llm.reasoning_tokens"
+        );
+        assert_eq!(
+            refused_llm(|l| l.tokens.cached_input_tokens = 101),
+            "llm.cached_input_tokens"
+        );
+        assert_eq!(
+            refused_llm(|l| l.tokens.reasoning_tokens = 51),
+            "llm.reasoning_tokens"
+        );
+        assert_eq!(
+            refused_llm(|l| l.usage_source = UsageSource::None),
+            "llm.usage_source"
+        );
+        assert_eq!(
+            record_field(3, refused_llm(|l| l.tokens.output_tokens = u64::MAX)),
+            "[3].llm.output_tokens"
+        );
+    }
+
+    #[test]
+    fn llm_counts_at_their_bounds_are_accepted() {
+        let mut r = llm_record();
+        if let Some(llm) = r.llm.as_mut() {
+            llm.model = "m".repeat(MAX_MODEL_LEN);
+            llm.usage_source = UsageSource::Estimated;
+            llm.tokens = TokenUsage {
+                input_tokens: MAX_TOKENS,
+                output_tokens: MAX_TOKENS,
+                cached_input_tokens: MAX_TOKENS,
+                reasoning_tokens: MAX_TOKENS,
+            };
+        }
+        assert_eq!(r.validate(), Ok(()));
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod limits;
 pub mod prune;
 pub mod reconcile;
 pub mod rewrap;
+pub mod usage;
 
 use std::io::Read as _;
 use std::path::PathBuf;
@@ -21,14 +22,13 @@ use time::OffsetDateTime;
 use tollgate_wire::Algorithm;
 
 use crate::config::ServeConfig;
-use crate::domain::clock::{format_rfc3339, parse_duration, parse_rfc3339};
+use crate::domain::clock::{parse_duration, parse_rfc3339};
 use crate::domain::keys::{CreatedKey, KeyView};
 use crate::domain::sealed::Keyring;
 use crate::domain::token::{self, TokenRequest};
 use crate::store::registry::{create_key, register_key};
 use crate::store::DatabaseTarget;
-use crate::store::{summary_filter, SummaryReply};
-use crate::store::{Revocation, Store};
+use crate::store::{Revocation, Store, SummaryBy};
 use rewrap::RewrapReport;
 
 /// tollgate: API key registry and usage ledger for the tollgate Envoy filter.
@@ -171,7 +171,8 @@ pub enum KeysCommand {
 /// `tollgate usage ...`.
 #[derive(Debug, Subcommand)]
 pub enum UsageCommand {
-    /// Requests, bytes and units per key and outcome.
+    /// Requests, bytes, units and tokens per key and outcome, or per key
+    /// and model.
     Summary {
         /// Only this key id.
         #[arg(long)]
@@ -179,7 +180,28 @@ pub enum UsageCommand {
         /// A duration back from now (15m, 2h, 7d) or an RFC 3339 time.
         #[arg(long)]
         since: Option<String>,
+        /// One row per key and outcome, or per key and model (model null
+        /// for calls that were not LLM calls).
+        #[arg(long, default_value = "outcome", value_parser = usage::summary_by_parser())]
+        by: SummaryBy,
         /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One key's usage rows, newest first: request id, LLM API, model,
+    /// tokens, status, outcome, bytes and time (rows pruned are gone).
+    Log {
+        /// The key id.
+        #[arg(long)]
+        key: String,
+        /// Only rows since: a duration back from now (15m, 2h, 7d) or an
+        /// RFC 3339 time.
+        #[arg(long)]
+        since: Option<String>,
+        /// Most rows to print, 1 to 10000 (default 100).
+        #[arg(long)]
+        limit: Option<String>,
+        /// Print a JSON array instead of a table.
         #[arg(long)]
         json: bool,
     },
@@ -299,25 +321,23 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             store.close().await;
             result
         }
-        Command::Usage(UsageCommand::Summary { key, since, json }) => {
-            let filter = summary_filter(key, since.as_deref(), OffsetDateTime::now_utc())
-                .map_err(|e| format!("--since: {e}"))?;
-            let store = open_store(&DatabaseTarget::from_url(database_url)?).await?;
-            let rows = store
-                .usage_summary(&filter)
-                .await
-                .map_err(|e| format!("the usage summary could not be read: {e}"));
-            store.close().await;
-            let reply = SummaryReply {
-                since: filter.since.map(format_rfc3339),
-                rows: rows?,
-            };
-            if json {
-                print_json(&reply)
-            } else {
-                print_summary(&reply);
-                Ok(())
-            }
+        Command::Usage(UsageCommand::Summary {
+            key,
+            since,
+            by,
+            json,
+        }) => {
+            let target = DatabaseTarget::from_url(database_url)?;
+            usage::summary(&target, key, since.as_deref(), by, json).await
+        }
+        Command::Usage(UsageCommand::Log {
+            key,
+            since,
+            limit,
+            json,
+        }) => {
+            let target = DatabaseTarget::from_url(database_url)?;
+            usage::log(&target, &key, since.as_deref(), limit.as_deref(), json).await
         }
         Command::Usage(UsageCommand::Prune {
             older_than,
@@ -601,33 +621,6 @@ fn print_key_table(keys: &[KeyView]) {
                 "shared"
             },
             limits::describe(&key.limits),
-        );
-    }
-}
-
-fn print_summary(reply: &SummaryReply) {
-    if let Some(since) = &reply.since {
-        println!("Usage since {since}");
-    } else {
-        println!("Usage, all time");
-    }
-    if reply.rows.is_empty() {
-        println!("No usage recorded.");
-        return;
-    }
-    println!(
-        "{:>10}  {:<28}  {:>10}  {:>14}  {:>14}  {:>14}",
-        "API_KEY_ID", "OUTCOME", "REQUESTS", "REQUEST_BYTES", "RESPONSE_BYTES", "UNITS"
-    );
-    for row in &reply.rows {
-        println!(
-            "{:>10}  {:<28}  {:>10}  {:>14}  {:>14}  {:>14}",
-            row.api_key_id,
-            row.outcome,
-            row.requests,
-            row.request_bytes,
-            row.response_bytes,
-            row.units
         );
     }
 }

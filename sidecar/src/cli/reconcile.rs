@@ -113,10 +113,10 @@ async fn ledger_total(
         .await?;
     let allowed = rows.iter().find(|r| r.outcome == "allowed");
     Ok(allowed.map_or(0, |r| match kind {
-        QuotaKind::Requests => u128::try_from(r.requests).unwrap_or(0),
-        QuotaKind::RequestBytes => r.request_bytes,
-        QuotaKind::ResponseBytes => r.response_bytes,
-        QuotaKind::Units => r.units,
+        QuotaKind::Requests => u128::try_from(r.totals.requests).unwrap_or(0),
+        QuotaKind::RequestBytes => r.totals.request_bytes,
+        QuotaKind::ResponseBytes => r.totals.response_bytes,
+        QuotaKind::Units => r.totals.units,
     }))
 }
 

@@ -144,6 +144,8 @@ pub enum Undone {
     Store,
     /// `GET /v1/usage/summary`.
     ReadSummary,
+    /// `GET /v1/usage/log`.
+    ReadUsageLog,
     /// `GET /v1/keys/{id}/usage/series`.
     ReadSeries,
     /// `GET /v1/keys`.
@@ -165,6 +167,7 @@ impl Undone {
         match self {
             Undone::Store => "nothing was stored",
             Undone::ReadSummary => "the usage summary could not be read",
+            Undone::ReadUsageLog => "the usage log could not be read",
             Undone::ReadSeries => "the usage series could not be read",
             Undone::ReadKeys => "the key list could not be read",
             Undone::VerifyKey => "the key could not be looked up",
@@ -571,6 +574,7 @@ mod tests {
         assert!(write.contains("nothing was stored"), "{write}");
         for undone in [
             Undone::ReadSummary,
+            Undone::ReadUsageLog,
             Undone::ReadSeries,
             Undone::ReadKeys,
             Undone::VerifyKey,

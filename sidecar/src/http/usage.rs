@@ -1,5 +1,6 @@
 //! The usage ledger over HTTP: batched, idempotent ingestion from the Envoy
-//! filter, and per-key summaries for people (read from the rollups).
+//! filter, per-key summaries for people (read from the rollups, per outcome
+//! or per model), and one key's rows, newest first.
 
 use axum::routing::{get, post};
 use axum::Router;
@@ -17,7 +18,11 @@ use crate::http::extract::{
     query_pairs, repeated_parameter, unknown_parameter, AdminCaller, InternalCaller, JsonBody,
 };
 use crate::http::AppState;
-use crate::store::{summary_filter, SummaryFilter, SummaryReply, UsageInsert};
+use crate::store::usage_log::log_filter;
+use crate::store::{
+    summary_filter, ModelSummaryRow, SummaryBy, SummaryFilter, SummaryReply, UsageInsert,
+    UsageLogRow, UsageSummaryRow,
+};
 
 /// How far from the sidecar's clock a usage record's `timestamp_ms` may be,
 /// either way, unless `--usage-max-skew` says otherwise.
@@ -131,6 +136,8 @@ pub struct SummaryQuery {
     pub key: Option<i64>,
     /// A duration back from now (`15m`, `2h`, `7d`) or an RFC 3339 instant (`since=`).
     pub since: Option<String>,
+    /// Rows per key and outcome (the default) or per key and model (`by=`).
+    pub by: Option<SummaryBy>,
 }
 
 impl SummaryQuery {
@@ -150,7 +157,16 @@ impl SummaryQuery {
                     query.key.replace(id).is_some()
                 }
                 "since" => query.since.replace(value).is_some(),
-                _ => return Err(unknown_parameter(&name, "key and since")),
+                "by" => {
+                    let by = SummaryBy::from_name(&value).ok_or_else(|| {
+                        ApiError::invalid_field(
+                            "by",
+                            format!("by must be outcome or model, not {value:?}"),
+                        )
+                    })?;
+                    query.by.replace(by).is_some()
+                }
+                _ => return Err(unknown_parameter(&name, "key, since and by")),
             };
             if repeated {
                 return Err(repeated_parameter(&name));
@@ -166,28 +182,99 @@ impl SummaryQuery {
 /// (`crate::domain::clock`). The handler's whole reading of its input, as a plain
 /// function for the fuzzer (`fuzz/fuzz_targets/admin_query.rs`).
 pub fn parse_summary_query(query: &str, now: OffsetDateTime) -> Result<SummaryFilter, ApiError> {
-    let query = SummaryQuery::from_pairs(query_pairs(query))?;
-    summary_filter(query.key, query.since.as_deref(), now)
-        .map_err(|message| ApiError::invalid_field("since", message))
+    parse_summary_request(query, now).map(|(filter, _)| filter)
 }
 
-/// `GET /v1/usage/summary?key=ID&since=7d`: requests, bytes and units per key and outcome.
+/// [`parse_summary_query`] and the grouping asked for (`by=`).
+pub fn parse_summary_request(
+    query: &str,
+    now: OffsetDateTime,
+) -> Result<(SummaryFilter, SummaryBy), ApiError> {
+    let query = SummaryQuery::from_pairs(query_pairs(query))?;
+    let filter = summary_filter(query.key, query.since.as_deref(), now)
+        .map_err(|message| ApiError::invalid_field("since", message))?;
+    Ok((filter, query.by.unwrap_or_default()))
+}
+
+/// The reply of `GET /v1/usage/summary`: rows per outcome or per model.
+#[derive(Debug, serde::Serialize)]
+#[serde(untagged)]
+pub enum Summary {
+    ByOutcome(SummaryReply<UsageSummaryRow>),
+    ByModel(SummaryReply<ModelSummaryRow>),
+}
+
+/// `GET /v1/usage/summary?key=ID&since=7d&by=model`: requests, bytes,
+/// units and tokens per key and outcome, or per key and model.
 pub async fn summary(
     _caller: AdminCaller,
     State(state): State<AppState>,
     RawQuery(query): RawQuery,
-) -> Result<Json<SummaryReply>, ApiError> {
+) -> Result<Json<Summary>, ApiError> {
     let now = OffsetDateTime::now_utc();
-    let filter = parse_summary_query(query.as_deref().unwrap_or_default(), now)?;
-    let rows = state
-        .store
-        .usage_summary(&filter)
-        .await
-        .map_err(ApiError::reading(Undone::ReadSummary))?;
-    Ok(Json(SummaryReply {
-        since: filter.since.map(format_rfc3339),
-        rows,
+    let (filter, by) = parse_summary_request(query.as_deref().unwrap_or_default(), now)?;
+    let since = filter.since.map(format_rfc3339);
+    let unread = ApiError::reading(Undone::ReadSummary);
+    Ok(Json(match by {
+        SummaryBy::Outcome => Summary::ByOutcome(SummaryReply {
+            since,
+            rows: state.store.usage_summary(&filter).await.map_err(unread)?,
+        }),
+        SummaryBy::Model => Summary::ByModel(SummaryReply {
+            since,
+            rows: state
+                .store
+                .usage_summary_by_model(&filter)
+                .await
+                .map_err(unread)?,
+        }),
     }))
+}
+
+/// `GET /v1/usage/log?key=ID&since=1h&limit=100`: key `ID`'s rows, newest
+/// first (`tollgate usage log`); 404 when no key has the id. Every
+/// parameter but `key` is optional; an unknown, repeated or malformed one
+/// is refused with 400 naming it.
+pub async fn log(
+    _caller: AdminCaller,
+    State(state): State<AppState>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<Vec<UsageLogRow>>, ApiError> {
+    let mut key = None;
+    let mut since = None;
+    let mut limit = None;
+    for (name, value) in query_pairs(query.as_deref().unwrap_or_default()) {
+        let slot = match name.as_str() {
+            "key" => &mut key,
+            "since" => &mut since,
+            "limit" => &mut limit,
+            _ => return Err(unknown_parameter(&name, "key, since and limit")),
+        };
+        if slot.replace(value).is_some() {
+            return Err(repeated_parameter(&name));
+        }
+    }
+    let key = key.ok_or_else(|| {
+        ApiError::invalid_field("key", "the query parameter key (a key id) is required")
+    })?;
+    let filter = log_filter(
+        &key,
+        since.as_deref(),
+        limit.as_deref(),
+        OffsetDateTime::now_utc(),
+    )
+    .map_err(|e| ApiError::invalid_field(e.field, e.message))?;
+    let unread = || ApiError::reading(Undone::ReadUsageLog);
+    if !state
+        .store
+        .key_exists(filter.api_key_id)
+        .await
+        .map_err(unread())?
+    {
+        return Err(ApiError::KeyNotFound(filter.api_key_id));
+    }
+    let rows = state.store.usage_log(&filter).await.map_err(unread())?;
+    Ok(Json(rows))
 }
 
 /// The filter's usage batches (internal token).
@@ -197,7 +284,9 @@ pub fn router() -> Router<AppState> {
 
 /// The usage summary (admin token).
 pub fn admin_router() -> Router<AppState> {
-    Router::new().route("/v1/usage/summary", get(summary))
+    Router::new()
+        .route("/v1/usage/summary", get(summary))
+        .route("/v1/usage/log", get(log))
 }
 
 #[cfg(test)]
@@ -226,6 +315,7 @@ mod tests {
             units: 5,
             duration_ms: 3,
             timestamp_ms: NOW_MS,
+            llm: None,
         }
     }
 
@@ -344,8 +434,15 @@ mod tests {
             SummaryQuery::from_pairs(pairs(&[("since", "7d"), ("key", "3")])).unwrap(),
             SummaryQuery {
                 key: Some(3),
-                since: Some("7d".into())
+                since: Some("7d".into()),
+                by: None,
             }
+        );
+        assert_eq!(
+            SummaryQuery::from_pairs(pairs(&[("by", "model")]))
+                .unwrap()
+                .by,
+            Some(SummaryBy::Model)
         );
         assert_eq!(
             SummaryQuery::from_pairs(Vec::new()).unwrap(),
@@ -357,6 +454,8 @@ mod tests {
             (&[("since", "1d"), ("key", "1"), ("key", "2")][..], "key"),
             (&[("since", "1d"), ("since", "2d")][..], "since"),
             (&[("keys", "1")][..], "keys"),
+            (&[("by", "api")][..], "by"),
+            (&[("by", "model"), ("by", "outcome")][..], "by"),
             (&[("", "1")][..], "\"\""),
         ] {
             let err = SummaryQuery::from_pairs(pairs(query)).unwrap_err();

@@ -159,7 +159,7 @@ impl Dialect for Sqlite {
         ("INSERT", " ON CONFLICT(request_id) DO NOTHING");
 
     const UPSERT: Upsert = Upsert {
-        clause: "ON CONFLICT (api_key_id, bucket_start, outcome) DO UPDATE SET",
+        clause: "ON CONFLICT (api_key_id, bucket_start, outcome, model) DO UPDATE SET",
         incoming: |c| format!("excluded.{c}"),
     };
 

@@ -97,7 +97,7 @@ where
     for<'r> Option<Vec<u8>>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
     &'static str: sqlx::ColumnIndex<R>,
 {
-    super::sql::ascii_column(row, column)?
+    super::sql::text_column(row, column)?
         .ok_or_else(|| StoreError::Corrupt(format!("key_changes.{column} is NULL")))
 }
 

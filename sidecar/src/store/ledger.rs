@@ -12,10 +12,11 @@ use tollgate_wire::UsageRecord;
 
 use super::dialect::Dialect;
 use super::rollup::{self, Grain};
+use super::usage_log::{log_row, select_log};
 use super::{
-    fresh_records, record_time, rollup_table, sql, summary_parts, InsertRows, SeriesRow, SqlStore,
-    StoreError, SummaryFilter, UsageInsert, UsageSummaryRow, INSERT_ATTEMPTS, INSERT_CHUNK_ROWS,
-    PRUNE_MAX_BATCH_ROWS,
+    fresh_records, record_time, rollup_table, sql, summary_parts, InsertRows, LogFilter,
+    ModelSummaryRow, SeriesRow, SqlStore, StoreError, SummaryBy, SummaryFilter, UsageInsert,
+    UsageLogRow, UsageSummaryRow, INSERT_ATTEMPTS, INSERT_CHUNK_ROWS, PRUNE_MAX_BATCH_ROWS,
 };
 
 impl<DB> SqlStore<DB>
@@ -190,15 +191,53 @@ where
         &self,
         filter: &SummaryFilter,
     ) -> Result<Vec<UsageSummaryRow>, StoreError> {
+        let rows = self.summary_rows(filter, SummaryBy::Outcome).await?;
+        rows.iter().map(sql::summary_row).collect()
+    }
+
+    /// See [`Store::usage_summary_by_model`](super::Store::usage_summary_by_model).
+    pub async fn usage_summary_by_model(
+        &self,
+        filter: &SummaryFilter,
+    ) -> Result<Vec<ModelSummaryRow>, StoreError> {
+        let rows = self.summary_rows(filter, SummaryBy::Model).await?;
+        rows.iter().map(sql::model_summary_row).collect()
+    }
+
+    /// The rollups' sums over `filter`, per key and `by`.
+    async fn summary_rows(
+        &self,
+        filter: &SummaryFilter,
+        by: SummaryBy,
+    ) -> Result<Vec<DB::Row>, StoreError> {
         let parts: Vec<_> = summary_parts(filter.since, filter.until)
             .into_iter()
             .map(|p| p.map(DB::db_time))
             .collect();
-        let text = sql::usage_summary(DB::INT_TYPE, filter.api_key_id, &parts);
+        let text = sql::usage_summary(DB::INT_TYPE, by, filter.api_key_id, &parts);
         let query =
             sql::bind_summary::<DB, DB::Time>(sqlx::query(&text), filter.api_key_id, &parts);
-        let rows = query.fetch_all(self.pool()).await?;
-        rows.iter().map(sql::summary_row).collect()
+        Ok(query.fetch_all(self.pool()).await?)
+    }
+
+    /// See [`Store::usage_log`](super::Store::usage_log).
+    pub async fn usage_log(&self, filter: &LogFilter) -> Result<Vec<UsageLogRow>, StoreError> {
+        let text = select_log(filter.since.is_some());
+        let mut query = sqlx::query(&text).bind(filter.api_key_id);
+        if let Some(since) = filter.since {
+            query = query.bind(DB::db_time(since));
+        }
+        let rows = query
+            .bind(i64::from(filter.limit))
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let created_at = DB::time_column(row, "created_at")?
+                    .ok_or_else(|| StoreError::Corrupt("usage_log.created_at is NULL".into()))?;
+                log_row(row, created_at)
+            })
+            .collect()
     }
 
     /// See [`Store::usage_series`](super::Store::usage_series).

@@ -408,9 +408,9 @@ where
         row.map(|row| {
             Ok(StoredCharge {
                 api_key_id: row.try_get("api_key_id")?,
-                quota: sql::ascii_column(&row, "quota")?.unwrap_or_default(),
+                quota: sql::text_column(&row, "quota")?.unwrap_or_default(),
                 window_start_ms: row.try_get("window_start_ms")?,
-                kind: sql::ascii_column(&row, "kind")?.unwrap_or_default(),
+                kind: sql::text_column(&row, "kind")?.unwrap_or_default(),
                 amount: count(row.try_get("amount")?),
                 returned: count(row.try_get("returned")?),
             })
@@ -471,7 +471,7 @@ where
             .map(|row| {
                 Ok(CounterRow {
                     api_key_id: row.try_get("api_key_id")?,
-                    quota: sql::ascii_column(row, "quota")?.unwrap_or_default(),
+                    quota: sql::text_column(row, "quota")?.unwrap_or_default(),
                     span: WindowSpan {
                         start_ms: row.try_get("window_start_ms")?,
                         end_ms: row.try_get("window_end_ms")?,

@@ -20,6 +20,7 @@ pub mod sql;
 mod sql_store;
 pub mod sqlite;
 pub mod target;
+pub mod usage_log;
 
 use std::collections::HashSet;
 use std::fmt;
@@ -34,9 +35,11 @@ pub use crate::domain::keys::{ApiKey, KeyStatus, NewKey};
 
 pub use dialect::Dialect;
 pub use mysql::MySqlStore;
+pub use rollup::TokenSums;
 pub use sql_store::SqlStore;
 pub use sqlite::SqliteStore;
 pub use target::DatabaseTarget;
+pub use usage_log::{LogFilter, UsageLogRow};
 
 /// Rows one multi-row `INSERT` carries; a batch is split into statements of at
 /// most this many rows, all inside one transaction (stays well below both
@@ -104,13 +107,43 @@ pub struct SummaryFilter {
     pub until: Option<OffsetDateTime>,
 }
 
-/// Reply of `GET /v1/usage/summary` and `tollgate usage summary --json`.
+/// What a summary's rows are per, besides the key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SummaryBy {
+    /// One row per (key, outcome): [`UsageSummaryRow`].
+    #[default]
+    Outcome,
+    /// One row per (key, model): [`ModelSummaryRow`].
+    Model,
+}
+
+impl SummaryBy {
+    /// The rollup column the rows are grouped by; also the name `by=` and
+    /// `--by` take.
+    pub fn column(self) -> &'static str {
+        match self {
+            SummaryBy::Outcome => "outcome",
+            SummaryBy::Model => "model",
+        }
+    }
+
+    /// Every grouping, the default first.
+    pub const ALL: [SummaryBy; 2] = [SummaryBy::Outcome, SummaryBy::Model];
+
+    /// The grouping of a name, if it is one.
+    pub fn from_name(name: &str) -> Option<SummaryBy> {
+        SummaryBy::ALL.into_iter().find(|by| by.column() == name)
+    }
+}
+
+/// Reply of `GET /v1/usage/summary` and `tollgate usage summary --json`:
+/// rows of [`UsageSummaryRow`], or of [`ModelSummaryRow`] by model.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct SummaryReply {
+pub struct SummaryReply<R = UsageSummaryRow> {
     /// RFC 3339 start of the window, when one was asked for: the start of
     /// the hour of the instant asked for.
     pub since: Option<String>,
-    pub rows: Vec<UsageSummaryRow>,
+    pub rows: Vec<R>,
 }
 
 /// Builds a store filter from `--key`/`--since` style input. Summaries are
@@ -140,6 +173,24 @@ pub struct UsageSummaryRow {
     /// ([`tollgate_wire::Outcome`]) for every row ingested since ingestion
     /// checks them, but kept as text so older rows are still reported.
     pub outcome: String,
+    #[serde(flatten)]
+    pub totals: UsageTotals,
+}
+
+/// Totals of one (key, model) pair, whatever the outcomes.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ModelSummaryRow {
+    pub api_key_id: i64,
+    /// The model the LLM calls named; `None` (`null`) for the calls that
+    /// were not LLM calls.
+    pub model: Option<String>,
+    #[serde(flatten)]
+    pub totals: UsageTotals,
+}
+
+/// What a summary row counts.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct UsageTotals {
     pub requests: i64,
     /// Exact totals, wider than the 64-bit columns: rows stored before
     /// ingestion bounded the counts may hold up to `i64::MAX` each, and
@@ -149,6 +200,10 @@ pub struct UsageSummaryRow {
     /// What the upstream said the calls cost (`UsageRecord::units`); 0 for
     /// rows stored before units were recorded (migration 0006).
     pub units: u128,
+    /// The LLM calls' token sums; 0 for other calls and for rows stored
+    /// before tokens were recorded (migration 0007).
+    #[serde(flatten)]
+    pub tokens: TokenSums,
 }
 
 /// One bucket of one outcome in a key's usage series.
@@ -330,9 +385,9 @@ impl Store {
         }
     }
 
-    /// Requests, bytes and units per (key, outcome), ordered by key then
-    /// outcome, read from the rollups: from the start of the hour of `filter.since`
-    /// (all time without one), so in whole hours.
+    /// Requests, bytes, units and tokens per (key, outcome), ordered by
+    /// key then outcome, read from the rollups: from the start of the hour
+    /// of `filter.since` (all time without one), so in whole hours.
     pub async fn usage_summary(
         &self,
         filter: &SummaryFilter,
@@ -340,6 +395,27 @@ impl Store {
         match self {
             Store::MySql(s) => s.sql().usage_summary(filter).await,
             Store::Sqlite(s) => s.sql().usage_summary(filter).await,
+        }
+    }
+
+    /// The same totals per (key, model), ordered by key then model (the
+    /// calls that were not LLM calls first, model `None`).
+    pub async fn usage_summary_by_model(
+        &self,
+        filter: &SummaryFilter,
+    ) -> Result<Vec<ModelSummaryRow>, StoreError> {
+        match self {
+            Store::MySql(s) => s.sql().usage_summary_by_model(filter).await,
+            Store::Sqlite(s) => s.sql().usage_summary_by_model(filter).await,
+        }
+    }
+
+    /// Key `filter.api_key_id`'s `usage_log` rows since `filter.since`,
+    /// newest first, at most `filter.limit` of them. Pruned rows are gone.
+    pub async fn usage_log(&self, filter: &LogFilter) -> Result<Vec<UsageLogRow>, StoreError> {
+        match self {
+            Store::MySql(s) => s.sql().usage_log(filter).await,
+            Store::Sqlite(s) => s.sql().usage_log(filter).await,
         }
     }
 

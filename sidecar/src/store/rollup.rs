@@ -1,19 +1,22 @@
 //! The usage rollups: per key, per hour and per day (UTC), the requests,
-//! byte sums and units of each outcome, kept in `usage_hourly` and
-//! `usage_daily` (migrations 0003 and 0006) so that summaries and the usage
-//! series never scan `usage_log`.
+//! byte sums, units and token sums of each outcome and model (`''` for a
+//! call that is not an LLM call), kept in `usage_hourly` and `usage_daily`
+//! (migrations 0003, 0006 and 0007) so that summaries and the usage series
+//! never scan `usage_log`.
 //!
 //! A batch's new rows are turned into [`RollupDelta`]s here, added to both
 //! tables in the transaction that stores the rows (`Store::insert_usage`),
 //! so the rollups always equal the ledger. Byte counts and units are kept as
 //! the sums of their high and low 32 bits ([`Halves`]), like the summary has always
 //! summed `usage_log`: exact whatever a row holds, a half overflowing only
-//! past 2^31 rows of one bucket.
+//! past 2^31 rows of one bucket. Token counts are at most
+//! [`MAX_TOKENS`](tollgate_wire::MAX_TOKENS) each, so their plain sums
+//! ([`TokenSums`]) are exact for 2^33 rows.
 
 use std::collections::BTreeMap;
 
 use time::{Duration, OffsetDateTime, Time};
-use tollgate_wire::UsageRecord;
+use tollgate_wire::{TokenUsage, UsageRecord};
 
 /// A rollup's bucket size, and the table that holds it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -97,48 +100,83 @@ impl Halves {
     }
 }
 
+/// Token sums over some rows: the four counts of [`TokenUsage`], summed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TokenSums {
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cached_input_tokens: i64,
+    pub reasoning_tokens: i64,
+}
+
+impl TokenSums {
+    /// Adds one call's counts (validated: each at most 2^30).
+    pub fn add(&mut self, tokens: &TokenUsage) {
+        let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        self.input_tokens += count(tokens.input_tokens);
+        self.output_tokens += count(tokens.output_tokens);
+        self.cached_input_tokens += count(tokens.cached_input_tokens);
+        self.reasoning_tokens += count(tokens.reasoning_tokens);
+    }
+}
+
+/// The model a rollup row is kept under: the LLM call's, `''` for any other call.
+pub fn model_key(record: &UsageRecord) -> &str {
+    record.llm.as_ref().map_or("", |llm| llm.model.as_str())
+}
+
 /// What a batch adds to one rollup row.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RollupDelta {
     pub api_key_id: i64,
     pub bucket_start: OffsetDateTime,
     pub outcome: &'static str,
+    /// See [`model_key`].
+    pub model: String,
     pub requests: i64,
     pub request_bytes: Halves,
     pub response_bytes: Halves,
     pub units: Halves,
+    pub tokens: TokenSums,
 }
 
 /// What `records` (new rows, each counted once) add to the rollups of
-/// `grain`, ordered by (key, bucket, outcome): the one lock order every
+/// `grain`, ordered by (key, bucket, outcome, model): the one lock order every
 /// batch takes the rollup rows in. A record whose time no store can hold is
 /// left out; ingestion has refused it before this.
 pub fn deltas<'a>(
     records: impl IntoIterator<Item = &'a UsageRecord>,
     grain: Grain,
 ) -> Vec<RollupDelta> {
-    let mut sums: BTreeMap<(i64, OffsetDateTime, &'static str), RollupDelta> = BTreeMap::new();
+    let mut sums: BTreeMap<(i64, OffsetDateTime, &'static str, &str), RollupDelta> =
+        BTreeMap::new();
     for record in records {
         let Some(at) = crate::domain::clock::from_unix_ms(record.timestamp_ms) else {
             continue;
         };
         let bucket_start = grain.floor(at);
         let outcome = record.outcome.as_str();
+        let model = model_key(record);
         let delta = sums
-            .entry((record.api_key_id, bucket_start, outcome))
+            .entry((record.api_key_id, bucket_start, outcome, model))
             .or_insert_with(|| RollupDelta {
                 api_key_id: record.api_key_id,
                 bucket_start,
                 outcome,
+                model: model.to_string(),
                 requests: 0,
                 request_bytes: Halves::default(),
                 response_bytes: Halves::default(),
                 units: Halves::default(),
+                tokens: TokenSums::default(),
             });
         delta.requests += 1;
         delta.request_bytes.add(record.request_bytes);
         delta.response_bytes.add(record.response_bytes);
         delta.units.add(record.units);
+        if let Some(llm) = &record.llm {
+            delta.tokens.add(&llm.tokens);
+        }
     }
     sums.into_values().collect()
 }
@@ -162,6 +200,7 @@ mod tests {
             units: bytes / 2,
             duration_ms: 1,
             timestamp_ms: crate::domain::clock::to_unix_ms(at),
+            llm: None,
         }
     }
 

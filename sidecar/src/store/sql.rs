@@ -8,10 +8,12 @@
 
 use sqlx::query::Query;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Row, Type};
-use tollgate_wire::UsageRecord;
+use tollgate_wire::{UsageRecord, UsageSource};
 
-use super::rollup::{Grain, Halves, RollupDelta};
-use super::{SealedRow, SeriesRow, StoreError, UsageSummaryRow};
+use super::rollup::{Grain, Halves, RollupDelta, TokenSums};
+use super::{
+    ModelSummaryRow, SealedRow, SeriesRow, StoreError, SummaryBy, UsageSummaryRow, UsageTotals,
+};
 use crate::domain::sealed::SealedSecret;
 
 /// The columns a key is read with, in the order `key_from_row` expects.
@@ -83,10 +85,12 @@ pub fn known_key_ids(n: usize) -> String {
 
 /// The columns of a usage row, in the order [`insert_usage`] binds them.
 pub const USAGE_COLUMNS: &str = "request_id, api_key_id, method, endpoint, status_code, \
-     outcome, request_bytes, response_bytes, units, duration_ms, created_at";
+     outcome, request_bytes, response_bytes, units, duration_ms, created_at, \
+     api, model, streamed, input_tokens, output_tokens, cached_input_tokens, \
+     reasoning_tokens, usage_source";
 
 /// Columns of a usage row.
-const USAGE_COLUMN_COUNT: usize = 11;
+const USAGE_COLUMN_COUNT: usize = 19;
 
 /// `{verb} INTO usage_log (USAGE_COLUMNS) VALUES (...), ...{tail}` for
 /// `rows` rows: `verb` and `tail` are the dialect's insert that skips a
@@ -108,10 +112,14 @@ pub fn bind_usage<'q, DB, T>(
 where
     DB: Database,
     &'q str: Encode<'q, DB> + Type<DB>,
+    Option<&'q str>: Encode<'q, DB> + Type<DB>,
     i64: Encode<'q, DB> + Type<DB>,
     &'q T: Encode<'q, DB> + Type<DB>,
 {
     for (r, created_at) in rows {
+        // A call that is not an LLM call: no api or model, no tokens, `none`.
+        let llm = r.llm.as_ref();
+        let tokens = llm.map(|l| l.tokens).unwrap_or_default();
         query = query
             .bind(r.request_id.as_str())
             .bind(r.api_key_id)
@@ -123,18 +131,31 @@ where
             .bind(to_i64(r.response_bytes))
             .bind(to_i64(r.units))
             .bind(to_i64(r.duration_ms))
-            .bind(created_at);
+            .bind(created_at)
+            .bind(llm.map(|l| l.api.name()))
+            .bind(llm.map(|l| l.model.as_str()))
+            .bind(i64::from(llm.is_some_and(|l| l.streamed)))
+            .bind(to_i64(tokens.input_tokens))
+            .bind(to_i64(tokens.output_tokens))
+            .bind(to_i64(tokens.cached_input_tokens))
+            .bind(to_i64(tokens.reasoning_tokens))
+            .bind(llm.map_or(UsageSource::None, |l| l.usage_source).name());
     }
     query
 }
 
 /// The columns of a rollup row, in the order [`upsert_rollups`] binds them.
-pub const ROLLUP_COLUMNS: &str = "api_key_id, bucket_start, outcome, requests, \
+pub const ROLLUP_COLUMNS: &str = "api_key_id, bucket_start, outcome, model, requests, \
      request_bytes_high, request_bytes_low, response_bytes_high, response_bytes_low, \
-     units_high, units_low";
+     units_high, units_low, input_tokens, output_tokens, cached_input_tokens, \
+     reasoning_tokens";
+
+/// The columns of a rollup row's key before its counters: key, bucket,
+/// outcome, model.
+const ROLLUP_KEY_COLUMNS: usize = 4;
 
 /// The counters of a rollup row, which an upsert adds to.
-const ROLLUP_COUNTERS: [&str; 7] = [
+const ROLLUP_COUNTERS: [&str; 11] = [
     "requests",
     "request_bytes_high",
     "request_bytes_low",
@@ -142,6 +163,10 @@ const ROLLUP_COUNTERS: [&str; 7] = [
     "response_bytes_low",
     "units_high",
     "units_low",
+    "input_tokens",
+    "output_tokens",
+    "cached_input_tokens",
+    "reasoning_tokens",
 ];
 
 /// How a dialect adds an upsert's incoming counters to the stored row: the
@@ -163,7 +188,7 @@ pub fn upsert_rollups(table: &str, upsert: &Upsert, rows: usize) -> String {
         .collect();
     format!(
         "INSERT INTO {table} ({ROLLUP_COLUMNS}) VALUES {} {} {}",
-        value_tuples(rows, 3 + ROLLUP_COUNTERS.len()),
+        value_tuples(rows, ROLLUP_KEY_COLUMNS + ROLLUP_COUNTERS.len()),
         upsert.clause,
         sets.join(", ")
     )
@@ -186,13 +211,18 @@ where
             .bind(d.api_key_id)
             .bind(bucket_start)
             .bind(d.outcome)
+            .bind(d.model.as_str())
             .bind(d.requests)
             .bind(d.request_bytes.high)
             .bind(d.request_bytes.low)
             .bind(d.response_bytes.high)
             .bind(d.response_bytes.low)
             .bind(d.units.high)
-            .bind(d.units.low);
+            .bind(d.units.low)
+            .bind(d.tokens.input_tokens)
+            .bind(d.tokens.output_tokens)
+            .bind(d.tokens.cached_input_tokens)
+            .bind(d.tokens.reasoning_tokens);
     }
     query
 }
@@ -227,10 +257,11 @@ impl<T> SummaryPart<T> {
     }
 }
 
-/// Requests, bytes and units per (key, outcome), ordered by key then outcome, of
-/// `api_key_id` (all keys when `None`) over `parts` (disjoint), read from
-/// the rollups. `int_type` is the dialect's 64-bit integer for the sums'
-/// cast (`SIGNED`, `INTEGER`); read each row with [`summary_row`].
+/// Requests, bytes, units and tokens per (key, `by`'s column: outcome or
+/// model), ordered by both, of `api_key_id` (all keys when `None`) over
+/// `parts` (disjoint), read from the rollups. `int_type` is the dialect's
+/// 64-bit integer for the sums' cast (`SIGNED`, `INTEGER`); read each row
+/// with [`summary_row`] or [`model_summary_row`].
 ///
 /// Byte and unit columns are the rollups' sums of high and low 32 bits (see
 /// [`Halves`]), summed again here and joined by [`summary_row`] into exact
@@ -239,21 +270,23 @@ impl<T> SummaryPart<T> {
 /// sum can overflow before a (key, outcome) pair has 2^31 rows.
 pub fn usage_summary<T>(
     int_type: &str,
+    by: SummaryBy,
     api_key_id: Option<i64>,
     parts: &[SummaryPart<T>],
 ) -> String {
+    let group = by.column();
     let sums: Vec<String> = ROLLUP_COUNTERS
         .iter()
         .map(|c| format!("CAST(COALESCE(SUM({c}), 0) AS {int_type}) AS {c}"))
         .collect();
-    let mut query = format!("SELECT api_key_id, outcome, {} FROM (", sums.join(", "));
+    let mut query = format!("SELECT api_key_id, {group}, {} FROM (", sums.join(", "));
     for (i, part) in parts.iter().enumerate() {
         if i > 0 {
             query.push_str(" UNION ALL ");
         }
         let table = part.grain.table().unwrap_or("usage_hourly");
         query.push_str(&format!(
-            "SELECT api_key_id, outcome, {} FROM {table} WHERE 1 = 1",
+            "SELECT api_key_id, {group}, {} FROM {table} WHERE 1 = 1",
             ROLLUP_COUNTERS.join(", ")
         ));
         if api_key_id.is_some() {
@@ -266,7 +299,9 @@ pub fn usage_summary<T>(
             query.push_str(" AND bucket_start < ?");
         }
     }
-    query.push_str(") AS buckets GROUP BY api_key_id, outcome ORDER BY api_key_id, outcome");
+    query.push_str(&format!(
+        ") AS buckets GROUP BY api_key_id, {group} ORDER BY api_key_id, {group}"
+    ));
     query
 }
 
@@ -350,7 +385,27 @@ where
         .ok_or_else(|| StoreError::Corrupt(format!("{table}.{column} sums to a negative count")))
 }
 
-/// One row of [`usage_summary`].
+/// The totals of a row of [`usage_summary`].
+fn summary_totals<R: Row>(row: &R) -> Result<UsageTotals, StoreError>
+where
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> &'r str: ColumnIndex<R>,
+{
+    Ok(UsageTotals {
+        requests: row.try_get("requests")?,
+        request_bytes: exact_total(row, "usage rollup", "request_bytes")?,
+        response_bytes: exact_total(row, "usage rollup", "response_bytes")?,
+        units: exact_total(row, "usage rollup", "units")?,
+        tokens: TokenSums {
+            input_tokens: row.try_get("input_tokens")?,
+            output_tokens: row.try_get("output_tokens")?,
+            cached_input_tokens: row.try_get("cached_input_tokens")?,
+            reasoning_tokens: row.try_get("reasoning_tokens")?,
+        },
+    })
+}
+
+/// One row of [`usage_summary`] by outcome.
 pub fn summary_row<R: Row>(row: &R) -> Result<UsageSummaryRow, StoreError>
 where
     for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
@@ -360,10 +415,23 @@ where
     Ok(UsageSummaryRow {
         api_key_id: row.try_get("api_key_id")?,
         outcome: row.try_get("outcome")?,
-        requests: row.try_get("requests")?,
-        request_bytes: exact_total(row, "usage rollup", "request_bytes")?,
-        response_bytes: exact_total(row, "usage rollup", "response_bytes")?,
-        units: exact_total(row, "usage rollup", "units")?,
+        totals: summary_totals(row)?,
+    })
+}
+
+/// One row of [`usage_summary`] by model: `None` for the calls that were
+/// not LLM calls (kept under the model `''`).
+pub fn model_summary_row<R: Row>(row: &R) -> Result<ModelSummaryRow, StoreError>
+where
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Option<Vec<u8>>: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> &'r str: ColumnIndex<R>,
+{
+    let model = text_column(row, "model")?.filter(|m| !m.is_empty());
+    Ok(ModelSummaryRow {
+        api_key_id: row.try_get("api_key_id")?,
+        model,
+        totals: summary_totals(row)?,
     })
 }
 
@@ -403,10 +471,10 @@ pub fn delete_usage_ids(n: usize) -> String {
     format!("DELETE FROM usage_log WHERE id IN ({})", placeholders(n))
 }
 
-/// A text column of ASCII stored with a binary collation (`ascii_bin` on
-/// MySQL, which sqlx reports as binary and will not decode as a `String`),
-/// read as bytes on both backends.
-pub fn ascii_column<R: Row>(row: &R, column: &'static str) -> Result<Option<String>, sqlx::Error>
+/// A text column stored with a binary collation or as bytes (`ascii_bin`,
+/// `utf8mb4_bin` or `VARBINARY` on MySQL, which sqlx reports as binary and
+/// will not decode as a `String`), read as bytes on both backends.
+pub fn text_column<R: Row>(row: &R, column: &'static str) -> Result<Option<String>, sqlx::Error>
 where
     for<'r> Option<Vec<u8>>: Decode<'r, R::Database> + Type<R::Database>,
     &'static str: ColumnIndex<R>,
@@ -415,7 +483,7 @@ where
         .map(|bytes| {
             String::from_utf8(bytes).map_err(|_| sqlx::Error::ColumnDecode {
                 index: column.into(),
-                source: "not ASCII".into(),
+                source: "not UTF-8 text".into(),
             })
         })
         .transpose()
@@ -427,7 +495,7 @@ where
     for<'r> Option<Vec<u8>>: Decode<'r, R::Database> + Type<R::Database>,
     &'static str: ColumnIndex<R>,
 {
-    Ok(ascii_column(row, "sealed_signing_secret")?.map(SealedSecret::from_stored))
+    Ok(text_column(row, "sealed_signing_secret")?.map(SealedSecret::from_stored))
 }
 
 /// The limits of a key row (none when the column is NULL or empty).
@@ -436,7 +504,7 @@ where
     for<'r> Option<Vec<u8>>: Decode<'r, R::Database> + Type<R::Database>,
     &'static str: ColumnIndex<R>,
 {
-    match ascii_column(row, "limits_spec")? {
+    match text_column(row, "limits_spec")? {
         None => Ok(tollgate_wire::Limits::default()),
         Some(spec) => tollgate_wire::Limits::parse_spec(&spec)
             .map_err(|e| StoreError::Corrupt(format!("api_keys.limits_spec: {e}"))),
@@ -462,7 +530,7 @@ where
     };
     Ok(SealedRow {
         id: row.try_get("id")?,
-        key_hash: ascii_column(row, "key_hash")?.ok_or_else(|| missing("key_hash"))?,
+        key_hash: text_column(row, "key_hash")?.ok_or_else(|| missing("key_hash"))?,
         sealed: sealed_signing_secret(row)?.ok_or_else(|| missing("sealed_signing_secret"))?,
     })
 }
@@ -488,7 +556,7 @@ mod tests {
     #[test]
     fn rollup_upserts_add_every_counter() {
         let upsert = Upsert {
-            clause: "ON CONFLICT (api_key_id, bucket_start, outcome) DO UPDATE SET",
+            clause: "ON CONFLICT (api_key_id, bucket_start, outcome, model) DO UPDATE SET",
             incoming: |c| format!("excluded.{c}"),
         };
         let sql = upsert_rollups("usage_hourly", &upsert, 1);

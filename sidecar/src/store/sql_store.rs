@@ -237,7 +237,7 @@ where
             .bind(id)
             .fetch_one(&mut **tx)
             .await?;
-        sql::ascii_column(&row, "key_hash")?
+        sql::text_column(&row, "key_hash")?
             .ok_or_else(|| StoreError::Corrupt("api_keys.key_hash is NULL".into()))
     }
 
