@@ -64,8 +64,11 @@ def create_app() -> Flask:
         model, _, method = target.rpartition(":")
         if method == "generateContent":
             return serve(GEMINI, lambda call: gemini.answer(call, stream=False), model)
-        if method == "streamGenerateContent":
+        if method == "streamGenerateContent" and request.args.get("alt") == "sse":
             return serve(GEMINI, lambda call: gemini.answer(call, stream=True), model)
+        if method == "streamGenerateContent":
+            return refuse(GEMINI, 400, "llm-upstream streams streamGenerateContent as "
+                          "server-sent events only: add ?alt=sse", uuid.uuid4().hex)
         return refuse(GEMINI, 404, f"no method {method!r} on models (generateContent, "
                       "streamGenerateContent)", uuid.uuid4().hex)
 

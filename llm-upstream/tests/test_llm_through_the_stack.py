@@ -26,14 +26,23 @@ def stack(need, tmp_path_factory):
         stack.stop()
 
 
+@pytest.fixture(scope="module")
+def key(stack) -> str:
+    """A tollgate API key; the SDKs send it in their own header too."""
+    return stack.create_key("llm-upstream-test")["key"]
+
+
 @pytest.fixture()
-def signed_client(stack, need):
-    """An httpx2 client that adds the API key and an X-Auth-Token for each body."""
+def signed_client(stack, need, key):
+    """An httpx2 client that sends the API key as ``Authorization: Bearer``
+    (which every route takes; the SDK's own key header goes, so the request
+    has one credential) and an X-Auth-Token for each body."""
     httpx2 = need("httpx2")
     mint_token = need("tollgate_tooling.stack").mint_token
-    key = stack.create_key("llm-upstream-test")["key"]
 
     def sign(request):
+        for own in ("x-api-key", "x-goog-api-key"):
+            request.headers.pop(own, None)
         request.headers["Authorization"] = f"Bearer {key}"
         request.headers["X-Auth-Token"] = mint_token(stack.config.jwt_secret, request.read())
 
@@ -41,9 +50,9 @@ def signed_client(stack, need):
         yield client
 
 
-def test_an_sdk_stream_passes_through_the_gateway_token_by_token(stack, signed_client,
+def test_an_sdk_stream_passes_through_the_gateway_token_by_token(stack, signed_client, key,
                                                                  openai_sdk, rule, knobs):
-    client = openai_sdk.OpenAI(base_url=f"{stack.gateway}/v1", api_key="unused",
+    client = openai_sdk.OpenAI(base_url=f"{stack.gateway}/v1", api_key=key,
                                http_client=signed_client, max_retries=0)
     start = time.monotonic()
     arrivals, text, usage = [], "", None
@@ -59,19 +68,19 @@ def test_an_sdk_stream_passes_through_the_gateway_token_by_token(stack, signed_c
     assert arrivals[-1] >= 1.0 and arrivals[1] < arrivals[-1] - 0.6, arrivals
 
 
-def test_every_llm_path_reaches_the_upstream(stack, signed_client, anthropic_sdk, openai_sdk,
-                                             genai):
-    openai_client = openai_sdk.OpenAI(base_url=f"{stack.gateway}/v1", api_key="unused",
+def test_every_llm_path_reaches_the_upstream(stack, signed_client, key, anthropic_sdk,
+                                             openai_sdk, genai):
+    openai_client = openai_sdk.OpenAI(base_url=f"{stack.gateway}/v1", api_key=key,
                                       http_client=signed_client, max_retries=0)
     assert openai_client.responses.create(model="m", input="a b").usage.input_tokens == 3
     assert openai_client.embeddings.create(model="m", input="a b").usage.prompt_tokens == 2
-    anthropic_client = anthropic_sdk.Anthropic(base_url=stack.gateway, api_key="unused",
+    anthropic_client = anthropic_sdk.Anthropic(base_url=stack.gateway, api_key=key,
                                                http_client=signed_client, max_retries=0)
     done = anthropic_client.messages.create(model="m", max_tokens=3,
                                             messages=[{"role": "user", "content": "c"}])
     assert done.stop_reason == "max_tokens"
     module, types, _ = genai
-    gemini = module.Client(api_key="unused", http_options=types.HttpOptions(
+    gemini = module.Client(api_key=key, http_options=types.HttpOptions(
         base_url=stack.gateway, api_version="v1beta", httpx_client=signed_client,
         retry_options=types.HttpRetryOptions(attempts=1)))
     chunks = list(gemini.models.generate_content_stream(model="m", contents="d e"))

@@ -92,3 +92,10 @@ def test_a_bad_knob_is_a_400_in_the_providers_shape(upstream, header, value):
 def test_an_unknown_gemini_method_is_a_404_in_gemini_shape(upstream):
     resp = post(upstream, "/v1beta/models/m:countTokens", {"contents": []})
     assert resp.status == 404 and json.loads(resp.read())["error"]["status"] == "NOT_FOUND"
+
+
+def test_a_gemini_stream_without_alt_sse_is_refused(upstream):
+    """Gemini's other stream framing (one JSON array) is not served."""
+    resp = post(upstream, "/v1beta/models/m:streamGenerateContent", {"contents": []})
+    assert resp.status == 400
+    assert json.loads(resp.read())["error"]["status"] == "INVALID_ARGUMENT"
