@@ -3,11 +3,16 @@
 
 use tollgate_wire::{ErrorBody, ErrorDetail, Outcome};
 
+use crate::llm::request::InvalidRequest;
+
 /// Why a request is refused. Each variant maps to exactly one row of the
 /// error table in docs/ARCHITECTURE.md (several variants may share a code when
 /// the client deserves a more precise message).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Denial {
+    /// An LLM request's body or path is not what its API promises
+    /// (`llm::request`); names the member at fault.
+    InvalidRequest(InvalidRequest),
     /// No `Authorization` header, not `Bearer <key>`, or an empty key.
     MissingApiKey,
     /// The key is malformed (control characters, spaces, too long, several
@@ -70,6 +75,7 @@ impl Denial {
     /// The contract's code for this denial.
     pub fn outcome(self) -> Outcome {
         match self {
+            Denial::InvalidRequest(_) => Outcome::InvalidRequest,
             Denial::MissingApiKey => Outcome::MissingApiKey,
             Denial::InvalidApiKey => Outcome::InvalidApiKey,
             Denial::MissingToken => Outcome::MissingToken,
@@ -109,6 +115,7 @@ impl Denial {
     /// Text for a person. Never contains a secret, a key or a token.
     pub fn message(self) -> String {
         match self {
+            Denial::InvalidRequest(invalid) => invalid.message(),
             Denial::MissingApiKey => {
                 "the Authorization header must be 'Bearer <api key>'".to_string()
             }
@@ -161,6 +168,14 @@ impl Denial {
         }
     }
 
+    /// The input field at fault, when there is one (`error.field`).
+    pub fn field(self) -> Option<&'static str> {
+        match self {
+            Denial::InvalidRequest(invalid) => Some(invalid.field),
+            _ => None,
+        }
+    }
+
     /// Headers of the local reply (content type, and `WWW-Authenticate` on 401).
     pub fn reply_headers(self) -> Vec<(&'static str, &'static str)> {
         let mut headers = vec![("content-type", "application/json")];
@@ -177,7 +192,7 @@ impl Denial {
             error: ErrorDetail {
                 code: self.code().to_string(),
                 message: self.message(),
-                field: None,
+                field: self.field().map(str::to_string),
             },
             request_id: if request_id.is_empty() {
                 None
@@ -195,9 +210,14 @@ impl Denial {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::llm::request::Fault;
 
     fn every_denial() -> Vec<Denial> {
         vec![
+            Denial::InvalidRequest(InvalidRequest {
+                field: "stream",
+                fault: Fault::NotBoolean,
+            }),
             Denial::MissingApiKey,
             Denial::InvalidApiKey,
             Denial::MissingToken,
@@ -227,6 +247,7 @@ mod tests {
 
     /// The error table of docs/CONTRACT.md ("Errors"), verbatim.
     const TABLE: &[(u16, &[&str])] = &[
+        (400, &["invalid_request"]),
         (
             401,
             &[
@@ -285,6 +306,27 @@ mod tests {
         assert!(v["error"]["message"].as_str().unwrap().contains("revoked"));
         let parsed: ErrorBody = serde_json::from_slice(&body).unwrap();
         assert_eq!(parsed.error.code, "revoked_api_key");
+    }
+
+    #[test]
+    fn an_invalid_request_names_its_field() {
+        let denial = Denial::InvalidRequest(InvalidRequest {
+            field: "generationConfig.maxOutputTokens",
+            fault: Fault::NotCap,
+        });
+        assert_eq!((denial.status(), denial.code()), (400, "invalid_request"));
+        let parsed: ErrorBody = serde_json::from_slice(&denial.reply_body("r")).unwrap();
+        assert_eq!(
+            parsed.error.field.as_deref(),
+            Some("generationConfig.maxOutputTokens")
+        );
+        assert!(parsed
+            .error
+            .message
+            .contains("`generationConfig.maxOutputTokens`"));
+        let other: serde_json::Value =
+            serde_json::from_slice(&Denial::MissingToken.reply_body("r")).unwrap();
+        assert!(other["error"].get("field").is_none());
     }
 
     #[test]

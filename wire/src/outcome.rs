@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 pub enum Outcome {
     /// Let through to the upstream.
     Allowed,
+    /// An LLM request's body (or Gemini path) is not what its API
+    /// promises; the message names the member at fault.
+    InvalidRequest,
     MissingApiKey,
     InvalidApiKey,
     MissingToken,
@@ -42,7 +45,8 @@ pub enum Outcome {
 
 impl Outcome {
     /// Every denial code, in the order of the contract's table.
-    pub const DENIALS: [Outcome; 23] = [
+    pub const DENIALS: [Outcome; 24] = [
+        Outcome::InvalidRequest,
         Outcome::MissingApiKey,
         Outcome::InvalidApiKey,
         Outcome::MissingToken,
@@ -72,6 +76,7 @@ impl Outcome {
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Allowed => "allowed",
+            Outcome::InvalidRequest => "invalid_request",
             Outcome::MissingApiKey => "missing_api_key",
             Outcome::InvalidApiKey => "invalid_api_key",
             Outcome::MissingToken => "missing_token",
@@ -110,6 +115,7 @@ impl Outcome {
     pub fn denial_status(self) -> Option<u16> {
         match self {
             Outcome::Allowed => None,
+            Outcome::InvalidRequest => Some(400),
             Outcome::RevokedApiKey | Outcome::ExpiredApiKey => Some(403),
             Outcome::PayloadTooLarge => Some(413),
             Outcome::TooManyLiveTokens | Outcome::RateLimited | Outcome::QuotaExceeded => Some(429),
@@ -150,6 +156,7 @@ mod tests {
     #[test]
     fn statuses_follow_the_contract_table() {
         assert_eq!(Outcome::Allowed.denial_status(), None);
+        assert_eq!(Outcome::InvalidRequest.denial_status(), Some(400));
         assert_eq!(Outcome::RevokedApiKey.denial_status(), Some(403));
         assert_eq!(Outcome::ExpiredApiKey.denial_status(), Some(403));
         assert_eq!(Outcome::PayloadTooLarge.denial_status(), Some(413));
