@@ -14,7 +14,7 @@ and ``output_tokens`` 1), ``content_block_start``, ``ping``, one
 
 from __future__ import annotations
 
-from llm_upstream import delivery, rules
+from llm_upstream import delivery, errors, rules
 from llm_upstream.delivery import CLOSING, TOKEN, Event
 from llm_upstream.request import Call
 
@@ -69,4 +69,7 @@ def answer(call: Call):
         Event(delivery.sse(delta, "message_delta"), CLOSING),
         event("message_stop", {}, CLOSING),
     ]
-    return delivery.streamed(events, call.knobs, call.headers)
+    error = errors.anthropic(call.knobs.error_status, "llm-upstream: stream-error fault",
+                             call.headers["request-id"])
+    return delivery.streamed(events, call.knobs, call.headers,
+                             lambda _: delivery.sse(error, "error"))

@@ -8,6 +8,8 @@ each token and ``first_token_delay_s`` more before the first. Under
 ``abort`` the connection is cut before the token after ``ABORT_AFTER_TOKENS``
 tokens, or before the first closing event, whichever comes first: the
 client has the opening events and some tokens, never the final usage.
+Under ``stream-error`` the provider's mid-stream error event is sent at
+that point instead, and the stream ends there.
 
 A whole (non-streamed) answer waits as long as its tokens would have taken,
 then is sent at once; under ``abort`` only the first half of the body is
@@ -20,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 from flask import Response
 
@@ -52,13 +54,22 @@ def sse(payload, event: str | None = None, newline: str = "\n") -> bytes:
     return f"{head}data: {compact(payload)}{newline}{newline}".encode()
 
 
-def _paced(events: Iterable[Event], knobs: Knobs) -> Iterator[bytes]:
+#: A provider's mid-stream error event, given how many events were sent before it.
+StreamError = Callable[[int], bytes]
+
+
+def _paced(events: Iterable[Event], knobs: Knobs, stream_error: StreamError) -> Iterator[bytes]:
     sent_tokens = 0
-    for event in events:
-        if knobs.has("abort") and (
+    cut = knobs.has("abort") or knobs.has("stream-error")
+    for sent, event in enumerate(events):
+        if cut and (
             event.kind == CLOSING or (event.kind == TOKEN and sent_tokens >= ABORT_AFTER_TOKENS)
         ):
-            raise AbortedOnPurpose("x-llm-upstream-fault: abort")
+            if knobs.has("stream-error"):
+                yield stream_error(sent)
+            if knobs.has("abort"):
+                raise AbortedOnPurpose("x-llm-upstream-fault: abort")
+            return
         if event.kind == TOKEN:
             delay = knobs.token_delay_s + (knobs.first_token_delay_s if sent_tokens == 0 else 0)
             if delay:
@@ -67,10 +78,10 @@ def _paced(events: Iterable[Event], knobs: Knobs) -> Iterator[bytes]:
         yield event.data
 
 
-def streamed(events: Iterable[Event], knobs: Knobs, headers: dict,
+def streamed(events: Iterable[Event], knobs: Knobs, headers: dict, stream_error: StreamError,
              content_type: str = "text/event-stream; charset=utf-8") -> Response:
     """A ``text/event-stream`` answer sending ``events`` as they are due."""
-    return Response(_paced(events, knobs), status=200, content_type=content_type,
+    return Response(_paced(events, knobs, stream_error), status=200, content_type=content_type,
                     headers={"Cache-Control": "no-cache", **headers})
 
 

@@ -12,7 +12,7 @@ prompt + candidates + thoughts. The cap is ``generationConfig.maxOutputTokens``.
 
 from __future__ import annotations
 
-from llm_upstream import delivery, rules
+from llm_upstream import delivery, errors, rules
 from llm_upstream.delivery import CLOSING, TOKEN, Event
 from llm_upstream.request import BadRequest, Call
 
@@ -62,4 +62,7 @@ def answer(call: Call, stream: bool):
     events = [Event(delivery.sse(response(p, sign * (i + 1), False), newline=CRLF), TOKEN)
               for i, p in enumerate(done.pieces())]
     events.append(Event(delivery.sse(response("", visible, True), newline=CRLF), CLOSING))
-    return delivery.streamed(events, call.knobs, call.headers, content_type="text/event-stream")
+    error = errors.gemini(call.knobs.error_status, "llm-upstream: stream-error fault")
+    return delivery.streamed(events, call.knobs, call.headers,
+                             lambda _: delivery.sse(error, newline=CRLF),
+                             content_type="text/event-stream")

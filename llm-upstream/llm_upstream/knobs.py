@@ -12,7 +12,8 @@ import dataclasses
 PREFIX = "x-llm-upstream-"
 
 #: The fault switches ``x-llm-upstream-fault`` may name (comma-separated).
-FAULTS = frozenset({"omit-usage", "abort", "slow-first-token", "error", "ignore-cap", "bad-usage"})
+FAULTS = frozenset({"omit-usage", "abort", "slow-first-token", "error", "stream-error",
+                    "ignore-cap", "bad-usage"})
 
 DEFAULT_REPLY_TOKENS = 12
 DEFAULT_FIRST_TOKEN_DELAY_MS = 1000

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 
-from llm_upstream import delivery, rules
+from llm_upstream import delivery, errors, rules
 from llm_upstream.delivery import CLOSING, TOKEN, Event
 from llm_upstream.request import Call
 
@@ -68,4 +68,5 @@ def answer(call: Call):
         events.append(Event(delivery.sse({**head, "object": "chat.completion.chunk", "choices": [],
                                           "usage": usage(done.counts)}), CLOSING))
     events.append(Event(b"data: [DONE]\n\n", CLOSING))
-    return delivery.streamed(events, call.knobs, call.headers)
+    error = errors.openai(call.knobs.error_status, "llm-upstream: stream-error fault")
+    return delivery.streamed(events, call.knobs, call.headers, lambda _: delivery.sse(error))

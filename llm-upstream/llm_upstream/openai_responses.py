@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 
-from llm_upstream import delivery, rules
+from llm_upstream import delivery, errors, rules
 from llm_upstream.delivery import CLOSING, OPENING, TOKEN, Event
 from llm_upstream.request import Call
 
@@ -48,10 +48,11 @@ def answer(call: Call):
     message = {"id": message_id, "type": "message", "status": status, "role": "assistant",
                "content": [part]}
     items = ([reasoning_item] if done.counts.reasoning else []) + [message]
+    created = int(time.time())
 
     def response(state: str, output: list, final: bool) -> dict:
         return {
-            "id": f"resp_{call.id}", "object": "response", "created_at": int(time.time()),
+            "id": f"resp_{call.id}", "object": "response", "created_at": created,
             "status": state, "background": False, "error": None,
             "incomplete_details": {"reason": "max_output_tokens"} if state == "incomplete" else None,
             "instructions": body.get("instructions"), "max_output_tokens": cap,
@@ -92,4 +93,10 @@ def answer(call: Call):
     emit("response.content_part.done", {**where, "part": part}, CLOSING)
     emit("response.output_item.done", {"output_index": index, "item": message}, CLOSING)
     emit(f"response.{status}", {"response": response(status, items, True)}, CLOSING)
-    return delivery.streamed(events, call.knobs, call.headers)
+    error = errors.openai(call.knobs.error_status, "llm-upstream: stream-error fault")["error"]
+
+    def error_event(sent: int) -> bytes:
+        return delivery.sse({"type": "error", "sequence_number": sent, "code": error["code"],
+                             "message": error["message"], "param": None}, "error")
+
+    return delivery.streamed(events, call.knobs, call.headers, error_event)

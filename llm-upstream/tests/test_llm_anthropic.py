@@ -101,3 +101,10 @@ def test_abort_cuts_the_answer(anthropic_client, anthropic_sdk, knobs, until_cut
     stream = create(anthropic_client, knobs(fault="abort"), stream=True)
     seen = [e.type for e in until_cut(stream, anthropic_sdk.APIConnectionError)]
     assert seen.count("content_block_delta") == 3 and "message_delta" not in seen
+
+
+def test_stream_error_sends_an_error_event_mid_stream(anthropic_client, anthropic_sdk, knobs,
+                                                      until_cut):
+    stream = create(anthropic_client, knobs(fault="stream-error", error_status=529), stream=True)
+    seen = until_cut(stream, anthropic_sdk.APIStatusError, match="type: overloaded_error")
+    assert [e.type for e in seen].count("content_block_delta") == 3

@@ -99,3 +99,11 @@ def test_abort_cuts_the_answer(gemini_client, genai, knobs, need, until_cut):
     stream = generate(gemini_client, types, knobs(fault="abort"), stream=True)
     seen = until_cut(stream, cut, match="incomplete chunked read")
     assert len(seen) == 3 and all(c.candidates[0].finish_reason is None for c in seen)
+
+
+def test_stream_error_sends_an_error_event_mid_stream(gemini_client, genai, knobs, until_cut):
+    _, types, errors = genai
+    stream = generate(gemini_client, types, knobs(fault="stream-error", error_status=503),
+                      stream=True)
+    seen = until_cut(stream, errors.ServerError, match="stream-error fault")
+    assert len(seen) == 3

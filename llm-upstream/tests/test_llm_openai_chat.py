@@ -125,3 +125,10 @@ def test_slow_first_token_and_token_delay(openai_client, knobs):
     whole = time.monotonic() - start
     assert first_chunk < 0.5 <= 0.6 <= first_token, (first_chunk, first_token)
     assert whole >= 0.6 + 4 * 0.05
+
+
+def test_stream_error_sends_an_error_event_mid_stream(openai_client, openai_sdk, knobs, until_cut):
+    stream = create(openai_client, knobs(fault="stream-error", error_status=500), stream=True,
+                    stream_options={"include_usage": True})
+    seen = until_cut(stream, openai_sdk.APIError, match="stream-error fault")
+    assert len(seen) == 4 and all(c.usage is None for c in seen)

@@ -101,3 +101,10 @@ def test_abort_cuts_the_answer(openai_client, openai_sdk, knobs, until_cut):
     seen = [e.type for e in until_cut(stream, openai_sdk.APIConnectionError)]
     assert seen.count("response.output_text.delta") == 3
     assert "response.completed" not in seen
+
+
+def test_stream_error_sends_an_error_event_mid_stream(openai_client, knobs):
+    events = list(create(openai_client, knobs(fault="stream-error"), stream=True))
+    assert [e.type for e in events][-4:] == ["response.output_text.delta"] * 3 + ["error"]
+    assert events[-1].code == "rate_limit_exceeded"
+    assert events[-1].sequence_number == len(events) - 1
