@@ -19,9 +19,7 @@
 
 use std::borrow::Cow;
 
-use serde::de::IgnoredAny;
-use serde::Deserialize;
-use serde_json::{Map, Value};
+use crate::llm::usage::is_usage_only_chunk;
 
 /// Most bytes of one incomplete event the stripper holds back: 64 KiB.
 pub const MAX_HELD_EVENT: usize = 64 * 1024;
@@ -223,7 +221,7 @@ fn is_usage_only_event(event: &[u8]) -> bool {
     match data.as_slice() {
         [] => false,
         [one] => is_usage_only_chunk(one),
-        many => is_usage_only_chunk(&many.join(&b'\n')),
+        many => is_usage_only_chunk(many.join(&b'\n')),
     }
 }
 
@@ -232,21 +230,6 @@ fn lines(event: &[u8]) -> impl Iterator<Item = &[u8]> {
     event
         .split(|b| *b == b'\n')
         .flat_map(|line| line.split(|b| *b == b'\r'))
-}
-
-// TODO(usage.rs): use `usage::is_usage_only_chunk` once it exists; this is
-// the same test, kept private until then.
-/// Whether a chunk's JSON is the usage-only chunk.
-fn is_usage_only_chunk(json: &[u8]) -> bool {
-    #[derive(Deserialize)]
-    struct Chunk {
-        choices: Option<Vec<IgnoredAny>>,
-        usage: Option<Map<String, Value>>,
-    }
-    matches!(
-        serde_json::from_slice::<Chunk>(json),
-        Ok(Chunk { choices: Some(choices), usage: Some(_) }) if choices.is_empty()
-    )
 }
 
 #[cfg(test)]

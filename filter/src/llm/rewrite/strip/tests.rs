@@ -171,3 +171,18 @@ fn an_event_longer_than_the_cap_is_released_unstripped() {
     let short = event.replace(&padding, "");
     assert_eq!(strip_in(&[short.as_bytes()]), b"data: [DONE]\n\n");
 }
+
+#[test]
+fn the_metering_recording_loses_exactly_its_usage_chunk() {
+    let recorded = include_str!("../../testdata/openai_chat.sse");
+    let usage: Vec<&str> = recorded
+        .split_inclusive("\n\n")
+        .filter(|event| event.contains(r#""choices":[]"#))
+        .collect();
+    assert_eq!(usage.len(), 1);
+    let expected = recorded.replacen(usage[0], "", 1);
+    for at in 0..=recorded.len() {
+        let (a, b) = recorded.as_bytes().split_at(at);
+        assert!(strip_in(&[a, b]) == expected.as_bytes(), "split at {at}");
+    }
+}
