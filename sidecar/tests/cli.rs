@@ -1252,3 +1252,177 @@ fn keys_carry_limits_from_the_command_line() {
         .status
         .success());
 }
+
+/// LLM calls of key 1 stored straight into the work directory's SQLite
+/// file, besides `seed_usage`'s two plain calls: two of `gpt-4o` and one
+/// of `claude-sonnet-4`, a minute apart, the newest a minute ago.
+async fn seed_llm_usage(dir: &WorkDir) {
+    use tollgate_wire::{Api, LlmUsage, TokenUsage, UsageSource};
+    seed_usage(dir, 0, 2).await;
+    let target = sidecar::store::DatabaseTarget::Sqlite(dir.0.join(".tollgate/tollgate.db"));
+    let store = sidecar::store::Store::connect(&target).await.unwrap();
+    let now = sidecar::domain::clock::to_unix_ms(sidecar::domain::clock::now_ms());
+    let calls = [
+        ("llm-1", "gpt-4o", [100, 20, 40, 5]),
+        ("llm-2", "claude-sonnet-4", [300, 60, 0, 0]),
+        ("llm-3", "gpt-4o", [50, 10, 10, 2]),
+    ];
+    let records: Vec<tollgate_wire::UsageRecord> = calls
+        .iter()
+        .enumerate()
+        .map(|(i, (id, model, t))| tollgate_wire::UsageRecord {
+            request_id: id.to_string(),
+            api_key_id: 1,
+            method: "POST".into(),
+            endpoint: "/v1/chat/completions".into(),
+            status_code: 200,
+            outcome: tollgate_wire::Outcome::Allowed,
+            request_bytes: 10,
+            response_bytes: 4,
+            units: 0,
+            duration_ms: 1,
+            timestamp_ms: now - (3 - i as u64) * 60_000,
+            llm: Some(LlmUsage {
+                api: Api::OpenAiChat,
+                model: model.to_string(),
+                streamed: i == 1,
+                usage_source: UsageSource::Reported,
+                tokens: TokenUsage {
+                    input_tokens: t[0],
+                    output_tokens: t[1],
+                    cached_input_tokens: t[2],
+                    reasoning_tokens: t[3],
+                },
+            }),
+        })
+        .collect();
+    store.insert_usage(&records).await.unwrap();
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_summary_by_model_and_usage_log_report_tokens() {
+    let dir = WorkDir::new("llm-usage");
+    seed_llm_usage(&dir).await;
+    let tokens = |input, output, cached, reasoning| {
+        serde_json::json!({"input_tokens": input, "output_tokens": output,
+                           "cached_input_tokens": cached, "reasoning_tokens": reasoning})
+    };
+    let with = |mut row: Value, t: Value| {
+        row.as_object_mut()
+            .unwrap()
+            .extend(t.as_object().unwrap().clone());
+        row
+    };
+
+    let by_model: Value =
+        serde_json::from_str(&dir.ok(&["usage", "summary", "--by", "model", "--json"])).unwrap();
+    assert_eq!(
+        by_model["rows"],
+        serde_json::json!([
+            with(
+                serde_json::json!({"api_key_id": 1, "model": null, "requests": 2,
+                "request_bytes": 20, "response_bytes": 8, "units": 6}),
+                tokens(0, 0, 0, 0)
+            ),
+            with(
+                serde_json::json!({"api_key_id": 1, "model": "claude-sonnet-4", "requests": 1,
+                "request_bytes": 10, "response_bytes": 4, "units": 0}),
+                tokens(300, 60, 0, 0)
+            ),
+            with(
+                serde_json::json!({"api_key_id": 1, "model": "gpt-4o", "requests": 2,
+                "request_bytes": 20, "response_bytes": 8, "units": 0}),
+                tokens(150, 30, 50, 7)
+            ),
+        ]),
+        "{by_model}"
+    );
+    // By outcome (the default), the same tokens in one row.
+    let by_outcome: Value = serde_json::from_str(&dir.ok(&["usage", "summary", "--json"])).unwrap();
+    assert_eq!(
+        by_outcome["rows"],
+        serde_json::json!([with(
+            serde_json::json!({"api_key_id": 1, "outcome": "allowed", "requests": 5,
+                "request_bytes": 50, "response_bytes": 20, "units": 6}),
+            tokens(450, 90, 50, 7)
+        )])
+    );
+    let table = dir.ok(&["usage", "summary", "--by", "model"]);
+    assert!(
+        table.contains("MODEL") && table.contains("INPUT_TOK"),
+        "{table}"
+    );
+    let gpt: Vec<&str> = table
+        .lines()
+        .find(|l| l.contains("gpt-4o"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        gpt,
+        ["1", "gpt-4o", "2", "20", "8", "0", "150", "30", "50", "7"]
+    );
+    let bad = dir.run(&["usage", "summary", "--by", "api"]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("model"));
+
+    let log: Value = serde_json::from_str(&dir.ok(&[
+        "usage", "log", "--key", "1", "--since", "150s", "--limit", "3", "--json",
+    ]))
+    .unwrap();
+    let rows = log.as_array().unwrap();
+    // The plain calls (now), then llm-3 and llm-2; llm-1 is older than 150s.
+    let ids: Vec<&str> = rows
+        .iter()
+        .map(|r| r["request_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 3, "{log}");
+    assert_eq!(ids, ["seed-1", "seed-0", "llm-3"]);
+    let log: Value =
+        serde_json::from_str(&dir.ok(&["usage", "log", "--key", "1", "--since", "150s", "--json"]))
+            .unwrap();
+    let rows = log.as_array().unwrap();
+    assert_eq!(rows.len(), 4, "{log}");
+    assert_eq!(rows[3]["request_id"], "llm-2", "newest first: {log}");
+    assert_eq!(
+        rows[3],
+        with(
+            serde_json::json!({"request_id": "llm-2", "api": "openai.chat",
+                "model": "claude-sonnet-4", "streamed": true, "usage_source": "reported",
+                "status_code": 200, "outcome": "allowed", "request_bytes": 10,
+                "response_bytes": 4, "timestamp": rows[3]["timestamp"]}),
+            tokens(300, 60, 0, 0)
+        )
+    );
+    assert!(
+        rows[3]["timestamp"].as_str().unwrap().ends_with('Z'),
+        "{log}"
+    );
+    // Without --since: the plain calls too (now), all 5.
+    let all: Value =
+        serde_json::from_str(&dir.ok(&["usage", "log", "--key", "1", "--json"])).unwrap();
+    assert_eq!(all.as_array().unwrap().len(), 5);
+    assert_eq!(all[4]["request_id"], "llm-1");
+    assert_eq!(all[0]["usage_source"], "none");
+    assert_eq!(all[0]["model"], Value::Null);
+    let text = dir.ok(&["usage", "log", "--key", "1", "--limit", "1"]);
+    assert!(
+        text.contains("REQUEST_ID") && text.contains("INPUT_TOK"),
+        "{text}"
+    );
+
+    for (args, says) in [
+        (&["--key", "abc"][..], "--key"),
+        (&["--key", "0"][..], "--key"),
+        (&["--key", "77"][..], "no key has id 77"),
+        (&["--key", "1", "--limit", "0"][..], "--limit"),
+        (&["--key", "1", "--limit", "10001"][..], "10000"),
+        (&["--key", "1", "--since", "soon"][..], "--since"),
+    ] {
+        let out = dir.run(&[&["usage", "log"][..], args].concat());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+}

@@ -288,6 +288,53 @@ mod tests {
     }
 
     #[test]
+    fn llm_calls_add_their_tokens_under_their_model() {
+        use tollgate_wire::{Api, LlmUsage, UsageSource};
+        let h = datetime!(2026-12-02 03:00:00 UTC);
+        let llm = |id: &str, model: &str, input: u64| UsageRecord {
+            llm: Some(LlmUsage {
+                api: Api::OpenAiChat,
+                model: model.into(),
+                streamed: false,
+                usage_source: UsageSource::Reported,
+                tokens: TokenUsage {
+                    input_tokens: input,
+                    output_tokens: 2 * input,
+                    cached_input_tokens: input / 2,
+                    reasoning_tokens: input / 4,
+                },
+            }),
+            ..record(id, 1, h, Outcome::Allowed, 1)
+        };
+        let batch = [
+            llm("a", "m1", 8),
+            record("b", 1, h, Outcome::Allowed, 1),
+            llm("c", "m2", 4),
+            llm("d", "m1", tollgate_wire::MAX_TOKENS),
+        ];
+        let hourly = deltas(&batch, Grain::Hour);
+        let rows: Vec<_> = hourly
+            .iter()
+            .map(|d| (d.model.as_str(), d.requests, d.tokens))
+            .collect();
+        let sums = |input: i64| TokenSums {
+            input_tokens: input,
+            output_tokens: 2 * input,
+            cached_input_tokens: input / 2,
+            reasoning_tokens: input / 4,
+        };
+        let max = (1 << 30) + 8;
+        assert_eq!(
+            rows,
+            [
+                ("", 1, TokenSums::default()),
+                ("m1", 2, sums(max)),
+                ("m2", 1, sums(4)),
+            ]
+        );
+    }
+
+    #[test]
     fn halves_join_exactly_past_64_bits() {
         let mut sum = Halves::default();
         for _ in 0..3 {
