@@ -1,7 +1,7 @@
 //! What the gateway reads from an LLM request before forwarding it: the
 //! model, whether the answer streams, the output cap and (OpenAI chat)
 //! whether the stream will carry usage. The body is read once, keeping only
-//! those members ([`pick`]).
+//! those members (`pick`).
 //!
 //! Where each comes from:
 //!

@@ -117,7 +117,8 @@ impl UsageChunkStripper {
 
     fn step(&mut self, byte: u8) -> Step {
         match (self.line, byte) {
-            (Line::In { empty }, b'\n') => {
+            // A `\n` ends the line, or completes the `\r\n` that did.
+            (Line::In { empty } | Line::AfterCr { empty }, b'\n') => {
                 self.line = Line::In { empty: true };
                 if empty {
                     Step::EndsAfter
@@ -132,14 +133,6 @@ impl UsageChunkStripper {
             (Line::In { .. }, _) => {
                 self.line = Line::In { empty: false };
                 Step::Continue
-            }
-            (Line::AfterCr { empty }, b'\n') => {
-                self.line = Line::In { empty: true };
-                if empty {
-                    Step::EndsAfter
-                } else {
-                    Step::Continue
-                }
             }
             (Line::AfterCr { empty: true }, _) => {
                 self.line = Line::In { empty: true };
