@@ -1,3 +1,5 @@
+use proptest::prelude::*;
+
 use super::*;
 
 const HEAD: &str = r#""id":"chatcmpl-B9x2","object":"chat.completion.chunk","created":1733479200,"model":"gpt-4o-mini-2024-07-18","system_fingerprint":"fp_0ba0d124f1""#;
@@ -184,5 +186,27 @@ fn the_metering_recording_loses_exactly_its_usage_chunk() {
     for at in 0..=recorded.len() {
         let (a, b) = recorded.as_bytes().split_at(at);
         assert!(strip_in(&[a, b]) == expected.as_bytes(), "split at {at}");
+    }
+}
+
+proptest! {
+    /// Cut anywhere into any number of pieces, with any line ending, the
+    /// stream comes out whole but for its usage chunk.
+    #[test]
+    fn any_cuts_give_the_same_stream(
+        eol in prop::sample::select(vec!["\n", "\r\n", "\r"]),
+        cuts in prop::collection::vec(0usize..2000, 0..12),
+    ) {
+        let (whole, _, expected) = stream(eol);
+        let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c % (whole.len() + 1)).collect();
+        cuts.sort_unstable();
+        let mut pieces = Vec::new();
+        let mut from = 0;
+        for cut in cuts {
+            pieces.push(&whole[from..cut]);
+            from = cut;
+        }
+        pieces.push(&whole[from..]);
+        prop_assert!(strip_in(&pieces) == expected);
     }
 }
