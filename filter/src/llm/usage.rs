@@ -2,8 +2,8 @@
 //! characters of text it delivered, so that a call ending without
 //! believable usage can be estimated ([`super::estimate`]).
 //!
-//! Each API's shape has its reader: [`openai`] (Chat Completions,
-//! Responses, Embeddings), [`anthropic`] (Messages) and [`gemini`]
+//! Each API's shape has its reader: `openai` (Chat Completions,
+//! Responses, Embeddings), `anthropic` (Messages) and `gemini`
 //! (`generateContent`). Their counts are normalized the same way:
 //! `input_tokens` includes cached ones and `output_tokens` reasoning ones.
 //!
@@ -17,7 +17,11 @@
 //! most `MAX_TOKENS`, cached ones are at most the input and reasoning ones at
 //! most the output, and cumulative counts never go backwards. Anything else
 //! is an [`Anomaly`]: the call is then estimated, and the anomaly's reason
-//! says why.
+//! says why. A stream is also not believed when an event was dropped after
+//! its last usage (that event may have carried a newer one), when one of
+//! its events is not JSON of the API's shape, or when it is not SSE at all
+//! (it opens with `{` or `[`; its bytes then stand in for the delivered
+//! characters). `data: [DONE]` and empty events are skipped.
 
 mod anomaly;
 mod anthropic;
@@ -74,11 +78,11 @@ impl UsageOutcome {
 
 /// What one JSON document (a streamed event or a whole body) says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Reading {
+struct Reading {
     /// Characters of generated text in it.
-    pub(crate) chars: u64,
+    chars: u64,
     /// The usage it reports, if any, or why that usage is not believed.
-    pub(crate) usage: Result<Option<TokenUsage>, Anomaly>,
+    usage: Result<Option<TokenUsage>, Anomaly>,
 }
 
 impl Reading {
