@@ -59,6 +59,31 @@ def pytest_collection_modifyitems(config, items):
         items[:] = kept
 
 
+def builds_running(value) -> list[str]:
+    """The filter builds the stacks in a fixture's value run."""
+    if isinstance(value, Stack):
+        return [value.config.filter_build]
+    if isinstance(value, Gateway):
+        return builds_running(value.stack)
+    if isinstance(value, Fleet):
+        return [build for envoy in value.envoys for build in builds_running(envoy)]
+    if isinstance(value, (tuple, list)):
+        return [build for part in value for build in builds_running(part)]
+    return []
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_call(item):
+    """A test of one build runs only against stacks of that build: a
+    module-scoped fixture that starts a stack must take ``filter_build``,
+    or pytest keeps the first build's stack for the second build's tests."""
+    build = item.funcargs.get("filter_build")
+    for name, value in item.funcargs.items():
+        wrong = [b for b in builds_running(value) if b != build]
+        assert not wrong, (f"{item.nodeid}: fixture {name!r} runs the {wrong[0]} filter, "
+                           f"not {build}: give the fixture a filter_build argument")
+
+
 @pytest.fixture(scope="session", autouse=True, params=FILTER_BUILDS)
 def filter_build(request) -> str:
     """The build of the filter the stacks of this test run (``TOLLGATE_FILTER``)."""
@@ -252,7 +277,7 @@ def fleet_of_its_own(state_dir: Path, server_url: str, name: str, **config):
 
 
 @pytest.fixture(scope="module")
-def fleet(tmp_path_factory, mysql_server) -> Fleet:
+def fleet(tmp_path_factory, mysql_server, filter_build) -> Fleet:
     """3 Envoys and 2 sidecars on MariaDB, for the module's tests."""
     with fleet_of_its_own(tmp_path_factory.mktemp("fleet"), mysql_server,
                           "tollgate_e2e_fleet") as running:

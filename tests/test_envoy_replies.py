@@ -31,7 +31,7 @@ MARGIN_S = 3.0
 
 
 @pytest.fixture(scope="module")
-def gw(tmp_path_factory) -> Gateway:
+def gw(tmp_path_factory, filter_build) -> Gateway:
     with sqlite_gateway_of_its_own(tmp_path_factory.mktemp("stack-envoy-replies"),
                                    request_timeout_s=REQUEST_TIMEOUT_S,
                                    route_timeout_s=ROUTE_TIMEOUT_S) as gw:

@@ -51,7 +51,7 @@ LATENCY_MARGIN_S = 2.5
 
 
 @pytest.fixture(scope="module")
-def faulty(tmp_path_factory, mysql_server):
+def faulty(tmp_path_factory, mysql_server, filter_build):
     """(gateway, forwarder): a stack whose database link the test can cut."""
     with mysql_gateway_via_forwarder(tmp_path_factory.mktemp("stack-faults"), mysql_server,
                                      "tollgate_e2e_faults") as running:

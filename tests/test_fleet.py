@@ -206,7 +206,7 @@ FEED_BOUND_S = 2.0
 
 
 @pytest.fixture(scope="module")
-def keyfleet(tmp_path_factory, mysql_server):
+def keyfleet(tmp_path_factory, mysql_server, filter_build):
     with fleet_of_its_own(
         tmp_path_factory.mktemp("keyfleet"), mysql_server, "tollgate_e2e_keyfleet",
         filter_overrides={

@@ -47,7 +47,7 @@ RESET_AFTER_S = (0.005, 0.02, 0.005, 0.05, 0.005, 0.1)
 
 
 @pytest.fixture(scope="module")
-def stalled(tmp_path_factory, mysql_server):
+def stalled(tmp_path_factory, mysql_server, filter_build):
     """(gateway, forwarder): a stack whose database link the test can stall."""
     with mysql_gateway_via_forwarder(tmp_path_factory.mktemp("stack-grant-loss"), mysql_server,
                                      "tollgate_e2e_grant_loss") as running:

@@ -28,14 +28,14 @@ DROPPED = "tollgate_usage_records_dropped"
 
 
 @pytest.fixture
-def stale_gateway(tmp_path_factory) -> Gateway:
+def stale_gateway(tmp_path_factory, filter_build) -> Gateway:
     with sqlite_gateway_of_its_own(tmp_path_factory.mktemp("stack-stale"),
                                    {"key_cache": STALE}) as gw:
         yield gw
 
 
 @pytest.fixture
-def capped_gateway(tmp_path_factory) -> Gateway:
+def capped_gateway(tmp_path_factory, filter_build) -> Gateway:
     # A cached verdict outlives the outage, so requests keep passing.
     with sqlite_gateway_of_its_own(tmp_path_factory.mktemp("stack-capped"),
                                    {"usage": {"buffer_cap": BUFFER_CAP},

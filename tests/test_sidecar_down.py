@@ -19,7 +19,7 @@ BODY = b'{"text": "metering must survive a sidecar restart"}'
 
 
 @pytest.fixture(scope="module")
-def own_gateway(tmp_path_factory, mysql_server) -> Gateway:
+def own_gateway(tmp_path_factory, mysql_server, filter_build) -> Gateway:
     """A stack of its own: this test stops and starts its sidecar."""
     with mysql_gateway(tmp_path_factory.mktemp("stack-down"), mysql_server,
                        "tollgate_e2e_down") as gw:

@@ -114,3 +114,68 @@ fn the_plugin_configuration_is_given_only_at_its_own_size() {
     assert_eq!(configured.plugin_config(6), None);
     assert_eq!(root(&envoy, b"").plugin_config(0), None);
 }
+
+/// The replay store's compare-and-swap on the process-wide shared table,
+/// under real contention: threads stand in for Envoy workers (each with a
+/// root of its own), and every `jti` is claimed by all of them at once.
+/// Exactly one claim of each lands, and losers did re-read. The end-to-end
+/// race through Envoy rarely lands two claims within the microsecond this
+/// build's read-modify-write takes, so the retry path is proven here: the
+/// threads spin (rather than sleep) until all are ready, so they start each
+/// claim within a fraction of that.
+#[test]
+fn copies_of_one_jti_racing_on_several_workers_let_exactly_one_in() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tollgate_filter::replay::{claim, Claimed, JtiClaim, ReplayPolicy, ReplayScope};
+
+    const WORKERS: usize = 2;
+    const JTIS: usize = 400;
+    let policy = ReplayPolicy {
+        slots: 65536,
+        scope: ReplayScope::Instance,
+    };
+    let ready = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..WORKERS)
+        .map(|_| {
+            let ready = Arc::clone(&ready);
+            std::thread::spawn(move || {
+                let envoy = FakeEnvoy::new();
+                let root = root(&envoy, b"{}");
+                let (mut recorded, mut retries) = (Vec::new(), 0);
+                for n in 0..JTIS {
+                    let jti = format!("native-host-race-{n}");
+                    let claim_of = JtiClaim::new(&jti, 2_000_000_000, 30, &policy).by_key(7);
+                    ready.fetch_add(1, Ordering::SeqCst);
+                    while ready.load(Ordering::SeqCst) < (n + 1) * WORKERS {
+                        std::hint::spin_loop();
+                    }
+                    let (claimed, lost) = claim(&root, &claim_of, 1_000_000_000);
+                    retries += lost;
+                    match claimed {
+                        Claimed::Recorded => recorded.push(n),
+                        Claimed::Replayed => {}
+                        other => panic!("jti {n}: {other:?}"),
+                    }
+                }
+                (recorded, retries)
+            })
+        })
+        .collect();
+    let mut winners = vec![0; JTIS];
+    let mut retries = 0;
+    for worker in workers {
+        let (recorded, lost) = worker.join().unwrap();
+        retries += lost;
+        for n in recorded {
+            winners[n] += 1;
+        }
+    }
+    assert!(
+        winners.iter().all(|&w| w == 1),
+        "winners per jti: {winners:?}"
+    );
+    assert!(
+        retries > 0,
+        "no claim lost a compare-and-swap in {JTIS} races"
+    );
+}
