@@ -19,6 +19,7 @@ use base64::Engine as _;
 use serde::Deserialize;
 
 use crate::cache::CachePolicy;
+use crate::llm::routes::{LlmRoutes, RawLlm};
 use crate::replay::{ReplayPolicy, ReplayScope};
 use crate::token::{Algorithm, JwtPolicy, Secret};
 use crate::usage::UsagePolicy;
@@ -78,6 +79,8 @@ pub struct Config {
     pub usage: UsagePolicy,
     /// Rate limits and quotas.
     pub limits: LimitsPolicy,
+    /// Which paths are which LLM API.
+    pub llm: LlmRoutes,
 }
 
 impl fmt::Debug for Config {
@@ -94,6 +97,7 @@ impl fmt::Debug for Config {
             .field("key_feed", &self.key_feed)
             .field("usage", &self.usage)
             .field("limits", &self.limits)
+            .field("llm", &self.llm)
             .finish()
     }
 }
@@ -145,6 +149,8 @@ struct RawConfig {
     limits: RawLimits,
     #[serde(default)]
     usage: RawUsage,
+    #[serde(default)]
+    llm: RawLlm,
 }
 
 #[derive(Deserialize)]
@@ -462,6 +468,8 @@ pub fn parse_with_env(json: &[u8], env: EnvLookup<'_>) -> Result<Parsed, ConfigE
         )
     })?;
     in_range("usage.timeout_ms", u.timeout_ms, 1, 60_000)?;
+    let llm =
+        crate::llm::routes::validate(raw.llm).map_err(|(field, reason)| err(field, reason))?;
 
     Ok(Parsed {
         config: Config {
@@ -500,6 +508,7 @@ pub fn parse_with_env(json: &[u8], env: EnvLookup<'_>) -> Result<Parsed, ConfigE
                 ratelimit_headers: lim.ratelimit_headers,
                 grant_timeout_ms: lim.grant_timeout_ms,
             },
+            llm,
         },
         warnings,
     })

@@ -41,6 +41,12 @@ pub enum Call {
     ResponseHeaders,
     /// Counted only: the property read of why the host answered.
     CodeDetails,
+    /// Replacing the request body (an LLM route's rewrite).
+    ReplaceRequestBody,
+    /// Reading the response chunk (an LLM route's metering).
+    ResponseChunk,
+    /// Replacing the response chunk (an LLM stream's usage-only chunk).
+    ReplaceResponseChunk,
 }
 
 impl Call {
@@ -269,6 +275,7 @@ struct Stream {
     request_headers: RefCell<Vec<(String, Vec<u8>)>>,
     body: RefCell<Vec<u8>>,
     response_headers: RefCell<Vec<(String, Vec<u8>)>>,
+    response_chunk: RefCell<Vec<u8>>,
     code_details: RefCell<Option<String>>,
     reply: RefCell<Option<Reply>>,
     resumed: Cell<u32>,
@@ -293,6 +300,22 @@ impl FakeHost {
         let mut body = self.stream.body.borrow_mut();
         body.extend_from_slice(chunk);
         body.len()
+    }
+
+    /// The request body the host holds (as the upstream would get it).
+    pub fn body(&self) -> Vec<u8> {
+        self.stream.body.borrow().clone()
+    }
+
+    /// Hands a response chunk to the host; returns its size.
+    pub fn push_response_chunk(&self, chunk: &[u8]) -> usize {
+        *self.stream.response_chunk.borrow_mut() = chunk.to_vec();
+        chunk.len()
+    }
+
+    /// The response chunk as it passes on (after any replacement).
+    pub fn passed_response_chunk(&self) -> Vec<u8> {
+        self.stream.response_chunk.borrow().clone()
     }
 
     /// Sets why the host answered (`response.code_details`).
@@ -478,6 +501,38 @@ impl StreamHost for FakeHost {
         self.check(Call::RequestBody).ok()?;
         let body = self.stream.body.borrow();
         body.get(start..start.checked_add(len)?).map(<[u8]>::to_vec)
+    }
+
+    fn replace_request_body(&self, size: usize, body: &[u8]) -> Result<(), HostError> {
+        self.check(Call::ReplaceRequestBody)?;
+        let mut held = self.stream.body.borrow_mut();
+        if held.len() != size {
+            return Err(HostError(format!(
+                "replace {size} bytes of a {}-byte body (fake)",
+                held.len()
+            )));
+        }
+        *held = body.to_vec();
+        Ok(())
+    }
+
+    fn response_chunk(&self, size: usize) -> Option<Vec<u8>> {
+        self.check(Call::ResponseChunk).ok()?;
+        self.stream
+            .response_chunk
+            .borrow()
+            .get(..size)
+            .map(<[u8]>::to_vec)
+    }
+
+    fn replace_response_chunk(&self, size: usize, bytes: &[u8]) -> Result<(), HostError> {
+        self.check(Call::ReplaceResponseChunk)?;
+        let mut chunk = self.stream.response_chunk.borrow_mut();
+        if chunk.len() != size {
+            return Err(HostError("replace a chunk of another size (fake)".into()));
+        }
+        *chunk = bytes.to_vec();
+        Ok(())
     }
 
     fn response_headers(&self, names: &[&str]) -> Vec<Option<Vec<u8>>> {

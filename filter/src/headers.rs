@@ -9,13 +9,16 @@ use crate::token::{prepare_token, JwtPolicy, PreparedToken};
 
 /// Request headers a client may send but must never pass on, removed on
 /// arrival from every request the filter sees, before anything is logged:
-/// the credentials, and the headers the gateway itself speaks with (the
+/// the credentials (with the key headers of the LLM providers' own SDKs,
+/// `llm::routes::key_header`), and the headers the gateway itself speaks with (the
 /// key id it names the key with, the internal token of its sidecar calls,
 /// and the original path Envoy records on a rewrite, which the access log
 /// reads), and `X-Real-IP`, a client address claim that nothing in front of
 /// the upstream vouches for (Envoy appends the peer to `X-Forwarded-For`).
-pub const STRIPPED_HEADERS: [&str; 6] = [
+pub const STRIPPED_HEADERS: [&str; 8] = [
     "authorization",
+    "x-api-key",
+    "x-goog-api-key",
     "x-auth-token",
     "x-tollgate-key-id",
     "x-tollgate-internal-token",
@@ -91,6 +94,37 @@ pub fn api_key(headers: &[(String, Vec<u8>)]) -> Result<&[u8], Denial> {
     Ok(key)
 }
 
+/// The API key of a request on a route whose provider's SDK sends it in
+/// `key_header` (`x-api-key`, `x-goog-api-key`): from that header when
+/// present (exactly one, non-empty, in a registrable form, and with no
+/// `Authorization` beside it: two credentials are `invalid_api_key`), else
+/// from `Authorization: Bearer` as on every route ([`api_key`]).
+pub fn api_key_in<'a>(
+    headers: &'a [(String, Vec<u8>)],
+    key_header: Option<&str>,
+) -> Result<&'a [u8], Denial> {
+    let Some(name) = key_header else {
+        return api_key(headers);
+    };
+    let mut values = headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_slice());
+    let Some(key) = values.next() else {
+        return api_key(headers);
+    };
+    if values.next().is_some() || header_value(headers, "authorization").is_some() {
+        return Err(Denial::InvalidApiKey);
+    }
+    if key.is_empty() {
+        return Err(Denial::MissingApiKey);
+    }
+    if key_format_error(key).is_some() {
+        return Err(Denial::InvalidApiKey);
+    }
+    Ok(key)
+}
+
 /// Whether a Bearer credential follows a comma: Envoy joined several
 /// `Authorization` headers into this value (`Basic ...,Bearer <key>`), so the
 /// request carried several credentials, whatever the first one's scheme.
@@ -115,14 +149,16 @@ pub fn auth_token(headers: &[(String, Vec<u8>)]) -> Result<&str, Denial> {
     std::str::from_utf8(value).map_err(|_| Denial::MalformedToken("the token is not ASCII"))
 }
 
-/// All header-phase checks, in the order of docs/ARCHITECTURE.md: API key,
-/// the token's form and header (what needs no secret), declared body size.
+/// All header-phase checks, in the order of docs/ARCHITECTURE.md: API key
+/// (also in `key_header` on an LLM provider's route), the token's form and
+/// header (what needs no secret), declared body size.
 pub fn check_headers(
     headers: &[(String, Vec<u8>)],
+    key_header: Option<&str>,
     jwt: &JwtPolicy,
     max_body_bytes: u64,
 ) -> Result<Admitted, Denial> {
-    let key = api_key(headers)?;
+    let key = api_key_in(headers, key_header)?;
     let token = prepare_token(auth_token(headers)?, jwt)?;
     if let Some(length) = header_value(headers, "content-length") {
         let declared = std::str::from_utf8(length)
@@ -166,6 +202,37 @@ mod tests {
         // One non-Bearer credential whose parameters hold commas is no key at all.
         assert_eq!(
             api_key(&h(&[("authorization", "Digest realm=\"a\", nonce=\"b\"")])),
+            Err(Denial::MissingApiKey)
+        );
+    }
+
+    #[test]
+    fn a_providers_key_header_carries_the_key_on_its_routes() {
+        let key = Some("x-api-key");
+        assert_eq!(
+            api_key_in(&h(&[("x-api-key", "legacy-key")]), key),
+            Ok(&b"legacy-key"[..])
+        );
+        // Without it, Authorization as on every route.
+        assert_eq!(
+            api_key_in(&h(&[("authorization", "Bearer legacy-key")]), key),
+            Ok(&b"legacy-key"[..])
+        );
+        // Two credentials, two values, an empty or unregistrable key.
+        let refused = |pairs: &[(&str, &str)]| api_key_in(&h(pairs), key).unwrap_err();
+        assert_eq!(
+            refused(&[("x-api-key", "a-key"), ("authorization", "Bearer a-key")]),
+            Denial::InvalidApiKey
+        );
+        assert_eq!(
+            refused(&[("x-api-key", "a-key"), ("x-api-key", "b-key")]),
+            Denial::InvalidApiKey
+        );
+        assert_eq!(refused(&[("x-api-key", "")]), Denial::MissingApiKey);
+        assert_eq!(refused(&[("x-api-key", "a key")]), Denial::InvalidApiKey);
+        // Elsewhere the header is no credential.
+        assert_eq!(
+            api_key_in(&h(&[("x-api-key", "legacy-key")]), None),
             Err(Denial::MissingApiKey)
         );
     }
@@ -265,7 +332,7 @@ mod tests {
             audience: None,
             require_jti: false,
         };
-        let run = |pairs: &[(&str, &str)]| check_headers(&h(pairs), &policy, 10);
+        let run = |pairs: &[(&str, &str)]| check_headers(&h(pairs), None, &policy, 10);
         assert_eq!(run(&[]), Err(Denial::MissingApiKey));
         assert_eq!(
             run(&[("authorization", "Bearer legacy-key")]),

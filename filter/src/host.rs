@@ -113,6 +113,14 @@ pub trait StreamHost: Host {
     fn remove_request_header(&self, name: &str) -> Result<(), HostError>;
     /// `len` bytes of the buffered request body from `start`.
     fn request_body(&self, start: usize, len: usize) -> Option<Vec<u8>>;
+    /// Replaces the whole request body the host holds (`size` bytes, the
+    /// body's end having arrived in the running callback) with `body`.
+    fn replace_request_body(&self, size: usize, body: &[u8]) -> Result<(), HostError>;
+    /// The response body chunk of the running callback (`size` bytes).
+    fn response_chunk(&self, size: usize) -> Option<Vec<u8>>;
+    /// Replaces the response body chunk of the running callback (`size`
+    /// bytes) with `bytes`, which pass on in its place.
+    fn replace_response_chunk(&self, size: usize, bytes: &[u8]) -> Result<(), HostError>;
     /// The first value of each of the named response headers (lowercase
     /// names), in the order asked: the response's headers are read once,
     /// whatever the number of names.

@@ -1,7 +1,7 @@
 //! Metering: the usage record of a finished exchange, as the sidecar's
 //! ledger stores it.
 
-use tollgate_wire::{Outcome, UsageRecord, MAX_ENDPOINT_LEN, MAX_METHOD_LEN};
+use tollgate_wire::{Api, LlmUsage, Outcome, UsageRecord, MAX_ENDPOINT_LEN, MAX_METHOD_LEN};
 
 use crate::error::Denial;
 
@@ -37,6 +37,10 @@ pub struct Exchange {
     pub units: u64,
     /// When the request headers arrived, ms since the epoch.
     pub started_ms: u64,
+    /// The LLM API of the request's route (`llm.routes`), if it is one.
+    pub llm_api: Option<Api>,
+    /// What an LLM call used, once its answer ended.
+    pub llm: Option<LlmUsage>,
 }
 
 /// Status recorded when the client went away before any response started
@@ -91,7 +95,7 @@ pub fn usage_record(
         units: x.units,
         duration_ms: ended_ms.saturating_sub(x.started_ms),
         timestamp_ms: x.started_ms,
-        llm: None,
+        llm: x.llm.clone(),
     })
 }
 
@@ -122,6 +126,7 @@ mod tests {
             response_bytes: 4,
             units: 6,
             started_ms: 1_000,
+            ..Exchange::default()
         };
         let allowed = Some(Decision::Allowed(5));
         let r = usage_record(&x, allowed, 1_025).unwrap();

@@ -48,11 +48,14 @@ pub enum Counter {
     ReplayFleetFailures,
     /// Key verification calls sent a second time after a quick failure.
     VerifyRetries,
+    /// LLM calls whose tokens were estimated (the answer ended without
+    /// believable usage; the log line says why).
+    LlmUsageEstimated,
 }
 
 impl Counter {
     /// Every counter, in definition order.
-    pub const ALL: [Counter; 17] = [
+    pub const ALL: [Counter; 18] = [
         Counter::RequestsAllowed,
         Counter::KeyCacheHit,
         Counter::KeyCacheMiss,
@@ -70,6 +73,7 @@ impl Counter {
         Counter::KeyFeedResets,
         Counter::ReplayFleetFailures,
         Counter::VerifyRetries,
+        Counter::LlmUsageEstimated,
     ];
 
     /// The metric name.
@@ -92,6 +96,7 @@ impl Counter {
             Counter::KeyFeedResets => "tollgate_key_feed_resets",
             Counter::ReplayFleetFailures => "tollgate_replay_fleet_failures",
             Counter::VerifyRetries => "tollgate_verify_retries",
+            Counter::LlmUsageEstimated => "tollgate_llm_usage_estimated",
         }
     }
 

@@ -97,7 +97,8 @@ impl Gateway {
         self.request_with_token(key, &token, extra)
     }
 
-    /// A request with `key` and `token`.
+    /// A request with `key` and `token`; an extra `:method` or `:path`
+    /// replaces the default one.
     pub fn request_with_token(&self, key: &str, token: &str, extra: &[(&str, &str)]) -> Request {
         let bearer = format!("Bearer {key}");
         let mut headers: Vec<(&str, &[u8])> = vec![
@@ -106,6 +107,7 @@ impl Gateway {
             ("authorization", bearer.as_bytes()),
             ("x-auth-token", token.as_bytes()),
         ];
+        headers.retain(|(name, _)| !name.starts_with(':') || extra.iter().all(|(n, _)| n != name));
         headers.extend(extra.iter().map(|(n, v)| (*n, v.as_bytes())));
         let host = self.world.stream(&headers);
         let flow = self.root.stream(host.clone());
@@ -223,9 +225,21 @@ impl Request {
 
     /// The upstream's response, then the end of the stream.
     pub fn respond(&mut self, status: &str, body_bytes: usize) {
+        self.respond_with(status, &[&vec![b'x'; body_bytes]]);
+    }
+
+    /// The upstream's response in these chunks, then the end of the
+    /// stream; each chunk as it passed on to the client.
+    pub fn respond_with(&mut self, status: &str, chunks: &[&[u8]]) -> Vec<Vec<u8>> {
         self.host.set_response_header(":status", status);
         self.flow.on_response_headers();
-        self.flow.on_response_body(body_bytes);
+        let mut passed = Vec::new();
+        for (n, chunk) in chunks.iter().enumerate() {
+            let size = self.host.push_response_chunk(chunk);
+            self.flow.on_response_body(size, n + 1 == chunks.len());
+            passed.push(self.host.passed_response_chunk());
+        }
         self.flow.on_log();
+        passed
     }
 }

@@ -131,6 +131,20 @@ impl StreamHost for Wasm {
             .flatten()
     }
 
+    fn replace_request_body(&self, size: usize, body: &[u8]) -> Result<(), HostError> {
+        hostcalls::set_buffer(BufferType::HttpRequestBody, 0, size, body).map_err(host_error)
+    }
+
+    fn response_chunk(&self, size: usize) -> Option<Vec<u8>> {
+        hostcalls::get_buffer(BufferType::HttpResponseBody, 0, size)
+            .ok()
+            .flatten()
+    }
+
+    fn replace_response_chunk(&self, size: usize, bytes: &[u8]) -> Result<(), HostError> {
+        hostcalls::set_buffer(BufferType::HttpResponseBody, 0, size, bytes).map_err(host_error)
+    }
+
     fn response_headers(&self, names: &[&str]) -> Vec<Option<Vec<u8>>> {
         // One name: one lookup. More: the whole map in one host call (each
         // call crosses the VM boundary and allocates in the VM).
@@ -251,8 +265,8 @@ impl HttpContext for WasmStream {
         action(self.0.on_response_headers())
     }
 
-    fn on_http_response_body(&mut self, body_size: usize, _: bool) -> types::Action {
-        action(self.0.on_response_body(body_size))
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> types::Action {
+        action(self.0.on_response_body(body_size, end_of_stream))
     }
 
     fn on_log(&mut self) {

@@ -273,7 +273,7 @@ pub struct FakeStream {
     request_headers: RefCell<Vec<(String, Vec<u8>)>>,
     body: RefCell<Vec<u8>>,
     response_headers: RefCell<Vec<(String, Vec<u8>)>>,
-    response_frame: Cell<usize>,
+    response_frame: RefCell<Vec<u8>>,
     replies: RefCell<Vec<Reply>>,
     resumed: Cell<u32>,
     sent: RefCell<Vec<Sent>>,
@@ -300,9 +300,19 @@ impl FakeStream {
         *self.response_headers.borrow_mut() = headers.collect();
     }
 
-    /// A response body frame of `size` bytes arrives.
-    pub fn response_frame(&self, size: usize) {
-        self.response_frame.set(size);
+    /// A response body frame arrives.
+    pub fn response_frame(&self, frame: &[u8]) {
+        *self.response_frame.borrow_mut() = frame.to_vec();
+    }
+
+    /// The response body frame as it passes on (after any replacement).
+    pub fn passed_response_frame(&self) -> Vec<u8> {
+        self.response_frame.borrow().clone()
+    }
+
+    /// The request body as the upstream would get it.
+    pub fn forwarded_body(&self) -> Vec<u8> {
+        self.body.borrow().clone()
     }
 
     /// Runs `f` inside the next local reply.
@@ -406,9 +416,26 @@ impl EnvoyStream for FakeStream {
         body.get(start..start.checked_add(len)?).map(<[u8]>::to_vec)
     }
 
+    fn replace_request_body(&self, body: &[u8]) -> bool {
+        self.envoy.call("replace_request_body");
+        *self.body.borrow_mut() = body.to_vec();
+        true
+    }
+
     fn received_response_body_size(&self) -> usize {
         self.envoy.call("received_response_body_size");
-        self.response_frame.get()
+        self.response_frame.borrow().len()
+    }
+
+    fn received_response_body(&self) -> Option<Vec<u8>> {
+        self.envoy.call("received_response_body");
+        Some(self.response_frame.borrow().clone())
+    }
+
+    fn replace_received_response_body(&self, bytes: &[u8]) -> bool {
+        self.envoy.call("replace_received_response_body");
+        *self.response_frame.borrow_mut() = bytes.to_vec();
+        true
     }
 
     fn response_code_details(&self) -> Option<String> {

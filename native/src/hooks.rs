@@ -304,14 +304,17 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
     STATUS_CONTINUE
 }
 
-/// A response body frame (metering only: always continues).
+/// A response body frame (metered, and on an LLM stream read and perhaps
+/// rewritten in place: always continues).
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_response_body(
     _filter_envoy_ptr: *mut c_void,
     filter_module_ptr: *const c_void,
-    _end_of_stream: bool,
+    end_of_stream: bool,
 ) -> Enum {
-    on_stream(filter_module_ptr, Action::Continue, module::response_body);
+    on_stream(filter_module_ptr, Action::Continue, |state| {
+        module::response_body(state, end_of_stream)
+    });
     STATUS_CONTINUE
 }
 

@@ -46,7 +46,7 @@ pub use response::{parse_units, Allowed};
 // The checking state is the large one; it is not boxed because the whole
 // flow already lives in the one allocation the host makes per stream.
 #[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub enum Stage {
     /// The request headers have not arrived yet.
     Started,
@@ -153,6 +153,11 @@ impl<H: StreamHost> Flow<H> {
         };
         self.exchange.method = text(":method");
         self.exchange.path = text(":path");
+        self.exchange.llm_api = config.llm.api_of(&self.exchange.path);
+        let key_header = self
+            .exchange
+            .llm_api
+            .and_then(|api| crate::llm::routes::key_header(api.provider()));
 
         // The id the sidecar dedups by is ours, never the client's; the
         // credentials and the gateway's own headers never pass on. Only the
@@ -172,7 +177,8 @@ impl<H: StreamHost> Flow<H> {
             }
         }
 
-        let admitted = match check_headers(&headers, &config.jwt, config.max_body_bytes) {
+        let admitted = match check_headers(&headers, key_header, &config.jwt, config.max_body_bytes)
+        {
             Ok(admitted) => admitted,
             Err(denial) => return self.drive(Next::Deny(denial), Phase::Callback),
         };
@@ -294,9 +300,16 @@ impl<H: StreamHost> Flow<H> {
         Action::Continue
     }
 
-    /// A response body chunk of `size` bytes passed.
-    pub fn on_response_body(&mut self, size: usize) -> Action {
+    /// A response body chunk of `size` bytes passes (`end`: the last).
+    pub fn on_response_body(&mut self, size: usize, end: bool) -> Action {
         self.exchange.response_bytes = self.exchange.response_bytes.saturating_add(size as u64);
+        match std::mem::replace(&mut self.stage, Stage::Ended) {
+            Stage::Allowed(mut allowed) => {
+                self.allowed_chunk(&mut allowed, size, end);
+                self.stage = Stage::Allowed(allowed);
+            }
+            other => self.stage = other,
+        }
         Action::Continue
     }
 
@@ -311,7 +324,8 @@ impl<H: StreamHost> Flow<H> {
             return;
         };
         let ended = self.host.now_ms().unwrap_or(self.exchange.started_ms);
-        if let Stage::Allowed(allowed) = &stage {
+        let mut stage = stage;
+        if let Stage::Allowed(allowed) = &mut stage {
             self.allowed_end(allowed, ended);
         }
         let Some(record) = usage_record(&self.exchange, decision, ended) else {
@@ -374,7 +388,19 @@ impl<H: StreamHost> Flow<H> {
         self.stage = Stage::Denied(denial);
         self.metrics.denied(&self.host, denial);
         self.exchange.reply_status = Some(denial.status());
-        let body = denial.reply_body(&self.exchange.request_id);
+        // On an LLM route the refusal is in that provider's error shape, so
+        // its SDK raises the matching exception; the code stays in it.
+        let body = match self.exchange.llm_api {
+            Some(api) => crate::llm::errors::error_body(
+                api.provider(),
+                denial.status(),
+                denial.code(),
+                &denial.message(),
+                &self.exchange.request_id,
+                denial.field(),
+            ),
+            None => denial.reply_body(&self.exchange.request_id),
+        };
         let mut headers = denial.reply_headers();
         headers.extend(extra.iter().map(|(n, v)| (*n, v.as_str())));
         if let Err(e) = self.host.send_reply(denial.status(), &headers, &body) {
@@ -390,5 +416,7 @@ impl<H: StreamHost> Flow<H> {
     }
 }
 
+#[cfg(test)]
+mod llm_tests;
 #[cfg(test)]
 mod tests;

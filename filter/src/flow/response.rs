@@ -1,7 +1,8 @@
 //! The response side of a request that was let through: what admission
-//! left for it ([`Allowed`]), and what the response's headers and end do
-//! with it (the units for metering and settled quotas, the `RateLimit`
-//! header, a `jti` claim given back when Envoy found no route).
+//! left for it ([`Allowed`]), and what the response's headers, body and
+//! end do with it (the units for metering and settled quotas, the
+//! `RateLimit` header, a `jti` claim given back when Envoy found no route,
+//! and an LLM call's answer read for its tokens as it passes).
 
 use tollgate_wire::MAX_UNITS;
 
@@ -9,10 +10,12 @@ use super::admission::Charged;
 use super::Flow;
 use crate::host::{LogLevel, StreamHost};
 use crate::limits;
+use crate::llm::call::LlmCall;
+use crate::metrics::Counter;
 use crate::replay::{self, JtiClaim};
 
 /// A request let through, and what its response needs.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Allowed {
     pub key_id: i64,
     /// The `jti` it claimed in the instance's store, until its response
@@ -20,14 +23,22 @@ pub struct Allowed {
     claimed: Option<JtiClaim>,
     /// What the limits step charged it, for a limited key.
     charged: Option<Charged>,
+    /// On an LLM route, the call whose answer is read for its tokens.
+    llm: Option<Box<LlmCall>>,
 }
 
 impl Allowed {
-    pub fn new(key_id: i64, claimed: Option<JtiClaim>, charged: Option<Charged>) -> Self {
+    pub fn new(
+        key_id: i64,
+        claimed: Option<JtiClaim>,
+        charged: Option<Charged>,
+        llm: Option<LlmCall>,
+    ) -> Self {
         Allowed {
             key_id,
             claimed,
             charged,
+            llm: llm.map(Box::new),
         }
     }
 
@@ -53,6 +64,9 @@ impl<H: StreamHost> Flow<H> {
         if let Some(value) = units {
             self.exchange.units = parse_units(value);
         }
+        if let Some(call) = allowed.llm.as_mut() {
+            call.response_started(self.exchange.response_status.unwrap_or(0));
+        }
         let ratelimit = allowed.charged.as_mut().and_then(|c| c.ratelimit.take());
         if let Some(value) = ratelimit {
             if let Err(e) = self.host.set_response_header("ratelimit", &value) {
@@ -61,9 +75,43 @@ impl<H: StreamHost> Flow<H> {
         }
     }
 
-    /// The stream of an allowed request ended: its response's bytes and
-    /// units go to the key's quotas settled after the fact.
-    pub(super) fn allowed_end(&mut self, allowed: &Allowed, ended_ms: u64) {
+    /// A chunk of an allowed request's answer (`size` bytes; `end`: the
+    /// last) passes: an LLM call's copy is read, and the chunk passes on
+    /// at once, rewritten only on a chat stream whose usage-only chunk the
+    /// gateway keeps from the client.
+    pub(super) fn allowed_chunk(&mut self, allowed: &mut Allowed, size: usize, end: bool) {
+        let Some(call) = allowed.llm.as_mut() else {
+            return;
+        };
+        let Some(chunk) = self.host.response_chunk(size) else {
+            self.log(LogLevel::Warn, "cannot read a response chunk");
+            return;
+        };
+        if let Some(passed) = call.chunk(&chunk, end) {
+            if let Err(e) = self.host.replace_response_chunk(size, &passed) {
+                self.log(
+                    LogLevel::Warn,
+                    &format!("cannot rewrite a response chunk: {e}"),
+                );
+            }
+        }
+    }
+
+    /// The stream of an allowed request ended: an LLM call's tokens are
+    /// metered; its response's bytes and units go to the key's quotas
+    /// settled after the fact.
+    pub(super) fn allowed_end(&mut self, allowed: &mut Allowed, ended_ms: u64) {
+        if let Some(call) = allowed.llm.as_mut() {
+            let metered = call.finish();
+            if let Some(why) = metered.estimated_because {
+                self.metrics.inc(&self.host, Counter::LlmUsageEstimated);
+                self.log(
+                    LogLevel::Warn,
+                    &format!("{} tokens estimated: {why}", metered.usage.api.name()),
+                );
+            }
+            self.exchange.llm = Some(metered.usage);
+        }
         if allowed.settles_after() {
             limits::charge_after(
                 &self.host,

@@ -35,8 +35,16 @@ pub trait EnvoyStream: EnvoyContext {
     fn request_body_size(&self) -> usize;
     /// `len` bytes of the request body Envoy holds, from `start`.
     fn request_body(&self, start: usize, len: usize) -> Option<Vec<u8>>;
+    /// Replaces the whole request body Envoy holds (buffered and received)
+    /// with `body`; false when Envoy refused.
+    fn replace_request_body(&self, body: &[u8]) -> bool;
     /// Bytes of the response body frame of the running hook.
     fn received_response_body_size(&self) -> usize;
+    /// The response body frame of the running hook.
+    fn received_response_body(&self) -> Option<Vec<u8>>;
+    /// Replaces the response body frame of the running hook with `bytes`;
+    /// false when Envoy refused.
+    fn replace_received_response_body(&self, bytes: &[u8]) -> bool;
     /// Envoy's `response.code_details`.
     fn response_code_details(&self) -> Option<String>;
     /// Answers the request with a local reply.

@@ -254,6 +254,16 @@ callbacks! {
         body_type: Enum,
         result_buffer_vector: *mut EnvoyBuffer,
     ) -> bool;
+    fn envoy_dynamic_module_callback_http_append_body(
+        filter_envoy_ptr: *mut c_void,
+        body_type: Enum,
+        data: ModuleBuffer,
+    ) -> bool;
+    fn envoy_dynamic_module_callback_http_drain_body(
+        filter_envoy_ptr: *mut c_void,
+        body_type: Enum,
+        number_of_bytes: usize,
+    ) -> bool;
 
     fn envoy_dynamic_module_callback_http_filter_config_scheduler_new(
         filter_config_envoy_ptr: *mut c_void,

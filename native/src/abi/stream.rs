@@ -6,7 +6,7 @@ use std::ffi::c_void;
 
 use super::api::EnvoyStream;
 use super::buffers::{
-    copy_envoy, module_buffer, module_headers, overlap, EMPTY_ENVOY_BUFFER, NO_BUFFER,
+    copy_buffer, copy_envoy, module_buffer, module_headers, overlap, EMPTY_ENVOY_BUFFER, NO_BUFFER,
 };
 use super::raw::*;
 
@@ -129,6 +129,66 @@ impl EnvoyStream for StreamPtr {
                     self.0,
                     BODY_RECEIVED_REQUEST,
                 ))
+        }
+    }
+
+    /// Drains what Envoy buffered and what this hook received, then adds
+    /// `body` as this hook's frame (or, outside a body hook, as the buffer).
+    fn replace_request_body(&self, body: &[u8]) -> bool {
+        // SAFETY: live filter; `body` outlives the call, which copies it.
+        unsafe {
+            let received =
+                envoy_dynamic_module_callback_http_get_body_size(self.0, BODY_RECEIVED_REQUEST);
+            let buffered =
+                envoy_dynamic_module_callback_http_get_body_size(self.0, BODY_BUFFERED_REQUEST);
+            if buffered > 0
+                && !envoy_dynamic_module_callback_http_drain_body(
+                    self.0,
+                    BODY_BUFFERED_REQUEST,
+                    buffered,
+                )
+            {
+                return false;
+            }
+            let into = if received > 0 {
+                if !envoy_dynamic_module_callback_http_drain_body(
+                    self.0,
+                    BODY_RECEIVED_REQUEST,
+                    received,
+                ) {
+                    return false;
+                }
+                BODY_RECEIVED_REQUEST
+            } else {
+                BODY_BUFFERED_REQUEST
+            };
+            envoy_dynamic_module_callback_http_append_body(self.0, into, module_buffer(body))
+        }
+    }
+
+    /// The response body frame of the current hook.
+    fn received_response_body(&self) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        for chunk in self.body_chunks(BODY_RECEIVED_RESPONSE)? {
+            // SAFETY: each chunk is readable for the current hook.
+            out.extend_from_slice(&unsafe { copy_buffer(chunk) });
+        }
+        Some(out)
+    }
+
+    /// Replaces the response body frame of the current hook.
+    fn replace_received_response_body(&self, bytes: &[u8]) -> bool {
+        // SAFETY: live filter; `bytes` outlives the call, which copies it.
+        unsafe {
+            let size =
+                envoy_dynamic_module_callback_http_get_body_size(self.0, BODY_RECEIVED_RESPONSE);
+            envoy_dynamic_module_callback_http_drain_body(self.0, BODY_RECEIVED_RESPONSE, size)
+                && (bytes.is_empty()
+                    || envoy_dynamic_module_callback_http_append_body(
+                        self.0,
+                        BODY_RECEIVED_RESPONSE,
+                        module_buffer(bytes),
+                    ))
         }
     }
 

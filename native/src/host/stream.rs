@@ -64,6 +64,26 @@ impl StreamHost for NativeStream {
         self.envoy.request_body(start, len)
     }
 
+    fn replace_request_body(&self, _size: usize, body: &[u8]) -> Result<(), HostError> {
+        self.envoy
+            .replace_request_body(body)
+            .then_some(())
+            .ok_or_else(|| failed("replace the request body"))
+    }
+
+    fn response_chunk(&self, size: usize) -> Option<Vec<u8>> {
+        self.envoy
+            .received_response_body()
+            .filter(|chunk| chunk.len() == size)
+    }
+
+    fn replace_response_chunk(&self, _size: usize, bytes: &[u8]) -> Result<(), HostError> {
+        self.envoy
+            .replace_received_response_body(bytes)
+            .then_some(())
+            .ok_or_else(|| failed("replace a response chunk"))
+    }
+
     fn response_headers(&self, names: &[&str]) -> Vec<Option<Vec<u8>>> {
         // A lookup in Envoy's own map is cheaper than copying every header.
         names

@@ -39,6 +39,8 @@ pub enum StreamEvent {
     ResponseBody {
         /// Bytes in the frame.
         size: usize,
+        /// The last frame.
+        end_of_stream: bool,
     },
     /// A callout of the stream answered.
     Callout {
@@ -121,9 +123,15 @@ pub fn stream_event(state: &StreamFilter, event: StreamEvent) -> Action {
 }
 
 /// A response body frame: its size is read now, in its own hook.
-pub fn response_body(state: &StreamFilter) -> Action {
+pub fn response_body(state: &StreamFilter, end_of_stream: bool) -> Action {
     let size = state.host.envoy.received_response_body_size();
-    stream_event(state, StreamEvent::ResponseBody { size })
+    stream_event(
+        state,
+        StreamEvent::ResponseBody {
+            size,
+            end_of_stream,
+        },
+    )
 }
 
 /// A stream hook panicked: the stream's hooks do nothing from now on, and
@@ -153,7 +161,10 @@ fn apply(state: &StreamFilter, flow: &mut Flow<NativeStream>, event: StreamEvent
         }
         StreamEvent::RequestTrailers => flow.on_request_trailers(),
         StreamEvent::ResponseHeaders => flow.on_response_headers(),
-        StreamEvent::ResponseBody { size } => flow.on_response_body(size),
+        StreamEvent::ResponseBody {
+            size,
+            end_of_stream,
+        } => flow.on_response_body(size, end_of_stream),
         StreamEvent::Callout { id, answer } => {
             if let Ok(token) = u32::try_from(id) {
                 let size = answer.body.len();

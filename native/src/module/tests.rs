@@ -102,9 +102,10 @@ impl Request {
     fn respond(&self, status: &str, frames: &[usize]) {
         self.stream.respond(&[(":status", status)]);
         self.event(StreamEvent::ResponseHeaders);
-        for &size in frames {
-            self.stream.response_frame(size);
-            assert_eq!(response_body(&self.state), Action::Continue);
+        for (n, &size) in frames.iter().enumerate() {
+            self.stream.response_frame(&vec![b'x'; size]);
+            let last = n + 1 == frames.len();
+            assert_eq!(response_body(&self.state, last), Action::Continue);
         }
     }
 
@@ -628,4 +629,49 @@ fn a_removed_configuration_leaves_no_worker_behind() {
     let (envoy, new) = configure("");
     let _request = Request::new(&envoy, &new, &key("new-worker"));
     assert_eq!(workers::on_this_thread(), 1);
+}
+
+// ------------------------------------------------------------ LLM calls
+
+/// An OpenAI chat stream through the module: the forwarded body asks for
+/// usage, each frame passes as it arrives but the usage-only chunk, which
+/// is drained from its frame, and the row carries the reported tokens.
+#[test]
+fn a_chat_stream_is_metered_and_its_usage_chunk_drained_from_the_frame() {
+    let (envoy, handle) = configure("");
+    let key = key("llm-chat");
+    let body = br#"{"model":"m","stream":true,"messages":[]}"#;
+    let mut headers = fake::request(&key, body);
+    headers[1].1 = "/v1/chat/completions".to_string();
+    let request = Request::with_headers(&envoy, &handle, &headers);
+    request.headers();
+    if !request.stream.sent().is_empty() {
+        request.answer(active());
+    }
+    assert_eq!(request.body(body, true), Action::Continue);
+    let forwarded = String::from_utf8(request.stream.forwarded_body()).unwrap();
+    assert!(
+        forwarded.contains(r#""stream_options":{"include_usage":true}"#),
+        "{forwarded}"
+    );
+
+    request.stream.respond(&[(":status", "200")]);
+    request.event(StreamEvent::ResponseHeaders);
+    let text = b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"}}]}\n\n";
+    let usage =
+        b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":1}}\n\n";
+    for (frame, passes) in [(&text[..], &text[..]), (&usage[..], &b""[..])] {
+        request.stream.response_frame(frame);
+        assert_eq!(response_body(&request.state, false), Action::Continue);
+        assert_eq!(request.stream.passed_response_frame(), passes);
+    }
+    request.stream.response_frame(b"data: [DONE]\n\n");
+    response_body(&request.state, true);
+    request.complete();
+    let records = queued(&handle.shared);
+    let llm = records
+        .last()
+        .and_then(|r| r.llm.clone())
+        .expect("an LLM row");
+    assert_eq!((llm.tokens.input_tokens, llm.tokens.output_tokens), (5, 1));
 }

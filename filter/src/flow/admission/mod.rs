@@ -11,6 +11,7 @@
 
 mod fleet_claim;
 mod limits;
+mod llm_request;
 mod local_replay;
 mod name_key;
 
@@ -19,6 +20,7 @@ use super::{Flow, Phase, Stage};
 use crate::error::Denial;
 use crate::host::{Action, LogLevel, StreamHost};
 use crate::limits::ChargeId;
+use crate::llm::call::LlmCall;
 use crate::metrics::Counter;
 use crate::replay::JtiClaim;
 
@@ -27,6 +29,9 @@ pub use limits::{Charged, MAX_GRANT_ROUNDS};
 /// The steps of admission, in the order they run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
+    /// On an LLM route: reads what the request asks (refusing a body its
+    /// API does not accept) and makes a chat stream report its usage.
+    LlmRequest,
     /// Names the key for the upstream (`x-tollgate-key-id`).
     NameKey,
     /// Charges the key's rate and quotas (may wait for a grant).
@@ -39,8 +44,10 @@ pub enum Step {
 
 /// The order of [`Step`]s: the `jti` is claimed last, so that only a
 /// request that is let through uses it up (a refusal by a later step gives
-/// back what an earlier one charged).
-pub const STEPS: [Step; 4] = [
+/// back what an earlier one charged). An LLM request is read first, so
+/// that one refused as invalid is charged nothing.
+pub const STEPS: [Step; 5] = [
+    Step::LlmRequest,
     Step::NameKey,
     Step::Limits,
     Step::LocalReplay,
@@ -49,7 +56,7 @@ pub const STEPS: [Step; 4] = [
 
 /// A request admission is running on: what the checks found, and what the
 /// steps so far did.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Admission {
     pub key_id: i64,
     /// The key has limits (its verdict says so).
@@ -62,6 +69,8 @@ pub struct Admission {
     pub charged: Option<Charged>,
     /// The `jti` this request claimed in the instance's store.
     pub claimed: Option<JtiClaim>,
+    /// On an LLM route, the call as its request asked it.
+    pub llm: Option<LlmCall>,
 }
 
 impl Admission {
@@ -74,6 +83,7 @@ impl Admission {
             jti,
             charged: None,
             claimed: None,
+            llm: None,
         }
     }
 }
@@ -93,7 +103,7 @@ pub enum Wait {
 }
 
 /// A request parked on a step's callout.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Waiting {
     pub admission: Admission,
     /// The callout's token: only its answer resumes the request.
@@ -144,6 +154,7 @@ impl<H: StreamHost> Flow<H> {
             admission.key_id,
             admission.claimed,
             admission.charged,
+            admission.llm,
         ));
         self.metrics.inc(&self.host, Counter::RequestsAllowed);
         if phase == Phase::Callout {
@@ -194,6 +205,7 @@ impl<H: StreamHost> Flow<H> {
 
     fn run_step(&mut self, step: Step, admission: &mut Admission) -> Outcome {
         match step {
+            Step::LlmRequest => self.read_llm_request(admission),
             Step::NameKey => self.name_key(admission),
             Step::Limits => self.charge_limits(admission, 0),
             Step::LocalReplay => self.claim_locally(admission),

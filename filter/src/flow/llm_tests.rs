@@ -1,0 +1,145 @@
+//! LLM calls through the whole flow on the fake host: what the upstream
+//! gets, what the client gets back, and what is metered.
+
+use serde_json::{json, Value};
+use tollgate_wire::{Api, UsageSource};
+
+use crate::testkit::{Gateway, Request, KEY};
+
+/// A gateway that takes LLM-sized bodies.
+fn gateway() -> Gateway {
+    Gateway::with(json!({"max_body_bytes": 4096}))
+}
+
+const CHAT: &str = "/v1/chat/completions";
+
+fn llm_request(gw: &Gateway, path: &str, body: &[u8]) -> Request {
+    let mut r = gw.request(KEY, body, &[(":path", path)]);
+    r.flow.on_request_headers(false);
+    r.body(body, true);
+    if r.awaiting() {
+        r.answer_active(7);
+    }
+    r
+}
+
+fn chunk(data: &Value) -> String {
+    format!("data: {data}\n\n")
+}
+
+#[test]
+fn a_chat_stream_is_asked_for_its_usage_and_the_client_never_sees_the_usage_chunk() {
+    let gw = gateway();
+    let body = br#"{"model":"m","stream":true,"messages":[]}"#;
+    let mut r = llm_request(&gw, CHAT, body);
+    assert!(r.allowed(), "{:?}", r.reply());
+    let forwarded: Value = serde_json::from_slice(&r.host.body()).unwrap();
+    assert_eq!(forwarded["stream_options"]["include_usage"], true);
+
+    let text = chunk(&json!({"choices": [{"index": 0, "delta": {"content": "hello"}}]}));
+    let usage = chunk(&json!({"choices": [], "usage": {
+        "prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11}}));
+    let done = "data: [DONE]\n\n";
+    let passed = r.respond_with("200", &[text.as_bytes(), usage.as_bytes(), done.as_bytes()]);
+    assert_eq!(passed[0], text.as_bytes(), "a chunk passes as it arrives");
+    assert!(
+        passed[1].is_empty(),
+        "the usage-only chunk is kept from the client"
+    );
+    assert_eq!(passed[2], done.as_bytes());
+
+    let records = gw.buffered();
+    let llm = records[0].llm.as_ref().expect("an LLM row");
+    assert_eq!(
+        (llm.api, llm.model.as_str(), llm.streamed),
+        (Api::OpenAiChat, "m", true)
+    );
+    assert_eq!(llm.usage_source, UsageSource::Reported);
+    assert_eq!((llm.tokens.input_tokens, llm.tokens.output_tokens), (9, 2));
+}
+
+#[test]
+fn a_stream_cut_before_its_usage_is_estimated_from_what_was_delivered() {
+    let gw = gateway();
+    let body = br#"{"model":"m","stream":true,"stream_options":{"include_usage":true}}"#;
+    let mut r = llm_request(&gw, CHAT, body);
+    assert!(r.allowed(), "{:?}", r.reply());
+    assert_eq!(
+        r.host.body(),
+        body,
+        "a client that asked for usage is forwarded as it sent"
+    );
+    let text = chunk(&json!({"choices": [{"index": 0, "delta": {"content": "a".repeat(40)}}]}));
+    r.host.set_response_header(":status", "200");
+    r.flow.on_response_headers();
+    let size = r.host.push_response_chunk(text.as_bytes());
+    r.flow.on_response_body(size, false);
+    r.flow.on_log();
+    let llm = gw.buffered()[0].llm.clone().unwrap();
+    assert_eq!(llm.usage_source, UsageSource::Estimated);
+    assert!(llm.tokens.output_tokens >= 10, "{llm:?}");
+    assert_eq!(gw.world.metric("tollgate_llm_usage_estimated"), 1);
+}
+
+#[test]
+fn a_whole_answer_is_metered_from_its_usage_and_an_error_without_one_as_zero() {
+    let gw = gateway();
+    let body = br#"{"model":"claude","max_tokens":5,"messages":[]}"#;
+    let mut r = llm_request(&gw, "/v1/messages", body);
+    let answer = json!({"type": "message", "content": [{"type": "text", "text": "hi"}],
+                        "usage": {"input_tokens": 4, "output_tokens": 1,
+                                  "cache_read_input_tokens": 2}});
+    r.respond_with("200", &[answer.to_string().as_bytes()]);
+    let mut r2 = llm_request(&gw, "/v1/messages", body);
+    r2.respond_with(
+        "529",
+        &[br#"{"type":"error","error":{"type":"overloaded_error"}}"#],
+    );
+    let records = gw.buffered();
+    let first = records[0].llm.clone().unwrap();
+    assert_eq!(
+        (first.tokens.input_tokens, first.tokens.cached_input_tokens),
+        (6, 2)
+    );
+    assert_eq!(
+        (first.usage_source, first.streamed),
+        (UsageSource::Reported, false)
+    );
+    let failed = records[1].llm.clone().unwrap();
+    assert_eq!(failed.usage_source, UsageSource::Reported);
+    assert_eq!(failed.tokens, Default::default());
+}
+
+#[test]
+fn an_invalid_llm_request_is_refused_in_its_providers_shape_and_charged_nothing() {
+    let gw = gateway();
+    let body = br#"{"model":"m","stream":"yes"}"#;
+    let r = llm_request(&gw, CHAT, body);
+    let reply = r.reply().expect("a refusal");
+    assert_eq!(reply.status, 400);
+    let json: Value = serde_json::from_slice(&reply.body).unwrap();
+    assert_eq!(json["error"]["code"], "invalid_request");
+    assert_eq!(json["error"]["param"], "stream");
+    let gemini = llm_request(&gw, "/v1beta/models/g:generateContent", b"[1]");
+    let json: Value = serde_json::from_slice(&gemini.reply().unwrap().body).unwrap();
+    assert_eq!(json["error"]["status"], "INVALID_ARGUMENT");
+    assert_eq!(json["error"]["details"][0]["reason"], "invalid_request");
+}
+
+#[test]
+fn the_providers_key_header_carries_the_key_and_never_reaches_the_upstream() {
+    let gw = gateway();
+    let body = br#"{"model":"claude","max_tokens":5,"messages":[]}"#;
+    let token = crate::testkit::sign(&gw.claims(body));
+    let mut r = gw.request_with_token(
+        KEY,
+        &token,
+        &[(":path", "/v1/messages"), ("x-api-key", KEY)],
+    );
+    // The testkit sends `Authorization` too: two credentials are refused.
+    r.flow.on_request_headers(false);
+    assert_eq!(r.code(), "invalid_api_key");
+    let json: Value = serde_json::from_slice(&r.reply().unwrap().body).unwrap();
+    assert_eq!(json["type"], "error");
+    assert_eq!(json["error"]["type"], "authentication_error");
+}
