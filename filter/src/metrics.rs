@@ -51,11 +51,13 @@ pub enum Counter {
     /// LLM calls whose tokens were estimated (the answer ended without
     /// believable usage; the log line says why).
     LlmUsageEstimated,
+    /// Lines of LLM streams longer than the parser's cap, skipped whole.
+    LlmLinesSkipped,
 }
 
 impl Counter {
     /// Every counter, in definition order.
-    pub const ALL: [Counter; 18] = [
+    pub const ALL: [Counter; 19] = [
         Counter::RequestsAllowed,
         Counter::KeyCacheHit,
         Counter::KeyCacheMiss,
@@ -74,6 +76,7 @@ impl Counter {
         Counter::ReplayFleetFailures,
         Counter::VerifyRetries,
         Counter::LlmUsageEstimated,
+        Counter::LlmLinesSkipped,
     ];
 
     /// The metric name.
@@ -97,6 +100,7 @@ impl Counter {
             Counter::ReplayFleetFailures => "tollgate_replay_fleet_failures",
             Counter::VerifyRetries => "tollgate_verify_retries",
             Counter::LlmUsageEstimated => "tollgate_llm_usage_estimated",
+            Counter::LlmLinesSkipped => "tollgate_llm_lines_skipped",
         }
     }
 

@@ -143,3 +143,22 @@ fn the_providers_key_header_carries_the_key_and_never_reaches_the_upstream() {
     assert_eq!(json["type"], "error");
     assert_eq!(json["error"]["type"], "authentication_error");
 }
+
+#[test]
+fn a_line_over_the_parsers_cap_is_skipped_and_counted_and_the_stream_still_passes() {
+    let gw = gateway();
+    let body = br#"{"model":"m","stream":true,"stream_options":{"include_usage":true}}"#;
+    let mut r = llm_request(&gw, CHAT, body);
+    let long = format!("data: {}\n\n", "x".repeat(70 * 1024));
+    let usage = chunk(&json!({"choices": [], "usage": {
+        "prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}}));
+    let passed = r.respond_with("200", &[long.as_bytes(), usage.as_bytes()]);
+    assert_eq!(
+        passed[0],
+        long.as_bytes(),
+        "the long line reaches the client untouched"
+    );
+    assert_eq!(gw.world.metric("tollgate_llm_lines_skipped"), 1);
+    let llm = gw.buffered()[0].llm.clone().unwrap();
+    assert_eq!(llm.usage_source, UsageSource::Reported);
+}

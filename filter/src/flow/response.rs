@@ -103,6 +103,10 @@ impl<H: StreamHost> Flow<H> {
     pub(super) fn allowed_end(&mut self, allowed: &mut Allowed, ended_ms: u64) {
         if let Some(call) = allowed.llm.as_mut() {
             let metered = call.finish();
+            if metered.skipped_lines > 0 {
+                let skipped = Counter::LlmLinesSkipped;
+                self.metrics.add(&self.host, skipped, metered.skipped_lines);
+            }
             if let Some(why) = metered.estimated_because {
                 self.metrics.inc(&self.host, Counter::LlmUsageEstimated);
                 self.log(

@@ -57,6 +57,8 @@ pub struct Metered {
     pub usage: LlmUsage,
     /// Why the counts are estimated, when they are.
     pub estimated_because: Option<&'static str>,
+    /// Lines of the stream longer than the parser's cap, skipped.
+    pub skipped_lines: u64,
 }
 
 impl LlmCall {
@@ -151,6 +153,10 @@ impl LlmCall {
                 }
             }
         };
+        let skipped_lines = match &self.reading {
+            Reading::Stream(meter) => meter.parser().skipped_lines(),
+            Reading::Waiting | Reading::Body { .. } => 0,
+        };
         let estimated_because = match outcome {
             UsageOutcome::Reported(_) => None,
             UsageOutcome::Estimated { reason, .. } => because.or(Some(reason.reason())),
@@ -164,6 +170,7 @@ impl LlmCall {
                 tokens: outcome.tokens(self.request_bytes),
             },
             estimated_because,
+            skipped_lines,
         }
     }
 }
