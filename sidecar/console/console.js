@@ -146,6 +146,40 @@
 
   // ---- one key's plots ----------------------------------------------------
   const DENIAL_COLOURS = ["#c0392b", "#d35400", "#8e44ad", "#2c3e50", "#16a085", "#7f8c8d", "#b7950b", "#1f618d"];
+  const MODEL_COLOURS = ["#2e86c1", "#28b463", "#af7ac5", "#f39c12", "#5d6d7e", "#e74c3c", "#1abc9c", "#a04000"];
+
+  /** The tokens plot's datasets: per model, its input and its output tokens (a lighter shade), stacked. */
+  function tokenDatasets(points) {
+    const models = [...new Set(points.flatMap((p) => Object.keys(p.models ?? {})))].sort();
+    return models.flatMap((model, i) => {
+      const colour = MODEL_COLOURS[i % MODEL_COLOURS.length];
+      const of = (field) => points.map((p) => p.models?.[model]?.[field] ?? 0);
+      return [
+        { label: `${model} input`, data: of("input_tokens"), backgroundColor: colour, stack: "tokens" },
+        { label: `${model} output`, data: of("output_tokens"), backgroundColor: `${colour}88`, stack: "tokens" },
+      ];
+    });
+  }
+
+  /** The window's token totals per model, as rows of the model table. */
+  function modelTotals(points) {
+    const totals = new Map();
+    for (const p of points) {
+      for (const [model, t] of Object.entries(p.models ?? {})) {
+        const sum = totals.get(model) ?? { input_tokens: 0, cached_input_tokens: 0, output_tokens: 0, reasoning_tokens: 0 };
+        for (const field of Object.keys(sum)) sum[field] += t[field] ?? 0;
+        totals.set(model, sum);
+      }
+    }
+    return [...totals.entries()].sort(([a], [b]) => a.localeCompare(b)).map(([model, t]) => {
+      const tr = el("tr", null, { "data-model": model });
+      tr.append(el("td", model), el("td", number.format(t.input_tokens), { class: "value" }),
+        el("td", number.format(t.cached_input_tokens), { class: "value" }),
+        el("td", number.format(t.output_tokens), { class: "value" }),
+        el("td", number.format(t.reasoning_tokens), { class: "value" }));
+      return tr;
+    });
+  }
 
   function startOf(point) {
     const s = point.start;
@@ -180,6 +214,7 @@
       bytes: chart("chart-bytes", "line", false),
       units: chart("chart-units", "bar", false),
       denials: chart("chart-denials", "bar", true),
+      tokens: chart("chart-tokens", "bar", true),
     };
     let current = "hour";
 
@@ -228,7 +263,11 @@
           label: code, data: points.map((p) => p.denials?.[code] ?? 0), backgroundColor: DENIAL_COLOURS[i % DENIAL_COLOURS.length],
         })),
       };
+      charts.tokens.data = { labels, datasets: tokenDatasets(points) };
       for (const c of Object.values(charts)) c.update("none");
+      const models = modelTotals(points);
+      document.querySelector("#model-totals tbody").replaceChildren(...models);
+      document.getElementById("model-totals-empty").hidden = models.length > 0;
       const sum = (f) => points.reduce((acc, p) => acc + f(p), 0);
       const denials = sum((p) => Object.values(p.denials ?? {}).reduce((a, n) => a + n, 0));
       document.getElementById("total-requests").textContent = number.format(sum((p) => p.requests));

@@ -30,6 +30,7 @@ on_both_backends!(
     models_differing_in_case_or_trailing_spaces_stay_apart,
     the_usage_log_lists_newest_first_within_its_bounds,
     rows_from_before_llm_metering_keep_their_totals,
+    series_carry_tokens_per_model_in_every_window,
 );
 
 /// The start of the previous hour, as ms: every record of a test is
@@ -544,4 +545,68 @@ async fn rows_from_before_llm_metering_keep_their_totals(backend: Backend) {
     assert_eq!(by_outcome["rows"][0]["requests"], 2);
     assert_eq!(by_outcome["rows"][0]["request_bytes"], 200);
     assert_eq!(tokens_of(&by_outcome["rows"][0]), [5, 3, 0, 0]);
+}
+
+async fn series_carry_tokens_per_model_in_every_window(backend: Backend) {
+    use sidecar::http::series::{usage_series, Window};
+    let h = Harness::new(backend).await;
+    register_keys(&h.db.store, 1).await;
+    let now = now_ms();
+    let at = |minutes_ago: u64| to_unix_ms(now) - minutes_ago * 60_000;
+    ingest_ok(
+        &h,
+        &json!([
+            llm_record("s1", 1, at(5), "gpt-4o", [10, 2, 0, 0]),
+            llm_record("s2", 1, at(4), "gpt-4o", [20, 3, 5, 1]),
+            llm_record("s3", 1, at(4), "claude-sonnet-4", [7, 7, 0, 0]),
+            record("s4", 1, at(3)),
+        ]),
+    )
+    .await;
+    for window in Window::ALL {
+        let series = usage_series(&h.db.store, 1, window, now).await.unwrap();
+        let mut totals: BTreeMap<String, [i64; 4]> = BTreeMap::new();
+        for point in &series.points {
+            for (model, t) in &point.models {
+                let e = totals.entry(model.clone()).or_default();
+                e[0] += t.input_tokens;
+                e[1] += t.output_tokens;
+                e[2] += t.cached_input_tokens;
+                e[3] += t.reasoning_tokens;
+            }
+        }
+        assert_eq!(
+            totals,
+            BTreeMap::from([
+                ("claude-sonnet-4".to_string(), [7, 7, 0, 0]),
+                ("gpt-4o".to_string(), [30, 5, 5, 1]),
+            ]),
+            "{window:?}"
+        );
+        let requests: i64 = series.points.iter().map(|p| p.requests).sum();
+        assert_eq!(requests, 4, "{window:?}");
+    }
+    // Minutes apart in the hour window: s2 and s3 share a point.
+    let hour = usage_series(&h.db.store, 1, Window::Hour, now)
+        .await
+        .unwrap();
+    let with_models: Vec<usize> = hour
+        .points
+        .iter()
+        .filter(|p| !p.models.is_empty())
+        .map(|p| p.models.len())
+        .collect();
+    assert_eq!(with_models, [1, 2]);
+    // As the console reads it: `models` of each point, by name, with the
+    // four token fields.
+    let body = admin_get(&h, "/v1/keys/1/usage/series?window=day").await;
+    let points = body["points"].as_array().unwrap();
+    assert!(points.iter().all(|p| p["models"].is_object()), "{body}");
+    let gpt: Vec<[u64; 4]> = points
+        .iter()
+        .filter(|p| !p["models"]["gpt-4o"].is_null())
+        .map(|p| tokens_of(&p["models"]["gpt-4o"]))
+        .collect();
+    let input: u64 = gpt.iter().map(|t| t[0]).sum();
+    assert_eq!(input, 30, "{body}");
 }

@@ -1,6 +1,6 @@
 //! A key's usage over time, for plots: `GET /v1/keys/{id}/usage/series`,
 //! every bucket of a window (zero-filled, oldest first) with its requests,
-//! bytes, units and denials by code.
+//! bytes, units, denials by code and LLM tokens by model.
 //!
 //! The windows end with the bucket holding "now": `hour` is 60 one-minute
 //! buckets read from `usage_log` (through its (api_key_id, created_at)
@@ -24,7 +24,7 @@ use crate::http::error::{ApiError, Undone};
 use crate::http::extract::{query_pairs, repeated_parameter, unknown_parameter, AdminCaller};
 use crate::http::AppState;
 use crate::store::rollup::Grain;
-use crate::store::{SeriesRow, Store, StoreError};
+use crate::store::{SeriesRow, Store, StoreError, TokenSums};
 
 /// A series' span and bucket size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,6 +97,8 @@ pub struct Point {
     pub units: u128,
     /// The denied requests, by the contract's code; empty when none was.
     pub denials: BTreeMap<String, i64>,
+    /// The LLM calls' token sums, by model; empty when there was none.
+    pub models: BTreeMap<String, TokenSums>,
 }
 
 /// Reply of `GET /v1/keys/{id}/usage/series`.
@@ -141,6 +143,7 @@ fn fill(
             response_bytes: 0,
             units: 0,
             denials: BTreeMap::new(),
+            models: BTreeMap::new(),
         })
         .collect();
     for row in rows {
@@ -155,6 +158,9 @@ fn fill(
         point.units += row.units;
         if row.outcome != Outcome::Allowed.as_str() {
             *point.denials.entry(row.outcome.clone()).or_insert(0) += row.requests;
+        }
+        if !row.model.is_empty() {
+            *point.models.entry(row.model.clone()).or_default() += row.tokens;
         }
     }
     Series {
@@ -283,10 +289,21 @@ mod tests {
         let row = |at, outcome: &str, requests| SeriesRow {
             bucket_start: at,
             outcome: outcome.into(),
+            model: String::new(),
             requests,
             request_bytes: 10 * requests as u128,
             response_bytes: 1,
             units: 7 * requests as u128,
+            tokens: TokenSums::default(),
+        };
+        let llm = |at, model: &str, input| SeriesRow {
+            model: model.into(),
+            tokens: TokenSums {
+                input_tokens: input,
+                output_tokens: 1,
+                ..TokenSums::default()
+            },
+            ..row(at, "allowed", 1)
         };
         let rows = [
             row(from, "allowed", 2),
@@ -295,6 +312,9 @@ mod tests {
             row(datetime!(2026-12-02 03:00:00 UTC), "allowed", 5),
             // Outside the window: not a point of it.
             row(to, "allowed", 7),
+            llm(from + time::Duration::hours(1), "m1", 10),
+            llm(from + time::Duration::hours(1), "m2", 20),
+            llm(from + time::Duration::minutes(90), "m1", 5),
         ];
         let series = fill(4, Window::Day, from, to, &rows);
         assert_eq!(series.points.len(), 24);
@@ -320,7 +340,13 @@ mod tests {
         assert_eq!(series.points[23].requests, 5);
         assert!(series.points[23].denials.is_empty());
         let total: i64 = series.points.iter().map(|p| p.requests).sum();
-        assert_eq!(total, 11);
+        assert_eq!(total, 14);
+        assert!(first.models.is_empty(), "calls that were not LLM calls");
+        let second = &series.points[1];
+        assert_eq!(second.models.len(), 2);
+        assert_eq!(second.models["m1"].input_tokens, 15);
+        assert_eq!(second.models["m1"].output_tokens, 2);
+        assert_eq!(second.models["m2"].input_tokens, 20);
     }
 
     #[test]

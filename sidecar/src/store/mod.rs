@@ -206,15 +206,18 @@ pub struct UsageTotals {
     pub tokens: TokenSums,
 }
 
-/// One bucket of one outcome in a key's usage series.
+/// One bucket of one outcome and model in a key's usage series.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SeriesRow {
     pub bucket_start: OffsetDateTime,
     pub outcome: String,
+    /// The LLM calls' model; `''` for the calls that were not LLM calls.
+    pub model: String,
     pub requests: i64,
     pub request_bytes: u128,
     pub response_bytes: u128,
     pub units: u128,
+    pub tokens: TokenSums,
 }
 
 /// What [`Store::insert_usage`] did with a batch.
@@ -419,7 +422,7 @@ impl Store {
         }
     }
 
-    /// Key `api_key_id`'s usage per bucket of `grain` and outcome, for the
+    /// Key `api_key_id`'s usage per bucket of `grain`, outcome and model, for the
     /// buckets starting in `[from, to)` (both on the grain's boundaries):
     /// minutes from `usage_log`, hours and days from the rollups. Buckets
     /// without usage have no row.

@@ -120,6 +120,15 @@ impl TokenSums {
     }
 }
 
+impl std::ops::AddAssign for TokenSums {
+    fn add_assign(&mut self, other: TokenSums) {
+        self.input_tokens += other.input_tokens;
+        self.output_tokens += other.output_tokens;
+        self.cached_input_tokens += other.cached_input_tokens;
+        self.reasoning_tokens += other.reasoning_tokens;
+    }
+}
+
 /// The model a rollup row is kept under: the LLM call's, `''` for any other call.
 pub fn model_key(record: &UsageRecord) -> &str {
     record.llm.as_ref().map_or("", |llm| llm.model.as_str())

@@ -340,20 +340,34 @@ fn split_sum(column: &str, int_type: &str) -> String {
     )
 }
 
-/// One key's usage per minute, per outcome, in `[from, to)`, read from
-/// `usage_log` through its (api_key_id, created_at) index. `minute` is the
-/// dialect's expression for a time column's `YYYY-MM-DD HH:MM` text; read
-/// each row with [`series_row`].
+/// The token columns, summed the same in `usage_log` and the rollups.
+const TOKEN_COLUMNS: [&str; 4] = [
+    "input_tokens",
+    "output_tokens",
+    "cached_input_tokens",
+    "reasoning_tokens",
+];
+
+/// One key's usage per minute, per outcome and model, in `[from, to)`, read
+/// from `usage_log` through its (api_key_id, created_at) index. `minute` is
+/// the dialect's expression for a time column's `YYYY-MM-DD HH:MM` text;
+/// read each row with [`series_row`].
 pub fn minute_series(int_type: &str, minute: fn(&str) -> String) -> String {
+    let tokens: Vec<String> = TOKEN_COLUMNS
+        .iter()
+        .map(|c| format!("CAST(COALESCE(SUM({c}), 0) AS {int_type}) AS {c}"))
+        .collect();
     format!(
-        "SELECT {bucket} AS bucket, outcome, CAST(COUNT(*) AS {int_type}) AS requests, \
-         {request_bytes}, {response_bytes}, {units} FROM usage_log WHERE api_key_id = ? \
-         AND created_at >= ? AND created_at < ? \
-         GROUP BY bucket, outcome ORDER BY bucket, outcome",
+        "SELECT {bucket} AS bucket, outcome, COALESCE(model, '') AS bucket_model, \
+         CAST(COUNT(*) AS {int_type}) AS requests, \
+         {request_bytes}, {response_bytes}, {units}, {tokens} FROM usage_log \
+         WHERE api_key_id = ? AND created_at >= ? AND created_at < ? \
+         GROUP BY bucket, outcome, bucket_model ORDER BY bucket, outcome, bucket_model",
         bucket = minute("created_at"),
         request_bytes = split_sum("request_bytes", int_type),
         response_bytes = split_sum("response_bytes", int_type),
         units = split_sum("units", int_type),
+        tokens = tokens.join(", "),
     )
 }
 
@@ -362,8 +376,9 @@ pub fn minute_series(int_type: &str, minute: fn(&str) -> String) -> String {
 /// [`series_row`].
 pub fn rollup_series(table: &str, minute: fn(&str) -> String) -> String {
     format!(
-        "SELECT {bucket} AS bucket, outcome, {counters} FROM {table} WHERE api_key_id = ? \
-         AND bucket_start >= ? AND bucket_start < ? ORDER BY bucket_start, outcome",
+        "SELECT {bucket} AS bucket, outcome, model AS bucket_model, {counters} FROM {table} \
+         WHERE api_key_id = ? AND bucket_start >= ? AND bucket_start < ? \
+         ORDER BY bucket_start, outcome, model",
         bucket = minute("bucket_start"),
         counters = ROLLUP_COUNTERS.join(", "),
     )
@@ -385,6 +400,20 @@ where
         .ok_or_else(|| StoreError::Corrupt(format!("{table}.{column} sums to a negative count")))
 }
 
+/// The token sums of a row of [`usage_summary`] or a series.
+fn token_sums<R: Row>(row: &R) -> Result<TokenSums, StoreError>
+where
+    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> &'r str: ColumnIndex<R>,
+{
+    Ok(TokenSums {
+        input_tokens: row.try_get("input_tokens")?,
+        output_tokens: row.try_get("output_tokens")?,
+        cached_input_tokens: row.try_get("cached_input_tokens")?,
+        reasoning_tokens: row.try_get("reasoning_tokens")?,
+    })
+}
+
 /// The totals of a row of [`usage_summary`].
 fn summary_totals<R: Row>(row: &R) -> Result<UsageTotals, StoreError>
 where
@@ -396,12 +425,7 @@ where
         request_bytes: exact_total(row, "usage rollup", "request_bytes")?,
         response_bytes: exact_total(row, "usage rollup", "response_bytes")?,
         units: exact_total(row, "usage rollup", "units")?,
-        tokens: TokenSums {
-            input_tokens: row.try_get("input_tokens")?,
-            output_tokens: row.try_get("output_tokens")?,
-            cached_input_tokens: row.try_get("cached_input_tokens")?,
-            reasoning_tokens: row.try_get("reasoning_tokens")?,
-        },
+        tokens: token_sums(row)?,
     })
 }
 
@@ -440,16 +464,20 @@ pub fn series_row<R: Row>(row: &R) -> Result<SeriesRow, StoreError>
 where
     for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
     for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Option<Vec<u8>>: Decode<'r, R::Database> + Type<R::Database>,
     for<'r> &'r str: ColumnIndex<R>,
 {
     let bucket: String = row.try_get("bucket")?;
     Ok(SeriesRow {
         bucket_start: parse_minute(&bucket).map_err(StoreError::Corrupt)?,
         outcome: row.try_get("outcome")?,
+        // Read as bytes: the rollups' model is VARBINARY on MySQL.
+        model: text_column(row, "bucket_model")?.unwrap_or_default(),
         requests: row.try_get("requests")?,
         request_bytes: exact_total(row, "usage series", "request_bytes")?,
         response_bytes: exact_total(row, "usage series", "response_bytes")?,
         units: exact_total(row, "usage series", "units")?,
+        tokens: token_sums(row)?,
     })
 }
 

@@ -179,7 +179,13 @@ const KEY_MAIN: &str = r#"<h1>Key <span id="key-title"></span></h1>
 <section class="chart"><h2>Requests</h2><div class="plot"><canvas id="chart-requests"></canvas></div></section>
 <section class="chart"><h2>Bytes</h2><div class="plot"><canvas id="chart-bytes"></canvas></div></section>
 <section class="chart"><h2>Units</h2><p class="note">What the upstream said the calls cost, in its own units (its <code>x-usage-units</code> header, or the one the filter's <code>limits.units_header</code> names).</p><div class="plot"><canvas id="chart-units"></canvas></div></section>
-<section class="chart"><h2>Denials by code</h2><div class="plot"><canvas id="chart-denials"></canvas></div></section>"#;
+<section class="chart"><h2>Denials by code</h2><div class="plot"><canvas id="chart-denials"></canvas></div></section>
+<section class="chart"><h2>Tokens by model</h2><p class="note">The LLM calls' tokens per model: input (cached ones included) and output (reasoning ones included), stacked per bucket.</p><div class="plot"><canvas id="chart-tokens"></canvas></div>
+<table id="model-totals">
+<thead><tr><th>Model</th><th>Input tokens</th><th>Of which cached</th><th>Output tokens</th><th>Of which reasoning</th></tr></thead>
+<tbody></tbody>
+</table>
+<p id="model-totals-empty" class="note">No LLM calls in this window.</p></section>"#;
 
 const GATEWAY_MAIN: &str = r#"<h1>Gateway</h1>
 <p id="gateway-read-at" class="note" role="status"></p>
@@ -202,6 +208,8 @@ mod tests {
         let html = render(Page::Key(7), "abc123");
         assert!(html.contains(r#"<meta name="tollgate-csrf" content="abc123">"#));
         assert!(html.contains(r#"data-page="key" data-key-id="7""#));
+        assert!(html.contains(r#"<canvas id="chart-tokens">"#));
+        assert!(html.contains(r#"<table id="model-totals">"#));
         for page in [Page::Keys, Page::Key(1), Page::Gateway] {
             let html = render(page, "t");
             assert!(
