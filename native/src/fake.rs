@@ -279,6 +279,9 @@ pub struct FakeStream {
     sent: RefCell<Vec<Sent>>,
     /// Runs inside the next local reply, as Envoy runs the response hooks.
     during_reply: RefCell<Option<Box<dyn FnOnce()>>>,
+    /// Runs inside the next resumption, as Envoy runs the next filters
+    /// (and the response hooks of a reply it sends itself).
+    during_resume: RefCell<Option<Box<dyn FnOnce()>>>,
 }
 
 impl FakeStream {
@@ -318,6 +321,11 @@ impl FakeStream {
     /// Runs `f` inside the next local reply.
     pub fn during_reply(&self, f: impl FnOnce() + 'static) {
         *self.during_reply.borrow_mut() = Some(Box::new(f));
+    }
+
+    /// Runs `f` inside the next resumption of the held request.
+    pub fn during_resume(&self, f: impl FnOnce() + 'static) {
+        *self.during_resume.borrow_mut() = Some(Box::new(f));
     }
 
     /// The request's headers now.
@@ -468,6 +476,10 @@ impl EnvoyStream for FakeStream {
     fn continue_decoding(&self) {
         self.envoy.call("continue_decoding");
         self.resumed.set(self.resumed.get() + 1);
+        let during = self.during_resume.borrow_mut().take();
+        if let Some(f) = during {
+            f();
+        }
     }
 }
 

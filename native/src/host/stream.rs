@@ -1,6 +1,6 @@
 //! [`NativeStream`]: the host of one HTTP stream's flow.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -20,6 +20,9 @@ pub struct NativeStream {
     pub metrics: Arc<[MetricDef]>,
     /// The answer of the callout being handled, if one is.
     pub answer: Rc<RefCell<Option<Answer>>>,
+    /// The flow let its held request go on: the module resumes it in
+    /// Envoy once the flow's call is over (`module::stream`).
+    pub resume_due: Rc<Cell<bool>>,
 }
 
 impl Host for NativeStream {
@@ -118,7 +121,10 @@ impl StreamHost for NativeStream {
     }
 
     fn resume(&self) -> Result<(), HostError> {
-        self.envoy.continue_decoding();
+        // Not now: Envoy runs the next filters inside `continue_decoding`,
+        // and with them the response hooks of a reply it sends itself (no
+        // route), which must find the flow free to read that response.
+        self.resume_due.set(true);
         Ok(())
     }
 }

@@ -1,7 +1,7 @@
 //! The host interface's calls on a fake Envoy: metrics by the filter's id,
 //! callouts as tokens, a callout's answer, the plugin configuration.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::sync::Arc;
 
@@ -67,6 +67,7 @@ fn a_stream_moves_only_the_metrics_its_configuration_defined() {
         envoy: envoy.stream(&[]).handle(),
         metrics,
         answer: Rc::new(RefCell::new(None)),
+        resume_due: Rc::new(Cell::new(false)),
     };
     assert_eq!(stream.define_metric(MetricKind::Counter, "requests"), Ok(0));
     assert!(stream.define_metric(MetricKind::Gauge, "requests").is_err());

@@ -2,6 +2,10 @@
 //! Hooks of one stream may nest (a local reply runs the response hooks
 //! inside the request hook that sent it), so a hook that finds the flow
 //! busy queues its event, and the outer hook runs it when it is done.
+//! Resuming a held request nests too (Envoy's own reply to it, such as a
+//! 404 for want of a route, runs its response hooks inside
+//! `continue_decoding`), and those hooks must read that response while it
+//! is there: so the request is resumed once the flow is free again.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -84,6 +88,7 @@ pub fn filter_new(handle: &ConfigHandle, envoy: Rc<dyn EnvoyStream>) -> Option<S
         envoy,
         metrics: handle.shared.metrics.clone(),
         answer: Rc::new(RefCell::new(None)),
+        resume_due: Rc::new(Cell::new(false)),
     };
     let worker = thread_worker(handle, &host)?;
     let flow = Flow::new(host.clone(), Some(worker.clone()), worker.metrics.clone());
@@ -119,6 +124,10 @@ pub fn stream_event(state: &StreamFilter, event: StreamEvent) -> Action {
             None => break,
         }
     }
+    drop(flow);
+    if state.host.resume_due.take() {
+        state.host.envoy.continue_decoding();
+    }
     action
 }
 
@@ -136,7 +145,7 @@ pub fn response_body(state: &StreamFilter, end_of_stream: bool) -> Action {
 
 /// A stream hook panicked: the stream's hooks do nothing from now on, and
 /// a request not yet decided is answered 503 `auth_unavailable`; one
-/// already decided is left as it was.
+/// already decided is left as it was (resumed, if it was let go on).
 pub fn stream_fault(state: &StreamFilter) {
     state.faulted.set(true);
     let (undecided, request_id) = match state.flow.try_borrow() {
@@ -150,6 +159,8 @@ pub fn stream_fault(state: &StreamFilter) {
             &denial.reply_headers(),
             &denial.reply_body(&request_id),
         );
+    } else if state.host.resume_due.take() {
+        state.host.envoy.continue_decoding();
     }
 }
 

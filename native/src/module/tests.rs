@@ -411,6 +411,32 @@ fn response_hooks_nested_in_a_local_reply_run_after_the_hook_that_sent_it() {
 }
 
 #[test]
+fn envoys_own_reply_to_a_resumed_request_is_read_in_its_own_hook() {
+    let (envoy, handle) = configure("");
+    let request = Request::new(&envoy, &handle, &key("resumed-unrouted"));
+    request.headers();
+    assert_eq!(request.body(BODY, true), Action::Pause);
+    let (state, stream) = (request.state.clone(), request.stream.clone());
+    request.stream.during_resume(move || {
+        // No route: Envoy answers 404 itself inside `continue_decoding`,
+        // and its headers are there only while their hook runs.
+        stream.respond(&[(":status", "404")]);
+        let response = stream_event(&state, StreamEvent::ResponseHeaders);
+        assert_eq!(response, Action::Continue);
+        stream.respond(&[]);
+        assert_eq!(
+            stream_event(&state, StreamEvent::Complete),
+            Action::Continue
+        );
+    });
+    request.answer(active());
+    assert_eq!(request.stream.resumed(), 1);
+    let records = queued(&handle.shared);
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].status_code, 404);
+}
+
+#[test]
 fn a_fault_fails_an_undecided_request_closed_and_silences_the_stream() {
     let (envoy, handle) = configure("");
     let request = Request::new(&envoy, &handle, &key("fault"));
