@@ -303,13 +303,14 @@ def gateway_config(kind: str, workdir: Path, upstream_addr: str, sidecar_addr: s
                    port: int, admin_port: int, filter_overrides: dict | None = None,
                    native: tuple[str, str] | None = None, wasm: Path = WASM,
                    root_id: str | None = None, build: str = "wasm",
-                   module: str | None = None) -> str:
+                   module: str | None = None, llm_upstream_addr: str | None = None) -> str:
     """The rendered stack config for ``kind`` (gate, bare or native) on these ports.
 
     ``wasm`` and ``root_id`` replace the filter's module and root context
     (the probe filters of bench/wasm-probe); ``build`` picks the filter's
     build (``TOLLGATE_FILTER``), and ``module`` the native build's module
-    (the no-op probe of bench/native-probe).
+    (the no-op probe of bench/native-probe); ``llm_upstream_addr`` is where
+    the LLM routes go (sse-upstream, for the LLM stream rows).
     """
     env = {
         "TOLLGATE_ENVOY_PORT": str(port),
@@ -321,6 +322,8 @@ def gateway_config(kind: str, workdir: Path, upstream_addr: str, sidecar_addr: s
         "TOLLGATE_FILTER_OVERRIDES": json.dumps(filter_overrides or {}),
         "TOLLGATE_FILTER": build,
     }
+    if llm_upstream_addr is not None:
+        env["TOLLGATE_LLM_UPSTREAM_ADDR"] = llm_upstream_addr
     text = envoy_config.render("local", env)
     if module is not None:
         line = f"name: {envoy_config.NATIVE_MODULE}\n"

@@ -14,7 +14,11 @@ free loopback ports:
   filters of bench/wasm-probe: one does nothing, the floor of any wasm
   filter; the other makes tollgate's host calls without its logic) and
   ``gate_ai`` (tollgate in front of the ai-server), ``gate_native_ai`` (its
-  native build there), ``bare_ai`` (Envoy alone in front of it).
+  native build there), ``bare_ai`` (Envoy alone in front of it);
+* for the LLM stream rows (bench/llm_stream.py), ``sse-upstream``
+  replaying llm-upstream's streamed chat answer; the ``bare``, ``gate``,
+  ``native`` and ``gate_native`` gateways route ``/v1/chat/completions`` to
+  it, and those rows' latency run is a time-to-first-byte run.
 
 Then, for each round, every scenario gets one throughput run and one
 fixed-rate latency run (bench/loadgen.py), with a fresh token per run, in an
@@ -29,7 +33,8 @@ SQLite. bench/report.py writes bench/results.json and bench/results.md.
 
 Knobs (environment): BENCH_DURATION (s per run, default 5), BENCH_ROUNDS (3),
 BENCH_WARMUP (s, 2), BENCH_RATE (req/s of latency runs, 1000), BENCH_AI_RATE
-(100), BENCH_CONNECTIONS (16), BENCH_INGEST_SECONDS (5), BENCH_SCENARIOS
+(100), BENCH_CONNECTIONS (16), BENCH_TTFB_STREAMS (streams of each
+time-to-first-byte run of the LLM stream rows, 2000), BENCH_INGEST_SECONDS (5), BENCH_SCENARIOS
 (comma list, default all), BENCH_SEED (seed of the run orders, default
 random), BENCH_KEEP (1: keep the work directory), BENCH_MYSQL_URL
 (mysql://root@127.0.0.1:3306).
@@ -58,6 +63,7 @@ from pathlib import Path
 # script (Python puts a script's directory first on its path).
 import envoys
 import ledger
+import llm_stream
 import loadgen
 import report
 from envoys import Envoy
@@ -75,6 +81,10 @@ ANALYZE = "/proxy/analyze"
 
 #: The scenarios whose upstream is the ai-server, not the fast upstream Envoy.
 AI_SERVER_GATES = ("bare_ai_server", "gate_ai_server", "gate_native_ai_server")
+#: The LLM stream rows (bench/llm_stream.py): their upstream is sse-upstream,
+#: their latency run is the time to first byte.
+LLM_STREAM_ROWS = ("bare_llm_stream", "gate_llm_stream", "native_llm_stream",
+                   "gate_native_llm_stream")
 
 
 @dataclasses.dataclass
@@ -87,6 +97,7 @@ class Knobs:
     rate: int = 1000
     ai_rate: int = 100
     connections: int = 16
+    ttfb_streams: int = 2000  # streams of each time-to-first-byte run (LLM stream rows)
     ingest_seconds: int = 5
     envoy_concurrency: int = 2
     scenarios: list[str] | None = None
@@ -105,6 +116,7 @@ class Knobs:
             rate=int(e.get("BENCH_RATE", 1000)),
             ai_rate=int(e.get("BENCH_AI_RATE", 100)),
             connections=int(e.get("BENCH_CONNECTIONS", 16)),
+            ttfb_streams=int(e.get("BENCH_TTFB_STREAMS", 2000)),
             ingest_seconds=int(e.get("BENCH_INGEST_SECONDS", 5)),
             scenarios=only or None,
             seed=int(e["BENCH_SEED"]) if e.get("BENCH_SEED") else random.randrange(1 << 32),
@@ -126,6 +138,7 @@ class Scenario:
     metered: bool  # tollgate's filter meters it: counts for the usage check
     rate: int
     ok_total: int = 0  # 2xx answers over every run, warm-up and smoke included
+    llm: bool = False  # an LLM stream row: sse-upstream behind it, TTFB as its latency run
 
 
 def json_body(size: int) -> bytes:
@@ -192,6 +205,9 @@ class Bench:
         self.grant_rates: dict[str, list[float]] = {}  # grants/s of each limited throughput run
         #: What the fast upstream served (key id, request id), for the usage check.
         self.served_log = workdir / "logs" / "upstream-served.log"
+        #: The same for sse-upstream, the LLM stream rows' upstream.
+        self.llm_served_log = workdir / "logs" / "llm-served.log"
+        self.sse_upstream = None  # its Service, once started
 
     # -- processes ---------------------------------------------------------
     def envoy_env(self) -> dict:
@@ -221,7 +237,8 @@ class Bench:
         ai_addr = f"127.0.0.1:{c.ai_server_port}"
         keys = {name: self.stack.create_key(f"bench-{name}")
                 for name in ("gate_cached", "gate_64k", "gate_cold", "gate_ai_server", "native",
-                             "gate_native", "gate_native_64k", "gate_native_ai_server")}
+                             "gate_native", "gate_native_64k", "gate_native_ai_server",
+                             "gate_llm_stream", "gate_native_llm_stream")}
         # Limited keys far from their limits: the cost of charging a budget.
         for name in ("gate_limited", "gate_limited_no_header"):
             keys[name] = self.stack.create_key(f"bench-{name}", *LIMITED_KEY)
@@ -230,13 +247,16 @@ class Bench:
         upstream = self.add_envoy("upstream", lambda port, admin: envoys.upstream_config(
             port, admin, self.served_log))
         up_addr = f"127.0.0.1:{upstream.port}"
+        only = self.knobs.scenarios
+        llm_addr = self.start_sse_upstream() if any(
+            only is None or n in only for n in LLM_STREAM_ROWS) else None
 
         def gw(kind, upstream_addr, overrides=None, native=None, wasm=envoys.WASM, root_id=None,
                build="wasm", module=None):
             return lambda port, admin: envoys.gateway_config(
                 kind, self.workdir, upstream_addr, sidecar_addr, port, admin,
                 filter_overrides=overrides, native=native, wasm=wasm, root_id=root_id,
-                build=build, module=module)
+                build=build, module=module, llm_upstream_addr=llm_addr)
 
         bare = self.add_envoy("bare", gw("bare", up_addr))
         gate = self.add_envoy("gate", gw("gate", up_addr))
@@ -258,11 +278,14 @@ class Bench:
             "native_module_noop", gw("gate", up_addr, build="native", module=envoys.NATIVE_PROBE),
             module_dir=envoys.NATIVE_PROBE_DIR)
 
+        k = self.knobs
         small, large = json_body(1024), json_body(64 * 1024)
         (self.workdir / "body-1k.json").write_bytes(small)
         (self.workdir / "body-64k.json").write_bytes(large)
         b1, b64 = self.workdir / "body-1k.json", self.workdir / "body-64k.json"
-        k = self.knobs
+        llm_body = self.workdir / "body-llm-stream.json"
+        llm_body.write_bytes(llm_stream.BODY)
+        chat, stream_body = llm_stream.PATH, llm_stream.BODY
         rows = [
             Scenario("bare", bare.url + ANALYZE, b1, small, bare, keys["gate_cached"], False, k.rate),
             Scenario("gate_cached", gate.url + ANALYZE, b1, small, gate, keys["gate_cached"], True, k.rate),
@@ -292,13 +315,37 @@ class Bench:
                      keys["gate_ai_server"], True, k.ai_rate),
             Scenario("gate_native_ai_server", gate_native_ai.url + ANALYZE, b1, small,
                      gate_native_ai, keys["gate_native_ai_server"], True, k.ai_rate),
+            Scenario("bare_llm_stream", bare.url + chat, llm_body, stream_body, bare,
+                     keys["gate_llm_stream"], False, k.rate, llm=True),
+            Scenario("gate_llm_stream", gate.url + chat, llm_body, stream_body, gate,
+                     keys["gate_llm_stream"], True, k.rate, llm=True),
+            Scenario("native_llm_stream", native.url + chat, llm_body, stream_body, native,
+                     keys["native"], False, k.rate, llm=True),
+            Scenario("gate_native_llm_stream", gate_native.url + chat, llm_body, stream_body,
+                     gate_native, keys["gate_native_llm_stream"], True, k.rate, llm=True),
         ]
         self.scenarios = {s.name: s for s in rows
                           if k.scenarios is None or s.name in k.scenarios}
 
+    def start_sse_upstream(self) -> str:
+        """Records llm-upstream's streamed answer, then starts sse-upstream
+        replaying it; returns its address (llm-upstream is stopped again)."""
+        self.stack.start_llm_upstream()
+        try:
+            events = self.workdir / "llm-stream-answer.sse"
+            llm_stream.record_answer(self.stack.llm_upstream_url, events)
+        finally:
+            self.stack.llm_upstream.stop()
+        self.sse_upstream, port = llm_stream.responder(self.workdir, events, self.llm_served_log)
+        self.sse_upstream.start()
+        llm_stream.wait_listening(port)
+        return f"127.0.0.1:{port}"
+
     def stop(self) -> None:
         for envoy in self.envoys.values():
             envoy.stop()
+        if self.sse_upstream is not None:
+            self.sse_upstream.stop()
         self.stack.stop()
 
     # -- runs --------------------------------------------------------------
@@ -327,8 +374,11 @@ class Bench:
         if s.gateway is not None and s.gateway.service.proc is not None:
             pids["gateway"] = s.gateway.service.proc.pid
         upstream = self.envoys.get("upstream")
-        if upstream is not None and upstream.service.proc is not None and s.gateway is not None \
-                and s.name not in AI_SERVER_GATES:
+        if s.llm:
+            if self.sse_upstream is not None and self.sse_upstream.proc is not None:
+                pids["upstream"] = self.sse_upstream.proc.pid
+        elif upstream is not None and upstream.service.proc is not None \
+                and s.gateway is not None and s.name not in AI_SERVER_GATES:
             pids["upstream"] = upstream.service.proc.pid
         if s.metered and self.stack.sidecar.proc is not None:
             pids["sidecar"] = self.stack.sidecar.proc.pid
@@ -341,10 +391,17 @@ class Bench:
         grants_before = self.grants(s)
         try:
             settle = (lambda ok: self.settle(s, s.ok_total + ok)) if s.metered else None
-            result = loadgen.run(self.request(s), kind, seconds, connections=k.connections,
-                                 rate=s.rate if kind == "latency" else None, watch=self.watch(s),
-                                 settle=settle)
-        except (RuntimeError, subprocess.TimeoutExpired, json.JSONDecodeError) as err:
+            if s.llm and kind == "latency":
+                req = self.request(s)
+                result = llm_stream.ttfb_run(req.url, req.headers, s.body, k.ttfb_streams,
+                                             self.watch(s))
+                if settle is not None:
+                    settle(result.ok)  # after its CPU window: the next run's window stays clean
+            else:
+                result = loadgen.run(self.request(s), kind, seconds, connections=k.connections,
+                                     rate=s.rate if kind == "latency" else None,
+                                     watch=self.watch(s), settle=settle)
+        except (RuntimeError, OSError, subprocess.TimeoutExpired, json.JSONDecodeError) as err:
             self.failures.append(f"{s.name} {kind}: {err}")
             log(f"{s.name:<17} {kind:<10} FAILED: {err}")
             if record:
@@ -449,6 +506,10 @@ class Bench:
         log(f"usage_log: {found} rows for {expected} successful gated requests")
         self.envoys["upstream"].stop()
         served = ledger.served_ids(self.served_log)
+        if self.sse_upstream is not None:
+            self.sse_upstream.stop()  # it writes its log as it exits
+            for key_id, request_ids in ledger.served_ids(self.llm_served_log).items():
+                served.setdefault(key_id, set()).update(request_ids)
         if self.stack.ai_server.log.exists():
             for key_id, request_ids in ledger.served_ids(
                     self.stack.ai_server.log, ledger.AI_SERVER_SERVED_MARKER).items():

@@ -43,6 +43,8 @@ TARGETS = {
     "gate_limited_p50_added_ms": ("<=", 0.02),
     "gate_limited_grants_per_s": ("<=", 1.0),
     "gate_native_ai_server_vs_direct_rps": (">=", 0.85),
+    "gate_llm_stream_ttfb_added_ms": ("<=", 0.10),
+    "gate_native_llm_stream_ttfb_added_ms": ("<=", 0.05),
 }
 
 
@@ -65,6 +67,12 @@ def paired(rounds_a: list[dict], rounds_b: list[dict], field: str, how: str) -> 
         else:
             values.append(vb - va)
     return median(values)
+
+
+def cpu_of(rounds: list[dict], process: str = "gateway") -> list[dict | None]:
+    """Each round's CPU µs per request of ``process``, as ``{"cpu": value}``
+    (the shape ``paired`` reads)."""
+    return [None if r is None else {"cpu": r["cpu_us_per_req"].get(process)} for r in rounds]
 
 
 def summarise(runs: dict[str, dict[str, list[dict]]]) -> dict:
@@ -142,6 +150,22 @@ def ratios(runs: dict, extra: dict) -> dict:
             thr("ai_server_direct"), thr("gate_native_ai_server"), "rps", "ratio"),
         "gate_native_ai_server_p50_added_ms": paired(
             lat("ai_server_direct"), lat("gate_native_ai_server"), "p50_ms", "added"),
+        # LLM stream rows: their latency runs are time-to-first-byte runs.
+        "gate_llm_stream_ttfb_added_ms": paired(
+            lat("bare_llm_stream"), lat("gate_llm_stream"), "p50_ms", "added"),
+        "gate_native_llm_stream_ttfb_added_ms": paired(
+            lat("bare_llm_stream"), lat("gate_native_llm_stream"), "p50_ms", "added"),
+        "native_llm_stream_ttfb_added_ms": paired(
+            lat("bare_llm_stream"), lat("native_llm_stream"), "p50_ms", "added"),
+        "gate_llm_stream_cpu_added_us": paired(
+            cpu_of(thr("bare_llm_stream")), cpu_of(thr("gate_llm_stream")), "cpu", "added"),
+        "gate_native_llm_stream_cpu_added_us": paired(
+            cpu_of(thr("bare_llm_stream")), cpu_of(thr("gate_native_llm_stream")), "cpu",
+            "added"),
+        "gate_llm_stream_vs_bare_llm_stream_rps": paired(
+            thr("bare_llm_stream"), thr("gate_llm_stream"), "rps", "ratio"),
+        "gate_native_llm_stream_vs_bare_llm_stream_rps": paired(
+            thr("bare_llm_stream"), thr("gate_native_llm_stream"), "rps", "ratio"),
     }
     r.update(extra)
     return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in r.items()}
@@ -189,6 +213,11 @@ DESCRIPTIONS = {
     "gate_native_64k": "Envoy + tollgate's native build, 64 KiB body",
     "gate_limited": "Envoy + tollgate, key cached, with a rate and a requests quota far from both",
     "gate_limited_no_header": "as gate_limited, allowed responses without RateLimit (its cost)",
+    "bare_llm_stream": "Envoy routing only, a streamed OpenAI chat completion (20 tokens); "
+                       "rps = streams/s, p50/p99 = time to first body byte",
+    "gate_llm_stream": "Envoy + tollgate metering the stream (key cached, usage chunk read)",
+    "native_llm_stream": "Envoy api_key_auth + jwt_authn in front of the stream, no metering",
+    "gate_native_llm_stream": "Envoy + tollgate's native build metering the stream",
 }
 
 
@@ -207,7 +236,9 @@ def markdown(results: dict) -> str:
         "database share the cores. CPU µs per request: the gateway's Envoy, the sidecar and "
         "the database server (metered rows only), and the whole machine (every process, "
         "busy time of both cores): while the cores are the limit, rps is about "
-        "2 cores / the machine's figure.",
+        "2 cores / the machine's figure. LLM stream rows (`*_llm_stream`): rps is whole "
+        "streams per second, p50/p99 the time to the first byte of the body over "
+        f"{k.get('ttfb_streams', '-')} streams one after another on one connection.",
         "",
         "| scenario | what | rps (16 conn) | p50 ms | p99 ms | errors "
         "| CPU µs/req: Envoy | sidecar | database | machine |",

@@ -2,7 +2,7 @@
 # `make bench`: the load benchmarks of bench/README.md on this machine.
 #
 # Installs oha (the load generator) with cargo if it is not on PATH, builds
-# sidecar-bench and the probe wasm filters (bench/wasm-probe), then runs
+# sidecar-bench, sse-upstream and the probe wasm filters (bench/wasm-probe), then runs
 # bench/gateway_bench.py with .venv's Python (`make setup` has built the
 # filter and the sidecar and created .venv). Writes
 # bench/results.json and bench/results.md and prints the table. Exits non-zero
@@ -19,6 +19,7 @@ if ! command -v oha >/dev/null 2>&1; then
     echo "bench: oha installed in $(( $(date +%s) - start )) s"
 fi
 
+# sidecar-bench and sse-upstream (the LLM stream rows' upstream).
 cargo build --release --locked -p tollgate-bench
 # The probe filters of the wasm_noop and wasm_mimic rows (their own small crate).
 cargo build --release --locked --target wasm32-wasip1 \
