@@ -107,4 +107,6 @@ def test_forged_records_are_refused_and_the_summary_keeps_working(any_gateway: G
     assert resp.json()["inserted"] == 3
     rows = summary_works(gw, key["id"])
     assert rows == [{"api_key_id": key["id"], "outcome": "allowed", "requests": 3,
-                     "request_bytes": 360, "response_bytes": 144, "units": 51}], rows
+                     "request_bytes": 360, "response_bytes": 144, "units": 51,
+                     "input_tokens": 0, "output_tokens": 0, "cached_input_tokens": 0,
+                     "reasoning_tokens": 0}], rows

@@ -217,10 +217,19 @@ REQUESTS_LIMIT = 200
 def assert_a_requests_quota_holds(stacks: list[Stack], ledger: Ledger, cli: Callable,
                                   key: dict) -> None:
     """400 requests over 16 connections spread over ``stacks`` with a key of
-    ``requests=200/day``: at most 200 and at least 95 % of them answered 200
+    ``requests=200/day``: at most 200 and at least 75 % of them answered 200
     (none of the others reaching the AI service), the rest 429
     ``quota_exceeded`` until the day ends; the ledger holds the same 2xx;
-    the counter has charged every admitted request and no more than 200."""
+    the counter has charged every admitted request and no more than 200.
+    Then each Envoy is drained of what it still holds: served and drained
+    come to exactly 200, so no grant was lost and none overshot.
+
+    When the burst ends, the Envoys that were not told "spent" still hold
+    the unused part of their grants (each at most a quarter of what was
+    left): 5 to 41 of 200 measured on both builds, more when the AI service
+    is slow under load, since their connections get fewer turns before the
+    shared counter of 400 runs out. So the burst's share is a loose bound,
+    and exactness is proven by the drain."""
     assert key["limits"] == {"rate": None, "quotas": [
         {"kind": "requests", "limit": REQUESTS_LIMIT, "window": "day"}]}, key["limits"]
     before = reconciled(cli, key["id"])["requests"]
@@ -231,7 +240,7 @@ def assert_a_requests_quota_holds(stacks: list[Stack], ledger: Ledger, cli: Call
     sent = offer(stacks, key["key"], 2 * REQUESTS_LIMIT, connections=16)
 
     served = [s for s in sent if s.status == 200]
-    assert math.ceil(0.95 * REQUESTS_LIMIT) <= len(served) <= REQUESTS_LIMIT, \
+    assert math.ceil(0.75 * REQUESTS_LIMIT) <= len(served) <= REQUESTS_LIMIT, \
         f"{len(served)} of {len(sent)} answered 200 under requests=200/day: {tally(sent)}"
     policy = {"requests": (REQUESTS_LIMIT, DAY_S)}
     for s in sent:
@@ -248,8 +257,26 @@ def assert_a_requests_quota_holds(stacks: list[Stack], ledger: Ledger, cli: Call
     after = reconciled(cli, key["id"])["requests"]
     assert after["ledger"] == len(served), after
     assert len(served) <= after["charged"] <= REQUESTS_LIMIT, after
+    drained = drain(stacks, ledger, key["key"])
+    settled = reconciled(cli, key["id"])["requests"]
+    assert len(served) + drained == REQUESTS_LIMIT == settled["charged"], \
+        (f"{len(served)} served in the burst and {drained} drained after it "
+         f"under requests=200/day: {settled}")
     print(f"requests=200/day over {len(stacks)} Envoy(s): {len(served)} served of {len(sent)}, "
-          f"{after['charged']} charged")
+          f"{drained} drained after")
+
+
+def drain(stacks: list[Stack], ledger: Ledger, key: str) -> int:
+    """Sends one request to each Envoy in turn until a round where every
+    one refuses: how many were served (what the Envoys still held)."""
+    clients = [Gateway(stack, ledger) for stack in stacks]
+    drained = 0
+    for _ in range(REQUESTS_LIMIT + 1):
+        served = sum(client.post(BODY, key).status_code == 200 for client in clients)
+        drained += served
+        if not served:
+            return drained
+    raise AssertionError(f"still serving after {drained} drained requests")
 
 
 def test_a_daily_requests_quota_on_one_envoy(any_gateway: Gateway):
