@@ -6,8 +6,10 @@ added latencies are medians of per-round differences between a scenario and
 its reference measured in the same round (in an order shuffled per round),
 which cancels most of the drift of a shared machine.
 
-Usage (rewrite docs/PERFORMANCE.md's table from the last results):
+Usage (rewrite docs/PERFORMANCE.md's table from the last results; print the
+table of another results file, e.g. bench/results-llm-stream.json):
   .venv/bin/python bench/report.py --readme
+  .venv/bin/python bench/report.py bench/results-llm-stream.json
 """
 
 from __future__ import annotations
@@ -327,7 +329,8 @@ def update_readme(table: str, elapsed_s: float) -> None:
 
 
 def main(argv: list[str]) -> int:
-    results = json.loads((HERE / "results.json").read_text())
+    files = [a for a in argv if not a.startswith("--")]
+    results = json.loads(Path(files[0] if files else HERE / "results.json").read_text())
     table = markdown(results)
     if "--readme" in argv:
         update_readme(table, results.get("elapsed_s", 0))
