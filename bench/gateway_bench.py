@@ -391,26 +391,23 @@ class Bench:
         grants_before = self.grants(s)
         try:
             settle = (lambda ok: self.settle(s, s.ok_total + ok)) if s.metered else None
-            if s.llm and kind == "latency":
-                req = self.request(s)
-                result = llm_stream.ttfb_run(req.url, req.headers, s.body, k.ttfb_streams,
-                                             self.watch(s))
-                if settle is not None:
-                    settle(result.ok)  # after its CPU window: the next run's window stays clean
-            else:
-                result = loadgen.run(self.request(s), kind, seconds, connections=k.connections,
-                                     rate=s.rate if kind == "latency" else None,
-                                     watch=self.watch(s), settle=settle)
-        except (RuntimeError, OSError, subprocess.TimeoutExpired, json.JSONDecodeError) as err:
+            result = loadgen.run(self.request(s), kind, seconds, connections=k.connections,
+                                 rate=s.rate if kind == "latency" else None, watch=self.watch(s),
+                                 settle=settle)
+        except (RuntimeError, subprocess.TimeoutExpired, json.JSONDecodeError) as err:
             self.failures.append(f"{s.name} {kind}: {err}")
             log(f"{s.name:<17} {kind:<10} FAILED: {err}")
             if record:
                 self.runs.setdefault(s.name, {}).setdefault(kind, []).append(None)
             return
-        s.ok_total += result.ok
+        self.record(s, kind, result, record)
         if record and grants_before is not None and kind == "throughput" and seconds > 0:
             per_s = (self.grants(s) - grants_before) / seconds
             self.grant_rates.setdefault(s.name, []).append(round(per_s, 2))
+
+    def record(self, s: Scenario, kind: str, result: loadgen.RunResult, record: bool) -> None:
+        """Counts, keeps (``record``) and logs one run's result."""
+        s.ok_total += result.ok
         if result.errors:
             self.failures.append(f"{s.name} {kind}: {result.errors} errors {result.error_detail}")
         if record:
@@ -419,6 +416,28 @@ class Bench:
             f"p50 {result.p50_ms:7.3f} ms  p99 {result.p99_ms:7.3f} ms  errors {result.errors}  "
             f"cpu us/req {result.cpu_us_per_req}"
             + (f"  settled {result.settle_s:.2f} s" if s.metered else ""))
+
+    def ttfb_run(self, rows: list[Scenario]) -> None:
+        """The LLM stream rows' latency run: their time to first byte, in one
+        interleaved run (bench/llm_stream.py); then their usage settles."""
+        targets = []
+        for s in rows:
+            req = self.request(s)
+            targets.append(llm_stream.TtfbTarget(s.name, req.url, req.headers, s.body,
+                                                 self.watch(s)))
+        try:
+            results = llm_stream.ttfb_interleaved(targets, self.knobs.ttfb_streams, self.rng)
+        except OSError as err:
+            self.failures.append(f"{', '.join(s.name for s in rows)} ttfb: {err}")
+            log(f"ttfb FAILED: {err}")
+            for s in rows:  # keeps the rounds of every row aligned
+                self.runs.setdefault(s.name, {}).setdefault("latency", []).append(None)
+            return
+        for s in rows:
+            self.record(s, "latency", results[s.name], record=True)
+        for s in rows:
+            if s.metered:
+                self.settle(s, s.ok_total)
 
     def grants(self, s: Scenario) -> int | None:
         """Grants the sidecar gave ``s``'s key so far (limited keys only)."""
@@ -468,7 +487,14 @@ class Bench:
                                     "order": [s.name for s in order]})
                 log(f"round {round_no}/{k.rounds} {kind} (seed {k.seed}): "
                     + ", ".join(s.name for s in order))
+                # The LLM stream rows' latency runs are one interleaved run, at
+                # the place of the first of them.
+                ttfb = [s for s in order if s.llm] if kind == "latency" else []
                 for s in order:
+                    if s.llm and kind == "latency":
+                        if s is ttfb[0]:
+                            self.ttfb_run(ttfb)
+                        continue
                     self.one_run(s, kind, k.duration_s, record=True)
                     if s.name == "gate_cached" and kind == "throughput":
                         self.read_rss()

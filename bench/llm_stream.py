@@ -8,11 +8,12 @@
   one write per event, with no delay: fast and deterministic, the same
   bytes for the bare and the gated rows; it logs the key id and request id
   of each request it answers, the usage check's witness.
-* ``ttfb_run``: time to first byte of the body, the latency run of these
-  rows. One keep-alive connection, streams one after another (no
-  queueing): from the moment the request is sent to the first byte of the
-  first SSE chunk's data; the rest of the stream is then read to its end
-  and checked (200, chunked, ends with ``data: [DONE]``).
+* ``ttfb_interleaved``: time to first byte of the body, the latency run of
+  these rows, all of them in one run: one keep-alive connection per row,
+  one stream at a time (no queueing), the rows taking turns; each stream
+  timed from the moment its request is sent to the first byte of the
+  first SSE chunk's data, then read to its end and checked (200, chunked,
+  ends with ``data: [DONE]``).
 
 The throughput run of these rows is loadgen's oha run: whole streams per
 second over 16 connections, Envoy's CPU per stream.
@@ -20,7 +21,9 @@ second over 16 connections, Envoy's CPU per stream.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import random
 import socket
 import statistics
 import time
@@ -127,47 +130,87 @@ class _Stream:
         return body
 
 
-def ttfb_run(url: str, headers: dict, body: bytes, streams: int,
-             watch: dict[str, int]) -> loadgen.RunResult:
-    """``streams`` streams one after another on one connection; p50/p99 of
-    their time to the first body byte, and the CPU each watched process
-    spent per stream."""
-    host, port, request = _request_bytes(url, headers, body)
-    samples: list[float] = []
-    errors: dict[str, int] = {}
-    cpu_before = {name: loadgen.cpu_seconds(pid) for name, pid in watch.items()}
+@dataclasses.dataclass
+class TtfbTarget:
+    """One row of an interleaved time-to-first-byte run."""
+
+    name: str
+    url: str
+    headers: dict
+    body: bytes
+    watch: dict[str, int]  # processes whose CPU per stream the run reports
+
+
+class _Connection:
+    """One keep-alive connection to a row's gateway, sending its request."""
+
+    def __init__(self, target: TtfbTarget):
+        host, port, self.request = _request_bytes(target.url, target.headers, target.body)
+        self.sock = socket.create_connection((host, port), timeout=10)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.reader = _Stream(self.sock)
+        self.broken = False
+
+    def stream(self) -> float | str:
+        """One whole stream: its time to first body byte in ms, or what went wrong."""
+        sent = time.perf_counter_ns()
+        self.sock.sendall(self.request)
+        status, chunked = self.reader.head()
+        if status != 200 or not chunked:
+            self.broken = True  # the connection's framing is unknown from here
+            return str(status) if status != 200 else "not chunked"
+        self.reader.first_data()
+        first = time.perf_counter_ns()
+        return (first - sent) / 1e6 if DONE in self.reader.rest() else "no [DONE]"
+
+
+def ttfb_interleaved(targets: list[TtfbTarget], streams: int,
+                     rng: random.Random) -> dict[str, loadgen.RunResult]:
+    """``streams`` streams per row, one at a time, the rows taking turns in
+    an order shuffled per turn, each on its own connection: a drift of the
+    machine reaches every row alike. Per row: p50/p99 of the time to the
+    first body byte, and the CPU each watched process spent per stream
+    (processes the rows share, such as the upstream, are left out)."""
+    counts: dict[int, int] = {}
+    for t in targets:
+        for pid in t.watch.values():
+            counts[pid] = counts.get(pid, 0) + 1
+    watch = {t.name: {n: pid for n, pid in t.watch.items() if counts[pid] == 1} for t in targets}
+    samples: dict[str, list[float]] = {t.name: [] for t in targets}
+    errors: dict[str, dict[str, int]] = {t.name: {} for t in targets}
+    cpu_before = {t.name: {n: loadgen.cpu_seconds(pid) for n, pid in watch[t.name].items()}
+                  for t in targets}
     started = time.monotonic()
-    sock = socket.create_connection((host, port), timeout=10)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    reader = _Stream(sock)
+    conns = {t.name: _Connection(t) for t in targets}
+    turn = list(targets)
     try:
         for _ in range(streams):
-            sent = time.perf_counter_ns()
-            sock.sendall(request)
-            status, chunked = reader.head()
-            if status != 200 or not chunked:
-                key = str(status) if status != 200 else "not chunked"
-                errors[key] = errors.get(key, 0) + 1
-                break  # the connection's framing is unknown from here
-            reader.first_data()
-            first = time.perf_counter_ns()
-            if DONE not in reader.rest():
-                errors["no [DONE]"] = errors.get("no [DONE]", 0) + 1
-                continue
-            samples.append((first - sent) / 1e6)
-    except OSError as err:
-        errors[type(err).__name__] = errors.get(type(err).__name__, 0) + 1
+            rng.shuffle(turn)
+            for t in turn:
+                conn = conns[t.name]
+                if conn.broken:
+                    continue
+                try:
+                    got = conn.stream()
+                except OSError as err:
+                    conn.broken, got = True, type(err).__name__
+                if isinstance(got, float):
+                    samples[t.name].append(got)
+                else:
+                    errors[t.name][got] = errors[t.name].get(got, 0) + 1
     finally:
-        sock.close()
+        for conn in conns.values():
+            conn.sock.close()
     elapsed = time.monotonic() - started
-    cpu_after = {name: loadgen.cpu_seconds(pid) for name, pid in watch.items()}
-    ok = len(samples)
-    q = statistics.quantiles(samples, n=100, method="inclusive") if ok >= 2 else None
-    return loadgen.RunResult(
-        kind="ttfb", seconds=round(elapsed, 2), requests=ok + sum(errors.values()), ok=ok,
-        errors=sum(errors.values()), rps=ok / elapsed if elapsed else 0.0,
-        p50_ms=q[49] if q else float("nan"), p99_ms=q[98] if q else float("nan"),
-        error_detail=errors,
-        cpu_us_per_req={name: round((cpu_after[name] - cpu_before[name]) * 1e6 / ok, 1)
-                        if ok else None for name in cpu_before},
-        settle_s=0.0)
+    out = {}
+    for t in targets:
+        ok, errs = len(samples[t.name]), errors[t.name]
+        q = statistics.quantiles(samples[t.name], n=100, method="inclusive") if ok >= 2 else None
+        cpu = {n: round((loadgen.cpu_seconds(pid) - cpu_before[t.name][n]) * 1e6 / ok, 1)
+               if ok else None for n, pid in watch[t.name].items()}
+        out[t.name] = loadgen.RunResult(
+            kind="ttfb", seconds=round(elapsed, 2), requests=ok + sum(errs.values()), ok=ok,
+            errors=sum(errs.values()), rps=ok / elapsed if elapsed else 0.0,
+            p50_ms=q[49] if q else float("nan"), p99_ms=q[98] if q else float("nan"),
+            error_detail=errs, cpu_us_per_req=cpu, settle_s=0.0)
+    return out

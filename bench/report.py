@@ -240,7 +240,7 @@ def markdown(results: dict) -> str:
         "busy time of both cores): while the cores are the limit, rps is about "
         "2 cores / the machine's figure. LLM stream rows (`*_llm_stream`): rps is whole "
         "streams per second, p50/p99 the time to the first byte of the body over "
-        f"{k.get('ttfb_streams', '-')} streams one after another on one connection.",
+        f"{k.get('ttfb_streams', '-')} streams per row, one at a time, the rows taking turns.",
         "",
         "| scenario | what | rps (16 conn) | p50 ms | p99 ms | errors "
         "| CPU µs/req: Envoy | sidecar | database | machine |",
