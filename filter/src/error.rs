@@ -1,7 +1,7 @@
 //! Every reason the filter refuses a request, and the one place that turns a
 //! reason into an HTTP status, a stable error code and a JSON body.
 
-use tollgate_wire::{ErrorBody, ErrorDetail, Outcome};
+use tollgate_wire::{Api, ErrorBody, ErrorDetail, Outcome};
 
 use crate::llm::request::InvalidRequest;
 
@@ -183,6 +183,23 @@ impl Denial {
             headers.push(("www-authenticate", "Bearer"));
         }
         headers
+    }
+
+    /// The JSON body of the local reply on a route of `llm_api`: on an LLM
+    /// route, that provider's error shape (so its SDK raises the matching
+    /// exception; the code stays in it), else [`Denial::reply_body`].
+    pub fn reply_body_on(self, llm_api: Option<Api>, request_id: &str) -> Vec<u8> {
+        match llm_api {
+            Some(api) => crate::llm::errors::error_body(
+                api.provider(),
+                self.status(),
+                self.code(),
+                &self.message(),
+                request_id,
+                self.field(),
+            ),
+            None => self.reply_body(request_id),
+        }
     }
 
     /// The JSON body of the local reply:

@@ -388,19 +388,7 @@ impl<H: StreamHost> Flow<H> {
         self.stage = Stage::Denied(denial);
         self.metrics.denied(&self.host, denial);
         self.exchange.reply_status = Some(denial.status());
-        // On an LLM route the refusal is in that provider's error shape, so
-        // its SDK raises the matching exception; the code stays in it.
-        let body = match self.exchange.llm_api {
-            Some(api) => crate::llm::errors::error_body(
-                api.provider(),
-                denial.status(),
-                denial.code(),
-                &denial.message(),
-                &self.exchange.request_id,
-                denial.field(),
-            ),
-            None => denial.reply_body(&self.exchange.request_id),
-        };
+        let body = denial.reply_body_on(self.exchange.llm_api, &self.exchange.request_id);
         let mut headers = denial.reply_headers();
         headers.extend(extra.iter().map(|(n, v)| (*n, v.as_str())));
         if let Err(e) = self.host.send_reply(denial.status(), &headers, &body) {

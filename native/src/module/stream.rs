@@ -148,16 +148,20 @@ pub fn response_body(state: &StreamFilter, end_of_stream: bool) -> Action {
 /// already decided is left as it was (resumed, if it was let go on).
 pub fn stream_fault(state: &StreamFilter) {
     state.faulted.set(true);
-    let (undecided, request_id) = match state.flow.try_borrow() {
-        Ok(flow) => (flow.stage().undecided(), flow.exchange().request_id.clone()),
-        Err(_) => (true, String::new()),
+    let (undecided, request_id, llm_api) = match state.flow.try_borrow() {
+        Ok(flow) => {
+            let exchange = flow.exchange();
+            let id = exchange.request_id.clone();
+            (flow.stage().undecided(), id, exchange.llm_api)
+        }
+        Err(_) => (true, String::new(), None),
     };
     if undecided {
         let denial = Denial::AuthUnavailable;
         state.host.envoy.send_response(
             denial.status(),
             &denial.reply_headers(),
-            &denial.reply_body(&request_id),
+            &denial.reply_body_on(llm_api, &request_id),
         );
     } else if state.host.resume_due.take() {
         state.host.envoy.continue_decoding();

@@ -457,6 +457,29 @@ fn a_fault_fails_an_undecided_request_closed_and_silences_the_stream() {
 }
 
 #[test]
+fn a_fault_on_an_llm_route_answers_in_the_providers_shape() {
+    let (envoy, handle) = configure("");
+    let key = key("llm-fault");
+    let mut headers = fake::request(&key, BODY);
+    headers[1].1 = "/v1/messages".to_string();
+    let request = Request::with_headers(&envoy, &handle, &headers);
+    request.headers();
+    stream_fault(&request.state);
+    let reply = &request.stream.replies()[0];
+    assert_eq!(reply.status, 503);
+    assert!(
+        reply.body.starts_with(r#"{"type":"error""#),
+        "{}",
+        reply.body
+    );
+    assert!(
+        reply.body.contains(r#""code":"auth_unavailable""#),
+        "{}",
+        reply.body
+    );
+}
+
+#[test]
 fn a_fault_while_a_step_of_admission_waits_fails_the_request_closed() {
     let (envoy, handle) = configure("");
     let request = Request::new(&envoy, &handle, &key("fault-waiting"));
