@@ -31,8 +31,11 @@ build: setup
 test-rust:
 	$(WITH_MARIADB) cargo test --workspace --locked
 
+# llm-upstream's tests run apart: both suites import helpers from their own
+# conftest.py, and one pytest session would hand them one module of that name.
 test-e2e:
-	$(WITH_MARIADB) $(PYTHON) -m pytest -q ai-server/tests tests llm-upstream/tests
+	$(WITH_MARIADB) $(PYTHON) -m pytest -q ai-server/tests tests
+	$(PYTHON) -m pytest -q llm-upstream/tests
 
 ## lint: what CI checks besides the tests (needs rustup's rustfmt and clippy components)
 lint:
