@@ -101,15 +101,12 @@ pub fn api_key(headers: &[(String, Vec<u8>)]) -> Result<&[u8], Denial> {
 /// from `Authorization: Bearer` as on every route ([`api_key`]).
 pub fn api_key_in<'a>(
     headers: &'a [(String, Vec<u8>)],
-    key_header: Option<&str>,
+    key_header: Option<&'static str>,
 ) -> Result<&'a [u8], Denial> {
     let Some(name) = key_header else {
         return api_key(headers);
     };
-    let mut values = headers
-        .iter()
-        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_slice());
+    let mut values = header_values(headers, name);
     let Some(key) = values.next() else {
         return api_key(headers);
     };
@@ -154,7 +151,7 @@ pub fn auth_token(headers: &[(String, Vec<u8>)]) -> Result<&str, Denial> {
 /// header (what needs no secret), declared body size.
 pub fn check_headers(
     headers: &[(String, Vec<u8>)],
-    key_header: Option<&str>,
+    key_header: Option<&'static str>,
     jwt: &JwtPolicy,
     max_body_bytes: u64,
 ) -> Result<Admitted, Denial> {

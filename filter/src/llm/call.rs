@@ -10,7 +10,7 @@
 //! whole (non-streamed) answer is copied up to [`MAX_BODY_COPY`] bytes, and
 //! one larger is estimated.
 
-use tollgate_wire::{Api, LlmUsage, TokenUsage, UsageSource};
+use tollgate_wire::{Api, LlmUsage, TokenUsage};
 
 use super::request::LlmRequest;
 use super::rewrite::UsageChunkStripper;
@@ -198,12 +198,5 @@ fn body_outcome(api: Api, status: u16, body: &[u8]) -> UsageOutcome {
             reason: EstimateReason::Anomaly(anomaly),
             delivered_chars: read.delivered_chars,
         },
-    }
-}
-
-impl Metered {
-    /// Whether the counts came from the provider.
-    pub fn reported(&self) -> bool {
-        self.usage.usage_source == UsageSource::Reported
     }
 }
