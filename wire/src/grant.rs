@@ -3,7 +3,8 @@
 //! fact, through `POST /v1/internal/grants` (internal token).
 //!
 //! The sidecar's database is the authority for each (key, quota, window):
-//! - `requests` and `request_bytes` are charged at admission. An Envoy asks
+//! - `requests`, `request_bytes` and the token kinds (reserved) are
+//!   charged at admission. An Envoy asks
 //!   for a grant ([`GrantAsk`]) and admits requests from it locally; the
 //!   sum of grants never passes the limit ([`grant_amount`]). What it did
 //!   not use goes back ([`GrantReturn`]) or lapses at the window's end.
@@ -69,7 +70,8 @@ impl GrantRequest {
     }
 }
 
-/// A slice of a quota charged at admission (`requests`, `request_bytes`).
+/// A slice of a quota charged at admission (`requests`, `request_bytes`,
+/// the token kinds).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GrantAsk {
     /// [`CHARGE_ID_HEX_LEN`] lowercase hex digits, fresh for each ask (the
@@ -77,6 +79,10 @@ pub struct GrantAsk {
     pub grant_id: String,
     pub key_id: i64,
     pub quota: QuotaKind,
+    /// The model the quota is scoped to (`tokens=100k/day@gpt-4o`); absent
+    /// for an unscoped quota.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
     /// The least that is of use: the charge of the request waiting for
     /// it (1 for `requests`, its body's bytes for `request_bytes`), or 0
     /// when asking ahead of need (then at least 1 is granted).
@@ -101,6 +107,9 @@ pub struct Settlement {
     pub settlement_id: String,
     pub key_id: i64,
     pub quota: QuotaKind,
+    /// As [`GrantAsk::model`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
     pub amount: u64,
 }
 
@@ -113,7 +122,8 @@ pub enum GrantStatus {
     /// An ask: less than `need` (at least 1) is left in the window; the
     /// quota is spent fleet-wide until `window_end_ms`.
     Exhausted,
-    /// The key has no quota of this kind (any more): nothing to count.
+    /// The key has no quota of this kind and scope (any more): nothing to
+    /// count.
     NoQuota,
     /// No key has this id.
     UnknownKey,

@@ -34,7 +34,9 @@ pub use grant::{
 };
 pub use hex::{is_lower_hex_digest, parse_lower_hex, to_hex};
 pub use jws::Algorithm;
-pub use limits::{LimitError, Limits, Quota, QuotaKind, Rate, RatePeriod, Window, WindowSpan};
+pub use limits::{
+    quota_name, LimitError, Limits, Quota, QuotaKind, Rate, RatePeriod, Window, WindowSpan,
+};
 pub use llm::{Api, LlmUsage, Provider, TokenUsage, UsageSource, MAX_MODEL_LEN, MAX_TOKENS};
 pub use outcome::Outcome;
 pub use usage::{

@@ -1,6 +1,7 @@
 //! A key's limits, parsed once for both sides: its rate (`10/s`, `600/min`,
 //! with a burst) and its quotas (`requests=1000/day`,
-//! `request_bytes=1GiB/month`, ...), and the UTC calendar windows the
+//! `request_bytes=1GiB/month`, `tokens=1M/month`, one model's
+//! `tokens=100k/day@gpt-4o`, ...), and the UTC calendar windows the
 //! quotas are counted in.
 //!
 //! The text forms are the CLI's flags; [`Limits::to_spec`] writes the one
@@ -23,8 +24,17 @@ pub use calendar::{civil_from_days, days_from_civil};
 /// value survives a JSON number read as a double.
 pub const MAX_LIMIT: u64 = 1 << 53;
 
-/// How many quotas one key may have: one per kind.
-pub const MAX_QUOTAS: usize = 4;
+/// How many quotas one key may have (each kind at most once unscoped and
+/// once per model).
+pub const MAX_QUOTAS: usize = 16;
+
+/// Longest model name a quota may be scoped to: the gateway reads at most
+/// this many bytes of a request's model (`llm::MAX_MODEL_LEN`).
+pub const MAX_SCOPE_MODEL_LEN: usize = crate::llm::MAX_MODEL_LEN;
+
+/// Longest canonical spelling of a key's limits ([`Limits::to_spec`]), as
+/// the sidecar stores it.
+pub const MAX_SPEC_LEN: usize = 8192;
 
 /// What a quota counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -38,15 +48,25 @@ pub enum QuotaKind {
     ResponseBytes,
     /// Units the upstream reported (`x-usage-units`).
     Units,
+    /// LLM tokens, input plus output, as the provider reported them.
+    Tokens,
+    /// LLM input (prompt) tokens.
+    InputTokens,
+    /// LLM output (generated) tokens.
+    OutputTokens,
 }
 
 impl QuotaKind {
-    /// Every kind, in the order the canonical spelling lists them.
-    pub const ALL: [QuotaKind; 4] = [
+    /// Every kind, in the order the canonical spelling lists them (a new
+    /// kind goes last: the filter's budget stores a kind by its place).
+    pub const ALL: [QuotaKind; 7] = [
         QuotaKind::Requests,
         QuotaKind::RequestBytes,
         QuotaKind::ResponseBytes,
         QuotaKind::Units,
+        QuotaKind::Tokens,
+        QuotaKind::InputTokens,
+        QuotaKind::OutputTokens,
     ];
 
     /// The name in the spelling and in JSON.
@@ -56,6 +76,9 @@ impl QuotaKind {
             QuotaKind::RequestBytes => "request_bytes",
             QuotaKind::ResponseBytes => "response_bytes",
             QuotaKind::Units => "units",
+            QuotaKind::Tokens => "tokens",
+            QuotaKind::InputTokens => "input_tokens",
+            QuotaKind::OutputTokens => "output_tokens",
         }
     }
 
@@ -63,12 +86,23 @@ impl QuotaKind {
         QuotaKind::ALL.into_iter().find(|k| k.as_str() == text)
     }
 
-    /// True when a request's charge is known before it is routed
-    /// (`requests`, `request_bytes`): granted ahead and never exceeded.
-    /// False when it is known only when the response ends
-    /// (`response_bytes`, `units`): settled after the fact.
+    /// True when a request is charged before it is routed, from grants
+    /// (never exceeded): `requests` and `request_bytes`, known then, and
+    /// the token kinds, reserved then ([`QuotaKind::reserves`]). False
+    /// when it is known only when the response ends (`response_bytes`,
+    /// `units`): settled after the fact.
     pub fn charged_at_admission(self) -> bool {
-        matches!(self, QuotaKind::Requests | QuotaKind::RequestBytes)
+        matches!(self, QuotaKind::Requests | QuotaKind::RequestBytes) || self.reserves()
+    }
+
+    /// True for the token kinds: admission reserves an upper bound of what
+    /// the call can cost, and when the response ends the charge becomes
+    /// what the provider reported, the rest of the reservation given back.
+    pub fn reserves(self) -> bool {
+        matches!(
+            self,
+            QuotaKind::Tokens | QuotaKind::InputTokens | QuotaKind::OutputTokens
+        )
     }
 
     /// True for the kinds counted in bytes (they take `KiB`/`MiB`/`GiB`).
@@ -87,11 +121,13 @@ impl fmt::Display for QuotaKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Window {
+    Minute,
     Hour,
     Day,
     Month,
 }
 
+const MS_PER_MINUTE: i64 = 60_000;
 const MS_PER_HOUR: i64 = 3_600_000;
 const MS_PER_DAY: i64 = 86_400_000;
 
@@ -99,37 +135,35 @@ impl Window {
     /// The name in the spelling and in JSON.
     pub fn as_str(self) -> &'static str {
         match self {
+            Window::Minute => "minute",
             Window::Hour => "hour",
             Window::Day => "day",
             Window::Month => "month",
         }
     }
 
+    /// Every window, shortest first.
+    pub const ALL: [Window; 4] = [Window::Minute, Window::Hour, Window::Day, Window::Month];
+
     /// The window by its name.
     pub fn parse(text: &str) -> Option<Window> {
-        [Window::Hour, Window::Day, Window::Month]
-            .into_iter()
-            .find(|w| w.as_str() == text)
+        Window::ALL.into_iter().find(|w| w.as_str() == text)
     }
 
     /// The window containing the instant `at_ms` (milliseconds since the
     /// Unix epoch, UTC): its start, included, and its end, excluded.
     pub fn containing(self, at_ms: i64) -> WindowSpan {
+        let fixed = |length: i64| {
+            let start = at_ms.div_euclid(length) * length;
+            WindowSpan {
+                start_ms: start,
+                end_ms: start + length,
+            }
+        };
         match self {
-            Window::Hour => {
-                let start = at_ms.div_euclid(MS_PER_HOUR) * MS_PER_HOUR;
-                WindowSpan {
-                    start_ms: start,
-                    end_ms: start + MS_PER_HOUR,
-                }
-            }
-            Window::Day => {
-                let start = at_ms.div_euclid(MS_PER_DAY) * MS_PER_DAY;
-                WindowSpan {
-                    start_ms: start,
-                    end_ms: start + MS_PER_DAY,
-                }
-            }
+            Window::Minute => fixed(MS_PER_MINUTE),
+            Window::Hour => fixed(MS_PER_HOUR),
+            Window::Day => fixed(MS_PER_DAY),
             Window::Month => {
                 let (year, month, _) = civil_from_days(at_ms.div_euclid(MS_PER_DAY));
                 let (next_year, next_month) = if month == 12 {
@@ -247,47 +281,108 @@ impl fmt::Display for Rate {
     }
 }
 
-/// A quota: at most `limit` of `kind` in each `window`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// A quota: at most `limit` of `kind` in each `window`, over every
+/// request of the key or, scoped, over those naming one `model`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Quota {
     pub kind: QuotaKind,
     pub limit: u64,
     pub window: Window,
+    /// The one model the quota counts (`@model`); `None`: every request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
 
 impl Quota {
-    /// Parses `KIND=AMOUNT/WINDOW`: `requests=1000/day`,
-    /// `request_bytes=1GiB/month`, `units=50000/hour`.
+    /// Parses `KIND=AMOUNT/WINDOW[@MODEL]`: `requests=1000/day`,
+    /// `request_bytes=1GiB/month`, `tokens=1M/month`,
+    /// `tokens=100k/day@gpt-4o`.
     pub fn parse(text: &str) -> Result<Quota, LimitError> {
         let bad = |why: &str| LimitError::new("quota", text, why);
         let (kind, rest) = text
             .split_once('=')
             .ok_or_else(|| bad("expected KIND=AMOUNT/WINDOW, e.g. requests=1000/day"))?;
         let kind = QuotaKind::parse(kind).ok_or_else(|| {
-            bad("the kind must be requests, request_bytes, response_bytes or units")
+            bad(
+                "the kind must be requests, request_bytes, response_bytes, units, \
+                 tokens, input_tokens or output_tokens",
+            )
         })?;
+        let (rest, model) = match rest.split_once('@') {
+            Some((rest, model)) => (rest, Some(scope_model(model).map_err(|why| bad(&why))?)),
+            None => (rest, None),
+        };
         let (amount, window) = rest
             .split_once('/')
             .ok_or_else(|| bad("expected AMOUNT/WINDOW after `=`, e.g. 1000/day"))?;
-        let window =
-            Window::parse(window).ok_or_else(|| bad("the window must be hour, day or month"))?;
+        let window = Window::parse(window)
+            .ok_or_else(|| bad("the window must be minute, hour, day or month"))?;
         let limit = if kind.counts_bytes() {
             parse_size(amount)
         } else {
-            parse_count(amount)
+            parse_scaled_count(amount)
         }
         .map_err(|why| bad(&why))?;
         Ok(Quota {
             kind,
             limit,
             window,
+            model,
         })
     }
+
+    /// The quota's name in counters and headers: its kind, and `@model`
+    /// when scoped (`tokens@gpt-4o`).
+    pub fn name(&self) -> String {
+        quota_name(self.kind, self.model.as_deref())
+    }
+
+    /// Whether a request naming `model` (`None`: not an LLM call) counts
+    /// against this quota.
+    pub fn applies_to(&self, model: Option<&str>) -> bool {
+        self.model.is_none() || self.model.as_deref() == model
+    }
+
+    /// Whether this quota is the one of `kind` scoped to `model`.
+    pub fn is(&self, kind: QuotaKind, model: Option<&str>) -> bool {
+        self.kind == kind && self.model.as_deref() == model
+    }
+}
+
+/// The name of the quota of `kind` scoped to `model`: `tokens`,
+/// `tokens@gpt-4o`.
+pub fn quota_name(kind: QuotaKind, model: Option<&str>) -> String {
+    match model {
+        Some(model) => format!("{kind}@{model}"),
+        None => kind.as_str().to_owned(),
+    }
+}
+
+/// Reads a quota's scope: a model name of 1 to [`MAX_SCOPE_MODEL_LEN`]
+/// visible ASCII characters (the canonical spelling separates parts by
+/// whitespace).
+fn scope_model(text: &str) -> Result<String, String> {
+    if text.is_empty() {
+        return Err("expected a model after `@`, e.g. @gpt-4o".into());
+    }
+    if text.len() > MAX_SCOPE_MODEL_LEN {
+        return Err(format!(
+            "the model must be at most {MAX_SCOPE_MODEL_LEN} bytes"
+        ));
+    }
+    if !text.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("the model must be visible ASCII characters, without spaces".into());
+    }
+    Ok(text.to_owned())
 }
 
 impl fmt::Display for Quota {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}={}/{}", self.kind, self.limit, self.window)
+        write!(f, "{}={}/{}", self.kind, self.limit, self.window)?;
+        match &self.model {
+            Some(model) => write!(f, "@{model}"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -297,7 +392,8 @@ pub struct Limits {
     /// The rate, if any.
     #[serde(default)]
     pub rate: Option<Rate>,
-    /// At most one quota per kind, ordered by kind.
+    /// At most one quota per kind and scope, ordered by kind, then scope
+    /// (unscoped first).
     #[serde(default)]
     pub quotas: Vec<Quota>,
 }
@@ -308,13 +404,15 @@ impl Limits {
         self.rate.is_none() && self.quotas.is_empty()
     }
 
-    /// The quota of a kind, if any.
-    pub fn quota(&self, kind: QuotaKind) -> Option<&Quota> {
-        self.quotas.iter().find(|q| q.kind == kind)
+    /// The quota of a kind scoped to `model` (`None`: the unscoped one),
+    /// if any.
+    pub fn quota(&self, kind: QuotaKind, model: Option<&str>) -> Option<&Quota> {
+        self.quotas.iter().find(|q| q.is(kind, model))
     }
 
     /// Limits from the CLI's and the admin API's parts: `--rate`,
-    /// `--burst` (only with a rate), `--quota` (each kind at most once).
+    /// `--burst` (only with a rate), `--quota` (each kind and scope at
+    /// most once).
     pub fn from_parts(
         rate: Option<&str>,
         burst: Option<u64>,
@@ -339,8 +437,10 @@ impl Limits {
         Limits { rate, quotas }.checked()
     }
 
-    /// Orders the quotas by kind and refuses a kind named twice or a
-    /// number out of range (also for limits read from JSON).
+    /// Orders the quotas by kind and scope and refuses a kind named twice
+    /// for one scope, a number out of range, more than [`MAX_QUOTAS`]
+    /// quotas or a spelling longer than [`MAX_SPEC_LEN`] (also for limits
+    /// read from JSON).
     pub fn checked(mut self) -> Result<Limits, LimitError> {
         if let Some(rate) = &self.rate {
             if rate.count == 0 || rate.count > MAX_LIMIT {
@@ -352,15 +452,23 @@ impl Limits {
             }
             rate.with_burst(rate.burst)?;
         }
-        self.quotas.sort_by_key(|q| q.kind);
+        self.quotas
+            .sort_by(|a, b| (a.kind, &a.model).cmp(&(b.kind, &b.model)));
         for pair in self.quotas.windows(2) {
-            if pair[0].kind == pair[1].kind {
+            if (pair[0].kind, &pair[0].model) == (pair[1].kind, &pair[1].model) {
                 return Err(LimitError::new(
                     "quota",
-                    pair[1].kind.as_str(),
-                    "each kind may be given only once",
+                    &pair[1].name(),
+                    "each kind may be given only once (per model)",
                 ));
             }
+        }
+        if self.quotas.len() > MAX_QUOTAS {
+            return Err(LimitError::new(
+                "quota",
+                &self.quotas.len().to_string(),
+                &format!("a key may have at most {MAX_QUOTAS} quotas"),
+            ));
         }
         for quota in &self.quotas {
             if quota.limit == 0 || quota.limit > MAX_LIMIT {
@@ -370,6 +478,17 @@ impl Limits {
                     &format!("the amount must be between 1 and {MAX_LIMIT}"),
                 ));
             }
+            if let Some(model) = &quota.model {
+                scope_model(model).map_err(|why| LimitError::new("quota", &quota.name(), &why))?;
+            }
+        }
+        let spec = self.to_spec();
+        if spec.len() > MAX_SPEC_LEN {
+            return Err(LimitError::new(
+                "quota",
+                &spec.len().to_string(),
+                &format!("the limits must be spelled in at most {MAX_SPEC_LEN} bytes"),
+            ));
         }
         Ok(self)
     }
@@ -416,6 +535,23 @@ fn parse_count(text: &str) -> Result<u64, String> {
         Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
         _ => Err(format!("{text} is not between 1 and {MAX_LIMIT}")),
     }
+}
+
+/// Parses a count with an optional `k` (thousand) or `M` (million):
+/// `100k`, `1M`.
+fn parse_scaled_count(text: &str) -> Result<u64, String> {
+    let (digits, scale) = match text.strip_suffix('k') {
+        Some(digits) => (digits, 1_000),
+        None => match text.strip_suffix('M') {
+            Some(digits) => (digits, 1_000_000),
+            None => (text, 1),
+        },
+    };
+    let count = parse_count(digits)?;
+    count
+        .checked_mul(scale)
+        .filter(|n| *n <= MAX_LIMIT)
+        .ok_or_else(|| format!("{text} is not between 1 and {MAX_LIMIT}"))
 }
 
 /// Parses a size: a count with an optional `KiB`, `MiB` or `GiB` (powers

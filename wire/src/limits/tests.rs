@@ -72,7 +72,13 @@ fn quotas_parse_with_sizes_in_powers_of_1024() {
     );
     for (text, says) in [
         ("requests", "KIND=AMOUNT/WINDOW"),
-        ("tokens=10/day", "the kind must be"),
+        ("cents=10/day", "the kind must be"),
+        ("tokens=10/week", "minute, hour, day or month"),
+        ("tokens=1G/day", "not a whole number"),
+        ("tokens=1k/day@", "a model after `@`"),
+        ("tokens=1k/day@a b", "visible ASCII"),
+        ("tokens=0k/day", "not between 1"),
+        ("requests=1KiB/day", "not a whole number"),
         ("requests=10", "AMOUNT/WINDOW"),
         ("requests=10/week", "hour, day or month"),
         ("requests=1KiB/day", "not a whole number"),
@@ -84,6 +90,73 @@ fn quotas_parse_with_sizes_in_powers_of_1024() {
         assert_eq!(error.field, "quota");
         assert!(error.to_string().contains(says), "{text}: {error}");
     }
+}
+
+#[test]
+fn token_quotas_take_k_and_m_a_minute_window_and_a_model_scope() {
+    let quota = Quota::parse("tokens=1M/month").unwrap();
+    assert_eq!(
+        (
+            quota.kind,
+            quota.limit,
+            quota.window,
+            quota.model.as_deref()
+        ),
+        (QuotaKind::Tokens, 1_000_000, Window::Month, None)
+    );
+    let quota = Quota::parse("output_tokens=100k/minute@gpt-4o").unwrap();
+    assert_eq!(
+        (quota.kind, quota.limit, quota.window),
+        (QuotaKind::OutputTokens, 100_000, Window::Minute)
+    );
+    assert_eq!(quota.model.as_deref(), Some("gpt-4o"));
+    assert_eq!(quota.name(), "output_tokens@gpt-4o");
+    assert_eq!(quota.to_string(), "output_tokens=100000/minute@gpt-4o");
+    assert!(quota.applies_to(Some("gpt-4o")));
+    assert!(!quota.applies_to(Some("gpt-4o-mini")) && !quota.applies_to(None));
+    assert!(Quota::parse("tokens=5/day").unwrap().applies_to(None));
+    let scoped = Quota::parse("tokens=5/day@models/a@b:c").unwrap();
+    assert_eq!(
+        scoped.model.as_deref(),
+        Some("models/a@b:c"),
+        "the first @ scopes"
+    );
+    assert_eq!(Quota::parse("requests=2k/hour").unwrap().limit, 2000);
+    assert!(QuotaKind::Tokens.charged_at_admission() && QuotaKind::Tokens.reserves());
+    assert!(!QuotaKind::Requests.reserves() && !QuotaKind::Units.charged_at_admission());
+}
+
+#[test]
+fn a_minute_window_is_the_utc_minute() {
+    let span = Window::Minute.containing(at(2026, 12, 6, 19) + 61_500);
+    assert_eq!(span.start_ms, at(2026, 12, 6, 19) + 60_000);
+    assert_eq!(span.end_ms - span.start_ms, 60_000);
+}
+
+#[test]
+fn one_kind_may_be_scoped_to_several_models_but_each_scope_once() {
+    let parts = [
+        "tokens=9k/day@b".to_owned(),
+        "tokens=1k/day".to_owned(),
+        "tokens=5k/day@a".to_owned(),
+    ];
+    let limits = Limits::from_parts(None, None, &parts).unwrap();
+    assert_eq!(
+        limits.to_spec(),
+        "tokens=1000/day tokens=5000/day@a tokens=9000/day@b"
+    );
+    assert_eq!(
+        limits.quota(QuotaKind::Tokens, Some("a")).unwrap().limit,
+        5000
+    );
+    assert_eq!(limits.quota(QuotaKind::Tokens, None).unwrap().limit, 1000);
+    assert_eq!(Limits::parse_spec(&limits.to_spec()).unwrap(), limits);
+    let twice = ["tokens=1/day@a".to_owned(), "tokens=2/hour@a".to_owned()];
+    let error = Limits::from_parts(None, None, &twice).unwrap_err();
+    assert!(error.to_string().contains("only once"), "{error}");
+    let many: Vec<String> = (0..17).map(|i| format!("tokens=1/day@m{i}")).collect();
+    let error = Limits::from_parts(None, None, &many).unwrap_err();
+    assert!(error.to_string().contains("at most 16"), "{error}");
 }
 
 #[test]
@@ -108,7 +181,7 @@ fn the_canonical_spelling_orders_quotas_and_writes_sizes_in_bytes() {
         "rate=10/s burst=20 request_bytes=1073741824/month units=5/hour"
     );
     assert_eq!(Limits::parse_spec(&limits.to_spec()).unwrap(), limits);
-    assert_eq!(limits.quota(QuotaKind::Units).unwrap().limit, 5);
+    assert_eq!(limits.quota(QuotaKind::Units, None).unwrap().limit, 5);
     assert!(QuotaKind::Requests.charged_at_admission());
     assert!(!QuotaKind::Units.charged_at_admission());
 }
