@@ -69,6 +69,13 @@ pub enum Denial {
     RateLimited,
     /// One of the key's quotas is spent fleet-wide for its window (`limits`).
     QuotaExceeded,
+    /// The request's charge of a quota (for tokens: its reservation) is
+    /// more than the quota's limit: it could never be admitted (`limits`).
+    QuotaNeverFits {
+        kind: tollgate_wire::QuotaKind,
+        charge: u64,
+        limit: u64,
+    },
 }
 
 impl Denial {
@@ -98,7 +105,7 @@ impl Denial {
             Denial::AuthUnavailable => Outcome::AuthUnavailable,
             Denial::ReplayStoreFull => Outcome::ReplayStoreFull,
             Denial::RateLimited => Outcome::RateLimited,
-            Denial::QuotaExceeded => Outcome::QuotaExceeded,
+            Denial::QuotaExceeded | Denial::QuotaNeverFits { .. } => Outcome::QuotaExceeded,
         }
     }
 
@@ -165,6 +172,23 @@ impl Denial {
                 "the API key's quota for this window is spent; retry after Retry-After seconds"
                     .to_string()
             }
+            Denial::QuotaNeverFits {
+                kind,
+                charge,
+                limit,
+            } if kind.reserves() => format!(
+                "this request may use up to {charge} {kind} (its body's bytes plus its \
+                 output cap), more than the API key's {kind} quota allows in a whole \
+                 window ({limit}): it can never fit; lower the output cap"
+            ),
+            Denial::QuotaNeverFits {
+                kind,
+                charge,
+                limit,
+            } => format!(
+                "this request counts {charge} against the API key's {kind} quota, more \
+                 than it allows in a whole window ({limit}): it can never fit"
+            ),
         }
     }
 

@@ -13,6 +13,7 @@ use crate::limits;
 use crate::llm::call::LlmCall;
 use crate::metrics::Counter;
 use crate::replay::{self, JtiClaim};
+use crate::shared_table::Updated;
 
 /// A request let through, and what its response needs.
 #[derive(Debug)]
@@ -98,8 +99,9 @@ impl<H: StreamHost> Flow<H> {
     }
 
     /// The stream of an allowed request ended: an LLM call's tokens are
-    /// metered; its response's bytes and units go to the key's quotas
-    /// settled after the fact.
+    /// metered, and its token reservations become what it used; its
+    /// response's bytes and units go to the key's quotas settled after the
+    /// fact.
     pub(super) fn allowed_end(&mut self, allowed: &mut Allowed, ended_ms: u64) {
         if let Some(call) = allowed.llm.as_mut() {
             let metered = call.finish();
@@ -114,14 +116,27 @@ impl<H: StreamHost> Flow<H> {
                     &format!("{} tokens estimated: {why}", metered.usage.api.name()),
                 );
             }
+            let reserved = allowed.charged.as_ref().map(|c| c.reserved.as_slice());
+            if let Some(reserved) = reserved.filter(|r| !r.is_empty()) {
+                let used = &metered.usage.tokens;
+                let settled = limits::settle(&self.host, allowed.key_id, reserved, used, ended_ms);
+                if settled != Updated::Written {
+                    self.log(
+                        LogLevel::Warn,
+                        "cannot settle the call's token reservation; it stays charged",
+                    );
+                }
+            }
             self.exchange.llm = Some(metered.usage);
         }
         if allowed.settles_after() {
+            let model = self.exchange.llm.as_ref().map(|u| u.model.as_str());
             limits::charge_after(
                 &self.host,
                 allowed.key_id,
                 self.exchange.response_bytes,
                 self.exchange.units,
+                model,
                 ended_ms,
             );
         }

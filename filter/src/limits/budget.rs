@@ -8,6 +8,15 @@
 //!   not held waits for a grant of the shortfall, and is refused only when
 //!   the shortfall is more than the window has left to grant, as the
 //!   sidecar last said ([`QuotaState::charged`]).
+//! - The token kinds are charged the same way with a reservation: an upper
+//!   bound of what the call can cost ([`Demand`]). When the response ends
+//!   ([`Budget::settle`]) the charge becomes what the call used: the rest
+//!   goes back to what is held, and what a call used past its reservation
+//!   (an upstream that ignored the output cap) is taken from what is held
+//!   or, when that is short, owed ([`QuotaState::owed`]) and paid from the
+//!   next grant, so the fleet's counter keeps up with the ledger.
+//! - A quota scoped to a model (`tokens=100k/day@gpt-4o`) counts only the
+//!   requests naming that model.
 //! - `response_bytes` and `units` are charged when the response ends
 //!   ([`Budget::charge_after`]), and settled with the sidecar on the tick;
 //!   a request is admitted while the window's total, as far as this Envoy
@@ -18,7 +27,7 @@
 //!   clock's (UTC), as the sidecar keeps them.
 
 use tollgate_wire::grant::{GrantGiven, GrantStatus, SettlementDone, DEMAND_PERIOD_MS};
-use tollgate_wire::{Limits, Quota, QuotaKind, Rate, RatePeriod, Window};
+use tollgate_wire::{quota_name, Limits, Quota, QuotaKind, Rate, RatePeriod, TokenUsage, Window};
 
 /// Length of an ask's or a settlement's id (sent as 32 hex digits).
 pub const CHARGE_ID_LEN: usize = 16;
@@ -65,6 +74,99 @@ pub struct Pending {
     pub sent_ms: u64,
 }
 
+/// Which quota of a key: its kind and its scope.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaId {
+    pub kind: QuotaKind,
+    /// The model a scoped quota counts; `None`: every request.
+    pub model: Option<String>,
+}
+
+impl QuotaId {
+    /// The id of `quota`.
+    pub fn of(quota: &Quota) -> QuotaId {
+        QuotaId {
+            kind: quota.kind,
+            model: quota.model.clone(),
+        }
+    }
+
+    /// Whether `quota` is this one.
+    pub fn names(&self, quota: &Quota) -> bool {
+        quota.is(self.kind, self.model.as_deref())
+    }
+
+    /// `tokens`, `tokens@gpt-4o`.
+    pub fn name(&self) -> String {
+        quota_name(self.kind, self.model.as_deref())
+    }
+}
+
+/// An upper bound of the tokens an LLM call can cost: its input and its
+/// output cap (see docs/LIMITS.md, "Token quotas").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TokenBound {
+    pub input: u64,
+    pub output: u64,
+}
+
+/// What a request asks of a key's quotas: its body's bytes, and on an LLM
+/// route the model it names and its token bound.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Demand<'a> {
+    pub request_bytes: u64,
+    pub model: Option<&'a str>,
+    pub tokens: TokenBound,
+}
+
+impl Demand<'_> {
+    /// A request that is not an LLM call.
+    pub fn bytes(request_bytes: u64) -> Demand<'static> {
+        Demand {
+            request_bytes,
+            ..Demand::default()
+        }
+    }
+
+    /// The request's charge of a quota counted at admission: 0 for a quota
+    /// scoped to another model (or any model, for a call that is not an
+    /// LLM call) and for quotas settled after the fact.
+    pub fn charge(&self, quota: &Quota) -> u64 {
+        if !quota.applies_to(self.model) {
+            return 0;
+        }
+        match quota.kind {
+            QuotaKind::Requests => 1,
+            QuotaKind::RequestBytes => self.request_bytes,
+            QuotaKind::Tokens => self.tokens.input.saturating_add(self.tokens.output),
+            QuotaKind::InputTokens => self.tokens.input,
+            QuotaKind::OutputTokens => self.tokens.output,
+            QuotaKind::ResponseBytes | QuotaKind::Units => 0,
+        }
+    }
+}
+
+/// What one quota reserved for a call at admission: given back, less what
+/// the call used, when its response ends ([`Budget::settle`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reserved {
+    pub quota: QuotaId,
+    /// The window it was reserved in: a reservation outlives its window
+    /// only as part of a grant that lapsed with it.
+    pub window_end_ms: i64,
+    pub amount: u64,
+}
+
+/// A quota's count of what a call used.
+fn used_of(kind: QuotaKind, used: &TokenUsage) -> u64 {
+    match kind {
+        QuotaKind::Tokens => used.input_tokens.saturating_add(used.output_tokens),
+        QuotaKind::InputTokens => used.input_tokens,
+        QuotaKind::OutputTokens => used.output_tokens,
+        _ => 0,
+    }
+}
+
 /// What this Envoy holds or knows of one quota.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QuotaState {
@@ -81,6 +183,10 @@ pub struct QuotaState {
     pub charged: u64,
     /// Charged after the fact: charged here, not yet sent.
     pub unsettled: u64,
+    /// Reserving kinds: what calls used past their reservations that what
+    /// is held could not cover; paid first from the next grant (`held` is
+    /// 0 while anything is owed).
+    pub owed: u64,
     /// The ask (at admission) or settlement (after the fact) in flight.
     /// It keeps its id until its answer is applied: a resent call is
     /// answered as the first, never charged twice.
@@ -101,6 +207,7 @@ impl QuotaState {
             exhausted: false,
             charged: 0,
             unsettled: 0,
+            owed: 0,
             pending: None,
             period_start_ms: 0,
             period_use: 0,
@@ -131,6 +238,7 @@ impl QuotaState {
         if self.window_end_ms != 0 && now >= self.window_end_ms {
             self.window_end_ms = self.quota.window.containing(now).end_ms;
             self.held = 0;
+            self.owed = 0;
             self.exhausted = false;
             self.charged = 0;
         }
@@ -145,6 +253,7 @@ impl QuotaState {
         if end_ms > self.window_end_ms {
             self.window_end_ms = end_ms;
             self.held = 0;
+            self.owed = 0;
             self.exhausted = false;
             self.charged = 0;
         }
@@ -184,7 +293,7 @@ impl QuotaState {
         );
         let left = self.quota.limit.saturating_sub(known);
         if self.quota.kind.charged_at_admission() {
-            left.saturating_add(self.held)
+            left.saturating_add(self.held).saturating_sub(self.owed)
         } else {
             left
         }
@@ -205,17 +314,24 @@ pub struct Budget {
 }
 
 /// What the budget says of a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Admission {
     /// Charged: let it through.
     Admit,
     /// The bucket is empty.
     RateLimited { retry_after_s: u64 },
-    /// The quota of this kind is spent for its window.
-    QuotaExceeded { kind: QuotaKind, retry_after_s: u64 },
+    /// The quota is spent (or reserved) fleet-wide for its window.
+    QuotaExceeded { quota: QuotaId, retry_after_s: u64 },
+    /// The request's charge of the quota is more than its limit: it could
+    /// never be admitted, whatever the window.
+    NeverFits {
+        quota: QuotaId,
+        charge: u64,
+        limit: u64,
+    },
     /// This Envoy holds less than the request's charge of this quota: the
     /// request waits for a grant of at least `need`.
-    NeedGrant { kind: QuotaKind, need: u64 },
+    NeedGrant { quota: QuotaId, need: u64 },
 }
 
 /// What a sidecar's answer to an ask or settlement did to the budget.
@@ -232,7 +348,7 @@ impl Budget {
     /// nothing held.
     pub fn new(limits: Limits, mono_ms: u64) -> Budget {
         let tokens_milli = limits.rate.map_or(0, |r| r.burst.saturating_mul(MILLI));
-        let quotas = limits.quotas.iter().copied().map(QuotaState::new).collect();
+        let quotas = limits.quotas.iter().cloned().map(QuotaState::new).collect();
         Budget {
             limits,
             tokens_milli,
@@ -256,12 +372,12 @@ impl Budget {
             }
         }
         for state in &mut next.quotas {
-            let kept = self
-                .quotas
-                .iter()
-                .find(|s| (s.quota.kind, s.quota.window) == (state.quota.kind, state.quota.window));
+            let kept = self.quotas.iter().find(|s| {
+                (s.quota.kind, s.quota.window, &s.quota.model)
+                    == (state.quota.kind, state.quota.window, &state.quota.model)
+            });
             if let Some(kept) = kept {
-                let quota = state.quota;
+                let quota = state.quota.clone();
                 *state = kept.clone();
                 if quota.limit < kept.quota.limit {
                     state.held = 0;
@@ -301,10 +417,11 @@ impl Budget {
         u64::try_from(ms.div_ceil(1000)).unwrap_or(u64::MAX).max(1)
     }
 
-    /// Decides a request with `request_bytes` of body at `at`, and on
+    /// Decides a request asking `demand` at `at`, and on
     /// [`Admission::Admit`] charges it: a token, and its charge of each
-    /// quota counted at admission. Anything else charges nothing.
-    pub fn admit(&mut self, at: At, request_bytes: u64) -> Admission {
+    /// quota counted at admission (for tokens, its reservation: see
+    /// [`Budget::reservations`]). Anything else charges nothing.
+    pub fn admit(&mut self, at: At, demand: &Demand) -> Admission {
         let now_ms = at.wall_ms;
         for state in &mut self.quotas {
             state.roll(now_ms);
@@ -319,40 +436,47 @@ impl Budget {
         }
         for state in &self.quotas {
             let kind = state.quota.kind;
-            let exceeded = Admission::QuotaExceeded {
-                kind,
+            let exceeded = || Admission::QuotaExceeded {
+                quota: QuotaId::of(&state.quota),
                 retry_after_s: state.seconds_left(now_ms),
             };
             if kind.charged_at_admission() {
-                let charge = admission_charge(kind, request_bytes);
-                // What is held serves first, whatever the sidecar said since.
+                let charge = demand.charge(&state.quota);
+                // What is held serves first, whatever the sidecar said since
+                // (a quota this request does not count never holds it up).
                 if state.held >= charge {
                     continue;
                 }
-                // The rest must come from what the window has not granted
-                // yet, as far as this Envoy knows (another Envoy may have
-                // taken more since: then the ask says so).
-                let shortfall = charge - state.held;
+                if charge > state.quota.limit {
+                    return Admission::NeverFits {
+                        quota: QuotaId::of(&state.quota),
+                        charge,
+                        limit: state.quota.limit,
+                    };
+                }
+                // The rest, and what is owed, must come from what the
+                // window has not granted yet, as far as this Envoy knows
+                // (another Envoy may have taken more since: then the ask
+                // says so).
+                let shortfall = (charge - state.held).saturating_add(state.owed);
                 let ungranted = state.quota.limit.saturating_sub(state.charged);
-                if charge > state.quota.limit || (state.window_end_ms != 0 && shortfall > ungranted)
-                {
-                    return exceeded;
+                if state.window_end_ms != 0 && shortfall > ungranted {
+                    return exceeded();
                 }
                 return Admission::NeedGrant {
-                    kind,
+                    quota: QuotaId::of(&state.quota),
                     need: shortfall,
                 };
-            } else if state.remaining() == 0 {
-                return exceeded;
+            } else if state.remaining() == 0 && state.quota.applies_to(demand.model) {
+                return exceeded();
             }
         }
         if self.limits.rate.is_some() {
             self.tokens_milli -= MILLI;
         }
         for state in &mut self.quotas {
-            let kind = state.quota.kind;
-            if kind.charged_at_admission() {
-                let charge = admission_charge(kind, request_bytes);
+            if state.quota.kind.charged_at_admission() {
+                let charge = demand.charge(&state.quota);
                 state.held -= charge.min(state.held);
                 state.note_use(charge, now_ms);
             }
@@ -360,9 +484,56 @@ impl Budget {
         Admission::Admit
     }
 
+    /// What [`Budget::admit`] just reserved for `demand`: one entry per
+    /// token quota it counts.
+    pub fn reservations(&self, demand: &Demand) -> Vec<Reserved> {
+        self.quotas
+            .iter()
+            .filter(|s| s.quota.kind.reserves())
+            .filter_map(|s| {
+                let amount = demand.charge(&s.quota);
+                (amount > 0).then(|| Reserved {
+                    quota: QuotaId::of(&s.quota),
+                    window_end_ms: s.window_end_ms,
+                    amount,
+                })
+            })
+            .collect()
+    }
+
+    /// A call's response ended having `used` these tokens: each of its
+    /// reservations becomes that count. What it did not use goes back to
+    /// what is held (for this Envoy's next requests); what it used past its
+    /// reservation is taken from what is held, and what that cannot cover
+    /// is owed. A reservation of a window that has ended, or of a quota
+    /// the key no longer has, lapsed with its grant: nothing to do.
+    pub fn settle(&mut self, reserved: &[Reserved], used: &TokenUsage, now_ms: u64) {
+        for r in reserved {
+            let Some(state) = self.quotas.iter_mut().find(|s| r.quota.names(&s.quota)) else {
+                continue;
+            };
+            state.roll(now_ms);
+            if state.window_end_ms != r.window_end_ms {
+                continue;
+            }
+            let used = used_of(r.quota.kind, used);
+            if used <= r.amount {
+                let unused = r.amount - used;
+                state.held = state.held.saturating_add(unused);
+                state.period_use = state.period_use.saturating_sub(unused);
+            } else {
+                let excess = used - r.amount;
+                let covered = excess.min(state.held);
+                state.held -= covered;
+                state.owed = state.owed.saturating_add(excess - covered);
+                state.note_use(excess, now_ms);
+            }
+        }
+    }
+
     /// Gives back what [`Budget::admit`] charged a request that was then
     /// refused after all (its `jti` was replayed).
-    pub fn refund(&mut self, request_bytes: u64) {
+    pub fn refund(&mut self, demand: &Demand) {
         if let Some(rate) = self.limits.rate {
             self.tokens_milli = self
                 .tokens_milli
@@ -370,18 +541,17 @@ impl Budget {
                 .min(rate.burst.saturating_mul(MILLI));
         }
         for state in &mut self.quotas {
-            let kind = state.quota.kind;
-            if kind.charged_at_admission() {
-                let charge = admission_charge(kind, request_bytes);
+            if state.quota.kind.charged_at_admission() {
+                let charge = demand.charge(&state.quota);
                 state.held = state.held.saturating_add(charge);
                 state.period_use = state.period_use.saturating_sub(charge);
             }
         }
     }
 
-    /// The quota of a kind, if the key has one.
-    pub fn quota_mut(&mut self, kind: QuotaKind) -> Option<&mut QuotaState> {
-        self.quotas.iter_mut().find(|s| s.quota.kind == kind)
+    /// The quota `id`, if the key has it.
+    pub fn quota_mut(&mut self, id: &QuotaId) -> Option<&mut QuotaState> {
+        self.quotas.iter_mut().find(|s| id.names(&s.quota))
     }
 
     /// The ask a request waiting for `need` of `kind` sends: the one in
@@ -389,12 +559,12 @@ impl Budget {
     /// a new one under `fresh`. `None` when the key has no such quota.
     pub fn ask(
         &mut self,
-        kind: QuotaKind,
+        quota: &QuotaId,
         need: u64,
         fresh: ChargeId,
         now_ms: u64,
     ) -> Option<Pending> {
-        let state = self.quota_mut(kind)?;
+        let state = self.quota_mut(quota)?;
         let pending = state.pending.get_or_insert(Pending {
             id: fresh,
             amount: need,
@@ -406,24 +576,24 @@ impl Budget {
 
     /// Takes in the sidecar's answer to the ask `id` (any other id, or an
     /// answer already taken in, changes nothing).
-    pub fn apply_grant(&mut self, kind: QuotaKind, id: &ChargeId, given: &GrantGiven) -> Applied {
+    pub fn apply_grant(&mut self, quota: &QuotaId, id: &ChargeId, given: &GrantGiven) -> Applied {
         if given.status == GrantStatus::UnknownKey {
             return Applied::UnknownKey;
         }
-        if self.answered(kind, id) {
+        if self.answered(quota, id) {
             if given.status == GrantStatus::NoQuota {
-                self.drop_quota(kind);
+                self.drop_quota(quota);
             } else {
-                self.take_grant(kind, given);
+                self.take_grant(quota, given);
             }
         }
         Applied::Done
     }
 
-    /// Ends the ask or settlement `id` of `kind` in flight; false when
+    /// Ends the ask or settlement `id` of `quota` in flight; false when
     /// none of that id is (another request's copy of the answer came first).
-    fn answered(&mut self, kind: QuotaKind, id: &ChargeId) -> bool {
-        match self.quota_mut(kind) {
+    fn answered(&mut self, quota: &QuotaId, id: &ChargeId) -> bool {
+        match self.quota_mut(quota) {
             Some(state) if state.pending.map(|p| p.id) == Some(*id) => {
                 state.pending = None;
                 true
@@ -434,8 +604,8 @@ impl Budget {
 
     /// Takes in a grant answered to this budget's ask; true when it
     /// changed the budget.
-    fn take_grant(&mut self, kind: QuotaKind, given: &GrantGiven) -> bool {
-        let Some(state) = self.quota_mut(kind) else {
+    fn take_grant(&mut self, quota: &QuotaId, given: &GrantGiven) -> bool {
+        let Some(state) = self.quota_mut(quota) else {
             return false;
         };
         if !matches!(given.status, GrantStatus::Granted | GrantStatus::Exhausted)
@@ -445,7 +615,10 @@ impl Budget {
         }
         state.told_charged(given.charged);
         if given.status == GrantStatus::Granted {
-            state.held = state.held.saturating_add(given.amount);
+            // What calls owe is paid first.
+            let paid = state.owed.min(given.amount);
+            state.owed -= paid;
+            state.held = state.held.saturating_add(given.amount - paid);
         } else {
             state.exhausted = true;
         }
@@ -454,20 +627,30 @@ impl Budget {
 
     /// The sidecar no longer counts this kind (the limits changed): this
     /// Envoy stops counting it too, until the new limits arrive.
-    fn drop_quota(&mut self, kind: QuotaKind) {
-        self.quotas.retain(|s| s.quota.kind != kind);
-        self.limits.quotas.retain(|q| q.kind != kind);
+    fn drop_quota(&mut self, quota: &QuotaId) {
+        self.quotas.retain(|s| !quota.names(&s.quota));
+        self.limits.quotas.retain(|q| !quota.names(q));
     }
 
     /// Charges what is known when a response ended: its body bytes and the
     /// units the upstream reported, to the quotas settled after the fact.
-    pub fn charge_after(&mut self, response_bytes: u64, units: u64, now_ms: u64) {
+    /// A quota scoped to a model counts only a call naming it (`model`).
+    pub fn charge_after(
+        &mut self,
+        response_bytes: u64,
+        units: u64,
+        model: Option<&str>,
+        now_ms: u64,
+    ) {
         for state in &mut self.quotas {
             state.roll(now_ms);
+            if !state.quota.applies_to(model) {
+                continue;
+            }
             let amount = match state.quota.kind {
                 QuotaKind::ResponseBytes => response_bytes,
                 QuotaKind::Units => units,
-                QuotaKind::Requests | QuotaKind::RequestBytes => continue,
+                _ => continue,
             };
             state.unsettled = state.unsettled.saturating_add(amount);
             state.note_use(amount, now_ms);
@@ -493,7 +676,7 @@ impl Budget {
                 if now_ms.saturating_sub(p.sent_ms) >= resend_ms {
                     p.sent_ms = now_ms;
                     due.push(Due {
-                        kind,
+                        quota: QuotaId::of(&state.quota),
                         pending: *p,
                         recent_use: state.demand(),
                     });
@@ -502,7 +685,9 @@ impl Budget {
             }
             let start = if kind.charged_at_admission() {
                 let demand = state.demand();
-                state.charged < state.quota.limit && demand > 0 && state.held < demand
+                state.charged < state.quota.limit
+                    && demand > 0
+                    && (state.held < demand || state.owed > 0)
             } else {
                 state.unsettled > 0 || state.window_end_ms == 0
             };
@@ -521,7 +706,7 @@ impl Budget {
             };
             state.pending = Some(pending);
             due.push(Due {
-                kind,
+                quota: QuotaId::of(&state.quota),
                 pending,
                 recent_use: state.demand(),
             });
@@ -532,17 +717,17 @@ impl Budget {
     /// Takes in the answer to the settlement `id`.
     pub fn apply_settlement(
         &mut self,
-        kind: QuotaKind,
+        quota: &QuotaId,
         id: &ChargeId,
         done: &SettlementDone,
     ) -> Applied {
         if done.status == GrantStatus::UnknownKey {
             return Applied::UnknownKey;
         }
-        if self.answered(kind, id) {
+        if self.answered(quota, id) {
             if done.status == GrantStatus::NoQuota {
-                self.drop_quota(kind);
-            } else if let Some(state) = self.quota_mut(kind) {
+                self.drop_quota(quota);
+            } else if let Some(state) = self.quota_mut(quota) {
                 if state.enter_window(done.window_end_ms) {
                     state.told_charged(done.charged);
                 }
@@ -553,12 +738,14 @@ impl Budget {
 
     /// The most constraining limit right now: its name, remaining and
     /// seconds to reset (for the `RateLimit` header of an allowed response).
-    pub fn tightest(&self, now_ms: u64) -> Option<(&'static str, u64, u64)> {
-        let mut best: Option<(&'static str, u64, u64, f64)> = None;
-        let mut consider = |name, remaining: u64, limit: u64, reset| {
+    pub fn tightest(&self, now_ms: u64) -> Option<(String, u64, u64)> {
+        // The best so far: which (`None`: the rate, else a quota's place),
+        // remaining, reset, and remaining as a share of the limit.
+        let mut best: Option<(Option<usize>, u64, u64, f64)> = None;
+        let mut consider = |which, remaining: u64, limit: u64, reset| {
             let share = remaining as f64 / limit.max(1) as f64;
             if best.is_none_or(|b| share < b.3) {
-                best = Some((name, remaining, reset, share));
+                best = Some((which, remaining, reset, share));
             }
         };
         if let Some(rate) = self.limits.rate {
@@ -567,36 +754,31 @@ impl Budget {
             let reset = (missing / MILLI)
                 .saturating_mul(per_token_ms)
                 .div_ceil(1000);
-            consider("rate", self.tokens_milli / MILLI, rate.burst, reset);
+            consider(None, self.tokens_milli / MILLI, rate.burst, reset);
         }
-        for state in &self.quotas {
-            let q = state.quota;
+        for (i, state) in self.quotas.iter().enumerate() {
             consider(
-                q.kind.as_str(),
+                Some(i),
                 state.remaining(),
-                q.limit,
+                state.quota.limit,
                 state.seconds_left(now_ms),
             );
         }
-        best.map(|(name, remaining, reset, _)| (name, remaining, reset))
+        let (which, remaining, reset, _) = best?;
+        let name = match which {
+            Some(i) => self.quotas.get(i)?.quota.name(),
+            None => "rate".to_owned(),
+        };
+        Some((name, remaining, reset))
     }
 }
 
 /// One call item the tick sends for a quota.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Due {
-    pub kind: QuotaKind,
+    pub quota: QuotaId,
     pub pending: Pending,
     pub recent_use: u64,
-}
-
-/// A request's charge of a quota counted at admission.
-pub fn admission_charge(kind: QuotaKind, request_bytes: u64) -> u64 {
-    match kind {
-        QuotaKind::Requests => 1,
-        QuotaKind::RequestBytes => request_bytes,
-        QuotaKind::ResponseBytes | QuotaKind::Units => 0,
-    }
 }
 
 /// A window's length in seconds, for `RateLimit-Policy` (a month: the one
@@ -628,18 +810,20 @@ fn kind_byte(kind: QuotaKind) -> u8 {
     QuotaKind::ALL.iter().position(|k| *k == kind).unwrap_or(0) as u8
 }
 
+/// A window's byte: its place in [`WINDOW_BYTES`] (the minute came last,
+/// so the bytes of older windows are as before).
+const WINDOW_BYTES: [Window; 4] = [Window::Hour, Window::Day, Window::Month, Window::Minute];
+
+/// Set in a quota's kind byte when a model scope follows (a length byte
+/// and the model): a filter that knows no scopes reads no such budget.
+const SCOPED: u8 = 0x80;
+
 fn window_byte(window: Window) -> u8 {
-    match window {
-        Window::Hour => 0,
-        Window::Day => 1,
-        Window::Month => 2,
-    }
+    WINDOW_BYTES.iter().position(|w| *w == window).unwrap_or(0) as u8
 }
 
 fn window_from(byte: u8) -> Option<Window> {
-    [Window::Hour, Window::Day, Window::Month]
-        .get(usize::from(byte))
-        .copied()
+    WINDOW_BYTES.get(usize::from(byte)).copied()
 }
 
 impl Budget {
@@ -670,7 +854,14 @@ impl Budget {
         put(&mut out, stamp);
         out.push(u8::try_from(self.quotas.len()).unwrap_or(0));
         for s in &self.quotas {
-            out.push(kind_byte(s.quota.kind));
+            match &s.quota.model {
+                Some(model) => {
+                    out.push(kind_byte(s.quota.kind) | SCOPED);
+                    out.push(u8::try_from(model.len()).unwrap_or(u8::MAX));
+                    out.extend_from_slice(model.as_bytes());
+                }
+                None => out.push(kind_byte(s.quota.kind)),
+            }
             out.push(window_byte(s.quota.window));
             put(&mut out, s.quota.limit);
             put(&mut out, s.window_end_ms as u64);
@@ -690,6 +881,9 @@ impl Budget {
             put(&mut out, s.period_start_ms);
             put(&mut out, s.period_use);
             put(&mut out, s.recent_use);
+            if s.quota.kind.reserves() {
+                put(&mut out, s.owed);
+            }
         }
         out
     }
@@ -723,7 +917,16 @@ impl Budget {
         let n = take_u8(&mut c)?;
         let mut quotas = Vec::with_capacity(usize::from(n));
         for _ in 0..n {
-            let kind = *QuotaKind::ALL.get(usize::from(take_u8(&mut c)?))?;
+            let kind_byte = take_u8(&mut c)?;
+            let kind = *QuotaKind::ALL.get(usize::from(kind_byte & !SCOPED))?;
+            let model = if kind_byte & SCOPED != 0 {
+                let len = usize::from(take_u8(&mut c)?);
+                let (name, rest) = (c.get(..len)?, c.get(len..)?);
+                c = rest;
+                Some(String::from_utf8(name.to_vec()).ok()?)
+            } else {
+                None
+            };
             let window = window_from(take_u8(&mut c)?)?;
             let limit = take_u64(&mut c)?;
             let window_end_ms = take_u64(&mut c)? as i64;
@@ -744,21 +947,31 @@ impl Budget {
                 }
                 _ => return None,
             };
+            let period_start_ms = take_u64(&mut c)?;
+            let period_use = take_u64(&mut c)?;
+            let recent_use = take_u64(&mut c)?;
+            let owed = if kind.reserves() {
+                take_u64(&mut c)?
+            } else {
+                0
+            };
             quotas.push(QuotaState {
                 quota: Quota {
                     kind,
                     limit,
                     window,
+                    model,
                 },
                 window_end_ms,
                 held,
                 exhausted,
                 charged,
                 unsettled,
+                owed,
                 pending,
-                period_start_ms: take_u64(&mut c)?,
-                period_use: take_u64(&mut c)?,
-                recent_use: take_u64(&mut c)?,
+                period_start_ms,
+                period_use,
+                recent_use,
             });
         }
         if !c.is_empty() {
@@ -766,7 +979,7 @@ impl Budget {
         }
         let limits = Limits {
             rate,
-            quotas: quotas.iter().map(|s| s.quota).collect(),
+            quotas: quotas.iter().map(|s| s.quota.clone()).collect(),
         };
         Some(Budget {
             limits,

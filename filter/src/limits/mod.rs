@@ -9,7 +9,8 @@
 //!
 //! The verify reply names a key's limits ([`limits_known`]); the flow
 //! charges a request ([`charge`]), waits on an ask ([`ask_body`],
-//! [`grant_answered`]), charges a response ([`charge_after`]); the root's
+//! [`grant_answered`]), charges a response ([`charge_after`]) and trues
+//! up an LLM call's token reservations ([`settle`]); the root's
 //! tick sends what is due for the keys its worker served ([`tick`],
 //! [`tick_answered`]).
 
@@ -20,12 +21,14 @@ mod ratelimit_headers;
 use std::collections::BTreeMap;
 
 use tollgate_wire::grant::{GrantAsk, GrantReply, GrantRequest, Settlement, GRANTS_PATH};
-use tollgate_wire::{to_hex, Limits, QuotaKind};
+use tollgate_wire::{to_hex, Limits};
 
 pub use budget::{
-    admission_charge, Admission, Applied, At, Budget, ChargeId, Due, Pending, UNSTAMPED,
+    Admission, Applied, At, Budget, ChargeId, Demand, Due, Pending, QuotaId, Reserved, TokenBound,
+    UNSTAMPED,
 };
 pub use ratelimit_headers::{denial_headers, remaining_header};
+use tollgate_wire::TokenUsage;
 
 pub use crate::config::LimitsPolicy;
 use crate::error::Denial;
@@ -99,17 +102,19 @@ pub fn limits_known(host: &impl Host, key_id: i64, limits: &Limits, mono_ms: u64
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Charge {
     /// Charged. `ratelimit`: the `RateLimit` value for the response;
-    /// `settles_after`: the key has quotas charged when the response ends.
+    /// `settles_after`: the key has quotas charged when the response ends;
+    /// `reserved`: what token quotas reserved, settled when it ends.
     Admitted {
         ratelimit: String,
         settles_after: bool,
+        reserved: Vec<Reserved>,
     },
     /// Refused, with the reply's extra headers.
     Denied(Denial, Vec<(&'static str, String)>),
-    /// The budget holds less than the request's charge of `kind`: send
+    /// The budget holds less than the request's charge of `quota`: send
     /// this ask and charge again once it is answered.
     Wait {
-        kind: QuotaKind,
+        quota: QuotaId,
         pending: Pending,
         recent_use: u64,
     },
@@ -117,13 +122,15 @@ pub enum Charge {
     Failed(&'static str),
 }
 
-/// Charges a request of key `key_id` with `request_bytes` of body at
-/// `at`; `fresh` mints the id of a new ask, should one be needed.
+/// Charges a request of key `key_id` asking `demand` at `at`; `fresh`
+/// mints the id of a new ask, should one be needed. `openai`: a refusal of
+/// a token quota also carries OpenAI's `x-ratelimit-*-tokens` headers.
 pub fn charge(
     host: &impl Host,
     key_id: i64,
-    request_bytes: u64,
+    demand: &Demand,
     at: At,
+    openai: bool,
     fresh: impl Fn() -> Option<ChargeId>,
 ) -> (Charge, u32) {
     let now_ms = at.wall_ms;
@@ -144,7 +151,7 @@ pub fn charge(
                 Change::Stop(())
             }
         };
-        match budget.admit(at, request_bytes) {
+        match budget.admit(at, demand) {
             Admission::Admit => {
                 answer = Charge::Admitted {
                     ratelimit: remaining_header(&budget, now_ms),
@@ -152,34 +159,52 @@ pub fn charge(
                         .quotas
                         .iter()
                         .any(|s| !s.quota.kind.charged_at_admission()),
+                    reserved: budget.reservations(demand),
                 };
                 Change::Write(budget.encode())
             }
             Admission::RateLimited { retry_after_s } => {
-                let headers = denial_headers(&budget, "rate", retry_after_s, now_ms);
+                let headers = denial_headers(&budget, None, retry_after_s, now_ms, false);
                 answer = Charge::Denied(Denial::RateLimited, headers);
                 refused(&budget)
             }
             Admission::QuotaExceeded {
-                kind,
+                quota,
                 retry_after_s,
             } => {
-                let headers = denial_headers(&budget, kind.as_str(), retry_after_s, now_ms);
+                let headers = denial_headers(&budget, Some(&quota), retry_after_s, now_ms, openai);
                 answer = Charge::Denied(Denial::QuotaExceeded, headers);
                 refused(&budget)
             }
-            Admission::NeedGrant { kind, need } => {
+            Admission::NeverFits {
+                quota,
+                charge,
+                limit,
+            } => {
+                let retry_after_s = budget
+                    .quota_mut(&quota)
+                    .map_or(1, |s| s.seconds_left(now_ms));
+                let headers = denial_headers(&budget, Some(&quota), retry_after_s, now_ms, openai);
+                let denial = Denial::QuotaNeverFits {
+                    kind: quota.kind,
+                    charge,
+                    limit,
+                };
+                answer = Charge::Denied(denial, headers);
+                refused(&budget)
+            }
+            Admission::NeedGrant { quota, need } => {
                 let (recent_use, in_flight) = budget
-                    .quota_mut(kind)
+                    .quota_mut(&quota)
                     .map_or((0, None), |s| (s.demand().max(need), s.pending));
                 let Some(id) = in_flight.map(|p| p.id).or_else(&fresh) else {
                     answer = Charge::Failed("no randomness for a grant id");
                     return Change::Stop(());
                 };
-                match budget.ask(kind, need, id, now_ms) {
+                match budget.ask(&quota, need, id, now_ms) {
                     Some(pending) => {
                         answer = Charge::Wait {
-                            kind,
+                            quota: quota.clone(),
                             pending,
                             recent_use,
                         };
@@ -205,32 +230,53 @@ pub fn charge(
 }
 
 /// Gives back a charge whose request was refused after all.
-pub fn refund(host: &impl Host, key_id: i64, request_bytes: u64) {
-    change_budget(host, key_id, |budget| budget.refund(request_bytes));
+pub fn refund(host: &impl Host, key_id: i64, demand: &Demand) {
+    change_budget(host, key_id, |budget| budget.refund(demand));
 }
 
-/// Charges a finished response to the key's quotas settled after the fact.
-pub fn charge_after(host: &impl Host, key_id: i64, response_bytes: u64, units: u64, now_ms: u64) {
+/// Charges a finished response to the key's quotas settled after the fact
+/// (a scoped one only for a call naming its `model`).
+pub fn charge_after(
+    host: &impl Host,
+    key_id: i64,
+    response_bytes: u64,
+    units: u64,
+    model: Option<&str>,
+    now_ms: u64,
+) {
     change_budget(host, key_id, |budget| {
-        budget.charge_after(response_bytes, units, now_ms)
+        budget.charge_after(response_bytes, units, model, now_ms)
     });
 }
 
+/// An LLM call ended having `used` these tokens: its reservations become
+/// that count, the rest given back ([`Budget::settle`]).
+pub fn settle(
+    host: &impl Host,
+    key_id: i64,
+    reserved: &[Reserved],
+    used: &TokenUsage,
+    now_ms: u64,
+) -> Updated<()> {
+    change_budget(host, key_id, |budget| budget.settle(reserved, used, now_ms))
+}
+
 /// The body of a waiting request's grant call.
-pub fn ask_body(key_id: i64, kind: QuotaKind, pending: &Pending, recent_use: u64) -> Vec<u8> {
+pub fn ask_body(key_id: i64, quota: &QuotaId, pending: &Pending, recent_use: u64) -> Vec<u8> {
     let request = GrantRequest {
-        asks: vec![ask(key_id, kind, pending, recent_use)],
+        asks: vec![ask(key_id, quota, pending, recent_use)],
         ..GrantRequest::default()
     };
     serde_json::to_vec(&request).unwrap_or_default()
 }
 
-/// The ask `pending` of key `key_id`'s quota `kind` on the wire.
-fn ask(key_id: i64, kind: QuotaKind, pending: &Pending, recent_use: u64) -> GrantAsk {
+/// The ask `pending` of key `key_id`'s `quota` on the wire.
+fn ask(key_id: i64, quota: &QuotaId, pending: &Pending, recent_use: u64) -> GrantAsk {
     GrantAsk {
         grant_id: to_hex(&pending.id),
         key_id,
-        quota: kind,
+        quota: quota.kind,
+        model: quota.model.clone(),
         need: pending.amount,
         recent_use,
     }
@@ -250,7 +296,7 @@ pub fn parse_reply(status: Option<&[u8]>, body: Option<&[u8]>) -> Option<GrantRe
 pub fn grant_answered(
     host: &impl Host,
     key_id: i64,
-    kind: QuotaKind,
+    quota: &QuotaId,
     id: &ChargeId,
     reply: Option<GrantReply>,
 ) -> Result<(), &'static str> {
@@ -260,7 +306,7 @@ pub fn grant_answered(
         .ok_or("the grant call gave no usable answer")?;
     let mut applied = Applied::Done;
     let updated = change_budget(host, key_id, |budget| {
-        applied = budget.apply_grant(kind, id, &given);
+        applied = budget.apply_grant(quota, id, &given);
     });
     match (updated, applied) {
         (_, Applied::UnknownKey) => Err("the sidecar knows no key of this id"),
@@ -270,7 +316,7 @@ pub fn grant_answered(
 }
 
 /// One item of a tick's grant call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TickItem {
     pub key_id: i64,
     pub due: Due,
@@ -312,8 +358,9 @@ pub fn tick(host: &impl Host, worker: &Worker, now_ms: u64) -> Option<TickCall> 
             idle.push(key_id);
         }
         for d in due {
+            let admission = d.quota.kind.charged_at_admission();
             let item = TickItem { key_id, due: d };
-            if d.kind.charged_at_admission() {
+            if admission {
                 asks.push(item);
             } else {
                 settlements.push(item);
@@ -327,14 +374,15 @@ pub fn tick(host: &impl Host, worker: &Worker, now_ms: u64) -> Option<TickCall> 
     let request = GrantRequest {
         asks: asks
             .iter()
-            .map(|i| ask(i.key_id, i.due.kind, &i.due.pending, i.due.recent_use))
+            .map(|i| ask(i.key_id, &i.due.quota, &i.due.pending, i.due.recent_use))
             .collect(),
         settlements: settlements
             .iter()
             .map(|i| Settlement {
                 settlement_id: to_hex(&i.due.pending.id),
                 key_id: i.key_id,
-                quota: i.due.kind,
+                quota: i.due.quota.kind,
+                model: i.due.quota.model.clone(),
                 amount: i.due.pending.amount,
             })
             .collect(),
@@ -370,23 +418,23 @@ pub fn tick_answered(host: &impl Host, call: &TickCall, reply: Option<GrantReply
         by_key
             .entry(item.key_id)
             .or_default()
-            .push(Answer::Grant(item.due, given));
+            .push(Answer::Grant(item.due.clone(), given));
     }
     for (item, done) in call.settlements.iter().zip(reply.settlements) {
         by_key
             .entry(item.key_id)
             .or_default()
-            .push(Answer::Settled(item.due, done));
+            .push(Answer::Settled(item.due.clone(), done));
     }
     for (key_id, answers) in by_key {
         change_budget(host, key_id, |budget| {
             for answer in &answers {
                 match answer {
                     Answer::Grant(due, given) if given.grant_id == to_hex(&due.pending.id) => {
-                        budget.apply_grant(due.kind, &due.pending.id, given);
+                        budget.apply_grant(&due.quota, &due.pending.id, given);
                     }
                     Answer::Settled(due, done) if done.settlement_id == to_hex(&due.pending.id) => {
-                        budget.apply_settlement(due.kind, &due.pending.id, done);
+                        budget.apply_settlement(&due.quota, &due.pending.id, done);
                     }
                     _ => {}
                 }

@@ -12,6 +12,8 @@
 
 use tollgate_wire::{Api, LlmUsage, TokenUsage};
 
+use crate::limits::TokenBound;
+
 use super::request::LlmRequest;
 use super::rewrite::UsageChunkStripper;
 use super::usage::{read_body, EstimateReason, StreamMeter, UsageOutcome};
@@ -21,6 +23,10 @@ pub const MAX_BODY_COPY: usize = 4 << 20;
 
 /// Why a whole answer larger than [`MAX_BODY_COPY`] is estimated.
 pub const ANSWER_TOO_LARGE: &str = "answer_too_large";
+
+/// Why a call that ended before any answer counts no tokens: the
+/// reservation it made goes back whole.
+pub const NO_ANSWER: &str = "no_answer";
 
 /// How the answer is read.
 #[derive(Debug)]
@@ -43,6 +49,8 @@ enum Reading {
 pub struct LlmCall {
     asked: LlmRequest,
     request_bytes: u64,
+    /// The size of the body as forwarded (after any rewrite).
+    forwarded_bytes: u64,
     reading: Reading,
     /// On a chat stream whose usage the gateway asked for.
     stripper: Option<UsageChunkStripper>,
@@ -69,11 +77,59 @@ impl LlmCall {
         LlmCall {
             asked,
             request_bytes,
+            forwarded_bytes: request_bytes,
             reading: Reading::Waiting,
             stripper: None,
             usage_added,
             sse,
         }
+    }
+
+    /// The model the request names.
+    pub fn model(&self) -> &str {
+        &self.asked.model
+    }
+
+    /// An upper bound of the tokens this call can cost, with `default_cap`
+    /// as its output cap if it sets none (see docs/LIMITS.md, "Token
+    /// quotas"): its input is at most its body's bytes (a byte-level
+    /// tokenizer gives at most one token per byte of text, and the JSON
+    /// around the text is longer than the tokens the provider adds per
+    /// message), its output at most its cap (embeddings have none).
+    pub fn token_bound(&self, default_cap: u64) -> TokenBound {
+        let output = match self.asked.api {
+            Api::OpenAiEmbeddings => 0,
+            _ => self.asked.max_output_tokens.unwrap_or(default_cap),
+        };
+        TokenBound {
+            input: self.request_bytes,
+            output,
+        }
+    }
+
+    /// Whether the call sets no output cap though its API has one.
+    pub fn lacks_output_cap(&self) -> bool {
+        self.asked.max_output_tokens.is_none() && self.asked.api != Api::OpenAiEmbeddings
+    }
+
+    /// The forwarded request now carries output cap `cap`.
+    pub fn output_cap_written(&mut self, cap: u64) {
+        self.asked.max_output_tokens = Some(cap);
+    }
+
+    /// The size of the body as it will be forwarded.
+    pub fn forwarded_bytes(&self) -> u64 {
+        self.forwarded_bytes
+    }
+
+    /// The body to forward was rewritten to `bytes` bytes.
+    pub fn body_rewritten(&mut self, bytes: u64) {
+        self.forwarded_bytes = bytes;
+    }
+
+    /// The API of the call.
+    pub fn api(&self) -> Api {
+        self.asked.api
     }
 
     /// The response started with `status`: a successful answer to a
@@ -131,7 +187,8 @@ impl LlmCall {
     pub fn finish(&mut self) -> Metered {
         let mut because = None;
         let outcome = match &mut self.reading {
-            // No answer came: nothing was delivered, the prompt may be billed.
+            // No answer came: counted as no tokens (below), as a token
+            // quota gives the call's reservation back whole.
             Reading::Waiting => UsageOutcome::Estimated {
                 reason: EstimateReason::NoUsage,
                 delivered_chars: 0,
@@ -157,17 +214,26 @@ impl LlmCall {
             Reading::Stream(meter) => meter.parser().skipped_lines(),
             Reading::Waiting | Reading::Body { .. } => 0,
         };
-        let estimated_because = match outcome {
+        let mut estimated_because = match outcome {
             UsageOutcome::Reported(_) => None,
             UsageOutcome::Estimated { reason, .. } => because.or(Some(reason.reason())),
         };
+        let mut tokens = outcome.tokens(self.request_bytes);
+        if matches!(self.reading, Reading::Waiting) {
+            estimated_because = Some(NO_ANSWER);
+            tokens = TokenUsage::default();
+        }
+        // An estimate never passes the output cap the call was given.
+        if let (Some(_), Some(cap)) = (estimated_because, self.asked.max_output_tokens) {
+            tokens.output_tokens = tokens.output_tokens.min(cap);
+        }
         Metered {
             usage: LlmUsage {
                 api: self.asked.api,
                 model: self.asked.model.clone(),
                 streamed: self.asked.stream,
                 usage_source: outcome.source(),
-                tokens: outcome.tokens(self.request_bytes),
+                tokens,
             },
             estimated_because,
             skipped_lines,

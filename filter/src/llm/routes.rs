@@ -6,6 +6,10 @@
 //! matches a path (its query left out) wins. Without `llm.routes` the table
 //! is the providers' own paths ([`default_routes`]); `"routes": []` turns
 //! LLM metering off.
+//!
+//! `llm.default_output_cap` (default [`DEFAULT_OUTPUT_CAP`]) is the output
+//! cap written into a call that sets none when its key has a token quota:
+//! the cap its reservation counts on.
 
 use serde::Deserialize;
 use tollgate_wire::{Api, Provider};
@@ -15,6 +19,10 @@ pub const MAX_ROUTES: usize = 64;
 
 /// Longest path prefix of a route.
 pub const MAX_PREFIX_LEN: usize = 256;
+
+/// The output cap of a call without one, for a key with a token quota,
+/// unless `llm.default_output_cap` says otherwise: 4096 tokens.
+pub const DEFAULT_OUTPUT_CAP: u64 = 4096;
 
 /// One route: requests whose path starts with `prefix` are `api` calls.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +35,9 @@ pub struct Route {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LlmRoutes {
     routes: Vec<Route>,
+    /// The output cap written into a call without one whose key has a
+    /// token quota (1 to `request::MAX_OUTPUT_CAP`).
+    pub default_output_cap: u64,
 }
 
 /// The table when the configuration names none: the providers' own paths.
@@ -55,7 +66,10 @@ impl Default for LlmRoutes {
 impl LlmRoutes {
     fn new(mut routes: Vec<Route>) -> Self {
         routes.sort_by_key(|route| std::cmp::Reverse(route.prefix.len()));
-        LlmRoutes { routes }
+        LlmRoutes {
+            routes,
+            default_output_cap: DEFAULT_OUTPUT_CAP,
+        }
     }
 
     /// The API of a request path (`:path`, query included), if any route
@@ -90,6 +104,8 @@ pub fn key_header(provider: Provider) -> Option<&'static str> {
 pub struct RawLlm {
     #[serde(default)]
     routes: Option<Vec<RawRoute>>,
+    #[serde(default)]
+    default_output_cap: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -101,7 +117,25 @@ struct RawRoute {
 
 /// Validates `llm`: the field at fault and why, when it is not a table.
 pub fn validate(raw: RawLlm) -> Result<LlmRoutes, (String, String)> {
-    let Some(raw_routes) = raw.routes else {
+    let max = crate::llm::request::MAX_OUTPUT_CAP;
+    let default_output_cap = match raw.default_output_cap {
+        Some(cap) if cap == 0 || cap > max => {
+            return Err((
+                "llm.default_output_cap".into(),
+                format!("must be an integer from 1 to {max}"),
+            ))
+        }
+        Some(cap) => cap,
+        None => DEFAULT_OUTPUT_CAP,
+    };
+    let mut table = routes(raw.routes)?;
+    table.default_output_cap = default_output_cap;
+    Ok(table)
+}
+
+/// Validates `llm.routes`.
+fn routes(raw_routes: Option<Vec<RawRoute>>) -> Result<LlmRoutes, (String, String)> {
+    let Some(raw_routes) = raw_routes else {
         return Ok(LlmRoutes::default());
     };
     if raw_routes.len() > MAX_ROUTES {
@@ -140,6 +174,17 @@ mod tests {
 
     fn table(json: &str) -> Result<LlmRoutes, (String, String)> {
         validate(serde_json::from_str(json).unwrap())
+    }
+
+    #[test]
+    fn the_default_output_cap_is_4096_unless_configured_within_range() {
+        assert_eq!(table("{}").unwrap().default_output_cap, 4096);
+        let routes = table(r#"{"default_output_cap":100}"#).unwrap();
+        assert_eq!(routes.default_output_cap, 100);
+        for bad in ["0", "1048577"] {
+            let json = format!(r#"{{"default_output_cap":{bad}}}"#);
+            assert_eq!(table(&json).unwrap_err().0, "llm.default_output_cap");
+        }
     }
 
     #[test]

@@ -4,15 +4,20 @@
 //! quota or an empty bucket is 429; a budget that cannot be used, or a
 //! grant call that gives no usable answer, fails closed (503
 //! `auth_unavailable`).
+//!
+//! An LLM call's token quotas are charged a reservation (its token bound);
+//! a call that sets no output cap and reserved one is forwarded with the
+//! default cap its reservation counted on.
 
 use tollgate_wire::grant::GRANTS_PATH;
-use tollgate_wire::QuotaKind;
+use tollgate_wire::Provider;
 
 use super::{Admission, Outcome, Wait};
 use crate::error::Denial;
 use crate::flow::Flow;
 use crate::host::{LogLevel, StreamHost};
-use crate::limits::{self, index, Charge, ChargeId};
+use crate::limits::{self, index, Charge, ChargeId, Demand, QuotaId, Reserved};
+use crate::llm::rewrite;
 use crate::sidecar_call;
 
 /// How many grant calls one request may wait for before it fails closed
@@ -27,6 +32,24 @@ pub struct Charged {
     pub ratelimit: Option<String>,
     /// The key has quotas charged when the response ends.
     pub settles_after: bool,
+    /// What the key's token quotas reserved, trued up when it ends.
+    pub reserved: Vec<Reserved>,
+}
+
+impl Admission {
+    /// What the request asks of its key's quotas: its body's bytes, and
+    /// on an LLM route its model and token bound (`default_cap` standing
+    /// for a cap it does not set).
+    pub fn demand(&self, request_bytes: u64, default_cap: u64) -> Demand<'_> {
+        match &self.llm {
+            Some(call) => Demand {
+                request_bytes,
+                model: Some(call.model()),
+                tokens: call.token_bound(default_cap),
+            },
+            None => Demand::bytes(request_bytes),
+        }
+    }
 }
 
 impl<H: StreamHost> Flow<H> {
@@ -54,26 +77,36 @@ impl<H: StreamHost> Flow<H> {
             mono_ms,
         };
         let host = &self.host;
+        let default_cap = worker.config().llm.default_output_cap;
+        let demand = admission.demand(self.exchange.request_bytes, default_cap);
+        let openai = self.exchange.llm_api.map(|a| a.provider()) == Some(Provider::OpenAi);
         let (charge, _retries) =
-            limits::charge(host, key_id, self.exchange.request_bytes, at, || {
-                limits::fresh_id(host)
-            });
+            limits::charge(host, key_id, &demand, at, openai, || limits::fresh_id(host));
         index::served(&self.host, &worker, key_id, now);
         match charge {
             Charge::Admitted {
                 ratelimit,
                 settles_after,
+                reserved,
             } => {
                 let headers = worker.config().limits.ratelimit_headers;
+                let capped = !reserved.is_empty();
                 admission.charged = Some(Charged {
                     ratelimit: (headers && !ratelimit.is_empty()).then_some(ratelimit),
                     settles_after,
+                    reserved,
                 });
+                if capped {
+                    if let Err(why) = self.write_default_cap(admission, default_cap) {
+                        self.log(LogLevel::Error, &format!("{why}; refusing"));
+                        return Outcome::deny(Denial::AuthUnavailable);
+                    }
+                }
                 Outcome::Done
             }
             Charge::Denied(denial, headers) => Outcome::Deny(denial, headers),
             Charge::Wait {
-                kind,
+                quota,
                 pending,
                 recent_use,
             } => {
@@ -85,7 +118,7 @@ impl<H: StreamHost> Flow<H> {
                     return Outcome::deny(Denial::AuthUnavailable);
                 }
                 let config = &worker.config();
-                let body = limits::ask_body(key_id, kind, &pending, recent_use);
+                let body = limits::ask_body(key_id, &quota, &pending, recent_use);
                 match sidecar_call::post(
                     &self.host,
                     config,
@@ -97,7 +130,7 @@ impl<H: StreamHost> Flow<H> {
                     Ok(token) => Outcome::Wait(
                         token,
                         Wait::Grant {
-                            kind,
+                            quota,
                             id: pending.id,
                             rounds: rounds + 1,
                         },
@@ -121,10 +154,36 @@ impl<H: StreamHost> Flow<H> {
     /// The grant call the request waits on answered: the budget takes the
     /// grant in, and the request is charged again. An unusable answer fails
     /// the request closed; its ask stays in the budget for the tick.
+    /// A call whose reservation counted on the default output cap is
+    /// forwarded with it (the admission's charge is then given back by
+    /// the refusal that follows a failure).
+    fn write_default_cap(&mut self, admission: &mut Admission, cap: u64) -> Result<(), String> {
+        let Some(call) = admission.llm.as_mut().filter(|c| c.lacks_output_cap()) else {
+            return Ok(());
+        };
+        let size = usize::try_from(call.forwarded_bytes()).map_err(|e| e.to_string())?;
+        let body = self
+            .host
+            .request_body(0, size)
+            .ok_or("cannot read the request body")?;
+        let capped = rewrite::with_output_cap(call.api(), &body, cap)
+            .ok_or("cannot write the output cap into the request body")?;
+        self.host
+            .replace_request_body(size, &capped)
+            .and_then(|()| {
+                self.host
+                    .set_request_header("content-length", &capped.len().to_string())
+            })
+            .map_err(|e| format!("cannot rewrite the body: {e}"))?;
+        call.body_rewritten(capped.len() as u64);
+        call.output_cap_written(cap);
+        Ok(())
+    }
+
     pub(super) fn grant_answered(
         &mut self,
         admission: &mut Admission,
-        kind: QuotaKind,
+        quota: QuotaId,
         id: ChargeId,
         rounds: u8,
         body_size: usize,
@@ -134,7 +193,7 @@ impl<H: StreamHost> Flow<H> {
             .then(|| self.host.callout_body(body_size))
             .flatten();
         let reply = limits::parse_reply(status.as_deref(), body.as_deref());
-        match limits::grant_answered(&self.host, admission.key_id, kind, &id, reply) {
+        match limits::grant_answered(&self.host, admission.key_id, &quota, &id, reply) {
             Ok(()) => self.charge_limits(admission, rounds),
             Err(why) => {
                 self.log(LogLevel::Warn, &format!("{why}; refusing"));

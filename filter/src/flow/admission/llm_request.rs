@@ -29,6 +29,7 @@ impl<H: StreamHost> Flow<H> {
             Err(invalid) => return Outcome::deny(Denial::InvalidRequest(invalid)),
         };
         let mut usage_added = false;
+        let mut forwarded_bytes = self.exchange.request_bytes;
         if asked.needs_include_usage() {
             if let Some(forwarded) = rewrite::with_include_usage(&body) {
                 if let Err(e) = self.forward_body(size, &forwarded) {
@@ -36,14 +37,17 @@ impl<H: StreamHost> Flow<H> {
                     return Outcome::deny(Denial::AuthUnavailable);
                 }
                 usage_added = true;
+                forwarded_bytes = forwarded.len() as u64;
             }
         }
-        admission.llm = Some(LlmCall::new(
+        let mut call = LlmCall::new(
             asked,
             &self.exchange.path,
             usage_added,
             self.exchange.request_bytes,
-        ));
+        );
+        call.body_rewritten(forwarded_bytes);
+        admission.llm = Some(call);
         Outcome::Done
     }
 

@@ -91,10 +91,10 @@ impl Admission {
 /// What a step's wait owns, to resume when its callout answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Wait {
-    /// The limits step waits for a grant of `kind` under ask `id`; this is
-    /// its `rounds`-th grant call.
+    /// The limits step waits for a grant of `quota` under ask `id`; this
+    /// is its `rounds`-th grant call.
     Grant {
-        kind: tollgate_wire::QuotaKind,
+        quota: crate::limits::QuotaId,
         id: ChargeId,
         rounds: u8,
     },
@@ -198,7 +198,12 @@ impl<H: StreamHost> Flow<H> {
         headers: Vec<(&'static str, String)>,
     ) {
         if admission.charged.is_some() {
-            crate::limits::refund(&self.host, admission.key_id, self.exchange.request_bytes);
+            let default_cap = self
+                .worker
+                .as_ref()
+                .map_or(0, |w| w.config().llm.default_output_cap);
+            let demand = admission.demand(self.exchange.request_bytes, default_cap);
+            crate::limits::refund(&self.host, admission.key_id, &demand);
         }
         self.deny(denial, &headers);
     }
@@ -215,8 +220,8 @@ impl<H: StreamHost> Flow<H> {
 
     fn resume_step(&mut self, wait: Wait, admission: &mut Admission, body_size: usize) -> Outcome {
         match wait {
-            Wait::Grant { kind, id, rounds } => {
-                self.grant_answered(admission, kind, id, rounds, body_size)
+            Wait::Grant { quota, id, rounds } => {
+                self.grant_answered(admission, quota, id, rounds, body_size)
             }
             Wait::FleetClaim => self.fleet_claim_answered(admission, body_size),
         }

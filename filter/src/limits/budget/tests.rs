@@ -28,7 +28,13 @@ fn quota(kind: QuotaKind, limit: u64, window: Window) -> Quota {
         kind,
         limit,
         window,
+        model: None,
     }
+}
+
+/// The unscoped quota of `kind`.
+fn qid(kind: QuotaKind) -> QuotaId {
+    QuotaId { kind, model: None }
 }
 
 fn given(id: &ChargeId, status: GrantStatus, amount: u64, charged: u64) -> GrantGiven {
@@ -49,49 +55,54 @@ fn a_request_waits_for_a_grant_then_spends_it_and_a_spent_window_is_429_until_it
     let now = MIDNIGHT + 1000;
     let mut b = Budget::new(limits(None, &[q]), now);
     assert_eq!(
-        b.admit(at(now), 10),
+        b.admit(at(now), &Demand::bytes(10)),
         Admission::NeedGrant {
-            kind: QuotaKind::Requests,
+            quota: qid(QuotaKind::Requests),
             need: 1
         }
     );
-    let ask = b.ask(QuotaKind::Requests, 1, [7; 16], now).unwrap();
+    let ask = b.ask(&qid(QuotaKind::Requests), 1, [7; 16], now).unwrap();
     assert_eq!(
-        b.ask(QuotaKind::Requests, 1, [8; 16], now).unwrap().id,
+        b.ask(&qid(QuotaKind::Requests), 1, [8; 16], now)
+            .unwrap()
+            .id,
         ask.id,
         "a second waiting request shares the ask in flight"
     );
     b.apply_grant(
-        QuotaKind::Requests,
+        &qid(QuotaKind::Requests),
         &ask.id,
         &given(&ask.id, GrantStatus::Granted, 2, 2),
     );
     assert_eq!(b.quotas[0].held, 2);
     b.apply_grant(
-        QuotaKind::Requests,
+        &qid(QuotaKind::Requests),
         &ask.id,
         &given(&ask.id, GrantStatus::Granted, 2, 2),
     );
     assert_eq!(b.quotas[0].held, 2, "an answer is taken in once");
-    assert_eq!(b.admit(at(now), 10), Admission::Admit);
-    assert_eq!(b.admit(at(now), 10), Admission::Admit);
-    assert!(matches!(b.admit(at(now), 10), Admission::NeedGrant { .. }));
-    let ask = b.ask(QuotaKind::Requests, 1, [9; 16], now).unwrap();
+    assert_eq!(b.admit(at(now), &Demand::bytes(10)), Admission::Admit);
+    assert_eq!(b.admit(at(now), &Demand::bytes(10)), Admission::Admit);
+    assert!(matches!(
+        b.admit(at(now), &Demand::bytes(10)),
+        Admission::NeedGrant { .. }
+    ));
+    let ask = b.ask(&qid(QuotaKind::Requests), 1, [9; 16], now).unwrap();
     b.apply_grant(
-        QuotaKind::Requests,
+        &qid(QuotaKind::Requests),
         &ask.id,
         &given(&ask.id, GrantStatus::Exhausted, 0, 100),
     );
     assert_eq!(
-        b.admit(at(now), 10),
+        b.admit(at(now), &Demand::bytes(10)),
         Admission::QuotaExceeded {
-            kind: QuotaKind::Requests,
+            quota: qid(QuotaKind::Requests),
             retry_after_s: (DAY_MS - 1000) / 1000
         }
     );
     assert!(
         matches!(
-            b.admit(at(MIDNIGHT + DAY_MS), 10),
+            b.admit(at(MIDNIGHT + DAY_MS), &Demand::bytes(10)),
             Admission::NeedGrant { .. }
         ),
         "the next window starts afresh"
@@ -107,21 +118,24 @@ fn the_bucket_allows_its_burst_then_its_rate_and_says_when_to_retry() {
     };
     let mut b = Budget::new(limits(Some(rate), &[]), 0);
     for _ in 0..5 {
-        assert_eq!(b.admit(at(0), 0), Admission::Admit);
+        assert_eq!(b.admit(at(0), &Demand::bytes(0)), Admission::Admit);
     }
     assert_eq!(
-        b.admit(at(0), 0),
+        b.admit(at(0), &Demand::bytes(0)),
         Admission::RateLimited { retry_after_s: 1 }
     );
     assert_eq!(
-        b.admit(at(100), 0),
+        b.admit(at(100), &Demand::bytes(0)),
         Admission::Admit,
         "a token every 100 ms"
     );
-    assert!(matches!(b.admit(at(150), 0), Admission::RateLimited { .. }));
-    b.refund(0);
+    assert!(matches!(
+        b.admit(at(150), &Demand::bytes(0)),
+        Admission::RateLimited { .. }
+    ));
+    b.refund(&Demand::bytes(0));
     assert_eq!(
-        b.admit(at(150), 0),
+        b.admit(at(150), &Demand::bytes(0)),
         Admission::Admit,
         "a refund gives the token back"
     );
@@ -131,9 +145,9 @@ fn the_bucket_allows_its_burst_then_its_rate_and_says_when_to_retry() {
         burst: 1,
     };
     let mut b = Budget::new(limits(Some(slow), &[]), 0);
-    assert_eq!(b.admit(at(0), 0), Admission::Admit);
+    assert_eq!(b.admit(at(0), &Demand::bytes(0)), Admission::Admit);
     assert_eq!(
-        b.admit(at(0), 0),
+        b.admit(at(0), &Demand::bytes(0)),
         Admission::RateLimited { retry_after_s: 60 }
     );
 }
@@ -147,16 +161,19 @@ fn the_bucket_runs_on_the_monotonic_clock_and_restarts_an_older_filters_stamp() 
     };
     let mut b = Budget::new(limits(Some(rate), &[]), 5_000);
     let when = |wall_ms, mono_ms| At { wall_ms, mono_ms };
-    assert_eq!(b.admit(when(MIDNIGHT, 5_000), 0), Admission::Admit);
+    assert_eq!(
+        b.admit(when(MIDNIGHT, 5_000), &Demand::bytes(0)),
+        Admission::Admit
+    );
     assert!(
         matches!(
-            b.admit(when(MIDNIGHT + DAY_MS, 5_000), 0),
+            b.admit(when(MIDNIGHT + DAY_MS, 5_000), &Demand::bytes(0)),
             Admission::RateLimited { .. }
         ),
         "a day on the wall clock and no time on the bucket's: no token"
     );
     assert_eq!(
-        b.admit(when(MIDNIGHT - DAY_MS, 5_100), 0),
+        b.admit(when(MIDNIGHT - DAY_MS, 5_100), &Demand::bytes(0)),
         Admission::Admit,
         "the wall clock set back a day: the token of 100 ms came"
     );
@@ -171,13 +188,16 @@ fn the_bucket_runs_on_the_monotonic_clock_and_restarts_an_older_filters_stamp() 
     assert_eq!(old.refilled_ms, UNSTAMPED);
     assert!(
         matches!(
-            old.admit(when(MIDNIGHT, 6_000), 0),
+            old.admit(when(MIDNIGHT, 6_000), &Demand::bytes(0)),
             Admission::RateLimited { .. }
         ),
         "a stamp of another clock adds nothing"
     );
     assert_eq!(old.refilled_ms, 6_000, "and restarts at now");
-    assert_eq!(old.admit(when(MIDNIGHT, 6_100), 0), Admission::Admit);
+    assert_eq!(
+        old.admit(when(MIDNIGHT, 6_100), &Demand::bytes(0)),
+        Admission::Admit
+    );
     let unstamped = Budget {
         refilled_ms: UNSTAMPED,
         ..b.clone()
@@ -197,12 +217,19 @@ fn quotas_charged_after_the_fact_close_once_the_known_total_reaches_the_limit() 
     let first = b.due(now, 1000, || [1; 16]);
     assert_eq!(first.len(), 1, "a first settlement of 0 learns the total");
     assert_eq!(first[0].pending.amount, 0);
-    assert_eq!(b.admit(at(now), 0), Admission::Admit);
-    b.charge_after(0, 60, now);
-    assert_eq!(b.admit(at(now), 0), Admission::Admit, "60 of 100");
-    b.charge_after(0, 60, now);
+    assert_eq!(b.admit(at(now), &Demand::bytes(0)), Admission::Admit);
+    b.charge_after(0, 60, None, now);
+    assert_eq!(
+        b.admit(at(now), &Demand::bytes(0)),
+        Admission::Admit,
+        "60 of 100"
+    );
+    b.charge_after(0, 60, None, now);
     assert!(
-        matches!(b.admit(at(now), 0), Admission::QuotaExceeded { .. }),
+        matches!(
+            b.admit(at(now), &Demand::bytes(0)),
+            Admission::QuotaExceeded { .. }
+        ),
         "120 known: closed"
     );
     assert!(b.due(now + 10, 1000, || [2; 16]).is_empty(), "in flight");
@@ -217,11 +244,11 @@ fn quotas_charged_after_the_fact_close_once_the_known_total_reaches_the_limit() 
         window_start_ms: MIDNIGHT as i64,
         window_end_ms: (MIDNIGHT + 3_600_000) as i64,
     };
-    b.apply_settlement(QuotaKind::Units, &[1; 16], &done);
+    b.apply_settlement(&qid(QuotaKind::Units), &[1; 16], &done);
     let next = b.due(now + 1000, 1000, || [3; 16]);
     assert_eq!(next[0].pending.amount, 120, "what was charged meanwhile");
     assert!(matches!(
-        b.admit(at(now), 0),
+        b.admit(at(now), &Demand::bytes(0)),
         Admission::QuotaExceeded { .. }
     ));
 }
@@ -271,8 +298,8 @@ fn a_budget_survives_its_binary_form_and_garbage_is_refused() {
         ),
         MIDNIGHT,
     );
-    b.ask(QuotaKind::Requests, 1, [5; 16], MIDNIGHT);
-    b.charge_after(10, 33, MIDNIGHT);
+    b.ask(&qid(QuotaKind::Requests), 1, [5; 16], MIDNIGHT);
+    b.charge_after(10, 33, None, MIDNIGHT);
     let bytes = b.encode();
     assert_eq!(Budget::decode(&bytes), Some(b));
     assert_eq!(Budget::decode(&bytes[..bytes.len() - 1]), None);
@@ -293,7 +320,7 @@ proptest! {
         let (mut now, mut admitted) = (0u64, 0u64);
         for gap in gaps {
             now += gap;
-            if b.admit(at(now), 0) == Admission::Admit {
+            if b.admit(at(now), &Demand::bytes(0)) == Admission::Admit {
                 admitted += 1;
             }
             prop_assert!(admitted * 1000 <= count * now + burst * 1000);
@@ -310,13 +337,13 @@ proptest! {
         let mut b = Budget::new(limits(None, &[q]), MIDNIGHT);
         let (mut granted, mut admitted) = (0u64, 0u64);
         for (n, (grant, bytes)) in steps.into_iter().enumerate() {
-            match b.admit(at(MIDNIGHT), bytes) {
+            match b.admit(at(MIDNIGHT), &Demand::bytes(bytes)) {
                 Admission::Admit => admitted += bytes,
                 Admission::NeedGrant { need, .. } => {
                     let id = [n as u8; 16];
-                    let ask = b.ask(QuotaKind::RequestBytes, need, id, MIDNIGHT).unwrap();
+                    let ask = b.ask(&qid(QuotaKind::RequestBytes), need, id, MIDNIGHT).unwrap();
                     let amount = grant * 100;
-                    b.apply_grant(QuotaKind::RequestBytes, &ask.id,
+                    b.apply_grant(&qid(QuotaKind::RequestBytes), &ask.id,
                                   &given(&ask.id, GrantStatus::Granted, amount, 0));
                     granted += amount;
                 }
@@ -337,25 +364,30 @@ fn a_request_asks_only_its_shortfall_and_what_is_held_serves_first() {
     b.quotas[0].held = 300;
     b.quotas[0].charged = 9_800;
     assert_eq!(
-        b.admit(at(now), 400),
+        b.admit(at(now), &Demand::bytes(400)),
         Admission::NeedGrant {
-            kind: QuotaKind::RequestBytes,
+            quota: qid(QuotaKind::RequestBytes),
             need: 100
         },
         "400 bytes, 300 held: 100 more"
     );
     assert!(
-        matches!(b.admit(at(now), 600), Admission::QuotaExceeded { .. }),
+        matches!(
+            b.admit(at(now), &Demand::bytes(600)),
+            Admission::QuotaExceeded { .. }
+        ),
         "300 more than the 200 left to grant"
     );
-    let ask = b.ask(QuotaKind::RequestBytes, 100, [3; 16], now).unwrap();
+    let ask = b
+        .ask(&qid(QuotaKind::RequestBytes), 100, [3; 16], now)
+        .unwrap();
     b.apply_grant(
-        QuotaKind::RequestBytes,
+        &qid(QuotaKind::RequestBytes),
         &ask.id,
         &given(&ask.id, GrantStatus::Exhausted, 0, 10_000),
     );
     assert_eq!(
-        b.admit(at(now), 300),
+        b.admit(at(now), &Demand::bytes(300)),
         Admission::Admit,
         "held serves after an exhausted ask"
     );
@@ -370,11 +402,11 @@ fn answers_told_out_of_order_never_show_more_left_than_the_limit() {
     // Two grants of 50, the later one answered first: it tells a
     // total of 100, the earlier one (arriving second) a total of 50.
     assert!(b.take_grant(
-        QuotaKind::Requests,
+        &qid(QuotaKind::Requests),
         &given(&[1; 16], GrantStatus::Granted, 50, 100)
     ));
     assert!(b.take_grant(
-        QuotaKind::Requests,
+        &qid(QuotaKind::Requests),
         &given(&[2; 16], GrantStatus::Granted, 50, 50)
     ));
     assert_eq!((b.quotas[0].held, b.quotas[0].charged), (100, 100));
@@ -395,14 +427,14 @@ fn answers_told_out_of_order_never_show_more_left_than_the_limit() {
             window_start_ms: MIDNIGHT as i64,
             window_end_ms: (MIDNIGHT + DAY_MS) as i64,
         };
-        b.apply_settlement(QuotaKind::Units, &id, &done);
+        b.apply_settlement(&qid(QuotaKind::Units), &id, &done);
         b.quotas[1].charged
     };
     assert_eq!(settled([3; 16], 700), 700);
     assert_eq!(settled([4; 16], 400), 700, "an older total is not taken");
     let mut next_day = given(&[5; 16], GrantStatus::Granted, 5, 5);
     next_day.window_end_ms = (MIDNIGHT + 2 * DAY_MS) as i64;
-    assert!(b.take_grant(QuotaKind::Requests, &next_day));
+    assert!(b.take_grant(&qid(QuotaKind::Requests), &next_day));
     assert_eq!(
         (b.quotas[0].held, b.quotas[0].charged),
         (5, 5),

@@ -11,9 +11,9 @@
 //! whose `stream_options`, if any, appears once and is an object or
 //! `null`. Anything else gives `None` (nothing to change), never a panic.
 
-use std::ops::Range;
-
 use serde_json::{Map, Value};
+
+use super::top_level::scan;
 
 const STREAM_OPTIONS: &str = "stream_options";
 const INSERTED: &[u8] = br#""stream_options":{"include_usage":true}"#;
@@ -21,8 +21,8 @@ const INSERTED: &[u8] = br#""stream_options":{"include_usage":true}"#;
 /// The body to forward with `stream_options.include_usage: true`, or
 /// `None` when it already asks (or is not an object the gateway accepted).
 pub fn with_include_usage(body: &[u8]) -> Option<Vec<u8>> {
-    let object = scan(body)?;
-    match object.stream_options {
+    let object = scan(body, &[STREAM_OPTIONS])?;
+    match object.found.first().cloned().flatten() {
         None => {
             let (head, tail) = (body.get(..object.open)?, body.get(object.open..)?);
             let separator: &[u8] = if object.empty { b"" } else { b"," };
@@ -42,138 +42,6 @@ pub fn with_include_usage(body: &[u8]) -> Option<Vec<u8>> {
             let (head, tail) = (body.get(..span.start)?, body.get(span.end..)?);
             Some([head, &value, tail].concat())
         }
-    }
-}
-
-/// Where things are in a body's top-level object.
-struct TopLevel {
-    /// Just after the opening `{`.
-    open: usize,
-    /// The object has no member.
-    empty: bool,
-    /// The value of its `stream_options` member.
-    stream_options: Option<Range<usize>>,
-}
-
-/// Walks the top level of a JSON object (strings, nesting), without
-/// building anything; `None` when the bytes are not shaped like one.
-fn scan(body: &[u8]) -> Option<TopLevel> {
-    let mut at = Cursor { body, at: 0 };
-    at.skip_space();
-    at.eat(b'{')?;
-    let open = at.at;
-    at.skip_space();
-    let mut object = TopLevel {
-        open,
-        empty: at.peek()? == b'}',
-        stream_options: None,
-    };
-    if object.empty {
-        return Some(object);
-    }
-    loop {
-        at.skip_space();
-        let key = at.string()?;
-        at.skip_space();
-        at.eat(b':')?;
-        at.skip_space();
-        let value = at.value()?;
-        if is_stream_options(body.get(key)?) {
-            object.stream_options = Some(value);
-        }
-        at.skip_space();
-        match at.peek()? {
-            b',' => at.at += 1,
-            b'}' => return Some(object),
-            _ => return None,
-        }
-    }
-}
-
-/// Whether a quoted key names `stream_options` (after JSON unescaping).
-fn is_stream_options(quoted: &[u8]) -> bool {
-    if quoted.contains(&b'\\') {
-        serde_json::from_slice::<String>(quoted).is_ok_and(|key| key == STREAM_OPTIONS)
-    } else {
-        quoted.get(1..quoted.len().saturating_sub(1)) == Some(STREAM_OPTIONS.as_bytes())
-    }
-}
-
-struct Cursor<'b> {
-    body: &'b [u8],
-    at: usize,
-}
-
-impl Cursor<'_> {
-    fn peek(&self) -> Option<u8> {
-        self.body.get(self.at).copied()
-    }
-
-    fn eat(&mut self, byte: u8) -> Option<()> {
-        (self.peek()? == byte).then(|| self.at += 1)
-    }
-
-    fn skip_space(&mut self) {
-        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
-            self.at += 1;
-        }
-    }
-
-    /// A string, quotes included.
-    fn string(&mut self) -> Option<Range<usize>> {
-        let start = self.at;
-        self.eat(b'"')?;
-        loop {
-            match self.peek()? {
-                b'"' => {
-                    self.at += 1;
-                    return Some(start..self.at);
-                }
-                b'\\' => self.at += 2,
-                _ => self.at += 1,
-            }
-        }
-    }
-
-    /// Any value: a string, an object or array (to its matching bracket),
-    /// or a literal (to the next delimiter).
-    fn value(&mut self) -> Option<Range<usize>> {
-        let start = self.at;
-        match self.peek()? {
-            b'"' => {
-                self.string()?;
-            }
-            b'{' | b'[' => {
-                let mut depth = 0usize;
-                loop {
-                    match self.peek()? {
-                        b'"' => {
-                            self.string()?;
-                            continue;
-                        }
-                        b'{' | b'[' => depth += 1,
-                        b'}' | b']' => {
-                            depth = depth.saturating_sub(1);
-                            if depth == 0 {
-                                self.at += 1;
-                                break;
-                            }
-                        }
-                        _ => {}
-                    }
-                    self.at += 1;
-                }
-            }
-            _ => {
-                while !matches!(
-                    self.peek(),
-                    None | Some(b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r')
-                ) {
-                    self.at += 1;
-                }
-            }
-        }
-        (self.at > start).then_some(start..self.at)
     }
 }
 
