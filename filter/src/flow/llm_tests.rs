@@ -162,3 +162,96 @@ fn a_line_over_the_parsers_cap_is_skipped_and_counted_and_the_stream_still_passe
     let llm = gw.buffered()[0].llm.clone().unwrap();
     assert_eq!(llm.usage_source, UsageSource::Reported);
 }
+
+/// A gateway whose default output cap is 50, its key limited to
+/// `tokens=100000/day` (the verify reply names it).
+fn token_limited() -> Gateway {
+    Gateway::with(json!({"max_body_bytes": 4096, "llm": {"default_output_cap": 50}}))
+}
+
+const TOKEN_LIMITS: &str = r#"{"quotas":[{"kind":"tokens","limit":100000,"window":"day"}]}"#;
+
+/// An LLM call of the token-limited key: its verdict answered, and its
+/// grant call answered with `amount` when it asks.
+fn token_call(gw: &Gateway, body: &[u8], amount: u64) -> Request {
+    let mut r = gw.request(KEY, body, &[(":path", CHAT)]);
+    r.flow.on_request_headers(false);
+    r.body(body, true);
+    if r.awaiting() {
+        let reply = format!(r#"{{"verdict":"active","key_id":4,"limits":{TOKEN_LIMITS}}}"#);
+        r.answer(Some("200"), &reply);
+    }
+    let waits_for_grant = matches!(r.flow.stage(), crate::flow::Stage::Waiting(_));
+    if waits_for_grant {
+        let call = gw.world.sent().pop().expect("a grant call");
+        let ask: Value = serde_json::from_slice(&call.body).unwrap();
+        let ask = &ask["asks"][0];
+        assert_eq!(ask["quota"], "tokens");
+        let end = gw.world.now_ms() as i64 / 86_400_000 * 86_400_000 + 86_400_000;
+        let reply = json!({"limits": [], "returns": [], "settlements": [], "grants": [{
+            "grant_id": ask["grant_id"], "status": "granted", "amount": amount,
+            "limit": 100000, "charged": amount,
+            "window_start_ms": end - 86_400_000, "window_end_ms": end,
+        }]});
+        let size = r
+            .host
+            .world()
+            .answer(Some("200"), reply.to_string().as_bytes());
+        r.flow.on_callout_reply(call.token, size);
+    }
+    r
+}
+
+/// What this Envoy holds of the key's `tokens` quota.
+fn tokens_held(gw: &Gateway) -> u64 {
+    let bytes = gw.world.shared(&crate::limits::budget_key(4)).unwrap();
+    crate::limits::Budget::decode(&bytes).unwrap().quotas[0].held
+}
+
+#[test]
+fn a_token_quota_reserves_the_bound_writes_the_default_cap_and_settles_to_the_usage() {
+    let gw = token_limited();
+    let body = br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+    let bound = body.len() as u64 + 50;
+    let mut r = token_call(&gw, body, 1000);
+    assert!(r.allowed(), "{:?}", r.reply());
+    let forwarded: Value = serde_json::from_slice(&r.host.body()).unwrap();
+    assert_eq!(forwarded["max_completion_tokens"], 50, "the default cap");
+    assert_eq!(
+        r.host.request_header("content-length"),
+        Some(r.host.body().len().to_string())
+    );
+    assert_eq!(tokens_held(&gw), 1000 - bound, "the bound is reserved");
+
+    let answer = json!({"choices": [{"message": {"content": "a b c"}}],
+        "usage": {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12}});
+    r.respond_with("200", &[answer.to_string().as_bytes()]);
+    assert_eq!(tokens_held(&gw), 1000 - 12, "the rest comes back");
+
+    // The next call is served from what came back: no grant call.
+    let sent = gw.world.sent().len();
+    let capped = br#"{"model":"m","max_tokens":7,"messages":[]}"#;
+    let r = token_call(&gw, capped, 0);
+    assert!(r.allowed());
+    assert_eq!(gw.world.sent().len(), sent, "no network call");
+    let forwarded: Value = serde_json::from_slice(&r.host.body()).unwrap();
+    assert_eq!(forwarded["max_tokens"], 7, "a cap of its own is kept");
+    assert!(forwarded.get("max_completion_tokens").is_none());
+    assert_eq!(tokens_held(&gw), 1000 - 12 - (capped.len() as u64 + 7));
+}
+
+#[test]
+fn a_call_whose_cap_alone_passes_the_token_limit_is_refused_at_once() {
+    let gw = token_limited();
+    let body = br#"{"model":"m","max_tokens":100000,"messages":[]}"#;
+    let r = token_call(&gw, body, 1000);
+    assert_eq!(r.code(), "quota_exceeded");
+    let reply = r.reply().unwrap();
+    let text = String::from_utf8_lossy(&reply.body).to_string();
+    assert!(text.contains("can never fit"), "{text}");
+    assert!(gw
+        .world
+        .sent()
+        .iter()
+        .all(|s| s.header(":path") != Some(tollgate_wire::grant::GRANTS_PATH)));
+}

@@ -1,6 +1,6 @@
 use proptest::prelude::*;
 use tollgate_wire::grant::{GrantGiven, GrantStatus, SettlementDone};
-use tollgate_wire::{Limits, Quota, QuotaKind, Rate, RatePeriod, Window};
+use tollgate_wire::{Limits, Quota, QuotaKind, Rate, RatePeriod, TokenUsage, Window};
 
 use super::*;
 
@@ -440,4 +440,187 @@ fn answers_told_out_of_order_never_show_more_left_than_the_limit() {
         (5, 5),
         "a new window starts from what it tells"
     );
+}
+
+/// A key whose quotas are `quotas`, holding `held` of each (granted in
+/// the day of `MIDNIGHT`).
+fn holding(quotas: &[Quota], held: u64) -> Budget {
+    let mut b = Budget::new(limits(None, quotas), MIDNIGHT);
+    for state in &mut b.quotas {
+        state.window_end_ms = (MIDNIGHT + DAY_MS) as i64;
+        state.held = held;
+        state.charged = held;
+    }
+    b
+}
+
+/// An LLM call of `model` with `input` bytes and output cap `output`.
+fn call(model: &str, input: u64, output: u64) -> Demand<'_> {
+    Demand {
+        request_bytes: input,
+        model: Some(model),
+        tokens: TokenBound { input, output },
+    }
+}
+
+fn used(input_tokens: u64, output_tokens: u64) -> TokenUsage {
+    TokenUsage {
+        input_tokens,
+        output_tokens,
+        ..TokenUsage::default()
+    }
+}
+
+#[test]
+fn a_call_reserves_its_bound_and_settles_to_what_it_used() {
+    let mut b = holding(
+        &[
+            quota(QuotaKind::Tokens, 10_000, Window::Day),
+            quota(QuotaKind::OutputTokens, 10_000, Window::Day),
+        ],
+        1000,
+    );
+    let demand = call("m", 300, 200);
+    assert_eq!(b.admit(at(MIDNIGHT), &demand), Admission::Admit);
+    let reserved = b.reservations(&demand);
+    assert_eq!(
+        reserved.iter().map(|r| r.amount).collect::<Vec<_>>(),
+        [500, 200]
+    );
+    assert_eq!((b.quotas[0].held, b.quotas[1].held), (500, 800));
+    b.settle(&reserved, &used(40, 60), MIDNIGHT + 5);
+    assert_eq!(
+        (b.quotas[0].held, b.quotas[1].held),
+        (900, 940),
+        "the rest of each reservation is held again"
+    );
+}
+
+#[test]
+fn a_call_past_its_reservation_takes_from_what_is_held_then_owes() {
+    let mut b = holding(&[quota(QuotaKind::Tokens, 10_000, Window::Day)], 600);
+    let demand = call("m", 100, 100);
+    assert_eq!(b.admit(at(MIDNIGHT), &demand), Admission::Admit);
+    let reserved = b.reservations(&demand);
+    b.settle(&reserved, &used(100, 700), MIDNIGHT);
+    assert_eq!((b.quotas[0].held, b.quotas[0].owed), (0, 200));
+    // The next call needs its charge and what is owed from a grant.
+    assert_eq!(
+        b.admit(at(MIDNIGHT), &call("m", 10, 10)),
+        Admission::NeedGrant {
+            quota: qid(QuotaKind::Tokens),
+            need: 220
+        }
+    );
+    let ask = b
+        .ask(&qid(QuotaKind::Tokens), 220, [1; 16], MIDNIGHT)
+        .unwrap();
+    b.apply_grant(
+        &qid(QuotaKind::Tokens),
+        &ask.id,
+        &given(&ask.id, GrantStatus::Granted, 250, 1050),
+    );
+    assert_eq!((b.quotas[0].held, b.quotas[0].owed), (50, 0), "paid first");
+}
+
+#[test]
+fn a_reservation_above_the_limit_never_fits_and_waits_for_nothing() {
+    let mut b = holding(&[quota(QuotaKind::Tokens, 500, Window::Day)], 0);
+    assert_eq!(
+        b.admit(at(MIDNIGHT), &call("m", 100, 450)),
+        Admission::NeverFits {
+            quota: qid(QuotaKind::Tokens),
+            charge: 550,
+            limit: 500
+        }
+    );
+}
+
+#[test]
+fn a_scoped_quota_counts_only_its_model_and_other_calls_pass() {
+    let mut scoped = quota(QuotaKind::Tokens, 1000, Window::Day);
+    scoped.model = Some("a".into());
+    let mut b = holding(&[scoped], 0);
+    assert_eq!(
+        b.admit(at(MIDNIGHT), &call("b", 100, 100)),
+        Admission::Admit
+    );
+    assert_eq!(b.admit(at(MIDNIGHT), &Demand::bytes(5)), Admission::Admit);
+    assert!(matches!(
+        b.admit(at(MIDNIGHT), &call("a", 100, 100)),
+        Admission::NeedGrant { quota, need: 200 } if quota.model.as_deref() == Some("a")
+    ));
+    assert!(b.reservations(&call("b", 1, 1)).is_empty());
+}
+
+#[test]
+fn a_reservation_of_an_ended_window_lapses_with_its_grant() {
+    let mut b = holding(&[quota(QuotaKind::Tokens, 10_000, Window::Day)], 1000);
+    let demand = call("m", 100, 100);
+    assert_eq!(b.admit(at(MIDNIGHT), &demand), Admission::Admit);
+    let reserved = b.reservations(&demand);
+    b.settle(&reserved, &used(1, 1), MIDNIGHT + DAY_MS + 1);
+    assert_eq!(b.quotas[0].held, 0, "nothing comes back into the new day");
+}
+
+#[test]
+fn a_scoped_token_budget_survives_its_binary_form() {
+    let mut scoped = quota(QuotaKind::InputTokens, 1000, Window::Minute);
+    scoped.model = Some("models/gemini-2.0-flash".into());
+    let mut b = holding(&[quota(QuotaKind::Tokens, 9, Window::Hour), scoped], 7);
+    b.quotas[0].owed = 3;
+    let bytes = b.encode();
+    assert_eq!(Budget::decode(&bytes), Some(b));
+    assert_eq!(Budget::decode(&bytes[..bytes.len() - 1]), None);
+}
+
+proptest! {
+    /// Whatever the calls, their caps and what they used, within what the
+    /// grants brought: a quota is never charged past its grants while
+    /// calls use no more than they reserved (held + in flight + used ==
+    /// granted), a settlement never gives back more than was reserved,
+    /// and what calls used past their reservations is held back or owed.
+    #[test]
+    fn reservations_never_charge_past_the_grants_and_settlements_never_give_back_more(
+        grant in 0u64..5000,
+        calls in proptest::collection::vec((1u64..400, 0u64..400, 0u64..600, 0u64..600), 1..60),
+        overrun in proptest::bool::ANY,
+    ) {
+        let mut b = holding(&[quota(QuotaKind::Tokens, 1 << 40, Window::Day)], grant);
+        let mut in_flight = Vec::new();
+        let mut used_total = 0u64;
+        for (n, (input, cap, used_in, used_out)) in calls.into_iter().enumerate() {
+            let demand = call("m", input, cap);
+            let before = b.quotas[0].held;
+            if b.admit(at(MIDNIGHT), &demand) == Admission::Admit {
+                let reserved = b.reservations(&demand);
+                prop_assert_eq!(before - b.quotas[0].held, input + cap);
+                in_flight.push((reserved, input, cap));
+            }
+            // Every other step, the oldest call ends.
+            if n % 2 == 1 && !in_flight.is_empty() {
+                let (reserved, input, cap) = in_flight.remove(0);
+                let (u_in, u_out) = if overrun {
+                    (used_in, used_out)
+                } else {
+                    (used_in.min(input), used_out.min(cap))
+                };
+                let held = b.quotas[0].held;
+                b.settle(&reserved, &used(u_in, u_out), MIDNIGHT);
+                let back = b.quotas[0].held.saturating_sub(held);
+                prop_assert!(back <= input + cap, "gave back {} of {}", back, input + cap);
+                used_total += u_in + u_out;
+            }
+            let state = &b.quotas[0];
+            let reserved: u64 = in_flight.iter().map(|(_, i, c)| i + c).sum();
+            prop_assert_eq!(
+                state.held + reserved + used_total,
+                grant + state.owed,
+                "what was granted is held, reserved, used, or owed for"
+            );
+            if !overrun {
+                prop_assert_eq!(state.owed, 0);
+            }
+        }
+    }
 }
