@@ -1,9 +1,10 @@
 //! LLM metering in the ledger, against SQLite and MySQL alike: a record's
 //! `llm` is stored in its row and read back by the usage log; the rollups
-//! sum its tokens per key, outcome and model, exactly, and a re-sent record
-//! is counted once; a record whose `llm` no call can have is refused naming
-//! the field; rows and rollups stored before migration 0007 keep their
-//! totals.
+//! sum its tokens per key, outcome and model, exactly (the minute series,
+//! read from `usage_log`, keeps models apart as they do), and a re-sent
+//! record is counted once; a record whose `llm` no call can have is refused
+//! naming the field; rows and rollups stored before migration 0007 keep
+//! their totals.
 //!
 //! Every test below runs twice, `sqlite::<name>` and `mysql::<name>`, like
 //! `http_api.rs` (the MySQL half needs `TOLLGATE_TEST_MYSQL_URL`).
@@ -419,6 +420,19 @@ async fn models_differing_in_case_or_trailing_spaces_stay_apart(backend: Backend
         .map(|(i, m)| (m.to_string(), 1 + i as i64))
         .collect();
     want.sort();
+    assert_eq!(got, want);
+    // The minutes, read from usage_log, keep them apart as the rollups do.
+    let from = Grain::Minute.floor(from_unix_ms(t).unwrap());
+    let minutes =
+        h.db.store
+            .usage_series(1, Grain::Minute, from, from + Duration::minutes(1))
+            .await
+            .unwrap();
+    let mut got: Vec<(String, i64)> = minutes
+        .into_iter()
+        .map(|r| (r.model, r.tokens.input_tokens))
+        .collect();
+    got.sort();
     assert_eq!(got, want);
 }
 

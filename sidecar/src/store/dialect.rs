@@ -1,7 +1,8 @@
 //! What differs between the two backends, and nothing else: how a time is
 //! stored, the few SQL words the dialects spell differently (skipping a
 //! duplicate, adding to a stored row, deleting the oldest rows, the 64-bit
-//! integer of a cast, a time's minute as text), how the id of an inserted
+//! integer of a cast, a time's minute as text, a text compared byte for
+//! byte), how the id of an inserted
 //! row is read, which errors mean "try again", and the migrations.
 //!
 //! The statements and the transactions around them are written once, in
@@ -53,6 +54,10 @@ pub trait Dialect: Database + HasStatementCache {
 
     /// A time column's `YYYY-MM-DD HH:MM` text.
     fn minute_text(column: &str) -> String;
+
+    /// A text column as an expression that compares and groups byte for
+    /// byte, whatever the column's collation.
+    fn exact_text(column: &str) -> String;
 
     /// Deletes at most `?2` rows of `table` whose `column` is below `?1`,
     /// the oldest first where the dialect can say so.
@@ -114,6 +119,12 @@ impl Dialect for MySql {
         format!("DATE_FORMAT({column}, '%Y-%m-%d %H:%i')")
     }
 
+    /// `usage_log.model` is utf8mb4_unicode_ci, which groups two models
+    /// differing only in case or trailing spaces as one; its bytes do not.
+    fn exact_text(column: &str) -> String {
+        format!("CAST({column} AS BINARY)")
+    }
+
     fn delete_oldest(table: &str, column: &str) -> String {
         format!("DELETE FROM {table} WHERE {column} < ? ORDER BY {column} LIMIT ?")
     }
@@ -170,6 +181,11 @@ impl Dialect for Sqlite {
     /// Times are fixed-width text.
     fn minute_text(column: &str) -> String {
         format!("substr({column}, 1, 16)")
+    }
+
+    /// Text compares byte for byte unless told otherwise (`BINARY`).
+    fn exact_text(column: &str) -> String {
+        column.to_owned()
     }
 
     /// SQLite takes no `ORDER BY` or `LIMIT` on a `DELETE` (unless built

@@ -251,7 +251,7 @@ where
         let (from, to) = (DB::db_time(from), DB::db_time(to));
         let minute = DB::minute_text;
         let text = match grain.table() {
-            None => sql::minute_series(DB::INT_TYPE, minute),
+            None => sql::minute_series(DB::INT_TYPE, minute, DB::exact_text),
             Some(table) => sql::rollup_series(table, minute),
         };
         let rows = sqlx::query(&text)

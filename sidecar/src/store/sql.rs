@@ -350,20 +350,27 @@ const TOKEN_COLUMNS: [&str; 4] = [
 
 /// One key's usage per minute, per outcome and model, in `[from, to)`, read
 /// from `usage_log` through its (api_key_id, created_at) index. `minute` is
-/// the dialect's expression for a time column's `YYYY-MM-DD HH:MM` text;
-/// read each row with [`series_row`].
-pub fn minute_series(int_type: &str, minute: fn(&str) -> String) -> String {
+/// the dialect's expression for a time column's `YYYY-MM-DD HH:MM` text,
+/// `exact` its byte-for-byte text (models are grouped as the rollups keep
+/// them: two models differing only in case are two rows); read each row
+/// with [`series_row`].
+pub fn minute_series(
+    int_type: &str,
+    minute: fn(&str) -> String,
+    exact: fn(&str) -> String,
+) -> String {
     let tokens: Vec<String> = TOKEN_COLUMNS
         .iter()
         .map(|c| format!("CAST(COALESCE(SUM({c}), 0) AS {int_type}) AS {c}"))
         .collect();
     format!(
-        "SELECT {bucket} AS bucket, outcome, COALESCE(model, '') AS bucket_model, \
+        "SELECT {bucket} AS bucket, outcome, {model} AS bucket_model, \
          CAST(COUNT(*) AS {int_type}) AS requests, \
          {request_bytes}, {response_bytes}, {units}, {tokens} FROM usage_log \
          WHERE api_key_id = ? AND created_at >= ? AND created_at < ? \
          GROUP BY bucket, outcome, bucket_model ORDER BY bucket, outcome, bucket_model",
         bucket = minute("created_at"),
+        model = exact("COALESCE(model, '')"),
         request_bytes = split_sum("request_bytes", int_type),
         response_bytes = split_sum("response_bytes", int_type),
         units = split_sum("units", int_type),
