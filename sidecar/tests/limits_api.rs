@@ -1,7 +1,8 @@
 //! Per-key limits and quota grants over the sidecar's API, against SQLite
 //! and MySQL alike (see http_api.rs for how each test runs twice): limits
 //! on the key objects and the key change feed, the grant call's arithmetic
-//! under concurrent sidecars, its idempotency, settlements, and the
+//! under concurrent sidecars, its idempotency, settlements, token quotas
+//! and quotas scoped to one model (counted by name), and the
 //! reconciliation of the ledger with the counters.
 
 #[macro_use]
@@ -31,6 +32,9 @@ on_both_backends!(
     a_month_quota_starts_afresh_at_the_utc_month_boundary,
     the_verify_call_charges_nothing,
     a_year_boundary_splits_every_month_quota_and_what_is_given_back,
+    token_quotas_scoped_quotas_and_minute_windows_are_set_and_refused,
+    grants_charge_each_quota_by_its_name,
+    reconcile_counts_token_quotas_from_the_ledger,
 );
 
 async fn create(h: &Harness, body: Value) -> Value {
@@ -65,6 +69,7 @@ fn ask(grant_id: String, key_id: i64, quota: QuotaKind, need: u64, recent_use: u
         grant_id,
         key_id,
         quota,
+        model: None,
         need,
         recent_use,
     }
@@ -270,7 +275,7 @@ async fn concurrent_grants_from_several_sidecars_never_exceed_the_limit(backend:
     let span = tollgate_wire::Window::Day.containing(now_ms);
     for store in &sidecars {
         let charged = store
-            .charged_in(key_id, QuotaKind::Requests, span.start_ms)
+            .charged_in(key_id, "requests", span.start_ms)
             .await
             .unwrap();
         assert_eq!(
@@ -314,10 +319,7 @@ async fn grants_and_returns_are_idempotent(backend: Backend) {
     assert_eq!(done["returns"][0]["returned"], 150);
     let store = &h.db.store;
     assert_eq!(
-        store
-            .charged_in(key_id, QuotaKind::Requests, start)
-            .await
-            .unwrap(),
+        store.charged_in(key_id, "requests", start).await.unwrap(),
         50
     );
     // More than the grant took gives nothing back; an unknown grant is said so.
@@ -342,10 +344,7 @@ async fn grants_and_returns_are_idempotent(backend: Backend) {
     .unwrap();
     assert!(!store_reply.returns[1].found);
     assert_eq!(
-        store
-            .charged_in(key_id, QuotaKind::Requests, start)
-            .await
-            .unwrap(),
+        store.charged_in(key_id, "requests", start).await.unwrap(),
         50
     );
 
@@ -394,12 +393,14 @@ async fn settlements_charge_after_the_fact(backend: Backend) {
                     settlement_id: id(3),
                     key_id: plain["id"].as_i64().unwrap(),
                     quota: QuotaKind::ResponseBytes,
+                    model: None,
                     amount: 5,
                 },
                 Settlement {
                     settlement_id: id(4),
                     key_id: 999,
                     quota: QuotaKind::Units,
+                    model: None,
                     amount: 5,
                 },
             ],
@@ -522,7 +523,7 @@ async fn reconcile_compares_the_ledger_with_the_counters(backend: Backend) {
         .unwrap();
     assert_eq!(rows.len(), 2);
     let requests = &rows[0];
-    assert_eq!(requests.quota, QuotaKind::Requests);
+    assert_eq!(requests.kind, QuotaKind::Requests);
     assert_eq!(
         (requests.limit, requests.charged, requests.ledger),
         (2, 2, 2)
@@ -531,7 +532,7 @@ async fn reconcile_compares_the_ledger_with_the_counters(backend: Backend) {
     assert!(!requests.ledger_differs, "grants run ahead of the ledger");
     // Units: the ledger's (6 a record) beside the counter's settlements.
     let units = &rows[1];
-    assert_eq!(units.quota, QuotaKind::Units);
+    assert_eq!(units.kind, QuotaKind::Units);
     assert_eq!((units.charged, units.ledger), (0, 12));
     assert!(units.ledger_differs && !units.over_limit, "{units:?}");
     let settle = |n: u64, amount: u64| GrantRequest {
@@ -539,6 +540,7 @@ async fn reconcile_compares_the_ledger_with_the_counters(backend: Backend) {
             settlement_id: id(n),
             key_id,
             quota: QuotaKind::Units,
+            model: None,
             amount,
         }],
         ..Default::default()
@@ -613,7 +615,7 @@ async fn counters_and_charges_are_purged_after_their_window(backend: Backend) {
     let old_window = tollgate_wire::Window::Day.containing(long_ago);
     assert_eq!(
         store
-            .charged_in(key_id, QuotaKind::Requests, old_window.start_ms)
+            .charged_in(key_id, "requests", old_window.start_ms)
             .await
             .unwrap(),
         1
@@ -623,7 +625,7 @@ async fn counters_and_charges_are_purged_after_their_window(backend: Backend) {
     assert!(store.charge(&id(1)).await.unwrap().is_none());
     assert_eq!(
         store
-            .charged_in(key_id, QuotaKind::Requests, old_window.start_ms)
+            .charged_in(key_id, "requests", old_window.start_ms)
             .await
             .unwrap(),
         0
@@ -635,7 +637,7 @@ async fn counters_and_charges_are_purged_after_their_window(backend: Backend) {
     let today = tollgate_wire::Window::Day.containing(now);
     assert_eq!(
         store
-            .charged_in(key_id, QuotaKind::Requests, today.start_ms)
+            .charged_in(key_id, "requests", today.start_ms)
             .await
             .unwrap(),
         1
@@ -704,6 +706,7 @@ async fn a_year_boundary_splits_every_month_quota_and_what_is_given_back(backend
             settlement_id: id(n + 2),
             key_id,
             quota: QuotaKind::Units,
+            model: None,
             amount: units,
         }],
         ..Default::default()
@@ -769,10 +772,7 @@ async fn a_year_boundary_splits_every_month_quota_and_what_is_given_back(backend
     .unwrap();
     assert_eq!((back.returns[0].found, back.returns[0].returned), (true, 2));
     for (window, charged) in [(december, 1), (january, 3)] {
-        let counter = store
-            .charged_in(key_id, QuotaKind::Requests, window)
-            .await
-            .unwrap();
+        let counter = store.charged_in(key_id, "requests", window).await.unwrap();
         assert_eq!(
             counter, charged,
             "the requests counter of the month at {window}"
@@ -803,7 +803,7 @@ async fn a_year_boundary_splits_every_month_quota_and_what_is_given_back(backend
         )
         .await
         .unwrap();
-        let seen: Vec<(QuotaKind, i64)> = rows.iter().map(|r| (r.quota, r.charged)).collect();
+        let seen: Vec<(QuotaKind, i64)> = rows.iter().map(|r| (r.kind, r.charged)).collect();
         let kinds = [
             QuotaKind::Requests,
             QuotaKind::RequestBytes,
@@ -880,9 +880,421 @@ async fn the_verify_call_charges_nothing(backend: Backend) {
         let span = tollgate_wire::Window::Hour.containing(now_ms);
         let charged =
             h.db.store
-                .charged_in(key_id, kind, span.start_ms)
+                .charged_in(key_id, kind.as_str(), span.start_ms)
                 .await
                 .unwrap();
         assert_eq!(charged, 0, "{kind} charged by a verify call");
     }
+}
+
+/// A model name of `len` bytes, the longest a quota may be scoped to at
+/// `tollgate_wire::limits::MAX_SCOPE_MODEL_LEN`.
+fn long_model(tag: char, len: usize) -> String {
+    std::iter::once(tag)
+        .chain(std::iter::repeat('m'))
+        .take(len)
+        .collect()
+}
+
+async fn token_quotas_scoped_quotas_and_minute_windows_are_set_and_refused(backend: Backend) {
+    let h = Harness::new(backend).await;
+    let created = create(
+        &h,
+        json!({"name": "llm", "quotas": [
+            "tokens=1M/month", "input_tokens=2k/minute@gpt-4o", "output_tokens=100k/day@gpt-4o",
+            "tokens=50k/day@claude-sonnet-4"]}),
+    )
+    .await;
+    assert_eq!(
+        created["limits"]["quotas"],
+        json!([
+            {"kind": "tokens", "limit": 1_000_000, "window": "month"},
+            {"kind": "tokens", "limit": 50_000, "window": "day", "model": "claude-sonnet-4"},
+            {"kind": "input_tokens", "limit": 2000, "window": "minute", "model": "gpt-4o"},
+            {"kind": "output_tokens", "limit": 100_000, "window": "day", "model": "gpt-4o"},
+        ])
+    );
+    let key_id = created["id"].as_i64().unwrap();
+    let path = format!("/v1/keys/{key_id}/limits");
+    let listed = h.admin(Method::GET, "/v1/keys", None).await.json();
+    assert_eq!(listed["keys"][0]["limits"], created["limits"], "read back");
+
+    // The most a key may have: 16 quotas, each scoped to a model of the
+    // longest length, spelled in more than 4 KiB.
+    let most: Vec<String> = (0..16)
+        .map(|i| {
+            let model = long_model(char::from(b'a' + i as u8), 256);
+            format!("output_tokens=9007199254740992/minute@{model}")
+        })
+        .collect();
+    let reply = h
+        .admin(Method::PUT, &path, Some(json!({ "quotas": most })))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let listed = h.admin(Method::GET, "/v1/keys", None).await.json();
+    let quotas = listed["keys"][0]["limits"]["quotas"].as_array().unwrap();
+    assert_eq!(quotas.len(), 16);
+    assert_eq!(quotas[15]["model"], long_model('p', 256));
+
+    // Refused naming the field, and nothing changes.
+    for (quotas, says) in [
+        (json!(["tokens=1G/day"]), "not a whole number"),
+        (json!(["tokens=10/week"]), "minute, hour, day or month"),
+        (json!(["tokens=1k/day@"]), "a model after `@`"),
+        (json!(["tokens=1k/day@gpt 4o"]), "visible ASCII"),
+        (json!(["tokens=0k/day"]), "not between 1"),
+        (json!(["cents=5/day"]), "the kind must be"),
+        (
+            json!(["tokens=1/day@a", "tokens=2/hour@a"]),
+            "only once (per model)",
+        ),
+        (
+            json!([format!("tokens=1/day@{}", long_model('x', 257))]),
+            "at most 256 bytes",
+        ),
+        (
+            json!((0..17)
+                .map(|i| format!("tokens=1/day@m{i}"))
+                .collect::<Vec<_>>()),
+            "at most 16 quotas",
+        ),
+    ] {
+        let reply = h
+            .admin(Method::PUT, &path, Some(json!({ "quotas": quotas })))
+            .await;
+        let error = reply.expect_error(StatusCode::BAD_REQUEST, "invalid_request");
+        assert_eq!(error["field"], "quota", "{error}");
+        let message = error["message"].as_str().unwrap();
+        assert!(message.contains(says), "{quotas}: {message}");
+        let body = json!({"name": "refused", "quotas": quotas});
+        let reply = h.admin(Method::POST, "/v1/keys", Some(body)).await;
+        reply.expect_error(StatusCode::BAD_REQUEST, "invalid_request");
+    }
+    let listed = h.admin(Method::GET, "/v1/keys", None).await.json();
+    assert_eq!(listed["keys"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        listed["keys"][0]["limits"]["quotas"][0]["model"],
+        long_model('a', 256)
+    );
+}
+
+/// A grant ask names its quota by kind and model: each counter is the
+/// quota's name, an unscoped quota and the scoped ones of its kind count
+/// apart, and a model the key has no quota for is `no_quota`.
+async fn grants_charge_each_quota_by_its_name(backend: Backend) {
+    let h = Harness::new(backend).await;
+    let long = long_model('z', 256);
+    let created = create(
+        &h,
+        json!({"name": "llm", "quotas": [
+            "tokens=1000/day", "tokens=300/day@gpt-4o", "input_tokens=5k/minute",
+            format!("output_tokens=40/hour@{long}"), format!("response_bytes=1KiB/hour@{long}")]}),
+    )
+    .await;
+    let key_id = created["id"].as_i64().unwrap();
+    let item = |n: u64, quota: &str, model: Option<&str>, need: u64| {
+        let mut ask = json!({"grant_id": id(n), "key_id": key_id, "quota": quota,
+                             "need": need, "recent_use": 0});
+        if let Some(model) = model {
+            ask["model"] = json!(model);
+        }
+        ask
+    };
+    let body = json!({"asks": [
+        item(1, "tokens", None, 100),
+        item(2, "tokens", Some("gpt-4o"), 300),
+        item(3, "tokens", Some("gpt-4o"), 1),
+        item(4, "tokens", Some("o3"), 1),
+        item(5, "input_tokens", Some("gpt-4o"), 1),
+        item(6, "input_tokens", None, 70),
+        item(7, "output_tokens", Some(&long), 40),
+    ]});
+    let reply = grant_call(&h, &body).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let grants = reply.json()["grants"].clone();
+    let seen: Vec<(&str, u64, u64, u64)> = grants
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| {
+            (
+                g["status"].as_str().unwrap(),
+                g["amount"].as_u64().unwrap(),
+                g["charged"].as_u64().unwrap(),
+                g["limit"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("granted", 100, 100, 1000),
+            ("granted", 300, 300, 300),
+            ("exhausted", 0, 300, 300),
+            ("no_quota", 0, 0, 0),
+            ("no_quota", 0, 0, 0),
+            ("granted", 70, 70, 5000),
+            ("granted", 40, 40, 40),
+        ]
+    );
+    // A minute window: the UTC minute of the grant.
+    let start = grants[5]["window_start_ms"].as_i64().unwrap();
+    assert_eq!(grants[5]["window_end_ms"].as_i64().unwrap() - start, 60_000);
+    assert_eq!(start % 60_000, 0);
+
+    let store = &h.db.store;
+    let day = grants[0]["window_start_ms"].as_i64().unwrap();
+    let hour = grants[6]["window_start_ms"].as_i64().unwrap();
+    let long_name = tollgate_wire::quota_name(QuotaKind::OutputTokens, Some(&long));
+    // The longest name of all: a settled quota of the longest kind.
+    let settle = json!({"settlements": [{"settlement_id": id(10), "key_id": key_id,
+                                         "quota": "response_bytes", "model": long, "amount": 9}]});
+    let done = grant_call(&h, &settle).await.json()["settlements"][0].clone();
+    assert_eq!(
+        (done["status"].clone(), done["charged"].clone()),
+        (json!("granted"), json!(9))
+    );
+    let longest = tollgate_wire::quota_name(QuotaKind::ResponseBytes, Some(&long));
+    assert_eq!(longest.len(), 14 + 1 + 256, "the longest quota name");
+    assert_eq!(store.charge(&id(10)).await.unwrap().unwrap().quota, longest);
+    for (name, window, charged) in [
+        (longest.as_str(), hour, 9),
+        ("tokens", day, 100),
+        ("tokens@gpt-4o", day, 300),
+        ("tokens@o3", day, 0),
+        ("input_tokens", start, 70),
+        (long_name.as_str(), hour, 40),
+    ] {
+        let counter = store.charged_in(key_id, name, window).await.unwrap();
+        assert_eq!(counter, charged, "the counter of {name}");
+    }
+    assert_eq!(
+        store.charge(&id(2)).await.unwrap().unwrap().quota,
+        "tokens@gpt-4o"
+    );
+    assert_eq!(
+        store.charge(&id(7)).await.unwrap().unwrap().quota,
+        long_name
+    );
+
+    // A scoped grant is given back to its own counter.
+    let back = json!({"returns": [{"grant_id": id(2), "unused": 120}]});
+    assert_eq!(
+        grant_call(&h, &back).await.json()["returns"][0]["returned"],
+        120
+    );
+    assert_eq!(
+        store
+            .charged_in(key_id, "tokens@gpt-4o", day)
+            .await
+            .unwrap(),
+        180
+    );
+    assert_eq!(store.charged_in(key_id, "tokens", day).await.unwrap(), 100);
+
+    // Token kinds are granted, never settled; a model no quota can be
+    // scoped to is refused naming the item.
+    let mut no_model = item(8, "tokens", None, 1);
+    no_model["model"] = json!("");
+    for (body, field, says) in [
+        (
+            json!({"settlements": [{"settlement_id": id(8), "key_id": key_id,
+                                    "quota": "output_tokens", "amount": 1}]}),
+            "settlements[0].quota",
+            "granted at admission",
+        ),
+        (
+            json!({"asks": [item(8, "tokens", Some("gpt 4o"), 1)]}),
+            "asks[0].model",
+            "visible ASCII",
+        ),
+        (
+            json!({"asks": [no_model]}),
+            "asks[0].model",
+            "a model after",
+        ),
+        (
+            json!({"asks": [item(9, "tokens", None, 1), item(8, "tokens", Some(&format!("{long}z")), 1)]}),
+            "asks[1].model",
+            "at most 256 bytes",
+        ),
+        (
+            json!({"settlements": [{"settlement_id": id(8), "key_id": key_id,
+                                    "quota": "units", "model": "caf\u{e9}", "amount": 1}]}),
+            "settlements[0].model",
+            "visible ASCII",
+        ),
+    ] {
+        let reply = grant_call(&h, &body).await;
+        let error = reply.expect_error(StatusCode::BAD_REQUEST, "invalid_request");
+        assert_eq!(error["field"], field, "{error}");
+        let message = error["message"].as_str().unwrap();
+        assert!(message.contains(says), "{field}: {message}");
+    }
+    for n in [8, 9] {
+        assert!(
+            store.charge(&id(n)).await.unwrap().is_none(),
+            "nothing charged"
+        );
+    }
+    assert_eq!(store.charged_in(key_id, "tokens", day).await.unwrap(), 100);
+}
+
+/// `usage reconcile` of token quotas: per quota name, the allowed rows'
+/// tokens in the window (input + output for `tokens`; only the model's
+/// rows, byte for byte, for a scoped quota; a minute window its own
+/// minute), beside the counters, and a ledger over the limit flagged as
+/// for requests.
+async fn reconcile_counts_token_quotas_from_the_ledger(backend: Backend) {
+    const HOUR_MS: u64 = 3_600_000;
+    let h = Harness::new(backend).await;
+    let created = create(
+        &h,
+        json!({"name": "llm", "quotas": [
+            "tokens=1k/day", "input_tokens=500/hour@gpt-4o", "output_tokens=50/minute@gpt-4o",
+            "tokens=240/month@claude-sonnet-4"]}),
+    )
+    .await;
+    let key_id = created["id"].as_i64().unwrap();
+    // Half past the previous hour: its minute, and the minute before in
+    // the same hour.
+    let t = now_ms() / HOUR_MS * HOUR_MS - HOUR_MS / 2;
+    let llm = |id: &str, at: u64, outcome: &str, model: &str, tokens: [u64; 2]| {
+        let mut r = record(id, key_id);
+        r["timestamp_ms"] = json!(at);
+        r["outcome"] = json!(outcome);
+        r["llm"] = json!({"api": "openai.chat", "model": model, "streamed": false,
+                          "usage_source": "reported", "input_tokens": tokens[0],
+                          "output_tokens": tokens[1], "cached_input_tokens": 0,
+                          "reasoning_tokens": 0});
+        r
+    };
+    let mut plain = record("plain", key_id);
+    plain["timestamp_ms"] = json!(t);
+    let batch = json!([
+        llm("gpt", t, "allowed", "gpt-4o", [120, 30]),
+        llm("gpt-earlier", t - 60_000, "allowed", "gpt-4o", [80, 11]),
+        llm("gpt-upper", t, "allowed", "GPT-4o", [7, 3]),
+        llm("gpt-space", t, "allowed", "gpt-4o ", [2, 1]),
+        llm("gpt-refused", t, "quota_exceeded", "gpt-4o", [900, 900]),
+        llm("claude", t, "allowed", "claude-sonnet-4", [200, 40]),
+        plain,
+    ]);
+    let reply = h.ingest(&batch).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let at_ms = i64::try_from(t).unwrap();
+    let ask = |n: u64, kind: QuotaKind, model: Option<&str>, need: u64| GrantAsk {
+        model: model.map(str::to_owned),
+        ..ask(id(n), key_id, kind, need, 0)
+    };
+    let grants = GrantRequest {
+        asks: vec![
+            ask(1, QuotaKind::Tokens, None, 494),
+            ask(2, QuotaKind::InputTokens, Some("gpt-4o"), 200),
+            ask(3, QuotaKind::OutputTokens, Some("gpt-4o"), 30),
+            ask(4, QuotaKind::Tokens, Some("claude-sonnet-4"), 240),
+        ],
+        ..Default::default()
+    };
+    let reply = answer(&h.db.store, &grants, at_ms).await.unwrap();
+    assert!(
+        reply
+            .grants
+            .iter()
+            .all(|g| g.status == GrantStatus::Granted),
+        "{reply:?}"
+    );
+
+    let at = sidecar::domain::clock::from_unix_ms(t).unwrap();
+    let reconcile =
+        |window| sidecar::cli::reconcile::reconcile(&h.db.store, Some(key_id), window, at);
+    let rows = reconcile(None).await.unwrap();
+    let seen: Vec<(&str, Option<&str>, i64, u128, bool)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.quota.as_str(),
+                r.model.as_deref(),
+                r.charged,
+                r.ledger,
+                r.over_limit,
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (
+                "tokens",
+                None,
+                494,
+                120 + 30 + 80 + 11 + 7 + 3 + 2 + 1 + 200 + 40,
+                false
+            ),
+            (
+                "tokens@claude-sonnet-4",
+                Some("claude-sonnet-4"),
+                240,
+                240,
+                false
+            ),
+            ("input_tokens@gpt-4o", Some("gpt-4o"), 200, 200, false),
+            ("output_tokens@gpt-4o", Some("gpt-4o"), 30, 30, false),
+        ]
+    );
+    for row in &rows {
+        assert!(row.charged_at_admission && !row.ledger_differs, "{row:?}");
+    }
+    let minute = &rows[3];
+    assert_eq!(minute.window, tollgate_wire::Window::Minute);
+    let minute_start = at_ms / 60_000 * 60_000;
+    let start = sidecar::domain::clock::from_unix_ms(minute_start as u64).unwrap();
+    assert_eq!(
+        minute.window_start,
+        sidecar::domain::clock::format_rfc3339(start)
+    );
+    let json = serde_json::to_value(minute).unwrap();
+    assert_eq!(
+        (
+            json["quota"].clone(),
+            json["kind"].clone(),
+            json["model"].clone()
+        ),
+        (
+            json!("output_tokens@gpt-4o"),
+            json!("output_tokens"),
+            json!("gpt-4o")
+        )
+    );
+    assert!(serde_json::to_value(&rows[0])
+        .unwrap()
+        .get("model")
+        .is_none());
+
+    // More output tokens of gpt-4o in the minute than its quota: flagged,
+    // and only that quota (its hour's input stays within 500).
+    h.ingest(&json!([llm(
+        "gpt-more",
+        t + 1,
+        "allowed",
+        "gpt-4o",
+        [100, 25]
+    )]))
+    .await;
+    let only_minutes = reconcile(Some(tollgate_wire::Window::Minute))
+        .await
+        .unwrap();
+    assert_eq!(only_minutes.len(), 1);
+    assert_eq!(
+        (only_minutes[0].ledger, only_minutes[0].over_limit),
+        (55, true)
+    );
+    let rows = reconcile(None).await.unwrap();
+    let over: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.over_limit)
+        .map(|r| r.quota.as_str())
+        .collect();
+    assert_eq!(over, ["output_tokens@gpt-4o"]);
+    assert_eq!(rows[2].ledger, 300);
 }

@@ -225,7 +225,7 @@ pub enum UsageCommand {
         /// Only this key id.
         #[arg(long)]
         key: Option<i64>,
-        /// Only quotas of this window: hour, day or month.
+        /// Only quotas of this window: minute, hour, day or month.
         #[arg(long)]
         window: Option<String>,
         /// Reconcile the windows containing this instant (RFC 3339; default now).
@@ -368,8 +368,12 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             let window = window
                 .as_deref()
                 .map(|w| {
-                    tollgate_wire::Window::parse(w)
-                        .ok_or_else(|| format!("--window {w:?}: use hour, day or month"))
+                    tollgate_wire::Window::parse(w).ok_or_else(|| {
+                        format!(
+                            "--window {w:?}: use {}",
+                            crate::cli::reconcile::window_names()
+                        )
+                    })
                 })
                 .transpose()?;
             let at = match at.as_deref() {

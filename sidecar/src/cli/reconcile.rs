@@ -1,21 +1,30 @@
 //! `tollgate usage reconcile`: per key and quota window, the ledger's totals
-//! (the `allowed` rows of `usage_log`) beside the limit counters and the
-//! limits, flagging a key over its limit on a quota charged at admission,
-//! which grants must never let happen, and a quota settled after the fact
-//! (`response_bytes`, `units`) whose counter and ledger disagree.
+//! (the `allowed` rows of `usage_log`, of the quota's model when it is
+//! scoped to one) beside the limit counters and the limits, flagging a key
+//! over its limit on a quota charged at admission (`requests`,
+//! `request_bytes`, the token kinds), which grants must never let happen,
+//! and a quota settled after the fact (`response_bytes`, `units`) whose
+//! counter and ledger disagree.
 
 use serde::Serialize;
 use time::OffsetDateTime;
-use tollgate_wire::{QuotaKind, Window};
+use tollgate_wire::{Outcome, Quota, QuotaKind, Window};
 
 use crate::domain::clock::{format_rfc3339, from_unix_ms, to_unix_ms};
-use crate::store::{Store, StoreError, SummaryFilter};
+use crate::store::rollup::Grain;
+use crate::store::{SeriesRow, Store, StoreError};
 
 /// One (key, quota) in the window containing the instant reconciled at.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ReconcileRow {
     pub key_id: i64,
-    pub quota: QuotaKind,
+    /// The quota's name, its counter's: the kind, and `@model` for a quota
+    /// scoped to one model (`tokens@gpt-4o`).
+    pub quota: String,
+    pub kind: QuotaKind,
+    /// The model the quota is scoped to; absent for an unscoped quota.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
     pub window: Window,
     /// RFC 3339, UTC: the window's start (included) and end (excluded).
     pub window_start: String,
@@ -23,10 +32,11 @@ pub struct ReconcileRow {
     pub limit: u64,
     /// What the limit counter has charged (granted net of returns, or settled).
     pub charged: i64,
-    /// What the ledger holds for the window (`allowed` rows): requests,
-    /// request or response bytes, or units.
+    /// What the ledger holds for the window (`allowed` rows, only the
+    /// quota's model when scoped): requests, request or response bytes,
+    /// units, or tokens (`tokens` = input + output).
     pub ledger: u128,
-    /// True for `requests` and `request_bytes`.
+    /// True for `requests`, `request_bytes` and the token kinds.
     pub charged_at_admission: bool,
     /// An at-admission quota whose ledger or counter total passed the limit.
     pub over_limit: bool,
@@ -37,6 +47,15 @@ pub struct ReconcileRow {
     /// good when a settlement or a record was lost (or the quota was set
     /// in the middle of the window, after rows the counter never saw).
     pub ledger_differs: bool,
+}
+
+/// The windows `--window` takes, for its help and its error.
+pub fn window_names() -> String {
+    let names: Vec<&str> = Window::ALL.iter().map(|w| w.as_str()).collect();
+    match names.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => names.join(""),
+    }
 }
 
 /// The rows for every key with quotas (or only `key`), in the windows
@@ -59,23 +78,26 @@ pub async fn reconcile(
                 continue;
             }
             let span = quota.window.containing(at_ms);
+            let name = quota.name();
             let charged = counters
                 .iter()
                 .find(|c| {
                     c.api_key_id == api_key.id
-                        && c.quota == quota.kind.as_str()
+                        && c.quota == name
                         && c.span.start_ms == span.start_ms
                 })
                 .map_or(0, |c| c.charged);
             let (start, end) = (instant(span.start_ms), instant(span.end_ms));
-            let ledger = ledger_total(store, api_key.id, quota.kind, start, end).await?;
+            let ledger = ledger_total(store, api_key.id, quota, start, end).await?;
             let at_admission = quota.kind.charged_at_admission();
             let over = ledger > u128::from(quota.limit)
                 || charged > i64::try_from(quota.limit).unwrap_or(i64::MAX);
             let differs = u128::try_from(charged).ok() != Some(ledger);
             rows.push(ReconcileRow {
                 key_id: api_key.id,
-                quota: quota.kind,
+                quota: name,
+                kind: quota.kind,
+                model: quota.model.clone(),
                 window: quota.window,
                 window_start: format_rfc3339(start),
                 window_end: format_rfc3339(end),
@@ -95,29 +117,50 @@ fn instant(ms: i64) -> OffsetDateTime {
     from_unix_ms(u64::try_from(ms).unwrap_or(0)).unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
-/// The ledger's total of `kind` for a key in the window `[start, end)`
-/// (on hour boundaries, as the rollups are).
+/// The buckets that tile a window exactly: a minute's from `usage_log`
+/// (no rollup keeps minutes), an hour's or a day's rollup row, a month's
+/// days.
+fn grain_of(window: Window) -> Grain {
+    match window {
+        Window::Minute => Grain::Minute,
+        Window::Hour => Grain::Hour,
+        Window::Day | Window::Month => Grain::Day,
+    }
+}
+
+/// The ledger's total of `quota` for a key in its window `[start, end)`:
+/// the `allowed` rows it applies to (those of its model, when scoped).
 async fn ledger_total(
     store: &Store,
     key_id: i64,
-    kind: QuotaKind,
+    quota: &Quota,
     start: OffsetDateTime,
     end: OffsetDateTime,
 ) -> Result<u128, StoreError> {
     let rows = store
-        .usage_summary(&SummaryFilter {
-            api_key_id: Some(key_id),
-            since: Some(start),
-            until: Some(end),
-        })
+        .usage_series(key_id, grain_of(quota.window), start, end)
         .await?;
-    let allowed = rows.iter().find(|r| r.outcome == "allowed");
-    Ok(allowed.map_or(0, |r| match kind {
-        QuotaKind::Requests => u128::try_from(r.totals.requests).unwrap_or(0),
-        QuotaKind::RequestBytes => r.totals.request_bytes,
-        QuotaKind::ResponseBytes => r.totals.response_bytes,
-        QuotaKind::Units => r.totals.units,
-    }))
+    Ok(rows
+        .iter()
+        .filter(|r| r.outcome == Outcome::Allowed.as_str())
+        .filter(|r| quota.applies_to((!r.model.is_empty()).then_some(r.model.as_str())))
+        .map(|r| amount(quota.kind, r))
+        .sum())
+}
+
+/// What one row of the ledger counts of `kind`.
+fn amount(kind: QuotaKind, row: &SeriesRow) -> u128 {
+    let count = |n: i64| u128::try_from(n).unwrap_or(0);
+    let tokens = &row.tokens;
+    match kind {
+        QuotaKind::Requests => count(row.requests),
+        QuotaKind::RequestBytes => row.request_bytes,
+        QuotaKind::ResponseBytes => row.response_bytes,
+        QuotaKind::Units => row.units,
+        QuotaKind::Tokens => count(tokens.input_tokens) + count(tokens.output_tokens),
+        QuotaKind::InputTokens => count(tokens.input_tokens),
+        QuotaKind::OutputTokens => count(tokens.output_tokens),
+    }
 }
 
 /// The rows as a table for people, and a last line saying whether any key
@@ -135,7 +178,7 @@ pub fn print_table(rows: &[ReconcileRow]) {
         println!(
             "{:>6}  {:<14}  {:<6}  {:<24}  {:>14}  {:>14}  {:>14}  {}",
             row.key_id,
-            row.quota.as_str(),
+            row.quota,
             row.window.as_str(),
             row.window_start,
             row.limit,

@@ -4,7 +4,9 @@
 //! Each ask is sized by `tollgate_wire::grant_size` from the Envoy's
 //! recent use and what is left in the window (read just before; the size
 //! is a heuristic, the conditional update is the guarantee), and taken in
-//! the window of the sidecar's clock that contains now.
+//! the window of the sidecar's clock that contains now. An item names its
+//! quota by kind and scope (`model`, for a quota of one model); the
+//! counter it charges is the quota's name (`tokens@gpt-4o`).
 
 use axum::routing::post;
 use axum::Router;
@@ -14,8 +16,9 @@ use tollgate_wire::GRANTS_PATH;
 use axum::extract::State;
 use axum::Json;
 use tollgate_wire::{
-    grant_size, is_charge_id, GrantGiven, GrantReply, GrantRequest, GrantStatus, KeyLimits, Quota,
-    ReturnDone, SettlementDone, WindowSpan, CHARGE_ID_HEX_LEN, MAX_GRANT_ITEMS,
+    grant_size, is_charge_id, GrantGiven, GrantReply, GrantRequest, GrantStatus, KeyLimits, Limits,
+    Quota, QuotaKind, ReturnDone, SettlementDone, Window, WindowSpan, CHARGE_ID_HEX_LEN,
+    MAX_GRANT_ITEMS,
 };
 
 use crate::http::error::{ApiError, Undone};
@@ -40,22 +43,46 @@ impl Keys<'_> {
         Ok(self.read[&key_id].as_ref())
     }
 
-    /// The quota of `kind` key `key_id` has, or the status that answers
-    /// the item when it has none.
+    /// The quota of `kind` scoped to `model` (`None`: the unscoped one)
+    /// key `key_id` has, or the status that answers the item when it has
+    /// none.
     async fn quota(
         &mut self,
         key_id: i64,
-        kind: tollgate_wire::QuotaKind,
+        kind: QuotaKind,
+        model: Option<&str>,
     ) -> Result<Result<Quota, GrantStatus>, StoreError> {
         Ok(match self.key(key_id).await? {
             None => Err(GrantStatus::UnknownKey),
-            Some(key) => key.limits.quota(kind).copied().ok_or(GrantStatus::NoQuota),
+            Some(key) => key
+                .limits
+                .quota(kind, model)
+                .cloned()
+                .ok_or(GrantStatus::NoQuota),
         })
     }
 }
 
+/// Why `model` cannot be the scope of a quota of `kind`, if it cannot:
+/// the rule of `tollgate_wire::limits` (1 to `MAX_SCOPE_MODEL_LEN`
+/// visible ASCII bytes), applied to the quota the item names.
+fn scope_fault(kind: QuotaKind, model: &str) -> Option<String> {
+    let quota = Quota {
+        kind,
+        limit: 1,
+        window: Window::Day,
+        model: Some(model.to_owned()),
+    };
+    let limits = Limits {
+        rate: None,
+        quotas: vec![quota],
+    };
+    limits.checked().err().map(|e| e.reason)
+}
+
 /// Refuses a call the filter could not have meant: too many items, a bad
-/// id, a quota of the wrong kind for the item, a count out of range.
+/// id, a quota of the wrong kind for the item, a model no quota can be
+/// scoped to, a count out of range.
 fn validate(request: &GrantRequest) -> Result<(), ApiError> {
     if request.len() > MAX_GRANT_ITEMS {
         return Err(ApiError::invalid_field(
@@ -73,6 +100,12 @@ fn validate(request: &GrantRequest) -> Result<(), ApiError> {
             ))
         }
     };
+    let scope = |field: String, kind: QuotaKind, model: Option<&str>| match model
+        .and_then(|m| scope_fault(kind, m))
+    {
+        Some(why) => Err(ApiError::invalid_field(field, why)),
+        None => Ok(()),
+    };
     let count = |field: String, n: u64| {
         if n <= tollgate_wire::limits::MAX_LIMIT {
             Ok(())
@@ -88,6 +121,7 @@ fn validate(request: &GrantRequest) -> Result<(), ApiError> {
                 format!("{} is settled after the fact, not granted", ask.quota),
             ));
         }
+        scope(format!("asks[{i}].model"), ask.quota, ask.model.as_deref())?;
         count(format!("asks[{i}].need"), ask.need)?;
         count(format!("asks[{i}].recent_use"), ask.recent_use)?;
     }
@@ -106,6 +140,11 @@ fn validate(request: &GrantRequest) -> Result<(), ApiError> {
                 format!("{} is granted at admission, not settled", settlement.quota),
             ));
         }
+        scope(
+            format!("settlements[{i}].model"),
+            settlement.quota,
+            settlement.model.as_deref(),
+        )?;
         count(format!("settlements[{i}].amount"), settlement.amount)?;
     }
     Ok(())
@@ -153,7 +192,10 @@ pub async fn answer(
         });
     }
     for ask in &request.asks {
-        let given = match keys.quota(ask.key_id, ask.quota).await? {
+        let given = match keys
+            .quota(ask.key_id, ask.quota, ask.model.as_deref())
+            .await?
+        {
             Err(status) => GrantGiven {
                 grant_id: ask.grant_id.clone(),
                 status,
@@ -165,15 +207,14 @@ pub async fn answer(
             },
             Ok(quota) => {
                 let span = quota.window.containing(now_ms);
-                let charged = store
-                    .charged_in(ask.key_id, ask.quota, span.start_ms)
-                    .await?;
+                let name = quota.name();
+                let charged = store.charged_in(ask.key_id, &name, span.start_ms).await?;
                 let (want, min) = grant_size(quota.limit, charged, ask.need, ask.recent_use);
                 let done = store
                     .grant(&GrantAsk {
                         charge_id: &ask.grant_id,
                         key_id: ask.key_id,
-                        quota: ask.quota,
+                        quota: &name,
                         span,
                         limit: quota.limit,
                         want,
@@ -187,7 +228,14 @@ pub async fn answer(
         reply.grants.push(given);
     }
     for settlement in &request.settlements {
-        let done = match keys.quota(settlement.key_id, settlement.quota).await? {
+        let done = match keys
+            .quota(
+                settlement.key_id,
+                settlement.quota,
+                settlement.model.as_deref(),
+            )
+            .await?
+        {
             Err(status) => SettlementDone {
                 settlement_id: settlement.settlement_id.clone(),
                 status,
@@ -203,7 +251,7 @@ pub async fn answer(
                     .settle(
                         &settlement.settlement_id,
                         settlement.key_id,
-                        settlement.quota,
+                        &quota.name(),
                         span,
                         quota.limit,
                         settlement.amount,

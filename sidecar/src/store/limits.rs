@@ -11,12 +11,16 @@
 //! so the sum of grants never passes the limit, whatever the number of
 //! sidecars. Every statement here has the same text on both backends
 //! except the insert that skips an existing counter row.
+//!
+//! Counters and charges are kept per quota *name* (`Quota::name`: the
+//! kind, and `@model` for a quota scoped to one model, `tokens@gpt-4o`),
+//! so a key's unscoped and scoped quotas of one kind count apart.
 
 use std::future::Future;
 
 use sqlx::migrate::Migrate;
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Row, Type};
-use tollgate_wire::{Limits, QuotaKind, WindowSpan};
+use tollgate_wire::{Limits, WindowSpan};
 
 use super::dialect::Dialect;
 use super::feed::{unix_ms, PURGE_BATCH};
@@ -101,7 +105,8 @@ pub const KIND_SETTLEMENT: &str = "settlement";
 pub struct GrantAsk<'a> {
     pub charge_id: &'a str,
     pub key_id: i64,
-    pub quota: QuotaKind,
+    /// The quota's name (`Quota::name`): its counter's.
+    pub quota: &'a str,
     pub span: WindowSpan,
     pub limit: u64,
     pub want: u64,
@@ -205,7 +210,7 @@ where
     }
 
     async fn grant_once(&self, ask: &GrantAsk<'_>) -> Result<Charged, StoreError> {
-        let quota = ask.quota.as_str();
+        let quota = ask.quota;
         let limit = bound(ask.limit);
         let want = bound(ask.want);
         let mut tx = self.pool().begin().await?;
@@ -303,7 +308,7 @@ where
     }
 
     async fn settle_once(&self, s: &Settlement<'_>) -> Result<Charged, StoreError> {
-        let kind = s.quota.as_str();
+        let kind = s.quota;
         let mut tx = self.pool().begin().await?;
         sqlx::query(&new_counter::<DB>())
             .bind(s.key_id)
@@ -484,13 +489,14 @@ where
     }
 }
 
-/// A settlement to charge: `amount` of `quota` (`response_bytes` or
-/// `units`) after the fact, whatever the total, in `span` of a `limit`.
+/// A settlement to charge: `amount` of `quota` (a `response_bytes` or
+/// `units` quota's name) after the fact, whatever the total, in `span` of
+/// a `limit`.
 #[derive(Debug, Clone)]
 pub struct Settlement<'a> {
     pub charge_id: &'a str,
     pub key_id: i64,
-    pub quota: QuotaKind,
+    pub quota: &'a str,
     pub span: WindowSpan,
     pub limit: u64,
     pub amount: u64,
@@ -521,14 +527,15 @@ impl Store {
         }
     }
 
-    /// Charges `amount` after the fact (a settlement of `response_bytes`
-    /// or `units`), whatever the total; idempotent on `charge_id`.
+    /// Charges `amount` after the fact (a settlement of a `response_bytes`
+    /// or `units` quota, by name), whatever the total; idempotent on
+    /// `charge_id`.
     #[allow(clippy::too_many_arguments)]
     pub async fn settle(
         &self,
         charge_id: &str,
         key_id: i64,
-        quota: QuotaKind,
+        quota: &str,
         span: WindowSpan,
         limit: u64,
         amount: u64,
@@ -572,14 +579,14 @@ impl Store {
         }
     }
 
-    /// What a (key, quota, window) has charged so far (0 before its first grant).
+    /// What a (key, quota, window) has charged so far (0 before its first
+    /// grant); the quota by name (`Quota::name`).
     pub async fn charged_in(
         &self,
         key_id: i64,
-        quota: QuotaKind,
+        quota: &str,
         window_start_ms: i64,
     ) -> Result<u64, StoreError> {
-        let quota = quota.as_str();
         match self {
             Store::MySql(s) => {
                 s.sql()

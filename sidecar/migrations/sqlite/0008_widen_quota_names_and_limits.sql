@@ -1,0 +1,7 @@
+-- Quotas of LLM tokens, and quotas scoped to one model: counters and
+-- charges are kept per quota name (tollgate_wire::Quota::name, up to 271
+-- ASCII bytes: 'tokens@gpt-4o'), and a key's limits take up to
+-- tollgate_wire::limits::MAX_SPEC_LEN bytes. limit_counters.quota,
+-- limit_charges.quota and api_keys.limits_spec are TEXT here, which holds
+-- them as they are: nothing changes. The file keeps the two backends'
+-- migrations numbered alike (MySQL's 0008 widens its columns).
