@@ -1247,10 +1247,10 @@ fn keys_carry_limits_from_the_command_line() {
     assert_eq!(rows[0]["ledger"], 0);
     let table = dir.ok(&["usage", "reconcile", "--window", "day", "--key", &id]);
     assert!(table.contains("0 key quota(s) over the limit"), "{table}");
-    assert!(!dir
-        .run(&["usage", "reconcile", "--window", "week"])
-        .status
-        .success());
+    let week = dir.run(&["usage", "reconcile", "--window", "week"]);
+    assert!(!week.status.success());
+    let error = String::from_utf8_lossy(&week.stderr);
+    assert!(error.contains("minute, hour, day or month"), "{error}");
 }
 
 /// LLM calls of key 1 stored straight into the work directory's SQLite
@@ -1298,6 +1298,97 @@ async fn seed_llm_usage(dir: &WorkDir) {
         .collect();
     store.insert_usage(&records).await.unwrap();
     store.close().await;
+}
+
+/// Token quotas from the command line: k and M, a minute window, a quota
+/// scoped to one model; bad ones refused naming what is wrong; and
+/// `usage reconcile` counting a scoped quota's tokens from the ledger, with
+/// a non-zero exit when they pass its limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_carry_token_quotas_and_reconcile_them() {
+    let dir = WorkDir::new("token-quotas");
+    seed_llm_usage(&dir).await;
+    let help = dir.ok(&["keys", "limits", "--help"]);
+    assert!(
+        help.contains("tokens=1M/month") && help.contains("minute"),
+        "{help}"
+    );
+    let changed: Value = serde_json::from_str(&dir.ok(&[
+        "keys",
+        "limits",
+        "1",
+        "--quota",
+        "tokens=1M/month",
+        "--quota",
+        "tokens=100/month@gpt-4o",
+        "--quota",
+        "input_tokens=2k/minute@claude-sonnet-4",
+        "--quota",
+        "output_tokens=5k/hour",
+        "--json",
+    ]))
+    .unwrap();
+    assert_eq!(
+        changed["limits"]["quotas"],
+        serde_json::json!([
+            {"kind": "tokens", "limit": 1_000_000, "window": "month"},
+            {"kind": "tokens", "limit": 100, "window": "month", "model": "gpt-4o"},
+            {"kind": "input_tokens", "limit": 2000, "window": "minute", "model": "claude-sonnet-4"},
+            {"kind": "output_tokens", "limit": 5000, "window": "hour"},
+        ])
+    );
+    let text = dir.ok(&["keys", "list"]);
+    assert!(text.contains("tokens=100/month@gpt-4o"), "{text}");
+    for (quota, says) in [
+        ("tokens=1k/day@", "a model after `@`"),
+        ("tokens=5/week", "minute, hour, day or month"),
+        ("tokens=2G/day", "not a whole number"),
+        ("input_tokens=1/day@gpt 4o", "visible ASCII"),
+    ] {
+        let out = dir.run(&["keys", "create", "--name", "x", "--quota", quota]);
+        assert!(!out.status.success(), "{quota} was taken");
+        let error = String::from_utf8_lossy(&out.stderr);
+        assert!(error.contains(says), "{quota}: {error}");
+    }
+
+    // gpt-4o's calls hold 180 tokens (input and output) this month, past
+    // its 100; the unscoped quota counts every call's.
+    let out = dir.run(&["usage", "reconcile", "--json"]);
+    assert!(
+        !out.status.success(),
+        "a quota over its limit exits non-zero"
+    );
+    let error = String::from_utf8_lossy(&out.stderr);
+    assert!(error.contains("1 key quota(s) over the limit"), "{error}");
+    let rows: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let seen: Vec<(&str, u64, bool)> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["quota"].as_str().unwrap(),
+                r["ledger"].as_u64().unwrap(),
+                r["over_limit"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(seen[0], ("tokens", 180 + 360, false));
+    assert_eq!(seen[1], ("tokens@gpt-4o", 180, true));
+    assert_eq!(seen[2].0, "input_tokens@claude-sonnet-4");
+    let table = dir.run(&["usage", "reconcile", "--window", "month"]);
+    let table = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        table.contains("tokens@gpt-4o") && table.contains("OVER LIMIT"),
+        "{table}"
+    );
+    // The minute window holds none of the calls, made minutes ago.
+    let minutes: Value =
+        serde_json::from_str(&dir.ok(&["usage", "reconcile", "--window", "minute", "--json"]))
+            .unwrap();
+    assert_eq!(minutes.as_array().unwrap().len(), 1);
+    assert_eq!(minutes[0]["window"], "minute");
+    assert_eq!(minutes[0]["ledger"], 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

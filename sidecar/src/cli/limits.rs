@@ -17,8 +17,12 @@ pub struct LimitFlags {
     /// Requests the rate lets through at once (default: one second's worth).
     #[arg(long)]
     pub burst: Option<u64>,
-    /// `requests=1000/day`, `request_bytes=1GiB/month`, `response_bytes=...`,
-    /// `units=...` (windows: hour, day, month, UTC); repeatable.
+    /// KIND=AMOUNT/WINDOW[@MODEL], repeatable: `requests=1000/day`,
+    /// `request_bytes=1GiB/month`, `response_bytes=...`, `units=...`,
+    /// `tokens=1M/month` (input + output), `input_tokens=...`,
+    /// `output_tokens=...`; `@MODEL` counts only that model's calls
+    /// (`tokens=100k/day@gpt-4o`). Windows: minute, hour, day, month (UTC);
+    /// counts take k and M, sizes KiB, MiB and GiB.
     #[arg(long = "quota")]
     pub quotas: Vec<String>,
 }
@@ -31,7 +35,8 @@ impl LimitFlags {
 
     /// `current` changed by the flags: a rate replaces the rate (keeping
     /// its burst only if it is given again), a burst alone changes the
-    /// rate's burst, a quota replaces the quota of its kind.
+    /// rate's burst, a quota replaces the quota of its kind and scope (an
+    /// unscoped quota leaves the kind's scoped ones as they are).
     pub fn applied_to(&self, current: &Limits) -> Result<Limits, LimitError> {
         let mut limits = current.clone();
         if let Some(rate) = &self.rate {
@@ -45,7 +50,9 @@ impl LimitFlags {
         }
         for text in &self.quotas {
             let quota = Quota::parse(text)?;
-            limits.quotas.retain(|q| q.kind != quota.kind);
+            limits
+                .quotas
+                .retain(|q| !q.is(quota.kind, quota.model.as_deref()));
             limits.quotas.push(quota);
         }
         limits.checked()
@@ -130,5 +137,26 @@ mod tests {
             .unwrap_err();
         assert_eq!(error.field, "burst");
         assert_eq!(describe(&Limits::default()), "no limits");
+    }
+
+    #[test]
+    fn a_quota_replaces_only_the_one_of_its_kind_and_scope() {
+        let current = flags(None, None, &["tokens=1M/month", "tokens=5k/day@gpt-4o"])
+            .limits()
+            .unwrap();
+        let scoped = flags(None, None, &["tokens=7k/minute@gpt-4o"])
+            .applied_to(&current)
+            .unwrap();
+        assert_eq!(
+            scoped.to_spec(),
+            "tokens=1000000/month tokens=7000/minute@gpt-4o"
+        );
+        let other_model = flags(None, None, &["tokens=2k/hour@o3", "tokens=9/day"])
+            .applied_to(&scoped)
+            .unwrap();
+        assert_eq!(
+            other_model.to_spec(),
+            "tokens=9/day tokens=7000/minute@gpt-4o tokens=2000/hour@o3"
+        );
     }
 }
