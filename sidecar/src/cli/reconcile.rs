@@ -171,12 +171,12 @@ pub fn print_table(rows: &[ReconcileRow]) {
         return;
     }
     println!(
-        "{:>6}  {:<14}  {:<6}  {:<24}  {:>14}  {:>14}  {:>14}  STATE",
+        "{:>6}  {:<22}  {:<6}  {:<24}  {:>14}  {:>14}  {:>14}  STATE",
         "KEY", "QUOTA", "WINDOW", "WINDOW_START", "LIMIT", "CHARGED", "LEDGER"
     );
     for row in rows {
         println!(
-            "{:>6}  {:<14}  {:<6}  {:<24}  {:>14}  {:>14}  {:>14}  {}",
+            "{:>6}  {:<22}  {:<6}  {:<24}  {:>14}  {:>14}  {:>14}  {}",
             row.key_id,
             row.quota,
             row.window.as_str(),
