@@ -18,7 +18,10 @@ free loopback ports:
 * for the LLM stream rows (bench/llm_stream.py), ``sse-upstream``
   replaying llm-upstream's streamed chat answer; the ``bare``, ``gate``,
   ``native`` and ``gate_native`` gateways route ``/v1/chat/completions`` to
-  it, and those rows' latency run is a time-to-first-byte run.
+  it, and those rows' latency run is a time-to-first-byte run;
+  ``gate_llm_limited`` and ``gate_native_llm_limited`` are ``gate_llm_stream``
+  and ``gate_native_llm_stream`` with a key whose token quota is far from its
+  limit, so every stream reserves its token bound and settles it.
 
 Then, for each round, every scenario gets one throughput run and one
 fixed-rate latency run (bench/loadgen.py), with a fresh token per run, in an
@@ -38,6 +41,12 @@ time-to-first-byte run of the LLM stream rows, 2000), BENCH_INGEST_SECONDS (5), 
 (comma list, default all), BENCH_SEED (seed of the run orders, default
 random), BENCH_KEEP (1: keep the work directory), BENCH_MYSQL_URL
 (mysql://root@127.0.0.1:3306).
+
+For the token-quota rows it also reports how much of each reservation was
+given back: per allowed ledger row of their key, (reserved - used) /
+reserved, averaged, where reserved is the request body's bytes plus the
+body's output cap (the filter's token bound) and used the row's input and
+output tokens.
 
 Exit status: 0 when every run completed without errors (non-2xx answers or
 socket errors) and the usage ledger is exact; 1 otherwise. A missed target
@@ -76,6 +85,10 @@ GATE_DATABASE = "tollgate_bench_gate"
 #: The limits of the `gate_limited` keys: a rate and a requests quota the
 #: load stays far from, so every request is charged and none refused.
 LIMITED_KEY = ("--rate", "1000000/s", "--quota", "requests=1000000/day")
+#: The limit of the token-quota LLM rows' keys: far more tokens than a run
+#: reserves (about 250 a stream, some 10^5 streams), so every stream
+#: reserves and settles and none waits or is refused.
+LLM_LIMITED_KEY = ("--quota", "tokens=1000000000/month")
 ANALYZE = "/proxy/analyze"
 
 
@@ -84,7 +97,18 @@ AI_SERVER_GATES = ("bare_ai_server", "gate_ai_server", "gate_native_ai_server")
 #: The LLM stream rows (bench/llm_stream.py): their upstream is sse-upstream,
 #: their latency run is the time to first byte.
 LLM_STREAM_ROWS = ("bare_llm_stream", "gate_llm_stream", "native_llm_stream",
-                   "gate_native_llm_stream")
+                   "gate_native_llm_stream", "gate_llm_limited", "gate_native_llm_limited")
+#: Each token-quota LLM row and the row without limits it is paired with
+#: (same gateway, same stream).
+LLM_LIMITED_PAIRS = {"gate_llm_limited": "gate_llm_stream",
+                     "gate_native_llm_limited": "gate_native_llm_stream"}
+#: Targets of the token-quota rows' figures against their pairs: (comparison, bound).
+LLM_LIMITED_TARGETS = {
+    "gate_llm_limited_vs_gate_llm_stream_rps": (">=", 0.95),
+    "gate_llm_limited_ttfb_added_ms": ("<=", 0.02),
+    "gate_native_llm_limited_vs_gate_native_llm_stream_rps": (">=", 0.95),
+    "gate_native_llm_limited_ttfb_added_ms": ("<=", 0.02),
+}
 
 
 @dataclasses.dataclass
@@ -242,6 +266,8 @@ class Bench:
         # Limited keys far from their limits: the cost of charging a budget.
         for name in ("gate_limited", "gate_limited_no_header"):
             keys[name] = self.stack.create_key(f"bench-{name}", *LIMITED_KEY)
+        for name in LLM_LIMITED_PAIRS:
+            keys[name] = self.stack.create_key(f"bench-{name}", *LLM_LIMITED_KEY)
 
         log("starting the fast upstream and the gateways (configs validated first)")
         upstream = self.add_envoy("upstream", lambda port, admin: envoys.upstream_config(
@@ -323,6 +349,10 @@ class Bench:
                      keys["native"], False, k.rate, llm=True),
             Scenario("gate_native_llm_stream", gate_native.url + chat, llm_body, stream_body,
                      gate_native, keys["gate_native_llm_stream"], True, k.rate, llm=True),
+            Scenario("gate_llm_limited", gate.url + chat, llm_body, stream_body, gate,
+                     keys["gate_llm_limited"], True, k.rate, llm=True),
+            Scenario("gate_native_llm_limited", gate_native.url + chat, llm_body, stream_body,
+                     gate_native, keys["gate_native_llm_limited"], True, k.rate, llm=True),
         ]
         self.scenarios = {s.name: s for s in rows
                           if k.scenarios is None or s.name in k.scenarios}
@@ -441,7 +471,7 @@ class Bench:
 
     def grants(self, s: Scenario) -> int | None:
         """Grants the sidecar gave ``s``'s key so far (limited keys only)."""
-        if not s.name.startswith("gate_limited"):
+        if not (s.name.startswith("gate_limited") or s.name in LLM_LIMITED_PAIRS):
             return None
         return ledger.grant_count(self.stack.database_url, GATE_DATABASE, int(s.key["id"]))
 
@@ -548,6 +578,54 @@ class Bench:
             log(f"usage ledger {'exact' if check.exact else 'NOT EXACT'}: {check.describe()}")
         return expected, found, checks
 
+    def give_back(self) -> dict[str, dict]:
+        """Per token-quota LLM row measured: how much of each stream's
+        reservation its settlement gave back, from its key's allowed 2xx
+        ledger rows (once they have landed: after ``check_usage``).
+
+        A stream reserved its token bound, its body's bytes plus the body's
+        output cap (``llm_stream.BODY`` sets one, so the filter's default cap
+        plays no part); it used the row's input plus output tokens.
+        ``give_back`` is (reserved - used) / reserved averaged over the rows.
+        """
+        cap = int(json.loads(llm_stream.BODY)["max_completion_tokens"])
+        out = {}
+        for name in LLM_LIMITED_PAIRS:
+            s = self.scenarios.get(name)
+            if s is None:
+                continue
+            row = ledger.query(
+                self.stack.database_url, GATE_DATABASE,
+                "SELECT COUNT(*) AS rows_n, AVG(request_bytes + %s) AS reserved, "
+                "AVG(input_tokens + output_tokens) AS used, "
+                "AVG((request_bytes + %s - input_tokens - output_tokens)"
+                " / (1e0 * (request_bytes + %s))) AS give_back, "
+                "MIN((request_bytes + %s - input_tokens - output_tokens)"
+                " / (1e0 * (request_bytes + %s))) AS give_back_min, "
+                "MAX((request_bytes + %s - input_tokens - output_tokens)"
+                " / (1e0 * (request_bytes + %s))) AS give_back_max, "
+                "SUM(usage_source <> 'reported') AS not_reported "
+                "FROM usage_log WHERE api_key_id = %s AND outcome = 'allowed' "
+                "AND status_code BETWEEN 200 AND 299",
+                (cap,) * 7 + (int(s.key["id"]),))[0]
+            out[name] = {
+                "rows": int(row["rows_n"]),
+                "output_cap": cap,
+                "reserved_avg": None if row["reserved"] is None else float(row["reserved"]),
+                "used_avg": None if row["used"] is None else float(row["used"]),
+                "give_back": row["give_back"],
+                "give_back_min": row["give_back_min"],
+                "give_back_max": row["give_back_max"],
+                "rows_without_reported_usage": int(row["not_reported"] or 0),
+            }
+            g = out[name]
+            log(f"{name}: {g['rows']} ledger rows, reserved {g['reserved_avg']} tokens "
+                f"({cap} of them the output cap), used {g['used_avg']} on average; "
+                f"given back {g['give_back']} of each reservation on average "
+                f"(min {g['give_back_min']}, max {g['give_back_max']}; "
+                f"{g['rows_without_reported_usage']} rows without reported usage)")
+        return out
+
     def filter_stats(self) -> dict:
         """The filter's own counters on each gate Envoy (cache hits, usage sent ...)."""
         return {name: {k.removeprefix(prefix): v
@@ -570,6 +648,38 @@ def run_sidecar_bench(knobs: Knobs, workdir: Path) -> tuple[dict, str | None]:
     return json.loads(out.read_text()), None
 
 
+def llm_limited_figures(runs: dict, grant_rates: dict[str, list[float]],
+                        give_back: dict[str, dict]) -> dict:
+    """Per token-quota LLM row: streams/s against its pair's (median of the
+    per-round ratios), time to first byte added to its pair's (median of
+    the per-round p50 differences), Envoy's CPU µs per stream added (the
+    same, from the throughput runs), the highest grants/s of its throughput
+    runs, and the average share of a reservation given back."""
+    out = {}
+    for name, pair in LLM_LIMITED_PAIRS.items():
+        mine, theirs = runs.get(name, {}), runs.get(pair, {})
+        out[f"{name}_vs_{pair}_rps"] = report.paired(
+            theirs.get("throughput", []), mine.get("throughput", []), "rps", "ratio")
+        out[f"{name}_ttfb_added_ms"] = report.paired(
+            theirs.get("latency", []), mine.get("latency", []), "p50_ms", "added")
+        out[f"{name}_cpu_added_us"] = report.paired(
+            report.cpu_of(theirs.get("throughput", [])),
+            report.cpu_of(mine.get("throughput", [])), "cpu", "added")
+        out[f"{name}_grants_per_s"] = max(grant_rates[name]) if grant_rates.get(name) else None
+        out[f"{name}_give_back"] = give_back.get(name, {}).get("give_back")
+    return out
+
+
+def llm_limited_targets(ratios: dict) -> dict:
+    """The token-quota rows' targets, in the shape of ``report.targets``."""
+    out = {}
+    for name, (op, bound) in LLM_LIMITED_TARGETS.items():
+        value = ratios.get(name)
+        met = None if value is None else (value >= bound if op == ">=" else value <= bound)
+        out[name] = {"target": f"{op} {bound}", "value": value, "met": met}
+    return out
+
+
 def main() -> int:
     knobs = Knobs.from_env()
     started = time.monotonic()
@@ -581,11 +691,13 @@ def main() -> int:
     expected = found = None
     checks: list[ledger.KeyLedger] = []
     filter_stats: dict = {}
+    give_back: dict[str, dict] = {}
     try:
         bench.start()
         bench.measure()
         if any(s.metered for s in bench.scenarios.values()):
             expected, found, checks = bench.check_usage()
+            give_back = bench.give_back()
         filter_stats = bench.filter_stats()
     except Exception as err:  # noqa: BLE001  (report, then exit non-zero)
         traceback.print_exc()
@@ -603,6 +715,8 @@ def main() -> int:
         if error:
             failures.append(error)
     ingest = {row["backend"]: row["rows_per_sec"] for row in sidecar.get("ingest", [])}
+    runs = {name: {kind: [r for r in rs if r is not None] for kind, rs in kinds.items()}
+            for name, kinds in bench.runs.items()}
     summary = sidecar.get("summary") or {}
     extra = {
         "summary_10m_rows_p50_ms": (summary["queries"][0]["p50_ms"]
@@ -626,12 +740,15 @@ def main() -> int:
             if {"native_module_noop", "bare"} <= bench.rss_mb.keys() else None),
         "gate_limited_grants_per_s": (max(bench.grant_rates["gate_limited"])
                                       if bench.grant_rates.get("gate_limited") else None),
+        **llm_limited_figures(runs, bench.grant_rates, give_back),
         "usage_rows_expected": expected,
         "usage_rows_found": found,
     }
-    runs = {name: {kind: [r for r in rs if r is not None] for kind, rs in kinds.items()}
-            for name, kinds in bench.runs.items()}
     ratios = report.ratios(runs, extra)
+    limited_targets = llm_limited_targets(ratios)
+    for name, t in limited_targets.items():
+        log(f"{name} = {t['value']} (target {t['target']}: "
+            f"{ {True: 'met', False: 'MISSED', None: 'not measured'}[t['met']]})")
     results = {
         "finished_at": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         "elapsed_s": round(time.monotonic() - started, 1),
@@ -640,7 +757,8 @@ def main() -> int:
         "knobs": {**dataclasses.asdict(knobs), "mysql_url": None},
         "scenarios": report.summarise(runs),
         "ratios": ratios,
-        "targets": report.targets(ratios),
+        "targets": {**report.targets(ratios), **limited_targets},
+        "llm_limited_give_back": give_back,
         "rss_mb": bench.rss_mb,
         "rss_breakdown_mb": bench.rss_breakdown,
         "filter_stats": filter_stats,
