@@ -51,6 +51,9 @@ pub struct LlmCall {
     request_bytes: u64,
     /// The size of the body as forwarded (after any rewrite).
     forwarded_bytes: u64,
+    /// The output cap the call is given if it sets none and its key has a
+    /// token quota (its route's default).
+    default_cap: u64,
     reading: Reading,
     /// On a chat stream whose usage the gateway asked for.
     stripper: Option<UsageChunkStripper>,
@@ -78,6 +81,7 @@ impl LlmCall {
             asked,
             request_bytes,
             forwarded_bytes: request_bytes,
+            default_cap: crate::llm::routes::DEFAULT_OUTPUT_CAP,
             reading: Reading::Waiting,
             stripper: None,
             usage_added,
@@ -90,16 +94,28 @@ impl LlmCall {
         &self.asked.model
     }
 
-    /// An upper bound of the tokens this call can cost, with `default_cap`
-    /// as its output cap if it sets none (see docs/LIMITS.md, "Token
+    /// The output cap the call is given if it sets none (its route's
+    /// default).
+    pub fn with_default_cap(mut self, cap: u64) -> Self {
+        self.default_cap = cap;
+        self
+    }
+
+    /// The output cap written into the call when it sets none.
+    pub fn default_cap(&self) -> u64 {
+        self.default_cap
+    }
+
+    /// An upper bound of the tokens this call can cost, with the default
+    /// cap as its output cap if it sets none (see docs/LIMITS.md, "Token
     /// quotas"): its input is at most its body's bytes (a byte-level
     /// tokenizer gives at most one token per byte of text, and the JSON
     /// around the text is longer than the tokens the provider adds per
     /// message), its output at most its cap (embeddings have none).
-    pub fn token_bound(&self, default_cap: u64) -> TokenBound {
+    pub fn token_bound(&self) -> TokenBound {
         let output = match self.asked.api {
             Api::OpenAiEmbeddings => 0,
-            _ => self.asked.max_output_tokens.unwrap_or(default_cap),
+            _ => self.asked.max_output_tokens.unwrap_or(self.default_cap),
         };
         TokenBound {
             input: self.request_bytes,

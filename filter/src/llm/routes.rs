@@ -7,9 +7,10 @@
 //! is the providers' own paths ([`default_routes`]); `"routes": []` turns
 //! LLM metering off.
 //!
-//! `llm.default_output_cap` (default [`DEFAULT_OUTPUT_CAP`]) is the output
-//! cap written into a call that sets none when its key has a token quota:
-//! the cap its reservation counts on.
+//! `llm.default_output_cap` (default [`DEFAULT_OUTPUT_CAP`]), or a route's
+//! own `default_output_cap`, is the output cap written into a call that
+//! sets none when its key has a token quota: the cap its reservation
+//! counts on.
 
 use serde::Deserialize;
 use tollgate_wire::{Api, Provider};
@@ -29,6 +30,8 @@ pub const DEFAULT_OUTPUT_CAP: u64 = 4096;
 pub struct Route {
     pub prefix: String,
     pub api: Api,
+    /// This route's default output cap, if it has its own.
+    pub default_output_cap: Option<u64>,
 }
 
 /// The validated route table, longest prefix first.
@@ -53,6 +56,7 @@ pub fn default_routes() -> Vec<Route> {
     .map(|(prefix, api)| Route {
         prefix: prefix.to_string(),
         api,
+        default_output_cap: None,
     })
     .collect()
 }
@@ -75,11 +79,23 @@ impl LlmRoutes {
     /// The API of a request path (`:path`, query included), if any route
     /// names it.
     pub fn api_of(&self, path: &str) -> Option<Api> {
+        self.route_of(path).map(|route| route.api)
+    }
+
+    /// The route of a request path, if any.
+    pub fn route_of(&self, path: &str) -> Option<&Route> {
         let path = path.split(['?', '#']).next().unwrap_or_default();
         self.routes
             .iter()
             .find(|route| path.starts_with(&route.prefix))
-            .map(|route| route.api)
+    }
+
+    /// The output cap a call to `path` that sets none is given: its
+    /// route's, else the table's.
+    pub fn default_output_cap_of(&self, path: &str) -> u64 {
+        self.route_of(path)
+            .and_then(|route| route.default_output_cap)
+            .unwrap_or(self.default_output_cap)
     }
 
     /// Every route, longest prefix first.
@@ -113,24 +129,28 @@ pub struct RawLlm {
 struct RawRoute {
     prefix: String,
     api: String,
+    #[serde(default)]
+    default_output_cap: Option<u64>,
 }
 
 /// Validates `llm`: the field at fault and why, when it is not a table.
 pub fn validate(raw: RawLlm) -> Result<LlmRoutes, (String, String)> {
-    let max = crate::llm::request::MAX_OUTPUT_CAP;
-    let default_output_cap = match raw.default_output_cap {
-        Some(cap) if cap == 0 || cap > max => {
-            return Err((
-                "llm.default_output_cap".into(),
-                format!("must be an integer from 1 to {max}"),
-            ))
-        }
-        Some(cap) => cap,
-        None => DEFAULT_OUTPUT_CAP,
-    };
+    let default_output_cap = output_cap("llm.default_output_cap", raw.default_output_cap)?;
     let mut table = routes(raw.routes)?;
-    table.default_output_cap = default_output_cap;
+    table.default_output_cap = default_output_cap.unwrap_or(DEFAULT_OUTPUT_CAP);
     Ok(table)
+}
+
+/// A default output cap, if given: 1 to `request::MAX_OUTPUT_CAP`.
+fn output_cap(field: &str, cap: Option<u64>) -> Result<Option<u64>, (String, String)> {
+    let max = crate::llm::request::MAX_OUTPUT_CAP;
+    match cap {
+        Some(cap) if cap == 0 || cap > max => Err((
+            field.to_owned(),
+            format!("must be an integer from 1 to {max}"),
+        )),
+        cap => Ok(cap),
+    }
 }
 
 /// Validates `llm.routes`.
@@ -160,9 +180,11 @@ fn routes(raw_routes: Option<Vec<RawRoute>>) -> Result<LlmRoutes, (String, Strin
             let names: Vec<&str> = Api::ALL.iter().map(|a| a.name()).collect();
             return Err((field("api"), format!("must be one of {}", names.join(", "))));
         };
+        let default_output_cap = output_cap(&field("default_output_cap"), raw.default_output_cap)?;
         routes.push(Route {
             prefix: raw.prefix,
             api,
+            default_output_cap,
         });
     }
     Ok(LlmRoutes::new(routes))
@@ -184,7 +206,22 @@ mod tests {
         for bad in ["0", "1048577"] {
             let json = format!(r#"{{"default_output_cap":{bad}}}"#);
             assert_eq!(table(&json).unwrap_err().0, "llm.default_output_cap");
+            let json = format!(
+                r#"{{"routes":[{{"prefix":"/a","api":"openai.chat","default_output_cap":{bad}}}]}}"#
+            );
+            assert_eq!(
+                table(&json).unwrap_err().0,
+                "llm.routes[0].default_output_cap"
+            );
         }
+        let routes = table(
+            r#"{"default_output_cap":100,"routes":[
+                {"prefix":"/a","api":"openai.chat","default_output_cap":7},
+                {"prefix":"/b","api":"openai.chat"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(routes.default_output_cap_of("/a/x"), 7, "the route's own");
+        assert_eq!(routes.default_output_cap_of("/b"), 100, "the table's");
     }
 
     #[test]

@@ -38,14 +38,14 @@ pub struct Charged {
 
 impl Admission {
     /// What the request asks of its key's quotas: its body's bytes, and
-    /// on an LLM route its model and token bound (`default_cap` standing
-    /// for a cap it does not set).
-    pub fn demand(&self, request_bytes: u64, default_cap: u64) -> Demand<'_> {
+    /// on an LLM route its model and token bound (its route's default cap
+    /// standing for a cap it does not set).
+    pub fn demand(&self, request_bytes: u64) -> Demand<'_> {
         match &self.llm {
             Some(call) => Demand {
                 request_bytes,
                 model: Some(call.model()),
-                tokens: call.token_bound(default_cap),
+                tokens: call.token_bound(),
             },
             None => Demand::bytes(request_bytes),
         }
@@ -77,8 +77,7 @@ impl<H: StreamHost> Flow<H> {
             mono_ms,
         };
         let host = &self.host;
-        let default_cap = worker.config().llm.default_output_cap;
-        let demand = admission.demand(self.exchange.request_bytes, default_cap);
+        let demand = admission.demand(self.exchange.request_bytes);
         let openai = self.exchange.llm_api.map(|a| a.provider()) == Some(Provider::OpenAi);
         let (charge, _retries) =
             limits::charge(host, key_id, &demand, at, openai, || limits::fresh_id(host));
@@ -97,7 +96,7 @@ impl<H: StreamHost> Flow<H> {
                     reserved,
                 });
                 if capped {
-                    if let Err(why) = self.write_default_cap(admission, default_cap) {
+                    if let Err(why) = self.write_default_cap(admission) {
                         self.log(LogLevel::Error, &format!("{why}; refusing"));
                         return Outcome::deny(Denial::AuthUnavailable);
                     }
@@ -157,10 +156,11 @@ impl<H: StreamHost> Flow<H> {
     /// A call whose reservation counted on the default output cap is
     /// forwarded with it (the admission's charge is then given back by
     /// the refusal that follows a failure).
-    fn write_default_cap(&mut self, admission: &mut Admission, cap: u64) -> Result<(), String> {
+    fn write_default_cap(&mut self, admission: &mut Admission) -> Result<(), String> {
         let Some(call) = admission.llm.as_mut().filter(|c| c.lacks_output_cap()) else {
             return Ok(());
         };
+        let cap = call.default_cap();
         let size = usize::try_from(call.forwarded_bytes()).map_err(|e| e.to_string())?;
         let body = self
             .host

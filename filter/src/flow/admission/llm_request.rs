@@ -40,12 +40,19 @@ impl<H: StreamHost> Flow<H> {
                 forwarded_bytes = forwarded.len() as u64;
             }
         }
+        let default_cap = self
+            .worker
+            .as_ref()
+            .map_or(crate::llm::routes::DEFAULT_OUTPUT_CAP, |w| {
+                w.config().llm.default_output_cap_of(&self.exchange.path)
+            });
         let mut call = LlmCall::new(
             asked,
             &self.exchange.path,
             usage_added,
             self.exchange.request_bytes,
-        );
+        )
+        .with_default_cap(default_cap);
         call.body_rewritten(forwarded_bytes);
         admission.llm = Some(call);
         Outcome::Done

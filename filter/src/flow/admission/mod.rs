@@ -198,11 +198,7 @@ impl<H: StreamHost> Flow<H> {
         headers: Vec<(&'static str, String)>,
     ) {
         if admission.charged.is_some() {
-            let default_cap = self
-                .worker
-                .as_ref()
-                .map_or(0, |w| w.config().llm.default_output_cap);
-            let demand = admission.demand(self.exchange.request_bytes, default_cap);
+            let demand = admission.demand(self.exchange.request_bytes);
             crate::limits::refund(&self.host, admission.key_id, &demand);
         }
         self.deny(denial, &headers);
