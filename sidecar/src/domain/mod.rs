@@ -8,6 +8,7 @@ pub mod clock;
 pub mod keys;
 pub mod mask;
 pub mod names;
+pub mod price;
 pub mod random;
 pub mod sealed;
 pub mod signing_secret;
