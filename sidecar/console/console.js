@@ -181,6 +181,44 @@
     });
   }
 
+  /** A cost in micro-units as an amount with six decimals and its currency: "12.345678 USD". */
+  function cost(micros, currency) {
+    const whole = Math.floor(micros / 1e6);
+    const fraction = String(micros % 1e6).padStart(6, "0");
+    return `${number.format(whole)}.${fraction} ${currency ?? ""}`.trim();
+  }
+
+  /** The spend table's rows: per model of the summary, its cost ("unpriced" when its calls had no price). */
+  function modelSpend(rows) {
+    return rows.filter((r) => r.model !== null).map((r) => {
+      const tr = el("tr", null, { "data-model": r.model });
+      const text = r.cost_micros !== null ? cost(r.cost_micros, r.currency) : r.unpriced_rows > 0 ? "unpriced" : "-";
+      tr.append(el("td", r.model), el("td", text, { class: "value" }),
+        el("td", number.format(r.priced_rows), { class: "value" }),
+        el("td", number.format(r.unpriced_rows), { class: "value" }));
+      return tr;
+    });
+  }
+
+  /** The summary's `since` for a window: it starts at the start of that hour. */
+  const SPEND_SINCE = { hour: "1h", day: "24h", "30d": "30d" };
+
+  async function loadSpend(id, window) {
+    const status = document.getElementById("model-spend-status");
+    let summary;
+    try {
+      summary = await api("GET", `/console/api/usage/summary?key=${id}&by=model&since=${SPEND_SINCE[window]}`);
+    } catch (err) {
+      status.textContent = `The spend could not be read: ${err.message}`;
+      return;
+    }
+    const rows = modelSpend(summary.rows);
+    document.querySelector("#model-spend tbody").replaceChildren(...rows);
+    status.textContent = rows.length > 0
+      ? `Since ${when(summary.since)}, in whole hours; each call was priced once, when it was stored.`
+      : "No LLM calls since the start of this window.";
+  }
+
   function startOf(point) {
     const s = point.start;
     if (typeof s === "number") return new Date(s > 1e12 ? s : s * 1000);
@@ -268,6 +306,7 @@
       const models = modelTotals(points);
       document.querySelector("#model-totals tbody").replaceChildren(...models);
       document.getElementById("model-totals-empty").hidden = models.length > 0;
+      await loadSpend(id, window);
       const sum = (f) => points.reduce((acc, p) => acc + f(p), 0);
       const denials = sum((p) => Object.values(p.denials ?? {}).reduce((a, n) => a + n, 0));
       document.getElementById("total-requests").textContent = number.format(sum((p) => p.requests));

@@ -1096,7 +1096,8 @@ async fn usage_prune_deletes_old_rows_and_keeps_the_summary() {
     assert_eq!(
         rows["rows"],
         serde_json::json!([{"api_key_id": 1, "outcome": "allowed", "requests": 28,
-                            "request_bytes": 280, "response_bytes": 112, "units": 84, "input_tokens": 0, "output_tokens": 0, "cached_input_tokens": 0, "reasoning_tokens": 0}]),
+                            "request_bytes": 280, "response_bytes": 112, "units": 84, "input_tokens": 0, "output_tokens": 0, "cached_input_tokens": 0, "reasoning_tokens": 0,
+                            "cost_micros": null, "currency": null, "priced_rows": 0, "unpriced_rows": 0}]),
         "{before}"
     );
     // The table has the same columns.
@@ -1118,9 +1119,11 @@ async fn usage_prune_deletes_old_rows_and_keeps_the_summary() {
                 "INPUT_TOK",
                 "OUTPUT_TOK",
                 "CACHED_TOK",
-                "REASON_TOK"
+                "REASON_TOK",
+                "COST",
+                "UNPRICED"
             ],
-            vec!["1", "allowed", "28", "280", "112", "84", "0", "0", "0", "0"],
+            vec!["1", "allowed", "28", "280", "112", "84", "0", "0", "0", "0", "-", "0"],
         ],
         "{table}"
     );
@@ -1413,17 +1416,20 @@ async fn usage_summary_by_model_and_usage_log_report_tokens() {
         serde_json::json!([
             with(
                 serde_json::json!({"api_key_id": 1, "model": null, "requests": 2,
-                "request_bytes": 20, "response_bytes": 8, "units": 6}),
+                "request_bytes": 20, "response_bytes": 8, "units": 6,
+                "cost_micros": null, "currency": null, "priced_rows": 0, "unpriced_rows": 0}),
                 tokens(0, 0, 0, 0)
             ),
             with(
                 serde_json::json!({"api_key_id": 1, "model": "claude-sonnet-4", "requests": 1,
-                "request_bytes": 10, "response_bytes": 4, "units": 0}),
+                "request_bytes": 10, "response_bytes": 4, "units": 0,
+                "cost_micros": null, "currency": null, "priced_rows": 0, "unpriced_rows": 1}),
                 tokens(300, 60, 0, 0)
             ),
             with(
                 serde_json::json!({"api_key_id": 1, "model": "gpt-4o", "requests": 2,
-                "request_bytes": 20, "response_bytes": 8, "units": 0}),
+                "request_bytes": 20, "response_bytes": 8, "units": 0,
+                "cost_micros": null, "currency": null, "priced_rows": 0, "unpriced_rows": 2}),
                 tokens(150, 30, 50, 7)
             ),
         ]),
@@ -1435,7 +1441,8 @@ async fn usage_summary_by_model_and_usage_log_report_tokens() {
         by_outcome["rows"],
         serde_json::json!([with(
             serde_json::json!({"api_key_id": 1, "outcome": "allowed", "requests": 5,
-                "request_bytes": 50, "response_bytes": 20, "units": 6}),
+                "request_bytes": 50, "response_bytes": 20, "units": 6,
+                "cost_micros": null, "currency": null, "priced_rows": 0, "unpriced_rows": 3}),
             tokens(450, 90, 50, 7)
         )])
     );
@@ -1452,7 +1459,7 @@ async fn usage_summary_by_model_and_usage_log_report_tokens() {
         .collect();
     assert_eq!(
         gpt,
-        ["1", "gpt-4o", "2", "20", "8", "0", "150", "30", "50", "7"]
+        ["1", "gpt-4o", "2", "20", "8", "0", "150", "30", "50", "7", "unpriced", "2"]
     );
     let bad = dir.run(&["usage", "summary", "--by", "api"]);
     assert!(!bad.status.success());
@@ -1482,7 +1489,8 @@ async fn usage_summary_by_model_and_usage_log_report_tokens() {
             serde_json::json!({"request_id": "llm-2", "api": "openai.chat",
                 "model": "claude-sonnet-4", "streamed": true, "usage_source": "reported",
                 "status_code": 200, "outcome": "allowed", "request_bytes": 10,
-                "response_bytes": 4, "timestamp": rows[3]["timestamp"]}),
+                "response_bytes": 4, "timestamp": rows[3]["timestamp"],
+                "cost_micros": null, "currency": null, "unpriced": true}),
             tokens(300, 60, 0, 0)
         )
     );

@@ -368,7 +368,7 @@ async fn ingest_stores_records_with_fields_it_does_not_know(backend: Backend) {
     let summary = h.admin(Method::GET, "/v1/usage/summary", None).await.json();
     assert_eq!(
         summary["rows"],
-        json!([{"api_key_id": 1, "outcome": "allowed", "requests": 2, "request_bytes": 200, "response_bytes": 80, "units": 3, "input_tokens": 0, "output_tokens": 0, "cached_input_tokens": 0, "reasoning_tokens": 0}])
+        json!([{"api_key_id": 1, "outcome": "allowed", "requests": 2, "request_bytes": 200, "response_bytes": 80, "units": 3, "input_tokens": 0, "output_tokens": 0, "cached_input_tokens": 0, "reasoning_tokens": 0, "cost_micros": null, "currency": null, "priced_rows": 0, "unpriced_rows": 0}])
     );
 }
 
@@ -581,10 +581,10 @@ async fn ingest_refuses_records_that_cannot_be_true(backend: Backend) {
         json!([
             {"api_key_id": 1, "outcome": "allowed", "requests": 3,
              "request_bytes": 3 * MAX_BODY_BYTES, "response_bytes": 3 * MAX_RESPONSE_BYTES,
-             "units": 3 * MAX_UNITS, "input_tokens": 0, "output_tokens": 0, "cached_input_tokens": 0, "reasoning_tokens": 0},
+             "units": 3 * MAX_UNITS, "input_tokens": 0, "output_tokens": 0, "cached_input_tokens": 0, "reasoning_tokens": 0, "cost_micros": null, "currency": null, "priced_rows": 0, "unpriced_rows": 0},
             {"api_key_id": 2, "outcome": "allowed", "requests": 2,
              "request_bytes": 2 * MAX_BODY_BYTES, "response_bytes": 2 * MAX_RESPONSE_BYTES,
-             "units": 2 * MAX_UNITS, "input_tokens": 0, "output_tokens": 0, "cached_input_tokens": 0, "reasoning_tokens": 0},
+             "units": 2 * MAX_UNITS, "input_tokens": 0, "output_tokens": 0, "cached_input_tokens": 0, "reasoning_tokens": 0, "cost_micros": null, "currency": null, "priced_rows": 0, "unpriced_rows": 0},
         ])
     );
 }
@@ -613,8 +613,8 @@ async fn usage_summary_adds_up_rows_stored_before_counts_were_bounded(backend: B
     assert_eq!(
         reply.json()["rows"],
         json!([
-            {"api_key_id": 1, "outcome": "allowed", "requests": 2, "request_bytes": two, "response_bytes": two, "units": 0, "input_tokens": 0, "output_tokens": 0, "cached_input_tokens": 0, "reasoning_tokens": 0},
-            {"api_key_id": 2, "outcome": "allowed", "requests": 2, "request_bytes": one_and_new, "response_bytes": one_and_new_response, "units": 6, "input_tokens": 0, "output_tokens": 0, "cached_input_tokens": 0, "reasoning_tokens": 0},
+            {"api_key_id": 1, "outcome": "allowed", "requests": 2, "request_bytes": two, "response_bytes": two, "units": 0, "input_tokens": 0, "output_tokens": 0, "cached_input_tokens": 0, "reasoning_tokens": 0, "cost_micros": null, "currency": null, "priced_rows": 0, "unpriced_rows": 0},
+            {"api_key_id": 2, "outcome": "allowed", "requests": 2, "request_bytes": one_and_new, "response_bytes": one_and_new_response, "units": 6, "input_tokens": 0, "output_tokens": 0, "cached_input_tokens": 0, "reasoning_tokens": 0, "cost_micros": null, "currency": null, "priced_rows": 0, "unpriced_rows": 0},
         ])
     );
 
@@ -927,9 +927,9 @@ async fn usage_summary_totals_per_key_and_outcome(backend: Backend) {
     assert_eq!(
         all["rows"],
         json!([
-            {"api_key_id": 1, "outcome": "allowed", "requests": 3, "request_bytes": 300, "response_bytes": 120, "units": 18, "input_tokens": 0, "output_tokens": 0, "cached_input_tokens": 0, "reasoning_tokens": 0},
-            {"api_key_id": 1, "outcome": "invalid_api_key", "requests": 1, "request_bytes": 100, "response_bytes": 40, "units": 6, "input_tokens": 0, "output_tokens": 0, "cached_input_tokens": 0, "reasoning_tokens": 0},
-            {"api_key_id": 2, "outcome": "allowed", "requests": 1, "request_bytes": 1000, "response_bytes": 40, "units": 6, "input_tokens": 0, "output_tokens": 0, "cached_input_tokens": 0, "reasoning_tokens": 0},
+            {"api_key_id": 1, "outcome": "allowed", "requests": 3, "request_bytes": 300, "response_bytes": 120, "units": 18, "input_tokens": 0, "output_tokens": 0, "cached_input_tokens": 0, "reasoning_tokens": 0, "cost_micros": null, "currency": null, "priced_rows": 0, "unpriced_rows": 0},
+            {"api_key_id": 1, "outcome": "invalid_api_key", "requests": 1, "request_bytes": 100, "response_bytes": 40, "units": 6, "input_tokens": 0, "output_tokens": 0, "cached_input_tokens": 0, "reasoning_tokens": 0, "cost_micros": null, "currency": null, "priced_rows": 0, "unpriced_rows": 0},
+            {"api_key_id": 2, "outcome": "allowed", "requests": 1, "request_bytes": 1000, "response_bytes": 40, "units": 6, "input_tokens": 0, "output_tokens": 0, "cached_input_tokens": 0, "reasoning_tokens": 0, "cost_micros": null, "currency": null, "priced_rows": 0, "unpriced_rows": 0},
         ])
     );
 
@@ -941,8 +941,8 @@ async fn usage_summary_totals_per_key_and_outcome(backend: Backend) {
     assert_eq!(
         recent["rows"],
         json!([
-            {"api_key_id": 1, "outcome": "allowed", "requests": 2, "request_bytes": 200, "response_bytes": 80, "units": 12, "input_tokens": 0, "output_tokens": 0, "cached_input_tokens": 0, "reasoning_tokens": 0},
-            {"api_key_id": 1, "outcome": "invalid_api_key", "requests": 1, "request_bytes": 100, "response_bytes": 40, "units": 6, "input_tokens": 0, "output_tokens": 0, "cached_input_tokens": 0, "reasoning_tokens": 0},
+            {"api_key_id": 1, "outcome": "allowed", "requests": 2, "request_bytes": 200, "response_bytes": 80, "units": 12, "input_tokens": 0, "output_tokens": 0, "cached_input_tokens": 0, "reasoning_tokens": 0, "cost_micros": null, "currency": null, "priced_rows": 0, "unpriced_rows": 0},
+            {"api_key_id": 1, "outcome": "invalid_api_key", "requests": 1, "request_bytes": 100, "response_bytes": 40, "units": 6, "input_tokens": 0, "output_tokens": 0, "cached_input_tokens": 0, "reasoning_tokens": 0, "cost_micros": null, "currency": null, "priced_rows": 0, "unpriced_rows": 0},
         ])
     );
     let since_instant = h

@@ -8,6 +8,7 @@
 //! that seal or open one: a flag would show it in the process list.
 
 pub mod limits;
+pub mod prices;
 pub mod prune;
 pub mod reconcile;
 pub mod rewrap;
@@ -57,6 +58,9 @@ pub enum Command {
     /// Report usage.
     #[command(subcommand)]
     Usage(UsageCommand),
+    /// Prices of LLM models, which the usage rows' costs are computed with.
+    #[command(subcommand)]
+    Prices(prices::PricesCommand),
     /// Mint client tokens.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -320,6 +324,10 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             let result = run_keys(&store, command).await;
             store.close().await;
             result
+        }
+        Command::Prices(command) => {
+            let target = DatabaseTarget::from_url(database_url)?;
+            prices::run(&target, command).await
         }
         Command::Usage(UsageCommand::Summary {
             key,

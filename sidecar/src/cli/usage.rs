@@ -1,16 +1,19 @@
 //! `tollgate usage summary` and `tollgate usage log`: the ledger's totals
 //! per key and outcome or model, and one key's rows, as JSON or as tables
-//! for people.
+//! for people. Costs are shown with their currency (`12.345678 USD`), an
+//! LLM call without a price as `unpriced` (never a cost of 0), and a call
+//! that is not an LLM call as `-`.
 
 use clap::builder::{PossibleValuesParser, TypedValueParser};
 use time::OffsetDateTime;
 
 use super::{open_store, print_json};
 use crate::domain::clock::format_rfc3339;
+use crate::domain::price::{format_cost, format_micros};
 use crate::store::usage_log::log_filter;
 use crate::store::{
-    summary_filter, DatabaseTarget, ModelSummaryRow, SummaryBy, SummaryReply, UsageLogRow,
-    UsageTotals,
+    summary_filter, CostTotals, DatabaseTarget, ModelSummaryRow, SummaryBy, SummaryReply,
+    UsageLogRow, UsageTotals,
 };
 
 /// Parses `--by`: the names of [`SummaryBy::ALL`], listed in `--help` and
@@ -86,7 +89,7 @@ fn print_totals<'a>(group: &str, rows: impl Iterator<Item = (i64, &'a str, &'a U
         return;
     }
     println!(
-        "{:>10}  {:<28}  {:>10}  {:>14}  {:>14}  {:>14}  {:>12}  {:>12}  {:>12}  {:>12}",
+        "{:>10}  {:<28}  {:>10}  {:>14}  {:>14}  {:>14}  {:>12}  {:>12}  {:>12}  {:>12}  {:>22}  {:>8}",
         "API_KEY_ID",
         group,
         "REQUESTS",
@@ -96,11 +99,13 @@ fn print_totals<'a>(group: &str, rows: impl Iterator<Item = (i64, &'a str, &'a U
         "INPUT_TOK",
         "OUTPUT_TOK",
         "CACHED_TOK",
-        "REASON_TOK"
+        "REASON_TOK",
+        "COST",
+        "UNPRICED"
     );
     for (key, name, t) in rows {
         println!(
-            "{:>10}  {:<28}  {:>10}  {:>14}  {:>14}  {:>14}  {:>12}  {:>12}  {:>12}  {:>12}",
+            "{:>10}  {:<28}  {:>10}  {:>14}  {:>14}  {:>14}  {:>12}  {:>12}  {:>12}  {:>12}  {:>22}  {:>8}",
             key,
             name,
             t.requests,
@@ -110,8 +115,34 @@ fn print_totals<'a>(group: &str, rows: impl Iterator<Item = (i64, &'a str, &'a U
             t.tokens.input_tokens,
             t.tokens.output_tokens,
             t.tokens.cached_input_tokens,
-            t.tokens.reasoning_tokens
+            t.tokens.reasoning_tokens,
+            summary_cost(&t.cost),
+            t.cost.unpriced_rows
         );
+    }
+}
+
+/// A summary row's cost: the sum with its currency, `unpriced` when its
+/// LLM calls had no price, `-` when it has none (no LLM call).
+fn summary_cost(cost: &CostTotals) -> String {
+    match (cost.cost_micros, &cost.currency) {
+        (Some(micros), Some(currency)) => format_cost(micros, currency),
+        (Some(micros), None) => format_micros(micros),
+        (None, _) if cost.unpriced_rows > 0 => "unpriced".into(),
+        (None, _) => "-".into(),
+    }
+}
+
+/// A usage row's cost: with its currency, `unpriced` for an LLM call
+/// without a price, `-` for a call that is not an LLM call.
+fn row_cost(row: &UsageLogRow) -> String {
+    match (row.cost_micros, &row.currency) {
+        (Some(micros), currency) => format_cost(
+            u128::try_from(micros).unwrap_or(0),
+            currency.as_deref().unwrap_or("?"),
+        ),
+        (None, _) if row.unpriced => "unpriced".into(),
+        (None, _) => "-".into(),
     }
 }
 
@@ -150,7 +181,7 @@ fn print_log(rows: &[UsageLogRow]) {
         return;
     }
     println!(
-        "{:<24}  {:<32}  {:<22}  {:>6}  {:<18}  {:<24}  {:<6}  {:>10}  {:>10}  {:>10}  {:>10}  {:<9}  {:>10}  {:>12}",
+        "{:<24}  {:<32}  {:<22}  {:>6}  {:<18}  {:<24}  {:<6}  {:>10}  {:>10}  {:>10}  {:>10}  {:<9}  {:>22}  {:>10}  {:>12}",
         "TIMESTAMP",
         "REQUEST_ID",
         "OUTCOME",
@@ -163,12 +194,13 @@ fn print_log(rows: &[UsageLogRow]) {
         "CACHED_TOK",
         "REASON_TOK",
         "SOURCE",
+        "COST",
         "REQ_BYTES",
         "RESP_BYTES"
     );
     for r in rows {
         println!(
-            "{:<24}  {:<32}  {:<22}  {:>6}  {:<18}  {:<24}  {:<6}  {:>10}  {:>10}  {:>10}  {:>10}  {:<9}  {:>10}  {:>12}",
+            "{:<24}  {:<32}  {:<22}  {:>6}  {:<18}  {:<24}  {:<6}  {:>10}  {:>10}  {:>10}  {:>10}  {:<9}  {:>22}  {:>10}  {:>12}",
             r.timestamp,
             r.request_id,
             r.outcome,
@@ -181,6 +213,7 @@ fn print_log(rows: &[UsageLogRow]) {
             r.tokens.cached_input_tokens,
             r.tokens.reasoning_tokens,
             r.usage_source,
+            row_cost(r),
             r.request_bytes,
             r.response_bytes
         );

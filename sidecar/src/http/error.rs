@@ -150,6 +150,8 @@ pub enum Undone {
     ReadSeries,
     /// `GET /v1/keys`.
     ReadKeys,
+    /// `GET /v1/prices`.
+    ReadPrices,
     /// Key verification.
     VerifyKey,
     /// `GET /readyz`.
@@ -170,6 +172,7 @@ impl Undone {
             Undone::ReadUsageLog => "the usage log could not be read",
             Undone::ReadSeries => "the usage series could not be read",
             Undone::ReadKeys => "the key list could not be read",
+            Undone::ReadPrices => "the prices could not be read",
             Undone::VerifyKey => "the key could not be looked up",
             Undone::CheckReadiness => "the sidecar is not ready",
             Undone::ReadFeed => "the key change feed could not be read",

@@ -18,6 +18,7 @@ pub mod keys;
 pub mod limits;
 pub mod metrics;
 pub mod panics;
+pub mod prices;
 pub mod series;
 mod state;
 pub mod usage;
@@ -41,6 +42,7 @@ fn admin_routes() -> Router<AppState> {
     Router::new()
         .merge(keys::admin_router())
         .merge(limits::admin_router())
+        .merge(prices::admin_router())
         .merge(series::admin_router())
         .merge(usage::admin_router())
 }

@@ -18,6 +18,7 @@ use super::{
     ModelSummaryRow, SeriesRow, SqlStore, StoreError, SummaryBy, SummaryFilter, UsageInsert,
     UsageLogRow, UsageSummaryRow, INSERT_ATTEMPTS, INSERT_CHUNK_ROWS, PRUNE_MAX_BATCH_ROWS,
 };
+use crate::domain::price::{check_model, PriceBook};
 
 impl<DB> SqlStore<DB>
 where
@@ -30,6 +31,7 @@ where
     for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> Option<&'q str>: Encode<'q, DB>,
     for<'q> Option<String>: Encode<'q, DB>,
+    for<'q> Option<i64>: Encode<'q, DB>,
     for<'q> Option<DB::Time>: Encode<'q, DB>,
     for<'q> Vec<u8>: Decode<'q, DB> + Type<DB>,
     for<'a> &'a str: ColumnIndex<DB::Row>,
@@ -73,6 +75,18 @@ where
                 api_key_id: record.api_key_id,
             });
         }
+        // Each LLM row is priced once, here, by the prices of the batch's
+        // models at its own time; its row and its rollups store that cost.
+        // A model no price can name (not visible ASCII) has none: it is
+        // not looked up (MySQL would refuse to compare it with the ascii
+        // column).
+        let models: BTreeSet<&str> = records
+            .iter()
+            .filter_map(|r| r.llm.as_ref().map(|l| l.model.as_str()))
+            .filter(|m| check_model(m).is_ok())
+            .collect();
+        let models: Vec<&str> = models.into_iter().collect();
+        let prices = self.price_book(&models).await?;
         // First the whole batch in one statement, as if no record were
         // stored yet (the usual case). When that skipped some (a retried
         // batch, or one racing its original), look up which are stored and
@@ -88,7 +102,7 @@ where
             if fresh.is_empty() {
                 return Ok(UsageInsert::Stored { inserted: 0 });
             }
-            match self.insert_usage_rows(&fresh, how).await {
+            match self.insert_usage_rows(&fresh, how, &prices).await {
                 Ok(Some(inserted)) => return Ok(UsageInsert::Stored { inserted }),
                 Ok(None) => how = InsertRows::EachRow,
                 Err(StoreError::Unavailable(e))
@@ -131,11 +145,12 @@ where
 
     /// Inserts a batch's fresh records `how` it is told, in one transaction
     /// with their rollups; `None` when a whole batch met rows another batch
-    /// stored meanwhile (nothing kept).
+    /// stored meanwhile (nothing kept). Each LLM row is priced by `prices`.
     async fn insert_usage_rows(
         &self,
         records: &[&UsageRecord],
         how: InsertRows,
+        prices: &PriceBook,
     ) -> Result<Option<u64>, StoreError> {
         let mut rows = records
             .iter()
@@ -159,8 +174,11 @@ where
             // statement cache, which would hold up to 100 of them per
             // connection (found by `make soak`: the sidecar's memory grew
             // by megabytes a minute).
-            let insert =
-                sql::bind_usage::<DB, DB::Time>(sqlx::query(&text).persistent(false), chunk);
+            let insert = sql::bind_usage::<DB, DB::Time>(
+                sqlx::query(&text).persistent(false),
+                chunk,
+                prices,
+            );
             let inserted = DB::rows_affected(&insert.execute(&mut *tx).await?);
             if !how.keep(&mut ours, chunk, inserted) {
                 // Another batch stored some of these meanwhile: the caller
@@ -170,7 +188,7 @@ where
             }
         }
         for grain in Grain::KEPT {
-            let deltas = rollup::deltas(ours.iter().copied(), grain);
+            let deltas = rollup::deltas(ours.iter().copied(), grain, prices);
             let rows: Vec<_> = deltas
                 .iter()
                 .map(|d| (d, DB::db_time(d.bucket_start)))
@@ -192,7 +210,14 @@ where
         filter: &SummaryFilter,
     ) -> Result<Vec<UsageSummaryRow>, StoreError> {
         let rows = self.summary_rows(filter, SummaryBy::Outcome).await?;
-        rows.iter().map(sql::summary_row).collect()
+        let currency = self.price_currency().await?;
+        rows.iter()
+            .map(|row| {
+                let mut row = sql::summary_row(row)?;
+                row.totals.cost.in_currency(currency);
+                Ok(row)
+            })
+            .collect()
     }
 
     /// See [`Store::usage_summary_by_model`](super::Store::usage_summary_by_model).
@@ -201,7 +226,14 @@ where
         filter: &SummaryFilter,
     ) -> Result<Vec<ModelSummaryRow>, StoreError> {
         let rows = self.summary_rows(filter, SummaryBy::Model).await?;
-        rows.iter().map(sql::model_summary_row).collect()
+        let currency = self.price_currency().await?;
+        rows.iter()
+            .map(|row| {
+                let mut row = sql::model_summary_row(row)?;
+                row.totals.cost.in_currency(currency);
+                Ok(row)
+            })
+            .collect()
     }
 
     /// The rollups' sums over `filter`, per key and `by`.

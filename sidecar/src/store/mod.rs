@@ -14,6 +14,7 @@ pub mod last_use;
 mod ledger;
 pub mod limits;
 pub mod mysql;
+pub mod prices;
 pub mod registry;
 pub mod rollup;
 pub mod sql;
@@ -204,6 +205,46 @@ pub struct UsageTotals {
     /// before tokens were recorded (migration 0007).
     #[serde(flatten)]
     pub tokens: TokenSums,
+    /// What the LLM calls cost (migration 0009).
+    #[serde(flatten)]
+    pub cost: CostTotals,
+}
+
+/// What a summary row's LLM calls cost: the sum of the costs stored in
+/// their rows at ingestion (so exactly the sum of the rows), and how many
+/// rows had a price and how many had none.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct CostTotals {
+    /// In micro-units (millionths of `currency`); `None` when no row of
+    /// the summary row was priced (all unpriced, or no LLM call).
+    pub cost_micros: Option<u128>,
+    /// The one currency prices are kept in; `None` with `cost_micros`.
+    pub currency: Option<String>,
+    /// LLM rows with a price at their time.
+    pub priced_rows: i64,
+    /// LLM rows of a model with no price at their time (and LLM rows
+    /// stored before costs were kept).
+    pub unpriced_rows: i64,
+}
+
+impl CostTotals {
+    /// The totals of a summary row's sums; the currency is added by
+    /// [`CostTotals::in_currency`].
+    pub fn from_sums(cost_micros: u128, priced_rows: i64, unpriced_rows: i64) -> CostTotals {
+        CostTotals {
+            cost_micros: (priced_rows > 0).then_some(cost_micros),
+            currency: None,
+            priced_rows,
+            unpriced_rows,
+        }
+    }
+
+    /// Names the currency of a cost, if there is one.
+    pub fn in_currency(&mut self, currency: Option<crate::domain::price::Currency>) {
+        if self.cost_micros.is_some() {
+            self.currency = currency.map(|c| c.code().to_string());
+        }
+    }
 }
 
 /// One bucket of one outcome and model in a key's usage series.

@@ -1,8 +1,8 @@
 //! The usage rollups: per key, per hour and per day (UTC), the requests,
-//! byte sums, units and token sums of each outcome and model (`''` for a
-//! call that is not an LLM call), kept in `usage_hourly` and `usage_daily`
-//! (migrations 0003, 0006 and 0007) so that summaries and the usage series
-//! never scan `usage_log`.
+//! byte sums, units, token sums and costs of each outcome and model (`''`
+//! for a call that is not an LLM call), kept in `usage_hourly` and
+//! `usage_daily` (migrations 0003, 0006, 0007 and 0009) so that summaries
+//! and the usage series never scan `usage_log`.
 //!
 //! A batch's new rows are turned into [`RollupDelta`]s here, added to both
 //! tables in the transaction that stores the rows (`Store::insert_usage`),
@@ -11,12 +11,17 @@
 //! summed `usage_log`: exact whatever a row holds, a half overflowing only
 //! past 2^31 rows of one bucket. Token counts are at most
 //! [`MAX_TOKENS`](tollgate_wire::MAX_TOKENS) each, so their plain sums
-//! ([`TokenSums`]) are exact for 2^33 rows.
+//! ([`TokenSums`]) are exact for 2^33 rows. A row's cost is the integer
+//! ingestion stored in it (`domain::price`), summed like bytes (below 2^61
+//! each, so exact for 2^34 rows); the LLM rows with a cost and without one
+//! are counted (`priced_rows`, `unpriced_rows`).
 
 use std::collections::BTreeMap;
 
 use time::{Duration, OffsetDateTime, Time};
 use tollgate_wire::{TokenUsage, UsageRecord};
+
+use crate::domain::price::{PriceBook, RowCost};
 
 /// A rollup's bucket size, and the table that holds it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -147,15 +152,22 @@ pub struct RollupDelta {
     pub response_bytes: Halves,
     pub units: Halves,
     pub tokens: TokenSums,
+    /// The sum of the priced rows' costs, in micro-units.
+    pub cost: Halves,
+    /// LLM rows with a cost, and without one (no price at their time).
+    pub priced_rows: i64,
+    pub unpriced_rows: i64,
 }
 
 /// What `records` (new rows, each counted once) add to the rollups of
 /// `grain`, ordered by (key, bucket, outcome, model): the one lock order every
-/// batch takes the rollup rows in. A record whose time no store can hold is
-/// left out; ingestion has refused it before this.
+/// batch takes the rollup rows in, each record's cost by `prices` (as its row
+/// stores it). A record whose time no store can hold is left out; ingestion
+/// has refused it before this.
 pub fn deltas<'a>(
     records: impl IntoIterator<Item = &'a UsageRecord>,
     grain: Grain,
+    prices: &PriceBook,
 ) -> Vec<RollupDelta> {
     let mut sums: BTreeMap<(i64, OffsetDateTime, &'static str, &str), RollupDelta> =
         BTreeMap::new();
@@ -178,6 +190,9 @@ pub fn deltas<'a>(
                 response_bytes: Halves::default(),
                 units: Halves::default(),
                 tokens: TokenSums::default(),
+                cost: Halves::default(),
+                priced_rows: 0,
+                unpriced_rows: 0,
             });
         delta.requests += 1;
         delta.request_bytes.add(record.request_bytes);
@@ -185,6 +200,14 @@ pub fn deltas<'a>(
         delta.units.add(record.units);
         if let Some(llm) = &record.llm {
             delta.tokens.add(&llm.tokens);
+        }
+        match prices.cost(record) {
+            RowCost::NotLlm => {}
+            RowCost::Unpriced => delta.unpriced_rows += 1,
+            RowCost::Priced { micros, .. } => {
+                delta.cost.add(u64::try_from(micros).unwrap_or(0));
+                delta.priced_rows += 1;
+            }
         }
     }
     sums.into_values().collect()
@@ -259,7 +282,7 @@ mod tests {
                 u64::from(u32::MAX) + 2,
             ),
         ];
-        let hourly = deltas(&batch, Grain::Hour);
+        let hourly = deltas(&batch, Grain::Hour, &PriceBook::default());
         let summary: Vec<_> = hourly
             .iter()
             .map(|d| {
@@ -282,7 +305,7 @@ mod tests {
             ]
         );
         assert_eq!(hourly[0].request_bytes, Halves { high: 1, low: 6 });
-        let daily = deltas(&batch, Grain::Day);
+        let daily = deltas(&batch, Grain::Day, &PriceBook::default());
         assert_eq!(daily.len(), 3);
         assert_eq!(daily[0].requests, 3);
         assert_eq!(
@@ -321,7 +344,7 @@ mod tests {
             llm("c", "m2", 4),
             llm("d", "m1", tollgate_wire::MAX_TOKENS),
         ];
-        let hourly = deltas(&batch, Grain::Hour);
+        let hourly = deltas(&batch, Grain::Hour, &PriceBook::default());
         let rows: Vec<_> = hourly
             .iter()
             .map(|d| (d.model.as_str(), d.requests, d.tokens))

@@ -12,8 +12,10 @@ use tollgate_wire::{UsageRecord, UsageSource};
 
 use super::rollup::{Grain, Halves, RollupDelta, TokenSums};
 use super::{
-    ModelSummaryRow, SealedRow, SeriesRow, StoreError, SummaryBy, UsageSummaryRow, UsageTotals,
+    CostTotals, ModelSummaryRow, SealedRow, SeriesRow, StoreError, SummaryBy, UsageSummaryRow,
+    UsageTotals,
 };
+use crate::domain::price::{Currency, PriceBook};
 use crate::domain::sealed::SealedSecret;
 
 /// The columns a key is read with, in the order `key_from_row` expects.
@@ -87,10 +89,10 @@ pub fn known_key_ids(n: usize) -> String {
 pub const USAGE_COLUMNS: &str = "request_id, api_key_id, method, endpoint, status_code, \
      outcome, request_bytes, response_bytes, units, duration_ms, created_at, \
      api, model, streamed, input_tokens, output_tokens, cached_input_tokens, \
-     reasoning_tokens, usage_source";
+     reasoning_tokens, usage_source, cost_micros, currency";
 
 /// Columns of a usage row.
-const USAGE_COLUMN_COUNT: usize = 19;
+const USAGE_COLUMN_COUNT: usize = 21;
 
 /// `{verb} INTO usage_log (USAGE_COLUMNS) VALUES (...), ...{tail}` for
 /// `rows` rows: `verb` and `tail` are the dialect's insert that skips a
@@ -104,19 +106,22 @@ pub fn insert_usage(verb: &str, rows: usize, tail: &str) -> String {
 }
 
 /// Binds each (record, its creation time as the backend stores it) in
-/// the order of [`USAGE_COLUMNS`].
+/// the order of [`USAGE_COLUMNS`], its cost by `prices`.
 pub fn bind_usage<'q, DB, T>(
     mut query: Query<'q, DB, DB::Arguments<'q>>,
     rows: &'q [(&'q UsageRecord, T)],
+    prices: &PriceBook,
 ) -> Query<'q, DB, DB::Arguments<'q>>
 where
     DB: Database,
     &'q str: Encode<'q, DB> + Type<DB>,
     Option<&'q str>: Encode<'q, DB> + Type<DB>,
     i64: Encode<'q, DB> + Type<DB>,
+    Option<i64>: Encode<'q, DB> + Type<DB>,
     &'q T: Encode<'q, DB> + Type<DB>,
 {
     for (r, created_at) in rows {
+        let cost = prices.cost(r);
         // A call that is not an LLM call: no api or model, no tokens, `none`.
         let llm = r.llm.as_ref();
         let tokens = llm.map(|l| l.tokens).unwrap_or_default();
@@ -139,7 +144,9 @@ where
             .bind(to_i64(tokens.output_tokens))
             .bind(to_i64(tokens.cached_input_tokens))
             .bind(to_i64(tokens.reasoning_tokens))
-            .bind(llm.map_or(UsageSource::None, |l| l.usage_source).name());
+            .bind(llm.map_or(UsageSource::None, |l| l.usage_source).name())
+            .bind(cost.micros())
+            .bind(cost.currency().map(Currency::code));
     }
     query
 }
@@ -148,14 +155,14 @@ where
 pub const ROLLUP_COLUMNS: &str = "api_key_id, bucket_start, outcome, model, requests, \
      request_bytes_high, request_bytes_low, response_bytes_high, response_bytes_low, \
      units_high, units_low, input_tokens, output_tokens, cached_input_tokens, \
-     reasoning_tokens";
+     reasoning_tokens, cost_micros_high, cost_micros_low, priced_rows, unpriced_rows";
 
 /// The columns of a rollup row's key before its counters: key, bucket,
 /// outcome, model.
 const ROLLUP_KEY_COLUMNS: usize = 4;
 
 /// The counters of a rollup row, which an upsert adds to.
-const ROLLUP_COUNTERS: [&str; 11] = [
+const ROLLUP_COUNTERS: [&str; 15] = [
     "requests",
     "request_bytes_high",
     "request_bytes_low",
@@ -167,6 +174,10 @@ const ROLLUP_COUNTERS: [&str; 11] = [
     "output_tokens",
     "cached_input_tokens",
     "reasoning_tokens",
+    "cost_micros_high",
+    "cost_micros_low",
+    "priced_rows",
+    "unpriced_rows",
 ];
 
 /// How a dialect adds an upsert's incoming counters to the stored row: the
@@ -222,7 +233,11 @@ where
             .bind(d.tokens.input_tokens)
             .bind(d.tokens.output_tokens)
             .bind(d.tokens.cached_input_tokens)
-            .bind(d.tokens.reasoning_tokens);
+            .bind(d.tokens.reasoning_tokens)
+            .bind(d.cost.high)
+            .bind(d.cost.low)
+            .bind(d.priced_rows)
+            .bind(d.unpriced_rows);
     }
     query
 }
@@ -433,6 +448,11 @@ where
         response_bytes: exact_total(row, "usage rollup", "response_bytes")?,
         units: exact_total(row, "usage rollup", "units")?,
         tokens: token_sums(row)?,
+        cost: CostTotals::from_sums(
+            exact_total(row, "usage rollup", "cost_micros")?,
+            row.try_get("priced_rows")?,
+            row.try_get("unpriced_rows")?,
+        ),
     })
 }
 

@@ -102,6 +102,13 @@ pub struct UsageLogRow {
     pub tokens: TokenUsage,
     /// `reported`, `estimated`, or `none` for a call that was not an LLM call.
     pub usage_source: String,
+    /// What the LLM call cost in micro-units (millionths of `currency`),
+    /// computed once at ingestion; `None` for other calls and unpriced ones.
+    pub cost_micros: Option<i64>,
+    pub currency: Option<String>,
+    /// An LLM call whose model had no price at its time (or stored before
+    /// costs were kept): never a cost of 0. False for other calls.
+    pub unpriced: bool,
     pub status_code: i64,
     pub outcome: String,
     pub request_bytes: i64,
@@ -116,7 +123,8 @@ pub struct UsageLogRow {
 pub fn select_log(with_since: bool) -> String {
     format!(
         "SELECT request_id, api, model, streamed, input_tokens, output_tokens, \
-         cached_input_tokens, reasoning_tokens, usage_source, status_code, outcome, \
+         cached_input_tokens, reasoning_tokens, usage_source, cost_micros, currency, \
+         status_code, outcome, \
          request_bytes, response_bytes, created_at FROM usage_log WHERE api_key_id = ?{} \
          ORDER BY created_at DESC, id DESC LIMIT ?",
         if with_since {
@@ -133,6 +141,7 @@ where
     for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
     for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
     for<'r> Option<String>: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> Option<i64>: Decode<'r, R::Database> + Type<R::Database>,
     for<'r> Option<Vec<u8>>: Decode<'r, R::Database> + Type<R::Database>,
     for<'r> &'r str: ColumnIndex<R>,
 {
@@ -141,12 +150,18 @@ where
         u64::try_from(value)
             .map_err(|_| StoreError::Corrupt(format!("usage_log.{column} is negative")))
     };
+    let model: Option<String> = row.try_get("model")?;
+    let cost_micros: Option<i64> = row.try_get("cost_micros")?;
     Ok(UsageLogRow {
         // Read as bytes: MySQL reports the utf8mb4_bin column as binary.
         request_id: text_column(row, "request_id")?
             .ok_or_else(|| StoreError::Corrupt("usage_log.request_id is NULL".into()))?,
         api: row.try_get("api")?,
-        model: row.try_get("model")?,
+        unpriced: model.is_some() && cost_micros.is_none(),
+        model,
+        cost_micros,
+        // Read as bytes: MySQL reports the ascii_bin column as binary.
+        currency: text_column(row, "currency")?,
         streamed: row.try_get::<i64, _>("streamed")? != 0,
         tokens: TokenUsage {
             input_tokens: count("input_tokens")?,

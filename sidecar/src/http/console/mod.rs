@@ -80,7 +80,8 @@ pub fn router(state: AppState, admin_api: Router) -> Router<AppState> {
         .route("/console/api/last-use", get(last_use))
         .route("/console/api/keys", get(read.clone()).post(act.clone()))
         .route("/console/api/keys/{id}/revoke", post(act))
-        .route("/console/api/keys/{id}/usage/series", get(read))
+        .route("/console/api/keys/{id}/usage/series", get(read.clone()))
+        .route("/console/api/usage/summary", get(read))
         .layer(axum::middleware::from_fn_with_state(
             state,
             origin::require_allowed_host,

@@ -185,7 +185,13 @@ const KEY_MAIN: &str = r#"<h1>Key <span id="key-title"></span></h1>
 <thead><tr><th>Model</th><th>Input tokens</th><th>Of which cached</th><th>Output tokens</th><th>Of which reasoning</th></tr></thead>
 <tbody></tbody>
 </table>
-<p id="model-totals-empty" class="note">No LLM calls in this window.</p></section>"#;
+<p id="model-totals-empty" class="note">No LLM calls in this window.</p>
+<h3>Spend by model</h3>
+<p id="model-spend-status" class="note" role="status"></p>
+<table id="model-spend">
+<thead><tr><th>Model</th><th>Cost</th><th>Priced calls</th><th>Unpriced calls</th></tr></thead>
+<tbody></tbody>
+</table></section>"#;
 
 const GATEWAY_MAIN: &str = r#"<h1>Gateway</h1>
 <p id="gateway-read-at" class="note" role="status"></p>
@@ -210,6 +216,7 @@ mod tests {
         assert!(html.contains(r#"data-page="key" data-key-id="7""#));
         assert!(html.contains(r#"<canvas id="chart-tokens">"#));
         assert!(html.contains(r#"<table id="model-totals">"#));
+        assert!(html.contains(r#"<table id="model-spend">"#));
         for page in [Page::Keys, Page::Key(1), Page::Gateway] {
             let html = render(page, "t");
             assert!(
