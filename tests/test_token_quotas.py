@@ -53,7 +53,6 @@ import pytest
 from conftest import fleet_of_its_own, sqlite_gateway_of_its_own
 from tollgate_tooling.gateway import Gateway, Ledger
 from tollgate_tooling.llm_clients import openai_client
-from tollgate_tooling.stack import free_port
 
 PROMPT = "count the tokens of this prompt"
 MESSAGES = [{"role": "user", "content": PROMPT}]
@@ -91,28 +90,23 @@ def ledger_gw(request) -> Gateway:
 
 @pytest.fixture(scope="module")
 def llm_fleet(tmp_path_factory, mysql_server, filter_build):
-    """3 Envoys and 2 sidecars on MariaDB, with an llm-upstream of their own
-    (the fleet starts none) that every Envoy routes the LLM APIs to."""
-    port = free_port()
+    """3 Envoys and 2 sidecars on MariaDB, and the llm-upstream the fleet
+    starts, which every Envoy routes the LLM APIs to."""
     with fleet_of_its_own(tmp_path_factory.mktemp("fleet-tokens"), mysql_server,
-                          "tollgate_e2e_tokens",
-                          stack_options={"ai_server_debug": True,
-                                         "llm_upstream_port": port}) as fleet:
-        fleet.ai.start_llm_upstream()
-        try:
-            yield fleet
-        finally:
-            fleet.ai.llm_upstream.stop()
+                          "tollgate_e2e_tokens") as fleet:
+        yield fleet
 
 
 # -- one call, as a client sees it ------------------------------------------------
 
 class Refused(Exception):
-    """The gateway answered the call with an error (``error``: the SDK's)."""
+    """The gateway answered the call with an error (``error``: the SDK's),
+    at ``at`` (seconds since the epoch: its Retry-After counts from then)."""
 
     def __init__(self, error: openai.APIStatusError):
         super().__init__(f"{error.status_code} {error.message}")
         self.error = error
+        self.at = time.time()
 
 
 def upstream_headers(reply: int, delay_ms: int = 0, fault: str | None = None) -> dict:
@@ -278,7 +272,7 @@ def assert_token_refusal(no: Refused, name: str, limit: int, window_s: int,
     headers = err.response.headers
     retry_after = headers.get("retry-after", "")
     assert retry_after.isdigit() and int(retry_after) >= 1, dict(headers)
-    left = seconds_to_window_end(window_s, time.time() if at is None else at)
+    left = seconds_to_window_end(window_s, no.at if at is None else at)
     assert abs(int(retry_after) - left) <= 2, \
         f"Retry-After {retry_after}, but the window ends in {left:.0f} s"
     policy = sf_items(headers.get("ratelimit-policy", ""))

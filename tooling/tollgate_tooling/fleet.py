@@ -1,10 +1,12 @@
 #!/usr/bin/env python3
 """Start and stop a fleet on one machine: N Envoys and M sidecars over one
-MySQL/MariaDB database and one ai-server, each on free loopback ports.
+MySQL/MariaDB database, one ai-server and one llm-upstream (the fake LLM
+provider every Envoy routes the LLM APIs to, as in ``make run``'s stack),
+each on free loopback ports.
 
 Every process is started by ``stack``'s ``Stack`` (one launcher):
 each sidecar and each Envoy is a ``Stack`` of its own, sharing the secrets,
-the database and the ai-server, of which only its part runs. Every Envoy's
+the database and the upstreams, of which only its part runs. Every Envoy's
 sidecar cluster lists every sidecar, with active health checks on ``/readyz``
 and outlier detection (``envoy_config``); every sidecar drains for longer
 than those checks need to take it out (``TOLLGATE_DRAIN_PERIOD``).
@@ -117,19 +119,22 @@ class Sidecar:
 
 
 class Fleet:
-    """N Envoys and M sidecars over one database, and one ai-server."""
+    """N Envoys and M sidecars over one database, one ai-server and one
+    llm-upstream."""
 
     def __init__(self, config: FleetConfig):
         if config.envoys < 1 or config.sidecars < 1:
             raise StackError("a fleet needs at least one Envoy and one sidecar")
         self.config = config
         c = config
-        ports = unique_free_ports(2 * c.envoys + c.sidecars + 1)
+        ports = unique_free_ports(2 * c.envoys + c.sidecars + 2)
+        upstreams = {"ai_server_port": ports.pop(), "llm_upstream_port": ports.pop()}
         base = StackConfig(state_dir=c.state_dir, database_url=c.database_url,
-                           ai_server_port=ports.pop(),
                            envoy_concurrency=c.envoy_concurrency,
                            sidecar_health_interval_ms=c.health_interval_ms,
-                           **{**ephemeral_secrets(), **c.secrets}, **c.stack_options)
+                           **{**ephemeral_secrets(), **c.secrets},
+                           **{**upstreams, **c.stack_options})
+        #: The ai-server and llm-upstream (a ``Stack`` of which only they run).
         self.ai = Stack(dataclasses.replace(base, state_dir=c.state_dir / "ai-server"))
         self.sidecars = [
             Sidecar(i, Stack(dataclasses.replace(
@@ -181,7 +186,7 @@ class Fleet:
         try:
             for sidecar in self.sidecars:
                 sidecar.start()
-            self.ai.start_ai_server()
+            self.ai.start_upstreams()
             for envoy in self.envoys:
                 envoy.start_envoy()
             self.wait_sidecars_healthy([True] * len(self.sidecars))
@@ -192,9 +197,10 @@ class Fleet:
 
     def stop(self) -> dict:
         """Envoys first, each gracefully (its usage goes to a sidecar), then
-        the ai-server and the sidecars (which drain together)."""
+        the ai-server, llm-upstream and the sidecars (which drain together)."""
         codes = {f"envoy-{i}": e.stop_envoy() for i, e in enumerate(self.envoys)}
         codes["ai-server"] = self.ai.ai_server.stop()
+        codes["llm-upstream"] = self.ai.llm_upstream.stop()
         for sidecar in self.sidecars:  # they drain side by side
             sidecar.terminate()
         for sidecar in self.sidecars:
@@ -299,7 +305,8 @@ def run(argv: list[str]) -> int:
         print(f"make fleet: {err}", file=sys.stderr)
         return 1
     stop = StopSignals()
-    print(f"starting {args.sidecars} sidecars, the ai-server and {args.envoys} Envoys ...",
+    print(f"starting {args.sidecars} sidecars, the ai-server, llm-upstream and {args.envoys} "
+          "Envoys ...",
           flush=True)
     key = start_with_demo_key(fleet, "make fleet")
     if key is None:
@@ -311,6 +318,8 @@ def run(argv: list[str]) -> int:
     lines += [f"  sidecar-{s.index} {s.url}   logs {s.stack.logs}" for s in fleet.sidecars]
     print("\ntollgate fleet is up:\n" + "\n".join(lines) + f"""
   ai-server {fleet.ai.ai_server_url}
+  llm-upstream {fleet.ai.llm_upstream_url}   (behind every Envoy: /v1/chat/completions,
+            /v1/responses, /v1/embeddings, /v1/messages, /v1beta/models/...)
   database  {fleet.database_url}
 secrets: {state_dir / 'secrets.env'}
 
@@ -324,7 +333,7 @@ Ctrl-C stops everything.
     try:
         # A sidecar may be stopped on purpose: the others serve meanwhile.
         while not stop.requested and not exited([e.envoy for e in fleet.envoys]
-                                                + [fleet.ai.ai_server]):
+                                                + [fleet.ai.ai_server, fleet.ai.llm_upstream]):
             time.sleep(0.5)
     finally:
         print("stopping ...", flush=True)
