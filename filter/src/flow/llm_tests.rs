@@ -255,3 +255,33 @@ fn a_call_whose_cap_alone_passes_the_token_limit_is_refused_at_once() {
         .iter()
         .all(|s| s.header(":path") != Some(tollgate_wire::grant::GRANTS_PATH)));
 }
+
+#[test]
+fn an_input_tokens_quota_alone_leaves_a_call_without_a_cap_as_it_is() {
+    let gw = token_limited();
+    let body = br#"{"model":"m","messages":[]}"#;
+    let mut r = gw.request(KEY, body, &[(":path", CHAT)]);
+    r.flow.on_request_headers(false);
+    r.body(body, true);
+    let limits = r#"{"quotas":[{"kind":"input_tokens","limit":100000,"window":"day"}]}"#;
+    r.answer(
+        Some("200"),
+        &format!(r#"{{"verdict":"active","key_id":4,"limits":{limits}}}"#),
+    );
+    let call = gw.world.sent().pop().expect("a grant call");
+    let ask: Value = serde_json::from_slice(&call.body).unwrap();
+    let ask = &ask["asks"][0];
+    let end = gw.world.now_ms() as i64 / 86_400_000 * 86_400_000 + 86_400_000;
+    let reply = json!({"limits": [], "returns": [], "settlements": [], "grants": [{
+        "grant_id": ask["grant_id"], "status": "granted", "amount": 1000,
+        "limit": 100000, "charged": 1000,
+        "window_start_ms": end - 86_400_000, "window_end_ms": end,
+    }]});
+    let size = r
+        .host
+        .world()
+        .answer(Some("200"), reply.to_string().as_bytes());
+    r.flow.on_callout_reply(call.token, size);
+    assert!(r.allowed(), "{:?}", r.reply());
+    assert_eq!(r.host.body(), body, "forwarded as it came");
+}

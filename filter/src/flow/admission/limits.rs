@@ -10,7 +10,7 @@
 //! default cap its reservation counted on.
 
 use tollgate_wire::grant::GRANTS_PATH;
-use tollgate_wire::Provider;
+use tollgate_wire::{Provider, QuotaKind};
 
 use super::{Admission, Outcome, Wait};
 use crate::error::Denial;
@@ -89,7 +89,11 @@ impl<H: StreamHost> Flow<H> {
                 reserved,
             } => {
                 let headers = worker.config().limits.ratelimit_headers;
-                let capped = !reserved.is_empty();
+                // The default cap is written only when a reservation counted
+                // on it: an `input_tokens` quota alone leaves the call as is.
+                let capped = reserved
+                    .iter()
+                    .any(|r| matches!(r.quota.kind, QuotaKind::Tokens | QuotaKind::OutputTokens));
                 admission.charged = Some(Charged {
                     ratelimit: (headers && !ratelimit.is_empty()).then_some(ratelimit),
                     settles_after,
