@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 use sidecar::domain::clock::{format_rfc3339, from_unix_ms, now_ms, to_unix_ms};
 use sidecar::store::rollup::Grain;
 use sidecar::store::DatabaseTarget;
+use support::console::{logged_in, read};
 use support::*;
 use time::Duration;
 
@@ -30,6 +31,7 @@ on_both_backends!(
     rows_are_priced_at_their_own_time_and_summaries_add_up,
     unpriced_and_non_llm_rows_are_told_apart,
     summary_costs_are_the_sums_of_row_costs,
+    the_console_shows_spend_by_model,
 );
 
 /// The start of the previous hour, as ms: every record of a test is
@@ -592,4 +594,42 @@ async fn summary_costs_are_the_sums_of_row_costs(backend: Backend) {
         let by_outcome = admin_ok(&h, Method::GET, "/v1/usage/summary", None).await;
         assert_eq!(by_outcome["rows"][0]["cost_micros"], total, "seed {seed}");
     }
+}
+
+/// The console's key page reads its spend table from the summary by model,
+/// through the console's own allow-listed route.
+async fn the_console_shows_spend_by_model(backend: Backend) {
+    let h = Harness::new(backend).await;
+    register_keys(&h.db.store, 1).await;
+    let t = hour_start_ms();
+    set_price(
+        &h,
+        json!({"model": "gpt-4o", "input": "1", "output": "2", "from": rfc3339(t)}),
+    )
+    .await;
+    ingest_ok(
+        &h,
+        &json!([
+            llm_record("a", t + 1, "gpt-4o", 1_000_000, 0, 1_000_000),
+            llm_record("b", t + 2, "unpriced-model", 5, 0, 5),
+        ]),
+    )
+    .await;
+    let (cookie, _) = logged_in(&h).await;
+    let page = read(&h, "/console/keys/1", &cookie).await;
+    assert!(page.text().contains(r#"<table id="model-spend">"#));
+    let reply = read(
+        &h,
+        "/console/api/usage/summary?key=1&by=model&since=24h",
+        &cookie,
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let rows = reply.json()["rows"].clone();
+    assert_eq!(rows[0]["model"], "gpt-4o", "{rows}");
+    assert_eq!(rows[0]["cost_micros"], 3_000_000);
+    assert_eq!(rows[0]["currency"], "USD");
+    assert_eq!(rows[1]["model"], "unpriced-model");
+    assert_eq!(rows[1]["cost_micros"], Value::Null);
+    assert_eq!(rows[1]["unpriced_rows"], 1);
 }
