@@ -55,6 +55,8 @@ pub async fn serve(
         config.key_feed_retention,
         state.metrics.clone(),
     ));
+    // Budget alerts: checked and delivered beside the service, never in a handler.
+    let alerts = crate::alerts::spawn(store.clone(), state.keyring.clone(), config.alerts.clone());
     let stop = drain::after_draining(shutdown, state.drain.clone(), config.drain_period);
     let served = axum::serve(
         listener,
@@ -64,6 +66,7 @@ pub async fn serve(
     .with_graceful_shutdown(stop)
     .await;
     purge.abort();
+    alerts.iter().for_each(|task| task.abort());
     store.close().await;
     served.map_err(|e| format!("the HTTP server failed: {e}"))?;
     tracing::info!("stopped");

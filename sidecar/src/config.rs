@@ -4,6 +4,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::alerts::AlertSettings;
 use crate::domain::clock::parse_duration;
 use crate::domain::sealed::Keyring;
 use crate::http::console::gateway::EnvoyAdmin;
@@ -44,6 +45,8 @@ pub struct ServeConfig {
     /// Where the console may be reached (`--console-origin`); `None`: the
     /// listen address's origins ([`ConsoleOrigins::for_listen`]).
     pub console_origins: Option<ConsoleOrigins>,
+    /// How budget alerts are checked and delivered.
+    pub alerts: AlertSettings,
 }
 
 impl ServeConfig {
@@ -145,7 +148,24 @@ impl ServeConfig {
             drain_period: DEFAULT_DRAIN_PERIOD,
             envoy_admin: None,
             console_origins: None,
+            alerts: AlertSettings::default(),
         })
+    }
+
+    /// The same configuration checking budget alerts every `interval`
+    /// (`--alert-interval`, above zero) and trying each webhook `attempts`
+    /// times (`--alert-attempts`, at least 1).
+    pub fn with_alerts(mut self, interval: &str, attempts: u32) -> Result<Self, String> {
+        let interval = parse_duration(interval).map_err(|e| format!("--alert-interval: {e}"))?;
+        if interval.is_zero() {
+            return Err("--alert-interval must be longer than zero (e.g. 1s)".into());
+        }
+        if attempts == 0 {
+            return Err("--alert-attempts must be at least 1".into());
+        }
+        self.alerts.interval = interval;
+        self.alerts.delivery.max_attempts = attempts;
+        Ok(self)
     }
 
     /// The same configuration draining for `period` (`--drain-period`: a
@@ -163,7 +183,7 @@ impl fmt::Display for ServeConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "listen={} database={} admin_token={} internal_token={} master_key={} usage_max_skew={}s key_feed_retention={}s drain_period={}s envoy_admin={} console_origins={}",
+            "listen={} database={} admin_token={} internal_token={} master_key={} usage_max_skew={}s key_feed_retention={}s drain_period={}s envoy_admin={} console_origins={} alert_interval={}ms alert_attempts={}",
             self.listen,
             self.database.masked(),
             mask_secret(self.admin_token.as_deref()),
@@ -176,6 +196,8 @@ impl fmt::Display for ServeConfig {
                 .as_ref()
                 .map_or_else(|| "not set".to_string(), EnvoyAdmin::url),
             self.console_origins_at(self.listen),
+            self.alerts.interval.as_millis(),
+            self.alerts.delivery.max_attempts,
         )
     }
 }

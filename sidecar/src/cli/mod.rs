@@ -7,6 +7,7 @@
 //! (`TOLLGATE_MASTER_KEY`, `TOLLGATE_PREVIOUS_MASTER_KEY`), by the commands
 //! that seal or open one: a flag would show it in the process list.
 
+pub mod alerts;
 pub mod limits;
 pub mod prices;
 pub mod prune;
@@ -61,6 +62,9 @@ pub enum Command {
     /// Prices of LLM models, which the usage rows' costs are computed with.
     #[command(subcommand)]
     Prices(prices::PricesCommand),
+    /// Budget alerts: signed webhooks when a key's quota use crosses thresholds.
+    #[command(subcommand)]
+    Alerts(alerts::AlertsCommand),
     /// Mint client tokens.
     #[command(subcommand)]
     Token(TokenCommand),
@@ -102,6 +106,13 @@ pub struct ServeArgs {
     /// http://localhost:<port> on loopback.
     #[arg(long, env = "TOLLGATE_CONSOLE_ORIGIN", value_delimiter = ',')]
     pub console_origin: Vec<String>,
+    /// How often budget alerts are checked and their webhooks sent (e.g. 1s).
+    #[arg(long, env = "TOLLGATE_ALERT_INTERVAL", default_value = "1s")]
+    pub alert_interval: String,
+    /// Attempts in all to deliver a budget alert's webhook before it is
+    /// kept as failed (retries wait 1 s, 2 s, 4 s...).
+    #[arg(long, env = "TOLLGATE_ALERT_ATTEMPTS", default_value_t = 6)]
+    pub alert_attempts: u32,
 }
 
 /// `tollgate keys ...`.
@@ -309,7 +320,8 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             .with_key_feed_retention(&args.key_feed_retention)?
             .with_drain_period(&args.drain_period)?
             .with_envoy_admin_url(args.envoy_admin_url.as_deref())?
-            .with_console_origins(&args.console_origin)?;
+            .with_console_origins(&args.console_origin)?
+            .with_alerts(&args.alert_interval, args.alert_attempts)?;
             crate::app::serve(config, crate::app::shutdown_signal()).await
         }
         Command::Migrate => {
@@ -328,6 +340,10 @@ pub async fn run(cli: Cli) -> Result<(), String> {
         Command::Prices(command) => {
             let target = DatabaseTarget::from_url(database_url)?;
             prices::run(&target, command).await
+        }
+        Command::Alerts(command) => {
+            let target = DatabaseTarget::from_url(database_url)?;
+            alerts::run(&target, command).await
         }
         Command::Usage(UsageCommand::Summary {
             key,

@@ -8,11 +8,11 @@
 
 use serde::Serialize;
 use time::OffsetDateTime;
-use tollgate_wire::{Outcome, Quota, QuotaKind, Window};
+use tollgate_wire::{QuotaKind, Window};
 
 use crate::domain::clock::{format_rfc3339, from_unix_ms, to_unix_ms};
-use crate::store::rollup::Grain;
-use crate::store::{SeriesRow, Store, StoreError};
+use crate::store::quota_use::ledger_total;
+use crate::store::{Store, StoreError};
 
 /// One (key, quota) in the window containing the instant reconciled at.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -115,52 +115,6 @@ pub async fn reconcile(
 
 fn instant(ms: i64) -> OffsetDateTime {
     from_unix_ms(u64::try_from(ms).unwrap_or(0)).unwrap_or(OffsetDateTime::UNIX_EPOCH)
-}
-
-/// The buckets that tile a window exactly: a minute's from `usage_log`
-/// (no rollup keeps minutes), an hour's or a day's rollup row, a month's
-/// days.
-fn grain_of(window: Window) -> Grain {
-    match window {
-        Window::Minute => Grain::Minute,
-        Window::Hour => Grain::Hour,
-        Window::Day | Window::Month => Grain::Day,
-    }
-}
-
-/// The ledger's total of `quota` for a key in its window `[start, end)`:
-/// the `allowed` rows it applies to (those of its model, when scoped).
-async fn ledger_total(
-    store: &Store,
-    key_id: i64,
-    quota: &Quota,
-    start: OffsetDateTime,
-    end: OffsetDateTime,
-) -> Result<u128, StoreError> {
-    let rows = store
-        .usage_series(key_id, grain_of(quota.window), start, end)
-        .await?;
-    Ok(rows
-        .iter()
-        .filter(|r| r.outcome == Outcome::Allowed.as_str())
-        .filter(|r| quota.applies_to((!r.model.is_empty()).then_some(r.model.as_str())))
-        .map(|r| amount(quota.kind, r))
-        .sum())
-}
-
-/// What one row of the ledger counts of `kind`.
-fn amount(kind: QuotaKind, row: &SeriesRow) -> u128 {
-    let count = |n: i64| u128::try_from(n).unwrap_or(0);
-    let tokens = &row.tokens;
-    match kind {
-        QuotaKind::Requests => count(row.requests),
-        QuotaKind::RequestBytes => row.request_bytes,
-        QuotaKind::ResponseBytes => row.response_bytes,
-        QuotaKind::Units => row.units,
-        QuotaKind::Tokens => count(tokens.input_tokens) + count(tokens.output_tokens),
-        QuotaKind::InputTokens => count(tokens.input_tokens),
-        QuotaKind::OutputTokens => count(tokens.output_tokens),
-    }
 }
 
 /// The rows as a table for people, and a last line saying whether any key

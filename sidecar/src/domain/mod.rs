@@ -4,6 +4,7 @@
 //!
 //! Layer rule: `domain` imports nothing else of the crate; no axum, no sqlx.
 
+pub mod alert;
 pub mod clock;
 pub mod keys;
 pub mod mask;
@@ -13,3 +14,4 @@ pub mod random;
 pub mod sealed;
 pub mod signing_secret;
 pub mod token;
+pub mod webhook;

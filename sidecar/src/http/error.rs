@@ -152,6 +152,8 @@ pub enum Undone {
     ReadKeys,
     /// `GET /v1/prices`.
     ReadPrices,
+    /// `GET /v1/alerts`.
+    ReadAlerts,
     /// Key verification.
     VerifyKey,
     /// `GET /readyz`.
@@ -173,6 +175,7 @@ impl Undone {
             Undone::ReadSeries => "the usage series could not be read",
             Undone::ReadKeys => "the key list could not be read",
             Undone::ReadPrices => "the prices could not be read",
+            Undone::ReadAlerts => "the alerts could not be read",
             Undone::VerifyKey => "the key could not be looked up",
             Undone::CheckReadiness => "the sidecar is not ready",
             Undone::ReadFeed => "the key change feed could not be read",
@@ -221,6 +224,8 @@ pub enum ApiError {
     MethodNotAllowed,
     /// No key has this id.
     KeyNotFound(i64),
+    /// No budget alert has this id.
+    AlertNotFound(i64),
     /// A key with this value is already registered.
     DuplicateKey,
     /// The body is over `limit` bytes.
@@ -285,7 +290,7 @@ impl ApiError {
             ApiError::HostNotAllowed => ErrorCode::HostNotAllowed,
             ApiError::LoginThrottled { .. } => ErrorCode::LoginThrottled,
             ApiError::SessionsFull { .. } => ErrorCode::SessionsFull,
-            ApiError::NoRoute => ErrorCode::NotFound,
+            ApiError::NoRoute | ApiError::AlertNotFound(_) => ErrorCode::NotFound,
             ApiError::MethodNotAllowed => ErrorCode::MethodNotAllowed,
             ApiError::KeyNotFound(_) => ErrorCode::KeyNotFound,
             ApiError::DuplicateKey => ErrorCode::DuplicateKey,
@@ -373,6 +378,7 @@ impl fmt::Display for ApiError {
             ApiError::NoRoute => f.write_str("no such endpoint"),
             ApiError::MethodNotAllowed => f.write_str("this endpoint does not accept this method"),
             ApiError::KeyNotFound(id) => write!(f, "no key has id {id}"),
+            ApiError::AlertNotFound(id) => write!(f, "no alert has id {id}"),
             ApiError::DuplicateKey => f.write_str("a key with this value is already registered"),
             ApiError::BodyTooLarge { limit } => {
                 write!(f, "the request body is larger than {limit} bytes")

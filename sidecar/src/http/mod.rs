@@ -6,6 +6,7 @@
 //! Layer rule: `http` uses `domain` and `store`; nothing below it (`domain`,
 //! `store`) imports it.
 
+pub mod alerts;
 pub mod console;
 pub mod drain;
 pub mod error;
@@ -40,6 +41,7 @@ pub const DEFAULT_LISTEN: SocketAddr =
 /// data calls on keys and usage to these.
 fn admin_routes() -> Router<AppState> {
     Router::new()
+        .merge(alerts::admin_router())
         .merge(keys::admin_router())
         .merge(limits::admin_router())
         .merge(prices::admin_router())

@@ -8,6 +8,7 @@
 //! `migrations/<backend>`. [`Store`] picks the backend at start and hands
 //! each call to its `SqlStore`.
 
+pub mod alerts;
 pub mod dialect;
 pub mod feed;
 pub mod last_use;
@@ -15,6 +16,7 @@ mod ledger;
 pub mod limits;
 pub mod mysql;
 pub mod prices;
+pub mod quota_use;
 pub mod registry;
 pub mod rollup;
 pub mod sql;

@@ -1,0 +1,56 @@
+//! What the ledger says a key used of one of its quotas in one window: the
+//! `allowed` rows the quota applies to (those of its model when scoped),
+//! summed in the buckets that tile the window. `usage reconcile` and the
+//! budget alerts both read a quota's use here, so they always agree.
+
+use time::OffsetDateTime;
+use tollgate_wire::{Outcome, Quota, QuotaKind, Window};
+
+use super::rollup::Grain;
+use super::{SeriesRow, Store, StoreError};
+
+/// The buckets that tile a window exactly: a minute's from `usage_log`
+/// (no rollup keeps minutes), an hour's or a day's rollup row, a month's
+/// days.
+pub fn grain_of(window: Window) -> Grain {
+    match window {
+        Window::Minute => Grain::Minute,
+        Window::Hour => Grain::Hour,
+        Window::Day | Window::Month => Grain::Day,
+    }
+}
+
+/// The ledger's total of `quota` for a key in its window `[start, end)`:
+/// the `allowed` rows it applies to (those of its model, when scoped).
+pub async fn ledger_total(
+    store: &Store,
+    key_id: i64,
+    quota: &Quota,
+    start: OffsetDateTime,
+    end: OffsetDateTime,
+) -> Result<u128, StoreError> {
+    let rows = store
+        .usage_series(key_id, grain_of(quota.window), start, end)
+        .await?;
+    Ok(rows
+        .iter()
+        .filter(|r| r.outcome == Outcome::Allowed.as_str())
+        .filter(|r| quota.applies_to((!r.model.is_empty()).then_some(r.model.as_str())))
+        .map(|r| amount(quota.kind, r))
+        .sum())
+}
+
+/// What one row of the ledger counts of `kind`.
+fn amount(kind: QuotaKind, row: &SeriesRow) -> u128 {
+    let count = |n: i64| u128::try_from(n).unwrap_or(0);
+    let tokens = &row.tokens;
+    match kind {
+        QuotaKind::Requests => count(row.requests),
+        QuotaKind::RequestBytes => row.request_bytes,
+        QuotaKind::ResponseBytes => row.response_bytes,
+        QuotaKind::Units => row.units,
+        QuotaKind::Tokens => count(tokens.input_tokens) + count(tokens.output_tokens),
+        QuotaKind::InputTokens => count(tokens.input_tokens),
+        QuotaKind::OutputTokens => count(tokens.output_tokens),
+    }
+}

@@ -1,0 +1,644 @@
+//! Budget alerts on both databases, delivered to a real HTTP receiver on
+//! 127.0.0.1 that checks every signature with a verifier of its own (an
+//! HMAC-SHA256 written here from SHA-256, not the sidecar's): each threshold
+//! arrives once, two sidecars racing send each event once, a receiver that
+//! fails three times still gets it, and after the last attempt the event is
+//! failed and listed. Bad alerts are refused naming the field.
+
+#[macro_use]
+mod support;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode};
+use axum::routing::post;
+use axum::Router;
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use serde_json::{json, Value};
+use sidecar::alerts::{deliver_once, Checker, DeliveryPolicy};
+use sidecar::domain::sealed::Keyring;
+use sidecar::store::{DatabaseTarget, Store};
+use support::{keyring, now_ms, record, Backend, Harness};
+
+on_both_backends!(
+    each_threshold_arrives_once_signed,
+    two_sidecars_racing_deliver_each_event_once,
+    a_receiver_failing_three_times_still_gets_the_event,
+    after_the_last_attempt_the_event_is_failed_and_listed,
+    a_lease_left_by_a_dead_sender_runs_out_and_the_event_is_sent,
+    a_secret_from_the_environment_signs_and_is_never_stored,
+    bad_alerts_are_refused_naming_the_field,
+);
+
+/// HMAC-SHA256 from the definition (RFC 2104) over `tollgate_wire::sha256`.
+fn hmac_sha256(key: &[u8], message: &[u8]) -> Vec<u8> {
+    let mut block = [0u8; 64];
+    if key.len() > 64 {
+        block[..32].copy_from_slice(&tollgate_wire::sha256(key));
+    } else {
+        block[..key.len()].copy_from_slice(key);
+    }
+    let pad = |byte: u8| block.iter().map(|b| b ^ byte).collect::<Vec<u8>>();
+    let mut inner = pad(0x36);
+    inner.extend_from_slice(message);
+    let mut outer = pad(0x5c);
+    outer.extend_from_slice(&tollgate_wire::sha256(&inner));
+    tollgate_wire::sha256(&outer).to_vec()
+}
+
+/// Whether the headers sign `body` under `secret` (`whsec_<base64>`), per
+/// Standard Webhooks: one of the space-separated `v1,<base64>` signatures
+/// is HMAC-SHA256 of `id.timestamp.body`, and the timestamp is recent.
+fn verify(secret: &str, headers: &HeaderMap, body: &[u8]) -> Result<String, String> {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .ok_or(format!("no {name}"))
+    };
+    let (id, timestamp, signatures) = (
+        header("webhook-id")?,
+        header("webhook-timestamp")?,
+        header("webhook-signature")?,
+    );
+    let ts: i64 = timestamp.parse().map_err(|_| "bad timestamp")?;
+    if (ts - (now_ms() / 1000) as i64).abs() > 300 {
+        return Err(format!("timestamp {ts} is not recent"));
+    }
+    let key = STANDARD
+        .decode(secret.strip_prefix("whsec_").ok_or("no whsec_")?)
+        .map_err(|_| "secret not base64")?;
+    let mut signed = format!("{id}.{timestamp}.").into_bytes();
+    signed.extend_from_slice(body);
+    let expected = format!("v1,{}", STANDARD.encode(hmac_sha256(&key, &signed)));
+    if signatures.split(' ').any(|s| s == expected) {
+        Ok(id)
+    } else {
+        Err(format!("signature {signatures} is not {expected}"))
+    }
+}
+
+/// What the receiver got and how it answers.
+#[derive(Default)]
+struct Inbox {
+    secret: String,
+    /// Answer 500 to this many requests first (`u32::MAX`: always).
+    fail_first: u32,
+    /// How long each answer waits (so racing senders overlap).
+    delay: Duration,
+    requests: u32,
+    /// Every accepted event, in order of arrival: (webhook-id, body).
+    accepted: Vec<(String, Value)>,
+    /// Requests whose signature did not verify.
+    forged: Vec<String>,
+}
+
+type Shared = Arc<Mutex<Inbox>>;
+
+async fn receive(State(inbox): State<Shared>, headers: HeaderMap, body: Bytes) -> StatusCode {
+    let delay = inbox.lock().unwrap().delay;
+    tokio::time::sleep(delay).await;
+    let mut inbox = inbox.lock().unwrap();
+    inbox.requests += 1;
+    let id = match verify(&inbox.secret, &headers, &body) {
+        Ok(id) => id,
+        Err(why) => {
+            inbox.forged.push(why);
+            return StatusCode::BAD_REQUEST;
+        }
+    };
+    if inbox.requests <= inbox.fail_first {
+        return StatusCode::INTERNAL_SERVER_ERROR;
+    }
+    let body: Value = serde_json::from_slice(&body).expect("JSON body");
+    inbox.accepted.push((id, body));
+    StatusCode::NO_CONTENT
+}
+
+/// A receiver on 127.0.0.1:0; its URL and what it got.
+async fn receiver() -> (String, Shared) {
+    let inbox: Shared = Arc::default();
+    let app = Router::new()
+        .route("/hook", post(receive))
+        .with_state(inbox.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}/hook"), inbox)
+}
+
+/// Retries a few milliseconds apart, so tests take well under a second.
+fn fast(max_attempts: u32) -> DeliveryPolicy {
+    DeliveryPolicy {
+        max_attempts,
+        first_backoff: Duration::from_millis(20),
+        timeout: Duration::from_secs(2),
+        batch: 32,
+    }
+}
+
+/// A key with `quotas`; its id.
+async fn key_with(h: &Harness, quotas: &[&str]) -> i64 {
+    let reply = h
+        .admin(
+            Method::POST,
+            "/v1/keys",
+            Some(json!({"name": "budgeted", "quotas": quotas})),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+    reply.json()["id"].as_i64().unwrap()
+}
+
+/// Adds an alert over the admin API; the answer.
+async fn add_alert(h: &Harness, body: Value) -> Value {
+    let reply = h.admin(Method::POST, "/v1/alerts", Some(body)).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+    reply.json()
+}
+
+/// Stores `n` allowed requests of the key, 100 request bytes each.
+async fn spend(h: &Harness, key: i64, n: usize) {
+    let records: Vec<Value> = (0..n)
+        .map(|_| record(&format!("req-{}", uuid_like()), key))
+        .collect();
+    let reply = h.ingest(&Value::Array(records)).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+}
+
+fn uuid_like() -> String {
+    sidecar::domain::random::random_hex(16).unwrap()
+}
+
+/// Sends until nothing is pending (or `rounds` rounds have passed).
+async fn deliver_all(store: &Store, keyring: &Keyring, policy: &DeliveryPolicy, rounds: u32) {
+    for _ in 0..rounds {
+        deliver_once(store, keyring, policy).await.unwrap();
+        let pending = store.alert_events(Some("pending")).await.unwrap();
+        if pending.is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("events still pending after {rounds} rounds");
+}
+
+fn now() -> i64 {
+    now_ms() as i64
+}
+
+async fn each_threshold_arrives_once_signed(backend: Backend) {
+    let h = Harness::with_keyring(backend, keyring(7)).await;
+    let (url, inbox) = receiver().await;
+    let key = key_with(&h, &["requests=10/day", "request_bytes=100000/day"]).await;
+    let created = add_alert(
+        &h,
+        json!({"key_id": key, "thresholds": [100, 50, 80], "url": url}),
+    )
+    .await;
+    let secret = created["secret"].as_str().unwrap().to_string();
+    assert!(secret.starts_with("whsec_"), "{created}");
+    assert_eq!(created["thresholds"], json!([50, 80, 100]));
+    inbox.lock().unwrap().secret = secret.clone();
+    // The generated secret is stored sealed, never in the clear.
+    let values = support::dump_every_value(&h.db.store).await;
+    assert!(!support::appears_in(&values, &secret));
+    assert!(!support::appears_in(&values, &secret["whsec_".len()..]));
+
+    let keyring = keyring(7);
+    let policy = fast(6);
+    // Two checkers (two sidecars) on their own pools, every round.
+    let other = h.db.observer().await;
+    let (mut one, mut two) = (Checker::default(), Checker::default());
+    macro_rules! check {
+        () => {{
+            let a = one.check_once(&h.db.store, now()).await.unwrap();
+            let b = two.check_once(&other, now()).await.unwrap();
+            a + b
+        }};
+    }
+    assert_eq!(check!(), 0);
+    spend(&h, key, 4).await;
+    assert_eq!(check!(), 0, "40 % crosses nothing");
+    spend(&h, key, 1).await;
+    assert_eq!(check!(), 1, "50 % once, whichever checker saw it");
+    assert_eq!(check!(), 0);
+    spend(&h, key, 4).await;
+    assert_eq!(check!(), 1, "80 %");
+    spend(&h, key, 3).await;
+    assert_eq!(check!(), 1, "100 % (120 % used)");
+    assert_eq!(check!(), 0);
+    // A fresh checker (a restarted sidecar) adds nothing either.
+    assert_eq!(
+        Checker::default()
+            .check_once(&h.db.store, now())
+            .await
+            .unwrap(),
+        0
+    );
+    deliver_all(&h.db.store, &keyring, &policy, 20).await;
+    deliver_once(&h.db.store, &keyring, &policy).await.unwrap();
+
+    // What the receiver got (its lock is not held across an await).
+    let inbox = std::mem::take(&mut *inbox.lock().unwrap());
+    assert!(inbox.forged.is_empty(), "{:?}", inbox.forged);
+    let thresholds: Vec<i64> = inbox
+        .accepted
+        .iter()
+        .map(|(_, b)| b["threshold"].as_i64().unwrap())
+        .collect();
+    let mut sorted = thresholds.clone();
+    sorted.sort();
+    assert_eq!(sorted, [50, 80, 100], "each once: {thresholds:?}");
+    let (_, last) = inbox
+        .accepted
+        .iter()
+        .find(|(_, b)| b["threshold"] == 100)
+        .unwrap();
+    assert_eq!(last["type"], "budget.threshold");
+    assert_eq!(last["budget"]["key_id"], key);
+    assert_eq!(last["budget"]["quota"], "requests");
+    assert_eq!(last["budget"]["window"], "day");
+    assert!(last["budget"]["window_start"]
+        .as_str()
+        .unwrap()
+        .contains("T00:00:00"));
+    assert_eq!(last["used"], 12);
+    assert_eq!(last["limit"], 10);
+    assert_eq!(last["percent"], 120.0);
+    assert_eq!(last["team"], Value::Null);
+    assert_eq!(last["key"], json!({"id": key, "name": "budgeted"}));
+    assert!(last["timestamp"].as_str().unwrap().ends_with('Z'));
+    // The ids are distinct, and each was delivered.
+    let ids: std::collections::HashSet<&String> = inbox.accepted.iter().map(|(i, _)| i).collect();
+    assert_eq!(ids.len(), 3);
+    let events = h.db.store.alert_events(None).await.unwrap();
+    assert!(events
+        .iter()
+        .all(|e| e.state == "delivered" && e.attempts == 1));
+}
+
+async fn two_sidecars_racing_deliver_each_event_once(backend: Backend) {
+    let h = Harness::with_keyring(backend, keyring(7)).await;
+    let (url, inbox) = receiver().await;
+    let key = key_with(&h, &["requests=100/hour"]).await;
+    let thresholds: Vec<i64> = (1..=20).map(|t| t * 5).collect();
+    let created = add_alert(
+        &h,
+        json!({"key_id": key, "thresholds": thresholds, "url": url}),
+    )
+    .await;
+    {
+        let mut inbox = inbox.lock().unwrap();
+        inbox.secret = created["secret"].as_str().unwrap().to_string();
+        inbox.delay = Duration::from_millis(30);
+    }
+    spend(&h, key, 100).await;
+    let added = Checker::default()
+        .check_once(&h.db.store, now())
+        .await
+        .unwrap();
+    assert_eq!(added, 20);
+
+    // Two sidecars' senders, each on its own pool, claiming a few at a time.
+    let policy = DeliveryPolicy {
+        batch: 3,
+        ..fast(6)
+    };
+    let sender = |store: Store| {
+        let policy = policy.clone();
+        tokio::spawn(async move {
+            let keyring = keyring(7);
+            let mut delivered = 0;
+            for _ in 0..200 {
+                delivered += deliver_once(&store, &keyring, &policy).await.unwrap();
+                if store
+                    .alert_events(Some("pending"))
+                    .await
+                    .unwrap()
+                    .is_empty()
+                {
+                    break;
+                }
+            }
+            delivered
+        })
+    };
+    let a = sender(h.db.observer().await);
+    let b = sender(h.db.observer().await);
+    let (a, b) = (a.await.unwrap(), b.await.unwrap());
+    assert_eq!(a + b, 20, "delivered by one sender or the other: {a} + {b}");
+
+    let inbox = inbox.lock().unwrap();
+    assert!(inbox.forged.is_empty(), "{:?}", inbox.forged);
+    assert_eq!(inbox.requests, 20, "no event was sent twice");
+    let mut per_id: HashMap<&str, u32> = HashMap::new();
+    for (id, _) in &inbox.accepted {
+        *per_id.entry(id.as_str()).or_default() += 1;
+    }
+    assert_eq!(per_id.len(), 20);
+    assert!(per_id.values().all(|&n| n == 1), "{per_id:?}");
+}
+
+async fn a_receiver_failing_three_times_still_gets_the_event(backend: Backend) {
+    let h = Harness::with_keyring(backend, keyring(7)).await;
+    let (url, inbox) = receiver().await;
+    let key = key_with(&h, &["requests=2/day"]).await;
+    let created = add_alert(&h, json!({"key_id": key, "thresholds": [50], "url": url})).await;
+    {
+        let mut inbox = inbox.lock().unwrap();
+        inbox.secret = created["secret"].as_str().unwrap().to_string();
+        inbox.fail_first = 3;
+    }
+    spend(&h, key, 1).await;
+    Checker::default()
+        .check_once(&h.db.store, now())
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    deliver_all(&h.db.store, &keyring(7), &fast(6), 200).await;
+    // Backed off 20, 40 and 80 ms between the four attempts.
+    assert!(started.elapsed() >= Duration::from_millis(140));
+
+    // What the receiver got (its lock is not held across an await).
+    let inbox = std::mem::take(&mut *inbox.lock().unwrap());
+    assert!(inbox.forged.is_empty(), "{:?}", inbox.forged);
+    assert_eq!(inbox.requests, 4);
+    assert_eq!(inbox.accepted.len(), 1);
+    let events = h.db.store.alert_events(None).await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].state, "delivered");
+    assert_eq!(events[0].attempts, 4);
+    let failed = h.admin(Method::GET, "/v1/alerts?failed=true", None).await;
+    assert_eq!(failed.json()["events"], json!([]));
+}
+
+async fn after_the_last_attempt_the_event_is_failed_and_listed(backend: Backend) {
+    let h = Harness::with_keyring(backend, keyring(7)).await;
+    let (url, inbox) = receiver().await;
+    let key = key_with(&h, &["requests=2/day"]).await;
+    let created = add_alert(&h, json!({"key_id": key, "thresholds": [50], "url": url})).await;
+    {
+        let mut inbox = inbox.lock().unwrap();
+        inbox.secret = created["secret"].as_str().unwrap().to_string();
+        inbox.fail_first = u32::MAX;
+    }
+    spend(&h, key, 1).await;
+    Checker::default()
+        .check_once(&h.db.store, now())
+        .await
+        .unwrap();
+    deliver_all(&h.db.store, &keyring(7), &fast(3), 200).await;
+    // Nothing is sent after the last attempt.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    deliver_once(&h.db.store, &keyring(7), &fast(3))
+        .await
+        .unwrap();
+    assert_eq!(inbox.lock().unwrap().requests, 3);
+    assert!(inbox.lock().unwrap().forged.is_empty());
+
+    let failed = h.admin(Method::GET, "/v1/alerts?failed=true", None).await;
+    assert_eq!(failed.status, StatusCode::OK, "{}", failed.text());
+    let events = failed.json()["events"].clone();
+    assert_eq!(events.as_array().unwrap().len(), 1, "{events}");
+    assert_eq!(events[0]["state"], "failed");
+    assert_eq!(events[0]["attempts"], 3);
+    assert_eq!(events[0]["threshold"], 50);
+    assert_eq!(events[0]["alert_id"], created["id"]);
+    assert!(events[0]["last_error"].as_str().unwrap().contains("500"));
+    assert_eq!(events[0]["payload"]["threshold"], 50);
+
+    // The CLI lists it too.
+    let out = cli(&h.db.target, &["alerts", "list", "--failed", "--json"]);
+    let listed: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed["events"][0]["id"], events[0]["id"]);
+    let table = cli(&h.db.target, &["alerts", "list", "--failed"]);
+    assert!(table.contains(events[0]["id"].as_str().unwrap()), "{table}");
+}
+
+async fn a_lease_left_by_a_dead_sender_runs_out_and_the_event_is_sent(backend: Backend) {
+    let h = Harness::with_keyring(backend, keyring(7)).await;
+    let (url, inbox) = receiver().await;
+    let key = key_with(&h, &["requests=2/day"]).await;
+    let created = add_alert(&h, json!({"key_id": key, "thresholds": [50], "url": url})).await;
+    inbox.lock().unwrap().secret = created["secret"].as_str().unwrap().to_string();
+    spend(&h, key, 1).await;
+    Checker::default()
+        .check_once(&h.db.store, now())
+        .await
+        .unwrap();
+    // A sender claims the event and dies before sending it.
+    let dead = h.db.observer().await;
+    let claimed = dead.claim_due_events(now(), 400, 10).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    drop(dead);
+    // While its lease holds, nobody else sends it.
+    assert_eq!(
+        deliver_once(&h.db.store, &keyring(7), &fast(6))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(inbox.lock().unwrap().requests, 0);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        deliver_once(&h.db.store, &keyring(7), &fast(6))
+            .await
+            .unwrap(),
+        1
+    );
+    let inbox = inbox.lock().unwrap();
+    assert_eq!(inbox.accepted.len(), 1);
+    assert_eq!(inbox.accepted[0].0, claimed[0].event_id);
+}
+
+async fn a_secret_from_the_environment_signs_and_is_never_stored(backend: Backend) {
+    // No master key: a secret from the environment needs none.
+    let h = Harness::new(backend).await;
+    let (url, inbox) = receiver().await;
+    let key = key_with(&h, &["requests=2/day"]).await;
+    let name = format!("TOLLGATE_TEST_HOOK_SECRET_{}", uuid_like().to_uppercase());
+    let secret = format!(
+        "whsec_{}",
+        STANDARD.encode(b"a secret of thirty-two bytes!!!!")
+    );
+    std::env::set_var(&name, &secret);
+    let created = add_alert(
+        &h,
+        json!({"key_id": key, "thresholds": [50], "url": url, "secret_env": name}),
+    )
+    .await;
+    assert_eq!(created["secret"], Value::Null);
+    assert_eq!(created["secret_source"], "env");
+    inbox.lock().unwrap().secret = secret.clone();
+    spend(&h, key, 1).await;
+    Checker::default()
+        .check_once(&h.db.store, now())
+        .await
+        .unwrap();
+    deliver_all(&h.db.store, &Keyring::empty(), &fast(6), 20).await;
+    assert_eq!(inbox.lock().unwrap().accepted.len(), 1);
+    assert!(inbox.lock().unwrap().forged.is_empty());
+    let values = support::dump_every_value(&h.db.store).await;
+    assert!(!support::appears_in(&values, &secret));
+
+    // Without a master key, an alert whose secret is to be generated is
+    // refused, storing nothing.
+    let reply = h
+        .admin(
+            Method::POST,
+            "/v1/alerts",
+            Some(json!({"key_id": key, "thresholds": [50], "url": url})),
+        )
+        .await;
+    reply.expect_error(StatusCode::SERVICE_UNAVAILABLE, "master_key_missing");
+    let listed = h.admin(Method::GET, "/v1/alerts", None).await.json();
+    assert_eq!(listed["alerts"].as_array().unwrap().len(), 1);
+}
+
+async fn bad_alerts_are_refused_naming_the_field(backend: Backend) {
+    let h = Harness::with_keyring(backend, keyring(7)).await;
+    let key = key_with(&h, &["requests=2/day"]).await;
+    let url = "https://hooks.example.com/tollgate";
+    for (body, field) in [
+        (
+            json!({"key_id": key, "thresholds": [0], "url": url}),
+            "thresholds",
+        ),
+        (
+            json!({"key_id": key, "thresholds": [101], "url": url}),
+            "thresholds",
+        ),
+        (
+            json!({"key_id": key, "thresholds": [50, 50], "url": url}),
+            "thresholds",
+        ),
+        (
+            json!({"key_id": key, "thresholds": [], "url": url}),
+            "thresholds",
+        ),
+        (
+            json!({"key_id": key, "thresholds": [50], "url": "ftp://h/x"}),
+            "url",
+        ),
+        (
+            json!({"key_id": key, "thresholds": [50], "url": "hooks.example.com"}),
+            "url",
+        ),
+        (
+            json!({"key_id": key + 99, "thresholds": [50], "url": url}),
+            "key_id",
+        ),
+        (
+            json!({"key_id": key, "thresholds": [50], "url": url, "secret_env": "A-B"}),
+            "secret_env",
+        ),
+    ] {
+        let reply = h
+            .admin(Method::POST, "/v1/alerts", Some(body.clone()))
+            .await;
+        let error = reply.expect_error(StatusCode::BAD_REQUEST, "invalid_request");
+        assert_eq!(error["field"], field, "{body}: {error}");
+    }
+    let listed = h.admin(Method::GET, "/v1/alerts", None).await.json();
+    assert_eq!(listed["alerts"], json!([]), "nothing was stored");
+
+    // The CLI refuses the same, naming its flags, and stores nothing.
+    for (args, flag) in [
+        (vec!["--at", "50,50", "--url", url], "--at"),
+        (vec!["--at", "0", "--url", url], "--at"),
+        (vec!["--at", "50", "--url", "ftp://h/x"], "--url"),
+    ] {
+        let key = key.to_string();
+        let mut full = vec!["alerts", "add", "--key", key.as_str()];
+        full.extend(args);
+        let error = cli_error(&h.db.target, &full);
+        assert!(error.starts_with(&format!("error: {flag}:")), "{error}");
+    }
+    let error = cli_error(
+        &h.db.target,
+        &[
+            "alerts",
+            "add",
+            "--key",
+            "999",
+            "--at",
+            "50",
+            "--url",
+            url,
+            "--secret-env",
+            "X",
+        ],
+    );
+    assert!(error.contains("--key: no key has id 999"), "{error}");
+    assert!(h.db.store.list_alerts().await.unwrap().is_empty());
+
+    // Added, listed, removed; a second removal finds nothing.
+    let created = add_alert(&h, json!({"key_id": key, "thresholds": [90], "url": url})).await;
+    let id = created["id"].as_i64().unwrap();
+    let listed = h.admin(Method::GET, "/v1/alerts", None).await.json();
+    assert_eq!(listed["alerts"][0]["id"], id);
+    assert_eq!(listed["alerts"][0]["secret_source"], "generated");
+    assert!(listed["alerts"][0].get("secret").is_none());
+    let path = format!("/v1/alerts/{id}");
+    assert_eq!(
+        h.admin(Method::DELETE, &path, None).await.status,
+        StatusCode::NO_CONTENT
+    );
+    h.admin(Method::DELETE, &path, None)
+        .await
+        .expect_error(StatusCode::NOT_FOUND, "not_found");
+    // The admin token is required.
+    let anonymous = h
+        .send(
+            axum::http::Request::get("/v1/alerts")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+}
+
+/// The database URL of a test database, for the CLI.
+fn database_url(target: &DatabaseTarget) -> String {
+    match target {
+        DatabaseTarget::MySql(url) => url.clone(),
+        DatabaseTarget::Sqlite(path) => format!("sqlite://{}", path.display()),
+    }
+}
+
+fn run_cli(target: &DatabaseTarget, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_tollgate"))
+        .args(args)
+        .env("DATABASE_URL", database_url(target))
+        .env_remove("TOLLGATE_MASTER_KEY")
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run tollgate")
+}
+
+/// A CLI command's output; it must succeed.
+fn cli(target: &DatabaseTarget, args: &[&str]) -> String {
+    let out = run_cli(target, args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A CLI command's error; it must fail.
+fn cli_error(target: &DatabaseTarget, args: &[&str]) -> String {
+    let out = run_cli(target, args);
+    assert!(!out.status.success(), "{args:?} succeeded");
+    String::from_utf8(out.stderr).unwrap().trim().to_string()
+}
