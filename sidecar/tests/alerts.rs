@@ -35,6 +35,7 @@ on_both_backends!(
     a_lease_left_by_a_dead_sender_runs_out_and_the_event_is_sent,
     a_secret_from_the_environment_signs_and_is_never_stored,
     bad_alerts_are_refused_naming_the_field,
+    an_https_receiver_gets_the_event_over_tls,
 );
 
 /// HMAC-SHA256 from the definition (RFC 2104) over `tollgate_wire::sha256`.
@@ -641,4 +642,182 @@ fn cli_error(target: &DatabaseTarget, args: &[&str]) -> String {
     let out = run_cli(target, args);
     assert!(!out.status.success(), "{args:?} succeeded");
     String::from_utf8(out.stderr).unwrap().trim().to_string()
+}
+
+/// A test CA and a certificate for `localhost` it signed (made with the
+/// `openssl` command once per process), and `SSL_CERT_FILE` naming the CA,
+/// which is then the only root the sender trusts.
+fn test_pki() -> &'static std::path::PathBuf {
+    static PKI: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    PKI.get_or_init(|| {
+        let dir = std::env::temp_dir().join(support::unique_name("pki"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("leaf.ext"),
+            "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\n\
+             keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        for args in [
+            [
+                &["req", "-x509"][..],
+                &ec,
+                &["-keyout", "ca.key", "-out", "ca.pem"],
+                &["-days", "1", "-subj", "/CN=tollgate test CA"],
+            ]
+            .concat(),
+            [
+                &["req"][..],
+                &ec,
+                &["-keyout", "leaf.key", "-out", "leaf.csr"],
+                &["-subj", "/CN=localhost"],
+            ]
+            .concat(),
+            vec![
+                "x509",
+                "-req",
+                "-in",
+                "leaf.csr",
+                "-CA",
+                "ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                "leaf.pem",
+                "-days",
+                "1",
+                "-extfile",
+                "leaf.ext",
+            ],
+        ] {
+            let out = Command::new("openssl")
+                .args(&args)
+                .current_dir(&dir)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::env::set_var("SSL_CERT_FILE", dir.join("ca.pem"));
+        dir
+    })
+}
+
+/// An https receiver on 127.0.0.1:0 (certificate for `localhost`), the
+/// request read by hand: its URL and what it got.
+async fn tls_receiver() -> (String, Shared) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio_rustls::rustls::ServerConfig;
+
+    let dir = test_pki();
+    let chain = vec![CertificateDer::from_pem_file(dir.join("leaf.pem")).unwrap()];
+    let key = PrivateKeyDer::from_pem_file(dir.join("leaf.key")).unwrap();
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let inbox: Shared = Arc::default();
+    let shared = inbox.clone();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let Ok(mut tls) = acceptor.accept(tcp).await else {
+                continue;
+            };
+            let mut raw = Vec::new();
+            let mut buf = [0u8; 4096];
+            let (head_end, length) = loop {
+                let n = tls.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the request ended early");
+                raw.extend_from_slice(&buf[..n]);
+                if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+                    let head = String::from_utf8_lossy(&raw[..end]).to_lowercase();
+                    let length = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+                    break (end + 4, length);
+                }
+            };
+            while raw.len() < head_end + length {
+                let n = tls.read(&mut buf).await.unwrap();
+                raw.extend_from_slice(&buf[..n]);
+            }
+            let head = String::from_utf8_lossy(&raw[..head_end]).to_string();
+            let mut headers = HeaderMap::new();
+            for line in head.lines().skip(1).filter(|l| !l.is_empty()) {
+                let (name, value) = line.split_once(':').unwrap();
+                headers.insert(
+                    axum::http::HeaderName::from_bytes(name.trim().as_bytes()).unwrap(),
+                    value.trim().parse().unwrap(),
+                );
+            }
+            let body = Bytes::copy_from_slice(&raw[head_end..head_end + length]);
+            let status = receive(State(shared.clone()), headers, body).await;
+            let reply = format!(
+                "HTTP/1.1 {} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+                status.as_u16()
+            );
+            let _ = tls.write_all(reply.as_bytes()).await;
+            let _ = tls.shutdown().await;
+        }
+    });
+    (format!("https://localhost:{port}/hook"), inbox)
+}
+
+async fn an_https_receiver_gets_the_event_over_tls(backend: Backend) {
+    let h = Harness::with_keyring(backend, keyring(7)).await;
+    let (url, inbox) = tls_receiver().await;
+    let key = key_with(&h, &["requests=2/day"]).await;
+    let created = add_alert(&h, json!({"key_id": key, "thresholds": [50], "url": url})).await;
+    inbox.lock().unwrap().secret = created["secret"].as_str().unwrap().to_string();
+    spend(&h, key, 1).await;
+    Checker::default()
+        .check_once(&h.db.store, now())
+        .await
+        .unwrap();
+    deliver_all(&h.db.store, &keyring(7), &fast(6), 20).await;
+    let got = std::mem::take(&mut *inbox.lock().unwrap());
+    assert!(got.forged.is_empty(), "{:?}", got.forged);
+    assert_eq!(got.accepted.len(), 1);
+    assert_eq!(got.accepted[0].1["threshold"], 50);
+    let events = h.db.store.alert_events(None).await.unwrap();
+    assert_eq!(events[0].state, "delivered");
+
+    // A certificate that does not name the host asked for (it names
+    // `localhost`, not 127.0.0.1): every attempt fails on TLS.
+    let wrong = url.replace("localhost", "127.0.0.1");
+    let second = add_alert(&h, json!({"key_id": key, "thresholds": [50], "url": wrong})).await;
+    inbox.lock().unwrap().secret = second["secret"].as_str().unwrap().to_string();
+    Checker::default()
+        .check_once(&h.db.store, now())
+        .await
+        .unwrap();
+    deliver_all(&h.db.store, &keyring(7), &fast(2), 50).await;
+    assert!(inbox.lock().unwrap().accepted.is_empty());
+    let failed = h.db.store.alert_events(Some("failed")).await.unwrap();
+    assert_eq!(failed.len(), 1);
+    assert!(
+        failed[0].last_error.as_deref().unwrap().contains("TLS"),
+        "{failed:?}"
+    );
 }

@@ -1,5 +1,6 @@
 //! The sender: claims the outbox's due events with a lease, POSTs each to
-//! its alert's URL signed per Standard Webhooks (`webhook-id`,
+//! its alert's URL (http, or https checked against the system's roots)
+//! signed per Standard Webhooks (`webhook-id`,
 //! `webhook-timestamp`, `webhook-signature`), and records the outcome: 2xx
 //! delivered; otherwise due again after an exponential backoff, until the
 //! last attempt leaves the event `failed`.
@@ -10,6 +11,7 @@
 //! again: delivery is at least once, and `webhook-id` (the same on every
 //! attempt) lets the receiver drop a repeat.
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use http_body_util::Full;
@@ -17,6 +19,9 @@ use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+use tokio_rustls::TlsConnector;
 
 use super::unix_now_ms;
 use crate::domain::alert::secret_binding;
@@ -156,26 +161,17 @@ async fn post(event: &ClaimedEvent, secret: &WebhookSecret) -> Result<(), String
         .url
         .parse()
         .map_err(|e| format!("the URL cannot be read: {e}"))?;
-    if uri.scheme_str() != Some("http") {
-        return Err("this sidecar sends webhooks over plain http only; \
-                    put a TLS-terminating proxy in front of an https receiver"
-            .into());
-    }
+    let tls = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
+        _ => return Err("the URL is neither http:// nor https://".into()),
+    };
     let authority = uri
         .authority()
         .ok_or_else(|| "the URL names no host".to_string())?;
-    let address = format!(
-        "{}:{}",
-        authority.host(),
-        authority.port_u16().unwrap_or(80)
-    );
-    let stream = TcpStream::connect(&address)
-        .await
-        .map_err(|e| format!("cannot connect to {address}: {e}"))?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| format!("HTTP handshake failed: {e}"))?;
-    tokio::spawn(connection);
+    let host = authority.host();
+    let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
+    let address = format!("{host}:{port}");
     let timestamp = u64::try_from(unix_now_ms() / 1000).unwrap_or(0);
     let body = event.payload.as_bytes();
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
@@ -191,13 +187,72 @@ async fn post(event: &ClaimedEvent, secret: &WebhookSecret) -> Result<(), String
         )
         .body(Full::new(Bytes::copy_from_slice(body)))
         .map_err(|e| format!("cannot build the request: {e}"))?;
+    let stream = TcpStream::connect(&address)
+        .await
+        .map_err(|e| format!("cannot connect to {address}: {e}"))?;
+    let status = if tls {
+        // An IP literal's brackets are the URL's, not the name's.
+        let name = host.trim_start_matches('[').trim_end_matches(']');
+        let name = ServerName::try_from(name.to_string())
+            .map_err(|_| format!("{host} is not a name TLS can check"))?;
+        let stream = tls_connector()?
+            .connect(name, stream)
+            .await
+            .map_err(|e| format!("TLS with {address} failed: {e}"))?;
+        exchange(stream, request).await?
+    } else {
+        exchange(stream, request).await?
+    };
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!("the receiver answered {status}"))
+    }
+}
+
+/// Sends one request over `io` (HTTP/1.1) and returns the answer's status.
+async fn exchange<S>(
+    io: S,
+    request: hyper::Request<Full<Bytes>>,
+) -> Result<hyper::StatusCode, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| format!("HTTP handshake failed: {e}"))?;
+    tokio::spawn(connection);
     let response = sender
         .send_request(request)
         .await
         .map_err(|e| format!("the request failed: {e}"))?;
-    if response.status().is_success() {
-        Ok(())
-    } else {
-        Err(format!("the receiver answered {}", response.status()))
-    }
+    Ok(response.status())
+}
+
+/// The TLS client of https receivers, made once: the system's root
+/// certificates (or those of `SSL_CERT_FILE` / `SSL_CERT_DIR`), checked
+/// the usual way (the name, the chain, the dates).
+fn tls_connector() -> Result<TlsConnector, String> {
+    static CONNECTOR: OnceLock<Result<TlsConnector, String>> = OnceLock::new();
+    CONNECTOR
+        .get_or_init(|| {
+            let mut roots = RootCertStore::empty();
+            let found = rustls_native_certs::load_native_certs();
+            let (added, _) = roots.add_parsable_certificates(found.certs);
+            if added == 0 {
+                return Err(
+                    "no root certificate was found to check an https receiver by \
+                            (the system's, or SSL_CERT_FILE)"
+                        .to_string(),
+                );
+            }
+            let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+            let config = ClientConfig::builder_with_provider(provider)
+                .with_safe_default_protocol_versions()
+                .map_err(|e| format!("TLS cannot be set up: {e}"))?
+                .with_root_certificates(roots)
+                .with_no_client_auth();
+            Ok(TlsConnector::from(Arc::new(config)))
+        })
+        .clone()
 }
