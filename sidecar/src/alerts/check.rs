@@ -8,10 +8,10 @@
 use std::collections::HashSet;
 
 use crate::domain::alert::{crossed, percent, BudgetRef, KeyRef, ThresholdEvent, EVENT_TYPE};
-use crate::domain::clock::{format_rfc3339, from_unix_ms};
+use crate::domain::clock::format_rfc3339;
 use crate::domain::random::random_hex;
 use crate::store::alerts::NewEvent;
-use crate::store::quota_use::ledger_total;
+use crate::store::quota_use::{instant, ledger_total};
 use crate::store::{Store, StoreError};
 
 /// (alert, quota, window start, threshold): one outbox row's identity.
@@ -107,8 +107,4 @@ impl Checker {
         }
         Ok(added)
     }
-}
-
-fn instant(ms: i64) -> time::OffsetDateTime {
-    from_unix_ms(u64::try_from(ms).unwrap_or(0)).unwrap_or(time::OffsetDateTime::UNIX_EPOCH)
 }

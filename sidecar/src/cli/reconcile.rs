@@ -10,8 +10,8 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use tollgate_wire::{QuotaKind, Window};
 
-use crate::domain::clock::{format_rfc3339, from_unix_ms, to_unix_ms};
-use crate::store::quota_use::ledger_total;
+use crate::domain::clock::{format_rfc3339, to_unix_ms};
+use crate::store::quota_use::{instant, ledger_total};
 use crate::store::{Store, StoreError};
 
 /// One (key, quota) in the window containing the instant reconciled at.
@@ -111,10 +111,6 @@ pub async fn reconcile(
         }
     }
     Ok(rows)
-}
-
-fn instant(ms: i64) -> OffsetDateTime {
-    from_unix_ms(u64::try_from(ms).unwrap_or(0)).unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
 /// The rows as a table for people, and a last line saying whether any key

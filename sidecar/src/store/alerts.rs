@@ -10,10 +10,8 @@ use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Row, Type};
 use super::dialect::Dialect;
 use super::sql::text_column;
 use super::{SqlStore, Store, StoreError};
-use time::OffsetDateTime;
-
 use crate::domain::alert::{secret_binding, thresholds_text, AlertError, AlertRequest};
-use crate::domain::clock::{format_rfc3339, from_unix_ms};
+use crate::domain::clock::format_rfc3339;
 use crate::domain::sealed::{Keyring, SealError, SealedSecret};
 use crate::domain::signing_secret::SigningSecret;
 use crate::domain::webhook::WebhookSecret;
@@ -527,8 +525,7 @@ pub struct EventList {
 }
 
 fn rfc3339_ms(ms: i64) -> String {
-    let t = from_unix_ms(u64::try_from(ms).unwrap_or(0)).unwrap_or(OffsetDateTime::UNIX_EPOCH);
-    format_rfc3339(t)
+    format_rfc3339(super::quota_use::instant(ms))
 }
 
 /// Why adding an alert stored nothing.

@@ -8,6 +8,13 @@ use tollgate_wire::{Outcome, Quota, QuotaKind, Window};
 
 use super::rollup::Grain;
 use super::{SeriesRow, Store, StoreError};
+use crate::domain::clock::from_unix_ms;
+
+/// The instant of a window's bound (Unix ms, as `Window::containing`
+/// gives it); the epoch for a bound out of the stores' range.
+pub fn instant(ms: i64) -> OffsetDateTime {
+    from_unix_ms(u64::try_from(ms).unwrap_or(0)).unwrap_or(OffsetDateTime::UNIX_EPOCH)
+}
 
 /// The buckets that tile a window exactly: a minute's from `usage_log`
 /// (no rollup keeps minutes), an hour's or a day's rollup row, a month's
