@@ -197,7 +197,10 @@ def test_database_cut_for_5s_under_load(fleet, gw: Gateway):
     assert buffered > 0, "the filters hold no records while the database is cut"
     assert during, "the load stalled during the cut"
     assert_all_served(load)
-    wait_until_metered(fleet.ledger, key["id"], load.served() | served)
+    # Failed flushes back off up to usage.max_backoff_ms (30 s): a filter
+    # whose retries all failed during the cut may wait that long before it
+    # sends again, so the bound is that plus the flushes themselves.
+    wait_until_metered(fleet.ledger, key["id"], load.served() | served, timeout=60.0)
     print(f"database cut 5 s: {len(during)} served during the cut, {buffered} records "
           f"buffered at its end over {len(fleet.envoys)} Envoys, all metered once after")
 

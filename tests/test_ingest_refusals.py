@@ -109,4 +109,5 @@ def test_forged_records_are_refused_and_the_summary_keeps_working(any_gateway: G
     assert rows == [{"api_key_id": key["id"], "outcome": "allowed", "requests": 3,
                      "request_bytes": 360, "response_bytes": 144, "units": 51,
                      "input_tokens": 0, "output_tokens": 0, "cached_input_tokens": 0,
-                     "reasoning_tokens": 0}], rows
+                     "reasoning_tokens": 0, "cost_micros": None, "currency": None,
+                     "priced_rows": 0, "unpriced_rows": 0}], rows

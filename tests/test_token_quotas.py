@@ -101,12 +101,15 @@ def llm_fleet(tmp_path_factory, mysql_server, filter_build):
 
 class Refused(Exception):
     """The gateway answered the call with an error (``error``: the SDK's),
-    at ``at`` (seconds since the epoch: its Retry-After counts from then)."""
+    received at ``at`` and sent at ``sent`` when known (seconds since the
+    epoch): its Retry-After counts from when its headers reached the
+    gateway, in between."""
 
-    def __init__(self, error: openai.APIStatusError):
+    def __init__(self, error: openai.APIStatusError, sent: float | None = None):
         super().__init__(f"{error.status_code} {error.message}")
         self.error = error
         self.at = time.time()
+        self.sent = self.at if sent is None else sent
 
 
 def upstream_headers(reply: int, delay_ms: int = 0, fault: str | None = None) -> dict:
@@ -124,12 +127,13 @@ def open_stream(client: openai.OpenAI, *, cap: int | None = CAP, model: str = "g
     """A streamed chat completion, its answer's head read (the SDK's raw
     response); raises Refused for an error answer."""
     extra = {} if cap is None else {"max_tokens": cap}
+    sent = time.time()
     try:
         return client.chat.completions.with_raw_response.create(
             model=model, messages=MESSAGES, stream=True,
             extra_headers=upstream_headers(**knobs), **extra)
     except openai.APIStatusError as err:
-        raise Refused(err) from err
+        raise Refused(err, sent) from err
 
 
 def chat(client: openai.OpenAI, *, cap: int | None = CAP, model: str = "gpt-test",
@@ -272,9 +276,12 @@ def assert_token_refusal(no: Refused, name: str, limit: int, window_s: int,
     headers = err.response.headers
     retry_after = headers.get("retry-after", "")
     assert retry_after.isdigit() and int(retry_after) >= 1, dict(headers)
+    # Counted from when the request reached the gateway: between the
+    # window's end as seen when it was sent and when its answer came.
     left = seconds_to_window_end(window_s, no.at if at is None else at)
-    assert abs(int(retry_after) - left) <= 2, \
-        f"Retry-After {retry_after}, but the window ends in {left:.0f} s"
+    most = seconds_to_window_end(window_s, no.sent if at is None else at)
+    assert left - 2 <= int(retry_after) <= most + 2, \
+        f"Retry-After {retry_after}, but the window ends in {left:.0f} s ({most:.0f} s when sent)"
     policy = sf_items(headers.get("ratelimit-policy", ""))
     assert policy.get(name) == {"q": limit, "w": window_s}, headers.get("ratelimit-policy")
     assert sf_items(headers.get("ratelimit", "")) == {name: {"r": 0, "t": int(retry_after)}}, \
