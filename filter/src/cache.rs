@@ -40,6 +40,9 @@ const HAS_SIGNING_SECRET: u8 = 4;
 const HAS_FEED_POSITION: u8 = 8;
 /// The key has limits: its requests are charged to its budget (`limits`).
 const LIMITED: u8 = 16;
+/// The key's team has limits: its requests are charged to the team's
+/// budget too; the team's id follows the feed position.
+const TEAM_LIMITED: u8 = 32;
 
 /// The validated cache settings of the plugin configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,6 +83,9 @@ pub struct CacheEntry {
     pub feed_position: Option<u64>,
     /// The key has a rate or quotas (kept in its budget, `limits`).
     pub limited: bool,
+    /// The key's team, when the team has a rate or quotas (kept in the
+    /// team's budget): its requests are charged to both.
+    pub team: Option<i64>,
 }
 
 /// The result of looking a key up in its slot.
@@ -255,6 +261,9 @@ impl CacheEntry {
         if self.limited {
             flags |= LIMITED;
         }
+        if self.team.is_some() {
+            flags |= TEAM_LIMITED;
+        }
         let mut out = Vec::with_capacity(ENTRY_LEN + secret.map_or(0, |s| 1 + s.len()));
         out.push(verdict_byte(self.verdict));
         out.push(flags);
@@ -264,6 +273,9 @@ impl CacheEntry {
         out.extend_from_slice(&self.fetched_at_ms.to_be_bytes());
         if let Some(position) = self.feed_position {
             out.extend_from_slice(&position.to_be_bytes());
+        }
+        if let Some(team) = self.team {
+            out.extend_from_slice(&team.to_be_bytes());
         }
         if let Some(secret) = secret {
             out.push(u8::try_from(secret.len()).unwrap_or(u8::MAX));
@@ -280,9 +292,9 @@ impl CacheEntry {
         }
         let mut cursor = decode_versioned(FORMAT_VERSION, bytes)?;
         let [verdict, flags] = take::<2>(&mut cursor)?;
-        if flags & !(HAS_KEY_ID | HAS_EXPIRES_AT | HAS_SIGNING_SECRET | HAS_FEED_POSITION | LIMITED)
-            != 0
-        {
+        const KNOWN: u8 =
+            HAS_KEY_ID | HAS_EXPIRES_AT | HAS_SIGNING_SECRET | HAS_FEED_POSITION | LIMITED;
+        if flags & !(KNOWN | TEAM_LIMITED) != 0 {
             return None;
         }
         let verdict = verdict_from_byte(verdict)?;
@@ -292,6 +304,11 @@ impl CacheEntry {
         let fetched_at_ms = u64::from_be_bytes(take::<8>(&mut cursor)?);
         let feed_position = if flags & HAS_FEED_POSITION != 0 {
             Some(u64::from_be_bytes(take::<8>(&mut cursor)?))
+        } else {
+            None
+        };
+        let team = if flags & TEAM_LIMITED != 0 {
+            Some(i64::from_be_bytes(take::<8>(&mut cursor)?))
         } else {
             None
         };
@@ -315,6 +332,7 @@ impl CacheEntry {
             signing_secret,
             feed_position,
             limited: flags & LIMITED != 0,
+            team,
         })
     }
 
@@ -346,6 +364,10 @@ impl CacheEntry {
             signing_secret,
             feed_position: reply.feed_cursor,
             limited: reply.limits.as_ref().is_some_and(|l| !l.is_empty()),
+            team: reply
+                .team_id
+                .filter(|id| *id > 0)
+                .filter(|_| reply.team_limits.as_ref().is_some_and(|l| !l.is_empty())),
         })
     }
 
@@ -353,6 +375,14 @@ impl CacheEntry {
     /// (a clock step), which makes it unusable.
     fn age_ms(&self, now_ms: u64) -> Option<u64> {
         now_ms.checked_sub(self.fetched_at_ms)
+    }
+
+    /// The budgets the key's requests are charged to.
+    pub fn budgets(&self) -> crate::limits::Budgets {
+        crate::limits::Budgets {
+            own: self.limited,
+            team: self.team,
+        }
     }
 
     /// Whether an `active` key has passed its own expiry at `now_ms`.
@@ -432,6 +462,7 @@ mod tests {
             signing_secret: None,
             feed_position: None,
             limited: false,
+            team: None,
         }
     }
 
@@ -505,6 +536,7 @@ mod tests {
             signing_secret: None,
             feed_position: None,
             limited: false,
+            team: None,
         };
         let read = || read_slot(&host, &active.key_hash, &one_slot, &secret);
         assert_eq!(
@@ -625,6 +657,8 @@ mod tests {
             signing_secret: None,
             feed_cursor: None,
             limits: None,
+            team_id: None,
+            team_limits: None,
         };
         let e = CacheEntry::from_reply([1; 32], &reply(KeyVerdict::Active, Some(3)), 9).unwrap();
         assert_eq!(

@@ -65,17 +65,30 @@ pub enum Denial {
     AuthUnavailable,
     /// The replay store's bucket for this `jti` is full of live entries.
     ReplayStoreFull,
-    /// The key's rate is exceeded on this Envoy (`limits`).
-    RateLimited,
-    /// One of the key's quotas is spent fleet-wide for its window (`limits`).
-    QuotaExceeded,
+    /// The key's rate (`team`: its team's) is exceeded on this Envoy
+    /// (`limits`).
+    RateLimited { team: bool },
+    /// One of the key's quotas (`team`: its team's) is spent fleet-wide
+    /// for its window (`limits`).
+    QuotaExceeded { team: bool },
     /// The request's charge of a quota (for tokens: its reservation) is
     /// more than the quota's limit: it could never be admitted (`limits`).
     QuotaNeverFits {
+        team: bool,
         kind: tollgate_wire::QuotaKind,
         charge: u64,
         limit: u64,
     },
+}
+
+/// How a refusal names the budget it came from: the key's own, or the
+/// team's it belongs to (shared by the team's keys).
+fn budget_name(team: bool) -> &'static str {
+    if team {
+        "the API key's team"
+    } else {
+        "the API key"
+    }
 }
 
 impl Denial {
@@ -104,8 +117,8 @@ impl Denial {
             Denial::TooManyLiveTokens => Outcome::TooManyLiveTokens,
             Denial::AuthUnavailable => Outcome::AuthUnavailable,
             Denial::ReplayStoreFull => Outcome::ReplayStoreFull,
-            Denial::RateLimited => Outcome::RateLimited,
-            Denial::QuotaExceeded | Denial::QuotaNeverFits { .. } => Outcome::QuotaExceeded,
+            Denial::RateLimited { .. } => Outcome::RateLimited,
+            Denial::QuotaExceeded { .. } | Denial::QuotaNeverFits { .. } => Outcome::QuotaExceeded,
         }
     }
 
@@ -165,29 +178,34 @@ impl Denial {
             Denial::ReplayStoreFull => {
                 "the gateway's replay store is full; retry once earlier tokens expire".to_string()
             }
-            Denial::RateLimited => {
-                "the API key's rate limit is exceeded; retry after Retry-After seconds".to_string()
-            }
-            Denial::QuotaExceeded => {
-                "the API key's quota for this window is spent; retry after Retry-After seconds"
-                    .to_string()
-            }
+            Denial::RateLimited { team } => format!(
+                "{}'s rate limit is exceeded; retry after Retry-After seconds",
+                budget_name(team)
+            ),
+            Denial::QuotaExceeded { team } => format!(
+                "{}'s quota for this window is spent; retry after Retry-After seconds",
+                budget_name(team)
+            ),
             Denial::QuotaNeverFits {
+                team,
                 kind,
                 charge,
                 limit,
             } if kind.reserves() => format!(
                 "this request may use up to {charge} {kind} (its body's bytes plus its \
-                 output cap), more than the API key's {kind} quota allows in a whole \
-                 window ({limit}): it can never fit; lower the output cap"
+                 output cap), more than {}'s {kind} quota allows in a whole \
+                 window ({limit}): it can never fit; lower the output cap",
+                budget_name(team)
             ),
             Denial::QuotaNeverFits {
+                team,
                 kind,
                 charge,
                 limit,
             } => format!(
-                "this request counts {charge} against the API key's {kind} quota, more \
-                 than it allows in a whole window ({limit}): it can never fit"
+                "this request counts {charge} against {}'s {kind} quota, more \
+                 than it allows in a whole window ({limit}): it can never fit",
+                budget_name(team)
             ),
         }
     }
@@ -281,8 +299,8 @@ mod tests {
             Denial::TooManyLiveTokens,
             Denial::AuthUnavailable,
             Denial::ReplayStoreFull,
-            Denial::RateLimited,
-            Denial::QuotaExceeded,
+            Denial::RateLimited { team: false },
+            Denial::QuotaExceeded { team: false },
         ]
     }
 

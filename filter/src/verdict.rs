@@ -18,8 +18,8 @@ pub struct KeyDecision {
     /// The secret the key's tokens must be signed with, when it has its
     /// own (otherwise the shared secrets of the configuration apply).
     pub signing_secret: Option<Secret>,
-    /// The key has limits: an admitted request is charged to its budget.
-    pub limited: bool,
+    /// The budgets an admitted request is charged to (its own, its team's).
+    pub budgets: crate::limits::Budgets,
 }
 
 /// Maps a verdict to a decision at `now_ms`: `active` passes (unless the
@@ -37,7 +37,7 @@ pub fn decide_key(entry: &CacheEntry, now_ms: u64) -> KeyDecision {
         key_id: entry.key_id,
         result,
         signing_secret: entry.signing_secret.clone(),
-        limited: entry.limited,
+        budgets: entry.budgets(),
     }
 }
 
@@ -78,6 +78,7 @@ mod tests {
             signing_secret: None,
             feed_position: None,
             limited: false,
+            team: None,
         };
         let now = 1_000_000;
         let d = |e: CacheEntry| decide_key(&e, now).result;

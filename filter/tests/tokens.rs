@@ -61,7 +61,7 @@ fn run(case: &Value, defaults: &Value, now: i64) -> Result<(), Denial> {
         key_id: Some(1),
         result: Ok(1),
         signing_secret: None,
-        limited: false,
+        budgets: Default::default(),
     };
     let mut checking = Checking::new([0; 32], token, now, config.max_body_bytes);
     let verdict = checking.key_known(active, |token, key_secret| {

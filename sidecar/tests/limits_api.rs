@@ -68,6 +68,7 @@ fn ask(grant_id: String, key_id: i64, quota: QuotaKind, need: u64, recent_use: u
     GrantAsk {
         grant_id,
         key_id,
+        team_id: None,
         quota,
         model: None,
         need,
@@ -392,6 +393,7 @@ async fn settlements_charge_after_the_fact(backend: Backend) {
                 Settlement {
                     settlement_id: id(3),
                     key_id: plain["id"].as_i64().unwrap(),
+                    team_id: None,
                     quota: QuotaKind::ResponseBytes,
                     model: None,
                     amount: 5,
@@ -399,6 +401,7 @@ async fn settlements_charge_after_the_fact(backend: Backend) {
                 Settlement {
                     settlement_id: id(4),
                     key_id: 999,
+                    team_id: None,
                     quota: QuotaKind::Units,
                     model: None,
                     amount: 5,

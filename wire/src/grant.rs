@@ -14,6 +14,10 @@
 //!
 //! Every ask, return and settlement carries an id its sender minted: a
 //! retried call is answered as the first was and charges nothing twice.
+//!
+//! A budget belongs to a key or to a team ([`BudgetOwner`]): a team's
+//! limits are shared by all of its keys, and an ask or a settlement with a
+//! `team_id` is for the team's quota.
 
 use serde::{Deserialize, Serialize};
 
@@ -58,6 +62,20 @@ pub struct GrantRequest {
     pub settlements: Vec<Settlement>,
 }
 
+impl GrantAsk {
+    /// Whose quota the ask is for.
+    pub fn owner(&self) -> BudgetOwner {
+        BudgetOwner::of(self.key_id, self.team_id)
+    }
+}
+
+impl Settlement {
+    /// Whose quota the settlement is for.
+    pub fn owner(&self) -> BudgetOwner {
+        BudgetOwner::of(self.key_id, self.team_id)
+    }
+}
+
 impl GrantRequest {
     /// How many items the call carries.
     pub fn len(&self) -> usize {
@@ -70,6 +88,42 @@ impl GrantRequest {
     }
 }
 
+/// Whose budget a quota is: a key's own, or its team's (shared by all of
+/// the team's keys).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum BudgetOwner {
+    Key(i64),
+    Team(i64),
+}
+
+impl BudgetOwner {
+    /// The owner named by an item's `key_id` and `team_id` (a `team_id`
+    /// wins: the item is for the team's quota).
+    pub fn of(key_id: i64, team_id: Option<i64>) -> Self {
+        match team_id {
+            Some(team) => BudgetOwner::Team(team),
+            None => BudgetOwner::Key(key_id),
+        }
+    }
+
+    /// The `key_id` and `team_id` of an item for this owner (a team's
+    /// items carry `key_id` 0).
+    pub fn ids(self) -> (i64, Option<i64>) {
+        match self {
+            BudgetOwner::Key(id) => (id, None),
+            BudgetOwner::Team(id) => (0, Some(id)),
+        }
+    }
+
+    /// How messages and headers name the budget: `key 7`, `team 3`.
+    pub fn describe(self) -> String {
+        match self {
+            BudgetOwner::Key(id) => format!("key {id}"),
+            BudgetOwner::Team(id) => format!("team {id}"),
+        }
+    }
+}
+
 /// A slice of a quota charged at admission (`requests`, `request_bytes`,
 /// the token kinds).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,7 +131,12 @@ pub struct GrantAsk {
     /// [`CHARGE_ID_HEX_LEN`] lowercase hex digits, fresh for each ask (the
     /// same for its retries).
     pub grant_id: String,
+    /// The key whose quota this is (0 for a team's).
     pub key_id: i64,
+    /// The team whose quota this is, when it is a team's
+    /// ([`BudgetOwner::of`]); absent for a key's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team_id: Option<i64>,
     pub quota: QuotaKind,
     /// The model the quota is scoped to (`tokens=100k/day@gpt-4o`); absent
     /// for an unscoped quota.
@@ -105,7 +164,10 @@ pub struct Settlement {
     /// [`CHARGE_ID_HEX_LEN`] lowercase hex digits (the filter can derive it
     /// from the request id).
     pub settlement_id: String,
+    /// As [`GrantAsk::key_id`] and [`GrantAsk::team_id`].
     pub key_id: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team_id: Option<i64>,
     pub quota: QuotaKind,
     /// As [`GrantAsk::model`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -125,7 +187,7 @@ pub enum GrantStatus {
     /// The key has no quota of this kind and scope (any more): nothing to
     /// count.
     NoQuota,
-    /// No key has this id.
+    /// No key (or, for a team's quota, no team) has this id.
     UnknownKey,
 }
 
@@ -287,6 +349,27 @@ mod tests {
         assert!(is_charge_id("0123456789abcdef0123456789abcdef"));
         assert!(!is_charge_id("0123456789ABCDEF0123456789ABCDEF"));
         assert!(!is_charge_id("0123"));
+    }
+
+    #[test]
+    fn an_item_with_a_team_id_is_for_the_teams_quota() {
+        let ask: GrantAsk = serde_json::from_str(
+            r#"{"grant_id":"00000000000000000000000000000001","key_id":0,"team_id":4,"quota":"tokens","need":10,"recent_use":0}"#,
+        )
+        .unwrap();
+        assert_eq!(ask.owner(), BudgetOwner::Team(4));
+        assert_eq!(BudgetOwner::Team(4).ids(), (0, Some(4)));
+        assert_eq!(BudgetOwner::of(9, None), BudgetOwner::Key(9));
+        let key_ask = GrantAsk {
+            team_id: None,
+            key_id: 9,
+            ..ask
+        };
+        let text = serde_json::to_string(&key_ask).unwrap();
+        assert!(
+            !text.contains("team_id"),
+            "a key's ask is as before: {text}"
+        );
     }
 
     /// One step of a fleet's traffic against a window: an Envoy asks, or

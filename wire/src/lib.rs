@@ -28,9 +28,9 @@ pub use digest::{body_sha256_hex, key_hash, key_hash_hex, sha256, Digest32};
 pub use error::{ErrorBody, ErrorDetail};
 pub use feed::{changes_query, ChangesReply, KeyChange, CHANGES_PATH, MAX_CHANGES_PER_REPLY};
 pub use grant::{
-    grant_amount, grant_size, is_charge_id, GrantAsk, GrantGiven, GrantReply, GrantRequest,
-    GrantReturn, GrantStatus, KeyLimits, ReturnDone, Settlement, SettlementDone, CHARGE_ID_HEX_LEN,
-    GRANTS_PATH, MAX_GRANT_ITEMS,
+    grant_amount, grant_size, is_charge_id, BudgetOwner, GrantAsk, GrantGiven, GrantReply,
+    GrantRequest, GrantReturn, GrantStatus, KeyLimits, ReturnDone, Settlement, SettlementDone,
+    CHARGE_ID_HEX_LEN, GRANTS_PATH, MAX_GRANT_ITEMS,
 };
 pub use hex::{is_lower_hex_digest, parse_lower_hex, to_hex};
 pub use jws::Algorithm;

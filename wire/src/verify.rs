@@ -89,6 +89,14 @@ pub struct VerifyReply {
     /// limits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<crate::limits::Limits>,
+    /// The team the key belongs to, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team_id: Option<i64>,
+    /// The team's rate and quotas, shared by all of its keys, when it has
+    /// any: an active key's requests are admitted against them as well as
+    /// its own (`grant::BudgetOwner::Team`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team_limits: Option<crate::limits::Limits>,
 }
 
 impl std::fmt::Debug for VerifyReply {
@@ -99,6 +107,8 @@ impl std::fmt::Debug for VerifyReply {
             .field("expires_at", &self.expires_at)
             .field("feed_cursor", &self.feed_cursor)
             .field("limits", &self.limits)
+            .field("team_id", &self.team_id)
+            .field("team_limits", &self.team_limits)
             .field(
                 "signing_secret",
                 &self
@@ -123,6 +133,8 @@ mod tests {
             signing_secret: None,
             feed_cursor: None,
             limits: None,
+            team_id: None,
+            team_limits: None,
         };
         assert_eq!(
             serde_json::to_string(&reply).unwrap(),

@@ -11,6 +11,7 @@ use tollgate_wire::Digest32;
 
 use crate::body::BodyHasher;
 use crate::error::Denial;
+use crate::limits::Budgets;
 use crate::replay::JtiClaim;
 use crate::token::{PreparedToken, Secret};
 use crate::verdict::KeyDecision;
@@ -111,9 +112,12 @@ impl Checking {
         }
     }
 
-    /// Whether the verdict in says the key has limits.
-    pub fn limited(&self) -> bool {
-        matches!(&self.key, KeyState::Known(decision) if decision.limited)
+    /// The budgets the verdict in says the key's requests are charged to.
+    pub fn budgets(&self) -> Budgets {
+        match &self.key {
+            KeyState::Known(decision) => decision.budgets,
+            _ => Budgets::default(),
+        }
     }
 
     /// Whether the verification call in flight is the callout `token`.

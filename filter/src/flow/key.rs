@@ -3,7 +3,7 @@
 //! answer, a fresh entry another worker just wrote, else a stale positive
 //! verdict within `stale_if_error_s`, else 503.
 
-use tollgate_wire::{Digest32, VERIFY_PATH};
+use tollgate_wire::{BudgetOwner, Digest32, VERIFY_PATH};
 
 use super::checking::{Checking, VerifyCall};
 use super::{Flow, KeyState, Next, Phase, Stage};
@@ -139,23 +139,33 @@ impl<H: StreamHost> Flow<H> {
         let reply = parse_verify_reply(status.as_deref(), body.as_deref());
         let read_at = reply.as_ref().and_then(|r| r.feed_cursor);
         let limits = reply.as_ref().and_then(|r| r.limits.clone());
+        let team_limits = reply.as_ref().and_then(|r| r.team_limits.clone());
         let entry = reply.and_then(|reply| CacheEntry::from_reply(*key_hash, &reply, now));
         match entry {
             Some(entry) => {
-                // The budget first: a worker that finds the entry limited
-                // finds the limits in the budget. It holds no grant yet:
+                // The budgets first: a worker that finds the entry limited
+                // finds the limits in the budgets. They hold no grant yet:
                 // the verdict precedes the signature check, and only a
                 // request that passed it asks for one.
-                if let (Some(limits), Some(key_id), true) = (&limits, entry.key_id, entry.limited) {
+                let own = entry
+                    .key_id
+                    .filter(|_| entry.limited)
+                    .map(BudgetOwner::Key)
+                    .zip(limits.as_ref());
+                let team = entry.team.map(BudgetOwner::Team).zip(team_limits.as_ref());
+                for (owner, limits) in own.into_iter().chain(team) {
                     match self.host.monotonic_ms() {
                         Some(mono_ms) => {
-                            if !crate::limits::limits_known(&self.host, key_id, limits, mono_ms) {
-                                self.log(LogLevel::Warn, "cannot write the key's budget");
+                            if !crate::limits::limits_known(&self.host, owner, limits, mono_ms) {
+                                self.log(
+                                    LogLevel::Warn,
+                                    &format!("cannot write the budget of {}", owner.describe()),
+                                );
                             }
                         }
                         None => self.log(
                             LogLevel::Warn,
-                            "no monotonic clock: the key's budget is not written",
+                            "no monotonic clock: the key's budgets are not written",
                         ),
                     }
                 }

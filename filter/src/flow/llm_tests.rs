@@ -204,7 +204,12 @@ fn token_call(gw: &Gateway, body: &[u8], amount: u64) -> Request {
 
 /// What this Envoy holds of the key's `tokens` quota.
 fn tokens_held(gw: &Gateway) -> u64 {
-    let bytes = gw.world.shared(&crate::limits::budget_key(4)).unwrap();
+    let bytes = gw
+        .world
+        .shared(&crate::limits::budget_key(crate::limits::BudgetOwner::Key(
+            4,
+        )))
+        .unwrap();
     crate::limits::Budget::decode(&bytes).unwrap().quotas[0].held
 }
 

@@ -377,7 +377,7 @@ impl<H: StreamHost> Flow<H> {
                     self.deny(Denial::AuthUnavailable, &[]);
                     return Action::Pause;
                 };
-                let admission = Admission::new(key_id, checking.limited(), checking.take_jti());
+                let admission = Admission::new(key_id, checking.budgets(), checking.take_jti());
                 self.admit(admission, phase)
             }
         }

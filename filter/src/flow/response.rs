@@ -6,7 +6,7 @@
 
 use tollgate_wire::MAX_UNITS;
 
-use super::admission::Charged;
+use super::admission::{Charged, ChargedBudget};
 use super::Flow;
 use crate::host::{LogLevel, StreamHost};
 use crate::limits;
@@ -43,9 +43,14 @@ impl Allowed {
         }
     }
 
-    /// Whether the key has quotas charged when the response ends.
+    /// Each budget charged (the key's own, its team's).
+    fn budgets(&self) -> &[ChargedBudget] {
+        self.charged.as_ref().map_or(&[], |c| c.budgets.as_slice())
+    }
+
+    /// Whether a budget has quotas charged when the response ends.
     pub fn settles_after(&self) -> bool {
-        self.charged.as_ref().is_some_and(|c| c.settles_after)
+        self.budgets().iter().any(|b| b.settles_after)
     }
 }
 
@@ -116,24 +121,27 @@ impl<H: StreamHost> Flow<H> {
                     &format!("{} tokens estimated: {why}", metered.usage.api.name()),
                 );
             }
-            let reserved = allowed.charged.as_ref().map(|c| c.reserved.as_slice());
-            if let Some(reserved) = reserved.filter(|r| !r.is_empty()) {
+            for budget in allowed.budgets().iter().filter(|b| !b.reserved.is_empty()) {
                 let used = &metered.usage.tokens;
-                let settled = limits::settle(&self.host, allowed.key_id, reserved, used, ended_ms);
+                let settled =
+                    limits::settle(&self.host, budget.owner, &budget.reserved, used, ended_ms);
                 if settled != Updated::Written {
                     self.log(
                         LogLevel::Warn,
-                        "cannot settle the call's token reservation; it stays charged",
+                        &format!(
+                            "cannot settle the call's token reservation of {}; it stays charged",
+                            budget.owner.describe()
+                        ),
                     );
                 }
             }
             self.exchange.llm = Some(metered.usage);
         }
-        if allowed.settles_after() {
-            let model = self.exchange.llm.as_ref().map(|u| u.model.as_str());
+        let model = self.exchange.llm.as_ref().map(|u| u.model.as_str());
+        for budget in allowed.budgets().iter().filter(|b| b.settles_after) {
             limits::charge_after(
                 &self.host,
-                allowed.key_id,
+                budget.owner,
                 self.exchange.response_bytes,
                 self.exchange.units,
                 model,

@@ -36,6 +36,7 @@ fn entry(verdict: KeyVerdict, key_id: Option<i64>, fetched_at_ms: u64) -> CacheE
         signing_secret: None,
         feed_position: None,
         limited: false,
+        team: None,
     }
 }
 

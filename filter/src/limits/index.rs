@@ -1,9 +1,15 @@
-//! Which limited keys this Envoy served lately, in shared data
-//! (`tollgate.limits.keys`), so that whichever context ticks (a worker's
-//! root, or the native module's configuration) asks ahead and settles for
-//! every one of them. A worker writes a key in at most once per
-//! [`REFRESH_MS`] (it remembers when it last did); the tick drops keys idle
-//! for [`IDLE_MS`] with nothing due.
+//! Which budgets (limited keys, and teams with limits) this Envoy charged
+//! lately, in shared data (`tollgate.limits.keys`), so that whichever
+//! context ticks (a worker's root, or the native module's configuration)
+//! asks ahead and settles for every one of them. A worker writes a budget
+//! in at most once per [`REFRESH_MS`] (it remembers when it last did); the
+//! tick drops budgets idle for [`IDLE_MS`] with nothing due.
+//!
+//! An entry is an id and an instant: a key's id as it is, a team's negated
+//! (key and team ids are positive), so an index written before teams
+//! reads the same.
+
+use tollgate_wire::BudgetOwner;
 
 use crate::host::Host;
 use crate::shared_table::{self, Change};
@@ -23,7 +29,24 @@ pub const IDLE_MS: u64 = 60_000;
 
 const ATTEMPTS: u32 = 16;
 
-/// The index: key ids and when each was last served (ms).
+/// An owner's id in the index.
+fn index_id(owner: BudgetOwner) -> i64 {
+    match owner {
+        BudgetOwner::Key(id) => id,
+        BudgetOwner::Team(id) => id.saturating_neg(),
+    }
+}
+
+/// The owner an index id stands for.
+fn owner_of(id: i64) -> BudgetOwner {
+    if id < 0 {
+        BudgetOwner::Team(id.saturating_neg())
+    } else {
+        BudgetOwner::Key(id)
+    }
+}
+
+/// The index: index ids and when each was last served (ms).
 pub fn decode(bytes: &[u8]) -> Vec<(i64, u64)> {
     bytes
         .chunks_exact(16)
@@ -46,15 +69,19 @@ fn encode(keys: &[(i64, u64)]) -> Vec<u8> {
     out
 }
 
-/// Every key of the index.
-pub fn keys(host: &impl Host) -> Vec<(i64, u64)> {
+/// Every budget of the index, with when it was last charged.
+pub fn owners(host: &impl Host) -> Vec<(BudgetOwner, u64)> {
     shared_table::read(host, INDEX_KEY)
         .map(|b| decode(&b))
         .unwrap_or_default()
+        .into_iter()
+        .map(|(id, at)| (owner_of(id), at))
+        .collect()
 }
 
-/// The worker served limited key `key_id` at `now_ms`.
-pub fn served(host: &impl Host, worker: &Worker, key_id: i64, now_ms: u64) {
+/// The worker charged `owner`'s budget at `now_ms`.
+pub fn served(host: &impl Host, worker: &Worker, owner: BudgetOwner, now_ms: u64) {
+    let key_id = index_id(owner);
     let Ok(mut seen) = worker.limited_keys.try_borrow_mut() else {
         return;
     };
@@ -83,11 +110,12 @@ pub fn served(host: &impl Host, worker: &Worker, key_id: i64, now_ms: u64) {
     });
 }
 
-/// Drops keys that went idle (the tick found nothing due for them).
-pub fn forget(host: &impl Host, idle: &[i64], now_ms: u64) {
+/// Drops budgets that went idle (the tick found nothing due for them).
+pub fn forget(host: &impl Host, idle: &[BudgetOwner], now_ms: u64) {
     if idle.is_empty() {
         return;
     }
+    let idle: Vec<i64> = idle.iter().copied().map(index_id).collect();
     shared_table::update(host, INDEX_KEY, ATTEMPTS, |current| {
         let mut keys = current.map(decode).unwrap_or_default();
         let before = keys.len();

@@ -1,13 +1,15 @@
-//! Per-key rate limits and quotas on the request path, with no network
-//! call for a key that is in use: each key's [`Budget`] lives in shared
-//! data (`tollgate.limits.<key id>`), every worker of this Envoy charges it
-//! with compare-and-swap, and grants of the fleet's budget arrive ahead of
+//! Rate limits and quotas on the request path, with no network call for a
+//! key that is in use: each budget (a key's own, `tollgate.limits.<key
+//! id>`, or its team's, shared by all of the team's keys,
+//! `tollgate.limits.team.<team id>`; [`BudgetOwner`]) is a [`Budget`] in
+//! shared data, every worker of this Envoy charges it with
+//! compare-and-swap, and grants of the fleet's budget arrive ahead of
 //! need on the tick (`POST /v1/internal/grants`). A request waits for the
 //! network only when the budget holds less than its charge; it is refused
 //! (429) only when the sidecar says the quota is spent, or the rate is
 //! exceeded. See docs/LIMITS.md.
 //!
-//! The verify reply names a key's limits ([`limits_known`]); the flow
+//! The verify reply names a key's limits and its team's ([`limits_known`]); the flow
 //! charges a request ([`charge`]), waits on an ask ([`ask_body`],
 //! [`grant_answered`]), charges a response ([`charge_after`]) and trues
 //! up an LLM call's token reservations ([`settle`]); the root's
@@ -21,6 +23,7 @@ mod ratelimit_headers;
 use std::collections::BTreeMap;
 
 use tollgate_wire::grant::{GrantAsk, GrantReply, GrantRequest, Settlement, GRANTS_PATH};
+pub use tollgate_wire::BudgetOwner;
 use tollgate_wire::{to_hex, Limits};
 
 pub use budget::{
@@ -40,36 +43,42 @@ use crate::worker::Worker;
 /// Prefix of a key's budget in shared data.
 pub const BUDGET_KEY_PREFIX: &str = "tollgate.limits.";
 
+/// Prefix of a team's budget in shared data.
+pub const TEAM_BUDGET_KEY_PREFIX: &str = "tollgate.limits.team.";
+
 /// Attempts of one read-decide-write on a budget before giving up.
 const CAS_ATTEMPTS: u32 = 16;
 
 /// Largest grant answer the filter reads.
 pub const MAX_REPLY_BYTES: usize = 256 * 1024;
 
-/// The shared-data key of a key's budget.
-pub fn budget_key(key_id: i64) -> String {
-    format!("{BUDGET_KEY_PREFIX}{key_id}")
+/// The shared-data key of a budget.
+pub fn budget_key(owner: BudgetOwner) -> String {
+    match owner {
+        BudgetOwner::Key(id) => format!("{BUDGET_KEY_PREFIX}{id}"),
+        BudgetOwner::Team(id) => format!("{TEAM_BUDGET_KEY_PREFIX}{id}"),
+    }
 }
 
-/// One read-decide-write of key `key_id`'s budget: `decide` gets the
-/// budget (`None`: missing or unreadable) and says what to write.
+/// One read-decide-write of `owner`'s budget: `decide` gets the budget
+/// (`None`: missing or unreadable) and says what to write.
 fn update_budget<R>(
     host: &impl Host,
-    key_id: i64,
+    owner: BudgetOwner,
     mut decide: impl FnMut(Option<Budget>) -> Change<R>,
 ) -> shared_table::Update<R> {
-    shared_table::update(host, &budget_key(key_id), CAS_ATTEMPTS, |current| {
+    shared_table::update(host, &budget_key(owner), CAS_ATTEMPTS, |current| {
         decide(current.and_then(Budget::decode))
     })
 }
 
-/// Applies `change` to key `key_id`'s budget, if it has one.
+/// Applies `change` to `owner`'s budget, if it has one.
 fn change_budget(
     host: &impl Host,
-    key_id: i64,
+    owner: BudgetOwner,
     mut change: impl FnMut(&mut Budget),
 ) -> Updated<()> {
-    update_budget(host, key_id, |budget| match budget {
+    update_budget(host, owner, |budget| match budget {
         Some(mut budget) => {
             change(&mut budget);
             Change::Write(budget.encode())
@@ -79,18 +88,40 @@ fn change_budget(
     .result
 }
 
+/// Which budgets a key's admitted requests are charged to: its own, when
+/// it has limits, and its team's, when it is in a team that has them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Budgets {
+    pub own: bool,
+    pub team: Option<i64>,
+}
+
+impl Budgets {
+    /// Whether any budget is charged.
+    pub fn any(self) -> bool {
+        self.own || self.team.is_some()
+    }
+
+    /// The budgets of key `key_id`, in the order they are charged: its own
+    /// first, then its team's.
+    pub fn owners(self, key_id: i64) -> impl Iterator<Item = BudgetOwner> {
+        let own = self.own.then_some(BudgetOwner::Key(key_id));
+        own.into_iter().chain(self.team.map(BudgetOwner::Team))
+    }
+}
+
 /// A fresh ask or settlement id from the host's randomness.
 pub fn fresh_id(host: &impl Host) -> Option<ChargeId> {
     let mut id = [0u8; budget::CHARGE_ID_LEN];
     host.random(&mut id).then_some(id)
 }
 
-/// The verify reply named the key's `limits`: its budget takes them in
+/// The verify reply named `owner`'s `limits`: its budget takes them in
 /// (made on first sight, holding nothing; changed when they differ); a new
 /// bucket is stamped `mono_ms`. False when the budget cannot be written
 /// (the key's requests then fail closed).
-pub fn limits_known(host: &impl Host, key_id: i64, limits: &Limits, mono_ms: u64) -> bool {
-    let update = update_budget(host, key_id, |budget| match budget {
+pub fn limits_known(host: &impl Host, owner: BudgetOwner, limits: &Limits, mono_ms: u64) -> bool {
+    let update = update_budget(host, owner, |budget| match budget {
         Some(budget) if budget.limits == *limits => Change::Stop(()),
         Some(budget) => Change::Write(budget.with_limits(limits.clone(), mono_ms).encode()),
         None => Change::Write(Budget::new(limits.clone(), mono_ms).encode()),
@@ -122,22 +153,23 @@ pub enum Charge {
     Failed(&'static str),
 }
 
-/// Charges a request of key `key_id` asking `demand` at `at`; `fresh`
+/// Charges a request asking `demand` at `at` to `owner`'s budget; `fresh`
 /// mints the id of a new ask, should one be needed. `openai`: a refusal of
 /// a token quota also carries OpenAI's `x-ratelimit-*-tokens` headers.
 pub fn charge(
     host: &impl Host,
-    key_id: i64,
+    owner: BudgetOwner,
     demand: &Demand,
     at: At,
     openai: bool,
     fresh: impl Fn() -> Option<ChargeId>,
 ) -> (Charge, u32) {
     let now_ms = at.wall_ms;
-    let mut answer = Charge::Failed("the key's budget is missing or unreadable");
-    let update = update_budget(host, key_id, |budget| {
+    let is_team = matches!(owner, BudgetOwner::Team(_));
+    let mut answer = Charge::Failed("the budget is missing or unreadable");
+    let update = update_budget(host, owner, |budget| {
         let Some(mut budget) = budget else {
-            answer = Charge::Failed("the key's budget is missing or unreadable");
+            answer = Charge::Failed("the budget is missing or unreadable");
             return Change::Stop(());
         };
         // A refusal writes nothing, unless its refill restarted a bucket
@@ -154,7 +186,7 @@ pub fn charge(
         match budget.admit(at, demand) {
             Admission::Admit => {
                 answer = Charge::Admitted {
-                    ratelimit: remaining_header(&budget, now_ms),
+                    ratelimit: remaining_header(&budget, owner, now_ms),
                     settles_after: budget
                         .quotas
                         .iter()
@@ -164,16 +196,17 @@ pub fn charge(
                 Change::Write(budget.encode())
             }
             Admission::RateLimited { retry_after_s } => {
-                let headers = denial_headers(&budget, None, retry_after_s, now_ms, false);
-                answer = Charge::Denied(Denial::RateLimited, headers);
+                let headers = denial_headers(&budget, owner, None, retry_after_s, now_ms, false);
+                answer = Charge::Denied(Denial::RateLimited { team: is_team }, headers);
                 refused(&budget)
             }
             Admission::QuotaExceeded {
                 quota,
                 retry_after_s,
             } => {
-                let headers = denial_headers(&budget, Some(&quota), retry_after_s, now_ms, openai);
-                answer = Charge::Denied(Denial::QuotaExceeded, headers);
+                let headers =
+                    denial_headers(&budget, owner, Some(&quota), retry_after_s, now_ms, openai);
+                answer = Charge::Denied(Denial::QuotaExceeded { team: is_team }, headers);
                 refused(&budget)
             }
             Admission::NeverFits {
@@ -184,8 +217,10 @@ pub fn charge(
                 let retry_after_s = budget
                     .quota_mut(&quota)
                     .map_or(1, |s| s.seconds_left(now_ms));
-                let headers = denial_headers(&budget, Some(&quota), retry_after_s, now_ms, openai);
+                let headers =
+                    denial_headers(&budget, owner, Some(&quota), retry_after_s, now_ms, openai);
                 let denial = Denial::QuotaNeverFits {
+                    team: is_team,
                     kind: quota.kind,
                     charge,
                     limit,
@@ -211,7 +246,7 @@ pub fn charge(
                         Change::Write(budget.encode())
                     }
                     None => {
-                        answer = Charge::Failed("the key's budget lost a quota");
+                        answer = Charge::Failed("the budget lost a quota");
                         Change::Stop(())
                     }
                 }
@@ -223,28 +258,28 @@ pub fn charge(
         // A refusal whose restamp lost every race is still a refusal (the
         // next read restamps); anything else charged nothing: fail closed.
         Updated::Contended if matches!(answer, Charge::Denied(..)) => answer,
-        Updated::Contended => Charge::Failed("the key's budget stayed contended"),
-        Updated::Failed(_) => Charge::Failed("the key's budget cannot be read or written"),
+        Updated::Contended => Charge::Failed("the budget stayed contended"),
+        Updated::Failed(_) => Charge::Failed("the budget cannot be read or written"),
     };
     (answer, update.retries)
 }
 
 /// Gives back a charge whose request was refused after all.
-pub fn refund(host: &impl Host, key_id: i64, demand: &Demand) {
-    change_budget(host, key_id, |budget| budget.refund(demand));
+pub fn refund(host: &impl Host, owner: BudgetOwner, demand: &Demand) {
+    change_budget(host, owner, |budget| budget.refund(demand));
 }
 
-/// Charges a finished response to the key's quotas settled after the fact
+/// Charges a finished response to `owner`'s quotas settled after the fact
 /// (a scoped one only for a call naming its `model`).
 pub fn charge_after(
     host: &impl Host,
-    key_id: i64,
+    owner: BudgetOwner,
     response_bytes: u64,
     units: u64,
     model: Option<&str>,
     now_ms: u64,
 ) {
-    change_budget(host, key_id, |budget| {
+    change_budget(host, owner, |budget| {
         budget.charge_after(response_bytes, units, model, now_ms)
     });
 }
@@ -253,28 +288,35 @@ pub fn charge_after(
 /// that count, the rest given back ([`Budget::settle`]).
 pub fn settle(
     host: &impl Host,
-    key_id: i64,
+    owner: BudgetOwner,
     reserved: &[Reserved],
     used: &TokenUsage,
     now_ms: u64,
 ) -> Updated<()> {
-    change_budget(host, key_id, |budget| budget.settle(reserved, used, now_ms))
+    change_budget(host, owner, |budget| budget.settle(reserved, used, now_ms))
 }
 
 /// The body of a waiting request's grant call.
-pub fn ask_body(key_id: i64, quota: &QuotaId, pending: &Pending, recent_use: u64) -> Vec<u8> {
+pub fn ask_body(
+    owner: BudgetOwner,
+    quota: &QuotaId,
+    pending: &Pending,
+    recent_use: u64,
+) -> Vec<u8> {
     let request = GrantRequest {
-        asks: vec![ask(key_id, quota, pending, recent_use)],
+        asks: vec![ask(owner, quota, pending, recent_use)],
         ..GrantRequest::default()
     };
     serde_json::to_vec(&request).unwrap_or_default()
 }
 
-/// The ask `pending` of key `key_id`'s `quota` on the wire.
-fn ask(key_id: i64, quota: &QuotaId, pending: &Pending, recent_use: u64) -> GrantAsk {
+/// The ask `pending` of `owner`'s `quota` on the wire.
+fn ask(owner: BudgetOwner, quota: &QuotaId, pending: &Pending, recent_use: u64) -> GrantAsk {
+    let (key_id, team_id) = owner.ids();
     GrantAsk {
         grant_id: to_hex(&pending.id),
         key_id,
+        team_id,
         quota: quota.kind,
         model: quota.model.clone(),
         need: pending.amount,
@@ -292,10 +334,10 @@ pub fn parse_reply(status: Option<&[u8]>, body: Option<&[u8]>) -> Option<GrantRe
 
 /// A waiting request's ask was answered: the budget takes the grant in.
 /// `Err` when the answer is unusable (the request fails closed) or names
-/// no key.
+/// no key or team.
 pub fn grant_answered(
     host: &impl Host,
-    key_id: i64,
+    owner: BudgetOwner,
     quota: &QuotaId,
     id: &ChargeId,
     reply: Option<GrantReply>,
@@ -305,20 +347,20 @@ pub fn grant_answered(
         .and_then(|r| r.grants.into_iter().find(|g| g.grant_id == hex))
         .ok_or("the grant call gave no usable answer")?;
     let mut applied = Applied::Done;
-    let updated = change_budget(host, key_id, |budget| {
+    let updated = change_budget(host, owner, |budget| {
         applied = budget.apply_grant(quota, id, &given);
     });
     match (updated, applied) {
-        (_, Applied::UnknownKey) => Err("the sidecar knows no key of this id"),
+        (_, Applied::UnknownKey) => Err("the sidecar knows no key or team of this id"),
         (Updated::Written, Applied::Done) => Ok(()),
-        _ => Err("the key's budget cannot be updated"),
+        _ => Err("the budget cannot be updated"),
     }
 }
 
 /// One item of a tick's grant call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TickItem {
-    pub key_id: i64,
+    pub owner: BudgetOwner,
     pub due: Due,
 }
 
@@ -331,17 +373,17 @@ pub struct TickCall {
     pub settlements: Vec<TickItem>,
 }
 
-/// The tick: for each limited key this Envoy served lately, what is due
-/// (asks ahead of need, settlements), in one grant call.
+/// The tick: for each budget this Envoy charged lately, what is due (asks
+/// ahead of need, settlements), in one grant call.
 pub fn tick(host: &impl Host, worker: &Worker, now_ms: u64) -> Option<TickCall> {
-    let keys = index::keys(host);
+    let owners = index::owners(host);
     let resend_ms = worker.config().limits.grant_timeout_ms;
     let mut asks = Vec::new();
     let mut settlements = Vec::new();
     let mut idle = Vec::new();
-    for (key_id, seen_ms) in keys {
+    for (owner, seen_ms) in owners {
         let mut due = Vec::new();
-        update_budget(host, key_id, |budget| {
+        update_budget(host, owner, |budget| {
             due.clear();
             let Some(mut budget) = budget else {
                 return Change::Stop(());
@@ -355,11 +397,11 @@ pub fn tick(host: &impl Host, worker: &Worker, now_ms: u64) -> Option<TickCall> 
             }
         });
         if due.is_empty() && now_ms.saturating_sub(seen_ms) > index::IDLE_MS {
-            idle.push(key_id);
+            idle.push(owner);
         }
         for d in due {
             let admission = d.quota.kind.charged_at_admission();
-            let item = TickItem { key_id, due: d };
+            let item = TickItem { owner, due: d };
             if admission {
                 asks.push(item);
             } else {
@@ -374,16 +416,20 @@ pub fn tick(host: &impl Host, worker: &Worker, now_ms: u64) -> Option<TickCall> 
     let request = GrantRequest {
         asks: asks
             .iter()
-            .map(|i| ask(i.key_id, &i.due.quota, &i.due.pending, i.due.recent_use))
+            .map(|i| ask(i.owner, &i.due.quota, &i.due.pending, i.due.recent_use))
             .collect(),
         settlements: settlements
             .iter()
-            .map(|i| Settlement {
-                settlement_id: to_hex(&i.due.pending.id),
-                key_id: i.key_id,
-                quota: i.due.quota.kind,
-                model: i.due.quota.model.clone(),
-                amount: i.due.pending.amount,
+            .map(|i| {
+                let (key_id, team_id) = i.owner.ids();
+                Settlement {
+                    settlement_id: to_hex(&i.due.pending.id),
+                    key_id,
+                    team_id,
+                    quota: i.due.quota.kind,
+                    model: i.due.quota.model.clone(),
+                    amount: i.due.pending.amount,
+                }
             })
             .collect(),
         ..GrantRequest::default()
@@ -413,21 +459,21 @@ pub fn tick_answered(host: &impl Host, call: &TickCall, reply: Option<GrantReply
     let Some(reply) = reply else {
         return false;
     };
-    let mut by_key: BTreeMap<i64, Vec<Answer>> = BTreeMap::new();
+    let mut by_owner: BTreeMap<BudgetOwner, Vec<Answer>> = BTreeMap::new();
     for (item, given) in call.asks.iter().zip(reply.grants) {
-        by_key
-            .entry(item.key_id)
+        by_owner
+            .entry(item.owner)
             .or_default()
             .push(Answer::Grant(item.due.clone(), given));
     }
     for (item, done) in call.settlements.iter().zip(reply.settlements) {
-        by_key
-            .entry(item.key_id)
+        by_owner
+            .entry(item.owner)
             .or_default()
             .push(Answer::Settled(item.due.clone(), done));
     }
-    for (key_id, answers) in by_key {
-        change_budget(host, key_id, |budget| {
+    for (owner, answers) in by_owner {
+        change_budget(host, owner, |budget| {
             for answer in &answers {
                 match answer {
                     Answer::Grant(due, given) if given.grant_id == to_hex(&due.pending.id) => {

@@ -8,7 +8,8 @@
 //! Names: `rate` for the token bucket (q its count per period, w the
 //! period), and each quota by its name (`requests`, `request_bytes`,
 //! `response_bytes`, `units`, `tokens`, `input_tokens`, `output_tokens`;
-//! a scoped one with its model, `tokens@gpt-4o`).
+//! a scoped one with its model, `tokens@gpt-4o`). A team's budget names
+//! its limits with `team.` before them (`team.rate`, `team.tokens`).
 //!
 //! On an OpenAI route, a refusal of a token quota also carries the
 //! headers OpenAI's API sends and its SDKs and client libraries read:
@@ -16,14 +17,25 @@
 //! left of the window, fleet-wide as far as this Envoy knows) and
 //! `x-ratelimit-reset-tokens` (a duration, `1m30s`).
 
+use tollgate_wire::BudgetOwner;
+
 use super::budget::{window_seconds, Budget, QuotaId};
 
-/// The `RateLimit-Policy` value of a budget's limits.
-pub fn policy_header(budget: &Budget, now_ms: u64) -> String {
+/// What a limit's name starts with in `owner`'s budget.
+fn prefix(owner: BudgetOwner) -> &'static str {
+    match owner {
+        BudgetOwner::Key(_) => "",
+        BudgetOwner::Team(_) => "team.",
+    }
+}
+
+/// The `RateLimit-Policy` value of `owner`'s budget's limits.
+pub fn policy_header(budget: &Budget, owner: BudgetOwner, now_ms: u64) -> String {
+    let prefix = prefix(owner);
     let mut items = Vec::with_capacity(1 + budget.quotas.len());
     if let Some(rate) = budget.limits.rate {
         items.push(format!(
-            "\"rate\";q={};w={}",
+            "\"{prefix}rate\";q={};w={}",
             rate.count,
             rate.per.millis() / 1000
         ));
@@ -31,7 +43,7 @@ pub fn policy_header(budget: &Budget, now_ms: u64) -> String {
     for state in &budget.quotas {
         let q = &state.quota;
         items.push(format!(
-            "\"{}\";q={};w={}",
+            "\"{prefix}{}\";q={};w={}",
             q.name(),
             q.limit,
             window_seconds(q.window, now_ms)
@@ -40,29 +52,36 @@ pub fn policy_header(budget: &Budget, now_ms: u64) -> String {
     items.join(", ")
 }
 
-/// The `RateLimit` value for an allowed response: the limit closest to
-/// running out (remaining as a share of the limit).
-pub fn remaining_header(budget: &Budget, now_ms: u64) -> String {
+/// The `RateLimit` value for an allowed response: the limit of `owner`'s
+/// budget closest to running out (remaining as a share of the limit).
+pub fn remaining_header(budget: &Budget, owner: BudgetOwner, now_ms: u64) -> String {
     match budget.tightest(now_ms) {
-        Some((name, remaining, reset_s)) => format!("\"{name}\";r={remaining};t={reset_s}"),
+        Some((name, remaining, reset_s)) => {
+            format!("\"{}{name}\";r={remaining};t={reset_s}", prefix(owner))
+        }
         None => String::new(),
     }
 }
 
-/// The extra headers of a 429 for `quota` (`None`: the rate); `openai`:
-/// on an OpenAI route.
+/// The extra headers of a 429 for `quota` (`None`: the rate) of `owner`'s
+/// budget; `openai`: on an OpenAI route.
 pub fn denial_headers(
     budget: &Budget,
+    owner: BudgetOwner,
     quota: Option<&QuotaId>,
     retry_after_s: u64,
     now_ms: u64,
     openai: bool,
 ) -> Vec<(&'static str, String)> {
     let name = quota.map_or_else(|| "rate".to_owned(), QuotaId::name);
+    let prefix = prefix(owner);
     let mut headers = vec![
         ("retry-after", retry_after_s.to_string()),
-        ("ratelimit-policy", policy_header(budget, now_ms)),
-        ("ratelimit", format!("\"{name}\";r=0;t={retry_after_s}")),
+        ("ratelimit-policy", policy_header(budget, owner, now_ms)),
+        (
+            "ratelimit",
+            format!("\"{prefix}{name}\";r=0;t={retry_after_s}"),
+        ),
     ];
     let state = quota
         .filter(|q| openai && q.kind.reserves())

@@ -7,6 +7,7 @@
 
 use serde_json::{json, Value};
 use tollgate_wire::grant::GRANTS_PATH;
+use tollgate_wire::BudgetOwner;
 
 use crate::fake_host::Sent;
 use crate::testkit::{Gateway, Request, KEY};
@@ -155,7 +156,7 @@ fn a_bucket_an_older_filter_stamped_restarts_once_and_refills() {
     // The same budget as an older filter kept it: its bucket empty, its
     // stamp the wall clock's.
     let host = gw.world.root();
-    let key = budget_key(4);
+    let key = budget_key(BudgetOwner::Key(4));
     let bytes = host.shared_get(&key).unwrap().0.unwrap();
     let mut budget = Budget::decode(&bytes).unwrap();
     budget.tokens_milli = 0;
@@ -334,4 +335,103 @@ fn an_ask_answered_after_its_request_gave_up_is_taken_in_on_the_tick() {
         r.flow.on_callout_reply(call.token, size);
         assert_eq!(r.code(), "auth_unavailable");
     });
+}
+
+/// A request of KEY in team 9: the verify reply names the key's limits
+/// (`own`, none when null) and the team's.
+fn team_request(gw: &Gateway, own: &Value, team: &Value) -> Request {
+    let mut r = gw.request(KEY, BODY, &[]);
+    r.flow.on_request_headers(false);
+    r.body(BODY, true);
+    if r.awaiting() {
+        let mut reply =
+            json!({"verdict": "active", "key_id": 4, "team_id": 9, "team_limits": team});
+        if !own.is_null() {
+            reply["limits"] = own.clone();
+        }
+        r.answer(Some("200"), &reply.to_string());
+    }
+    r
+}
+
+#[test]
+fn a_teams_budget_is_asked_for_the_team_and_its_refusal_names_the_team_and_gives_the_keys_charge_back(
+) {
+    use crate::host::Host as _;
+    use crate::limits::{budget_key, Budget};
+
+    let gw = Gateway::new();
+    let own = json!({"quotas": [{"kind": "requests", "limit": 100, "window": "day"}]});
+    let team = json!({"quotas": [{"kind": "requests", "limit": 3, "window": "day"}]});
+    // The key's own grant first, then the team's.
+    let mut first = team_request(&gw, &own, &team);
+    let calls = grant_calls(&gw);
+    assert_eq!(calls.len(), 1);
+    let ask: Value = serde_json::from_slice(&calls[0].body).unwrap();
+    assert_eq!(
+        (
+            ask["asks"][0]["key_id"].clone(),
+            ask["asks"][0].get("team_id")
+        ),
+        (json!(4), None)
+    );
+    answer_grant(&mut first, &calls[0], "granted", 10, 10);
+    let calls = grant_calls(&gw);
+    assert_eq!(calls.len(), 2, "then the team's budget asks");
+    let ask: Value = serde_json::from_slice(&calls[1].body).unwrap();
+    assert_eq!(ask["asks"][0]["team_id"], 9);
+    assert_eq!(ask["asks"][0]["key_id"], 0);
+    answer_grant(&mut first, &calls[1], "granted", 1, 1);
+    assert!(first.allowed());
+
+    let held = |owner| {
+        let bytes = gw
+            .world
+            .root()
+            .shared_get(&budget_key(owner))
+            .unwrap()
+            .0
+            .unwrap();
+        Budget::decode(&bytes).unwrap().quotas[0].held
+    };
+    assert_eq!(held(BudgetOwner::Key(4)), 9);
+    assert_eq!(held(BudgetOwner::Team(9)), 0);
+
+    // The team's quota is spent: 429 naming the team, and the key's own
+    // charge goes back.
+    let mut second = team_request(&gw, &own, &team);
+    let calls = grant_calls(&gw);
+    assert_eq!(calls.len(), 3);
+    answer_grant(&mut second, &calls[2], "exhausted", 0, 3);
+    let reply = second.reply().unwrap();
+    assert_eq!(
+        (reply.status, reply.code()),
+        (429, "quota_exceeded".to_string())
+    );
+    let body: Value = serde_json::from_slice(&reply.body).unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("team"), "{message}");
+    assert_eq!(
+        header(&reply.headers, "ratelimit"),
+        Some("\"team.requests\";r=0;t=86400")
+    );
+    assert_eq!(held(BudgetOwner::Key(4)), 9, "the key's charge came back");
+}
+
+#[test]
+fn a_key_without_limits_of_its_own_is_charged_to_its_teams_budget_alone() {
+    let gw = Gateway::new();
+    let team = json!({"rate": {"count": 1, "per": "s", "burst": 1}});
+    assert!(team_request(&gw, &Value::Null, &team).allowed());
+    let second = team_request(&gw, &Value::Null, &team);
+    let reply = second.reply().unwrap();
+    assert_eq!(
+        (reply.status, reply.code()),
+        (429, "rate_limited".to_string())
+    );
+    assert_eq!(
+        header(&reply.headers, "ratelimit-policy"),
+        Some("\"team.rate\";q=1;w=1")
+    );
+    assert!(grant_calls(&gw).is_empty());
 }

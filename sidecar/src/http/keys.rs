@@ -64,6 +64,8 @@ pub async fn verify(
             .as_ref()
             .map(|k| k.limits.clone())
             .filter(|l| !l.is_empty()),
+        team_id: None,
+        team_limits: None,
     }))
 }
 

@@ -1,6 +1,7 @@
-//! The limits step of admission, for a key that has limits: charge its
-//! budget (no network call while the budget holds enough), or park the
-//! request on a grant call when it does not, then charge again. A spent
+//! The limits step of admission, for a key that has limits or is in a
+//! team that has them: charge each budget (no network call while it holds
+//! enough), or park the request on a grant call when one does not, then
+//! charge again. A spent
 //! quota or an empty bucket is 429; a budget that cannot be used, or a
 //! grant call that gives no usable answer, fails closed (503
 //! `auth_unavailable`).
@@ -16,9 +17,10 @@ use super::{Admission, Outcome, Wait};
 use crate::error::Denial;
 use crate::flow::Flow;
 use crate::host::{LogLevel, StreamHost};
-use crate::limits::{self, index, Charge, ChargeId, Demand, QuotaId, Reserved};
+use crate::limits::{self, index, BudgetOwner, Charge, ChargeId, Demand, QuotaId, Reserved};
 use crate::llm::rewrite;
 use crate::sidecar_call;
+use crate::worker::Worker;
 
 /// How many grant calls one request may wait for before it fails closed
 /// (near a quota's end, each grant takes a share of what is left, so
@@ -28,11 +30,20 @@ pub const MAX_GRANT_ROUNDS: u8 = 16;
 /// What the limits step charged a request: the response needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Charged {
-    /// The `RateLimit` value for the response, when it carries one.
+    /// The `RateLimit` value for the response, when it carries one (the
+    /// key's own budget's, else its team's).
     pub ratelimit: Option<String>,
-    /// The key has quotas charged when the response ends.
+    /// Each budget charged, in the order charged.
+    pub budgets: Vec<ChargedBudget>,
+}
+
+/// What one budget (the key's own, or its team's) was charged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChargedBudget {
+    pub owner: BudgetOwner,
+    /// The budget has quotas charged when the response ends.
     pub settles_after: bool,
-    /// What the key's token quotas reserved, trued up when it ends.
+    /// What its token quotas reserved, trued up when the response ends.
     pub reserved: Vec<Reserved>,
 }
 
@@ -53,14 +64,16 @@ impl Admission {
 }
 
 impl<H: StreamHost> Flow<H> {
-    /// Charges the request to its key's budget (a key without limits has
-    /// nothing to charge); waits for a grant call when the budget holds
-    /// less than the charge. `rounds`: grant calls waited on so far.
+    /// Charges the request to each of its budgets, the key's own first,
+    /// then its team's (a key without either has nothing to charge). The
+    /// request is admitted only when every budget admits it: a refusal or
+    /// a wait for a grant gives back what the budgets before it charged,
+    /// and the request is charged afresh once the grant is in. `rounds`:
+    /// grant calls waited on so far.
     pub(super) fn charge_limits(&mut self, admission: &mut Admission, rounds: u8) -> Outcome {
-        if !admission.limited {
+        if !admission.budgets.any() {
             return Outcome::Done;
         }
-        let key_id = admission.key_id;
         let Some(worker) = self.worker.clone() else {
             return Outcome::deny(Denial::AuthUnavailable);
         };
@@ -79,34 +92,62 @@ impl<H: StreamHost> Flow<H> {
         let host = &self.host;
         let demand = admission.demand(self.exchange.request_bytes);
         let openai = self.exchange.llm_api.map(|a| a.provider()) == Some(Provider::OpenAi);
-        let (charge, _retries) =
-            limits::charge(host, key_id, &demand, at, openai, || limits::fresh_id(host));
-        index::served(&self.host, &worker, key_id, now);
-        match charge {
-            Charge::Admitted {
-                ratelimit,
+        let mut charged: Vec<ChargedBudget> = Vec::with_capacity(2);
+        let mut ratelimit = String::new();
+        for owner in admission.budgets.owners(admission.key_id) {
+            let (charge, _retries) =
+                limits::charge(host, owner, &demand, at, openai, || limits::fresh_id(host));
+            index::served(host, &worker, owner, now);
+            let Charge::Admitted {
+                ratelimit: remaining,
                 settles_after,
                 reserved,
-            } => {
-                let headers = worker.config().limits.ratelimit_headers;
-                // The default cap is written only when a reservation counted
-                // on it: an `input_tokens` quota alone leaves the call as is.
-                let capped = reserved
-                    .iter()
-                    .any(|r| matches!(r.quota.kind, QuotaKind::Tokens | QuotaKind::OutputTokens));
-                admission.charged = Some(Charged {
-                    ratelimit: (headers && !ratelimit.is_empty()).then_some(ratelimit),
-                    settles_after,
-                    reserved,
-                });
-                if capped {
-                    if let Err(why) = self.write_default_cap(admission) {
-                        self.log(LogLevel::Error, &format!("{why}; refusing"));
-                        return Outcome::deny(Denial::AuthUnavailable);
-                    }
+            } = charge
+            else {
+                for budget in &charged {
+                    limits::refund(host, budget.owner, &demand);
                 }
-                Outcome::Done
+                return self.not_admitted(owner, charge, rounds, &worker);
+            };
+            if ratelimit.is_empty() {
+                ratelimit = remaining;
             }
+            charged.push(ChargedBudget {
+                owner,
+                settles_after,
+                reserved,
+            });
+        }
+        let headers = worker.config().limits.ratelimit_headers;
+        // The default cap is written only when a reservation counted on
+        // it: an `input_tokens` quota alone leaves the call as is.
+        let capped = charged
+            .iter()
+            .flat_map(|b| &b.reserved)
+            .any(|r| matches!(r.quota.kind, QuotaKind::Tokens | QuotaKind::OutputTokens));
+        admission.charged = Some(Charged {
+            ratelimit: (headers && !ratelimit.is_empty()).then_some(ratelimit),
+            budgets: charged,
+        });
+        if capped {
+            if let Err(why) = self.write_default_cap(admission) {
+                self.log(LogLevel::Error, &format!("{why}; refusing"));
+                return Outcome::deny(Denial::AuthUnavailable);
+            }
+        }
+        Outcome::Done
+    }
+
+    /// A budget did not admit the request (`charge`): a refusal, a grant
+    /// call to wait on, or a failure (closed).
+    fn not_admitted(
+        &mut self,
+        owner: BudgetOwner,
+        charge: Charge,
+        rounds: u8,
+        worker: &Worker,
+    ) -> Outcome {
+        match charge {
             Charge::Denied(denial, headers) => Outcome::Deny(denial, headers),
             Charge::Wait {
                 quota,
@@ -116,12 +157,15 @@ impl<H: StreamHost> Flow<H> {
                 if rounds >= MAX_GRANT_ROUNDS {
                     self.log(
                         LogLevel::Warn,
-                        "the key's grants kept falling short; refusing",
+                        &format!(
+                            "the grants of {} kept falling short; refusing",
+                            owner.describe()
+                        ),
                     );
                     return Outcome::deny(Denial::AuthUnavailable);
                 }
                 let config = &worker.config();
-                let body = limits::ask_body(key_id, &quota, &pending, recent_use);
+                let body = limits::ask_body(owner, &quota, &pending, recent_use);
                 match sidecar_call::post(
                     &self.host,
                     config,
@@ -133,6 +177,7 @@ impl<H: StreamHost> Flow<H> {
                     Ok(token) => Outcome::Wait(
                         token,
                         Wait::Grant {
+                            owner,
                             quota,
                             id: pending.id,
                             rounds: rounds + 1,
@@ -148,15 +193,16 @@ impl<H: StreamHost> Flow<H> {
                 }
             }
             Charge::Failed(why) => {
-                self.log(LogLevel::Error, &format!("{why}; refusing"));
+                self.log(
+                    LogLevel::Error,
+                    &format!("{why} ({}); refusing", owner.describe()),
+                );
                 Outcome::deny(Denial::AuthUnavailable)
             }
+            Charge::Admitted { .. } => Outcome::Done,
         }
     }
 
-    /// The grant call the request waits on answered: the budget takes the
-    /// grant in, and the request is charged again. An unusable answer fails
-    /// the request closed; its ask stays in the budget for the tick.
     /// A call whose reservation counted on the default output cap is
     /// forwarded with it (the admission's charge is then given back by
     /// the refusal that follows a failure).
@@ -184,9 +230,14 @@ impl<H: StreamHost> Flow<H> {
         Ok(())
     }
 
+    /// The grant call the request waits on answered: `owner`'s budget
+    /// takes the grant in, and the request is charged again. An unusable
+    /// answer fails the request closed; its ask stays in the budget for
+    /// the tick.
     pub(super) fn grant_answered(
         &mut self,
         admission: &mut Admission,
+        owner: BudgetOwner,
         quota: QuotaId,
         id: ChargeId,
         rounds: u8,
@@ -197,7 +248,7 @@ impl<H: StreamHost> Flow<H> {
             .then(|| self.host.callout_body(body_size))
             .flatten();
         let reply = limits::parse_reply(status.as_deref(), body.as_deref());
-        match limits::grant_answered(&self.host, admission.key_id, &quota, &id, reply) {
+        match limits::grant_answered(&self.host, owner, &quota, &id, reply) {
             Ok(()) => self.charge_limits(admission, rounds),
             Err(why) => {
                 self.log(LogLevel::Warn, &format!("{why}; refusing"));

@@ -19,12 +19,12 @@ use super::response::Allowed;
 use super::{Flow, Phase, Stage};
 use crate::error::Denial;
 use crate::host::{Action, LogLevel, StreamHost};
-use crate::limits::ChargeId;
+use crate::limits::{BudgetOwner, Budgets, ChargeId};
 use crate::llm::call::LlmCall;
 use crate::metrics::Counter;
 use crate::replay::JtiClaim;
 
-pub use limits::{Charged, MAX_GRANT_ROUNDS};
+pub use limits::{Charged, ChargedBudget, MAX_GRANT_ROUNDS};
 
 /// The steps of admission, in the order they run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,8 +59,8 @@ pub const STEPS: [Step; 5] = [
 #[derive(Debug)]
 pub struct Admission {
     pub key_id: i64,
-    /// The key has limits (its verdict says so).
-    pub limited: bool,
+    /// The budgets its verdict says it is charged to.
+    pub budgets: Budgets,
     /// The index in [`STEPS`] of the step to run (or waited on).
     next: usize,
     /// The verified token's `jti`, until the local replay step claims it.
@@ -75,10 +75,10 @@ pub struct Admission {
 
 impl Admission {
     /// A request of key `key_id` that passed every check.
-    pub fn new(key_id: i64, limited: bool, jti: Option<JtiClaim>) -> Self {
+    pub fn new(key_id: i64, budgets: Budgets, jti: Option<JtiClaim>) -> Self {
         Admission {
             key_id,
-            limited,
+            budgets,
             next: 0,
             jti,
             charged: None,
@@ -91,9 +91,10 @@ impl Admission {
 /// What a step's wait owns, to resume when its callout answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Wait {
-    /// The limits step waits for a grant of `quota` under ask `id`; this
-    /// is its `rounds`-th grant call.
+    /// The limits step waits for a grant of `owner`'s `quota` under ask
+    /// `id`; this is its `rounds`-th grant call.
     Grant {
+        owner: BudgetOwner,
         quota: crate::limits::QuotaId,
         id: ChargeId,
         rounds: u8,
@@ -197,9 +198,11 @@ impl<H: StreamHost> Flow<H> {
         denial: Denial,
         headers: Vec<(&'static str, String)>,
     ) {
-        if admission.charged.is_some() {
+        if let Some(charged) = &admission.charged {
             let demand = admission.demand(self.exchange.request_bytes);
-            crate::limits::refund(&self.host, admission.key_id, &demand);
+            for budget in &charged.budgets {
+                crate::limits::refund(&self.host, budget.owner, &demand);
+            }
         }
         self.deny(denial, &headers);
     }
@@ -216,9 +219,12 @@ impl<H: StreamHost> Flow<H> {
 
     fn resume_step(&mut self, wait: Wait, admission: &mut Admission, body_size: usize) -> Outcome {
         match wait {
-            Wait::Grant { quota, id, rounds } => {
-                self.grant_answered(admission, quota, id, rounds, body_size)
-            }
+            Wait::Grant {
+                owner,
+                quota,
+                id,
+                rounds,
+            } => self.grant_answered(admission, owner, quota, id, rounds, body_size),
             Wait::FleetClaim => self.fleet_claim_answered(admission, body_size),
         }
     }
