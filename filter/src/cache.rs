@@ -43,6 +43,8 @@ const LIMITED: u8 = 16;
 /// The key's team has limits: its requests are charged to the team's
 /// budget too; the team's id follows the feed position.
 const TEAM_LIMITED: u8 = 32;
+/// The key or its team has a money quota: its LLM calls are priced.
+const PRICED: u8 = 64;
 
 /// The validated cache settings of the plugin configuration.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +88,9 @@ pub struct CacheEntry {
     /// The key's team, when the team has a rate or quotas (kept in the
     /// team's budget): its requests are charged to both.
     pub team: Option<i64>,
+    /// The key or its team has a money quota (the verify reply carried the
+    /// price table): its LLM calls are priced.
+    pub priced: bool,
 }
 
 /// The result of looking a key up in its slot.
@@ -264,6 +269,9 @@ impl CacheEntry {
         if self.team.is_some() {
             flags |= TEAM_LIMITED;
         }
+        if self.priced {
+            flags |= PRICED;
+        }
         let mut out = Vec::with_capacity(ENTRY_LEN + secret.map_or(0, |s| 1 + s.len()));
         out.push(verdict_byte(self.verdict));
         out.push(flags);
@@ -294,7 +302,7 @@ impl CacheEntry {
         let [verdict, flags] = take::<2>(&mut cursor)?;
         const KNOWN: u8 =
             HAS_KEY_ID | HAS_EXPIRES_AT | HAS_SIGNING_SECRET | HAS_FEED_POSITION | LIMITED;
-        if flags & !(KNOWN | TEAM_LIMITED) != 0 {
+        if flags & !(KNOWN | TEAM_LIMITED | PRICED) != 0 {
             return None;
         }
         let verdict = verdict_from_byte(verdict)?;
@@ -333,6 +341,7 @@ impl CacheEntry {
             feed_position,
             limited: flags & LIMITED != 0,
             team,
+            priced: flags & PRICED != 0,
         })
     }
 
@@ -368,6 +377,7 @@ impl CacheEntry {
                 .team_id
                 .filter(|id| *id > 0)
                 .filter(|_| reply.team_limits.as_ref().is_some_and(|l| !l.is_empty())),
+            priced: reply.prices.is_some(),
         })
     }
 
@@ -382,6 +392,7 @@ impl CacheEntry {
         crate::limits::Budgets {
             own: self.limited,
             team: self.team,
+            priced: self.priced,
         }
     }
 
@@ -463,6 +474,7 @@ mod tests {
             feed_position: None,
             limited: false,
             team: None,
+            priced: false,
         }
     }
 
@@ -537,6 +549,7 @@ mod tests {
             feed_position: None,
             limited: false,
             team: None,
+            priced: false,
         };
         let read = || read_slot(&host, &active.key_hash, &one_slot, &secret);
         assert_eq!(
@@ -659,6 +672,7 @@ mod tests {
             limits: None,
             team_id: None,
             team_limits: None,
+            prices: None,
         };
         let e = CacheEntry::from_reply([1; 32], &reply(KeyVerdict::Active, Some(3)), 9).unwrap();
         assert_eq!(

@@ -37,6 +37,7 @@ pub mod limits;
 pub mod llm;
 pub mod metering;
 pub mod metrics;
+pub mod prices;
 pub mod replay;
 pub mod request_id;
 pub mod root;

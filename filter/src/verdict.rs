@@ -79,6 +79,7 @@ mod tests {
             feed_position: None,
             limited: false,
             team: None,
+            priced: false,
         };
         let now = 1_000_000;
         let d = |e: CacheEntry| decide_key(&e, now).result;

@@ -7,7 +7,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tollgate_filter::limits::{At, Budget, Demand, TokenBound};
+use tollgate_filter::limits::{At, Budget, Demand, TokenBound, Used};
 use tollgate_wire::{Limits, TokenUsage};
 
 fuzz_target!(|data: &[u8]| {
@@ -40,7 +40,11 @@ fuzz_target!(|data: &[u8]| {
     let demand = Demand {
         request_bytes: input,
         model: Some(&model),
-        tokens: TokenBound { input, output },
+        tokens: TokenBound {
+            input,
+            output,
+            cost: 0,
+        },
     };
     let held: Vec<u64> = budget.quotas.iter().map(|s| s.held).collect();
     let at = At {
@@ -58,10 +62,13 @@ fuzz_target!(|data: &[u8]| {
         }
     }
     let before: Vec<u64> = budget.quotas.iter().map(|s| s.held).collect();
-    let used = TokenUsage {
-        input_tokens: used_in,
-        output_tokens: used_out,
-        ..TokenUsage::default()
+    let used = Used {
+        tokens: TokenUsage {
+            input_tokens: used_in,
+            output_tokens: used_out,
+            ..TokenUsage::default()
+        },
+        cost: 0,
     };
     budget.settle(&reserved, &used, now);
     let back: u64 = budget

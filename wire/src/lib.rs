@@ -19,6 +19,7 @@ pub mod jws;
 pub mod limits;
 pub mod llm;
 pub mod outcome;
+pub mod price;
 pub mod usage;
 pub mod verify;
 

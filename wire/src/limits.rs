@@ -1,8 +1,8 @@
 //! A key's limits, parsed once for both sides: its rate (`10/s`, `600/min`,
 //! with a burst) and its quotas (`requests=1000/day`,
 //! `request_bytes=1GiB/month`, `tokens=1M/month`, one model's
-//! `tokens=100k/day@gpt-4o`, ...), and the UTC calendar windows the
-//! quotas are counted in.
+//! `tokens=100k/day@gpt-4o`, money `cost=100USD/month`, ...), and the UTC
+//! calendar windows the quotas are counted in.
 //!
 //! The text forms are the CLI's flags; [`Limits::to_spec`] writes the one
 //! canonical spelling the sidecar stores, which [`Limits::parse_spec`]
@@ -13,6 +13,8 @@
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+
+use crate::price::{parse_amount, Amount, Currency};
 
 mod calendar;
 #[cfg(test)]
@@ -54,12 +56,15 @@ pub enum QuotaKind {
     InputTokens,
     /// LLM output (generated) tokens.
     OutputTokens,
+    /// Money: what LLM calls cost at their models' prices, in micro-units
+    /// of the quota's currency (`cost=100USD/month`).
+    Cost,
 }
 
 impl QuotaKind {
     /// Every kind, in the order the canonical spelling lists them (a new
     /// kind goes last: the filter's budget stores a kind by its place).
-    pub const ALL: [QuotaKind; 7] = [
+    pub const ALL: [QuotaKind; 8] = [
         QuotaKind::Requests,
         QuotaKind::RequestBytes,
         QuotaKind::ResponseBytes,
@@ -67,6 +72,7 @@ impl QuotaKind {
         QuotaKind::Tokens,
         QuotaKind::InputTokens,
         QuotaKind::OutputTokens,
+        QuotaKind::Cost,
     ];
 
     /// The name in the spelling and in JSON.
@@ -79,6 +85,7 @@ impl QuotaKind {
             QuotaKind::Tokens => "tokens",
             QuotaKind::InputTokens => "input_tokens",
             QuotaKind::OutputTokens => "output_tokens",
+            QuotaKind::Cost => "cost",
         }
     }
 
@@ -95,14 +102,20 @@ impl QuotaKind {
         matches!(self, QuotaKind::Requests | QuotaKind::RequestBytes) || self.reserves()
     }
 
-    /// True for the token kinds: admission reserves an upper bound of what
-    /// the call can cost, and when the response ends the charge becomes
-    /// what the provider reported, the rest of the reservation given back.
+    /// True for the token kinds and money: admission reserves an upper
+    /// bound of what the call can cost, and when the response ends the
+    /// charge becomes what the provider reported (for money, at the
+    /// model's price), the rest of the reservation given back.
     pub fn reserves(self) -> bool {
         matches!(
             self,
-            QuotaKind::Tokens | QuotaKind::InputTokens | QuotaKind::OutputTokens
+            QuotaKind::Tokens | QuotaKind::InputTokens | QuotaKind::OutputTokens | QuotaKind::Cost
         )
+    }
+
+    /// True for money (`cost`): counted in micro-units of a currency.
+    pub fn counts_money(self) -> bool {
+        self == QuotaKind::Cost
     }
 
     /// True for the kinds counted in bytes (they take `KiB`/`MiB`/`GiB`).
@@ -286,17 +299,22 @@ impl fmt::Display for Rate {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Quota {
     pub kind: QuotaKind,
+    /// For money, in micro-units of `currency`.
     pub limit: u64,
     pub window: Window,
     /// The one model the quota counts (`@model`); `None`: every request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// The currency of a money quota (and only of one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<Currency>,
 }
 
 impl Quota {
     /// Parses `KIND=AMOUNT/WINDOW[@MODEL]`: `requests=1000/day`,
     /// `request_bytes=1GiB/month`, `tokens=1M/month`,
-    /// `tokens=100k/day@gpt-4o`.
+    /// `tokens=100k/day@gpt-4o`, `cost=2.50USD/day` (an amount with at
+    /// most six decimals and a currency code).
     pub fn parse(text: &str) -> Result<Quota, LimitError> {
         let bad = |why: &str| LimitError::new("quota", text, why);
         let (kind, rest) = text
@@ -305,7 +323,7 @@ impl Quota {
         let kind = QuotaKind::parse(kind).ok_or_else(|| {
             bad(
                 "the kind must be requests, request_bytes, response_bytes, units, \
-                 tokens, input_tokens or output_tokens",
+                 tokens, input_tokens, output_tokens or cost",
             )
         })?;
         let (rest, model) = match rest.split_once('@') {
@@ -317,17 +335,20 @@ impl Quota {
             .ok_or_else(|| bad("expected AMOUNT/WINDOW after `=`, e.g. 1000/day"))?;
         let window = Window::parse(window)
             .ok_or_else(|| bad("the window must be minute, hour, day or month"))?;
-        let limit = if kind.counts_bytes() {
-            parse_size(amount)
+        let (limit, currency) = if kind.counts_money() {
+            let (limit, currency) = parse_money(amount).map_err(|why| bad(&why))?;
+            (limit, Some(currency))
+        } else if kind.counts_bytes() {
+            (parse_size(amount).map_err(|why| bad(&why))?, None)
         } else {
-            parse_scaled_count(amount)
-        }
-        .map_err(|why| bad(&why))?;
+            (parse_scaled_count(amount).map_err(|why| bad(&why))?, None)
+        };
         Ok(Quota {
             kind,
             limit,
             window,
             model,
+            currency,
         })
     }
 
@@ -376,9 +397,41 @@ fn scope_model(text: &str) -> Result<String, String> {
     Ok(text.to_owned())
 }
 
+/// Reads an amount of money with its currency: `100USD`, `2.50EUR`
+/// (digits, at most six decimals, then an ISO 4217 code the prices know),
+/// as micro-units.
+fn parse_money(text: &str) -> Result<(u64, Currency), String> {
+    let digits = text.trim_end_matches(|c: char| c.is_ascii_uppercase());
+    let code = &text[digits.len()..];
+    let currency = Currency::from_code(code).ok_or_else(|| {
+        format!(
+            "{code:?} is not a known currency: write the amount and one of {}, e.g. 100USD",
+            Currency::codes()
+        )
+    })?;
+    let micros = parse_amount(digits, MAX_LIMIT).map_err(|why| match why {
+        Amount::Unreadable(why) => why,
+        Amount::TooHigh => format!("{text} is more than {MAX_LIMIT} micro-units"),
+    })?;
+    if micros == 0 {
+        return Err(format!("{text} is no money: the amount must be above 0"));
+    }
+    Ok((micros, currency))
+}
+
 impl fmt::Display for Quota {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}={}/{}", self.kind, self.limit, self.window)?;
+        match self.currency.filter(|_| self.kind.counts_money()) {
+            Some(currency) => write!(
+                f,
+                "{}={}{}/{}",
+                self.kind,
+                crate::price::format_amount(self.limit),
+                currency.code(),
+                self.window
+            )?,
+            None => write!(f, "{}={}/{}", self.kind, self.limit, self.window)?,
+        }
         match &self.model {
             Some(model) => write!(f, "@{model}"),
             None => Ok(()),
@@ -480,6 +533,13 @@ impl Limits {
             }
             if let Some(model) = &quota.model {
                 scope_model(model).map_err(|why| LimitError::new("quota", &quota.name(), &why))?;
+            }
+            if quota.kind.counts_money() != quota.currency.is_some() {
+                return Err(LimitError::new(
+                    "quota",
+                    &quota.name(),
+                    "a currency belongs to a money quota (cost=100USD/month), and only to one",
+                ));
             }
         }
         let spec = self.to_spec();

@@ -97,6 +97,11 @@ pub struct VerifyReply {
     /// its own (`grant::BudgetOwner::Team`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub team_limits: Option<crate::limits::Limits>,
+    /// Every price version of the price table (past, current and
+    /// future), when the key or its team has a money quota: the filter
+    /// reserves and settles money with them. Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prices: Option<Vec<crate::price::Price>>,
 }
 
 impl std::fmt::Debug for VerifyReply {
@@ -109,6 +114,7 @@ impl std::fmt::Debug for VerifyReply {
             .field("limits", &self.limits)
             .field("team_id", &self.team_id)
             .field("team_limits", &self.team_limits)
+            .field("prices", &self.prices.as_ref().map(Vec::len))
             .field(
                 "signing_secret",
                 &self
@@ -135,6 +141,7 @@ mod tests {
             limits: None,
             team_id: None,
             team_limits: None,
+            prices: None,
         };
         assert_eq!(
             serde_json::to_string(&reply).unwrap(),

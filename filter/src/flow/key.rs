@@ -140,6 +140,7 @@ impl<H: StreamHost> Flow<H> {
         let read_at = reply.as_ref().and_then(|r| r.feed_cursor);
         let limits = reply.as_ref().and_then(|r| r.limits.clone());
         let team_limits = reply.as_ref().and_then(|r| r.team_limits.clone());
+        let prices = reply.as_ref().and_then(|r| r.prices.clone());
         let entry = reply.and_then(|reply| CacheEntry::from_reply(*key_hash, &reply, now));
         match entry {
             Some(entry) => {
@@ -167,6 +168,11 @@ impl<H: StreamHost> Flow<H> {
                             LogLevel::Warn,
                             "no monotonic clock: the key's budgets are not written",
                         ),
+                    }
+                }
+                if let Some(prices) = &prices {
+                    if let Err(e) = crate::prices::store(&self.host, prices) {
+                        self.log(LogLevel::Warn, &format!("cannot store the prices: {e:?}"));
                     }
                 }
                 let policy = &worker.config().key_cache;

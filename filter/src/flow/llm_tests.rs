@@ -290,3 +290,59 @@ fn an_input_tokens_quota_alone_leaves_a_call_without_a_cap_as_it_is() {
     assert!(r.allowed(), "{:?}", r.reply());
     assert_eq!(r.host.body(), body, "forwarded as it came");
 }
+
+/// A money-limited key (`cost=1USD/day`): its verify reply carries the
+/// price table, model `m` at 2 and 10 micro-units a token (1 cached).
+fn money_call(gw: &Gateway, body: &[u8], amount: u64) -> Request {
+    let mut r = gw.request(KEY, body, &[(":path", CHAT)]);
+    r.flow.on_request_headers(false);
+    r.body(body, true);
+    if r.awaiting() {
+        let reply = json!({"verdict": "active", "key_id": 4,
+            "limits": {"quotas": [{"kind": "cost", "limit": 1_000_000, "window": "day",
+                                    "currency": "USD"}]},
+            "prices": [{"model": "m", "from_ms": 0, "currency": "USD", "per": 1,
+                        "input_micros": 2, "cached_input_micros": 1, "output_micros": 10}]});
+        r.answer(Some("200"), &reply.to_string());
+    }
+    if matches!(r.flow.stage(), crate::flow::Stage::Waiting(_)) {
+        let call = gw.world.sent().pop().expect("a grant call");
+        let ask: Value = serde_json::from_slice(&call.body).unwrap();
+        let ask = &ask["asks"][0];
+        assert_eq!(ask["quota"], "cost");
+        let end = gw.world.now_ms() as i64 / 86_400_000 * 86_400_000 + 86_400_000;
+        let reply = json!({"limits": [], "returns": [], "settlements": [], "grants": [{
+            "grant_id": ask["grant_id"], "status": "granted", "amount": amount,
+            "limit": 1_000_000, "charged": amount,
+            "window_start_ms": end - 86_400_000, "window_end_ms": end,
+        }]});
+        let size = r
+            .host
+            .world()
+            .answer(Some("200"), reply.to_string().as_bytes());
+        r.flow.on_callout_reply(call.token, size);
+    }
+    r
+}
+
+#[test]
+fn a_money_quota_reserves_the_bound_at_the_models_price_and_settles_to_the_rows_cost() {
+    let gw = token_limited();
+    let body = br#"{"model":"m","max_tokens":20,"messages":[{"role":"user","content":"hi"}]}"#;
+    // The bound: every body byte an input token at the dearer input price,
+    // plus the cap at the output price.
+    let bound = body.len() as u64 * 2 + 20 * 10;
+    let mut r = money_call(&gw, body, 10_000);
+    assert!(r.allowed(), "{:?}", r.reply());
+    assert_eq!(tokens_held(&gw), 10_000 - bound, "the bound is reserved");
+    let answer = json!({"choices": [{"message": {"content": "a b c"}}],
+        "usage": {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12,
+                  "prompt_tokens_details": {"cached_tokens": 4}}});
+    r.respond_with("200", &[answer.to_string().as_bytes()]);
+    // 5 uncached x 2 + 4 cached x 1 + 3 output x 10 = 44 micro-units.
+    assert_eq!(tokens_held(&gw), 10_000 - 44, "the rest comes back");
+    // A model without a price costs nothing.
+    let free = br#"{"model":"other","max_tokens":20,"messages":[]}"#;
+    assert!(money_call(&gw, free, 0).allowed());
+    assert_eq!(tokens_held(&gw), 10_000 - 44);
+}

@@ -121,10 +121,13 @@ impl<H: StreamHost> Flow<H> {
                     &format!("{} tokens estimated: {why}", metered.usage.api.name()),
                 );
             }
+            let used = limits::Used {
+                tokens: metered.usage.tokens,
+                cost: call.cost_of(&metered.usage.tokens),
+            };
             for budget in allowed.budgets().iter().filter(|b| !b.reserved.is_empty()) {
-                let used = &metered.usage.tokens;
                 let settled =
-                    limits::settle(&self.host, budget.owner, &budget.reserved, used, ended_ms);
+                    limits::settle(&self.host, budget.owner, &budget.reserved, &used, ended_ms);
                 if settled != Updated::Written {
                     self.log(
                         LogLevel::Warn,

@@ -37,6 +37,7 @@ fn entry(verdict: KeyVerdict, key_id: Option<i64>, fetched_at_ms: u64) -> CacheE
         feed_position: None,
         limited: false,
         team: None,
+        priced: false,
     }
 }
 

@@ -27,6 +27,7 @@
 //!   clock's (UTC), as the sidecar keeps them.
 
 use tollgate_wire::grant::{GrantGiven, GrantStatus, SettlementDone, DEMAND_PERIOD_MS};
+use tollgate_wire::price::Currency;
 use tollgate_wire::{quota_name, Limits, Quota, QuotaKind, Rate, RatePeriod, TokenUsage, Window};
 
 /// Length of an ask's or a settlement's id (sent as 32 hex digits).
@@ -102,12 +103,23 @@ impl QuotaId {
     }
 }
 
-/// An upper bound of the tokens an LLM call can cost: its input and its
-/// output cap (see docs/LIMITS.md, "Token quotas").
+/// An upper bound of what an LLM call can cost: its input tokens and its
+/// output cap (see docs/LIMITS.md, "Token quotas"), and their price at its
+/// model's price in micro-units (`Price::bound_micros`; 0 for a model
+/// without a price, or a key without a money quota).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TokenBound {
     pub input: u64,
     pub output: u64,
+    pub cost: u64,
+}
+
+/// What an LLM call used: the tokens reported (or estimated), and what
+/// they cost at its model's price in micro-units (0 when unpriced).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Used {
+    pub tokens: TokenUsage,
+    pub cost: u64,
 }
 
 /// What a request asks of a key's quotas: its body's bytes, and on an LLM
@@ -141,6 +153,7 @@ impl Demand<'_> {
             QuotaKind::Tokens => self.tokens.input.saturating_add(self.tokens.output),
             QuotaKind::InputTokens => self.tokens.input,
             QuotaKind::OutputTokens => self.tokens.output,
+            QuotaKind::Cost => self.tokens.cost,
             QuotaKind::ResponseBytes | QuotaKind::Units => 0,
         }
     }
@@ -158,11 +171,13 @@ pub struct Reserved {
 }
 
 /// A quota's count of what a call used.
-fn used_of(kind: QuotaKind, used: &TokenUsage) -> u64 {
+fn used_of(kind: QuotaKind, used: &Used) -> u64 {
+    let tokens = &used.tokens;
     match kind {
-        QuotaKind::Tokens => used.input_tokens.saturating_add(used.output_tokens),
-        QuotaKind::InputTokens => used.input_tokens,
-        QuotaKind::OutputTokens => used.output_tokens,
+        QuotaKind::Tokens => tokens.input_tokens.saturating_add(tokens.output_tokens),
+        QuotaKind::InputTokens => tokens.input_tokens,
+        QuotaKind::OutputTokens => tokens.output_tokens,
+        QuotaKind::Cost => used.cost,
         _ => 0,
     }
 }
@@ -501,13 +516,13 @@ impl Budget {
             .collect()
     }
 
-    /// A call's response ended having `used` these tokens: each of its
-    /// reservations becomes that count. What it did not use goes back to
+    /// A call's response ended having `used` these tokens (and money):
+    /// each of its reservations becomes that count. What it did not use goes back to
     /// what is held (for this Envoy's next requests); what it used past its
     /// reservation is taken from what is held, and what that cannot cover
     /// is owed. A reservation of a window that has ended, or of a quota
     /// the key no longer has, lapsed with its grant: nothing to do.
-    pub fn settle(&mut self, reserved: &[Reserved], used: &TokenUsage, now_ms: u64) {
+    pub fn settle(&mut self, reserved: &[Reserved], used: &Used, now_ms: u64) {
         for r in reserved {
             let Some(state) = self.quotas.iter_mut().find(|s| r.quota.names(&s.quota)) else {
                 continue;
@@ -818,6 +833,13 @@ const WINDOW_BYTES: [Window; 4] = [Window::Hour, Window::Day, Window::Month, Win
 /// and the model): a filter that knows no scopes reads no such budget.
 const SCOPED: u8 = 0x80;
 
+/// A money quota's currency byte (after its kind and scope): its place in
+/// `Currency::ALL`.
+fn currency_byte(currency: Option<Currency>) -> u8 {
+    let place = currency.and_then(|c| Currency::ALL.iter().position(|k| *k == c));
+    place.unwrap_or(0) as u8
+}
+
 fn window_byte(window: Window) -> u8 {
     WINDOW_BYTES.iter().position(|w| *w == window).unwrap_or(0) as u8
 }
@@ -861,6 +883,9 @@ impl Budget {
                     out.extend_from_slice(model.as_bytes());
                 }
                 None => out.push(kind_byte(s.quota.kind)),
+            }
+            if s.quota.kind.counts_money() {
+                out.push(currency_byte(s.quota.currency));
             }
             out.push(window_byte(s.quota.window));
             put(&mut out, s.quota.limit);
@@ -927,6 +952,11 @@ impl Budget {
             } else {
                 None
             };
+            let currency = if kind.counts_money() {
+                Some(*Currency::ALL.get(usize::from(take_u8(&mut c)?))?)
+            } else {
+                None
+            };
             let window = window_from(take_u8(&mut c)?)?;
             let limit = take_u64(&mut c)?;
             let window_end_ms = take_u64(&mut c)? as i64;
@@ -961,6 +991,7 @@ impl Budget {
                     limit,
                     window,
                     model,
+                    currency,
                 },
                 window_end_ms,
                 held,

@@ -28,10 +28,9 @@ use tollgate_wire::{to_hex, Limits};
 
 pub use budget::{
     Admission, Applied, At, Budget, ChargeId, Demand, Due, Pending, QuotaId, Reserved, TokenBound,
-    UNSTAMPED,
+    Used, UNSTAMPED,
 };
 pub use ratelimit_headers::{denial_headers, remaining_header};
-use tollgate_wire::TokenUsage;
 
 pub use crate::config::LimitsPolicy;
 use crate::error::Denial;
@@ -94,6 +93,9 @@ fn change_budget(
 pub struct Budgets {
     pub own: bool,
     pub team: Option<i64>,
+    /// One of them has a money quota: an LLM call is priced
+    /// (`crate::prices`).
+    pub priced: bool,
 }
 
 impl Budgets {
@@ -284,13 +286,14 @@ pub fn charge_after(
     });
 }
 
-/// An LLM call ended having `used` these tokens: its reservations become
-/// that count, the rest given back ([`Budget::settle`]).
+/// An LLM call ended having `used` these tokens (and money): its
+/// reservations become that count, the rest given back
+/// ([`Budget::settle`]).
 pub fn settle(
     host: &impl Host,
     owner: BudgetOwner,
     reserved: &[Reserved],
-    used: &TokenUsage,
+    used: &Used,
     now_ms: u64,
 ) -> Updated<()> {
     change_budget(host, owner, |budget| budget.settle(reserved, used, now_ms))

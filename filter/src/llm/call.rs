@@ -10,6 +10,7 @@
 //! whole (non-streamed) answer is copied up to [`MAX_BODY_COPY`] bytes, and
 //! one larger is estimated.
 
+use tollgate_wire::price::Price;
 use tollgate_wire::{Api, LlmUsage, TokenUsage};
 
 use crate::limits::TokenBound;
@@ -60,6 +61,9 @@ pub struct LlmCall {
     usage_added: bool,
     /// The answer is to come as server-sent events.
     sse: bool,
+    /// The model's price in effect when the request arrived, for a key
+    /// with a money quota (`None`: none, or the model has no price).
+    price: Option<Price>,
 }
 
 /// How a call's answer ended, as metered.
@@ -86,7 +90,20 @@ impl LlmCall {
             stripper: None,
             usage_added,
             sse,
+            price: None,
         }
+    }
+
+    /// The call is priced at `price` (its key has a money quota).
+    pub fn priced_at(&mut self, price: Option<Price>) {
+        self.price = price;
+    }
+
+    /// What `tokens` cost at the call's price, in micro-units (0 unpriced).
+    pub fn cost_of(&self, tokens: &TokenUsage) -> u64 {
+        self.price
+            .as_ref()
+            .map_or(0, |p| u64::try_from(p.cost_micros(tokens)).unwrap_or(0))
     }
 
     /// The model the request names.
@@ -111,15 +128,21 @@ impl LlmCall {
     /// quotas"): its input is at most its body's bytes (a byte-level
     /// tokenizer gives at most one token per byte of text, and the JSON
     /// around the text is longer than the tokens the provider adds per
-    /// message), its output at most its cap (embeddings have none).
+    /// message), its output at most its cap (embeddings have none); its
+    /// cost at most both at its price.
     pub fn token_bound(&self) -> TokenBound {
         let output = match self.asked.api {
             Api::OpenAiEmbeddings => 0,
             _ => self.asked.max_output_tokens.unwrap_or(self.default_cap),
         };
+        let input = self.request_bytes;
         TokenBound {
-            input: self.request_bytes,
+            input,
             output,
+            cost: self
+                .price
+                .as_ref()
+                .map_or(0, |p| p.bound_micros(input, output)),
         }
     }
 

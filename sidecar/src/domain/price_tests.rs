@@ -4,6 +4,7 @@
 
 use super::*;
 use proptest::prelude::*;
+use tollgate_wire::{TokenUsage, UsageRecord};
 
 const NOW_MS: u64 = 1_796_083_200_000; // 2026-12-01T00:00:00Z
 

@@ -72,6 +72,9 @@ fn scope_fault(kind: QuotaKind, model: &str) -> Option<String> {
         limit: 1,
         window: Window::Day,
         model: Some(model.to_owned()),
+        currency: kind
+            .counts_money()
+            .then_some(tollgate_wire::price::Currency::Usd),
     };
     let limits = Limits {
         rate: None,

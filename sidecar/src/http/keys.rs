@@ -66,6 +66,7 @@ pub async fn verify(
             .filter(|l| !l.is_empty()),
         team_id: None,
         team_limits: None,
+        prices: None,
     }))
 }
 

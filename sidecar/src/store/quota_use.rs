@@ -59,5 +59,6 @@ fn amount(kind: QuotaKind, row: &SeriesRow) -> u128 {
         QuotaKind::Tokens => count(tokens.input_tokens) + count(tokens.output_tokens),
         QuotaKind::InputTokens => count(tokens.input_tokens),
         QuotaKind::OutputTokens => count(tokens.output_tokens),
+        QuotaKind::Cost => row.cost_micros,
     }
 }

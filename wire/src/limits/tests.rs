@@ -292,9 +292,18 @@ proptest! {
         let per = if per_minute { "min" } else { "s" };
         let rate = format!("{count}/{per}");
         let windows = ["hour", "day", "month"];
-        let quotas: Vec<String> = kinds.iter().map(|k| format!("{k}={amount}/{}", windows[window])).collect();
+        // Money as micro-units written with six decimals and a currency.
+        let spelled = |k: &QuotaKind| match k {
+            QuotaKind::Cost => format!("{}.{:06}EUR", amount / 1_000_000, amount % 1_000_000),
+            _ => amount.to_string(),
+        };
+        let quotas: Vec<String> =
+            kinds.iter().map(|k| format!("{k}={}/{}", spelled(k), windows[window])).collect();
         let limits = Limits::from_parts(Some(&rate), burst, &quotas).unwrap();
         prop_assert_eq!(Limits::parse_spec(&limits.to_spec()).unwrap(), limits.clone());
+        if let Some(cost) = limits.quota(QuotaKind::Cost, None) {
+            prop_assert_eq!(cost.limit, amount);
+        }
         prop_assert!(limits.quotas.len() <= MAX_QUOTAS);
     }
 
@@ -305,4 +314,41 @@ proptest! {
         let _ = Limits::parse_spec(&text);
         let _ = parse_size(&text);
     }
+}
+
+#[test]
+fn money_quotas_are_amounts_in_a_currency_kept_in_micro_units() {
+    let q = Quota::parse("cost=2.50USD/day@gpt-4o").unwrap();
+    assert_eq!(
+        (q.kind, q.limit, q.currency),
+        (
+            QuotaKind::Cost,
+            2_500_000,
+            Some(crate::price::Currency::Usd)
+        )
+    );
+    assert_eq!(q.to_string(), "cost=2.5USD/day@gpt-4o");
+    assert_eq!(
+        Quota::parse("cost=100USD/month").unwrap().limit,
+        100_000_000
+    );
+    for (bad, says) in [
+        ("cost=100/month", "currency"),
+        ("cost=100usd/month", "currency"),
+        ("cost=100XYZ/month", "currency"),
+        ("cost=0USD/month", "above 0"),
+        ("cost=1.0000001USD/month", "six decimals"),
+        ("cost=-1USD/month", "not an amount"),
+        ("cost=1e3USD/month", "not an amount"),
+    ] {
+        let err = Quota::parse(bad).unwrap_err();
+        assert_eq!(err.field, "quota");
+        assert!(err.reason.contains(says), "{bad}: {err}");
+    }
+    let json = serde_json::json!({"quotas": [{"kind": "requests", "limit": 1, "window": "day", "currency": "USD"}]});
+    let limits: Limits = serde_json::from_value(json).unwrap();
+    assert!(
+        limits.checked().is_err(),
+        "a currency on a count is refused"
+    );
 }

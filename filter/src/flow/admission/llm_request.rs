@@ -54,6 +54,19 @@ impl<H: StreamHost> Flow<H> {
         )
         .with_default_cap(default_cap);
         call.body_rewritten(forwarded_bytes);
+        if admission.budgets.priced {
+            // A key with a money quota was verified with the price table:
+            // without it the call's cost cannot be bounded.
+            let Some(book) = crate::prices::load(&self.host) else {
+                self.log(
+                    LogLevel::Error,
+                    "no price table for a money quota; refusing",
+                );
+                return Outcome::deny(Denial::AuthUnavailable);
+            };
+            let price = book.price_at(call.model(), self.exchange.started_ms);
+            call.priced_at(price.cloned());
+        }
         admission.llm = Some(call);
         Outcome::Done
     }

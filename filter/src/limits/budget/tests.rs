@@ -29,6 +29,9 @@ fn quota(kind: QuotaKind, limit: u64, window: Window) -> Quota {
         limit,
         window,
         model: None,
+        currency: kind
+            .counts_money()
+            .then_some(tollgate_wire::price::Currency::Usd),
     }
 }
 
@@ -459,15 +462,22 @@ fn call(model: &str, input: u64, output: u64) -> Demand<'_> {
     Demand {
         request_bytes: input,
         model: Some(model),
-        tokens: TokenBound { input, output },
+        tokens: TokenBound {
+            input,
+            output,
+            cost: 0,
+        },
     }
 }
 
-fn used(input_tokens: u64, output_tokens: u64) -> TokenUsage {
-    TokenUsage {
-        input_tokens,
-        output_tokens,
-        ..TokenUsage::default()
+fn used(input_tokens: u64, output_tokens: u64) -> Used {
+    Used {
+        tokens: TokenUsage {
+            input_tokens,
+            output_tokens,
+            ..TokenUsage::default()
+        },
+        cost: 0,
     }
 }
 
