@@ -191,6 +191,19 @@ impl Denial {
                 kind,
                 charge,
                 limit,
+            } if kind.counts_money() => format!(
+                "this request may cost up to {} (its body's bytes and its output cap at its \
+                 model's price), more than {}'s cost quota allows in a whole window ({}): \
+                 it can never fit; lower the output cap",
+                tollgate_wire::price::format_amount(charge),
+                budget_name(team),
+                tollgate_wire::price::format_amount(limit)
+            ),
+            Denial::QuotaNeverFits {
+                team,
+                kind,
+                charge,
+                limit,
             } if kind.reserves() => format!(
                 "this request may use up to {charge} {kind} (its body's bytes plus its \
                  output cap), more than {}'s {kind} quota allows in a whole \

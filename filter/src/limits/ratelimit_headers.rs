@@ -84,7 +84,7 @@ pub fn denial_headers(
         ),
     ];
     let state = quota
-        .filter(|q| openai && q.kind.reserves())
+        .filter(|q| openai && q.kind.reserves() && !q.kind.counts_money())
         .and_then(|q| budget.quotas.iter().find(|s| q.names(&s.quota)));
     if let Some(state) = state {
         headers.push(("x-ratelimit-limit-tokens", state.quota.limit.to_string()));
