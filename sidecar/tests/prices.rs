@@ -32,6 +32,7 @@ on_both_backends!(
     unpriced_and_non_llm_rows_are_told_apart,
     summary_costs_are_the_sums_of_row_costs,
     the_console_shows_spend_by_model,
+    the_series_has_spend_per_model_per_bucket,
 );
 
 /// The start of the previous hour, as ms: every record of a test is
@@ -632,4 +633,54 @@ async fn the_console_shows_spend_by_model(backend: Backend) {
     assert_eq!(rows[1]["model"], "unpriced-model");
     assert_eq!(rows[1]["cost_micros"], Value::Null);
     assert_eq!(rows[1]["unpriced_rows"], 1);
+}
+
+async fn the_series_has_spend_per_model_per_bucket(backend: Backend) {
+    let h = Harness::new(backend).await;
+    register_keys(&h.db.store, 1).await;
+    let t = hour_start_ms();
+    set_price(
+        &h,
+        json!({"model": "gpt-4o", "input": "1", "output": "2", "from": rfc3339(t)}),
+    )
+    .await;
+    ingest_ok(
+        &h,
+        &json!([
+            llm_record("a", t + 1, "gpt-4o", 1_000_000, 0, 1_000_000),
+            llm_record("b", t + 2, "unpriced-model", 5, 0, 5),
+            llm_record("c", to_unix_ms(now_ms()) - 1_000, "gpt-4o", 1_000_000, 0, 0),
+        ]),
+    )
+    .await;
+    let (cookie, _) = logged_in(&h).await;
+    let spend = |series: &Value, model: &str, field: &str| -> i64 {
+        series["points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["spend"][model][field].as_i64().unwrap_or(0))
+            .sum()
+    };
+    // From the hourly rollups: the costs stored on the rows, per model.
+    let day = read(&h, "/console/api/keys/1/usage/series?window=day", &cookie).await;
+    assert_eq!(day.status, StatusCode::OK, "{}", day.text());
+    let day = day.json();
+    assert_eq!(day["currency"], "USD");
+    assert_eq!(spend(&day, "gpt-4o", "cost_micros"), 4_000_000);
+    assert_eq!(spend(&day, "gpt-4o", "priced_rows"), 2);
+    assert_eq!(spend(&day, "unpriced-model", "cost_micros"), 0);
+    assert_eq!(spend(&day, "unpriced-model", "unpriced_rows"), 1);
+    let bucket = day["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["start"] == rfc3339(t))
+        .unwrap();
+    assert_eq!(bucket["spend"]["gpt-4o"]["cost_micros"], 3_000_000);
+    // From usage_log, per minute: only the last hour's call.
+    let hour = admin_ok(&h, Method::GET, "/v1/keys/1/usage/series?window=hour", None).await;
+    assert_eq!(spend(&hour, "gpt-4o", "cost_micros"), 1_000_000);
+    assert_eq!(spend(&hour, "gpt-4o", "priced_rows"), 1);
+    assert_eq!(spend(&hour, "unpriced-model", "unpriced_rows"), 0);
 }

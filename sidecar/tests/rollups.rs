@@ -579,8 +579,9 @@ async fn series_over_http(backend: Backend) {
         assert_eq!(last["response_bytes"], 80);
         assert_eq!(last["units"], 12);
         assert_eq!(last["denials"], json!({"token_expired": 1}));
-        assert_eq!(points[0].as_object().unwrap().len(), 7, "{}", points[0]);
+        assert_eq!(points[0].as_object().unwrap().len(), 8, "{}", points[0]);
         assert_eq!(points[0]["models"], json!({}));
+        assert_eq!(points[0]["spend"], json!({}));
     }
 
     let error = h

@@ -1,6 +1,7 @@
 //! Budget alerts over the admin API: `GET /v1/alerts` lists them (with
-//! `?failed=true`, the events every attempt failed to deliver), `POST
-//! /v1/alerts` adds one, `DELETE /v1/alerts/{id}` removes one (`tollgate
+//! `?failed=true`, the events every attempt failed to deliver), `GET
+//! /v1/alerts/events` the latest events whatever their state (the
+//! console's history), `POST /v1/alerts` adds one, `DELETE /v1/alerts/{id}` removes one (`tollgate
 //! alerts`). The rules are `domain::alert`; the checker and the sender,
 //! which run beside the service, are `crate::alerts`.
 
@@ -17,7 +18,9 @@ use crate::domain::alert::AlertRequest;
 use crate::http::error::{ApiError, Undone};
 use crate::http::extract::{AdminCaller, JsonBody};
 use crate::http::AppState;
-use crate::store::alerts::{add_alert, alert_list, failed_events, AddAlertError, CreatedAlert};
+use crate::store::alerts::{
+    add_alert, alert_list, failed_events, AddAlertError, CreatedAlert, EventList, EventView,
+};
 
 /// Body of `POST /v1/alerts`.
 #[derive(Debug, Clone, Deserialize)]
@@ -56,6 +59,30 @@ pub async fn list(
     }
     let alerts = alert_list(&state.store).await.map_err(read)?;
     Ok(Json(alerts).into_response())
+}
+
+/// How many events `GET /v1/alerts/events` answers at most.
+pub const EVENT_HISTORY: usize = 200;
+
+/// `GET /v1/alerts/events`: the latest [`EVENT_HISTORY`] events of every
+/// alert, newest first, pending, delivered and failed alike.
+pub async fn events(
+    _caller: AdminCaller,
+    State(state): State<AppState>,
+) -> Result<Json<EventList>, ApiError> {
+    let rows = state
+        .store
+        .alert_events(None)
+        .await
+        .map_err(ApiError::reading(Undone::ReadAlerts))?;
+    Ok(Json(EventList {
+        events: rows
+            .iter()
+            .rev()
+            .take(EVENT_HISTORY)
+            .map(EventView::of)
+            .collect(),
+    }))
 }
 
 /// `POST /v1/alerts`: adds an alert; 400 naming the field when it is
@@ -112,5 +139,6 @@ pub async fn remove(
 pub fn admin_router() -> Router<AppState> {
     Router::new()
         .route("/v1/alerts", get(list).post(add))
+        .route("/v1/alerts/events", get(events))
         .route("/v1/alerts/{id}", delete(remove))
 }

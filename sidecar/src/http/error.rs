@@ -154,6 +154,8 @@ pub enum Undone {
     ReadPrices,
     /// `GET /v1/alerts`.
     ReadAlerts,
+    /// `GET /v1/keys/{id}/budgets`.
+    ReadBudgets,
     /// Key verification.
     VerifyKey,
     /// `GET /readyz`.
@@ -176,6 +178,7 @@ impl Undone {
             Undone::ReadKeys => "the key list could not be read",
             Undone::ReadPrices => "the prices could not be read",
             Undone::ReadAlerts => "the alerts could not be read",
+            Undone::ReadBudgets => "the budgets could not be read",
             Undone::VerifyKey => "the key could not be looked up",
             Undone::CheckReadiness => "the sidecar is not ready",
             Undone::ReadFeed => "the key change feed could not be read",

@@ -7,6 +7,7 @@
 //! `store`) imports it.
 
 pub mod alerts;
+pub mod budgets;
 pub mod console;
 pub mod drain;
 pub mod error;
@@ -42,6 +43,7 @@ pub const DEFAULT_LISTEN: SocketAddr =
 fn admin_routes() -> Router<AppState> {
     Router::new()
         .merge(alerts::admin_router())
+        .merge(budgets::admin_router())
         .merge(keys::admin_router())
         .merge(limits::admin_router())
         .merge(prices::admin_router())

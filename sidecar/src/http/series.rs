@@ -1,6 +1,6 @@
 //! A key's usage over time, for plots: `GET /v1/keys/{id}/usage/series`,
 //! every bucket of a window (zero-filled, oldest first) with its requests,
-//! bytes, units, denials by code and LLM tokens by model.
+//! bytes, units, denials by code, and LLM tokens and spend by model.
 //!
 //! The windows end with the bucket holding "now": `hour` is 60 one-minute
 //! buckets read from `usage_log` (through its (api_key_id, created_at)
@@ -99,6 +99,19 @@ pub struct Point {
     pub denials: BTreeMap<String, i64>,
     /// The LLM calls' token sums, by model; empty when there was none.
     pub models: BTreeMap<String, TokenSums>,
+    /// The LLM calls' spend, by model (the same models as `models`).
+    pub spend: BTreeMap<String, ModelSpend>,
+}
+
+/// What one model's calls in a bucket cost: the sum of the costs stored
+/// on their rows (as the summary adds them), and how many were priced.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct ModelSpend {
+    /// In micro-units of the series' `currency`; 0 when none was priced.
+    pub cost_micros: u128,
+    pub priced_rows: i64,
+    /// Calls of a model with no price at their time.
+    pub unpriced_rows: i64,
 }
 
 /// Reply of `GET /v1/keys/{id}/usage/series`.
@@ -110,6 +123,8 @@ pub struct Series {
     /// The first bucket's start and the last one's end, RFC 3339.
     pub from: String,
     pub to: String,
+    /// The one currency of prices, if any price is set.
+    pub currency: Option<String>,
     pub points: Vec<Point>,
 }
 
@@ -122,7 +137,9 @@ pub async fn usage_series(
 ) -> Result<Series, StoreError> {
     let (from, to) = window.span(now);
     let rows = store.usage_series(key_id, window.grain(), from, to).await?;
-    Ok(fill(key_id, window, from, to, &rows))
+    let mut series = fill(key_id, window, from, to, &rows);
+    series.currency = store.price_currency().await?.map(|c| c.code().to_string());
+    Ok(series)
 }
 
 /// The series of `rows` (sparse, per bucket and outcome) with every bucket
@@ -144,6 +161,7 @@ fn fill(
             units: 0,
             denials: BTreeMap::new(),
             models: BTreeMap::new(),
+            spend: BTreeMap::new(),
         })
         .collect();
     for row in rows {
@@ -161,6 +179,10 @@ fn fill(
         }
         if !row.model.is_empty() {
             *point.models.entry(row.model.clone()).or_default() += row.tokens;
+            let spend = point.spend.entry(row.model.clone()).or_default();
+            spend.cost_micros += row.cost_micros;
+            spend.priced_rows += row.priced_rows;
+            spend.unpriced_rows += row.unpriced_rows;
         }
     }
     Series {
@@ -169,6 +191,7 @@ fn fill(
         bucket_s: grain.seconds(),
         from: format_rfc3339(from),
         to: format_rfc3339(to),
+        currency: None,
         points,
     }
 }
@@ -295,6 +318,9 @@ mod tests {
             response_bytes: 1,
             units: 7 * requests as u128,
             tokens: TokenSums::default(),
+            cost_micros: 0,
+            priced_rows: 0,
+            unpriced_rows: 0,
         };
         let llm = |at, model: &str, input| SeriesRow {
             model: model.into(),
@@ -303,6 +329,13 @@ mod tests {
                 output_tokens: 1,
                 ..TokenSums::default()
             },
+            cost_micros: if model == "m2" {
+                0
+            } else {
+                u128::from(input.unsigned_abs()) * 3
+            },
+            priced_rows: i64::from(model != "m2"),
+            unpriced_rows: i64::from(model == "m2"),
             ..row(at, "allowed", 1)
         };
         let rows = [
@@ -347,6 +380,16 @@ mod tests {
         assert_eq!(second.models["m1"].input_tokens, 15);
         assert_eq!(second.models["m1"].output_tokens, 2);
         assert_eq!(second.models["m2"].input_tokens, 20);
+        assert_eq!(
+            second.spend["m1"],
+            ModelSpend {
+                cost_micros: 45,
+                priced_rows: 2,
+                unpriced_rows: 0
+            }
+        );
+        assert_eq!(second.spend["m2"].unpriced_rows, 1);
+        assert!(first.spend.is_empty());
     }
 
     #[test]

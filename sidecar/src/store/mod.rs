@@ -261,6 +261,11 @@ pub struct SeriesRow {
     pub response_bytes: u128,
     pub units: u128,
     pub tokens: TokenSums,
+    /// The priced rows' cost, in micro-units, and how many LLM rows had a
+    /// price at their time and how many had none.
+    pub cost_micros: u128,
+    pub priced_rows: i64,
+    pub unpriced_rows: i64,
 }
 
 /// What [`Store::insert_usage`] did with a batch.

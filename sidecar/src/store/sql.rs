@@ -378,10 +378,16 @@ pub fn minute_series(
         .iter()
         .map(|c| format!("CAST(COALESCE(SUM({c}), 0) AS {int_type}) AS {c}"))
         .collect();
+    // Costs as the rollups count them: a row with a cost is priced, an
+    // LLM row (one with a model) without one is unpriced.
+    let rows_where = |condition: &str| {
+        format!("CAST(COALESCE(SUM(CASE WHEN {condition} THEN 1 ELSE 0 END), 0) AS {int_type})")
+    };
     format!(
         "SELECT {bucket} AS bucket, outcome, {model} AS bucket_model, \
          CAST(COUNT(*) AS {int_type}) AS requests, \
-         {request_bytes}, {response_bytes}, {units}, {tokens} FROM usage_log \
+         {request_bytes}, {response_bytes}, {units}, {tokens}, {cost}, \
+         {priced} AS priced_rows, {unpriced} AS unpriced_rows FROM usage_log \
          WHERE api_key_id = ? AND created_at >= ? AND created_at < ? \
          GROUP BY bucket, outcome, bucket_model ORDER BY bucket, outcome, bucket_model",
         bucket = minute("created_at"),
@@ -390,6 +396,9 @@ pub fn minute_series(
         response_bytes = split_sum("response_bytes", int_type),
         units = split_sum("units", int_type),
         tokens = tokens.join(", "),
+        cost = split_sum("cost_micros", int_type),
+        priced = rows_where("cost_micros IS NOT NULL"),
+        unpriced = rows_where("model IS NOT NULL AND cost_micros IS NULL"),
     )
 }
 
@@ -505,6 +514,9 @@ where
         response_bytes: exact_total(row, "usage series", "response_bytes")?,
         units: exact_total(row, "usage series", "units")?,
         tokens: token_sums(row)?,
+        cost_micros: exact_total(row, "usage series", "cost_micros")?,
+        priced_rows: row.try_get("priced_rows")?,
+        unpriced_rows: row.try_get("unpriced_rows")?,
     })
 }
 

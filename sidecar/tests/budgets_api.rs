@@ -1,0 +1,197 @@
+//! A key's budgets now (`GET /v1/keys/{id}/budgets`), on SQLite and MySQL
+//! alike: per quota, the counter's charge beside the ledger's use, what is
+//! reserved and left; the same through the console's allow-listed route,
+//! and its changing a key's limits with the session's CSRF token.
+
+#[macro_use]
+mod support;
+
+use axum::http::{Method, StatusCode};
+use serde_json::{json, Value};
+use support::console::*;
+use support::*;
+use tollgate_wire::GRANTS_PATH;
+
+on_both_backends!(
+    budgets_show_charged_used_reserved_and_left,
+    the_console_reads_budgets_and_changes_limits,
+);
+
+async fn create(h: &Harness, body: Value) -> i64 {
+    let reply = h.admin(Method::POST, "/v1/keys", Some(body)).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+    reply.json()["id"].as_i64().unwrap()
+}
+
+/// One grant call through the internal API; its answer.
+async fn grants(h: &Harness, request: Value) -> Value {
+    let reply = h.internal(GRANTS_PATH, request.to_string()).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    reply.json()
+}
+
+fn budget<'a>(reply: &'a Value, quota: &str) -> &'a Value {
+    reply["budgets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["quota"] == quota)
+        .unwrap_or_else(|| panic!("no budget {quota} in {reply}"))
+}
+
+async fn budgets_show_charged_used_reserved_and_left(backend: Backend) {
+    let h = Harness::new(backend).await;
+    let key_id = create(
+        &h,
+        json!({"name": "budgeted", "quotas": ["requests=10/day", "units=100/hour"]}),
+    )
+    .await;
+    let fresh = h
+        .admin(Method::GET, &format!("/v1/keys/{key_id}/budgets"), None)
+        .await;
+    assert_eq!(fresh.status, StatusCode::OK, "{}", fresh.text());
+    let fresh = fresh.json();
+    assert_eq!(fresh["key_id"], key_id);
+    let requests = budget(&fresh, "requests");
+    for (field, value) in [
+        ("limit", 10),
+        ("charged", 0),
+        ("used", 0),
+        ("reserved", 0),
+        ("left", 10),
+    ] {
+        assert_eq!(requests[field], value, "{field}: {requests}");
+    }
+    assert_eq!(requests["kind"], "requests");
+    assert_eq!(requests["window"], "day");
+    assert!(requests["window_start"]
+        .as_str()
+        .unwrap()
+        .ends_with("T00:00:00.000Z"));
+
+    // An Envoy takes a grant of requests, two of them reach the ledger; two
+    // records' units (6 each) are settled after the fact.
+    let given = grants(
+        &h,
+        json!({"asks": [{"grant_id": format!("{:032x}", 1), "key_id": key_id,
+                         "quota": "requests", "need": 4, "recent_use": 0}]}),
+    )
+    .await;
+    let granted = given["grants"][0]["charged"].as_u64().unwrap();
+    assert!(granted >= 4, "{given}");
+    let reply = h
+        .ingest(&json!([record("b1", key_id), record("b2", key_id)]))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    grants(
+        &h,
+        json!({"settlements": [{"settlement_id": format!("{:032x}", 2), "key_id": key_id,
+                                "quota": "units", "amount": 12}]}),
+    )
+    .await;
+
+    let now = h
+        .admin(Method::GET, &format!("/v1/keys/{key_id}/budgets"), None)
+        .await
+        .json();
+    let requests = budget(&now, "requests");
+    assert_eq!(requests["charged"], granted);
+    assert_eq!(requests["used"], 2);
+    assert_eq!(requests["reserved"], granted - 2);
+    assert_eq!(requests["left"], 10 - granted);
+    let units = budget(&now, "units");
+    assert_eq!(
+        (
+            &units["charged"],
+            &units["used"],
+            &units["reserved"],
+            &units["left"]
+        ),
+        (&json!(12), &json!(12), &json!(0), &json!(88)),
+        "{units}"
+    );
+    // The same use as `usage reconcile` reads.
+    let at = sidecar::domain::clock::now_ms();
+    let rows = sidecar::cli::reconcile::reconcile(&h.db.store, Some(key_id), None, at)
+        .await
+        .unwrap();
+    assert_eq!(rows[0].ledger, 2);
+    assert_eq!(rows[0].charged, granted as i64);
+
+    // Refusals name what is wrong.
+    h.admin(Method::GET, "/v1/keys/999/budgets", None)
+        .await
+        .expect_error(StatusCode::NOT_FOUND, "key_not_found");
+    let bad = h.admin(Method::GET, "/v1/keys/x/budgets", None).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert_eq!(bad.json()["error"]["field"], "id");
+    let anonymous = h.get(&format!("/v1/keys/{key_id}/budgets")).await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    // A key without quotas has no budget.
+    let plain = create(&h, json!({"name": "plain"})).await;
+    let none = h
+        .admin(Method::GET, &format!("/v1/keys/{plain}/budgets"), None)
+        .await
+        .json();
+    assert_eq!(none["budgets"], json!([]));
+}
+
+async fn the_console_reads_budgets_and_changes_limits(backend: Backend) {
+    let h = Harness::new(backend).await;
+    let key_id = create(
+        &h,
+        json!({"name": "console", "quotas": ["requests=5/hour"]}),
+    )
+    .await;
+    let (cookie, csrf) = logged_in(&h).await;
+    let path = format!("/console/api/keys/{key_id}/budgets");
+    let through = read(&h, &path, &cookie).await;
+    assert_eq!(through.status, StatusCode::OK, "{}", through.text());
+    let direct = h
+        .admin(Method::GET, &path.replace("/console/api", "/v1"), None)
+        .await;
+    let (mut a, mut b) = (through.json(), direct.json());
+    a["at"] = json!(null);
+    b["at"] = json!(null);
+    assert_eq!(a, b, "the console shows the admin API's answer");
+    get(&h, &path)
+        .await
+        .expect_error(StatusCode::UNAUTHORIZED, "session_required");
+
+    // Changing limits is an action: without the CSRF token nothing changes.
+    let limits = format!("/console/api/keys/{key_id}/limits");
+    let body = json!({"rate": "5/s", "quotas": ["tokens=100k/day@gpt-4o"]});
+    let put = |csrf: Option<String>, body: Value| {
+        let cookie = cookie.clone();
+        let limits = limits.clone();
+        let h = &h;
+        async move {
+            h.send(request(
+                Method::PUT,
+                &limits,
+                Some(&cookie),
+                csrf.as_deref(),
+                Some(ORIGIN),
+                Some(body),
+            ))
+            .await
+        }
+    };
+    put(None, body.clone())
+        .await
+        .expect_error(StatusCode::FORBIDDEN, "csrf_refused");
+    let bad = put(Some(csrf.clone()), json!({"quotas": ["requests=lots/day"]})).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.text());
+    assert_eq!(bad.json()["error"]["field"], "quota");
+    let keys = read(&h, "/console/api/keys", &cookie).await.json();
+    assert_eq!(
+        keys["keys"][0]["limits"]["quotas"][0]["kind"], "requests",
+        "a refused change changed nothing"
+    );
+    let done = put(Some(csrf), body).await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.text());
+    assert_eq!(done.json()["limits"]["rate"]["count"], 5);
+    let now = read(&h, &path, &cookie).await.json();
+    assert_eq!(budget(&now, "tokens@gpt-4o")["limit"], 100_000);
+    assert_eq!(budget(&now, "tokens@gpt-4o")["model"], "gpt-4o");
+}
