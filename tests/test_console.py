@@ -7,7 +7,10 @@ once), sends traffic through Envoy with it, watches the key's plots take the
 new data points, reads the gateway's live figures, and revokes the key; a
 POST without the session's CSRF token, or from another origin, is refused.
 A page under a name rebound to the sidecar's address (DNS rebinding) gets
-nothing; a client that keeps failing to log in is made to wait.
+nothing; a client that keeps failing to log in is made to wait. Limits are
+set through the forms (a refused quota shows the API's error), a key's
+budget bars show the admin API's figures, the alerts page lists an alert,
+and the gateway page plots its last hour.
 A screenshot of every page goes to ``tests/artifacts/console/`` (gitignored).
 """
 
@@ -22,7 +25,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tollgate_tooling.gateway import Gateway, assert_error
+from tollgate_tooling.gateway import Gateway, assert_error, sidecar_request
 
 CHROMIUM = "/usr/bin/chromium"
 ARTEFACTS = Path(__file__).resolve().parent / "artifacts" / "console"
@@ -203,6 +206,7 @@ def test_the_console_from_login_to_revocation(browser, sqlite_gateway: Gateway):
         # -- live figures: the sidecar's own and the filter's, read from Envoy's admin
         op.page.click('nav a[href="/console/gateway"]')
         op.page.wait_for_url(console + "/console/gateway")
+        op.page.click("#raw-toggle")
         op.page.locator('#envoy-metrics tr[data-metric^="tollgate_"]').first.wait_for()
         op.page.locator('#sidecar-metrics tr[data-metric="tollgate_http_requests_total"]').first.wait_for()
         assert stack.envoy_admin in op.page.locator("#envoy-status").inner_text()
@@ -345,3 +349,149 @@ def test_the_pages_forbid_anything_from_elsewhere(sqlite_gateway: Gateway):
     resp = requests.get(console + "/console/assets/chart.umd.min.js", timeout=5)
     assert resp.status_code == 401, "the scripts need a session"
     assert requests.get(console + "/console/assets/console.css", timeout=5).status_code == 200
+
+
+def admin(stack, method: str, path: str, body=None) -> requests.Response:
+    """A call to the sidecar's admin API with the admin token."""
+    return sidecar_request(stack, method, path, body,
+                           headers={"authorization": f"Bearer {stack.config.admin_token}"})
+
+
+def budget_on_page(op: Operator, quota: str) -> dict[str, int]:
+    """A budget bar's figures as the page shows them."""
+    box = op.page.locator(f'.budget[data-quota="{quota}"]')
+    return {part: int(box.locator(f".n-{part}").get_attribute("data-value"))
+            for part in ("used", "reserved", "left", "limit")}
+
+
+def test_limits_budgets_alerts_and_the_gateway_plots(browser, sqlite_gateway: Gateway):
+    stack = sqlite_gateway.stack
+    console = stack.sidecar_url
+    op = Operator(browser, console)
+    try:
+        login(op, stack.config.admin_token)
+        op.page.wait_for_url(console + "/console")
+
+        # -- a key with a rate and quotas, through the form; stored as spelled
+        form = "#create-form"
+        op.page.fill(f'{form} input[name="name"]', "budgeted")
+        op.page.fill(f'{form} input[name="rate"]', "50/s")
+        op.page.fill(f'{form} input[name="quotas"]', "requests=40/day  request_bytes=1MiB/day")
+        op.page.click(f'{form} button[type="submit"]')
+        op.page.locator("#created").wait_for(state="visible")
+        key = op.page.locator("#created-key").inner_text().strip()
+        stack.remember_key({"key": key})
+        op.page.click("#created-done")
+        row = op.page.locator("#keys tbody tr", has_text="budgeted")
+        row.wait_for()
+        key_id = int(row.get_attribute("data-key-id"))
+        [stored] = [k for k in admin(stack, "GET", "/v1/keys").json()["keys"] if k["id"] == key_id]
+        assert stored["limits"] == {
+            "rate": {"count": 50, "per": "s", "burst": 50},
+            "quotas": [{"kind": "requests", "limit": 40, "window": "day"},
+                       {"kind": "request_bytes", "limit": 1048576, "window": "day"}],
+        }, stored
+        assert row.locator("td.limits").inner_text() == \
+            "rate=50/s burst=50 requests=40/day request_bytes=1048576/day"
+
+        # -- a quota the API refuses: its 400, naming the field, is what the page shows
+        refused = admin(stack, "POST", "/v1/keys", {"name": "bad-quota", "quotas": ["requests=lots/day"]})
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["error"]["field"] == "quota", refused.text
+        message = refused.json()["error"]["message"]
+        op.page.fill(f'{form} input[name="name"]', "bad-quota")
+        op.page.fill(f'{form} input[name="quotas"]', "requests=lots/day")
+        op.page.click(f'{form} button[type="submit"]')
+        error = op.page.locator("#create-error")
+        op.wait_for("the API's error on the page", lambda: message in error.inner_text())
+        assert error.get_attribute("data-field") == "quota"
+        assert "quota" in error.inner_text()
+        assert not [k for k in admin(stack, "GET", "/v1/keys").json()["keys"]
+                    if k["name"] == "bad-quota"], "a refused key was stored"
+        op.problems.clear()  # the browser logs the refused call's 400
+
+        # -- traffic: the key spends some of its budgets through Envoy
+        body = b'{"text": "hello budgets"}'
+        for _ in range(6):
+            resp = sqlite_gateway.post(body, key)
+            assert resp.status_code == 200, resp.text
+
+        # -- the key's page: one bar per quota, its figures the API's
+        op.page.goto(f"{console}/console/keys/{key_id}")
+        op.page.locator('.budget[data-quota="requests"]').wait_for()
+
+        def page_matches_api():
+            api = {b["quota"]: b for b in admin(
+                stack, "GET", f"/v1/keys/{key_id}/budgets").json()["budgets"]}
+            shown = {q: budget_on_page(op, q) for q in ("requests", "request_bytes")}
+            want = {q: {f: api[q][f] for f in ("used", "reserved", "left", "limit")}
+                    for q in shown}
+            return shown == want and shown["requests"]["used"] == 6 and shown
+        shown = op.wait_for("the bars showing the API's budgets with 6 requests used",
+                            page_matches_api)
+        assert shown["requests"]["limit"] == 40
+        assert shown["request_bytes"]["used"] == 6 * len(body)
+        # Envoy holds a grant: part of the budget is reserved, not yet used.
+        assert shown["requests"]["used"] + shown["requests"]["reserved"] \
+            + shown["requests"]["left"] == 40
+        widths = op.page.evaluate("""() => [...document.querySelectorAll(
+            '.budget[data-quota="requests"] .bar span')].map((s) => s.getBoundingClientRect().width)""")
+        assert widths[0] > 0 and widths[2] > 0, widths
+        op.screenshot("budgets")
+
+        # -- change the limits on the key's page; a bad rate shows the API's error
+        op.page.click("#key-limits-edit")
+        dialog = op.page.locator("#limits-dialog")
+        dialog.wait_for(state="visible")
+        assert op.page.locator('#limits-form input[name="quotas"]').input_value() == \
+            "requests=40/day request_bytes=1048576/day"
+        op.page.fill('#limits-form input[name="rate"]', "50/hour")
+        op.page.click('#limits-form button[type="submit"]')
+        limits_error = op.page.locator("#limits-error")
+        op.wait_for("the refused rate's error", lambda: "rate" in limits_error.inner_text())
+        assert limits_error.get_attribute("data-field") == "rate"
+        op.problems.clear()  # the refused change's 400
+        op.page.fill('#limits-form input[name="rate"]', "")
+        op.page.fill('#limits-form input[name="burst"]', "")
+        op.page.fill('#limits-form input[name="quotas"]', "requests=60/day")
+        op.page.click('#limits-form button[type="submit"]')
+        dialog.wait_for(state="hidden")
+        op.wait_for("the new limits shown",
+                    lambda: op.page.locator("#key-limits").inner_text() == "requests=60/day")
+        [stored] = [k for k in admin(stack, "GET", "/v1/keys").json()["keys"] if k["id"] == key_id]
+        assert stored["limits"] == {"rate": None, "quotas": [
+            {"kind": "requests", "limit": 60, "window": "day"}]}, stored
+        op.wait_for("one bar left", lambda: op.page.locator(".budget").count() == 1
+                    and budget_on_page(op, "requests")["limit"] == 60)
+        assert op.page.evaluate("Chart.getChart('chart-spend') !== undefined")
+
+        # -- the alerts page lists an alert of the key
+        added = admin(stack, "POST", "/v1/alerts", {
+            "key_id": key_id, "thresholds": [50, 100], "url": "http://127.0.0.1:9/hook"})
+        assert added.status_code == 201, added.text
+        op.page.click('nav a[href="/console/alerts"]')
+        op.page.wait_for_url(console + "/console/alerts")
+        alert_id = added.json()["id"]
+        alert_row = op.page.locator(f'#alerts tbody tr[data-alert-id="{alert_id}"]')
+        alert_row.wait_for()
+        assert "50 %, 100 %" in alert_row.inner_text()
+        assert added.json()["secret"] not in op.page.content()
+
+        # -- the gateway page plots the last hour from the sidecar's samples
+        op.page.click('nav a[href="/console/gateway"]')
+        op.page.wait_for_url(console + "/console/gateway")
+        op.wait_for("a plotted interval", lambda: int(
+            op.page.locator("#history-status").get_attribute("data-points") or 0) >= 1, timeout=40)
+        for chart in ("chart-gw-requests", "chart-gw-cache", "chart-gw-verify", "chart-gw-usage"):
+            assert op.page.evaluate(f"Chart.getChart('{chart}').data.labels.length") >= 1, chart
+        op.wait_for("allowed requests on the plot",
+                    lambda: op.chart_sum("chart-gw-requests", "allowed") > 0, timeout=40)
+        assert op.page.locator("#raw-figures").is_hidden()
+        op.page.click("#raw-toggle")
+        op.page.locator('#envoy-metrics tr[data-metric="tollgate_requests_allowed"]').first.wait_for()
+        op.screenshot("gateway-plots")
+
+        assert all(url.startswith(console + "/") for url in op.requested)
+        assert not op.problems, op.problems
+    finally:
+        op.close()

@@ -27,6 +27,7 @@
     if (!resp.ok) {
       const err = new Error(data?.error?.message ?? `the sidecar answered ${resp.status}`);
       err.status = resp.status;
+      err.field = data?.error?.field ?? null;
       throw err;
     }
     return data;
@@ -47,6 +48,61 @@
   }
 
   const number = new Intl.NumberFormat("en");
+
+  // ---- limits: shown as the CLI spells them, changed through the admin API
+  /** A quota as spelled: `tokens=100000/day@gpt-4o`. */
+  function quotaText(q) {
+    return `${q.kind}=${q.limit}/${q.window}${q.model ? `@${q.model}` : ""}`;
+  }
+
+  /** A key's limits as spelled, or "none". */
+  function limitsText(limits) {
+    const parts = [];
+    if (limits?.rate) parts.push(`rate=${limits.rate.count}/${limits.rate.per}`, `burst=${limits.rate.burst}`);
+    for (const q of limits?.quotas ?? []) parts.push(quotaText(q));
+    return parts.length > 0 ? parts.join(" ") : "none";
+  }
+
+  /** The admin API's limit fields (`rate`, `burst`, `quotas`) from a form's inputs; empty ones are left out. */
+  function limitFields(fields) {
+    const out = { quotas: String(fields.get("quotas") ?? "").split(/[\s,]+/).filter((q) => q !== "") };
+    const rate = String(fields.get("rate") ?? "").trim();
+    const burst = String(fields.get("burst") ?? "").trim();
+    if (rate) out.rate = rate;
+    if (burst) out.burst = Number(burst);
+    return out;
+  }
+
+  /** Why a call was refused, for the page: the API's message (which names the field). */
+  function refusal(err) {
+    return err.field ? `${err.message} (field: ${err.field})` : err.message;
+  }
+
+  /** The limits dialog for `key`; `saved` runs after a change was stored. */
+  function editLimits(key, saved) {
+    const dialog = document.getElementById("limits-dialog");
+    const form = document.getElementById("limits-form");
+    const error = document.getElementById("limits-error");
+    document.getElementById("limits-name").textContent = `${key.name} (${key.prefix}…)`;
+    form.elements.rate.value = key.limits?.rate ? `${key.limits.rate.count}/${key.limits.rate.per}` : "";
+    form.elements.burst.value = key.limits?.rate ? String(key.limits.rate.burst) : "";
+    form.elements.quotas.value = (key.limits?.quotas ?? []).map(quotaText).join(" ");
+    error.textContent = "";
+    delete error.dataset.field;
+    form.onsubmit = async (event) => {
+      event.preventDefault();
+      try {
+        await api("PUT", `/console/api/keys/${key.id}/limits`, limitFields(new FormData(form)));
+        dialog.close();
+        await saved();
+      } catch (err) {
+        error.textContent = `The limits were not changed: ${refusal(err)}`;
+        error.dataset.field = err.field ?? "";
+      }
+    };
+    document.getElementById("limits-cancel").onclick = () => dialog.close();
+    dialog.showModal();
+  }
 
   document.getElementById("logout")?.addEventListener("click", async () => {
     try { await api("POST", "/console/logout"); } finally { location.assign("/console/login"); }
@@ -77,7 +133,10 @@
       const name = el("td"); name.append(link);
       const prefix = el("td"); prefix.append(el("code", key.prefix));
       const status = el("td"); status.append(el("span", key.status, { class: `status ${key.status.toLowerCase()}` }));
-      const actions = el("td");
+      const actions = el("td", null, { class: "actions" });
+      const change = el("button", "Limits", { type: "button", class: "edit-limits" });
+      change.addEventListener("click", () => editLimits(key, load));
+      actions.append(change);
       if (key.status !== "REVOKED") {
         const button = el("button", "Revoke", { type: "button", class: "danger" });
         button.addEventListener("click", () => {
@@ -87,7 +146,9 @@
         });
         actions.append(button);
       }
-      tr.append(el("td", key.id), name, prefix, status, el("td", "none", { class: "limits" }),
+      const limits = el("td", null, { class: "limits" });
+      limits.append(el("code", limitsText(key.limits)));
+      tr.append(el("td", key.id), name, prefix, status, limits,
         el("td", when(lastUsed), { class: "last-use" }), el("td", when(key.created_at)),
         el("td", key.expires_at ? when(key.expires_at) : "never"),
         el("td", key.has_signing_secret ? "own" : "shared"), actions);
@@ -121,7 +182,9 @@
       event.preventDefault();
       const createError = document.getElementById("create-error");
       const fields = new FormData(form);
-      const request = { name: String(fields.get("name") ?? ""), signing_secret: fields.get("signing_secret") === "on" };
+      const request = {
+        name: String(fields.get("name") ?? ""), signing_secret: fields.get("signing_secret") === "on", ...limitFields(fields),
+      };
       const expires = String(fields.get("expires_at") ?? "");
       if (expires) request.expires_at = `${expires.length === 16 ? `${expires}:00` : expires}Z`;
       try {
@@ -133,9 +196,11 @@
         document.getElementById("created-secret").textContent = key.signing_secret ?? "";
         created.hidden = false;
         createError.textContent = "";
+        delete createError.dataset.field;
         form.reset();
       } catch (err) {
-        createError.textContent = `The key was not created: ${err.message}`;
+        createError.textContent = `The key was not created: ${refusal(err)}`;
+        createError.dataset.field = err.field ?? "";
       }
       await load();
     });
@@ -219,6 +284,59 @@
       : "No LLM calls since the start of this window.";
   }
 
+  /** The spend plot's datasets: per model, its cost per bucket in whole currency units, stacked. */
+  function spendDatasets(points) {
+    const models = [...new Set(points.flatMap((p) => Object.keys(p.spend ?? {})))].sort();
+    return models.map((model, i) => ({
+      label: model,
+      data: points.map((p) => (p.spend?.[model]?.cost_micros ?? 0) / 1e6),
+      backgroundColor: MODEL_COLOURS[i % MODEL_COLOURS.length],
+      stack: "spend",
+    }));
+  }
+
+  /** One budget as a bar of used, reserved and left, with its figures. */
+  function budgetBar(b) {
+    const box = el("div", null, { class: "budget", "data-quota": b.quota });
+    const head = el("div", null, { class: "budget-head" });
+    head.append(el("strong", b.quota), el("span", ` per ${b.window}, ${when(b.window_start)} to ${when(b.window_end)}`, { class: "note" }));
+    const bar = el("div", null, { class: "bar", role: "img" });
+    // Settled quotas can pass their limit (a response is served, then
+    // charged): the bar's whole is then what was charged.
+    const whole = Math.max(b.limit, b.used + b.reserved, 1);
+    for (const part of ["used", "reserved", "left"]) {
+      const segment = el("span", null, { class: part });
+      segment.style.width = `${(100 * b[part]) / whole}%`;
+      bar.append(segment);
+    }
+    bar.setAttribute("aria-label", `${b.quota}: ${b.used} used, ${b.reserved} reserved, ${b.left} left of ${b.limit}`);
+    const figures = el("div", null, { class: "budget-figures" });
+    const figure = (part, value) => {
+      const n = el("span", number.format(value), { class: `n-${part}`, "data-value": String(value) });
+      return [n, ` ${part}`];
+    };
+    const percent = b.limit > 0 ? ` (${Math.round((100 * (b.used + b.reserved)) / b.limit)} % taken)` : "";
+    figures.append(...figure("used", b.used), " · ", ...figure("reserved", b.reserved), " · ",
+      ...figure("left", b.left), " of ", el("span", number.format(b.limit), { class: "n-limit", "data-value": String(b.limit) }),
+      ` · charged ${number.format(b.charged)}${percent}`);
+    box.append(head, bar, figures);
+    return box;
+  }
+
+  async function loadBudgets(id) {
+    const status = document.getElementById("budgets-status");
+    try {
+      const reply = await api("GET", `/console/api/keys/${id}/budgets`);
+      document.getElementById("budgets").replaceChildren(...reply.budgets.map(budgetBar));
+      status.textContent = reply.budgets.length > 0
+        ? `Read ${when(reply.at)}.`
+        : "This key has no quota.";
+      status.dataset.read = reply.at;
+    } catch (err) {
+      status.textContent = `The budgets could not be read: ${err.message}`;
+    }
+  }
+
   function startOf(point) {
     const s = point.start;
     if (typeof s === "number") return new Date(s > 1e12 ? s : s * 1000);
@@ -253,19 +371,29 @@
       units: chart("chart-units", "bar", false),
       denials: chart("chart-denials", "bar", true),
       tokens: chart("chart-tokens", "bar", true),
+      spend: chart("chart-spend", "bar", true),
     };
     let current = "hour";
 
-    try {
-      const list = await api("GET", "/console/api/keys");
-      const key = list.keys.find((k) => String(k.id) === id);
-      document.getElementById("key-title").textContent = key ? `${key.name} (${key.prefix}…)` : id;
-      document.getElementById("key-facts").textContent = key
-        ? `Status ${key.status} · limits: none · created ${when(key.created_at)} · expires ${key.expires_at ? when(key.expires_at) : "never"} · signing secret: ${key.has_signing_secret ? "own" : "shared"}`
-        : "No key has this id.";
-    } catch (err) {
-      document.getElementById("key-facts").textContent = `The key could not be read: ${err.message}`;
+    async function loadKey() {
+      try {
+        const list = await api("GET", "/console/api/keys");
+        const key = list.keys.find((k) => String(k.id) === id);
+        document.getElementById("key-title").textContent = key ? `${key.name} (${key.prefix}…)` : id;
+        document.getElementById("key-facts").textContent = key
+          ? `Status ${key.status} · created ${when(key.created_at)} · expires ${key.expires_at ? when(key.expires_at) : "never"} · signing secret: ${key.has_signing_secret ? "own" : "shared"}`
+          : "No key has this id.";
+        document.getElementById("key-limits").textContent = key ? limitsText(key.limits) : "";
+        document.getElementById("key-limits-edit").hidden = !key;
+        document.getElementById("key-limits-edit").onclick = () => editLimits(key, async () => {
+          await loadKey();
+          await loadBudgets(id);
+        });
+      } catch (err) {
+        document.getElementById("key-facts").textContent = `The key could not be read: ${err.message}`;
+      }
     }
+    await loadKey();
 
     async function load() {
       const window = current;
@@ -302,11 +430,17 @@
         })),
       };
       charts.tokens.data = { labels, datasets: tokenDatasets(points) };
+      charts.spend.data = { labels, datasets: spendDatasets(points) };
+      charts.spend.options.scales.y.title = { display: Boolean(series.currency), text: series.currency ?? "" };
+      document.getElementById("spend-chart-status").textContent = series.currency
+        ? `In ${series.currency}.`
+        : "No price is set (tollgate prices set), so no call has a cost.";
       for (const c of Object.values(charts)) c.update("none");
       const models = modelTotals(points);
       document.querySelector("#model-totals tbody").replaceChildren(...models);
       document.getElementById("model-totals-empty").hidden = models.length > 0;
       await loadSpend(id, window);
+      await loadBudgets(id);
       const sum = (f) => points.reduce((acc, p) => acc + f(p), 0);
       const denials = sum((p) => Object.values(p.denials ?? {}).reduce((a, n) => a + n, 0));
       document.getElementById("total-requests").textContent = number.format(sum((p) => p.requests));
@@ -329,8 +463,121 @@
     setInterval(load, REFRESH_MS);
   }
 
-  // ---- live gateway figures -----------------------------------------------
+  // ---- budget alerts and their events -------------------------------------
+  async function alertsPage() {
+    const status = document.getElementById("alerts-status");
+    function fill(id, rows) {
+      document.querySelector(`#${id} tbody`).replaceChildren(...rows);
+      document.getElementById(`${id}-empty`).hidden = rows.length > 0;
+    }
+    async function load() {
+      try {
+        const [list, history, failed] = await Promise.all([
+          api("GET", "/console/api/alerts"), api("GET", "/console/api/alerts/events"),
+          api("GET", "/console/api/alerts?failed=true")]);
+        fill("alerts", list.alerts.map((a) => {
+          const tr = el("tr", null, { "data-alert-id": String(a.id) });
+          const key = el("td"); key.append(el("a", a.key_id, { href: `/console/keys/${a.key_id}` }));
+          tr.append(el("td", a.id), key, el("td", a.thresholds.map((t) => `${t} %`).join(", ")),
+            el("td", a.url), el("td", a.secret_source === "env" ? `env ${a.secret_env}` : "generated"),
+            el("td", when(a.created_at)));
+          return tr;
+        }));
+        fill("alert-events", history.events.map((e) => {
+          const tr = el("tr", null, { "data-event-id": e.id, "data-state": e.state });
+          const p = e.payload?.data ?? e.payload ?? {};
+          const used = p.used !== undefined && p.limit !== undefined
+            ? `${number.format(p.used)} of ${number.format(p.limit)}` : "–";
+          const keyId = p.key?.id ?? p.budget?.key_id;
+          const key = el("td");
+          if (keyId !== undefined) key.append(el("a", p.key?.name ? `${p.key.name} (${keyId})` : keyId, { href: `/console/keys/${keyId}` }));
+          tr.append(el("td", when(e.created_at)), el("td", e.alert_id), key, el("td", e.quota),
+            el("td", when(e.window_start)), el("td", `${e.threshold} %`), el("td", used),
+            el("td", null), el("td", e.attempts, { class: "value" }),
+            el("td", e.delivered_at ? when(e.delivered_at) : (e.last_error ?? "")));
+          tr.children[7].append(el("span", e.state, { class: `status ${e.state}` }));
+          return tr;
+        }));
+        fill("failed-events", failed.events.map((e) => {
+          const tr = el("tr", null, { "data-event-id": e.id });
+          tr.append(el("td", when(e.created_at)), el("td", e.alert_id), el("td", e.quota),
+            el("td", `${e.threshold} %`), el("td", e.attempts, { class: "value" }), el("td", e.last_error ?? ""));
+          return tr;
+        }));
+        status.textContent = `Read ${when(new Date().toISOString())}; refreshed every ${REFRESH_MS / 1000} s.`;
+      } catch (err) {
+        status.textContent = `The alerts could not be read: ${err.message}`;
+      }
+    }
+    await load();
+    setInterval(load, REFRESH_MS);
+  }
+
+  // ---- the gateway: its last hour, and every live figure one click away ---
+  function lineChart(id, yTitle, options = {}) {
+    return new window.Chart(document.getElementById(id), {
+      type: "line",
+      data: { labels: [], datasets: [] },
+      options: {
+        animation: false,
+        maintainAspectRatio: false,
+        interaction: { mode: "index", intersect: false },
+        elements: { point: { radius: 0 } },
+        scales: {
+          x: { ticks: { maxTicksLimit: 12 } },
+          y: { beginAtZero: true, title: { display: true, text: yTitle }, ...options.y },
+        },
+        plugins: { legend: { display: true, position: "bottom" } },
+      },
+    });
+  }
+
+  const line = (label, data, colour) => ({ label, data, borderColor: colour, backgroundColor: colour, spanGaps: false });
+
   async function gatewayPage() {
+    const charts = {
+      requests: lineChart("chart-gw-requests", "per second"),
+      cache: lineChart("chart-gw-cache", "hit ratio", { y: { min: 0, max: 1 } }),
+      verify: lineChart("chart-gw-verify", "ms"),
+      usage: lineChart("chart-gw-usage", "records"),
+    };
+    const historyStatus = document.getElementById("history-status");
+    async function loadHistory() {
+      let history;
+      try {
+        history = await api("GET", "/console/api/gateway/history");
+      } catch (err) {
+        historyStatus.textContent = `The last hour could not be read: ${err.message}`;
+        return;
+      }
+      const points = history.points;
+      const labels = points.map((p) => p.at.slice(11, 19));
+      const of = (f) => points.map((p) => f(p) ?? null);
+      const codes = [...new Set(points.flatMap((p) => Object.keys(p.denied_per_s ?? {})))].sort();
+      charts.requests.data = {
+        labels,
+        datasets: [line("allowed", of((p) => p.allowed_per_s), "#1e8449"),
+          ...codes.map((code, i) => line(code, of((p) => (p.allowed_per_s === null ? null : p.denied_per_s?.[code] ?? 0)),
+            DENIAL_COLOURS[i % DENIAL_COLOURS.length]))],
+      };
+      charts.cache.data = { labels, datasets: [line("hit ratio", of((p) => p.cache_hit_ratio), "#2e86c1")] };
+      charts.verify.data = {
+        labels,
+        datasets: [line("p50", of((p) => p.verify_p50_ms), "#28b463"), line("p90", of((p) => p.verify_p90_ms), "#f39c12"),
+          line("p99", of((p) => p.verify_p99_ms), "#c0392b")],
+      };
+      charts.usage.data = {
+        labels,
+        datasets: [line("buffered", of((p) => p.buffered), "#884ea0"), line("refused per second", of((p) => p.refused_per_s), "#c0392b")],
+      };
+      for (const c of Object.values(charts)) c.update("none");
+      const envoy = history.envoy_configured ? "" : " The sidecar was not told where Envoy's admin is (TOLLGATE_ENVOY_ADMIN_URL): the sidecar's figures only.";
+      historyStatus.textContent = points.length > 0
+        ? `The last ${Math.round(points.reduce((a, p) => a + p.seconds, 0) / 60)} min, one point per ${history.sample_every_s} s sample (kept by the sidecar for an hour).${envoy}`
+        : `Sampled every ${history.sample_every_s} s: the first point comes after two samples.${envoy}`;
+      historyStatus.dataset.points = String(points.length);
+    }
+
     function fill(table, metrics) {
       table.querySelector("tbody").replaceChildren(...metrics.map((m) => {
         const tr = el("tr", null, { "data-metric": m.name });
@@ -338,7 +585,9 @@
         return tr;
       }));
     }
-    async function load() {
+    const raw = document.getElementById("raw-figures");
+    async function loadRaw() {
+      if (raw.hidden) return;
       const readAt = document.getElementById("gateway-read-at");
       try {
         const figures = await api("GET", "/console/api/gateway");
@@ -358,10 +607,17 @@
         readAt.textContent = `The figures could not be read: ${err.message}`;
       }
     }
-    await load();
-    setInterval(load, REFRESH_MS);
+    const toggle = document.getElementById("raw-toggle");
+    toggle.addEventListener("click", () => {
+      raw.hidden = !raw.hidden;
+      toggle.setAttribute("aria-expanded", String(!raw.hidden));
+      toggle.textContent = raw.hidden ? "Show every figure" : "Hide every figure";
+      loadRaw();
+    });
+    await loadHistory();
+    setInterval(() => { loadHistory(); loadRaw(); }, REFRESH_MS);
   }
 
-  const pages = { keys: keysPage, key: keyPage, gateway: gatewayPage };
+  const pages = { keys: keysPage, key: keyPage, alerts: alertsPage, gateway: gatewayPage };
   pages[page]?.();
 })();

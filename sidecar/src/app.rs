@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use tokio::net::TcpListener;
 
 use crate::config::ServeConfig;
+use crate::http::console::history;
 use crate::http::{drain, feed, panics, router, AppState, AuthTokens};
 use crate::store::Store;
 
@@ -57,6 +58,13 @@ pub async fn serve(
     ));
     // Budget alerts: checked and delivered beside the service, never in a handler.
     let alerts = crate::alerts::spawn(store.clone(), state.keyring.clone(), config.alerts.clone());
+    // The console's plots of the gateway's last hour: sampled only while
+    // the console is on.
+    let sampler = state
+        .auth
+        .admin_token
+        .is_some()
+        .then(|| tokio::spawn(history::sample_forever(state.clone())));
     let stop = drain::after_draining(shutdown, state.drain.clone(), config.drain_period);
     let served = axum::serve(
         listener,
@@ -66,6 +74,9 @@ pub async fn serve(
     .with_graceful_shutdown(stop)
     .await;
     purge.abort();
+    if let Some(sampler) = sampler {
+        sampler.abort();
+    }
     alerts.iter().for_each(|task| task.abort());
     store.close().await;
     served.map_err(|e| format!("the HTTP server failed: {e}"))?;

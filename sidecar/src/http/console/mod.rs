@@ -1,6 +1,7 @@
 //! The operator's web console, served by the sidecar under `/console`
-//! behind the admin token: a key list (create, revoke), a page of usage
-//! plots per key, and the gateway's live figures.
+//! behind the admin token: a key list (create with limits, revoke, change
+//! limits), a page per key (its budgets' bars, usage and spend plots), the
+//! budget alerts and their history, and the gateway's last hour.
 //!
 //! A person logs in with the admin token and gets a short-lived session
 //! ([`session`]); failed logins slow the client down ([`throttle`]). Every
@@ -8,13 +9,15 @@
 //! ([`guard`]), and every request must name one of the console's own
 //! origins in `Host` ([`origin`]). The data calls on keys and usage are the admin
 //! API's own routes ([`forward`]); the console adds only what the API does
-//! not have: each key's last use, and the live figures ([`gateway`]). The
+//! not have: each key's last use, the live figures ([`gateway`]) and their
+//! last hour ([`history`]). The
 //! browser assets are embedded in the binary ([`assets`]).
 
 pub mod assets;
 pub mod forward;
 pub mod gateway;
 pub mod guard;
+pub mod history;
 pub mod origin;
 pub mod pages;
 pub mod session;
@@ -26,7 +29,7 @@ use axum::extract::rejection::FormRejection;
 use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use axum::{Form, Json, Router};
 use serde::{Deserialize, Serialize};
 
@@ -53,6 +56,8 @@ pub struct Console {
     /// Where Envoy's admin interface is, for the live figures; `None`: the
     /// sidecar's own figures only.
     pub envoy_admin: Option<EnvoyAdmin>,
+    /// The live figures' last hour, sampled beside the service.
+    pub history: history::GatewayHistory,
 }
 
 /// The console's routes, each behind the `Host` check of `state`'s origins.
@@ -75,13 +80,19 @@ pub fn router(state: AppState, admin_api: Router) -> Router<AppState> {
         .route("/console/logout", post(logout))
         .route("/console/keys/{id}", get(key_page))
         .route("/console/gateway", get(gateway_page))
+        .route("/console/alerts", get(alerts_page))
         .route("/console/assets/{name}", get(assets::asset))
         .route("/console/api/gateway", get(gateway::figures))
+        .route("/console/api/gateway/history", get(history::history))
         .route("/console/api/last-use", get(last_use))
         .route("/console/api/keys", get(read.clone()).post(act.clone()))
-        .route("/console/api/keys/{id}/revoke", post(act))
+        .route("/console/api/keys/{id}/revoke", post(act.clone()))
+        .route("/console/api/keys/{id}/limits", put(act))
+        .route("/console/api/keys/{id}/budgets", get(read.clone()))
         .route("/console/api/keys/{id}/usage/series", get(read.clone()))
-        .route("/console/api/usage/summary", get(read))
+        .route("/console/api/usage/summary", get(read.clone()))
+        .route("/console/api/alerts", get(read.clone()))
+        .route("/console/api/alerts/events", get(read))
         .layer(axum::middleware::from_fn_with_state(
             state,
             origin::require_allowed_host,
@@ -134,6 +145,11 @@ async fn key_page(
 /// `GET /console/gateway`: the live figures.
 async fn gateway_page(session: Result<ConsoleSession, ApiError>) -> Response {
     page(session, Page::Gateway)
+}
+
+/// `GET /console/alerts`: the budget alerts and their events.
+async fn alerts_page(session: Result<ConsoleSession, ApiError>) -> Response {
+    page(session, Page::Alerts)
 }
 
 /// `GET /console/login`.

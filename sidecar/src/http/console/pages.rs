@@ -7,8 +7,10 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Page {
     Keys,
-    /// One key's usage plots.
+    /// One key's budgets, limits and usage plots.
     Key(i64),
+    /// Budget alerts and their events.
+    Alerts,
     Gateway,
 }
 
@@ -17,6 +19,7 @@ impl Page {
         match self {
             Page::Keys => "keys",
             Page::Key(_) => "key",
+            Page::Alerts => "alerts",
             Page::Gateway => "gateway",
         }
     }
@@ -25,7 +28,16 @@ impl Page {
         match self {
             Page::Keys => "Keys".into(),
             Page::Key(id) => format!("Key {id}"),
+            Page::Alerts => "Alerts".into(),
             Page::Gateway => "Gateway".into(),
+        }
+    }
+
+    /// The dialogs a page has besides its main content.
+    fn dialogs(self) -> &'static str {
+        match self {
+            Page::Keys | Page::Key(_) => LIMITS_DIALOG,
+            Page::Alerts | Page::Gateway => "",
         }
     }
 
@@ -33,6 +45,7 @@ impl Page {
         match self {
             Page::Keys => KEYS_MAIN,
             Page::Key(_) => KEY_MAIN,
+            Page::Alerts => ALERTS_MAIN,
             Page::Gateway => GATEWAY_MAIN,
         }
     }
@@ -52,10 +65,11 @@ pub fn render(page: Page, csrf_token: &str) -> String {
 </head>
 <body data-page="{page}" data-key-id="{key_id}">
 <header>
-<nav><span class="brand">tollgate</span> <a href="/console">Keys</a> <a href="/console/gateway">Gateway</a> <button type="button" id="logout">Log out</button></nav>
+<nav><span class="brand">tollgate</span> <a href="/console">Keys</a> <a href="/console/alerts">Alerts</a> <a href="/console/gateway">Gateway</a> <button type="button" id="logout">Log out</button></nav>
 </header>
 <main>
 {main}
+{dialogs}
 </main>
 </body>
 </html>
@@ -64,6 +78,7 @@ pub fn render(page: Page, csrf_token: &str) -> String {
         csrf = escape(csrf_token),
         page = page.name(),
         main = page.main(),
+        dialogs = page.dialogs(),
     )
 }
 
@@ -143,13 +158,17 @@ const KEYS_MAIN: &str = r#"<h1>Keys</h1>
 <label>Name <input name="name" required maxlength="200"></label>
 <label>Expires at (UTC, optional) <input name="expires_at" type="datetime-local"></label>
 <label class="check"><input type="checkbox" name="signing_secret"> its own signing secret</label>
+<label>Rate (optional) <input name="rate" placeholder="10/s" size="8"></label>
+<label>Burst <input name="burst" type="number" min="1" placeholder="default" size="6"></label>
+<label class="wide">Quotas (optional, space-separated) <input name="quotas" placeholder="requests=1000/day tokens=100k/day@gpt-4o"></label>
 <button type="submit">Create</button>
 </form>
+<p class="note">Rate: <code>N/s</code> or <code>N/min</code>, the burst one second's worth unless given. A quota: <code>KIND=AMOUNT/WINDOW[@MODEL]</code>, the kind one of <code>requests</code>, <code>request_bytes</code>, <code>response_bytes</code>, <code>units</code>, <code>tokens</code>, <code>input_tokens</code>, <code>output_tokens</code>; the window <code>minute</code>, <code>hour</code>, <code>day</code> or <code>month</code> (UTC); amounts with <code>k</code>/<code>M</code>, sizes with <code>KiB</code>/<code>MiB</code>/<code>GiB</code>.</p>
 <p id="create-error" class="error" role="alert"></p>
 </section>
 <section>
 <h2>All keys</h2>
-<p class="note">Limits: this gateway has no per-key limits yet; every key shows <em>none</em>.</p>
+<p class="note">Limits: the key's rate and quotas as stored (sizes in bytes); <em>none</em> for a key without any. A key's page shows its budgets now.</p>
 <table id="keys">
 <thead><tr><th>ID</th><th>Name</th><th>Prefix</th><th>Status</th><th>Limits</th><th>Last use</th><th>Created</th><th>Expires</th><th>Signing secret</th><th></th></tr></thead>
 <tbody></tbody>
@@ -166,6 +185,13 @@ const KEYS_MAIN: &str = r#"<h1>Keys</h1>
 
 const KEY_MAIN: &str = r#"<h1>Key <span id="key-title"></span></h1>
 <p id="key-facts" class="note"></p>
+<p class="limits-line">Limits: <code id="key-limits"></code> <button type="button" id="key-limits-edit">Change limits</button></p>
+<section id="budgets-section">
+<h2>Budgets now</h2>
+<p class="note">Each quota in its current window (UTC): <span class="swatch used"></span> used (the ledger), <span class="swatch reserved"></span> reserved (charged by the sidecar's counter, not yet in the ledger: grants an Envoy holds, calls in flight), <span class="swatch left"></span> left to grant.</p>
+<p id="budgets-status" class="note" role="status"></p>
+<div id="budgets"></div>
+</section>
 <div class="windows">
 <button type="button" data-window="hour" aria-pressed="true">Last hour</button>
 <button type="button" data-window="day" aria-pressed="false">Last day</button>
@@ -191,9 +217,50 @@ const KEY_MAIN: &str = r#"<h1>Key <span id="key-title"></span></h1>
 <table id="model-spend">
 <thead><tr><th>Model</th><th>Cost</th><th>Priced calls</th><th>Unpriced calls</th></tr></thead>
 <tbody></tbody>
-</table></section>"#;
+</table></section>
+<section class="chart"><h2>Spend by model over time</h2><p class="note">What each model's calls cost per bucket (each call priced once, when it was stored; calls of a model without a price are not in it).</p><p id="spend-chart-status" class="note" role="status"></p><div class="plot"><canvas id="chart-spend"></canvas></div></section>"#;
+
+/// The dialog that changes a key's limits (the keys list's and a key's page).
+const LIMITS_DIALOG: &str = r#"<dialog id="limits-dialog">
+<form id="limits-form">
+<h2>Limits of <span id="limits-name"></span></h2>
+<label>Rate <input name="rate" placeholder="10/s (empty: none)" size="10"></label>
+<label>Burst <input name="burst" type="number" min="1" placeholder="default" size="6"></label>
+<label class="wide">Quotas, space-separated (empty: none) <input name="quotas" placeholder="requests=1000/day"></label>
+<p id="limits-error" class="error" role="alert"></p>
+<button type="button" id="limits-cancel">Cancel</button>
+<button type="submit">Save</button>
+</form>
+</dialog>"#;
+
+const ALERTS_MAIN: &str = r#"<h1>Budget alerts</h1>
+<p class="note">Added with <code>tollgate alerts add</code> or <code>POST /v1/alerts</code>. The checker turns each threshold a key's quota use crosses in its window into one event; the sender delivers it signed, retrying until it is delivered or failed.</p>
+<p id="alerts-status" class="note" role="status"></p>
+<section>
+<h2>Alerts</h2>
+<table id="alerts"><thead><tr><th>ID</th><th>Key</th><th>Thresholds</th><th>URL</th><th>Secret</th><th>Created</th></tr></thead><tbody></tbody></table>
+<p id="alerts-empty" class="note" hidden>No alert.</p>
+</section>
+<section>
+<h2>Events, newest first</h2>
+<table id="alert-events"><thead><tr><th>Created</th><th>Alert</th><th>Key</th><th>Quota</th><th>Window from</th><th>Threshold</th><th>Used of limit</th><th>State</th><th>Attempts</th><th>Delivered / last error</th></tr></thead><tbody></tbody></table>
+<p id="alert-events-empty" class="note" hidden>No event yet.</p>
+</section>
+<section>
+<h2>Failed events</h2>
+<p class="note">Every attempt failed (as <code>tollgate alerts list --failed</code> lists them).</p>
+<table id="failed-events"><thead><tr><th>Created</th><th>Alert</th><th>Quota</th><th>Threshold</th><th>Attempts</th><th>Last error</th></tr></thead><tbody></tbody></table>
+<p id="failed-events-empty" class="note" hidden>None.</p>
+</section>"#;
 
 const GATEWAY_MAIN: &str = r#"<h1>Gateway</h1>
+<p id="history-status" class="note" role="status"></p>
+<section class="chart"><h2>Requests per second</h2><p class="note">Allowed, and denied by code (Envoy's filter).</p><div class="plot"><canvas id="chart-gw-requests"></canvas></div></section>
+<section class="chart"><h2>Key cache hit ratio</h2><p class="note">Look-ups answered from the filter's cache (fresh or stale) over all look-ups.</p><div class="plot"><canvas id="chart-gw-cache"></canvas></div></section>
+<section class="chart"><h2>Key verification latency</h2><p class="note">The sidecar's verify calls, database included: percentiles per interval, from its histogram's buckets (ms).</p><div class="plot"><canvas id="chart-gw-verify"></canvas></div></section>
+<section class="chart"><h2>Usage records</h2><p class="note">Held in the filter's buffers, and refused by the sidecar per second.</p><div class="plot"><canvas id="chart-gw-usage"></canvas></div></section>
+<p><button type="button" id="raw-toggle" aria-expanded="false">Show every figure</button></p>
+<div id="raw-figures" hidden>
 <p id="gateway-read-at" class="note" role="status"></p>
 <section>
 <h2>Envoy: the filter's figures</h2>
@@ -203,7 +270,8 @@ const GATEWAY_MAIN: &str = r#"<h1>Gateway</h1>
 <section>
 <h2>Sidecar</h2>
 <table id="sidecar-metrics"><thead><tr><th>Metric</th><th>Labels</th><th>Value</th></tr></thead><tbody></tbody></table>
-</section>"#;
+</section>
+</div>"#;
 
 #[cfg(test)]
 mod tests {
@@ -217,7 +285,11 @@ mod tests {
         assert!(html.contains(r#"<canvas id="chart-tokens">"#));
         assert!(html.contains(r#"<table id="model-totals">"#));
         assert!(html.contains(r#"<table id="model-spend">"#));
-        for page in [Page::Keys, Page::Key(1), Page::Gateway] {
+        assert!(html.contains(r#"<canvas id="chart-spend">"#));
+        assert!(html.contains(r#"<div id="budgets">"#));
+        assert!(render(Page::Keys, "t").contains(r#"<dialog id="limits-dialog">"#));
+        assert!(render(Page::Gateway, "t").contains(r#"<canvas id="chart-gw-requests">"#));
+        for page in [Page::Keys, Page::Key(1), Page::Alerts, Page::Gateway] {
             let html = render(page, "t");
             assert!(
                 !html.contains("<script>") && !html.contains("style="),
