@@ -1062,6 +1062,7 @@ async fn seed_usage(dir: &WorkDir, old: usize, new: usize) {
             expires_at: None,
             sealed_signing_secret: None,
             limits: Default::default(),
+            team_id: None,
         })
         .await
         .unwrap();

@@ -132,6 +132,7 @@ async fn store_key_expired_at(h: &Harness, name: &str, expires_at: &str) -> (i64
                 expires_at: Some(parse_rfc3339(expires_at).unwrap()),
                 sealed_signing_secret: None,
                 limits: Default::default(),
+                team_id: None,
             })
             .await
             .unwrap();
@@ -1213,6 +1214,7 @@ async fn signing_secrets_are_shown_once_and_handed_only_to_the_filter(backend: B
             expires_at: Some(parse_rfc3339("2020-01-01T00:00:00Z").unwrap()),
             sealed_signing_secret: Some(sealed),
             limits: Default::default(),
+            team_id: None,
         })
         .await
         .unwrap();
@@ -1271,6 +1273,7 @@ async fn a_signing_secret_needs_a_master_key(backend: Backend) {
         None,
         Some(&Keyring::empty()),
         Default::default(),
+        None,
     )
     .await;
     assert!(

@@ -542,6 +542,7 @@ async fn reconcile_compares_the_ledger_with_the_counters(backend: Backend) {
         settlements: vec![Settlement {
             settlement_id: id(n),
             key_id,
+            team_id: None,
             quota: QuotaKind::Units,
             model: None,
             amount,
@@ -708,6 +709,7 @@ async fn a_year_boundary_splits_every_month_quota_and_what_is_given_back(backend
         settlements: vec![Settlement {
             settlement_id: id(n + 2),
             key_id,
+            team_id: None,
             quota: QuotaKind::Units,
             model: None,
             amount: units,

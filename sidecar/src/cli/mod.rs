@@ -13,6 +13,7 @@ pub mod prices;
 pub mod prune;
 pub mod reconcile;
 pub mod rewrap;
+pub mod teams;
 pub mod usage;
 
 use std::io::Read as _;
@@ -56,6 +57,9 @@ pub enum Command {
     /// Manage API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Teams: keys that share a rate and quotas of the team's.
+    #[command(subcommand)]
+    Teams(teams::TeamsCommand),
     /// Report usage.
     #[command(subcommand)]
     Usage(UsageCommand),
@@ -131,6 +135,9 @@ pub enum KeysCommand {
         signing_secret: bool,
         #[command(flatten)]
         limits: limits::LimitFlags,
+        /// The team the key joins: its id or name.
+        #[arg(long)]
+        team: Option<String>,
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
@@ -163,6 +170,20 @@ pub enum KeysCommand {
         /// Remove every limit first (then apply the other flags, if any).
         #[arg(long)]
         clear: bool,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Move a key into a team (--team) or out of its team (--no-team);
+    /// every Envoy re-verifies it.
+    Move {
+        id: i64,
+        /// The team's id or name.
+        #[arg(long, required_unless_present = "no_team", conflicts_with = "no_team")]
+        team: Option<String>,
+        /// Take the key out of its team.
+        #[arg(long)]
+        no_team: bool,
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
@@ -337,6 +358,12 @@ pub async fn run(cli: Cli) -> Result<(), String> {
             store.close().await;
             result
         }
+        Command::Teams(command) => {
+            let store = open_store(&DatabaseTarget::from_url(database_url)?).await?;
+            let result = teams::run(&store, command).await;
+            store.close().await;
+            result
+        }
         Command::Prices(command) => {
             let target = DatabaseTarget::from_url(database_url)?;
             prices::run(&target, command).await
@@ -483,12 +510,17 @@ async fn run_keys(store: &Store, command: KeysCommand) -> Result<(), String> {
             expires_at,
             signing_secret,
             limits,
+            team,
             json,
         } => {
             let expires_at = parse_expires_at(expires_at.as_deref())?;
             let limits = limits.limits().map_err(|e| e.to_string())?;
+            let team = match team.as_deref() {
+                Some(text) => Some(teams::resolve(store, text).await?.id),
+                None => None,
+            };
             let keyring = signing_secret.then(Keyring::from_env).transpose()?;
-            let created = create_key(store, &name, expires_at, keyring.as_ref(), limits)
+            let created = create_key(store, &name, expires_at, keyring.as_ref(), limits, team)
                 .await
                 .map_err(|e| e.to_string())?;
             print_created(&created, json)
@@ -531,6 +563,12 @@ async fn run_keys(store: &Store, command: KeysCommand) -> Result<(), String> {
             clear,
             json,
         } => limits::run_cli(store, id, &limits, clear, json).await,
+        KeysCommand::Move {
+            id,
+            team,
+            no_team: _,
+            json,
+        } => teams::move_key(store, id, team.as_deref(), json).await,
         KeysCommand::Revoke { id, json } => {
             let now = crate::domain::clock::now_ms();
             let outcome = store.revoke_key(id, now).await.map_err(|e| e.to_string())?;
@@ -613,6 +651,9 @@ fn print_created(created: &CreatedKey, json: bool) -> Result<(), String> {
         view.expires_at.as_deref().unwrap_or("never")
     );
     println!("  limits:     {}", limits::describe(&view.limits));
+    if let Some(team) = view.team_id {
+        println!("  team:       {team}");
+    }
     println!(
         "  tokens:     signed with {}",
         if view.has_signing_secret {

@@ -4,11 +4,12 @@
 //! over its limit on a quota charged at admission (`requests`,
 //! `request_bytes`, the token kinds), which grants must never let happen,
 //! and a quota settled after the fact (`response_bytes`, `units`) whose
-//! counter and ledger disagree.
+//! counter and ledger disagree. Teams' quotas follow, each against the sum
+//! of its keys' ledger rows.
 
 use serde::Serialize;
 use time::OffsetDateTime;
-use tollgate_wire::{QuotaKind, Window};
+use tollgate_wire::{BudgetOwner, QuotaKind, Window};
 
 use crate::domain::clock::{format_rfc3339, to_unix_ms};
 use crate::store::quota_use::{instant, ledger_total};
@@ -17,7 +18,13 @@ use crate::store::{Store, StoreError};
 /// One (key, quota) in the window containing the instant reconciled at.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ReconcileRow {
+    /// The key (0 on a team's row, as in the grant call).
     pub key_id: i64,
+    /// The team, on a team's row: its counters, and the ledger's rows of
+    /// the keys it holds now (a key that joined or left it mid-window
+    /// counts wholly or not at all).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub team_id: Option<i64>,
     /// The quota's name, its counter's: the kind, and `@model` for a quota
     /// scoped to one model (`tokens@gpt-4o`).
     pub quota: String,
@@ -59,7 +66,8 @@ pub fn window_names() -> String {
 }
 
 /// The rows for every key with quotas (or only `key`), in the windows
-/// containing `at` (only those of `window`, when given).
+/// containing `at` (only those of `window`, when given), then, without
+/// `key`, every team's: a team's ledger is the sum over its current keys.
 pub async fn reconcile(
     store: &Store,
     key: Option<i64>,
@@ -68,12 +76,24 @@ pub async fn reconcile(
 ) -> Result<Vec<ReconcileRow>, StoreError> {
     let at_ms = i64::try_from(to_unix_ms(at)).unwrap_or(i64::MAX);
     let counters = store.counters_at(at_ms).await?;
-    let mut rows = Vec::new();
+    let mut owners = Vec::new();
     for api_key in store.list_keys().await? {
-        if key.is_some_and(|id| id != api_key.id) {
-            continue;
+        if key.is_none_or(|id| id == api_key.id) {
+            owners.push((
+                BudgetOwner::Key(api_key.id),
+                api_key.limits,
+                vec![api_key.id],
+            ));
         }
-        for quota in &api_key.limits.quotas {
+    }
+    if key.is_none() {
+        for team in store.list_teams().await? {
+            owners.push((BudgetOwner::Team(team.id), team.limits, team.key_ids));
+        }
+    }
+    let mut rows = Vec::new();
+    for (owner, limits, key_ids) in owners {
+        for quota in &limits.quotas {
             if window.is_some_and(|w| w != quota.window) {
                 continue;
             }
@@ -81,20 +101,21 @@ pub async fn reconcile(
             let name = quota.name();
             let charged = counters
                 .iter()
-                .find(|c| {
-                    c.api_key_id == api_key.id
-                        && c.quota == name
-                        && c.span.start_ms == span.start_ms
-                })
+                .find(|c| c.owner == owner && c.quota == name && c.span.start_ms == span.start_ms)
                 .map_or(0, |c| c.charged);
             let (start, end) = (instant(span.start_ms), instant(span.end_ms));
-            let ledger = ledger_total(store, api_key.id, quota, start, end).await?;
+            let mut ledger = 0;
+            for &id in &key_ids {
+                ledger += ledger_total(store, id, quota, start, end).await?;
+            }
             let at_admission = quota.kind.charged_at_admission();
             let over = ledger > u128::from(quota.limit)
                 || charged > i64::try_from(quota.limit).unwrap_or(i64::MAX);
             let differs = u128::try_from(charged).ok() != Some(ledger);
+            let (key_id, team_id) = owner.ids();
             rows.push(ReconcileRow {
-                key_id: api_key.id,
+                key_id,
+                team_id,
                 quota: name,
                 kind: quota.kind,
                 model: quota.model.clone(),
@@ -117,17 +138,20 @@ pub async fn reconcile(
 /// is over its limit (and how many settled quotas differ from the ledger).
 pub fn print_table(rows: &[ReconcileRow]) {
     if rows.is_empty() {
-        println!("No key has a quota.");
+        println!("No key or team has a quota.");
         return;
     }
     println!(
-        "{:>6}  {:<22}  {:<6}  {:<24}  {:>14}  {:>14}  {:>14}  STATE",
+        "{:>10}  {:<22}  {:<6}  {:<24}  {:>14}  {:>14}  {:>14}  STATE",
         "KEY", "QUOTA", "WINDOW", "WINDOW_START", "LIMIT", "CHARGED", "LEDGER"
     );
     for row in rows {
         println!(
-            "{:>6}  {:<22}  {:<6}  {:<24}  {:>14}  {:>14}  {:>14}  {}",
-            row.key_id,
+            "{:>10}  {:<22}  {:<6}  {:<24}  {:>14}  {:>14}  {:>14}  {}",
+            match row.team_id {
+                Some(team) => format!("team {team}"),
+                None => row.key_id.to_string(),
+            },
             row.quota,
             row.window.as_str(),
             row.window_start,

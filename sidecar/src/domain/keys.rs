@@ -58,6 +58,8 @@ pub struct ApiKey {
     pub sealed_signing_secret: Option<SealedSecret>,
     /// Its rate and quotas (none by default).
     pub limits: Limits,
+    /// The team it belongs to, if any ([`super::teams`]).
+    pub team_id: Option<i64>,
 }
 
 /// A key to register: only its hash, never the plaintext.
@@ -73,6 +75,8 @@ pub struct NewKey {
     pub sealed_signing_secret: Option<SealedSecret>,
     /// Its rate and quotas.
     pub limits: Limits,
+    /// The team it joins, if any.
+    pub team_id: Option<i64>,
 }
 
 impl NewKey {
@@ -88,6 +92,7 @@ impl NewKey {
             expires_at: self.expires_at,
             sealed_signing_secret: self.sealed_signing_secret.clone(),
             limits: self.limits.clone(),
+            team_id: self.team_id,
         }
     }
 }
@@ -216,6 +221,9 @@ pub struct KeyView {
     pub has_signing_secret: bool,
     /// Its rate and quotas (`tollgate_wire::limits`).
     pub limits: Limits,
+    /// The team it belongs to (`null`: none).
+    #[serde(default)]
+    pub team_id: Option<i64>,
 }
 
 impl KeyView {
@@ -231,6 +239,7 @@ impl KeyView {
             expires_at: key.expires_at.map(format_rfc3339),
             has_signing_secret: key.sealed_signing_secret.is_some(),
             limits: key.limits.clone(),
+            team_id: key.team_id,
         }
     }
 }
@@ -325,6 +334,7 @@ mod tests {
             expires_at: None,
             sealed_signing_secret: None,
             limits: Default::default(),
+            team_id: None,
         }
     }
 

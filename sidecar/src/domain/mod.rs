@@ -1,6 +1,6 @@
 //! The sidecar's rules, as plain functions and types: instants and their
 //! accepted range, names, randomness, signing secrets and their sealing,
-//! tokens, how secrets are shown.
+//! tokens, how secrets are shown, teams.
 //!
 //! Layer rule: `domain` imports nothing else of the crate; no axum, no sqlx.
 
@@ -13,5 +13,6 @@ pub mod price;
 pub mod random;
 pub mod sealed;
 pub mod signing_secret;
+pub mod teams;
 pub mod token;
 pub mod webhook;

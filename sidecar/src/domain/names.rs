@@ -1,5 +1,5 @@
 //! The one rule for names people give things in the sidecar (a key's name
-//! today, a team's later): not blank, not too long, and no character that
+//! and a team's): not blank, not too long, and no character that
 //! is invisible or changes how the text around it is shown.
 //!
 //! Names are shown to operators in `keys list` and the console. A bidi

@@ -46,6 +46,12 @@ pub enum ErrorCode {
     NotFound,
     /// 404: no key has the id.
     KeyNotFound,
+    /// 404: no team has the id.
+    TeamNotFound,
+    /// 409: the team still has keys (deleting it).
+    TeamHasKeys,
+    /// 409: a team has the name already.
+    DuplicateTeamName,
     /// 405: the route does not take the method.
     MethodNotAllowed,
     /// 409: a key with this value is already registered.
@@ -86,6 +92,9 @@ impl ErrorCode {
             ErrorCode::SessionsFull => "sessions_full",
             ErrorCode::NotFound => "not_found",
             ErrorCode::KeyNotFound => "key_not_found",
+            ErrorCode::TeamNotFound => "team_not_found",
+            ErrorCode::TeamHasKeys => "team_has_keys",
+            ErrorCode::DuplicateTeamName => "duplicate_team_name",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::DuplicateKey => "duplicate_key",
             ErrorCode::PayloadTooLarge => "payload_too_large",
@@ -108,9 +117,13 @@ impl ErrorCode {
             ErrorCode::CsrfRefused | ErrorCode::HostNotAllowed => StatusCode::FORBIDDEN,
             ErrorCode::LoginThrottled => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::SessionsFull => StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::NotFound | ErrorCode::KeyNotFound => StatusCode::NOT_FOUND,
+            ErrorCode::NotFound | ErrorCode::KeyNotFound | ErrorCode::TeamNotFound => {
+                StatusCode::NOT_FOUND
+            }
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ErrorCode::DuplicateKey => StatusCode::CONFLICT,
+            ErrorCode::DuplicateKey | ErrorCode::TeamHasKeys | ErrorCode::DuplicateTeamName => {
+                StatusCode::CONFLICT
+            }
             ErrorCode::PayloadTooLarge | ErrorCode::BatchTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::DatabaseUnavailable
             | ErrorCode::MasterKeyMissing
@@ -154,6 +167,8 @@ pub enum Undone {
     ReadPrices,
     /// `GET /v1/alerts`.
     ReadAlerts,
+    /// `GET /v1/teams`, `GET /v1/teams/{id}`.
+    ReadTeams,
     /// `GET /v1/keys/{id}/budgets`.
     ReadBudgets,
     /// Key verification.
@@ -178,6 +193,7 @@ impl Undone {
             Undone::ReadKeys => "the key list could not be read",
             Undone::ReadPrices => "the prices could not be read",
             Undone::ReadAlerts => "the alerts could not be read",
+            Undone::ReadTeams => "the teams could not be read",
             Undone::ReadBudgets => "the budgets could not be read",
             Undone::VerifyKey => "the key could not be looked up",
             Undone::CheckReadiness => "the sidecar is not ready",
@@ -229,6 +245,12 @@ pub enum ApiError {
     KeyNotFound(i64),
     /// No budget alert has this id.
     AlertNotFound(i64),
+    /// No team has this id.
+    TeamNotFound(i64),
+    /// Team `id` still has these keys, so it is not deleted.
+    TeamHasKeys { id: i64, keys: Vec<i64> },
+    /// A team has this name already (the field at fault: `name`).
+    DuplicateTeamName(String),
     /// A key with this value is already registered.
     DuplicateKey,
     /// The body is over `limit` bytes.
@@ -296,6 +318,9 @@ impl ApiError {
             ApiError::NoRoute | ApiError::AlertNotFound(_) => ErrorCode::NotFound,
             ApiError::MethodNotAllowed => ErrorCode::MethodNotAllowed,
             ApiError::KeyNotFound(_) => ErrorCode::KeyNotFound,
+            ApiError::TeamNotFound(_) => ErrorCode::TeamNotFound,
+            ApiError::TeamHasKeys { .. } => ErrorCode::TeamHasKeys,
+            ApiError::DuplicateTeamName(_) => ErrorCode::DuplicateTeamName,
             ApiError::DuplicateKey => ErrorCode::DuplicateKey,
             ApiError::BodyTooLarge { .. } => ErrorCode::PayloadTooLarge,
             ApiError::BatchTooLarge { .. } => ErrorCode::BatchTooLarge,
@@ -331,6 +356,7 @@ impl ApiError {
             ApiError::Invalid { field, .. } | ApiError::MalformedJson { field, .. } => {
                 field.as_deref()
             }
+            ApiError::DuplicateTeamName(_) => Some("name"),
             _ => None,
         }
     }
@@ -382,6 +408,18 @@ impl fmt::Display for ApiError {
             ApiError::MethodNotAllowed => f.write_str("this endpoint does not accept this method"),
             ApiError::KeyNotFound(id) => write!(f, "no key has id {id}"),
             ApiError::AlertNotFound(id) => write!(f, "no alert has id {id}"),
+            ApiError::TeamNotFound(id) => write!(f, "no team has id {id}"),
+            ApiError::TeamHasKeys { id, keys } => write!(
+                f,
+                "team {id} still has {} key(s) ({}): move them out first \
+                 (PUT /v1/keys/{{id}}/team {{\"team_id\": null}}); nothing was deleted",
+                keys.len(),
+                keys.iter()
+                    .map(i64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            ApiError::DuplicateTeamName(name) => write!(f, "a team named {name:?} exists already"),
             ApiError::DuplicateKey => f.write_str("a key with this value is already registered"),
             ApiError::BodyTooLarge { limit } => {
                 write!(f, "the request body is larger than {limit} bytes")

@@ -6,7 +6,9 @@
 //! is a heuristic, the conditional update is the guarantee), and taken in
 //! the window of the sidecar's clock that contains now. An item names its
 //! quota by kind and scope (`model`, for a quota of one model); the
-//! counter it charges is the quota's name (`tokens@gpt-4o`).
+//! counter it charges is the quota's name (`tokens@gpt-4o`). An item with
+//! a `team_id` is for the team's quota (`BudgetOwner::Team`), found in the
+//! team's limits and charged in the team's counter, exactly as a key's.
 
 use axum::routing::post;
 use axum::Router;
@@ -16,9 +18,9 @@ use tollgate_wire::GRANTS_PATH;
 use axum::extract::State;
 use axum::Json;
 use tollgate_wire::{
-    grant_size, is_charge_id, GrantGiven, GrantReply, GrantRequest, GrantStatus, KeyLimits, Limits,
-    Quota, QuotaKind, ReturnDone, SettlementDone, Window, WindowSpan, CHARGE_ID_HEX_LEN,
-    MAX_GRANT_ITEMS,
+    grant_size, is_charge_id, BudgetOwner, GrantGiven, GrantReply, GrantRequest, GrantStatus,
+    KeyLimits, Limits, Quota, QuotaKind, ReturnDone, SettlementDone, Window, WindowSpan,
+    CHARGE_ID_HEX_LEN, MAX_GRANT_ITEMS,
 };
 
 use crate::http::error::{ApiError, Undone};
@@ -27,35 +29,51 @@ use crate::http::AppState;
 use crate::store::limits::{Charged, GrantAsk};
 use crate::store::{ApiKey, Store, StoreError};
 
-/// The keys a call names, each read once.
-struct Keys<'a> {
+/// The keys and teams a call names, each read once.
+struct Owners<'a> {
     store: &'a Store,
-    read: HashMap<i64, Option<ApiKey>>,
+    keys: HashMap<i64, Option<ApiKey>>,
+    /// Each team's limits, `None` when no team has the id.
+    teams: HashMap<i64, Option<Limits>>,
 }
 
-impl Keys<'_> {
+impl Owners<'_> {
     /// Key `key_id`, read at most once a call.
     async fn key(&mut self, key_id: i64) -> Result<Option<&ApiKey>, StoreError> {
-        if !self.read.contains_key(&key_id) {
+        if !self.keys.contains_key(&key_id) {
             let key = self.store.key_by_id(key_id).await?;
-            self.read.insert(key_id, key);
+            self.keys.insert(key_id, key);
         }
-        Ok(self.read[&key_id].as_ref())
+        Ok(self.keys[&key_id].as_ref())
+    }
+
+    /// The limits of `owner` (a key's own, or a team's), read at most once
+    /// a call; `None` when no key or team has the id.
+    async fn limits(&mut self, owner: BudgetOwner) -> Result<Option<&Limits>, StoreError> {
+        match owner {
+            BudgetOwner::Key(id) => Ok(self.key(id).await?.map(|k| &k.limits)),
+            BudgetOwner::Team(id) => {
+                if !self.teams.contains_key(&id) {
+                    let team = self.store.team_by_id(id).await?;
+                    self.teams.insert(id, team.map(|t| t.limits));
+                }
+                Ok(self.teams[&id].as_ref())
+            }
+        }
     }
 
     /// The quota of `kind` scoped to `model` (`None`: the unscoped one)
-    /// key `key_id` has, or the status that answers the item when it has
-    /// none.
+    /// `owner` has, found in its limits as a key's is in the key's, or the
+    /// status that answers the item when it has none.
     async fn quota(
         &mut self,
-        key_id: i64,
+        owner: BudgetOwner,
         kind: QuotaKind,
         model: Option<&str>,
     ) -> Result<Result<Quota, GrantStatus>, StoreError> {
-        Ok(match self.key(key_id).await? {
+        Ok(match self.limits(owner).await? {
             None => Err(GrantStatus::UnknownKey),
-            Some(key) => key
-                .limits
+            Some(limits) => limits
                 .quota(kind, model)
                 .cloned()
                 .ok_or(GrantStatus::NoQuota),
@@ -173,13 +191,14 @@ pub async fn answer(
     request: &GrantRequest,
     now_ms: i64,
 ) -> Result<GrantReply, StoreError> {
-    let mut keys = Keys {
+    let mut owners = Owners {
         store,
-        read: HashMap::new(),
+        keys: HashMap::new(),
+        teams: HashMap::new(),
     };
     let mut reply = GrantReply::default();
     for &key_id in &request.limits_of {
-        let key = keys.key(key_id).await?;
+        let key = owners.key(key_id).await?;
         reply.limits.push(KeyLimits {
             key_id,
             found: key.is_some(),
@@ -195,8 +214,8 @@ pub async fn answer(
         });
     }
     for ask in &request.asks {
-        let given = match keys
-            .quota(ask.key_id, ask.quota, ask.model.as_deref())
+        let given = match owners
+            .quota(ask.owner(), ask.quota, ask.model.as_deref())
             .await?
         {
             Err(status) => GrantGiven {
@@ -211,12 +230,14 @@ pub async fn answer(
             Ok(quota) => {
                 let span = quota.window.containing(now_ms);
                 let name = quota.name();
-                let charged = store.charged_in(ask.key_id, &name, span.start_ms).await?;
+                let charged = store
+                    .owner_charged_in(ask.owner(), &name, span.start_ms)
+                    .await?;
                 let (want, min) = grant_size(quota.limit, charged, ask.need, ask.recent_use);
                 let done = store
                     .grant(&GrantAsk {
                         charge_id: &ask.grant_id,
-                        key_id: ask.key_id,
+                        owner: ask.owner(),
                         quota: &name,
                         span,
                         limit: quota.limit,
@@ -231,9 +252,9 @@ pub async fn answer(
         reply.grants.push(given);
     }
     for settlement in &request.settlements {
-        let done = match keys
+        let done = match owners
             .quota(
-                settlement.key_id,
+                settlement.owner(),
                 settlement.quota,
                 settlement.model.as_deref(),
             )
@@ -253,7 +274,7 @@ pub async fn answer(
                 let done = store
                     .settle(
                         &settlement.settlement_id,
-                        settlement.key_id,
+                        settlement.owner(),
                         &quota.name(),
                         span,
                         quota.limit,

@@ -24,6 +24,7 @@ use crate::domain::signing_secret::SigningSecret;
 use crate::http::error::{ApiError, Undone};
 use crate::http::extract::{AdminCaller, InternalCaller, JsonBody};
 use crate::http::AppState;
+use crate::domain::price::Price;
 use crate::store::registry::{create_key, RegisterError};
 use crate::store::{ApiKey, Revocation};
 
@@ -51,6 +52,29 @@ pub async fn verify(
         Some(key) => secret_to_hand_over(key, verdict, &request.key_hash, &state.keyring)?,
         None => None,
     };
+    let limits = key
+        .as_ref()
+        .map(|k| k.limits.clone())
+        .filter(|l| !l.is_empty());
+    let team_limits = key
+        .as_ref()
+        .and_then(|k| k.team_id)
+        .map(|_| lookup.team_limits)
+        .filter(|l| !l.is_empty());
+    // A key with a money quota, its own or its team's, is priced by the
+    // filter: the reply carries the price table (docs/LIMITS.md).
+    let priced = [&limits, &team_limits]
+        .into_iter()
+        .flatten()
+        .any(|l| l.quotas.iter().any(|q| q.kind.counts_money()));
+    let prices = if priced {
+        let listed = state.store.list_prices().await;
+        let listed = listed.map_err(ApiError::reading(Undone::VerifyKey))?;
+        let now = crate::domain::clock::to_unix_ms(OffsetDateTime::now_utc());
+        Some(in_effect_from(listed, now))
+    } else {
+        None
+    };
     Ok(Json(VerifyReply {
         verdict,
         key_id: key.as_ref().map(|k| k.id),
@@ -60,14 +84,28 @@ pub async fn verify(
             .map(OffsetDateTime::unix_timestamp),
         signing_secret: signing_secret.map(SigningSecret::into_exposed),
         feed_cursor: Some(lookup.feed_seq),
-        limits: key
-            .as_ref()
-            .map(|k| k.limits.clone())
-            .filter(|l| !l.is_empty()),
-        team_id: None,
-        team_limits: None,
-        prices: None,
+        limits,
+        team_id: key.as_ref().and_then(|k| k.team_id),
+        team_limits,
+        prices,
     }))
+}
+
+/// Of every version of every price (by model, then oldest first), those a
+/// call from `now_ms` on can be priced at: each model's version in effect
+/// now, and the later ones.
+fn in_effect_from(prices: Vec<Price>, now_ms: u64) -> Vec<Price> {
+    let mut kept: Vec<Price> = Vec::with_capacity(prices.len());
+    for price in prices {
+        let superseded = kept.last().is_some_and(|last| {
+            last.model == price.model && last.from_ms <= now_ms && price.from_ms <= now_ms
+        });
+        if superseded {
+            kept.pop();
+        }
+        kept.push(price);
+    }
+    kept
 }
 
 /// The signing secret a verify reply carries: the key's own, opened, for
@@ -119,6 +157,9 @@ pub struct CreateKeyRequest {
     pub burst: Option<u64>,
     #[serde(default)]
     pub quotas: Vec<String>,
+    /// The team the key joins (no such team: 400 naming `team_id`).
+    #[serde(default)]
+    pub team_id: Option<i64>,
 }
 
 /// `POST /v1/keys`: mints a key; the reply carries the plaintext, once.
@@ -136,7 +177,15 @@ pub async fn create(
     let keyring = request.signing_secret.then_some(&*state.keyring);
     let limits =
         crate::http::limits::parse(request.rate.as_deref(), request.burst, &request.quotas)?;
-    let created = create_key(&state.store, &request.name, expires_at, keyring, limits).await?;
+    let created = create_key(
+        &state.store,
+        &request.name,
+        expires_at,
+        keyring,
+        limits,
+        request.team_id,
+    )
+    .await?;
     tracing::info!(
         key_id = created.view.id,
         prefix = %created.view.prefix,
@@ -226,5 +275,40 @@ impl From<RegisterError> for ApiError {
             RegisterError::Seal(cause) => ApiError::SealFailed(cause),
             RegisterError::Store(e) => ApiError::storing(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::price::{Currency, Per};
+
+    #[test]
+    fn a_verify_reply_carries_each_models_price_in_effect_and_the_later_ones() {
+        let price = |model: &str, from_ms| Price {
+            model: model.into(),
+            from_ms,
+            currency: Currency::Usd,
+            per: Per::Million,
+            input_micros: from_ms,
+            cached_input_micros: from_ms,
+            output_micros: from_ms,
+        };
+        let listed = vec![
+            price("a", 1),
+            price("a", 5),
+            price("a", 10),
+            price("a", 20),
+            price("b", 30),
+        ];
+        let kept: Vec<(String, u64)> = in_effect_from(listed, 10)
+            .into_iter()
+            .map(|p| (p.model, p.from_ms))
+            .collect();
+        assert_eq!(
+            kept,
+            [("a".into(), 10), ("a".into(), 20), ("b".into(), 30)],
+            "a's past versions go, its current and later stay, b's later one stays"
+        );
     }
 }

@@ -23,6 +23,7 @@ pub mod panics;
 pub mod prices;
 pub mod series;
 mod state;
+pub mod teams;
 pub mod usage;
 
 use std::net::{Ipv4Addr, SocketAddr};
@@ -48,6 +49,7 @@ fn admin_routes() -> Router<AppState> {
         .merge(limits::admin_router())
         .merge(prices::admin_router())
         .merge(series::admin_router())
+        .merge(teams::admin_router())
         .merge(usage::admin_router())
 }
 

@@ -15,12 +15,18 @@
 //! Counters and charges are kept per quota *name* (`Quota::name`: the
 //! kind, and `@model` for a quota scoped to one model, `tokens@gpt-4o`),
 //! so a key's unscoped and scoped quotas of one kind count apart.
+//!
+//! A budget belongs to a key or to a team ([`BudgetOwner`]); its rows name
+//! their owner by the pair (`api_key_id`, `team_id`): (key, 0) for a key's,
+//! (0, team) for a team's (migration 0011; no key or team has id 0). Every
+//! statement binds the pair ([`owner_ids`]), so one grant, settlement and
+//! return serves both owners.
 
 use std::future::Future;
 
 use sqlx::migrate::Migrate;
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Row, Type};
-use tollgate_wire::{Limits, WindowSpan};
+use tollgate_wire::{BudgetOwner, Limits, WindowSpan};
 
 use super::dialect::Dialect;
 use super::feed::{unix_ms, PURGE_BATCH};
@@ -33,15 +39,15 @@ pub const CHANGE_LIMITS: &str = "limits";
 /// Sets a key's limits; binds limits_spec, id.
 const SET_LIMITS: &str = "UPDATE api_keys SET limits_spec = ? WHERE id = ?";
 
-/// The counter row of a (key, quota, window) with nothing charged, left as
-/// it is when it exists; binds key, quota, start, end, limit. The clause
+/// The counter row of a (owner, quota, window) with nothing charged, left
+/// as it is when it exists; binds key, team, quota, start, end, limit. The clause
 /// that skips an existing row is the dialect's
 /// ([`Dialect::NEW_COUNTER_ON_EXISTING`]).
 fn new_counter<DB: Dialect>() -> String {
     format!(
         "INSERT INTO limit_counters \
-         (api_key_id, quota, window_start_ms, window_end_ms, limit_value, charged, last_grant) \
-         VALUES (?, ?, ?, ?, ?, 0, 0) {}",
+         (api_key_id, team_id, quota, window_start_ms, window_end_ms, limit_value, charged, \
+         last_grant) VALUES (?, ?, ?, ?, ?, ?, 0, 0) {}",
         DB::NEW_COUNTER_ON_EXISTING
     )
 }
@@ -51,45 +57,46 @@ fn new_counter<DB: Dialect>() -> String {
 /// dialects (MySQL assigns left to right and later expressions see earlier
 /// assignments; SQLite uses the old row throughout) compute the same.
 /// Binds limit, want, limit, want, limit, want, limit, want, limit, key,
-/// quota, start, limit, min.
+/// team, quota, start, limit, min.
 const GRANT: &str = "UPDATE limit_counters SET \
      last_grant = CASE WHEN ? - charged < ? THEN ? - charged ELSE ? END, \
      charged = charged + CASE WHEN ? - charged < ? THEN ? - charged ELSE ? END, \
      limit_value = ? \
-     WHERE api_key_id = ? AND quota = ? AND window_start_ms = ? AND ? - charged >= ?";
+     WHERE api_key_id = ? AND team_id = ? AND quota = ? AND window_start_ms = ? \
+     AND ? - charged >= ?";
 
 /// A settlement: charged after the fact, whatever the total. Binds amount,
-/// limit, key, quota, start.
+/// limit, key, team, quota, start.
 const SETTLE: &str = "UPDATE limit_counters SET charged = charged + ?, limit_value = ? \
-     WHERE api_key_id = ? AND quota = ? AND window_start_ms = ?";
+     WHERE api_key_id = ? AND team_id = ? AND quota = ? AND window_start_ms = ?";
 
-/// Gives part of a grant back. Binds amount, key, quota, start.
+/// Gives part of a grant back. Binds amount, key, team, quota, start.
 const GIVE_BACK: &str = "UPDATE limit_counters SET charged = charged - ? \
-     WHERE api_key_id = ? AND quota = ? AND window_start_ms = ?";
+     WHERE api_key_id = ? AND team_id = ? AND quota = ? AND window_start_ms = ?";
 
-/// A counter's state; binds key, quota, start.
+/// A counter's state; binds key, team, quota, start.
 const COUNTER: &str = "SELECT charged, last_grant, limit_value FROM limit_counters \
-     WHERE api_key_id = ? AND quota = ? AND window_start_ms = ?";
+     WHERE api_key_id = ? AND team_id = ? AND quota = ? AND window_start_ms = ?";
 
-/// Records a charge; binds id, key, quota, start, kind, amount, created_ms.
-/// A charge id already stored is a unique violation.
+/// Records a charge; binds id, key, team, quota, start, kind, amount,
+/// created_ms. A charge id already stored is a unique violation.
 const INSERT_CHARGE: &str = "INSERT INTO limit_charges \
-     (charge_id, api_key_id, quota, window_start_ms, kind, amount, returned, created_ms) \
-     VALUES (?, ?, ?, ?, ?, ?, 0, ?)";
+     (charge_id, api_key_id, team_id, quota, window_start_ms, kind, amount, returned, \
+     created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?)";
 
 /// A stored charge; binds id.
-const CHARGE: &str = "SELECT api_key_id, quota, window_start_ms, kind, amount, returned, \
-     returned_ms FROM limit_charges WHERE charge_id = ?";
+const CHARGE: &str = "SELECT api_key_id, team_id, quota, window_start_ms, kind, amount, \
+     returned, returned_ms FROM limit_charges WHERE charge_id = ?";
 
 /// Marks a grant's return, once; binds returned, returned_ms, id, returned.
 const MARK_RETURNED: &str = "UPDATE limit_charges SET returned = ?, returned_ms = ? \
      WHERE charge_id = ? AND kind = 'grant' AND returned_ms IS NULL AND amount >= ?";
 
-/// Every counter of the windows that contain an instant, by key; binds the
-/// instant twice. `reconcile` reads them.
-const COUNTERS_AT: &str = "SELECT api_key_id, quota, window_start_ms, window_end_ms, \
+/// Every counter of the windows that contain an instant, keys' then
+/// teams', by owner; binds the instant twice. `reconcile` reads them.
+const COUNTERS_AT: &str = "SELECT api_key_id, team_id, quota, window_start_ms, window_end_ms, \
      limit_value, charged FROM limit_counters \
-     WHERE window_start_ms <= ? AND window_end_ms > ? ORDER BY api_key_id, quota";
+     WHERE window_start_ms <= ? AND window_end_ms > ? ORDER BY team_id, api_key_id, quota";
 
 /// How long counters and charges are kept after their window: longer than
 /// the longest window (31 days) and the usage timestamps' skew, so a
@@ -104,7 +111,8 @@ pub const KIND_SETTLEMENT: &str = "settlement";
 #[derive(Debug, Clone)]
 pub struct GrantAsk<'a> {
     pub charge_id: &'a str,
-    pub key_id: i64,
+    /// Whose quota: a key's or a team's.
+    pub owner: BudgetOwner,
     /// The quota's name (`Quota::name`): its counter's.
     pub quota: &'a str,
     pub span: WindowSpan,
@@ -129,11 +137,22 @@ pub struct Charged {
 /// One counter row, for `usage reconcile`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CounterRow {
-    pub api_key_id: i64,
+    pub owner: BudgetOwner,
     pub quota: String,
     pub span: WindowSpan,
     pub limit: u64,
     pub charged: i64,
+}
+
+/// The (`api_key_id`, `team_id`) pair a budget's rows carry.
+pub fn owner_ids(owner: BudgetOwner) -> (i64, i64) {
+    let (key, team) = owner.ids();
+    (key, team.unwrap_or(0))
+}
+
+/// The owner of a row's (`api_key_id`, `team_id`) pair.
+fn owner_of(api_key_id: i64, team_id: i64) -> BudgetOwner {
+    BudgetOwner::of(api_key_id, (team_id != 0).then_some(team_id))
 }
 
 /// A stored count (never negative once written by this module).
@@ -213,10 +232,12 @@ where
         let quota = ask.quota;
         let limit = bound(ask.limit);
         let want = bound(ask.want);
+        let (key, team) = owner_ids(ask.owner);
         let mut tx = self.pool().begin().await?;
         // A write first: SQLite takes its write lock here, before any read.
         sqlx::query(&new_counter::<DB>())
-            .bind(ask.key_id)
+            .bind(key)
+            .bind(team)
             .bind(quota)
             .bind(ask.span.start_ms)
             .bind(ask.span.end_ms)
@@ -233,7 +254,8 @@ where
             .bind(limit)
             .bind(want)
             .bind(limit)
-            .bind(ask.key_id)
+            .bind(key)
+            .bind(team)
             .bind(quota)
             .bind(ask.span.start_ms)
             .bind(limit)
@@ -242,7 +264,8 @@ where
             .await?;
         let taken = DB::rows_affected(&done) == 1;
         let row = sqlx::query(COUNTER)
-            .bind(ask.key_id)
+            .bind(key)
+            .bind(team)
             .bind(quota)
             .bind(ask.span.start_ms)
             .fetch_one(&mut *tx)
@@ -260,7 +283,8 @@ where
         }
         let recorded = sqlx::query(INSERT_CHARGE)
             .bind(ask.charge_id)
-            .bind(ask.key_id)
+            .bind(key)
+            .bind(team)
             .bind(quota)
             .bind(ask.span.start_ms)
             .bind(KIND_GRANT)
@@ -309,9 +333,11 @@ where
 
     async fn settle_once(&self, s: &Settlement<'_>) -> Result<Charged, StoreError> {
         let kind = s.quota;
+        let (key, team) = owner_ids(s.owner);
         let mut tx = self.pool().begin().await?;
         sqlx::query(&new_counter::<DB>())
-            .bind(s.key_id)
+            .bind(key)
+            .bind(team)
             .bind(kind)
             .bind(s.span.start_ms)
             .bind(s.span.end_ms)
@@ -320,7 +346,8 @@ where
             .await?;
         let recorded = sqlx::query(INSERT_CHARGE)
             .bind(s.charge_id)
-            .bind(s.key_id)
+            .bind(key)
+            .bind(team)
             .bind(kind)
             .bind(s.span.start_ms)
             .bind(KIND_SETTLEMENT)
@@ -339,13 +366,15 @@ where
         sqlx::query(SETTLE)
             .bind(bound(s.amount))
             .bind(bound(s.limit))
-            .bind(s.key_id)
+            .bind(key)
+            .bind(team)
             .bind(kind)
             .bind(s.span.start_ms)
             .execute(&mut *tx)
             .await?;
         let row = sqlx::query(COUNTER)
-            .bind(s.key_id)
+            .bind(key)
+            .bind(team)
             .bind(kind)
             .bind(s.span.start_ms)
             .fetch_one(&mut *tx)
@@ -387,9 +416,11 @@ where
             .await?;
         let marked = DB::rows_affected(&done) == 1;
         if marked {
+            let (key, team) = owner_ids(stored.owner);
             sqlx::query(GIVE_BACK)
                 .bind(bound(unused))
-                .bind(stored.api_key_id)
+                .bind(key)
+                .bind(team)
                 .bind(&stored.quota)
                 .bind(stored.window_start_ms)
                 .execute(&mut *tx)
@@ -412,7 +443,7 @@ where
             .await?;
         row.map(|row| {
             Ok(StoredCharge {
-                api_key_id: row.try_get("api_key_id")?,
+                owner: owner_of(row.try_get("api_key_id")?, row.try_get("team_id")?),
                 quota: sql::text_column(&row, "quota")?.unwrap_or_default(),
                 window_start_ms: row.try_get("window_start_ms")?,
                 kind: sql::text_column(&row, "kind")?.unwrap_or_default(),
@@ -425,19 +456,21 @@ where
 
     /// The total of the counter a stored charge went to.
     async fn counter_total(&self, charge: &StoredCharge) -> Result<u64, StoreError> {
-        self.counter_charged(charge.api_key_id, &charge.quota, charge.window_start_ms)
+        self.counter_charged(charge.owner, &charge.quota, charge.window_start_ms)
             .await
     }
 
     /// A counter's total (0 before its first charge).
     pub async fn counter_charged(
         &self,
-        key_id: i64,
+        owner: BudgetOwner,
         quota: &str,
         window_start_ms: i64,
     ) -> Result<u64, StoreError> {
+        let (key, team) = owner_ids(owner);
         let row = sqlx::query(COUNTER)
-            .bind(key_id)
+            .bind(key)
+            .bind(team)
             .bind(quota)
             .bind(window_start_ms)
             .fetch_optional(self.pool())
@@ -475,7 +508,7 @@ where
         rows.iter()
             .map(|row| {
                 Ok(CounterRow {
-                    api_key_id: row.try_get("api_key_id")?,
+                    owner: owner_of(row.try_get("api_key_id")?, row.try_get("team_id")?),
                     quota: sql::text_column(row, "quota")?.unwrap_or_default(),
                     span: WindowSpan {
                         start_ms: row.try_get("window_start_ms")?,
@@ -495,7 +528,7 @@ where
 #[derive(Debug, Clone)]
 pub struct Settlement<'a> {
     pub charge_id: &'a str,
-    pub key_id: i64,
+    pub owner: BudgetOwner,
     pub quota: &'a str,
     pub span: WindowSpan,
     pub limit: u64,
@@ -528,13 +561,13 @@ impl Store {
     }
 
     /// Charges `amount` after the fact (a settlement of a `response_bytes`
-    /// or `units` quota, by name), whatever the total; idempotent on
-    /// `charge_id`.
+    /// or `units` quota, by name, of a key's or a team's budget), whatever
+    /// the total; idempotent on `charge_id`.
     #[allow(clippy::too_many_arguments)]
     pub async fn settle(
         &self,
         charge_id: &str,
-        key_id: i64,
+        owner: BudgetOwner,
         quota: &str,
         span: WindowSpan,
         limit: u64,
@@ -543,7 +576,7 @@ impl Store {
     ) -> Result<Charged, StoreError> {
         let settlement = Settlement {
             charge_id,
-            key_id,
+            owner,
             quota,
             span,
             limit,
@@ -587,17 +620,20 @@ impl Store {
         quota: &str,
         window_start_ms: i64,
     ) -> Result<u64, StoreError> {
+        self.owner_charged_in(BudgetOwner::Key(key_id), quota, window_start_ms)
+            .await
+    }
+
+    /// What a key's or a team's (quota, window) has charged so far.
+    pub async fn owner_charged_in(
+        &self,
+        owner: BudgetOwner,
+        quota: &str,
+        window_start_ms: i64,
+    ) -> Result<u64, StoreError> {
         match self {
-            Store::MySql(s) => {
-                s.sql()
-                    .counter_charged(key_id, quota, window_start_ms)
-                    .await
-            }
-            Store::Sqlite(s) => {
-                s.sql()
-                    .counter_charged(key_id, quota, window_start_ms)
-                    .await
-            }
+            Store::MySql(s) => s.sql().counter_charged(owner, quota, window_start_ms).await,
+            Store::Sqlite(s) => s.sql().counter_charged(owner, quota, window_start_ms).await,
         }
     }
 
@@ -611,7 +647,8 @@ impl Store {
         }
     }
 
-    /// Every counter of the windows containing `at_ms`, by key then quota.
+    /// Every counter of the windows containing `at_ms`: keys' by key then
+    /// quota, then teams' by team then quota.
     pub async fn counters_at(&self, at_ms: i64) -> Result<Vec<CounterRow>, StoreError> {
         match self {
             Store::MySql(s) => s.sql().counters_at(at_ms).await,
@@ -623,7 +660,7 @@ impl Store {
 /// A stored grant or settlement.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredCharge {
-    pub api_key_id: i64,
+    pub owner: BudgetOwner,
     pub quota: String,
     pub window_start_ms: i64,
     /// [`KIND_GRANT`] or [`KIND_SETTLEMENT`].

@@ -23,6 +23,7 @@ pub mod sql;
 mod sql_store;
 pub mod sqlite;
 pub mod target;
+pub mod teams;
 pub mod usage_log;
 
 use std::collections::HashSet;
@@ -65,14 +66,26 @@ pub struct SealedRow {
 pub struct KeyLookup {
     pub key: Option<ApiKey>,
     pub feed_seq: u64,
+    /// The limits of the key's team, read with it (none when the key has no
+    /// team, or its team has none).
+    pub team_limits: tollgate_wire::Limits,
 }
 
 impl KeyLookup {
-    /// The look-up from the head read with it and the key, if any.
-    fn new(feed_seq: i64, key: Option<ApiKey>) -> Result<KeyLookup, StoreError> {
+    /// The look-up from the head read with it, the key, if any, and its
+    /// team's limits.
+    fn new(
+        feed_seq: i64,
+        key: Option<ApiKey>,
+        team_limits: tollgate_wire::Limits,
+    ) -> Result<KeyLookup, StoreError> {
         let feed_seq = u64::try_from(feed_seq)
             .map_err(|_| StoreError::Corrupt("key_feed.head_seq is negative".into()))?;
-        Ok(KeyLookup { key, feed_seq })
+        Ok(KeyLookup {
+            key,
+            feed_seq,
+            team_limits,
+        })
     }
 }
 

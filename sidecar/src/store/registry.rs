@@ -54,7 +54,7 @@ pub async fn register_key(
     key: String,
     expires_at: Option<OffsetDateTime>,
 ) -> Result<CreatedKey, RegisterError> {
-    register(store, name, key, expires_at, None, Limits::default()).await
+    register(store, name, key, expires_at, None, Limits::default(), None).await
 }
 
 /// Registers `key`; with `signing_secret`, mints the key a signing secret
@@ -67,6 +67,7 @@ async fn register(
     expires_at: Option<OffsetDateTime>,
     signing_secret: Option<&Keyring>,
     limits: Limits,
+    team_id: Option<i64>,
 ) -> Result<CreatedKey, RegisterError> {
     let name = validate_name(name).map_err(|message| RegisterError::Invalid {
         field: "name",
@@ -82,6 +83,13 @@ async fn register(
         field: "expires_at",
         message,
     })?;
+    let fault = super::prices::money_quota_fault(store, &limits).await;
+    if let Some(message) = fault.map_err(RegisterError::Store)? {
+        return Err(RegisterError::Invalid {
+            field: "quota",
+            message,
+        });
+    }
     let key_hash = key_hash_hex(key.as_bytes());
     let (secret, sealed) = match signing_secret {
         None => (None, None),
@@ -98,8 +106,17 @@ async fn register(
         expires_at,
         sealed_signing_secret: sealed,
         limits,
+        team_id,
     };
-    let stored = store.insert_key(&new).await.map_err(RegisterError::Store)?;
+    let stored = store.insert_key(&new).await.map_err(|e| match e {
+        StoreError::Unavailable(e) if super::teams::is_foreign_key_violation(&e) => {
+            RegisterError::Invalid {
+                field: "team_id",
+                message: format!("no team has id {}", team_id.unwrap_or_default()),
+            }
+        }
+        e => RegisterError::Store(e),
+    })?;
     Ok(CreatedKey {
         view: KeyView::at(&stored, created_at),
         key,
@@ -123,19 +140,30 @@ fn mint_sealed_secret(
     Ok((secret, sealed))
 }
 
-/// Mints a fresh key and registers it with its `limits`; with
-/// `signing_secret`, with a signing secret of its own sealed under that
-/// keyring (see [`register`]).
+/// Mints a fresh key and registers it with its `limits`, in team
+/// `team_id` if one is given (no such team: refused naming `team_id`,
+/// nothing stored); with `signing_secret`, with a signing secret of its
+/// own sealed under that keyring (see [`register`]).
 pub async fn create_key(
     store: &Store,
     name: &str,
     expires_at: Option<OffsetDateTime>,
     signing_secret: Option<&Keyring>,
     limits: Limits,
+    team_id: Option<i64>,
 ) -> Result<CreatedKey, RegisterError> {
     let key = generate_key().map_err(|message| RegisterError::Invalid {
         field: "key",
         message,
     })?;
-    register(store, name, key, expires_at, signing_secret, limits).await
+    register(
+        store,
+        name,
+        key,
+        expires_at,
+        signing_secret,
+        limits,
+        team_id,
+    )
+    .await
 }

@@ -18,11 +18,15 @@ use super::{
 use crate::domain::price::{Currency, PriceBook};
 use crate::domain::sealed::SealedSecret;
 
-/// The columns a key is read with, in the order `key_from_row` expects.
+/// The columns a key is read with, in the order `key_from_row` expects
+/// (qualified, so the verify look-up can join the key's team).
 macro_rules! key_columns {
     () => {
-        "id, name, prefix, status, created_at, revoked_at, expires_at, sealed_signing_secret, \
-         limits_spec"
+        "api_keys.id AS id, api_keys.name AS name, api_keys.prefix AS prefix, \
+         api_keys.status AS status, api_keys.created_at AS created_at, \
+         api_keys.revoked_at AS revoked_at, api_keys.expires_at AS expires_at, \
+         api_keys.sealed_signing_secret AS sealed_signing_secret, \
+         api_keys.limits_spec AS limits_spec, api_keys.team_id AS team_id"
     };
 }
 
@@ -30,12 +34,16 @@ macro_rules! key_columns {
 pub const LIST_KEYS: &str = concat!("SELECT ", key_columns!(), " FROM api_keys ORDER BY id");
 
 /// The key with a hash (the hot look-up), with the change feed's head in
-/// the same snapshot (`feed_seq`); binds the lowercase hex hash. Always one
-/// row: the key's columns are NULL when no key has the hash.
+/// the same snapshot (`feed_seq`) and the limits of the key's team, if it
+/// has one (`team_limits_spec`), in the same round trip; binds the
+/// lowercase hex hash. Always one row: the key's columns are NULL when no
+/// key has the hash.
 pub const KEY_BY_HASH: &str = concat!(
     "SELECT key_feed.head_seq AS feed_seq, ",
     key_columns!(),
-    " FROM key_feed LEFT JOIN api_keys ON api_keys.key_hash = ? WHERE key_feed.shard = 1"
+    ", teams.limits_spec AS team_limits_spec",
+    " FROM key_feed LEFT JOIN api_keys ON api_keys.key_hash = ?",
+    " LEFT JOIN teams ON teams.id = api_keys.team_id WHERE key_feed.shard = 1"
 );
 
 /// A key's hash by its id; binds the id.
@@ -45,10 +53,17 @@ pub const KEY_HASH_BY_ID: &str = "SELECT key_hash FROM api_keys WHERE id = ?";
 pub const KEY_BY_ID: &str = concat!("SELECT ", key_columns!(), " FROM api_keys WHERE id = ?");
 
 /// Registers an active key; binds name, prefix, hash, created_at,
-/// expires_at, sealed_signing_secret, limits_spec.
+/// expires_at, sealed_signing_secret, limits_spec, team_id (0 for none:
+/// no team has id 0, see [`team_id_bound`]).
 pub const INSERT_KEY: &str = "INSERT INTO api_keys \
      (name, prefix, key_hash, status, created_at, expires_at, sealed_signing_secret, \
-     limits_spec) VALUES (?, ?, ?, 'ACTIVE', ?, ?, ?, ?)";
+     limits_spec, team_id) VALUES (?, ?, ?, 'ACTIVE', ?, ?, ?, ?, NULLIF(?, 0))";
+
+/// A key's team as the statements bind it, inside `NULLIF(?, 0)`: 0 for
+/// none (ids start at 1), so one statement sets a team or clears it.
+pub fn team_id_bound(team_id: Option<i64>) -> i64 {
+    team_id.unwrap_or(0)
+}
 
 /// Every key that has a sealed signing secret, by id; read each row with
 /// [`sealed_row`].
@@ -571,10 +586,23 @@ where
     for<'r> Option<Vec<u8>>: Decode<'r, R::Database> + Type<R::Database>,
     &'static str: ColumnIndex<R>,
 {
-    match text_column(row, "limits_spec")? {
+    limits_column(row, "limits_spec")
+}
+
+/// The limits a row's `column` spells (none when it is NULL or empty): a
+/// key's or a team's `limits_spec`.
+pub fn limits_column<R: Row>(
+    row: &R,
+    column: &'static str,
+) -> Result<tollgate_wire::Limits, StoreError>
+where
+    for<'r> Option<Vec<u8>>: Decode<'r, R::Database> + Type<R::Database>,
+    &'static str: ColumnIndex<R>,
+{
+    match text_column(row, column)? {
         None => Ok(tollgate_wire::Limits::default()),
         Some(spec) => tollgate_wire::Limits::parse_spec(&spec)
-            .map_err(|e| StoreError::Corrupt(format!("api_keys.limits_spec: {e}"))),
+            .map_err(|e| StoreError::Corrupt(format!("{column}: {e}"))),
     }
 }
 

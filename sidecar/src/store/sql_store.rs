@@ -105,6 +105,7 @@ where
             .bind(key.expires_at.map(DB::db_time))
             .bind(key.sealed_signing_secret.as_ref().map(SealedSecret::as_str))
             .bind(sql::limits_spec(&key.limits))
+            .bind(sql::team_id_bound(key.team_id))
             .execute(&mut *tx)
             .await?;
         let id = DB::last_insert_id(&done)?;
@@ -142,7 +143,8 @@ where
             Some(_) => Some(Self::key_from_row(&row)?),
             None => None,
         };
-        KeyLookup::new(feed_seq, key)
+        let team_limits = sql::limits_column(&row, "team_limits_spec")?;
+        KeyLookup::new(feed_seq, key, team_limits)
     }
 
     /// The key with this hash through the pool.
@@ -255,6 +257,7 @@ where
             expires_at: DB::time_column(row, "expires_at")?,
             sealed_signing_secret: sql::sealed_signing_secret(row)?,
             limits: sql::key_limits(row)?,
+            team_id: row.try_get("team_id")?,
         })
     }
 }
