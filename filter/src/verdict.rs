@@ -42,7 +42,7 @@ pub fn decide_key(entry: &CacheEntry, now_ms: u64) -> KeyDecision {
 }
 
 /// Largest verification answer the filter reads.
-pub const MAX_VERIFY_REPLY_BYTES: usize = 16 * 1024;
+pub const MAX_VERIFY_REPLY_BYTES: usize = 256 * 1024;
 
 /// The sidecar's answer to a verification callout: `None` unless the
 /// status is 200 and the body is a [`VerifyReply`].

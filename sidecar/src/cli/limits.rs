@@ -59,6 +59,16 @@ impl LimitFlags {
     }
 }
 
+/// Refuses a money quota in another currency than the prices' (`keys`
+/// and `teams` alike).
+pub async fn money_in_the_prices_currency(store: &Store, limits: &Limits) -> Result<(), String> {
+    match crate::store::prices::money_quota_fault(store, limits).await {
+        Ok(None) => Ok(()),
+        Ok(Some(message)) => Err(format!("invalid quota: {message}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// `tollgate keys limits <id> [flags] [--clear] [--json]`: changes the
 /// key's limits (`--clear` first removes them all) and prints the key.
 pub async fn run_cli(
@@ -79,6 +89,7 @@ pub async fn run_cli(
         key.limits.clone()
     };
     let limits = flags.applied_to(&base).map_err(|e| e.to_string())?;
+    money_in_the_prices_currency(store, &limits).await?;
     let now = now_ms();
     let key = store
         .set_limits(id, &limits, now)

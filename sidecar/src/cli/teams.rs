@@ -106,6 +106,7 @@ pub async fn run(store: &Store, command: TeamsCommand) -> Result<(), String> {
                 found.limits.clone()
             };
             let limits = limits.applied_to(&base).map_err(|e| e.to_string())?;
+            crate::cli::limits::money_in_the_prices_currency(store, &limits).await?;
             let team = store
                 .set_team_limits(found.id, &limits, now_ms())
                 .await

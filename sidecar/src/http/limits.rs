@@ -29,6 +29,19 @@ pub fn parse(
     Limits::from_parts(rate, burst, quotas).map_err(invalid)
 }
 
+/// Refuses (400 naming `quota`) a money quota in another currency than
+/// the prices' (keys' and teams' limits alike).
+pub async fn money_in_the_prices_currency(
+    state: &AppState,
+    limits: &Limits,
+) -> Result<(), ApiError> {
+    let fault = crate::store::prices::money_quota_fault(&state.store, limits).await;
+    match fault.map_err(ApiError::storing)? {
+        Some(message) => Err(ApiError::invalid_field("quota", message)),
+        None => Ok(()),
+    }
+}
+
 /// Body of `PUT /v1/keys/{id}/limits`: the key's limits, all of them
 /// (`{}` clears them).
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -53,6 +66,7 @@ pub async fn put(
     let Path(id) =
         id.map_err(|_| ApiError::invalid_field("id", "the key id must be an integer"))?;
     let limits = parse(request.rate.as_deref(), request.burst, &request.quotas)?;
+    money_in_the_prices_currency(&state, &limits).await?;
     let now = now_ms();
     let key = state
         .store

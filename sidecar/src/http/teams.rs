@@ -105,6 +105,7 @@ pub async fn put_limits(
 ) -> Result<Json<TeamView>, ApiError> {
     let id = team_id(id)?;
     let limits = parse(request.rate.as_deref(), request.burst, &request.quotas)?;
+    crate::http::limits::money_in_the_prices_currency(&state, &limits).await?;
     let team = state
         .store
         .set_team_limits(id, &limits, now_ms())

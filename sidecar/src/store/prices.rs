@@ -5,7 +5,14 @@
 //!
 //! Every price is in one currency, the one the first price was set in: a
 //! cost is summed across models and outcomes, and a sum of two currencies
-//! means nothing. A price in another is refused, naming the currency.
+//! means nothing. A price in another is refused, naming the currency; so
+//! is a money quota (`cost=...`) in another, and a first price in another
+//! currency than the money quotas already set.
+//!
+//! A price stored is a `prices` change on the key change feed for every
+//! key with a money quota, its own or its team's, in the same transaction:
+//! each Envoy re-verifies those keys and gets the new table with their
+//! verdicts (docs/LIMITS.md, "Money quotas").
 
 use sqlx::migrate::Migrate;
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Row, Type};
@@ -13,11 +20,22 @@ use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Row, Type};
 use super::dialect::Dialect;
 use super::sql::text_column;
 use super::{SqlStore, Store, StoreError, INSERT_CHUNK_ROWS};
+use tollgate_wire::Limits;
+
 use crate::domain::price::{Currency, Per, Price, PriceBook, PriceError, PriceRequest, PriceView};
 
 /// The columns a price is read with ([`price_row`]).
 const PRICE_COLUMNS: &str = "model, from_ms, currency, per_tokens, input_micros, \
      cached_input_micros, output_micros";
+
+/// The kind of change a price makes on the key change feed, for each key
+/// with a money quota.
+pub const CHANGE_PRICES: &str = "prices";
+
+/// The rows (of `api_keys` or `teams`) whose limits have a money quota:
+/// the canonical spelling starts each part at the start or after a space,
+/// and a model scope holds no space.
+const HAS_MONEY_QUOTA: &str = "(limits_spec LIKE 'cost=%' OR limits_spec LIKE '% cost=%')";
 
 /// What [`Store::insert_price`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +44,8 @@ pub enum PriceInsert {
     Stored,
     /// Nothing stored: prices are kept in this other currency.
     OtherCurrency(Currency),
+    /// Nothing stored: money quotas are set in this other currency.
+    QuotaCurrency(Currency),
     /// Nothing stored: the model has a version from this very instant.
     SameInstant,
 }
@@ -39,6 +59,9 @@ where
     for<'q> i64: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> &'q str: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
     for<'q> String: Encode<'q, DB> + Decode<'q, DB> + Type<DB>,
+    for<'q> Option<&'q str>: Encode<'q, DB>,
+    for<'q> Option<String>: Encode<'q, DB>,
+    for<'q> Option<DB::Time>: Encode<'q, DB>,
     for<'q> Vec<u8>: Decode<'q, DB> + Type<DB>,
     for<'a> &'a str: ColumnIndex<DB::Row>,
     usize: ColumnIndex<DB::Row>,
@@ -60,6 +83,23 @@ where
                 return Ok(PriceInsert::OtherCurrency(kept));
             }
         }
+        let text = format!(
+            "SELECT limits_spec FROM api_keys WHERE {HAS_MONEY_QUOTA} \
+             UNION ALL SELECT limits_spec FROM teams WHERE {HAS_MONEY_QUOTA}"
+        );
+        // Read as bytes: MySQL reports the ascii_bin columns as binary.
+        let specs: Vec<Option<Vec<u8>>> = sqlx::query_scalar(&text).fetch_all(&mut *tx).await?;
+        let quoted = specs
+            .iter()
+            .flatten()
+            .filter_map(|spec| std::str::from_utf8(spec).ok())
+            .filter_map(|spec| Limits::parse_spec(spec).ok())
+            .flat_map(|limits| limits.quotas)
+            .filter_map(|q| q.currency)
+            .find(|c| *c != price.currency);
+        if let Some(other) = quoted {
+            return Ok(PriceInsert::QuotaCurrency(other));
+        }
         let insert = sqlx::query(
             "INSERT INTO prices (model, from_ms, currency, per_tokens, input_micros, \
              cached_input_micros, output_micros, created_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -76,6 +116,15 @@ where
             Ok(_) => {}
             Err(StoreError::Duplicate) => return Ok(PriceInsert::SameInstant),
             Err(e) => return Err(e),
+        }
+        let text = format!(
+            "SELECT key_hash FROM api_keys WHERE {HAS_MONEY_QUOTA} \
+             OR team_id IN (SELECT id FROM teams WHERE {HAS_MONEY_QUOTA})"
+        );
+        let priced: Vec<Vec<u8>> = sqlx::query_scalar(&text).fetch_all(&mut *tx).await?;
+        let now = i64::try_from(created_ms).unwrap_or(i64::MAX);
+        for hash in priced.iter().filter_map(|h| std::str::from_utf8(h).ok()) {
+            Self::publish_change(&mut tx, hash, CHANGE_PRICES, now).await?;
         }
         tx.commit().await?;
         Ok(PriceInsert::Stored)
@@ -200,6 +249,14 @@ pub async fn set_price(
                 price.currency
             ),
         )),
+        PriceInsert::QuotaCurrency(quoted) => Err(refuse(
+            "currency",
+            format!(
+                "money quotas are set in {quoted}, and a price must be in their currency; {} \
+                 is refused",
+                price.currency
+            ),
+        )),
         PriceInsert::SameInstant => Err(refuse(
             "from",
             format!(
@@ -210,6 +267,26 @@ pub async fn set_price(
             ),
         )),
     }
+}
+
+/// Why a money quota of `limits` cannot be set, if it cannot: its
+/// currency is not the one prices are kept in (a message for the `quota`
+/// field). Limits without a money quota, or a gateway without prices yet,
+/// are fine.
+pub async fn money_quota_fault(
+    store: &Store,
+    limits: &Limits,
+) -> Result<Option<String>, StoreError> {
+    let Some(asked) = limits.quotas.iter().find_map(|q| q.currency) else {
+        return Ok(None);
+    };
+    let kept = store.price_currency().await?;
+    Ok(kept.filter(|kept| *kept != asked).map(|kept| {
+        format!(
+            "prices are kept in {kept}: a money quota must be in that currency, not {asked} \
+             (e.g. cost=100{kept}/month)"
+        )
+    }))
 }
 
 /// Every price, as listed.

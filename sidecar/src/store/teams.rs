@@ -374,6 +374,13 @@ pub async fn new_team(store: &Store, name: &str, limits: &Limits) -> Result<Team
         field: "name",
         message,
     })?;
+    let fault = super::prices::money_quota_fault(store, limits).await;
+    if let Some(message) = fault.map_err(NewTeamError::Store)? {
+        return Err(NewTeamError::Invalid {
+            field: "quota",
+            message,
+        });
+    }
     match store.create_team(&name, limits, now_ms()).await {
         Err(StoreError::Duplicate) => Err(NewTeamError::DuplicateName(name)),
         other => other.map_err(NewTeamError::Store),
