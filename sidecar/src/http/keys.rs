@@ -19,12 +19,12 @@ use tollgate_wire::{is_lower_hex_digest, KeyVerdict, VerifyReply, VerifyRequest}
 
 use crate::domain::clock::{now_ms, parse_rfc3339};
 use crate::domain::keys::{verdict_of, CreatedKey, KeyView};
+use crate::domain::price::Price;
 use crate::domain::sealed::Keyring;
 use crate::domain::signing_secret::SigningSecret;
 use crate::http::error::{ApiError, Undone};
 use crate::http::extract::{AdminCaller, InternalCaller, JsonBody};
 use crate::http::AppState;
-use crate::domain::price::Price;
 use crate::store::registry::{create_key, RegisterError};
 use crate::store::{ApiKey, Revocation};
 
