@@ -1,7 +1,9 @@
 //! A key's budgets now (`GET /v1/keys/{id}/budgets`), on SQLite and MySQL
 //! alike: per quota, the counter's charge beside the ledger's use, what is
 //! reserved and left; the same through the console's allow-listed route,
-//! and its changing a key's limits with the session's CSRF token.
+//! and its changing a key's limits with the session's CSRF token. A team's
+//! (`GET /v1/teams/{id}/budgets`): its own counters, its current keys'
+//! ledger rows summed.
 
 #[macro_use]
 mod support;
@@ -15,6 +17,7 @@ use tollgate_wire::GRANTS_PATH;
 on_both_backends!(
     budgets_show_charged_used_reserved_and_left,
     the_console_reads_budgets_and_changes_limits,
+    a_teams_budgets_are_its_counters_and_its_keys_use,
 );
 
 async fn create(h: &Harness, body: Value) -> i64 {
@@ -194,4 +197,137 @@ async fn the_console_reads_budgets_and_changes_limits(backend: Backend) {
     let now = read(&h, &path, &cookie).await.json();
     assert_eq!(budget(&now, "tokens@gpt-4o")["limit"], 100_000);
     assert_eq!(budget(&now, "tokens@gpt-4o")["model"], "gpt-4o");
+}
+
+async fn create_team(h: &Harness, body: Value) -> i64 {
+    let reply = h.admin(Method::POST, "/v1/teams", Some(body)).await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+    reply.json()["id"].as_i64().unwrap()
+}
+
+async fn team_budgets(h: &Harness, team_id: i64) -> Value {
+    let reply = h
+        .admin(Method::GET, &format!("/v1/teams/{team_id}/budgets"), None)
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    reply.json()
+}
+
+async fn a_teams_budgets_are_its_counters_and_its_keys_use(backend: Backend) {
+    let h = Harness::new(backend).await;
+    let team_id = create_team(
+        &h,
+        json!({"name": "research", "quotas": ["requests=10/day", "units=100/hour"]}),
+    )
+    .await;
+    let a = create(
+        &h,
+        json!({"name": "a", "team_id": team_id, "quotas": ["requests=50/day"]}),
+    )
+    .await;
+    let b = create(&h, json!({"name": "b", "team_id": team_id})).await;
+    let outsider = create(&h, json!({"name": "outsider"})).await;
+
+    let fresh = team_budgets(&h, team_id).await;
+    assert_eq!(fresh["team_id"], team_id);
+    assert_eq!(fresh["key_ids"], json!([a, b]));
+    let requests = budget(&fresh, "requests");
+    for (field, value) in [
+        ("limit", 10),
+        ("charged", 0),
+        ("used", 0),
+        ("reserved", 0),
+        ("left", 10),
+    ] {
+        assert_eq!(requests[field], value, "{field}: {requests}");
+    }
+    assert_eq!(requests["window"], "day");
+
+    // An Envoy takes a grant of the team's requests; one call of each of its
+    // keys and one of another key reach the ledger; the team's units (6 a
+    // record) are settled after the fact.
+    let given = grants(
+        &h,
+        json!({"asks": [{"grant_id": format!("{:032x}", 1), "key_id": 0, "team_id": team_id,
+                         "quota": "requests", "need": 4, "recent_use": 0}]}),
+    )
+    .await;
+    let granted = given["grants"][0]["charged"].as_u64().unwrap();
+    assert!(granted >= 4, "{given}");
+    let reply = h
+        .ingest(&json!([
+            record("t1", a),
+            record("t2", b),
+            record("t3", outsider)
+        ]))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    grants(
+        &h,
+        json!({"settlements": [{"settlement_id": format!("{:032x}", 2), "key_id": 0,
+                                "team_id": team_id, "quota": "units", "amount": 12}]}),
+    )
+    .await;
+
+    let now = team_budgets(&h, team_id).await;
+    let requests = budget(&now, "requests");
+    assert_eq!(requests["charged"], granted);
+    assert_eq!(requests["used"], 2, "its keys' rows, not the outsider's");
+    assert_eq!(requests["reserved"], granted - 2);
+    assert_eq!(requests["left"], 10 - granted);
+    let units = budget(&now, "units");
+    assert_eq!(
+        (
+            &units["charged"],
+            &units["used"],
+            &units["reserved"],
+            &units["left"]
+        ),
+        (&json!(12), &json!(12), &json!(0), &json!(88)),
+        "{units}"
+    );
+    // A key's own counter is not its team's: key a was charged nothing.
+    let own = h
+        .admin(Method::GET, &format!("/v1/keys/{a}/budgets"), None)
+        .await
+        .json();
+    assert_eq!(budget(&own, "requests")["charged"], 0);
+    assert_eq!(budget(&own, "requests")["used"], 1);
+    // The same use as `usage reconcile` reads for the team.
+    let at = sidecar::domain::clock::now_ms();
+    let rows = sidecar::cli::reconcile::reconcile(&h.db.store, None, None, at)
+        .await
+        .unwrap();
+    let row = rows
+        .iter()
+        .find(|r| r.team_id == Some(team_id) && r.quota == "requests")
+        .expect("the team's row");
+    assert_eq!(row.ledger, 2);
+    assert_eq!(row.charged, granted as i64);
+
+    // The use is that of the keys the team holds now.
+    let moved = h
+        .admin(
+            Method::PUT,
+            &format!("/v1/keys/{b}/team"),
+            Some(json!({"team_id": null})),
+        )
+        .await;
+    assert_eq!(moved.status, StatusCode::OK, "{}", moved.text());
+    let after = team_budgets(&h, team_id).await;
+    assert_eq!(after["key_ids"], json!([a]));
+    assert_eq!(budget(&after, "requests")["used"], 1);
+    assert_eq!(budget(&after, "requests")["charged"], granted);
+
+    // Refusals name what is wrong; a team without quotas has no budget.
+    h.admin(Method::GET, "/v1/teams/999/budgets", None)
+        .await
+        .expect_error(StatusCode::NOT_FOUND, "team_not_found");
+    let bad = h.admin(Method::GET, "/v1/teams/x/budgets", None).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert_eq!(bad.json()["error"]["field"], "id");
+    let anonymous = h.get(&format!("/v1/teams/{team_id}/budgets")).await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    let plain = create_team(&h, json!({"name": "plain"})).await;
+    assert_eq!(team_budgets(&h, plain).await["budgets"], json!([]));
 }

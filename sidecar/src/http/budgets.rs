@@ -1,24 +1,27 @@
-//! A key's budgets now, for the console's bars: `GET /v1/keys/{id}/budgets`,
-//! per quota of the key, its current window with what the sidecar's
-//! counter has charged (grants handed to Envoys and settlements, net of
-//! returns: `limit_counters`), what the ledger says was used
-//! (`store::quota_use`, the definition `usage reconcile` and the alerts
-//! share), what is reserved (charged, not yet in the ledger: grants an
-//! Envoy holds, responses in flight, usage batches not yet stored) and
-//! what is left to grant.
+//! A key's or a team's budgets now, for the console's bars: `GET
+//! /v1/keys/{id}/budgets` and `GET /v1/teams/{id}/budgets`, per quota of
+//! the holder, its current window with what the sidecar's counter has
+//! charged (grants handed to Envoys and settlements, net of returns:
+//! `limit_counters`, where a team's counters are its own, apart from its
+//! keys'), what the ledger says was used (`store::quota_use`, the
+//! definition `usage reconcile` and the alerts share; a team's is the sum
+//! of its current keys' rows), what is reserved (charged, not yet in the
+//! ledger: grants an Envoy holds, responses in flight, usage batches not
+//! yet stored) and what is left to grant.
 
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
-use tollgate_wire::{Limits, Quota, QuotaKind, Window};
+use time::OffsetDateTime;
+use tollgate_wire::{BudgetOwner, Limits, Quota, QuotaKind, Window};
 
 use crate::domain::clock::{format_rfc3339, now_ms, to_unix_ms};
 use crate::http::error::{ApiError, Undone};
 use crate::http::extract::AdminCaller;
 use crate::http::AppState;
-use crate::store::quota_use::{instant, ledger_total};
+use crate::store::quota_use::{instant, ledger_total, team_ledger_total};
 use crate::store::{Store, StoreError};
 
 /// One quota in the window containing the instant read at.
@@ -73,10 +76,60 @@ pub struct BudgetsReply {
     pub budgets: Vec<Budget>,
 }
 
-/// The budgets of key `key_id`, whose limits are `limits`, at `at_ms`.
+/// Reply of `GET /v1/teams/{id}/budgets`: as a key's, with the keys whose
+/// ledger rows the team's use sums.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TeamBudgetsReply {
+    pub team_id: i64,
+    /// The team's keys now, ascending.
+    pub key_ids: Vec<i64>,
+    /// RFC 3339: the instant whose windows these are.
+    pub at: String,
+    /// One per quota, in the order of the team's limits; empty without quotas.
+    pub budgets: Vec<Budget>,
+}
+
+/// Whose budgets are read: the owner of the counters, and the keys whose
+/// ledger rows are its use.
+#[derive(Debug, Clone, Copy)]
+pub enum Holder<'a> {
+    Key(i64),
+    /// A team, and the keys it holds now.
+    Team {
+        id: i64,
+        key_ids: &'a [i64],
+    },
+}
+
+impl Holder<'_> {
+    fn owner(self) -> BudgetOwner {
+        match self {
+            Holder::Key(id) => BudgetOwner::Key(id),
+            Holder::Team { id, .. } => BudgetOwner::Team(id),
+        }
+    }
+
+    /// The ledger's use of `quota` in `[start, end)`.
+    async fn used(
+        self,
+        store: &Store,
+        quota: &Quota,
+        start: OffsetDateTime,
+        end: OffsetDateTime,
+    ) -> Result<u128, StoreError> {
+        match self {
+            Holder::Key(id) => ledger_total(store, id, quota, start, end).await,
+            Holder::Team { key_ids, .. } => {
+                team_ledger_total(store, key_ids, quota, start, end).await
+            }
+        }
+    }
+}
+
+/// The budgets of `holder`, whose limits are `limits`, at `at_ms`.
 pub async fn budgets_at(
     store: &Store,
-    key_id: i64,
+    holder: Holder<'_>,
     limits: &Limits,
     at_ms: i64,
 ) -> Result<Vec<Budget>, StoreError> {
@@ -84,13 +137,19 @@ pub async fn budgets_at(
     for quota in &limits.quotas {
         let span = quota.window.containing(at_ms);
         let charged = store
-            .charged_in(key_id, &quota.name(), span.start_ms)
+            .owner_charged_in(holder.owner(), &quota.name(), span.start_ms)
             .await?;
         let (start, end) = (instant(span.start_ms), instant(span.end_ms));
-        let used = ledger_total(store, key_id, quota, start, end).await?;
+        let used = holder.used(store, quota, start, end).await?;
         budgets.push(Budget::of(quota, span.start_ms, span.end_ms, charged, used));
     }
     Ok(budgets)
+}
+
+/// The instant budgets are read at: now, and its Unix ms.
+fn read_at() -> (OffsetDateTime, i64) {
+    let now = now_ms();
+    (now, i64::try_from(to_unix_ms(now)).unwrap_or(i64::MAX))
 }
 
 /// `GET /v1/keys/{id}/budgets`: each quota of the key in its current window.
@@ -108,9 +167,8 @@ pub async fn key_budgets(
         .await
         .map_err(read())?
         .ok_or(ApiError::KeyNotFound(id))?;
-    let now = now_ms();
-    let at_ms = i64::try_from(to_unix_ms(now)).unwrap_or(i64::MAX);
-    let budgets = budgets_at(&state.store, id, &key.limits, at_ms)
+    let (now, at_ms) = read_at();
+    let budgets = budgets_at(&state.store, Holder::Key(id), &key.limits, at_ms)
         .await
         .map_err(read())?;
     Ok(Json(BudgetsReply {
@@ -120,9 +178,43 @@ pub async fn key_budgets(
     }))
 }
 
-/// A key's budgets (admin token).
+/// `GET /v1/teams/{id}/budgets`: each quota of the team in its current
+/// window, its use the sum of its current keys'.
+pub async fn team_budgets(
+    _caller: AdminCaller,
+    State(state): State<AppState>,
+    id: Result<Path<i64>, PathRejection>,
+) -> Result<Json<TeamBudgetsReply>, ApiError> {
+    let Path(id) =
+        id.map_err(|_| ApiError::invalid_field("id", "the team id must be an integer"))?;
+    let read = || ApiError::reading(Undone::ReadBudgets);
+    let team = state
+        .store
+        .team_by_id(id)
+        .await
+        .map_err(read())?
+        .ok_or(ApiError::TeamNotFound(id))?;
+    let (now, at_ms) = read_at();
+    let holder = Holder::Team {
+        id,
+        key_ids: &team.key_ids,
+    };
+    let budgets = budgets_at(&state.store, holder, &team.limits, at_ms)
+        .await
+        .map_err(read())?;
+    Ok(Json(TeamBudgetsReply {
+        team_id: id,
+        key_ids: team.key_ids.clone(),
+        at: format_rfc3339(now),
+        budgets,
+    }))
+}
+
+/// A key's and a team's budgets (admin token).
 pub fn admin_router() -> Router<AppState> {
-    Router::new().route("/v1/keys/{id}/budgets", get(key_budgets))
+    Router::new()
+        .route("/v1/keys/{id}/budgets", get(key_budgets))
+        .route("/v1/teams/{id}/budgets", get(team_budgets))
 }
 
 #[cfg(test)]

@@ -1,7 +1,8 @@
 //! What the ledger says a key used of one of its quotas in one window: the
 //! `allowed` rows the quota applies to (those of its model when scoped),
-//! summed in the buckets that tile the window. `usage reconcile` and the
-//! budget alerts both read a quota's use here, so they always agree.
+//! summed in the buckets that tile the window. A team's use is the sum of
+//! its current keys'. `usage reconcile`, the budget alerts and the
+//! console's budget bars read a quota's use here, so they always agree.
 
 use time::OffsetDateTime;
 use tollgate_wire::{Outcome, Quota, QuotaKind, Window};
@@ -45,6 +46,23 @@ pub async fn ledger_total(
         .filter(|r| quota.applies_to((!r.model.is_empty()).then_some(r.model.as_str())))
         .map(|r| amount(quota.kind, r))
         .sum())
+}
+
+/// The ledger's total of a team's `quota` in `[start, end)`: the sum of
+/// [`ledger_total`] over the keys it holds now (`key_ids`), so a key that
+/// joined or left it mid-window counts wholly or not at all.
+pub async fn team_ledger_total(
+    store: &Store,
+    key_ids: &[i64],
+    quota: &Quota,
+    start: OffsetDateTime,
+    end: OffsetDateTime,
+) -> Result<u128, StoreError> {
+    let mut total = 0;
+    for &key_id in key_ids {
+        total += ledger_total(store, key_id, quota, start, end).await?;
+    }
+    Ok(total)
 }
 
 /// What one row of the ledger counts of `kind`.
