@@ -23,6 +23,7 @@ import json
 import time
 import uuid
 
+from test_teams import team_rows as ledger_rows
 from test_token_quotas import STREAMS, chat, sf_items, spend, tally
 from tollgate_tooling.gateway import Gateway
 from tollgate_tooling.llm_clients import openai_client
@@ -40,20 +41,6 @@ def priced_model(cli) -> str:
     cli("prices", "set", "--model", model, "--input", INPUT, "--output", OUTPUT,
         "--per", "1M", "--currency", "USD", "--from", "2020-01-01T00:00:00Z")
     return model
-
-
-def ledger_rows(ledger, key_ids: list[int], served: list[str], timeout: float = 20.0):
-    marks = ", ".join("?" for _ in key_ids)
-    deadline = time.monotonic() + timeout
-    while True:
-        rows = ledger.query(f"SELECT * FROM usage_log WHERE api_key_id IN ({marks}) "
-                            "AND outcome = 'allowed'", key_ids)
-        have = [r["request_id"] for r in rows]
-        if set(served) <= set(have) or time.monotonic() > deadline:
-            break
-        time.sleep(0.25)
-    assert sorted(have) == sorted(served), f"{len(served)} served, {len(have)} rows"
-    return rows
 
 
 def assert_money_holds(clients, ledger, key_ids: list[int], model: str, label: str,
@@ -127,3 +114,33 @@ def test_bad_money_quotas_are_refused_and_change_nothing(gateway: Gateway):
     ours, = [k for k in listed if k["id"] == key["id"]]
     assert ours["limits"]["quotas"][0]["currency"] == "USD", ours
 
+
+
+def test_a_price_changed_mid_window_prices_each_row_at_its_own_time(any_gateway: Gateway):
+    gw = any_gateway
+    cli = gw.stack.cli
+    model = priced_model(cli)
+    key = gw.new_key(f"money-repriced-{uuid.uuid4().hex[:6]}", "--quota", "cost=2USD/day")
+    client = openai_client(gw.stack.gateway, key["key"], gw.secret)
+    before = [chat(client, model=model, reply=5)[0] for _ in range(3)]
+    # Ten times dearer from now on: the Envoy learns it through the key feed.
+    cli("prices", "set", "--model", model, "--input", "1000", "--output", "10000",
+        "--per", "1M", "--currency", "USD")
+    time.sleep(2.0)
+    after = [chat(client, model=model, reply=5)[0] for _ in range(3)]
+    rows = {r["request_id"]: r for r in ledger_rows(gw.ledger, [key["id"]], before + after)}
+
+    def cost(row: dict, input_price: int, output_price: int) -> int:
+        # Whole micro-units per token here: no rounding.
+        return row["input_tokens"] * input_price + row["output_tokens"] * output_price
+
+    for rid in before:
+        assert rows[rid]["cost_micros"] == cost(rows[rid], 100, 1000), rows[rid]
+    for rid in after:
+        assert rows[rid]["cost_micros"] == cost(rows[rid], 1000, 10000), rows[rid]
+    # The summary adds the rows' own costs, exactly.
+    summary = json.loads(cli("usage", "summary", "--key", str(key["id"]), "--by", "model",
+                             "--json").stdout)
+    ours = [r for r in summary["rows"] if r.get("model") == model]
+    assert sum(r["cost_micros"] for r in ours) == sum(r["cost_micros"] for r in rows.values()), \
+        (ours, summary)

@@ -88,7 +88,7 @@ def assert_a_team_budget_holds(clients, ledger, keys: list[dict], label: str,
         assert "team" in str(err.message), err.message
         assert "team.tokens" in sf_items(err.response.headers.get("ratelimit", "")), \
             err.response.headers.get("ratelimit")
-    rows = team_rows(ledger, keys, served)
+    rows = team_rows(ledger, [k["id"] for k in keys], served)
     spent = total(rows)
     per_key = {k["id"]: total([r for r in rows if r["api_key_id"] == k["id"]]) for k in keys}
     print(f"{label}: team tokens=5000/day over {len(keys)} keys: {len(served)} streams, "
@@ -103,10 +103,9 @@ def assert_a_team_budget_holds(clients, ledger, keys: list[dict], label: str,
         f"{spent} tokens served: more than {envoys} reservations of {one} left unused"
 
 
-def team_rows(ledger, keys: list[dict], served: list[str], timeout: float = 20.0) -> list[dict]:
-    """The ``allowed`` rows of the team's keys once every served request has
+def team_rows(ledger, ids: list[int], served: list[str], timeout: float = 20.0) -> list[dict]:
+    """The ``allowed`` rows of keys ``ids`` once every served request has
     one; exactly one row per served request, and no other."""
-    ids = [k["id"] for k in keys]
     marks = ", ".join("?" for _ in ids)
     deadline = time.monotonic() + timeout
     while True:

@@ -174,23 +174,37 @@ const TOKEN_LIMITS: &str = r#"{"quotas":[{"kind":"tokens","limit":100000,"window
 /// An LLM call of the token-limited key: its verdict answered, and its
 /// grant call answered with `amount` when it asks.
 fn token_call(gw: &Gateway, body: &[u8], amount: u64) -> Request {
+    let reply = format!(r#"{{"verdict":"active","key_id":4,"limits":{TOKEN_LIMITS}}}"#);
+    limited_call(gw, body, &reply, "tokens", 100_000, amount)
+}
+
+/// An LLM call of key 4 whose verify reply is `verdict`, its one quota
+/// `quota` of `limit` a day: its grant call answered with `amount` when it
+/// asks.
+fn limited_call(
+    gw: &Gateway,
+    body: &[u8],
+    verdict: &str,
+    quota: &str,
+    limit: u64,
+    amount: u64,
+) -> Request {
     let mut r = gw.request(KEY, body, &[(":path", CHAT)]);
     r.flow.on_request_headers(false);
     r.body(body, true);
     if r.awaiting() {
-        let reply = format!(r#"{{"verdict":"active","key_id":4,"limits":{TOKEN_LIMITS}}}"#);
-        r.answer(Some("200"), &reply);
+        r.answer(Some("200"), verdict);
     }
     let waits_for_grant = matches!(r.flow.stage(), crate::flow::Stage::Waiting(_));
     if waits_for_grant {
         let call = gw.world.sent().pop().expect("a grant call");
         let ask: Value = serde_json::from_slice(&call.body).unwrap();
         let ask = &ask["asks"][0];
-        assert_eq!(ask["quota"], "tokens");
+        assert_eq!(ask["quota"], quota);
         let end = gw.world.now_ms() as i64 / 86_400_000 * 86_400_000 + 86_400_000;
         let reply = json!({"limits": [], "returns": [], "settlements": [], "grants": [{
             "grant_id": ask["grant_id"], "status": "granted", "amount": amount,
-            "limit": 100000, "charged": amount,
+            "limit": limit, "charged": amount,
             "window_start_ms": end - 86_400_000, "window_end_ms": end,
         }]});
         let size = r
@@ -294,35 +308,12 @@ fn an_input_tokens_quota_alone_leaves_a_call_without_a_cap_as_it_is() {
 /// A money-limited key (`cost=1USD/day`): its verify reply carries the
 /// price table, model `m` at 2 and 10 micro-units a token (1 cached).
 fn money_call(gw: &Gateway, body: &[u8], amount: u64) -> Request {
-    let mut r = gw.request(KEY, body, &[(":path", CHAT)]);
-    r.flow.on_request_headers(false);
-    r.body(body, true);
-    if r.awaiting() {
-        let reply = json!({"verdict": "active", "key_id": 4,
-            "limits": {"quotas": [{"kind": "cost", "limit": 1_000_000, "window": "day",
-                                    "currency": "USD"}]},
-            "prices": [{"model": "m", "from_ms": 0, "currency": "USD", "per": 1,
-                        "input_micros": 2, "cached_input_micros": 1, "output_micros": 10}]});
-        r.answer(Some("200"), &reply.to_string());
-    }
-    if matches!(r.flow.stage(), crate::flow::Stage::Waiting(_)) {
-        let call = gw.world.sent().pop().expect("a grant call");
-        let ask: Value = serde_json::from_slice(&call.body).unwrap();
-        let ask = &ask["asks"][0];
-        assert_eq!(ask["quota"], "cost");
-        let end = gw.world.now_ms() as i64 / 86_400_000 * 86_400_000 + 86_400_000;
-        let reply = json!({"limits": [], "returns": [], "settlements": [], "grants": [{
-            "grant_id": ask["grant_id"], "status": "granted", "amount": amount,
-            "limit": 1_000_000, "charged": amount,
-            "window_start_ms": end - 86_400_000, "window_end_ms": end,
-        }]});
-        let size = r
-            .host
-            .world()
-            .answer(Some("200"), reply.to_string().as_bytes());
-        r.flow.on_callout_reply(call.token, size);
-    }
-    r
+    let reply = json!({"verdict": "active", "key_id": 4,
+        "limits": {"quotas": [{"kind": "cost", "limit": 1_000_000, "window": "day",
+                                "currency": "USD"}]},
+        "prices": [{"model": "m", "from_ms": 0, "currency": "USD", "per": 1,
+                    "input_micros": 2, "cached_input_micros": 1, "output_micros": 10}]});
+    limited_call(gw, body, &reply.to_string(), "cost", 1_000_000, amount)
 }
 
 #[test]
