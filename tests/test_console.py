@@ -10,7 +10,11 @@ A page under a name rebound to the sidecar's address (DNS rebinding) gets
 nothing; a client that keeps failing to log in is made to wait. Limits are
 set through the forms (a refused quota shows the API's error), a key's
 budget bars show the admin API's figures, the alerts page lists an alert,
-and the gateway page plots its last hour.
+and the gateway page plots its last hour. A team is made on the teams page
+(a refused quota shows the API's error), a key created into it; its bars
+show the admin API's figures after traffic through its keys; deleting it
+while it has keys shows the refusal; its limits change, keys move out and
+in, and, emptied, it is deleted.
 A screenshot of every page goes to ``tests/artifacts/console/`` (gitignored).
 """
 
@@ -20,6 +24,7 @@ import http.client
 import os
 import re
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -490,6 +495,172 @@ def test_limits_budgets_alerts_and_the_gateway_plots(browser, sqlite_gateway: Ga
         op.page.click("#raw-toggle")
         op.page.locator('#envoy-metrics tr[data-metric="tollgate_requests_allowed"]').first.wait_for()
         op.screenshot("gateway-plots")
+
+        assert all(url.startswith(console + "/") for url in op.requested)
+        assert not op.problems, op.problems
+    finally:
+        op.close()
+
+
+def team_budget_on_page(op: Operator, team_id: int, quota: str) -> dict[str, int]:
+    """A team's budget bar's figures as the teams page shows them."""
+    box = op.page.locator(f'.team[data-team-id="{team_id}"] .budget[data-quota="{quota}"]')
+    return {part: int(box.locator(f".n-{part}").get_attribute("data-value"))
+            for part in ("used", "reserved", "left", "limit")}
+
+
+def test_teams_their_keys_and_budgets(browser, sqlite_gateway: Gateway):
+    stack = sqlite_gateway.stack
+    console = stack.sidecar_url
+    op = Operator(browser, console)
+    suffix = uuid.uuid4().hex[:6]
+    try:
+        login(op, stack.config.admin_token)
+        op.page.wait_for_url(console + "/console")
+        op.page.click('nav a[href="/console/teams"]')
+        op.page.wait_for_url(console + "/console/teams")
+        form = "#team-form"
+
+        # -- a quota the API refuses: its 400, naming the field, is what the page shows
+        bad = {"name": f"bad-team-{suffix}", "quotas": ["requests=lots/day"]}
+        refused = admin(stack, "POST", "/v1/teams", bad)
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["error"]["field"] == "quota", refused.text
+        op.page.fill(f'{form} input[name="name"]', bad["name"])
+        op.page.fill(f'{form} input[name="quotas"]', "requests=lots/day")
+        op.page.click(f'{form} button[type="submit"]')
+        error = op.page.locator("#team-create-error")
+        op.wait_for("the API's error on the page",
+                    lambda: refused.json()["error"]["message"] in error.inner_text())
+        assert error.get_attribute("data-field") == "quota"
+        assert not [t for t in admin(stack, "GET", "/v1/teams").json()["teams"]
+                    if t["name"] == bad["name"]], "a refused team was stored"
+        op.problems.clear()  # the browser logs the refused call's 400
+
+        # -- a team with quotas, through the form; stored as spelled
+        name = f"research-{suffix}"
+        op.page.fill(f'{form} input[name="name"]', name)
+        op.page.fill(f'{form} input[name="quotas"]', "requests=40/day request_bytes=1MiB/day")
+        op.page.click(f'{form} button[type="submit"]')
+        card = op.page.locator(".team", has_text=name)
+        card.wait_for()
+        assert error.inner_text() == ""
+        team_id = int(card.get_attribute("data-team-id"))
+        stored = admin(stack, "GET", f"/v1/teams/{team_id}").json()
+        assert stored["limits"]["spec"] == "requests=40/day request_bytes=1048576/day", stored
+        assert card.locator(".team-limits").inner_text() == stored["limits"]["spec"]
+        assert "No key in this team." in card.inner_text()
+
+        # -- a key created into the team on the keys page (the form's team select)
+        op.page.click('nav a[href="/console"]')
+        op.page.wait_for_url(console + "/console")
+        team_select = '#create-form select[name="team_id"]'
+        op.page.locator(f'{team_select} option[value="{team_id}"]').wait_for(state="attached")
+        op.page.fill('#create-form input[name="name"]', f"member-{suffix}")
+        op.page.select_option(team_select, str(team_id))
+        op.page.click('#create-form button[type="submit"]')
+        op.page.locator("#created").wait_for(state="visible")
+        key = op.page.locator("#created-key").inner_text().strip()
+        stack.remember_key({"key": key})
+        op.page.click("#created-done")
+        row = op.page.locator("#keys tbody tr", has_text=f"member-{suffix}")
+        row.wait_for()
+        key_id = int(row.get_attribute("data-key-id"))
+        assert row.locator("td.team").inner_text() == name
+        [member] = [k for k in admin(stack, "GET", "/v1/keys").json()["keys"] if k["id"] == key_id]
+        assert member["team_id"] == team_id
+        # A second key of the team, through the API.
+        other = admin(stack, "POST", "/v1/keys", {"name": f"batch-{suffix}", "team_id": team_id})
+        assert other.status_code == 201, other.text
+        stack.remember_key(other.json())
+        other_key, other_id = other.json()["key"], other.json()["id"]
+
+        # -- traffic through Envoy: the team's keys spend its budgets
+        body = b'{"text": "hello team budgets"}'
+        for sent in [key] * 4 + [other_key] * 2:
+            resp = sqlite_gateway.post(body, sent)
+            assert resp.status_code == 200, resp.text
+
+        # -- the teams page: its keys, and one bar per quota, its figures the API's
+        op.page.click('nav a[href="/console/teams"]')
+        op.page.wait_for_url(console + "/console/teams")
+        card = op.page.locator(f'.team[data-team-id="{team_id}"]')
+        card.locator('.budget[data-quota="requests"]').wait_for()
+        keys_shown = card.locator(".team-keys tbody tr")
+        assert sorted(int(keys_shown.nth(i).get_attribute("data-key-id"))
+                      for i in range(keys_shown.count())) == sorted([key_id, other_id])
+        assert f"member-{suffix}" in card.inner_text() and f"batch-{suffix}" in card.inner_text()
+
+        def page_matches_api():
+            reply = admin(stack, "GET", f"/v1/teams/{team_id}/budgets").json()
+            api = {b["quota"]: b for b in reply["budgets"]}
+            shown = {q: team_budget_on_page(op, team_id, q) for q in ("requests", "request_bytes")}
+            want = {q: {f: api[q][f] for f in ("used", "reserved", "left", "limit")}
+                    for q in shown}
+            return shown == want and shown["requests"]["used"] == 6 and shown
+        shown = op.wait_for("the team's bars showing the API's budgets with 6 requests used",
+                            page_matches_api)
+        assert shown["requests"]["limit"] == 40
+        assert shown["request_bytes"]["used"] == 6 * len(body)
+        assert shown["requests"]["used"] + shown["requests"]["reserved"] \
+            + shown["requests"]["left"] == 40
+        widths = op.page.evaluate(f"""() => [...document.querySelectorAll(
+            '.team[data-team-id="{team_id}"] .budget[data-quota="requests"] .bar span')]
+            .map((s) => s.getBoundingClientRect().width)""")
+        assert widths[0] > 0 and widths[2] > 0, widths
+        op.screenshot("teams")
+
+        # -- deleting a team with keys: the API's refusal is what the page shows
+        card.locator("button.delete-team").click()
+        op.page.locator("#delete-team-dialog").wait_for(state="visible")
+        op.page.click("#delete-team-confirm")
+        teams_error = op.page.locator("#teams-error")
+        op.wait_for("the refusal on the page", lambda: "still has 2 key(s)" in teams_error.inner_text())
+        assert teams_error.get_attribute("data-code") == "team_has_keys"
+        assert admin(stack, "GET", f"/v1/teams/{team_id}").status_code == 200, "not deleted"
+        op.problems.clear()  # the refused call's 409
+
+        # -- the team's limits changed through the limits dialog
+        card.locator("button.edit-limits").click()
+        dialog = op.page.locator("#limits-dialog")
+        dialog.wait_for(state="visible")
+        assert op.page.locator('#limits-form input[name="quotas"]').input_value() == \
+            "requests=40/day request_bytes=1048576/day"
+        op.page.fill('#limits-form input[name="quotas"]', "requests=60/day")
+        op.page.click('#limits-form button[type="submit"]')
+        dialog.wait_for(state="hidden")
+        op.wait_for("the new limits shown", lambda: card.locator(".team-limits").inner_text()
+                    == "requests=60/day")
+        op.wait_for("one bar of 60", lambda: card.locator(".budget").count() == 1
+                    and team_budget_on_page(op, team_id, "requests")["limit"] == 60)
+
+        # -- a key moved out of the team on its own page, and back in on the team's
+        op.page.goto(f"{console}/console/keys/{key_id}")
+        op.page.locator(f'#key-team option[value="{team_id}"]').wait_for(state="attached")
+        assert op.page.locator("#key-team").input_value() == str(team_id)
+        op.page.select_option("#key-team", "")
+        op.page.click('#key-team-form button[type="submit"]')
+        op.wait_for("the key in no team",
+                    lambda: op.page.locator("#key-team-link").inner_text() == "in no team")
+        [moved] = [k for k in admin(stack, "GET", "/v1/keys").json()["keys"] if k["id"] == key_id]
+        assert moved["team_id"] is None, moved
+        op.page.goto(f"{console}/console/teams")
+        card = op.page.locator(f'.team[data-team-id="{team_id}"]')
+        card.locator(f'.team-keys tr[data-key-id="{other_id}"]').wait_for()
+        assert card.locator(f'.team-keys tr[data-key-id="{key_id}"]').count() == 0
+        card.locator('select[name="key_id"]').select_option(str(key_id))
+        card.locator('form.add-key button[type="submit"]').click()
+        card.locator(f'.team-keys tr[data-key-id="{key_id}"]').wait_for()
+
+        # -- emptied, the team is deleted
+        for member_id in (key_id, other_id):
+            card.locator(f'.team-keys tr[data-key-id="{member_id}"] button.take-out').click()
+            card.locator(f'.team-keys tr[data-key-id="{member_id}"]').wait_for(state="detached")
+        card.locator("button.delete-team").click()
+        op.page.click("#delete-team-confirm")
+        card.wait_for(state="detached")
+        assert teams_error.inner_text() == ""
+        assert admin(stack, "GET", f"/v1/teams/{team_id}").status_code == 404
 
         assert all(url.startswith(console + "/") for url in op.requested)
         assert not op.problems, op.problems

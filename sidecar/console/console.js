@@ -28,6 +28,7 @@
       const err = new Error(data?.error?.message ?? `the sidecar answered ${resp.status}`);
       err.status = resp.status;
       err.field = data?.error?.field ?? null;
+      err.code = data?.error?.code ?? null;
       throw err;
     }
     return data;
@@ -78,21 +79,28 @@
     return err.field ? `${err.message} (field: ${err.field})` : err.message;
   }
 
-  /** The limits dialog for `key`; `saved` runs after a change was stored. */
-  function editLimits(key, saved) {
+  /** What the limits dialog changes: a key's limits. */
+  const keyLimits = (key) => ({ title: `${key.name} (${key.prefix}…)`, limits: key.limits, path: `/console/api/keys/${key.id}/limits` });
+
+  /** What the limits dialog changes: a team's limits. */
+  const teamLimits = (team) => ({ title: `team ${team.name}`, limits: team.limits, path: `/console/api/teams/${team.id}/limits` });
+
+  /** The limits dialog for `target` (`keyLimits`, `teamLimits`); `saved` runs after a change was stored. */
+  function editLimits(target, saved) {
     const dialog = document.getElementById("limits-dialog");
     const form = document.getElementById("limits-form");
     const error = document.getElementById("limits-error");
-    document.getElementById("limits-name").textContent = `${key.name} (${key.prefix}…)`;
-    form.elements.rate.value = key.limits?.rate ? `${key.limits.rate.count}/${key.limits.rate.per}` : "";
-    form.elements.burst.value = key.limits?.rate ? String(key.limits.rate.burst) : "";
-    form.elements.quotas.value = (key.limits?.quotas ?? []).map(quotaText).join(" ");
+    const limits = target.limits;
+    document.getElementById("limits-name").textContent = target.title;
+    form.elements.rate.value = limits?.rate ? `${limits.rate.count}/${limits.rate.per}` : "";
+    form.elements.burst.value = limits?.rate ? String(limits.rate.burst) : "";
+    form.elements.quotas.value = (limits?.quotas ?? []).map(quotaText).join(" ");
     error.textContent = "";
     delete error.dataset.field;
     form.onsubmit = async (event) => {
       event.preventDefault();
       try {
-        await api("PUT", `/console/api/keys/${key.id}/limits`, limitFields(new FormData(form)));
+        await api("PUT", target.path, limitFields(new FormData(form)));
         dialog.close();
         await saved();
       } catch (err) {
@@ -115,11 +123,16 @@
     const dialog = document.getElementById("revoke-dialog");
     let revoking = null;
 
+    const teamSelect = document.querySelector('#create-form select[name="team_id"]');
+    let teamNames = new Map();
+
     async function load() {
       try {
-        const [list, uses] = await Promise.all([
-          api("GET", "/console/api/keys"), api("GET", "/console/api/last-use")]);
+        const [list, uses, teams] = await Promise.all([
+          api("GET", "/console/api/keys"), api("GET", "/console/api/last-use"), api("GET", "/console/api/teams")]);
         const lastUse = new Map(uses.map((u) => [u.key_id, u.last_used_at]));
+        teamNames = new Map(teams.teams.map((t) => [t.id, t.name]));
+        fillTeamOptions(teamSelect, teams.teams);
         tbody.replaceChildren(...list.keys.map((key) => row(key, lastUse.get(key.id))));
         error.textContent = "";
       } catch (err) {
@@ -135,7 +148,7 @@
       const status = el("td"); status.append(el("span", key.status, { class: `status ${key.status.toLowerCase()}` }));
       const actions = el("td", null, { class: "actions" });
       const change = el("button", "Limits", { type: "button", class: "edit-limits" });
-      change.addEventListener("click", () => editLimits(key, load));
+      change.addEventListener("click", () => editLimits(keyLimits(key), load));
       actions.append(change);
       if (key.status !== "REVOKED") {
         const button = el("button", "Revoke", { type: "button", class: "danger" });
@@ -148,7 +161,11 @@
       }
       const limits = el("td", null, { class: "limits" });
       limits.append(el("code", limitsText(key.limits)));
-      tr.append(el("td", key.id), name, prefix, status, limits,
+      const team = el("td", null, { class: "team" });
+      if (key.team_id !== null && key.team_id !== undefined) {
+        team.append(el("a", teamNames.get(key.team_id) ?? `team ${key.team_id}`, { href: `/console/teams#team-${key.team_id}` }));
+      }
+      tr.append(el("td", key.id), name, prefix, status, limits, team,
         el("td", when(lastUsed), { class: "last-use" }), el("td", when(key.created_at)),
         el("td", key.expires_at ? when(key.expires_at) : "never"),
         el("td", key.has_signing_secret ? "own" : "shared"), actions);
@@ -187,6 +204,8 @@
       };
       const expires = String(fields.get("expires_at") ?? "");
       if (expires) request.expires_at = `${expires.length === 16 ? `${expires}:00` : expires}Z`;
+      const teamId = String(fields.get("team_id") ?? "");
+      if (teamId) request.team_id = Number(teamId);
       try {
         const key = await api("POST", "/console/api/keys", request);
         forgetCreated();
@@ -362,6 +381,41 @@
     });
   }
 
+  /** Fills `select` with "none" and every team, keeping what it shows unless `chosen` is given. */
+  function fillTeamOptions(select, teams, chosen) {
+    const keep = chosen !== undefined ? chosen : select.value;
+    select.replaceChildren(el("option", "none", { value: "" }),
+      ...teams.map((t) => el("option", `${t.name} (${t.id})`, { value: String(t.id) })));
+    select.value = teams.some((t) => String(t.id) === keep) ? keep : "";
+  }
+
+  /** A key's page: its team, and the form that moves it into another team or out of its own. */
+  async function loadKeyTeam(key) {
+    const form = document.getElementById("key-team-form");
+    const error = document.getElementById("key-team-error");
+    form.hidden = !key;
+    if (!key) return;
+    const teams = (await api("GET", "/console/api/teams")).teams;
+    const current = key.team_id === null || key.team_id === undefined ? "" : String(key.team_id);
+    const select = document.getElementById("key-team");
+    fillTeamOptions(select, teams, current);
+    const link = document.getElementById("key-team-link");
+    const team = teams.find((t) => String(t.id) === current);
+    link.replaceChildren(...(team ? ["now in ", el("a", team.name, { href: `/console/teams#team-${team.id}` })] : ["in no team"]));
+    form.onsubmit = async (event) => {
+      event.preventDefault();
+      const value = select.value;
+      try {
+        await api("PUT", `/console/api/keys/${key.id}/team`, { team_id: value ? Number(value) : null });
+        error.textContent = "";
+        const list = await api("GET", "/console/api/keys");
+        await loadKeyTeam(list.keys.find((k) => k.id === key.id));
+      } catch (err) {
+        error.textContent = `The key was not moved: ${refusal(err)}`;
+      }
+    };
+  }
+
   async function keyPage() {
     const id = document.body.dataset.keyId;
     const status = document.getElementById("series-status");
@@ -384,8 +438,9 @@
           ? `Status ${key.status} · created ${when(key.created_at)} · expires ${key.expires_at ? when(key.expires_at) : "never"} · signing secret: ${key.has_signing_secret ? "own" : "shared"}`
           : "No key has this id.";
         document.getElementById("key-limits").textContent = key ? limitsText(key.limits) : "";
+        await loadKeyTeam(key);
         document.getElementById("key-limits-edit").hidden = !key;
-        document.getElementById("key-limits-edit").onclick = () => editLimits(key, async () => {
+        document.getElementById("key-limits-edit").onclick = () => editLimits(keyLimits(key), async () => {
           await loadKey();
           await loadBudgets(id);
         });
@@ -459,6 +514,155 @@
         load();
       });
     }
+    await load();
+    setInterval(load, REFRESH_MS);
+  }
+
+  // ---- teams: their keys, limits and budgets ------------------------------
+  async function teamsPage() {
+    const container = document.getElementById("teams");
+    const status = document.getElementById("teams-status");
+    const error = document.getElementById("teams-error");
+    const dialog = document.getElementById("delete-team-dialog");
+    let deleting = null;
+    // The cards are rebuilt only when a team or a key changed, so a choice
+    // being made in a card's select survives the refresh; the bars are
+    // redrawn every time.
+    let shown = "";
+
+    async function act(what, call) {
+      try {
+        await call();
+        error.textContent = "";
+        delete error.dataset.code;
+      } catch (err) {
+        error.textContent = `${what}: ${refusal(err)}`;
+        error.dataset.code = err.code ?? "";
+      }
+      await load();
+    }
+
+    const moveKey = (keyId, teamId) => api("PUT", `/console/api/keys/${keyId}/team`, { team_id: teamId });
+
+    function card(team, keys) {
+      const box = el("section", null, { class: "team", id: `team-${team.id}`, "data-team-id": String(team.id) });
+      const head = el("div", null, { class: "team-head" });
+      head.append(el("h3", team.name), el("span", `team ${team.id} · created ${when(team.created_at)}`, { class: "note" }));
+      const limits = el("p", "Limits: ", { class: "limits-line" });
+      const edit = el("button", "Change limits", { type: "button", class: "edit-limits" });
+      edit.addEventListener("click", () => editLimits(teamLimits(team), load));
+      const remove = el("button", "Delete", { type: "button", class: "danger delete-team" });
+      remove.addEventListener("click", () => {
+        deleting = team;
+        document.getElementById("delete-team-name").textContent = team.name;
+        dialog.showModal();
+      });
+      limits.append(el("code", limitsText(team.limits), { class: "team-limits" }), " ", edit, " ", remove);
+
+      const members = keys.filter((k) => k.team_id === team.id);
+      const table = el("table", null, { class: "team-keys" });
+      const thead = el("thead");
+      const headRow = el("tr");
+      headRow.append(...["ID", "Key", "Prefix", "Status", "Limits", ""].map((h) => el("th", h)));
+      thead.append(headRow);
+      const tbody = el("tbody");
+      tbody.append(...members.map((key) => {
+        const tr = el("tr", null, { "data-key-id": String(key.id) });
+        const name = el("td"); name.append(el("a", key.name, { href: `/console/keys/${key.id}` }));
+        const prefix = el("td"); prefix.append(el("code", key.prefix));
+        const status = el("td"); status.append(el("span", key.status, { class: `status ${key.status.toLowerCase()}` }));
+        const own = el("td", null, { class: "limits" }); own.append(el("code", limitsText(key.limits)));
+        const actions = el("td", null, { class: "actions" });
+        const out = el("button", "Take out of the team", { type: "button", class: "take-out" });
+        out.addEventListener("click", () => act(`Key ${key.id} was not taken out`, () => moveKey(key.id, null)));
+        actions.append(out);
+        tr.append(el("td", key.id), name, prefix, status, own, actions);
+        return tr;
+      }));
+      table.append(thead, tbody);
+
+      const add = el("form", null, { class: "add-key" });
+      const label = el("label", "Move a key into this team ");
+      const select = el("select", null, { name: "key_id" });
+      const others = keys.filter((k) => k.team_id !== team.id && k.status !== "REVOKED");
+      select.append(el("option", "choose a key", { value: "" }), ...others.map((k) => {
+        const from = k.team_id !== null && k.team_id !== undefined ? ` · now in team ${k.team_id}` : "";
+        return el("option", `${k.name} (${k.id})${from}`, { value: String(k.id) });
+      }));
+      label.append(select);
+      add.append(label, el("button", "Move here", { type: "submit" }));
+      add.addEventListener("submit", (event) => {
+        event.preventDefault();
+        if (!select.value) return;
+        act(`The key was not moved into team ${team.name}`, () => moveKey(Number(select.value), team.id));
+      });
+
+      const budgets = el("div", null, { class: "team-budgets" });
+      const budgetsStatus = el("p", null, { class: "note team-budgets-status", role: "status" });
+      box.append(head, limits, members.length > 0 ? table : el("p", "No key in this team.", { class: "note" }), add,
+        el("h4", "Budgets now"), budgetsStatus, budgets);
+      return box;
+    }
+
+    async function loadBudgets(team) {
+      const box = container.querySelector(`.team[data-team-id="${team.id}"]`);
+      if (!box) return;
+      const status = box.querySelector(".team-budgets-status");
+      try {
+        const reply = await api("GET", `/console/api/teams/${team.id}/budgets`);
+        box.querySelector(".team-budgets").replaceChildren(...reply.budgets.map(budgetBar));
+        status.textContent = reply.budgets.length > 0
+          ? `Read ${when(reply.at)}; the use of keys ${reply.key_ids.join(", ") || "(none)"}.`
+          : "This team has no quota.";
+        status.dataset.read = reply.at;
+      } catch (err) {
+        status.textContent = `The budgets could not be read: ${err.message}`;
+      }
+    }
+
+    async function load() {
+      let teams;
+      let keys;
+      try {
+        [teams, keys] = await Promise.all([api("GET", "/console/api/teams"), api("GET", "/console/api/keys")]);
+      } catch (err) {
+        status.textContent = `The teams could not be read: ${err.message}`;
+        return;
+      }
+      const shape = JSON.stringify([teams.teams, keys.keys.map((k) => [k.id, k.name, k.prefix, k.status, k.team_id, k.limits])]);
+      if (shape !== shown) {
+        container.replaceChildren(...teams.teams.map((t) => card(t, keys.keys)));
+        shown = shape;
+      }
+      document.getElementById("teams-empty").hidden = teams.teams.length > 0;
+      await Promise.all(teams.teams.map(loadBudgets));
+      status.textContent = `${teams.teams.length} team(s); read ${when(new Date().toISOString())}, refreshed every ${REFRESH_MS / 1000} s.`;
+    }
+
+    dialog.addEventListener("close", async () => {
+      const team = deleting;
+      deleting = null;
+      if (dialog.returnValue !== "delete" || !team) return;
+      await act(`Team ${team.name} was not deleted`, () => api("DELETE", `/console/api/teams/${team.id}`));
+    });
+
+    const form = document.getElementById("team-form");
+    form.addEventListener("submit", async (event) => {
+      event.preventDefault();
+      const createError = document.getElementById("team-create-error");
+      const fields = new FormData(form);
+      try {
+        await api("POST", "/console/api/teams", { name: String(fields.get("name") ?? ""), ...limitFields(fields) });
+        createError.textContent = "";
+        delete createError.dataset.field;
+        form.reset();
+      } catch (err) {
+        createError.textContent = `The team was not created: ${refusal(err)}`;
+        createError.dataset.field = err.field ?? "";
+      }
+      await load();
+    });
+
     await load();
     setInterval(load, REFRESH_MS);
   }
@@ -618,6 +822,6 @@
     setInterval(() => { loadHistory(); loadRaw(); }, REFRESH_MS);
   }
 
-  const pages = { keys: keysPage, key: keyPage, alerts: alertsPage, gateway: gatewayPage };
+  const pages = { keys: keysPage, key: keyPage, teams: teamsPage, alerts: alertsPage, gateway: gatewayPage };
   pages[page]?.();
 })();

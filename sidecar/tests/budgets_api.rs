@@ -3,7 +3,7 @@
 //! reserved and left; the same through the console's allow-listed route,
 //! and its changing a key's limits with the session's CSRF token. A team's
 //! (`GET /v1/teams/{id}/budgets`): its own counters, its current keys'
-//! ledger rows summed.
+//! ledger rows summed; the console's team routes.
 
 #[macro_use]
 mod support;
@@ -18,6 +18,7 @@ on_both_backends!(
     budgets_show_charged_used_reserved_and_left,
     the_console_reads_budgets_and_changes_limits,
     a_teams_budgets_are_its_counters_and_its_keys_use,
+    the_console_manages_teams_through_the_admin_api,
 );
 
 async fn create(h: &Harness, body: Value) -> i64 {
@@ -330,4 +331,102 @@ async fn a_teams_budgets_are_its_counters_and_its_keys_use(backend: Backend) {
     assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
     let plain = create_team(&h, json!({"name": "plain"})).await;
     assert_eq!(team_budgets(&h, plain).await["budgets"], json!([]));
+}
+
+async fn the_console_manages_teams_through_the_admin_api(backend: Backend) {
+    let h = Harness::new(backend).await;
+    let (cookie, csrf) = logged_in(&h).await;
+    let send = |method: Method, path: &str, csrf: Option<&str>, body: Option<Value>| {
+        h.send(request(
+            method,
+            path,
+            Some(&cookie),
+            csrf,
+            Some(ORIGIN),
+            body,
+        ))
+    };
+    let body = json!({"name": "ops", "quotas": ["requests=5/hour"]});
+
+    // Creating is an action: without the CSRF token nothing is stored.
+    send(Method::POST, "/console/api/teams", None, Some(body.clone()))
+        .await
+        .expect_error(StatusCode::FORBIDDEN, "csrf_refused");
+    let bad = send(
+        Method::POST,
+        "/console/api/teams",
+        Some(&csrf),
+        Some(json!({"name": "bad", "quotas": ["requests=lots/day"]})),
+    )
+    .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.text());
+    assert_eq!(bad.json()["error"]["field"], "quota");
+    let teams = read(&h, "/console/api/teams", &cookie).await.json();
+    assert_eq!(teams["teams"], json!([]), "a refused team was stored");
+    let made = send(Method::POST, "/console/api/teams", Some(&csrf), Some(body)).await;
+    assert_eq!(made.status, StatusCode::CREATED, "{}", made.text());
+    let team_id = made.json()["id"].as_i64().unwrap();
+
+    // Its budgets read as the admin API answers them.
+    let path = format!("/console/api/teams/{team_id}/budgets");
+    let (mut through, mut direct) = (
+        read(&h, &path, &cookie).await.json(),
+        team_budgets(&h, team_id).await,
+    );
+    through["at"] = json!(null);
+    direct["at"] = json!(null);
+    assert_eq!(through, direct, "the console shows the admin API's answer");
+    get(&h, &path)
+        .await
+        .expect_error(StatusCode::UNAUTHORIZED, "session_required");
+
+    // A key created into it, its limits changed, a key moved out; a team
+    // with keys is not deleted.
+    let key = send(
+        Method::POST,
+        "/console/api/keys",
+        Some(&csrf),
+        Some(json!({"name": "k", "team_id": team_id})),
+    )
+    .await;
+    assert_eq!(key.status, StatusCode::CREATED, "{}", key.text());
+    let key_id = key.json()["id"].as_i64().unwrap();
+    let limits = format!("/console/api/teams/{team_id}/limits");
+    let changed = send(
+        Method::PUT,
+        &limits,
+        Some(&csrf),
+        Some(json!({"quotas": ["requests=7/hour"]})),
+    )
+    .await;
+    assert_eq!(changed.status, StatusCode::OK, "{}", changed.text());
+    assert_eq!(changed.json()["limits"]["quotas"][0]["limit"], 7);
+    let team_path = format!("/console/api/teams/{team_id}");
+    send(Method::DELETE, &team_path, None, None)
+        .await
+        .expect_error(StatusCode::FORBIDDEN, "csrf_refused");
+    let refused = send(Method::DELETE, &team_path, Some(&csrf), None).await;
+    refused.expect_error(StatusCode::CONFLICT, "team_has_keys");
+    let move_path = format!("/console/api/keys/{key_id}/team");
+    send(
+        Method::PUT,
+        &move_path,
+        None,
+        Some(json!({"team_id": null})),
+    )
+    .await
+    .expect_error(StatusCode::FORBIDDEN, "csrf_refused");
+    let out = send(
+        Method::PUT,
+        &move_path,
+        Some(&csrf),
+        Some(json!({"team_id": null})),
+    )
+    .await;
+    assert_eq!(out.status, StatusCode::OK, "{}", out.text());
+    assert_eq!(out.json()["team_id"], Value::Null);
+    let deleted = send(Method::DELETE, &team_path, Some(&csrf), None).await;
+    assert_eq!(deleted.status, StatusCode::OK, "{}", deleted.text());
+    let teams = read(&h, "/console/api/teams", &cookie).await.json();
+    assert_eq!(teams["teams"], json!([]));
 }

@@ -1,14 +1,15 @@
 //! The operator's web console, served by the sidecar under `/console`
-//! behind the admin token: a key list (create with limits, revoke, change
-//! limits), a page per key (its budgets' bars, usage and spend plots), the
-//! budget alerts and their history, and the gateway's last hour.
+//! behind the admin token: a key list (create with limits and a team,
+//! revoke, change limits), a page per key (its budgets' bars, its team,
+//! usage and spend plots), the teams (their keys, limits and budgets' bars),
+//! the budget alerts and their history, and the gateway's last hour.
 //!
 //! A person logs in with the admin token and gets a short-lived session
 //! ([`session`]); failed logins slow the client down ([`throttle`]). Every
 //! page and data call needs the session, every action also its CSRF token
 //! ([`guard`]), and every request must name one of the console's own
-//! origins in `Host` ([`origin`]). The data calls on keys and usage are the admin
-//! API's own routes ([`forward`]); the console adds only what the API does
+//! origins in `Host` ([`origin`]). The data calls on keys, teams and usage
+//! are the admin API's own routes ([`forward`]); the console adds only what the API does
 //! not have: each key's last use, the live figures ([`gateway`]) and their
 //! last hour ([`history`]). The
 //! browser assets are embedded in the binary ([`assets`]).
@@ -29,7 +30,7 @@ use axum::extract::rejection::FormRejection;
 use axum::extract::{Path, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use axum::{Form, Json, Router};
 use serde::{Deserialize, Serialize};
 
@@ -80,6 +81,7 @@ pub fn router(state: AppState, admin_api: Router) -> Router<AppState> {
         .route("/console/logout", post(logout))
         .route("/console/keys/{id}", get(key_page))
         .route("/console/gateway", get(gateway_page))
+        .route("/console/teams", get(teams_page))
         .route("/console/alerts", get(alerts_page))
         .route("/console/assets/{name}", get(assets::asset))
         .route("/console/api/gateway", get(gateway::figures))
@@ -87,8 +89,13 @@ pub fn router(state: AppState, admin_api: Router) -> Router<AppState> {
         .route("/console/api/last-use", get(last_use))
         .route("/console/api/keys", get(read.clone()).post(act.clone()))
         .route("/console/api/keys/{id}/revoke", post(act.clone()))
-        .route("/console/api/keys/{id}/limits", put(act))
+        .route("/console/api/keys/{id}/limits", put(act.clone()))
+        .route("/console/api/keys/{id}/team", put(act.clone()))
         .route("/console/api/keys/{id}/budgets", get(read.clone()))
+        .route("/console/api/teams", get(read.clone()).post(act.clone()))
+        .route("/console/api/teams/{id}", delete(act.clone()))
+        .route("/console/api/teams/{id}/limits", put(act))
+        .route("/console/api/teams/{id}/budgets", get(read.clone()))
         .route("/console/api/keys/{id}/usage/series", get(read.clone()))
         .route("/console/api/usage/summary", get(read.clone()))
         .route("/console/api/alerts", get(read.clone()))
@@ -145,6 +152,11 @@ async fn key_page(
 /// `GET /console/gateway`: the live figures.
 async fn gateway_page(session: Result<ConsoleSession, ApiError>) -> Response {
     page(session, Page::Gateway)
+}
+
+/// `GET /console/teams`: the teams, their keys and budgets.
+async fn teams_page(session: Result<ConsoleSession, ApiError>) -> Response {
+    page(session, Page::Teams)
 }
 
 /// `GET /console/alerts`: the budget alerts and their events.

@@ -7,8 +7,10 @@
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Page {
     Keys,
-    /// One key's budgets, limits and usage plots.
+    /// One key's budgets, limits, team and usage plots.
     Key(i64),
+    /// The teams: their keys, limits and budgets.
+    Teams,
     /// Budget alerts and their events.
     Alerts,
     Gateway,
@@ -19,6 +21,7 @@ impl Page {
         match self {
             Page::Keys => "keys",
             Page::Key(_) => "key",
+            Page::Teams => "teams",
             Page::Alerts => "alerts",
             Page::Gateway => "gateway",
         }
@@ -28,16 +31,18 @@ impl Page {
         match self {
             Page::Keys => "Keys".into(),
             Page::Key(id) => format!("Key {id}"),
+            Page::Teams => "Teams".into(),
             Page::Alerts => "Alerts".into(),
             Page::Gateway => "Gateway".into(),
         }
     }
 
     /// The dialogs a page has besides its main content.
-    fn dialogs(self) -> &'static str {
+    fn dialogs(self) -> &'static [&'static str] {
         match self {
-            Page::Keys | Page::Key(_) => LIMITS_DIALOG,
-            Page::Alerts | Page::Gateway => "",
+            Page::Keys | Page::Key(_) => &[LIMITS_DIALOG],
+            Page::Teams => &[LIMITS_DIALOG, DELETE_TEAM_DIALOG],
+            Page::Alerts | Page::Gateway => &[],
         }
     }
 
@@ -45,6 +50,7 @@ impl Page {
         match self {
             Page::Keys => KEYS_MAIN,
             Page::Key(_) => KEY_MAIN,
+            Page::Teams => TEAMS_MAIN,
             Page::Alerts => ALERTS_MAIN,
             Page::Gateway => GATEWAY_MAIN,
         }
@@ -65,7 +71,7 @@ pub fn render(page: Page, csrf_token: &str) -> String {
 </head>
 <body data-page="{page}" data-key-id="{key_id}">
 <header>
-<nav><span class="brand">tollgate</span> <a href="/console">Keys</a> <a href="/console/alerts">Alerts</a> <a href="/console/gateway">Gateway</a> <button type="button" id="logout">Log out</button></nav>
+<nav><span class="brand">tollgate</span> <a href="/console">Keys</a> <a href="/console/teams">Teams</a> <a href="/console/alerts">Alerts</a> <a href="/console/gateway">Gateway</a> <button type="button" id="logout">Log out</button></nav>
 </header>
 <main>
 {main}
@@ -78,7 +84,7 @@ pub fn render(page: Page, csrf_token: &str) -> String {
         csrf = escape(csrf_token),
         page = page.name(),
         main = page.main(),
-        dialogs = page.dialogs(),
+        dialogs = page.dialogs().join("\n"),
     )
 }
 
@@ -161,6 +167,7 @@ const KEYS_MAIN: &str = r#"<h1>Keys</h1>
 <label>Rate (optional) <input name="rate" placeholder="10/s" size="8"></label>
 <label>Burst <input name="burst" type="number" min="1" placeholder="default" size="6"></label>
 <label class="wide">Quotas (optional, space-separated) <input name="quotas" placeholder="requests=1000/day tokens=100k/day@gpt-4o"></label>
+<label>Team (optional) <select name="team_id"><option value="">none</option></select></label>
 <button type="submit">Create</button>
 </form>
 <p class="note">Rate: <code>N/s</code> or <code>N/min</code>, the burst one second's worth unless given. A quota: <code>KIND=AMOUNT/WINDOW[@MODEL]</code>, the kind one of <code>requests</code>, <code>request_bytes</code>, <code>response_bytes</code>, <code>units</code>, <code>tokens</code>, <code>input_tokens</code>, <code>output_tokens</code>; the window <code>minute</code>, <code>hour</code>, <code>day</code> or <code>month</code> (UTC); amounts with <code>k</code>/<code>M</code>, sizes with <code>KiB</code>/<code>MiB</code>/<code>GiB</code>.</p>
@@ -168,9 +175,9 @@ const KEYS_MAIN: &str = r#"<h1>Keys</h1>
 </section>
 <section>
 <h2>All keys</h2>
-<p class="note">Limits: the key's rate and quotas as stored (sizes in bytes); <em>none</em> for a key without any. A key's page shows its budgets now.</p>
+<p class="note">Limits: the key's rate and quotas as stored (sizes in bytes); <em>none</em> for a key without any. A key's page shows its budgets now. A key of a team is admitted against its own limits and its team's.</p>
 <table id="keys">
-<thead><tr><th>ID</th><th>Name</th><th>Prefix</th><th>Status</th><th>Limits</th><th>Last use</th><th>Created</th><th>Expires</th><th>Signing secret</th><th></th></tr></thead>
+<thead><tr><th>ID</th><th>Name</th><th>Prefix</th><th>Status</th><th>Limits</th><th>Team</th><th>Last use</th><th>Created</th><th>Expires</th><th>Signing secret</th><th></th></tr></thead>
 <tbody></tbody>
 </table>
 <p id="keys-error" class="error" role="alert"></p>
@@ -186,6 +193,12 @@ const KEYS_MAIN: &str = r#"<h1>Keys</h1>
 const KEY_MAIN: &str = r#"<h1>Key <span id="key-title"></span></h1>
 <p id="key-facts" class="note"></p>
 <p class="limits-line">Limits: <code id="key-limits"></code> <button type="button" id="key-limits-edit">Change limits</button></p>
+<form id="key-team-form" class="team-line">
+<label>Team <select name="team_id" id="key-team"><option value="">none</option></select></label>
+<button type="submit">Move</button>
+<span id="key-team-link"></span>
+</form>
+<p id="key-team-error" class="error" role="alert"></p>
 <section id="budgets-section">
 <h2>Budgets now</h2>
 <p class="note">Each quota in its current window (UTC): <span class="swatch used"></span> used (the ledger), <span class="swatch reserved"></span> reserved (charged by the sidecar's counter, not yet in the ledger: grants an Envoy holds, calls in flight), <span class="swatch left"></span> left to grant.</p>
@@ -220,7 +233,40 @@ const KEY_MAIN: &str = r#"<h1>Key <span id="key-title"></span></h1>
 </table></section>
 <section class="chart"><h2>Spend by model over time</h2><p class="note">What each model's calls cost per bucket (each call priced once, when it was stored; calls of a model without a price are not in it).</p><p id="spend-chart-status" class="note" role="status"></p><div class="plot"><canvas id="chart-spend"></canvas></div></section>"#;
 
-/// The dialog that changes a key's limits (the keys list's and a key's page).
+const TEAMS_MAIN: &str = r#"<h1>Teams</h1>
+<p class="note">A team holds keys and its own rate and quotas, shared by all of them: a request of a team's key is admitted against the key's limits and the team's. Its budgets count its keys' use (those it holds now) in its own counters.</p>
+<section>
+<h2>Create a team</h2>
+<form id="team-form">
+<label>Name <input name="name" required maxlength="200"></label>
+<label>Rate (optional) <input name="rate" placeholder="100/s" size="8"></label>
+<label>Burst <input name="burst" type="number" min="1" placeholder="default" size="6"></label>
+<label class="wide">Quotas (optional, space-separated) <input name="quotas" placeholder="tokens=10M/month requests=100k/day"></label>
+<button type="submit">Create</button>
+</form>
+<p class="note">Limits are spelled as a key's (see the Keys page): a rate <code>N/s</code> or <code>N/min</code>, quotas <code>KIND=AMOUNT/WINDOW[@MODEL]</code>.</p>
+<p id="team-create-error" class="error" role="alert"></p>
+</section>
+<section>
+<h2>All teams</h2>
+<p class="note">Each quota in its current window (UTC): <span class="swatch used"></span> used (the ledger, the team's keys summed), <span class="swatch reserved"></span> reserved (charged by the team's counter, not yet in the ledger), <span class="swatch left"></span> left to grant.</p>
+<p id="teams-status" class="note" role="status"></p>
+<p id="teams-error" class="error" role="alert"></p>
+<div id="teams"></div>
+<p id="teams-empty" class="note" hidden>No team yet.</p>
+</section>"#;
+
+/// The confirmation of a team's deletion (the teams page).
+const DELETE_TEAM_DIALOG: &str = r#"<dialog id="delete-team-dialog">
+<form method="dialog">
+<p>Delete team <strong id="delete-team-name"></strong>? Only a team without keys can be deleted.</p>
+<button value="cancel" type="submit">Cancel</button>
+<button value="delete" type="submit" id="delete-team-confirm" class="danger">Delete</button>
+</form>
+</dialog>"#;
+
+/// The dialog that changes a key's or a team's limits (the keys list, a
+/// key's page, the teams page).
 const LIMITS_DIALOG: &str = r#"<dialog id="limits-dialog">
 <form id="limits-form">
 <h2>Limits of <span id="limits-name"></span></h2>
@@ -289,7 +335,20 @@ mod tests {
         assert!(html.contains(r#"<div id="budgets">"#));
         assert!(render(Page::Keys, "t").contains(r#"<dialog id="limits-dialog">"#));
         assert!(render(Page::Gateway, "t").contains(r#"<canvas id="chart-gw-requests">"#));
-        for page in [Page::Keys, Page::Key(1), Page::Alerts, Page::Gateway] {
+        let teams = render(Page::Teams, "t");
+        assert!(teams.contains(r#"data-page="teams""#));
+        assert!(teams.contains(r#"<dialog id="limits-dialog">"#));
+        assert!(teams.contains(r#"<dialog id="delete-team-dialog">"#));
+        assert!(teams.contains(r#"<a href="/console/teams">Teams</a>"#));
+        assert!(render(Page::Keys, "t").contains(r#"<select name="team_id">"#));
+        assert!(render(Page::Key(1), "t").contains(r#"<form id="key-team-form""#));
+        for page in [
+            Page::Keys,
+            Page::Key(1),
+            Page::Teams,
+            Page::Alerts,
+            Page::Gateway,
+        ] {
             let html = render(page, "t");
             assert!(
                 !html.contains("<script>") && !html.contains("style="),
