@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 use tollgate_wire::{BudgetOwner, QuotaKind, Window};
 
 use crate::domain::clock::{format_rfc3339, to_unix_ms};
-use crate::store::quota_use::{instant, ledger_total};
+use crate::store::quota_use::{instant, team_ledger_total};
 use crate::store::{Store, StoreError};
 
 /// One (key, quota) in the window containing the instant reconciled at.
@@ -104,10 +104,8 @@ pub async fn reconcile(
                 .find(|c| c.owner == owner && c.quota == name && c.span.start_ms == span.start_ms)
                 .map_or(0, |c| c.charged);
             let (start, end) = (instant(span.start_ms), instant(span.end_ms));
-            let mut ledger = 0;
-            for &id in &key_ids {
-                ledger += ledger_total(store, id, quota, start, end).await?;
-            }
+            // A key's own rows, or those of a team's current keys.
+            let ledger = team_ledger_total(store, &key_ids, quota, start, end).await?;
             let at_admission = quota.kind.charged_at_admission();
             let over = ledger > u128::from(quota.limit)
                 || charged > i64::try_from(quota.limit).unwrap_or(i64::MAX);
