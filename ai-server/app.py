@@ -72,6 +72,10 @@ class ClientError(Exception):
         self.message = message
 
 
+#: How many times the request log runs a transaction SQLite refused.
+TRANSACTION_ATTEMPTS = 10
+
+
 class RequestLog:
     """Counts the requests the server received and keeps their headers.
 
@@ -84,29 +88,59 @@ class RequestLog:
         os.makedirs(state_dir, exist_ok=True)
         self.path = os.path.join(state_dir, "requests.sqlite3")
         self.history = history
-        with self._connect() as db:
+
+        def create(db):
             db.execute("CREATE TABLE IF NOT EXISTS counter (id INTEGER PRIMARY KEY CHECK (id = 0),"
                        " n INTEGER NOT NULL)")
             db.execute("INSERT OR IGNORE INTO counter (id, n) VALUES (0, 0)")
             db.execute("CREATE TABLE IF NOT EXISTS seen (seq INTEGER PRIMARY KEY AUTOINCREMENT,"
                        " method TEXT NOT NULL, path TEXT NOT NULL, headers TEXT NOT NULL)")
 
-    def _connect(self) -> "_Transaction":
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        return _Transaction(db)
+        self._transaction(create)
+
+    def _transaction(self, work):
+        """``work(db)`` in one IMMEDIATE transaction on a fresh connection,
+        its result once committed. SQLite may refuse any statement of it,
+        the commit too (busy, locked, or a transient "disk I/O error" when
+        many workers write at once): the whole transaction is then rolled
+        back and run again, up to ``TRANSACTION_ATTEMPTS`` times, so a
+        request is counted exactly once or the error is raised."""
+        for attempt in range(TRANSACTION_ATTEMPTS):
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                result = work(db)
+                db.execute("COMMIT")
+                return result
+            except sqlite3.OperationalError:
+                try:
+                    db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # no transaction was open, or it is gone already
+                if attempt == TRANSACTION_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
+            finally:
+                db.close()
+        raise AssertionError("unreachable")
 
     def record(self, method: str, path: str, headers: dict[str, str]) -> None:
-        with self._connect() as db:
+        def work(db):
             db.execute("UPDATE counter SET n = n + 1 WHERE id = 0")
             db.execute("INSERT INTO seen (method, path, headers) VALUES (?, ?, ?)",
                        (method, path, json.dumps(headers, sort_keys=True)))
             db.execute("DELETE FROM seen WHERE seq <= (SELECT MAX(seq) FROM seen) - ?",
                        (self.history,))
 
+        self._transaction(work)
+
     def snapshot(self) -> dict:
-        with self._connect() as db:
+        def work(db):
             (count,) = db.execute("SELECT n FROM counter WHERE id = 0").fetchone()
             rows = db.execute("SELECT method, path, headers FROM seen ORDER BY seq").fetchall()
+            return count, rows
+
+        count, rows = self._transaction(work)
         return {
             "count": count,
             "last_headers": [json.loads(h) for _, _, h in rows],
@@ -114,34 +148,11 @@ class RequestLog:
         }
 
     def reset(self) -> None:
-        with self._connect() as db:
+        def work(db):
             db.execute("UPDATE counter SET n = 0 WHERE id = 0")
             db.execute("DELETE FROM seen")
 
-
-class _Transaction:
-    """A SQLite connection as a context manager: one IMMEDIATE transaction, then close."""
-
-    def __init__(self, db: sqlite3.Connection):
-        self.db = db
-
-    def __enter__(self) -> sqlite3.Connection:
-        for attempt in range(10):
-            try:
-                self.db.execute("BEGIN IMMEDIATE")
-                return self.db
-            except sqlite3.OperationalError:  # still locked after the 30 s timeout
-                if attempt == 9:
-                    self.db.close()
-                    raise
-                time.sleep(0.1)
-        return self.db
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        try:
-            self.db.execute("ROLLBACK" if exc_type else "COMMIT")
-        finally:
-            self.db.close()
+        self._transaction(work)
 
 
 def _env_flag(name: str) -> bool:

@@ -515,3 +515,72 @@ def test_streamed_bodies_obey_the_limit():
     assert status == 200 and json.loads(raw)["profane"] is True
     status, raw = _post_streamed(app, json.dumps({"text": "b" * (2 * 1024 * 1024)}).encode())
     assert status == 413 and json.loads(raw)["error"]["code"] == "payload_too_large"
+
+
+def test_the_request_log_retries_a_transaction_sqlite_refused_at_any_statement(tmp_path,
+                                                                               monkeypatch):
+    """A statement or the commit refused once ("disk I/O error", as seen
+    under many concurrent workers) is not a lost or doubled count: the
+    whole transaction runs again."""
+    import sqlite3
+
+    import app as app_module
+
+    log = app_module.RequestLog(str(tmp_path / "state"))
+    real_connect = sqlite3.connect
+    for failing in ("UPDATE", "INSERT", "DELETE", "COMMIT"):
+        faults = {"left": 1}
+
+        class Flaky:
+            def __init__(self, db):
+                self.db = db
+
+            def execute(self, sql, *args):
+                if sql.startswith(failing) and faults["left"]:
+                    faults["left"] -= 1
+                    raise sqlite3.OperationalError("disk I/O error")
+                return self.db.execute(sql, *args)
+
+            def close(self):
+                self.db.close()
+
+        monkeypatch.setattr(app_module.sqlite3, "connect",
+                            lambda *a, **k: Flaky(real_connect(*a, **k)))
+        before = log.snapshot()["count"]
+        log.record("POST", "/analyze", {"x": failing})
+        monkeypatch.setattr(app_module.sqlite3, "connect", real_connect)
+        assert faults["left"] == 0, f"no {failing} was refused: the test proves nothing"
+        assert log.snapshot()["count"] == before + 1, f"{failing} refused once"
+
+
+def test_the_request_log_counts_every_request_of_concurrent_writers_and_readers(tmp_path):
+    """16 threads recording while 4 read: every request counted once."""
+    import threading
+
+    from app import RequestLog
+
+    log = RequestLog(str(tmp_path / "state"))
+    errors = []
+
+    def write():
+        try:
+            for _ in range(25):
+                log.record("POST", "/analyze", {"a": "b"})
+        except Exception as e:  # noqa: BLE001 - any failure is the finding
+            errors.append(e)
+
+    def read():
+        try:
+            for _ in range(25):
+                log.snapshot()
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=write) for _ in range(16)]
+    threads += [threading.Thread(target=read) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors[:3]
+    assert log.snapshot()["count"] == 16 * 25
