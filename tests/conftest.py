@@ -42,6 +42,11 @@ WASM_FAILURE = re.compile(
 
 #: The builds every test runs against (``TOLLGATE_TEST_FILTERS``, comma-separated).
 FILTER_BUILDS = [b for b in os.environ.get("TOLLGATE_TEST_FILTERS", "wasm,native").split(",") if b]
+if not FILTER_BUILDS or set(FILTER_BUILDS) - {"wasm", "native"}:
+    # An empty list would skip every end-to-end test and still pass.
+    raise pytest.UsageError(
+        f"TOLLGATE_TEST_FILTERS={os.environ.get('TOLLGATE_TEST_FILTERS')!r}: name the builds "
+        "to test, wasm, native or both (comma-separated)")
 
 
 def pytest_collection_modifyitems(config, items):
