@@ -139,7 +139,7 @@ fn secret_of(alert: &Alert, keyring: &Keyring) -> Result<WebhookSecret, String> 
         .as_ref()
         .ok_or_else(|| "the alert has no secret".to_string())?;
     let opened = keyring
-        .open(sealed, &secret_binding(alert.key_id, &alert.url))
+        .open(sealed, &secret_binding(alert.owner, &alert.url))
         .map_err(|e| format!("the alert's secret does not open: {e}"))?;
     WebhookSecret::parse(opened.expose())
 }

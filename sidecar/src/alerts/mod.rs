@@ -1,8 +1,9 @@
 //! Budget alerts at work, beside the HTTP service and never inside a
-//! handler: a checker that turns each threshold an alert's key has crossed
-//! into one outbox row ([`check`]), and a sender that delivers the outbox's
-//! rows as signed webhooks ([`deliver`]). `serve` starts both
-//! ([`spawn`]); any number of sidecars may run them on one database.
+//! handler: a checker that turns each threshold an alert's budget (a key's
+//! or a team's) has crossed into one outbox row ([`check`]), and a sender
+//! that delivers the outbox's rows as signed webhooks ([`deliver`]). `serve`
+//! starts both ([`spawn`]); any number of sidecars may run them on one
+//! database.
 
 pub mod check;
 pub mod deliver;

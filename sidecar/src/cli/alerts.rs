@@ -1,11 +1,15 @@
-//! `tollgate alerts add`, `list` and `remove`: budget alerts on a key's
-//! quotas, checked and stored as the admin API does (`http::alerts`).
+//! `tollgate alerts add`, `list` and `remove`: budget alerts on a key's or
+//! a team's quotas, checked and stored as the admin API does
+//! (`http::alerts`). A team is named by its id or its name, as in `tollgate
+//! teams` (`cli::teams::resolve`).
 
 use clap::Subcommand;
+use tollgate_wire::BudgetOwner;
 
 use super::{open_store, print_json};
 use crate::alerts::unix_now_ms;
-use crate::domain::alert::{parse_thresholds, AlertRequest};
+use crate::cli::teams::resolve;
+use crate::domain::alert::{one_owner, parse_thresholds, AlertRequest};
 use crate::domain::sealed::Keyring;
 use crate::store::alerts::{
     add_alert, alert_list, failed_events, AddAlertError, AlertList, AlertView, CreatedAlert,
@@ -16,15 +20,18 @@ use crate::store::DatabaseTarget;
 /// `tollgate alerts ...`.
 #[derive(Debug, Subcommand)]
 pub enum AlertsCommand {
-    /// Tell a webhook when a key's use of any of its quotas, in the current
-    /// window, reaches each of the percents given (each once per window).
-    /// The events are signed per Standard Webhooks; without --secret-env a
-    /// secret is generated, printed once and stored sealed under
-    /// TOLLGATE_MASTER_KEY (required then).
+    /// Tell a webhook when a key's (or a team's) use of any of its quotas,
+    /// in the current window, reaches each of the percents given (each once
+    /// per window). The events are signed per Standard Webhooks; without
+    /// --secret-env a secret is generated, printed once and stored sealed
+    /// under TOLLGATE_MASTER_KEY (required then).
     Add {
-        /// The key's id.
+        /// The key whose budget is watched (its id); or --team.
         #[arg(long)]
-        key: i64,
+        key: Option<i64>,
+        /// The team whose budget is watched (its id or name); or --key.
+        #[arg(long)]
+        team: Option<String>,
         /// Percents of each quota's limit, comma-separated (e.g. 50,80,90,100).
         #[arg(long)]
         at: String,
@@ -60,15 +67,18 @@ pub async fn run(target: &DatabaseTarget, command: AlertsCommand) -> Result<(), 
     match command {
         AlertsCommand::Add {
             key,
+            team,
             at,
             url,
             secret_env,
             json,
         } => {
             let refuse = |field: &str, message: String| format!("--{}: {message}", cli_flag(field));
+            one_owner(key.is_some(), team.is_some()).map_err(|e| refuse(e.field, e.message))?;
             let thresholds = parse_thresholds(&at).map_err(|e| refuse(e.field, e.message))?;
-            let request = AlertRequest {
-                key_id: key,
+            let mut request = AlertRequest {
+                // The team's id once its name is resolved, below.
+                owner: BudgetOwner::Key(key.unwrap_or_default()),
                 thresholds: &thresholds,
                 url: &url,
                 secret_env: secret_env.as_deref(),
@@ -80,18 +90,26 @@ pub async fn run(target: &DatabaseTarget, command: AlertsCommand) -> Result<(), 
                 None => Keyring::from_env()?,
             };
             let store = open_store(target).await?;
-            let added = add_alert(&store, &request, &keyring, unix_now_ms()).await;
+            let added = async {
+                if let Some(team) = &team {
+                    request.owner = BudgetOwner::Team(resolve(&store, team).await?.id);
+                }
+                add_alert(&store, &request, &keyring, unix_now_ms())
+                    .await
+                    .map_err(|e| match e {
+                        AddAlertError::Invalid(e) => refuse(e.field, e.message),
+                        AddAlertError::MasterKeyMissing => format!(
+                            "a generated secret is stored sealed under {}, which is not set: \
+                             set it, or pass --secret-env NAME; nothing was stored",
+                            crate::domain::sealed::MASTER_KEY_ENV
+                        ),
+                        AddAlertError::Seal(e) => format!("the secret could not be sealed: {e}"),
+                        AddAlertError::Store(e) => format!("the alert was not stored: {e}"),
+                    })
+            }
+            .await;
             store.close().await;
-            let created = added.map_err(|e| match e {
-                AddAlertError::Invalid(e) => refuse(e.field, e.message),
-                AddAlertError::MasterKeyMissing => format!(
-                    "a generated secret is stored sealed under {}, which is not set: set it, \
-                     or pass --secret-env NAME; nothing was stored",
-                    crate::domain::sealed::MASTER_KEY_ENV
-                ),
-                AddAlertError::Seal(e) => format!("the secret could not be sealed: {e}"),
-                AddAlertError::Store(e) => format!("the alert was not stored: {e}"),
-            })?;
+            let created = added?;
             if json {
                 return print_json(&created);
             }
@@ -138,6 +156,7 @@ pub async fn run(target: &DatabaseTarget, command: AlertsCommand) -> Result<(), 
 fn cli_flag(field: &str) -> &str {
     match field {
         "key_id" => "key",
+        "team_id" => "team",
         "thresholds" => "at",
         "secret_env" => "secret-env",
         other => other,
@@ -147,9 +166,9 @@ fn cli_flag(field: &str) -> &str {
 fn print_created(created: &CreatedAlert) {
     let a = &created.alert;
     println!(
-        "Alert {} on key {} at {} % to {}.",
+        "Alert {} on {} at {} % to {}.",
         a.id,
-        a.key_id,
+        budget(a),
         thresholds(a),
         a.url
     );
@@ -162,18 +181,29 @@ fn print_created(created: &CreatedAlert) {
     }
 }
 
+/// Whose budget: `key 12`, `team 3`.
+fn budget(a: &AlertView) -> String {
+    match (a.key_id, a.team_id) {
+        (_, Some(team)) => BudgetOwner::Team(team).describe(),
+        (key, None) => BudgetOwner::Key(key.unwrap_or_default()).describe(),
+    }
+}
+
 fn thresholds(a: &AlertView) -> String {
     crate::domain::alert::thresholds_text(&a.thresholds)
 }
 
 fn print_alerts(list: &AlertList) {
     if list.alerts.is_empty() {
-        println!("No alerts. Add one with: tollgate alerts add --key ID --at 50,80,100 --url URL");
+        println!(
+            "No alerts. Add one with: tollgate alerts add (--key ID | --team T) --at 50,80,100 \
+             --url URL"
+        );
         return;
     }
     println!(
-        "{:>6}  {:>6}  {:<16}  {:<24}  URL",
-        "ID", "KEY", "AT %", "SECRET"
+        "{:>6}  {:<12}  {:<16}  {:<24}  URL",
+        "ID", "BUDGET", "AT %", "SECRET"
     );
     for a in &list.alerts {
         let secret = match &a.secret_env {
@@ -181,9 +211,9 @@ fn print_alerts(list: &AlertList) {
             None => "generated".into(),
         };
         println!(
-            "{:>6}  {:>6}  {:<16}  {:<24}  {}",
+            "{:>6}  {:<12}  {:<16}  {:<24}  {}",
             a.id,
-            a.key_id,
+            budget(a),
             thresholds(a),
             secret,
             a.url

@@ -46,7 +46,8 @@ pub enum TeamsCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Delete a team that has no key (move its keys out first).
+    /// Delete a team that has no key (move its keys out first) and no
+    /// budget alert (remove them first).
     Delete {
         /// The team's id or name.
         team: String,
@@ -140,6 +141,13 @@ pub async fn run(store: &Store, command: TeamsCommand) -> Result<(), String> {
                     found.id,
                     keys.len(),
                     ids(&keys)
+                )),
+                TeamDeletion::HasAlerts(alerts) => Err(format!(
+                    "team {} has {} budget alert(s) ({}): remove them first \
+                     (tollgate alerts remove ID); nothing was deleted",
+                    found.id,
+                    alerts.len(),
+                    ids(&alerts)
                 )),
                 TeamDeletion::NotFound => Err(format!("no team has id {}", found.id)),
             }

@@ -1,10 +1,11 @@
-//! Budget alerts: what an alert asks for (a key, percent thresholds of its
-//! quotas, a webhook URL, where its signing secret comes from), the checks
-//! on it, which thresholds a quota's use has crossed, and the event body a
-//! crossing is told with. The outbox and the delivery are `store::alerts`
-//! and `alerts`.
+//! Budget alerts: what an alert asks for (whose budget: a key's or a
+//! team's; percent thresholds of its quotas, a webhook URL, where its
+//! signing secret comes from), the checks on it, which thresholds a quota's
+//! use has crossed, and the event body a crossing is told with. The outbox
+//! and the delivery are `store::alerts` and `alerts`.
 
 use serde::Serialize;
+use tollgate_wire::BudgetOwner;
 
 /// Longest webhook URL accepted.
 pub const MAX_URL_LEN: usize = 2048;
@@ -18,14 +19,15 @@ pub const MAX_THRESHOLDS: usize = 100;
 /// An alert's input, as the CLI and the admin API both give it.
 #[derive(Debug, Clone)]
 pub struct AlertRequest<'a> {
-    pub key_id: i64,
+    /// Whose budget it watches: a key's or a team's quotas.
+    pub owner: BudgetOwner,
     pub thresholds: &'a [i64],
     pub url: &'a str,
     pub secret_env: Option<&'a str>,
 }
 
 /// Why an alert was refused: the input at fault (`thresholds`, `url`,
-/// `secret_env`, `key_id`) and why.
+/// `secret_env`, `key_id`, `team_id`) and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AlertError {
     pub field: &'static str,
@@ -44,14 +46,14 @@ impl AlertError {
 /// An alert's checked input: thresholds ascending, each once.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CheckedAlert {
-    pub key_id: i64,
+    pub owner: BudgetOwner,
     pub thresholds: Vec<u8>,
     pub url: String,
     pub secret_env: Option<String>,
 }
 
 impl AlertRequest<'_> {
-    /// Checks the input; the key's existence is the store's to check.
+    /// Checks the input; the owner's existence is the store's to check.
     pub fn check(&self) -> Result<CheckedAlert, AlertError> {
         if self.thresholds.is_empty() {
             return Err(AlertError::new(
@@ -80,11 +82,37 @@ impl AlertRequest<'_> {
         }
         thresholds.sort_unstable();
         Ok(CheckedAlert {
-            key_id: self.key_id,
+            owner: self.owner,
             thresholds,
             url: check_url(self.url)?,
             secret_env: self.secret_env.map(check_secret_env).transpose()?,
         })
+    }
+}
+
+/// Whose budget an alert watches, from its input's `key_id` and `team_id`:
+/// exactly one of them (the CLI's `--key` and `--team`).
+pub fn owner_of(key_id: Option<i64>, team_id: Option<i64>) -> Result<BudgetOwner, AlertError> {
+    one_owner(key_id.is_some(), team_id.is_some())?;
+    Ok(match team_id {
+        Some(team) => BudgetOwner::Team(team),
+        None => BudgetOwner::Key(key_id.unwrap_or_default()),
+    })
+}
+
+/// Refuses an alert input naming no budget or two: `key_id` for none,
+/// `team_id` for both.
+pub fn one_owner(has_key: bool, has_team: bool) -> Result<(), AlertError> {
+    match (has_key, has_team) {
+        (true, false) | (false, true) => Ok(()),
+        (false, false) => Err(AlertError::new(
+            "key_id",
+            "whose budget the alert watches is needed: a key's (key_id) or a team's (team_id)",
+        )),
+        (true, true) => Err(AlertError::new(
+            "team_id",
+            "an alert watches one budget: a key's (key_id) or a team's (team_id), not both",
+        )),
     }
 }
 
@@ -185,10 +213,13 @@ pub fn percent(used: u128, limit: u64) -> f64 {
 }
 
 /// The associated data a generated secret is sealed with: bound to its
-/// alert's key and URL, so a sealed value copied to another alert does not
-/// open.
-pub fn secret_binding(key_id: i64, url: &str) -> String {
-    format!("alert:{key_id}:{url}")
+/// alert's owner and URL, so a sealed value copied to another alert does
+/// not open. A key's is `alert:<key id>:<url>`, as before teams.
+pub fn secret_binding(owner: BudgetOwner, url: &str) -> String {
+    match owner {
+        BudgetOwner::Key(key_id) => format!("alert:{key_id}:{url}"),
+        BudgetOwner::Team(team_id) => format!("alert:team:{team_id}:{url}"),
+    }
 }
 
 /// The type of a threshold event.
@@ -204,17 +235,21 @@ pub struct ThresholdEvent {
     pub limit: u64,
     pub percent: f64,
     pub threshold: u8,
-    /// Always `null` until keys belong to teams.
-    pub team: Option<String>,
-    pub key: KeyRef,
+    /// The team whose budget it is; for a key's, the key's team (`null`
+    /// when it is in none).
+    pub team: Option<TeamRef>,
+    /// The key whose budget it is; `null` for a team's.
+    pub key: Option<KeyRef>,
     /// RFC 3339, UTC: when the crossing was seen.
     pub timestamp: String,
 }
 
-/// Which budget a threshold event is about.
+/// Which budget a threshold event is about: a key's (`key_id`, and
+/// `team_id` `null`) or a team's (`team_id`, and `key_id` `null`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BudgetRef {
-    pub key_id: i64,
+    pub key_id: Option<i64>,
+    pub team_id: Option<i64>,
     /// The quota's name (`tokens@gpt-4o`).
     pub quota: String,
     /// `minute`, `hour`, `day` or `month`.
@@ -224,9 +259,26 @@ pub struct BudgetRef {
     pub window_end: String,
 }
 
+impl BudgetRef {
+    /// The `key_id` and `team_id` of `owner`'s budget.
+    pub fn ids(owner: BudgetOwner) -> (Option<i64>, Option<i64>) {
+        match owner {
+            BudgetOwner::Key(id) => (Some(id), None),
+            BudgetOwner::Team(id) => (None, Some(id)),
+        }
+    }
+}
+
 /// The key of a threshold event.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct KeyRef {
+    pub id: i64,
+    pub name: String,
+}
+
+/// The team of a threshold event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TeamRef {
     pub id: i64,
     pub name: String,
 }
@@ -237,7 +289,7 @@ mod tests {
 
     fn request<'a>(thresholds: &'a [i64], url: &'a str) -> AlertRequest<'a> {
         AlertRequest {
-            key_id: 1,
+            owner: BudgetOwner::Key(1),
             thresholds,
             url,
             secret_env: None,
@@ -289,6 +341,23 @@ mod tests {
         for bad in ["", "1X", "A-B", "A B"] {
             assert_eq!(with(bad).check().unwrap_err().field, "secret_env", "{bad}");
         }
+    }
+
+    #[test]
+    fn an_alert_watches_one_budget() {
+        assert_eq!(owner_of(Some(4), None).unwrap(), BudgetOwner::Key(4));
+        assert_eq!(owner_of(None, Some(3)).unwrap(), BudgetOwner::Team(3));
+        assert_eq!(owner_of(None, None).unwrap_err().field, "key_id");
+        assert_eq!(owner_of(Some(4), Some(3)).unwrap_err().field, "team_id");
+        // A key's binding is the one sealed before teams; a team's differs.
+        assert_eq!(
+            secret_binding(BudgetOwner::Key(3), "http://h/x"),
+            "alert:3:http://h/x"
+        );
+        assert_ne!(
+            secret_binding(BudgetOwner::Team(3), "http://h/x"),
+            secret_binding(BudgetOwner::Key(3), "http://h/x")
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 
 use crate::alerts::unix_now_ms;
-use crate::domain::alert::AlertRequest;
+use crate::domain::alert::{owner_of, AlertRequest};
 use crate::http::error::{ApiError, Undone};
 use crate::http::extract::{AdminCaller, JsonBody};
 use crate::http::AppState;
@@ -22,11 +22,16 @@ use crate::store::alerts::{
     add_alert, alert_list, failed_events, AddAlertError, CreatedAlert, EventList, EventView,
 };
 
-/// Body of `POST /v1/alerts`.
+/// Body of `POST /v1/alerts`: exactly one of `key_id` and `team_id`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AlertBody {
-    pub key_id: i64,
+    /// An alert on a key's budget.
+    #[serde(default)]
+    pub key_id: Option<i64>,
+    /// An alert on a team's budget.
+    #[serde(default)]
+    pub team_id: Option<i64>,
     /// Percents of each quota's limit, 1 to 100, each once.
     pub thresholds: Vec<i64>,
     pub url: String,
@@ -86,14 +91,16 @@ pub async fn events(
 }
 
 /// `POST /v1/alerts`: adds an alert; 400 naming the field when it is
-/// refused (thresholds, url, secret_env, key_id), storing nothing.
+/// refused (thresholds, url, secret_env, key_id, team_id), storing nothing.
 pub async fn add(
     _caller: AdminCaller,
     State(state): State<AppState>,
     JsonBody(body): JsonBody<AlertBody>,
 ) -> Result<(StatusCode, Json<CreatedAlert>), ApiError> {
+    let owner = owner_of(body.key_id, body.team_id)
+        .map_err(|e| ApiError::invalid_field(e.field, e.message))?;
     let request = AlertRequest {
-        key_id: body.key_id,
+        owner,
         thresholds: &body.thresholds,
         url: &body.url,
         secret_env: body.secret_env.as_deref(),
@@ -108,7 +115,7 @@ pub async fn add(
         })?;
     tracing::info!(
         alert = created.alert.id,
-        key = created.alert.key_id,
+        budget = %owner.describe(),
         "budget alert added"
     );
     Ok((StatusCode::CREATED, Json(created)))

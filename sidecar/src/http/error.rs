@@ -50,6 +50,8 @@ pub enum ErrorCode {
     TeamNotFound,
     /// 409: the team still has keys (deleting it).
     TeamHasKeys,
+    /// 409: budget alerts watch the team's budget (deleting it).
+    TeamHasAlerts,
     /// 409: a team has the name already.
     DuplicateTeamName,
     /// 405: the route does not take the method.
@@ -94,6 +96,7 @@ impl ErrorCode {
             ErrorCode::KeyNotFound => "key_not_found",
             ErrorCode::TeamNotFound => "team_not_found",
             ErrorCode::TeamHasKeys => "team_has_keys",
+            ErrorCode::TeamHasAlerts => "team_has_alerts",
             ErrorCode::DuplicateTeamName => "duplicate_team_name",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::DuplicateKey => "duplicate_key",
@@ -121,9 +124,10 @@ impl ErrorCode {
                 StatusCode::NOT_FOUND
             }
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ErrorCode::DuplicateKey | ErrorCode::TeamHasKeys | ErrorCode::DuplicateTeamName => {
-                StatusCode::CONFLICT
-            }
+            ErrorCode::DuplicateKey
+            | ErrorCode::TeamHasKeys
+            | ErrorCode::TeamHasAlerts
+            | ErrorCode::DuplicateTeamName => StatusCode::CONFLICT,
             ErrorCode::PayloadTooLarge | ErrorCode::BatchTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::DatabaseUnavailable
             | ErrorCode::MasterKeyMissing
@@ -249,6 +253,8 @@ pub enum ApiError {
     TeamNotFound(i64),
     /// Team `id` still has these keys, so it is not deleted.
     TeamHasKeys { id: i64, keys: Vec<i64> },
+    /// These budget alerts watch team `id`'s budget, so it is not deleted.
+    TeamHasAlerts { id: i64, alerts: Vec<i64> },
     /// A team has this name already (the field at fault: `name`).
     DuplicateTeamName(String),
     /// A key with this value is already registered.
@@ -320,6 +326,7 @@ impl ApiError {
             ApiError::KeyNotFound(_) => ErrorCode::KeyNotFound,
             ApiError::TeamNotFound(_) => ErrorCode::TeamNotFound,
             ApiError::TeamHasKeys { .. } => ErrorCode::TeamHasKeys,
+            ApiError::TeamHasAlerts { .. } => ErrorCode::TeamHasAlerts,
             ApiError::DuplicateTeamName(_) => ErrorCode::DuplicateTeamName,
             ApiError::DuplicateKey => ErrorCode::DuplicateKey,
             ApiError::BodyTooLarge { .. } => ErrorCode::PayloadTooLarge,
@@ -415,6 +422,17 @@ impl fmt::Display for ApiError {
                  (PUT /v1/keys/{{id}}/team {{\"team_id\": null}}); nothing was deleted",
                 keys.len(),
                 keys.iter()
+                    .map(i64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            ApiError::TeamHasAlerts { id, alerts } => write!(
+                f,
+                "team {id} has {} budget alert(s) ({}): remove them first \
+                 (DELETE /v1/alerts/{{id}}); nothing was deleted",
+                alerts.len(),
+                alerts
+                    .iter()
                     .map(i64::to_string)
                     .collect::<Vec<_>>()
                     .join(", ")

@@ -116,8 +116,9 @@ pub async fn put_limits(
     Ok(Json(TeamView::of(&team)))
 }
 
-/// `DELETE /v1/teams/{id}`: deletes a team with no key; 409
-/// `team_has_keys` while it has one.
+/// `DELETE /v1/teams/{id}`: deletes a team with no key and no budget
+/// alert; 409 `team_has_keys` while it has a key, `team_has_alerts` while
+/// an alert watches its budget (naming them).
 pub async fn delete(
     _caller: AdminCaller,
     State(state): State<AppState>,
@@ -135,6 +136,7 @@ pub async fn delete(
             Ok(Json(TeamView::of(&team)))
         }
         TeamDeletion::HasKeys(keys) => Err(ApiError::TeamHasKeys { id, keys }),
+        TeamDeletion::HasAlerts(alerts) => Err(ApiError::TeamHasAlerts { id, alerts }),
         TeamDeletion::NotFound => Err(ApiError::TeamNotFound(id)),
     }
 }

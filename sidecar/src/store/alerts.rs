@@ -1,16 +1,23 @@
-//! Budget alerts in the database (`alerts`, `alert_events`, migration
-//! 0010): adding, listing and removing alerts, and the outbox of threshold
-//! events: inserted once per (alert, quota, window, threshold) whatever the
-//! number of sidecars, claimed with a lease so one sender at a time holds
-//! an event, then marked delivered, due again later, or failed.
+//! Budget alerts in the database (`alerts`, `alert_events`, migrations
+//! 0010 and 0012): adding, listing and removing alerts, and the outbox of
+//! threshold events: inserted once per (alert, quota, window, threshold)
+//! whatever the number of sidecars, claimed with a lease so one sender at a
+//! time holds an event, then marked delivered, due again later, or failed.
+//!
+//! An alert's owner is a key or a team, stored as a budget's is
+//! (`api_key_id`, `team_id`, 0 for none): a key's alert has `team_id` 0, a
+//! team's `api_key_id` 0. An alert is stored only if its owner exists, in
+//! one statement, and a team is deleted only if no alert names it
+//! (`store::teams`), so no alert outlives its team.
 
 use sqlx::migrate::Migrate;
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Row, Type};
+use tollgate_wire::BudgetOwner;
 
 use super::dialect::Dialect;
 use super::sql::text_column;
 use super::{SqlStore, Store, StoreError};
-use crate::domain::alert::{secret_binding, thresholds_text, AlertError, AlertRequest};
+use crate::domain::alert::{secret_binding, thresholds_text, AlertError, AlertRequest, BudgetRef};
 use crate::domain::clock::format_rfc3339;
 use crate::domain::sealed::{Keyring, SealError, SealedSecret};
 use crate::domain::signing_secret::SigningSecret;
@@ -26,7 +33,8 @@ pub const STATE_FAILED: &str = "failed";
 /// An alert to store.
 #[derive(Debug, Clone)]
 pub struct NewAlert {
-    pub key_id: i64,
+    /// Whose budget it watches.
+    pub owner: BudgetOwner,
     /// Stored spelling: `50,80,100`.
     pub thresholds: String,
     pub url: String,
@@ -39,7 +47,8 @@ pub struct NewAlert {
 #[derive(Debug, Clone)]
 pub struct Alert {
     pub id: i64,
-    pub key_id: i64,
+    /// Whose budget it watches.
+    pub owner: BudgetOwner,
     pub thresholds: Vec<u8>,
     pub url: String,
     pub secret_env: Option<String>,
@@ -52,6 +61,8 @@ pub struct Alert {
 pub struct NewEvent {
     pub event_id: String,
     pub alert_id: i64,
+    /// Whose budget crossed the threshold (the alert's owner).
+    pub owner: BudgetOwner,
     pub quota: String,
     pub window_start_ms: i64,
     pub threshold: u8,
@@ -64,6 +75,8 @@ pub struct NewEvent {
 pub struct EventRow {
     pub event_id: String,
     pub alert_id: i64,
+    /// The team whose budget it is about; 0 for a key's.
+    pub team_id: i64,
     pub quota: String,
     pub window_start_ms: i64,
     pub threshold: i64,
@@ -101,10 +114,28 @@ pub enum Attempt {
 }
 
 const ALERT_COLUMNS: &str =
-    "id, api_key_id, thresholds, url, secret_env, sealed_secret, created_ms";
+    "id, api_key_id, team_id, thresholds, url, secret_env, sealed_secret, created_ms";
 
-const EVENT_COLUMNS: &str = "event_id, alert_id, quota, window_start_ms, threshold, state, \
-     attempts, last_error, created_ms, delivered_ms, payload";
+const EVENT_COLUMNS: &str = "event_id, alert_id, team_id, quota, window_start_ms, threshold, \
+     state, attempts, last_error, created_ms, delivered_ms, payload";
+
+/// Stores a key's alert if the key exists; binds thresholds, url,
+/// secret_env, sealed_secret, created_ms, the key's id.
+const INSERT_KEY_ALERT: &str = "INSERT INTO alerts (api_key_id, team_id, thresholds, url, \
+     secret_env, sealed_secret, created_ms) SELECT id, 0, ?, ?, ?, ?, ? FROM api_keys WHERE id = ?";
+
+/// Stores a team's alert if the team exists (a team's deletion waits for
+/// it, or it finds no team); binds as [`INSERT_KEY_ALERT`], the team's id.
+const INSERT_TEAM_ALERT: &str = "INSERT INTO alerts (api_key_id, team_id, thresholds, url, \
+     secret_env, sealed_secret, created_ms) SELECT 0, id, ?, ?, ?, ?, ? FROM teams WHERE id = ?";
+
+/// The `team_id` column of an owner's rows (0 for a key's).
+fn team_column(owner: BudgetOwner) -> i64 {
+    match owner {
+        BudgetOwner::Key(_) => 0,
+        BudgetOwner::Team(id) => id,
+    }
+}
 
 impl<DB> SqlStore<DB>
 where
@@ -123,20 +154,24 @@ where
     usize: ColumnIndex<DB::Row>,
 {
     /// See [`Store::insert_alert`].
-    pub async fn insert_alert(&self, alert: &NewAlert) -> Result<i64, StoreError> {
-        let done = sqlx::query(
-            "INSERT INTO alerts (api_key_id, thresholds, url, secret_env, sealed_secret, \
-             created_ms) VALUES (?, ?, ?, ?, ?, ?)",
-        )
-        .bind(alert.key_id)
-        .bind(alert.thresholds.as_str())
-        .bind(alert.url.as_str())
-        .bind(alert.secret_env.as_deref())
-        .bind(alert.sealed_secret.as_ref().map(SealedSecret::as_str))
-        .bind(alert.created_ms)
-        .execute(self.pool())
-        .await?;
-        DB::last_insert_id(&done)
+    pub async fn insert_alert(&self, alert: &NewAlert) -> Result<Option<i64>, StoreError> {
+        let (text, owner_id) = match alert.owner {
+            BudgetOwner::Key(id) => (INSERT_KEY_ALERT, id),
+            BudgetOwner::Team(id) => (INSERT_TEAM_ALERT, id),
+        };
+        let done = sqlx::query(text)
+            .bind(alert.thresholds.as_str())
+            .bind(alert.url.as_str())
+            .bind(alert.secret_env.as_deref())
+            .bind(alert.sealed_secret.as_ref().map(SealedSecret::as_str))
+            .bind(alert.created_ms)
+            .bind(owner_id)
+            .execute(self.pool())
+            .await?;
+        if DB::rows_affected(&done) == 0 {
+            return Ok(None);
+        }
+        DB::last_insert_id(&done).map(Some)
     }
 
     /// See [`Store::list_alerts`].
@@ -170,13 +205,14 @@ where
             _ => ("INSERT", " ON CONFLICT DO NOTHING"),
         };
         let text = format!(
-            "{insert} INTO alert_events (event_id, alert_id, quota, window_start_ms, threshold, \
-             payload, state, attempts, next_attempt_ms, lease_until_ms, created_ms) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, 0, ?){conflict}"
+            "{insert} INTO alert_events (event_id, alert_id, team_id, quota, window_start_ms, \
+             threshold, payload, state, attempts, next_attempt_ms, lease_until_ms, created_ms) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, 0, ?){conflict}"
         );
         let done = sqlx::query(&text)
             .bind(event.event_id.as_str())
             .bind(event.alert_id)
+            .bind(team_column(event.owner))
             .bind(event.quota.as_str())
             .bind(event.window_start_ms)
             .bind(i64::from(event.threshold))
@@ -305,6 +341,7 @@ where
                 Ok(EventRow {
                     event_id: required_text(row, "event_id")?,
                     alert_id: row.try_get("alert_id")?,
+                    team_id: row.try_get("team_id")?,
                     quota: required_text(row, "quota")?,
                     window_start_ms: row.try_get("window_start_ms")?,
                     threshold: row.try_get("threshold")?,
@@ -342,9 +379,14 @@ where
         .map(|t| t.parse::<u8>())
         .collect::<Result<Vec<u8>, _>>()
         .map_err(|_| StoreError::Corrupt(format!("alerts.thresholds {thresholds:?}")))?;
+    let team_id: i64 = row.try_get("team_id")?;
+    let owner = match team_id {
+        0 => BudgetOwner::Key(row.try_get("api_key_id")?),
+        team => BudgetOwner::Team(team),
+    };
     Ok(Alert {
         id: row.try_get("id")?,
-        key_id: row.try_get("api_key_id")?,
+        owner,
         thresholds,
         url: required_text(row, "url")?,
         secret_env: text_column(row, "secret_env")?,
@@ -354,8 +396,9 @@ where
 }
 
 impl Store {
-    /// Stores an alert and returns its id (the key is checked by the caller).
-    pub async fn insert_alert(&self, alert: &NewAlert) -> Result<i64, StoreError> {
+    /// Stores an alert if its owner (key or team) exists, in one
+    /// statement; its id, `None` when no key or team has the owner's id.
+    pub async fn insert_alert(&self, alert: &NewAlert) -> Result<Option<i64>, StoreError> {
         match self {
             Store::MySql(s) => s.sql().insert_alert(alert).await,
             Store::Sqlite(s) => s.sql().insert_alert(alert).await,
@@ -430,7 +473,10 @@ impl Store {
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct AlertView {
     pub id: i64,
-    pub key_id: i64,
+    /// The key whose budget it watches; `null` for a team's.
+    pub key_id: Option<i64>,
+    /// The team whose budget it watches; `null` for a key's.
+    pub team_id: Option<i64>,
     /// Percents, ascending.
     pub thresholds: Vec<u8>,
     pub url: String,
@@ -446,9 +492,11 @@ pub struct AlertView {
 impl AlertView {
     /// The view of a stored alert.
     pub fn of(alert: &Alert) -> AlertView {
+        let (key_id, team_id) = BudgetRef::ids(alert.owner);
         AlertView {
             id: alert.id,
-            key_id: alert.key_id,
+            key_id,
+            team_id,
             thresholds: alert.thresholds.clone(),
             url: alert.url.clone(),
             secret_source: if alert.secret_env.is_some() {
@@ -484,6 +532,8 @@ pub struct EventView {
     /// The `webhook-id` it is sent with.
     pub id: String,
     pub alert_id: i64,
+    /// The team whose budget it is about; `null` for a key's.
+    pub team_id: Option<i64>,
     pub quota: String,
     pub window_start: String,
     pub threshold: i64,
@@ -504,6 +554,7 @@ impl EventView {
         EventView {
             id: row.event_id.clone(),
             alert_id: row.alert_id,
+            team_id: (row.team_id != 0).then_some(row.team_id),
             quota: row.quota.clone(),
             window_start: rfc3339_ms(row.window_start_ms),
             threshold: row.threshold,
@@ -542,9 +593,9 @@ pub enum AddAlertError {
 }
 
 /// Checks and stores an alert (the CLI and the admin API alike): the
-/// input, then the key's existence; without `secret_env`, a secret is
-/// generated, sealed under the keyring's master key and returned to be
-/// shown once.
+/// input, then its owner's existence (a key or a team); without
+/// `secret_env`, a secret is generated, sealed under the keyring's master
+/// key and returned to be shown once.
 pub async fn add_alert(
     store: &Store,
     request: &AlertRequest<'_>,
@@ -552,15 +603,13 @@ pub async fn add_alert(
     now_ms: i64,
 ) -> Result<CreatedAlert, AddAlertError> {
     let checked = request.check().map_err(AddAlertError::Invalid)?;
-    if !store
-        .key_exists(checked.key_id)
-        .await
-        .map_err(AddAlertError::Store)?
-    {
-        return Err(AddAlertError::Invalid(AlertError {
-            field: "key_id",
-            message: format!("no key has id {}", checked.key_id),
-        }));
+    // Answered plainly before a secret is made; the insert checks again.
+    let exists = match checked.owner {
+        BudgetOwner::Key(id) => store.key_exists(id).await,
+        BudgetOwner::Team(id) => store.team_by_id(id).await.map(|t| t.is_some()),
+    };
+    if !exists.map_err(AddAlertError::Store)? {
+        return Err(AddAlertError::Invalid(unknown_owner(checked.owner)));
     }
     let (sealed_secret, secret) = match &checked.secret_env {
         Some(_) => (None, None),
@@ -573,13 +622,13 @@ pub async fn add_alert(
             let text = SigningSecret::new(secret.expose())
                 .map_err(|e| AddAlertError::Seal(SealError::NotASecret(e)))?;
             let sealed = keyring
-                .seal(&text, &secret_binding(checked.key_id, &checked.url))
+                .seal(&text, &secret_binding(checked.owner, &checked.url))
                 .map_err(AddAlertError::Seal)?;
             (Some(sealed), Some(secret.expose()))
         }
     };
     let new = NewAlert {
-        key_id: checked.key_id,
+        owner: checked.owner,
         thresholds: thresholds_text(&checked.thresholds),
         url: checked.url.clone(),
         secret_env: checked.secret_env.clone(),
@@ -589,10 +638,11 @@ pub async fn add_alert(
     let id = store
         .insert_alert(&new)
         .await
-        .map_err(AddAlertError::Store)?;
+        .map_err(AddAlertError::Store)?
+        .ok_or_else(|| AddAlertError::Invalid(unknown_owner(checked.owner)))?;
     let alert = Alert {
         id,
-        key_id: new.key_id,
+        owner: new.owner,
         thresholds: checked.thresholds,
         url: new.url,
         secret_env: new.secret_env,
@@ -603,6 +653,20 @@ pub async fn add_alert(
         alert: AlertView::of(&alert),
         secret,
     })
+}
+
+/// The refusal of an owner no key or team has: naming `key_id` or `team_id`.
+fn unknown_owner(owner: BudgetOwner) -> AlertError {
+    match owner {
+        BudgetOwner::Key(id) => AlertError {
+            field: "key_id",
+            message: format!("no key has id {id}"),
+        },
+        BudgetOwner::Team(id) => AlertError {
+            field: "team_id",
+            message: format!("no team has id {id}"),
+        },
+    }
 }
 
 /// Every alert, as listed.

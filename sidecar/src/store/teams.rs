@@ -7,7 +7,10 @@
 //! `api_keys.team_id` refers to `teams.id` (migration 0011): the database
 //! refuses a key in a team that does not exist and the deletion of a team
 //! that still has keys, whatever runs meanwhile; the checks before are
-//! only there to answer plainly.
+//! only there to answer plainly. A team's budget alerts (`alerts.team_id`,
+//! migration 0012, no foreign key) hold its deletion back the same way: the
+//! deletion is one statement that finds no alert of the team, and an
+//! alert is stored only by a statement that finds the team.
 
 use sqlx::migrate::Migrate;
 use sqlx::{ColumnIndex, Decode, Encode, Executor, IntoArguments, Row, Type};
@@ -47,8 +50,16 @@ const KEYS_OF_TEAM: &str = "SELECT id, key_hash FROM api_keys WHERE team_id = ? 
 /// Sets a team's limits; binds limits_spec, id.
 const SET_TEAM_LIMITS: &str = "UPDATE teams SET limits_spec = ? WHERE id = ?";
 
-/// Deletes a team; binds the id.
-const DELETE_TEAM: &str = "DELETE FROM teams WHERE id = ?";
+/// Deletes a team that no budget alert names; binds the id twice.
+const DELETE_TEAM: &str =
+    "DELETE FROM teams WHERE id = ? AND NOT EXISTS (SELECT 1 FROM alerts WHERE team_id = ?)";
+
+/// How often a team's deletion is tried when a key or an alert came
+/// between its check and its statement.
+const DELETE_TRIES: usize = 8;
+
+/// The ids of a team's budget alerts; binds the team id.
+const ALERTS_OF_TEAM: &str = "SELECT id FROM alerts WHERE team_id = ? ORDER BY id";
 
 /// Moves a key into a team (or out of its team: 0, see
 /// [`sql::team_id_bound`]); binds team_id, key id.
@@ -60,6 +71,8 @@ pub enum TeamDeletion {
     Deleted(Team),
     /// Refused: the team still has these keys.
     HasKeys(Vec<i64>),
+    /// Refused: these budget alerts watch the team's budget.
+    HasAlerts(Vec<i64>),
     NotFound,
 }
 
@@ -201,22 +214,54 @@ where
 
     /// See [`Store::delete_team`].
     pub async fn delete_team(&self, id: i64) -> Result<TeamDeletion, StoreError> {
+        // Each try but the last lost a race with a key's move or an alert.
+        for _ in 0..DELETE_TRIES {
+            let team = match self.deletable_team(id).await? {
+                Ok(team) => team,
+                Err(refused) => return Ok(refused),
+            };
+            match sqlx::query(DELETE_TEAM)
+                .bind(id)
+                .bind(id)
+                .execute(self.pool())
+                .await
+            {
+                Ok(done) if DB::rows_affected(&done) == 1 => {
+                    return Ok(TeamDeletion::Deleted(team))
+                }
+                // Gone, or an alert of it was added meanwhile: look again.
+                Ok(_) => continue,
+                // A key joined it meanwhile.
+                Err(e) if is_foreign_key_violation(&e) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(StoreError::Corrupt(format!(
+            "team {id}: {DELETE_TRIES} deletions found nothing holding it back, \
+             then could not delete it"
+        )))
+    }
+
+    /// The team, if nothing holds its deletion back; else why not.
+    async fn deletable_team(&self, id: i64) -> Result<Result<Team, TeamDeletion>, StoreError> {
         let Some(team) = self.team_by_id(id).await? else {
-            return Ok(TeamDeletion::NotFound);
+            return Ok(Err(TeamDeletion::NotFound));
         };
         if !team.key_ids.is_empty() {
-            return Ok(TeamDeletion::HasKeys(team.key_ids));
+            return Ok(Err(TeamDeletion::HasKeys(team.key_ids)));
         }
-        match sqlx::query(DELETE_TEAM).bind(id).execute(self.pool()).await {
-            Ok(done) if DB::rows_affected(&done) == 0 => Ok(TeamDeletion::NotFound),
-            Ok(_) => Ok(TeamDeletion::Deleted(team)),
-            // A key joined it meanwhile.
-            Err(e) if is_foreign_key_violation(&e) => Ok(match self.team_by_id(id).await? {
-                Some(team) => TeamDeletion::HasKeys(team.key_ids),
-                None => TeamDeletion::NotFound,
-            }),
-            Err(e) => Err(e.into()),
+        let rows = sqlx::query(ALERTS_OF_TEAM)
+            .bind(id)
+            .fetch_all(self.pool())
+            .await?;
+        let alerts = rows
+            .iter()
+            .map(|r| r.try_get("id"))
+            .collect::<Result<Vec<i64>, _>>()?;
+        if !alerts.is_empty() {
+            return Ok(Err(TeamDeletion::HasAlerts(alerts)));
         }
+        Ok(Ok(team))
     }
 
     /// See [`Store::move_key`].
@@ -320,7 +365,8 @@ impl Store {
         }
     }
 
-    /// Deletes a team that has no key; refused while it has one.
+    /// Deletes a team that has no key and no budget alert; refused while
+    /// it has either.
     pub async fn delete_team(&self, id: i64) -> Result<TeamDeletion, StoreError> {
         match self {
             Store::MySql(s) => s.sql().delete_team(id).await,
