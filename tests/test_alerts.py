@@ -10,7 +10,11 @@ as an operator's receiver would.
 * an alert whose secret is read from the sidecar's environment
   (``--secret-env``): signed with that secret;
 * an alert whose receiver is down, with ``TOLLGATE_ALERT_ATTEMPTS=2``:
-  after its last attempt the event is listed by ``alerts list --failed``.
+  after its last attempt the event is listed by ``alerts list --failed``;
+* a team of two keys with ``requests=10/day`` and an alert on the team's
+  budget (``alerts add --team``) at 50 and 100 %, requests sent through
+  both keys: the 50 and the 100 % events arrive, each once, naming the team
+  and no key, signed.
 
 The alerts do not depend on the filter's build: the module runs on wasm.
 """
@@ -112,6 +116,12 @@ def received_by(receiver: Receiver, key_id: int) -> list[tuple[dict, bytes]]:
     return [(h, b) for h, b in got if json.loads(b)["budget"]["key_id"] == key_id]
 
 
+def received_for_team(receiver: Receiver, team_id: int) -> list[tuple[dict, bytes]]:
+    with receiver.lock:
+        got = list(receiver.received)
+    return [(h, b) for h, b in got if json.loads(b)["budget"].get("team_id") == team_id]
+
+
 def test_each_threshold_arrives_once_and_verifies(gateway, receiver):
     stack = gateway.stack
     key = gateway.new_key("alerted", "--quota", "requests=10/day")
@@ -189,3 +199,54 @@ def test_an_undeliverable_event_is_failed_and_listed(gateway):
     assert events[0]["payload"]["threshold"] == 50
     table = stack.cli("alerts", "list", "--failed").stdout
     assert events[0]["id"] in table
+
+
+def test_a_teams_budget_alerts_once_per_threshold(gateway, receiver):
+    stack = gateway.stack
+    team = json.loads(stack.cli("teams", "create", "--name", "alerted-team",
+                                "--quota", "requests=10/day", "--json").stdout)
+    keys = [gateway.new_key(f"alerted-team-{i}", "--team", str(team["id"])) for i in range(2)]
+    created = json.loads(stack.cli(
+        "alerts", "add", "--team", "alerted-team", "--at", "50,100",
+        "--url", receiver.url("/hooks/team"), "--json").stdout)
+    secret = created["secret"]
+    stack.created_keys.append(secret)  # never in a log (conftest checks)
+    assert created["team_id"] == team["id"] and created["key_id"] is None
+
+    # Ten requests through both keys, in turn; the eleventh is the team's 429.
+    for i in range(10):
+        resp = gateway.post(BODY, keys[i % 2]["key"])
+        assert resp.status_code == 200, f"request {i}: {resp.status_code} {resp.text[:200]}"
+    refused = gateway.post(BODY, keys[0]["key"])
+    assert refused.status_code == 429, refused.text[:200]
+
+    wait_for(lambda: len(received_for_team(receiver, team["id"])) >= 2, 30,
+             "the team's two threshold events")
+    time.sleep(2.5)  # two more rounds: nothing more arrives
+    got = received_for_team(receiver, team["id"])
+    assert len(got) == 2, [b for _, b in got]
+    assert len({h["webhook-id"] for h, _ in got}) == 2
+
+    webhook = Webhook(secret)
+    events = [webhook.verify(body, headers) for headers, body in got]
+    assert sorted(e["threshold"] for e in events) == [50, 100]
+    for event in events:
+        assert event["type"] == "budget.threshold"
+        assert event["budget"]["key_id"] is None
+        assert event["budget"]["team_id"] == team["id"]
+        assert event["budget"]["quota"] == "requests" and event["budget"]["window"] == "day"
+        assert event["team"] == {"id": team["id"], "name": "alerted-team"}
+        assert event["key"] is None
+        assert event["limit"] == 10
+        assert event["used"] * 100 >= event["threshold"] * 10
+    last = next(e for e in events if e["threshold"] == 100)
+    assert last["used"] == 10 and last["percent"] == 100.0
+    # Another secret does not verify them.
+    headers, body = got[0]
+    with pytest.raises(Exception):
+        Webhook("whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()).verify(body, headers)
+
+    listed = json.loads(stack.cli("alerts", "list", "--json").stdout)["alerts"]
+    mine = [a for a in listed if a["id"] == created["id"]]
+    assert mine and mine[0]["team_id"] == team["id"] and mine[0]["key_id"] is None
+    assert f"team {team['id']}" in stack.cli("alerts", "list").stdout

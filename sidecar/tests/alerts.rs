@@ -3,7 +3,10 @@
 //! HMAC-SHA256 written here from SHA-256, not the sidecar's): each threshold
 //! arrives once, two sidecars racing send each event once, a receiver that
 //! fails three times still gets it, and after the last attempt the event is
-//! failed and listed. Bad alerts are refused naming the field.
+//! failed and listed. Bad alerts are refused naming the field. A team's
+//! alert watches the team's budget, its use the sum of its keys'; a team is
+//! not deleted while an alert watches it; alerts stored before migration
+//! 0012 stay the keys'.
 
 #[macro_use]
 mod support;
@@ -25,7 +28,8 @@ use serde_json::{json, Value};
 use sidecar::alerts::{deliver_once, Checker, DeliveryPolicy};
 use sidecar::domain::sealed::Keyring;
 use sidecar::store::{DatabaseTarget, Store};
-use support::{keyring, now_ms, record, Backend, Harness};
+use support::{keyring, now_ms, record, Backend, Harness, TestDb};
+use tollgate_wire::BudgetOwner;
 
 on_both_backends!(
     each_threshold_arrives_once_signed,
@@ -36,6 +40,10 @@ on_both_backends!(
     a_secret_from_the_environment_signs_and_is_never_stored,
     bad_alerts_are_refused_naming_the_field,
     an_https_receiver_gets_the_event_over_tls,
+    a_teams_two_keys_together_cross_each_threshold_once,
+    team_alerts_are_added_listed_and_refused_naming_the_field,
+    a_team_with_alerts_is_not_deleted,
+    alerts_stored_before_team_alerts_stay_the_keys,
 );
 
 /// HMAC-SHA256 from the definition (RFC 2104) over `tollgate_wire::sha256`.
@@ -266,6 +274,7 @@ async fn each_threshold_arrives_once_signed(backend: Backend) {
         .unwrap();
     assert_eq!(last["type"], "budget.threshold");
     assert_eq!(last["budget"]["key_id"], key);
+    assert_eq!(last["budget"]["team_id"], Value::Null);
     assert_eq!(last["budget"]["quota"], "requests");
     assert_eq!(last["budget"]["window"], "day");
     assert!(last["budget"]["window_start"]
@@ -820,4 +829,324 @@ async fn an_https_receiver_gets_the_event_over_tls(backend: Backend) {
         failed[0].last_error.as_deref().unwrap().contains("TLS"),
         "{failed:?}"
     );
+}
+
+/// A team named `name` with `quotas`; its id.
+async fn team_with(h: &Harness, name: &str, quotas: &[&str]) -> i64 {
+    let reply = h
+        .admin(
+            Method::POST,
+            "/v1/teams",
+            Some(json!({"name": name, "quotas": quotas})),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+    reply.json()["id"].as_i64().unwrap()
+}
+
+/// A key of team `team` named `name`, with its own `quotas`; its id.
+async fn team_key(h: &Harness, team: i64, name: &str, quotas: &[&str]) -> i64 {
+    let reply = h
+        .admin(
+            Method::POST,
+            "/v1/keys",
+            Some(json!({"name": name, "team_id": team, "quotas": quotas})),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+    reply.json()["id"].as_i64().unwrap()
+}
+
+async fn a_teams_two_keys_together_cross_each_threshold_once(backend: Backend) {
+    let h = Harness::with_keyring(backend, keyring(7)).await;
+    let (url, inbox) = receiver().await;
+    let team = team_with(&h, "acme", &["requests=10/day"]).await;
+    let a = team_key(&h, team, "acme-a", &["requests=6/day"]).await;
+    let b = team_key(&h, team, "acme-b", &[]).await;
+    // A key of no team spends too: its rows are not the team's.
+    let outsider = key_with(&h, &["requests=100/day"]).await;
+    let created = add_alert(
+        &h,
+        json!({"team_id": team, "thresholds": [100, 50], "url": url}),
+    )
+    .await;
+    assert_eq!(created["team_id"], team);
+    assert_eq!(created["key_id"], Value::Null);
+    inbox.lock().unwrap().secret = created["secret"].as_str().unwrap().to_string();
+    // A's own alert, to a receiver of its own: its events name A's team.
+    let (own_url, own_inbox) = receiver().await;
+    let own = add_alert(&h, json!({"key_id": a, "thresholds": [50], "url": own_url})).await;
+    own_inbox.lock().unwrap().secret = own["secret"].as_str().unwrap().to_string();
+
+    // Two checkers (two sidecars) on their own pools, every round.
+    let other = h.db.observer().await;
+    let (mut one, mut two) = (Checker::default(), Checker::default());
+    macro_rules! check {
+        () => {{
+            let x = one.check_once(&h.db.store, now()).await.unwrap();
+            let y = two.check_once(&other, now()).await.unwrap();
+            x + y
+        }};
+    }
+    spend(&h, outsider, 20).await;
+    spend(&h, a, 2).await;
+    spend(&h, b, 2).await;
+    assert_eq!(check!(), 0, "40 % of the team's: nothing");
+    spend(&h, b, 1).await;
+    assert_eq!(check!(), 1, "50 % of the team's, by its two keys together");
+    assert_eq!(check!(), 0);
+    spend(&h, a, 2).await;
+    assert_eq!(
+        check!(),
+        1,
+        "the team at 70 %, A at its own 4 of 6: A's 50 %"
+    );
+    spend(&h, b, 3).await;
+    assert_eq!(check!(), 1, "100 % of the team's");
+    assert_eq!(check!(), 0);
+    assert_eq!(
+        Checker::default()
+            .check_once(&h.db.store, now())
+            .await
+            .unwrap(),
+        0,
+        "a restarted sidecar adds nothing"
+    );
+    deliver_all(&h.db.store, &keyring(7), &fast(6), 20).await;
+
+    let got = std::mem::take(&mut *inbox.lock().unwrap());
+    assert!(got.forged.is_empty(), "{:?}", got.forged);
+    let mut thresholds: Vec<i64> = got
+        .accepted
+        .iter()
+        .map(|(_, e)| e["threshold"].as_i64().unwrap())
+        .collect();
+    thresholds.sort();
+    assert_eq!(thresholds, [50, 100], "each once");
+    for (_, event) in &got.accepted {
+        assert_eq!(event["type"], "budget.threshold");
+        assert_eq!(event["budget"]["key_id"], Value::Null, "{event}");
+        assert_eq!(event["budget"]["team_id"], team);
+        assert_eq!(event["budget"]["quota"], "requests");
+        assert_eq!(event["budget"]["window"], "day");
+        assert_eq!(event["team"], json!({"id": team, "name": "acme"}));
+        assert_eq!(event["key"], Value::Null);
+        assert_eq!(event["limit"], 10);
+    }
+    let (_, last) = got
+        .accepted
+        .iter()
+        .find(|(_, e)| e["threshold"] == 100)
+        .unwrap();
+    assert_eq!(last["used"], 10, "A's 4 and B's 6, not the outsider's");
+    assert_eq!(last["percent"], 100.0);
+
+    let own = std::mem::take(&mut *own_inbox.lock().unwrap());
+    assert!(own.forged.is_empty(), "{:?}", own.forged);
+    assert_eq!(own.accepted.len(), 1);
+    let event = &own.accepted[0].1;
+    assert_eq!(event["budget"]["key_id"], a);
+    assert_eq!(event["budget"]["team_id"], Value::Null);
+    assert_eq!(event["used"], 4);
+    assert_eq!(event["limit"], 6);
+    assert_eq!(event["key"], json!({"id": a, "name": "acme-a"}));
+    assert_eq!(event["team"], json!({"id": team, "name": "acme"}));
+
+    // The outbox rows name the team of a team's events.
+    let events = h.db.store.alert_events(None).await.unwrap();
+    assert_eq!(events.len(), 3);
+    for e in &events {
+        let expected = if e.alert_id == created["id"] { team } else { 0 };
+        assert_eq!(e.team_id, expected, "{e:?}");
+        assert_eq!(e.state, "delivered");
+    }
+}
+
+async fn team_alerts_are_added_listed_and_refused_naming_the_field(backend: Backend) {
+    let h = Harness::with_keyring(backend, keyring(7)).await;
+    let team = team_with(&h, "research", &["tokens=1M/month"]).await;
+    let key = key_with(&h, &["requests=2/day"]).await;
+    let url = "https://hooks.example.com/tollgate";
+    for (body, field) in [
+        (json!({"thresholds": [50], "url": url}), "key_id"),
+        (
+            json!({"key_id": null, "team_id": null, "thresholds": [50], "url": url}),
+            "key_id",
+        ),
+        (
+            json!({"key_id": key, "team_id": team, "thresholds": [50], "url": url}),
+            "team_id",
+        ),
+        (
+            json!({"team_id": team + 99, "thresholds": [50], "url": url}),
+            "team_id",
+        ),
+        (
+            json!({"team_id": team, "thresholds": [101], "url": url}),
+            "thresholds",
+        ),
+        (
+            json!({"team_id": team, "thresholds": [50], "url": "ftp://h/x"}),
+            "url",
+        ),
+    ] {
+        let reply = h
+            .admin(Method::POST, "/v1/alerts", Some(body.clone()))
+            .await;
+        let error = reply.expect_error(StatusCode::BAD_REQUEST, "invalid_request");
+        assert_eq!(error["field"], field, "{body}: {error}");
+    }
+    assert!(h.db.store.list_alerts().await.unwrap().is_empty());
+
+    // The CLI: exactly one of --key and --team, a team by id or name.
+    let t = &h.db.target;
+    let add = |who: &[&str]| {
+        let mut args = vec!["alerts", "add"];
+        args.extend_from_slice(who);
+        args.extend([
+            "--at",
+            "50,80",
+            "--url",
+            url,
+            "--secret-env",
+            "HOOK",
+            "--json",
+        ]);
+        args.iter().map(|a| a.to_string()).collect::<Vec<_>>()
+    };
+    let key_text = key.to_string();
+    let error = cli_error(t, &refs(&add(&[])));
+    assert!(error.starts_with("error: --key:"), "{error}");
+    let error = cli_error(t, &refs(&add(&["--key", &key_text, "--team", "research"])));
+    assert!(error.starts_with("error: --team:"), "{error}");
+    let error = cli_error(t, &refs(&add(&["--team", "nobody"])));
+    assert!(error.contains("--team \"nobody\""), "{error}");
+    let error = cli_error(t, &refs(&add(&["--team", "999"])));
+    assert!(error.contains("--team \"999\""), "{error}");
+    assert!(
+        h.db.store.list_alerts().await.unwrap().is_empty(),
+        "nothing stored"
+    );
+    let by_name: Value =
+        serde_json::from_str(&cli(t, &refs(&add(&["--team", "research"])))).unwrap();
+    assert_eq!(by_name["team_id"], team);
+    assert_eq!(by_name["key_id"], Value::Null);
+    assert_eq!(by_name["thresholds"], json!([50, 80]));
+    let team_text = team.to_string();
+    let by_id: Value = serde_json::from_str(&cli(t, &refs(&add(&["--team", &team_text])))).unwrap();
+    assert_eq!(by_id["team_id"], team);
+
+    // Over the API, with a generated secret; listed with whose budget.
+    let created = add_alert(&h, json!({"team_id": team, "thresholds": [90], "url": url})).await;
+    assert!(created["secret"].as_str().unwrap().starts_with("whsec_"));
+    let listed = h.admin(Method::GET, "/v1/alerts", None).await.json();
+    let alerts = listed["alerts"].as_array().unwrap();
+    assert_eq!(alerts.len(), 3);
+    assert!(alerts
+        .iter()
+        .all(|a| a["team_id"] == team && a["key_id"] == Value::Null));
+    let table = cli(t, &["alerts", "list"]);
+    assert!(table.contains("BUDGET"), "{table}");
+    assert!(table.contains(&format!("team {team}")), "{table}");
+    let mine = add_alert(&h, json!({"key_id": key, "thresholds": [50], "url": url})).await;
+    let table = cli(t, &["alerts", "list"]);
+    assert!(table.contains(&format!("key {key}")), "{table}");
+    assert_eq!(mine["team_id"], Value::Null);
+    assert_eq!(mine["key_id"], key);
+    // Removed as any alert is.
+    let path = format!("/v1/alerts/{}", created["id"]);
+    assert_eq!(
+        h.admin(Method::DELETE, &path, None).await.status,
+        StatusCode::NO_CONTENT
+    );
+}
+
+fn refs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
+/// A team whose budget alerts watch it is not deleted (409 naming them,
+/// the CLI likewise), until they are removed.
+async fn a_team_with_alerts_is_not_deleted(backend: Backend) {
+    let h = Harness::with_keyring(backend, keyring(7)).await;
+    let team = team_with(&h, "ops", &["requests=10/day"]).await;
+    let url = "http://127.0.0.1:9/hook";
+    let first = add_alert(&h, json!({"team_id": team, "thresholds": [50], "url": url})).await;
+    let second = add_alert(&h, json!({"team_id": team, "thresholds": [90], "url": url})).await;
+    let path = format!("/v1/teams/{team}");
+    let error = h
+        .admin(Method::DELETE, &path, None)
+        .await
+        .expect_error(StatusCode::CONFLICT, "team_has_alerts");
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("({}, {})", first["id"], second["id"])),
+        "{message}"
+    );
+    let t = &h.db.target;
+    let refused = cli_error(t, &["teams", "delete", "ops"]);
+    assert!(refused.contains("budget alert(s)"), "{refused}");
+    assert!(refused.contains("tollgate alerts remove"), "{refused}");
+    assert!(h.db.store.team_by_id(team).await.unwrap().is_some(), "kept");
+    assert_eq!(h.db.store.list_alerts().await.unwrap().len(), 2, "kept");
+
+    for alert in [&first, &second] {
+        let path = format!("/v1/alerts/{}", alert["id"]);
+        assert_eq!(
+            h.admin(Method::DELETE, &path, None).await.status,
+            StatusCode::NO_CONTENT
+        );
+    }
+    let deleted = h.admin(Method::DELETE, &path, None).await;
+    assert_eq!(deleted.status, StatusCode::OK, "{}", deleted.text());
+    // An alert on the deleted team is refused naming team_id.
+    let reply = h
+        .admin(
+            Method::POST,
+            "/v1/alerts",
+            Some(json!({"team_id": team, "thresholds": [50], "url": url})),
+        )
+        .await;
+    let error = reply.expect_error(StatusCode::BAD_REQUEST, "invalid_request");
+    assert_eq!(error["field"], "team_id");
+}
+
+/// Alerts and events an older sidecar stored (before migration 0012) are
+/// the keys' after it, as they were.
+async fn alerts_stored_before_team_alerts_stay_the_keys(backend: Backend) {
+    let db = TestDb::at_migration(backend, 11).await;
+    let statements = [
+        "INSERT INTO alerts (api_key_id, thresholds, url, secret_env, sealed_secret, created_ms) \
+         VALUES (7, '50,100', 'http://h/x', 'HOOK', NULL, 1)",
+        "INSERT INTO alert_events (event_id, alert_id, quota, window_start_ms, threshold, \
+         payload, state, attempts, next_attempt_ms, lease_until_ms, created_ms) \
+         VALUES ('msg_1', 1, 'requests', 0, 50, '{}', 'delivered', 1, 0, 0, 1)",
+    ];
+    for sql in statements {
+        let done = match &db.store {
+            Store::MySql(s) => sqlx::query(sql).execute(s.pool()).await.map(drop),
+            Store::Sqlite(s) => sqlx::query(sql).execute(s.pool()).await.map(drop),
+        };
+        done.expect("an older sidecar's row");
+    }
+    db.store.migrate().await.expect("migrate to the newest");
+    let alerts = db.store.list_alerts().await.unwrap();
+    assert_eq!(alerts.len(), 1);
+    assert_eq!(alerts[0].owner, BudgetOwner::Key(7));
+    assert_eq!(alerts[0].thresholds, [50, 100]);
+    let events = db.store.alert_events(None).await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].team_id, 0);
+    // The outbox is still once per alert, quota, window and threshold.
+    let again = sidecar::store::alerts::NewEvent {
+        event_id: "msg_2".into(),
+        alert_id: 1,
+        owner: BudgetOwner::Key(7),
+        quota: "requests".into(),
+        window_start_ms: 0,
+        threshold: 50,
+        payload: "{}".into(),
+        created_ms: 2,
+    };
+    assert!(!db.store.insert_event(&again).await.unwrap());
 }
