@@ -256,6 +256,127 @@ fn quotas_charged_after_the_fact_close_once_the_known_total_reaches_the_limit() 
     ));
 }
 
+/// A settlement's answer for a quota of `limit` (settled after the fact)
+/// telling the window's total `charged`, in the hour of `MIDNIGHT`.
+fn settled(id: &ChargeId, limit: u64, charged: u64) -> SettlementDone {
+    SettlementDone {
+        settlement_id: tollgate_wire::to_hex(id),
+        status: GrantStatus::Granted,
+        limit,
+        charged,
+        open: charged < limit,
+        window_start_ms: MIDNIGHT as i64,
+        window_end_ms: (MIDNIGHT + 3_600_000) as i64,
+    }
+}
+
+#[test]
+fn a_response_bytes_quota_counts_each_responses_bytes_and_closes_at_its_limit() {
+    let q = quota(QuotaKind::ResponseBytes, 1000, Window::Hour);
+    let now = MIDNIGHT + 1000;
+    let mut b = Budget::new(limits(None, &[q]), now);
+    assert_eq!(b.admit(at(now), &Demand::bytes(5000)), Admission::Admit);
+    assert_eq!(
+        b.quotas[0].unsettled, 0,
+        "nothing is charged at admission, whatever the request's size"
+    );
+    b.charge_after(300, 77, None, now);
+    assert_eq!(
+        b.quotas[0].unsettled, 300,
+        "the response's bytes, not its units"
+    );
+    b.charge_after(699, 0, Some("any-model"), now);
+    assert_eq!(b.quotas[0].remaining(), 1);
+    assert_eq!(
+        b.admit(at(now), &Demand::bytes(0)),
+        Admission::Admit,
+        "999 of 1000 known: still below the limit"
+    );
+    b.charge_after(1, 0, None, now);
+    assert_eq!(
+        b.admit(at(now), &Demand::bytes(0)),
+        Admission::QuotaExceeded {
+            quota: qid(QuotaKind::ResponseBytes),
+            retry_after_s: 3599
+        },
+        "1000 known: closed until the hour ends"
+    );
+    let due = b.due(now, 1000, || [1; 16]);
+    assert_eq!(
+        (due.len(), due[0].quota.kind, due[0].pending.amount),
+        (1, QuotaKind::ResponseBytes, 1000),
+        "the tick settles what was charged"
+    );
+    assert!(
+        matches!(
+            b.admit(at(now), &Demand::bytes(0)),
+            Admission::QuotaExceeded { .. }
+        ),
+        "a settlement in flight still counts"
+    );
+    b.apply_settlement(
+        &qid(QuotaKind::ResponseBytes),
+        &[1; 16],
+        &settled(&[1; 16], 1000, 1000),
+    );
+    assert_eq!((b.quotas[0].charged, b.quotas[0].unsettled), (1000, 0));
+    assert!(matches!(
+        b.admit(at(now), &Demand::bytes(0)),
+        Admission::QuotaExceeded { .. }
+    ));
+    assert_eq!(
+        b.admit(at(MIDNIGHT + 3_600_000), &Demand::bytes(0)),
+        Admission::Admit,
+        "the next hour starts afresh"
+    );
+}
+
+#[test]
+fn settlement_answers_raise_the_known_total_of_a_response_bytes_quota() {
+    let q = quota(QuotaKind::ResponseBytes, 1000, Window::Hour);
+    let now = MIDNIGHT + 1000;
+    let mut b = Budget::new(limits(None, &[q]), now);
+    b.charge_after(100, 0, None, now);
+    let first = b.due(now, 1000, || [1; 16]);
+    assert_eq!(first[0].pending.amount, 100);
+    // Other Envoys charged 800 meanwhile: the answer tells 900 in all.
+    b.apply_settlement(
+        &qid(QuotaKind::ResponseBytes),
+        &[1; 16],
+        &settled(&[1; 16], 1000, 900),
+    );
+    assert_eq!(
+        b.quotas[0].remaining(),
+        100,
+        "what the fleet charged counts"
+    );
+    assert_eq!(b.admit(at(now), &Demand::bytes(0)), Admission::Admit);
+    b.charge_after(60, 0, None, now);
+    let second = b.due(now, 1000, || [2; 16]);
+    assert_eq!(second[0].pending.amount, 60);
+    b.apply_settlement(
+        &qid(QuotaKind::ResponseBytes),
+        &[2; 16],
+        &settled(&[2; 16], 1000, 1000),
+    );
+    assert!(
+        matches!(
+            b.admit(at(now), &Demand::bytes(0)),
+            Admission::QuotaExceeded { .. }
+        ),
+        "the fleet's total reached the limit: closed, though this Envoy charged 160"
+    );
+    b.apply_settlement(
+        &qid(QuotaKind::ResponseBytes),
+        &[2; 16],
+        &settled(&[2; 16], 1000, 0),
+    );
+    assert_eq!(
+        b.quotas[0].charged, 1000,
+        "an answer taken in once; a lower total never lowers it"
+    );
+}
+
 #[test]
 fn new_limits_keep_what_is_held_for_the_same_quota() {
     let q = quota(QuotaKind::Requests, 100, Window::Day);
