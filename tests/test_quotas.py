@@ -19,7 +19,11 @@ over its limit afterwards.
 * a ``request_bytes`` quota (month) counts chunked and sized bodies alike,
   to the byte, and is never exceeded; its window is the calendar month;
 * a ``units`` quota (the ai-server's ``X-Usage-Units``) overshoots by at
-  most the units of the requests in flight, and is settled exactly;
+  most the units of the requests in flight, and is settled exactly; so does
+  a ``response_bytes`` quota, by the bytes of the responses in flight; on a
+  fleet, a ``units`` quota overshoots by at most that plus what the other
+  Envoys charged in the second before the limit was reached;
+* an ``hour`` window's refusal says to retry when the UTC hour ends;
 * a quota and a rate lowered and raised under load: in force within 2 s,
   on one Envoy and on every Envoy of a fleet;
 * the sidecar SIGKILLed while a key holds a grant: the key is served from
@@ -77,6 +81,7 @@ class Sent:
     started: float  # time.monotonic()
     ended: float
     ended_wall: float  # time.time(), for the UTC windows
+    envoy: int = 0  # which of the stacks answered
 
     @property
     def status(self) -> int:
@@ -114,7 +119,7 @@ def offer(stacks: list[Stack], key: str, count: int, *, connections: int = 16,
             began = time.monotonic()
             resp = client.post(body, key)
             with lock:
-                sent.append(Sent(resp, began, time.monotonic(), time.time()))
+                sent.append(Sent(resp, began, time.monotonic(), time.time(), i % len(stacks)))
 
     with ThreadPoolExecutor(connections) as pool:
         for done in [pool.submit(connection, i) for i in range(connections)]:
@@ -145,6 +150,17 @@ def window_end(window: str, at: float) -> datetime:
         return t.replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
     year, month = (t.year + 1, 1) if t.month == 12 else (t.year, t.month + 1)
     return datetime(year, month, 1, tzinfo=timezone.utc)
+
+
+def clear_of_window_end(window: str, margin_s: float) -> None:
+    """When the UTC ``window`` holding now ends within ``margin_s``, waits
+    until the next one has begun: a test of one window must not straddle
+    two (it waits rather than skips)."""
+    now = time.time()
+    left = window_end(window, now).timestamp() - now
+    if left < margin_s:
+        print(f"the {window} ends in {left:.0f} s: waiting for the next one")
+        time.sleep(left + 1)
 
 
 def month_seconds(at: float) -> int:
@@ -399,6 +415,82 @@ def test_a_units_quota_overshoots_by_at_most_the_requests_in_flight(any_gateway:
           f"(overshoot {charged - UNITS_LIMIT}, bound {overshoot_bound - UNITS_LIMIT})")
 
 
+RESPONSE_BYTES_LIMIT_KIB = 8
+RESPONSE_BYTES_CONNECTIONS = 16
+
+
+def allowed_sum(ledger: Ledger, key_id: int, column: str) -> tuple[int, set[int]]:
+    """The sum of ``column`` over the key's allowed rows, and its distinct
+    values (one per request when every request is charged alike)."""
+    rows = ledger.query(f"SELECT {column} AS n FROM usage_log "
+                        "WHERE api_key_id = ? AND outcome = 'allowed'", [key_id])
+    return sum(int(r["n"]) for r in rows), {int(r["n"]) for r in rows}
+
+
+def test_a_response_bytes_quota_overshoots_by_at_most_the_responses_in_flight(
+        any_gateway: Gateway):
+    gw = any_gateway
+    size = len(gw.analyze_direct(BODY).content)
+    limit = RESPONSE_BYTES_LIMIT_KIB * 1024
+    clear_of_window_end("day", 30)
+    key = gw.new_key("response-bytes-8k", "--quota",
+                     f"response_bytes={RESPONSE_BYTES_LIMIT_KIB}KiB/day")
+    assert key["limits"]["quotas"] == [
+        {"kind": "response_bytes", "limit": limit, "window": "day"}], key["limits"]
+
+    sent = offer([gw.stack], key["key"], limit // size + 3 * RESPONSE_BYTES_CONNECTIONS,
+                 connections=RESPONSE_BYTES_CONNECTIONS)
+
+    served = [s for s in sent if s.status == 200]
+    assert {len(s.resp.content) for s in served} == {size}, "the answers differ in size"
+    for s in sent:
+        if s.status != 200:
+            denial = assert_limited(s.resp, "quota_exceeded",
+                                    {"response_bytes": (limit, DAY_S)})
+            assert (denial.denied_by.name, denial.denied_by.remaining) == \
+                ("response_bytes", 0), denial
+            assert_resets_at_window_end(denial, "day", s.ended_wall)
+    assert_metered(gw.ledger, key["id"], sent)
+    charged, sizes = allowed_sum(gw.ledger, key["id"], "response_bytes")
+    assert sizes == {size}, f"the ledger's response bytes {sizes}, the client saw {size}"
+    # One Envoy knows its own charges at once: past the limit it admits
+    # nothing, and what was in flight (one request a connection) ends.
+    bound = limit + RESPONSE_BYTES_CONNECTIONS * size
+    assert limit <= charged <= bound, \
+        (f"{len(served)} served x {size} bytes = {charged} under response_bytes={limit}/day "
+         f"over {RESPONSE_BYTES_CONNECTIONS} connections (bound {bound}): {tally(sent)}")
+    deadline = time.monotonic() + 5
+    while (counter := reconciled(gw.stack.cli, key["id"])["response_bytes"])["charged"] != charged:
+        assert time.monotonic() < deadline, f"{counter} after 5 s; {charged} bytes were served"
+        time.sleep(0.25)
+    print(f"response_bytes={limit}/day: {len(served)} served x {size} bytes = {charged} "
+          f"(overshoot {charged - limit}, bound {bound - limit}); {len(sent) - len(served)} refused")
+
+
+HOUR_LIMIT = 5
+
+
+def test_an_hour_window_refuses_until_the_end_of_the_utc_hour(any_gateway: Gateway):
+    gw = any_gateway
+    clear_of_window_end("hour", 120)
+    key = gw.new_key("hourly-5", "--quota", f"requests={HOUR_LIMIT}/hour")
+    assert key["limits"]["quotas"] == [
+        {"kind": "requests", "limit": HOUR_LIMIT, "window": "hour"}], key["limits"]
+    for i in range(HOUR_LIMIT):
+        resp = gw.post(BODY, key["key"])
+        assert resp.status_code == 200, f"request {i}: {resp.status_code} {resp.text[:200]}"
+        field = ratelimit_field(resp)
+        assert field.name == "requests" and field.remaining <= HOUR_LIMIT - 1 - i, field
+    resp = gw.post_refused(BODY, key["key"])
+    at = time.time()
+    denial = assert_limited(resp, "quota_exceeded", {"requests": (HOUR_LIMIT, 3600)})
+    assert (denial.denied_by.name, denial.denied_by.remaining) == ("requests", 0), denial
+    assert_resets_at_window_end(denial, "hour", at)
+    left = (window_end("hour", at) - datetime.fromtimestamp(at, timezone.utc)).total_seconds()
+    print(f"requests={HOUR_LIMIT}/hour: refused with Retry-After {denial.retry_after_s} s, "
+          f"RateLimit t={denial.denied_by.reset_s}, the hour ends in {left:.1f} s")
+
+
 # -- several keys ----------------------------------------------------------------
 
 def test_two_keys_with_different_limits_at_once(any_gateway: Gateway):
@@ -563,3 +655,52 @@ def test_a_limit_change_is_in_force_on_every_envoy_of_a_fleet_within_2s(fleet):
     assert_metered(fleet.ledger, key["id"], [a for load in loads for a in load.answers])
     reconciled(fleet.cli, key["id"])
 
+
+FLEET_UNITS_LIMIT = 24_000
+FLEET_UNITS_CONNECTIONS = 24  # 8 an Envoy
+#: The settlement period the documented fleet bound counts: "what the other
+#: Envoys charged in their last second" (OPERATING.md, the bounds' table).
+SETTLEMENT_PERIOD_S = 1.0
+
+
+def test_a_units_quota_across_a_fleet_overshoots_by_at_most_the_documented_bound(fleet):
+    client = Gateway(fleet.envoys[0], fleet.ledger)
+    units = units_of(client, BODY)
+    limit = FLEET_UNITS_LIMIT
+    clear_of_window_end("day", 60)
+    key = fleet.create_key("fleet-units", "--quota", f"units={limit}/day")
+
+    sent = offer(fleet.envoys, key["key"], 2 * limit // units,
+                 connections=FLEET_UNITS_CONNECTIONS)
+
+    served = sorted((s for s in sent if s.status == 200), key=lambda s: s.ended)
+    for s in sent:
+        if s.status != 200:
+            denial = assert_limited(s.resp, "quota_exceeded", {"units": (limit, DAY_S)})
+            assert denial.denied_by.name == "units", denial
+    assert_metered(fleet.ledger, key["id"], sent)
+    charged, per_request = allowed_sum(fleet.ledger, key["id"], "units")
+    assert per_request == {units}, f"rows charged {per_request} units, the ai-server says {units}"
+    # When the limit was reached (the answers as the clients saw them end):
+    # the requests in flight then (one a connection at most), and what each
+    # Envoy charged in the settlement period before.
+    reached = next((s.ended for n, s in enumerate(served, 1) if n * units >= limit), None)
+    assert reached is not None, f"{len(served)} served x {units} units never reached {limit}"
+    in_flight = FLEET_UNITS_CONNECTIONS * units
+    last_period = [units * sum(1 for s in served if s.envoy == e
+                               and reached - SETTLEMENT_PERIOD_S < s.ended <= reached)
+                   for e in range(len(fleet.envoys))]
+    others = sum(last_period) - min(last_period)
+    bound = limit + in_flight + others
+    per_envoy = [sum(1 for s in served if s.envoy == e) for e in range(len(fleet.envoys))]
+    said = (f"units={limit}/day over {len(fleet.envoys)} Envoys and {FLEET_UNITS_CONNECTIONS} "
+            f"connections: {len(served)} served ({per_envoy} an Envoy) x {units} units = "
+            f"{charged} (overshoot {charged - limit}); bound {bound} = limit + {in_flight} in "
+            f"flight + {others} the other Envoys charged in their last second "
+            f"(by Envoy {last_period}): {tally(sent)}")
+    assert limit <= charged <= bound, said
+    deadline = time.monotonic() + 5
+    while (counter := reconciled(fleet.cli, key["id"])["units"])["charged"] != charged:
+        assert time.monotonic() < deadline, f"{counter} after 5 s; {charged} units were served"
+        time.sleep(0.25)
+    print(said)
