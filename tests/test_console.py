@@ -481,6 +481,19 @@ def test_limits_budgets_alerts_and_the_gateway_plots(browser, sqlite_gateway: Ga
         alert_row.wait_for()
         assert "50 %, 100 %" in alert_row.inner_text()
         assert added.json()["secret"] not in op.page.content()
+        key_link = alert_row.locator("td:nth-child(2) a")
+        assert key_link.get_attribute("href") == f"/console/keys/{key_id}"
+        # A team's alert names its team, and links to the teams page.
+        team = admin(stack, "POST", "/v1/teams", {"name": f"alerted-{uuid.uuid4().hex[:6]}"})
+        assert team.status_code == 201, team.text
+        team_alert = admin(stack, "POST", "/v1/alerts", {
+            "team_id": team.json()["id"], "thresholds": [80], "url": "http://127.0.0.1:9/hook"})
+        assert team_alert.status_code == 201, team_alert.text
+        team_row = op.page.locator(f'#alerts tbody tr[data-alert-id="{team_alert.json()["id"]}"]')
+        team_row.wait_for(timeout=15_000)
+        team_link = team_row.locator("td:nth-child(2) a")
+        assert team_link.inner_text() == f"team {team.json()['id']}"
+        assert team_link.get_attribute("href") == "/console/teams"
 
         # -- the gateway page plots the last hour from the sidecar's samples
         op.page.click('nav a[href="/console/gateway"]')

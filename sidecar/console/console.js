@@ -668,6 +668,18 @@
   }
 
   // ---- budget alerts and their events -------------------------------------
+  // The budget an alert or an event is about: a key's (its page) or a
+  // team's (the teams page).
+  function budgetCell(keyId, teamId, name) {
+    const td = el("td");
+    if (teamId !== undefined && teamId !== null) {
+      td.append(el("a", name ? `team ${name} (${teamId})` : `team ${teamId}`, { href: "/console/teams" }));
+    } else if (keyId !== undefined && keyId !== null) {
+      td.append(el("a", name ? `${name} (${keyId})` : keyId, { href: `/console/keys/${keyId}` }));
+    }
+    return td;
+  }
+
   async function alertsPage() {
     const status = document.getElementById("alerts-status");
     function fill(id, rows) {
@@ -681,8 +693,7 @@
           api("GET", "/console/api/alerts?failed=true")]);
         fill("alerts", list.alerts.map((a) => {
           const tr = el("tr", null, { "data-alert-id": String(a.id) });
-          const key = el("td"); key.append(el("a", a.key_id, { href: `/console/keys/${a.key_id}` }));
-          tr.append(el("td", a.id), key, el("td", a.thresholds.map((t) => `${t} %`).join(", ")),
+          tr.append(el("td", a.id), budgetCell(a.key_id, a.team_id), el("td", a.thresholds.map((t) => `${t} %`).join(", ")),
             el("td", a.url), el("td", a.secret_source === "env" ? `env ${a.secret_env}` : "generated"),
             el("td", when(a.created_at)));
           return tr;
@@ -692,10 +703,11 @@
           const p = e.payload?.data ?? e.payload ?? {};
           const used = p.used !== undefined && p.limit !== undefined
             ? `${number.format(p.used)} of ${number.format(p.limit)}` : "–";
-          const keyId = p.key?.id ?? p.budget?.key_id;
-          const key = el("td");
-          if (keyId !== undefined) key.append(el("a", p.key?.name ? `${p.key.name} (${keyId})` : keyId, { href: `/console/keys/${keyId}` }));
-          tr.append(el("td", when(e.created_at)), el("td", e.alert_id), key, el("td", e.quota),
+          const teamId = p.budget?.team_id;
+          const owner = teamId !== undefined && teamId !== null
+            ? budgetCell(null, teamId, p.team?.name)
+            : budgetCell(p.key?.id ?? p.budget?.key_id, null, p.key?.name);
+          tr.append(el("td", when(e.created_at)), el("td", e.alert_id), owner, el("td", e.quota),
             el("td", when(e.window_start)), el("td", `${e.threshold} %`), el("td", used),
             el("td", null), el("td", e.attempts, { class: "value" }),
             el("td", e.delivered_at ? when(e.delivered_at) : (e.last_error ?? "")));

@@ -284,12 +284,12 @@ const ALERTS_MAIN: &str = r#"<h1>Budget alerts</h1>
 <p id="alerts-status" class="note" role="status"></p>
 <section>
 <h2>Alerts</h2>
-<table id="alerts"><thead><tr><th>ID</th><th>Key</th><th>Thresholds</th><th>URL</th><th>Secret</th><th>Created</th></tr></thead><tbody></tbody></table>
+<table id="alerts"><thead><tr><th>ID</th><th>Budget</th><th>Thresholds</th><th>URL</th><th>Secret</th><th>Created</th></tr></thead><tbody></tbody></table>
 <p id="alerts-empty" class="note" hidden>No alert.</p>
 </section>
 <section>
 <h2>Events, newest first</h2>
-<table id="alert-events"><thead><tr><th>Created</th><th>Alert</th><th>Key</th><th>Quota</th><th>Window from</th><th>Threshold</th><th>Used of limit</th><th>State</th><th>Attempts</th><th>Delivered / last error</th></tr></thead><tbody></tbody></table>
+<table id="alert-events"><thead><tr><th>Created</th><th>Alert</th><th>Budget</th><th>Quota</th><th>Window from</th><th>Threshold</th><th>Used of limit</th><th>State</th><th>Attempts</th><th>Delivered / last error</th></tr></thead><tbody></tbody></table>
 <p id="alert-events-empty" class="note" hidden>No event yet.</p>
 </section>
 <section>
