@@ -199,7 +199,9 @@ impl<H: StreamHost> Flow<H> {
                 );
                 Outcome::deny(Denial::AuthUnavailable)
             }
-            Charge::Admitted { .. } => Outcome::Done,
+            // Only a charge that did not admit comes here; were an admission
+            // to, it would be refused rather than let through unrecorded.
+            Charge::Admitted { .. } => Outcome::deny(Denial::AuthUnavailable),
         }
     }
 
