@@ -483,6 +483,7 @@ def test_limits_budgets_alerts_and_the_gateway_plots(browser, sqlite_gateway: Ga
         assert added.json()["secret"] not in op.page.content()
         key_link = alert_row.locator("td:nth-child(2) a")
         assert key_link.get_attribute("href") == f"/console/keys/{key_id}"
+        assert key_link.inner_text() == f"key {key_id}"
         # A team's alert names its team, and links to the teams page.
         team = admin(stack, "POST", "/v1/teams", {"name": f"alerted-{uuid.uuid4().hex[:6]}"})
         assert team.status_code == 201, team.text
@@ -494,6 +495,7 @@ def test_limits_budgets_alerts_and_the_gateway_plots(browser, sqlite_gateway: Ga
         team_link = team_row.locator("td:nth-child(2) a")
         assert team_link.inner_text() == f"team {team.json()['id']}"
         assert team_link.get_attribute("href") == "/console/teams"
+        op.screenshot("alerts")
 
         # -- the gateway page plots the last hour from the sidecar's samples
         op.page.click('nav a[href="/console/gateway"]')

@@ -675,7 +675,7 @@
     if (teamId !== undefined && teamId !== null) {
       td.append(el("a", name ? `team ${name} (${teamId})` : `team ${teamId}`, { href: "/console/teams" }));
     } else if (keyId !== undefined && keyId !== null) {
-      td.append(el("a", name ? `${name} (${keyId})` : keyId, { href: `/console/keys/${keyId}` }));
+      td.append(el("a", name ? `key ${name} (${keyId})` : `key ${keyId}`, { href: `/console/keys/${keyId}` }));
     }
     return td;
   }

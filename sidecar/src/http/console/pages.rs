@@ -280,7 +280,7 @@ const LIMITS_DIALOG: &str = r#"<dialog id="limits-dialog">
 </dialog>"#;
 
 const ALERTS_MAIN: &str = r#"<h1>Budget alerts</h1>
-<p class="note">Added with <code>tollgate alerts add</code> or <code>POST /v1/alerts</code>. The checker turns each threshold a key's quota use crosses in its window into one event; the sender delivers it signed, retrying until it is delivered or failed.</p>
+<p class="note">Added with <code>tollgate alerts add</code> or <code>POST /v1/alerts</code>. The checker turns each threshold a key's or a team's quota use crosses in its window into one event; the sender delivers it signed, retrying until it is delivered or failed.</p>
 <p id="alerts-status" class="note" role="status"></p>
 <section>
 <h2>Alerts</h2>
