@@ -19,6 +19,7 @@ use base64::Engine as _;
 use serde::Deserialize;
 
 use crate::cache::CachePolicy;
+use crate::limits::LimitsPolicy;
 use crate::llm::routes::{LlmRoutes, RawLlm};
 use crate::replay::{ReplayPolicy, ReplayScope};
 use crate::token::{Algorithm, JwtPolicy, Secret};
@@ -40,18 +41,6 @@ pub struct FeedPolicy {
     /// How old the last good answer may be for the feed to count as
     /// current (and the long positive TTL to apply).
     pub max_lag_ms: u64,
-}
-
-/// The filter configuration's `limits`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LimitsPolicy {
-    /// The response header the upstream reports a call's units in
-    /// (lowercase); empty: none is read.
-    pub units_header: String,
-    /// Whether allowed responses of a limited key carry `RateLimit`.
-    pub ratelimit_headers: bool,
-    /// Timeout of a grant call.
-    pub grant_timeout_ms: u64,
 }
 
 /// The validated plugin configuration.

@@ -6,6 +6,8 @@ use std::cell::OnceCell;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use tollgate_wire::grant::GRANTS_PATH;
+
 use crate::cache;
 use crate::config::{self, Config};
 use crate::feed::{self, Poll};
@@ -15,6 +17,7 @@ use crate::host::{LogLevel, RootHost, StreamHost};
 use crate::limits::{self, TickCall};
 use crate::metrics::Metrics;
 use crate::shared_table::SlotKey;
+use crate::sidecar_call;
 use crate::worker::{Shared, Worker};
 
 /// The per-worker root context.
@@ -128,7 +131,11 @@ impl<H: RootHost> Root<H> {
             self.feed_poll = feed::tick(&self.host, worker, &metrics, now);
         }
         if self.limits_call.is_none() && !self.shutting_down {
-            self.limits_call = limits::tick(&self.host, worker, now);
+            let config = worker.config();
+            self.limits_call = limits::tick(&self.host, &config.limits, now, |body| {
+                let timeout_ms = config.limits.grant_timeout_ms;
+                sidecar_call::post(&self.host, config, GRANTS_PATH, body, timeout_ms, None).ok()
+            });
         }
         flusher::expire_overdue(&self.host, worker, &metrics, now);
         flusher::flush(&self.host, worker, &metrics, false, now);

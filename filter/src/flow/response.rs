@@ -6,10 +6,9 @@
 
 use tollgate_wire::MAX_UNITS;
 
-use super::admission::{Charged, ChargedBudget};
 use super::Flow;
 use crate::host::{LogLevel, StreamHost};
-use crate::limits;
+use crate::limits::{self, Charged, ChargedBudget};
 use crate::llm::call::LlmCall;
 use crate::metrics::Counter;
 use crate::replay::{self, JtiClaim};

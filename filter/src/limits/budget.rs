@@ -30,6 +30,8 @@ use tollgate_wire::grant::{GrantGiven, GrantStatus, SettlementDone, DEMAND_PERIO
 use tollgate_wire::price::Currency;
 use tollgate_wire::{quota_name, Limits, Quota, QuotaKind, Rate, RatePeriod, TokenUsage, Window};
 
+use crate::llm::TokenBound;
+
 /// Length of an ask's or a settlement's id (sent as 32 hex digits).
 pub const CHARGE_ID_LEN: usize = 16;
 
@@ -101,17 +103,6 @@ impl QuotaId {
     pub fn name(&self) -> String {
         quota_name(self.kind, self.model.as_deref())
     }
-}
-
-/// An upper bound of what an LLM call can cost: its input tokens and its
-/// output cap (see docs/LIMITS.md, "Token quotas"), and their price at its
-/// model's price in micro-units (`Price::bound_micros`; 0 for a model
-/// without a price, or a key without a money quota).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct TokenBound {
-    pub input: u64,
-    pub output: u64,
-    pub cost: u64,
 }
 
 /// What an LLM call used: the tokens reported (or estimated), and what

@@ -9,11 +9,13 @@
 //! (key and team ids are positive), so an index written before teams
 //! reads the same.
 
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+
 use tollgate_wire::BudgetOwner;
 
 use crate::host::Host;
 use crate::shared_table::{self, Change};
-use crate::worker::Worker;
 
 /// The index's shared-data key.
 pub const INDEX_KEY: &str = "tollgate.limits.keys";
@@ -80,9 +82,14 @@ pub fn owners(host: &impl Host) -> Vec<(BudgetOwner, u64)> {
 }
 
 /// The worker charged `owner`'s budget at `now_ms`.
-pub fn served(host: &impl Host, worker: &Worker, owner: BudgetOwner, now_ms: u64) {
+pub fn served(
+    host: &impl Host,
+    limited_keys: &RefCell<BTreeMap<i64, u64>>,
+    owner: BudgetOwner,
+    now_ms: u64,
+) {
     let key_id = index_id(owner);
-    let Ok(mut seen) = worker.limited_keys.try_borrow_mut() else {
+    let Ok(mut seen) = limited_keys.try_borrow_mut() else {
         return;
     };
     if seen

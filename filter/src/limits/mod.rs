@@ -17,27 +17,39 @@
 //! [`tick_answered`]).
 
 mod budget;
+mod charged;
 pub mod index;
 mod ratelimit_headers;
 
 use std::collections::BTreeMap;
 
-use tollgate_wire::grant::{GrantAsk, GrantReply, GrantRequest, Settlement, GRANTS_PATH};
+use tollgate_wire::grant::{GrantAsk, GrantReply, GrantRequest, Settlement};
 pub use tollgate_wire::BudgetOwner;
 use tollgate_wire::{to_hex, Limits};
 
+pub use crate::llm::TokenBound;
 pub use budget::{
-    Admission, Applied, At, Budget, ChargeId, Demand, Due, Pending, QuotaId, Reserved, TokenBound,
-    Used, UNSTAMPED,
+    Admission, Applied, At, Budget, ChargeId, Demand, Due, Pending, QuotaId, Reserved, Used,
+    UNSTAMPED,
 };
+pub use charged::{Charged, ChargedBudget};
 pub use ratelimit_headers::{denial_headers, remaining_header};
 
-pub use crate::config::LimitsPolicy;
 use crate::error::Denial;
 use crate::host::Host;
 use crate::shared_table::{self, Change, Updated};
-use crate::sidecar_call;
-use crate::worker::Worker;
+
+/// The filter configuration's `limits`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitsPolicy {
+    /// The response header the upstream reports a call's units in
+    /// (lowercase); empty: none is read.
+    pub units_header: String,
+    /// Whether allowed responses of a limited key carry `RateLimit`.
+    pub ratelimit_headers: bool,
+    /// Timeout of a grant call.
+    pub grant_timeout_ms: u64,
+}
 
 /// Prefix of a key's budget in shared data.
 pub const BUDGET_KEY_PREFIX: &str = "tollgate.limits.";
@@ -377,10 +389,17 @@ pub struct TickCall {
 }
 
 /// The tick: for each budget this Envoy charged lately, what is due (asks
-/// ahead of need, settlements), in one grant call.
-pub fn tick(host: &impl Host, worker: &Worker, now_ms: u64) -> Option<TickCall> {
+/// ahead of need, settlements), in one grant call, which `send` sends
+/// (the body in, the call's token out). An ask or settlement unanswered
+/// for `policy.grant_timeout_ms` is due again, under the same id.
+pub fn tick(
+    host: &impl Host,
+    policy: &LimitsPolicy,
+    now_ms: u64,
+    send: impl FnOnce(&[u8]) -> Option<u32>,
+) -> Option<TickCall> {
     let owners = index::owners(host);
-    let resend_ms = worker.config().limits.grant_timeout_ms;
+    let resend_ms = policy.grant_timeout_ms;
     let mut asks = Vec::new();
     let mut settlements = Vec::new();
     let mut idle = Vec::new();
@@ -438,16 +457,7 @@ pub fn tick(host: &impl Host, worker: &Worker, now_ms: u64) -> Option<TickCall> 
         ..GrantRequest::default()
     };
     let body = serde_json::to_vec(&request).ok()?;
-    let config = &worker.config();
-    let token = sidecar_call::post(
-        host,
-        config,
-        GRANTS_PATH,
-        &body,
-        config.limits.grant_timeout_ms,
-        None,
-    )
-    .ok()?;
+    let token = send(&body)?;
     Some(TickCall {
         token,
         asks,

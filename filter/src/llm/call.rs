@@ -13,11 +13,20 @@
 use tollgate_wire::price::Price;
 use tollgate_wire::{Api, LlmUsage, TokenUsage};
 
-use crate::limits::TokenBound;
-
 use super::request::LlmRequest;
 use super::rewrite::UsageChunkStripper;
 use super::usage::{read_body, EstimateReason, StreamMeter, UsageOutcome};
+
+/// An upper bound of what an LLM call can cost: its input tokens and its
+/// output cap (see docs/LIMITS.md, "Token quotas"), and their price at its
+/// model's price in micro-units (`Price::bound_micros`; 0 for a model
+/// without a price, or a key without a money quota).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TokenBound {
+    pub input: u64,
+    pub output: u64,
+    pub cost: u64,
+}
 
 /// Most bytes of a non-streamed answer copied to read its usage: 4 MiB.
 pub const MAX_BODY_COPY: usize = 4 << 20;

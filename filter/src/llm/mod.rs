@@ -14,3 +14,5 @@ pub mod rewrite;
 pub mod routes;
 pub mod sse;
 pub mod usage;
+
+pub use call::TokenBound;

@@ -6,7 +6,6 @@ use std::ffi::c_void;
 
 use super::api::{EnvoyConfig, EnvoyScheduler};
 use super::buffers::module_buffer;
-use super::context::metric_ok;
 use super::raw::*;
 
 /// An HTTP filter configuration in Envoy (`http_filter_config_envoy_ptr`).
@@ -47,7 +46,7 @@ impl EnvoyConfig for ConfigPtr {
                 )
             }
         };
-        metric_ok(result).then_some(id)
+        (result == METRICS_SUCCESS).then_some(id)
     }
 
     /// A scheduler that posts events to this configuration on the main thread.

@@ -11,7 +11,6 @@ use axum::Json;
 use tollgate_wire::{ErrorBody, ErrorDetail, INTERNAL_TOKEN_HEADER, MAX_USAGE_BATCH};
 
 use crate::domain::sealed::{SealError, MASTER_KEY_ENV};
-use crate::http::console::session::{IDLE_EVICTABLE, MAX_SESSIONS};
 use crate::store::StoreError;
 
 /// Marks a response caused by a database failure, so the metrics layer can count it.
@@ -240,7 +239,13 @@ pub enum ApiError {
     LoginThrottled { retry_after: Duration },
     /// A console login with the right token, refused: every session is live
     /// and in use; one may be pushed out after `retry_after`.
-    SessionsFull { retry_after: Duration },
+    SessionsFull {
+        retry_after: Duration,
+        /// How many sessions the console keeps.
+        sessions: usize,
+        /// How long a session must go unused before a login may push it out.
+        idle_evictable: Duration,
+    },
     /// No route serves the path.
     NoRoute,
     /// The route does not take the method.
@@ -350,7 +355,8 @@ impl ApiError {
     /// (rounded up, at least 1).
     pub fn retry_after_secs(&self) -> Option<u64> {
         match self {
-            ApiError::LoginThrottled { retry_after } | ApiError::SessionsFull { retry_after } => {
+            ApiError::LoginThrottled { retry_after }
+            | ApiError::SessionsFull { retry_after, .. } => {
                 Some(retry_after.as_secs_f64().ceil().max(1.0) as u64)
             }
             _ => None,
@@ -404,12 +410,16 @@ impl fmt::Display for ApiError {
                 "too many failed logins from this address: try again in {} s",
                 self.retry_after_secs().unwrap_or(1)
             ),
-            ApiError::SessionsFull { .. } => write!(
+            ApiError::SessionsFull {
+                sessions,
+                idle_evictable,
+                ..
+            } => write!(
                 f,
-                "all {MAX_SESSIONS} console sessions are in use: log out of one, or try \
+                "all {sessions} console sessions are in use: log out of one, or try \
                  again in {} s (a session unused for {} minutes makes room)",
                 self.retry_after_secs().unwrap_or(1),
-                IDLE_EVICTABLE.as_secs() / 60
+                idle_evictable.as_secs() / 60
             ),
             ApiError::NoRoute => f.write_str("no such endpoint"),
             ApiError::MethodNotAllowed => f.write_str("this endpoint does not accept this method"),
@@ -550,6 +560,8 @@ mod tests {
             (
                 ApiError::SessionsFull {
                     retry_after: Duration::from_secs(60),
+                    sessions: 64,
+                    idle_evictable: Duration::from_secs(600),
                 },
                 "sessions_full",
                 503,
@@ -628,8 +640,15 @@ mod tests {
         }
         let full = ApiError::SessionsFull {
             retry_after: Duration::from_secs(42),
+            sessions: 64,
+            idle_evictable: Duration::from_secs(600),
         };
+        assert!(
+            full.to_string().contains("all 64 console sessions"),
+            "{full}"
+        );
         assert!(full.to_string().contains("try again in 42 s"), "{full}");
+        assert!(full.to_string().contains("unused for 10 minutes"), "{full}");
         assert_eq!(full.into_response().headers()[header::RETRY_AFTER], "42");
         let refused = ApiError::CsrfRefused("x").into_response();
         assert!(refused.headers().get(header::RETRY_AFTER).is_none());

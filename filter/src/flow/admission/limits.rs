@@ -17,7 +17,9 @@ use super::{Admission, Outcome, Wait};
 use crate::error::Denial;
 use crate::flow::Flow;
 use crate::host::{LogLevel, StreamHost};
-use crate::limits::{self, index, BudgetOwner, Charge, ChargeId, Demand, QuotaId, Reserved};
+use crate::limits::{
+    self, index, BudgetOwner, Charge, ChargeId, Charged, ChargedBudget, Demand, QuotaId,
+};
 use crate::llm::rewrite;
 use crate::sidecar_call;
 use crate::worker::Worker;
@@ -26,26 +28,6 @@ use crate::worker::Worker;
 /// (near a quota's end, each grant takes a share of what is left, so
 /// requests waiting together may need a few rounds).
 pub const MAX_GRANT_ROUNDS: u8 = 16;
-
-/// What the limits step charged a request: the response needs it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Charged {
-    /// The `RateLimit` value for the response, when it carries one (the
-    /// key's own budget's, else its team's).
-    pub ratelimit: Option<String>,
-    /// Each budget charged, in the order charged.
-    pub budgets: Vec<ChargedBudget>,
-}
-
-/// What one budget (the key's own, or its team's) was charged.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChargedBudget {
-    pub owner: BudgetOwner,
-    /// The budget has quotas charged when the response ends.
-    pub settles_after: bool,
-    /// What its token quotas reserved, trued up when the response ends.
-    pub reserved: Vec<Reserved>,
-}
 
 impl Admission {
     /// What the request asks of its key's quotas: its body's bytes, and
@@ -97,7 +79,7 @@ impl<H: StreamHost> Flow<H> {
         for owner in admission.budgets.owners(admission.key_id) {
             let (charge, _retries) =
                 limits::charge(host, owner, &demand, at, openai, || limits::fresh_id(host));
-            index::served(host, &worker, owner, now);
+            index::served(host, &worker.limited_keys, owner, now);
             let Charge::Admitted {
                 ratelimit: remaining,
                 settles_after,

@@ -19,12 +19,12 @@ use super::response::Allowed;
 use super::{Flow, Phase, Stage};
 use crate::error::Denial;
 use crate::host::{Action, LogLevel, StreamHost};
-use crate::limits::{BudgetOwner, Budgets, ChargeId};
+use crate::limits::{BudgetOwner, Budgets, ChargeId, Charged};
 use crate::llm::call::LlmCall;
 use crate::metrics::Counter;
 use crate::replay::JtiClaim;
 
-pub use limits::{Charged, ChargedBudget, MAX_GRANT_ROUNDS};
+pub use limits::MAX_GRANT_ROUNDS;
 
 /// The steps of admission, in the order they run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

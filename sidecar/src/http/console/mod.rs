@@ -236,7 +236,11 @@ async fn login(
             state
                 .metrics
                 .record_console_login(ConsoleLogin::SessionsFull);
-            login_refused(&ApiError::SessionsFull { retry_after })
+            login_refused(&ApiError::SessionsFull {
+                retry_after,
+                sessions: session::MAX_SESSIONS,
+                idle_evictable: session::IDLE_EVICTABLE,
+            })
         }
         Err(OpenRefused::Random(e)) => {
             tracing::error!(error = %e, "cannot open a console session");
