@@ -2,7 +2,7 @@
 (``openai``, ``anthropic``, ``google-genai``), llm-upstream behind Envoy,
 on both builds of the filter and both ledgers (MariaDB, SQLite): each
 SDK sends its key where it always does and signs its bodies from an httpx
-hook (tollgate_tooling.llm_clients, the README's recipes). For every API,
+hook (tollgate_tooling.llm_clients, docs/METERING.md's recipes). For every API,
 streamed or not, the ledger's tokens equal the usage the SDK showed the
 client, request by request; an OpenAI chat stream is metered even when its
 client did not ask for usage (and sees no usage chunk); a cut stream, an

@@ -3,7 +3,8 @@
 Each client sends the API key where its SDK always does (``Authorization:
 Bearer`` for OpenAI, ``x-api-key`` for Anthropic, ``x-goog-api-key`` for
 Gemini) and signs every request's exact body in ``X-Auth-Token`` from an
-httpx request hook: the README's recipes, as the tests run them.
+httpx request hook: the recipes of docs/METERING.md ("Calling through an
+SDK"), as the tests run them.
 """
 
 from __future__ import annotations
