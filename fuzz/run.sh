@@ -28,7 +28,7 @@ if [ -z "$targets" ]; then
 fi
 
 echo "== building fuzz targets"
-cargo fuzz build -O
+cargo fuzz build -O --debug-assertions
 
 mkdir -p target/logs
 failed=0
@@ -38,15 +38,16 @@ for target in $targets; do
     log="target/logs/$target.log"
     echo "== fuzzing $target for ${seconds}s (log: fuzz/$log)"
     status=ok
-    if ! cargo fuzz run -O "$target" "corpus/$target" "seeds/$target" -- \
+    if ! cargo fuzz run -O --debug-assertions "$target" "corpus/$target" "seeds/$target" -- \
         -max_total_time="$seconds" -print_final_stats=1 >"$log" 2>&1; then
         status=CRASH
         failed=1
         grep -E "^(==[0-9]+==|thread '|SUMMARY|artifact_prefix|Test unit written)" "$log" | head -20 || true
     fi
+    # A target that crashed at once printed no stats: its figures are "?".
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)
     rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$log" | tail -1)
-    cov=$(grep -oE 'cov: [0-9]+' "$log" | tail -1 | cut -d' ' -f2)
+    cov=$(grep -oE 'cov: [0-9]+' "$log" | tail -1 | cut -d' ' -f2 || true)
     units=$(find "corpus/$target" -type f | wc -l)
     summary+=("$(printf '%-12s %-6s %12s %10s %8s %8s' "$target" "$status" "${runs:-?}" "${rate:-?}" "${cov:-?}" "$units")")
 done

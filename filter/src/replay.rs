@@ -35,7 +35,7 @@
 //! The decisions are pure ([`attempt`]); [`claim`] runs them as one
 //! compare-and-swap update of the bucket through the host.
 
-use tollgate_wire::sha256;
+use tollgate_wire::{sha256, to_hex, ClaimRequest};
 
 use crate::error::Denial;
 use crate::host::{Host, HostError};
@@ -170,6 +170,15 @@ impl JtiClaim {
                 owner: 0,
             },
             bucket_key: policy.table().slot_key(&digest),
+        }
+    }
+
+    /// The fleet-wide claim of it, as the sidecar is asked for it.
+    pub fn fleet_request(&self) -> ClaimRequest {
+        ClaimRequest {
+            fingerprint: to_hex(&self.entry.fingerprint),
+            expires_at: self.entry.expires_at_s,
+            key_id: self.entry.owner,
         }
     }
 

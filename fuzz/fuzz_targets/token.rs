@@ -5,7 +5,12 @@
 //! base64url and header checks; signed modes wrap fuzzer-chosen header and
 //! claims JSON in a valid HMAC, so the claim rules behind the signature are
 //! reached too. Verification must never panic, and what it accepts must
-//! satisfy the policy.
+//! satisfy the policy, judged again by an oracle of the target's own
+//! (serde_json and the `hmac` crate, not the filter's reader): the HMAC of
+//! the `alg` the policy allows under the secret its `kid` names (or the
+//! key's own), `iat`, `exp`, `nbf`, the lifetime and the skew, `iss`,
+//! `aud`, `htm` and `htu` against the request line, `jti`, and the digest
+//! and expiry the filter hands on.
 //!
 //! The per-key secret path runs too: every signed token is also minted with
 //! a key's own secret, and must then verify only with that secret (never
@@ -39,6 +44,7 @@ use tollgate_filter::token::{
 };
 
 const SECRET: &[u8] = b"fuzz-secret-0123456789abcdef0123";
+const OTHER_SECRET: &[u8] = b"other-secret";
 const KEY_SECRET: &[u8] = b"tgs_0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 const NOW: i64 = 1_700_000_000;
 
@@ -46,13 +52,14 @@ fn policies() -> &'static [Config; 2] {
     static POLICIES: OnceLock<[Config; 2]> = OnceLock::new();
     POLICIES.get_or_init(|| {
         let secret = std::str::from_utf8(SECRET).unwrap_or_default();
+        let other = std::str::from_utf8(OTHER_SECRET).unwrap_or_default();
         let lax = format!(
             r#"{{"internal_token":"t","jwt":{{"secret":{{"text":"{secret}"}},
             "algorithms":["HS256","HS384","HS512"]}}}}"#
         );
         let strict = format!(
             r#"{{"internal_token":"t","jwt":{{"secret":{{"text":"{secret}"}},
-            "kid_secrets":{{"k1":{{"text":"{secret}"}},"k2":{{"text":"other-secret"}}}},
+            "kid_secrets":{{"k1":{{"text":"{secret}"}},"k2":{{"text":"{other}"}}}},
             "algorithms":["HS256"],"clock_skew_s":0,"max_lifetime_s":60,
             "issuer":"iss","audience":"aud","require_jti":true}}}}"#
         );
@@ -100,12 +107,125 @@ fn mac<M: Mac + hmac::digest::KeyInit>(secret: &[u8], input: &[u8]) -> Vec<u8> {
     }
 }
 
-/// What an accepted token must satisfy under `jwt`.
-fn check_accepted(verified: &VerifiedToken, jwt: &JwtPolicy, now: i64) {
+/// The secret a shared-secret token must be signed with under `jwt`: the
+/// `kid`'s, or the default one without a `kid` (the fuzz policies' secrets,
+/// written out again).
+fn shared_secret<'a>(jwt: &JwtPolicy, kid: Option<&str>) -> Option<&'a [u8]> {
+    match kid {
+        None => Some(SECRET),
+        Some(kid) if !jwt.kid_secrets.contains_key(kid) => None,
+        Some("k1") => Some(SECRET),
+        Some("k2") => Some(OTHER_SECRET),
+        Some(_) => None,
+    }
+}
+
+/// A NumericDate as the contract reads it (RFC 7519 2: a number of seconds;
+/// a fraction rounded the way that never extends validity).
+fn date(value: Option<&Value>, up: bool) -> Option<i64> {
+    let value = value?;
+    if let Some(i) = value.as_i64() {
+        return Some(i);
+    }
+    let f = value.as_f64()?;
+    let rounded = if up { f.ceil() } else { f.floor() };
+    (rounded.is_finite() && rounded.abs() <= 9.0e15).then_some(rounded as i64)
+}
+
+/// What an accepted token must satisfy under `jwt`, judged again from the
+/// token's text by an oracle of its own (serde_json for the JSON, the
+/// `hmac` crate for the signature): `key_secret` is the key's own secret
+/// when it was verified with one.
+fn check_accepted(
+    verified: &VerifiedToken,
+    token: &str,
+    key_secret: Option<&[u8]>,
+    jwt: &JwtPolicy,
+    line: &RequestLine<'_>,
+    now: i64,
+) {
+    let mut parts = token.split('.');
+    let (Some(h), Some(c), Some(sig), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        panic!("accepted a token that is not three segments");
+    };
+    let header: Value = URL_SAFE_NO_PAD
+        .decode(h)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .expect("accepted a header that is not JSON");
+    let claims: Value = URL_SAFE_NO_PAD
+        .decode(c)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .expect("accepted claims that are not JSON");
+    let tag = URL_SAFE_NO_PAD.decode(sig).expect("accepted a signature that is not base64url");
+
+    // alg: one the policy allows, and the one the signature was made with.
+    let alg = header["alg"].as_str().expect("accepted a header without a string alg");
     assert!(
-        now <= verified.exp.saturating_add(jwt.clock_skew_s),
-        "accepted an expired token"
+        jwt.algorithms.iter().any(|a| a.name() == alg),
+        "accepted alg {alg}, which the policy does not allow"
     );
+    assert!(header.get("crit").is_none(), "accepted a crit header");
+    let kid = match header.get("kid") {
+        None => None,
+        Some(Value::String(kid)) => Some(kid.as_str()),
+        Some(other) => panic!("accepted a kid that is not a string: {other}"),
+    };
+    let secret = match key_secret {
+        Some(own) => own,
+        None => shared_secret(jwt, kid).expect("accepted a kid the policy does not know"),
+    };
+    let input = format!("{h}.{c}");
+    let expected = match alg {
+        "HS256" => mac::<Hmac<Sha256>>(secret, input.as_bytes()),
+        "HS384" => mac::<Hmac<Sha384>>(secret, input.as_bytes()),
+        "HS512" => mac::<Hmac<Sha512>>(secret, input.as_bytes()),
+        other => panic!("accepted alg {other}"),
+    };
+    assert_eq!(tag, expected, "accepted a signature that is not the {alg} HMAC");
+
+    // The time claims, the lifetime and the skew.
+    let skew = jwt.clock_skew_s;
+    let iat = date(claims.get("iat"), true).expect("accepted no numeric iat");
+    let exp = date(claims.get("exp"), false).expect("accepted no numeric exp");
+    assert_eq!(verified.exp, exp, "the verified exp is not the token's");
+    assert!(iat <= now + skew, "accepted a token issued in the future");
+    assert!(now <= exp + skew, "accepted an expired token");
+    assert!(exp >= iat, "accepted exp before iat");
+    assert!(exp - iat <= jwt.max_lifetime_s, "accepted a lifetime over the maximum");
+    if let Some(nbf) = claims.get("nbf") {
+        let nbf = date(Some(nbf), true).expect("accepted an nbf that is not a NumericDate");
+        assert!(now >= nbf - skew, "accepted a token before its nbf");
+    }
+
+    // The body digest, the issuer, the audience and the request binding.
+    let digest = claims["body_sha256"].as_str().expect("accepted no body_sha256");
+    let hex: String = verified.body_sha256.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(digest, hex, "the verified digest is not the token's");
+    if let Some(issuer) = &jwt.issuer {
+        assert_eq!(claims["iss"].as_str(), Some(issuer.as_str()), "accepted another iss");
+    }
+    if let Some(audience) = &jwt.audience {
+        let named = match &claims["aud"] {
+            Value::String(aud) => aud == audience,
+            Value::Array(auds) => auds.iter().any(|a| a.as_str() == Some(audience.as_str())),
+            _ => false,
+        };
+        assert!(named, "accepted an aud that does not name the gateway");
+    }
+    if let Some(htm) = claims.get("htm") {
+        assert_eq!(htm.as_str(), Some(line.method), "accepted another htm");
+    }
+    if let Some(htu) = claims.get("htu") {
+        assert_eq!(htu.as_str(), Some(line.path), "accepted another htu");
+    }
+    match claims.get("jti") {
+        Some(Value::String(jti)) => assert_eq!(verified.jti.as_deref(), Some(jti.as_str())),
+        Some(other) => panic!("accepted a jti that is not a string: {other}"),
+        None => assert!(verified.jti.is_none()),
+    }
     if jwt.require_jti {
         let jti = verified
             .jti
@@ -293,7 +413,7 @@ fuzz_target!(|data: &[u8]| {
     for config in policies() {
         let jwt = &config.jwt;
         if let Ok(verified) = verify_token(&token, jwt, &line, now) {
-            check_accepted(&verified, jwt, now);
+            check_accepted(&verified, &token, None, jwt, &line, now);
         }
         for token in std::iter::once(&token).chain(&repeated) {
             check_repeats_refused(token, jwt, &line, now);
@@ -318,7 +438,7 @@ fuzz_target!(|data: &[u8]| {
         );
         if let Ok(prepared) = prepare_token(&own, jwt) {
             if let Ok(verified) = prepared.verify(Some(&key_secret), jwt, &line, now) {
-                check_accepted(&verified, jwt, now);
+                check_accepted(&verified, &own, Some(KEY_SECRET), jwt, &line, now);
             }
         }
     }

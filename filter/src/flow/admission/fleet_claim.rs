@@ -5,7 +5,7 @@
 //! answer fails closed (503 `auth_unavailable`), and the instance's own
 //! claim is given back, so that a retry of the same token can try again.
 
-use tollgate_wire::{to_hex, ClaimReply, ClaimRequest, JTI_CLAIM_PATH};
+use tollgate_wire::{ClaimReply, JTI_CLAIM_PATH};
 
 use super::{Admission, Outcome, Wait};
 use crate::error::Denial;
@@ -20,12 +20,7 @@ const MAX_REPLY_BYTES: usize = 1024;
 
 /// The body of the claim call.
 fn claim_body(claim: &JtiClaim) -> Vec<u8> {
-    let request = ClaimRequest {
-        fingerprint: to_hex(&claim.entry.fingerprint),
-        expires_at: claim.entry.expires_at_s,
-        key_id: claim.entry.owner,
-    };
-    serde_json::to_vec(&request).unwrap_or_default()
+    serde_json::to_vec(&claim.fleet_request()).unwrap_or_default()
 }
 
 impl<H: StreamHost> Flow<H> {
