@@ -100,7 +100,8 @@ fuzz_target!(|data: &[u8]| {
             .expect("the claim runs");
         let live = held.get(&which).is_some_and(|until| *until >= now);
         assert_eq!(
-            claimed, !live,
+            claimed,
+            !live,
             "jti {which} at {now}: claimed {claimed}, held until {:?}",
             held.get(&which)
         );

@@ -145,7 +145,8 @@ fn check_accepted(
     now: i64,
 ) {
     let mut parts = token.split('.');
-    let (Some(h), Some(c), Some(sig), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(h), Some(c), Some(sig), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         panic!("accepted a token that is not three segments");
     };
@@ -159,10 +160,14 @@ fn check_accepted(
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .expect("accepted claims that are not JSON");
-    let tag = URL_SAFE_NO_PAD.decode(sig).expect("accepted a signature that is not base64url");
+    let tag = URL_SAFE_NO_PAD
+        .decode(sig)
+        .expect("accepted a signature that is not base64url");
 
     // alg: one the policy allows, and the one the signature was made with.
-    let alg = header["alg"].as_str().expect("accepted a header without a string alg");
+    let alg = header["alg"]
+        .as_str()
+        .expect("accepted a header without a string alg");
     assert!(
         jwt.algorithms.iter().any(|a| a.name() == alg),
         "accepted alg {alg}, which the policy does not allow"
@@ -184,7 +189,10 @@ fn check_accepted(
         "HS512" => mac::<Hmac<Sha512>>(secret, input.as_bytes()),
         other => panic!("accepted alg {other}"),
     };
-    assert_eq!(tag, expected, "accepted a signature that is not the {alg} HMAC");
+    assert_eq!(
+        tag, expected,
+        "accepted a signature that is not the {alg} HMAC"
+    );
 
     // The time claims, the lifetime and the skew.
     let skew = jwt.clock_skew_s;
@@ -194,18 +202,31 @@ fn check_accepted(
     assert!(iat <= now + skew, "accepted a token issued in the future");
     assert!(now <= exp + skew, "accepted an expired token");
     assert!(exp >= iat, "accepted exp before iat");
-    assert!(exp - iat <= jwt.max_lifetime_s, "accepted a lifetime over the maximum");
+    assert!(
+        exp - iat <= jwt.max_lifetime_s,
+        "accepted a lifetime over the maximum"
+    );
     if let Some(nbf) = claims.get("nbf") {
         let nbf = date(Some(nbf), true).expect("accepted an nbf that is not a NumericDate");
         assert!(now >= nbf - skew, "accepted a token before its nbf");
     }
 
     // The body digest, the issuer, the audience and the request binding.
-    let digest = claims["body_sha256"].as_str().expect("accepted no body_sha256");
-    let hex: String = verified.body_sha256.iter().map(|b| format!("{b:02x}")).collect();
+    let digest = claims["body_sha256"]
+        .as_str()
+        .expect("accepted no body_sha256");
+    let hex: String = verified
+        .body_sha256
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     assert_eq!(digest, hex, "the verified digest is not the token's");
     if let Some(issuer) = &jwt.issuer {
-        assert_eq!(claims["iss"].as_str(), Some(issuer.as_str()), "accepted another iss");
+        assert_eq!(
+            claims["iss"].as_str(),
+            Some(issuer.as_str()),
+            "accepted another iss"
+        );
     }
     if let Some(audience) = &jwt.audience {
         let named = match &claims["aud"] {
