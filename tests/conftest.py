@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import time
 from pathlib import Path
 from typing import Callable
@@ -27,6 +26,8 @@ from tollgate_tooling.faults import TcpForwarder
 from tollgate_tooling.fleet import Fleet, FleetConfig
 from tollgate_tooling.gateway import Gateway, Ledger, mysql_connect
 from tollgate_tooling.leaks import find_credentials
+from tollgate_tooling.log_faults import PATTERNS as LOG_FAULT_PATTERNS
+from tollgate_tooling.log_faults import report as fault_report
 from tollgate_tooling.stack import Stack, StackConfig, StackError
 
 #: Short cache lifetimes so revocation and fault tests finish in seconds.
@@ -36,9 +37,9 @@ TEST_FILTER_OVERRIDES = {
 }
 
 #: What a filter panic or a V8 trap looks like in Envoy's log (the native
-#: module logs a caught panic as "fault caught").
-WASM_FAILURE = re.compile(
-    r"panicked at|wasm trap|Function: .* failed|RuntimeError|unreachable|tollgate: fault caught", re.I)
+#: module logs a caught panic as "fault caught"); every process's patterns
+#: are in tollgate_tooling.log_faults.
+WASM_FAILURE = LOG_FAULT_PATTERNS["envoy"]
 
 #: The builds every test runs against (``TOLLGATE_TEST_FILTERS``, comma-separated).
 FILTER_BUILDS = [b for b in os.environ.get("TOLLGATE_TEST_FILTERS", "wasm,native").split(",") if b]
@@ -138,7 +139,9 @@ def start_stack(state_dir: Path, database_url: str | None, **config) -> Stack:
     try:
         return stack.start()
     except StackError as err:
-        pytest.fail(f"the stack did not start: {err}", pytrace=False)
+        faults = stack.log_faults()
+        pytest.fail(f"the stack did not start: {err}"
+                    + (f"\n{fault_report(faults)}" if faults else ""), pytrace=False)
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -163,14 +166,19 @@ def no_credentials_in_logs(tmp_path_factory):
 
 
 def stop_stack(stack: Stack) -> None:
-    """Stop the stack and fail if the filter panicked or trapped in Envoy."""
+    """Stop the stack and fail if one of its processes panicked, trapped or
+    raised (``assert_no_log_faults``)."""
     stack.stop()
-    assert_no_wasm_failure(stack)
+    assert_no_log_faults(stack)
 
 
-def assert_no_wasm_failure(stack: Stack) -> None:
-    failures = [line for line in stack.envoy.log_text().splitlines() if WASM_FAILURE.search(line)]
-    assert not failures, "Envoy's log shows a filter failure:\n" + "\n".join(failures[:20])
+def assert_no_log_faults(*launchers: Stack | Fleet) -> None:
+    """Fail, quoting the lines and naming the logs, if the log of a process
+    the stacks or fleets started shows a panic, a traceback or a filter
+    fault that no test said it causes (``Stack.expect_fault``)."""
+    faults = [fault for launcher in launchers for fault in launcher.log_faults()]
+    if faults:
+        pytest.fail(fault_report(faults), pytrace=False)
 
 
 class MysqlDatabase:
@@ -277,8 +285,7 @@ def fleet_of_its_own(state_dir: Path, server_url: str, name: str, **config):
         fleet.stop()
         link.close()
         db.drop()
-        for envoy in fleet.envoys:
-            assert_no_wasm_failure(envoy)
+        assert_no_log_faults(fleet)
 
 
 @pytest.fixture(scope="module")

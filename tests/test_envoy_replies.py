@@ -17,7 +17,7 @@ import time
 import pytest
 import requests
 
-from conftest import STARTED, TEST_FILTER_OVERRIDES, sqlite_gateway_of_its_own
+from conftest import STARTED, TEST_FILTER_OVERRIDES, sqlite_gateway_of_its_own, stop_stack
 from tollgate_tooling.gateway import ANALYZE, Gateway, assert_error
 from tollgate_tooling.stack import Stack, StackConfig, StackError
 
@@ -127,7 +127,7 @@ def test_a_filter_configuration_that_does_not_load_keeps_the_listener_closed(tmp
                           headers={"Authorization": f"Bearer {stack.create_key('bad')['key']}"})
         seen = requests.get(stack.ai_server_url + "/_debug/requests", timeout=5).json()
     finally:
-        stack.stop()
+        stop_stack(stack)
     assert code not in (0, None), f"envoy exited with {code}"
     assert "invalid plugin configuration: callout_timeout_ms" in log, log[-2000:]
     # Each build's way of refusing to serve without the filter: proxy-wasm's

@@ -19,6 +19,7 @@ from google.genai import types as genai_types
 
 from tollgate_tooling.gateway import Gateway
 from tollgate_tooling.llm_clients import anthropic_client, gemini_client, openai_client
+from tollgate_tooling.log_faults import LLM_UPSTREAM_ABORT
 
 PROMPT = "count the tokens of this prompt"
 #: llm-upstream's rule: one token per word, plus one per message.
@@ -180,6 +181,9 @@ def test_a_client_that_closes_mid_stream_gives_an_estimated_row(gw: Gateway, key
 @pytest.mark.parametrize("fault", ["omit-usage", "abort"])
 def test_an_upstream_that_omits_usage_or_aborts_gives_an_estimated_row(
         gw: Gateway, key: str, fault: str):
+    if fault == "abort":
+        gw.stack.expect_fault("llm-upstream", LLM_UPSTREAM_ABORT,
+                              "the abort fault raises mid-stream, and gunicorn logs it")
     _, claude, _ = clients(gw, key)
     raw = claude.messages.with_raw_response.create(
         model="claude-test", max_tokens=50, messages=MESSAGES, stream=True,

@@ -53,6 +53,7 @@ import pytest
 from conftest import fleet_of_its_own, sqlite_gateway_of_its_own
 from tollgate_tooling.gateway import Gateway, Ledger
 from tollgate_tooling.llm_clients import openai_client
+from tollgate_tooling.log_faults import LLM_UPSTREAM_ABORT
 
 PROMPT = "count the tokens of this prompt"
 MESSAGES = [{"role": "user", "content": PROMPT}]
@@ -404,6 +405,8 @@ def test_aborted_streams_are_estimated_and_give_back_what_they_did_not_use(own: 
         chat(client, cap=cap, reply=5)
     assert_token_refusal(refused.value, "tokens", limit, DAY_S)
     aborted = []
+    gw.stack.expect_fault("llm-upstream", LLM_UPSTREAM_ABORT,
+                          "the abort fault raises mid-stream, and gunicorn logs it")
     for i in range(8):
         if i < 2:
             raw = held[i]

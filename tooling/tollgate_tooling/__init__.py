@@ -11,6 +11,10 @@ Modules:
 * ``with_mariadb``: runs a command with a MariaDB at TOLLGATE_TEST_MYSQL_URL.
 * ``gateway``, ``faults``, ``leaks``: a client's view of a running stack, the
   fault tests' load and TCP forwarder, and the credential finder.
+* ``collected``: a pytest plugin that writes down what a session collected
+  (node ids, markers, fixtures), for tests/test_guarantees.py.
+* ``log_faults``: what a panic, a traceback or a filter fault looks like in
+  each process's log, and the scanner every stack's stop runs in the tests.
 
 scripts/setup.sh installs it into .venv in editable mode, so ``REPO_ROOT`` is
 the checkout these files live in: the tooling works on the repository's

@@ -33,6 +33,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from tollgate_tooling import envoy_config
+from tollgate_tooling.log_faults import Fault
 from tollgate_tooling.stack import (  # the one launcher
     ROOT, Stack, StackConfig, StackError, StopSignals, _load_or_make_secrets, curl_example, exited,
     free_port, http_get, mint_token, start_with_demo_key)
@@ -218,6 +219,11 @@ class Fleet:
     @property
     def created_keys(self) -> list[str]:
         return [k for stack in self.stacks for k in stack.created_keys]
+
+    def log_faults(self) -> list[Fault]:
+        """Panics, tracebacks and faults in the log of every process of the
+        fleet (``Stack.log_faults`` of each member)."""
+        return [fault for stack in self.stacks for fault in stack.log_faults()]
 
     def sidecar_health(self, envoy: int) -> list[bool]:
         """Whether Envoy ``envoy`` would send a callout to each sidecar now:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from tollgate_tooling import REPO_ROOT as ROOT
 from tollgate_tooling import envoy_config  # one template for every profile
+from tollgate_tooling.log_faults import ExpectedFault, Fault, scan as scan_log
 
 #: The sidecar and its CLI, ``cargo build --profile sidecar -p tollgate-sidecar``.
 SIDECAR_BIN = ROOT / "target/sidecar/tollgate"
@@ -259,6 +260,8 @@ class Stack:
         #: CLI here, or recorded by whoever created one through the admin
         #: API), so a test can look for them where they must never be.
         self.created_keys: list[str] = []
+        #: Faults a test causes on purpose, which ``log_faults`` lets pass.
+        self.expected_faults: list[ExpectedFault] = []
         self.envoy_config = c.state_dir / "envoy.yaml"
         self.envoy_unflushed = 0  # usage records lost at the last stop_envoy()
         self.envoy = Service(
@@ -463,6 +466,22 @@ class Stack:
                 int(stats.get(f"{self.metric_prefix}{USAGE_BUFFERED_GAUGE}") or 0))
 
     # -- helpers for users and tests ---------------------------------------
+    @property
+    def services(self) -> tuple[Service, ...]:
+        return (self.sidecar, self.ai_server, self.llm_upstream, self.envoy)
+
+    def expect_fault(self, service: str, pattern: str, reason: str) -> None:
+        """A test causes faults in ``service``'s log on purpose: those whose
+        last line (a traceback's exception line) matches ``pattern``."""
+        self.expected_faults.append(ExpectedFault(service, pattern, reason))
+
+    def log_faults(self) -> list[Fault]:
+        """Panics, tracebacks and faults in the logs of this stack's
+        processes (each log whole: a process started again appends to it),
+        but those a test said it causes (``expect_fault``)."""
+        return [fault for service in self.services
+                for fault in scan_log(service.log, service.name, self.expected_faults)]
+
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         """Run the ``tollgate`` CLI against this stack's database."""
         env = {**self.sidecar_env}
