@@ -34,6 +34,7 @@ from standardwebhooks.webhooks import Webhook
 from conftest import sqlite_gateway_of_its_own
 from tollgate_tooling.gateway import Gateway
 from tollgate_tooling.stack import free_port
+from tollgate_tooling.windows import clear_of_the_utc_day_end  # noqa: F401 (an autouse fixture)
 
 pytestmark = pytest.mark.filter_builds("wasm")
 

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import requests
 
 from tollgate_tooling.gateway import Gateway, assert_error
 
@@ -30,14 +33,30 @@ def key(gateway: Gateway) -> str:
     return gateway.new_key("client-headers")["key"]
 
 
+def worker_connections(gateway: Gateway) -> dict[str, int]:
+    """Connections each of Envoy's workers accepted on the gateway listener."""
+    found = re.compile(rf"^listener\.[^ ]*_{gateway.stack.config.envoy_port}\.(worker_\d+)\.downstream_cx_total$")
+    return {m.group(1): value for name, value in gateway.stack.envoy_stats().items()
+            if (m := found.match(name))}
+
+
 def test_request_ids_share_no_structure(gateway: Gateway):
-    """Ids seen by one client, in a row, on every worker: no two share a
-    half (the per-worker prefix ids once had), and neighbours differ in about
-    half of their 128 bits, as independent random ids do."""
-    ids = []
-    for _ in range(200):
-        body = assert_error(gateway.post(BODY, None), 401, "missing_api_key")
-        ids.append(int(body["request_id"], 16))
+    """Ids seen by clients on fresh connections, so from every worker: no
+    two share a half (the per-worker prefix ids once had), and neighbours
+    differ in about half of their 128 bits, as independent random ids do."""
+    before = worker_connections(gateway)
+    assert len(before) >= 2, f"the stack runs one Envoy worker: {before}"
+
+    def one(_: int) -> int:
+        resp = requests.post(gateway.stack.gateway + "/proxy/analyze", data=BODY, timeout=10,
+                             headers={"Connection": "close", "Content-Type": "application/json"})
+        return int(assert_error(resp, 401, "missing_api_key")["request_id"], 16)
+
+    with ThreadPoolExecutor(8) as pool:
+        ids = list(pool.map(one, range(200)))
+    served = {w: n - before.get(w, 0) for w, n in worker_connections(gateway).items()}
+    assert sum(served.values()) >= 200 and all(n > 0 for n in served.values()), (
+        f"not every worker served these ids: {served}")
     assert len({i >> 64 for i in ids}) == len(ids), "ids share their high half"
     assert len({i & (2**64 - 1) for i in ids}) == len(ids), "ids share their low half"
     differing = [bin(a ^ b).count("1") for a, b in zip(ids, ids[1:])]

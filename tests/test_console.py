@@ -31,6 +31,7 @@ import pytest
 import requests
 
 from tollgate_tooling.gateway import Gateway, assert_error, sidecar_request
+from tollgate_tooling.windows import clear_of_the_utc_day_end  # noqa: F401 (an autouse fixture)
 
 CHROMIUM = "/usr/bin/chromium"
 ARTEFACTS = Path(__file__).resolve().parent / "artifacts" / "console"

@@ -129,11 +129,26 @@ def test_envoy_admin_listens_on_loopback_in_every_profile(profile: str):
     assert config["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
 
 
+def container_port(port) -> int:
+    """The container port of a Compose ``ports`` entry: ``"8001"``,
+    ``"8001:8001"``, ``"127.0.0.1:3000:3000"``, ``"8001/tcp"`` or the long
+    form's ``target``."""
+    if isinstance(port, dict):
+        return int(port["target"])
+    return int(str(port).rsplit(":", 1)[-1].split("/")[0])
+
+
 def test_compose_publishes_no_admin_port():
+    admin = load_yaml(envoy_config.render("compose"))["admin"]["address"]["socket_address"]
     compose = load_yaml((ROOT / "docker-compose.yml").read_text())
-    for name, service in compose["services"].items():
-        for port in service.get("ports", []):
-            assert "9901" not in str(port), f"{name} publishes Envoy's admin port: {port}"
+    published = {(name, container_port(port))
+                 for name, service in compose["services"].items()
+                 for port in service.get("ports", [])}
+    assert ("envoy", 8001) in published, published
+    assert all(port != admin["port_value"] for _, port in published), (
+        f"Envoy's admin port {admin['port_value']} is published: {sorted(published)}")
+    assert container_port({"target": 9901}) == 9901
+    assert container_port("127.0.0.1:9901:9901/tcp") == 9901
 
 
 @pytest.mark.parametrize("profile", ["local", "compose", "kubernetes"])

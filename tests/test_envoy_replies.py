@@ -27,7 +27,7 @@ BODY = b'{"text": "is anyone there?"}'
 REQUEST_TIMEOUT_S = 2
 ROUTE_TIMEOUT_S = 2
 #: How much later than its bound an answer may come on two shared cores.
-MARGIN_S = 3.0
+MARGIN_S = 1.0
 
 
 @pytest.fixture(scope="module")

@@ -45,9 +45,14 @@ from tollgate_tooling.stack import USAGE_BUFFERED_GAUGE
 
 BODY = b'{"text": "metering must survive faults"}'
 
-#: How much slower than the callout timeout an answer may be: the client, the
-#: stack and other engineers' builds share two cores.
-LATENCY_MARGIN_S = 2.5
+#: How much slower than the callout timeout an answer may be: the client and
+#: the stack share two cores (measured 2026-12-07 with other tests running
+#: beside: slowest answer 0.18 s unstalled, 0.57 s stalled, against 0.5 s).
+LATENCY_MARGIN_S = 1.0
+
+#: How many of the 20 real keys must be served under overload (measured: 20
+#: of 20); a 503 costs one only when its look-up missed the callout timeout.
+REAL_KEYS_SERVED = 15
 
 
 @pytest.fixture(scope="module")
@@ -279,10 +284,11 @@ def test_verify_under_overload_answers_within_the_callout_timeout(gw: Gateway, f
            for kind, keys in by_kind.items()}
     print(f"real keys: {dict(got['real'])}; unknown keys: {dict(got['unknown'])}")
     # An unknown key is never let through, a real key never called unknown;
-    # overload may cost a real key a 503, not every one of them.
+    # overload may cost a real key a 503, not more than a few of them.
     assert got["unknown"][(200, None)] == 0, f"an unknown key was served: {got}"
     assert got["real"][(401, "invalid_api_key")] == 0, f"a real key was called unknown: {got}"
-    assert got["real"][(200, None)] > 0, f"no real key was served under overload: {got}"
+    assert got["real"][(200, None)] >= REAL_KEYS_SERVED, (
+        f"fewer than {REAL_KEYS_SERVED} of 20 real keys served under overload: {got}")
 
     # A database that stopped answering: look-ups hang in the sidecar until
     # its own look-up timeout (and queue for its 16 look-up connections),

@@ -35,6 +35,7 @@ import requests
 from conftest import mysql_gateway_via_forwarder
 from tollgate_tooling.faults import TcpForwarder
 from tollgate_tooling.gateway import Gateway
+from tollgate_tooling.windows import clear_of_the_utc_day_end  # noqa: F401 (an autouse fixture)
 
 BODY = json.dumps({"text": "the victim's own words"}).encode()
 LIMIT = 1000

@@ -27,6 +27,7 @@ from test_teams import team_rows as ledger_rows
 from test_token_quotas import STREAMS, chat, sf_items, spend, tally
 from tollgate_tooling.gateway import Gateway
 from tollgate_tooling.llm_clients import openai_client
+from tollgate_tooling.windows import clear_of_the_utc_day_end  # noqa: F401 (an autouse fixture)
 
 #: 2 USD in micro-units.
 LIMIT = 2_000_000

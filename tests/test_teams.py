@@ -30,6 +30,7 @@ from conftest import fleet_of_its_own
 from test_token_quotas import CAP, STREAMS, chat, reservation, sf_items, spend, tally, total
 from tollgate_tooling.gateway import Gateway
 from tollgate_tooling.llm_clients import openai_client
+from tollgate_tooling.windows import clear_of_the_utc_day_end  # noqa: F401 (an autouse fixture)
 
 BODY = b'{"text": "hello team"}'
 LIMIT = 5000

@@ -54,6 +54,7 @@ from conftest import fleet_of_its_own, sqlite_gateway_of_its_own
 from tollgate_tooling.gateway import Gateway, Ledger
 from tollgate_tooling.llm_clients import openai_client
 from tollgate_tooling.log_faults import LLM_UPSTREAM_ABORT
+from tollgate_tooling.windows import clear_of_the_utc_day_end  # noqa: F401 (an autouse fixture)
 
 PROMPT = "count the tokens of this prompt"
 MESSAGES = [{"role": "user", "content": PROMPT}]

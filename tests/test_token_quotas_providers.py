@@ -39,6 +39,7 @@ from test_token_quotas import (  # noqa: F401  (own: the module's stack, a fixtu
     rows_of, seconds_to_window_end, sf_items, upstream_headers)
 from tollgate_tooling.gateway import Gateway, Ledger
 from tollgate_tooling.llm_clients import anthropic_client, openai_client, signer
+from tollgate_tooling.windows import clear_of_the_utc_day_end  # noqa: F401 (an autouse fixture)
 
 #: The cap the Anthropic calls set, and what llm-upstream is asked to reply
 #: (at least the cap: each call uses its whole output reservation).

@@ -206,6 +206,25 @@ async fn racing_claims_of_one_jti_have_one_winner(backend: Backend) {
 
 async fn bad_claims_are_refused_naming_the_field(backend: Backend) {
     let h = Harness::new(backend).await;
+    // Without the internal token (none, or a wrong one), a claim is refused
+    // before it is read, and claims nothing.
+    let fingerprint = "00112233445566778899aabbccddeeff";
+    let good = json!({"fingerprint": fingerprint, "expires_at": now_s() + 60, "key_id": 1});
+    for token in [None, Some("not-the-internal-token")] {
+        let mut request = Request::post(JTI_CLAIM_PATH).header("content-type", "application/json");
+        if let Some(token) = token {
+            request = request.header(INTERNAL_TOKEN_HEADER, token);
+        }
+        let reply = h
+            .send(request.body(Body::from(good.to_string())).unwrap())
+            .await;
+        reply.expect_error(StatusCode::UNAUTHORIZED, "unauthorized");
+    }
+    assert_eq!(
+        claim(&h, fingerprint, now_s() + 60).await.json(),
+        json!({"claimed": true}),
+        "a refused claim took the jti"
+    );
     for (body, field) in [
         (
             json!({"fingerprint": "ABC", "expires_at": 1, "key_id": 1}),
