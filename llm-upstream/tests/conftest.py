@@ -26,7 +26,8 @@ GUNICORN = Path(sys.executable).parent / "gunicorn"
 #: What each module the tests need is installed by.
 PACKAGES = {"openai": "openai", "anthropic": "anthropic", "google.genai": "google-genai",
             "httpx2": "google-genai (its HTTP client, httpx2)",
-            "tollgate_tooling.stack": "the tooling package (tooling/)"}
+            "tollgate_tooling.stack": "the tooling package (tooling/)",
+            "tollgate_tooling.log_faults": "the tooling package (tooling/)"}
 
 
 def need(module: str):
@@ -80,6 +81,14 @@ def upstream(tmp_path_factory) -> str:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+    # Its log shows no traceback or lost worker but those the fault
+    # switches' tests ask for (tollgate_tooling.log_faults).
+    log_faults = need("tollgate_tooling.log_faults")
+    aborts = log_faults.ExpectedFault("llm-upstream", log_faults.LLM_UPSTREAM_ABORT,
+                                      "the abort fault switch's tests raise it mid-stream")
+    faults = log_faults.scan(log, "llm-upstream", [aborts])
+    if faults:
+        pytest.fail(log_faults.report(faults), pytrace=False)
 
 
 class Rule:

@@ -24,6 +24,9 @@ def stack(need, tmp_path_factory):
         yield stack
     finally:
         stack.stop()
+    faults = stack.log_faults()
+    if faults:
+        pytest.fail(need("tollgate_tooling.log_faults").report(faults), pytrace=False)
 
 
 @pytest.fixture(scope="module")
