@@ -259,7 +259,9 @@ def fleet_of_its_own(state_dir: Path, server_url: str, name: str, **config):
     TEST_FILTER_OVERRIDES) on a MariaDB database of its own, which the sidecars reach
     through a TCP forwarder the test can cut (``fleet.db_link``); its usage
     ledger is ``fleet.ledger``. Sidecars a test left stopped are started
-    again first, so the Envoys' last usage is taken in at the stop."""
+    again first, so the Envoys' last usage is taken in at the stop; the
+    teardown fails when a process exits non-zero on that graceful stop or
+    an Envoy stops with usage records unflushed (``Fleet.unclean_stop``)."""
     db = MysqlDatabase(server_url, f"{name}_{time.time_ns()}")
     server = urlparse(server_url)
     link = TcpForwarder((server.hostname or "127.0.0.1", server.port or 3306))
@@ -282,15 +284,19 @@ def fleet_of_its_own(state_dir: Path, server_url: str, name: str, **config):
         for sidecar in fleet.sidecars:
             if not sidecar.alive():
                 sidecar.start()
-        fleet.stop()
+        codes = fleet.stop()
         link.close()
         db.drop()
         assert_no_log_faults(fleet)
+        problems = fleet.unclean_stop(codes)
+        if problems:
+            pytest.fail("the fleet did not stop cleanly: " + "; ".join(problems), pytrace=False)
 
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory, mysql_server, filter_build) -> Fleet:
-    """3 Envoys and 2 sidecars on MariaDB, for the module's tests."""
+    """3 Envoys (2 worker threads each) and 2 sidecars on MariaDB, for the
+    module's tests."""
     with fleet_of_its_own(tmp_path_factory.mktemp("fleet"), mysql_server,
                           "tollgate_e2e_fleet") as running:
         yield running

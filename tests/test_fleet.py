@@ -1,7 +1,9 @@
 """A fleet on one machine keeps its guarantees when a sidecar dies, drains or
 loses the database: 3 Envoys and 2 sidecars over one MariaDB database
-(``tollgate_tooling.fleet``, the ``fleet`` fixture of conftest.py), real processes
-on loopback, a steady load spread over the 3 Envoys with one cached key.
+(``tollgate_tooling.fleet``, the ``fleet`` fixture of conftest.py; 2 worker
+threads per Envoy, so what an instance's workers share is shared here too),
+real processes on loopback, a steady load spread over the 3 Envoys with one
+cached key.
 
 Each test counts on both sides afterwards: the request ids of the 2xx answers
 the clients saw against the rows of ``usage_log`` (exactly one each), and
@@ -41,6 +43,7 @@ import pytest
 import requests
 
 from conftest import fleet_of_its_own
+from tollgate_tooling import envoy_config
 from tollgate_tooling.faults import Load, wait_until_metered
 from tollgate_tooling.gateway import Gateway, assert_error
 
@@ -49,6 +52,21 @@ BODY = b'{"text": "a fleet of gateways"}'
 #: Answers the load must see between two steps: the fleet shares two cores
 #: with its clients, so a step lasts about a second.
 STEP = 60
+
+#: Slack on a bound the health checks set, for a loaded 2-core machine (the
+#: fleet's 9 processes, its clients and the three admin endpoints read in
+#: turn): measured 0.46 to 0.98 s over 8 kills, against 1.5 s.
+HEALTH_MARGIN_S = 0.5
+
+
+def failover_bound_s(fleet) -> float:
+    """How long after a SIGKILL an Envoy may still list the dead sidecar.
+    GUARANTEES.md and SCALING.md give 0.9 s as measured, with health checks
+    every 500 ms: those take a failing sidecar out within
+    ``health_detection_bound_s`` (the check under way plus two failed ones,
+    1.5 s; outlier detection may be sooner), plus ``HEALTH_MARGIN_S``."""
+    return (envoy_config.health_detection_bound_s(fleet.config.health_interval_ms)
+            + HEALTH_MARGIN_S)
 
 
 @pytest.fixture
@@ -98,6 +116,7 @@ def test_sidecars_killed_one_after_the_other_under_load(fleet, gw: Gateway):
     first, second = fleet.sidecars
     cold_served: dict[int, set[str]] = {}
     out_after = []
+    bound = failover_bound_s(fleet)
 
     with Load(gw, key["key"], workers=6, urls=fleet.gateways) as load:
         load.wait_for(STEP)
@@ -105,7 +124,11 @@ def test_sidecars_killed_one_after_the_other_under_load(fleet, gw: Gateway):
             victim.kill()
             killed = time.monotonic()
             expected = [s is survivor for s in fleet.sidecars]
-            out_after.append(fleet.wait_sidecars_healthy(expected, timeout=10))
+            fleet.wait_sidecars_healthy(expected, timeout=10)
+            out_after.append(time.monotonic() - killed)
+            assert out_after[-1] <= bound, (
+                f"sidecar-{victim.index} was in a cluster {out_after[-1]:.2f} s after its "
+                f"SIGKILL (bound {bound:.1f} s)")
             # Callouts of the cached key go to the survivor from now on...
             past_positive_ttl(fleet)
             load.wait_for(STEP)
@@ -124,7 +147,7 @@ def test_sidecars_killed_one_after_the_other_under_load(fleet, gw: Gateway):
         wait_until_metered(fleet.ledger, key_id, ids)
     print(f"sidecars SIGKILLed in turn: {len(load.served())} served over "
           f"{len(fleet.gateways)} Envoys, all metered once; out of every cluster "
-          f"{out_after[0]:.2f} s and {out_after[1]:.2f} s after the kill")
+          f"{out_after[0]:.2f} s and {out_after[1]:.2f} s after the kill (bound {bound:.1f} s)")
 
 
 def test_a_draining_sidecar_leaves_the_clusters_before_it_stops(fleet, gw: Gateway):

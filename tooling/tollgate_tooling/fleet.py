@@ -12,8 +12,9 @@ and outlier detection (``envoy_config``); every sidecar drains for longer
 than those checks need to take it out (``TOLLGATE_DRAIN_PERIOD``).
 
 For tests and benchmarks (``tests/conftest.py``'s ``fleet`` fixture), and for
-a person (``make fleet``, N=3 and M=2 unless ``ENVOYS=`` / ``SIDECARS=``):
-  .venv/bin/python -m tollgate_tooling.fleet run [--envoys N] [--sidecars M]
+a person (``make fleet``, N=3 and M=2 unless ``ENVOYS=`` / ``SIDECARS=``;
+2 worker threads per Envoy unless ``--concurrency``):
+  .venv/bin/python -m tollgate_tooling.fleet run [--envoys N] [--sidecars M] [--concurrency W]
 ``make fleet`` uses ``DATABASE_URL`` when it names MySQL, else the database
 ``tollgate_fleet`` on the server of ``TOLLGATE_TEST_MYSQL_URL`` (a throwaway
 MariaDB when none answers there; ``tollgate_tooling.with_mariadb``).
@@ -48,8 +49,11 @@ class FleetConfig:
     database_url: str
     envoys: int = 3
     sidecars: int = 2
-    #: Worker threads of each Envoy (the machine has few cores for many Envoys).
-    envoy_concurrency: int = 1
+    #: Worker threads of each Envoy: two, so that what the workers of one
+    #: instance share (the replay store, the key change feed's state, the
+    #: quota budgets) is shared on every Envoy of a fleet too; not more, as
+    #: the machine has few cores for many Envoys.
+    envoy_concurrency: int = 2
     #: How often each Envoy checks each sidecar's /readyz.
     health_interval_ms: int = 500
     #: The filter configuration of every Envoy, and per instance (by index)
@@ -198,7 +202,9 @@ class Fleet:
 
     def stop(self) -> dict:
         """Envoys first, each gracefully (its usage goes to a sidecar), then
-        the ai-server, llm-upstream and the sidecars (which drain together)."""
+        the ai-server, llm-upstream and the sidecars (which drain together).
+        Each process's exit code by name (``envoy-0``, ``sidecar-1``, ...;
+        None: it was not running); ``unclean_stop`` reads them."""
         codes = {f"envoy-{i}": e.stop_envoy() for i, e in enumerate(self.envoys)}
         codes["ai-server"] = self.ai.ai_server.stop()
         codes["llm-upstream"] = self.ai.llm_upstream.stop()
@@ -207,6 +213,17 @@ class Fleet:
         for sidecar in self.sidecars:
             codes[f"sidecar-{sidecar.index}"] = sidecar.stop()
         return codes
+
+    def unclean_stop(self, codes: dict) -> list[str]:
+        """What went wrong in the stop that returned ``codes``: a process
+        that exited non-zero (or by a signal: it outlived its graceful stop
+        and was killed), and an Envoy that stopped with usage records still
+        buffered (``Stack.envoy_unflushed``), each named."""
+        problems = [f"{name} exited with {code}" for name, code in codes.items()
+                    if code not in (0, None)]
+        problems += [f"envoy-{i} stopped with {envoy.envoy_unflushed} usage records unflushed"
+                     for i, envoy in enumerate(self.envoys) if envoy.envoy_unflushed]
+        return problems
 
     # -- helpers for users and tests ---------------------------------------
     def create_key(self, name: str, *extra: str) -> dict:
@@ -295,7 +312,8 @@ def run(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="tollgate_tooling.fleet run", description=__doc__.splitlines()[0])
     parser.add_argument("--envoys", type=int, default=int(os.environ.get("ENVOYS") or 3))
     parser.add_argument("--sidecars", type=int, default=int(os.environ.get("SIDECARS") or 2))
-    parser.add_argument("--concurrency", type=int, default=1, help="worker threads per Envoy")
+    parser.add_argument("--concurrency", type=int, default=FleetConfig.envoy_concurrency,
+                        help="worker threads per Envoy (default %(default)s)")
     args = parser.parse_args(argv)
     state_dir = ROOT / ".tollgate" / "fleet"
     values = _load_or_make_secrets(state_dir)
@@ -343,8 +361,10 @@ Ctrl-C stops everything.
             time.sleep(0.5)
     finally:
         print("stopping ...", flush=True)
-        fleet.stop()
-    return 0
+        problems = fleet.unclean_stop(fleet.stop())
+        for problem in problems:
+            print(f"make fleet: {problem}", file=sys.stderr)
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":
