@@ -11,9 +11,12 @@ documented row; refusals come in the provider's error shape."""
 
 from __future__ import annotations
 
+import json
+
 import anthropic
 import openai
 import pytest
+import requests
 from google.genai import errors as genai_errors
 from google.genai import types as genai_types
 
@@ -97,6 +100,36 @@ def test_an_openai_stream_without_include_usage_is_still_metered_reported(gw: Ga
     text = "".join(c.choices[0].delta.content or "" for c in chunks)
     assert len(text.split()) == REPLY_TOKENS
     assert_row(row(gw, raw.headers["x-request-id"]), "openai.chat", "gpt-test", True,
+               "reported", (PROMPT_TOKENS, REPLY_TOKENS, 0, 0))
+
+
+@pytest.mark.parametrize("ask_usage", [False, True])
+def test_a_stream_whose_last_event_is_unterminated_reaches_the_client_whole(
+        gw: Gateway, key: str, ask_usage: bool):
+    """The upstream closes a chat stream without the blank line that ends its
+    last event: the client still gets every byte of it, both when the
+    gateway holds an event to keep the usage chunk back (the client did not
+    ask for usage) and when it passes the stream as it is."""
+    body = {"model": "gpt-test", "messages": MESSAGES, "stream": True}
+    if ask_usage:
+        body["stream_options"] = {"include_usage": True}
+    payload = json.dumps(body).encode()
+    resp = gw.post(payload, key, path="/v1/chat/completions",
+                   headers={"x-llm-upstream-fault": "unterminated"})
+    assert resp.status_code == 200, resp.text
+    # Straight from the upstream, for what the stream ends with.
+    direct = requests.post(gw.stack.llm_upstream_url + "/v1/chat/completions", data=payload,
+                           headers={"Content-Type": "application/json",
+                                    "x-llm-upstream-fault": "unterminated"}, timeout=30)
+    assert direct.content.endswith(b"data: [DONE]\n") and not direct.content.endswith(b"\n\n")
+    assert resp.content.endswith(b"data: [DONE]\n"), resp.content[-200:]
+    events = [e for e in resp.content.split(b"\n\n") if e.strip()]
+    usage_chunks = [e for e in events if b'"usage":{' in e]
+    assert len(usage_chunks) == (1 if ask_usage else 0), events[-3:]
+    words = "".join(json.loads(e[len(b"data: "):])["choices"][0]["delta"].get("content") or ""
+                    for e in events if e.startswith(b"data: {") and b'"choices":[{' in e)
+    assert len(words.split()) == REPLY_TOKENS, words
+    assert_row(row(gw, resp.headers["x-request-id"]), "openai.chat", "gpt-test", True,
                "reported", (PROMPT_TOKENS, REPLY_TOKENS, 0, 0))
 
 

@@ -136,6 +136,12 @@ impl StreamHost for Wasm {
     }
 
     fn response_chunk(&self, size: usize) -> Option<Vec<u8>> {
+        // The host answers an empty read with no buffer at all; the empty
+        // chunk that ends a stream is still a chunk, and the flow must see
+        // it to pass on what it held back.
+        if size == 0 {
+            return Some(Vec::new());
+        }
         hostcalls::get_buffer(BufferType::HttpResponseBody, 0, size)
             .ok()
             .flatten()

@@ -9,7 +9,9 @@ each token and ``first_token_delay_s`` more before the first. Under
 tokens, or before the first closing event, whichever comes first: the
 client has the opening events and some tokens, never the final usage.
 Under ``stream-error`` the provider's mid-stream error event is sent at
-that point instead, and the stream ends there.
+that point instead, and the stream ends there. Under ``unterminated`` the
+last event goes without the blank line that ends it: the stream ends on
+its last line's newline.
 
 A whole (non-streamed) answer waits as long as its tokens would have taken,
 then is sent at once; under ``abort`` only the first half of the body is
@@ -78,10 +80,25 @@ def _paced(events: Iterable[Event], knobs: Knobs, stream_error: StreamError) -> 
         yield event.data
 
 
+def _unterminated(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """``chunks``, each sent when the next is due, the last without the
+    newline of the blank line that ends its event."""
+    last = None
+    for chunk in chunks:
+        if last is not None:
+            yield last
+        last = chunk
+    if last is not None:
+        yield last[:-2] if last.endswith(b"\r\n\r\n") else last[:-1] if last.endswith(b"\n\n") else last
+
+
 def streamed(events: Iterable[Event], knobs: Knobs, headers: dict, stream_error: StreamError,
              content_type: str = "text/event-stream; charset=utf-8") -> Response:
     """A ``text/event-stream`` answer sending ``events`` as they are due."""
-    return Response(_paced(events, knobs, stream_error), status=200, content_type=content_type,
+    chunks = _paced(events, knobs, stream_error)
+    if knobs.has("unterminated"):
+        chunks = _unterminated(chunks)
+    return Response(chunks, status=200, content_type=content_type,
                     headers={"Cache-Control": "no-cache", **headers})
 
 

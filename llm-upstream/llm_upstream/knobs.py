@@ -13,7 +13,7 @@ PREFIX = "x-llm-upstream-"
 
 #: The fault switches ``x-llm-upstream-fault`` may name (comma-separated).
 FAULTS = frozenset({"omit-usage", "abort", "slow-first-token", "error", "stream-error",
-                    "ignore-cap", "bad-usage"})
+                    "ignore-cap", "bad-usage", "unterminated"})
 
 DEFAULT_REPLY_TOKENS = 12
 DEFAULT_FIRST_TOKEN_DELAY_MS = 1000
