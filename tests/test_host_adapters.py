@@ -124,6 +124,7 @@ import requests
 from conftest import sqlite_gateway_of_its_own
 from tollgate_tooling.gateway import Gateway, assert_error, ratelimit_field
 from tollgate_tooling.llm_clients import openai_client
+from tollgate_tooling.windows import clear_of_the_utc_day_end  # noqa: F401 (an autouse fixture)
 
 ROOT = Path(__file__).resolve().parent.parent
 BODY = b'{"text": "what does each host call do?"}'
