@@ -12,6 +12,7 @@ use tollgate_wire::UsageRecord;
 
 use super::dialect::Dialect;
 use super::rollup::{self, Grain};
+use super::sql::RowShape;
 use super::usage_log::{log_row, select_log};
 use super::{
     fresh_records, record_time, rollup_table, sql, summary_parts, InsertRows, LogFilter,
@@ -39,14 +40,16 @@ where
 {
     /// Which of `ids` name a key.
     pub async fn key_ids_among(&self, ids: &[i64]) -> Result<Vec<i64>, StoreError> {
-        let text = sql::known_key_ids(ids.len());
-        // One statement per id count: kept out of the statement cache, like
-        // the usage insert.
-        let mut query = sqlx::query_scalar(&text).persistent(false);
-        for id in ids {
-            query = query.bind(*id);
+        let mut known = Vec::new();
+        for chunk in sql::statement_chunks(ids, INSERT_CHUNK_ROWS) {
+            let text = sql::known_key_ids(chunk.len());
+            let mut query = sqlx::query_scalar::<_, i64>(&text);
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            known.extend(query.fetch_all(self.pool()).await?);
         }
-        Ok(query.fetch_all(self.pool()).await?)
+        Ok(known)
     }
 
     /// Whether a key has this id.
@@ -160,31 +163,34 @@ where
         // racing its original) wait for each other instead of deadlocking
         // on MySQL. On SQLite the first statement writes, so the transaction
         // holds the one write lock from its start: batches are stored one
-        // after another.
-        rows.sort_by(|a, b| a.0.request_id.cmp(&b.0.request_id));
+        // after another. The rows of each shape go in together.
+        rows.sort_by(|a, b| {
+            (RowShape::of(a.0), &a.0.request_id).cmp(&(RowShape::of(b.0), &b.0.request_id))
+        });
 
         let mut tx = self.pool().begin().await?;
         let mut ours: Vec<&UsageRecord> = Vec::with_capacity(rows.len());
         let (verb, on_duplicate) = DB::INSERT_USAGE;
-        for chunk in rows.chunks(how.rows_per_statement()) {
-            // Rows whose request_id is stored already are skipped and not
-            // counted in rows_affected.
-            let text = sql::insert_usage(verb, chunk.len(), on_duplicate);
-            // One statement per batch size: not kept in the connection's
-            // statement cache, which would hold up to 100 of them per
-            // connection (found by `make soak`: the sidecar's memory grew
-            // by megabytes a minute).
-            let insert = sql::bind_usage::<DB, DB::Time>(
-                sqlx::query(&text).persistent(false),
-                chunk,
-                prices,
-            );
-            let inserted = DB::rows_affected(&insert.execute(&mut *tx).await?);
-            if !how.keep(&mut ours, chunk, inserted) {
-                // Another batch stored some of these meanwhile: the caller
-                // looks them up and inserts the others row by row.
-                tx.rollback().await?;
-                return Ok(None);
+        let mut rest = &rows[..];
+        while let Some((first, _)) = rest.first() {
+            let shape = RowShape::of(first);
+            let same = rest.partition_point(|(r, _)| RowShape::of(r) == shape);
+            let (group, after) = rest.split_at(same);
+            rest = after;
+            for statement in sql::statement_chunks(group, how.rows_per_statement()) {
+                // Rows whose request_id is stored already are skipped and
+                // not counted in rows_affected. The statement is one of a
+                // few per connection (`sql::STATEMENT_ROWS` by shape), kept
+                // prepared in the connection's statement cache.
+                let text = sql::insert_usage(verb, shape, statement.len(), on_duplicate);
+                let insert = sql::bind_usage::<DB, DB::Time>(sqlx::query(&text), statement, prices);
+                let inserted = DB::rows_affected(&insert.execute(&mut *tx).await?);
+                if !how.keep(&mut ours, statement, inserted) {
+                    // Another batch stored some of these meanwhile: the caller
+                    // looks them up and inserts the others row by row.
+                    tx.rollback().await?;
+                    return Ok(None);
+                }
             }
         }
         for grain in Grain::KEPT {
@@ -193,10 +199,9 @@ where
                 .iter()
                 .map(|d| (d, DB::db_time(d.bucket_start)))
                 .collect();
-            for chunk in rows.chunks(INSERT_CHUNK_ROWS) {
+            for chunk in sql::statement_chunks(&rows, INSERT_CHUNK_ROWS) {
                 let text = sql::upsert_rollups(rollup_table(grain), &DB::UPSERT, chunk.len());
-                let upsert =
-                    sql::bind_rollups::<DB, DB::Time>(sqlx::query(&text).persistent(false), chunk);
+                let upsert = sql::bind_rollups::<DB, DB::Time>(sqlx::query(&text), chunk);
                 upsert.execute(&mut *tx).await?;
             }
         }
@@ -307,28 +312,36 @@ where
         Fut: Future<Output = ()>,
     {
         let batch_rows = batch_rows.clamp(1, PRUNE_MAX_BATCH_ROWS);
+        let keys: Vec<i64> = sqlx::query_scalar(sql::USAGE_KEY_IDS)
+            .fetch_all(self.pool())
+            .await?;
         let mut deleted = 0;
-        loop {
-            let done = self.prune_usage_batch(before, batch_rows).await?;
-            deleted += done;
-            if done > 0 {
-                progress(deleted).await;
-            }
-            if done < batch_rows as u64 {
-                return Ok(deleted);
+        for key in keys {
+            loop {
+                let done = self.prune_usage_batch(key, before, batch_rows).await?;
+                deleted += done;
+                if done > 0 {
+                    progress(deleted).await;
+                }
+                if done < batch_rows as u64 {
+                    break;
+                }
             }
         }
+        Ok(deleted)
     }
 
-    /// Deletes up to `batch_rows` of the oldest `usage_log` rows created
-    /// before `before`.
+    /// Deletes up to `batch_rows` of key `api_key_id`'s oldest `usage_log`
+    /// rows created before `before`.
     async fn prune_usage_batch(
         &self,
+        api_key_id: i64,
         before: OffsetDateTime,
         batch_rows: usize,
     ) -> Result<u64, StoreError> {
         let limit = i64::try_from(batch_rows).unwrap_or(i64::MAX);
         let ids: Vec<i64> = sqlx::query_scalar(sql::PRUNABLE_IDS)
+            .bind(api_key_id)
             .bind(DB::db_time(before))
             .bind(limit)
             .fetch_all(self.pool())

@@ -509,7 +509,8 @@ impl Store {
     }
 
     /// Deletes the `usage_log` rows created before `before`, at most
-    /// `batch_rows` a transaction, oldest first, and says how many it
+    /// `batch_rows` a transaction, key by key and each key's oldest first,
+    /// and says how many it
     /// deleted; `progress` hears the running total after each batch. The
     /// rollups are kept, so summaries and the hourly and daily series stay
     /// the same.

@@ -8,7 +8,7 @@
 
 use sqlx::query::Query;
 use sqlx::{ColumnIndex, Database, Decode, Encode, Row, Type};
-use tollgate_wire::{UsageRecord, UsageSource};
+use tollgate_wire::UsageRecord;
 
 use super::rollup::{Grain, Halves, RollupDelta, TokenSums};
 use super::{
@@ -100,28 +100,92 @@ pub fn known_key_ids(n: usize) -> String {
     format!("SELECT id FROM api_keys WHERE id IN ({})", placeholders(n))
 }
 
-/// The columns of a usage row, in the order [`insert_usage`] binds them.
-pub const USAGE_COLUMNS: &str = "request_id, api_key_id, method, endpoint, status_code, \
-     outcome, request_bytes, response_bytes, units, duration_ms, created_at, \
-     api, model, streamed, input_tokens, output_tokens, cached_input_tokens, \
-     reasoning_tokens, usage_source, cost_micros, currency";
+/// The columns every usage row binds, in the order [`bind_usage`] binds them.
+const PLAIN_COLUMNS: &str = "request_id, api_key_id, method, endpoint, status_code, \
+     outcome, request_bytes, response_bytes, units, duration_ms, created_at";
 
-/// Columns of a usage row.
-const USAGE_COLUMN_COUNT: usize = 21;
+/// The columns an LLM call's row binds after [`PLAIN_COLUMNS`]; a row of
+/// any other call leaves them at their defaults (no api, model, cost or
+/// currency; not streamed; no tokens; `usage_source` `none`).
+const LLM_COLUMNS: &str = "api, model, streamed, input_tokens, output_tokens, \
+     cached_input_tokens, reasoning_tokens, usage_source, cost_micros, currency";
 
-/// `{verb} INTO usage_log (USAGE_COLUMNS) VALUES (...), ...{tail}` for
-/// `rows` rows: `verb` and `tail` are the dialect's insert that skips a
+/// Which columns a usage row binds. The database's cost of a row grows with
+/// its bound values (each one a parameter the server sets up and clears),
+/// so a call that is not an LLM call binds only the 11 it has: bench/README.md,
+/// "The cost of a usage row".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum RowShape {
+    Plain,
+    Llm,
+}
+
+impl RowShape {
+    /// The shape of a record's row.
+    pub fn of(record: &UsageRecord) -> RowShape {
+        if record.llm.is_some() {
+            RowShape::Llm
+        } else {
+            RowShape::Plain
+        }
+    }
+
+    fn columns(self) -> String {
+        match self {
+            RowShape::Plain => PLAIN_COLUMNS.to_string(),
+            RowShape::Llm => format!("{PLAIN_COLUMNS}, {LLM_COLUMNS}"),
+        }
+    }
+
+    fn column_count(self) -> usize {
+        match self {
+            RowShape::Plain => 11,
+            RowShape::Llm => 21,
+        }
+    }
+}
+
+/// The row counts a ledger statement (usage insert, rollup upsert, key
+/// look-up) is built for, largest first: `n` rows go in statements of these
+/// sizes (a full batch of the filter's 500 in one), so each connection
+/// prepares at most these few statements once and keeps them in its
+/// statement cache. Prepared again for every batch, a 500-row insert cost
+/// the database a third of a row's CPU and the sidecar half of its own.
+pub const STATEMENT_ROWS: [usize; 10] = [500, 256, 128, 64, 32, 16, 8, 4, 2, 1];
+
+/// `items` cut into statements of [`STATEMENT_ROWS`] sizes, each at most
+/// `largest`, in order.
+pub fn statement_chunks<T>(mut items: &[T], largest: usize) -> Vec<&[T]> {
+    let mut chunks = Vec::new();
+    for size in STATEMENT_ROWS
+        .iter()
+        .copied()
+        .filter(|s| *s <= largest.max(1))
+    {
+        while items.len() >= size {
+            let (chunk, rest) = items.split_at(size);
+            chunks.push(chunk);
+            items = rest;
+        }
+    }
+    chunks
+}
+
+/// `{verb} INTO usage_log (columns) VALUES (...), ...{tail}` for `rows`
+/// rows of `shape`: `verb` and `tail` are the dialect's insert that skips a
 /// stored `request_id` (`INSERT IGNORE`; SQLite's `ON CONFLICT`). Bind the
 /// rows with [`bind_usage`].
-pub fn insert_usage(verb: &str, rows: usize, tail: &str) -> String {
+pub fn insert_usage(verb: &str, shape: RowShape, rows: usize, tail: &str) -> String {
     format!(
-        "{verb} INTO usage_log ({USAGE_COLUMNS}) VALUES {}{tail}",
-        value_tuples(rows, USAGE_COLUMN_COUNT)
+        "{verb} INTO usage_log ({}) VALUES {}{tail}",
+        shape.columns(),
+        value_tuples(rows, shape.column_count())
     )
 }
 
 /// Binds each (record, its creation time as the backend stores it) in
-/// the order of [`USAGE_COLUMNS`], its cost by `prices`.
+/// the order of its [`RowShape`]'s columns, an LLM row's cost by `prices`.
+/// The statement was built for the rows' one shape.
 pub fn bind_usage<'q, DB, T>(
     mut query: Query<'q, DB, DB::Arguments<'q>>,
     rows: &'q [(&'q UsageRecord, T)],
@@ -136,10 +200,6 @@ where
     &'q T: Encode<'q, DB> + Type<DB>,
 {
     for (r, created_at) in rows {
-        let cost = prices.cost(r);
-        // A call that is not an LLM call: no api or model, no tokens, `none`.
-        let llm = r.llm.as_ref();
-        let tokens = llm.map(|l| l.tokens).unwrap_or_default();
         query = query
             .bind(r.request_id.as_str())
             .bind(r.api_key_id)
@@ -151,15 +211,21 @@ where
             .bind(to_i64(r.response_bytes))
             .bind(to_i64(r.units))
             .bind(to_i64(r.duration_ms))
-            .bind(created_at)
-            .bind(llm.map(|l| l.api.name()))
-            .bind(llm.map(|l| l.model.as_str()))
-            .bind(i64::from(llm.is_some_and(|l| l.streamed)))
+            .bind(created_at);
+        let Some(llm) = r.llm.as_ref() else {
+            continue;
+        };
+        let cost = prices.cost(r);
+        let tokens = llm.tokens;
+        query = query
+            .bind(Some(llm.api.name()))
+            .bind(Some(llm.model.as_str()))
+            .bind(i64::from(llm.streamed))
             .bind(to_i64(tokens.input_tokens))
             .bind(to_i64(tokens.output_tokens))
             .bind(to_i64(tokens.cached_input_tokens))
             .bind(to_i64(tokens.reasoning_tokens))
-            .bind(llm.map_or(UsageSource::None, |l| l.usage_source).name())
+            .bind(llm.usage_source.name())
             .bind(cost.micros())
             .bind(cost.currency().map(Currency::code));
     }
@@ -543,10 +609,15 @@ fn parse_minute(text: &str) -> Result<time::OffsetDateTime, String> {
         .map_err(|e| format!("series bucket {text:?} is malformed: {e}"))
 }
 
-/// The next rows a prune deletes, oldest first, through the created_at
-/// index; binds before, limit.
-pub const PRUNABLE_IDS: &str =
-    "SELECT id FROM usage_log WHERE created_at < ? ORDER BY created_at LIMIT ?";
+/// Every key id that has usage rows, or had them: the daily rollups hold
+/// one row per key and day of every row stored (pruned or not), including
+/// rows stored before ingestion refused unknown key ids.
+pub const USAGE_KEY_IDS: &str = "SELECT DISTINCT api_key_id FROM usage_daily ORDER BY api_key_id";
+
+/// A key's next rows a prune deletes, oldest first, through the
+/// (api_key_id, created_at) index; binds the key id, before, limit.
+pub const PRUNABLE_IDS: &str = "SELECT id FROM usage_log WHERE api_key_id = ? AND created_at < ? \
+     ORDER BY created_at LIMIT ?";
 
 /// `DELETE FROM usage_log WHERE id IN (...)` for `n` ids.
 pub fn delete_usage_ids(n: usize) -> String {
@@ -646,6 +717,37 @@ mod tests {
             Ok(time::macros::datetime!(2026-12-02 03:59:00 UTC))
         );
         assert!(parse_minute("2026-12-02 03").is_err());
+    }
+
+    #[test]
+    fn statements_come_in_a_few_sizes_and_cover_every_row_in_order() {
+        let rows: Vec<usize> = (0..1000).collect();
+        let sizes = |n: usize, largest: usize| -> Vec<usize> {
+            statement_chunks(&rows[..n], largest)
+                .iter()
+                .map(|c| c.len())
+                .collect()
+        };
+        assert_eq!(sizes(500, 500), [500]);
+        assert_eq!(sizes(1000, 500), [500, 500]);
+        assert_eq!(sizes(499, 500), [256, 128, 64, 32, 16, 2, 1]);
+        assert_eq!(sizes(3, 1), [1, 1, 1]);
+        assert!(sizes(0, 500).is_empty());
+        for n in 0..=1000 {
+            let chunks = statement_chunks(&rows[..n], 500);
+            assert!(chunks.len() <= 10, "{n} rows: {} statements", chunks.len());
+            assert!(chunks.iter().all(|c| STATEMENT_ROWS.contains(&c.len())));
+            assert_eq!(chunks.concat(), rows[..n], "{n} rows");
+        }
+    }
+
+    #[test]
+    fn a_row_binds_its_shapes_columns() {
+        let plain = insert_usage("INSERT", RowShape::Plain, 2, "");
+        let llm = insert_usage("INSERT", RowShape::Llm, 1, "");
+        assert_eq!(plain.matches('?').count(), 2 * 11);
+        assert_eq!(llm.matches('?').count(), 21);
+        assert!(!plain.contains("model") && llm.contains("model, streamed"));
     }
 
     #[test]
