@@ -28,15 +28,16 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import http.client
 import os
 import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 from pathlib import Path
 
 import jwt
-import requests
 
 from tollgate_tooling import REPO_ROOT as ROOT
 from tollgate_tooling.gateway import Ledger, mysql_connect
@@ -57,6 +58,27 @@ class Knobs:
     sample_s: float = knob("SOAK_SAMPLE_S", 2)
     max_growth_kib_per_min: float = knob("SOAK_MAX_GROWTH_KIB_PER_MIN", 2048)
     sidecar_max_mib: float = knob("SOAK_SIDECAR_MAX_MIB", 48)
+
+
+def process_cpu_s(pid: int) -> float:
+    """User plus system CPU seconds of one process (0 once it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def mariadb_pid() -> int | None:
+    """The MariaDB server's pid (the stack's database runs on this machine)."""
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() in ("mariadbd", "mysqld"):
+                    return int(entry.name)
+            except OSError:
+                continue
+    return None
 
 
 def rss_kib(pid: int) -> int:
@@ -85,6 +107,42 @@ def group_process(leader: int, name: str) -> int:
         if pgid == leader and comm == name:
             return int(entry.name)
     raise RuntimeError(f"no {name} process in group {leader}")
+
+
+def group_cpu_s(leader: int) -> float:
+    """User plus system CPU seconds of the live processes in ``leader``'s
+    process group (each service of the stack runs in its own session)."""
+    total = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()
+        if int(fields[2]) == leader:
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_s() -> tuple[float, float]:
+    """(busy, all) CPU seconds of every core since boot, from /proc/stat."""
+    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = ticks[3] + ticks[4]
+    hz = os.sysconf("SC_CLK_TCK")
+    return (sum(ticks) - idle) / hz, sum(ticks) / hz
+
+
+def cpu_report(before: dict, after: dict, seconds: float, machine: tuple) -> tuple[str, str]:
+    """Each process's share of one core over the run, and which one a missed
+    rate points at: (the table line, the busiest process)."""
+    shares = {name: (after[name] - before[name]) / seconds * 100 for name in before}
+    busy = (machine[1][0] - machine[0][0]) / max(machine[1][1] - machine[0][1], 1e-9) * 100
+    busiest = max(shares, key=shares.get)
+    line = ("  cpu      " + ", ".join(f"{name} {share:.0f}%" for name, share in shares.items())
+            + f" of one core; the {os.cpu_count()} cores {busy:.0f}% busy")
+    return line, busiest
 
 
 def slope_kib_per_min(samples: list[tuple[float, int]]) -> float:
@@ -120,12 +178,27 @@ class Load:
         lock = threading.Lock()
         digest = hashlib.sha256(BODY).hexdigest()
 
+        url = urllib.parse.urlsplit(self.url)
+        tokens: dict[int, str] = {}
+
+        def token_for(now: int) -> str:
+            # One token a second, shared by the clients: minting one per
+            # request cost the load generator more than the stack.
+            token = tokens.get(now)
+            if token is None:
+                token = jwt.encode({"iat": now, "exp": now + 60, "body_sha256": digest},
+                                   self.secret, algorithm="HS256")
+                tokens.clear()
+                tokens[now] = token
+            return token
+
         def client() -> None:
-            session = requests.Session()
+            conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
             while True:
                 with lock:
                     i = next(next_slot, None)
                 if i is None:
+                    conn.close()
                     return
                 wait = start + i / self.knobs.rate - time.monotonic()
                 if wait > 0:
@@ -133,16 +206,19 @@ class Load:
                 elif wait < -1:
                     with lock:
                         self.late += 1
-                now = int(time.time())
-                token = jwt.encode({"iat": now, "exp": now + 60, "body_sha256": digest},
-                                   self.secret, algorithm="HS256")
+                with lock:
+                    token = token_for(int(time.time()))
                 try:
-                    resp = session.post(self.url, data=BODY, timeout=30, headers={
+                    conn.request("POST", url.path, body=BODY, headers={
                         "Authorization": f"Bearer {self.key}", "X-Auth-Token": token,
                         "Content-Type": "application/json"})
-                    status = resp.status_code
-                    request_id = resp.headers.get("x-request-id")
-                except requests.RequestException:
+                    resp = conn.getresponse()
+                    resp.read()
+                    status = resp.status
+                    request_id = resp.getheader("x-request-id")
+                except (OSError, http.client.HTTPException):
+                    conn.close()
+                    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
                     status, request_id = 0, None
                 with lock:
                     self.statuses[status] = self.statuses.get(status, 0) + 1
@@ -195,8 +271,20 @@ def soak(backend: str, knobs: Knobs, workdir: Path) -> tuple[list[str], list[str
         pids = {"envoy": group_process(stack.envoy.proc.pid, "envoy"),
                 "sidecar": stack.sidecar.proc.pid}
         samples: dict[str, list[tuple[float, int]]] = {name: [] for name in pids}
+        # Where the CPU goes, to say which process held a missed rate back.
+        groups = {"loadgen": os.getpgrp(), "envoy": stack.envoy.proc.pid,
+                  "sidecar": stack.sidecar.proc.pid, "ai-server": stack.ai_server.proc.pid}
+        database = mariadb_pid() if backend == "mariadb" else None
+
+        def cpu_now() -> dict:
+            now = {name: group_cpu_s(leader) for name, leader in groups.items()}
+            if database:
+                now["database"] = process_cpu_s(database)
+            return now
+
         load = Load(stack.gateway + "/proxy/analyze", key["key"], stack.config.jwt_secret, knobs)
         loader = threading.Thread(target=load.run)
+        cpu_before, machine_before = cpu_now(), machine_busy_s()
         began = time.monotonic()
         loader.start()
         while loader.is_alive():
@@ -205,6 +293,8 @@ def soak(backend: str, knobs: Knobs, workdir: Path) -> tuple[list[str], list[str
                 samples[name].append((elapsed, rss_kib(pid)))
             loader.join(knobs.sample_s)
         ran = time.monotonic() - began
+        cpu_line, busiest = cpu_report(cpu_before, cpu_now(), ran,
+                                       (machine_before, machine_busy_s()))
         landed = allowed_ids(stack, key["id"], ledger, len(load.ok_ids),
                              stack.usage_flush_bound_s + 30)
         missing = load.ok_ids - landed
@@ -213,7 +303,11 @@ def soak(backend: str, knobs: Knobs, workdir: Path) -> tuple[list[str], list[str
         lines = [f"{backend}: {sent} requests in {ran:.0f} s ({sent / ran:.0f}/s), "
                  f"statuses {dict(sorted(load.statuses.items()))}, "
                  f"{load.late} sent over 1 s late; ledger: {len(landed)} rows for "
-                 f"{len(load.ok_ids)} 2xx, {len(missing)} missing, {len(extra)} extra"]
+                 f"{len(load.ok_ids)} 2xx, {len(missing)} missing, {len(extra)} extra",
+                 cpu_line]
+        if sent / ran < 0.97 * knobs.rate:
+            lines.append(f"  the offered {knobs.rate:.0f}/s was not reached: {sent / ran:.0f}/s; "
+                         f"the busiest process was {busiest} (see cpu above)")
         if missing or extra:
             failures.append(f"{backend}: the ledger is not exact ({len(missing)} missing, "
                             f"{len(extra)} extra)")
