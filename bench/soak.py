@@ -71,14 +71,8 @@ def process_cpu_s(pid: int) -> float:
 
 def mariadb_pid() -> int | None:
     """The MariaDB server's pid (the stack's database runs on this machine)."""
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if (entry / "comm").read_text().strip() in ("mariadbd", "mysqld"):
-                    return int(entry.name)
-            except OSError:
-                continue
-    return None
+    return next((pid for pid, comm, _, _ in processes() if comm in ("mariadbd", "mysqld")),
+                None)
 
 
 def rss_kib(pid: int) -> int:
@@ -92,27 +86,9 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-def group_process(leader: int, name: str) -> int:
-    """The pid of the process called ``name`` in ``leader``'s process group
-    (Envoy runs under a Python wrapper)."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        comm = stat[stat.index("(") + 1:stat.rindex(")")]
-        pgid = int(stat[stat.rindex(")") + 2:].split()[2])
-        if pgid == leader and comm == name:
-            return int(entry.name)
-    raise RuntimeError(f"no {name} process in group {leader}")
-
-
-def group_cpu_s(leader: int) -> float:
-    """User plus system CPU seconds of the live processes in ``leader``'s
-    process group (each service of the stack runs in its own session)."""
-    total = 0
+def processes():
+    """(pid, command name, process group, the fields after the name) of
+    every live process, from /proc/<pid>/stat."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -121,9 +97,23 @@ def group_cpu_s(leader: int) -> float:
         except OSError:
             continue
         fields = stat[stat.rindex(")") + 2:].split()
-        if int(fields[2]) == leader:
-            total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
+        yield int(entry.name), stat[stat.index("(") + 1:stat.rindex(")")], int(fields[2]), fields
+
+
+def group_process(leader: int, name: str) -> int:
+    """The pid of the process called ``name`` in ``leader``'s process group
+    (Envoy runs under a Python wrapper)."""
+    for pid, comm, pgid, _ in processes():
+        if pgid == leader and comm == name:
+            return pid
+    raise RuntimeError(f"no {name} process in group {leader}")
+
+
+def group_cpu_s(leader: int) -> float:
+    """User plus system CPU seconds of the live processes in ``leader``'s
+    process group (each service of the stack runs in its own session)."""
+    ticks = sum(int(f[11]) + int(f[12]) for _, _, pgid, f in processes() if pgid == leader)
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def machine_busy_s() -> tuple[float, float]:

@@ -425,13 +425,17 @@ async fn run_summary_phase(
     migrate("tollgate migrate")?;
     let mut db = MySqlConnection::connect(&url).await?;
     // Back to the schema before the rollups, so that `tollgate migrate`
-    // rolls up a ledger that is already full, as an upgrade does. 0006 adds
-    // columns to the rollups, so it goes too, and runs again after 0003.
+    // rolls up a ledger that is already full, as an upgrade does. 0006,
+    // 0007 and 0009 add columns to the rollups (and to usage_log), so they
+    // go too, and 0013 (which drops the index 0003 makes): all run again
+    // after 0003.
     for sql in [
-        "DROP TABLE usage_hourly, usage_daily",
-        "DROP INDEX ix_usage_log_created ON usage_log",
-        "ALTER TABLE usage_log DROP COLUMN units",
-        "DELETE FROM _sqlx_migrations WHERE version IN (3, 6)",
+        "DROP TABLE usage_hourly, usage_daily, prices",
+        "ALTER TABLE usage_log DROP COLUMN units, DROP COLUMN api, DROP COLUMN model, \
+         DROP COLUMN streamed, DROP COLUMN input_tokens, DROP COLUMN output_tokens, \
+         DROP COLUMN cached_input_tokens, DROP COLUMN reasoning_tokens, \
+         DROP COLUMN usage_source, DROP COLUMN cost_micros, DROP COLUMN currency",
+        "DELETE FROM _sqlx_migrations WHERE version IN (3, 6, 7, 9, 13)",
     ] {
         sqlx::query(sql).execute(&mut db).await?;
     }
@@ -476,7 +480,7 @@ async fn run_summary_phase(
     );
     let migrate_seconds = migrate("tollgate migrate (0003 and 0006 on the filled ledger)")?;
     println!(
-        "summary phase: migrations 0003 (index and rollups) and 0006 (units) took {migrate_seconds:.1} s"
+        "summary phase: migrations 0003 (index and rollups), 0006, 0007, 0009 (columns) and 0013 (index dropped) took {migrate_seconds:.1} s"
     );
     let hourly_rows: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM usage_hourly")
         .fetch_one(&mut db)
