@@ -64,10 +64,7 @@ where
         }
         let wanted: BTreeSet<i64> = records.iter().map(|r| r.api_key_id).collect();
         let wanted: Vec<i64> = wanted.into_iter().collect();
-        let mut known = HashSet::new();
-        for chunk in wanted.chunks(INSERT_CHUNK_ROWS) {
-            known.extend(self.key_ids_among(chunk).await?);
-        }
+        let known: HashSet<i64> = self.key_ids_among(&wanted).await?.into_iter().collect();
         if let Some((index, record)) = records
             .iter()
             .enumerate()

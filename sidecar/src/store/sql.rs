@@ -138,10 +138,7 @@ impl RowShape {
     }
 
     fn column_count(self) -> usize {
-        match self {
-            RowShape::Plain => 11,
-            RowShape::Llm => 21,
-        }
+        self.columns().split(',').count()
     }
 }
 
