@@ -39,7 +39,7 @@ ENVOY = VENV_BIN / "envoy"
 NATIVE_PROBE_DIR = ROOT / "target/bench-native-probe/release"
 NATIVE_PROBE = "tollgate_bench_native_probe"
 
-#: The probe filters (bench/wasm-probe: root_id noop or mimic), built by bench/run.sh.
+#: The probe filters (bench/wasm-probe: root_id noop, mimic or floor), built by bench/run.sh.
 PROBE_WASM = ROOT / "target/bench-wasm-probe/wasm32-wasip1/release/tollgate_bench_wasm_probe.wasm"
 #: How the template names the plugin's root context.
 ROOT_ID_LINE = "root_id: tollgate\n"

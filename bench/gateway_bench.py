@@ -10,9 +10,10 @@ free loopback ports:
 * the gateways, each from the stack's own Envoy template (bench/envoys.py):
   ``bare`` (no filter), ``gate`` (tollgate), ``gate_cold`` (tollgate with the
   key cache's TTLs at 0, so every request calls the sidecar), ``native``
-  (api_key_auth + jwt_authn), ``wasm_noop`` and ``wasm_mimic`` (probe
-  filters of bench/wasm-probe: one does nothing, the floor of any wasm
-  filter; the other makes tollgate's host calls without its logic) and
+  (api_key_auth + jwt_authn), ``wasm_noop``, ``wasm_mimic`` and
+  ``wasm_floor`` (probe filters of bench/wasm-probe: one does nothing, the
+  floor of any wasm filter; one makes tollgate's host calls without its
+  logic; one does the least the client contract asks of any gate) and
   ``gate_ai`` (tollgate in front of the ai-server), ``gate_native_ai`` (its
   native build there), ``bare_ai`` (Envoy alone in front of it);
 * for the LLM stream rows (bench/llm_stream.py), ``sse-upstream``
@@ -297,6 +298,8 @@ class Bench:
                                               root_id="noop"))
         mimic = self.add_envoy("wasm_mimic", gw("gate", up_addr, wasm=envoys.PROBE_WASM,
                                                 root_id="mimic"))
+        floor = self.add_envoy("wasm_floor", gw("gate", up_addr, wasm=envoys.PROBE_WASM,
+                                                root_id="floor"))
         gate_native = self.add_envoy("gate_native", gw("gate", up_addr, build="native"))
         quiet = self.add_envoy("gate_limited_no_header", gw("gate", up_addr, {
             "limits": {"ratelimit_headers": False}}))
@@ -319,6 +322,8 @@ class Bench:
             Scenario("wasm_noop", noop.url + ANALYZE, b1, small, noop, keys["gate_cached"], False,
                      k.rate),
             Scenario("wasm_mimic", mimic.url + ANALYZE, b1, small, mimic, keys["gate_cached"],
+                     False, k.rate),
+            Scenario("wasm_floor", floor.url + ANALYZE, b1, small, floor, keys["gate_cached"],
                      False, k.rate),
             Scenario("gate_cold", cold.url + ANALYZE, b1, small, cold, keys["gate_cold"], True, k.rate),
             Scenario("gate_limited", gate.url + ANALYZE, b1, small, gate, keys["gate_limited"],

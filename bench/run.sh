@@ -21,7 +21,7 @@ fi
 
 # sidecar-bench and sse-upstream (the LLM stream rows' upstream).
 cargo build --release --locked -p tollgate-bench
-# The probe filters of the wasm_noop and wasm_mimic rows (their own small crate).
+# The probe filters of the wasm_noop, wasm_mimic and wasm_floor rows (their own small crate).
 cargo build --release --locked --target wasm32-wasip1 \
     --manifest-path bench/wasm-probe/Cargo.toml --target-dir target/bench-wasm-probe
 # The no-op dynamic module of the native_module_noop row (its own small crate).

@@ -20,10 +20,30 @@
 //!   (`filter/src/flow/tests.rs`); keep the two in step. `wasm_noop` -> `wasm_mimic`
 //!   is the cost of those host calls; `wasm_mimic` -> `gate_cached` is
 //!   tollgate's own work (token, hashing, usage buffering and flushing).
+//! - `floor`: the least a filter keeping the client contract
+//!   (`docs/CONTRACT.md`) must do per request, on the same requests: read
+//!   the clock once (the usage row's time), read the request headers, set
+//!   `x-request-id` to a minted id, remove the two credentials, hash the
+//!   API key and look it up in a map of this VM's own (no shared data),
+//!   decode the token and parse its claims, check its HMAC-SHA256, read the
+//!   body and compare its SHA-256 with the claim, add `x-tollgate-key-id`,
+//!   read the response headers (the status a usage row records). It keeps
+//!   no usage record and moves no metric, so it is cheaper than any real
+//!   gate: what `wasm_floor` reaches against `bare` is the ceiling of any
+//!   proxy-wasm filter enforcing the contract on this machine.
 //!
 //! Host errors are ignored: this measures cost, it guards nothing.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use hmac::{Hmac, Mac};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+use tollgate_wire::hex::{parse_lower_hex, to_hex};
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -31,7 +51,7 @@ use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, Metr
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Warn);
-    proxy_wasm::set_root_context(|_| Box::new(ProbeRoot { mimic: None }));
+    proxy_wasm::set_root_context(|_| Box::new(ProbeRoot { kind: Kind::Noop }));
 }}
 
 /// The metric the mimic bumps per request (as tollgate bumps its buffered gauge).
@@ -63,8 +83,15 @@ fn pooled_id() -> [u8; 16] {
     })
 }
 
+/// Which probe the plugin's `root_id` asked for.
+enum Kind {
+    Noop,
+    Mimic(Rc<Metrics>),
+    Floor(Rc<Vec<u8>>),
+}
+
 struct ProbeRoot {
-    mimic: Option<Rc<Metrics>>,
+    kind: Kind,
 }
 
 impl Context for ProbeRoot {}
@@ -77,19 +104,29 @@ impl RootContext for ProbeRoot {
             .unwrap_or_default();
         if root_id == b"mimic" {
             let define = |kind, name| hostcalls::define_metric(kind, name).unwrap_or(0);
-            self.mimic = Some(Rc::new(Metrics {
+            self.kind = Kind::Mimic(Rc::new(Metrics {
                 buffered: define(MetricType::Gauge, "probe_buffered"),
             }));
+        } else if root_id == b"floor" {
+            // The gateway's own secret, from the VM's environment as the
+            // filter reads it, so that the floor checks the bench's tokens.
+            let secret = std::env::var(FLOOR_SECRET_ENV).unwrap_or_default();
+            self.kind = Kind::Floor(Rc::new(secret.into_bytes()));
         }
         true
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        match &self.mimic {
-            Some(metrics) => Some(Box::new(Mimic {
+        match &self.kind {
+            Kind::Mimic(metrics) => Some(Box::new(Mimic {
                 metrics: metrics.clone(),
             })),
-            None => Some(Box::new(Noop)),
+            Kind::Floor(secret) => Some(Box::new(Floor {
+                secret: secret.clone(),
+                key: Vec::new(),
+                token: Vec::new(),
+            })),
+            Kind::Noop => Some(Box::new(Noop)),
         }
     }
 
@@ -155,4 +192,137 @@ impl Mimic {
         let _ =
             hostcalls::set_map_value(MapType::HttpRequestHeaders, "x-tollgate-key-id", Some("0"));
     }
+}
+
+/// The environment variable the gateway's JWT secret is in.
+const FLOOR_SECRET_ENV: &str = "TOLLGATE_JWT_SECRET";
+
+thread_local! {
+    /// The floor's key cache: SHA-256 of a key to its id, this VM's own.
+    static KEYS: RefCell<HashMap<[u8; 32], u64>> = RefCell::new(HashMap::new());
+}
+
+/// The credentials the floor took from the request headers.
+struct Floor {
+    secret: Rc<Vec<u8>>,
+    key: Vec<u8>,
+    token: Vec<u8>,
+}
+
+impl Context for Floor {}
+
+impl HttpContext for Floor {
+    fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
+        let _ = hostcalls::get_current_time();
+        let id = to_hex(&pooled_id());
+        let headers = hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default();
+        for (name, value) in headers {
+            if name.eq_ignore_ascii_case("authorization") {
+                self.key = value.strip_prefix(b"Bearer ").unwrap_or(&value).to_vec();
+            } else if name.eq_ignore_ascii_case("x-auth-token") {
+                self.token = value;
+            }
+        }
+        let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, "x-request-id", Some(&id));
+        let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, "authorization");
+        let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, "x-auth-token");
+        if end_of_stream {
+            return self.check(&[]);
+        }
+        Action::Pause
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let body = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size)
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        self.check(&body)
+    }
+
+    fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
+        let _ = hostcalls::get_map_bytes(MapType::HttpResponseHeaders);
+        Action::Continue
+    }
+}
+
+impl Floor {
+    /// The key, the token and the body checked: the key id handed on, or
+    /// the request refused (so that the bench's error count shows the floor
+    /// checked what it was sent).
+    fn check(&self, body: &[u8]) -> Action {
+        let key_hash: [u8; 32] = Sha256::digest(&self.key).into();
+        // Id 0 is no key's (ids start at 1): the bench's usage check never
+        // takes these requests for a metered key's.
+        let key_id = KEYS.with(|keys| *keys.borrow_mut().entry(key_hash).or_insert(0));
+        if !token_matches(&self.secret, &self.token, body) {
+            let _ = hostcalls::send_http_response(
+                401,
+                vec![("content-type", "application/json")],
+                Some(br#"{"error":"invalid_token"}"#),
+            );
+            return Action::Pause;
+        }
+        let _ = hostcalls::set_map_value(
+            MapType::HttpRequestHeaders,
+            "x-tollgate-key-id",
+            Some(&key_id.to_string()),
+        );
+        Action::Continue
+    }
+}
+
+/// The token's header, as far as the contract reads it.
+#[derive(Deserialize)]
+struct JwsHeader<'a> {
+    alg: &'a str,
+}
+
+/// The claims the contract checks on every request (`htm` and `htu` are
+/// checked when the token has them).
+#[derive(Deserialize)]
+struct Claims<'a> {
+    iat: i64,
+    exp: i64,
+    body_sha256: &'a str,
+    htm: Option<&'a str>,
+    htu: Option<&'a str>,
+}
+
+/// Whether `token` is a JWS signed with `secret` whose claims hold
+/// for this request and whose `body_sha256` is the body's hash: the header
+/// and claims decoded and parsed, the signature checked, the body hashed.
+fn token_matches(secret: &[u8], token: &[u8], body: &[u8]) -> bool {
+    let mut parts = token.split(|b| *b == b'.');
+    let (Some(header), Some(claims), Some(signature)) = (parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    let decode = |part: &[u8]| URL_SAFE_NO_PAD.decode(part).unwrap_or_default();
+    let (header, claims) = (decode(header), decode(claims));
+    let signed = &token[..signing_input_len(token)];
+    let signature_ok = match Hmac::<Sha256>::new_from_slice(secret) {
+        Ok(mut mac) => {
+            mac.update(signed);
+            mac.verify_slice(&decode(signature)).is_ok()
+        }
+        Err(_) => false,
+    };
+    let body_hash: [u8; 32] = Sha256::digest(body).into();
+    let alg_ok = serde_json::from_slice::<JwsHeader>(&header).is_ok_and(|h| h.alg == "HS256");
+    let claims_ok = serde_json::from_slice::<Claims>(&claims).is_ok_and(|c| {
+        parse_lower_hex(c.body_sha256) == Some(body_hash)
+            && c.htm.is_none_or(|m| m == "POST")
+            && c.htu.is_none_or(|u| u.starts_with('/'))
+            && c.iat <= c.exp
+    });
+    signature_ok && alg_ok && claims_ok
+}
+
+/// The length of a JWS's signing input (header and claims, up to the last dot).
+fn signing_input_len(token: &[u8]) -> usize {
+    token.iter().rposition(|b| *b == b'.').unwrap_or(0)
 }
