@@ -62,12 +62,12 @@ TARGET_REASONS = {
         "these 2 cores, so the gate is held to Envoy alone",
     "gate_native_ai_server_vs_bare_ai_server_rps": "as above, for the native build",
     "gate_cached_vs_bare_rps":
-        "kept, and out of reach here: the least the contract asks of any wasm gate "
-        "(`wasm_floor`, no metering) reaches a median 0.81 of bare (15 rounds, 0.65-0.89); "
+        "kept: a probe doing only what the contract asks of a gate (`wasm_floor`, no "
+        "metering) reaches a median 0.81 of bare here (15 rounds, 0.65-0.89, 7 under 0.80); "
         "tollgate, which also meters, reaches 0.91 of that floor in the same rounds",
     "metering_cpu_us_per_request":
         "kept, and out of reach for a row per call: a usage_log with no index but its "
-        "primary key costs 8.8-10.8 µs a row here, before exactly-once (bench/README.md)",
+        "primary key costs 8.9-10.8 µs a row here, before exactly-once (bench/README.md)",
     "ingest_mysql_rows_per_s":
         "kept, and out of reach for a row per call: a usage_log with no index but its "
         "primary key reaches 155,000-177,000 rows/s on these 2 cores",

@@ -27,12 +27,13 @@
 //!   API key and look it up in a map of this VM's own (no shared data),
 //!   decode the token and parse its claims, check its HMAC-SHA256, read the
 //!   body and compare its SHA-256 with the claim, add `x-tollgate-key-id`,
-//!   read the response headers (the status a usage row records). It keeps
-//!   no usage record and moves no metric, so it is cheaper than any real
-//!   gate: what `wasm_floor` reaches against `bare` is the ceiling of any
-//!   proxy-wasm filter enforcing the contract on this machine.
+//!   read the response headers (the status a usage row records); refuse a
+//!   bad token with a 401. It keeps no usage record, moves no metric and
+//!   has no limits: `wasm_floor` against `bare` is what the contract
+//!   costs a wasm gate on this machine, before metering.
 //!
-//! Host errors are ignored: this measures cost, it guards nothing.
+//! Host errors are ignored: these measure cost. Only `floor` refuses
+//! anything, so that the bench's error count shows it checked every token.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
