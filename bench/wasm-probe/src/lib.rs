@@ -36,7 +36,7 @@
 //! anything, so that the bench's error count shows it checked every token.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::rc::Rc;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -150,16 +150,10 @@ impl Context for Mimic {}
 
 impl HttpContext for Mimic {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let _ = hostcalls::get_current_time();
-        let id = pooled_id();
-        let id: String = id.iter().map(|b| format!("{b:02x}")).collect();
-        let _headers = hostcalls::get_map_bytes(MapType::HttpRequestHeaders);
-        let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, "x-request-id", Some(&id));
-        let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, "authorization");
-        let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, "x-auth-token");
+        let _headers = arrive();
         let _ = hostcalls::get_shared_data("tollgate.kc.1");
         if end_of_stream {
-            self.allow();
+            hand_on_key_id();
             return Action::Continue;
         }
         Action::Pause
@@ -170,7 +164,7 @@ impl HttpContext for Mimic {
             return Action::Pause;
         }
         let _ = hostcalls::get_buffer(BufferType::HttpRequestBody, 0, body_size);
-        self.allow();
+        hand_on_key_id();
         Action::Continue
     }
 
@@ -185,22 +179,32 @@ impl HttpContext for Mimic {
     }
 }
 
-impl Mimic {
-    fn allow(&self) {
-        // Key id 0 is no key's (ids start at 1): the usage check, which reads
-        // the key ids the upstream served, never takes these requests for a
-        // metered key's.
-        let _ =
-            hostcalls::set_map_value(MapType::HttpRequestHeaders, "x-tollgate-key-id", Some("0"));
-    }
+/// What every gate does first with a request's headers, as tollgate does:
+/// read the clock, mint an id from the pool, read the headers once, set
+/// `x-request-id`, remove the two credentials. Returns the headers as read.
+fn arrive() -> Vec<(String, Vec<u8>)> {
+    let _ = hostcalls::get_current_time();
+    let id = to_hex(&pooled_id());
+    let headers = hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default();
+    let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, "x-request-id", Some(&id));
+    let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, "authorization");
+    let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, "x-auth-token");
+    headers
+}
+
+/// Adds `x-tollgate-key-id` for a request let through. Key id 0 is no key's
+/// (ids start at 1): the bench's usage check, which reads the key ids the
+/// upstream served, never takes these requests for a metered key's.
+fn hand_on_key_id() {
+    let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, "x-tollgate-key-id", Some("0"));
 }
 
 /// The environment variable the gateway's JWT secret is in.
 const FLOOR_SECRET_ENV: &str = "TOLLGATE_JWT_SECRET";
 
 thread_local! {
-    /// The floor's key cache: SHA-256 of a key to its id, this VM's own.
-    static KEYS: RefCell<HashMap<[u8; 32], u64>> = RefCell::new(HashMap::new());
+    /// The floor's key cache, this VM's own: the SHA-256 of every key seen.
+    static KEYS: RefCell<HashSet<[u8; 32]>> = RefCell::new(HashSet::new());
 }
 
 /// The credentials the floor took from the request headers.
@@ -214,19 +218,13 @@ impl Context for Floor {}
 
 impl HttpContext for Floor {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let _ = hostcalls::get_current_time();
-        let id = to_hex(&pooled_id());
-        let headers = hostcalls::get_map_bytes(MapType::HttpRequestHeaders).unwrap_or_default();
-        for (name, value) in headers {
+        for (name, value) in arrive() {
             if name.eq_ignore_ascii_case("authorization") {
                 self.key = value.strip_prefix(b"Bearer ").unwrap_or(&value).to_vec();
             } else if name.eq_ignore_ascii_case("x-auth-token") {
                 self.token = value;
             }
         }
-        let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, "x-request-id", Some(&id));
-        let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, "authorization");
-        let _ = hostcalls::remove_map_value(MapType::HttpRequestHeaders, "x-auth-token");
         if end_of_stream {
             return self.check(&[]);
         }
@@ -256,9 +254,8 @@ impl Floor {
     /// checked what it was sent).
     fn check(&self, body: &[u8]) -> Action {
         let key_hash: [u8; 32] = Sha256::digest(&self.key).into();
-        // Id 0 is no key's (ids start at 1): the bench's usage check never
-        // takes these requests for a metered key's.
-        let key_id = KEYS.with(|keys| *keys.borrow_mut().entry(key_hash).or_insert(0));
+        // The look-up of a cached key (every key is taken as known).
+        KEYS.with(|keys| keys.borrow_mut().insert(key_hash));
         if !token_matches(&self.secret, &self.token, body) {
             let _ = hostcalls::send_http_response(
                 401,
@@ -267,11 +264,7 @@ impl Floor {
             );
             return Action::Pause;
         }
-        let _ = hostcalls::set_map_value(
-            MapType::HttpRequestHeaders,
-            "x-tollgate-key-id",
-            Some(&key_id.to_string()),
-        );
+        hand_on_key_id();
         Action::Continue
     }
 }
